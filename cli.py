@@ -1,0 +1,137 @@
+"""dmft-probe command line: parse, call, print. Bad input -> one line on stderr and exit status 2."""
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Probe infinite-width, -head and -depth limits of transformers against DMFT predictions.")
+
+
+def fail(msg: str) -> None:
+    """Print one line naming what is wrong and exit with status 2."""
+    typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(2)
+
+
+def user_errors(fn):
+    """Turn ValueError/OSError raised on user input into one line and exit 2 (never a traceback)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, OSError) as e:
+            fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    return wrapper
+
+
+# Shared options (model, parametrization, optimizer) of run and describe.
+AxisOpt = typer.Option(None, "--axis", help="the scaling axis that --scale sets: N, H or L [default: N]")
+ScaleOpt = typer.Option(None, "--scale", help="value of the scaling axis (N, H or L)")
+NOpt = typer.Option(None, "--N", help="key/query dimension per head [default: 16]")
+HOpt = typer.Option(None, "--H", help="heads of a full-width layer [default: 4]")
+LOpt = typer.Option(None, "--L", help="depth, number of blocks [default: 2]")
+DOpt = typer.Option(None, "--d-model", help="residual width; must equal N*H (a check)")
+ParamOpt = typer.Option(None, "--param", help="parametrization preset: mup, mup-sqrt, depth-sqrt, sp [default: mup]")
+OptimOpt = typer.Option(None, "--optimizer", help="sgd, sgd-momentum, adam, adamw [default: adam]")
+Eta0Opt = typer.Option(None, "--eta0", help="base learning rate before the Table 1 rule [default: 0.05]")
+Gamma0Opt = typer.Option(None, "--gamma0", help="feature-learning strength gamma0 [default: 1]")
+Beta0Opt = typer.Option(None, "--beta0", help="residual branch constant beta0 [default: 1]")
+TaskOpt = typer.Option(None, "--task", help="lm (byte-level stdlib corpus or a token .bin) or vision [default: lm]")
+LwsOpt = typer.Option(None, "--lws", help="layer-wise profile: isotropic, openelm, vanilla, framed, reverse, crown")
+SeqOpt = typer.Option(None, "--seq-len", help="tokens per LM sample [default: 64]")
+ConfigOpt = typer.Option(None, "--config", help="TOML or JSON config file; command-line options override it")
+
+
+def _config(config, scale, axis, N, H, L, d_model, param, optimizer, eta0, gamma0, beta0, task, lws, seq_len, run=None):
+    from probes.config import make_run_config
+
+    return make_run_config(
+        config, scale=scale,
+        model={"axis": axis, "N": N, "H": H, "L": L, "d_model": d_model, "task": task, "lws": lws, "seq_len": seq_len},
+        param={"preset": param, "gamma0": gamma0, "beta0": beta0},
+        optim={"name": optimizer, "eta0": eta0}, run=run)
+
+
+@app.command()
+@user_errors
+def run(
+    scale: Optional[int] = ScaleOpt, axis: Optional[str] = AxisOpt,
+    N: Optional[int] = NOpt, H: Optional[int] = HOpt, L: Optional[int] = LOpt, d_model: Optional[int] = DOpt,
+    param: Optional[str] = ParamOpt, optimizer: Optional[str] = OptimOpt, eta0: Optional[float] = Eta0Opt,
+    gamma0: Optional[float] = Gamma0Opt, beta0: Optional[float] = Beta0Opt, task: Optional[str] = TaskOpt,
+    lws: Optional[str] = LwsOpt, seq_len: Optional[int] = SeqOpt,
+    steps: Optional[int] = typer.Option(None, "--steps", help="optimizer steps [default: 200]"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="samples per step [default: 32]"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="initialisation seed [default: 0]"),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or auto [default: cpu]"),
+    data: Optional[str] = typer.Option(None, "--data", help="local data: CIFAR-10 folder, CIFAR-5M .npz, or token .bin"),
+    log_every: Optional[int] = typer.Option(None, "--log-every", help="steps between held-out evaluations [default: 10]"),
+    out: Optional[Path] = typer.Option(None, "--out", help="dataset file (.nc or .zarr) [default: runs/<name>.nc]"),
+    config: Optional[str] = ConfigOpt,
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
+):
+    """Train one model at --scale on --axis and write its dataset."""
+    from probes.data import DataError  # noqa: F401  (a ValueError)
+    from probes.dataset import base_dataset, save
+    from probes.outputs import default_out_path, prepare_out_path
+    from probes.run import train
+
+    cfg = _config(config, scale, axis, N, H, L, d_model, param, optimizer, eta0, gamma0, beta0, task, lws, seq_len,
+                  run={"steps": steps, "batch_size": batch_size, "seed": seed, "device": device,
+                       "data_path": data, "log_every": log_every})
+    if data is not None and not Path(data).exists():
+        fail(f"--data: no such file or folder {data}")
+    out_path = prepare_out_path(out or default_out_path(cfg))
+    m = cfg.model
+    typer.echo(f"{cfg.param.name} {cfg.optim.name} {m.task}: N={m.N} H={m.H} L={m.L} (axis {m.axis}), "
+               f"{cfg.steps} steps on {cfg.device}", err=True)
+    result = train(cfg, progress=progress)
+    save(base_dataset(result), out_path)
+    if result.status != "ok":
+        typer.echo(f"run diverged at step {result.diverged_at} (loss not finite); dataset written to {out_path}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"final train loss {result.train_loss[-1]:.4f}, held-out loss {result.heldout_loss[-1]:.4f} "
+               f"({result.wall_s:.1f} s)")
+    typer.echo(f"dataset: {out_path}")
+
+
+@app.command()
+@user_errors
+def describe(
+    scale: Optional[int] = ScaleOpt, axis: Optional[str] = AxisOpt,
+    N: Optional[int] = NOpt, H: Optional[int] = HOpt, L: Optional[int] = LOpt, d_model: Optional[int] = DOpt,
+    param: Optional[str] = ParamOpt, optimizer: Optional[str] = OptimOpt, eta0: Optional[float] = Eta0Opt,
+    gamma0: Optional[float] = Gamma0Opt, beta0: Optional[float] = Beta0Opt, task: Optional[str] = TaskOpt,
+    lws: Optional[str] = LwsOpt, seq_len: Optional[int] = SeqOpt, config: Optional[str] = ConfigOpt,
+):
+    """Print every parameter's role, shape, init std, forward multiplier, lr multiplier and eps multiplier."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from parametrizations.describe import describe as rows_of, header
+    from parametrizations.transformer import LWSTransformer
+
+    cfg = _config(config, scale, axis, N, H, L, d_model, param, optimizer, eta0, gamma0, beta0, task, lws, seq_len)
+    model = LWSTransformer(cfg.model, cfg.param, cfg.optim.name)
+    console = Console(width=160)
+    for line in header(model, cfg.param, cfg.optim):
+        console.print(line, highlight=False)
+    table = Table("parameter", "role", "shape", "init std", "fwd mult", "lr", "lr mult", "eps mult", "eps")
+    for r in rows_of(model, cfg.param, cfg.optim):
+        table.add_row(r.name, r.role, "x".join(map(str, r.shape)), f"{r.init_std:.4g}", f"{r.mult:.4g}",
+                      f"{r.lr:.4g}", f"{r.lr_mult:.4g}", "-" if r.eps_mult is None else f"{r.eps_mult:.4g}",
+                      "-" if r.eps is None else f"{r.eps:.3g}")
+    console.print(table)
+
+
+def main() -> None:  # python cli.py ...
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""The parametrization: exponents, constants and the abc rule (init std, forward multiplier) per role.
+
+Bordelon, Chaudhry & Pehlevan (NeurIPS 2024), "Infinite Limits of Multi-head Transformer Dynamics":
+- attention variables A = N^-alpha_A q.k (Sec. 2, Table 3);
+- residual branches scaled by beta0 (L/L0)^-alpha_L (Fig. 1a);
+- output centred and scaled, f_train = (f(theta) - f(theta_0)) / gamma0;
+- first-layer and readout variance/multiplier and the global learning rate per optimizer (Table 1).
+
+Every number here is a plain Python float. Shapes and roles are described in DESIGN §3; the learning-rate,
+eps and weight-decay rules live in `parametrizations.optim`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+
+ROLES = ("embed", "pos", "q", "k", "v", "o", "mlp_in", "mlp_out", "readout")
+OPTIMIZERS = ("sgd", "sgd-momentum", "adam", "adamw")
+
+
+@dataclass(frozen=True)
+class Parametrization:
+    """Exponents and constants of one parametrization.
+
+    alpha_A: attention exponent, A = N^-alpha_A q.k (1 = muP / mean field, 1/2 = standard 1/sqrt(N)).
+    alpha_L: residual exponent, branch multiplier beta0 (L/L0)^-alpha_L (1/2 or 1).
+    beta0:   residual branch constant.
+    gamma0:  feature-learning strength; the readout carries 1/gamma0 and the output is centred.
+    L0:      reference depth of the depth factors (L/L0).
+    standard: True for SP, the negative control: PyTorch-style 1/sqrt(fan_in) init with unit multipliers,
+              an unscaled learning rate, no centring and no depth scaling (alpha_L is ignored).
+    centre:  how f(theta_0) is removed: "copy" (frozen copy of theta_0, as the official code),
+             "zero_readout" (readout initialised at zero, so f(theta_0) = 0), or "none".
+    """
+
+    name: str = "mup"
+    alpha_A: float = 1.0
+    alpha_L: float = 1.0
+    beta0: float = 1.0
+    gamma0: float = 1.0
+    L0: float = 1.0
+    standard: bool = False
+    centre: str = "copy"
+
+    def __post_init__(self) -> None:
+        if self.alpha_A <= 0:
+            raise ValueError(f"alpha_A must be > 0, got {self.alpha_A}")
+        if self.alpha_L < 0:
+            raise ValueError(f"alpha_L must be >= 0, got {self.alpha_L}")
+        for field in ("beta0", "gamma0", "L0"):
+            if getattr(self, field) <= 0:
+                raise ValueError(f"{field} must be > 0, got {getattr(self, field)}")
+        if self.centre not in ("copy", "zero_readout", "none"):
+            raise ValueError(f"centre must be one of copy, zero_readout, none; got {self.centre!r}")
+
+    def with_(self, **changes) -> "Parametrization":
+        """Return a copy with some fields changed (validated again)."""
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+PRESETS: dict[str, Parametrization] = {
+    # muP / mean field in every direction: heads collapse as N -> oo, ODE depth limit.
+    "mup": Parametrization("mup", alpha_A=1.0, alpha_L=1.0),
+    # standard 1/sqrt(N) attention with the mean-field depth rule: head diversity kept as N -> oo.
+    "mup-sqrt": Parametrization("mup-sqrt", alpha_A=0.5, alpha_L=1.0),
+    # depth-muP with 1/sqrt(L) branches: Brownian (SDE) depth limit.
+    "depth-sqrt": Parametrization("depth-sqrt", alpha_A=1.0, alpha_L=0.5),
+    # standard parametrization: the negative control that must fail the invariance checks.
+    "sp": Parametrization("sp", alpha_A=0.5, alpha_L=0.0, standard=True, centre="none"),
+}
+
+
+def get_preset(name: str, **overrides) -> Parametrization:
+    """Return the preset called `name`, with optional field overrides (e.g. gamma0=0.1)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown parametrization {name!r}; choose one of {', '.join(PRESETS)}")
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    return replace(PRESETS[name], **overrides) if overrides else PRESETS[name]
+
+
+def depth_ratio(p: Parametrization, L: int) -> float:
+    """L / L0, the depth factor every depth rule is written in."""
+    return L / p.L0
+
+
+def branch_multiplier(p: Parametrization, L: int) -> float:
+    """Residual branch multiplier beta0 (L/L0)^-alpha_L (Fig. 1a); SP uses beta0 alone."""
+    if p.standard:
+        return p.beta0
+    return p.beta0 * depth_ratio(p, L) ** (-p.alpha_L)
+
+
+def attention_scale(p: Parametrization, N: int) -> float:
+    """The factor N^-alpha_A in A = N^-alpha_A q.k (Table 3)."""
+    return float(N) ** (-p.alpha_A)
+
+
+def is_adam(optimizer: str) -> bool:
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+    return optimizer.startswith("adam")
+
+
+def abc(p: Parametrization, role: str, fan_in: int, *, d: int, N: int, L: int, optimizer: str) -> tuple[float, float]:
+    """Return (init std, forward multiplier) of a parameter of `role` with input dimension `fan_in`.
+
+    d = N*H is the residual width, N the head dimension, L the depth. Weights are drawn N(0, std^2) and the
+    forward pass multiplies W x by the multiplier (abc form; DESIGN §3, Table 1 of the paper):
+      hidden (v, o, mlp_in, mlp_out): std 1, multiplier 1/sqrt(fan_in);
+      q, k: std N^(1-alpha_A), multiplier N^(alpha_A-1)/sqrt(fan_in), so q, k entries are O(1) at init;
+      embed, pos (first layer): SGD variance l^(2 alpha_L - 1), multiplier l^-(alpha_L-1/2)/sqrt(D_in);
+                                Adam variance 1/d, multiplier sqrt(d)/sqrt(D_in)          (l = L/L0);
+      readout: SGD variance l^(2 alpha_L - 1), multiplier l^-(alpha_L-1/2)/(gamma0 d);
+               Adam variance 1, multiplier d^-1/2/gamma0.
+    For the token embedding and the positional table D_in = 1 (one-hot inputs). SP: std 1/sqrt(fan_in)
+    (std 1 for embedding tables) and multiplier 1 everywhere.
+    """
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
+    if p.standard:
+        if role in ("embed", "pos") and fan_in == 1:
+            return 1.0, 1.0
+        return 1.0 / math.sqrt(fan_in), 1.0
+    adam = is_adam(optimizer)
+    ell = depth_ratio(p, L)
+    if role in ("q", "k"):
+        return float(N) ** (1.0 - p.alpha_A), float(N) ** (p.alpha_A - 1.0) / math.sqrt(fan_in)
+    if role in ("v", "o", "mlp_in", "mlp_out"):
+        return 1.0, 1.0 / math.sqrt(fan_in)
+    if role in ("embed", "pos"):
+        if adam:
+            return 1.0 / math.sqrt(d), math.sqrt(d) / math.sqrt(fan_in)
+        return ell ** (p.alpha_L - 0.5), ell ** (-(p.alpha_L - 0.5)) / math.sqrt(fan_in)
+    # readout
+    if adam:
+        return 1.0, 1.0 / (math.sqrt(d) * p.gamma0)
+    return ell ** (p.alpha_L - 0.5), ell ** (-(p.alpha_L - 0.5)) / (p.gamma0 * d)

@@ -1,0 +1,268 @@
+"""The layer-wise-scaled (LWS) transformer of DESIGN §3, in abc form.
+
+Per block l = 1..L (paper Sec. 2, Fig. 1; official code `train_vit_cifar.py`), with d = N*H residual width and
+H_l heads of dimension N in layer l:
+    u   = LN(h)                                            LN without affine parameters, eps 1e-6
+    q,k = (N^(alpha_A-1)/sqrt(d)) W_Q u, (...) W_K u        W_Q, W_K ~ N(0, N^(2(1-alpha_A)))
+    v   = W_V u / sqrt(d)                                   W_V ~ N(0, 1)
+    A   = N^-alpha_A q k^T                                  per head, S x S (causal mask for the LM)
+    h  <- h + beta0 (L/L0)^-alpha_L  W_O concat_h(softmax(A) v) / sqrt(H_l N)
+    h  <- h + beta0 (L/L0)^-alpha_L  W_2 gelu_tanh(W_1 LN(h) / sqrt(d)) / sqrt(d_ff_l)
+Front ends: vision (patches -> linear embedding + learned positions) or causal LM (token embedding + learned
+positions). Readout: LN(h) mean-pooled over tokens (vision) or per token (LM), times the readout multiplier.
+Every multiplier is a plain Python float on its module (FSDP and torch.compile keep those).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .lws import LayerShapes, LWSProfile, get_profile, resolve
+from .spec import Parametrization, abc, attention_scale, branch_multiplier
+
+LN_EPS = 1e-6  # LN_Fixed in the official code
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of the model. N: head dim; H: heads of a full-width layer (d_model = N*H); L: depth.
+
+    task: "lm" (causal, vocab_size tokens) or "vision" (seq_len patches of d_in features, n_classes).
+    lws: LWS profile preset (isotropic, openelm, vanilla, framed, reverse, crown) or "explicit" with
+         lws_heads / lws_d_ff per-layer lists given at H = lws_base_H. The profile is rounded once at
+         H = lws_base_H (default H) and every layer's head count and MLP width is then multiplied by
+         H / lws_base_H (DESIGN §3: round once, then scale).
+    ffn_mult: d_ff = ffn_mult * d for the isotropic profile (1 in the paper's code).
+    axis: which size is the scaling axis of this run ("N", "H" or "L"); recorded, never implied.
+    """
+
+    N: int = 16
+    H: int = 4
+    L: int = 2
+    task: str = "lm"
+    vocab_size: int = 256
+    n_classes: int = 10
+    seq_len: int = 64
+    d_in: int = 48
+    ffn_mult: float = 1.0
+    lws: str = "isotropic"
+    lws_base_H: int | None = None
+    lws_heads: tuple[int, ...] | None = None
+    lws_d_ff: tuple[int, ...] | None = None
+    axis: str = "N"
+
+    def __post_init__(self) -> None:
+        for name in ("N", "H", "L", "seq_len"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.task not in ("lm", "vision"):
+            raise ValueError(f"task must be 'lm' or 'vision', got {self.task!r}")
+        if self.axis not in ("N", "H", "L"):
+            raise ValueError(f"axis must be N, H or L, got {self.axis!r}")
+        if self.ffn_mult <= 0:
+            raise ValueError(f"ffn_mult must be > 0, got {self.ffn_mult}")
+        if self.task == "vision" and self.d_in < 1:
+            raise ValueError(f"d_in must be a positive integer for the vision task, got {self.d_in}")
+        base = self.lws_base_H or self.H
+        if base < 1 or self.H % base:
+            raise ValueError(f"H={self.H} must be a positive multiple of lws_base_H={base}")
+
+    @property
+    def d_model(self) -> int:
+        return self.N * self.H
+
+    def profile(self) -> LWSProfile:
+        """The LWS profile of this config."""
+        if self.lws == "explicit":
+            if self.lws_heads is None or self.lws_d_ff is None:
+                raise ValueError("lws='explicit' needs lws_heads and lws_d_ff")
+            return LWSProfile("explicit", (1.0,), (1.0,), heads=tuple(self.lws_heads), d_ff=tuple(self.lws_d_ff))
+        prof = get_profile(self.lws)
+        if self.lws == "isotropic" and self.ffn_mult != 1.0:
+            prof = LWSProfile("isotropic", prof.qkv, (self.ffn_mult,))
+        return prof
+
+    def shapes(self) -> LayerShapes:
+        """Per-layer heads and MLP widths: rounded at H = lws_base_H, then multiplied by H / lws_base_H."""
+        base = self.lws_base_H or self.H
+        shapes = resolve(self.profile(), self.L, self.N * base, self.N)
+        factor = self.H // base
+        return shapes.scaled(head_factor=factor, ffn_factor=factor) if factor != 1 else shapes
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class ScaledLinear(nn.Module):
+    """y = mult * W x, W (fan_out, fan_in) ~ N(0, init_std^2). No bias (DESIGN §3)."""
+
+    def __init__(self, fan_in: int, fan_out: int, role: str, init_std: float, mult: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(fan_out, fan_in))
+        self.role, self.init_std, self.mult = role, float(init_std), float(mult)
+
+    def reset_parameters(self, generator: torch.Generator) -> None:
+        with torch.no_grad():
+            self.weight.normal_(0.0, self.init_std, generator=generator)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mult * F.linear(x, self.weight)
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[1]} -> {self.weight.shape[0]}, role={self.role}, std={self.init_std:.4g}, mult={self.mult:.4g}"
+
+
+class ScaledTable(nn.Module):
+    """A table of vectors (token embedding or learned positions), y = mult * W[i]; W ~ N(0, init_std^2)."""
+
+    def __init__(self, rows: int, dim: int, role: str, init_std: float, mult: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(rows, dim))
+        self.role, self.init_std, self.mult = role, float(init_std), float(mult)
+
+    def reset_parameters(self, generator: torch.Generator) -> None:
+        with torch.no_grad():
+            self.weight.normal_(0.0, self.init_std, generator=generator)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.mult * F.embedding(idx, self.weight)
+
+
+def layer_norm(h: torch.Tensor) -> torch.Tensor:
+    """LN over features without affine parameters (population variance, eps 1e-6)."""
+    return F.layer_norm(h, (h.shape[-1],), eps=LN_EPS)
+
+
+class Block(nn.Module):
+    """One pre-LN block: MHSA then MLP, each on a residual branch scaled by beta0 (L/L0)^-alpha_L."""
+
+    def __init__(self, d: int, H_l: int, N: int, d_ff: int, p: Parametrization, L: int, optimizer: str, causal: bool):
+        super().__init__()
+        self.H, self.N, self.causal = H_l, N, causal
+
+        def lin(fan_in: int, fan_out: int, role: str) -> ScaledLinear:
+            std, mult = abc(p, role, fan_in, d=d, N=N, L=L, optimizer=optimizer)
+            return ScaledLinear(fan_in, fan_out, role, std, mult)
+
+        self.q, self.k, self.v = lin(d, H_l * N, "q"), lin(d, H_l * N, "k"), lin(d, H_l * N, "v")
+        self.o = lin(H_l * N, d, "o")
+        self.mlp_in, self.mlp_out = lin(d, d_ff, "mlp_in"), lin(d_ff, d, "mlp_out")
+        self.branch = float(branch_multiplier(p, L))       # beta0 (L/L0)^-alpha_L
+        self.attn_scale = float(attention_scale(p, N))     # N^-alpha_A
+
+    def attention_variables(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (A, v): A = N^-alpha_A q k^T (B, H, S, S), causal-masked with -inf; v (B, H, S, N)."""
+        B, S, _ = u.shape
+        q = self.q(u).view(B, S, self.H, self.N).transpose(1, 2)  # (B, H, S, N)
+        k = self.k(u).view(B, S, self.H, self.N).transpose(1, 2)  # (B, H, S, N)
+        v = self.v(u).view(B, S, self.H, self.N).transpose(1, 2)  # (B, H, S, N)
+        A = self.attn_scale * (q @ k.transpose(-2, -1))           # (B, H, S, S)
+        if self.causal:
+            mask = torch.ones(S, S, dtype=torch.bool, device=u.device).triu(1)
+            A = A.masked_fill(mask, float("-inf"))
+        return A, v
+
+    def mhsa(self, u: torch.Tensor, taps: dict | None = None) -> torch.Tensor:
+        """The MHSA branch output W_O concat(softmax(A) v) / sqrt(H_l N), shape (B, S, d)."""
+        B, S, _ = u.shape
+        if taps is None:
+            q = self.q(u).view(B, S, self.H, self.N).transpose(1, 2)  # (B, H, S, N)
+            k = self.k(u).view(B, S, self.H, self.N).transpose(1, 2)
+            v = self.v(u).view(B, S, self.H, self.N).transpose(1, 2)
+            o = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal, scale=self.attn_scale)
+        else:
+            A, v = self.attention_variables(u)
+            taps["A"] = A
+            o = torch.softmax(A, dim=-1) @ v                      # (B, H, S, N)
+        o = o.transpose(1, 2).reshape(B, S, self.H * self.N)      # (B, S, H*N)
+        return self.o(o)
+
+    def mlp(self, u: torch.Tensor) -> torch.Tensor:
+        """The MLP branch output W_2 gelu_tanh(W_1 u / sqrt(d)) / sqrt(d_ff), shape (B, S, d)."""
+        return self.mlp_out(F.gelu(self.mlp_in(u), approximate="tanh"))
+
+    def forward(self, h: torch.Tensor, taps: dict | None = None) -> torch.Tensor:
+        a = self.mhsa(layer_norm(h), taps)
+        h = h + self.branch * a
+        m = self.mlp(layer_norm(h))
+        h = h + self.branch * m
+        if taps is not None:
+            taps["attn_out"], taps["mlp_out"], taps["h"] = a, m, h
+        return h
+
+
+class LWSTransformer(nn.Module):
+    """The parametrized transformer. `param_roles` maps parameter names to roles for the optimizer rules.
+
+    forward(x, taps=None) returns logits: (B, n_classes) for vision, (B, T, vocab_size) for the LM. If `taps`
+    is a list, one dict per block is appended with "A" (B, H_l, S, S; pre-softmax), "attn_out", "mlp_out"
+    (unscaled branch outputs, (B, S, d)) and "h" (residual stream after the block); taps is for probe passes
+    only (training uses fused attention).
+    """
+
+    def __init__(self, cfg: ModelConfig, p: Parametrization, optimizer: str = "adam"):
+        super().__init__()
+        self.cfg, self.p, self.optimizer = cfg, p, optimizer
+        self.shapes = cfg.shapes()
+        d = cfg.d_model
+
+        def ab(role: str, fan_in: int) -> tuple[float, float]:
+            return abc(p, role, fan_in, d=d, N=cfg.N, L=cfg.L, optimizer=optimizer)
+
+        if cfg.task == "vision":
+            self.embed: nn.Module = ScaledLinear(cfg.d_in, d, "embed", *ab("embed", cfg.d_in))
+        else:
+            self.embed = ScaledTable(cfg.vocab_size, d, "embed", *ab("embed", 1))
+        self.pos = ScaledTable(cfg.seq_len, d, "pos", *ab("pos", 1))
+        self.blocks = nn.ModuleList(
+            Block(d, H_l, cfg.N, d_ff, p, cfg.L, optimizer, causal=cfg.task == "lm")
+            for H_l, d_ff in zip(self.shapes.heads, self.shapes.d_ff)
+        )
+        n_out = cfg.n_classes if cfg.task == "vision" else cfg.vocab_size
+        self.readout = ScaledLinear(d, n_out, "readout", *ab("readout", d))
+        self.param_roles = {name: self._role_of(name) for name, _ in self.named_parameters()}
+
+    def _role_of(self, name: str) -> str:
+        module = self.get_submodule(name.rsplit(".", 1)[0])
+        return module.role
+
+    def reset_parameters(self, seed: int) -> "LWSTransformer":
+        """Draw every weight from its init law with a generator seeded by `seed`; returns self."""
+        g = torch.Generator(device="cpu").manual_seed(int(seed))
+        for module in self.modules():
+            if isinstance(module, (ScaledLinear, ScaledTable)):
+                module.reset_parameters(g)
+        if self.p.centre == "zero_readout":
+            with torch.no_grad():
+                self.readout.weight.zero_()
+        return self
+
+    def embed_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Residual stream h^0 (B, S, d): embedding plus learned positions."""
+        S = x.shape[1]
+        if S > self.cfg.seq_len:
+            raise ValueError(f"input has {S} tokens but the model was built for seq_len={self.cfg.seq_len}")
+        pos = self.pos(torch.arange(S, device=x.device))          # (S, d)
+        return self.embed(x) + pos
+
+    def forward(self, x: torch.Tensor, taps: list | None = None) -> torch.Tensor:
+        h = self.embed_tokens(x)
+        for block in self.blocks:
+            if taps is None:
+                h = block(h)
+            else:
+                taps.append({})
+                h = block(h, taps[-1])
+        u = layer_norm(h)
+        if self.cfg.task == "vision":
+            u = u.mean(dim=1)                                     # (B, d), mean over patches
+        return self.readout(u)
+
+
+def build_model(cfg: ModelConfig, p: Parametrization, optimizer: str, seed: int, device: str | torch.device = "cpu") -> LWSTransformer:
+    """Build and initialise the model on `device` (weights drawn on the CPU, so every device sees the same init)."""
+    return LWSTransformer(cfg, p, optimizer).reset_parameters(seed).to(device)

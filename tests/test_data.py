@@ -1,0 +1,334 @@
+"""Tests for probes.data: stdlib byte corpus, synthetic vision, and loaders for fake local files."""
+from __future__ import annotations
+
+import pickle
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+
+from probes.data import (  # noqa: E402
+    DataError, ImageSplit, Task, TokenSplit, cifar5m_npz, cifar10_pickle, load_task, patchify,
+    stdlib_corpus, synthetic_vision, token_bin,
+)
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# ---------------------------------------------------------------- stdlib byte corpus
+
+@pytest.fixture(scope="module")
+def corpus() -> Task:
+    return stdlib_corpus(seq_len=32)
+
+
+def test_stdlib_corpus_basic(corpus: Task) -> None:
+    assert corpus.kind == "lm" and corpus.vocab_size == 256 and corpus.n_classes is None
+    assert corpus.seq_len == 32 and corpus.d_in == 0
+    assert len(corpus.train) > 500_000 and len(corpus.heldout) > 10_000
+    assert len(corpus.train) + len(corpus.heldout) <= 2_000_000
+    assert corpus.train.tokens.dtype == np.uint8
+    assert platform.python_version() in corpus.description
+    assert str(len(corpus.train.files)) in corpus.description
+
+
+def test_stdlib_corpus_split_by_file(corpus: Task) -> None:
+    tr, he = corpus.train.files, corpus.heldout.files
+    assert tr and he and set(tr).isdisjoint(he)
+    assert all(f.endswith(".py") for f in tr + he)
+    assert not any(part in ("test", "tests", "site-packages") for f in tr + he for part in f.split("/")[:-1])
+    assert tr == sorted(tr) and he == sorted(he)
+
+
+def test_stdlib_corpus_deterministic(corpus: Task) -> None:
+    again = stdlib_corpus(seq_len=32)
+    assert again.train.files == corpus.train.files and again.heldout.files == corpus.heldout.files
+    assert np.array_equal(again.train.tokens, corpus.train.tokens)
+    assert np.array_equal(again.heldout.tokens, corpus.heldout.tokens)
+    for a, b in zip(again.train.batch(4, gen(3)), corpus.train.batch(4, gen(3))):
+        assert torch.equal(a, b)
+
+
+def test_stdlib_corpus_max_bytes() -> None:
+    small = stdlib_corpus(seq_len=16, max_bytes=200_000)
+    assert len(small.train) + len(small.heldout) <= 200_000
+    with pytest.raises(DataError, match="max_bytes"):
+        stdlib_corpus(max_bytes=10)
+
+
+def test_lm_batch_shape_and_shift(corpus: Task) -> None:
+    x, y = corpus.train.batch(8, gen(0))
+    assert x.shape == y.shape == (8, 32) and x.dtype == y.dtype == torch.int64
+    assert torch.equal(x[:, 1:], y[:, :-1])
+    assert int(x.min()) >= 0 and int(x.max()) < 256
+    # on a counting stream the target is exactly the next token
+    split = TokenSplit(np.arange(1000, dtype=np.uint16), seq_len=16)
+    x, y = split.batch(64, gen(1))
+    assert torch.equal(y, x + 1) and int(x.min()) >= 0 and int(y.max()) <= 999
+    assert torch.equal(x[:, 1:] - x[:, :-1], torch.ones(64, 15, dtype=torch.int64))
+
+
+def test_lm_fixed_and_generator_determinism(corpus: Task) -> None:
+    a, b, c = (corpus.heldout.fixed(16, seed=s) for s in (5, 5, 6))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(a[0], c[0])
+    g = gen(0)
+    first, second = corpus.train.batch(4, g), corpus.train.batch(4, g)
+    assert not torch.equal(first[0], second[0])
+    with pytest.raises(DataError, match="batch_size"):
+        corpus.train.batch(0, gen(0))
+
+
+# ---------------------------------------------------------------- synthetic vision + patchify
+
+def test_patchify_hand_computed() -> None:
+    img = torch.arange(32, dtype=torch.float32).reshape(1, 2, 4, 4)
+    out = patchify(img, 2)
+    expected = torch.tensor([[[0, 1, 4, 5, 16, 17, 20, 21],
+                              [2, 3, 6, 7, 18, 19, 22, 23],
+                              [8, 9, 12, 13, 24, 25, 28, 29],
+                              [10, 11, 14, 15, 26, 27, 30, 31]]], dtype=torch.float32)
+    assert out.shape == (1, 4, 8) and torch.equal(out, expected)
+    assert torch.equal(patchify(img, 4), img.reshape(1, 1, 32))
+    with pytest.raises(DataError, match="patch=3"):
+        patchify(img, 3)
+    with pytest.raises(DataError):
+        patchify(torch.zeros(2, 4, 4), 2)
+
+
+def test_synthetic_vision() -> None:
+    t1 = synthetic_vision(n_classes=5, image_size=8, channels=2, patch=4, n_train=200, n_heldout=50, seed=1)
+    t2 = synthetic_vision(n_classes=5, image_size=8, channels=2, patch=4, n_train=200, n_heldout=50, seed=1)
+    t3 = synthetic_vision(n_classes=5, image_size=8, channels=2, patch=4, n_train=200, n_heldout=50, seed=2)
+    assert t1.kind == "vision" and t1.n_classes == 5 and t1.vocab_size is None
+    assert t1.seq_len == 4 and t1.d_in == 2 * 16 and len(t1.train) == 200 and len(t1.heldout) == 50
+    x, y = t1.train.fixed(200, seed=0)
+    assert x.shape == (200, 4, 32) and x.dtype == torch.float32
+    assert y.shape == (200,) and y.dtype == torch.int64
+    assert set(y.tolist()) == set(range(5))
+    assert abs(float(x.mean())) < 1e-4 and abs(float(x.std(unbiased=False)) - 1) < 1e-4
+    x2, y2 = t2.train.fixed(200, seed=0)
+    assert torch.equal(x, x2) and torch.equal(y, y2)
+    assert not torch.equal(x, t3.train.fixed(200, seed=0)[0])
+    xb, yb = t1.train.batch(7, gen(0))
+    assert xb.shape == (7, 4, 32) and yb.shape == (7,)
+    assert not torch.equal(t1.train.fixed(10, 0)[0], t1.train.fixed(10, 1)[0])
+
+
+def test_synthetic_vision_is_learnable() -> None:
+    task = synthetic_vision(seed=0)
+    x, y = task.train.fixed(len(task.train), seed=0)
+    xh, yh = task.heldout.fixed(len(task.heldout), seed=0)
+    assert x.shape == (4096, 16, 48) and set(y.tolist()) == set(range(10))
+    means = torch.stack([x[y == k].flatten(1).mean(0) for k in range(10)])
+    pred = torch.cdist(xh.flatten(1), means).argmin(1)
+    assert float((pred == yh).float().mean()) > 0.5  # nearest class mean beats chance (0.1) easily
+
+
+# ---------------------------------------------------------------- CIFAR-10 python pickles
+
+def write_cifar10(root: Path, n_train: tuple[int, ...] = (20, 20), n_test: int = 10) -> tuple[np.ndarray, ...]:
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    train, labels = [], []
+    for i, n in enumerate(n_train, start=1):
+        data, lab = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8), rng.integers(0, 10, n)
+        train.append(data)
+        labels.append(lab)
+        d = {b"batch_label": f"training batch {i} of 5".encode(), b"labels": lab.tolist(),
+             b"data": data, b"filenames": [b"x.png"] * n}
+        (root / f"data_batch_{i}").write_bytes(pickle.dumps(d, protocol=2))
+    d = {b"batch_label": b"testing batch 1 of 1", b"labels": rng.integers(0, 10, n_test).tolist(),
+         b"data": rng.integers(0, 256, size=(n_test, 3072), dtype=np.uint8)}
+    (root / "test_batch").write_bytes(pickle.dumps(d, protocol=2))
+    return np.concatenate(train), np.concatenate(labels)
+
+
+def test_cifar10_pickle(tmp_path: Path) -> None:
+    raw, labels = write_cifar10(tmp_path / "cifar-10-batches-py")
+    task = cifar10_pickle(tmp_path / "cifar-10-batches-py", patch=4)
+    assert task.kind == "vision" and task.n_classes == 10 and task.seq_len == 64 and task.d_in == 48
+    assert len(task.train) == 40 and len(task.heldout) == 10
+    x, y = task.train.fixed(40, seed=0)
+    assert x.shape == (40, 64, 48) and x.dtype == torch.float32 and y.dtype == torch.int64
+    assert int(y.min()) >= 0 and int(y.max()) <= 9
+    assert abs(float(x.mean())) < 1e-4 and abs(float(x.std(unbiased=False)) - 1) < 1e-4
+    # every returned sample is a standardised, patchified (channel-major) training image
+    f = raw.astype(np.float64)
+    expected = patchify(torch.from_numpy((f - f.mean()) / f.std()).float().reshape(40, 3, 32, 32), 4)
+    dist = (x[:, None] - expected[None]).abs().flatten(2).amax(2)
+    assert float(dist.min(1).values.max()) < 1e-4
+    assert sorted(dist.argmin(1).tolist()) == list(range(40))
+    assert torch.equal(y, torch.from_numpy(labels[dist.argmin(1).numpy()]))
+    xh, yh = task.heldout.batch(5, gen(0))
+    assert xh.shape == (5, 64, 48) and yh.shape == (5,)
+    assert load_task("vision", str(tmp_path / "cifar-10-batches-py")).description.startswith("CIFAR-10")
+    assert cifar10_pickle(tmp_path / "cifar-10-batches-py", patch=8).seq_len == 16
+
+
+def test_cifar10_errors(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    with pytest.raises(DataError, match=str(missing)):
+        cifar10_pickle(missing)
+    root = tmp_path / "no_test"
+    write_cifar10(root)
+    (root / "test_batch").unlink()
+    with pytest.raises(DataError, match="test_batch") as e:
+        cifar10_pickle(root)
+    assert str(root) in str(e.value)
+    bad = tmp_path / "bad_shape"
+    write_cifar10(bad)
+    d = {b"labels": [0] * 4, b"data": np.zeros((4, 3000), np.uint8)}
+    (bad / "data_batch_2").write_bytes(pickle.dumps(d))
+    with pytest.raises(DataError) as e:
+        cifar10_pickle(bad)
+    assert str(bad / "data_batch_2") in str(e.value) and "3072" in str(e.value)
+    (bad / "data_batch_2").write_bytes(b"not a pickle")
+    with pytest.raises(DataError, match="data_batch_2"):
+        cifar10_pickle(bad)
+    write_cifar10(tmp_path / "ok")
+    with pytest.raises(DataError, match="patch=5"):
+        cifar10_pickle(tmp_path / "ok", patch=5)
+
+
+# ---------------------------------------------------------------- CIFAR-5M npz
+
+def write_npz(path: Path, n: int, seed: int, brightness: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = np.clip(rng.integers(0, 200, size=(n, 32, 32, 3)) + brightness, 0, 255).astype(np.uint8)
+    y = rng.integers(0, 10, n)
+    np.savez(path, X=x, Y=y)
+    return x, y
+
+
+def test_cifar5m_single_npz(tmp_path: Path) -> None:
+    raw, labels = write_npz(tmp_path / "cifar5m_part0.npz", 50, seed=0)
+    task = cifar5m_npz(tmp_path / "cifar5m_part0.npz", patch=4)
+    assert task.n_classes == 10 and task.seq_len == 64 and task.d_in == 48
+    assert len(task.train) == 45 and len(task.heldout) == 5
+    assert set(task.train.index.tolist()).isdisjoint(task.heldout.index.tolist())
+    x, y = task.train.fixed(45, seed=0)
+    xh, yh = task.heldout.fixed(5, seed=0)
+    assert x.shape == (45, 64, 48) and x.dtype == torch.float32 and y.dtype == torch.int64
+    assert 0 <= int(torch.cat([y, yh]).min()) and int(torch.cat([y, yh]).max()) <= 9
+    assert abs(float(x.mean())) < 0.05 and abs(float(x.std()) - 1) < 0.05
+    both = torch.cat([x, xh])
+    assert abs(float(both.mean())) < 1e-4 and abs(float(both.std(unbiased=False)) - 1) < 1e-4
+    # HWC images become channel-major patches, standardised by the part's global mean/std
+    f = raw.astype(np.float64)
+    expected = patchify(torch.from_numpy(((f - f.mean()) / f.std()).transpose(0, 3, 1, 2)).float(), 4)
+    dist = (both[:, None] - expected[None]).abs().flatten(2).amax(2)
+    match = dist.argmin(1)
+    assert float(dist.min(1).values.max()) < 1e-4 and sorted(match.tolist()) == list(range(50))
+    assert torch.equal(torch.cat([y, yh]), torch.from_numpy(labels[match.numpy()]))
+    again = cifar5m_npz(tmp_path / "cifar5m_part0.npz")
+    assert np.array_equal(again.heldout.index, task.heldout.index)
+    assert load_task("vision", str(tmp_path / "cifar5m_part0.npz")).description.startswith("CIFAR-5M")
+
+
+def test_cifar5m_folder_standardises_per_part(tmp_path: Path) -> None:
+    write_npz(tmp_path / "cifar5m_part0.npz", 30, seed=0)
+    write_npz(tmp_path / "cifar5m_part1.npz", 30, seed=1, brightness=50)
+    task = load_task("vision", str(tmp_path))
+    assert len(task.train) + len(task.heldout) == 60 and len(task.heldout) == 6
+    x, _ = task.train.fixed(len(task.train), seed=0)
+    per_image = x.flatten(1).mean(1)
+    assert abs(float(per_image.mean())) < 0.1 and float(per_image.abs().max()) < 0.3  # brightness removed
+
+
+def test_cifar5m_errors(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=str(tmp_path / "missing.npz")):
+        cifar5m_npz(tmp_path / "missing.npz")
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, X=np.zeros((50, 32, 32), np.uint8), Y=np.zeros(50, np.int64))
+    with pytest.raises(DataError, match=str(bad)):
+        cifar5m_npz(bad)
+    np.savez(bad, X=np.zeros((50, 32, 32, 3), np.float32), Y=np.zeros(50, np.int64))
+    with pytest.raises(DataError, match="uint8"):
+        cifar5m_npz(bad)
+    np.savez(bad, Y=np.zeros(50, np.int64))
+    with pytest.raises(DataError, match="'X'"):
+        cifar5m_npz(bad)
+    write_npz(tmp_path / "ok.npz", 50, seed=0)
+    with pytest.raises(DataError, match="heldout_fraction"):
+        cifar5m_npz(tmp_path / "ok.npz", heldout_fraction=1.5)
+
+
+# ---------------------------------------------------------------- nanoGPT token .bin
+
+def write_bin(path: Path, tokens: np.ndarray, dtype: str = "uint16") -> None:
+    mm = np.memmap(path, dtype=dtype, mode="w+", shape=tokens.shape)
+    mm[:] = tokens
+    mm.flush()
+    del mm
+
+
+def test_token_bin_folder(tmp_path: Path) -> None:
+    write_bin(tmp_path / "train.bin", np.arange(1000) % 500)
+    write_bin(tmp_path / "val.bin", np.random.default_rng(0).integers(0, 300, 1000))
+    task = token_bin(tmp_path, seq_len=16)
+    assert task.kind == "lm" and task.vocab_size == 500 and task.seq_len == 16 and task.d_in == 0
+    assert isinstance(task.train.tokens, np.memmap) and len(task.train) == len(task.heldout) == 1000
+    x, y = task.train.batch(32, gen(0))
+    assert x.shape == y.shape == (32, 16) and x.dtype == y.dtype == torch.int64
+    assert torch.equal(y, (x + 1) % 500)
+    xh, yh = task.heldout.fixed(8, seed=1)
+    assert torch.equal(xh[:, 1:], yh[:, :-1]) and int(xh.max()) < 300
+    assert token_bin(tmp_path, vocab_size=512).vocab_size == 512
+    with pytest.raises(DataError, match="vocab_size"):
+        token_bin(tmp_path, vocab_size=100)
+    assert load_task("lm", str(tmp_path), seq_len=8).train.batch(2, gen(0))[0].shape == (2, 8)
+
+
+def test_token_bin_single_file(tmp_path: Path) -> None:
+    write_bin(tmp_path / "all.bin", np.arange(1000, dtype=np.uint32), dtype="uint32")
+    task = token_bin(tmp_path / "all.bin", seq_len=8, dtype="uint32")
+    assert len(task.train) == 900 and len(task.heldout) == 100 and task.vocab_size == 1000
+    xh, _ = task.heldout.batch(16, gen(0))
+    assert int(xh.min()) >= 900  # heldout is the last 10% of the stream
+
+
+def test_token_bin_errors(tmp_path: Path) -> None:
+    short = tmp_path / "short"
+    short.mkdir()
+    write_bin(short / "train.bin", np.arange(1000))
+    write_bin(short / "val.bin", np.arange(10))
+    with pytest.raises(DataError, match="seq_len") as e:
+        token_bin(short, seq_len=16)
+    assert str(short / "val.bin") in str(e.value)
+    missing_val = tmp_path / "missing_val"
+    missing_val.mkdir()
+    write_bin(missing_val / "train.bin", np.arange(1000))
+    with pytest.raises(DataError, match=str(missing_val / "val.bin")):
+        token_bin(missing_val)
+    odd = tmp_path / "odd.bin"
+    odd.write_bytes(b"\x00" * 1001)
+    with pytest.raises(DataError, match=str(odd)):
+        token_bin(odd)
+    with pytest.raises(DataError, match=str(tmp_path / "absent")):
+        token_bin(tmp_path / "absent")
+    with pytest.raises(DataError, match="dtype"):
+        token_bin(short, dtype="float32")
+
+
+# ---------------------------------------------------------------- dispatch
+
+def test_load_task_dispatch(tmp_path: Path) -> None:
+    lm = load_task("lm", seq_len=16)
+    assert lm.kind == "lm" and "stdlib" in lm.description and lm.train.batch(2, gen(0))[0].shape == (2, 16)
+    vis = load_task("vision", patch=8, seed=3)
+    assert vis.kind == "vision" and vis.seq_len == 4 and vis.d_in == 192
+    with pytest.raises(DataError, match="speech"):
+        load_task("speech")
+    with pytest.raises(DataError, match="does_not_exist"):
+        load_task("vision", str(tmp_path / "does_not_exist"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="empty"):
+        load_task("vision", str(tmp_path / "empty"))
+    assert isinstance(vis.train, ImageSplit)
