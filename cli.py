@@ -8,8 +8,30 @@ from typing import Optional
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Probe infinite-width, -head and -depth limits of transformers against DMFT predictions.")
+
+
+class App(typer.Typer):
+    """Typer app whose usage errors (unknown option, wrong type, ...) print one line and exit 2."""
+
+    def __call__(self, *args, **kwargs):
+        from typer._click.exceptions import NoArgsIsHelpError, UsageError
+
+        kwargs.setdefault("standalone_mode", False)
+        try:
+            code = super().__call__(*args, **kwargs)
+        except NoArgsIsHelpError:
+            raise SystemExit(0)
+        except UsageError as e:
+            typer.echo(f"error: {e.format_message().splitlines()[0]}", err=True)
+            raise SystemExit(2)
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise SystemExit(130)
+        raise SystemExit(code if isinstance(code, int) else 0)
+
+
+app = App(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+          help="Probe infinite-width, -head and -depth limits of transformers against DMFT predictions.")
 
 
 def fail(msg: str) -> None:

@@ -73,10 +73,17 @@ def make_run_config(config_file: str | None = None, *, scale: int | None = None,
             m[key] = tuple(int(v) for v in m[key])
     d_model = m.pop("d_model", None)
     model_cfg = ModelConfig(**m)
+    try:
+        model_cfg.shapes()
+    except ValueError as e:
+        raise ValueError(f"--lws: {e}") from None
     if d_model is not None and d_model != model_cfg.d_model:
         raise ValueError(f"--d-model {d_model} does not match N*H = {model_cfg.N}*{model_cfg.H} = {model_cfg.d_model}")
     preset = p.pop("preset", "mup")
-    param_cfg = get_preset(preset, **p)
+    try:
+        param_cfg = get_preset(preset, **p)
+    except ValueError as e:
+        raise ValueError(f"--param: {e}") from None
     if "betas" in o:
         o["betas"] = tuple(o["betas"])
     optim_cfg = OptimConfig(**o)

@@ -67,7 +67,7 @@ def run_attrs(config: dict, device: str, status: str, extra: dict | None = None)
         "parametrization": p["name"], "alpha_A": p["alpha_A"], "alpha_L": p["alpha_L"], "beta0": p["beta0"],
         "gamma0": p["gamma0"], "L0": p["L0"], "standard": int(p["standard"]), "centre": p["centre"],
         "eta0": o["eta0"], "optimizer": o["name"], "task": m["task"], "axis": m["axis"], "lws": m["lws"],
-        "status": status, "device": device, "torch_version": torch.__version__,
+        "status": status, "device": device, "torch_version": str(torch.__version__),
         "package_version": package_version(), "git_revision": git_revision(),
         "python_version": platform.python_version(),
     }

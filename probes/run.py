@@ -207,3 +207,5 @@ class _RichBar:
 
     def close(self) -> None:
         self._p.stop()
+        if not self._p.console.is_terminal:
+            self._p.console.print()

@@ -1,0 +1,82 @@
+"""The CLI end to end, in subprocesses: a real run writes a dataset; bad input exits 2 with one line."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import xarray as xr
+
+from probes.dataset import load
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_run_writes_a_dataset_xarray_can_open(tmp_path):
+    out = tmp_path / "run.nc"
+    r = cli("run", "--scale", "4", "--steps", "20", "--no-progress", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert f"dataset: {out}" in r.stdout
+    ds = xr.open_dataset(out)
+    assert int(ds.N) == 4 and ds.attrs["axis"] == "N" and ds.attrs["parametrization"] == "mup"
+    assert ds.sizes["train_step"] == 20 and list(ds.step.values) == [0, 10, 20]
+    assert float(ds.heldout_loss[-1]) < float(ds.heldout_loss[0])          # it learned something
+    assert [p.name for p in tmp_path.iterdir()] == ["run.nc"]               # no temporary files left
+    load(out)                                                              # passes the schema check
+
+
+def test_run_on_vision_with_config_file_and_overrides(tmp_path):
+    conf = tmp_path / "c.toml"
+    conf.write_text('[model]\nN = 4\nH = 2\nL = 3\ntask = "vision"\n[param]\npreset = "mup-sqrt"\n'
+                    '[optim]\nname = "sgd-momentum"\neta0 = 0.05\n[run]\nsteps = 5\nlog_every = 5\n')
+    out = tmp_path / "v.nc"
+    r = cli("run", "--config", str(conf), "--axis", "H", "--scale", "4", "--no-progress", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    ds = load(out)
+    assert (int(ds.N), int(ds.H), int(ds.L)) == (4, 4, 3)
+    assert ds.attrs["task"] == "vision" and ds.attrs["optimizer"] == "sgd-momentum" and ds.attrs["alpha_A"] == 0.5
+
+
+def test_describe_prints_every_parameter():
+    r = cli("describe", "--N", "8", "--H", "2", "--L", "2", "--optimizer", "sgd", "--gamma0", "0.5")
+    assert r.returncode == 0, r.stderr
+    for name in ("embed.weight", "pos.weight", "blocks.1.q.weight", "blocks.1.mlp_out.weight", "readout.weight"):
+        assert name in r.stdout
+    # SGD readout multiplier (L/L0)^-(alpha_L-1/2)/(gamma0 d) = 2^-0.5 / (0.5 * 16)
+    row = next(line for line in r.stdout.splitlines() if "readout.weight" in line)
+    assert f"{2 ** -0.5 / 8:.4g}" in row
+
+
+BAD = [
+    (["run", "--param", "mu-p"], "--param"),
+    (["run", "--N", "8", "--H", "4", "--d-model", "30"], "--d-model"),
+    (["run", "--N", "0"], "N must be a positive integer"),
+    (["run", "--scale", "-2"], "--scale"),
+    (["run", "--L", "abc"], "--L"),
+    (["run", "--data", "/nonexistent/cifar"], "--data"),
+    (["run", "--out", "{tmp}/afile/run.nc"], "--out"),
+    (["run", "--out", "{tmp}/run.txt"], "--out"),
+    (["run", "--optimizer", "lion"], "optimizer"),
+    (["run", "--axis", "Q", "--scale", "2"], "--axis"),
+    (["run", "--lws", "pyramid"], "--lws"),
+    (["run", "--config", "{tmp}/missing.toml"], "--config"),
+    (["run", "--eta0", "-1"], "eta0"),
+    (["describe", "--task", "speech"], "task"),
+]
+
+
+@pytest.mark.parametrize("args,names", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_input_exits_2_with_one_line(tmp_path, args, names):
+    (tmp_path / "afile").write_text("not a folder")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    r = cli(*args, "--no-progress" if args[0] == "run" else "--N", *([] if args[0] == "run" else ["8"]), cwd=tmp_path)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("error: ") and names in lines[0], lines[0]
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "runs").exists()                                # nothing written
