@@ -69,14 +69,15 @@ SeqOpt = typer.Option(None, "--seq-len", help="tokens per LM sample [default: 64
 ConfigOpt = typer.Option(None, "--config", help="TOML or JSON config file; command-line options override it")
 
 
-def _config(config, scale, axis, N, H, L, d_model, param, optimizer, eta0, gamma0, beta0, task, lws, seq_len, run=None):
+def _config(config, scale, axis, N, H, L, d_model, param, optimizer, eta0, gamma0, beta0, task, lws, seq_len, run=None,
+            probes=None):
     from probes.config import make_run_config
 
     return make_run_config(
         config, scale=scale,
         model={"axis": axis, "N": N, "H": H, "L": L, "d_model": d_model, "task": task, "lws": lws, "seq_len": seq_len},
         param={"preset": param, "gamma0": gamma0, "beta0": beta0},
-        optim={"name": optimizer, "eta0": eta0}, run=run)
+        optim={"name": optimizer, "eta0": eta0}, run=run, probes=probes)
 
 
 @app.command()
@@ -92,20 +93,26 @@ def run(
     seed: Optional[int] = typer.Option(None, "--seed", help="initialisation seed [default: 0]"),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or auto [default: cpu]"),
     data: Optional[str] = typer.Option(None, "--data", help="local data: CIFAR-10 folder, CIFAR-5M .npz, or token .bin"),
-    log_every: Optional[int] = typer.Option(None, "--log-every", help="steps between held-out evaluations [default: 10]"),
+    probe_every: Optional[int] = typer.Option(None, "--probe-every", help="probe (and held-out loss) every k steps [default: 10]"),
+    probe_log: Optional[int] = typer.Option(None, "--probe-log", help="instead, probe at this many log-spaced steps"),
+    probe_samples: Optional[int] = typer.Option(None, "--probe-samples", help="probe batch size [default: 32]"),
+    probes: bool = typer.Option(True, "--probes/--no-probes", help="record kernels, attention and weight movement"),
     out: Optional[Path] = typer.Option(None, "--out", help="dataset file (.nc or .zarr) [default: runs/<name>.nc]"),
     config: Optional[str] = ConfigOpt,
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
 ):
     """Train one model at --scale on --axis and write its dataset."""
     from probes.data import DataError  # noqa: F401  (a ValueError)
-    from probes.dataset import base_dataset, save
+    from probes.dataset import run_dataset, save
     from probes.outputs import default_out_path, prepare_out_path
     from probes.run import train
+    from probes.summary import summary_lines
 
     cfg = _config(config, scale, axis, N, H, L, d_model, param, optimizer, eta0, gamma0, beta0, task, lws, seq_len,
                   run={"steps": steps, "batch_size": batch_size, "seed": seed, "device": device,
-                       "data_path": data, "log_every": log_every})
+                       "data_path": data},
+                  probes={"every": probe_every, "n_log": probe_log, "n_samples": probe_samples,
+                          "schedule": "log" if probe_log else None, "enabled": None if probes else False})
     if data is not None and not Path(data).exists():
         fail(f"--data: no such file or folder {data}")
     out_path = prepare_out_path(out or default_out_path(cfg))
@@ -113,12 +120,13 @@ def run(
     typer.echo(f"{cfg.param.name} {cfg.optim.name} {m.task}: N={m.N} H={m.H} L={m.L} (axis {m.axis}), "
                f"{cfg.steps} steps on {cfg.device}", err=True)
     result = train(cfg, progress=progress)
-    save(base_dataset(result), out_path)
+    ds = run_dataset(result)
+    save(ds, out_path)
     if result.status != "ok":
         typer.echo(f"run diverged at step {result.diverged_at} (loss not finite); dataset written to {out_path}", err=True)
         raise typer.Exit(1)
-    typer.echo(f"final train loss {result.train_loss[-1]:.4f}, held-out loss {result.heldout_loss[-1]:.4f} "
-               f"({result.wall_s:.1f} s)")
+    for line in summary_lines(ds):
+        typer.echo(line)
     typer.echo(f"dataset: {out_path}")
 
 

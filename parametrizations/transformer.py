@@ -80,7 +80,7 @@ class ModelConfig:
         if self.lws == "explicit":
             if self.lws_heads is None or self.lws_d_ff is None:
                 raise ValueError("lws='explicit' needs lws_heads and lws_d_ff")
-            return LWSProfile("explicit", (1.0,), (1.0,), heads=tuple(self.lws_heads), d_ff=tuple(self.lws_d_ff))
+            return LWSProfile("explicit", heads=tuple(self.lws_heads), d_ff=tuple(self.lws_d_ff))
         prof = get_profile(self.lws)
         if self.lws == "isotropic" and self.ffn_mult != 1.0:
             prof = LWSProfile("isotropic", prof.qkv, (self.ffn_mult,))
@@ -176,8 +176,9 @@ class Block(nn.Module):
             o = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal, scale=self.attn_scale)
         else:
             A, v = self.attention_variables(u)
-            taps["A"] = A
-            o = torch.softmax(A, dim=-1) @ v                      # (B, H, S, N)
+            P = torch.softmax(A, dim=-1)                          # (B, H, S, S)
+            taps["A"], taps["P"] = A, P
+            o = P @ v                                             # (B, H, S, N)
         o = o.transpose(1, 2).reshape(B, S, self.H * self.N)      # (B, S, H*N)
         return self.o(o)
 
@@ -199,7 +200,7 @@ class LWSTransformer(nn.Module):
     """The parametrized transformer. `param_roles` maps parameter names to roles for the optimizer rules.
 
     forward(x, taps=None) returns logits: (B, n_classes) for vision, (B, T, vocab_size) for the LM. If `taps`
-    is a list, one dict per block is appended with "A" (B, H_l, S, S; pre-softmax), "attn_out", "mlp_out"
+    is a list, one dict per block is appended with "A" (B, H_l, S, S; pre-softmax), "P" = softmax(A), "attn_out", "mlp_out"
     (unscaled branch outputs, (B, S, d)) and "h" (residual stream after the block); taps is for probe passes
     only (training uses fused attention).
     """

@@ -5,7 +5,8 @@ Config file layout (every section and key optional):
     [model]  N = 16  H = 4  L = 2  task = "lm"  seq_len = 64  lws = "isotropic"  axis = "N"
     [param]  preset = "mup"  gamma0 = 1.0  beta0 = 1.0  centre = "copy"
     [optim]  name = "adam"  eta0 = 0.05  weight_decay = 0.0
-    [run]    steps = 200  batch_size = 32  seed = 0  device = "cpu"  data_path = "..."  log_every = 10
+    [run]    steps = 200  batch_size = 32  seed = 0  device = "cpu"  data_path = "..."
+    [probes] enabled = true  schedule = "every"  every = 10  n_log = 20  n_samples = 32  seed = 0  n_points = 4
 
 Precedence: command line > file > defaults. `scale` sets the size named by `axis` (N, H or L).
 """
@@ -20,11 +21,13 @@ from parametrizations.optim import OptimConfig
 from parametrizations.spec import get_preset
 from parametrizations.transformer import ModelConfig
 
+from .recorder import ProbeConfig
 from .run import RunConfig
 
 MODEL_KEYS = {f.name for f in fields(ModelConfig)}
 OPTIM_KEYS = {f.name for f in fields(OptimConfig)}
-RUN_KEYS = {f.name for f in fields(RunConfig)} - {"model", "param", "optim"}
+RUN_KEYS = {f.name for f in fields(RunConfig)} - {"model", "param", "optim", "probes"}
+PROBE_KEYS = {f.name for f in fields(ProbeConfig)}
 PARAM_KEYS = {"preset", "alpha_A", "alpha_L", "beta0", "gamma0", "L0", "centre"}
 
 
@@ -40,7 +43,7 @@ def read_config_file(path: str | Path) -> dict:
             data = tomllib.loads(path.read_text())
     except (ValueError, tomllib.TOMLDecodeError) as e:
         raise ValueError(f"--config: {path} is not valid {'JSON' if path.suffix == '.json' else 'TOML'} ({e})") from None
-    allowed = {"model": MODEL_KEYS, "param": PARAM_KEYS, "optim": OPTIM_KEYS, "run": RUN_KEYS}
+    allowed = {"model": MODEL_KEYS, "param": PARAM_KEYS, "optim": OPTIM_KEYS, "run": RUN_KEYS, "probes": PROBE_KEYS}
     for section, values in data.items():
         if section not in allowed or not isinstance(values, dict):
             raise ValueError(f"--config: unknown section [{section}] in {path}; sections are {', '.join(allowed)}")
@@ -51,7 +54,8 @@ def read_config_file(path: str | Path) -> dict:
 
 
 def make_run_config(config_file: str | None = None, *, scale: int | None = None, model: dict | None = None,
-                    param: dict | None = None, optim: dict | None = None, run: dict | None = None) -> RunConfig:
+                    param: dict | None = None, optim: dict | None = None, run: dict | None = None,
+                    probes: dict | None = None) -> RunConfig:
     """Merge defaults < file < overrides (None values are ignored) and validate; returns the RunConfig."""
     data = read_config_file(config_file) if config_file else {}
 
@@ -61,6 +65,7 @@ def make_run_config(config_file: str | None = None, *, scale: int | None = None,
         return out
 
     m, p, o, r = merged("model", model), merged("param", param), merged("optim", optim), merged("run", run)
+    probe_cfg = ProbeConfig(**merged("probes", probes))
     if scale is not None:
         axis = m.get("axis", "N")
         if axis not in ("N", "H", "L"):
@@ -87,7 +92,7 @@ def make_run_config(config_file: str | None = None, *, scale: int | None = None,
     if "betas" in o:
         o["betas"] = tuple(o["betas"])
     optim_cfg = OptimConfig(**o)
-    return RunConfig(model=model_cfg, param=param_cfg, optim=optim_cfg, **r)
+    return RunConfig(model=model_cfg, param=param_cfg, optim=optim_cfg, probes=probe_cfg, **r)
 
 
 def with_sizes(cfg: RunConfig, **sizes) -> RunConfig:

@@ -101,6 +101,88 @@ def base_dataset(result) -> xr.Dataset:
     return ds
 
 
+PROBE_VARS = {
+    # name: (dims after `step`, long_name, units)
+    "kernel_pooled": (("depth", "sample", "sample_"), "residual-stream kernel pooled over tokens, h.h'/d", "1"),
+    "kernel_spatial": (("depth", "token", "token_"), "token x token residual-stream kernel of probe sample 0, h_s.h_s'/d", "1"),
+    "kernel_last_token": (("depth", "sample", "sample_"), "last-token residual-stream kernel across samples, h.h'/d", "1"),
+    "h_rms": (("depth",), "RMS of the residual stream h^l", "1"),
+    "attn_var_heads": (("layer",), "variance over heads of A (ddof=1), mean over (s, s') and samples", "1"),
+    "attn_mean_heads": (("layer",), "mean over heads of A, mean over (s, s') and samples", "1"),
+    "dA_var_heads": (("layer",), "variance over heads of A(t) - A(0) (ddof=1), mean over (s, s') and samples", "1"),
+    "dA_mean_heads": (("layer",), "mean over heads of A(t) - A(0), mean over (s, s') and samples", "1"),
+    "attn_prob_var_heads": (("layer",), "variance over heads of softmax(A) (ddof=1), mean over (s, s') and samples", "1"),
+    "attn_prob_mean_heads": (("layer",), "mean over heads of softmax(A), mean over (s, s') and samples", "1"),
+    "attn_raw": (("layer", "point", "head"), "A per head at fixed (sample, s, s') points (NaN past the layer's heads)", "1"),
+    "block_rms": (("layer", "site"), "RMS of the unscaled branch output", "1"),
+    "block_update_rms": (("layer", "site"), "RMS of the branch output's change since step 0", "1"),
+    "weight_movement": (("layer", "weight"), "||W(t) - W(0)||_F / ||W(0)||_F", "1"),
+    "io_movement": (("io",), "||W(t) - W(0)||_F / ||W(0)||_F of the embedding, positions and readout", "1"),
+}
+
+
+def probe_dataset(recorder, shapes) -> xr.Dataset:
+    """The probe variables of a run (dims `step` first), from a ProbeRecorder and the model's LayerShapes."""
+    from .recorder import BLOCK_WEIGHTS, IO_WEIGHTS, SITES
+
+    arrays = recorder.arrays()
+    data = {}
+    for name, arr in arrays.items():
+        dims, long_name, units = PROBE_VARS[name]
+        data[name] = var(("step", *dims), arr, long_name, units)
+    L = len(shapes.heads)
+    pts = recorder.points
+    coords = {
+        "step": ("step", np.asarray(recorder.steps, dtype=np.int64), {"long_name": "optimizer steps taken", "units": "steps"}),
+        "depth": ("depth", np.arange(L + 1), {"long_name": "residual stream h^l: 0 = embedding, l = after block l"}),
+        "layer": ("layer", np.arange(L), {"long_name": "block index (0-based)"}),
+        "n_heads": ("layer", np.asarray(shapes.heads), {"long_name": "heads in the layer (LWS)"}),
+        "d_ff": ("layer", np.asarray(shapes.d_ff), {"long_name": "MLP hidden width of the layer (LWS)"}),
+        "head": ("head", np.arange(max(shapes.heads)), {"long_name": "head index"}),
+        "sample": ("sample", np.arange(recorder.x.shape[0]), {"long_name": "probe sample"}),
+        "sample_": ("sample_", np.arange(recorder.x.shape[0]), {"long_name": "probe sample"}),
+        "token": ("token", np.arange(recorder.S), {"long_name": "token / patch position"}),
+        "token_": ("token_", np.arange(recorder.S), {"long_name": "token / patch position"}),
+        "point": ("point", np.arange(len(pts)), {"long_name": "fixed (sample, s, s') point of attn_raw"}),
+        "point_sample": ("point", pts[:, 0], {"long_name": "probe sample of the point"}),
+        "point_s": ("point", pts[:, 1], {"long_name": "query position s of the point"}),
+        "point_s_": ("point", pts[:, 2], {"long_name": "key position s' of the point"}),
+        "site": ("site", list(SITES), {"long_name": "branch"}),
+        "weight": ("weight", list(BLOCK_WEIGHTS), {"long_name": "weight kind"}),
+        "io": ("io", list(IO_WEIGHTS), {"long_name": "input/output weight"}),
+    }
+    return xr.Dataset(data, coords=coords)
+
+
+def run_dataset(result) -> xr.Dataset:
+    """The whole dataset of a run: losses, probes (when recorded) and attrs."""
+    ds = base_dataset(result)
+    recorder = result.extra.get("recorder")
+    if recorder is not None and recorder.records:
+        pds = probe_dataset(recorder, result.model.shapes)
+        if list(pds.step.values) != list(ds.step.values):
+            raise RuntimeError("probe steps and log steps differ")  # a bug, not user input
+        ds = xr.merge([ds, pds.drop_vars("step")], combine_attrs="override")
+        ds.attrs["probes"] = 1
+    else:
+        ds.attrs["probes"] = 0
+    return ds
+
+
+def combine_runs(datasets: list[xr.Dataset], axis: str) -> xr.Dataset:
+    """Combine runs along `axis` (N, H, L, seed, ...): the scalar coordinate becomes a dimension; dims that differ
+    in length between runs (heads, layers) are padded with NaN. Each run's config is kept as `config_json`."""
+    parts = []
+    for ds in datasets:
+        ds = ds.assign(config_json=((), ds.attrs.get("config", ""), {"long_name": "resolved config", "units": "1"}))
+        parts.append(ds.expand_dims(axis))
+    out = xr.concat(parts, dim=axis, join="outer", combine_attrs="drop_conflicts", data_vars="all", coords="different",
+                    compat="equals")
+    out.attrs["config"] = datasets[0].attrs.get("config", "{}")   # per-run configs: config_json
+    out.attrs["sweep_axis"] = axis
+    return out.sortby(axis)
+
+
 def save(ds: xr.Dataset, path: str | os.PathLike) -> Path:
     """Write `ds` to `path` (.nc: netCDF via h5netcdf; .zarr: zarr) atomically: a temporary file in the same
     folder is renamed into place, so a crash never leaves a partial file. Returns the path."""
@@ -115,7 +197,7 @@ def save(ds: xr.Dataset, path: str | os.PathLike) -> Path:
         import shutil
 
         shutil.rmtree(tmp)
-        ds.to_zarr(tmp, mode="w")
+        ds.to_zarr(tmp, mode="w", zarr_format=2, consolidated=True)
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
@@ -146,6 +228,13 @@ def validate(ds: xr.Dataset, name: str = "dataset") -> xr.Dataset:
                 raise DatasetError(f"{name}: variable {v} has no {a} attribute")
     if "step" not in ds.dims:
         raise DatasetError(f"{name}: no 'step' dimension")
+    if int(ds.attrs.get("probes", 0)):
+        missing = [v for v in PROBE_VARS if v not in ds.data_vars and v != "kernel_last_token"]
+        if missing:
+            raise DatasetError(f"{name}: probes recorded but variable(s) {', '.join(missing)} missing")
+        for v in PROBE_VARS:
+            if v in ds.data_vars and ds[v].dims[-len(PROBE_VARS[v][0]):] != PROBE_VARS[v][0]:
+                raise DatasetError(f"{name}: variable {v} has dims {ds[v].dims}, expected (..., {', '.join(PROBE_VARS[v][0])})")
     try:
         json.loads(ds.attrs["config"])
     except (TypeError, ValueError) as e:

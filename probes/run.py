@@ -22,6 +22,7 @@ from parametrizations.spec import Parametrization, get_preset
 from parametrizations.transformer import LWSTransformer, ModelConfig, build_model
 
 from .data import Task, load_task
+from .recorder import ProbeConfig, ProbeRecorder
 
 
 @dataclass
@@ -38,17 +39,18 @@ class RunConfig:
     device: str = "cpu"
     data_path: str | None = None
     patch: int = 4
-    log_every: int = 10
     heldout_batch: int = 64
+    probes: ProbeConfig = field(default_factory=ProbeConfig)
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "log_every", "heldout_batch"):
+        for name in ("steps", "batch_size", "heldout_batch"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
 
     def to_dict(self) -> dict:
         return {"model": self.model.to_dict(), "param": self.param.to_dict(), "optim": self.optim.to_dict(),
-                **{k: v for k, v in asdict(self).items() if k not in ("model", "param", "optim")}}
+                "probes": self.probes.to_dict(),
+                **{k: v for k, v in asdict(self).items() if k not in ("model", "param", "optim", "probes")}}
 
 
 @dataclass
@@ -110,9 +112,11 @@ def setup(cfg: RunConfig) -> tuple[RunConfig, Task, LWSTransformer, LWSTransform
 
 def train(cfg: RunConfig, progress: bool = False,
           on_log: Callable[[int, "TrainState"], None] | None = None) -> RunResult:
-    """Train one model. `on_log(step, state)` is called at step 0 and every log step (probes hook in there).
+    """Train one model. At step 0 and every probe step (cfg.probes schedule) the held-out loss is logged, the
+    probe recorder (if cfg.probes.enabled) records, and `on_log(step, state)` is called.
 
-    Returns a RunResult; a NaN/inf loss stops the run with status "diverged" (never an exception).
+    Returns a RunResult (the recorder in result.extra["recorder"]); a NaN/inf loss stops the run with status
+    "diverged" (never an exception).
     """
     torch.manual_seed(cfg.seed)
     cfg, task, model, model0, device = setup(cfg)
@@ -121,6 +125,11 @@ def train(cfg: RunConfig, progress: bool = False,
     gen = torch.Generator().manual_seed(cfg.data_seed + 1)
     xh, yh = (t.to(device) for t in task.heldout.fixed(cfg.heldout_batch, seed=cfg.data_seed))
     state = TrainState(model, model0, task, device)
+    recorder = None
+    if cfg.probes.enabled:
+        x_probe = task.heldout.fixed(cfg.probes.n_samples, seed=cfg.probes.seed)[0].to(device)
+        recorder = ProbeRecorder(model, x_probe, cfg.probes)
+    log_at = set(cfg.probes.steps(cfg.steps))
 
     losses = torch.empty(cfg.steps, device=device)
     log_steps, heldout, gnorms = [], [], []
@@ -145,6 +154,8 @@ def train(cfg: RunConfig, progress: bool = False,
         log_steps.append(step)
         heldout.append(hl_f)
         gnorms.append(gn_f)
+        if recorder is not None:
+            recorder.record(step, model)
         if on_log is not None:
             on_log(step, state)
         return True
@@ -162,7 +173,7 @@ def train(cfg: RunConfig, progress: bool = False,
         done = step + 1
         if bar is not None:
             bar.update(1)
-        if done % cfg.log_every == 0 or done == cfg.steps:
+        if done in log_at:
             if not log(done, gnorm):
                 break
             if bar is not None:
@@ -170,7 +181,7 @@ def train(cfg: RunConfig, progress: bool = False,
     if bar is not None:
         bar.close()
     return RunResult(cfg, status, done, train_loss, log_steps, heldout, gnorms, lr,
-                     time.perf_counter() - t0, model, diverged_at)
+                     time.perf_counter() - t0, model, diverged_at, extra={"recorder": recorder})
 
 
 @dataclass

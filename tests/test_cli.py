@@ -32,7 +32,7 @@ def test_run_writes_a_dataset_xarray_can_open(tmp_path):
 def test_run_on_vision_with_config_file_and_overrides(tmp_path):
     conf = tmp_path / "c.toml"
     conf.write_text('[model]\nN = 4\nH = 2\nL = 3\ntask = "vision"\n[param]\npreset = "mup-sqrt"\n'
-                    '[optim]\nname = "sgd-momentum"\neta0 = 0.05\n[run]\nsteps = 5\nlog_every = 5\n')
+                    '[optim]\nname = "sgd-momentum"\neta0 = 0.05\n[run]\nsteps = 5\n[probes]\nevery = 5\n')
     out = tmp_path / "v.nc"
     r = cli("run", "--config", str(conf), "--axis", "H", "--scale", "4", "--no-progress", "--out", str(out))
     assert r.returncode == 0, r.stderr

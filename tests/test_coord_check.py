@@ -17,7 +17,7 @@ BASE = {"N": 8, "H": 4, "L": 2, "task": "vision"}
 
 def cfg_for(preset: str, optimizer: str, eta0: float = 0.1):
     return make_run_config(model=BASE, param={"preset": preset}, optim={"name": optimizer, "eta0": eta0},
-                           run={"batch_size": 16, "log_every": 1})
+                           run={"batch_size": 16}, probes={"enabled": False})
 
 
 @pytest.mark.parametrize("preset", ["mup", "mup-sqrt", "depth-sqrt"])

@@ -1,0 +1,174 @@
+"""Probes: every recorded quantity against an independent computation, no effect on training, dataset I/O."""
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import xarray as xr
+
+from parametrizations.transformer import build_model
+from probes.config import make_run_config
+from probes.dataset import DatasetError, combine_runs, load, run_dataset, save
+from probes.run import train
+
+
+def tiny(task="lm", preset="mup-sqrt", steps=4, probes=True, **model):
+    m = {"N": 4, "H": 3, "L": 2, "task": task, "seq_len": 6, **model}
+    cfg = make_run_config(model=m, param={"preset": preset}, optim={"name": "adam", "eta0": 0.2},
+                          run={"steps": steps, "batch_size": 8},
+                          probes={"enabled": probes, "every": 1, "n_samples": 5, "n_points": 3})
+    return train(cfg)
+
+
+def by_hand(model, x):
+    """Residual streams h^0..h^L and per-layer A (P, H, S, S) computed from the weights, without the taps path."""
+    cfg = model.cfg
+    N, d = cfg.N, cfg.d_model
+    with torch.no_grad():
+        h = model.embed_tokens(x)
+        hs, As = [h], []
+        for blk in model.blocks:
+            u = F.layer_norm(h, (d,), eps=1e-6)
+            B, S, _ = u.shape
+            q = blk.q.mult * u @ blk.q.weight.T                     # (B, S, H*N)
+            k = blk.k.mult * u @ blk.k.weight.T
+            q = q.view(B, S, blk.H, N).transpose(1, 2)              # (B, H, S, N)
+            k = k.view(B, S, blk.H, N).transpose(1, 2)
+            As.append(N ** -model.p.alpha_A * q @ k.transpose(-1, -2))
+            h = blk(h)                                              # the fused (SDPA) path
+            hs.append(h)
+    return hs, As
+
+
+@pytest.mark.parametrize("task", ["lm", "vision"])
+def test_recorded_quantities_equal_direct_computation(task):
+    res = tiny(task)
+    ds = run_dataset(res)
+    model, rec = res.model, res.extra["recorder"]
+    x = rec.x
+    d = model.cfg.d_model
+    hs, As = by_hand(model, x)
+    last = ds.isel(step=-1)
+    for l, h in enumerate(hs):
+        pooled = h.mean(1)
+        np.testing.assert_allclose(last.kernel_pooled.sel(depth=l), (pooled @ pooled.T / d).numpy(), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(last.kernel_spatial.sel(depth=l), (h[0] @ h[0].T / d).numpy(), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(last.h_rms.sel(depth=l), h.pow(2).mean().sqrt().item(), rtol=1e-4)
+        if task == "lm":
+            lt = h[:, -1]
+            np.testing.assert_allclose(last.kernel_last_token.sel(depth=l), (lt @ lt.T / d).numpy(), rtol=1e-4, atol=1e-5)
+    S = x.shape[1]
+    valid = torch.ones(S, S, dtype=torch.bool)
+    if task == "lm":
+        valid = valid.tril()
+    model0 = build_model(model.cfg, model.p, "adam", seed=res.config.seed)
+    _, As0 = by_hand(model0, x)
+    for l, (A, A0) in enumerate(zip(As, As0)):
+        var = torch.var(A, dim=1)[:, valid].mean().item()          # unbiased variance over heads
+        np.testing.assert_allclose(last.attn_var_heads.sel(layer=l), var, rtol=1e-3)
+        np.testing.assert_allclose(last.attn_mean_heads.sel(layer=l), A.mean(1)[:, valid].mean().item(), rtol=1e-3, atol=1e-6)
+        dA = A - A0
+        np.testing.assert_allclose(last.dA_var_heads.sel(layer=l), torch.var(dA, dim=1)[:, valid].mean().item(), rtol=1e-3)
+        P = torch.softmax(A.masked_fill(~valid, float("-inf")), dim=-1)
+        np.testing.assert_allclose(last.attn_prob_var_heads.sel(layer=l), torch.var(P, dim=1)[:, valid].mean().item(), rtol=1e-3)
+        for i in range(ds.sizes["point"]):
+            p = ds.isel(point=i)
+            want = A[int(p.point_sample), :, int(p.point_s), int(p.point_s_)].numpy()
+            np.testing.assert_allclose(last.attn_raw.sel(layer=l).isel(point=i), want, rtol=1e-4, atol=1e-6)
+    # weight movement by hand, against the initial weights rebuilt from the seed
+    w0 = dict(model0.named_parameters())
+    for l in range(model.cfg.L):
+        for kind in ("q", "k", "v", "o", "mlp_in", "mlp_out"):
+            name = f"blocks.{l}.{kind}.weight"
+            W = dict(model.named_parameters())[name]
+            want = ((W - w0[name]).norm() / w0[name].norm()).item()
+            np.testing.assert_allclose(last.weight_movement.sel(layer=l, weight=kind), want, rtol=1e-4)
+            assert want > 0
+    want = ((model.readout.weight - model0.readout.weight).norm() / model0.readout.weight.norm()).item()
+    np.testing.assert_allclose(last.io_movement.sel(io="readout"), want, rtol=1e-4)
+    # step 0: nothing has moved yet
+    first = ds.isel(step=0)
+    assert float(first.weight_movement.max()) == 0 and float(first.dA_var_heads.max()) == 0
+    assert float(first.block_update_rms.max()) == 0 and float(last.block_update_rms.min()) > 0
+
+
+def test_probes_do_not_change_training():
+    on, off = tiny(probes=True, steps=6), tiny(probes=False, steps=6)
+    assert on.train_loss == off.train_loss
+    assert on.heldout_loss == off.heldout_loss
+    for a, b in zip(on.model.parameters(), off.model.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_lws_layers_pad_heads_with_nan():
+    res = tiny(lws="explicit", lws_heads=(3, 1), lws_d_ff=(8, 16), H=3)
+    ds = run_dataset(res)
+    assert list(ds.n_heads.values) == [3, 1] and list(ds.d_ff.values) == [8, 16]
+    raw = ds.attn_raw.isel(step=-1)
+    assert np.isfinite(raw.sel(layer=0)).all() and np.isnan(raw.sel(layer=1, head=[1, 2])).all()
+    assert np.isfinite(raw.sel(layer=1, head=0)).all()
+    assert np.isnan(ds.attn_var_heads.sel(layer=1)).all()        # one head: no variance over heads
+
+
+def test_probe_schedule_always_has_first_and_last_step():
+    from probes.recorder import ProbeConfig
+
+    assert ProbeConfig(every=7).steps(20) == [0, 7, 14, 20]
+    log = ProbeConfig(schedule="log", n_log=5).steps(1000)
+    assert log[0] == 0 and log[-1] == 1000 and len(log) >= 5 and all(b > a for a, b in zip(log, log[1:]))
+
+
+@pytest.mark.parametrize("suffix", [".nc", ".zarr"])
+def test_dataset_round_trip(tmp_path, suffix):
+    ds = run_dataset(tiny())
+    path = save(ds, tmp_path / f"run{suffix}")
+    back = load(path)
+    for v in ds.data_vars:
+        np.testing.assert_array_equal(back[v].values, ds[v].values)
+        assert back[v].attrs["units"] == ds[v].attrs["units"]
+    assert back.attrs["config"] == ds.attrs["config"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"run{suffix}"]
+
+
+def test_two_scales_combine_along_the_axis(tmp_path):
+    a = run_dataset(tiny(N=4))
+    b = run_dataset(tiny(N=8))
+    both = combine_runs([b, a], "N")
+    assert list(both.N.values) == [4, 8]
+    assert both.attn_var_heads.dims == ("N", "step", "layer")
+    np.testing.assert_array_equal(both.attn_var_heads.sel(N=8).values, b.attn_var_heads.values)
+    save(both, tmp_path / "sweep.nc")
+    assert load(tmp_path / "sweep.nc").sizes["N"] == 2
+    hs = combine_runs([run_dataset(tiny(H=2)), run_dataset(tiny(H=3))], "H")
+    assert hs.sizes["head"] == 3 and np.isnan(hs.attn_raw.sel(H=2, head=2)).all()
+
+
+def test_corrupt_and_incomplete_files_are_named(tmp_path):
+    ds = run_dataset(tiny(steps=2))
+    good = save(ds, tmp_path / "good.nc")
+    corrupt = tmp_path / "corrupt.nc"
+    corrupt.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(DatasetError, match="corrupt.nc"):
+        load(corrupt)
+    with pytest.raises(DatasetError, match="no such file"):
+        load(tmp_path / "absent.nc")
+    save(ds.drop_vars("heldout_loss"), tmp_path / "partial.nc")
+    with pytest.raises(DatasetError, match="partial.nc.*heldout_loss"):
+        load(tmp_path / "partial.nc")
+    save(ds.drop_vars("kernel_pooled"), tmp_path / "noprobe.nc")
+    with pytest.raises(DatasetError, match="kernel_pooled"):
+        load(tmp_path / "noprobe.nc")
+    (tmp_path / "text.nc").write_text("hello")
+    with pytest.raises(DatasetError, match="text.nc"):
+        load(tmp_path / "text.nc")
+
+
+def test_p1_constant_at_init():
+    """Var over heads of A(0) = N^(1-2 alpha_A) exactly in expectation (LN'd inputs have |u|^2 = d)."""
+    for preset, alpha in (("mup", 1.0), ("mup-sqrt", 0.5)):
+        res = tiny(preset=preset, steps=1, H=64, N=8)
+        v = float(run_dataset(res).attn_var_heads.isel(step=0).mean())
+        want = 8 ** (1 - 2 * alpha)
+        # average of 2 layers x 5 samples x 21 pairs of a 64-head variance: relative s.e. about 5%
+        assert v == pytest.approx(want, rel=0.2), (preset, v, want)
