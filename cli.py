@@ -14,7 +14,13 @@ class App(typer.Typer):
     """Typer app whose usage errors (unknown option, wrong type, ...) print one line and exit 2."""
 
     def __call__(self, *args, **kwargs):
-        from typer._click.exceptions import NoArgsIsHelpError, UsageError
+        try:
+            from typer._click.exceptions import NoArgsIsHelpError, UsageError
+        except ImportError:  # typer versions that use click itself
+            import click.exceptions as ce
+
+            UsageError = ce.UsageError
+            NoArgsIsHelpError = getattr(ce, "NoArgsIsHelpError", ())  # () catches nothing
 
         kwargs.setdefault("standalone_mode", False)
         try:
@@ -157,6 +163,75 @@ def describe(
                       f"{r.lr:.4g}", f"{r.lr_mult:.4g}", "-" if r.eps_mult is None else f"{r.eps_mult:.4g}",
                       "-" if r.eps is None else f"{r.eps:.3g}")
     console.print(table)
+
+
+def _int_list(text: str, option: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{option} must be a comma-separated list of integers, got {text!r}") from None
+
+
+@app.command()
+@user_errors
+def sweep(
+    axis: str = typer.Option("N", "--axis", help="the swept size: N, H or L"),
+    values: str = typer.Option(..., "--values", help="comma-separated sizes, at least 3, e.g. 4,8,16,32"),
+    seeds: int = typer.Option(4, "--seeds", help="initialisation seeds per size"),
+    init_only: bool = typer.Option(False, "--init-only", help="no training: probes at initialisation only (seconds)"),
+    N: Optional[int] = NOpt, H: Optional[int] = HOpt, L: Optional[int] = LOpt,
+    param: Optional[str] = ParamOpt, optimizer: Optional[str] = OptimOpt, eta0: Optional[float] = Eta0Opt,
+    gamma0: Optional[float] = Gamma0Opt, beta0: Optional[float] = Beta0Opt, task: Optional[str] = TaskOpt,
+    lws: Optional[str] = LwsOpt, seq_len: Optional[int] = SeqOpt,
+    steps: Optional[int] = typer.Option(None, "--steps", help="optimizer steps per run [default: 200]"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="samples per step [default: 32]"),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or auto [default: cpu]"),
+    data: Optional[str] = typer.Option(None, "--data", help="local data file or folder"),
+    probe_every: Optional[int] = typer.Option(None, "--probe-every", help="probe every k steps [default: 10]"),
+    out: Optional[Path] = typer.Option(None, "--out", help="merged dataset [default: runs/sweep-<param>-<axis>.nc]"),
+    config: Optional[str] = ConfigOpt,
+):
+    """Run a grid along --axis (and seeds) on this machine; resumable; writes one merged dataset."""
+    from probes.outputs import prepare_out_path
+    from probes.sweep import run_sweep
+
+    sizes = _int_list(values, "--values")
+    cfg = _config(config, None, axis, N, H, L, None, param, optimizer, eta0, gamma0, beta0, task, lws, seq_len,
+                  run={"steps": steps, "batch_size": batch_size, "device": device, "data_path": data},
+                  probes={"every": probe_every})
+    if data is not None and not Path(data).exists():
+        fail(f"--data: no such file or folder {data}")
+    out_path = prepare_out_path(out or Path("runs") / f"sweep-{cfg.param.name}-{cfg.optim.name}-{axis}{'-init' if init_only else ''}.nc")
+    typer.echo(f"sweep {axis} in {sizes} x {seeds} seeds, {cfg.param.name}/{cfg.optim.name}"
+               f"{' at initialisation' if init_only else f', {cfg.steps} steps'}; parts in {out_path}.parts/", err=True)
+    run_sweep(cfg, axis, sizes, seeds, out_path, init_only=init_only, on_point=lambda m: typer.echo(m, err=True))
+    typer.echo(f"dataset: {out_path}")
+
+
+@app.command()
+@user_errors
+def check(
+    dataset: Path = typer.Argument(..., help="a sweep dataset written by `dmft-probe sweep`"),
+    csv: Optional[Path] = typer.Option(None, "--csv", help="also write the verdict table as CSV"),
+    nc: Optional[Path] = typer.Option(None, "--nc", help="also write the verdict table as netCDF"),
+    mc_heads: int = typer.Option(8192, "--mc-heads", help="Monte Carlo heads of the H -> oo solver (P4)"),
+):
+    """Print the verdict table: predicted vs measured exponents with 95% bootstrap intervals."""
+    from dmft.check import check as run_check, verdict_dataset, verdict_lines
+    from probes.dataset import load
+
+    verdicts = run_check(load(dataset), n_heads_mc=mc_heads)
+    for line in verdict_lines(verdicts):
+        typer.echo(line)
+    table = verdict_dataset(verdicts)
+    if csv is not None:
+        table.to_dataframe().to_csv(csv, index=False)
+        typer.echo(f"csv: {csv}")
+    if nc is not None:
+        table.to_netcdf(nc, engine="h5netcdf")
+        typer.echo(f"netcdf: {nc}")
+    n_bad = sum(not v.consistent for v in verdicts)
+    typer.echo(f"{len(verdicts) - n_bad} of {len(verdicts)} predictions consistent")
 
 
 def main() -> None:  # python cli.py ...

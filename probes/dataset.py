@@ -151,6 +151,11 @@ def probe_dataset(recorder, shapes) -> xr.Dataset:
         "weight": ("weight", list(BLOCK_WEIGHTS), {"long_name": "weight kind"}),
         "io": ("io", list(IO_WEIGHTS), {"long_name": "input/output weight"}),
     }
+    x = recorder.x.detach().cpu().numpy()
+    if x.ndim == 3:   # vision patches
+        data["probe_inputs"] = var(("sample", "token", "feature"), x, "probe batch: standardised patches", "1")
+    else:             # LM tokens
+        data["probe_inputs"] = var(("sample", "token"), x, "probe batch: token ids", "1")
     return xr.Dataset(data, coords=coords)
 
 
@@ -174,7 +179,8 @@ def combine_runs(datasets: list[xr.Dataset], axis: str) -> xr.Dataset:
     in length between runs (heads, layers) are padded with NaN. Each run's config is kept as `config_json`."""
     parts = []
     for ds in datasets:
-        ds = ds.assign(config_json=((), ds.attrs.get("config", ""), {"long_name": "resolved config", "units": "1"}))
+        if "config_json" not in ds:
+            ds = ds.assign(config_json=((), ds.attrs.get("config", ""), {"long_name": "resolved config", "units": "1"}))
         parts.append(ds.expand_dims(axis))
     out = xr.concat(parts, dim=axis, join="outer", combine_attrs="drop_conflicts", data_vars="all", coords="different",
                     compat="equals")
@@ -206,6 +212,9 @@ def save(ds: xr.Dataset, path: str | os.PathLike) -> Path:
     os.close(fd)
     try:
         ds.to_netcdf(tmp, engine="h5netcdf")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)          # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -43,9 +43,11 @@ class RunConfig:
     probes: ProbeConfig = field(default_factory=ProbeConfig)
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "heldout_batch"):
+        for name in ("batch_size", "heldout_batch"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if int(self.steps) < 0:
+            raise ValueError(f"steps must be >= 0 (0: probes at initialisation only), got {self.steps}")
 
     def to_dict(self) -> dict:
         return {"model": self.model.to_dict(), "param": self.param.to_dict(), "optim": self.optim.to_dict(),

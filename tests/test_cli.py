@@ -80,3 +80,32 @@ def test_bad_input_exits_2_with_one_line(tmp_path, args, names):
     assert lines[0].startswith("error: ") and names in lines[0], lines[0]
     assert "Traceback" not in r.stderr
     assert not (tmp_path / "runs").exists()                                # nothing written
+
+
+def test_sweep_is_resumable_and_check_prints_verdicts(tmp_path):
+    out = tmp_path / "s.nc"
+    args = ("sweep", "--axis", "N", "--values", "4,8,16", "--seeds", "2", "--init-only", "--out", str(out))
+    r = cli(*args)
+    assert r.returncode == 0, r.stderr
+    parts = sorted((tmp_path / "s.nc.parts").iterdir())
+    assert len(parts) == 6
+    parts[0].unlink()                                            # lost point
+    parts[1].write_bytes(parts[1].read_bytes()[:100])            # corrupt leftover
+    r = cli(*args)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("already done, skipped") == 4
+    assert r.stderr.count(": ok (") == 2
+    ds = load(out)
+    assert ds.sizes["N"] == 3 and ds.sizes["seed"] == 2
+    r = cli("check", str(out), "--csv", str(tmp_path / "v.csv"))
+    assert r.returncode == 0, r.stderr
+    assert "P1" in r.stdout and "attn_var_init" in r.stdout and "predictions consistent" in r.stdout
+    assert (tmp_path / "v.csv").read_text().startswith("key,")
+
+
+def test_check_names_a_bad_dataset(tmp_path):
+    (tmp_path / "x.nc").write_text("not netcdf")
+    r = cli("check", str(tmp_path / "x.nc"))
+    assert r.returncode == 2 and "x.nc" in r.stderr and "Traceback" not in r.stderr
+    r = cli("sweep", "--values", "4,8", "--init-only", "--out", str(tmp_path / "y.nc"))
+    assert r.returncode == 2 and "at least 3" in r.stderr

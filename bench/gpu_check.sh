@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# GPU check for a lent CUDA machine (not CI): the CUDA path through the CLI, the probe overhead on the GPU,
+# and two trained N-sweeps (alpha_A = 1 and 1/2, H = 16, 2000 Adam steps) for the P2 verdicts.
+# Usage: OUT=<folder for results> bash bench/gpu_check.sh   (wheels for missing packages may sit in .whl/)
+set -uo pipefail
+OUT=${OUT:-/tmp/gpu-out}; mkdir -p "$OUT"
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD
+else
+  export PYTHONPATH=$PWD
+fi
+export PYTHONUNBUFFERED=1
+python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0))"
+echo "== 1. CLI run on CUDA"
+python3 cli.py run --device cuda --scale 8 --no-progress --out "$OUT/gpu-run.nc" || echo "CLI RUN FAILED"
+echo "== 2. probe overhead on CUDA"
+python3 bench/probe_overhead.py --device cuda --repeats 3 || echo "BENCH FAILED"
+echo "== 3. trained N sweeps"
+for p in mup mup-sqrt; do
+  timeout 400 python3 cli.py sweep --axis N --values 8,16,32,64,128 --seeds 4 --H 16 --L 2 --task vision \
+    --param "$p" --optimizer adam --eta0 0.05 --steps 2000 --probe-every 250 --device cuda \
+    --out "/tmp/sw/N-$p.nc" > "$OUT/sweep-$p.log" 2>&1 &
+done
+wait
+for p in mup mup-sqrt; do
+  tail -3 "$OUT/sweep-$p.log"; cp "/tmp/sw/N-$p.nc" "$OUT/" 2>/dev/null || echo "sweep $p did not finish"
+done

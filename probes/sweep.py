@@ -1,0 +1,68 @@
+"""A grid of runs along one axis (N, H or L) and seeds, on this machine, merged into one dataset.
+
+Each grid point is written as its own run file in `<out>.parts/` the moment it finishes, so an interrupted
+sweep loses at most the point in flight and a rerun skips every point already written (resumable). The merged
+dataset has the axis and `seed` as dimensions (`probes.dataset.combine_runs`).
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+import xarray as xr
+
+from .dataset import DatasetError, combine_runs, load, run_dataset, save
+from .run import RunConfig, train
+
+
+def parts_dir(out: Path) -> Path:
+    return out.with_name(out.name + ".parts")
+
+
+def point_path(out: Path, axis: str, value: int, seed: int) -> Path:
+    return parts_dir(out) / f"{axis}{value}-seed{seed}.nc"
+
+
+def run_sweep(base: RunConfig, axis: str, values: list[int], seeds: int, out: Path, init_only: bool = False,
+              on_point: Callable[[str], None] | None = None) -> xr.Dataset:
+    """Run every (value, seed) point not yet written, then merge all points into `out`; returns the dataset.
+
+    init_only: no training, probes at initialisation only (steps = 0). on_point(msg) reports progress.
+    """
+    if axis not in ("N", "H", "L"):
+        raise ValueError(f"--axis must be N, H or L, got {axis!r}")
+    if len(values) < 3:
+        raise ValueError(f"--values needs at least 3 sizes for a slope, got {len(values)}")
+    if any(v < 1 for v in values) or len(set(values)) != len(values):
+        raise ValueError(f"--values must be distinct positive integers, got {values}")
+    if seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {seeds}")
+    parts_dir(out).mkdir(parents=True, exist_ok=True)
+    per_value = []
+    for v in sorted(values):
+        runs = []
+        for s in range(seeds):
+            path = point_path(out, axis, v, s)
+            ds = None
+            if path.exists():
+                try:
+                    ds = load(path)
+                    if on_point:
+                        on_point(f"{axis}={v} seed={s}: already done, skipped")
+                except DatasetError:
+                    ds = None          # a corrupt leftover: run the point again
+            if ds is None:
+                cfg = replace(base, seed=base.seed + s, steps=0 if init_only else base.steps,
+                              model=replace(base.model, **{axis: v}, axis=axis))
+                result = train(cfg)
+                ds = run_dataset(result)
+                save(ds, path)
+                if on_point:
+                    on_point(f"{axis}={v} seed={s}: {result.status} ({result.wall_s:.1f} s)")
+            runs.append(ds)
+        per_value.append(combine_runs(runs, "seed"))
+    merged = combine_runs(per_value, axis)
+    merged.attrs["init_only"] = int(init_only)
+    save(merged, out)
+    return merged

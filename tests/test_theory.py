@@ -1,0 +1,117 @@
+"""Regression tests asserting variance and depth scaling exponents (DESIGN §6, paper-notes §3).
+
+Every sweep here is seeded (init seeds 0..n-1, data seed 0) and deterministic on CPU; sizes are small.
+The measured values quoted next to each tolerance come from these exact settings (2026-11-28); the CI is the
+95% seed bootstrap of `dmft.fit.loglog_fit`.
+"""
+import numpy as np
+import pytest
+
+from dmft import measure
+from dmft.check import check
+from dmft.fit import loglog_fit
+from dmft.predictions import predictions
+from probes.config import make_run_config
+from probes.sweep import run_sweep
+
+NS = [4, 8, 16, 32, 64]
+LS = [1, 2, 4, 8, 16]
+
+
+def sweep(tmp_path, preset, axis, values, seeds=4, init_only=True, **kw):
+    cfg = make_run_config(model={"N": 8, "H": 4, "L": 2, "task": "vision"}, param={"preset": preset},
+                          optim={"name": "adam", "eta0": kw.pop("eta0", 0.05)},
+                          run={"steps": kw.pop("steps", 200), "batch_size": 32}, probes={"every": 50, "n_samples": 16})
+    return run_sweep(cfg, axis, values, seeds, tmp_path / f"{preset}-{axis}.nc", init_only=init_only)
+
+
+@pytest.mark.parametrize("preset,alpha_A", [("mup-sqrt", 0.5), ("mup", 1.0)])
+def test_p1_head_variance_at_init_scales_as_N_to_1_minus_2alpha(tmp_path, preset, alpha_A):
+    ds = sweep(tmp_path, preset, "N", NS)
+    sizes, values = measure.attn_var_init(ds, "N")
+    fit = loglog_fit(sizes, values)
+    # measured: alpha_A=1/2 slope -0.04 [-0.07, -0.01]; alpha_A=1 slope -1.04 [-1.07, -1.01]; the issue's 0.15
+    # is about 5x the CI half-width
+    assert abs(fit.slope - (1 - 2 * alpha_A)) <= 0.15, fit
+    # the constant is exact: Var_h A(0) = N^(1-2 alpha_A) (LN makes q, k coordinates N(0, 1)); measured ratio
+    # 0.97-1.11 per size with 4 seeds x 4 heads x 2 layers; allow 15%
+    ratio = values.mean(axis=1) / sizes ** (1 - 2 * alpha_A)
+    assert np.all(np.abs(ratio - 1) < 0.15), ratio
+
+
+@pytest.mark.parametrize("preset,alpha_L", [("mup", 1.0), ("depth-sqrt", 0.5)])
+def test_p10_residual_growth_with_depth_at_init(tmp_path, preset, alpha_L):
+    ds = sweep(tmp_path, preset, "L", LS)
+    sizes, values = measure.stream_growth_init(ds, "L")
+    fit = loglog_fit(sizes, values)
+    # measured: alpha_L=1 slope -1.02 [-1.10, -0.94] (Brownian motion suppressed, ~L^-1);
+    # alpha_L=1/2 slope +0.006 [-0.02, +0.03] (O(1) Brownian growth). Tolerance 0.15 ~ 2x the CI half-width.
+    assert abs(fit.slope - (1 - 2 * alpha_L)) <= 0.15, fit
+    assert fit.hi - fit.lo < 0.3
+
+
+def test_sp_residual_grows_with_depth(tmp_path):
+    ds = sweep(tmp_path, "sp", "L", LS, seeds=2)
+    fit = loglog_fit(*measure.stream_growth_init(ds, "L"))
+    # SP has no depth factor: the L branch variances add up, ~L^1 (measured +1.12)
+    assert fit.slope > 0.8, fit
+
+
+def test_predictions_follow_the_parametrization():
+    by_key = {p.key: p for p in predictions(0.5, 0.5, False, "N", True) if p.quantity != "dA_var_trained"}
+    assert by_key["P1"].exponent == 0.0
+    p1 = {a: predictions(a, 1.0, False, "N", False)[0].exponent for a in (0.5, 0.75, 1.0)}
+    assert p1 == {0.5: 0.0, 0.75: -0.5, 1.0: -1.0}
+    p10 = {a: next(p for p in predictions(1.0, a, False, "L", False) if p.key == "P10").exponent for a in (0.5, 1.0)}
+    assert p10 == {0.5: 0.0, 1.0: -1.0}
+    p8 = {a: next(p for p in predictions(1.0, a, False, "L", True) if p.key == "P8").exponent for a in (0.5, 1.0)}
+    assert p8 == {0.5: -0.5, 1.0: 0.0}
+    p2 = next(p for p in predictions(1.0, 1.0, False, "N", True) if p.key == "P2")
+    assert sorted(p2.hypotheses.values()) == [-2.0, -1.0]
+    assert next(p for p in predictions(0.5, 0.0, True, "N", True) if p.key == "coord").kind == "nonzero"
+    assert not [p for p in predictions(1.0, 1.0, False, "N", False) if p.trained]
+
+
+def test_fit_recovers_a_power_law_and_its_interval():
+    rng = np.random.default_rng(0)
+    sizes = np.array([4, 8, 16, 32, 64])
+    values = 3.0 * sizes[:, None] ** -0.7 * np.exp(0.1 * rng.standard_normal((5, 6)))
+    fit = loglog_fit(sizes, values)
+    assert fit.lo < -0.7 < fit.hi and abs(fit.slope + 0.7) < 0.1 and abs(fit.constant - 3) < 0.5
+    with pytest.raises(ValueError, match="at least 3"):
+        loglog_fit(sizes[:2], values[:2])
+    with pytest.raises(ValueError, match="non-positive"):
+        loglog_fit(sizes, -values)
+
+
+@pytest.mark.parametrize("preset", ["mup-sqrt", "mup"])
+def test_p2_head_variance_after_a_short_training_run(tmp_path, preset):
+    """alpha_A = 1/2: Var over heads of A stays flat in N; alpha_A = 1: it decays (heads collapse as N grows).
+
+    Time matters (finding, README "Known deviations"): in a 200-step run (4 seeds, H=4, probes every 10) the
+    alpha_A = 1 slope of Var_h A(t) was -1.00 at step 0, -0.83 at step 100 and -0.43 at step 200, and the
+    alpha_A = 1/2 slope drifted from 0.00 to +0.14 (step 100) and +0.28 (step 200). The issue's thresholds are
+    asserted for the short run they were written for (100 steps); the drift at longer times is reported.
+    """
+    ds = sweep(tmp_path, preset, "N", NS, seeds=3, init_only=False, steps=100)
+    verdicts = {v.quantity: v for v in check(ds) if v.key == "P2"}
+    fit = loglog_fit(*measure.QUANTITIES["attn_var_trained"](ds, "N"))
+    if preset == "mup-sqrt":
+        # measured +0.12 [+0.09, +0.15]
+        assert abs(fit.slope) < 0.25, fit
+        assert verdicts["attn_var_trained"].consistent
+    else:
+        # measured -0.86 [-0.92, -0.80]: the N^-1 (CLT) hypothesis, not the caption's N^-2
+        assert fit.slope < -0.7, fit
+        assert verdicts["attn_var_trained"].supported == "CLT N^(1-2alpha_A)"
+
+
+@pytest.mark.parametrize("preset", ["mup", "mup-sqrt"])
+def test_init_only_sweep_check_is_consistent(tmp_path, preset):
+    """The issue's acceptance run: `sweep --axis N --values 4,8,16,32,64 --seeds 4 --init-only` then `check`,
+    with the CLI's defaults (LM task, H=4, L=2): every initialisation prediction consistent."""
+    cfg = make_run_config(param={"preset": preset})
+    ds = run_sweep(cfg, "N", NS, 4, tmp_path / "s.nc", init_only=True)
+    verdicts = check(ds)
+    assert {v.key for v in verdicts} == {"P1", "P3"}
+    assert all(v.consistent for v in verdicts), [(v.key, v.measured) for v in verdicts]
