@@ -234,6 +234,33 @@ def check(
     typer.echo(f"{len(verdicts) - n_bad} of {len(verdicts)} predictions consistent")
 
 
+@app.command()
+@user_errors
+def plot(
+    dataset: Path = typer.Argument(..., help="a run or sweep dataset (.nc or .zarr)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="figure folder [default: <dataset>-figures/ next to it]"),
+    format: str = typer.Option("png", "--format", help="png or pdf"),
+):
+    """Write every figure that applies to a dataset (verdicts, kernels, losses, coord check, A density)."""
+    fmt = format.lower()
+    if fmt not in ("png", "pdf"):
+        fail(f"--format must be png or pdf, got {format!r}")
+    if not dataset.exists():
+        fail(f"{dataset}: no such file")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from dmft.plots import plot_dataset
+    from probes.dataset import load
+
+    ds = load(dataset)
+    out_dir = out or dataset.with_name(f"{dataset.stem if dataset.suffix in ('.nc', '.zarr') else dataset.name}-figures")
+    if out_dir.exists() and not out_dir.is_dir():
+        fail(f"--out: {out_dir} exists and is not a folder")
+    for path in plot_dataset(ds, out_dir, fmt=fmt):
+        typer.echo(str(path))
+
+
 def main() -> None:  # python cli.py ...
     app()
 

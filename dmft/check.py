@@ -85,8 +85,12 @@ def _density_verdict(pred: Prediction, ds: xr.Dataset, axis: str, a: dict) -> Ve
                    np.nan, np.nan, np.nan, 0.0, pmin > level, "", pred.note + f"; pass if every p > {level:.3g}")
 
 
-def _kernel_limit(ds: xr.Dataset, a: dict, n_heads_mc: int) -> xr.Dataset:
+def kernel_limit(ds: xr.Dataset, a: dict | None = None, n_heads_mc: int = 8192) -> xr.Dataset:
+    """The H -> oo kernels at initialisation for the sweep's probe inputs and parametrization (the P4 reference;
+    `dmft.solvers.infinite_head_kernels`, seeded, `n_heads_mc` Monte Carlo heads)."""
     from .solvers import infinite_head_kernels
+
+    a = a or run_attrs(ds)
 
     inputs = ds.probe_inputs
     for d in [d for d in inputs.dims if d not in ("sample", "token", "feature")]:
@@ -96,8 +100,8 @@ def _kernel_limit(ds: xr.Dataset, a: dict, n_heads_mc: int) -> xr.Dataset:
                                  mode="finite_N", n_heads_mc=n_heads_mc, seed=0)
 
 
-def check(ds: xr.Dataset, n_heads_mc: int = 8192) -> list[Verdict]:
-    """All verdicts for a sweep dataset (see module docstring)."""
+def check(ds: xr.Dataset, n_heads_mc: int = 8192, limit: xr.Dataset | None = None) -> list[Verdict]:
+    """All verdicts for a sweep dataset (see module docstring). limit: a precomputed `kernel_limit(ds)` (P4)."""
     ds = measure.with_seed_dim(ds)
     axis = measure.sweep_axis(ds)
     if ds.sizes[axis] < 3:
@@ -109,7 +113,9 @@ def check(ds: xr.Dataset, n_heads_mc: int = 8192) -> list[Verdict]:
             out.append(_density_verdict(pred, ds, axis, a))
             continue
         if pred.quantity == "kernel_mse_init":
-            sizes, values = measure.kernel_mse_init(ds, axis, _kernel_limit(ds, a, n_heads_mc))
+            if limit is None:
+                limit = kernel_limit(ds, a, n_heads_mc)
+            sizes, values = measure.kernel_mse_init(ds, axis, limit)
         else:
             sizes, values = measure.QUANTITIES[pred.quantity](ds, axis)
         out.append(_slope_verdict(pred, ds, axis, a["name"], sizes, values))

@@ -44,6 +44,9 @@ def loglog_fit(sizes, values, n_boot: int = 2000, level: float = 0.95, seed: int
     values = np.asarray(values, dtype=float)
     if values.ndim == 1:
         values = values[:, None]
+    if values.shape[0] == len(sizes):   # sizes without any finite value (e.g. a variance over H = 1 head)
+        keep = np.isfinite(values).any(axis=1)
+        sizes, values = sizes[keep], values[keep]
     if len(sizes) < 3:
         raise ValueError(f"a slope needs at least 3 sizes, got {len(sizes)}")
     if values.shape[0] != len(sizes):

@@ -13,15 +13,6 @@ from probes.data import stdlib_corpus, synthetic_vision
 S = 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one intra-op thread is faster and immune to other processes on the machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def vision_x():
     return synthetic_vision().heldout.fixed(6, seed=0)[0]

@@ -1,0 +1,33 @@
+"""Every notebook executes headless with its small parameters and ends with its measured-vs-predicted statement."""
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def test_there_are_six_notebooks_stored_without_outputs():
+    assert [p.stem[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06"]
+    for path in NOTEBOOKS:
+        book = nbformat.read(path, as_version=4)
+        assert any("parameters" in c.metadata.get("tags", []) for c in book.cells), path.name
+        for cell in book.cells:
+            if cell.cell_type == "code":
+                assert not cell.outputs and cell.execution_count is None, f"{path.name} is stored with outputs"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_executes_and_states_its_verdict(path, tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    book = nbformat.read(path, as_version=4)
+    NotebookClient(book, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    last = book.cells[-1]
+    text = "".join(o.get("text", "") for o in last.outputs if o.output_type == "stream")
+    assert text.strip(), f"{path.name}: the last cell printed no statement"
+    assert "predicted" in text.lower() or "transfer" in text.lower(), text
+    assert (tmp_path / "runs" / "notebooks").is_dir()
+    errors = [o for c in book.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors

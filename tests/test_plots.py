@@ -1,0 +1,290 @@
+"""dmft.plots: every public function draws non-empty axes with the paper's symbols; plot_dataset and the CLI's
+`plot` write figure files. Tiny seeded datasets (a 4-step LM run, a 2-step vision N sweep, an init-only H sweep)
+are made once per module; one torch thread while they train keeps the module well under a minute."""
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import xarray as xr  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from dmft import plots  # noqa: E402
+from dmft.check import check  # noqa: E402
+from dmft.fit import loglog_fit  # noqa: E402
+from probes.config import make_run_config  # noqa: E402
+from probes.dataset import run_dataset, save  # noqa: E402
+from probes.run import train  # noqa: E402
+from probes.sweep import run_sweep  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def tiny_config(task="vision", steps=2, **model):
+    m = {"N": 4, "H": 2, "L": 2, "task": task, "seq_len": 8, **model}
+    return make_run_config(model=m, param={"preset": "mup"}, optim={"name": "adam", "eta0": 0.1},
+                           run={"steps": steps, "batch_size": 8, "heldout_batch": 8},
+                           probes={"every": 1, "n_samples": 6, "n_points": 4})
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """{'run': LM run (4 steps), 'sweep': vision N in 2,4,8 x 2 seeds (2 steps), 'H': init-only H in 2,4,8}."""
+    tmp = tmp_path_factory.mktemp("plots")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run = run_dataset(train(tiny_config("lm", steps=4)))
+        sweep = run_sweep(tiny_config(), "N", [2, 4, 8], 2, tmp / "sweep.nc")
+        H = run_sweep(tiny_config(), "H", [2, 4, 8], 2, tmp / "H.nc", init_only=True)
+    finally:
+        torch.set_num_threads(threads)
+    save(run, tmp / "run.nc")
+    yield {"run": run, "sweep": sweep, "H": H, "dir": tmp}
+    plt.close("all")
+
+
+def axes_with_data(fig: Figure) -> list[Axes]:
+    """Axes (colour bars excluded) that hold lines, collections or images."""
+    return [ax for ax in fig.axes if ax.get_label() != "<colorbar>"
+            and (ax.lines or ax.collections or ax.images or ax.patches)]
+
+
+def legend_texts(ax: Axes) -> list[str]:
+    leg = ax.get_legend()
+    assert leg is not None, "no legend"
+    return [t.get_text() for t in leg.get_texts()]
+
+
+# ----------------------------------------------------------------------------------------------- exponent_plot
+def test_exponent_plot_draws_seeds_means_fit_band_and_hypotheses():
+    rng = np.random.default_rng(0)
+    sizes = np.array([4, 8, 16, 32])
+    values = sizes[:, None] ** -1.0 * np.exp(0.05 * rng.standard_normal((4, 3)))
+    fit = loglog_fit(sizes, values)
+    ax = plots.exponent_plot(sizes, values, fit, {"CLT": -1.0, "caption": -2.0}, axis="N",
+                             ylabel=r"$\mathrm{Var}_h[A]$")
+    assert isinstance(ax, Axes)
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    assert ax.get_xlabel() == "$N$" and r"\mathrm{Var}_h[A]" in ax.get_ylabel()
+    texts = legend_texts(ax)
+    assert f"fit: slope {fit.slope:+.2f} [{fit.lo:+.2f}, {fit.hi:+.2f}]" in texts
+    assert "predicted $N^{-1}$ (CLT)" in texts and "predicted $N^{-2}$ (caption)" in texts
+    assert len(ax.collections) >= 2                   # per-seed scatter and the bootstrap band
+    assert len(ax.lines) == 4                         # means, fit, two hypotheses
+    means, fitted = ax.lines[0], ax.lines[1]
+    np.testing.assert_allclose(means.get_ydata(), values.mean(axis=1))
+    np.testing.assert_allclose(fitted.get_ydata()[0], fit.constant * 4.0 ** fit.slope)
+    clt = ax.lines[2]                                 # anchored at the first mean, slope -1
+    np.testing.assert_allclose(clt.get_ydata()[-1], values[0].mean() * (32 / 4) ** -1.0)
+
+
+def test_exponent_plot_float_prediction_on_given_axes_and_bad_values():
+    fig, ax = plt.subplots()
+    out = plots.exponent_plot([1, 2, 4], [1.0, np.nan, 0.25], predicted=0.5, axis="H", label="run", ax=ax)
+    assert out is ax
+    assert ax.get_xlabel() == "$H$"
+    assert "predicted $H^{1/2}$" in legend_texts(ax) and "run" in legend_texts(ax)
+    assert len(ax.lines[0].get_xdata()) == 2          # the NaN size is not drawn
+    with pytest.raises(ValueError, match="rows"):
+        plots.exponent_plot([1, 2, 4], [1.0, 2.0])
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------- verdict_figure
+def test_verdict_figure_one_panel_per_slope_verdict(data):
+    verdicts = check(data["sweep"], n_heads_mc=256)
+    fig = plots.verdict_figure(data["sweep"], verdicts)
+    slope_verdicts = [v for v in verdicts if v.key != "P3"]
+    assert isinstance(fig, Figure)
+    axes = axes_with_data(fig)
+    assert len(axes) == len(slope_verdicts) >= 5       # P1, three P2, coord
+    titles = [ax.get_title() for ax in axes]
+    for v in slope_verdicts:
+        assert any(t.startswith(f"{v.key} {v.quantity}: ") for t in titles), (v.key, titles)
+    p1 = axes[titles.index(next(t for t in titles if t.startswith("P1")))]
+    assert r"\mathrm{Var}_h[A(0)]" in p1.get_ylabel() and p1.get_xlabel() == "$N$"
+    assert any(t.startswith("fit: slope") for t in legend_texts(p1))
+    p2 = next(ax for ax in axes if ax.get_title().startswith("P2 attn_var_trained"))
+    assert {"predicted $N^{-2}$ (caption)", "predicted $N^{-1}$ (CLT)"} <= set(legend_texts(p2))
+    assert "P3 attn_raw_init" in fig.get_suptitle() and r"$\alpha_A$" in fig.get_suptitle()
+    plt.close(fig)
+
+
+def test_verdict_figure_draws_the_p4_kernel_panel(data, monkeypatch):
+    monkeypatch.setattr(plots, "P4_MC_HEADS", 256)     # the solver's Monte Carlo, small for the test
+    fig = plots.verdict_figure(data["H"])
+    p4 = [ax for ax in axes_with_data(fig) if ax.get_title().startswith("P4 kernel_mse_init")]
+    assert len(p4) == 1
+    assert r"\Phi" in p4[0].get_ylabel() and p4[0].get_xlabel() == "$H$"
+    assert "predicted $H^{-1}$" in legend_texts(p4[0])
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------------- kernels
+def test_kernel_grid_shares_one_colour_scale():
+    a = xr.DataArray(np.eye(5), dims=("sample", "sample_"), name="kernel_pooled")
+    b = xr.DataArray(3 * np.ones((5, 5)), dims=("sample", "sample_"), name="kernel_pooled")
+    fig = plots.kernel_grid({"N=4, step 0": a, "N=4, step 10": b}, title="pooled")
+    ims = [im for ax in fig.axes for im in ax.images]
+    assert len(ims) == 2 and {im.get_clim() for im in ims} == {(0.0, 3.0)}
+    panels = axes_with_data(fig)
+    assert [ax.get_title() for ax in panels] == ["N=4, step 0", "N=4, step 10"]
+    assert any(ax.get_label() == "<colorbar>" for ax in fig.axes)
+    assert "$x$" in panels[0].get_ylabel() and "$x'$" in panels[0].get_xlabel()
+    assert fig.get_suptitle() == "pooled"
+    plt.close(fig)
+    fig = plots.kernel_grid({"a": a, "b": b}, share="panel")
+    assert [ax.images[0].get_clim() for ax in axes_with_data(fig)] == [(0.0, 1.0), (0.0, 3.0)]
+    plt.close(fig)
+    with pytest.raises(ValueError, match="expected 2"):
+        plots.kernel_grid({"a": xr.DataArray(np.ones(3))})
+
+
+def test_kernel_panels_sweep_rows_steps_columns_sizes(data):
+    fig = plots.kernel_panels(data["sweep"])
+    titles = [ax.get_title() for ax in axes_with_data(fig)]
+    assert titles == [f"N={n}, step {s}" for s in (0, 2) for n in (2, 4, 8)]
+    panels = axes_with_data(fig)
+    assert all(ax.images[0].get_array().size == 36 for ax in panels)                # 6 x 6 probe samples
+    clims = [ax.images[0].get_clim() for ax in panels]
+    assert len(set(clims[:3])) == 1 and len(set(clims[3:])) == 1                     # one scale per step row
+    assert r"\Phi^\ell" in fig.get_suptitle()
+    assert sum(ax.get_label() == "<colorbar>" for ax in fig.axes) == 2
+    plt.close(fig)
+
+
+def test_kernel_panels_run_first_and_last_step(data):
+    fig = plots.kernel_panels(data["run"], kind="kernel_spatial", depth=0)
+    assert [ax.get_title() for ax in axes_with_data(fig)] == ["step 0", "step 4"]
+    assert "$s$" in axes_with_data(fig)[0].get_ylabel()
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------ attention_density
+def test_attention_density_histogram_laws_and_ks_pvalue():
+    from dmft.solvers import attention_law
+
+    x = attention_law(4, 1.0).rvs(400, rng=1)
+    ax = plots.attention_density(x, 4, 1.0)
+    assert ax.patches and len(ax.lines) == 2
+    texts = legend_texts(ax)
+    assert any(t.startswith("variance-gamma (KS p = ") for t in texts)
+    assert any("Gaussian" in t for t in texts)
+    assert r"\alpha_A" in ax.get_xlabel() and "$N = 4$" in ax.get_title()
+    heights = np.array([p.get_height() for p in ax.patches])
+    widths = np.array([p.get_width() for p in ax.patches])
+    assert abs((heights * widths).sum() - 1) < 1e-6                   # a density
+    plt.close(ax.figure)
+
+
+# ---------------------------------------------------------------------------------------------------- losses
+def test_loss_curves_sweep_and_run(data):
+    fig = plots.loss_curves(data["sweep"])
+    ax = fig.axes[0]
+    assert len(ax.lines) == 3 and ax.collections                     # one line per N, seed bands
+    assert ax.get_legend().get_title().get_text() == "$N$" and legend_texts(ax) == ["2", "4", "8"]
+    assert "loss" in ax.get_ylabel() and "$t$" in ax.get_xlabel()
+    plt.close(fig)
+    fig = plots.loss_curves(data["run"])
+    assert "held-out" in legend_texts(fig.axes[0]) and fig.axes[0].lines
+    plt.close(fig)
+    with pytest.raises(ValueError, match="no dimension"):
+        plots.loss_curves(data["run"], axis="N")
+
+
+def test_lr_transfer_marks_the_best_eta0_and_skips_diverged():
+    eta = np.array([0.01, 0.03, 0.1, 0.3])
+    base = np.array([[2.0, 1.5, 1.2, np.nan], [2.1, 1.1, 1.3, np.inf]])       # (N, eta0)
+    losses = xr.DataArray(np.stack([base, base + 0.01]), dims=("seed", "N", "eta0"),
+                          coords={"eta0": eta, "N": [8, 16]})
+    ax = plots.lr_transfer(losses, axis="N")
+    curves = [ln for ln in ax.lines if ln.get_marker() == "o"]
+    stars = [ln for ln in ax.lines if ln.get_marker() == "*" and len(ln.get_xdata())]
+    assert len(curves) == 2 and all(len(c.get_xdata()) == 3 for c in curves)   # diverged eta0 = 0.3 skipped
+    assert sorted(float(s.get_xdata()[0]) for s in stars) == [0.03, 0.1]
+    assert ax.get_xscale() == "log" and r"\eta_0" in ax.get_xlabel()
+    assert ax.get_legend().get_title().get_text() == "$N$"
+    plt.close(ax.figure)
+
+
+# ---------------------------------------------------------------------------------------------- coord check
+def test_coord_check_panels_sweep(data):
+    fig = plots.coord_check_panels(data["sweep"])
+    axes = axes_with_data(fig)
+    assert [ax.get_title() for ax in axes] == ["step $t = 1$", "step $t = 2$"]     # step 0 is all zero
+    for ax in axes:
+        assert len([ln for ln in ax.lines if len(ln.get_xdata())]) == 4           # 2 layers x 2 sites
+        assert ax.get_xscale() == "log" and ax.get_yscale() == "log" and ax.get_xlabel() == "$N$"
+        assert any("layer 0, attn_out (slope" in t for t in legend_texts(ax))
+    assert r"\mathrm{RMS}" in axes[0].get_ylabel()
+    plt.close(fig)
+
+
+def test_coord_check_panels_run_over_steps(data):
+    fig = plots.coord_check_panels(data["run"], quantity="h_rms")
+    ax = axes_with_data(fig)[0]
+    assert len(ax.lines) == 3 and "depth 2" in legend_texts(ax) and r"h^\ell" in ax.get_ylabel()
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------------- output
+def test_save_figure_png_pdf_and_bad_suffix(tmp_path):
+    fig, ax = plt.subplots()
+    ax.plot([1, 2], [3, 4])
+    p = plots.save_figure(fig, tmp_path / "sub" / "a.png")
+    assert p.read_bytes()[:8] == PNG and not plt.fignum_exists(fig.number)
+    fig, ax = plt.subplots()
+    ax.plot([1, 2], [3, 4])
+    assert plots.save_figure(ax, tmp_path / "a.pdf").read_bytes()[:4] == b"%PDF"
+    with pytest.raises(ValueError, match="png or pdf"):
+        plots.save_figure(plt.figure(), tmp_path / "a.jpg")
+    plt.close("all")
+
+
+def test_plot_dataset_writes_pngs_for_a_run_and_a_sweep(data, tmp_path):
+    paths = plots.plot_dataset(data["run"], tmp_path / "run")
+    assert sorted(p.name for p in paths) == sorted(
+        ["loss.png", "kernels.png", "kernels_spatial.png", "attention_density.png", "coord_check.png"])
+    paths += plots.plot_dataset(data["sweep"], tmp_path / "sweep")
+    assert {"verdicts.png", "kernels.png", "loss.png", "coord_check.png", "attention_density.png"} <= {
+        p.name for p in paths[5:]}
+    for p in paths:
+        assert p.stat().st_size > 5000 and p.read_bytes()[:8] == PNG, p
+    assert plt.get_fignums() == []                                        # every figure closed
+    with pytest.raises(ValueError, match="png or pdf"):
+        plots.plot_dataset(data["run"], tmp_path / "x", fmt="svg")
+
+
+# ------------------------------------------------------------------------------------------------------- CLI
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_cli_plot_writes_figures_next_to_the_dataset(data):
+    r = cli("plot", str(data["dir"] / "run.nc"), "--format", "pdf")
+    assert r.returncode == 0, r.stderr
+    out = data["dir"] / "run-figures"
+    written = [Path(line) for line in r.stdout.splitlines()]
+    assert len(written) == 5 and all(p.parent == out and p.suffix == ".pdf" and p.stat().st_size > 0
+                                     for p in written)
+
+
+@pytest.mark.parametrize("args,needle", [(["/nonexistent/run.nc"], "no such file"),
+                                         (["RUN", "--format", "jpg"], "--format")])
+def test_cli_plot_bad_input_one_line_exit_2(data, args, needle):
+    args = [str(data["dir"] / "run.nc") if a == "RUN" else a for a in args]
+    r = cli("plot", *args)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], r.stderr
