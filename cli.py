@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -108,7 +107,6 @@ def run(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
 ):
     """Train one model at --scale on --axis and write its dataset."""
-    from probes.data import DataError  # noqa: F401  (a ValueError)
     from probes.dataset import run_dataset, save
     from probes.outputs import default_out_path, prepare_out_path
     from probes.run import train

@@ -14,8 +14,7 @@ Every multiplier is a plain Python float on its module (FSDP and torch.compile k
 """
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F

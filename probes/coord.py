@@ -11,7 +11,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from parametrizations.transformer import LWSTransformer, build_model
+from parametrizations.transformer import LWSTransformer
 
 from .run import RunConfig, setup, train
 

@@ -5,7 +5,6 @@ Measured values (single-seed slopes over seeds 0-2, mean and sd, recorded 2026-1
 tolerance; the tolerances are the issue's (0.1 at init, 0.15 after steps, 0.3 for SP). The seed-to-seed sd of a
 fitted slope is <= 0.03 at init and <= 0.06 after 3 steps, and the tests average two seeds.
 """
-import numpy as np
 import pytest
 
 from probes.config import make_run_config

@@ -120,9 +120,8 @@ def test_verdict_figure_one_panel_per_slope_verdict(data):
     plt.close(fig)
 
 
-def test_verdict_figure_draws_the_p4_kernel_panel(data, monkeypatch):
-    monkeypatch.setattr(plots, "P4_MC_HEADS", 256)     # the solver's Monte Carlo, small for the test
-    fig = plots.verdict_figure(data["H"])
+def test_verdict_figure_draws_the_p4_kernel_panel(data):
+    fig = plots.verdict_figure(data["H"], n_heads_mc=256)   # the solver's Monte Carlo, small for the test
     p4 = [ax for ax in axes_with_data(fig) if ax.get_title().startswith("P4 kernel_mse_init")]
     assert len(p4) == 1
     assert r"\Phi" in p4[0].get_ylabel() and p4[0].get_xlabel() == "$H$"

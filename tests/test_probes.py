@@ -1,11 +1,9 @@
 """Probes: every recorded quantity against an independent computation, no effect on training, dataset I/O."""
-import math
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-import xarray as xr
 
 from parametrizations.transformer import build_model
 from probes.config import make_run_config

@@ -1,0 +1,168 @@
+"""Exponent plots: a quantity against size with its fitted slope, bootstrap band and predicted exponents."""
+from __future__ import annotations
+
+import warnings
+from typing import Mapping
+
+import numpy as np
+import seaborn as sns
+import xarray as xr
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from ._style import P4_MC_HEADS, QUANTITY_LABELS, _legend, _log2, _new_axes, _power_tex, _size_ticks, _subplots, _sym, _tidy_log_y
+
+
+def exponent_plot(sizes, values, fit=None, predicted=None, *, axis: str = "N", ylabel: str = "", label=None,
+                  ax: Axes | None = None) -> Axes:
+    """Log-log (base 2) plot of a measured quantity against size, with its fitted and predicted exponents.
+
+    sizes: (n_sizes,); values: (n_sizes, n_seeds) or (n_sizes,) (non-positive and NaN values are not drawn).
+    Per-seed values are drawn light, seed means dark. fit: a `dmft.fit.SlopeFit` (e.g. `loglog_fit(sizes,
+    values)`): its line c * size^slope and the bootstrap band (the lines of slope fit.lo and fit.hi through the
+    point (mean log size, mean log value) the least-squares line passes through), with "fit: slope -0.98
+    [-1.02, -0.95]" in the legend; None draws no fit. predicted: an exponent, or {name: exponent} for several
+    hypotheses; each is a dashed line of that slope anchored at the first seed mean, labelled "predicted
+    N^-1 (name)". axis: the size's symbol (N, H, L). label names the data in the legend (default "seed
+    mean"). Calling it again on the same `ax` draws the next data in the next colour. Returns the Axes.
+    """
+    ax = _new_axes(ax)
+    sizes = np.asarray(sizes, dtype=float).ravel()
+    values = np.asarray(values, dtype=float)
+    if values.ndim == 1:
+        values = values[:, None]
+    if values.shape[0] != len(sizes):
+        raise ValueError(f"values has {values.shape[0]} rows for {len(sizes)} sizes")
+    k = getattr(ax, "_dmft_exponent_calls", 0)
+    ax._dmft_exponent_calls = k + 1
+    hue = (0, 2, 4, 5, 6, 9)[k % 6]                 # data hues; orange/red are kept for the predictions
+    dark = sns.color_palette("dark")[hue]
+    light = sns.color_palette("pastel")[hue]
+    cb = sns.color_palette("colorblind")
+    other = [cb[3], cb[4], cb[1], cb[7]]
+
+    good = np.isfinite(values) & (values > 0)
+    means = np.array([row[g].mean() if g.any() else np.nan for row, g in zip(values, good)])
+    if values.shape[1] > 1:
+        xs = np.repeat(sizes, values.shape[1]).reshape(values.shape)
+        ax.scatter(xs[good], values[good], s=18, color=light, edgecolor="none", alpha=0.9, zorder=2,
+                   label=f"{label}, per seed" if label else "per seed")
+    ok = np.isfinite(means)
+    ax.plot(sizes[ok], means[ok], "o", ms=6.5, color=dark, zorder=4, label=label or "seed mean")
+
+    xs = np.geomspace(sizes.min(), sizes.max(), 64) if len(sizes) else np.array([])
+    if fit is not None and ok.sum() >= 2:
+        ax.plot(xs, fit.constant * xs ** fit.slope, "-", color=dark, lw=1.6, zorder=3,
+                label=f"fit: slope {fit.slope:+.2f} [{fit.lo:+.2f}, {fit.hi:+.2f}]")
+        lx, ly = np.log(sizes[ok]).mean(), np.log(means[ok]).mean()
+        band = np.exp(ly + np.outer([fit.lo, fit.hi], np.log(xs) - lx))
+        ax.fill_between(xs, band.min(axis=0), band.max(axis=0), color=dark, alpha=0.15, lw=0, zorder=1)
+    if predicted is not None and ok.any():
+        hyps = predicted if isinstance(predicted, Mapping) else {"": float(predicted)}
+        i0 = int(np.argmax(ok))
+        x0, y0 = sizes[i0], means[i0]
+        styles = ["--", (0, (5, 2, 1, 2)), ":", (0, (3, 1, 1, 1, 1, 1))]
+        for j, (name, e) in enumerate(hyps.items()):
+            text = f"predicted {_power_tex(axis, e)}" + (f" ({name})" if name else "")
+            colour = other[j % len(other)] if k == 0 else dark    # later data: predictions in their colour
+            ax.plot(xs, y0 * (xs / x0) ** e, linestyle=styles[j % len(styles)], color=colour,
+                    lw=1.5, alpha=1.0 if k == 0 else 0.75, zorder=3, label=text)
+    _log2(ax)
+    _tidy_log_y(ax)
+    if len(sizes):
+        _size_ticks(ax, sizes)
+    ax.set_xlabel(_sym(axis))
+    if ylabel:
+        ax.set_ylabel(ylabel)
+    _legend(ax, below=True)
+    return ax
+
+
+# ------------------------------------------------------------------------------------------- verdict_figure
+def _short_hypothesis(name: str) -> str:
+    """'CLT N^(1-2alpha_A)' -> 'CLT' (the exponent is already in the label)."""
+    head, _, rest = name.partition(" ")
+    return head if "^" in rest else name
+
+
+def _predicted_for(verdict, preds) -> float | dict | None:
+    for p in preds:
+        if p.key == verdict.key and p.quantity == verdict.quantity:
+            if p.kind == "hypotheses":
+                return {_short_hypothesis(h): e for h, e in p.hypotheses.items()}
+            if p.kind == "slope":
+                return p.exponent
+            return None
+    try:
+        return float(verdict.predicted)
+    except (TypeError, ValueError):
+        return None
+
+
+def verdict_figure(ds: xr.Dataset, verdicts=None, n_heads_mc: int = P4_MC_HEADS) -> Figure:
+    """One `exponent_plot` panel per slope verdict of `dmft.check.check(ds)` for a sweep dataset.
+
+    verdicts: the list `check(ds)` returned (computed here when None). Each panel shows the verdict's quantity
+    (`dmft.measure.QUANTITIES`; for P4 the mean-square deviation of the initial kernels from the H -> oo solver,
+    `measure.kernel_mse_init` against `check.kernel_limit`), its fit with the 95% seed-bootstrap band, and the
+    predicted exponent(s); the title reads "P1 attn_var_init: consistent" (red when not consistent). P4 panels
+    are drawn, not skipped: with verdicts=None the check's own H -> oo solver result is reused; with verdicts
+    given the solver runs once here with `n_heads_mc` heads (seeded, so the limit the check used at its
+    default). That is the slow part: about 1.5 s per layer at 6 probe samples and 16 tokens, growing as
+    samples^2 (tens of seconds per layer for the default 32-sample probe batch on 2 CPU cores). The density
+    verdict (P3) has no slope: its result is written in the figure's title (see `attention_density`).
+    """
+    from .. import measure
+    from ..check import check, kernel_limit, run_attrs
+    from ..fit import loglog_fit
+    from ..predictions import predictions
+
+    ds = measure.with_seed_dim(ds)
+    axis = measure.sweep_axis(ds)
+    a = run_attrs(ds)
+    cache: dict = {}
+    if axis == "H":                    # P4 applies: one solver run shared by the check and the panel
+        cache["limit"] = kernel_limit(ds, a, n_heads_mc)
+    if verdicts is None:
+        verdicts = check(ds, n_heads_mc=n_heads_mc, limit=cache.get("limit"))
+    preds = predictions(a["alpha_A"], a["alpha_L"], a["standard"], axis, a["trained"])
+    slopes = [v for v in verdicts if v.quantity in measure.QUANTITIES or v.quantity == "kernel_mse_init"]
+    others = [v for v in verdicts if v not in slopes]
+    fig, axes = _subplots(max(len(slopes), 1), 3 if len(slopes) != 4 else 2, panel=(4.4, 4.5))
+    for v, ax in zip(slopes, axes):
+        if v.quantity == "kernel_mse_init":
+            if "limit" not in cache:
+                cache["limit"] = kernel_limit(ds, a, n_heads_mc)
+            sizes, values = measure.kernel_mse_init(ds, axis, cache["limit"])
+        else:
+            sizes, values = measure.QUANTITIES[v.quantity](ds, axis)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                fit = loglog_fit(sizes, values)
+            fit = fit if np.isfinite([fit.slope, fit.lo, fit.hi]).all() else None
+        except ValueError:            # fewer than 3 usable sizes: the points alone
+            fit = None
+        exponent_plot(sizes, values, fit, _predicted_for(v, preds), axis=axis,
+                      ylabel=QUANTITY_LABELS.get(v.quantity, v.quantity), ax=ax)
+        if fit is None:
+            ax.text(0.03, 0.04, "no slope: fewer than 3 sizes with finite values", transform=ax.transAxes,
+                    fontsize="small", color="firebrick")
+        word = "consistent" if v.consistent else "NOT consistent"
+        if v.supported and v.supported != "neither":
+            word += f" ({_short_hypothesis(v.supported)})"
+        ax.set_title(f"{v.key} {v.quantity}: {word}", fontsize="medium",
+                     color="black" if v.consistent else "firebrick")
+    if not slopes:
+        axes[0].text(0.5, 0.5, "no slope predictions apply to this sweep", ha="center", va="center",
+                     transform=axes[0].transAxes)
+        axes[0].set_axis_off()
+    title = (f"{a['name']} ($\\alpha_A$ = {a['alpha_A']:g}, $\\alpha_L$ = {a['alpha_L']:g}), "
+             f"sweep over {_sym(axis)}, {'trained' if a['trained'] else 'at initialisation'}")
+    for v in others:
+        title += f"\n{v.key} {v.quantity}: {'consistent' if v.consistent else 'NOT consistent'} ({v.measured})"
+    fig.suptitle(title, fontsize="medium")
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------- kernels

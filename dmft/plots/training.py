@@ -1,0 +1,198 @@
+"""Training figures: loss curves, learning-rate transfer, muP-style coordinate checks."""
+from __future__ import annotations
+
+import itertools
+import warnings
+
+import matplotlib.ticker as mticker
+import numpy as np
+import seaborn as sns
+import xarray as xr
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from ._style import AXES, COORD_LABELS, _legend, _log2, _new_axes, _resolve_axis, _size_ticks, _subplots, _sym, _tidy_log_y
+
+
+def loss_curves(ds: xr.Dataset, *, axis: str | None = None) -> Figure:
+    """Held-out loss against step. Sweep (axis given or found): one line per size, the seed mean with a band
+    from the lowest to the highest seed, palette "rocket" (dark = small). Single run: the held-out loss, and
+    the training loss on each incoming batch as a light line. Returns the Figure."""
+    axis = _resolve_axis(ds, axis)
+    ax = _new_axes(None, figsize=(5.6, 3.8))
+    loss = ds.heldout_loss
+    steps = ds.step.values
+    if axis is None:
+        if "train_loss" in ds and ds.sizes.get("train_step", 0):
+            ax.plot(ds.train_step.values + 1, ds.train_loss.values, color=sns.color_palette("pastel")[0], lw=0.8,
+                    label="training batch", zorder=1)
+        ax.plot(steps, loss.values, "o-", ms=3, color=sns.color_palette("dark")[0], lw=1.6, label="held-out",
+                zorder=2)
+        sizes = {a: int(ds[a]) for a in AXES if a in ds.coords}
+        ax.set_title(", ".join(f"${k} = {v}$" for k, v in sizes.items()), fontsize="medium")
+        _legend(ax, loc="upper right")
+    else:
+        sizes = ds[axis].values
+        colors = sns.color_palette("rocket", len(sizes) + 1)[: len(sizes)]   # skip the near-white end
+        for v, c in zip(sizes, colors):
+            lv = loss.sel({axis: v})
+            if "seed" in lv.dims:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    mean, lo, hi = lv.mean("seed").values, lv.min("seed").values, lv.max("seed").values
+                if lv.sizes["seed"] > 1:
+                    ax.fill_between(steps, lo, hi, color=c, alpha=0.2, lw=0)
+            else:
+                mean = lv.values
+            ax.plot(steps, mean, "-", color=c, lw=1.6, label=f"{int(v)}")
+        n_seeds = ds.sizes.get("seed", 1)
+        ax.set_title("seed mean" + (f", band: min-max over {n_seeds} seeds" if n_seeds > 1 else ""),
+                     fontsize="medium")
+        _legend(ax, title=_sym(axis), loc="upper right", ncols=2 if len(sizes) > 5 else 1)
+    ax.set_xlabel("step $t$")
+    ax.set_ylabel(r"held-out loss $\mathcal{L}$ (nats)")
+    return ax.figure
+
+
+def lr_transfer(losses: xr.DataArray, *, axis: str = "N") -> Axes:
+    """muP learning-rate transfer: final loss against eta0 (log x), one line per size (palette "rocket").
+
+    losses: dims (eta0, axis) and optionally seed (averaged; a seed that diverged makes the point diverged) and
+    step (the last is used). The best eta0 of each size is marked with a star; diverged (NaN/inf) points are
+    skipped. Returns the Axes."""
+    if "eta0" not in losses.dims or axis not in losses.dims:
+        raise ValueError(f"lr_transfer needs dims (eta0, {axis}), got {losses.dims}")
+    da = losses
+    if "step" in da.dims:
+        da = da.isel(step=-1)
+    if "seed" in da.dims:
+        da = da.mean("seed")             # NaN/inf in any seed propagates: the point counts as diverged
+    extra = [d for d in da.dims if d not in ("eta0", axis)]
+    if extra:
+        raise ValueError(f"lr_transfer: unexpected dims {extra} (select or average them first)")
+    da = da.transpose(axis, "eta0")
+    eta = da.eta0.values.astype(float)
+    ax = _new_axes(None, figsize=(5.4, 3.8))
+    sizes = da[axis].values
+    colors = sns.color_palette("rocket", len(sizes) + 1)[: len(sizes)]
+    for v, c, row in zip(sizes, colors, da.values.astype(float)):
+        ok = np.isfinite(row)
+        if not ok.any():
+            continue
+        order = np.argsort(eta[ok])
+        ax.plot(eta[ok][order], row[ok][order], "o-", ms=4, color=c, lw=1.5, label=f"{v:g}")
+        best = np.flatnonzero(ok)[np.argmin(row[ok])]
+        ax.plot(eta[best], row[best], "*", ms=15, color=c, markeredgecolor="black", markeredgewidth=0.6, zorder=5)
+    ax.plot([], [], "*", ms=11, color="grey", markeredgecolor="black", markeredgewidth=0.6, label=r"best $\eta_0$")
+    ax.set_xscale("log")
+    etas = np.asarray(losses["eta0"].values, dtype=float)
+    ax.xaxis.set_major_locator(mticker.FixedLocator(etas))          # one tick per grid value
+    ax.xaxis.set_major_formatter(mticker.FixedFormatter([f"{e:g}" for e in etas]))
+    ax.xaxis.set_minor_locator(mticker.NullLocator())
+    ax.set_xlabel(r"base learning rate $\eta_0$")
+    ax.set_ylabel(r"final loss $\mathcal{L}$")
+    _legend(ax, title=_sym(axis))
+    return ax
+
+
+# --------------------------------------------------------------------------------------------- coord check
+def _palette(n: int) -> list:
+    """n distinct colours: seaborn's colour-blind palette up to 10, evenly spaced husl hues beyond."""
+    return sns.color_palette("colorblind" if n <= 10 else "husl", n)
+
+
+def _hue_series(da: xr.DataArray, keep: tuple[str, ...]) -> tuple[list[tuple[str, xr.DataArray]], str]:
+    """Split `da` over every dim not in `keep` into (label, sub-array) pairs ('layer 0, attn_out'), all-NaN ones
+    dropped. With more than 12 combinations the first such dim (layer/depth) is averaged out; the second value
+    then says so ('mean over layer'), else it is ''."""
+    rest = [d for d in da.dims if d not in keep]
+    n = int(np.prod([da.sizes[d] for d in rest])) if rest else 1
+    note = ""
+    if n > 12 and rest:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            da = da.mean(rest[0])
+        note = f"mean over {rest[0]}"
+        rest = rest[1:]
+    out = []
+    for combo in itertools.product(*[da[d].values for d in rest]):
+        sub = da.sel(dict(zip(rest, combo))) if rest else da
+        label = ", ".join(f"{d} {c}" if d in ("layer", "depth") else f"{c}" for d, c in zip(rest, combo))
+        if not np.isfinite(sub.values).any():
+            continue
+        out.append((label or str(da.name or "value"), sub))
+    return out, note
+
+
+def _coord_over_steps(ds: xr.Dataset, quantity: str, ax: Axes) -> Axes:
+    """One run: `quantity` against step, one line per layer/site."""
+    da = ds[quantity]
+    series, note = _hue_series(da, ("step",))
+    colors = _palette(len(series))
+    steps = ds.step.values
+    for (label, sub), c in zip(series, colors):
+        y = sub.values.astype(float)
+        ok = np.isfinite(y) & (y > 0)
+        ax.plot(steps[ok], y[ok], "o-", ms=3, color=c, lw=1.4, label=label)
+    ax.set_yscale("log", base=2)
+    _tidy_log_y(ax)
+    ax.set_xlabel("step $t$")
+    ax.set_ylabel(COORD_LABELS.get(quantity, quantity))
+    _legend(ax, outside=len(series) > 6, fontsize="x-small", title=note or None, title_fontsize="x-small")
+    return ax
+
+
+def coord_check_panels(ds: xr.Dataset, *, axis: str | None = None, quantity: str = "block_update_rms") -> Figure:
+    """muP-style coordinate check: `quantity` (block_update_rms, block_rms, h_rms, weight_movement, ...) against
+    size (log2 x, log2 y), one panel per probe step (at most 4, spread over the steps that have positive
+    values; step 0 of an update quantity is all zero and is skipped), one line per layer/site (seed mean,
+    per-seed points light), with the log-log slope of each line in the legend. Under muP the lines are flat.
+    A single run (no size dimension) gets one panel of the quantity against step instead. Returns the Figure."""
+    if quantity not in ds:
+        raise ValueError(f"the dataset has no {quantity} (probes not recorded?)")
+    axis = _resolve_axis(ds, axis)
+    if axis is None:
+        fig, axes = _subplots(1, 1, panel=(5.6, 3.8))
+        _coord_over_steps(ds, quantity, axes[0])
+        return fig
+    da = ds[quantity]
+    if "seed" not in da.dims:
+        da = da.expand_dims("seed")
+    positive = ((da > 0) & np.isfinite(da)).any([d for d in da.dims if d != "step"]).values
+    valid = np.flatnonzero(positive)
+    if valid.size == 0:
+        raise ValueError(f"{quantity} has no positive values to draw on a log scale")
+    pick = valid[np.unique(np.round(np.linspace(0, valid.size - 1, min(4, valid.size))).astype(int))]
+    fig, axes = _subplots(len(pick), len(pick), panel=(3.9, 3.6), sharey=True)
+    sizes = ds[axis].values.astype(float)
+    for ax, i in zip(axes, pick):
+        step_da = da.isel(step=i)
+        series, note = _hue_series(step_da, (axis, "seed"))
+        colors = _palette(len(series))
+        for (label, sub), c in zip(series, colors):
+            vals = sub.transpose(axis, "seed").values.astype(float)
+            good = np.isfinite(vals) & (vals > 0)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean = np.array([r[g].mean() if g.any() else np.nan for r, g in zip(vals, good)])
+            ok = np.isfinite(mean)
+            if vals.shape[1] > 1:
+                xs = np.repeat(sizes, vals.shape[1]).reshape(vals.shape)
+                ax.scatter(xs[good], vals[good], s=10, color=c, alpha=0.3, edgecolor="none")
+            slope = np.polyfit(np.log(sizes[ok]), np.log(mean[ok]), 1)[0] if ok.sum() >= 2 else np.nan
+            ax.plot(sizes[ok], mean[ok], "o-", ms=4, color=c, lw=1.5, label=f"{label} (slope {slope:+.2f})")
+        _log2(ax)
+        _size_ticks(ax, sizes)
+        ax.set_xlabel(_sym(axis))
+        ax.set_title(f"step $t = {int(ds.step.values[i])}$", fontsize="medium")
+    _tidy_log_y(axes[0])
+    for ax in axes:
+        _legend(ax, below=True, fontsize="x-small")
+    axes[0].set_ylabel(COORD_LABELS.get(quantity, quantity))
+    flat = quantity in ("h_rms", "block_rms", "block_update_rms") and axis in ("N", "H")
+    fig.suptitle(f"coordinate check: {quantity} vs {_sym(axis)}" + (" (muP: flat)" if flat else "")
+                 + f", seed mean{', ' + note if note else ''}", fontsize="medium")
+    return fig
+
+
+# ------------------------------------------------------------------------------------------------- output
