@@ -96,36 +96,34 @@ class ModelConfig:
         return asdict(self)
 
 
-class ScaledLinear(nn.Module):
-    """y = mult * W x, W (fan_out, fan_in) ~ N(0, init_std^2). No bias (DESIGN §3)."""
+class ScaledWeight(nn.Module):
+    """A weight W (rows, cols) ~ N(0, init_std^2) used with a forward multiplier (abc form); role names its rule."""
 
-    def __init__(self, fan_in: int, fan_out: int, role: str, init_std: float, mult: float):
+    def __init__(self, rows: int, cols: int, role: str, init_std: float, mult: float):
         super().__init__()
-        self.weight = nn.Parameter(torch.empty(fan_out, fan_in))
+        self.weight = nn.Parameter(torch.empty(rows, cols))
         self.role, self.init_std, self.mult = role, float(init_std), float(mult)
 
     def reset_parameters(self, generator: torch.Generator) -> None:
         with torch.no_grad():
             self.weight.normal_(0.0, self.init_std, generator=generator)
+
+    def extra_repr(self) -> str:
+        return f"{tuple(self.weight.shape)}, role={self.role}, std={self.init_std:.4g}, mult={self.mult:.4g}"
+
+
+class ScaledLinear(ScaledWeight):
+    """y = mult * W x, W (fan_out, fan_in). No bias (DESIGN §3)."""
+
+    def __init__(self, fan_in: int, fan_out: int, role: str, init_std: float, mult: float):
+        super().__init__(fan_out, fan_in, role, init_std, mult)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.mult * F.linear(x, self.weight)
 
-    def extra_repr(self) -> str:
-        return f"{self.weight.shape[1]} -> {self.weight.shape[0]}, role={self.role}, std={self.init_std:.4g}, mult={self.mult:.4g}"
 
-
-class ScaledTable(nn.Module):
-    """A table of vectors (token embedding or learned positions), y = mult * W[i]; W ~ N(0, init_std^2)."""
-
-    def __init__(self, rows: int, dim: int, role: str, init_std: float, mult: float):
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(rows, dim))
-        self.role, self.init_std, self.mult = role, float(init_std), float(mult)
-
-    def reset_parameters(self, generator: torch.Generator) -> None:
-        with torch.no_grad():
-            self.weight.normal_(0.0, self.init_std, generator=generator)
+class ScaledTable(ScaledWeight):
+    """A table of vectors (token embedding or learned positions), y = mult * W[i], W (rows, dim)."""
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.mult * F.embedding(idx, self.weight)
@@ -234,7 +232,7 @@ class LWSTransformer(nn.Module):
         """Draw every weight from its init law with a generator seeded by `seed`; returns self."""
         g = torch.Generator(device="cpu").manual_seed(int(seed))
         for module in self.modules():
-            if isinstance(module, (ScaledLinear, ScaledTable)):
+            if isinstance(module, ScaledWeight):
                 module.reset_parameters(g)
         if self.p.centre == "zero_readout":
             with torch.no_grad():
