@@ -109,3 +109,14 @@ def test_check_names_a_bad_dataset(tmp_path):
     assert r.returncode == 2 and "x.nc" in r.stderr and "Traceback" not in r.stderr
     r = cli("sweep", "--values", "4,8", "--init-only", "--out", str(tmp_path / "y.nc"))
     assert r.returncode == 2 and "at least 3" in r.stderr
+
+
+def test_a_diverging_run_stops_with_a_clear_status(tmp_path):
+    out = tmp_path / "div.nc"
+    r = cli("run", "--param", "sp", "--optimizer", "sgd", "--eta0", "1e6", "--steps", "40", "--no-progress",
+            "--out", str(out))
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "diverged at step" in r.stderr
+    ds = load(out)                                  # what was finished is kept, and says so
+    assert ds.attrs["status"] == "diverged" and 0 <= ds.attrs["diverged_at"] < 40
+    assert ds.sizes["train_step"] < 40
