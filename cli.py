@@ -8,7 +8,6 @@ from typing import Optional
 import typer
 
 
-
 class App(typer.Typer):
     """Typer app whose usage errors (unknown option, wrong type, ...) print one line and exit 2."""
 
