@@ -169,7 +169,9 @@ def train(cfg: RunConfig, progress: bool = False,
         loss = centred_loss(model, model0, x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        gnorm = torch.sqrt(sum((p.grad.detach() ** 2).sum() for p in model.parameters() if p.grad is not None))
+        gnorm = None
+        if step + 1 in log_at:   # the gradient norm is recorded at log steps only; no work on the other steps
+            gnorm = torch.sqrt(sum((p.grad.detach() ** 2).sum() for p in model.parameters() if p.grad is not None))
         opt.step()
         losses[step] = loss.detach()
         done = step + 1
