@@ -76,7 +76,8 @@ class ProbeRecorder:
     """Records probes of one run. Call `record(step, model)` at each probe step; `arrays()` returns the stacked
     numpy arrays (first axis = probe step) and `coords()` the per-layer coordinates."""
 
-    def __init__(self, model: LWSTransformer, x_probe: torch.Tensor, cfg: ProbeConfig):
+    def __init__(self, model: LWSTransformer, x_probe: torch.Tensor, cfg: ProbeConfig,
+                 model0: LWSTransformer | None = None):
         self.cfg = cfg
         self.x = x_probe
         self.causal = model.cfg.task == "lm"
@@ -90,7 +91,10 @@ class ProbeRecorder:
             self.valid = self.valid.tril()
         self.valid_idx = self.valid.flatten().nonzero().squeeze(1)
         self.points = probe_points(x_probe.shape[0], S, cfg.n_points, self.causal)
-        self.w0 = {name: p.detach().clone() for name, p in model.named_parameters()}
+        # W(0): the frozen initial copy's weights when the run keeps one (centre="copy"), else a clone
+        initial = model0 if model0 is not None else model
+        self.w0 = {name: p.detach() if model0 is not None else p.detach().clone()
+                   for name, p in initial.named_parameters()}
         self.taps0: list[dict] | None = None
         self.steps: list[int] = []
         self.records: list[dict[str, np.ndarray]] = []

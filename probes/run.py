@@ -130,7 +130,7 @@ def train(cfg: RunConfig, progress: bool = False,
     recorder = None
     if cfg.probes.enabled:
         x_probe = task.heldout.fixed(cfg.probes.n_samples, seed=cfg.probes.seed)[0].to(device)
-        recorder = ProbeRecorder(model, x_probe, cfg.probes)
+        recorder = ProbeRecorder(model, x_probe, cfg.probes, model0)
     log_at = set(cfg.probes.steps(cfg.steps))
 
     losses = torch.empty(cfg.steps, device=device)
