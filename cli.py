@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import functools
+import inspect
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -55,69 +57,114 @@ def user_errors(fn):
     return wrapper
 
 
-# Shared options (model, parametrization, optimizer) of run and describe.
-AxisOpt = typer.Option(None, "--axis", help="the scaling axis that --scale sets: N, H or L [default: N]")
-ScaleOpt = typer.Option(None, "--scale", help="value of the scaling axis (N, H or L)")
-NOpt = typer.Option(None, "--N", help="key/query dimension per head [default: 16]")
-HOpt = typer.Option(None, "--H", help="heads of a full-width layer [default: 4]")
-LOpt = typer.Option(None, "--L", help="depth, number of blocks [default: 2]")
-DOpt = typer.Option(None, "--d-model", help="residual width; must equal N*H (a check)")
-ParamOpt = typer.Option(None, "--param", help="parametrization preset: mup, mup-sqrt, depth-sqrt, sp [default: mup]")
-OptimOpt = typer.Option(None, "--optimizer", help="sgd, sgd-momentum, adam, adamw [default: adam]")
-Eta0Opt = typer.Option(None, "--eta0", help="base learning rate before the Table 1 rule [default: 0.05]")
-Gamma0Opt = typer.Option(None, "--gamma0", help="feature-learning strength gamma0 [default: 1]")
-Beta0Opt = typer.Option(None, "--beta0", help="residual branch constant beta0 [default: 1]")
-TaskOpt = typer.Option(None, "--task", help="lm (byte-level stdlib corpus or a token .bin) or vision [default: lm]")
-LwsOpt = typer.Option(None, "--lws", help="layer-wise profile: isotropic, openelm, vanilla, framed, reverse, crown")
-SeqOpt = typer.Option(None, "--seq-len", help="tokens per LM sample [default: 64]")
+@dataclass(frozen=True)
+class Opt:
+    """One shared command-line option: the config section and key it sets, its type, flag and help."""
+
+    section: str
+    key: str
+    type: type
+    flag: str
+    help: str
+
+
+# The model, parametrization, optimizer and run options, declared once and shared by run, describe, sweep and
+# coord (`shared`); each lands in the config section it names (probes.config.make_run_config).
+MODEL = {
+    "N": Opt("model", "N", int, "--N", "key/query dimension per head (default 16)"),
+    "H": Opt("model", "H", int, "--H", "heads of a full-width layer (default 4)"),
+    "L": Opt("model", "L", int, "--L", "depth, number of blocks (default 2)"),
+    "task": Opt("model", "task", str, "--task", "lm (byte-level stdlib corpus or a token .bin) or vision (default lm)"),
+    "lws": Opt("model", "lws", str, "--lws", "layer-wise profile: isotropic, openelm, vanilla, framed, reverse, crown"),
+    "seq_len": Opt("model", "seq_len", int, "--seq-len", "tokens per LM sample (default 64)"),
+}
+PARAM = {
+    "param": Opt("param", "preset", str, "--param", "parametrization preset: mup, mup-sqrt, depth-sqrt, sp (default mup)"),
+    "alpha_A": Opt("param", "alpha_A", float, "--alpha-A", "attention exponent, A = N^-alpha_A q.k (overrides the preset)"),
+    "alpha_L": Opt("param", "alpha_L", float, "--alpha-L", "residual exponent, branches beta0 (L/L0)^-alpha_L (overrides the preset)"),
+    "beta0": Opt("param", "beta0", float, "--beta0", "residual branch constant beta0 (default 1)"),
+    "gamma0": Opt("param", "gamma0", float, "--gamma0", "feature-learning strength gamma0 (default 1)"),
+    "L0": Opt("param", "L0", float, "--L0", "reference depth of the depth factors L/L0 (default 1)"),
+    "centre": Opt("param", "centre", str, "--centre", "how f(theta_0) is removed: copy, zero_readout, none (default copy)"),
+}
+OPTIM = {
+    "optimizer": Opt("optim", "name", str, "--optimizer", "sgd, sgd-momentum, adam, adamw (default adam)"),
+    "eta0": Opt("optim", "eta0", float, "--eta0", "base learning rate before the Table 1 rule (default 0.05)"),
+    "weight_decay": Opt("optim", "weight_decay", float, "--weight-decay", "decay per step is eta0 * weight_decay (sgd, adamw) (default 0)"),
+}
+RUN = {
+    "batch_size": Opt("run", "batch_size", int, "--batch-size", "samples per step (default 32)"),
+    "device": Opt("run", "device", str, "--device", "cpu, cuda or auto (default cpu)"),
+    "data": Opt("run", "data_path", str, "--data", "local data: CIFAR-10 folder, CIFAR-5M .npz, or token .bin"),
+}
 ConfigOpt = typer.Option(None, "--config", help="TOML or JSON config file; command-line options override it")
 
 
-def _config(config, scale, axis, N, H, L, d_model, param, optimizer, eta0, gamma0, beta0, task, lws, seq_len, run=None,
-            probes=None):
-    from probes.config import make_run_config
+def shared(*groups: dict[str, Opt]):
+    """Add the options of `groups` to a command's signature; the command receives them as `overrides`
+    ({section: {key: value}}, None where not given), ready for make_run_config."""
+    specs = {name: o for g in groups for name, o in g.items()}
 
-    return make_run_config(
-        config, scale=scale,
-        model={"axis": axis, "N": N, "H": H, "L": L, "d_model": d_model, "task": task, "lws": lws, "seq_len": seq_len},
-        param={"preset": param, "gamma0": gamma0, "beta0": beta0},
-        optim={"name": optimizer, "eta0": eta0}, run=run, probes=probes)
+    def deco(fn):
+        sig = inspect.signature(fn)
+        params = [p for p in sig.parameters.values() if p.name != "overrides"]
+        params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[o.type],
+                                     default=typer.Option(None, o.flag, help=o.help)) for name, o in specs.items()]
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            overrides: dict[str, dict] = {}
+            for name, o in specs.items():
+                overrides.setdefault(o.section, {})[o.key] = kwargs.pop(name, None)
+            return fn(*args, overrides=overrides, **kwargs)
+
+        wrapper.__signature__ = sig.replace(parameters=params)
+        return wrapper
+    return deco
+
+
+def _check_data(overrides: dict) -> None:
+    data = overrides.get("run", {}).get("data_path")
+    if data is not None and not Path(data).exists():
+        fail(f"--data: no such file or folder {data}")
+
+
+def _merge(overrides: dict, section: str, **values) -> dict:
+    """overrides with more keys set in `section` (None values are ignored later)."""
+    return {**overrides, section: {**overrides.get(section, {}), **values}}
 
 
 @app.command()
 @user_errors
+@shared(MODEL, PARAM, OPTIM, RUN)
 def run(
-    scale: Optional[int] = ScaleOpt, axis: Optional[str] = AxisOpt,
-    N: Optional[int] = NOpt, H: Optional[int] = HOpt, L: Optional[int] = LOpt, d_model: Optional[int] = DOpt,
-    param: Optional[str] = ParamOpt, optimizer: Optional[str] = OptimOpt, eta0: Optional[float] = Eta0Opt,
-    gamma0: Optional[float] = Gamma0Opt, beta0: Optional[float] = Beta0Opt, task: Optional[str] = TaskOpt,
-    lws: Optional[str] = LwsOpt, seq_len: Optional[int] = SeqOpt,
-    steps: Optional[int] = typer.Option(None, "--steps", help="optimizer steps [default: 200]"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="samples per step [default: 32]"),
-    seed: Optional[int] = typer.Option(None, "--seed", help="initialisation seed [default: 0]"),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or auto [default: cpu]"),
-    data: Optional[str] = typer.Option(None, "--data", help="local data: CIFAR-10 folder, CIFAR-5M .npz, or token .bin"),
-    probe_every: Optional[int] = typer.Option(None, "--probe-every", help="probe (and held-out loss) every k steps [default: 10]"),
+    scale: Optional[int] = typer.Option(None, "--scale", help="value of the scaling axis (N, H or L)"),
+    axis: Optional[str] = typer.Option(None, "--axis", help="the scaling axis that --scale sets: N, H or L (default N)"),
+    d_model: Optional[int] = typer.Option(None, "--d-model", help="residual width; must equal N*H (a check)"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="optimizer steps (default 200)"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="initialisation seed (default 0)"),
+    probe_every: Optional[int] = typer.Option(None, "--probe-every", help="probe (and held-out loss) every k steps (default 10)"),
     probe_log: Optional[int] = typer.Option(None, "--probe-log", help="instead, probe at this many log-spaced steps"),
-    probe_samples: Optional[int] = typer.Option(None, "--probe-samples", help="probe batch size [default: 32]"),
+    probe_samples: Optional[int] = typer.Option(None, "--probe-samples", help="probe batch size (default 32)"),
     probes: bool = typer.Option(True, "--probes/--no-probes", help="record kernels, attention and weight movement"),
-    out: Optional[Path] = typer.Option(None, "--out", help="dataset file (.nc or .zarr) [default: runs/<name>.nc]"),
+    out: Optional[Path] = typer.Option(None, "--out", help="dataset file (.nc or .zarr) (default runs/<name>.nc)"),
     config: Optional[str] = ConfigOpt,
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
+    overrides: dict = None,
 ):
     """Train one model at --scale on --axis and write its dataset."""
+    from probes.config import make_run_config
     from probes.dataset import run_dataset, save
     from probes.outputs import default_out_path, prepare_out_path
     from probes.run import train
     from probes.summary import summary_lines
 
-    cfg = _config(config, scale, axis, N, H, L, d_model, param, optimizer, eta0, gamma0, beta0, task, lws, seq_len,
-                  run={"steps": steps, "batch_size": batch_size, "seed": seed, "device": device,
-                       "data_path": data},
-                  probes={"every": probe_every, "n_log": probe_log, "n_samples": probe_samples,
-                          "schedule": "log" if probe_log else None, "enabled": None if probes else False})
-    if data is not None and not Path(data).exists():
-        fail(f"--data: no such file or folder {data}")
+    overrides = _merge(overrides, "model", axis=axis, d_model=d_model)
+    overrides = _merge(overrides, "run", steps=steps, seed=seed)
+    cfg = make_run_config(config, scale=scale, **overrides,
+                          probes={"every": probe_every, "n_log": probe_log, "n_samples": probe_samples,
+                                  "schedule": "log" if probe_log else None, "enabled": None if probes else False})
+    _check_data(overrides)
     out_path = prepare_out_path(out or default_out_path(cfg))
     m = cfg.model
     typer.echo(f"{cfg.param.name} {cfg.optim.name} {m.task}: N={m.N} H={m.H} L={m.L} (axis {m.axis}), "
@@ -135,31 +182,35 @@ def run(
 
 @app.command()
 @user_errors
+@shared(MODEL, PARAM, OPTIM)
 def describe(
-    scale: Optional[int] = ScaleOpt, axis: Optional[str] = AxisOpt,
-    N: Optional[int] = NOpt, H: Optional[int] = HOpt, L: Optional[int] = LOpt, d_model: Optional[int] = DOpt,
-    param: Optional[str] = ParamOpt, optimizer: Optional[str] = OptimOpt, eta0: Optional[float] = Eta0Opt,
-    gamma0: Optional[float] = Gamma0Opt, beta0: Optional[float] = Beta0Opt, task: Optional[str] = TaskOpt,
-    lws: Optional[str] = LwsOpt, seq_len: Optional[int] = SeqOpt, config: Optional[str] = ConfigOpt,
+    scale: Optional[int] = typer.Option(None, "--scale", help="value of the scaling axis (N, H or L)"),
+    axis: Optional[str] = typer.Option(None, "--axis", help="the scaling axis that --scale sets: N, H or L (default N)"),
+    config: Optional[str] = ConfigOpt,
+    overrides: dict = None,
 ):
-    """Print every parameter's role, shape, init std, forward multiplier, lr multiplier and eps multiplier."""
+    """Print every parameter's role, shape, init std, forward multiplier, lr, eps and weight decay, and the
+    one-line derivation of each role's rule."""
     from rich.console import Console
     from rich.table import Table
 
-    from parametrizations.describe import describe as rows_of, header
+    from parametrizations.describe import describe as rows_of, header, rule_lines
     from parametrizations.transformer import LWSTransformer
+    from probes.config import make_run_config
 
-    cfg = _config(config, scale, axis, N, H, L, d_model, param, optimizer, eta0, gamma0, beta0, task, lws, seq_len)
+    cfg = make_run_config(config, scale=scale, **_merge(overrides, "model", axis=axis))
     model = LWSTransformer(cfg.model, cfg.param, cfg.optim.name)
     console = Console(width=160)
     for line in header(model, cfg.param, cfg.optim):
         console.print(line, highlight=False)
-    table = Table("parameter", "role", "shape", "init std", "fwd mult", "lr", "lr mult", "eps mult", "eps")
+    table = Table("parameter", "role", "shape", "init std", "fwd mult", "lr", "eps", "weight decay")
     for r in rows_of(model, cfg.param, cfg.optim):
         table.add_row(r.name, r.role, "x".join(map(str, r.shape)), f"{r.init_std:.4g}", f"{r.mult:.4g}",
-                      f"{r.lr:.4g}", f"{r.lr_mult:.4g}", "-" if r.eps_mult is None else f"{r.eps_mult:.4g}",
-                      "-" if r.eps is None else f"{r.eps:.3g}")
+                      f"{r.lr:.4g}", "-" if r.eps is None else f"{r.eps:.3g}", f"{r.weight_decay:.3g}")
     console.print(table)
+    console.print("why (d = N*H, l = L/L0, eta = the global lr; docs/parametrization.md):", highlight=False)
+    for line in rule_lines(model, cfg.param, cfg.optim):
+        console.print("  " + line, highlight=False, soft_wrap=True)
 
 
 def _int_list(text: str, option: str) -> list[int]:
@@ -171,38 +222,73 @@ def _int_list(text: str, option: str) -> list[int]:
 
 @app.command()
 @user_errors
+@shared(MODEL, PARAM, OPTIM, RUN)
 def sweep(
     axis: str = typer.Option("N", "--axis", help="the swept size: N, H or L"),
     values: str = typer.Option(..., "--values", help="comma-separated sizes, at least 3, e.g. 4,8,16,32"),
     seeds: int = typer.Option(4, "--seeds", help="initialisation seeds per size"),
     init_only: bool = typer.Option(False, "--init-only", help="no training: probes at initialisation only (seconds)"),
-    N: Optional[int] = NOpt, H: Optional[int] = HOpt, L: Optional[int] = LOpt,
-    param: Optional[str] = ParamOpt, optimizer: Optional[str] = OptimOpt, eta0: Optional[float] = Eta0Opt,
-    gamma0: Optional[float] = Gamma0Opt, beta0: Optional[float] = Beta0Opt, task: Optional[str] = TaskOpt,
-    lws: Optional[str] = LwsOpt, seq_len: Optional[int] = SeqOpt,
-    steps: Optional[int] = typer.Option(None, "--steps", help="optimizer steps per run [default: 200]"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="samples per step [default: 32]"),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or auto [default: cpu]"),
-    data: Optional[str] = typer.Option(None, "--data", help="local data file or folder"),
-    probe_every: Optional[int] = typer.Option(None, "--probe-every", help="probe every k steps [default: 10]"),
-    out: Optional[Path] = typer.Option(None, "--out", help="merged dataset [default: runs/sweep-<param>-<axis>.nc]"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="optimizer steps per run (default 200)"),
+    probe_every: Optional[int] = typer.Option(None, "--probe-every", help="probe every k steps (default 10)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="merged dataset (default runs/sweep-<param>-<optimizer>-<axis>.nc)"),
     config: Optional[str] = ConfigOpt,
+    overrides: dict = None,
 ):
     """Run a grid along --axis (and seeds) on this machine; resumable; writes one merged dataset."""
+    from probes.config import make_run_config
     from probes.outputs import prepare_out_path
-    from probes.sweep import run_sweep
+    from probes.sweep import check_grid, run_sweep
 
     sizes = _int_list(values, "--values")
-    cfg = _config(config, None, axis, N, H, L, None, param, optimizer, eta0, gamma0, beta0, task, lws, seq_len,
-                  run={"steps": steps, "batch_size": batch_size, "device": device, "data_path": data},
-                  probes={"every": probe_every})
-    if data is not None and not Path(data).exists():
-        fail(f"--data: no such file or folder {data}")
+    check_grid(axis, sizes, seeds)
+    cfg = make_run_config(config, **_merge(_merge(overrides, "model", axis=axis), "run", steps=steps),
+                          probes={"every": probe_every})
+    _check_data(overrides)
     out_path = prepare_out_path(out or Path("runs") / f"sweep-{cfg.param.name}-{cfg.optim.name}-{axis}{'-init' if init_only else ''}.nc")
     typer.echo(f"sweep {axis} in {sizes} x {seeds} seeds, {cfg.param.name}/{cfg.optim.name}"
                f"{' at initialisation' if init_only else f', {cfg.steps} steps'}; parts in {out_path}.parts/", err=True)
     run_sweep(cfg, axis, sizes, seeds, out_path, init_only=init_only, on_point=lambda m: typer.echo(m, err=True))
     typer.echo(f"dataset: {out_path}")
+
+
+@app.command()
+@user_errors
+@shared(MODEL, PARAM, OPTIM, RUN)
+def coord(
+    axis: str = typer.Option("N", "--axis", help="the swept size: N, H or L"),
+    values: str = typer.Option("4,8,16,32,64", "--values", help="comma-separated sizes, at least 3"),
+    steps: str = typer.Option("0,1,3,10,30", "--steps", help="probe steps, comma-separated; training runs to the largest"),
+    seeds: int = typer.Option(3, "--seeds", help="initialisation seeds per size (the CI is a bootstrap over them)"),
+    probe_samples: Optional[int] = typer.Option(None, "--probe-samples", help="probe batch size (default 32)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="dataset (default runs/coord-<param>-<optimizer>-<axis>.nc)"),
+    csv: Optional[Path] = typer.Option(None, "--csv", help="also write the verdict rows as CSV"),
+    config: Optional[str] = ConfigOpt,
+    overrides: dict = None,
+):
+    """The coordinate check: train at each size and seed, record the RMS of every site (embedding, q, k, v, A,
+    softmax(A), branch outputs, MLP hidden, residual stream, logits) and of its change since step 0 at --steps,
+    and print each site's slope against the parametrization's expected exponent."""
+    from dmft.coord import coord_dataset, coord_lines, coord_verdicts
+    from probes.config import make_run_config
+    from probes.outputs import prepare_out_path
+    from probes.sweep import check_grid, coord_config, run_sweep
+
+    sizes, at = _int_list(values, "--values"), _int_list(steps, "--steps")
+    check_grid(axis, sizes, seeds)
+    cfg = coord_config(make_run_config(config, **_merge(overrides, "model", axis=axis),
+                                       probes={"n_samples": probe_samples}), at)
+    _check_data(overrides)
+    out_path = prepare_out_path(out or Path("runs") / f"coord-{cfg.param.name}-{cfg.optim.name}-{axis}.nc")
+    typer.echo(f"coord check along {axis} in {sizes} x {seeds} seeds, {cfg.param.name}/{cfg.optim.name} "
+               f"eta0={cfg.optim.eta0:g}, probes at steps {list(cfg.probes.at)}; parts in {out_path}.parts/", err=True)
+    ds = run_sweep(cfg, axis, sizes, seeds, out_path, on_point=lambda m: typer.echo(m, err=True))
+    rows = coord_verdicts(ds)
+    for line in coord_lines(rows):
+        typer.echo(line)
+    if csv is not None:
+        coord_dataset(rows).to_dataframe().to_csv(csv, index=False)
+        typer.echo(f"csv: {csv}")
+    typer.echo(f"dataset: {out_path}  (figures: dmft-probe plot {out_path})")
 
 
 @app.command()
@@ -235,7 +321,7 @@ def check(
 @user_errors
 def plot(
     dataset: Path = typer.Argument(..., help="a run or sweep dataset (.nc or .zarr)"),
-    out: Optional[Path] = typer.Option(None, "--out", help="figure folder [default: <dataset>-figures/ next to it]"),
+    out: Optional[Path] = typer.Option(None, "--out", help="figure folder (default <dataset>-figures/ next to it)"),
     format: str = typer.Option("png", "--format", help="png or pdf"),
 ):
     """Write every figure that applies to a dataset (verdicts, kernels, losses, coord check, A density)."""

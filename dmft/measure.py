@@ -89,5 +89,5 @@ QUANTITIES = {
     "dA_var_trained": trained_mean("dA_var_heads"),
     "attn_prob_var_trained": trained_mean("attn_prob_var_heads"),
     "qk_movement": trained_mean("weight_movement", weight=["q", "k"]),
-    "feature_update": trained_mean("block_update_rms"),
+    "feature_update": trained_mean("coord_update_rms", site=["attn_out", "mlp_out"]),
 }

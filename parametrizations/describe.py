@@ -1,16 +1,18 @@
-"""Per-parameter table of the parametrization: role, shape, init std, forward multiplier, lr, eps, weight decay."""
+"""Per-parameter table of the parametrization: role, shape, init std, forward multiplier, lr, eps, weight decay,
+and the one-line derivation of each role's rule."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .optim import OptimConfig, eps0, eps_multiplier, global_lr, lr_multiplier
-from .spec import Parametrization, is_adam
+from .optim import OptimConfig, eps0, global_lr, param_rules
+from .spec import Parametrization, is_adam, rule_note
 from .transformer import LWSTransformer
 
 
 @dataclass(frozen=True)
 class ParamRow:
-    """One parameter: init std and multiplier are the abc pair; lr = global lr * lr_mult; eps = eps0 * eps_mult."""
+    """One parameter: init std and multiplier are the abc pair; lr is the optimizer's lr (one global rate);
+    eps (Adam only) is eps0 times the role's gradient scale; weight_decay is the torch group's value."""
 
     name: str
     role: str
@@ -18,24 +20,27 @@ class ParamRow:
     init_std: float
     mult: float
     lr: float
-    lr_mult: float
-    eps_mult: float | None
     eps: float | None
+    weight_decay: float
 
 
 def describe(model: LWSTransformer, p: Parametrization, opt: OptimConfig) -> list[ParamRow]:
     """Return one row per parameter of `model`, in module order."""
-    d, L = model.cfg.d_model, model.cfg.L
-    lr0 = global_lr(p, opt, d, L)
     rows = []
-    for name, param in model.named_parameters():
-        module = model.get_submodule(name.rsplit(".", 1)[0])
-        role = model.param_roles[name]
-        em = eps_multiplier(p, role, d, L) if is_adam(opt.name) else None
-        rows.append(ParamRow(name, role, tuple(param.shape), module.init_std, module.mult,
-                             lr0 * lr_multiplier(p, role, opt), lr_multiplier(p, role, opt),
-                             em, None if em is None else eps0(p, opt) * em))
+    for r in param_rules(model, p, opt):
+        module = model.get_submodule(r["name"].rsplit(".", 1)[0])
+        rows.append(ParamRow(r["name"], r["role"], tuple(r["param"].shape), module.init_std, module.mult,
+                             r["lr"], r.get("eps"), r["weight_decay"]))
     return rows
+
+
+def rule_lines(model: LWSTransformer, p: Parametrization, opt: OptimConfig) -> list[str]:
+    """One line per role present in the model: why its std, multiplier and lr are what they are."""
+    seen: list[str] = []
+    for role in model.param_roles.values():
+        if role not in seen:
+            seen.append(role)
+    return [f"{role:8s} {rule_note(p, role, opt.name)}" for role in seen]
 
 
 def header(model: LWSTransformer, p: Parametrization, opt: OptimConfig) -> list[str]:
@@ -49,5 +54,6 @@ def header(model: LWSTransformer, p: Parametrization, opt: OptimConfig) -> list[
         f"per-layer heads {list(sh.heads)}, d_ff {list(sh.d_ff)}",
         f"attention scale N^-alpha_A = {b.attn_scale:.6g}; residual branch beta0 (L/L0)^-alpha_L = {b.branch:.6g}",
         f"optimizer {opt.name}: eta0={opt.eta0:g} -> global lr {global_lr(p, opt, cfg.d_model, cfg.L):.6g}"
-        + (f", eps0={eps0(p, opt):.3g}" if is_adam(opt.name) else ""),
+        + (f", eps0={eps0(p, opt):.3g}" if is_adam(opt.name) else "")
+        + (f", weight decay per step eta0*wd = {opt.eta0 * opt.weight_decay:.3g}" if opt.weight_decay else ""),
     ]

@@ -1,14 +1,17 @@
-"""Per-optimizer rules (the paper's Table 1) -> ordinary `torch.optim` param groups.
+"""Per-optimizer rules (the paper's Table 1) -> `torch.optim` param groups, one per distinct (lr, eps, decay).
 
-One global learning rate per optimizer family, written in d = N*H and l = L/L0:
-  SGD, SGD+momentum:  lr = eta0 * gamma0^2 * d * l^(2 alpha_L - 1)      (official code: H*N*gamma0^2*(L/L0)^(2a_L-1)*lr)
-  Adam, AdamW:        lr = eta0 * d^-1/2 * l^(alpha_L - 1)              (official code: lr/sqrt(H*N) at alpha_L = 1)
-The abc multipliers of `spec.abc` make one global rate correct for every role, so the per-role learning-rate
-multiplier is 1. Adam's eps is eps0 times the scale of the role's gradient entries in the Table 1 counting
-(embedding 1/gamma0, readout 1/(gamma0 sqrt d), hidden l^-alpha_L/(gamma0 d)), so eps never dominates as the model
-grows; eps0 defaults to 1e-20 (the official code) and is never a silent 1e-8. Weight decay is scaled so that the
-decay per step, lr*wd, equals eta0*weight_decay at every size. SP (the negative control) uses lr = eta0 and
-torch's usual eps = 1e-8, stated in its config.
+One global learning rate per optimizer family, written in d = N*H and l = L/L0 (docs/parametrization.md):
+  SGD, SGD+momentum:  lr = eta0 * gamma0^2 * d * l^(2 alpha_L - 1)    (official code: H*N*gamma0^2*(L/L0)^(2a_L-1)*lr)
+  Adam, AdamW:        lr = eta0 * gamma0 * d^-1/2 * l^(alpha_L - 1)     (official code: lr/sqrt(H*N) at gamma0 = 1)
+The abc multipliers of `spec.abc` make one global rate correct for every role (no per-role lr factor). The
+gamma0 in Adam's rate keeps gamma0's meaning the same as under SGD: the output moves O(eta0) per step and the
+features O(gamma0 eta0) (Adam's step size ignores the gradient's 1/gamma0, so the rate must carry it).
+Adam's eps is eps0 times the size of the role's gradient entries at init in the same counting (`eps_multiplier`),
+so eps never dominates or vanishes relative to the gradient as the model grows; eps0 defaults to 1e-20 (the
+official code) and is never a silent 1e-8. Weight decay: the decay per step lr*wd equals eta0*weight_decay at
+every size, decoupled (AdamW) or coupled L2 (SGD, where lr*wd*W is the same decay); Adam with coupled L2 is
+refused, because Adam divides the L2 term by the gradient scale, which changes with d (use adamw). SP (the
+negative control) uses lr = eta0 and torch's usual eps = 1e-8, stated in its config.
 """
 from __future__ import annotations
 
@@ -35,6 +38,9 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         is_adam(self.name)  # validates the name
+        if self.name == "adam" and self.weight_decay:
+            raise ValueError("weight_decay with optimizer adam is coupled L2, which Adam rescales by the gradient "
+                             "size (not scale-invariant); use optimizer adamw for decoupled weight decay")
         if not (self.eta0 > 0 and math.isfinite(self.eta0)):
             raise ValueError(f"eta0 must be a positive number, got {self.eta0}")
         if self.weight_decay < 0:
@@ -52,24 +58,25 @@ def global_lr(p: Parametrization, opt: OptimConfig, d: int, L: int) -> float:
         return opt.eta0
     ell = depth_ratio(p, L)
     if is_adam(opt.name):
-        return opt.eta0 / math.sqrt(d) * ell ** (p.alpha_L - 1.0)
+        return opt.eta0 * p.gamma0 / math.sqrt(d) * ell ** (p.alpha_L - 1.0)
     return opt.eta0 * p.gamma0**2 * d * ell ** (2.0 * p.alpha_L - 1.0)
 
 
-def lr_multiplier(p: Parametrization, role: str, opt: OptimConfig) -> float:
-    """Per-role learning-rate multiplier on top of the global rate (1: the abc multipliers carry the scaling)."""
-    return 1.0
+def eps_multiplier(p: Parametrization, role: str, d: int, L: int, N: int) -> float:
+    """Adam eps multiplier of a role: the size of its gradient entries at init (docs/parametrization.md), 1 under SP.
 
-
-def eps_multiplier(p: Parametrization, role: str, d: int, L: int) -> float:
-    """Adam eps multiplier of a role: the scale of its gradient entries (see module docstring); 1 under SP."""
+    With delta ~ 1/(gamma0 d) the backprop signal at a residual coordinate: embedding, positions and readout
+    entries get multiplier x O(1) x delta or O(1)/(gamma0 d^1/2) -> l^(1-alpha_L)/(gamma0 d^1/2); hidden entries
+    get branch x d^-1/2 x delta -> l^-alpha_L/(gamma0 d^3/2); q and k entries N^-1/2 less, because at init
+    dL/dA = (dL/do).v sums the N coordinates of a head against a random W_O (sqrt(N), not N, terms).
+    `tests/test_parametrization.py` measures gradient / multiplier flat in N, H and L (|slope| < 0.15)."""
     if p.standard:
         return 1.0
-    if role in ("embed", "pos"):
-        return 1.0 / p.gamma0
-    if role == "readout":
-        return 1.0 / (p.gamma0 * math.sqrt(d))
-    return depth_ratio(p, L) ** (-p.alpha_L) / (p.gamma0 * d)
+    ell = depth_ratio(p, L)
+    if role in ("embed", "pos", "readout"):
+        return ell ** (1.0 - p.alpha_L) / (p.gamma0 * math.sqrt(d))
+    qk = 1.0 / math.sqrt(N) if role in ("q", "k") else 1.0
+    return qk * ell ** (-p.alpha_L) / (p.gamma0 * d**1.5)
 
 
 def eps0(p: Parametrization, opt: OptimConfig) -> float:
@@ -79,27 +86,37 @@ def eps0(p: Parametrization, opt: OptimConfig) -> float:
     return 1e-8 if p.standard else 1e-20
 
 
-def param_groups(model: torch.nn.Module, p: Parametrization, opt: OptimConfig) -> list[dict]:
-    """Param groups with lr, eps and weight_decay per parameter, from `model.param_roles` (name -> role).
-
-    Returns one group per parameter (with a "name" and "role" key for inspection); any torch optimizer of the
-    SGD or Adam family accepts them.
-    """
-    d, L = model.cfg.d_model, model.cfg.L
-    lr0 = global_lr(p, opt, d, L)
-    groups = []
+def param_rules(model: torch.nn.Module, p: Parametrization, opt: OptimConfig) -> list[dict]:
+    """One dict per trainable parameter: name, role, lr, eps (Adam only) and weight_decay (for `describe`)."""
+    d, L, N = model.cfg.d_model, model.cfg.L, model.cfg.N
+    lr = global_lr(p, opt, d, L)
+    rows = []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         role = model.param_roles[name]
-        lr = lr0 * lr_multiplier(p, role, opt)
-        group = {"params": [param], "name": name, "role": role, "lr": lr,
-                 # decay per step lr*wd = eta0*weight_decay at every size
-                 "weight_decay": opt.weight_decay * opt.eta0 / lr if opt.weight_decay else 0.0}
+        row = {"name": name, "role": role, "param": param, "lr": lr,
+               # decay per step lr*wd = eta0*weight_decay at every size
+               "weight_decay": opt.weight_decay * opt.eta0 / lr if opt.weight_decay else 0.0}
         if is_adam(opt.name):
-            group["eps"] = eps0(p, opt) * eps_multiplier(p, role, d, L)
-        groups.append(group)
-    return groups
+            row["eps"] = eps0(p, opt) * eps_multiplier(p, role, d, L, N)
+        rows.append(row)
+    return rows
+
+
+def param_groups(model: torch.nn.Module, p: Parametrization, opt: OptimConfig) -> list[dict]:
+    """Torch param groups: parameters that share lr, eps and weight decay share a group (so the optimizer's
+    multi-tensor path batches them); each group lists its roles under "roles". Any SGD- or Adam-family torch
+    optimizer accepts them."""
+    groups: dict[tuple, dict] = {}
+    for row in param_rules(model, p, opt):
+        key = (row["lr"], row.get("eps"), row["weight_decay"])
+        g = groups.setdefault(key, {"params": [], "roles": [], "lr": row["lr"], "weight_decay": row["weight_decay"],
+                                    **({"eps": row["eps"]} if "eps" in row else {})})
+        g["params"].append(row["param"])
+        if row["role"] not in g["roles"]:
+            g["roles"].append(row["role"])
+    return list(groups.values())
 
 
 def build_optimizer(model: torch.nn.Module, p: Parametrization, opt: OptimConfig) -> torch.optim.Optimizer:

@@ -1,4 +1,4 @@
-"""The layer-wise-scaled (LWS) transformer of DESIGN §3, in abc form.
+"""The layer-wise-scaled (LWS) transformer (docs/design.md, "The model"), in abc form.
 
 Per block l = 1..L (paper Sec. 2, Fig. 1; official code `train_vit_cifar.py`), with d = N*H residual width and
 H_l heads of dimension N in layer l:
@@ -34,7 +34,7 @@ class ModelConfig:
     lws: LWS profile preset (isotropic, openelm, vanilla, framed, reverse, crown) or "explicit" with
          lws_heads / lws_d_ff per-layer lists given at H = lws_base_H. The profile is rounded once at
          H = lws_base_H (default H) and every layer's head count and MLP width is then multiplied by
-         H / lws_base_H (DESIGN §3: round once, then scale).
+         H / lws_base_H (round once, then scale; docs/design.md).
     ffn_mult: d_ff = ffn_mult * d for the isotropic profile (1 in the paper's code).
     axis: which size is the scaling axis of this run ("N", "H" or "L"); recorded, never implied.
     """
@@ -113,7 +113,7 @@ class ScaledWeight(nn.Module):
 
 
 class ScaledLinear(ScaledWeight):
-    """y = mult * W x, W (fan_out, fan_in). No bias (DESIGN §3)."""
+    """y = mult * W x, W (fan_out, fan_in). No bias (as the official code)."""
 
     def __init__(self, fan_in: int, fan_out: int, role: str, init_std: float, mult: float):
         super().__init__(fan_out, fan_in, role, init_std, mult)
@@ -151,42 +151,53 @@ class Block(nn.Module):
         self.branch = float(branch_multiplier(p, L))       # beta0 (L/L0)^-alpha_L
         self.attn_scale = float(attention_scale(p, N))     # N^-alpha_A
 
-    def attention_variables(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return (A, v): A = N^-alpha_A q k^T (B, H, S, S), causal-masked with -inf; v (B, H, S, N)."""
+    def heads_qkv(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-head q, k, v, each (B, H, S, N): q,k = N^(alpha_A-1)/sqrt(d) W_{Q,K} u, v = W_V u / sqrt(d)."""
         B, S, _ = u.shape
         q = self.q(u).view(B, S, self.H, self.N).transpose(1, 2)  # (B, H, S, N)
         k = self.k(u).view(B, S, self.H, self.N).transpose(1, 2)  # (B, H, S, N)
         v = self.v(u).view(B, S, self.H, self.N).transpose(1, 2)  # (B, H, S, N)
+        return q, k, v
+
+    def attention_variables(self, u: torch.Tensor, taps: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (A, v): A = N^-alpha_A q k^T (B, H, S, S), causal-masked with -inf; v (B, H, S, N).
+        With `taps`, q, k, v are stored there too."""
+        q, k, v = self.heads_qkv(u)
+        S = u.shape[1]
         A = self.attn_scale * (q @ k.transpose(-2, -1))           # (B, H, S, S)
         if self.causal:
             mask = torch.ones(S, S, dtype=torch.bool, device=u.device).triu(1)
             A = A.masked_fill(mask, float("-inf"))
+        if taps is not None:
+            taps["q"], taps["k"], taps["v"] = q, k, v
         return A, v
 
     def mhsa(self, u: torch.Tensor, taps: dict | None = None) -> torch.Tensor:
         """The MHSA branch output W_O concat(softmax(A) v) / sqrt(H_l N), shape (B, S, d)."""
         B, S, _ = u.shape
         if taps is None:
-            q = self.q(u).view(B, S, self.H, self.N).transpose(1, 2)  # (B, H, S, N)
-            k = self.k(u).view(B, S, self.H, self.N).transpose(1, 2)
-            v = self.v(u).view(B, S, self.H, self.N).transpose(1, 2)
+            q, k, v = self.heads_qkv(u)
             o = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal, scale=self.attn_scale)
         else:
-            A, v = self.attention_variables(u)
+            A, v = self.attention_variables(u, taps)
             P = torch.softmax(A, dim=-1)                          # (B, H, S, S)
             taps["A"], taps["P"] = A, P
             o = P @ v                                             # (B, H, S, N)
         o = o.transpose(1, 2).reshape(B, S, self.H * self.N)      # (B, S, H*N)
         return self.o(o)
 
-    def mlp(self, u: torch.Tensor) -> torch.Tensor:
-        """The MLP branch output W_2 gelu_tanh(W_1 u / sqrt(d)) / sqrt(d_ff), shape (B, S, d)."""
-        return self.mlp_out(F.gelu(self.mlp_in(u), approximate="tanh"))
+    def mlp(self, u: torch.Tensor, taps: dict | None = None) -> torch.Tensor:
+        """The MLP branch output W_2 gelu_tanh(W_1 u / sqrt(d)) / sqrt(d_ff), shape (B, S, d); with `taps`, the
+        hidden pre-activation W_1 u / sqrt(d) (B, S, d_ff) is stored as "mlp_hidden"."""
+        z = self.mlp_in(u)
+        if taps is not None:
+            taps["mlp_hidden"] = z
+        return self.mlp_out(F.gelu(z, approximate="tanh"))
 
     def forward(self, h: torch.Tensor, taps: dict | None = None) -> torch.Tensor:
         a = self.mhsa(layer_norm(h), taps)
         h = h + self.branch * a
-        m = self.mlp(layer_norm(h))
+        m = self.mlp(layer_norm(h), taps)
         h = h + self.branch * m
         if taps is not None:
             taps["attn_out"], taps["mlp_out"], taps["h"] = a, m, h
@@ -197,9 +208,10 @@ class LWSTransformer(nn.Module):
     """The parametrized transformer. `param_roles` maps parameter names to roles for the optimizer rules.
 
     forward(x, taps=None) returns logits: (B, n_classes) for vision, (B, T, vocab_size) for the LM. If `taps`
-    is a list, one dict per block is appended with "A" (B, H_l, S, S; pre-softmax), "P" = softmax(A), "attn_out", "mlp_out"
-    (unscaled branch outputs, (B, S, d)) and "h" (residual stream after the block); taps is for probe passes
-    only (training uses fused attention).
+    is a list, one dict per block is appended with "q", "k", "v" (B, H_l, S, N), "A" (B, H_l, S, S; pre-softmax),
+    "P" = softmax(A), "attn_out", "mlp_out" (unscaled branch outputs, (B, S, d)), "mlp_hidden" (the MLP
+    pre-activation, (B, S, d_ff)) and "h" (residual stream after the block); taps is for probe passes only
+    (training uses fused attention).
     """
 
     def __init__(self, cfg: ModelConfig, p: Parametrization, optimizer: str = "adam"):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import tomllib
-from dataclasses import fields, replace
+from dataclasses import fields
 from pathlib import Path
 
 from parametrizations.optim import OptimConfig
@@ -65,7 +65,10 @@ def make_run_config(config_file: str | None = None, *, scale: int | None = None,
         return out
 
     m, p, o, r = merged("model", model), merged("param", param), merged("optim", optim), merged("run", run)
-    probe_cfg = ProbeConfig(**merged("probes", probes))
+    pr = merged("probes", probes)
+    if pr.get("at") is not None:
+        pr["at"] = tuple(int(v) for v in pr["at"])
+    probe_cfg = ProbeConfig(**pr)
     if scale is not None:
         axis = m.get("axis", "N")
         if axis not in ("N", "H", "L"):
@@ -93,8 +96,3 @@ def make_run_config(config_file: str | None = None, *, scale: int | None = None,
         o["betas"] = tuple(o["betas"])
     optim_cfg = OptimConfig(**o)
     return RunConfig(model=model_cfg, param=param_cfg, optim=optim_cfg, probes=probe_cfg, **r)
-
-
-def with_sizes(cfg: RunConfig, **sizes) -> RunConfig:
-    """Copy of cfg with model sizes (N, H, L, axis, ...) replaced."""
-    return replace(cfg, model=replace(cfg.model, **sizes))

@@ -1,4 +1,4 @@
-"""Runs as self-describing xarray Datasets (DESIGN §5): build, save atomically, load with schema checks.
+"""Runs as self-describing xarray Datasets (docs/design.md, "Datasets"): build, save atomically, load with schema checks.
 
 Dims: `step` (log/probe steps), `train_step` (every optimizer step), and the probe dims added by the
 recorder (`layer`, `head`, `sample`, `sample_`, `token`, `token_`, `weight`, ...). Every variable has `units`
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2   # 2: coord_rms / coord_update_rms / io_rms / io_update_rms replace block_rms / block_update_rms
 REQUIRED_VARS = ("train_loss", "heldout_loss", "grad_norm")
 REQUIRED_ATTRS = ("config", "alpha_A", "alpha_L", "beta0", "gamma0", "eta0", "optimizer", "parametrization",
                   "axis", "schema_version")
@@ -114,8 +114,10 @@ PROBE_VARS = {
     "attn_prob_var_heads": (("layer",), "variance over heads of softmax(A) (ddof=1), mean over (s, s') and samples", "1"),
     "attn_prob_mean_heads": (("layer",), "mean over heads of softmax(A), mean over (s, s') and samples", "1"),
     "attn_raw": (("layer", "point", "head"), "A per head at fixed (sample, s, s') points (NaN past the layer's heads)", "1"),
-    "block_rms": (("layer", "site"), "RMS of the unscaled branch output", "1"),
-    "block_update_rms": (("layer", "site"), "RMS of the branch output's change since step 0", "1"),
+    "coord_rms": (("layer", "site"), "RMS of a coordinate-check site (q, k, v, A, softmax(A), branch outputs, MLP hidden, h)", "1"),
+    "coord_update_rms": (("layer", "site"), "RMS of the site's change since step 0", "1"),
+    "io_rms": (("io_site",), "RMS of the embedding output h^0 and of the raw logits f(theta)", "1"),
+    "io_update_rms": (("io_site",), "RMS of the change since step 0 of h^0 and of the logits f(theta_t) - f(theta_0)", "1"),
     "weight_movement": (("layer", "weight"), "||W(t) - W(0)||_F / ||W(0)||_F", "1"),
     "io_movement": (("io",), "||W(t) - W(0)||_F / ||W(0)||_F of the embedding, positions and readout", "1"),
 }
@@ -123,7 +125,7 @@ PROBE_VARS = {
 
 def probe_dataset(recorder, shapes) -> xr.Dataset:
     """The probe variables of a run (dims `step` first), from a ProbeRecorder and the model's LayerShapes."""
-    from .recorder import BLOCK_WEIGHTS, IO_WEIGHTS, SITES
+    from .recorder import BLOCK_WEIGHTS, IO_SITES, IO_WEIGHTS, SITES
 
     arrays = recorder.arrays()
     data = {}
@@ -147,7 +149,8 @@ def probe_dataset(recorder, shapes) -> xr.Dataset:
         "point_sample": ("point", pts[:, 0], {"long_name": "probe sample of the point"}),
         "point_s": ("point", pts[:, 1], {"long_name": "query position s of the point"}),
         "point_s_": ("point", pts[:, 2], {"long_name": "key position s' of the point"}),
-        "site": ("site", list(SITES), {"long_name": "branch"}),
+        "site": ("site", list(SITES), {"long_name": "coordinate-check site of a block"}),
+        "io_site": ("io_site", list(IO_SITES), {"long_name": "embedding output h^0 or logits f(theta)"}),
         "weight": ("weight", list(BLOCK_WEIGHTS), {"long_name": "weight kind"}),
         "io": ("io", list(IO_WEIGHTS), {"long_name": "input/output weight"}),
     }

@@ -1,4 +1,4 @@
-"""The probe recorder: one extra forward pass on a fixed probe batch per probe step (DESIGN §4).
+"""The probe recorder: one extra forward pass on a fixed probe batch per probe step (docs/design.md, "Probes").
 
 At each probe step it records, on the device, then moves everything to the host in one transfer:
 - residual-stream kernels K = h h^T / d at every depth l = 0..L (0 = embedding, l = after block l):
@@ -8,8 +8,10 @@ At each probe step it records, on the device, then moves everything to the host 
   never returns them): variance over heads (unbiased, ddof = 1) and mean over heads, each averaged over the
   unmasked (s, s') pairs and the probe samples; the same for A(t) - A(0) and for softmax(A); and the raw
   per-head values at a few fixed (sample, s, s') points;
-- coordinate sizes: RMS of h at every depth and of each block's unscaled branch outputs, and of their
-  change since step 0;
+- coordinate sizes (the muP coordinate check): RMS of h at every depth; per block, the RMS of q, k, v, A,
+  softmax(A), the unscaled attention-branch output, the MLP hidden pre-activation and output and the stream h
+  after the block (A and softmax(A) over the unmasked (s, s') pairs), and of the embedding output h^0 and the
+  raw logits f(theta_t); each also as the RMS of its change since the first probe step (step 0);
 - weight movement ||W(t) - W(0)||_F / ||W(0)||_F per layer and weight kind, and for embed, pos, readout.
 No statistic calls .item(); probe passes run under no_grad outside any compiled region.
 """
@@ -24,13 +26,16 @@ from parametrizations.transformer import LWSTransformer
 
 BLOCK_WEIGHTS = ("q", "k", "v", "o", "mlp_in", "mlp_out")
 IO_WEIGHTS = ("embed", "pos", "readout")
-SITES = ("attn_out", "mlp_out")
+# per-block coordinate-check sites (dataset dim "site") and the input/output ones (dim "io_site")
+SITES = ("q", "k", "v", "A", "softmax_A", "attn_out", "mlp_hidden", "mlp_out", "h")
+IO_SITES = ("embed", "logits")
+_TAP = {"softmax_A": "P"}          # site name -> key in the model's taps
 
 
 @dataclass(frozen=True)
 class ProbeConfig:
     """enabled: record probes at all. every: probe every k steps (schedule "every"), or n_log log-spaced steps
-    (schedule "log"); step 0 and the last step are always included. n_samples: probe batch size;
+    (schedule "log"), or exactly the steps in `at` (schedule "at"); step 0 and the last step are always included. n_samples: probe batch size;
     seed: the probe batch is `heldout.fixed(n_samples, seed)`, identical across scales and init seeds.
     n_points: raw per-head A values recorded at this many fixed (sample, s, s') points."""
 
@@ -41,10 +46,15 @@ class ProbeConfig:
     n_samples: int = 32
     seed: int = 0
     n_points: int = 4
+    at: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
-        if self.schedule not in ("every", "log"):
-            raise ValueError(f"probe schedule must be 'every' or 'log', got {self.schedule!r}")
+        if self.schedule not in ("every", "log", "at"):
+            raise ValueError(f"probe schedule must be 'every', 'log' or 'at', got {self.schedule!r}")
+        if self.schedule == "at" and not self.at:
+            raise ValueError("probe schedule 'at' needs a list of steps (probes.at)")
+        if self.at is not None and any(int(s) < 0 for s in self.at):
+            raise ValueError(f"probe steps must be >= 0, got {list(self.at)}")
         for name in ("every", "n_log", "n_samples", "n_points"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"probe {name} must be a positive integer, got {getattr(self, name)}")
@@ -53,6 +63,8 @@ class ProbeConfig:
         """Sorted probe steps in [0, total], always with 0 and total."""
         if self.schedule == "every":
             s = set(range(0, total + 1, self.every))
+        elif self.schedule == "at":
+            s = {int(v) for v in self.at if int(v) <= total}
         else:
             s = set(np.unique(np.round(np.logspace(0, np.log10(max(total, 1)), self.n_log)).astype(int)).tolist())
         return sorted(s | {0, total})
@@ -100,11 +112,18 @@ class ProbeRecorder:
         self.records: list[dict[str, np.ndarray]] = []
 
     @torch.no_grad()
-    def _forward(self, model: LWSTransformer) -> tuple[torch.Tensor, list[dict]]:
+    def _forward(self, model: LWSTransformer) -> tuple[torch.Tensor, list[dict], torch.Tensor]:
+        """(h^0 (P, S, d), per-block taps, logits f(theta) of the probe batch)."""
         h0 = model.embed_tokens(self.x)
         taps: list[dict] = []
-        model(self.x, taps)
-        return h0, taps
+        logits = model(self.x, taps)
+        return h0, taps, logits
+
+    def _rms(self, site: str, t: torch.Tensor) -> torch.Tensor:
+        """RMS of a tap; A and softmax(A) (P, H, S, S) over the unmasked (s, s') pairs only."""
+        if site in ("A", "softmax_A"):
+            t = t.flatten(2).index_select(2, self.valid_idx)
+        return t.float().pow(2).mean().sqrt()
 
     def _masked_mean(self, t: torch.Tensor) -> torch.Tensor:
         """Mean of t (P, S, S) over samples and the unmasked (s, s') pairs."""
@@ -113,10 +132,10 @@ class ProbeRecorder:
     @torch.no_grad()
     def stats(self, model: LWSTransformer) -> dict[str, torch.Tensor]:
         """All probe statistics at the current weights, as device tensors (no host sync)."""
-        h0, taps = self._forward(model)
-        first = self.taps0 is None
-        if first:
-            self.taps0 = [{k: t[k] for k in ("A", *SITES)} for t in taps]
+        h0, taps, logits = self._forward(model)
+        if self.taps0 is None:
+            self.taps0 = [{s: t[_TAP.get(s, s)] for s in SITES} for t in taps]
+            self.io0 = {"embed": h0, "logits": logits}
         hs = [h0] + [t["h"] for t in taps]                           # L+1 x (P, S, d)
         out: dict[str, torch.Tensor] = {}
         pooled = torch.stack([h.mean(1) for h in hs])               # (L+1, P, d)
@@ -142,12 +161,15 @@ class ProbeRecorder:
                 stats[f"{name}_mean_heads"].append(self._masked_mean(m))
             vals = A[pi[:, 0], :, pi[:, 1], pi[:, 2]]               # (n_points, H_l)
             raw.append(torch.nn.functional.pad(vals, (0, self.H_max - H_l), value=float("nan")))
-            brms.append(torch.stack([t[s].pow(2).mean().sqrt() for s in SITES]))
-            bdrms.append(torch.stack([(t[s] - t0[s]).pow(2).mean().sqrt() for s in SITES]))
+            brms.append(torch.stack([self._rms(s, t[_TAP.get(s, s)]) for s in SITES]))
+            bdrms.append(torch.stack([self._rms(s, t[_TAP.get(s, s)] - t0[s]) for s in SITES]))
         out.update({k: torch.stack(v) for k, v in stats.items()})   # (L,)
         out["attn_raw"] = torch.stack(raw)                          # (L, n_points, H_max)
-        out["block_rms"] = torch.stack(brms)                        # (L, site)
-        out["block_update_rms"] = torch.stack(bdrms)                # (L, site)
+        out["coord_rms"] = torch.stack(brms)                        # (L, site)
+        out["coord_update_rms"] = torch.stack(bdrms)                # (L, site)
+        io = {"embed": h0, "logits": logits}
+        out["io_rms"] = torch.stack([self._rms(s, io[s]) for s in IO_SITES])                    # (io_site,)
+        out["io_update_rms"] = torch.stack([self._rms(s, io[s] - self.io0[s]) for s in IO_SITES])  # (io_site,)
         params = dict(model.named_parameters())
 
         def moved(name: str) -> torch.Tensor:

@@ -24,12 +24,8 @@ def point_path(out: Path, axis: str, value: int, seed: int) -> Path:
     return parts_dir(out) / f"{axis}{value}-seed{seed}.nc"
 
 
-def run_sweep(base: RunConfig, axis: str, values: list[int], seeds: int, out: Path, init_only: bool = False,
-              on_point: Callable[[str], None] | None = None) -> xr.Dataset:
-    """Run every (value, seed) point not yet written, then merge all points into `out`; returns the dataset.
-
-    init_only: no training, probes at initialisation only (steps = 0). on_point(msg) reports progress.
-    """
+def check_grid(axis: str, values: list[int], seeds: int) -> None:
+    """ValueError naming the option when the grid cannot give a slope (before any work is spent)."""
     if axis not in ("N", "H", "L"):
         raise ValueError(f"--axis must be N, H or L, got {axis!r}")
     if len(values) < 3:
@@ -38,6 +34,15 @@ def run_sweep(base: RunConfig, axis: str, values: list[int], seeds: int, out: Pa
         raise ValueError(f"--values must be distinct positive integers, got {values}")
     if seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {seeds}")
+
+
+def run_sweep(base: RunConfig, axis: str, values: list[int], seeds: int, out: Path, init_only: bool = False,
+              on_point: Callable[[str], None] | None = None) -> xr.Dataset:
+    """Run every (value, seed) point not yet written, then merge all points into `out`; returns the dataset.
+
+    init_only: no training, probes at initialisation only (steps = 0). on_point(msg) reports progress.
+    """
+    check_grid(axis, values, seeds)
     parts_dir(out).mkdir(parents=True, exist_ok=True)
     per_value = []
     for v in sorted(values):
@@ -66,3 +71,11 @@ def run_sweep(base: RunConfig, axis: str, values: list[int], seeds: int, out: Pa
     merged.attrs["init_only"] = int(init_only)
     save(merged, out)
     return merged
+
+
+def coord_config(base: RunConfig, steps: list[int]) -> RunConfig:
+    """The run config of a coordinate check: train max(steps) steps with probes exactly at `steps` (and 0)."""
+    if not steps or any(s < 0 for s in steps):
+        raise ValueError(f"--steps must be a list of non-negative integers, got {steps}")
+    return replace(base, steps=max(steps), probes=replace(base.probes, enabled=True, schedule="at",
+                                                          at=tuple(sorted(set(steps)))))

@@ -66,6 +66,13 @@ BAD = [
     (["run", "--config", "{tmp}/missing.toml"], "--config"),
     (["run", "--eta0", "-1"], "eta0"),
     (["describe", "--task", "speech"], "task"),
+    (["run", "--alpha-A", "0"], "alpha_A"),
+    (["run", "--gamma0", "nan"], "gamma0"),
+    (["run", "--centre", "middle"], "centre"),
+    (["run", "--optimizer", "adam", "--weight-decay", "0.1"], "adamw"),
+    (["coord", "--values", "4,8"], "at least 3"),
+    (["coord", "--steps", "0,x"], "--steps"),
+    (["coord", "--axis", "Q"], "--axis"),
 ]
 
 
@@ -73,7 +80,8 @@ BAD = [
 def test_bad_input_exits_2_with_one_line(tmp_path, args, names):
     (tmp_path / "afile").write_text("not a folder")
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
-    r = cli(*args, "--no-progress" if args[0] == "run" else "--N", *([] if args[0] == "run" else ["8"]), cwd=tmp_path)
+    extra = {"run": ["--no-progress"], "describe": ["--N", "8"], "coord": ["--N", "4"]}[args[0]]
+    r = cli(*args, *extra, cwd=tmp_path)
     assert r.returncode == 2, (r.returncode, r.stderr)
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, r.stderr
@@ -120,3 +128,38 @@ def test_a_diverging_run_stops_with_a_clear_status(tmp_path):
     ds = load(out)                                  # what was finished is kept, and says so
     assert ds.attrs["status"] == "diverged" and 0 <= ds.attrs["diverged_at"] < 40
     assert ds.sizes["train_step"] < 40
+
+
+def test_coord_command_prints_verdicts_writes_a_dataset_and_plots(tmp_path):
+    """`dmft-probe coord` end to end (small): the knobs on the command line land in the dataset, the verdict table
+    names every site with the logits, and `plot` draws the coordinate-check panels."""
+    out = tmp_path / "c.nc"
+    r = cli("coord", "--axis", "H", "--values", "2,4,8", "--steps", "0,2", "--seeds", "2", "--N", "4", "--L", "1",
+            "--task", "vision", "--alpha-A", "0.75", "--alpha-L", "0.5", "--L0", "2", "--centre", "zero_readout",
+            "--probe-samples", "8", "--out", str(out), "--csv", str(tmp_path / "c.csv"))
+    assert r.returncode == 0, r.stderr
+    for site in ("embed", "q", "k", "v", "A", "softmax_A", "attn_out", "mlp_hidden", "mlp_out", "h", "logits"):
+        assert any(line.startswith(site + " ") for line in r.stdout.splitlines()), site
+    assert "VERDICT:" in r.stdout and f"dataset: {out}" in r.stdout
+    ds = load(out)
+    assert list(ds.step.values) == [0, 2] and ds.sizes["H"] == 3 and ds.sizes["seed"] == 2
+    assert (ds.attrs["alpha_A"], ds.attrs["alpha_L"]) == (0.75, 0.5)
+    import json
+    param = json.loads(ds.attrs["config"])["param"]
+    assert param["L0"] == 2 and param["centre"] == "zero_readout" and param["name"] == "mup-alpha_A0.75-alpha_L0.5-zero_readout"
+    assert (tmp_path / "c.csv").read_text().startswith("site,kind,step,expected,slope")
+    r = cli("plot", str(out), "--out", str(tmp_path / "fig"))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "fig" / "coord_check.png").stat().st_size > 10_000
+
+
+def test_sweep_takes_the_exponents_on_the_command_line(tmp_path):
+    """The issue's example: an init-only sweep at alpha_A = 0.75, then check: P1 predicts N^(1-2*0.75) = N^-0.5."""
+    out = tmp_path / "s.nc"
+    r = cli("sweep", "--axis", "N", "--values", "4,8,16", "--seeds", "2", "--init-only", "--alpha-A", "0.75",
+            "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    r = cli("check", str(out))
+    assert r.returncode == 0, r.stderr
+    p1 = next(line for line in r.stdout.splitlines() if line.startswith("P1"))
+    assert "-0.5" in p1, p1

@@ -1,4 +1,4 @@
-"""The multipliers, init stds and learning rates of every preset and optimizer equal DESIGN §3 / Table 1."""
+"""The multipliers, init stds and learning rates of every preset and optimizer equal docs/parametrization.md / the paper's Table 1."""
 import math
 
 import pytest
@@ -14,7 +14,7 @@ OPTS = ["sgd", "sgd-momentum", "adam", "adamw"]
 
 
 def expected(preset: str, opt: str, role: str, fan_in: int, N: int, H: int, L: int, d_in: int):
-    """(init std, multiplier) from DESIGN §3, written out independently of spec.abc."""
+    """(init std, multiplier) from docs/parametrization.md, written out independently of spec.abc."""
     p = PRESETS[preset]
     d, ell, aA, aL, g0 = N * H, L / p.L0, p.alpha_A, p.alpha_L, p.gamma0
     if p.standard:
@@ -33,12 +33,12 @@ def expected(preset: str, opt: str, role: str, fan_in: int, N: int, H: int, L: i
     if role in table:
         return table[role]
     if role in ("embed", "pos"):
-        if adam:
-            return d ** -0.5, math.sqrt(d) / math.sqrt(fan_in)
+        if adam:   # Adam moves entries by eta ~ l^(aL-1): the multiplier carries l^(1-aL)
+            return d ** -0.5 * ell ** (aL - 1), math.sqrt(d) * ell ** (1 - aL) / math.sqrt(fan_in)
         return math.sqrt(ell ** (2 * aL - 1)), ell ** (-(aL - 0.5)) / math.sqrt(fan_in)
     assert role == "readout"
-    if adam:
-        return 1.0, d ** -0.5 / g0
+    if adam:   # the C4 form: std x multiplier = 1/(gamma0 d)
+        return d ** -0.5 * ell ** (aL - 1), d ** -0.5 * ell ** (1 - aL) / g0
     return math.sqrt(ell ** (2 * aL - 1)), ell ** (-(aL - 0.5)) / (g0 * d)
 
 
@@ -61,7 +61,7 @@ def test_multipliers_and_lr_match_table1(preset, opt, task):
         if p.standard:
             want = 0.1
         elif opt.startswith("adam"):
-            want = 0.1 * d ** -0.5 * ell ** (p.alpha_L - 1)
+            want = 0.1 * p.gamma0 * d ** -0.5 * ell ** (p.alpha_L - 1)
         else:
             want = 0.1 * p.gamma0 ** 2 * d * ell ** (2 * p.alpha_L - 1)
         assert lr == pytest.approx(want, rel=1e-12)
@@ -77,16 +77,22 @@ def test_optimizer_groups_carry_lr_eps_and_decay(opt):
     N, H, L = 8, 4, 4
     cfg = ModelConfig(N=N, H=H, L=L, seq_len=8, vocab_size=32)
     model = build_model(cfg, p, opt, seed=0)
-    oc = OptimConfig(name=opt, eta0=0.2, weight_decay=0.1)
+    oc = OptimConfig(name=opt, eta0=0.2, weight_decay=0.0 if opt == "adam" else 0.1)
     optim = build_optimizer(model, p, oc)
-    d = N * H
+    d, ell = N * H, L / p.L0
     lr = global_lr(p, oc, d, L)
+    n_params = sum(len(g["params"]) for g in optim.param_groups)
+    assert n_params == len(list(model.parameters()))
+    # parameters that share a rule share a group: 3 groups under Adam (io, q/k and hidden eps), 1 under SGD
+    assert len(optim.param_groups) == (3 if opt.startswith("adam") else 1)
     for group in optim.param_groups:
         assert group["lr"] == pytest.approx(lr)
-        assert group["lr"] * group["weight_decay"] == pytest.approx(0.2 * 0.1)   # decay per step = eta0 * wd
+        if oc.weight_decay:
+            assert group["lr"] * group["weight_decay"] == pytest.approx(0.2 * 0.1)   # decay per step = eta0 * wd
         if opt.startswith("adam"):
-            role = group["role"]
-            want = {"embed": 1 / 0.5, "pos": 1 / 0.5, "readout": 1 / (0.5 * math.sqrt(d))}.get(role, (L / p.L0) ** -1 / (0.5 * d))
+            roles = set(group["roles"])
+            want = (1 / (0.5 * math.sqrt(d)) if roles <= {"embed", "pos", "readout"} else
+                    ell ** -1 / (0.5 * d ** 1.5) / (math.sqrt(N) if roles <= {"q", "k"} else 1))
             assert group["eps"] == pytest.approx(1e-20 * want)
         else:
             assert "eps" not in group
@@ -94,6 +100,43 @@ def test_optimizer_groups_carry_lr_eps_and_decay(opt):
         assert optim.param_groups[0]["momentum"] == 0.9 and optim.param_groups[0]["nesterov"] is False
     if opt == "adamw":
         assert isinstance(optim, torch.optim.AdamW)
+
+
+def test_adam_with_coupled_weight_decay_is_refused():
+    with pytest.raises(ValueError, match="adamw"):
+        OptimConfig(name="adam", weight_decay=0.1)
+
+
+@pytest.mark.parametrize("preset", ["mup", "depth-sqrt"])
+def test_adam_eps_follows_the_gradient_scale(preset):
+    """eps_multiplier is the counted size of each role's gradient entries at init: the measured RMS gradient over
+    eps_multiplier must not drift with N (N = 8..64), H (H = 2..16) or L (L = 1..8). Before q/k got their N^-1/2
+    the measured q and k slopes over N were -0.49 and -0.54, which this test flagged."""
+    from parametrizations.optim import eps_multiplier
+    from probes.run import centred_loss
+
+    def ratios(N: int, L: int, H: int = 4) -> dict[str, float]:
+        p = PRESETS[preset]
+        cfg = ModelConfig(N=N, H=H, L=L, task="vision", seq_len=8, d_in=12, n_classes=10)
+        model = build_model(cfg, p, "adam", seed=0)
+        g = torch.Generator().manual_seed(1)
+        x, y = torch.randn(32, 8, 12, generator=g), torch.randint(0, 10, (32,), generator=g)
+        centred_loss(model, None, x, y).backward()
+        out: dict[str, list] = {}
+        for name, w in model.named_parameters():
+            role = model.param_roles[name]
+            out.setdefault("io" if role in ("embed", "pos", "readout") else role, []).append(
+                w.grad.pow(2).mean().sqrt().item() / eps_multiplier(p, role, cfg.d_model, L, N))
+        return {k: float(np.mean(v)) for k, v in out.items()}
+
+    import numpy as np
+    for axis, sizes in (("N", [8, 16, 32, 64]), ("H", [2, 4, 8, 16]), ("L", [1, 2, 4, 8])):
+        rs = [ratios(s, 2) if axis == "N" else ratios(16, 2, s) if axis == "H" else ratios(16, s) for s in sizes]
+        for key in rs[0]:
+            slope = np.polyfit(np.log(sizes), np.log([r[key] for r in rs]), 1)[0]
+            # measured |slope| <= 0.15 for every role, axis and preset (one seed, one batch of 32); 0.25 leaves
+            # room for that single draw, while a missing power of N^1/2 or d^1/2 gives |slope| >= 0.5
+            assert abs(slope) < 0.25, f"{preset}: {key} gradient / eps multiplier ~ {axis}^{slope:.2f}"
 
 
 def test_sp_uses_torch_default_eps_and_unscaled_lr():

@@ -220,19 +220,26 @@ def test_lr_transfer_marks_the_best_eta0_and_skips_diverged():
 def test_coord_check_panels_sweep(data):
     fig = plots.coord_check_panels(data["sweep"])
     axes = axes_with_data(fig)
-    assert [ax.get_title() for ax in axes] == ["step $t = 1$", "step $t = 2$"]     # step 0 is all zero
+    titles = [ax.get_title() for ax in axes]
+    # top row: values at steps 0, 1, 2; bottom row: changes at steps 1, 2 (step 0's change is zero: no panel)
+    assert titles == ["value, step $t = 0$", "value, step $t = 1$", "value, step $t = 2$",
+                      "change since step 0, step $t = 1$", "change since step 0, step $t = 2$"], titles
+    sites = ("embed", "q", "k", "v", "A", "softmax_A", "attn_out", "mlp_hidden", "mlp_out", "h", "logits")
     for ax in axes:
-        assert len([ln for ln in ax.lines if len(ln.get_xdata())]) == 4           # 2 layers x 2 sites
+        assert len([ln for ln in ax.lines if len(ln.get_xdata())]) == len(sites)     # one line per site
         assert ax.get_xscale() == "log" and ax.get_yscale() == "log" and ax.get_xlabel() == "$N$"
-        assert any("layer 0, attn_out (slope" in t for t in legend_texts(ax))
-    assert r"\mathrm{RMS}" in axes[0].get_ylabel()
+        assert ax.xaxis.get_scale() == "log" and ax.xaxis._scale.base == 2
+        texts = legend_texts(ax)
+        assert any(t.startswith("logits (") for t in texts) and any(t.startswith("attn_out (") for t in texts)
+    assert axes[0].get_ylabel() == "RMS" and "change" in axes[3].get_ylabel()
     plt.close(fig)
 
 
 def test_coord_check_panels_run_over_steps(data):
-    fig = plots.coord_check_panels(data["run"], quantity="h_rms")
-    ax = axes_with_data(fig)[0]
-    assert len(ax.lines) == 3 and "depth 2" in legend_texts(ax) and r"h^\ell" in ax.get_ylabel()
+    fig = plots.coord_check_panels(data["run"])
+    axes = axes_with_data(fig)
+    assert [ax.get_title() for ax in axes] == ["value", "change since step 0"]
+    assert "logits" in legend_texts(axes[0]) and axes[0].get_xlabel() == "step $t$"
     plt.close(fig)
 
 

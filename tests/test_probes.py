@@ -88,7 +88,8 @@ def test_recorded_quantities_equal_direct_computation(task):
     # step 0: nothing has moved yet
     first = ds.isel(step=0)
     assert float(first.weight_movement.max()) == 0 and float(first.dA_var_heads.max()) == 0
-    assert float(first.block_update_rms.max()) == 0 and float(last.block_update_rms.min()) > 0
+    assert float(first.coord_update_rms.max()) == 0 and float(last.coord_update_rms.min()) > 0
+    assert float(first.io_update_rms.max()) == 0 and float(last.io_update_rms.min()) > 0
 
 
 def test_probes_do_not_change_training():

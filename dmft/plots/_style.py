@@ -36,8 +36,10 @@ QUANTITY_LABELS = {
 # y labels of the coordinate-size variables (coord_check_panels)
 COORD_LABELS = {
     "h_rms": r"$\mathrm{RMS}[h^\ell]$",
-    "block_rms": r"$\mathrm{RMS}[f^\ell]$",
-    "block_update_rms": r"$\mathrm{RMS}[f^\ell(t) - f^\ell(0)]$",
+    "coord_rms": r"$\mathrm{RMS}[f^\ell]$",
+    "coord_update_rms": r"$\mathrm{RMS}[f^\ell(t) - f^\ell(0)]$",
+    "io_rms": r"$\mathrm{RMS}[h^0],\ \mathrm{RMS}[f]$",
+    "io_update_rms": r"$\mathrm{RMS}[f(t) - f(0)]$",
     "weight_movement": r"$\|W(t) - W(0)\|_F\,/\,\|W(0)\|_F$",
     "io_movement": r"$\|W(t) - W(0)\|_F\,/\,\|W(0)\|_F$",
     "attn_var_heads": r"$\mathrm{Var}_h[A]$",

@@ -64,7 +64,7 @@ def _sweep_attention_figure(ds: xr.Dataset, axis: str) -> Figure:
 
 def _run_coord_figure(ds: xr.Dataset) -> Figure:
     """One run: coordinate sizes and weight movement against step (2 x 2 panels)."""
-    names = [q for q in ("h_rms", "block_rms", "block_update_rms", "weight_movement") if q in ds]
+    names = [q for q in ("h_rms", "coord_update_rms", "io_update_rms", "weight_movement") if q in ds]
     fig, axes = _subplots(len(names), 2, panel=(5.0, 3.5))
     for q, ax in zip(names, axes):
         _coord_over_steps(ds, q, ax)

@@ -142,57 +142,79 @@ def _coord_over_steps(ds: xr.Dataset, quantity: str, ax: Axes) -> Axes:
     return ax
 
 
-def coord_check_panels(ds: xr.Dataset, *, axis: str | None = None, quantity: str = "block_update_rms") -> Figure:
-    """muP-style coordinate check: `quantity` (block_update_rms, block_rms, h_rms, weight_movement, ...) against
-    size (log2 x, log2 y), one panel per probe step (at most 4, spread over the steps that have positive
-    values; step 0 of an update quantity is all zero and is skipped), one line per layer/site (seed mean,
-    per-seed points light), with the log-log slope of each line in the legend. Under muP the lines are flat.
-    A single run (no size dimension) gets one panel of the quantity against step instead. Returns the Figure."""
-    if quantity not in ds:
-        raise ValueError(f"the dataset has no {quantity} (probes not recorded?)")
+def coord_check_panels(ds: xr.Dataset, *, axis: str | None = None, max_steps: int = 5) -> Figure:
+    """muP-style coordinate check (microsoft/mup's plot_coord_data, on N, H or L): the RMS of every site
+    (`dmft.coord.site_rms`: embedding, q, k, v, A, softmax(A), branch outputs, MLP hidden, h, logits) against
+    size on log2-log2 axes, one panel per probe step (at most `max_steps`, spread over the steps), one line per
+    site (seed mean, per-seed points light), the fitted slope in the legend. Top row: the value; bottom row: the
+    change since step 0 (absent at step 0). Under a correct parametrization the lines are flat, except where
+    `dmft-probe coord` states another exponent. A single run gets the sites against step instead. Returns the
+    Figure."""
+    from ..coord import site_rms
+    from ..fit import loglog_fit
+
     axis = _resolve_axis(ds, axis)
+    rows = [("value", site_rms(ds, change=False)), ("change since step 0", site_rms(ds, change=True))]
     if axis is None:
-        fig, axes = _subplots(1, 1, panel=(5.6, 3.8))
-        _coord_over_steps(ds, quantity, axes[0])
+        fig, axes = _subplots(2, 2, panel=(5.4, 3.8))
+        for ax, (title, da) in zip(axes, rows):
+            _sites_over_steps(ds.step.values, da, ax)
+            ax.set_title(title, fontsize="medium")
         return fig
-    da = ds[quantity]
-    if "seed" not in da.dims:
-        da = da.expand_dims("seed")
-    positive = ((da > 0) & np.isfinite(da)).any([d for d in da.dims if d != "step"]).values
-    valid = np.flatnonzero(positive)
-    if valid.size == 0:
-        raise ValueError(f"{quantity} has no positive values to draw on a log scale")
-    pick = valid[np.unique(np.round(np.linspace(0, valid.size - 1, min(4, valid.size))).astype(int))]
-    fig, axes = _subplots(len(pick), len(pick), panel=(3.9, 3.6), sharey=True)
+    steps = ds.step.values
+    pick = np.unique(np.round(np.linspace(0, len(steps) - 1, min(max_steps, len(steps)))).astype(int))
+    fig, axes = _subplots(2 * len(pick), len(pick), panel=(3.6, 3.3))
+    axes = np.asarray(axes).reshape(2, len(pick))
     sizes = ds[axis].values.astype(float)
-    for ax, i in zip(axes, pick):
-        step_da = da.isel(step=i)
-        series, note = _hue_series(step_da, (axis, "seed"))
-        colors = _palette(len(series))
-        for (label, sub), c in zip(series, colors):
-            vals = sub.transpose(axis, "seed").values.astype(float)
-            good = np.isfinite(vals) & (vals > 0)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                mean = np.array([r[g].mean() if g.any() else np.nan for r, g in zip(vals, good)])
-            ok = np.isfinite(mean)
-            if vals.shape[1] > 1:
-                xs = np.repeat(sizes, vals.shape[1]).reshape(vals.shape)
-                ax.scatter(xs[good], vals[good], s=10, color=c, alpha=0.3, edgecolor="none")
-            slope = np.polyfit(np.log(sizes[ok]), np.log(mean[ok]), 1)[0] if ok.sum() >= 2 else np.nan
-            ax.plot(sizes[ok], mean[ok], "o-", ms=4, color=c, lw=1.5, label=f"{label} (slope {slope:+.2f})")
-        _log2(ax)
-        _size_ticks(ax, sizes)
-        ax.set_xlabel(_sym(axis))
-        ax.set_title(f"step $t = {int(ds.step.values[i])}$", fontsize="medium")
-    _tidy_log_y(axes[0])
-    for ax in axes:
-        _legend(ax, below=True, fontsize="x-small")
-    axes[0].set_ylabel(COORD_LABELS.get(quantity, quantity))
-    flat = quantity in ("h_rms", "block_rms", "block_update_rms") and axis in ("N", "H")
-    fig.suptitle(f"coordinate check: {quantity} vs {_sym(axis)}" + (" (muP: flat)" if flat else "")
-                 + f", seed mean{', ' + note if note else ''}", fontsize="medium")
+    for r, (title, da) in enumerate(rows):
+        if "seed" not in da.dims:
+            da = da.expand_dims("seed")
+        colors = _palette(da.sizes["site"])
+        for ax, i in zip(axes[r], pick):
+            for site, c in zip(da.site.values, colors):
+                vals = da.sel(site=site).isel(step=i).transpose(axis, "seed").values.astype(float)
+                good = np.isfinite(vals) & (vals > 0)
+                if good.sum(axis=1).min() == 0:
+                    continue
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    mean = np.array([row[g].mean() for row, g in zip(vals, good)])
+                    try:
+                        slope = loglog_fit(sizes, np.where(good, vals, np.nan), n_boot=1).slope
+                    except ValueError:        # fewer than 3 sizes with data
+                        slope = np.nan
+                if vals.shape[1] > 1:
+                    xs = np.repeat(sizes, vals.shape[1]).reshape(vals.shape)
+                    ax.scatter(xs[good], vals[good], s=8, color=c, alpha=0.3, edgecolor="none")
+                ax.plot(sizes, mean, "o-", ms=3, color=c, lw=1.3, label=f"{site} ({slope:+.2f})")
+            if not ax.lines:
+                ax.set_axis_off()
+                continue
+            _log2(ax)
+            _size_ticks(ax, sizes)
+            _tidy_log_y(ax)
+            ax.set_xlabel(_sym(axis))
+            ax.set_title(f"{title}, step $t = {int(steps[i])}$", fontsize="small")
+            _legend(ax, below=True, fontsize="xx-small", ncols=2)
+        shown = [ax for ax in axes[r] if ax.axison]
+        if shown:
+            shown[0].set_ylabel("RMS" if r == 0 else "RMS of the change")
+    fig.suptitle(f"coordinate check vs {_sym(axis)} (seed mean; slope in the legend)", fontsize="medium")
     return fig
+
+
+def _sites_over_steps(steps: np.ndarray, da: xr.DataArray, ax: Axes) -> Axes:
+    """One run: every site's RMS against step (log2 y)."""
+    colors = _palette(da.sizes["site"])
+    for site, c in zip(da.site.values, colors):
+        y = da.sel(site=site).values.astype(float)
+        ok = np.isfinite(y) & (y > 0)
+        ax.plot(steps[ok], y[ok], "o-", ms=3, color=c, lw=1.3, label=str(site))
+    ax.set_yscale("log", base=2)
+    _tidy_log_y(ax)
+    ax.set_xlabel("step $t$")
+    _legend(ax, outside=True, fontsize="x-small")
+    return ax
 
 
 # ------------------------------------------------------------------------------------------------- output
