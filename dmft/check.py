@@ -39,13 +39,14 @@ def run_attrs(ds: xr.Dataset) -> dict:
     """alpha_A, alpha_L, beta0, L0, standard, parametrization, task, trained from a sweep dataset's attrs."""
     try:
         cfg = json.loads(ds.attrs["config"])
-    except (KeyError, ValueError):
-        raise ValueError("dataset has no readable 'config' attribute; is it a dmft-probe dataset?") from None
-    p = cfg["param"]
-    steps = int(cfg.get("steps", 0))
-    return {"alpha_A": p["alpha_A"], "alpha_L": p["alpha_L"], "beta0": p["beta0"], "L0": p["L0"],
-            "standard": bool(p["standard"]), "name": p["name"], "task": cfg["model"]["task"],
-            "N": cfg["model"]["N"], "L": cfg["model"]["L"], "trained": steps > 0 and ds.sizes.get("step", 1) > 1}
+        p, m = cfg["param"], cfg["model"]
+        steps = int(cfg.get("steps", 0))
+        return {"alpha_A": float(p["alpha_A"]), "alpha_L": float(p["alpha_L"]), "beta0": p["beta0"], "L0": p["L0"],
+                "standard": bool(p["standard"]), "name": p["name"], "task": m["task"], "N": m["N"], "L": m["L"],
+                "trained": steps > 0 and ds.sizes.get("step", 1) > 1}
+    except (KeyError, ValueError, TypeError):
+        raise ValueError("dataset has no readable 'config' attribute with 'param' and 'model' tables; "
+                         "is it a dmft-probe dataset?") from None
 
 
 def _slope_verdict(pred: Prediction, ds: xr.Dataset, axis: str, name: str, sizes, values) -> Verdict:

@@ -13,13 +13,13 @@ grows / shrinks) reads the fitted slope against the same allowance.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import numpy as np
 import xarray as xr
 
 from . import measure
+from .check import run_attrs
 from .fit import consistent, loglog_fit
 from .predictions import BLOCK_SITES, IO_SITES, coord_expectation
 
@@ -44,14 +44,6 @@ class CoordRow:
     trend: str
     consistent: bool
     reason: str
-
-
-def _param(ds: xr.Dataset) -> dict:
-    try:
-        return json.loads(ds.attrs["config"])["param"]
-    except (KeyError, ValueError, TypeError):
-        raise ValueError("dataset has no readable 'config' attribute with a 'param' table; "
-                         "is it a dmft-probe dataset?") from None
 
 
 def site_rms(ds: xr.Dataset, change: bool) -> xr.DataArray:
@@ -97,8 +89,8 @@ def coord_verdicts(ds: xr.Dataset) -> list[CoordRow]:
     axis = measure.sweep_axis(ds)
     if ds.sizes[axis] < 3:
         raise ValueError(f"a coordinate check needs at least 3 values of {axis}, got {ds.sizes[axis]}")
-    p = _param(ds)
-    a_A, a_L, standard = float(p["alpha_A"]), float(p["alpha_L"]), bool(p["standard"])
+    a = run_attrs(ds)
+    a_A, a_L, standard = a["alpha_A"], a["alpha_L"], a["standard"]
     sizes = ds[axis].values.astype(float)
     steps = ds.step.values.astype(int)
     rows = []
@@ -131,35 +123,34 @@ def _fmt(e: float) -> str:
 
 
 def coord_lines(rows: list[CoordRow]) -> list[str]:
-    """A table with one line per site: the init slope, then the change slope at every probe step, each with its
-    expected exponent and a mark (ok / NO); then the reasons, then a one-line verdict."""
+    """A table with one line per site: the init slope with its 95% CI, trend, expected exponent and mark; the
+    change slope at every probe step ('!' where it misses its expectation); the last step's slope with its CI,
+    trend, expectation and mark. Then the one-line reasons, then a one-line verdict."""
     sites = list(dict.fromkeys(r.site for r in rows))
     steps = sorted({r.step for r in rows if r.kind == "change"})
-    head = ["site", "init: slope [95% CI]", "exp", ""] + [f"change @{s}" for s in steps] + ["exp", ""]
+    last = f"change @{steps[-1]}: slope [95% CI]" if steps else "change"
+    head = ["site", "init: slope [95% CI]", "exp", ""] + [f"@{s}" for s in steps] + [last, "exp", ""]
+
+    def cell(r: CoordRow) -> list[str]:
+        return [f"{r.slope:+.2f} [{r.lo:+.2f}, {r.hi:+.2f}] {r.trend}", _fmt(r.expected), "ok" if r.consistent else "NO"]
+
     table = []
     for site in sites:
         init = [r for r in rows if r.site == site and r.kind == "init"]
         ch = {r.step: r for r in rows if r.site == site and r.kind == "change"}
-        line = [site]
-        if init:
-            r = init[0]
-            line += [f"{r.slope:+.2f} [{r.lo:+.2f}, {r.hi:+.2f}] {r.trend}", _fmt(r.expected), "ok" if r.consistent else "NO"]
-        else:
-            line += ["", "", ""]
+        line = [site] + (cell(init[0]) if init else ["", "", ""])
         line += [f"{ch[s].slope:+.2f}{'' if ch[s].consistent else '!'}" if s in ch else "" for s in steps]
-        chs = list(ch.values())
-        line += [_fmt(chs[0].expected) if chs else "", ("ok" if all(r.consistent for r in chs) else "NO") if chs else ""]
+        line += cell(ch[steps[-1]]) if steps and steps[-1] in ch else ["", "", ""]
         table.append(line)
     widths = [max(len(t[i]) for t in [head, *table]) for i in range(len(head))]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     out = [fmt.format(*head), fmt.format(*("-" * w for w in widths)), *(fmt.format(*t) for t in table)]
-    out.append("(slope of log RMS against log size; '!' marks a change slope outside its expectation "
-               f"+- the 95% CI widened by {TOL:g})")
-    reasons = {}
+    out.append("(slope of log RMS against log size; @t: the change since step 0 at step t, '!' where it misses its "
+               f"expectation; ok: the expectation lies in the 95% seed-bootstrap CI widened by {TOL:g})")
+    reasons: dict[tuple[str, str], CoordRow] = {}
     for r in rows:
-        reasons.setdefault((r.site, r.kind), r.reason)
-    out += [f"  {site} {kind}: expected {_fmt(next(r.expected for r in rows if (r.site, r.kind) == (site, kind)))}"
-            f" ({reason})" for (site, kind), reason in reasons.items()]
+        reasons.setdefault((r.site, r.kind), r)
+    out += [f"  {site} {kind}: expected {_fmt(r.expected)} ({r.reason})" for (site, kind), r in reasons.items()]
     bad = [f"{r.site} {r.kind}" + (f"@{r.step}" if r.kind == "change" else "") for r in rows if not r.consistent]
     if bad:
         out.append(f"VERDICT: {len(bad)} of {len(rows)} rows deviate from the parametrization's prediction: "

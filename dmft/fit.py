@@ -70,12 +70,6 @@ def loglog_fit(sizes, values, n_boot: int = 2000, level: float = 0.95, seed: int
     return SlopeFit(slope, intercept, float(lo), float(hi), level, len(sizes), n_seeds)
 
 
-def convergence_fit(sizes, deviations, **kw) -> SlopeFit:
-    """Rate at which a finite-size quantity approaches its limit: log-log fit of a deviation (e.g. the mean
-    square difference from the solver's limit, per seed) against size. Same arguments as `loglog_fit`."""
-    return loglog_fit(sizes, deviations, **kw)
-
-
 def consistent(fit: SlopeFit, predicted: float, tol: float) -> bool:
     """True when `predicted` lies in the bootstrap interval widened by the finite-size allowance `tol`."""
     return fit.lo - tol <= predicted <= fit.hi + tol

@@ -1,4 +1,4 @@
-"""Theory-side solvers at initialisation (Bordelon, Chaudhry & Pehlevan, NeurIPS 2024; paper-notes §3, §5).
+"""Theory-side solvers at initialisation (Bordelon, Chaudhry & Pehlevan, NeurIPS 2024; docs/predictions.md).
 
 Paper names: N = key/query dimension per head, H = heads, d = N*H, L = depth, alpha_A (A = N^-alpha_A q.k),
 alpha_L and beta0 (branch multiplier beta0 (L/L0)^-alpha_L).

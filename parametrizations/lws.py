@@ -1,7 +1,7 @@
 """Layer-wise scaling (LWS): depth profiles and their per-layer integer shapes.
 
 Reproduces OpenELM's LWS (``apple/corenet`` ``GPTConfig``) and the Crown/Framed/Reverse
-variants (``baroian/OLMo-custom``); see ``shared/reference/lws-notes.md`` sections 1, 2, 5.
+variants (``baroian/OLMo-custom``); see docs/design.md, "LWS profiles".
 Layer i gets ``H_i = make_divisible(alpha_i*d_model, N*head_multiple_of) // N`` query heads
 and ``d_ff_i = make_divisible(beta_i*d_model, ffn_divisor)`` MLP units (head dim N fixed).
 """
@@ -204,7 +204,7 @@ class LayerShapes:
     def scaled(self, head_factor: int = 1, ffn_factor: int = 1) -> LayerShapes:
         """Returns shapes with every H_l and d_model times ``head_factor``, d_ff times ``ffn_factor``.
 
-        Round once at the base shape, then multiply exactly (lws-notes section 5), so the
+        Round once at the base shape, then multiply exactly (docs/design.md, "LWS profiles"), so the
         depth profile is invariant.  ``d_model = N*H`` scales with heads (option (a)); pass
         ``ffn_factor=head_factor`` to keep beta_l = d_ff_l / d_model fixed.
         """

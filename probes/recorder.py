@@ -35,8 +35,8 @@ _TAP = {"softmax_A": "P"}          # site name -> key in the model's taps
 @dataclass(frozen=True)
 class ProbeConfig:
     """enabled: record probes at all. every: probe every k steps (schedule "every"), or n_log log-spaced steps
-    (schedule "log"), or exactly the steps in `at` (schedule "at"); step 0 and the last step are always included. n_samples: probe batch size;
-    seed: the probe batch is `heldout.fixed(n_samples, seed)`, identical across scales and init seeds.
+    (schedule "log"), or exactly the steps in `at` (schedule "at"); step 0 and the last step are always
+    included. n_samples: probe batch size; seed: the probe batch is `heldout.fixed(n_samples, seed)`, identical across scales and init seeds.
     n_points: raw per-head A values recorded at this many fixed (sample, s, s') points."""
 
     enabled: bool = True
@@ -107,7 +107,8 @@ class ProbeRecorder:
         initial = model0 if model0 is not None else model
         self.w0 = {name: p.detach() if model0 is not None else p.detach().clone()
                    for name, p in initial.named_parameters()}
-        self.taps0: list[dict] | None = None
+        self.taps0: list[dict] | None = None      # per-block taps at the first probe step (step 0)
+        self.io0: dict[str, torch.Tensor] = {}     # h^0 and the logits at step 0
         self.steps: list[int] = []
         self.records: list[dict[str, np.ndarray]] = []
 

@@ -1,4 +1,4 @@
-"""Tests for parametrizations.lws against shared/reference/lws-notes.md sections 1.3 and 2.3."""
+"""Tests for parametrizations.lws: OpenELM and Crown/Frame/Reverse per-layer shapes (docs/design.md, "LWS profiles")."""
 from __future__ import annotations
 
 import dataclasses

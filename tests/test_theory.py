@@ -1,4 +1,4 @@
-"""Regression tests asserting variance and depth scaling exponents (DESIGN §6, paper-notes §3).
+"""Regression tests asserting variance and depth scaling exponents (docs/predictions.md).
 
 Every sweep here is seeded (init seeds 0..n-1, data seed 0) and deterministic on CPU; sizes are small.
 The measured values quoted next to each tolerance come from these exact settings (2026-11-28); the CI is the
@@ -68,6 +68,11 @@ def test_predictions_follow_the_parametrization():
     assert p8 == {0.5: -0.5, 1.0: 0.0}
     p2 = next(p for p in predictions(1.0, 1.0, False, "N", True) if p.key == "P2")
     assert sorted(p2.hypotheses.values()) == [-2.0, -1.0]
+    # any alpha_A (the CLI takes --alpha-A): CLT N^(1-2 alpha_A) and the caption's exponent doubled
+    p2 = next(p for p in predictions(0.75, 1.0, False, "N", True) if p.key == "P2")
+    assert sorted(p2.hypotheses.values()) == [-1.0, -0.5]
+    p2 = next(p for p in predictions(0.5, 1.0, False, "N", True) if p.key == "P2")
+    assert p2.kind == "slope" and p2.exponent == 0.0
     assert next(p for p in predictions(0.5, 0.0, True, "N", True) if p.key == "coord").kind == "nonzero"
     assert not [p for p in predictions(1.0, 1.0, False, "N", False) if p.trained]
 
