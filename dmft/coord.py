@@ -21,7 +21,7 @@ import xarray as xr
 from . import measure
 from .check import run_attrs
 from .fit import consistent, loglog_fit
-from .predictions import BLOCK_SITES, IO_SITES, coord_expectation
+from .predictions import coord_expectation
 
 # Finite-size allowance on a coordinate-check slope: the flatness bound, 0.15. At 3 seeds and sizes
 # 4..64 the seed-bootstrap half-width of a slope is 0.01-0.08 (measured), so 0.15 is 2-15 CI half-widths.

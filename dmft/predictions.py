@@ -98,9 +98,8 @@ def coordinate_invariance(standard: bool, axis: str) -> Prediction:
                       note="muP: feature updates invariant")
 
 
-# Coordinate check (docs/predictions.md, "Coordinate check"): expected log-log slope of each site's RMS.
-BLOCK_SITES = ("q", "k", "v", "A", "softmax_A", "attn_out", "mlp_hidden", "mlp_out", "h")
-IO_SITES = ("embed", "logits")
+# Coordinate check (docs/predictions.md, "Coordinate check"): expected log-log slope of each site's RMS. The sites
+# are the recorder's (probes.recorder.SITES per block, IO_SITES for the embedding output and the logits).
 
 
 @dataclass(frozen=True)
@@ -114,8 +113,8 @@ class CoordExpectation:
 def coord_expectation(alpha_A: float, alpha_L: float, standard: bool, axis: str, site: str,
                       change: bool) -> CoordExpectation:
     """What a parametrization with a well-defined limit predicts for the RMS of `site` (its value at init if not
-    `change`, else its change since step 0 at early times) as `axis` (N, H or L) grows. Sites: BLOCK_SITES,
-    IO_SITES, and "W_q", "W_k" (relative weight movement; a change along L only). SP (standard=True) gets the
+    `change`, else its change since step 0 at early times) as `axis` (N, H or L) grows. Sites: the recorder's
+    block and io sites, and "W_q", "W_k" (relative weight movement; a change along L only). SP (standard=True) gets the
     same expectations with its own alpha_A: it is the negative control that must fail them."""
     sp = " (SP, the negative control, should fail this)" if standard else ""
     a_L = 0.0 if standard else alpha_L

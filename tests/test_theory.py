@@ -1,8 +1,8 @@
 """Regression tests asserting variance and depth scaling exponents (docs/predictions.md).
 
 Every sweep here is seeded (init seeds 0..n-1, data seed 0) and deterministic on CPU; sizes are small.
-The measured values quoted next to each tolerance come from these exact settings (2026-11-28); the CI is the
-95% seed bootstrap of `dmft.fit.loglog_fit`.
+The measured values quoted next to each tolerance come from these exact settings (2026-11-28; the trained P2
+values 2026-12-01, after the Adam readout fix); the CI is the 95% seed bootstrap of `dmft.fit.loglog_fit`.
 """
 import numpy as np
 import pytest
@@ -93,20 +93,21 @@ def test_fit_recovers_a_power_law_and_its_interval():
 def test_p2_head_variance_after_a_short_training_run(tmp_path, preset):
     """alpha_A = 1/2: Var over heads of A stays flat in N; alpha_A = 1: it decays (heads collapse as N grows).
 
-    Time matters (finding, README "Known deviations"): in a 200-step run (4 seeds, H=4, probes every 10) the
-    alpha_A = 1 slope of Var_h A(t) was -1.00 at step 0, -0.83 at step 100 and -0.43 at step 200, and the
-    alpha_A = 1/2 slope drifted from 0.00 to +0.14 (step 100) and +0.28 (step 200). The issue's thresholds are
-    asserted for the short run they were written for (100 steps); the drift at longer times is reported.
+    Time matters (finding, README "Known deviations"; `python bench/p2_over_time.py`, the same settings run to
+    300 steps): with the width-stable rules the alpha_A = 1 slope of Var_h A(t) under Adam is -1.00 at step 0,
+    -0.93 at step 100, -0.66 at step 200 and -0.47 at step 300 (under SGD it stays at -0.98 to -1.05); the
+    alpha_A = 1/2 slope is +0.01, +0.12, +0.14, +0.17. The thresholds are asserted for the 100-step run they
+    were written for; the drift at longer times is reported, not asserted.
     """
     ds = sweep(tmp_path, preset, "N", NS, seeds=3, init_only=False, steps=100)
     verdicts = {v.quantity: v for v in check(ds) if v.key == "P2"}
     fit = loglog_fit(*measure.QUANTITIES["attn_var_trained"](ds, "N"))
     if preset == "mup-sqrt":
-        # measured +0.12 [+0.09, +0.15]
+        # measured +0.12 [+0.07, +0.17]
         assert abs(fit.slope) < 0.25, fit
         assert verdicts["attn_var_trained"].consistent
     else:
-        # measured -0.86 [-0.92, -0.80]: the N^-1 (CLT) hypothesis, not the caption's N^-2
+        # measured -0.93 [-1.02, -0.86]: the N^-1 (CLT) hypothesis, not the caption's N^-2
         assert fit.slope < -0.7, fit
         assert verdicts["attn_var_trained"].supported == "CLT N^(1-2alpha_A)"
 

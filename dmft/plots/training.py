@@ -142,6 +142,9 @@ def _coord_over_steps(ds: xr.Dataset, quantity: str, ax: Axes) -> Axes:
     return ax
 
 
+_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*", "<", ">", "h")   # one per site, with the colour
+
+
 def coord_check_panels(ds: xr.Dataset, *, axis: str | None = None, max_steps: int = 5) -> Figure:
     """muP-style coordinate check (microsoft/mup's plot_coord_data, on N, H or L): the RMS of every site
     (`dmft.coord.site_rms`: embedding, q, k, v, A, softmax(A), branch outputs, MLP hidden, h, logits) against
@@ -171,7 +174,7 @@ def coord_check_panels(ds: xr.Dataset, *, axis: str | None = None, max_steps: in
             da = da.expand_dims("seed")
         colors = _palette(da.sizes["site"])
         for ax, i in zip(axes[r], pick):
-            for site, c in zip(da.site.values, colors):
+            for site, c, mk in zip(da.site.values, colors, itertools.cycle(_MARKERS)):
                 vals = da.sel(site=site).isel(step=i).transpose(axis, "seed").values.astype(float)
                 good = np.isfinite(vals) & (vals > 0)
                 if good.sum(axis=1).min() == 0:
@@ -186,7 +189,7 @@ def coord_check_panels(ds: xr.Dataset, *, axis: str | None = None, max_steps: in
                 if vals.shape[1] > 1:
                     xs = np.repeat(sizes, vals.shape[1]).reshape(vals.shape)
                     ax.scatter(xs[good], vals[good], s=8, color=c, alpha=0.3, edgecolor="none")
-                ax.plot(sizes, mean, "o-", ms=3, color=c, lw=1.3, label=f"{site} ({slope:+.2f})")
+                ax.plot(sizes, mean, "-", marker=mk, ms=4, color=c, lw=1.3, label=f"{site} ({slope:+.2f})")
             if not ax.lines:
                 ax.set_axis_off()
                 continue
@@ -206,10 +209,10 @@ def coord_check_panels(ds: xr.Dataset, *, axis: str | None = None, max_steps: in
 def _sites_over_steps(steps: np.ndarray, da: xr.DataArray, ax: Axes) -> Axes:
     """One run: every site's RMS against step (log2 y)."""
     colors = _palette(da.sizes["site"])
-    for site, c in zip(da.site.values, colors):
+    for site, c, mk in zip(da.site.values, colors, itertools.cycle(_MARKERS)):
         y = da.sel(site=site).values.astype(float)
         ok = np.isfinite(y) & (y > 0)
-        ax.plot(steps[ok], y[ok], "o-", ms=3, color=c, lw=1.3, label=str(site))
+        ax.plot(steps[ok], y[ok], "-", marker=mk, ms=3, color=c, lw=1.3, label=str(site))
     ax.set_yscale("log", base=2)
     _tidy_log_y(ax)
     ax.set_xlabel("step $t$")
