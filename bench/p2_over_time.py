@@ -1,5 +1,6 @@
 """P2 at several training lengths: the slope over N of the variance over heads of A, A(t) - A(0) and softmax(A),
-at every probe step, for alpha_A = 1 (mup) and 1/2 (mup-sqrt), under Adam and SGD (a measurement, not a test).
+at every probe step, for alpha_A = 1 (mup) and 1/2 (mup-sqrt), under Adam and SGD, with the slopes of the muP
+feature update and of the logits' change (a measurement, not a test).
 
     python bench/p2_over_time.py [--steps 300] [--every 50] [--seeds 3] [--out runs/p2]
 
@@ -49,6 +50,14 @@ def main() -> None:
                     da = ds[q].isel(step=i).mean("layer").transpose("N", "seed")
                     cells.append(f"{loglog_fit(ds.N.values, da.values).slope:+6.2f}")
                 print(f"  {q:22s}" + " ".join(cells))
+            # the muP feature update (block outputs' change, layer and branch mean) and the logits' change
+            update = ds.coord_update_rms.sel(site=["attn_out", "mlp_out"]).mean(["layer", "site"])
+            logits = ds.io_update_rms.sel(io_site="logits")
+            for name, da in (("feature update", update), ("logits change", logits)):
+                cells = [f"{'-':>6s}" if s == 0 else
+                         f"{loglog_fit(ds.N.values, da.isel(step=i).transpose('N', 'seed').values).slope:+6.2f}"
+                         for i, s in enumerate(steps)]
+                print(f"  {name:22s}" + " ".join(cells))
             loss = ds.heldout_loss.isel(step=-1).mean("seed").values
             print("  final held-out loss per N: " + ", ".join(f"{v:.3f}" for v in loss), flush=True)
 
