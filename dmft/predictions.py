@@ -137,6 +137,10 @@ def coord_expectation(alpha_A: float, alpha_L: float, standard: bool, axis: str,
     if site in ("q", "k") and axis == "N":
         return CoordExpectation(0.0, "the W_Q, W_K update moves q, k by N^(alpha_A-1) (Table 3), but the input "
                                      "LN(h) moves O(1), so the total change is O(1) for every alpha_A" + sp)
+    if site == "logits":
+        return CoordExpectation(0.0, "the output moves O(1) in d and L once d >> the number of outputs V; below that "
+                                     "the readout's cross-talk adds a sqrt(V/d) term that decays with d (the "
+                                     "256-token LM at d <= 256 shows it)" + sp)
     return CoordExpectation(0.0, "every feature and the output move O(1) in d and L" + sp)
 
 
