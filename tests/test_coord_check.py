@@ -5,7 +5,8 @@ dataset; `dmft.coord.coord_verdicts` fits log RMS against log size (3 seeds, 95%
 with `dmft.predictions.coord_expectation`, allowing `dmft.coord.TOL` = 0.15 beyond the CI. Seeded, CPU.
 
 Measured with the same settings but probes at steps 1, 3, 10, 30 (`dmft-probe coord --task vision --N 8 --H 4
---L 2 --seeds 3 --values 4,8,16,32,64 --steps 0,1,3,10,30 --optimizer X --eta0 Y`, 2026-12-01): the largest
+--L 2 --seeds 3 --values 4,8,16,32,64 --steps 0,1,3,10,30 --probe-samples 16 --optimizer X --eta0 Y`,
+2026-12-01): the largest
 |change slope| of a site expected flat, along N: sgd 0.14 (mlp_out, step 1), sgd-momentum 0.14 (mlp_out, step 1),
 adam 0.13 (attn_out, step 30), adamw 0.13 (attn_out, step 30); along H = 4..64: sgd 0.10, adam 0.07. The logits'
 change along N: sgd -0.10, -0.06, -0.03, -0.07 and adam -0.08, -0.06, +0.01, +0.07 at steps 1, 3, 10, 30. The A and
@@ -90,7 +91,9 @@ def test_depth_exponents(tmp_path, preset, optimizer):
     L = 1 is left out of the trained fit: its only block reads the embedding directly, so the q, k, A changes
     there lack the accumulated stream change that every deeper model's last block sees. With it, SGD at step 10
     gave q/k/A slopes of +0.24 to +0.29 over L = 1..16 (q change 0.025 at L = 1, then 0.039, 0.049, 0.056, 0.048,
-    0.059 for L = 2..32: saturating, not growing)."""
+    0.059 for L = 2..32: saturating, not growing; `coord_update_rms` at the last block of `dmft-probe coord --axis L
+    --values 1,2,4,8,16,32 --steps 0,10,30 --seeds 2 --optimizer sgd --eta0 0.5 --task vision --N 8
+    --probe-samples 16`)."""
     _, rows = coord(tmp_path, preset, optimizer, "L", steps=[0, 10], seeds=2, values=[2, 4, 8, 16])
     alpha_L = {"mup": 1.0, "depth-sqrt": 0.5}[preset]
     w = [r for r in rows_of(rows, "change") if r.site in ("W_q", "W_k")]
