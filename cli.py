@@ -96,7 +96,11 @@ RUN = {
     "batch_size": Opt("run", "batch_size", int, "--batch-size", "samples per step (default 32)"),
     "device": Opt("run", "device", str, "--device", "cpu, cuda or auto (default cpu)"),
     "data": Opt("run", "data_path", str, "--data", "local data: CIFAR-10 folder, CIFAR-5M .npz, or token .bin"),
+    "precision": Opt("run", "precision", str, "--precision", "fp32 (default, every theory check), tf32 (CUDA) or bf16 autocast"),
+    "compile": Opt("run", "compile", bool, "--compile", "torch.compile the training step (probe pass stays eager) (default off)"),
 }
+EnsembleOpt = typer.Option("auto", "--ensemble", help="auto: train a size's seeds together as one batched model "
+                                                      "(same results, faster); off: one run after another")
 ConfigOpt = typer.Option(None, "--config", help="TOML or JSON config file; command-line options override it")
 
 
@@ -231,6 +235,7 @@ def sweep(
     steps: Optional[int] = typer.Option(None, "--steps", help="optimizer steps per run (default 200)"),
     probe_every: Optional[int] = typer.Option(None, "--probe-every", help="probe every k steps (default 10)"),
     out: Optional[Path] = typer.Option(None, "--out", help="merged dataset (default runs/sweep-<param>-<optimizer>-<axis>.nc)"),
+    ensemble: str = EnsembleOpt,
     config: Optional[str] = ConfigOpt,
     overrides: dict = None,
 ):
@@ -240,14 +245,15 @@ def sweep(
     from probes.sweep import check_grid, run_sweep
 
     sizes = _int_list(values, "--values")
-    check_grid(axis, sizes, seeds)
+    check_grid(axis, sizes, seeds, ensemble)
     cfg = make_run_config(config, **_merge(_merge(overrides, "model", axis=axis), "run", steps=steps),
                           probes={"every": probe_every})
     _check_data(overrides)
     out_path = prepare_out_path(out or Path("runs") / f"sweep-{cfg.param.name}-{cfg.optim.name}-{axis}{'-init' if init_only else ''}.nc")
     typer.echo(f"sweep {axis} in {sizes} x {seeds} seeds, {cfg.param.name}/{cfg.optim.name}"
                f"{' at initialisation' if init_only else f', {cfg.steps} steps'}; parts in {out_path}.parts/", err=True)
-    run_sweep(cfg, axis, sizes, seeds, out_path, init_only=init_only, on_point=lambda m: typer.echo(m, err=True))
+    run_sweep(cfg, axis, sizes, seeds, out_path, init_only=init_only, on_point=lambda m: typer.echo(m, err=True),
+              ensemble=ensemble)
     typer.echo(f"dataset: {out_path}")
 
 
@@ -262,6 +268,7 @@ def coord(
     probe_samples: Optional[int] = typer.Option(None, "--probe-samples", help="probe batch size (default 32)"),
     out: Optional[Path] = typer.Option(None, "--out", help="dataset (default runs/coord-<param>-<optimizer>-<axis>.nc)"),
     csv: Optional[Path] = typer.Option(None, "--csv", help="also write the verdict rows as CSV"),
+    ensemble: str = EnsembleOpt,
     config: Optional[str] = ConfigOpt,
     overrides: dict = None,
 ):
@@ -274,14 +281,14 @@ def coord(
     from probes.sweep import check_grid, coord_config, run_sweep
 
     sizes, at = _int_list(values, "--values"), _int_list(steps, "--steps")
-    check_grid(axis, sizes, seeds)
+    check_grid(axis, sizes, seeds, ensemble)
     cfg = coord_config(make_run_config(config, **_merge(overrides, "model", axis=axis),
                                        probes={"n_samples": probe_samples}), at)
     _check_data(overrides)
     out_path = prepare_out_path(out or Path("runs") / f"coord-{cfg.param.name}-{cfg.optim.name}-{axis}.nc")
     typer.echo(f"coord check along {axis} in {sizes} x {seeds} seeds, {cfg.param.name}/{cfg.optim.name} "
                f"eta0={cfg.optim.eta0:g}, probes at steps {list(cfg.probes.at)}; parts in {out_path}.parts/", err=True)
-    ds = run_sweep(cfg, axis, sizes, seeds, out_path, on_point=lambda m: typer.echo(m, err=True))
+    ds = run_sweep(cfg, axis, sizes, seeds, out_path, on_point=lambda m: typer.echo(m, err=True), ensemble=ensemble)
     rows = coord_verdicts(ds)
     for line in coord_lines(rows):
         typer.echo(line)

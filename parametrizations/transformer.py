@@ -11,10 +11,15 @@ H_l heads of dimension N in layer l:
 Front ends: vision (patches -> linear embedding + learned positions) or causal LM (token embedding + learned
 positions). Readout: LN(h) mean-pooled over tokens (vision) or per token (LM), times the readout multiplier.
 Every multiplier is a plain Python float on its module (FSDP and torch.compile keep those).
+
+Seed ensembles: with `ensemble=E`, every weight carries a leading member dimension (E, rows, cols), member e is
+initialised exactly as a separate model with seed e would be, and activations carry a leading E dimension
+(E, B, S, d); the matmuls are batched over members (torch.bmm). Inputs (tokens, patches) are shared by members.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -97,36 +102,48 @@ class ModelConfig:
 
 
 class ScaledWeight(nn.Module):
-    """A weight W (rows, cols) ~ N(0, init_std^2) used with a forward multiplier (abc form); role names its rule."""
+    """A weight W (rows, cols) ~ N(0, init_std^2) used with a forward multiplier (abc form); role names its rule.
+    With ensemble=E the weight is (E, rows, cols), one independent draw per member."""
 
-    def __init__(self, rows: int, cols: int, role: str, init_std: float, mult: float):
+    def __init__(self, rows: int, cols: int, role: str, init_std: float, mult: float, ensemble: int | None = None):
         super().__init__()
-        self.weight = nn.Parameter(torch.empty(rows, cols))
+        shape = (rows, cols) if ensemble is None else (ensemble, rows, cols)
+        self.weight = nn.Parameter(torch.empty(shape))
         self.role, self.init_std, self.mult = role, float(init_std), float(mult)
+        self.ensemble = ensemble
 
-    def reset_parameters(self, generator: torch.Generator) -> None:
+    def reset_parameters(self, generator: torch.Generator, member: int | None = None) -> None:
+        """Draw the weight (or member `member`'s slice of it) from N(0, init_std^2) with `generator`."""
         with torch.no_grad():
-            self.weight.normal_(0.0, self.init_std, generator=generator)
+            w = self.weight if member is None else self.weight[member]
+            w.normal_(0.0, self.init_std, generator=generator)
 
     def extra_repr(self) -> str:
         return f"{tuple(self.weight.shape)}, role={self.role}, std={self.init_std:.4g}, mult={self.mult:.4g}"
 
 
 class ScaledLinear(ScaledWeight):
-    """y = mult * W x, W (fan_out, fan_in). No bias (as the official code)."""
+    """y = mult * W x, W (fan_out, fan_in). No bias (as the official code). In an ensemble x is (E, ..., fan_in)."""
 
-    def __init__(self, fan_in: int, fan_out: int, role: str, init_std: float, mult: float):
-        super().__init__(fan_out, fan_in, role, init_std, mult)
+    def __init__(self, fan_in: int, fan_out: int, role: str, init_std: float, mult: float, ensemble: int | None = None):
+        super().__init__(fan_out, fan_in, role, init_std, mult, ensemble)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mult * F.linear(x, self.weight)
+        if self.ensemble is None:
+            return self.mult * F.linear(x, self.weight)
+        E, fan_in = self.weight.shape[0], x.shape[-1]
+        y = torch.bmm(x.reshape(E, -1, fan_in), self.weight.transpose(1, 2))   # (E, M, fan_out)
+        return self.mult * y.view(*x.shape[:-1], self.weight.shape[1])
 
 
 class ScaledTable(ScaledWeight):
-    """A table of vectors (token embedding or learned positions), y = mult * W[i], W (rows, dim)."""
+    """A table of vectors (token embedding or learned positions), y = mult * W[i], W (rows, dim); in an ensemble
+    W is (E, rows, dim) and y (E, *idx.shape, dim)."""
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.mult * F.embedding(idx, self.weight)
+        if self.ensemble is None:
+            return self.mult * F.embedding(idx, self.weight)
+        return self.mult * self.weight[:, idx]                    # (E, *idx.shape, dim)
 
 
 def layer_norm(h: torch.Tensor) -> torch.Tensor:
@@ -134,16 +151,27 @@ def layer_norm(h: torch.Tensor) -> torch.Tensor:
     return F.layer_norm(h, (h.shape[-1],), eps=LN_EPS)
 
 
+def attention_logits(q: torch.Tensor, k: torch.Tensor, scale: float, causal: bool) -> torch.Tensor:
+    """A = scale * q k^T per head, (..., H, S, S) from q, k (..., H, S, N); entries s' > s are -inf when causal."""
+    A = scale * (q @ k.transpose(-2, -1))                         # (..., H, S, S)
+    if causal:
+        S = q.shape[-2]
+        mask = torch.ones(S, S, dtype=torch.bool, device=q.device).triu(1)
+        A = A.masked_fill(mask, float("-inf"))
+    return A
+
+
 class Block(nn.Module):
     """One pre-LN block: MHSA then MLP, each on a residual branch scaled by beta0 (L/L0)^-alpha_L."""
 
-    def __init__(self, d: int, H_l: int, N: int, d_ff: int, p: Parametrization, L: int, optimizer: str, causal: bool):
+    def __init__(self, d: int, H_l: int, N: int, d_ff: int, p: Parametrization, L: int, optimizer: str, causal: bool,
+                 ensemble: int | None = None):
         super().__init__()
         self.H, self.N, self.causal = H_l, N, causal
 
         def lin(fan_in: int, fan_out: int, role: str) -> ScaledLinear:
             std, mult = abc(p, role, fan_in, d=d, N=N, L=L, optimizer=optimizer)
-            return ScaledLinear(fan_in, fan_out, role, std, mult)
+            return ScaledLinear(fan_in, fan_out, role, std, mult, ensemble)
 
         self.q, self.k, self.v = lin(d, H_l * N, "q"), lin(d, H_l * N, "k"), lin(d, H_l * N, "v")
         self.o = lin(H_l * N, d, "o")
@@ -152,38 +180,39 @@ class Block(nn.Module):
         self.attn_scale = float(attention_scale(p, N))     # N^-alpha_A
 
     def heads_qkv(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per-head q, k, v, each (B, H, S, N): q,k = N^(alpha_A-1)/sqrt(d) W_{Q,K} u, v = W_V u / sqrt(d)."""
-        B, S, _ = u.shape
-        q = self.q(u).view(B, S, self.H, self.N).transpose(1, 2)  # (B, H, S, N)
-        k = self.k(u).view(B, S, self.H, self.N).transpose(1, 2)  # (B, H, S, N)
-        v = self.v(u).view(B, S, self.H, self.N).transpose(1, 2)  # (B, H, S, N)
+        """Per-head q, k, v, each (..., H, S, N) from u (..., S, d) (leading dims: batch, or ensemble and batch):
+        q,k = N^(alpha_A-1)/sqrt(d) W_{Q,K} u, v = W_V u / sqrt(d)."""
+        *lead, S, _ = u.shape
+        q = self.q(u).view(*lead, S, self.H, self.N).transpose(-3, -2)  # (..., H, S, N)
+        k = self.k(u).view(*lead, S, self.H, self.N).transpose(-3, -2)  # (..., H, S, N)
+        v = self.v(u).view(*lead, S, self.H, self.N).transpose(-3, -2)  # (..., H, S, N)
         return q, k, v
 
     def attention_variables(self, u: torch.Tensor, taps: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return (A, v): A = N^-alpha_A q k^T (B, H, S, S), causal-masked with -inf; v (B, H, S, N).
+        """Return (A, v): A = N^-alpha_A q k^T (..., H, S, S), causal-masked with -inf; v (..., H, S, N).
         With `taps`, q, k, v are stored there too."""
         q, k, v = self.heads_qkv(u)
-        S = u.shape[1]
-        A = self.attn_scale * (q @ k.transpose(-2, -1))           # (B, H, S, S)
-        if self.causal:
-            mask = torch.ones(S, S, dtype=torch.bool, device=u.device).triu(1)
-            A = A.masked_fill(mask, float("-inf"))
+        A = attention_logits(q, k, self.attn_scale, self.causal)
         if taps is not None:
             taps["q"], taps["k"], taps["v"] = q, k, v
         return A, v
 
-    def mhsa(self, u: torch.Tensor, taps: dict | None = None) -> torch.Tensor:
-        """The MHSA branch output W_O concat(softmax(A) v) / sqrt(H_l N), shape (B, S, d)."""
-        B, S, _ = u.shape
-        if taps is None:
-            q, k, v = self.heads_qkv(u)
-            o = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal, scale=self.attn_scale)
-        else:
+    def mhsa(self, u: torch.Tensor, taps: dict | None = None, attention_maps: bool = False) -> torch.Tensor:
+        """The MHSA branch output W_O concat(softmax(A) v) / sqrt(H_l N), shape (..., S, d). With `taps`, q, k, v
+        are stored; with attention_maps also A and P = softmax(A) (..., H, S, S), through the explicit math path."""
+        *lead, S, _ = u.shape
+        if attention_maps and taps is not None:
             A, v = self.attention_variables(u, taps)
-            P = torch.softmax(A, dim=-1)                          # (B, H, S, S)
+            P = torch.softmax(A, dim=-1)                          # (..., H, S, S)
             taps["A"], taps["P"] = A, P
-            o = P @ v                                             # (B, H, S, N)
-        o = o.transpose(1, 2).reshape(B, S, self.H * self.N)      # (B, S, H*N)
+            o = P @ v                                             # (..., H, S, N)
+        else:
+            q, k, v = self.heads_qkv(u)
+            if taps is not None:
+                taps["q"], taps["k"], taps["v"] = q, k, v
+            # the scale is passed explicitly: SDPA's default would be N^-1/2 whatever alpha_A is
+            o = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal, scale=self.attn_scale)
+        o = o.transpose(-3, -2).reshape(*lead, S, self.H * self.N)  # (..., S, H*N)
         return self.o(o)
 
     def mlp(self, u: torch.Tensor, taps: dict | None = None) -> torch.Tensor:
@@ -194,8 +223,8 @@ class Block(nn.Module):
             taps["mlp_hidden"] = z
         return self.mlp_out(F.gelu(z, approximate="tanh"))
 
-    def forward(self, h: torch.Tensor, taps: dict | None = None) -> torch.Tensor:
-        a = self.mhsa(layer_norm(h), taps)
+    def forward(self, h: torch.Tensor, taps: dict | None = None, attention_maps: bool = False) -> torch.Tensor:
+        a = self.mhsa(layer_norm(h), taps, attention_maps)
         h = h + self.branch * a
         m = self.mlp(layer_norm(h), taps)
         h = h + self.branch * m
@@ -207,16 +236,19 @@ class Block(nn.Module):
 class LWSTransformer(nn.Module):
     """The parametrized transformer. `param_roles` maps parameter names to roles for the optimizer rules.
 
-    forward(x, taps=None) returns logits: (B, n_classes) for vision, (B, T, vocab_size) for the LM. If `taps`
-    is a list, one dict per block is appended with "q", "k", "v" (B, H_l, S, N), "A" (B, H_l, S, S; pre-softmax),
-    "P" = softmax(A), "attn_out", "mlp_out" (unscaled branch outputs, (B, S, d)), "mlp_hidden" (the MLP
-    pre-activation, (B, S, d_ff)) and "h" (residual stream after the block); taps is for probe passes only
-    (training uses fused attention).
+    forward(x, taps=None) returns logits: (B, n_classes) for vision, (B, T, vocab_size) for the LM, with a leading
+    member dimension E when `ensemble` is set. If `taps` is a list, one dict per block is appended with "q", "k",
+    "v" (B, H_l, S, N), "attn_out", "mlp_out" (unscaled branch outputs, (B, S, d)), "mlp_hidden" (the MLP
+    pre-activation, (B, S, d_ff)) and "h" (residual stream after the block), each with the leading E in an
+    ensemble; with attention_maps=True also "A" (B, H_l, S, S; pre-softmax) and "P" = softmax(A) through the
+    explicit math path. taps is for probe passes only.
     """
 
-    def __init__(self, cfg: ModelConfig, p: Parametrization, optimizer: str = "adam"):
+    def __init__(self, cfg: ModelConfig, p: Parametrization, optimizer: str = "adam", ensemble: int | None = None):
         super().__init__()
-        self.cfg, self.p, self.optimizer = cfg, p, optimizer
+        if ensemble is not None and int(ensemble) < 1:
+            raise ValueError(f"ensemble must be a positive number of members, got {ensemble}")
+        self.cfg, self.p, self.optimizer, self.ensemble = cfg, p, optimizer, ensemble
         self.shapes = cfg.shapes()
         d = cfg.d_model
 
@@ -224,55 +256,76 @@ class LWSTransformer(nn.Module):
             return abc(p, role, fan_in, d=d, N=cfg.N, L=cfg.L, optimizer=optimizer)
 
         if cfg.task == "vision":
-            self.embed: nn.Module = ScaledLinear(cfg.d_in, d, "embed", *ab("embed", cfg.d_in))
+            self.embed: nn.Module = ScaledLinear(cfg.d_in, d, "embed", *ab("embed", cfg.d_in), ensemble)
         else:
-            self.embed = ScaledTable(cfg.vocab_size, d, "embed", *ab("embed", 1))
-        self.pos = ScaledTable(cfg.seq_len, d, "pos", *ab("pos", 1))
+            self.embed = ScaledTable(cfg.vocab_size, d, "embed", *ab("embed", 1), ensemble)
+        self.pos = ScaledTable(cfg.seq_len, d, "pos", *ab("pos", 1), ensemble)
         self.blocks = nn.ModuleList(
-            Block(d, H_l, cfg.N, d_ff, p, cfg.L, optimizer, causal=cfg.task == "lm")
+            Block(d, H_l, cfg.N, d_ff, p, cfg.L, optimizer, causal=cfg.task == "lm", ensemble=ensemble)
             for H_l, d_ff in zip(self.shapes.heads, self.shapes.d_ff)
         )
         n_out = cfg.n_classes if cfg.task == "vision" else cfg.vocab_size
-        self.readout = ScaledLinear(d, n_out, "readout", *ab("readout", d))
+        self.readout = ScaledLinear(d, n_out, "readout", *ab("readout", d), ensemble)
         self.param_roles = {name: self._role_of(name) for name, _ in self.named_parameters()}
 
     def _role_of(self, name: str) -> str:
         module = self.get_submodule(name.rsplit(".", 1)[0])
         return module.role
 
-    def reset_parameters(self, seed: int) -> "LWSTransformer":
-        """Draw every weight from its init law with a generator seeded by `seed`; returns self."""
-        g = torch.Generator(device="cpu").manual_seed(int(seed))
-        for module in self.modules():
-            if isinstance(module, ScaledWeight):
-                module.reset_parameters(g)
+    def reset_parameters(self, seed: int | Sequence[int]) -> "LWSTransformer":
+        """Draw every weight from its init law with a generator seeded by `seed` (one seed per member in an
+        ensemble: member e gets exactly the weights of a separate model with seed seeds[e]); returns self."""
+        seeds = [seed] if self.ensemble is None else list(seed)   # type: ignore[arg-type]
+        if self.ensemble is not None and len(seeds) != self.ensemble:
+            raise ValueError(f"an ensemble of {self.ensemble} members needs {self.ensemble} seeds, got {len(seeds)}")
+        for e, s in enumerate(seeds):
+            g = torch.Generator(device="cpu").manual_seed(int(s))
+            for module in self.modules():
+                if isinstance(module, ScaledWeight):
+                    module.reset_parameters(g, None if self.ensemble is None else e)
         if self.p.centre == "zero_readout":
             with torch.no_grad():
                 self.readout.weight.zero_()
         return self
 
+    def member(self, e: int) -> "LWSTransformer":
+        """Member e of an ensemble as a separate (non-ensemble) model on the same device, weights copied."""
+        if self.ensemble is None:
+            raise ValueError("member() needs an ensemble model")
+        single = LWSTransformer(self.cfg, self.p, self.optimizer).to(self.readout.weight.device)
+        with torch.no_grad():
+            for (name, w), w_e in zip(single.named_parameters(), self.parameters()):
+                w.copy_(w_e[e])
+        return single
+
     def embed_tokens(self, x: torch.Tensor) -> torch.Tensor:
-        """Residual stream h^0 (B, S, d): embedding plus learned positions."""
+        """Residual stream h^0 (B, S, d), or (E, B, S, d) in an ensemble: embedding plus learned positions."""
         S = x.shape[1]
         if S > self.cfg.seq_len:
             raise ValueError(f"input has {S} tokens but the model was built for seq_len={self.cfg.seq_len}")
-        pos = self.pos(torch.arange(S, device=x.device))          # (S, d)
-        return self.embed(x) + pos
+        pos = self.pos(torch.arange(S, device=x.device))          # (S, d) or (E, S, d)
+        if self.ensemble is None:
+            return self.embed(x) + pos
+        if self.cfg.task == "vision":
+            x = x.expand(self.ensemble, *x.shape)                 # (E, B, S, d_in), shared patches, no copy
+        return self.embed(x) + pos.unsqueeze(1)                   # (E, B, S, d)
 
-    def forward(self, x: torch.Tensor, taps: list | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, taps: list | None = None, attention_maps: bool = False) -> torch.Tensor:
         h = self.embed_tokens(x)
         for block in self.blocks:
             if taps is None:
                 h = block(h)
             else:
                 taps.append({})
-                h = block(h, taps[-1])
+                h = block(h, taps[-1], attention_maps)
         u = layer_norm(h)
         if self.cfg.task == "vision":
-            u = u.mean(dim=1)                                     # (B, d), mean over patches
+            u = u.mean(dim=-2)                                    # (..., B, d), mean over patches
         return self.readout(u)
 
 
-def build_model(cfg: ModelConfig, p: Parametrization, optimizer: str, seed: int, device: str | torch.device = "cpu") -> LWSTransformer:
-    """Build and initialise the model on `device` (weights drawn on the CPU, so every device sees the same init)."""
-    return LWSTransformer(cfg, p, optimizer).reset_parameters(seed).to(device)
+def build_model(cfg: ModelConfig, p: Parametrization, optimizer: str, seed: int | Sequence[int],
+                device: str | torch.device = "cpu", ensemble: int | None = None) -> LWSTransformer:
+    """Build and initialise the model on `device` (weights drawn on the CPU, so every device sees the same init).
+    With `ensemble` = E, `seed` is a list of E seeds, one per member."""
+    return LWSTransformer(cfg, p, optimizer, ensemble).reset_parameters(seed).to(device)

@@ -4,16 +4,18 @@ At each probe step it records, on the device, then moves everything to the host 
 - residual-stream kernels K = h h^T / d at every depth l = 0..L (0 = embedding, l = after block l):
   pooled over tokens (sample x sample), token x token for probe sample 0 ("spatial"), and for the LM the
   last token x samples;
-- attention variables A = N^-alpha_A q k^T per layer and head, before the softmax (recomputed, fused attention
-  never returns them): variance over heads (unbiased, ddof = 1) and mean over heads, each averaged over the
-  unmasked (s, s') pairs and the probe samples; the same for A(t) - A(0) and for softmax(A); and the raw
-  per-head values at a few fixed (sample, s, s') points;
+- attention variables A = N^-alpha_A q k^T per layer and head, before the softmax (recomputed from q and k,
+  fused attention never returns them; `probes.head_stats` streams over heads, a Triton kernel on CUDA, so the
+  (samples, H, S, S) tensor is never built there): variance over heads (unbiased, ddof = 1) and mean over
+  heads, each averaged over the unmasked (s, s') pairs and the probe samples; the same for A(t) - A(0) and for
+  softmax(A); and the raw per-head values at a few fixed (sample, s, s') points;
 - coordinate sizes (the muP coordinate check): RMS of h at every depth; per block, the RMS of q, k, v, A,
   softmax(A), the unscaled attention-branch output, the MLP hidden pre-activation and output and the stream h
   after the block (A and softmax(A) over the unmasked (s, s') pairs), and of the embedding output h^0 and the
   raw logits f(theta_t); each also as the RMS of its change since the first probe step (step 0);
 - weight movement ||W(t) - W(0)||_F / ||W(0)||_F per layer and weight kind, and for embed, pos, readout.
-No statistic calls .item(); probe passes run under no_grad outside any compiled region.
+No statistic calls .item(); probe passes run under no_grad outside any compiled region. A seed ensemble is
+probed in the same pass: every statistic has a leading member dim, split per member by `member(e)`.
 """
 from __future__ import annotations
 
@@ -24,12 +26,13 @@ import torch
 
 from parametrizations.transformer import LWSTransformer
 
+from .head_stats import head_stats
+
 BLOCK_WEIGHTS = ("q", "k", "v", "o", "mlp_in", "mlp_out")
 IO_WEIGHTS = ("embed", "pos", "readout")
 # per-block coordinate-check sites (dataset dim "site") and the input/output ones (dim "io_site")
 SITES = ("q", "k", "v", "A", "softmax_A", "attn_out", "mlp_hidden", "mlp_out", "h")
 IO_SITES = ("embed", "logits")
-_TAP = {"softmax_A": "P"}          # site name -> key in the model's taps
 
 
 @dataclass(frozen=True)
@@ -84,9 +87,15 @@ def probe_points(n_samples: int, S: int, n_points: int, causal: bool) -> np.ndar
     return np.asarray(pts, dtype=np.int64)
 
 
+def _rms(t: torch.Tensor) -> torch.Tensor:
+    """RMS over every dim but the leading member dim: (E, ...) -> (E,)."""
+    return t.float().pow(2).flatten(1).mean(1).sqrt()
+
+
 class ProbeRecorder:
-    """Records probes of one run. Call `record(step, model)` at each probe step; `arrays()` returns the stacked
-    numpy arrays (first axis = probe step) and `coords()` the per-layer coordinates."""
+    """Records probes of one run or of a seed ensemble (every statistic carries a leading member dim E, 1 for a
+    single model). Call `record(step, model)` at each probe step; `arrays(member)` returns the stacked numpy
+    arrays of one member (first axis = probe step); `member(e)` is that member's view for `probes.dataset`."""
 
     def __init__(self, model: LWSTransformer, x_probe: torch.Tensor, cfg: ProbeConfig,
                  model0: LWSTransformer | None = None):
@@ -94,93 +103,110 @@ class ProbeRecorder:
         self.x = x_probe
         self.causal = model.cfg.task == "lm"
         self.d = model.cfg.d_model
+        self.ensembled = model.ensemble is not None
+        self.E = model.ensemble or 1
         self.heads = list(model.shapes.heads)
+        self.scales = [blk.attn_scale for blk in model.blocks]
         self.H_max = max(self.heads)
         S = x_probe.shape[1]
         self.S = S
-        self.valid = torch.ones(S, S, dtype=torch.bool, device=x_probe.device)
+        valid = torch.ones(S, S, dtype=torch.bool, device=x_probe.device)
         if self.causal:
-            self.valid = self.valid.tril()
-        self.valid_idx = self.valid.flatten().nonzero().squeeze(1)
+            valid = valid.tril()
+        self.valid_idx = valid.flatten().nonzero().squeeze(1)
         self.points = probe_points(x_probe.shape[0], S, cfg.n_points, self.causal)
+        self._pts = torch.as_tensor(self.points, device=x_probe.device)
         # W(0): the frozen initial copy's weights when the run keeps one (centre="copy"), else a clone
         initial = model0 if model0 is not None else model
-        self.w0 = {name: p.detach() if model0 is not None else p.detach().clone()
+        self.w0 = {name: self._lead(p.detach() if model0 is not None else p.detach().clone())
                    for name, p in initial.named_parameters()}
         self.taps0: list[dict] | None = None      # per-block taps at the first probe step (step 0)
         self.io0: dict[str, torch.Tensor] = {}     # h^0 and the logits at step 0
         self.steps: list[int] = []
         self.records: list[dict[str, np.ndarray]] = []
 
+    def _lead(self, t: torch.Tensor) -> torch.Tensor:
+        """t with the leading member dim (a view): (E, ...) as is in an ensemble, (1, ...) for a single model."""
+        return t if self.ensembled else t.unsqueeze(0)
+
     @torch.no_grad()
     def _forward(self, model: LWSTransformer) -> tuple[torch.Tensor, list[dict], torch.Tensor]:
-        """(h^0 (P, S, d), per-block taps, logits f(theta) of the probe batch)."""
+        """(h^0 (E, P, S, d), per-block taps (E, ...), logits f(theta) (E, P, ...)) of the probe batch."""
         h0 = model.embed_tokens(self.x)
         taps: list[dict] = []
         logits = model(self.x, taps)
-        return h0, taps, logits
-
-    def _rms(self, site: str, t: torch.Tensor) -> torch.Tensor:
-        """RMS of a tap; A and softmax(A) (P, H, S, S) over the unmasked (s, s') pairs only."""
-        if site in ("A", "softmax_A"):
-            t = t.flatten(2).index_select(2, self.valid_idx)
-        return t.float().pow(2).mean().sqrt()
+        taps = [{k: self._lead(v) for k, v in t.items()} for t in taps]
+        return self._lead(h0), taps, self._lead(logits)
 
     def _masked_mean(self, t: torch.Tensor) -> torch.Tensor:
-        """Mean of t (P, S, S) over samples and the unmasked (s, s') pairs."""
-        return t.flatten(1).index_select(1, self.valid_idx).mean()
+        """Mean of t (E, P, S, S) over samples and the unmasked (s, s') pairs -> (E,)."""
+        return t.flatten(2).index_select(2, self.valid_idx).flatten(1).mean(1)
+
+    def _raw_points(self, q: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Tensor:
+        """A = scale q.k at the fixed (sample, s, s') points, (E, n_points, H_l), from q, k (E, P, H_l, S, N)."""
+        pi = self._pts
+        qs = q.permute(1, 3, 0, 2, 4)[pi[:, 0], pi[:, 1]]          # (n_points, E, H_l, N)
+        ks = k.permute(1, 3, 0, 2, 4)[pi[:, 0], pi[:, 2]]          # (n_points, E, H_l, N)
+        return (scale * (qs * ks).sum(-1)).transpose(0, 1)         # (E, n_points, H_l)
 
     @torch.no_grad()
     def stats(self, model: LWSTransformer) -> dict[str, torch.Tensor]:
-        """All probe statistics at the current weights, as device tensors (no host sync)."""
+        """All probe statistics at the current weights, as device tensors with a leading member dim (no host sync)."""
         h0, taps, logits = self._forward(model)
         if self.taps0 is None:
-            self.taps0 = [{s: t[_TAP.get(s, s)] for s in SITES} for t in taps]
+            self.taps0 = taps
             self.io0 = {"embed": h0, "logits": logits}
-        hs = [h0] + [t["h"] for t in taps]                           # L+1 x (P, S, d)
+        E, P = self.E, self.x.shape[0]
+        hs = [h0] + [t["h"] for t in taps]                          # L+1 x (E, P, S, d)
         out: dict[str, torch.Tensor] = {}
-        pooled = torch.stack([h.mean(1) for h in hs])               # (L+1, P, d)
-        out["kernel_pooled"] = pooled @ pooled.transpose(1, 2) / self.d          # (L+1, P, P)
-        spatial = torch.stack([h[0] for h in hs])                   # (L+1, S, d)
-        out["kernel_spatial"] = spatial @ spatial.transpose(1, 2) / self.d       # (L+1, S, S)
+        pooled = torch.stack([h.mean(2) for h in hs], 1)           # (E, L+1, P, d)
+        out["kernel_pooled"] = pooled @ pooled.transpose(-1, -2) / self.d         # (E, L+1, P, P)
+        spatial = torch.stack([h[:, 0] for h in hs], 1)            # (E, L+1, S, d)
+        out["kernel_spatial"] = spatial @ spatial.transpose(-1, -2) / self.d      # (E, L+1, S, S)
         if self.causal:
-            last = torch.stack([h[:, -1] for h in hs])              # (L+1, P, d)
-            out["kernel_last_token"] = last @ last.transpose(1, 2) / self.d      # (L+1, P, P)
-        out["h_rms"] = torch.stack([h.pow(2).mean().sqrt() for h in hs])
+            last = torch.stack([h[:, :, -1] for h in hs], 1)       # (E, L+1, P, d)
+            out["kernel_last_token"] = last @ last.transpose(-1, -2) / self.d     # (E, L+1, P, P)
+        out["h_rms"] = torch.stack([_rms(h) for h in hs], 1)        # (E, L+1)
         stats = {k: [] for k in ("attn_var_heads", "attn_mean_heads", "dA_var_heads", "dA_mean_heads",
                                  "attn_prob_var_heads", "attn_prob_mean_heads")}
         raw, brms, bdrms = [], [], []
-        pi = torch.as_tensor(self.points, device=self.x.device)
-        for t, t0, H_l in zip(taps, self.taps0, self.heads):
-            # masked (s, s') pairs hold -inf in A and NaN in A - A(0); _masked_mean drops them
-            A = t["A"]                                              # (P, H_l, S, S), -inf above the diagonal (LM)
-            for name, q in (("attn", A), ("dA", A - t0["A"]), ("attn_prob", t["P"])):
-                m = q.mean(dim=1)                                   # (P, S, S), mean over heads
-                # unbiased variance over heads from the second moment (torch.var over a middle dim is slow on CPU)
-                v = (q.pow(2).mean(dim=1) - m.pow(2)) * (H_l / (H_l - 1)) if H_l > 1 else torch.full_like(m, float("nan"))
+        for t, t0, H_l, scale in zip(taps, self.taps0, self.heads, self.scales):
+            # mean and M2 over heads of A, softmax(A) and their changes since step 0, per (sample, s, s'),
+            # streamed over heads (Triton on CUDA; docs/design.md)
+            hs_ = head_stats(t["q"].flatten(0, 1), t["k"].flatten(0, 1), scale, self.causal,
+                             t0["q"].flatten(0, 1), t0["k"].flatten(0, 1))             # each (E*P, S, S)
+            mom = {k: (m.view(E, P, self.S, self.S), m2.view(E, P, self.S, self.S)) for k, (m, m2) in hs_.items()}
+            for name, key in (("attn", "A"), ("dA", "dA"), ("attn_prob", "P")):
+                m, m2 = mom[key]
+                v = m2 / (H_l - 1) if H_l > 1 else torch.full_like(m, float("nan"))     # unbiased (ddof = 1)
                 stats[f"{name}_var_heads"].append(self._masked_mean(v))
                 stats[f"{name}_mean_heads"].append(self._masked_mean(m))
-            vals = A[pi[:, 0], :, pi[:, 1], pi[:, 2]]               # (n_points, H_l)
+            # RMS over heads and unmasked pairs: mean_h x^2 = M2 / H + mean^2
+            sq = {k: (m2 / H_l + m.pow(2)) for k, (m, m2) in mom.items()}
+            site_rms = {"A": self._masked_mean(sq["A"]).sqrt(), "softmax_A": self._masked_mean(sq["P"]).sqrt()}
+            site_drms = {"A": self._masked_mean(sq["dA"]).sqrt(), "softmax_A": self._masked_mean(sq["dP"]).sqrt()}
+            vals = self._raw_points(t["q"], t["k"], scale)         # (E, n_points, H_l)
             raw.append(torch.nn.functional.pad(vals, (0, self.H_max - H_l), value=float("nan")))
-            brms.append(torch.stack([self._rms(s, t[_TAP.get(s, s)]) for s in SITES]))
-            bdrms.append(torch.stack([self._rms(s, t[_TAP.get(s, s)] - t0[s]) for s in SITES]))
-        out.update({k: torch.stack(v) for k, v in stats.items()})   # (L,)
-        out["attn_raw"] = torch.stack(raw)                          # (L, n_points, H_max)
-        out["coord_rms"] = torch.stack(brms)                        # (L, site)
-        out["coord_update_rms"] = torch.stack(bdrms)                # (L, site)
+            brms.append(torch.stack([site_rms[s] if s in site_rms else _rms(t[s]) for s in SITES], 1))
+            bdrms.append(torch.stack([site_drms[s] if s in site_drms else _rms(t[s] - t0[s]) for s in SITES], 1))
+        out.update({k: torch.stack(v, 1) for k, v in stats.items()})   # (E, L)
+        out["attn_raw"] = torch.stack(raw, 1)                       # (E, L, n_points, H_max)
+        out["coord_rms"] = torch.stack(brms, 1)                     # (E, L, site)
+        out["coord_update_rms"] = torch.stack(bdrms, 1)             # (E, L, site)
         io = {"embed": h0, "logits": logits}
-        out["io_rms"] = torch.stack([self._rms(s, io[s]) for s in IO_SITES])                    # (io_site,)
-        out["io_update_rms"] = torch.stack([self._rms(s, io[s] - self.io0[s]) for s in IO_SITES])  # (io_site,)
+        out["io_rms"] = torch.stack([_rms(io[s]) for s in IO_SITES], 1)                    # (E, io_site)
+        out["io_update_rms"] = torch.stack([_rms(io[s] - self.io0[s]) for s in IO_SITES], 1)  # (E, io_site)
         params = dict(model.named_parameters())
 
         def moved(name: str) -> torch.Tensor:
-            w0 = self.w0[name]
-            return (params[name].detach() - w0).norm() / w0.norm()
+            w, w0 = self._lead(params[name].detach()), self.w0[name]
+            return (w - w0).flatten(1).norm(dim=1) / w0.flatten(1).norm(dim=1)             # (E,)
 
-        zero = torch.zeros((), device=self.x.device)
+        zero = torch.zeros(E, device=self.x.device)
         out["weight_movement"] = torch.stack([
-            torch.stack([moved(f"blocks.{i}.{w}.weight") for w in BLOCK_WEIGHTS]) for i in range(len(taps))])
-        out["io_movement"] = torch.stack([moved(f"{w}.weight") if f"{w}.weight" in params else zero for w in IO_WEIGHTS])
+            torch.stack([moved(f"blocks.{i}.{w}.weight") for w in BLOCK_WEIGHTS], 1) for i in range(len(taps))], 1)
+        out["io_movement"] = torch.stack([moved(f"{w}.weight") if f"{w}.weight" in params else zero
+                                          for w in IO_WEIGHTS], 1)
         return out
 
     def record(self, step: int, model: LWSTransformer) -> None:
@@ -190,11 +216,29 @@ class ProbeRecorder:
         rec, i = {}, 0
         for name, t in stats.items():
             n = t.numel()
-            rec[name] = flat[i:i + n].reshape(tuple(t.shape))
+            rec[name] = flat[i:i + n].reshape(tuple(t.shape))       # (E, ...)
             i += n
         self.steps.append(step)
         self.records.append(rec)
 
+    def arrays(self, member: int = 0, n_steps: int | None = None) -> dict[str, np.ndarray]:
+        """{name: array (n_probe_steps, ...)} of one member, over the first n_steps probe steps (all by default)."""
+        recs = self.records[:n_steps]
+        return {k: np.stack([r[k][member] for r in recs]) for k in recs[0]} if recs else {}
+
+    def member(self, e: int, n_steps: int | None = None) -> "MemberProbes":
+        """Member e's probes (the first n_steps probe steps), for `probes.dataset.probe_dataset`."""
+        return MemberProbes(self, e, len(self.steps) if n_steps is None else n_steps)
+
+
+class MemberProbes:
+    """One member's view of a ProbeRecorder: steps, records, arrays(), and the probe batch (x, S, points)."""
+
+    def __init__(self, rec: ProbeRecorder, e: int, n_steps: int):
+        self._rec, self._e, self._n = rec, e, n_steps
+        self.x, self.S, self.points = rec.x, rec.S, rec.points
+        self.steps = rec.steps[:n_steps]
+        self.records = rec.records[:n_steps]
+
     def arrays(self) -> dict[str, np.ndarray]:
-        """{name: array (n_probe_steps, ...)} for every recorded statistic."""
-        return {k: np.stack([r[k] for r in self.records]) for k in self.records[0]} if self.records else {}
+        return self._rec.arrays(self._e, self._n)

@@ -4,10 +4,15 @@ Training objective (paper Sec. 2; official `shift_fn`): cross-entropy of f(theta
 readout multiplier already carries 1/gamma0. f(theta_0) comes from a frozen copy of the initial model
 (centre="copy"), from a zero-initialised readout (centre="zero_readout"), or is not removed (centre="none", SP).
 
-Losses accumulate on the device and leave it once per log step (no host sync per step).
+Losses accumulate on the device and leave it once per log step (no host sync per step); training batches are
+drawn ahead in chunks and indexed on the device (`probes.batches`). A seed ensemble (`train_ensemble`) trains E
+seeds as one batched model, each member exactly as its separate run would (same init, data order, probes).
+Opt-in speed settings, never silent: `precision` tf32 or bf16 (fp32 by default) and `compile` (torch.compile of
+the training loss; the probe pass stays eager), checked against the eager loss on the first batch.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -18,11 +23,14 @@ import torch
 import torch.nn.functional as F
 
 from parametrizations.optim import OptimConfig, build_optimizer, global_lr
-from parametrizations.spec import Parametrization, get_preset
-from parametrizations.transformer import LWSTransformer, ModelConfig, build_model
+from parametrizations.spec import Parametrization, attention_scale, get_preset
+from parametrizations.transformer import LWSTransformer, ModelConfig, attention_logits, build_model
 
+from .batches import BatchStream
 from .data import Task, load_task
 from .recorder import ProbeConfig, ProbeRecorder
+
+PRECISIONS = ("fp32", "tf32", "bf16")   # fp32 is the default of every theory check; the others are opt-in
 
 
 @dataclass
@@ -41,8 +49,12 @@ class RunConfig:
     patch: int = 4
     heldout_batch: int = 64
     probes: ProbeConfig = field(default_factory=ProbeConfig)
+    precision: str = "fp32"
+    compile: bool = False
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         for name in ("batch_size", "heldout_batch"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
@@ -91,21 +103,73 @@ def model_config_for_task(cfg: ModelConfig, task: Task) -> ModelConfig:
 
 
 def centred_loss(model: LWSTransformer, model0: LWSTransformer | None, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of f(theta) - f(theta_0) (f(theta_0) omitted when model0 is None)."""
+    """Cross-entropy of f(theta) - f(theta_0) (f(theta_0) omitted when model0 is None): a scalar (nats), or one
+    per member (E,) for a seed ensemble (each member's mean loss, so the gradient of their sum is each member's
+    own gradient)."""
     f = model(x)
     if model0 is not None:
         with torch.no_grad():
             f0 = model0(x)
         f = f - f0
-    return F.cross_entropy(f.reshape(-1, f.shape[-1]), y.reshape(-1))
+    C = f.shape[-1]
+    if model.ensemble is None:
+        return F.cross_entropy(f.reshape(-1, C), y.reshape(-1))
+    E = model.ensemble
+    ce = F.cross_entropy(f.reshape(-1, C), y.expand(E, *y.shape).reshape(-1), reduction="none")   # (E*B*...)
+    return ce.view(E, -1).mean(1)                                  # (E,)
 
 
-def setup(cfg: RunConfig) -> tuple[RunConfig, Task, LWSTransformer, LWSTransformer | None, torch.device]:
-    """Load the task, build the model and its frozen initial copy; returns (cfg with task sizes, task, model, model0, device)."""
+
+@contextlib.contextmanager
+def matmul_precision(precision: str, device: torch.device):
+    """Set the matmul precision for the run and restore it after: fp32 (TF32 explicitly off, the default for the
+    theory checks), tf32 (CUDA only). bf16 is an autocast of the training forward (see `autocast`)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "tf32" and device.type != "cuda":
+        raise ValueError("precision tf32 needs a CUDA device (--device cuda)")
+    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+def autocast(precision: str, device: torch.device):
+    """The context of the training forward: bf16 autocast when asked for, else nothing."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def check_attention_scale(model: LWSTransformer, device: torch.device) -> None:
+    """Assert that fused attention (SDPA, as training calls it) uses the configured scale N^-alpha_A of every
+    block: its output on random q, k, v must equal softmax(N^-alpha_A q k^T) v from the explicit path.
+    RuntimeError otherwise (a silently replaced scale, e.g. SDPA's default N^-1/2, changes the limit)."""
+    g = torch.Generator(device="cpu").manual_seed(0)
+    for i, blk in enumerate(model.blocks):
+        assert blk.attn_scale == attention_scale(model.p, model.cfg.N), f"block {i}: attn_scale is not N^-alpha_A"
+        q, k, v = (torch.randn(1, 2, 8, blk.N, generator=g).to(device) for _ in range(3))   # (1, 2, S=8, N)
+        fused = F.scaled_dot_product_attention(q, k, v, is_causal=blk.causal, scale=blk.attn_scale)
+        explicit = torch.softmax(attention_logits(q, k, blk.attn_scale, blk.causal), dim=-1) @ v
+        err = ((fused - explicit).norm() / explicit.norm()).item()
+        if not err < 1e-4:
+            raise RuntimeError(f"block {i}: fused attention does not use the scale N^-alpha_A = {blk.attn_scale:.6g} "
+                               f"(relative difference {err:.2e})")
+
+
+def setup(cfg: RunConfig, seeds: list[int] | None = None
+          ) -> tuple[RunConfig, Task, LWSTransformer, LWSTransformer | None, torch.device]:
+    """Load the task, build the model (a seed ensemble when `seeds` is given) and its frozen initial copy;
+    returns (cfg with task sizes, task, model, model0, device)."""
     task = load_task(cfg.model.task, cfg.data_path, seq_len=cfg.model.seq_len, patch=cfg.patch, seed=cfg.data_seed)
     cfg = replace(cfg, model=model_config_for_task(cfg.model, task))
     device = resolve_device(cfg.device)
-    model = build_model(cfg.model, cfg.param, cfg.optim.name, cfg.seed, device)
+    if seeds is None:
+        model = build_model(cfg.model, cfg.param, cfg.optim.name, cfg.seed, device)
+    else:
+        model = build_model(cfg.model, cfg.param, cfg.optim.name, seeds, device, ensemble=len(seeds))
     model0 = None
     if cfg.param.centre == "copy":
         model0 = copy.deepcopy(model).requires_grad_(False).eval()
@@ -120,11 +184,31 @@ def train(cfg: RunConfig, progress: bool = False,
     Returns a RunResult (the recorder in result.extra["recorder"]); a NaN/inf loss stops the run with status
     "diverged" (never an exception).
     """
-    torch.manual_seed(cfg.seed)
-    cfg, task, model, model0, device = setup(cfg)
+    return _train(cfg, None, progress, on_log)[0]
+
+
+def train_ensemble(cfg: RunConfig, seeds: list[int], progress: bool = False) -> list[RunResult]:
+    """Train len(seeds) seeds of one configuration as one batched model (a seed ensemble); returns one RunResult
+    per seed, equal (to float tolerance) to `train(replace(cfg, seed=s))`: the same initialisation, data order,
+    losses and probes. A member whose loss turns NaN/inf stops there (status "diverged") as a separate run
+    would; the others go on."""
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"an ensemble needs distinct seeds, got {list(seeds)}")
+    return _train(cfg, [int(s) for s in seeds], progress, None)
+
+
+def _train(cfg: RunConfig, seeds: list[int] | None, progress: bool,
+           on_log: Callable[[int, "TrainState"], None] | None) -> list[RunResult]:
+    """The training loop of one model (seeds None) or of a seed ensemble; one RunResult per member."""
+    torch.manual_seed(cfg.seed if seeds is None else seeds[0])
+    cfg, task, model, model0, device = setup(cfg, seeds)
+    members = [cfg.seed] if seeds is None else seeds
+    E = len(members)
+    check_attention_scale(model, device)
     opt = build_optimizer(model, cfg.param, cfg.optim)
     lr = global_lr(cfg.param, cfg.optim, cfg.model.d_model, cfg.model.L)
     gen = torch.Generator().manual_seed(cfg.data_seed + 1)
+    batches = BatchStream(task.train, cfg.batch_size, gen, device, chunk=max(1, min(256, cfg.steps)))
     xh, yh = (t.to(device) for t in task.heldout.fixed(cfg.heldout_batch, seed=cfg.data_seed))
     state = TrainState(model, model0, task, device)
     recorder = None
@@ -132,60 +216,106 @@ def train(cfg: RunConfig, progress: bool = False,
         x_probe = task.heldout.fixed(cfg.probes.n_samples, seed=cfg.probes.seed)[0].to(device)
         recorder = ProbeRecorder(model, x_probe, cfg.probes, model0)
     log_at = set(cfg.probes.steps(cfg.steps))
+    loss_fn = centred_loss
+    if cfg.compile:
+        loss_fn = torch.compile(centred_loss)     # the probe pass stays outside the compiled region
 
-    losses = torch.empty(cfg.steps, device=device)
-    log_steps, heldout, gnorms = [], [], []
-    train_loss: list[float] = []
-    status, diverged_at, done = "ok", None, 0
+    losses = torch.empty(cfg.steps, E, device=device)
+    train_loss: list[list[float]] = [[] for _ in members]
+    log_steps: list[list[int]] = [[] for _ in members]
+    heldout: list[list[float]] = [[] for _ in members]
+    gnorms: list[list[float]] = [[] for _ in members]
+    status, diverged_at = ["ok"] * E, [None] * E
+    steps_done, n_probes = [0] * E, [0] * E
+    alive = list(range(E))
+    logged = 0                                                     # train steps already moved to the host
     t0 = time.perf_counter()
 
     def log(step: int, gnorm: torch.Tensor | None) -> bool:
-        """Record held-out loss and call the probes; returns False when the run has diverged."""
-        nonlocal status, diverged_at
+        """Record held-out losses and call the probes; returns False when every member has diverged."""
+        nonlocal logged, alive
         with torch.no_grad():
-            hl = centred_loss(model, model0, xh, yh)
-        vals = torch.stack([hl, gnorm if gnorm is not None else torch.zeros((), device=device)])
-        chunk = losses[len(train_loss):step].cpu().tolist()          # one transfer per log step
-        hl_f, gn_f = vals.cpu().tolist()
-        train_loss.extend(chunk)
-        bad = [i for i, v in enumerate(chunk) if not math.isfinite(v)]
-        if bad or not math.isfinite(hl_f):
-            status = "diverged"
-            diverged_at = len(train_loss) - len(chunk) + (bad[0] if bad else len(chunk) - 1)
+            hl = centred_loss(model, model0, xh, yh).reshape(-1)   # (E,)
+        vals = torch.stack([hl, gnorm if gnorm is not None else torch.zeros(E, device=device)])   # (2, E)
+        chunk = losses[logged:step].cpu().numpy()                  # (k, E): one transfer per log step
+        hl_f, gn_f = vals.cpu().numpy()
+        logged = step
+        for e in list(alive):
+            ce = chunk[:, e].tolist()
+            train_loss[e].extend(ce)
+            bad = [i for i, v in enumerate(ce) if not math.isfinite(v)]
+            if bad or not math.isfinite(hl_f[e]):
+                status[e], steps_done[e] = "diverged", step
+                diverged_at[e] = len(train_loss[e]) - len(ce) + (bad[0] if bad else len(ce) - 1)
+                alive.remove(e)
+                continue
+            log_steps[e].append(step)
+            heldout[e].append(float(hl_f[e]))
+            gnorms[e].append(float(gn_f[e]))
+            steps_done[e] = step
+        if not alive:
             return False
-        log_steps.append(step)
-        heldout.append(hl_f)
-        gnorms.append(gn_f)
         if recorder is not None:
             recorder.record(step, model)
+            for e in alive:
+                n_probes[e] = len(recorder.steps)
         if on_log is not None:
             on_log(step, state)
         return True
 
     bar = _progress(progress, cfg.steps)
-    log(0, None)
-    for step in range(cfg.steps):
-        x, y = (t.to(device) for t in task.train.batch(cfg.batch_size, gen))
-        loss = centred_loss(model, model0, x, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = None
-        if step + 1 in log_at:   # the gradient norm is recorded at log steps only; no work on the other steps
-            gnorm = torch.sqrt(sum((p.grad.detach() ** 2).sum() for p in model.parameters() if p.grad is not None))
-        opt.step()
-        losses[step] = loss.detach()
-        done = step + 1
-        if bar is not None:
-            bar.update(1)
-        if done in log_at:
-            if not log(done, gnorm):
-                break
+    with matmul_precision(cfg.precision, device):
+        log(0, None)
+        for step in range(cfg.steps):
+            x, y = batches.next()
+            with autocast(cfg.precision, device):
+                loss = loss_fn(model, model0, x, y)
+            if step == 0 and cfg.compile:
+                check_compiled(loss, model, model0, x, y, cfg.precision, device)
+            opt.zero_grad(set_to_none=True)
+            loss.sum().backward()
+            gnorm = None
+            if step + 1 in log_at:   # gradient norms at log steps only; no work on the other steps
+                gnorm = torch.sqrt(sum(member_sq_norm(p.grad.detach(), model.ensemble)
+                                       for p in model.parameters() if p.grad is not None))         # (E,)
+            opt.step()
+            losses[step] = loss.detach().float().reshape(-1)
             if bar is not None:
-                bar.set_postfix(loss=f"{train_loss[-1]:.4f}", heldout=f"{heldout[-1]:.4f}")
+                bar.update(1)
+            if step + 1 in log_at:
+                if not log(step + 1, gnorm):
+                    break
+                if bar is not None:
+                    first = alive[0]
+                    bar.set_postfix(loss=f"{train_loss[first][-1]:.4f}", heldout=f"{heldout[first][-1]:.4f}")
     if bar is not None:
         bar.close()
-    return RunResult(cfg, status, done, train_loss, log_steps, heldout, gnorms, lr,
-                     time.perf_counter() - t0, model, diverged_at, extra={"recorder": recorder})
+    wall = time.perf_counter() - t0
+    results = []
+    for e, seed in enumerate(members):
+        single = model if seeds is None else model.member(e)
+        rec = recorder if recorder is None or seeds is None else recorder.member(e, n_probes[e])
+        extra = {"recorder": rec, "ensemble": E if seeds is not None else 0}
+        results.append(RunResult(replace(cfg, seed=seed), status[e], steps_done[e], train_loss[e], log_steps[e],
+                                 heldout[e], gnorms[e], lr, wall, single, diverged_at[e], extra=extra))
+    return results
+
+
+def member_sq_norm(t: torch.Tensor, ensemble: int | None) -> torch.Tensor:
+    """Squared Frobenius norm of t per member: (E,) in an ensemble (leading dim), else (1,)."""
+    return t.pow(2).sum().reshape(1) if ensemble is None else t.pow(2).flatten(1).sum(1)
+
+
+def check_compiled(loss: torch.Tensor, model: LWSTransformer, model0: LWSTransformer | None, x: torch.Tensor,
+                   y: torch.Tensor, precision: str, device: torch.device) -> None:
+    """RuntimeError unless the compiled step's loss equals the eager one on the first batch (relative 1e-4 in
+    float32, 1e-2 under bf16): torch.compile must not change the function (e.g. the attention scale)."""
+    with torch.no_grad(), autocast(precision, device):
+        eager = centred_loss(model, model0, x, y)
+    err = ((loss.detach() - eager).abs().max() / eager.abs().max()).item()
+    tol = 1e-2 if precision == "bf16" else 1e-4
+    if not err <= tol:
+        raise RuntimeError(f"torch.compile changed the training loss on the first batch (relative {err:.2e} > {tol})")
 
 
 @dataclass

@@ -13,7 +13,8 @@ from typing import Callable
 import xarray as xr
 
 from .dataset import DatasetError, combine_runs, load, run_dataset, save
-from .run import RunConfig, train
+from .ensemble import ENSEMBLE_MODES, train_seeds
+from .run import RunConfig
 
 
 def parts_dir(out: Path) -> Path:
@@ -24,8 +25,11 @@ def point_path(out: Path, axis: str, value: int, seed: int) -> Path:
     return parts_dir(out) / f"{axis}{value}-seed{seed}.nc"
 
 
-def check_grid(axis: str, values: list[int], seeds: int) -> None:
-    """ValueError naming the option when the grid cannot give a slope (before any work is spent)."""
+def check_grid(axis: str, values: list[int], seeds: int, ensemble: str = "auto") -> None:
+    """ValueError naming the option when the grid cannot give a slope or the ensemble mode is unknown (before
+    any work is spent)."""
+    if ensemble not in ENSEMBLE_MODES:
+        raise ValueError(f"--ensemble must be one of {', '.join(ENSEMBLE_MODES)}, got {ensemble!r}")
     if axis not in ("N", "H", "L"):
         raise ValueError(f"--axis must be N, H or L, got {axis!r}")
     if len(values) < 3:
@@ -37,36 +41,37 @@ def check_grid(axis: str, values: list[int], seeds: int) -> None:
 
 
 def run_sweep(base: RunConfig, axis: str, values: list[int], seeds: int, out: Path, init_only: bool = False,
-              on_point: Callable[[str], None] | None = None) -> xr.Dataset:
+              on_point: Callable[[str], None] | None = None, ensemble: str = "auto") -> xr.Dataset:
     """Run every (value, seed) point not yet written, then merge all points into `out`; returns the dataset.
 
     init_only: no training, probes at initialisation only (steps = 0). on_point(msg) reports progress.
+    ensemble: "auto" trains the missing seeds of a size together as one batched model (probes.ensemble),
+    "off" one after another; the datasets are the same either way (to float tolerance).
     """
-    check_grid(axis, values, seeds)
+    check_grid(axis, values, seeds, ensemble)
     parts_dir(out).mkdir(parents=True, exist_ok=True)
     per_value = []
     for v in sorted(values):
-        runs = []
+        done: dict[int, xr.Dataset] = {}
         for s in range(seeds):
             path = point_path(out, axis, v, s)
-            ds = None
             if path.exists():
                 try:
-                    ds = load(path)
+                    done[s] = load(path)
                     if on_point:
                         on_point(f"{axis}={v} seed={s}: already done, skipped")
                 except DatasetError:
-                    ds = None          # a corrupt leftover: run the point again
-            if ds is None:
-                cfg = replace(base, seed=base.seed + s, steps=0 if init_only else base.steps,
-                              model=replace(base.model, **{axis: v}, axis=axis))
-                result = train(cfg)
-                ds = run_dataset(result)
-                save(ds, path)
+                    pass           # a corrupt leftover: run the point again
+        todo = [s for s in range(seeds) if s not in done]
+        if todo:
+            cfg = replace(base, steps=0 if init_only else base.steps, model=replace(base.model, **{axis: v}, axis=axis))
+            for s, result in zip(todo, train_seeds(cfg, [base.seed + s for s in todo], ensemble)):
+                done[s] = run_dataset(result)
+                save(done[s], point_path(out, axis, v, s))
                 if on_point:
-                    on_point(f"{axis}={v} seed={s}: {result.status} ({result.wall_s:.1f} s)")
-            runs.append(ds)
-        per_value.append(combine_runs(runs, "seed"))
+                    how = f", ensemble of {result.extra['ensemble']}" if result.extra.get("ensemble") else ""
+                    on_point(f"{axis}={v} seed={s}: {result.status} ({result.wall_s:.1f} s{how})")
+        per_value.append(combine_runs([done[s] for s in range(seeds)], "seed"))
     merged = combine_runs(per_value, axis)
     merged.attrs["init_only"] = int(init_only)
     save(merged, out)

@@ -170,7 +170,7 @@ def test_attention_variables_follow_the_equations():
         x = torch.randint(0, 16, (2, 6), generator=torch.Generator().manual_seed(0))
         taps = []
         with torch.no_grad():
-            model(x, taps)
+            model(x, taps, attention_maps=True)
             h0 = model.embed_tokens(x)
             u = torch.nn.functional.layer_norm(h0, (N * H,), eps=1e-6)
             blk = model.blocks[0]
@@ -193,7 +193,7 @@ def test_probe_forward_matches_fused_forward():
         model = build_model(cfg, p, "adam", seed=0)
         x = torch.randint(0, 16, (3, 5)) if task == "lm" else torch.randn(3, 5, 6)
         with torch.no_grad():
-            assert torch.allclose(model(x), model(x, []), atol=1e-5)
+            assert torch.allclose(model(x), model(x, [], attention_maps=True), atol=1e-5)
 
 
 def test_bad_parametrization_values_are_rejected():

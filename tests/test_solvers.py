@@ -79,7 +79,7 @@ def model_attention_samples(N, preset, d=1024, seeds=None):
         m = build_model(cfg, get_preset(preset), "adam", seed)
         taps = []
         with torch.no_grad():
-            m(x, taps)
+            m(x, taps, attention_maps=True)
         out.append(taps[0]["A"][seed % 4, :, (3 * seed) % S, (5 * seed + 1) % S].double().numpy())  # (H,)
     return np.concatenate(out)
 
@@ -119,7 +119,7 @@ def attention_head_contributions(N, preset, task, x, d=2048):
     taps = []
     with torch.no_grad():
         u = layer_norm(m.embed_tokens(x)).double()
-        m(x, taps)
+        m(x, taps, attention_maps=True)
     P = x.shape[0]
     Pu = u.reshape(P * S, d) @ u.reshape(P * S, d).T / d                        # (P*S, P*S)
     p = taps[0]["P"].double().transpose(0, 1)                                  # (H, P, S, S)
