@@ -129,11 +129,13 @@ class ScaledLinear(ScaledWeight):
         super().__init__(fan_out, fan_in, role, init_std, mult, ensemble)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # mult * (W x) computed as (mult W) x: the multiplier scales the weight, not the (larger) activations
+        w = self.weight * self.mult
         if self.ensemble is None:
-            return self.mult * F.linear(x, self.weight)
-        E, fan_in = self.weight.shape[0], x.shape[-1]
-        y = torch.bmm(x.reshape(E, -1, fan_in), self.weight.transpose(1, 2))   # (E, M, fan_out)
-        return self.mult * y.view(*x.shape[:-1], self.weight.shape[1])
+            return F.linear(x, w)
+        E, fan_in = w.shape[0], x.shape[-1]
+        y = torch.bmm(x.reshape(E, -1, fan_in), w.transpose(1, 2))   # (E, M, fan_out)
+        return y.view(*x.shape[:-1], w.shape[1])
 
 
 class ScaledTable(ScaledWeight):
@@ -141,9 +143,10 @@ class ScaledTable(ScaledWeight):
     W is (E, rows, dim) and y (E, *idx.shape, dim)."""
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        w = self.weight * self.mult                               # mult W[i], the multiplier on the (small) table
         if self.ensemble is None:
-            return self.mult * F.embedding(idx, self.weight)
-        return self.mult * self.weight[:, idx]                    # (E, *idx.shape, dim)
+            return F.embedding(idx, w)
+        return w[:, idx]                                          # (E, *idx.shape, dim)
 
 
 def layer_norm(h: torch.Tensor) -> torch.Tensor:
@@ -210,8 +213,11 @@ class Block(nn.Module):
             q, k, v = self.heads_qkv(u)
             if taps is not None:
                 taps["q"], taps["k"], taps["v"] = q, k, v
-            # the scale is passed explicitly: SDPA's default would be N^-1/2 whatever alpha_A is
-            o = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal, scale=self.attn_scale)
+            # the scale is passed explicitly: SDPA's default would be N^-1/2 whatever alpha_A is. 4-D inputs
+            # (an ensemble's (E, B) flattened) keep the fused CPU kernel; 5-D ones fall back to the math path.
+            o = F.scaled_dot_product_attention(q.reshape(-1, *q.shape[-3:]), k.reshape(-1, *k.shape[-3:]),
+                                               v.reshape(-1, *v.shape[-3:]), is_causal=self.causal,
+                                               scale=self.attn_scale).view(q.shape)   # (..., H, S, N)
         o = o.transpose(-3, -2).reshape(*lead, S, self.H * self.N)  # (..., S, H*N)
         return self.o(o)
 

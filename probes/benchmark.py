@@ -1,0 +1,621 @@
+"""The benchmark behind `dmft-probe bench`: where the training time goes, as ratios measured side by side.
+
+Every figure is a ratio A / B of two variants measured in ONE process, interleaved (A, B, A, B, ...), each the
+median of `repeats` measurements, at three model sizes (on top of `probes.config.make_run_config()`:
+H = 4, L = 2, byte-level LM, seq_len 64, batch 32, muP under Adam):
+
+    size        N    d_model   task
+    default     16   64        byte-level LM (the default run)
+    d256        64   256       byte-level LM
+    vision-d32  8    32        synthetic vision, 16 patches (the coordinate-check and init-sweep workload)
+
+Rows (A vs B; units; goal on the ratio A / B):
+  1. ensemble vs sequential: E seeds trained as one batched model (`probes.ensemble.train_ensemble`) against
+     E sequential `probes.run.train` runs, probes off; seed-steps per second (whole calls, setup included);
+     goal >= 3.
+  2. ours vs plain PyTorch: time per training step of our parametrized model and optimizer (the same work as one
+     step of `probes.run.train`) against a plain PyTorch transformer of the same shapes under a single-group
+     `torch.optim.Adam` on the same batches; ms per step, after 3 warm-up steps; once with the default centring
+     (centre="copy": one extra no-grad forward of the frozen initial model per step) and once with centre="none";
+     goal <= 1.10.
+  3. probes on vs off: a whole `train` call with probes every 10 steps on a 32-sample probe batch against the
+     same call with probes off; seconds per run; goal <= 1.05.
+  4. achieved FLOP/s vs matmul peak: FLOPs of one training step of ours (forward, centring forward, backward;
+     counted by `torch.utils.flop_counter.FlopCounterMode`) over the measured step time of row 2, against the
+     FLOP/s of a large float32 matmul on the same device; informational (no goal).
+  5. head-statistics kernel vs materialising (CUDA only): time and peak memory of
+     `probes.head_stats.head_stats(..., backend="triton")` against `backend="torch"` at the paper's sizes
+     (B = 8, H = 128, S = 256, N = 64); informational (no goal).
+
+Benchmarks are not tests: the pass/miss flags are informational, and shared machines are noisy.
+"""
+from __future__ import annotations
+
+import math
+import platform
+import statistics
+import time
+from dataclasses import dataclass, replace
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from parametrizations.optim import build_optimizer, global_lr
+from parametrizations.transformer import LN_EPS, ModelConfig
+
+from .batches import BatchStream
+from .config import make_run_config
+from .data import Task, load_task
+from .run import (RunConfig, autocast, centred_loss, matmul_precision, model_config_for_task, resolve_device, setup,
+                  train)
+
+__all__ = ["ROW_NAMES", "SIZES", "BenchRow", "Goal", "PlainTransformer", "bench_config", "format_table",
+           "matmul_peak_flops", "ours_stepper", "plain_stepper", "run_bench", "time_head_stats", "training_step_flops"]
+
+# Model overrides of each named size on top of make_run_config()'s defaults (N=16, H=4, L=2, LM, seq_len 64).
+# "vision-d32" is the workload of coordinate checks and init sweeps: many short runs of a small vision model.
+SIZES: dict[str, dict[str, int | str]] = {"default": {}, "d256": {"N": 64, "H": 4},
+                                          "vision-d32": {"N": 8, "H": 4, "task": "vision"}}
+# --quick: one tiny model for every size (tests and smoke runs; the figures mean little at this size).
+QUICK_MODEL: dict[str, int] = {"N": 4, "H": 2, "L": 1, "seq_len": 16}
+QUICK_RUN: dict[str, int] = {"batch_size": 4, "heldout_batch": 8}
+
+ROW_ENSEMBLE = "ensemble vs sequential"
+ROW_PLAIN_COPY = "ours vs plain PyTorch (centre=copy)"
+ROW_PLAIN_NONE = "ours vs plain PyTorch (centre=none)"
+ROW_PROBES = "probes on vs off"
+ROW_FLOPS = "achieved FLOP/s vs matmul peak"
+ROW_HEAD_TIME = "head-stats triton vs torch: time"
+ROW_HEAD_MEM = "head-stats triton vs torch: peak memory"
+ROW_NAMES = (ROW_ENSEMBLE, ROW_PLAIN_COPY, ROW_PLAIN_NONE, ROW_PROBES, ROW_FLOPS, ROW_HEAD_TIME, ROW_HEAD_MEM)
+
+WARMUP_STEPS = 3            # untimed training steps before every timed chunk (row 2)
+PROBE_EVERY = 10            # row 3: probe every 10 steps ...
+PROBE_SAMPLES = 32          # ... on a 32-sample probe batch
+PROBE_RUN_STEPS = 100       # row 3: steps per run (at least), so 11 probe passes per 100 steps as in a real run
+HEAD_STATS_SHAPE = {"B": 8, "H": 128, "S": 256, "N": 64}   # row 5: the paper's sizes
+HEAD_STATS_CALLS = 5        # row 5: calls per timed chunk
+
+
+@dataclass(frozen=True)
+class Goal:
+    """A goal on a ratio: `ratio <op> value` with op "<=" or ">="."""
+
+    op: str
+    value: float
+
+    def met(self, ratio: float) -> bool:
+        return ratio <= self.value if self.op == "<=" else ratio >= self.value
+
+    def __str__(self) -> str:
+        return f"{self.op} {self.value:g}"
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    """One line of the table. `a` and `b` are the two variants' medians in `units`; ratio = a / b (dimensionless).
+
+    status: "pass" / "miss" (ratio against `goal`), "info" (no goal), "skipped" or "n/a" (no figures; `note`
+    says why). a_label / b_label name the variants (e.g. "ensemble", "sequential")."""
+
+    name: str
+    size: str
+    a_label: str
+    b_label: str
+    a: float | None
+    b: float | None
+    units: str
+    ratio: float | None
+    goal: str
+    status: str
+    note: str = ""
+    a_runs: tuple[float, ...] = ()
+    b_runs: tuple[float, ...] = ()
+
+    @property
+    def spread(self) -> str:
+        """Noise of the measurement: max / min over the repeats of A and of B ("" with fewer than 2 repeats)."""
+        if len(self.a_runs) < 2 or len(self.b_runs) < 2 or min(*self.a_runs, *self.b_runs) <= 0:
+            return ""
+        return f"A x{max(self.a_runs) / min(self.a_runs):.2f}, B x{max(self.b_runs) / min(self.b_runs):.2f}"
+
+
+def _row(name: str, size: str, labels: tuple[str, str], a: list[float] | float, b: list[float] | float,
+         units: str, goal: Goal | None, note: str = "") -> BenchRow:
+    """A measured row from the repeats of A and B (or single values): medians, ratio of medians judged against goal."""
+    a_runs = tuple(a) if isinstance(a, list) else (a,)
+    b_runs = tuple(b) if isinstance(b, list) else (b,)
+    a_med, b_med = statistics.median(a_runs), statistics.median(b_runs)
+    ratio = a_med / b_med if b_med > 0 else math.nan
+    if goal is None:
+        status = "info"
+    else:
+        status = "pass" if math.isfinite(ratio) and goal.met(ratio) else "miss"
+    return BenchRow(name, size, labels[0], labels[1], a_med, b_med, units, ratio, str(goal) if goal else "", status,
+                    note, a_runs if len(a_runs) > 1 else (), b_runs if len(b_runs) > 1 else ())
+
+
+def _missing(name: str, size: str, labels: tuple[str, str], units: str, goal: Goal | None, status: str,
+             note: str) -> BenchRow:
+    """A row without figures (status "skipped" or "n/a"; note gives the reason)."""
+    return BenchRow(name, size, labels[0], labels[1], None, None, units, None, str(goal) if goal else "", status, note)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The plain PyTorch baseline
+# ----------------------------------------------------------------------------------------------------------------
+
+class PlainBlock(nn.Module):
+    """A pre-LN block of the same shapes as `parametrizations.transformer.Block`, in plain PyTorch: bias-free
+    nn.Linear, LN without affine (eps 1e-6), fused attention with its default 1/sqrt(N) scale, GELU (tanh), no
+    multipliers and no branch scaling."""
+
+    def __init__(self, d: int, H_l: int, N: int, d_ff: int, causal: bool):
+        super().__init__()
+        self.H, self.N, self.causal = H_l, N, causal
+        self.q, self.k, self.v = (nn.Linear(d, H_l * N, bias=False) for _ in range(3))
+        self.o = nn.Linear(H_l * N, d, bias=False)
+        self.mlp_in, self.mlp_out = nn.Linear(d, d_ff, bias=False), nn.Linear(d_ff, d, bias=False)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        B, S, _ = h.shape
+        u = F.layer_norm(h, (h.shape[-1],), eps=LN_EPS)
+        q, k, v = (lin(u).view(B, S, self.H, self.N).transpose(1, 2) for lin in (self.q, self.k, self.v))
+        o = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)          # (B, H, S, N)
+        h = h + self.o(o.transpose(1, 2).reshape(B, S, self.H * self.N))
+        u = F.layer_norm(h, (h.shape[-1],), eps=LN_EPS)
+        return h + self.mlp_out(F.gelu(self.mlp_in(u), approximate="tanh"))
+
+
+class PlainTransformer(nn.Module):
+    """The baseline of row 2: the same shapes as `LWSTransformer(cfg, ...)` (same parameter names and shapes,
+    per-layer heads and MLP widths from `cfg.shapes()`), PyTorch default initialisation, no multipliers.
+
+    forward(x) returns logits (B, T, vocab_size) for the LM, (B, n_classes) for vision."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.d_model
+        shapes = cfg.shapes()
+        if cfg.task == "vision":
+            self.embed: nn.Module = nn.Linear(cfg.d_in, d, bias=False)
+        else:
+            self.embed = nn.Embedding(cfg.vocab_size, d)
+        self.pos = nn.Embedding(cfg.seq_len, d)
+        self.blocks = nn.ModuleList(PlainBlock(d, H_l, cfg.N, d_ff, causal=cfg.task == "lm")
+                                    for H_l, d_ff in zip(shapes.heads, shapes.d_ff))
+        self.readout = nn.Linear(d, cfg.n_classes if cfg.task == "vision" else cfg.vocab_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x) + self.pos(torch.arange(x.shape[1], device=x.device))
+        for block in self.blocks:
+            h = block(h)
+        u = F.layer_norm(h, (h.shape[-1],), eps=LN_EPS)
+        if self.cfg.task == "vision":
+            u = u.mean(dim=1)
+        return self.readout(u)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Steppers: one training step each, built once, timed in interleaved chunks
+# ----------------------------------------------------------------------------------------------------------------
+
+class _Stepper:
+    """A model, its optimizer and train()'s batch stream; `step()` does one training step as `probes.run.train`
+    does it (next batch from a BatchStream, forward under the run's autocast, backward of loss.sum(), optimizer
+    step, loss kept on the device; no host sync). Call it inside `matmul_precision(cfg.precision, device)`."""
+
+    def __init__(self, cfg: RunConfig, model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                 opt: torch.optim.Optimizer, task: Task, device: torch.device, keep: int = 256):
+        self.cfg, self.model, self.loss_fn, self.opt, self.device = cfg, model, loss_fn, opt, device
+        gen = torch.Generator().manual_seed(cfg.data_seed + 1)          # as train(): the same batches for every variant
+        self.batches = BatchStream(task.train, cfg.batch_size, gen, device, chunk=max(1, min(256, cfg.steps)))
+        self.losses = torch.empty(keep, device=device)                  # the last `keep` losses (nats)
+        self.i = 0
+
+    def step(self) -> None:
+        x, y = self.batches.next()
+        with autocast(self.cfg.precision, self.device):
+            loss = self.loss_fn(x, y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        self.opt.step()
+        self.losses[self.i % len(self.losses)] = loss.detach().float().reshape(())
+        self.i += 1
+
+
+def ours_stepper(cfg: RunConfig) -> _Stepper:
+    """Our training step: one step of `probes.run.train` without its log steps (held-out loss, gradient norm and
+    probes every cfg.probes schedule step), built from `setup`, `build_optimizer` and `centred_loss`."""
+    torch.manual_seed(cfg.seed)
+    cfg, task, model, model0, device = setup(cfg)
+    opt = build_optimizer(model, cfg.param, cfg.optim)
+    return _Stepper(cfg, model, lambda x, y: centred_loss(model, model0, x, y), opt, task, device)
+
+
+def plain_stepper(cfg: RunConfig) -> _Stepper:
+    """The same step for a `PlainTransformer` of cfg's shapes: plain cross-entropy, single-group torch Adam at the
+    same global learning rate and betas, the same batches drawn the same way (train()'s BatchStream over
+    task.train.batch's sequence)."""
+    torch.manual_seed(cfg.seed)
+    task = load_task(cfg.model.task, cfg.data_path, seq_len=cfg.model.seq_len, patch=cfg.patch, seed=cfg.data_seed)
+    cfg = replace(cfg, model=model_config_for_task(cfg.model, task))
+    device = resolve_device(cfg.device)
+    model = PlainTransformer(cfg.model).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=global_lr(cfg.param, cfg.optim, cfg.model.d_model, cfg.model.L),
+                           betas=cfg.optim.betas)
+
+    def loss_fn(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        f = model(x)
+        return F.cross_entropy(f.reshape(-1, f.shape[-1]), y.reshape(-1))
+
+    return _Stepper(cfg, model, loss_fn, opt, task, device)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time_steps(stepper: _Stepper, steps: int, device: torch.device) -> float:
+    """Seconds per step of `steps` steps after WARMUP_STEPS untimed ones."""
+    for _ in range(WARMUP_STEPS):
+        stepper.step()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        stepper.step()
+    _sync(device)
+    return (time.perf_counter() - t0) / steps
+
+
+def _time_call(fn: Callable[[], Any], device: torch.device) -> float:
+    """Wall seconds of one call (synchronised on CUDA)."""
+    _sync(device)
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def _interleaved(fns: dict[str, Callable[[], float]], repeats: int, echo: Callable[[str], None],
+                 what: str) -> dict[str, list[float]]:
+    """Call each measurement in turn (A, B, A, B, ...) `repeats` times; returns every value of each."""
+    out: dict[str, list[float]] = {k: [] for k in fns}
+    for r in range(repeats):
+        for k, fn in fns.items():
+            out[k].append(fn())
+        echo(f"  {what} repeat {r + 1}/{repeats}: " + ", ".join(f"{k} {v[-1]:.4g}" for k, v in out.items()))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# FLOPs
+# ----------------------------------------------------------------------------------------------------------------
+
+def _cpu_sdpa_flops() -> dict:
+    """FlopCounterMode formulas for the CPU flash-attention ops, which torch's registry does not count (the CUDA
+    ones it does). Same convention as torch: the full S x S product, causal masking not discounted."""
+    from torch.utils.flop_counter import sdpa_backward_flop_count, sdpa_flop_count
+
+    aten = torch.ops.aten
+    mapping: dict = {}
+    if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
+        def fwd(q, k, v, *args, out_shape=None, **kwargs) -> int:
+            return sdpa_flop_count(q, k, v)
+        mapping[aten._scaled_dot_product_flash_attention_for_cpu] = fwd
+    if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu_backward"):
+        def bwd(grad_out, q, k, v, *args, out_shape=None, **kwargs) -> int:
+            return sdpa_backward_flop_count(grad_out, q, k, v)
+        mapping[aten._scaled_dot_product_flash_attention_for_cpu_backward] = bwd
+    return mapping
+
+
+def training_step_flops(stepper: _Stepper) -> int:
+    """FLOPs of one training step (forward, centring forward if any, backward; matmuls and attention as counted by
+    FlopCounterMode, the optimizer's elementwise work not counted). Runs one (untimed) step."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with matmul_precision(stepper.cfg.precision, stepper.device), \
+            FlopCounterMode(display=False, custom_mapping=_cpu_sdpa_flops()) as counter:
+        stepper.step()
+    return int(counter.get_total_flops())
+
+
+def matmul_peak_flops(device: torch.device, n: int | None = None, repeats: int = 5) -> tuple[list[float], int]:
+    """Measured FLOP/s (2 n^3 per product) of an n x n float32 matmul (TF32 off), `repeats` times after 2 warm-ups;
+    n defaults to 2048 on CPU and 8192 on CUDA. Returns ([FLOP/s of each repeat], n)."""
+    n = n or (8192 if device.type == "cuda" else 2048)
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    with matmul_precision("fp32", device):          # true float32 (TF32 off), as the fp32 training runs
+        for _ in range(2):
+            a @ b
+        times = [_time_call(lambda: a @ b, device) for _ in range(repeats)]
+    return [2.0 * n**3 / t for t in times], n
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Rows
+# ----------------------------------------------------------------------------------------------------------------
+
+def bench_config(size: str, device: str, steps: int, quick: bool = False, **probes: Any) -> RunConfig:
+    """The run config of a named size (SIZES; QUICK_MODEL for every size when quick) on `device`."""
+    if size not in SIZES:
+        raise ValueError(f"unknown bench size {size!r}; choose from {', '.join(SIZES)}")
+    model = dict(QUICK_MODEL) if quick else dict(SIZES[size])
+    run = {"steps": steps, "device": device, **(QUICK_RUN if quick else {})}
+    return make_run_config(model=model, run=run, probes={"enabled": False, **probes})
+
+
+def _describe(cfg: RunConfig) -> str:
+    m = cfg.model
+    shapes = m.shapes()
+    return (f"N={m.N} H={m.H} L={m.L} d_model={m.d_model} d_ff={max(shapes.d_ff)} task={m.task} "
+            f"seq_len={m.seq_len} batch={cfg.batch_size} param={cfg.param.name} optim={cfg.optim.name}")
+
+
+def _bench_ensemble(cfg: RunConfig, size: str, ensemble: int, repeats: int, device: torch.device,
+                    echo: Callable[[str], None]) -> BenchRow:
+    """Row 1: seed-steps per second of train_ensemble(cfg, seeds) against sequential train() calls."""
+    labels, units, goal = ("ensemble", "sequential"), "seed-steps/s", Goal(">=", 3.0)
+    try:
+        from .ensemble import train_ensemble
+    except ModuleNotFoundError as e:
+        if e.name in ("probes.ensemble", f"{__package__}.ensemble"):
+            return _missing(ROW_ENSEMBLE, size, labels, units, goal, "n/a", "n/a (probes.ensemble missing)")
+        return _missing(ROW_ENSEMBLE, size, labels, units, goal, "n/a", f"n/a (probes.ensemble import failed: {e})")
+    except ImportError as e:
+        return _missing(ROW_ENSEMBLE, size, labels, units, goal, "n/a", f"n/a (probes.ensemble import failed: {e})")
+    seeds = list(range(ensemble))
+    seed_steps = ensemble * cfg.steps
+
+    def sequential() -> None:
+        for s in seeds:
+            train(replace(cfg, seed=s))
+
+    try:
+        warm = replace(cfg, steps=min(cfg.steps, WARMUP_STEPS))
+        train_ensemble(warm, seeds)          # warm-up: first-call costs (allocator, lazy imports) of both paths
+        train(warm)
+        runs = _interleaved({"ensemble": lambda: seed_steps / _time_call(lambda: train_ensemble(cfg, seeds), device),
+                            "sequential": lambda: seed_steps / _time_call(sequential, device)},
+                           repeats, echo, "seed-steps/s")
+    except Exception as e:  # a half-finished ensemble must not stop the other rows
+        return _missing(ROW_ENSEMBLE, size, labels, units, goal, "n/a",
+                        f"n/a (train_ensemble failed: {type(e).__name__}: {e})")
+    return _row(ROW_ENSEMBLE, size, labels, runs["ensemble"], runs["sequential"], units, goal,
+                f"E={ensemble} seeds x {cfg.steps} steps, whole calls incl. setup and held-out logs")
+
+
+def _bench_plain(cfg: RunConfig, size: str, steps: int, repeats: int, device: torch.device,
+                 echo: Callable[[str], None]) -> tuple[list[BenchRow], _Stepper, list[float]]:
+    """Row 2: ms per step of ours (centre=copy and centre=none) against the plain model, interleaved.
+    Returns the two rows, our centre=copy stepper and its seconds per step in each repeat (for row 4)."""
+    ours = ours_stepper(cfg)
+    ours_none = ours_stepper(replace(cfg, param=cfg.param.with_(centre="none")))
+    plain = plain_stepper(cfg)
+    with matmul_precision(cfg.precision, device):
+        runs = _interleaved({"ours(copy)": lambda: 1e3 * _time_steps(ours, steps, device),
+                             "ours(none)": lambda: 1e3 * _time_steps(ours_none, steps, device),
+                             "plain": lambda: 1e3 * _time_steps(plain, steps, device)},
+                            repeats, echo, "ms/step")
+    note = f"{steps} steps after {WARMUP_STEPS} warm-up"
+    goal = Goal("<=", 1.10)
+    rows = [_row(ROW_PLAIN_COPY, size, ("ours", "plain"), runs["ours(copy)"], runs["plain"], "ms/step", goal,
+                 note + "; ours includes the frozen-copy centring forward"),
+            _row(ROW_PLAIN_NONE, size, ("ours", "plain"), runs["ours(none)"], runs["plain"], "ms/step", goal,
+                 note + f"; param {cfg.param.name} with centre='none'")]
+    return rows, ours, [t / 1e3 for t in runs["ours(copy)"]]
+
+
+def _bench_probes(cfg: RunConfig, size: str, repeats: int, device: torch.device, echo: Callable[[str], None],
+                  quick: bool) -> BenchRow:
+    """Row 3: seconds per whole train() call with probes every PROBE_EVERY steps against probes off."""
+    n = QUICK_RUN["heldout_batch"] if quick else PROBE_SAMPLES
+    if not quick:   # enough steps that the probe schedule is the real one (every 10 steps), not 0 and the end
+        cfg = replace(cfg, steps=max(cfg.steps, PROBE_RUN_STEPS))
+    on = replace(cfg, probes=replace(cfg.probes, enabled=True, schedule="every", every=PROBE_EVERY, n_samples=n))
+    off = replace(cfg, probes=replace(cfg.probes, enabled=False))
+    warm = min(cfg.steps, WARMUP_STEPS)
+    train(replace(on, steps=warm))                 # warm-up: the recorder's first-call costs
+    train(replace(off, steps=warm))
+    runs = _interleaved({"on": lambda: _time_call(lambda: train(on), device),
+                        "off": lambda: _time_call(lambda: train(off), device)}, repeats, echo, "s/run")
+    n_probes = len(on.probes.steps(cfg.steps))
+    return _row(ROW_PROBES, size, ("on", "off"), runs["on"], runs["off"], "s/run", Goal("<=", 1.05),
+                f"{cfg.steps} steps, {n_probes} probe passes on {n} samples, whole train() calls")
+
+
+def _bench_flops(stepper: _Stepper, step_s: list[float], peak: list[float], peak_n: int, size: str) -> BenchRow:
+    """Row 4: achieved FLOP/s of our training step (FLOPs / seconds per step of each row-2 repeat) against the
+    measured matmul peak (FLOP/s)."""
+    flops = training_step_flops(stepper)
+    return _row(ROW_FLOPS, size, ("achieved", "peak"), [flops / t for t in step_s], peak, "FLOP/s", None,
+                f"{flops / 1e6:.4g} MFLOP/step (fwd+centring fwd+bwd) / median step time; "
+                f"peak = {peak_n}x{peak_n} fp32 matmul")
+
+
+def time_head_stats(head_stats: Callable[..., Any], device: torch.device, repeats: int,
+                    shape: dict[str, int] = HEAD_STATS_SHAPE, calls: int = HEAD_STATS_CALLS,
+                    echo: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
+    """Time and peak memory of head_stats(q, k, scale, causal, q0, k0, backend=b) for b in ("triton", "torch"), on
+    random q, k, q0, k0 of shape (B, H, S, N), scale N^-1, causal. Returns {backend: {"ms": [ms per call of each
+    of `repeats` interleaved chunks of `calls` calls], "peak_mib": MiB allocated above the inputs during one call
+    (CUDA only, else None)}}."""
+    B, H, S, N = (shape[k] for k in ("B", "H", "S", "N"))
+    g = torch.Generator(device="cpu").manual_seed(0)
+    q, k, q0, k0 = (torch.randn(B, H, S, N, generator=g).to(device) for _ in range(4))
+    scale = 1.0 / N
+
+    def call(backend: str) -> Any:
+        return head_stats(q, k, scale, True, q0, k0, backend=backend)
+
+    result: dict[str, dict[str, Any]] = {}
+    for backend in ("triton", "torch"):
+        call(backend)                              # warm-up (Triton compiles on the first call)
+        _sync(device)
+        peak = None
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+            base = torch.cuda.memory_allocated(device)
+            out = call(backend)
+            _sync(device)
+            peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20
+            del out
+        result[backend] = {"peak_mib": peak}
+
+    def chunk(backend: str) -> float:
+        return 1e3 * _time_call(lambda: [call(backend) for _ in range(calls)], device) / calls
+
+    runs = _interleaved({"triton": lambda: chunk("triton"), "torch": lambda: chunk("torch")}, repeats, echo,
+                        "ms/call")
+    for backend in ("triton", "torch"):
+        result[backend]["ms"] = runs[backend]
+    return result
+
+
+def _bench_head_stats(device: torch.device, repeats: int, echo: Callable[[str], None]) -> list[BenchRow]:
+    """Row 5 (CUDA only): the head-statistics kernel against the materialising torch path."""
+    size = "B{B} H{H} S{S} N{N}".format(**HEAD_STATS_SHAPE)
+    labels = ("triton", "torch")
+    rows = [(ROW_HEAD_TIME, "ms/call"), (ROW_HEAD_MEM, "MiB")]
+
+    def missing(status: str, note: str) -> list[BenchRow]:
+        return [_missing(name, size, labels, units, None, status, note) for name, units in rows]
+
+    if device.type != "cuda":
+        return missing("skipped", "skipped: no CUDA device")
+    try:
+        from .head_stats import head_stats
+    except ImportError as e:
+        return missing("n/a", "n/a (probes.head_stats missing)" if getattr(e, "name", None) == "probes.head_stats"
+                       else f"n/a (probes.head_stats import failed: {e})")
+    try:
+        res = time_head_stats(head_stats, device, repeats, echo=echo)
+    except Exception as e:
+        return missing("n/a", f"n/a (head_stats failed: {type(e).__name__}: {e})")
+    note = f"median of {repeats} x {HEAD_STATS_CALLS} calls; memory = peak above the inputs"
+    return [_row(ROW_HEAD_TIME, size, labels, res["triton"]["ms"], res["torch"]["ms"], "ms/call", None, note),
+            _row(ROW_HEAD_MEM, size, labels, res["triton"]["peak_mib"], res["torch"]["peak_mib"], "MiB", None, note)]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The table
+# ----------------------------------------------------------------------------------------------------------------
+
+def _fmt(x: float | None) -> str:
+    if x is None:
+        return "-"
+    if not math.isfinite(x):
+        return str(x)
+    return f"{x:.3e}" if abs(x) >= 1e5 or (x != 0 and abs(x) < 1e-2) else f"{x:.4g}"
+
+
+def format_table(rows: list[BenchRow]) -> list[str]:
+    """The table as lines: one per row (A and B in units, ratio = A / B, goal, flag, note)."""
+    header = ("row", "size", "A", "B", "units", "A/B", "goal", "flag", "spread", "note")
+    body = [(r.name, r.size, f"{r.a_label} {_fmt(r.a)}", f"{r.b_label} {_fmt(r.b)}", r.units,
+             _fmt(r.ratio), r.goal or "-", r.status, r.spread or "-", r.note) for r in rows]
+    widths = [max(len(str(c[i])) for c in [header, *body]) for i in range(len(header) - 1)]
+    lines = []
+    for cells in [header, *body]:
+        lines.append("  ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + "  " + cells[-1])
+    lines.insert(1, "-" * len(lines[0]))
+    return lines
+
+
+def _machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = platform.processor() or platform.machine()
+        try:
+            with open("/proc/cpuinfo") as fh:
+                name = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), name)
+        except OSError:
+            pass
+    return (f"machine: {device.type} ({name}), torch {torch.__version__}, intra-op threads {torch.get_num_threads()}, "
+            f"python {platform.python_version()}")
+
+
+def run_bench(device: str = "auto", sizes: tuple[str, ...] = ("default", "d256", "vision-d32"), steps: int = 10,
+              repeats: int = 3, ensemble: int = 8, echo: Callable[[str], None] = print,
+              quick: bool = False, threads: int | None = 1) -> list[BenchRow]:
+    """Run every row at every size, print the table through `echo` and return its rows.
+
+    device: "auto" (CUDA if present), "cpu" or "cuda[:i]". sizes: names in SIZES. steps: training steps per timed
+    measurement (row 1 and 3: per run; row 2: per chunk after 3 warm-up steps). repeats: measurements per variant
+    (median). ensemble: seeds in row 1. quick: one tiny model for every size (for tests; figures not meaningful).
+    threads: torch intra-op threads during the bench (restored afterwards); None keeps torch's setting. 1 by
+    default: on a shared 2-core machine two threads per process slowed the sequential runs of row 1 up to 15-fold
+    between repeats (tests/conftest.py has the same rule); every figure is measured with the same setting.
+    The defaults took 3 min 20 s on 2 shared CPU cores (load average about 2 from other work).
+    """
+    old_threads = torch.get_num_threads()
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+    try:
+        return _run_bench(device, sizes, steps, repeats, ensemble, echo, quick)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _run_bench(device: str, sizes: tuple[str, ...], steps: int, repeats: int, ensemble: int,
+               echo: Callable[[str], None], quick: bool) -> list[BenchRow]:
+    for s in sizes:
+        if s not in SIZES:
+            raise ValueError(f"unknown bench size {s!r}; choose from {', '.join(SIZES)}")
+    if steps < 1 or repeats < 1 or ensemble < 1:
+        raise ValueError(f"steps, repeats and ensemble must be >= 1, got {steps}, {repeats}, {ensemble}")
+    dev = resolve_device(device)
+    echo(_machine(dev))
+    echo(f"settings: sizes={','.join(sizes)} steps={steps} repeats={repeats} ensemble={ensemble} quick={quick}; "
+         f"figures are medians of {repeats} interleaved measurements in this process; ratio = A / B")
+    cfgs = {s: bench_config(s, str(dev), steps, quick) for s in sizes}
+    for s, c in cfgs.items():
+        echo(f"size {s}: {_describe(c)}")
+    train(replace(next(iter(cfgs.values())), steps=1))      # process warm-up: lazy imports, allocator
+
+    rows: list[BenchRow] = []
+    echo("[1/5] ensemble vs sequential")
+    for s, c in cfgs.items():
+        echo(f" size {s}: {ensemble} seeds x {steps} steps, batched vs one after another")
+        rows.append(_bench_ensemble(c, s, ensemble, repeats, dev, echo))
+        if rows[-1].status in ("n/a", "skipped"):
+            echo(f"  {rows[-1].note}")
+
+    echo("[2/5] ours vs plain PyTorch")
+    steppers: dict[str, tuple[_Stepper, list[float]]] = {}
+    for s, c in cfgs.items():
+        echo(f" size {s}: {steps} timed steps after {WARMUP_STEPS} warm-up; ours(copy), ours(none), plain")
+        plain_rows, stepper, step_s = _bench_plain(c, s, steps, repeats, dev, echo)
+        rows += plain_rows
+        steppers[s] = (stepper, step_s)
+
+    echo("[3/5] probes on vs off")
+    for s, c in cfgs.items():
+        echo(f" size {s}: train() with probes every {PROBE_EVERY} steps vs off, "
+             f"{steps if quick else max(steps, PROBE_RUN_STEPS)} steps")
+        rows.append(_bench_probes(c, s, repeats, dev, echo, quick))
+
+    echo("[4/5] achieved FLOP/s")
+    peak, peak_n = matmul_peak_flops(dev, 256 if quick else None)
+    echo(f"  matmul peak {statistics.median(peak):.4g} FLOP/s ({peak_n}x{peak_n} float32, median of {len(peak)})")
+    for s in cfgs:
+        rows.append(_bench_flops(*steppers[s], peak, peak_n, s))
+
+    echo("[5/5] head-statistics kernel vs materialising")
+    rows += _bench_head_stats(dev, repeats, echo)
+    if rows[-1].note.startswith(("skipped", "n/a")):
+        echo(f"  {rows[-1].note}")
+
+    echo("")
+    for line in format_table(rows):
+        echo(line)
+    return rows
