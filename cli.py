@@ -94,7 +94,7 @@ OPTIM = {
 }
 RUN = {
     "batch_size": Opt("run", "batch_size", int, "--batch-size", "samples per step (default 32)"),
-    "device": Opt("run", "device", str, "--device", "cpu, cuda or auto (default cpu)"),
+    "device": Opt("run", "device", str, "--device", "cpu, cuda, cuda:N or auto (default cpu)"),
     "data": Opt("run", "data_path", str, "--data", "local data: CIFAR-10 folder, CIFAR-5M .npz, or token .bin"),
     "precision": Opt("run", "precision", str, "--precision", "fp32 (default, every theory check), tf32 (CUDA) or bf16 autocast"),
     "compile": Opt("run", "compile", bool, "--compile", "torch.compile the training step (probe pass stays eager) (default off)"),
@@ -102,6 +102,16 @@ RUN = {
 EnsembleOpt = typer.Option("auto", "--ensemble", help="auto: train a size's seeds together as one batched model "
                                                       "(same results, faster); off: one run after another")
 ConfigOpt = typer.Option(None, "--config", help="TOML or JSON config file; command-line options override it")
+# Where the points of a sweep or coord check run (probes.executors).
+ExecutorOpt = typer.Option("local", "--executor", help="local (this machine, --workers processes) or ray (one Ray "
+                                                       "task per point; pip install -e '.[ray]')")
+WorkersOpt = typer.Option(None, "--workers", help="local: processes in parallel, 1 torch thread each (default: one "
+                                                  "per CPU; 1 runs in this process with torch's threads)")
+RayAddressOpt = typer.Option(None, "--ray-address", help="ray: address of a running cluster (e.g. auto); default: "
+                                                         "start a local Ray instance")
+RayCpusOpt = typer.Option(None, "--ray-cpus", help="ray: CPUs of the local instance started here (default: all)")
+GpusPerTaskOpt = typer.Option(None, "--gpus-per-task", help="ray: GPUs each task reserves, e.g. 0.25 shares a GPU "
+                                                            "between 4 (default 0)")
 
 
 def shared(*groups: dict[str, Opt]):
@@ -128,9 +138,45 @@ def shared(*groups: dict[str, Opt]):
 
 
 def _check_data(overrides: dict) -> None:
+    """--data is an existing, readable regular file or folder (make_run_config checks it too)."""
+    from probes.config import check_data_path
+
     data = overrides.get("run", {}).get("data_path")
-    if data is not None and not Path(data).exists():
-        fail(f"--data: no such file or folder {data}")
+    if data is not None:
+        check_data_path(data)
+
+
+def _out_file(path: Optional[Path], option: str) -> None:
+    """An output file of check (--csv, --nc): a new or regular file in an existing, writable folder."""
+    from probes.config import check_out_file
+
+    if path is not None:
+        check_out_file(path, option)
+
+
+def _has_config(ds, dataset: Path) -> None:
+    """DATASET's config attribute has the param and model tables check and plot read (before any work)."""
+    from dmft.check import run_attrs
+
+    try:
+        run_attrs(ds)
+    except ValueError as e:
+        raise ValueError(f"{dataset}: {e}") from None
+
+
+def _write_atomic(path: Path, write) -> None:
+    """write(tmp) to a temporary file next to `path`, then rename it into place (no partial file on failure)."""
+    import os
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent if str(path.parent) else ".")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def _merge(overrides: dict, section: str, **values) -> dict:
@@ -152,6 +198,7 @@ def run(
     probe_samples: Optional[int] = typer.Option(None, "--probe-samples", help="probe batch size (default 32)"),
     probes: bool = typer.Option(True, "--probes/--no-probes", help="record kernels, attention and weight movement"),
     out: Optional[Path] = typer.Option(None, "--out", help="dataset file (.nc or .zarr) (default runs/<name>.nc)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out (without it an existing output is kept and the run refused)"),
     config: Optional[str] = ConfigOpt,
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
     overrides: dict = None,
@@ -165,11 +212,11 @@ def run(
 
     overrides = _merge(overrides, "model", axis=axis, d_model=d_model)
     overrides = _merge(overrides, "run", steps=steps, seed=seed)
-    cfg = make_run_config(config, scale=scale, **overrides,
+    cfg = make_run_config(config, scale=scale, **overrides, fits="run",
                           probes={"every": probe_every, "n_log": probe_log, "n_samples": probe_samples,
                                   "schedule": "log" if probe_log else None, "enabled": None if probes else False})
     _check_data(overrides)
-    out_path = prepare_out_path(out or default_out_path(cfg))
+    out_path = prepare_out_path(out or default_out_path(cfg), overwrite)
     m = cfg.model
     typer.echo(f"{cfg.param.name} {cfg.optim.name} {m.task}: N={m.N} H={m.H} L={m.L} (axis {m.axis}), "
                f"{cfg.steps} steps on {cfg.device}", err=True)
@@ -177,7 +224,8 @@ def run(
     ds = run_dataset(result)
     save(ds, out_path)
     if result.status != "ok":
-        typer.echo(f"run diverged at step {result.diverged_at} (loss not finite); dataset written to {out_path}", err=True)
+        why = result.extra.get("diverged_on") or "loss"
+        typer.echo(f"run diverged at step {result.diverged_at} ({why} not finite); dataset written to {out_path}", err=True)
         raise typer.Exit(1)
     for line in summary_lines(ds):
         typer.echo(line)
@@ -202,7 +250,7 @@ def describe(
     from parametrizations.transformer import LWSTransformer
     from probes.config import make_run_config
 
-    cfg = make_run_config(config, scale=scale, **_merge(overrides, "model", axis=axis))
+    cfg = make_run_config(config, scale=scale, **_merge(overrides, "model", axis=axis), fits="model")
     model = LWSTransformer(cfg.model, cfg.param, cfg.optim.name)
     console = Console(width=160)
     for line in header(model, cfg.param, cfg.optim):
@@ -224,6 +272,54 @@ def _int_list(text: str, option: str) -> list[int]:
         raise ValueError(f"{option} must be a comma-separated list of integers, got {text!r}") from None
 
 
+@dataclass(frozen=True)
+class _Executor:
+    """The executor options of sweep and coord (probes.executors), checked before any work."""
+
+    kind: str
+    workers: Optional[int]
+    ray_address: Optional[str]
+    ray_cpus: Optional[int]
+    gpus_per_task: Optional[float]
+
+    def __post_init__(self) -> None:
+        from probes.executors import check_executor
+
+        check_executor(self.kind, self.workers, self.ray_address, self.ray_cpus, self.gpus_per_task)
+
+    def check(self, cfg) -> None:
+        """ValueError when the options do not fit the run config (GPUs per task for a CPU run)."""
+        if self.gpus_per_task and cfg.device == "cpu":
+            raise ValueError("--gpus-per-task needs --device cuda (or auto): the runs are on the CPU")
+
+    def make(self, n_units: int, init_only: bool = False):
+        """The executor for n_units units. An --init-only sweep runs in this process unless --workers says
+        otherwise: its points take well under a second, less than starting a worker process."""
+        from probes.executors import make_executor
+
+        workers = 1 if self.kind == "local" and self.workers is None and init_only else self.workers
+        return make_executor(self.kind, workers, n_units, self.ray_address, self.ray_cpus, self.gpus_per_task)
+
+
+def _run_grid(cfg, axis: str, sizes: list[int], seeds: int, out_path: Path, init_only: bool, ensemble: str,
+              run_on: _Executor, header: str):
+    """Open the sweep store of out_path (refusing other settings before any work), print the header, run the
+    missing points on the executor and merge; returns the merged dataset. Exit 1 when points failed."""
+    from probes.sweep import SweepFailed, check_grid_fits, open_sweep
+
+    check_grid_fits(cfg, axis, sizes, init_only)
+    echo = functools.partial(typer.echo, err=True)
+    with open_sweep(cfg, axis, sizes, seeds, out_path, init_only, ensemble, on_point=echo) as grid:
+        executor = run_on.make(len(grid.units), init_only)
+        done = f"{len(grid.done)} of {grid.n_points} points already done; " if grid.done else ""
+        echo(f"{header}; {done}{len(grid.units)} unit(s) to run {executor.describe()}")
+        try:
+            return grid.run(executor, on_point=echo)
+        except SweepFailed as e:
+            echo(f"error: {e}")
+            raise typer.Exit(1)
+
+
 @app.command()
 @user_errors
 @shared(MODEL, PARAM, OPTIM, RUN)
@@ -235,25 +331,33 @@ def sweep(
     steps: Optional[int] = typer.Option(None, "--steps", help="optimizer steps per run (default 200)"),
     probe_every: Optional[int] = typer.Option(None, "--probe-every", help="probe every k steps (default 10)"),
     out: Optional[Path] = typer.Option(None, "--out", help="merged dataset (default runs/sweep-<param>-<optimizer>-<axis>.nc)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing merged --out that has no <out>.parts/ to resume from"),
     ensemble: str = EnsembleOpt,
+    executor: str = ExecutorOpt,
+    workers: Optional[int] = WorkersOpt,
+    ray_address: Optional[str] = RayAddressOpt,
+    ray_cpus: Optional[int] = RayCpusOpt,
+    gpus_per_task: Optional[float] = GpusPerTaskOpt,
     config: Optional[str] = ConfigOpt,
     overrides: dict = None,
 ):
-    """Run a grid along --axis (and seeds) on this machine; resumable; writes one merged dataset."""
+    """Run a grid along --axis (and seeds), here or on Ray; resumable; writes one merged dataset."""
     from probes.config import make_run_config
     from probes.outputs import prepare_out_path
-    from probes.sweep import check_grid, run_sweep
+    from probes.sweep import check_grid, parts_dir
 
     sizes = _int_list(values, "--values")
     check_grid(axis, sizes, seeds, ensemble)
+    run_on = _Executor(executor, workers, ray_address, ray_cpus, gpus_per_task)
     cfg = make_run_config(config, **_merge(_merge(overrides, "model", axis=axis), "run", steps=steps),
                           probes={"every": probe_every})
     _check_data(overrides)
-    out_path = prepare_out_path(out or Path("runs") / f"sweep-{cfg.param.name}-{cfg.optim.name}-{axis}{'-init' if init_only else ''}.nc")
-    typer.echo(f"sweep {axis} in {sizes} x {seeds} seeds, {cfg.param.name}/{cfg.optim.name}"
-               f"{' at initialisation' if init_only else f', {cfg.steps} steps'}; parts in {out_path}.parts/", err=True)
-    run_sweep(cfg, axis, sizes, seeds, out_path, init_only=init_only, on_point=lambda m: typer.echo(m, err=True),
-              ensemble=ensemble)
+    run_on.check(cfg)
+    out = out or Path("runs") / f"sweep-{cfg.param.name}-{cfg.optim.name}-{axis}{'-init' if init_only else ''}.nc"
+    out_path = prepare_out_path(out, overwrite, resuming=parts_dir(out).is_dir())
+    header = (f"sweep {axis} in {sizes} x {seeds} seeds, {cfg.param.name}/{cfg.optim.name}"
+              f"{' at initialisation' if init_only else f', {cfg.steps} steps'}; parts in {out_path}.parts/")
+    _run_grid(cfg, axis, sizes, seeds, out_path, init_only, ensemble, run_on, header)
     typer.echo(f"dataset: {out_path}")
 
 
@@ -267,8 +371,14 @@ def coord(
     seeds: int = typer.Option(3, "--seeds", help="initialisation seeds per size (the CI is a bootstrap over them)"),
     probe_samples: Optional[int] = typer.Option(None, "--probe-samples", help="probe batch size (default 32)"),
     out: Optional[Path] = typer.Option(None, "--out", help="dataset (default runs/coord-<param>-<optimizer>-<axis>.nc)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out that has no <out>.parts/ to resume from"),
     csv: Optional[Path] = typer.Option(None, "--csv", help="also write the verdict rows as CSV"),
     ensemble: str = EnsembleOpt,
+    executor: str = ExecutorOpt,
+    workers: Optional[int] = WorkersOpt,
+    ray_address: Optional[str] = RayAddressOpt,
+    ray_cpus: Optional[int] = RayCpusOpt,
+    gpus_per_task: Optional[float] = GpusPerTaskOpt,
     config: Optional[str] = ConfigOpt,
     overrides: dict = None,
 ):
@@ -278,17 +388,20 @@ def coord(
     from dmft.coord import coord_dataset, coord_lines, coord_verdicts
     from probes.config import make_run_config
     from probes.outputs import prepare_out_path
-    from probes.sweep import check_grid, coord_config, run_sweep
+    from probes.sweep import check_grid, coord_config, parts_dir
 
     sizes, at = _int_list(values, "--values"), _int_list(steps, "--steps")
     check_grid(axis, sizes, seeds, ensemble)
+    run_on = _Executor(executor, workers, ray_address, ray_cpus, gpus_per_task)
     cfg = coord_config(make_run_config(config, **_merge(overrides, "model", axis=axis),
                                        probes={"n_samples": probe_samples}), at)
     _check_data(overrides)
-    out_path = prepare_out_path(out or Path("runs") / f"coord-{cfg.param.name}-{cfg.optim.name}-{axis}.nc")
-    typer.echo(f"coord check along {axis} in {sizes} x {seeds} seeds, {cfg.param.name}/{cfg.optim.name} "
-               f"eta0={cfg.optim.eta0:g}, probes at steps {list(cfg.probes.at)}; parts in {out_path}.parts/", err=True)
-    ds = run_sweep(cfg, axis, sizes, seeds, out_path, on_point=lambda m: typer.echo(m, err=True), ensemble=ensemble)
+    run_on.check(cfg)
+    out = out or Path("runs") / f"coord-{cfg.param.name}-{cfg.optim.name}-{axis}.nc"
+    out_path = prepare_out_path(out, overwrite, resuming=parts_dir(out).is_dir())
+    header = (f"coord check along {axis} in {sizes} x {seeds} seeds, {cfg.param.name}/{cfg.optim.name} "
+              f"eta0={cfg.optim.eta0:g}, probes at steps {list(cfg.probes.at)}; parts in {out_path}.parts/")
+    ds = _run_grid(cfg, axis, sizes, seeds, out_path, False, ensemble, run_on, header)
     rows = coord_verdicts(ds)
     for line in coord_lines(rows):
         typer.echo(line)
@@ -307,18 +420,28 @@ def check(
     mc_heads: int = typer.Option(8192, "--mc-heads", help="Monte Carlo heads of the H -> oo solver (P4)"),
 ):
     """Print the verdict table: predicted vs measured exponents with 95% bootstrap intervals."""
-    from dmft.check import check as run_check, verdict_dataset, verdict_lines
+    from dmft.check import check as run_check, check_mc_heads, verdict_dataset, verdict_lines
+    from probes.config import check_data_path
     from probes.dataset import load
 
-    verdicts = run_check(load(dataset), n_heads_mc=mc_heads)
+    check_mc_heads(mc_heads)
+    check_data_path(str(dataset), "DATASET")
+    _out_file(csv, "--csv")
+    _out_file(nc, "--nc")
+    ds = load(dataset)
+    _has_config(ds, dataset)
+    try:
+        verdicts = run_check(ds, n_heads_mc=mc_heads)
+    except ValueError as e:              # what the dataset lacks for a verdict (not a sweep, too few sizes, ...)
+        raise ValueError(f"{dataset}: {str(e).splitlines()[0]}") from None
     for line in verdict_lines(verdicts):
         typer.echo(line)
     table = verdict_dataset(verdicts)
     if csv is not None:
-        table.to_dataframe().to_csv(csv, index=False)
+        _write_atomic(csv, lambda tmp: table.to_dataframe().to_csv(tmp, index=False))
         typer.echo(f"csv: {csv}")
     if nc is not None:
-        table.to_netcdf(nc, engine="h5netcdf")
+        _write_atomic(nc, lambda tmp: table.to_netcdf(tmp, engine="h5netcdf"))
         typer.echo(f"netcdf: {nc}")
     n_bad = sum(not v.consistent for v in verdicts)
     typer.echo(f"{len(verdicts) - n_bad} of {len(verdicts)} predictions consistent")
@@ -335,8 +458,12 @@ def plot(
     fmt = format.lower()
     if fmt not in ("png", "pdf"):
         fail(f"--format must be png or pdf, got {format!r}")
-    if not dataset.exists():
-        fail(f"{dataset}: no such file")
+    from probes.config import check_data_path, check_out_folder
+
+    check_data_path(str(dataset), "DATASET")
+    named = dataset if dataset.name else dataset.resolve()      # "." has no name
+    out_dir = out or named.with_name(f"{named.stem if named.suffix in ('.nc', '.zarr') else named.name}-figures")
+    check_out_folder(out_dir, "--out")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -344,9 +471,7 @@ def plot(
     from probes.dataset import load
 
     ds = load(dataset)
-    out_dir = out or dataset.with_name(f"{dataset.stem if dataset.suffix in ('.nc', '.zarr') else dataset.name}-figures")
-    if out_dir.exists() and not out_dir.is_dir():
-        fail(f"--out: {out_dir} exists and is not a folder")
+    _has_config(ds, dataset)
     for path in plot_dataset(ds, out_dir, fmt=fmt):
         typer.echo(str(path))
 
@@ -366,7 +491,14 @@ def bench(
     """Print the performance table: each figure a ratio of two variants measured side by side in this process
     (ensemble vs sequential seeds, ours vs plain PyTorch, probes on vs off, FLOP/s vs matmul peak, head-statistics
     kernel vs materialising on CUDA). Not a test: shared machines are noisy."""
+    from parametrizations.checks import ConfigError
     from probes.benchmark import format_table, run_bench
+    from probes.run import resolve_device
+
+    try:
+        resolve_device(device)
+    except ConfigError as e:
+        fail(f"--device {e.reason}")
 
     rows = run_bench(device=device, sizes=tuple(v.strip() for v in sizes.split(",") if v.strip()), steps=steps,
                      repeats=repeats, ensemble=ensemble, echo=lambda m: typer.echo(m, err=True), quick=quick,

@@ -14,7 +14,7 @@ fi
 export PYTHONUNBUFFERED=1
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0))"
 echo "== 1. CLI run on CUDA"
-python3 cli.py run --device cuda --scale 8 --no-progress --out "$OUT/gpu-run.nc" || echo "CLI RUN FAILED"
+python3 cli.py run --device cuda --scale 8 --no-progress --overwrite --out "$OUT/gpu-run.nc" || echo "CLI RUN FAILED"
 echo "== 2a. Triton head-statistics kernel vs the fallback on CUDA (relative error per output)"
 python3 - <<'PY' || echo "KERNEL CHECK FAILED"
 import torch

@@ -4,16 +4,23 @@ A slope prediction is consistent when the predicted exponent lies within the 95%
 the fitted slope widened by the prediction's stated finite-size allowance `tol`. A "nonzero" prediction (SP)
 needs |slope| > threshold with an interval that excludes 0. A density prediction (P3) needs every size's KS
 p-value above 0.01 / (number of sizes).
+
+Diverged points (runs whose loss or probes became NaN/inf; `dmft.divergence`) are handled explicitly: the slopes
+of trained quantities are fitted over the points that did not diverge; quantities at initialisation use every
+point with a step-0 record (initialisation does not depend on training). Each verdict counts and names the
+points it left out (`diverged`, `diverged_points`); a prediction left with fewer than 3 sizes is reported as not
+fitted, with a note naming the divergence ("N=32, 64 diverged (seeds 0-3 at steps 12-40); a slope needs at
+least 3 sizes, got 2").
 """
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import xarray as xr
 
-from . import measure
+from . import divergence, measure
 from .fit import consistent, loglog_fit
 from .predictions import Prediction, predictions
 
@@ -33,6 +40,8 @@ class Verdict:
     consistent: bool
     supported: str
     note: str
+    diverged: int = 0              # (size, seed) points left out of this verdict because they diverged
+    diverged_points: str = ""      # which: "N=32, 64 diverged (seeds 0-3 at steps 12-40)"
 
 
 def run_attrs(ds: xr.Dataset) -> dict:
@@ -47,6 +56,14 @@ def run_attrs(ds: xr.Dataset) -> dict:
     except (KeyError, ValueError, TypeError):
         raise ValueError("dataset has no readable 'config' attribute with 'param' and 'model' tables; "
                          "is it a dmft-probe dataset?") from None
+
+
+def _predicted_text(pred: Prediction) -> str:
+    if pred.kind == "nonzero":
+        return f"|slope| > {pred.threshold:g}"
+    if pred.kind == "hypotheses":
+        return " or ".join(f"{e:+g} ({h})" for h, e in pred.hypotheses.items())
+    return f"{pred.exponent:+g}"
 
 
 def _slope_verdict(pred: Prediction, ds: xr.Dataset, axis: str, name: str, sizes, values) -> Verdict:
@@ -74,7 +91,10 @@ def _slope_verdict(pred: Prediction, ds: xr.Dataset, axis: str, name: str, sizes
 def _density_verdict(pred: Prediction, ds: xr.Dataset, axis: str, a: dict) -> Verdict:
     from .solvers import attention_law
 
-    samples = measure.attn_raw_init(ds, axis)
+    samples = {s: x for s, x in measure.attn_raw_init(ds, axis).items() if len(x)}   # sizes with a step-0 record
+    if not samples:
+        return Verdict(pred.key, pred.quantity, axis, a["name"], "variance-gamma(N)", "not tested", np.nan, np.nan,
+                       np.nan, 0.0, False, "", "no size has a step-0 record of A")
     pvals = []
     for size, x in samples.items():
         N = int(size) if axis == "N" else int(a["N"])
@@ -101,17 +121,33 @@ def kernel_limit(ds: xr.Dataset, a: dict | None = None, n_heads_mc: int = 8192) 
                                  mode="finite_N", n_heads_mc=n_heads_mc, seed=0)
 
 
+MAX_MC_HEADS = 10**7      # Monte Carlo heads of the H -> oo solver: 10^7 takes minutes already
+
+
+def check_mc_heads(n_heads_mc: object) -> None:
+    """ValueError naming --mc-heads unless it is an integer in [1, MAX_MC_HEADS] (before any work)."""
+    if isinstance(n_heads_mc, bool) or not isinstance(n_heads_mc, (int, np.integer)) \
+            or not 1 <= n_heads_mc <= MAX_MC_HEADS:
+        raise ValueError(f"--mc-heads must be a positive integer <= {MAX_MC_HEADS}, got {n_heads_mc!r}"[:200])
+
+
 def check(ds: xr.Dataset, n_heads_mc: int = 8192, limit: xr.Dataset | None = None) -> list[Verdict]:
     """All verdicts for a sweep dataset (see module docstring). limit: a precomputed `kernel_limit(ds)` (P4)."""
+    check_mc_heads(n_heads_mc)
     ds = measure.with_seed_dim(ds)
     axis = measure.sweep_axis(ds)
     if ds.sizes[axis] < 3:
         raise ValueError(f"a sweep needs at least 3 values of {axis} for a slope, got {ds.sizes[axis]}")
     a = run_attrs(ds)
+    points = divergence.diverged_points(ds, axis)
+    seeds = ds["seed"].values
     out = []
     for pred in predictions(a["alpha_A"], a["alpha_L"], a["standard"], axis, a["trained"]):
         if pred.kind == "density":
-            out.append(_density_verdict(pred, ds, axis, a))
+            v = _density_verdict(pred, ds, axis, a)
+            if _with_step0_record(ds, axis, points):
+                v = replace(v, note=v.note + "; step-0 records of diverged points used")
+            out.append(v)
             continue
         if pred.quantity == "kernel_mse_init":
             if limit is None:
@@ -119,8 +155,59 @@ def check(ds: xr.Dataset, n_heads_mc: int = 8192, limit: xr.Dataset | None = Non
             sizes, values = measure.kernel_mse_init(ds, axis, limit)
         else:
             sizes, values = measure.QUANTITIES[pred.quantity](ds, axis)
-        out.append(_slope_verdict(pred, ds, axis, a["name"], sizes, values))
+        out.append(_verdict_over_stable_points(pred, ds, axis, a["name"], sizes, values, points, seeds))
     return out
+
+
+def _verdict_over_stable_points(pred: Prediction, ds: xr.Dataset, axis: str, name: str, sizes, values,
+                                points: list, seeds) -> Verdict:
+    """The slope verdict over the points that did not diverge (trained quantities), or over every point with a
+    step-0 record (quantities at initialisation); not fitted, naming the divergence, when fewer than 3 sizes
+    are left because of it."""
+    values, left_out = stable_values(pred.trained, sizes, values, points, seeds)
+    text = divergence.describe(left_out, axis)
+    n_left = int(np.isfinite(values).any(axis=1).sum())
+    if left_out and n_left < 3:
+        note = f"{text}; a slope needs at least 3 sizes, got {n_left}"
+        tol = 0.0 if pred.kind == "nonzero" else pred.tol
+        return Verdict(pred.key, pred.quantity, axis, name, _predicted_text(pred), "not fitted", np.nan, np.nan,
+                       np.nan, tol, False, "", note, len(left_out), text)
+    v = _slope_verdict(pred, ds, axis, name, sizes, values)
+    note = v.note
+    if left_out:
+        note += f"; {text}: left out of the fit"
+    if not pred.trained and _with_step0_record(ds, axis, points):
+        note += "; step-0 records of diverged points used"
+    return replace(v, note=note, diverged=len(left_out), diverged_points=text)
+
+
+def stable_values(trained: bool, sizes, values, points: list, seeds) -> tuple[np.ndarray, list]:
+    """(values with the left-out points set to NaN, the left-out diverged points): for a trained quantity every
+    diverged point is left out; at initialisation only those without a step-0 record (a diverged point's step-0
+    record is still a record of the initialisation)."""
+    values = np.asarray(values, dtype=float)
+    values = values[:, None] if values.ndim == 1 else values
+    if trained:
+        return divergence.mask_values(sizes, values, points, seeds)[0], list(points)
+    return values, [p for p in points if _no_record(sizes, values, p, seeds)]
+
+
+def _with_step0_record(ds: xr.Dataset, axis: str, points: list) -> list:
+    """The diverged points that have a step-0 record (a finite held-out loss at step 0)."""
+    if not points or "step" not in ds.dims or 0 not in ds["step"].values:
+        return []
+    h0 = ds["heldout_loss"].sel(step=0)
+    return [p for p in points if np.isfinite(float(h0.sel({axis: p.size, "seed": p.seed})))]
+
+
+def _no_record(sizes, values, point, seeds) -> bool:
+    """True when `point` (a diverged point) has no finite value in `values` (it diverged before its step-0
+    record)."""
+    rows = np.flatnonzero(np.isclose(np.asarray(sizes, dtype=float), point.size))
+    seeds = list(np.atleast_1d(seeds).astype(int))
+    if point.seed not in seeds:
+        return False
+    return not np.isfinite(values[rows, seeds.index(point.seed)]).any()
 
 
 def verdict_dataset(verdicts: list[Verdict]) -> xr.Dataset:
@@ -136,6 +223,9 @@ def verdict_lines(verdicts: list[Verdict]) -> list[str]:
     head = ("pred", "quantity", "axis", "param", "predicted", "measured slope [95% CI]", "tol", "consistent")
     rows = [(v.key, v.quantity, v.axis, v.parametrization, v.predicted, v.measured, f"{v.tol:g}",
              ("yes" if v.consistent else "NO") + (f" ({v.supported})" if v.supported else "")) for v in verdicts]
+    if any(v.diverged for v in verdicts):      # how many (size, seed) points each row left out as diverged
+        head += ("diverged",)
+        rows = [(*r, str(v.diverged)) for r, v in zip(rows, verdicts)]
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     lines = [fmt.format(*head), fmt.format(*("-" * w for w in widths))]

@@ -20,7 +20,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .spec import Parametrization, depth_ratio, is_adam
+from .checks import ConfigError, check_float
+from .spec import OPTIMIZERS, Parametrization, depth_ratio, is_adam
 
 
 @dataclass(frozen=True)
@@ -37,16 +38,23 @@ class OptimConfig:
     weight_decay: float = 0.0
 
     def __post_init__(self) -> None:
-        is_adam(self.name)  # validates the name
+        if not isinstance(self.name, str) or self.name not in OPTIMIZERS:
+            raise ConfigError("name", f"must be one of {', '.join(OPTIMIZERS)}; unknown optimizer {self.name!r}")
+        check_float("eta0", self.eta0, 0.0, lo_open=True)
+        check_float("momentum", self.momentum, 0.0, 1.0, hi_open=True)
+        if not isinstance(self.betas, (tuple, list)) or len(self.betas) != 2:
+            raise ConfigError("betas", f"must be a pair of numbers in [0, 1), got {self.betas!r}")
+        for b in self.betas:
+            try:
+                check_float("betas", b, 0.0, 1.0, hi_open=True)
+            except ConfigError:
+                raise ConfigError("betas", f"must be a pair of numbers in [0, 1), got {self.betas!r}") from None
+        if self.eps0 is not None:
+            check_float("eps0", self.eps0, 0.0)
+        check_float("weight_decay", self.weight_decay, 0.0)
         if self.name == "adam" and self.weight_decay:
-            raise ValueError("weight_decay with optimizer adam is coupled L2, which Adam rescales by the gradient "
-                             "size (not scale-invariant); use optimizer adamw for decoupled weight decay")
-        if not (self.eta0 > 0 and math.isfinite(self.eta0)):
-            raise ValueError(f"eta0 must be a positive number, got {self.eta0}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+            raise ConfigError("weight_decay", "with optimizer adam is coupled L2, which Adam rescales by the gradient "
+                                              "size (not scale-invariant); use optimizer adamw for decoupled weight decay")
 
     def to_dict(self) -> dict:
         return asdict(self)

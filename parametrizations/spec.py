@@ -13,10 +13,13 @@ behind every rule in docs/parametrization.md; the learning-rate, eps and weight-
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
+
+from .checks import ConfigError, check_bool, check_choice, check_float, check_str
 
 ROLES = ("embed", "pos", "q", "k", "v", "o", "mlp_in", "mlp_out", "readout")
 OPTIMIZERS = ("sgd", "sgd-momentum", "adam", "adamw")
+CENTRES = ("copy", "zero_readout", "none")
 
 
 @dataclass(frozen=True)
@@ -44,18 +47,14 @@ class Parametrization:
     centre: str = "copy"
 
     def __post_init__(self) -> None:
-        for field in ("alpha_A", "alpha_L", "beta0", "gamma0", "L0"):
-            if not math.isfinite(getattr(self, field)):
-                raise ValueError(f"{field} must be a finite number, got {getattr(self, field)}")
-        if self.alpha_A <= 0:
-            raise ValueError(f"alpha_A must be > 0, got {self.alpha_A}")
-        if self.alpha_L < 0:
-            raise ValueError(f"alpha_L must be >= 0, got {self.alpha_L}")
+        check_str("name", self.name)
+        # exponents: the paper's range is [1/2, 1]; [0, 2] (alpha_A > 0) keeps every multiplier finite
+        check_float("alpha_A", self.alpha_A, 0.0, 2.0, lo_open=True)
+        check_float("alpha_L", self.alpha_L, 0.0, 2.0)
         for field in ("beta0", "gamma0", "L0"):
-            if getattr(self, field) <= 0:
-                raise ValueError(f"{field} must be > 0, got {getattr(self, field)}")
-        if self.centre not in ("copy", "zero_readout", "none"):
-            raise ValueError(f"centre must be one of copy, zero_readout, none; got {self.centre!r}")
+            check_float(field, getattr(self, field), 0.0, lo_open=True)
+        check_bool("standard", self.standard)
+        check_choice("centre", self.centre, CENTRES)
 
     def with_(self, **changes) -> "Parametrization":
         """Return a copy with some fields changed (validated again)."""
@@ -79,9 +78,16 @@ PRESETS: dict[str, Parametrization] = {
 
 def get_preset(name: str, **overrides) -> Parametrization:
     """Return the preset called `name`, with optional field overrides (e.g. gamma0=0.1)."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown parametrization {name!r}; choose one of {', '.join(PRESETS)}")
+    if not isinstance(name, str) or name not in PRESETS:
+        raise ConfigError("preset", f"must be one of {', '.join(PRESETS)}; unknown parametrization {name!r}")
     overrides = {k: v for k, v in overrides.items() if v is not None}
+    known = {f.name for f in fields(Parametrization)} - {"name"}
+    for k in overrides:
+        if k not in known:
+            raise ConfigError(k, f"is not a parametrization field; fields are {', '.join(sorted(known))}")
+    for k in ("alpha_A", "alpha_L"):        # validated before the name is formatted with them
+        if k in overrides:
+            check_float(k, overrides[k])
     base = PRESETS[name]
     # a changed exponent or centring makes another parametrization: say so in its name (file names, tables)
     renamed = "".join(f"-{k}{overrides[k]:g}" if k != "centre" else f"-{overrides[k]}"
@@ -107,8 +113,8 @@ def attention_scale(p: Parametrization, N: int) -> float:
 
 
 def is_adam(optimizer: str) -> bool:
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+    if not isinstance(optimizer, str) or optimizer not in OPTIMIZERS:
+        raise ConfigError("optimizer", f"must be one of {', '.join(OPTIMIZERS)}; unknown optimizer {optimizer!r}")
     return optimizer.startswith("adam")
 
 

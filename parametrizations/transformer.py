@@ -25,10 +25,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import ConfigError, check_choice, check_float, check_int, check_int_list, check_str
 from .lws import LayerShapes, LWSProfile, get_profile, resolve
 from .spec import Parametrization, abc, attention_scale, branch_multiplier
 
 LN_EPS = 1e-6  # LN_Fixed in the official code
+# Upper bounds of the sizes, far above anything that fits in memory (probes.config.check_fits refuses what does
+# not fit); they keep the per-layer shape lists and the size arithmetic cheap before that check.
+MAX_SIZE = 1 << 20          # N, H, seq_len, d_in, per-layer heads and MLP widths
+MAX_DEPTH = 10_000          # L (one shape entry per layer)
+MAX_VOCAB = 1 << 32         # vocab_size, n_classes
+MAX_FFN_MULT = 1024.0
 
 
 @dataclass(frozen=True)
@@ -60,20 +67,22 @@ class ModelConfig:
     axis: str = "N"
 
     def __post_init__(self) -> None:
-        for name in ("N", "H", "L", "seq_len"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if self.task not in ("lm", "vision"):
-            raise ValueError(f"task must be 'lm' or 'vision', got {self.task!r}")
-        if self.axis not in ("N", "H", "L"):
-            raise ValueError(f"axis must be N, H or L, got {self.axis!r}")
-        if self.ffn_mult <= 0:
-            raise ValueError(f"ffn_mult must be > 0, got {self.ffn_mult}")
-        if self.task == "vision" and self.d_in < 1:
-            raise ValueError(f"d_in must be a positive integer for the vision task, got {self.d_in}")
+        for name, hi in (("N", MAX_SIZE), ("H", MAX_SIZE), ("L", MAX_DEPTH), ("seq_len", MAX_SIZE),
+                         ("vocab_size", MAX_VOCAB), ("n_classes", MAX_VOCAB), ("d_in", MAX_SIZE)):
+            check_int(name, getattr(self, name), 1, hi)
+        check_choice("task", self.task, ("lm", "vision"))
+        check_choice("axis", self.axis, ("N", "H", "L"))
+        check_float("ffn_mult", self.ffn_mult, 0.0, MAX_FFN_MULT, lo_open=True)
+        check_str("lws", self.lws)
+        if self.lws_base_H is not None:
+            check_int("lws_base_H", self.lws_base_H, 1, MAX_SIZE)
+        for name in ("lws_heads", "lws_d_ff"):
+            if getattr(self, name) is not None:
+                check_int_list(name, getattr(self, name), 1, MAX_SIZE, max_len=MAX_DEPTH)
         base = self.lws_base_H or self.H
-        if base < 1 or self.H % base:
-            raise ValueError(f"H={self.H} must be a positive multiple of lws_base_H={base}")
+        if self.H % base:
+            raise ConfigError("lws_base_H", f"must divide H: H={self.H} must be a positive multiple of "
+                                            f"lws_base_H={base}")
 
     @property
     def d_model(self) -> int:

@@ -8,11 +8,17 @@ scalar coordinates, so runs combine with `xr.combine_by_coords` / `xr.concat` al
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import platform
+import re
+import shutil
+import stat
 import subprocess
 import tempfile
+import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -75,8 +81,28 @@ def run_attrs(config: dict, device: str, status: str, extra: dict | None = None)
     return attrs
 
 
+# run status as a data variable (CF flags: int8 codes with flag_values / flag_meanings), so that it survives
+# combining runs into a sweep (attrs that differ between runs are dropped there)
+STATUS_CODES = {"ok": 0, "diverged": 1}
+
+
+def status_vars(status: str, diverged_at: int | None) -> dict:
+    """The scalar data variables `status` (int8 code, CF flag attrs) and `diverged_at` (int64, -1 when the run
+    did not diverge) of a run."""
+    codes = np.asarray(list(STATUS_CODES.values()), dtype=np.int8)
+    return {
+        "status": ((), np.int8(STATUS_CODES[status]),
+                   {"long_name": "run status: " + ", ".join(f"{c} {n}" for n, c in STATUS_CODES.items()),
+                    "units": "1", "flag_values": codes, "flag_meanings": " ".join(STATUS_CODES)}),
+        "diverged_at": ((), np.int64(-1 if diverged_at is None else diverged_at),
+                        {"long_name": "optimizer step whose weights gave the first NaN/inf loss or probe "
+                                      "(-1: did not diverge)", "units": "steps"}),
+    }
+
+
 def base_dataset(result) -> xr.Dataset:
-    """The loss/learning-rate part of a run's dataset, from a `probes.run.RunResult`."""
+    """The loss/learning-rate part of a run's dataset, from a `probes.run.RunResult`. The run status is both an
+    attribute (`status`, `diverged_at`) and a scalar data variable (`status_vars`), which survives combining."""
     cfg = result.config
     m = cfg.model
     ds = xr.Dataset(
@@ -84,6 +110,7 @@ def base_dataset(result) -> xr.Dataset:
             "train_loss": var(("train_step",), result.train_loss, "training loss on the incoming batch, before the update", "nats"),
             "heldout_loss": var(("step",), result.heldout_loss, "loss on the fixed held-out batch", "nats"),
             "grad_norm": var(("step",), result.grad_norm, "global gradient norm at the last step before the log step (0 at step 0)"),
+            **status_vars(result.status, result.diverged_at),
         },
         coords={
             "step": ("step", np.asarray(result.log_steps, dtype=np.int64), {"long_name": "optimizer steps taken", "units": "steps"}),
@@ -96,7 +123,8 @@ def base_dataset(result) -> xr.Dataset:
         },
         attrs=run_attrs(cfg.to_dict(), str(cfg.device), result.status,
                         {"lr": result.lr, "wall_s": result.wall_s, "steps_done": result.steps_done,
-                         "diverged_at": -1 if result.diverged_at is None else result.diverged_at}),
+                         "diverged_at": -1 if result.diverged_at is None else result.diverged_at,
+                         "diverged_on": result.extra.get("diverged_on", "")}),
     )
     return ds
 
@@ -179,11 +207,16 @@ def run_dataset(result) -> xr.Dataset:
 
 def combine_runs(datasets: list[xr.Dataset], axis: str) -> xr.Dataset:
     """Combine runs along `axis` (N, H, L, seed, ...): the scalar coordinate becomes a dimension; dims that differ
-    in length between runs (heads, layers) are padded with NaN. Each run's config is kept as `config_json`."""
+    in length between runs (heads, layers; steps after a run diverged) are padded with NaN. Each run's config is
+    kept as `config_json`, its status as the data variables `status` and `diverged_at` (taken from the attrs of
+    a run written before they existed), so a sweep has them with dims (axis, seed)."""
     parts = []
     for ds in datasets:
         if "config_json" not in ds:
             ds = ds.assign(config_json=((), ds.attrs.get("config", ""), {"long_name": "resolved config", "units": "1"}))
+        if "status" not in ds.data_vars and "status" in ds.attrs:
+            at = int(ds.attrs.get("diverged_at", -1))
+            ds = ds.assign(status_vars(str(ds.attrs["status"]), None if at < 0 else at))
         parts.append(ds.expand_dims(axis))
     out = xr.concat(parts, dim=axis, join="outer", combine_attrs="drop_conflicts", data_vars="all", coords="different",
                     compat="equals")
@@ -192,37 +225,224 @@ def combine_runs(datasets: list[xr.Dataset], axis: str) -> xr.Dataset:
     return out.sortby(axis)
 
 
+# ---- checksums: each variable's data carries `checksum = "crc32:<hex>"` on disk, verified by `load` -----------
+
+CHECKSUM_ATTR = "checksum"
+
+
+def _canonical_bytes(values) -> bytes:
+    """The bytes a variable's checksum is taken over: C-contiguous data, NaNs made canonical (their sign and
+    payload do not survive every codec), strings as UTF-8 joined by NUL (str, bytes, object and StringDType
+    arrays alike: zarr gives back object strings as StringDType, netCDF as fixed-width str)."""
+    a = np.asarray(values)
+    if a.dtype.kind in "OUST":
+        items = (v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in a.ravel())
+        return "\0".join(items).encode("utf-8", "surrogatepass")
+    if a.dtype.kind in "fc":
+        a = np.where(np.isnan(a), np.array(np.nan, dtype=a.dtype), a)
+    return np.ascontiguousarray(a).tobytes()
+
+
+def checksum(values) -> str:
+    """`crc32:<8 hex digits>` of a variable's data (see _canonical_bytes)."""
+    return f"crc32:{zlib.crc32(_canonical_bytes(values)) & 0xFFFFFFFF:08x}"
+
+
+def with_checksums(ds: xr.Dataset) -> xr.Dataset:
+    """A shallow copy of `ds` whose every variable (data and coordinates) has a fresh checksum attr; any checksum
+    it carried (e.g. copied by a concat) is replaced."""
+    out = ds.copy(deep=False)
+    for variable in out.variables.values():
+        variable.attrs[CHECKSUM_ATTR] = checksum(variable.values)
+    return out
+
+
+def verify_checksums(ds: xr.Dataset, name: str = "dataset") -> xr.Dataset:
+    """Check every variable that has a checksum attr against its data (DatasetError naming the file and the
+    variable on a mismatch), then drop the attrs, so in-memory datasets never carry stale checksums. Variables
+    without the attr (files written before checksums existed) are not checked."""
+    for v, variable in ds.variables.items():
+        want = variable.attrs.get(CHECKSUM_ATTR)
+        if want is not None and str(want) != checksum(variable.values):
+            raise DatasetError(f"{name}: variable {v} is corrupt (its data does not match the checksum written "
+                               f"with it, {want})")
+    for variable in ds.variables.values():
+        variable.attrs.pop(CHECKSUM_ATTR, None)
+    return ds
+
+
+# ---- temporary files of `save` -------------------------------------------------------------------------------
+
+TEMP_PREFIX = ".tmp-"
+STALE_TEMP_AGE_S = 60.0
+_TEMP_NAME = re.compile(r"^\.tmp-[A-Za-z0-9_]+\.(nc|zarr)$")   # what tempfile.mkstemp/mkdtemp make in `save`
+
+
+def _newest_mtime(path: Path) -> float:
+    """mtime of a file, or the newest mtime inside a folder (a zarr being written touches its subfolders)."""
+    newest = path.lstat().st_mtime
+    if path.is_dir() and not path.is_symlink():
+        for root, dirs, files in os.walk(path):
+            for n in dirs + files:
+                try:
+                    newest = max(newest, os.lstat(os.path.join(root, n)).st_mtime)
+                except OSError:
+                    pass
+    return newest
+
+
+def cleanup_stale_temps(folder: str | os.PathLike, max_age_s: float = STALE_TEMP_AGE_S) -> list[Path]:
+    """Remove the temporary files and folders (`.tmp-XXXXXXXX.nc`, `.tmp-XXXXXXXX.zarr`) that a killed `save`
+    left in `folder`; returns what was removed. Only names of exactly that pattern are touched, and only when
+    nothing in them was modified for `max_age_s` seconds: another process (a parallel sweep worker writing in
+    the same parts folder) may be saving right now, and its in-flight temporary file must survive. Errors
+    (a file removed by someone else meanwhile, no permission) are ignored."""
+    folder = Path(folder)
+    removed: list[Path] = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return removed
+    now = time.time()
+    for p in entries:
+        if not _TEMP_NAME.match(p.name):
+            continue
+        try:
+            if now - _newest_mtime(p) < max_age_s:
+                continue
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+            removed.append(p)
+        except OSError:
+            pass
+    return removed
+
+
+# ---- save ---------------------------------------------------------------------------------------------------
+
+_os_write = os.write      # the one call that puts netCDF bytes on disk (tests inject ENOSPC here)
+_CHUNK = 1 << 20
+
+
+def _fsync_dir(folder: Path) -> None:
+    """fsync a folder so a rename in it is durable (a no-op where folders cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    for dirpath, _, files in os.walk(root):
+        for n in files:
+            fd = os.open(os.path.join(dirpath, n), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(dirpath))
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    text = str(e).splitlines()[0] if str(e) else ""
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _netcdf_bytes(ds: xr.Dataset) -> memoryview:
+    """The netCDF-4 file of `ds`, built in memory: HDF5 never touches the disk, so a failing disk cannot leave
+    an HDF5 file object half-written and open (that is what crashed at interpreter exit) and the only thing to
+    clean up after a failed write is our own temporary file."""
+    buf = io.BytesIO()
+    ds.to_netcdf(buf, engine="h5netcdf")
+    return buf.getbuffer()                  # no copy
+
+
 def save(ds: xr.Dataset, path: str | os.PathLike) -> Path:
-    """Write `ds` to `path` (.nc: netCDF via h5netcdf; .zarr: zarr) atomically: a temporary file in the same
-    folder is renamed into place, so a crash never leaves a partial file. Returns the path."""
+    """Write `ds` to `path` (.nc: netCDF via h5netcdf; .zarr: zarr) atomically: a temporary file (or folder) in
+    the same folder is written, fsynced and renamed into place, and the folder fsynced, so a crash never leaves a
+    partial file and a finished save survives a power cut. Every variable gets a `checksum` attr (load verifies
+    it). An existing `path` is replaced (the command line refuses that without --overwrite, probes.outputs).
+    Stale temporary files of killed saves in the folder are removed first (cleanup_stale_temps).
+    Any failure raises DatasetError "<path>: cannot write: <reason>" and removes the temporary file. Returns
+    the path."""
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise DatasetError(f"{path}: output folder {parent} does not exist")
     if not os.access(parent, os.W_OK):
         raise DatasetError(f"{path}: output folder {parent} is not writable")
-    if path.suffix == ".zarr":
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", suffix=".zarr", dir=parent))
-        import shutil
-
-        shutil.rmtree(tmp)
-        ds.to_zarr(tmp, mode="w", zarr_format=2, consolidated=True)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-        return path
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".nc", dir=parent)
-    os.close(fd)
+    zarr = path.suffix == ".zarr"
+    if path.exists() or path.is_symlink():
+        if zarr and not path.is_dir():
+            raise DatasetError(f"{path}: cannot write: exists and is not a folder (a .zarr dataset is a folder)")
+        if not zarr and not path.is_file():
+            raise DatasetError(f"{path}: cannot write: exists and is not a regular file")
+    cleanup_stale_temps(parent)               # what killed saves left here (a minute old or more)
+    ds = with_checksums(ds)
+    if zarr:
+        return _save_zarr(ds, path, parent)
     try:
-        ds.to_netcdf(tmp, engine="h5netcdf")
+        data = _netcdf_bytes(ds)
+    except Exception as e:
+        raise DatasetError(f"{path}: cannot write: {_reason(e)}") from None
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".nc", dir=parent)
+        try:
+            view = data
+            while view:
+                view = view[_os_write(fd, view[:_CHUNK]):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)          # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        tmp = None
+        _fsync_dir(parent)
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot write: {_reason(e)}") from None
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+    return path
+
+
+def _save_zarr(ds: xr.Dataset, path: Path, parent: Path) -> Path:
+    tmp = old = None
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, suffix=".zarr", dir=parent))
+        ds.to_zarr(tmp, mode="w", zarr_format=2, consolidated=True)
+        _fsync_tree(tmp)
+        if path.exists():   # a folder (checked by save): move it aside, then put the new one in place
+            old = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, suffix=".zarr", dir=parent))
+            os.replace(path, old)
+        os.replace(tmp, path)
+        tmp = None
+        _fsync_dir(parent)
+    except Exception as e:
+        if old is not None and tmp is not None and not path.exists():
+            os.replace(old, path)               # put the previous dataset back
+            old = None
+        raise DatasetError(f"{path}: cannot write: {_reason(e)}") from None
+    finally:
+        for leftover in (tmp, old):
+            if leftover is not None:
+                shutil.rmtree(leftover, ignore_errors=True)
     return path
 
 
@@ -255,12 +475,24 @@ def validate(ds: xr.Dataset, name: str = "dataset") -> xr.Dataset:
 
 
 def load(path: str | os.PathLike) -> xr.Dataset:
-    """Open a run or sweep dataset (.nc or .zarr), load it into memory, validate it; DatasetError otherwise."""
+    """Open a run or sweep dataset (.nc file or .zarr folder), load it into memory, verify each variable's
+    checksum (when the file has them) and validate the schema; DatasetError naming the file otherwise. Anything
+    that is not a regular file (or a folder, for zarr) -- a FIFO, a device, a socket -- is refused before it is
+    opened, so load never blocks on it."""
     path = Path(path)
-    if not path.exists():
-        raise DatasetError(f"{path}: no such file")
     try:
-        if path.suffix == ".zarr" or path.is_dir():
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: no such file") from None
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot be read ({e.strerror or type(e).__name__})") from None
+    is_dir = stat.S_ISDIR(st.st_mode)
+    if path.suffix == ".zarr" and not is_dir:
+        raise DatasetError(f"{path}: not a folder (a .zarr dataset is a folder)")
+    if not is_dir and not stat.S_ISREG(st.st_mode):
+        raise DatasetError(f"{path}: not a regular file")
+    try:
+        if path.suffix == ".zarr" or is_dir:
             ds = xr.open_zarr(path).load()
         else:
             with xr.open_dataset(path, engine="h5netcdf") as f:
@@ -269,4 +501,5 @@ def load(path: str | os.PathLike) -> xr.Dataset:
         raise
     except Exception as e:  # h5py/zarr raise many types for truncated or foreign files
         raise DatasetError(f"{path}: cannot be read as a dataset ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    verify_checksums(ds, str(path))
     return validate(ds, str(path))

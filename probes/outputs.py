@@ -1,7 +1,8 @@
-"""Where run outputs go: default names and an early writability check (before any training is spent)."""
+"""Where run outputs go: default names and an early check of --out (before any training is spent)."""
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 
@@ -11,18 +12,61 @@ def default_out_path(cfg) -> Path:
     return Path("runs") / f"{cfg.param.name}-{cfg.optim.name}-{m.task}-N{m.N}-H{m.H}-L{m.L}-s{cfg.seed}.nc"
 
 
-def prepare_out_path(path: str | os.PathLike) -> Path:
-    """Create the parent folder if needed and check it is writable; ValueError naming --out otherwise."""
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISREG(mode):
+        return "a file"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a file or folder"
+
+
+def prepare_out_path(path: str | os.PathLike, overwrite: bool = False, resuming: bool = False) -> Path:
+    """Check --out before any work is spent and return it as a Path; ValueError naming --out otherwise.
+
+    - the name ends in .nc (a file) or .zarr (a folder); an existing path must be of that kind (not a folder
+      where a file is written or the other way round, not a FIFO, socket or device);
+    - an existing output is kept: refused unless `overwrite` (--overwrite), or `resuming` (a sweep whose
+      `<out>.parts/` folder exists rewrites its merged output from the parts);
+    - the parent folder is created if missing and must be a writable folder;
+    - temporary files that a killed save left in that folder are removed (probes.dataset.cleanup_stale_temps,
+      only those untouched for a minute, so a save in flight in another process is left alone).
+    The file itself is only replaced when the new dataset is complete (probes.dataset.save renames it in)."""
     path = Path(path)
     if path.suffix not in (".nc", ".zarr"):
         raise ValueError(f"--out: {path} must end in .nc (netCDF) or .zarr")
-    if path.exists() and path.is_dir() and path.suffix != ".zarr":
-        raise ValueError(f"--out: {path} is a folder")
+    want_dir = path.suffix == ".zarr"
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        st = None
+        if path.is_symlink():
+            raise ValueError(f"--out: {path} is a broken symbolic link") from None
+    except OSError as e:
+        raise ValueError(f"--out: cannot inspect {path} ({e.strerror or type(e).__name__})") from None
+    if st is not None:
+        is_dir, is_reg = stat.S_ISDIR(st.st_mode), stat.S_ISREG(st.st_mode)
+        if want_dir and not is_dir:
+            raise ValueError(f"--out: {path} is {_kind(st.st_mode)}; a .zarr output is a folder")
+        if not want_dir and not is_reg:
+            raise ValueError(f"--out: {path} is {_kind(st.st_mode)}; a .nc output is a regular file")
+        if not (overwrite or resuming):
+            raise ValueError(f"--out: {path} exists; pass --overwrite to replace it")
     parent = path.parent
+    if parent.exists() and not parent.is_dir():
+        raise ValueError(f"--out: {parent} is not a folder")
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ValueError(f"--out: cannot create folder {parent} ({e.strerror})") from None
-    if not os.access(parent, os.W_OK):
+    if not os.access(parent, os.W_OK | os.X_OK):
         raise ValueError(f"--out: folder {parent} is not writable")
+    from .dataset import cleanup_stale_temps
+
+    cleanup_stale_temps(parent)
     return path

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from parametrizations.checks import ConfigError, check_bool, check_choice, check_int, check_int_list
 from parametrizations.transformer import LWSTransformer
 
 from .head_stats import head_stats
@@ -33,6 +34,12 @@ IO_WEIGHTS = ("embed", "pos", "readout")
 # per-block coordinate-check sites (dataset dim "site") and the input/output ones (dim "io_site")
 SITES = ("q", "k", "v", "A", "softmax_A", "attn_out", "mlp_hidden", "mlp_out", "h")
 IO_SITES = ("embed", "logits")
+# bounds of the probe settings (memory is checked by probes.config.check_fits)
+MAX_STEP = 10**8              # a probe step (and a run's steps)
+MAX_PROBE_STEPS = 100_000     # n_log, len(at)
+MAX_PROBE_SAMPLES = 4096      # n_samples: the probe pass holds (samples x samples) kernels per depth
+MAX_PROBE_POINTS = 4096       # n_points of attn_raw
+MAX_SEED = 2**62
 
 
 @dataclass(frozen=True)
@@ -52,15 +59,25 @@ class ProbeConfig:
     at: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
-        if self.schedule not in ("every", "log", "at"):
-            raise ValueError(f"probe schedule must be 'every', 'log' or 'at', got {self.schedule!r}")
+        check_bool("enabled", self.enabled)
+        check_choice("schedule", self.schedule, ("every", "log", "at"))
+        check_int("every", self.every, 1, MAX_STEP)
+        check_int("n_log", self.n_log, 1, MAX_PROBE_STEPS)
+        check_int("n_samples", self.n_samples, 1, MAX_PROBE_SAMPLES)
+        check_int("seed", self.seed, 0, MAX_SEED)
+        check_int("n_points", self.n_points, 1, MAX_PROBE_POINTS)
+        if self.at is not None and (len(self.at) if isinstance(self.at, (tuple, list)) else True):
+            check_int_list("at", self.at, 0, MAX_STEP, max_len=MAX_PROBE_STEPS)
         if self.schedule == "at" and not self.at:
-            raise ValueError("probe schedule 'at' needs a list of steps (probes.at)")
-        if self.at is not None and any(int(s) < 0 for s in self.at):
-            raise ValueError(f"probe steps must be >= 0, got {list(self.at)}")
-        for name in ("every", "n_log", "n_samples", "n_points"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"probe {name} must be a positive integer, got {getattr(self, name)}")
+            raise ConfigError("at", "must list the probe steps for probe schedule 'at'")
+
+    def n_steps(self, total: int) -> int:
+        """len(self.steps(total)) without building the list (an upper bound for schedule "log")."""
+        if self.schedule == "every":
+            return total // self.every + 1 + (total % self.every != 0)
+        if self.schedule == "at":
+            return min(len(self.at), total + 1) + 2
+        return min(self.n_log, total + 1) + 2
 
     def steps(self, total: int) -> list[int]:
         """Sorted probe steps in [0, total], always with 0 and total."""

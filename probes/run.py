@@ -1,4 +1,5 @@
-"""The probed training run: device-agnostic, seeded, centred output, held-out loss, divergence check.
+"""The probed training run: device-agnostic, seeded, centred output, held-out loss, divergence check (losses and
+probe statistics; per member in a seed ensemble).
 
 Training objective (paper Sec. 2; official `shift_fn`): cross-entropy of f(theta_t) - f(theta_0), where the
 readout multiplier already carries 1/gamma0. f(theta_0) comes from a frozen copy of the initial model
@@ -15,22 +16,30 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import os
+import re
 import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from parametrizations.checks import ConfigError, check_bool, check_choice, check_int, check_str
 from parametrizations.optim import OptimConfig, build_optimizer, global_lr
 from parametrizations.spec import Parametrization, attention_scale, get_preset
 from parametrizations.transformer import LWSTransformer, ModelConfig, attention_logits, build_model
 
 from .batches import BatchStream
 from .data import Task, load_task
-from .recorder import ProbeConfig, ProbeRecorder
+from .recorder import IO_WEIGHTS, MAX_SEED, MAX_STEP, ProbeConfig, ProbeRecorder
 
 PRECISIONS = ("fp32", "tf32", "bf16")   # fp32 is the default of every theory check; the others are opt-in
+DEVICE_RE = re.compile(r"cpu|cuda|cuda:\d{1,4}|auto")
+DEVICE_CHOICES = "cpu, cuda, cuda:N, auto"
+MAX_STEPS = MAX_STEP        # 10^8 optimizer steps (the losses buffer is steps x members floats)
+MAX_BATCH = 1 << 20
 
 
 @dataclass
@@ -53,13 +62,24 @@ class RunConfig:
     compile: bool = False
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        for name in ("batch_size", "heldout_batch"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if int(self.steps) < 0:
-            raise ValueError(f"steps must be >= 0 (0: probes at initialisation only), got {self.steps}")
+        for name, cls in (("model", ModelConfig), ("param", Parametrization), ("optim", OptimConfig),
+                          ("probes", ProbeConfig)):
+            if not isinstance(getattr(self, name), cls):
+                raise ConfigError(name, f"must be a {cls.__name__}, got {type(getattr(self, name)).__name__}")
+        check_int("steps", self.steps, 0, MAX_STEPS)   # 0: probes at initialisation only
+        check_int("batch_size", self.batch_size, 1, MAX_BATCH)
+        check_int("heldout_batch", self.heldout_batch, 1, MAX_BATCH)
+        check_int("seed", self.seed, 0, MAX_SEED)
+        check_int("data_seed", self.data_seed, 0, MAX_SEED)
+        check_int("patch", self.patch, 1, 1024)
+        check_str("device", self.device)
+        if not DEVICE_RE.fullmatch(self.device):
+            raise ConfigError("device", f"must be one of {DEVICE_CHOICES}, got {self.device!r}")
+        if self.data_path is not None:
+            if not isinstance(self.data_path, (str, os.PathLike)) or not str(self.data_path):
+                raise ConfigError("data_path", f"must be a non-empty path, got {self.data_path!r}")
+        check_choice("precision", self.precision, PRECISIONS)
+        check_bool("compile", self.compile)
 
     def to_dict(self) -> dict:
         return {"model": self.model.to_dict(), "param": self.param.to_dict(), "optim": self.optim.to_dict(),
@@ -86,13 +106,23 @@ class RunResult:
 
 
 def resolve_device(device: str) -> torch.device:
-    """'auto' -> cuda when present else cpu; otherwise the named device (ValueError if unavailable)."""
+    """'auto' -> cuda when present else cpu; 'cpu', 'cuda' or 'cuda:N' -> that device, if torch can use it.
+    ConfigError (a ValueError naming `device`) for anything else: another name, an unavailable CUDA, N out of range."""
+    if isinstance(device, torch.device):
+        device = str(device)
+    if not isinstance(device, str) or not DEVICE_RE.fullmatch(device):
+        raise ConfigError("device", f"must be one of {DEVICE_CHOICES}, got {device!r}")
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
-    return dev
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError("device", f"{device!r} requested but CUDA is not available to this torch "
+                                        f"({torch.__version__}); use cpu or auto")
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError("device", f"{device!r} requested but this machine has {torch.cuda.device_count()} "
+                                        f"CUDA device(s) (cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+    return torch.device(device)
 
 
 def model_config_for_task(cfg: ModelConfig, task: Task) -> ModelConfig:
@@ -181,8 +211,11 @@ def train(cfg: RunConfig, progress: bool = False,
     """Train one model. At step 0 and every probe step (cfg.probes schedule) the held-out loss is logged, the
     probe recorder (if cfg.probes.enabled) records, and `on_log(step, state)` is called.
 
-    Returns a RunResult (the recorder in result.extra["recorder"]); a NaN/inf loss stops the run with status
-    "diverged" (never an exception).
+    Returns a RunResult (the recorder in result.extra["recorder"]); a NaN/inf training or held-out loss, or a
+    probe statistic that must be finite turning NaN/inf (`nonfinite_probes`), stops the run with status
+    "diverged" (never an exception): `diverged_at` is the optimizer step t whose weights gave the first
+    non-finite value, extra["diverged_on"] says which (training loss, held-out loss, probes (names)), and the
+    result keeps what was recorded before log step t (nothing of it).
     """
     return _train(cfg, None, progress, on_log)[0]
 
@@ -190,8 +223,8 @@ def train(cfg: RunConfig, progress: bool = False,
 def train_ensemble(cfg: RunConfig, seeds: list[int], progress: bool = False) -> list[RunResult]:
     """Train len(seeds) seeds of one configuration as one batched model (a seed ensemble); returns one RunResult
     per seed, equal (to float tolerance) to `train(replace(cfg, seed=s))`: the same initialisation, data order,
-    losses and probes. A member whose loss turns NaN/inf stops there (status "diverged") as a separate run
-    would; the others go on."""
+    losses and probes. A member whose loss or probes turn NaN/inf stops there (status "diverged") as a separate
+    run would; the others go on."""
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"an ensemble needs distinct seeds, got {list(seeds)}")
     return _train(cfg, [int(s) for s in seeds], progress, None)
@@ -225,40 +258,62 @@ def _train(cfg: RunConfig, seeds: list[int] | None, progress: bool,
     log_steps: list[list[int]] = [[] for _ in members]
     heldout: list[list[float]] = [[] for _ in members]
     gnorms: list[list[float]] = [[] for _ in members]
-    status, diverged_at = ["ok"] * E, [None] * E
+    status, diverged_at, diverged_on = ["ok"] * E, [None] * E, [""] * E
     steps_done, n_probes = [0] * E, [0] * E
     alive = list(range(E))
     logged = 0                                                     # train steps already moved to the host
     t0 = time.perf_counter()
 
+    def diverge(e: int, at: int, step: int, why: str) -> None:
+        """Member e stops: diverged at optimizer step `at` (found at log step `step`) because `why` is not finite."""
+        status[e], diverged_at[e], diverged_on[e], steps_done[e] = "diverged", at, why, step
+        alive.remove(e)
+
     def log(step: int, gnorm: torch.Tensor | None) -> bool:
-        """Record held-out losses and call the probes; returns False when every member has diverged."""
-        nonlocal logged, alive
+        """Record held-out losses and call the probes; returns False when every member has diverged.
+
+        A member diverges at step t when the training loss of train_step t (the loss of the weights after t
+        updates), the held-out loss at log step t or a probe statistic at log step t (`nonfinite_probes`) is
+        NaN/inf; it keeps what it recorded before and nothing of log step t."""
+        nonlocal logged
         with torch.no_grad():
             hl = centred_loss(model, model0, xh, yh).reshape(-1)   # (E,)
         vals = torch.stack([hl, gnorm if gnorm is not None else torch.zeros(E, device=device)])   # (2, E)
         chunk = losses[logged:step].cpu().numpy()                  # (k, E): one transfer per log step
         hl_f, gn_f = vals.cpu().numpy()
+        first = logged
         logged = step
+        fresh = []                                                 # alive members with finite losses here
         for e in list(alive):
             ce = chunk[:, e].tolist()
             train_loss[e].extend(ce)
             bad = [i for i, v in enumerate(ce) if not math.isfinite(v)]
-            if bad or not math.isfinite(hl_f[e]):
-                status[e], steps_done[e] = "diverged", step
-                diverged_at[e] = len(train_loss[e]) - len(ce) + (bad[0] if bad else len(ce) - 1)
-                alive.remove(e)
+            if bad:
+                diverge(e, first + bad[0], step, "training loss")
+            elif not math.isfinite(hl_f[e]):
+                diverge(e, step, step, "held-out loss")
+            else:
+                fresh.append(e)
+        if recorder is not None and fresh:
+            recorder.record(step, model)
+            bad_probes = nonfinite_probes(recorder.records[-1], recorder.heads, cfg.param.centre)
+            for e in fresh:
+                if bad_probes[e]:
+                    diverge(e, step, step, "probes (" + ", ".join(bad_probes[e]) + ")")
+            if seeds is None and not alive:                        # a single run keeps no record of this step
+                recorder.steps.pop()
+                recorder.records.pop()
+        for e in fresh:
+            if e not in alive:
                 continue
             log_steps[e].append(step)
             heldout[e].append(float(hl_f[e]))
             gnorms[e].append(float(gn_f[e]))
             steps_done[e] = step
+            if recorder is not None:
+                n_probes[e] = len(recorder.steps)
         if not alive:
             return False
-        if recorder is not None:
-            recorder.record(step, model)
-            for e in alive:
-                n_probes[e] = len(recorder.steps)
         if on_log is not None:
             on_log(step, state)
         return True
@@ -295,10 +350,33 @@ def _train(cfg: RunConfig, seeds: list[int] | None, progress: bool,
     for e, seed in enumerate(members):
         single = model if seeds is None else model.member(e)
         rec = recorder if recorder is None or seeds is None else recorder.member(e, n_probes[e])
-        extra = {"recorder": rec, "ensemble": E if seeds is not None else 0}
+        extra = {"recorder": rec, "ensemble": E if seeds is not None else 0, "diverged_on": diverged_on[e]}
         results.append(RunResult(replace(cfg, seed=seed), status[e], steps_done[e], train_loss[e], log_steps[e],
                                  heldout[e], gnorms[e], lr, wall, single, diverged_at[e], extra=extra))
     return results
+
+
+def nonfinite_probes(record: dict[str, np.ndarray], heads: list[int], centre: str) -> list[list[str]]:
+    """Per member, the names of the probe statistics of one record ({name: (E, ...)}, `ProbeRecorder.record`)
+    that hold a NaN/inf where they must be finite. Allowed to be NaN: the variances over heads of a layer with
+    one head (`*_var_heads`), `attn_raw` past a layer's heads (padding), and the readout's `io_movement` under
+    centre "zero_readout" (its W(0) is zero). Everything else (kernels, h_rms, coord_rms, io_rms, weight
+    movement, the means over heads, ...) must be finite."""
+    heads = np.asarray(heads)
+    E = next(iter(record.values())).shape[0] if record else 0
+    bad: list[list[str]] = [[] for _ in range(E)]
+    for name, a in record.items():
+        if name.endswith("_var_heads"):                           # (E, L): NaN for a one-head layer
+            a = a[:, heads > 1]
+        elif name == "attn_raw":                                  # (E, L, point, H_max): NaN past the heads
+            valid = np.arange(a.shape[-1])[None, :] < heads[:, None]                 # (L, H_max)
+            a = np.moveaxis(a, 2, 3)[:, valid]                    # (E, valid (layer, head), point)
+        elif name == "io_movement" and centre == "zero_readout":  # (E, io): ||W(0)|| = 0 for the readout
+            a = a[:, [i for i, w in enumerate(IO_WEIGHTS) if w != "readout"]]
+        finite = np.isfinite(a.reshape(E, -1)).all(axis=1)
+        for e in np.flatnonzero(~finite):
+            bad[e].append(name)
+    return bad
 
 
 def member_sq_norm(t: torch.Tensor, ensemble: int | None) -> torch.Tensor:

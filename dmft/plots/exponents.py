@@ -14,7 +14,7 @@ from ._style import P4_MC_HEADS, QUANTITY_LABELS, _legend, _log2, _new_axes, _po
 
 
 def exponent_plot(sizes, values, fit=None, predicted=None, *, axis: str = "N", ylabel: str = "", label=None,
-                  ax: Axes | None = None) -> Axes:
+                  ax: Axes | None = None, diverged=None) -> Axes:
     """Log-log (base 2) plot of a measured quantity against size, with its fitted and predicted exponents.
 
     sizes: (n_sizes,); values: (n_sizes, n_seeds) or (n_sizes,) (non-positive and NaN values are not drawn).
@@ -24,7 +24,10 @@ def exponent_plot(sizes, values, fit=None, predicted=None, *, axis: str = "N", y
     [-1.02, -0.95]" in the legend; None draws no fit. predicted: an exponent, or {name: exponent} for several
     hypotheses; each is a dashed line of that slope anchored at the first seed mean, labelled "predicted
     N^-1 (name)". axis: the size's symbol (N, H, L). label names the data in the legend (default "seed
-    mean"). Calling it again on the same `ax` draws the next data in the next colour. Returns the Axes.
+    mean"). Calling it again on the same `ax` draws the next data in the next colour. diverged: the sizes of
+    points that diverged and are not drawn (one entry per (size, seed) point, `dmft.divergence`): each size is
+    marked with an x on the bottom edge, and the legend says "diverged, not drawn: N=32 (4 seeds)". Returns the
+    Axes.
     """
     ax = _new_axes(ax)
     sizes = np.asarray(sizes, dtype=float).ravel()
@@ -67,6 +70,12 @@ def exponent_plot(sizes, values, fit=None, predicted=None, *, axis: str = "N", y
             colour = other[j % len(other)] if k == 0 else dark    # later data: predictions in their colour
             ax.plot(xs, y0 * (xs / x0) ** e, linestyle=styles[j % len(styles)], color=colour,
                     lw=1.5, alpha=1.0 if k == 0 else 0.75, zorder=3, label=text)
+    if diverged is not None and len(diverged):
+        at, counts = np.unique(np.asarray(diverged, dtype=float), return_counts=True)
+        text = ", ".join(f"{s:g} ({c} seed{'s' if c > 1 else ''})" for s, c in zip(at, counts))
+        ax.plot(at, np.full(len(at), 0.02), "x", ms=7, mew=1.6, color="firebrick", zorder=5,
+                transform=ax.get_xaxis_transform(), clip_on=False,
+                label=f"diverged, not drawn: {axis}={text}")
     _log2(ax)
     _tidy_log_y(ax)
     if len(sizes):
@@ -112,8 +121,8 @@ def verdict_figure(ds: xr.Dataset, verdicts=None, n_heads_mc: int = P4_MC_HEADS)
     samples^2 (tens of seconds per layer for the default 32-sample probe batch on 2 CPU cores). The density
     verdict (P3) has no slope: its result is written in the figure's title (see `attention_density`).
     """
-    from .. import measure
-    from ..check import check, kernel_limit, run_attrs
+    from .. import divergence, measure
+    from ..check import check, kernel_limit, run_attrs, stable_values
     from ..fit import loglog_fit
     from ..predictions import predictions
 
@@ -126,6 +135,8 @@ def verdict_figure(ds: xr.Dataset, verdicts=None, n_heads_mc: int = P4_MC_HEADS)
     if verdicts is None:
         verdicts = check(ds, n_heads_mc=n_heads_mc, limit=cache.get("limit"))
     preds = predictions(a["alpha_A"], a["alpha_L"], a["standard"], axis, a["trained"])
+    points = divergence.diverged_points(ds, axis)
+    trained = {(p.key, p.quantity): p.trained for p in preds}
     slopes = [v for v in verdicts if v.quantity in measure.QUANTITIES or v.quantity == "kernel_mse_init"]
     others = [v for v in verdicts if v not in slopes]
     fig, axes = _subplots(max(len(slopes), 1), 3 if len(slopes) != 4 else 2, panel=(4.4, 4.5))
@@ -136,6 +147,8 @@ def verdict_figure(ds: xr.Dataset, verdicts=None, n_heads_mc: int = P4_MC_HEADS)
             sizes, values = measure.kernel_mse_init(ds, axis, cache["limit"])
         else:
             sizes, values = measure.QUANTITIES[v.quantity](ds, axis)
+        values, left_out = stable_values(trained.get((v.key, v.quantity), False), sizes, values, points,
+                                         ds["seed"].values)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
@@ -144,10 +157,14 @@ def verdict_figure(ds: xr.Dataset, verdicts=None, n_heads_mc: int = P4_MC_HEADS)
         except ValueError:            # fewer than 3 usable sizes: the points alone
             fit = None
         exponent_plot(sizes, values, fit, _predicted_for(v, preds), axis=axis,
-                      ylabel=QUANTITY_LABELS.get(v.quantity, v.quantity), ax=ax)
+                      ylabel=QUANTITY_LABELS.get(v.quantity, v.quantity), ax=ax,
+                      diverged=[p.size for p in left_out])
         if fit is None:
-            ax.text(0.03, 0.04, "no slope: fewer than 3 sizes with finite values", transform=ax.transAxes,
-                    fontsize="small", color="firebrick")
+            why = "fewer than 3 sizes with finite values"
+            if left_out:
+                why = f"fewer than 3 sizes left, {divergence.describe(left_out, axis)}"
+            ax.text(0.03, 0.06, f"no slope: {why}", transform=ax.transAxes, fontsize="small", color="firebrick",
+                    wrap=True)
         word = "consistent" if v.consistent else "NOT consistent"
         if v.supported and v.supported != "neither":
             word += f" ({_short_hypothesis(v.supported)})"

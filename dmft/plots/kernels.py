@@ -81,7 +81,7 @@ def kernel_grid(kernels: Mapping[str, xr.DataArray], *, title: str = "", vmax: f
 def _finite_depths(da: xr.DataArray) -> xr.DataArray:
     """Drop depths that are all NaN (the padding of shallower runs in an L sweep)."""
     keep = np.isfinite(da).any([d for d in da.dims if d != "depth"]).values
-    return da.isel(depth=np.flatnonzero(keep))
+    return da.isel(depth=np.flatnonzero(keep)) if keep.any() else da    # all NaN: a run diverged at step 0
 
 
 def kernel_panels(ds: xr.Dataset, kind: str = "kernel_pooled", depth: int = -1) -> Figure:
@@ -91,23 +91,35 @@ def kernel_panels(ds: xr.Dataset, kind: str = "kernel_pooled", depth: int = -1) 
     Sweep dataset (dims axis, seed, step, ...): rows = first and last probe step, columns = the sizes along the
     axis, seed 0; the sizes of a row share one colour scale (the comparison across sizes), each row has its own
     (kernels grow many-fold in training, so one scale for both steps would leave the step-0 row blank). Single
-    run: two columns, first and last step, each on its own scale. Returns the Figure.
+    run: two columns, first and last step, each on its own scale. A run that diverged (`dmft.divergence`) has
+    no kernel at the steps after it diverged: its panel is left blank and its title says "diverged at step t".
+    Returns the Figure.
     """
+    from ..divergence import diverged_points
     if kind not in ds:
         raise ValueError(f"the dataset has no {kind} (probes not recorded?)")
     axis = _sweep_axis_of(ds)
     steps = ds.step.values
     step_idx = [0] if len(steps) == 1 else [0, len(steps) - 1]
     da = ds[kind]
+    seed0 = int(ds["seed"][0]) if "seed" in ds.dims else None
+    diverged = {p.size: p.step for p in diverged_points(ds, axis) if seed0 is None or p.seed == seed0}
     if "seed" in da.dims:
         da = da.isel(seed=0)
+
+    def note(size, i: int) -> str:
+        """' (diverged at step t)' for a panel of a diverged run without a kernel at that step."""
+        at = diverged.get(size)
+        if size not in diverged or (at is not None and 0 <= at and int(steps[i]) < at):
+            return ""
+        return f" (diverged at step {at})" if at is not None and at >= 0 else " (diverged)"
     kernels = {}
     depths = set()
     if axis is None:
         k = _finite_depths(da).isel(depth=depth)
         depths.add(int(k.depth))
         for i in step_idx:
-            kernels[f"step {int(steps[i])}"] = k.isel(step=i).rename(kind)
+            kernels[f"step {int(steps[i])}" + note(None, i)] = k.isel(step=i).rename(kind)
         ncols, share = len(step_idx), "panel"
     else:
         sizes = ds[axis].values
@@ -115,7 +127,7 @@ def kernel_panels(ds: xr.Dataset, kind: str = "kernel_pooled", depth: int = -1) 
             for v in sizes:
                 k = _finite_depths(da.sel({axis: v})).isel(depth=depth)
                 depths.add(int(k.depth))
-                kernels[f"{axis}={int(v)}, step {int(steps[i])}"] = k.isel(step=i).rename(kind)
+                kernels[f"{axis}={int(v)}, step {int(steps[i])}" + note(float(v), i)] = k.isel(step=i).rename(kind)
         ncols, share = len(sizes), "row"
     if len(depths) == 1:
         where = rf"$\ell = {depths.pop()}$"

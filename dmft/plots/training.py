@@ -14,40 +14,80 @@ from matplotlib.figure import Figure
 from ._style import AXES, COORD_LABELS, _legend, _log2, _new_axes, _resolve_axis, _size_ticks, _subplots, _sym, _tidy_log_y
 
 
+def _mark_diverged_note(ax: Axes, label: str) -> None:
+    """A legend entry for the x markers of diverged runs."""
+    ax.plot([], [], "x", ms=7, mew=1.6, color="firebrick", label=label)
+
+
 def loss_curves(ds: xr.Dataset, *, axis: str | None = None) -> Figure:
     """Held-out loss against step. Sweep (axis given or found): one line per size, the seed mean with a band
     from the lowest to the highest seed, palette "rocket" (dark = small). Single run: the held-out loss, and
-    the training loss on each incoming batch as a light line. Returns the Figure."""
+    the training loss on each incoming batch as a light line. Diverged runs (`dmft.divergence`) are drawn
+    explicitly: in a sweep they are left out of the mean and band and drawn dashed up to their last logged
+    loss, marked with an x (the size's legend entry counts them); a diverged single run gets an x at its last
+    logged loss. Returns the Figure."""
+    from ..divergence import diverged_mask, diverged_points
+
     axis = _resolve_axis(ds, axis)
     ax = _new_axes(None, figsize=(5.6, 3.8))
     loss = ds.heldout_loss
     steps = ds.step.values
+    mask = diverged_mask(ds)
     if axis is None:
         if "train_loss" in ds and ds.sizes.get("train_step", 0):
             ax.plot(ds.train_step.values + 1, ds.train_loss.values, color=sns.color_palette("pastel")[0], lw=0.8,
                     label="training batch", zorder=1)
         ax.plot(steps, loss.values, "o-", ms=3, color=sns.color_palette("dark")[0], lw=1.6, label="held-out",
                 zorder=2)
+        pts = diverged_points(ds)
+        if pts:
+            y = loss.values.astype(float)
+            ok = np.isfinite(y)
+            if ok.any():
+                last = np.flatnonzero(ok)[-1]
+                ax.plot(steps[last], y[last], "x", ms=9, mew=2, color="firebrick", zorder=4)
+            _mark_diverged_note(ax, f"diverged at step {pts[0].step}" if pts[0].step >= 0 else "diverged")
         sizes = {a: int(ds[a]) for a in AXES if a in ds.coords}
         ax.set_title(", ".join(f"${k} = {v}$" for k, v in sizes.items()), fontsize="medium")
         _legend(ax, loc="upper right")
     else:
         sizes = ds[axis].values
         colors = sns.color_palette("rocket", len(sizes) + 1)[: len(sizes)]   # skip the near-white end
+        any_diverged = False
         for v, c in zip(sizes, colors):
             lv = loss.sel({axis: v})
+            label = f"{int(v)}"
             if "seed" in lv.dims:
+                bad = np.zeros(lv.sizes["seed"], dtype=bool)
+                if mask is not None and "seed" in mask.dims:
+                    bad = mask.sel({axis: v}).transpose("seed").values.astype(bool) if axis in mask.dims else \
+                        mask.transpose("seed").values.astype(bool)
+                for j in np.flatnonzero(bad):                 # diverged seeds: dashed, x at the last logged loss
+                    y = lv.isel(seed=j).values.astype(float)
+                    ok = np.isfinite(y)
+                    if ok.any():
+                        ax.plot(steps[ok], y[ok], "--", color=c, lw=0.9, alpha=0.8)
+                        ax.plot(steps[ok][-1], y[ok][-1], "x", ms=7, mew=1.6, color="firebrick", zorder=4)
+                if bad.any():
+                    any_diverged = True
+                    label += f" ({int(bad.sum())} of {len(bad)} diverged)"
+                stable = lv.isel(seed=np.flatnonzero(~bad))
+                if stable.sizes["seed"] == 0:
+                    ax.plot([], [], "--", color=c, lw=1.6, label=label)
+                    continue
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", RuntimeWarning)
-                    mean, lo, hi = lv.mean("seed").values, lv.min("seed").values, lv.max("seed").values
-                if lv.sizes["seed"] > 1:
+                    mean, lo, hi = stable.mean("seed").values, stable.min("seed").values, stable.max("seed").values
+                if stable.sizes["seed"] > 1:
                     ax.fill_between(steps, lo, hi, color=c, alpha=0.2, lw=0)
             else:
                 mean = lv.values
-            ax.plot(steps, mean, "-", color=c, lw=1.6, label=f"{int(v)}")
+            ax.plot(steps, mean, "-", color=c, lw=1.6, label=label)
+        if any_diverged:
+            _mark_diverged_note(ax, "diverged run (dashed; x: last logged loss), not in the mean")
         n_seeds = ds.sizes.get("seed", 1)
-        ax.set_title("seed mean" + (f", band: min-max over {n_seeds} seeds" if n_seeds > 1 else ""),
-                     fontsize="medium")
+        ax.set_title("seed mean" + (f", band: min-max over {n_seeds} seeds" if n_seeds > 1 else "")
+                     + (" that did not diverge" if any_diverged else ""), fontsize="medium")
         _legend(ax, title=_sym(axis), loc="upper right", ncols=2 if len(sizes) > 5 else 1)
     ax.set_xlabel("step $t$")
     ax.set_ylabel(r"held-out loss $\mathcal{L}$ (nats)")
@@ -59,7 +99,8 @@ def lr_transfer(losses: xr.DataArray, *, axis: str = "N") -> Axes:
 
     losses: dims (eta0, axis) and optionally seed (averaged; a seed that diverged makes the point diverged) and
     step (the last is used). The best eta0 of each size is marked with a star; diverged (NaN/inf) points are
-    skipped. Returns the Axes."""
+    not drawn on the curve but marked with an x on the top edge, in the size's colour, with a legend note.
+    Returns the Axes."""
     if "eta0" not in losses.dims or axis not in losses.dims:
         raise ValueError(f"lr_transfer needs dims (eta0, {axis}), got {losses.dims}")
     da = losses
@@ -75,15 +116,23 @@ def lr_transfer(losses: xr.DataArray, *, axis: str = "N") -> Axes:
     ax = _new_axes(None, figsize=(5.4, 3.8))
     sizes = da[axis].values
     colors = sns.color_palette("rocket", len(sizes) + 1)[: len(sizes)]
+    any_diverged = False
     for v, c, row in zip(sizes, colors, da.values.astype(float)):
         ok = np.isfinite(row)
+        if (~ok).any():
+            any_diverged = True
+            ax.plot(eta[~ok], np.full(int((~ok).sum()), 0.97), "x", ms=7, mew=1.6, color=c, zorder=5,
+                    transform=ax.get_xaxis_transform(), clip_on=False)
         if not ok.any():
+            ax.plot([], [], "-", color=c, lw=1.5, label=f"{v:g} (every eta0 diverged)")
             continue
         order = np.argsort(eta[ok])
         ax.plot(eta[ok][order], row[ok][order], "o-", ms=4, color=c, lw=1.5, label=f"{v:g}")
         best = np.flatnonzero(ok)[np.argmin(row[ok])]
         ax.plot(eta[best], row[best], "*", ms=15, color=c, markeredgecolor="black", markeredgewidth=0.6, zorder=5)
     ax.plot([], [], "*", ms=11, color="grey", markeredgecolor="black", markeredgewidth=0.6, label=r"best $\eta_0$")
+    if any_diverged:
+        ax.plot([], [], "x", ms=7, mew=1.6, color="grey", label="diverged (top edge)")
     ax.set_xscale("log")
     etas = np.asarray(losses["eta0"].values, dtype=float)
     ax.xaxis.set_major_locator(mticker.FixedLocator(etas))          # one tick per grid value
@@ -202,7 +251,13 @@ def coord_check_panels(ds: xr.Dataset, *, axis: str | None = None, max_steps: in
         shown = [ax for ax in axes[r] if ax.axison]
         if shown:
             shown[0].set_ylabel("RMS" if r == 0 else "RMS of the change")
-    fig.suptitle(f"coordinate check vs {_sym(axis)} (seed mean; slope in the legend)", fontsize="medium")
+    title = f"coordinate check vs {_sym(axis)} (seed mean; slope in the legend)"
+    from ..divergence import describe, diverged_points
+
+    pts = diverged_points(ds, axis)
+    if pts:
+        title += f"\n{describe(pts, axis)}: not drawn from the step they diverged at"
+    fig.suptitle(title, fontsize="medium")
     return fig
 
 

@@ -1,0 +1,286 @@
+"""Where the jobs of a sweep run: in this process, in a local process pool, or as Ray tasks.
+
+An executor calls `fn(job)` for every job and reports back in this process: `on_start(job)` when the job is handed to
+a worker, `on_done(job, result, error)` when it returns, where error is None or a `JobError` saying why it failed
+(`line`: one line; `detail`: the traceback, when fn raised); the other jobs go on either way. For the pool and Ray, `fn` must be a
+module-level function and the jobs plain picklable data.
+
+- `InProcess`: one job after another in this process (torch keeps its own thread count).
+- `LocalPool(workers)`: a `concurrent.futures.ProcessPoolExecutor` with the "spawn" start method (never fork: torch
+  holds threads and locks), at most `workers` jobs in flight, each worker limited to `threads` torch threads. A
+  worker that dies (killed, out of memory) fails the jobs in flight and the pool is started afresh.
+- `RayTasks`: one Ray task per job, declaring `num_cpus=1` and `num_gpus=gpus_per_task` (a fraction shares a GPU);
+  connects to `address` (e.g. "auto" inside a cluster) or starts a local instance with `num_cpus` CPUs; a failure
+  to do either is a ValueError (one line).
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import traceback
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Callable, Protocol, Sequence
+
+EXECUTORS = ("local", "ray")
+RAY_MISSING = "--executor ray needs the ray package: pip install -e '.[ray]'"
+
+Job = Any
+OnStart = Callable[[Job], None]
+OnDone = Callable[[Job, Any, "JobError | None"], None]
+
+
+class JobError(RuntimeError):
+    """A job's exception as plain text (picklable whatever the original was): `line`, one line naming the
+    exception, and `detail`, its traceback."""
+
+    def __init__(self, line: str, detail: str = ""):
+        super().__init__(line)
+        self.line, self.detail = line, detail
+
+    def __reduce__(self):
+        return JobError, (self.line, self.detail)
+
+
+def error_line(e: BaseException) -> str:
+    """One line for an exception: 'Type: first line of its message'."""
+    if isinstance(e, JobError):
+        return e.line
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def call_job(fn: Callable[[Job], Any], job: Job, threads: int | None = None) -> Any:
+    """Run fn(job) in a worker with `threads` torch threads (None: leave torch's setting); returns fn's result, or
+    raises JobError (the exception as text, so any exception crosses a process boundary)."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    try:
+        return fn(job)
+    except Exception as e:
+        raise JobError(error_line(e), traceback.format_exc()) from None
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. a Slurm allocation), else os.cpu_count()."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def default_workers(threads_per_worker: int = 1) -> int:
+    """Workers that fill this machine when each uses `threads_per_worker` torch threads."""
+    return max(1, cpu_count() // max(1, threads_per_worker))
+
+
+class Executor(Protocol):
+    def describe(self) -> str:
+        """One phrase saying where the jobs run (for the progress header)."""
+
+    def run(self, fn: Callable[[Job], Any], jobs: Sequence[Job], on_start: OnStart, on_done: OnDone) -> None:
+        """Run fn on every job, calling on_start / on_done in this process (see the module docstring)."""
+
+
+class InProcess:
+    """Jobs one after another in this process (no pool): torch keeps the thread count it has."""
+
+    def describe(self) -> str:
+        return "in this process"
+
+    def run(self, fn, jobs, on_start, on_done) -> None:
+        for job in jobs:
+            on_start(job)
+            try:
+                result = call_job(fn, job)
+            except JobError as e:
+                on_done(job, None, e)
+            else:
+                on_done(job, result, None)
+
+
+WORKER_DIED = "a worker process died (killed, or out of memory?) while this ran"
+
+
+class LocalPool:
+    """A process pool on this machine ("spawn" start method), `workers` jobs at a time, `threads` torch threads
+    per worker."""
+
+    def __init__(self, workers: int, threads: int | None = 1, start_method: str = "spawn"):
+        if workers < 1:
+            raise ValueError(f"--workers must be >= 1, got {workers}")
+        if start_method not in ("spawn", "forkserver"):
+            raise ValueError(f"start method must be spawn or forkserver (never fork with torch), got {start_method!r}")
+        self.workers, self.threads, self.start_method = workers, threads, start_method
+
+    def describe(self) -> str:
+        threads = "torch's default threads" if self.threads is None else \
+            f"{self.threads} torch thread{'s' if self.threads > 1 else ''}"
+        return f"on a local pool of {self.workers} workers x {threads}"
+
+    def _pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context(self.start_method))
+
+    def run(self, fn, jobs, on_start, on_done) -> None:
+        todo = list(jobs)[::-1]                          # pop() takes them in order
+        in_flight: dict[Future, Job] = {}
+        pool = None
+        clean = False
+        try:
+            while todo or in_flight:
+                if pool is None:
+                    pool = self._pool()
+                while todo and len(in_flight) < self.workers:
+                    job = todo.pop()
+                    in_flight[pool.submit(call_job, fn, job, self.threads)] = job
+                    on_start(job)
+                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                broken = False
+                for fut in done:
+                    job = in_flight.pop(fut)
+                    try:
+                        result = fut.result()
+                    except BrokenProcessPool:
+                        broken = True
+                        on_done(job, None, JobError(WORKER_DIED))
+                    except JobError as e:
+                        on_done(job, None, e)
+                    except Exception as e:                # e.g. a result that could not be pickled
+                        on_done(job, None, JobError(error_line(e)))
+                    else:
+                        on_done(job, result, None)
+                if broken:                                # every job in flight is lost with the pool
+                    for job in in_flight.values():
+                        on_done(job, None, JobError(WORKER_DIED))
+                    in_flight.clear()
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    pool = None
+            clean = True
+        finally:
+            if pool is not None:
+                if not clean:                              # interrupted: do not wait for the jobs in flight
+                    for p in list((getattr(pool, "_processes", None) or {}).values()):
+                        p.terminate()
+                pool.shutdown(wait=clean, cancel_futures=True)
+
+
+class RayTasks:
+    """One Ray task per job (num_cpus=1, num_gpus=gpus_per_task), on the cluster at `address` or on a local
+    instance started here with `num_cpus` CPUs (None: all of this machine's)."""
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None, gpus_per_task: float = 0.0,
+                 threads: int = 1):
+        self.address, self.num_cpus, self.gpus_per_task, self.threads = address, num_cpus, gpus_per_task, threads
+
+    def describe(self) -> str:
+        where = f"the Ray cluster at {self.address}" if self.address else \
+            f"a local Ray instance ({self.num_cpus or cpu_count()} CPUs)"
+        gpus = f", {self.gpus_per_task:g} GPU per task" if self.gpus_per_task else ""
+        return f"as Ray tasks on {where}{gpus}"
+
+    def run(self, fn, jobs, on_start, on_done) -> None:
+        import ray
+
+        started = not ray.is_initialized()
+        if started:
+            if self.address:
+                check_reachable(self.address)
+            try:
+                if self.address:
+                    ray.init(address=self.address, logging_level="ERROR")
+                else:                          # the results are small (parts go to the file system): small store
+                    ray.init(num_cpus=self.num_cpus or cpu_count(), include_dashboard=False, logging_level="ERROR",
+                             object_store_memory=100 * 2 ** 20)
+            except Exception as e:
+                what = f"--ray-address {self.address}: cannot connect" if self.address else \
+                    "--executor ray: cannot start a local Ray instance"
+                raise ValueError(f"{what} ({error_line(e)})") from None
+        task = ray.remote(num_cpus=1, num_gpus=self.gpus_per_task)(call_job)
+        refs: dict[Any, Job] = {}
+        try:
+            for job in jobs:
+                refs[task.remote(fn, job, self.threads)] = job
+                on_start(job)
+            while refs:
+                ready, _ = ray.wait(list(refs), num_returns=1)
+                for ref in ready:
+                    job = refs.pop(ref)
+                    try:
+                        result = ray.get(ref)
+                    except Exception as e:                  # RayTaskError wraps our JobError as its cause
+                        cause = getattr(e, "cause", None) or e
+                        on_done(job, None, cause if isinstance(cause, JobError) else JobError(error_line(cause)))
+                    else:
+                        on_done(job, result, None)
+        finally:
+            for ref in refs:
+                ray.cancel(ref, force=True)
+            if started:
+                ray.shutdown()
+
+
+def check_reachable(address: str, timeout_s: float = 10.0) -> None:
+    """ValueError naming --ray-address when a "host:port" address does not accept a TCP connection within
+    timeout_s (Ray itself would retry for minutes). "auto" and "ray://..." addresses are left to Ray."""
+    import socket
+
+    if address == "auto" or "://" in address or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--ray-address {address}: no Ray cluster answers there ({error_line(e)})") from None
+
+
+def ray_available() -> bool:
+    """Whether the ray package can be imported."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def check_executor(kind: str, workers: int | None = None, ray_address: str | None = None,
+                   ray_cpus: int | None = None, gpus_per_task: float | None = None) -> None:
+    """ValueError (one line naming the option) for executor options that do not go together or are out of range,
+    and for --executor ray without the ray package; checked before any work."""
+    if kind not in EXECUTORS:
+        raise ValueError(f"--executor must be one of {', '.join(EXECUTORS)}, got {kind!r}")
+    if kind == "local":
+        for flag, value in (("--ray-address", ray_address), ("--ray-cpus", ray_cpus), ("--gpus-per-task", gpus_per_task)):
+            if value is not None:
+                raise ValueError(f"{flag} applies to --executor ray only")
+        if workers is not None and workers < 1:
+            raise ValueError(f"--workers must be >= 1, got {workers}")
+        return
+    if workers is not None:
+        raise ValueError("--workers applies to --executor local only (Ray runs one task per free CPU)")
+    if ray_cpus is not None and ray_cpus < 1:
+        raise ValueError(f"--ray-cpus must be >= 1, got {ray_cpus}")
+    if ray_cpus is not None and ray_address:
+        raise ValueError("--ray-cpus sizes a local Ray instance; with --ray-address the cluster's resources apply")
+    if gpus_per_task is not None and not gpus_per_task >= 0:
+        raise ValueError(f"--gpus-per-task must be >= 0, got {gpus_per_task}")
+    if not ray_available():
+        raise ValueError(RAY_MISSING)
+    if ray_address:
+        check_reachable(ray_address)
+
+
+def make_executor(kind: str = "local", workers: int | None = None, n_jobs: int | None = None,
+                  ray_address: str | None = None, ray_cpus: int | None = None,
+                  gpus_per_task: float | None = None) -> Executor:
+    """The executor for the options (checked by check_executor). Local: `workers` (default: one per CPU, one
+    torch thread each), never more than `n_jobs`; one worker runs in this process (InProcess)."""
+    check_executor(kind, workers, ray_address, ray_cpus, gpus_per_task)
+    if kind == "ray":
+        return RayTasks(ray_address or None, ray_cpus, float(gpus_per_task or 0.0), threads=1)
+    k = workers if workers is not None else default_workers(1)
+    if n_jobs is not None:
+        k = min(k, max(1, n_jobs))
+    return InProcess() if k <= 1 else LocalPool(k, threads=1)

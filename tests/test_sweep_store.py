@@ -1,0 +1,195 @@
+"""The sweep store (probes.store) through the command line: a sweep killed with SIGKILL mid-run resumes to the dataset
+of an uninterrupted sweep, bit for bit (in this process and with a pool of 2 workers); a corrupt part is named and
+redone; a changed setting is refused before any work; a longer --values trains only the new points; a point whose
+worker raises is marked failed while the others go on.
+
+The reference is the same sweep run uninterrupted in the test process (`run_sweep`, one torch thread, as the CLI
+subprocesses and pool workers use)."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import xarray as xr
+
+from probes.config import make_run_config
+from probes.dataset import load
+from probes.store import MANIFEST, parts_dir
+from probes.sweep import SweepFailed, run_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = 60
+GRID = ["--axis", "N", "--values", "2,4,8", "--seeds", "2", "--task", "vision", "--H", "2", "--L", "1"]
+# Attributes that say when, where and how fast a part was made, not what it holds (combine_runs keeps an attribute
+# only where every part agrees, so these can differ between two sweeps of the same grid).
+PROVENANCE = ("wall_s", "git_revision", "package_version", "torch_version", "python_version", "device")
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+def sweep_args(out: Path, *extra: str, steps: int = STEPS) -> list[str]:
+    return ["sweep", *GRID, "--steps", str(steps), "--out", str(out), *extra]
+
+
+def content(ds: xr.Dataset) -> xr.Dataset:
+    """The dataset without its provenance attributes."""
+    ds = ds.copy()
+    for a in PROVENANCE:
+        ds.attrs.pop(a, None)
+    return ds
+
+
+def statuses(out: Path) -> dict[str, str]:
+    try:
+        points = json.loads((parts_dir(out) / MANIFEST).read_text())["points"]
+    except (FileNotFoundError, ValueError):
+        return {}
+    return {name: p["status"] for name, p in points.items()}
+
+
+def temporaries(*folders: Path) -> list[Path]:
+    return [p for f in folders for p in f.rglob(".tmp-*")]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> tuple[Path, xr.Dataset]:
+    """The uninterrupted sweep (its output path and merged dataset), run in this process."""
+    out = tmp_path_factory.mktemp("reference") / "ref.nc"
+    cfg = make_run_config(model={"H": 2, "L": 1, "task": "vision", "axis": "N"}, run={"steps": STEPS})
+    return out, run_sweep(cfg, "N", [2, 4, 8], 2, out)
+
+
+def copy_store(reference: tuple[Path, xr.Dataset], out: Path) -> None:
+    shutil.copytree(parts_dir(reference[0]), parts_dir(out))
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_sweep_killed_mid_run_resumes_to_the_uninterrupted_dataset(tmp_path, reference, workers):
+    out = tmp_path / "s.nc"
+    args = sweep_args(out, "--workers", workers)
+    proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), *args], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not {"done", "running"} <= set(statuses(out).values()):
+            assert proc.poll() is None, "the sweep ended before it could be killed mid-run"
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        os.killpg(proc.pid, signal.SIGKILL)                   # the sweep and its pool workers
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+    at_kill = statuses(out)
+    assert "running" in at_kill.values() and not out.exists()
+    r = cli(*args, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    n_done = sum(s == "done" for s in at_kill.values())
+    assert r.stderr.count("already done, skipped") == n_done
+    assert r.stderr.count(": ok (") == 6 - n_done
+    xr.testing.assert_identical(content(load(out)), content(reference[1]))
+    assert set(statuses(out).values()) == {"done"}
+    assert temporaries(tmp_path) == []
+
+
+def test_corrupt_parts_are_named_and_redone(tmp_path, reference):
+    """One part truncated to half its bytes, another with 4 KiB zeroed in the middle, and a temporary file that a
+    killed save left: both parts are named in a warning and retrained, the temporary file is removed."""
+    out = tmp_path / "s.nc"
+    copy_store(reference, out)
+    truncated, zeroed = parts_dir(out) / "N4-seed1.nc", parts_dir(out) / "N8-seed0.nc"
+    truncated.write_bytes(truncated.read_bytes()[:truncated.stat().st_size // 2])
+    data = bytearray(zeroed.read_bytes())
+    data[len(data) // 2:len(data) // 2 + 4096] = bytes(4096)
+    zeroed.write_bytes(bytes(data))
+    (parts_dir(out) / ".tmp-killedsave.nc").write_bytes(b"half a file")
+    r = cli(*sweep_args(out, "--workers", "1"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    warnings = [line for line in r.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 2 and "N4-seed1.nc" in warnings[0] and "N8-seed0.nc" in warnings[1], r.stderr
+    assert r.stderr.count("already done, skipped") == 4
+    assert "N=4 seed=1: ok (" in r.stderr and "N=8 seed=0: ok (" in r.stderr
+    # retrained alone rather than in their seed ensembles: the same runs up to float round-off
+    xr.testing.assert_allclose(content(load(out)), content(reference[1]), rtol=1e-4, atol=1e-6)
+    assert temporaries(tmp_path) == []
+
+
+@pytest.mark.parametrize("change,setting", [(["--steps", str(STEPS + 1)], "steps"),
+                                            (["--param", "mup-sqrt"], "param.name")],
+                         ids=["--steps", "--param"])
+def test_a_changed_setting_is_refused_before_any_work(tmp_path, reference, change, setting):
+    out = tmp_path / "s.nc"
+    copy_store(reference, out)
+    before = {p.name: p.read_bytes() for p in parts_dir(out).iterdir()}
+    args = sweep_args(out, "--workers", "1")
+    if change[0] == "--steps":
+        args[args.index("--steps") + 1] = change[1]
+    else:
+        args += change
+    r = cli(*args, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: --out") and setting in lines[0], r.stderr
+    old, new = (str(STEPS), str(STEPS + 1)) if setting == "steps" else ('"mup"', '"mup-sqrt"')
+    assert f"{old} -> {new}" in lines[0]
+    assert {p.name: p.read_bytes() for p in parts_dir(out).iterdir()} == before      # nothing trained or written
+    assert not out.exists()
+
+
+def test_more_values_train_only_the_new_points(tmp_path, reference):
+    out = tmp_path / "s.nc"
+    copy_store(reference, out)
+    args = sweep_args(out, "--workers", "1")
+    args[args.index("--values") + 1] = "2,4,8,16"
+    r = cli(*args, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("already done, skipped") == 6
+    trained = [line for line in r.stderr.splitlines() if ": ok (" in line]
+    assert [line.split(":")[0] for line in trained] == ["N=16 seed=0", "N=16 seed=1"]
+    ds = load(out)
+    assert list(ds.N.values) == [2, 4, 8, 16]
+    xr.testing.assert_identical(content(ds.sel(N=[2, 4, 8])).drop_vars("config_json"),
+                                content(reference[1]).drop_vars("config_json"))
+    manifest = json.loads((parts_dir(out) / MANIFEST).read_text())
+    assert manifest["values"] == [2, 4, 8, 16] and manifest["seeds"] == [0, 1]
+
+
+def test_a_failing_point_is_marked_failed_and_the_others_go_on(tmp_path, monkeypatch):
+    """A unit whose worker raises: its points are failed with the message, the other units finish, nothing is
+    merged; the same sweep again redoes only the failed points."""
+    import probes.sweep as sweep
+
+    real = sweep.train_seeds
+
+    def flaky(cfg, seeds, mode):
+        if cfg.model.N == 4:
+            raise RuntimeError("out of cheese\nsecond line")
+        return real(cfg, seeds, mode)
+
+    cfg = make_run_config(model={"H": 2, "L": 1, "task": "vision"})
+    out = tmp_path / "f.nc"
+    said: list[str] = []
+    monkeypatch.setattr(sweep, "train_seeds", flaky)
+    with pytest.raises(SweepFailed, match="2 of 6 points failed"):
+        run_sweep(cfg, "N", [2, 4, 8], 2, out, init_only=True, on_point=said.append)
+    assert statuses(out) == {"N2-seed0": "done", "N2-seed1": "done", "N4-seed0": "failed", "N4-seed1": "failed",
+                             "N8-seed0": "done", "N8-seed1": "done"}
+    point = json.loads((parts_dir(out) / MANIFEST).read_text())["points"]["N4-seed0"]
+    assert point["message"] == "RuntimeError: out of cheese" and "Traceback" in point["detail"]
+    assert "N=4 seed=0: failed: RuntimeError: out of cheese" in said
+    assert not out.exists()
+    monkeypatch.setattr(sweep, "train_seeds", real)
+    said.clear()
+    ds = run_sweep(cfg, "N", [2, 4, 8], 2, out, init_only=True, on_point=said.append)
+    assert sum("already done" in m for m in said) == 4 and sum(": ok (" in m for m in said) == 2
+    assert ds.sizes["N"] == 3 and set(statuses(out).values()) == {"done"}
