@@ -326,7 +326,7 @@ _os_write = os.write      # the one call that puts netCDF bytes on disk (tests i
 _CHUNK = 1 << 20
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     """fsync a folder so a rename in it is durable (a no-op where folders cannot be opened, e.g. Windows)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
@@ -348,7 +348,7 @@ def _fsync_tree(root: Path) -> None:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        _fsync_dir(Path(dirpath))
+        fsync_dir(Path(dirpath))
 
 
 def _reason(e: BaseException) -> str:
@@ -410,7 +410,7 @@ def save(ds: xr.Dataset, path: str | os.PathLike) -> Path:
         os.chmod(tmp, 0o666 & ~umask)          # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, path)
         tmp = None
-        _fsync_dir(parent)
+        fsync_dir(parent)
     except OSError as e:
         raise DatasetError(f"{path}: cannot write: {_reason(e)}") from None
     finally:
@@ -433,7 +433,7 @@ def _save_zarr(ds: xr.Dataset, path: Path, parent: Path) -> Path:
             os.replace(path, old)
         os.replace(tmp, path)
         tmp = None
-        _fsync_dir(parent)
+        fsync_dir(parent)
     except Exception as e:
         if old is not None and tmp is not None and not path.exists():
             os.replace(old, path)               # put the previous dataset back

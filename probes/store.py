@@ -36,7 +36,7 @@ from typing import Callable
 
 import xarray as xr
 
-from .dataset import DatasetError, combine_runs, load
+from .dataset import DatasetError, fsync_dir, combine_runs, load
 from .run import RunConfig
 
 MANIFEST = "manifest.json"
@@ -115,19 +115,6 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _lock(folder: Path) -> int | None:
@@ -338,7 +325,7 @@ class SweepStore:
         finally:
             if tmp is not None and os.path.exists(tmp):
                 os.unlink(tmp)
-        _fsync_dir(self.folder)
+        fsync_dir(self.folder)
 
     # ---- combining ----------------------------------------------------------------------------------------------
 
