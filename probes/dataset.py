@@ -254,6 +254,10 @@ def with_checksums(ds: xr.Dataset) -> xr.Dataset:
     out = ds.copy(deep=False)
     for variable in out.variables.values():
         variable.attrs[CHECKSUM_ATTR] = checksum(variable.values)
+        # an integer on-disk dtype kept from a part whose values a combine padded with NaN (n_heads, d_ff of an
+        # L sweep) would write the NaNs as garbage integers: let such variables be written as the floats they are
+        if np.dtype(variable.encoding.get("dtype", variable.dtype)).kind in "iu" and variable.dtype.kind == "f":
+            variable.encoding = {k: v for k, v in variable.encoding.items() if k not in ("dtype", "_FillValue")}
     return out
 
 

@@ -353,3 +353,21 @@ def test_load_refuses_a_fifo_quickly(tmp_path):
     z.write_text("x")
     with pytest.raises(DatasetError, match="f.zarr: not a folder"):
         load(z)
+
+
+def test_a_combined_l_sweep_with_nan_padded_integer_coordinates_round_trips(tmp_path):
+    """n_heads and d_ff are integers per run; combining L = 1 and L = 2 pads them with NaN. Saving must keep the
+    NaN (not cast it to a garbage integer, which the checksum would then reject on load)."""
+    from probes.config import make_run_config
+    from probes.dataset import combine_runs, load, run_dataset, save
+    from probes.run import train
+
+    runs = [run_dataset(train(make_run_config(model={"N": 2, "H": 2, "L": L, "task": "vision"},
+                                              run={"steps": 1, "batch_size": 2},
+                                              probes={"n_samples": 2, "every": 1}))) for L in (1, 2)]
+    for ds in runs:                                  # as a sweep does: the parts come back from disk
+        save(ds, tmp_path / f"L{int(ds.L)}.nc")
+    merged = combine_runs([load(tmp_path / f"L{L}.nc") for L in (1, 2)], "L")
+    save(merged, tmp_path / "m.nc")
+    back = load(tmp_path / "m.nc")
+    assert np.isnan(back.n_heads.sel(L=1).values[1]) and back.n_heads.sel(L=2).values.tolist() == [2, 2]
