@@ -74,7 +74,7 @@ MODEL = {
     "N": Opt("model", "N", int, "--N", "key/query dimension per head (default 16)"),
     "H": Opt("model", "H", int, "--H", "heads of a full-width layer (default 4)"),
     "L": Opt("model", "L", int, "--L", "depth, number of blocks (default 2)"),
-    "task": Opt("model", "task", str, "--task", "lm (byte-level stdlib corpus or a token .bin) or vision (default lm)"),
+    "task": Opt("model", "task", str, "--task", "lm (byte-level stdlib corpus or a token .bin), vision (synthetic, CIFAR-10 or CIFAR-5M via --data) or digits (scikit-learn's 8x8 digits, offline) (default lm)"),
     "lws": Opt("model", "lws", str, "--lws", "layer-wise profile: isotropic, openelm, vanilla, framed, reverse, crown"),
     "seq_len": Opt("model", "seq_len", int, "--seq-len", "tokens per LM sample (default 64)"),
 }
@@ -414,12 +414,15 @@ def coord(
 @app.command()
 @user_errors
 def check(
-    dataset: Path = typer.Argument(..., help="a sweep dataset written by `dmft-probe sweep`"),
+    dataset: Path = typer.Argument(..., help="a sweep dataset written by `dmft-probe sweep`, or a folder of sweeps "
+                                             "and learning-rate grids (e.g. the folder of `dmft-probe reproduce`)"),
     csv: Optional[Path] = typer.Option(None, "--csv", help="also write the verdict table as CSV"),
     nc: Optional[Path] = typer.Option(None, "--nc", help="also write the verdict table as netCDF"),
+    markdown: Optional[Path] = typer.Option(None, "--markdown", help="folder: also write the P1-P12 summary as Markdown"),
     mc_heads: int = typer.Option(8192, "--mc-heads", help="Monte Carlo heads of the H -> oo solver (P4)"),
 ):
-    """Print the verdict table: predicted vs measured exponents with 95% bootstrap intervals."""
+    """Print the verdict table: predicted vs measured exponents with 95% bootstrap intervals; for a folder, every
+    dataset's rows, the cross-sweep verdicts (P7, P9, P12) and one summary line per prediction P1-P12."""
     from dmft.check import check as run_check, check_mc_heads, verdict_dataset, verdict_lines
     from probes.config import check_data_path
     from probes.dataset import load
@@ -428,14 +431,36 @@ def check(
     check_data_path(str(dataset), "DATASET")
     _out_file(csv, "--csv")
     _out_file(nc, "--nc")
-    ds = load(dataset)
-    _has_config(ds, dataset)
-    try:
-        verdicts = run_check(ds, n_heads_mc=mc_heads)
-    except ValueError as e:              # what the dataset lacks for a verdict (not a sweep, too few sizes, ...)
-        raise ValueError(f"{dataset}: {str(e).splitlines()[0]}") from None
-    for line in verdict_lines(verdicts):
-        typer.echo(line)
+    _out_file(markdown, "--markdown")
+    folder = dataset.is_dir() and dataset.suffix != ".zarr"
+    if markdown is not None and not folder:
+        raise ValueError("--markdown needs a folder of sweeps as DATASET (the P1-P12 summary)")
+    if folder:
+        from dmft import report
+
+        try:
+            verdicts = report.folder_verdicts(dataset, n_heads_mc=mc_heads, progress=typer.echo)
+        except ValueError as e:
+            raise ValueError(f"{dataset}: {str(e).splitlines()[0]}") from None
+        for line in report.full_lines(verdicts):
+            typer.echo(line)
+        typer.echo(report.summary_markdown(verdicts))
+        if markdown is not None:
+            _write_atomic(markdown, lambda tmp: Path(tmp).write_text(report.summary_markdown(verdicts)))
+            typer.echo(f"markdown: {markdown}")
+    else:
+        ds = load(dataset)
+        _has_config(ds, dataset)
+        try:
+            verdicts = run_check(ds, n_heads_mc=mc_heads)
+            if ds.attrs.get("kind") != "lr_grid":
+                from dmft.report import trained_verdicts
+
+                verdicts += trained_verdicts(ds)
+        except ValueError as e:          # what the dataset lacks for a verdict (not a sweep, too few sizes, ...)
+            raise ValueError(f"{dataset}: {str(e).splitlines()[0]}") from None
+        for line in verdict_lines(verdicts):
+            typer.echo(line)
     table = verdict_dataset(verdicts)
     if csv is not None:
         _write_atomic(csv, lambda tmp: table.to_dataframe().to_csv(tmp, index=False))
@@ -445,6 +470,32 @@ def check(
         typer.echo(f"netcdf: {nc}")
     n_bad = sum(not v.consistent for v in verdicts)
     typer.echo(f"{len(verdicts) - n_bad} of {len(verdicts)} predictions consistent")
+
+
+@app.command()
+@user_errors
+def reproduce(
+    preset: str = typer.Option("cpu", "--preset", help="cpu (2 CPU cores, under 30 minutes) or smoke (a minute; "
+                                                       "checks the machinery, the figures mean nothing)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="folder of the datasets and verdicts (default runs/reproduce-<preset>); "
+                                                          "finished datasets in it are reused"),
+    ensemble: str = EnsembleOpt,
+):
+    """Run a preset's sweeps and learning-rate grids, then write the P1-P12 verdict table (verdicts.md)."""
+    from dmft.report import write_report
+    from probes.ensemble import ENSEMBLE_MODES
+    from probes.reproduce import check_preset, run_preset
+
+    check_preset(preset)
+    if ensemble not in ENSEMBLE_MODES:
+        raise ValueError(f"--ensemble must be one of {', '.join(ENSEMBLE_MODES)}, got {ensemble!r}"[:200])
+    out = out if out is not None else Path("runs") / f"reproduce-{preset}"
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out: {out} exists and is not a folder")
+    run_preset(preset, out, say=typer.echo, ensemble=ensemble)
+    summary = write_report(out, say=typer.echo)
+    typer.echo(summary.read_text())
+    typer.echo(f"verdicts: {summary}")
 
 
 @app.command()

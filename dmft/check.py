@@ -42,6 +42,7 @@ class Verdict:
     note: str
     diverged: int = 0              # (size, seed) points left out of this verdict because they diverged
     diverged_points: str = ""      # which: "N=32, 64 diverged (seeds 0-3 at steps 12-40)"
+    dataset: str = ""              # the file the verdict was measured on (`dmft.report`, a folder of sweeps)
 
 
 def run_attrs(ds: xr.Dataset) -> dict:

@@ -160,3 +160,52 @@ def predictions(alpha_A: float, alpha_L: float, standard: bool, axis: str, train
         if axis in ("N", "H"):
             out.append(coordinate_invariance(standard, axis))
     return out
+
+
+# Trained regime (docs/predictions.md, "Finite-size rates of trained models", P5-P7, P9, P11, P12). The rates are
+# the generic mean-field counting, not stated in the paper: each is a hypothesis the data can refute.
+
+
+def trained_rate(alpha_A: float, alpha_L: float, standard: bool, axis: str) -> Prediction | None:
+    """The log-log slope, against the size on `axis`, of the mean-square distance of a trained quantity (kernels,
+    outputs, held-out loss, head statistics) from its size -> oo limit, and of the seed-to-seed variance; None
+    where the parametrization predicts no limit (SP) or no rate is derived (alpha_L other than 1 or 1/2)."""
+    if standard:
+        return None
+    if axis == "H":
+        return Prediction("P5", "trained_distance", "H", "slope", exponent=-1.0, tol=0.25, trained=True,
+                          note="heads are i.i.d. units at fixed N: the trained quantities are averages over H heads, "
+                               "so their spread (and distance from the limit) has variance ~ H^-1")
+    if axis == "N":
+        if alpha_A > 0.5:
+            return Prediction("P6", "trained_distance", "N", "slope", exponent=-1.0, tol=0.25, trained=True,
+                              note=f"alpha_A = {alpha_A:g} > 1/2: A -> its mean, every head alike, so the network "
+                                   "is a mean-field average over d = N H coordinates: variance ~ N^-1 at fixed H")
+        return Prediction("P6", "trained_distance", "N", "slope", exponent=0.0, tol=0.25, trained=True,
+                          note="alpha_A = 1/2: H random attention matrices whose law does not concentrate in N, "
+                               "so the network stays random: no convergence (flat), not a rate")
+    if axis == "L":
+        if alpha_L == 1.0:
+            return Prediction("conv-L", "trained_distance", "L", "slope", exponent=-1.0, tol=0.25, trained=True,
+                              note="alpha_L = 1: L branches of size 1/L are an Euler discretisation of a depth ODE; "
+                                   "their random parts add variance L * L^-2 = L^-1 (the O(1/L) bias squared is "
+                                   "sub-leading)")
+        if alpha_L == 0.5:
+            return Prediction("conv-L", "trained_distance", "L", "slope", exponent=0.0, tol=0.25, trained=True,
+                              note="alpha_L = 1/2: L branches of size L^-1/2 add an O(1) Brownian motion in "
+                                   "layer time: at fixed N, H the network stays random in L (flat)")
+    return None
+
+
+def p7_transfer(standard: bool) -> str:
+    """P7 (Fig. 2a): under the Table 1 rules the best eta0 does not move with size ("transfers": the best eta0 of
+    every size within one grid step); SP, the negative control, has no width rule and its optimum "shifts"."""
+    return "shifts" if standard else "transfers"
+
+
+P9_NOTE = ("Fig. 5b: at fixed N, H and equal compute (equal L, params and steps), alpha_L = 1 reaches a lower loss "
+           "than alpha_L = 1/2 at large L, because alpha_L = 1/2 freezes the weights inside each block as L grows "
+           "(P8)")
+P11_HYPOTHESES = {"similar across H (ViT, Fig. 6a)": "flat", "improves with H (C4, Fig. 7a)": "falls"}
+P12_NOTE = ("Fig. 7c: the trained kernels are the same for alpha_A = 1 and 1/2 (their difference is within the "
+            "seed noise) except a slight difference at large N")

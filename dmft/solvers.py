@@ -21,6 +21,7 @@ import xarray as xr
 from scipy import integrate, special, stats
 
 from parametrizations.spec import Parametrization, abc, branch_multiplier
+from parametrizations.transformer import is_vision
 
 LN_EPS = 1e-6  # the model's LN eps (parametrizations.transformer.LN_EPS; not imported: dmft/ builds no models)
 _MC_BYTES = 2.5e8  # per-chunk tensor budget of the head Monte Carlo; peak memory stays below ~1 GB
@@ -141,7 +142,7 @@ def embedding_kernel(inputs: np.ndarray, task: str, p: Parametrization, N: int, 
     pos = var_per_coord("pos", 1)
     P, S = inputs.shape[:2]
     same_pos = np.tile(np.eye(S), (P, P))
-    if task == "vision":
+    if is_vision(task):
         x = inputs.reshape(P * S, -1).astype(np.float64)
         return var_per_coord("embed", x.shape[1]) * (x @ x.T) + pos * same_pos
     tok = inputs.reshape(P * S)
@@ -247,8 +248,8 @@ def kernel_recursion(inputs, *, task: str, N: int, L: int, alpha_A: float, alpha
     with b = beta0 (L/L0)^-alpha_L (beta0 if standard), from spec.branch_multiplier.
     Arguments as `infinite_head_kernels`.
     """
-    if task not in ("vision", "lm"):
-        raise ValueError(f"task must be 'vision' or 'lm', got {task!r}")
+    if task != "lm" and not is_vision(task):
+        raise ValueError(f"task must be 'lm', 'vision' or 'digits', got {task!r}")
     if mode not in ("finite_N", "N_inf"):
         raise ValueError(f"mode must be 'finite_N' or 'N_inf', got {mode!r}")
     for name, v in (("N", N), ("L", L), ("n_heads_mc", n_heads_mc), ("n_gh", n_gh)):
@@ -260,7 +261,7 @@ def kernel_recursion(inputs, *, task: str, N: int, L: int, alpha_A: float, alpha
                          f"the limit is the alpha_A = 1 one (pass alpha_A=1.0); for alpha_A < 1/2 it diverges (hard "
                          f"argmax attention), degenerate without a rescaling. Use mode='finite_N' at a finite N")
     inputs = np.asarray(inputs)
-    want = 3 if task == "vision" else 2
+    want = 3 if is_vision(task) else 2
     if inputs.ndim != want or 0 in inputs.shape:
         shape = "(P, S, D_in) patches" if want == 3 else "(P, S) tokens"
         raise ValueError(f"task {task!r} needs inputs of shape {shape}, got shape {inputs.shape}")

@@ -36,13 +36,23 @@ MAX_SIZE = 1 << 20          # N, H, seq_len, d_in, per-layer heads and MLP width
 MAX_DEPTH = 10_000          # L (one shape entry per layer)
 MAX_VOCAB = 1 << 32         # vocab_size, n_classes
 MAX_FFN_MULT = 1024.0
+# Tasks: "lm" (causal, token table) and the image tasks, which share one front end (patches -> linear embedding,
+# readout mean-pooled over patches): "vision" (synthetic or CIFAR) and "digits" (scikit-learn's 8x8 digits).
+TASKS = ("lm", "vision", "digits")
+VISION_TASKS = ("vision", "digits")
+
+
+def is_vision(task: str) -> bool:
+    """True for the image tasks (patch tokens, mean-pooled readout, n_classes outputs), False for the LM."""
+    return task in VISION_TASKS
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """Shape of the model. N: head dim; H: heads of a full-width layer (d_model = N*H); L: depth.
 
-    task: "lm" (causal, vocab_size tokens) or "vision" (seq_len patches of d_in features, n_classes).
+    task: "lm" (causal, vocab_size tokens) or an image task, "vision" or "digits" (seq_len patches of d_in
+          features, n_classes; `is_vision`).
     lws: LWS profile preset (isotropic, openelm, vanilla, framed, reverse, crown) or "explicit" with
          lws_heads / lws_d_ff per-layer lists given at H = lws_base_H. The profile is rounded once at
          H = lws_base_H (default H) and every layer's head count and MLP width is then multiplied by
@@ -70,7 +80,7 @@ class ModelConfig:
         for name, hi in (("N", MAX_SIZE), ("H", MAX_SIZE), ("L", MAX_DEPTH), ("seq_len", MAX_SIZE),
                          ("vocab_size", MAX_VOCAB), ("n_classes", MAX_VOCAB), ("d_in", MAX_SIZE)):
             check_int(name, getattr(self, name), 1, hi)
-        check_choice("task", self.task, ("lm", "vision"))
+        check_choice("task", self.task, TASKS)
         check_choice("axis", self.axis, ("N", "H", "L"))
         check_float("ffn_mult", self.ffn_mult, 0.0, MAX_FFN_MULT, lo_open=True)
         check_str("lws", self.lws)
@@ -270,7 +280,7 @@ class LWSTransformer(nn.Module):
         def ab(role: str, fan_in: int) -> tuple[float, float]:
             return abc(p, role, fan_in, d=d, N=cfg.N, L=cfg.L, optimizer=optimizer)
 
-        if cfg.task == "vision":
+        if is_vision(cfg.task):
             self.embed: nn.Module = ScaledLinear(cfg.d_in, d, "embed", *ab("embed", cfg.d_in), ensemble)
         else:
             self.embed = ScaledTable(cfg.vocab_size, d, "embed", *ab("embed", 1), ensemble)
@@ -279,7 +289,7 @@ class LWSTransformer(nn.Module):
             Block(d, H_l, cfg.N, d_ff, p, cfg.L, optimizer, causal=cfg.task == "lm", ensemble=ensemble)
             for H_l, d_ff in zip(self.shapes.heads, self.shapes.d_ff)
         )
-        n_out = cfg.n_classes if cfg.task == "vision" else cfg.vocab_size
+        n_out = cfg.n_classes if is_vision(cfg.task) else cfg.vocab_size
         self.readout = ScaledLinear(d, n_out, "readout", *ab("readout", d), ensemble)
         self.param_roles = {name: self._role_of(name) for name, _ in self.named_parameters()}
 
@@ -321,7 +331,7 @@ class LWSTransformer(nn.Module):
         pos = self.pos(torch.arange(S, device=x.device))          # (S, d) or (E, S, d)
         if self.ensemble is None:
             return self.embed(x) + pos
-        if self.cfg.task == "vision":
+        if is_vision(self.cfg.task):
             x = x.expand(self.ensemble, *x.shape)                 # (E, B, S, d_in), shared patches, no copy
         return self.embed(x) + pos.unsqueeze(1)                   # (E, B, S, d)
 
@@ -334,7 +344,7 @@ class LWSTransformer(nn.Module):
                 taps.append({})
                 h = block(h, taps[-1], attention_maps)
         u = layer_norm(h)
-        if self.cfg.task == "vision":
+        if is_vision(self.cfg.task):
             u = u.mean(dim=-2)                                    # (..., B, d), mean over patches
         return self.readout(u)
 

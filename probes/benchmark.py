@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from parametrizations.optim import build_optimizer, global_lr
-from parametrizations.transformer import LN_EPS, ModelConfig
+from parametrizations.transformer import LN_EPS, ModelConfig, is_vision
 
 from .batches import BatchStream
 from .config import make_run_config
@@ -180,21 +180,21 @@ class PlainTransformer(nn.Module):
         self.cfg = cfg
         d = cfg.d_model
         shapes = cfg.shapes()
-        if cfg.task == "vision":
+        if is_vision(cfg.task):
             self.embed: nn.Module = nn.Linear(cfg.d_in, d, bias=False)
         else:
             self.embed = nn.Embedding(cfg.vocab_size, d)
         self.pos = nn.Embedding(cfg.seq_len, d)
         self.blocks = nn.ModuleList(PlainBlock(d, H_l, cfg.N, d_ff, causal=cfg.task == "lm")
                                     for H_l, d_ff in zip(shapes.heads, shapes.d_ff))
-        self.readout = nn.Linear(d, cfg.n_classes if cfg.task == "vision" else cfg.vocab_size, bias=False)
+        self.readout = nn.Linear(d, cfg.n_classes if is_vision(cfg.task) else cfg.vocab_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.embed(x) + self.pos(torch.arange(x.shape[1], device=x.device))
         for block in self.blocks:
             h = block(h)
         u = F.layer_norm(h, (h.shape[-1],), eps=LN_EPS)
-        if self.cfg.task == "vision":
+        if is_vision(self.cfg.task):
             u = u.mean(dim=1)
         return self.readout(u)
 

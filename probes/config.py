@@ -3,10 +3,10 @@ validate all of it before any work starts.
 
 Config file layout (every section and key optional):
 
-    [model]  N = 16  H = 4  L = 2  task = "lm"  seq_len = 64  lws = "isotropic"  axis = "N"
+    [model]  N = 16  H = 4  L = 2  task = "lm"  seq_len = 64  lws = "isotropic"  axis = "N"  (task: lm|vision|digits)
     [param]  preset = "mup"  gamma0 = 1.0  beta0 = 1.0  centre = "copy"
     [optim]  name = "adam"  eta0 = 0.05  weight_decay = 0.0
-    [run]    steps = 200  batch_size = 32  seed = 0  device = "cpu"  data_path = "..."
+    [run]    steps = 200  batch_size = 32  seed = 0  device = "cpu"  data_path = "..."  patch = 4 (digits: 2)
     [probes] enabled = true  schedule = "every"  every = 10  n_log = 20  n_samples = 32  seed = 0  n_points = 4
 
 Precedence: command line > file > defaults. `scale` sets the size named by `axis` (N, H or L).
@@ -19,7 +19,8 @@ or the config-file key ([param] gamma0 in run.toml) the value came from:
    float: a number, not a bool; bool: true/false; str: a string; tuples: lists of the element type);
 3. values: the dataclasses' own checks (`parametrizations.checks`: finiteness, ranges, choices);
 4. across values: --d-model = N*H, the LWS profile resolves, the device is one torch can use, tf32 needs CUDA,
-   --data is an existing regular file or folder, the default data sets hold the probe and held-out batches;
+   --data is an existing regular file or folder (and absent for digits), the patch divides the bundled images
+   (16 synthetic, 8 digits), the bundled data sets hold the probe and held-out batches;
 5. `check_numbers`: every number the parametrization derives for these sizes (learning rate, init stds,
    multipliers, Adam eps, weight-decay factor) is finite and usable in float32;
 6. with `fits`, `check_fits`: the estimated memory of the run (or of the model alone, `fits="model"`) is
@@ -40,7 +41,9 @@ from pathlib import Path
 from parametrizations.checks import DERIVED_MAX, DERIVED_MIN, ConfigError, is_int, is_real, safe, short
 from parametrizations.optim import OptimConfig, eps0 as eps0_of, eps_multiplier, global_lr
 from parametrizations.spec import Parametrization, abc, attention_scale, branch_multiplier, get_preset, is_adam
-from parametrizations.transformer import ModelConfig
+from parametrizations.transformer import ModelConfig, is_vision
+
+from . import data as _data
 
 from .recorder import ProbeConfig
 from .run import RunConfig, resolve_device
@@ -74,6 +77,13 @@ FLAGS = {
 # The default data sets (probes.data): the synthetic vision task's images and held-out split, and the longest
 # window the embedded stdlib corpus's held-out split (about 200 KB) certainly holds.
 SYNTHETIC_IMAGE, SYNTHETIC_CHANNELS, SYNTHETIC_CLASSES, SYNTHETIC_HELDOUT = 16, 3, 10, 1024
+# scikit-learn's digits (probes.data.digits): 8x8 grey images, 10 classes, 297 held out
+DIGITS_IMAGE, DIGITS_CHANNELS, DIGITS_CLASSES, DIGITS_HELDOUT = _data.DIGITS_IMAGE, 1, _data.DIGITS_CLASSES, \
+    _data.DIGITS_HELDOUT
+# the bundled image sets, by task: (what they are called in messages, image side, channels, classes, held-out images)
+BUNDLED_IMAGES = {"vision": ("the synthetic vision task", SYNTHETIC_IMAGE, SYNTHETIC_CHANNELS, SYNTHETIC_CLASSES,
+                             SYNTHETIC_HELDOUT),
+                  "digits": ("the digits task", DIGITS_IMAGE, DIGITS_CHANNELS, DIGITS_CLASSES, DIGITS_HELDOUT)}
 STDLIB_MAX_SEQ_LEN, STDLIB_VOCAB = 65536, 256
 
 
@@ -331,19 +341,23 @@ def check_run(cfg: RunConfig, names: Names | None = None) -> None:
         raise ValueError(f"{names.name('run', 'precision')} tf32 needs a CUDA device (--device cuda), "
                          f"the run is on {device.type}")
     m = cfg.model
+    if cfg.data_path is not None and m.task == "digits":
+        check_data_layout(cfg, names)                          # refuses it: the digits take no path
     if cfg.data_path is not None:
         check_data_path(str(cfg.data_path), names.name("run", "data_path"))
         check_data_layout(cfg, names)
         return
-    if m.task == "vision":
-        if SYNTHETIC_IMAGE % cfg.patch:
-            raise ValueError(f"{names.name('run', 'patch')} must divide the synthetic images' size "
-                             f"{SYNTHETIC_IMAGE}, got {cfg.patch}")
+    if m.task in BUNDLED_IMAGES:
+        what, side, _, _, held = BUNDLED_IMAGES[m.task]
+        if side % cfg.patch:
+            raise ValueError(f"{names.name('run', 'patch')} must divide the image size {side} of {what}, "
+                             f"got {cfg.patch}")
+        # the probe batch and the held-out batch are distinct held-out images (Split.fixed)
         for section, key, n in (("probes", "n_samples", cfg.probes.n_samples if cfg.probes.enabled else 0),
                                 ("run", "heldout_batch", cfg.heldout_batch)):
-            if n > SYNTHETIC_HELDOUT:
-                raise ValueError(f"{names.name(section, key)} must be <= {SYNTHETIC_HELDOUT}, the synthetic vision "
-                                 f"task's held-out images; got {n}")
+            if n > held:
+                raise ValueError(f"{names.name(section, key)} must be <= {held}, the held-out images of {what}; "
+                                 f"got {n}")
     elif m.seq_len > STDLIB_MAX_SEQ_LEN:
         raise ValueError(f"{names.name('model', 'seq_len')} must be <= {STDLIB_MAX_SEQ_LEN} on the embedded stdlib "
                          f"corpus (give longer token files with --data), got {m.seq_len}")
@@ -352,9 +366,13 @@ def check_run(cfg: RunConfig, names: Names | None = None) -> None:
 def check_data_layout(cfg: RunConfig, names: Names | None = None) -> None:
     """--data has the layout `probes.data.load_task` reads (its contents are checked when it is read): for the LM
     nanoGPT uint16 token files, a folder with train.bin and val.bin or one .bin split 90/10, each split holding a
-    window of seq_len + 1 tokens; for vision a CIFAR-10 python folder or CIFAR-5M .npz file(s)."""
+    window of seq_len + 1 tokens; for vision a CIFAR-10 python folder or CIFAR-5M .npz file(s); digits takes none
+    (scikit-learn ships them), so any path is refused."""
     names = names or _Defaults(cfg)
     name = names.name("run", "data_path")
+    if cfg.model.task == "digits":
+        raise ValueError(f"{name}: the digits task is bundled with scikit-learn and takes no data path (drop it, or "
+                         f"use --task vision for CIFAR)")
     p = Path(cfg.data_path)
     if cfg.model.task == "vision":
         if p.is_dir() and (any(p.glob("data_batch_*")) or (p / "test_batch").exists()):
@@ -476,7 +494,7 @@ def check_numbers(cfg: RunConfig, names: Names | None = None) -> None:
     lr_keys = [("optim", "eta0"), ("param", "preset")] + ([] if p.standard else
                                                           [("param", "gamma0"), *DEPTH_KEYS, *SIZE_KEYS])
     checks.append(("global learning rate", lr, lr_keys, False, False))
-    fan_in = {"embed": m.d_in if m.task == "vision" else 1, "pos": 1, "q": d, "k": d, "v": d,
+    fan_in = {"embed": m.d_in if is_vision(m.task) else 1, "pos": 1, "q": d, "k": d, "v": d,
               "o": max(shapes.heads) * N, "mlp_in": d, "mlp_out": max(shapes.d_ff), "readout": d}
     role_keys = {"embed": DEPTH_KEYS + SIZE_KEYS, "pos": DEPTH_KEYS + SIZE_KEYS,
                  "q": [("param", "alpha_A"), ("model", "N")], "k": [("param", "alpha_A"), ("model", "N")],
@@ -538,9 +556,10 @@ def available_bytes(device) -> int:
 def _effective(cfg: RunConfig) -> RunConfig:
     """cfg with the data-dependent sizes of the default data sets (what `probes.run.setup` will use)."""
     m = cfg.model
-    if cfg.data_path is None and m.task == "vision" and SYNTHETIC_IMAGE % cfg.patch == 0:
-        m = replace(m, seq_len=(SYNTHETIC_IMAGE // cfg.patch) ** 2, d_in=SYNTHETIC_CHANNELS * cfg.patch ** 2,
-                    n_classes=SYNTHETIC_CLASSES)
+    bundled = BUNDLED_IMAGES.get(m.task) if cfg.data_path is None else None
+    if bundled is not None and bundled[1] % cfg.patch == 0:
+        _, side, channels, classes, _ = bundled
+        m = replace(m, seq_len=(side // cfg.patch) ** 2, d_in=channels * cfg.patch ** 2, n_classes=classes)
     elif cfg.data_path is None and m.task == "lm":
         m = replace(m, vocab_size=STDLIB_VOCAB)
     return replace(cfg, model=m)
@@ -569,7 +588,8 @@ def memory_parts(cfg: RunConfig, what: str = "run", members: int = 1) -> dict[st
     pr = cfg.probes
     if pr.enabled:
         P = pr.n_samples
-        record = (L + 1) * (2 * P * P + S * S + 1) + L * (6 + 2 * 9 + 6 + pr.n_points * max(sh.heads)) + 8
+        record = ((L + 1) * (2 * P * P + S * S + 1) + L * (6 + 2 * 9 + 6 + pr.n_points * max(sh.heads)) + 8
+                  + P * n_out)                                 # probe_outputs: (sample, output)
         probe_keys = [("probes", "n_samples"), ("probes", "n_points"), ("model", "seq_len")] + SIZE_KEYS
         parts["probe pass"] = (members * FLOAT * 3 * (record + P * S * d), probe_keys, True)
         n_rec = pr.n_steps(cfg.steps)

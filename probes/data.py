@@ -1,4 +1,4 @@
-"""Datasets for the probes: byte/token language modelling and patchified vision.
+"""Datasets for the probes: byte/token language modelling, patchified vision and scikit-learn's 8x8 digits.
 
 Every loader returns a :class:`Task` whose splits draw batches deterministically from a CPU
 ``torch.Generator``: LM ``(x, y)`` int64 ``[B, T]`` with ``y`` = ``x`` shifted by one token; vision
@@ -20,7 +20,19 @@ import torch
 from torch import Tensor
 
 __all__ = ["DataError", "Split", "TokenSplit", "ImageSplit", "Task", "patchify", "stdlib_corpus",
-           "synthetic_vision", "cifar10_pickle", "cifar5m_npz", "token_bin", "load_task"]
+           "synthetic_vision", "digits", "cifar10_pickle", "cifar5m_npz", "token_bin", "load_task", "TASKS",
+           "DEFAULT_PATCH", "DIGITS_IMAGE", "DIGITS_HELDOUT", "default_patch"]
+
+TASKS = ("lm", "vision", "digits")
+# patch side per image task when none is given: 16x16 synthetic (or 32x32 CIFAR) images -> 4, 8x8 digits -> 2 (16
+# tokens of 4 features, so attention has tokens to mix); the LM has no patches (4 is kept as the recorded value)
+DEFAULT_PATCH = {"lm": 4, "vision": 4, "digits": 2}
+DIGITS_IMAGE, DIGITS_CLASSES, DIGITS_HELDOUT = 8, 10, 297
+
+
+def default_patch(task: str) -> int:
+    """The patch side (pixels) of `task` when the config gives none: 2 for digits, 4 otherwise."""
+    return DEFAULT_PATCH.get(task, 4)
 
 _STDLIB_EXCLUDE = {"site-packages", "dist-packages", "test", "tests", "idlelib", "lib2to3",
                    "__pycache__", "turtledemo", "encodings", "ensurepip"}
@@ -231,6 +243,31 @@ def synthetic_vision(n_classes: int = 10, image_size: int = 16, channels: int = 
     return Task("vision", tr, he, None, n_classes, s, channels * patch * patch, desc)
 
 
+def digits(patch: int = 2) -> Task:
+    """scikit-learn's bundled handwritten digits (`sklearn.datasets.load_digits`, shipped in the wheel, nothing is
+    downloaded): 1797 grey 8x8 images with values 0..16, 10 classes.
+
+    Split (fixed, independent of every seed): a permutation of the 1797 images by `numpy.random.default_rng(0)`;
+    its last DIGITS_HELDOUT = 297 images are the held-out split, the first 1500 the training split. Both are
+    standardised by the training split's global pixel mean and std (over all its pixels). Batches: ``x float32
+    [B, (8/patch)^2, patch^2]`` (patch 2: 16 tokens of 4 features), ``y int64 [B]`` in [0, 10).
+    """
+    from sklearn.datasets import load_digits
+
+    s = patchify(torch.empty(0, 1, DIGITS_IMAGE, DIGITS_IMAGE), patch).shape[1]
+    bunch = load_digits()
+    images = np.asarray(bunch.images, dtype=np.float32)[:, None]          # (1797, 1, 8, 8), values 0..16
+    labels = np.asarray(bunch.target, dtype=np.int64)
+    perm = np.random.default_rng(0).permutation(len(images))
+    tr_ix, he_ix = perm[:-DIGITS_HELDOUT], perm[-DIGITS_HELDOUT:]
+    xtr, ytr, xhe, yhe = images[tr_ix], labels[tr_ix], images[he_ix], labels[he_ix]
+    mean, std = _moments(xtr, "digits")
+    tr, he = (ImageSplit.standardised(x, y, mean, std, patch) for x, y in ((xtr, ytr), (xhe, yhe)))
+    desc = (f"digits (scikit-learn load_digits): {DIGITS_CLASSES} classes, 1x{DIGITS_IMAGE}x{DIGITS_IMAGE}, patch "
+            f"{patch}, train {len(xtr)}, heldout {len(xhe)} (fixed seed-0 permutation), mean {mean:.3f} std {std:.3f}")
+    return Task("digits", tr, he, None, DIGITS_CLASSES, s, patch * patch, desc)
+
+
 def _unpickle_cifar(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         with open(path, "rb") as f:  # pickle: only load files you trust
@@ -369,13 +406,19 @@ def token_bin(path: str | Path, seq_len: int = 64, vocab_size: int | None = None
     return Task("lm", tr_split, he_split, vocab, None, seq_len, 0, desc)
 
 
-def load_task(task: str, data_path: str | None = None, seq_len: int = 64, patch: int = 4,
+def load_task(task: str, data_path: str | None = None, seq_len: int = 64, patch: int | None = None,
               seed: int = 0) -> Task:
-    """Dispatch: lm -> stdlib corpus / :func:`token_bin`; vision -> synthetic / CIFAR-10 / CIFAR-5M.
+    """Dispatch: lm -> stdlib corpus / :func:`token_bin`; vision -> synthetic / CIFAR-10 / CIFAR-5M; digits ->
+    :func:`digits` (no ``data_path``). ``patch`` None: the task's default (`default_patch`).
 
     ``seed`` only affects the synthetic vision task (real-data splits are fixed).  Returns a :class:`Task`."""
-    if task not in ("lm", "vision"):
-        raise DataError(f"task={task!r}: unknown, expected 'lm' or 'vision'")
+    if task not in TASKS:
+        raise DataError(f"task={task!r}: unknown, expected one of {', '.join(TASKS)}")
+    patch = default_patch(task) if patch is None else patch
+    if task == "digits":
+        if data_path is not None:
+            raise DataError(f"data_path={data_path}: the digits task is bundled with scikit-learn and takes no path")
+        return digits(patch=patch)
     if data_path is None:
         return stdlib_corpus(seq_len=seq_len) if task == "lm" else synthetic_vision(patch=patch, seed=seed)
     p = Path(data_path)

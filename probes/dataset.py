@@ -18,6 +18,7 @@ import stat
 import subprocess
 import tempfile
 import time
+import warnings
 import zlib
 from pathlib import Path
 
@@ -25,7 +26,8 @@ import numpy as np
 import torch
 import xarray as xr
 
-SCHEMA_VERSION = 2   # 2: coord_rms / coord_update_rms / io_rms / io_update_rms replace block_rms / block_update_rms
+SCHEMA_VERSION = 3   # 2: coord_rms / coord_update_rms / io_rms / io_update_rms replace block_rms / block_update_rms
+#                      3: probe_outputs (files of version 2 load without it)
 REQUIRED_VARS = ("train_loss", "heldout_loss", "grad_norm")
 REQUIRED_ATTRS = ("config", "alpha_A", "alpha_L", "beta0", "gamma0", "eta0", "optimizer", "parametrization",
                   "axis", "schema_version")
@@ -148,6 +150,9 @@ PROBE_VARS = {
     "io_update_rms": (("io_site",), "RMS of the change since step 0 of h^0 and of the logits f(theta_t) - f(theta_0)", "1"),
     "weight_movement": (("layer", "weight"), "||W(t) - W(0)||_F / ||W(0)||_F", "1"),
     "io_movement": (("io",), "||W(t) - W(0)||_F / ||W(0)||_F of the embedding, positions and readout", "1"),
+    "probe_outputs": (("sample", "output"), "outputs the loss sees on the probe batch, f(theta_t) - f(theta_0) "
+                      "(f(theta_t) unless centre = copy): class logits, or the LM's last-token logits over the vocab",
+                      "1"),
 }
 
 
@@ -182,6 +187,9 @@ def probe_dataset(recorder, shapes) -> xr.Dataset:
         "weight": ("weight", list(BLOCK_WEIGHTS), {"long_name": "weight kind"}),
         "io": ("io", list(IO_WEIGHTS), {"long_name": "input/output weight"}),
     }
+    if "probe_outputs" in arrays:
+        coords["output"] = ("output", np.arange(arrays["probe_outputs"].shape[-1]),
+                            {"long_name": "output index: class, or vocab entry of the LM's last token"})
     x = recorder.x.detach().cpu().numpy()
     if x.ndim == 3:   # vision patches
         data["probe_inputs"] = var(("sample", "token", "feature"), x, "probe batch: standardised patches", "1")
@@ -223,6 +231,46 @@ def combine_runs(datasets: list[xr.Dataset], axis: str) -> xr.Dataset:
     out.attrs["config"] = datasets[0].attrs.get("config", "{}")   # per-run configs: config_json
     out.attrs["sweep_axis"] = axis
     return out.sortby(axis)
+
+
+SEED_VARS = ("output_seed_var", "loss_seed_var")
+
+
+def seed_variances(ds: xr.Dataset, axis: str) -> xr.Dataset:
+    """Seed-to-seed variances of a merged sweep (dims axis, seed, step, ...; `combine_runs`): a Dataset with
+    - `output_seed_var` (axis, step): the variance over seeds (ddof = 1) of `probe_outputs`, per (sample, output),
+      then averaged over samples and outputs; units of logits squared, "1";
+    - `loss_seed_var` (axis, step): the variance over seeds (ddof = 1) of `heldout_loss`; nats^2.
+    Only finite values count: a diverged seed is NaN from its divergence on (and any inf is treated as NaN), so
+    each (size, step) uses the seeds that were still finite there, and is NaN where fewer than 2 were. Empty when
+    the sweep has fewer than 2 seeds; `output_seed_var` is left out when the runs recorded no `probe_outputs`."""
+    out = xr.Dataset()
+    if "seed" not in ds.dims or ds.sizes["seed"] < 2:
+        return out
+
+    def var_over_seeds(x: xr.DataArray) -> xr.DataArray:
+        x = x.where(np.isfinite(x))                                # inf -> NaN, left out like NaN
+        with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)          # "degrees of freedom <= 0" below 2 seeds
+            v = x.var("seed", ddof=1, skipna=True)
+        return v.where(x.count("seed") >= 2)                       # NaN below 2 finite seeds
+
+    if "probe_outputs" in ds.data_vars:
+        v = var_over_seeds(ds.probe_outputs).mean(("sample", "output"), skipna=False)    # (axis, step)
+        out["output_seed_var"] = v.transpose(axis, "step").assign_attrs(
+            long_name="variance over seeds (ddof=1) of probe_outputs, mean over probe samples and outputs; finite "
+                      "seeds only", units="1")
+    v = var_over_seeds(ds.heldout_loss)                            # (axis, step)
+    out["loss_seed_var"] = v.transpose(axis, "step").assign_attrs(
+        long_name="variance over seeds (ddof=1) of heldout_loss; finite seeds only", units="nats^2")
+    return out
+
+
+def with_seed_variances(ds: xr.Dataset, axis: str) -> xr.Dataset:
+    """`ds` with its seed variances (`seed_variances`) computed afresh from its per-seed data: any it carried
+    (e.g. from an earlier merge) are dropped first, so they never go stale."""
+    ds = ds.drop_vars([v for v in SEED_VARS if v in ds.variables])
+    return ds.assign(seed_variances(ds, axis).data_vars)
 
 
 # ---- checksums: each variable's data carries `checksum = "crc32:<hex>"` on disk, verified by `load` -----------
@@ -465,7 +513,12 @@ def validate(ds: xr.Dataset, name: str = "dataset") -> xr.Dataset:
     if "step" not in ds.dims:
         raise DatasetError(f"{name}: no 'step' dimension")
     if int(ds.attrs.get("probes", 0)):
-        missing = [v for v in PROBE_VARS if v not in ds.data_vars and v != "kernel_last_token"]
+        try:
+            version = int(ds.attrs["schema_version"])
+        except (TypeError, ValueError):
+            raise DatasetError(f"{name}: attribute 'schema_version' is not an integer") from None
+        optional = {"kernel_last_token"} | ({"probe_outputs"} if version < 3 else set())   # older files lack it
+        missing = [v for v in PROBE_VARS if v not in ds.data_vars and v not in optional]
         if missing:
             raise DatasetError(f"{name}: probes recorded but variable(s) {', '.join(missing)} missing")
         for v in PROBE_VARS:

@@ -13,7 +13,9 @@ At each probe step it records, on the device, then moves everything to the host 
   softmax(A), the unscaled attention-branch output, the MLP hidden pre-activation and output and the stream h
   after the block (A and softmax(A) over the unmasked (s, s') pairs), and of the embedding output h^0 and the
   raw logits f(theta_t); each also as the RMS of its change since the first probe step (step 0);
-- weight movement ||W(t) - W(0)||_F / ||W(0)||_F per layer and weight kind, and for embed, pos, readout.
+- weight movement ||W(t) - W(0)||_F / ||W(0)||_F per layer and weight kind, and for embed, pos, readout;
+- the outputs the loss sees on the probe batch (`probe_outputs`): f(theta_t) - f(theta_0) with the frozen initial
+  copy (centre "copy"), f(theta_t) otherwise; per sample and class, for the LM the last token's logits only.
 No statistic calls .item(); probe passes run under no_grad outside any compiled region. A seed ensemble is
 probed in the same pass: every statistic has a leading member dim, split per member by `member(e)`.
 """
@@ -137,6 +139,8 @@ class ProbeRecorder:
         initial = model0 if model0 is not None else model
         self.w0 = {name: self._lead(p.detach() if model0 is not None else p.detach().clone())
                    for name, p in initial.named_parameters()}
+        self.model0 = model0
+        self.f0: torch.Tensor | None = None        # f(theta_0) on the probe batch (E, P, C or V), when model0 is kept
         self.taps0: list[dict] | None = None      # per-block taps at the first probe step (step 0)
         self.io0: dict[str, torch.Tensor] = {}     # h^0 and the logits at step 0
         self.steps: list[int] = []
@@ -224,7 +228,23 @@ class ProbeRecorder:
             torch.stack([moved(f"blocks.{i}.{w}.weight") for w in BLOCK_WEIGHTS], 1) for i in range(len(taps))], 1)
         out["io_movement"] = torch.stack([moved(f"{w}.weight") if f"{w}.weight" in params else zero
                                           for w in IO_WEIGHTS], 1)
+        out["probe_outputs"] = self.centred_outputs(logits)
         return out
+
+    @torch.no_grad()
+    def centred_outputs(self, logits: torch.Tensor) -> torch.Tensor:
+        """What the loss sees on the probe batch (`probes.run.centred_loss`): f(theta_t) - f(theta_0) when the run
+        keeps the frozen initial copy model0 (centre "copy"; f(theta_0) is computed once and kept), else f(theta_t)
+        itself (centre "zero_readout", whose f(theta_0) is 0, or "none"). logits: f(theta_t) (E, P, C) for an image
+        task or (E, P, T, V) for the LM. Returns (E, P, C), or the LM's last token (E, P, V); units: logits."""
+        def last(f: torch.Tensor) -> torch.Tensor:
+            return f[:, :, -1] if self.causal else f                  # LM: (E, P, T, V) -> (E, P, V)
+
+        if self.model0 is None:
+            return last(logits)
+        if self.f0 is None:
+            self.f0 = last(self._lead(self.model0(self.x)))
+        return last(logits) - self.f0
 
     def record(self, step: int, model: LWSTransformer) -> None:
         """Compute the statistics and move them to the host in one transfer."""

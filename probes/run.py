@@ -29,10 +29,10 @@ import torch.nn.functional as F
 from parametrizations.checks import ConfigError, check_bool, check_choice, check_int, check_str
 from parametrizations.optim import OptimConfig, build_optimizer, global_lr
 from parametrizations.spec import Parametrization, attention_scale, get_preset
-from parametrizations.transformer import LWSTransformer, ModelConfig, attention_logits, build_model
+from parametrizations.transformer import LWSTransformer, ModelConfig, attention_logits, build_model, is_vision
 
 from .batches import BatchStream
-from .data import Task, load_task
+from .data import Task, default_patch, load_task
 from .recorder import IO_WEIGHTS, MAX_SEED, MAX_STEP, ProbeConfig, ProbeRecorder
 
 PRECISIONS = ("fp32", "tf32", "bf16")   # fp32 is the default of every theory check; the others are opt-in
@@ -44,7 +44,9 @@ MAX_BATCH = 1 << 20
 
 @dataclass
 class RunConfig:
-    """Everything that defines one run. Units: steps are optimizer steps; batch_size in samples."""
+    """Everything that defines one run. Units: steps are optimizer steps; batch_size in samples. patch: side of an
+    image patch in pixels; None (the default) takes the task's default (`probes.data.default_patch`: 2 for digits,
+    4 otherwise), so the resolved config always holds a number."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     param: Parametrization = field(default_factory=lambda: get_preset("mup"))
@@ -55,7 +57,7 @@ class RunConfig:
     data_seed: int = 0
     device: str = "cpu"
     data_path: str | None = None
-    patch: int = 4
+    patch: int | None = None
     heldout_batch: int = 64
     probes: ProbeConfig = field(default_factory=ProbeConfig)
     precision: str = "fp32"
@@ -71,6 +73,8 @@ class RunConfig:
         check_int("heldout_batch", self.heldout_batch, 1, MAX_BATCH)
         check_int("seed", self.seed, 0, MAX_SEED)
         check_int("data_seed", self.data_seed, 0, MAX_SEED)
+        if self.patch is None:
+            self.patch = default_patch(self.model.task)
         check_int("patch", self.patch, 1, 1024)
         check_str("device", self.device)
         if not DEVICE_RE.fullmatch(self.device):
@@ -127,8 +131,8 @@ def resolve_device(device: str) -> torch.device:
 
 def model_config_for_task(cfg: ModelConfig, task: Task) -> ModelConfig:
     """Copy of cfg with the data-dependent sizes (seq_len, d_in, vocab, classes) taken from the task."""
-    if task.kind == "vision":
-        return replace(cfg, task="vision", seq_len=task.seq_len, d_in=task.d_in, n_classes=task.n_classes)
+    if is_vision(task.kind):
+        return replace(cfg, task=task.kind, seq_len=task.seq_len, d_in=task.d_in, n_classes=task.n_classes)
     return replace(cfg, task="lm", seq_len=task.seq_len, vocab_size=task.vocab_size)
 
 

@@ -8,7 +8,8 @@ unit and writes each point's part (atomically, `probes.dataset.save`), and this 
 manifest: running when handed out, done / diverged / failed (with the message) when the unit comes back. A failed
 unit does not stop the others; at the end `SweepFailed` says how many points failed and nothing is merged. When
 every point is finished, the parts are merged (`probes.dataset.combine_runs`: the axis and `seed` become
-dimensions) into `out`.
+dimensions) into `out`, with the seed-to-seed variances `output_seed_var` and `loss_seed_var` (dims axis, step;
+`probes.dataset.seed_variances`) computed from the merged parts whenever there are 2 or more seeds.
 
 Rerunning the same sweep resumes it: finished points are skipped, the rest are redone. The grouping into units does
 not depend on the executor or the number of workers, so on the CPU the merged dataset is the same bit for bit
@@ -23,7 +24,7 @@ from typing import Callable
 import xarray as xr
 
 from .config import check_fits
-from .dataset import run_dataset, save
+from .dataset import run_dataset, save, with_seed_variances
 from .ensemble import ENSEMBLE_MODES, members_that_fit, train_seeds
 from .executors import Executor, InProcess, JobError
 from .run import RunConfig
@@ -168,7 +169,8 @@ class Sweep:
             raise SweepFailed(f"{len(failures)} of {self.n_points} points failed (first: {failures[0]}); "
                               f"nothing was merged; messages in {self.store.folder / 'manifest.json'}; "
                               "rerun the same command to redo them")
-        merged = self.store.combine(self.values, self.seeds)
+        # seed variances from the parts of every point, so a resumed or extended sweep recomputes them
+        merged = with_seed_variances(self.store.combine(self.values, self.seeds), self.axis)
         merged.attrs["init_only"] = int(self.init_only)
         save(merged, self.out)
         return merged

@@ -331,3 +331,117 @@ def test_load_task_dispatch(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="empty"):
         load_task("vision", str(tmp_path / "empty"))
     assert isinstance(vis.train, ImageSplit)
+
+
+# ---------------------------------------------------------------- scikit-learn digits (--task digits)
+
+@pytest.fixture(scope="module")
+def digits_task() -> Task:
+    return load_task("digits")
+
+
+def test_digits_real_load(digits_task: Task) -> None:
+    from sklearn.datasets import load_digits
+
+    t = digits_task
+    assert t.kind == "digits" and t.n_classes == 10 and t.vocab_size is None
+    assert (t.seq_len, t.d_in) == (16, 4)                  # default patch 2: (8/2)^2 tokens of 2*2 features
+    assert (len(t.train), len(t.heldout)) == (1500, 297)
+    x, y = t.train.fixed(len(t.train), seed=0)
+    xh, yh = t.heldout.fixed(len(t.heldout), seed=0)
+    assert x.shape == (1500, 16, 4) and x.dtype == torch.float32 and y.dtype == torch.int64
+    assert xh.shape == (297, 16, 4)
+    assert set(y.tolist()) == set(range(10)) and set(yh.tolist()) == set(range(10))
+    # standardised by the training split's global pixel mean/std; held out with the same numbers
+    assert abs(float(x.mean())) < 1e-5 and abs(float(x.std(unbiased=False)) - 1) < 1e-5
+    raw = load_digits()
+    imgs, labels = raw.images.astype(np.float32), raw.target
+    perm = np.random.default_rng(0).permutation(len(imgs))           # the documented fixed split
+    mean, std = imgs[perm[:-297]].mean(dtype=np.float64), imgs[perm[:-297]].std(dtype=np.float64)
+    want = (torch.from_numpy(imgs[perm[-297:]])[:, None] - mean) / std               # (297, 1, 8, 8)
+    got_x, got_y = t.heldout._get(np.arange(297))
+    torch.testing.assert_close(got_x, patchify(want.float(), 2), rtol=1e-5, atol=1e-5)
+    assert np.array_equal(got_y.numpy(), labels[perm[-297:]])
+    # patch 2 cuts image 0 into 16 row-major 2x2 patches
+    torch.testing.assert_close(got_x[0, 1], want[0, 0, 0:2, 2:4].reshape(4).float(), rtol=1e-5, atol=1e-5)
+
+
+def test_digits_is_deterministic_and_seed_independent(digits_task: Task) -> None:
+    again = load_task("digits", seed=7)                   # seeds never change a real data set's split
+    for a, b in ((digits_task.train, again.train), (digits_task.heldout, again.heldout)):
+        assert all(torch.equal(u, v) for u, v in zip(a.fixed(len(a), 0), b.fixed(len(b), 0)))
+        assert all(torch.equal(u, v) for u, v in zip(a.batch(9, gen(3)), b.batch(9, gen(3))))
+    from probes.batches import BatchStream                 # the training loop's batches: the same draws
+
+    stream, per_step = BatchStream(digits_task.train, 6, gen(4), "cpu", chunk=3), gen(4)
+    for _ in range(4):                                      # across a chunk boundary
+        assert all(torch.equal(u, v) for u, v in zip(stream.next(), digits_task.train.batch(6, per_step)))
+    four = load_task("digits", patch=4)
+    assert (four.seq_len, four.d_in) == (4, 16) and four.train.batch(3, gen(0))[0].shape == (3, 4, 16)
+    with pytest.raises(DataError, match="patch=3"):
+        load_task("digits", patch=3)
+    with pytest.raises(DataError, match="digits"):
+        load_task("digits", "/tmp")
+
+
+def test_digits_trains_for_real() -> None:
+    from probes.config import make_run_config
+    from probes.dataset import run_dataset
+    from probes.run import train
+
+    cfg = make_run_config(model={"task": "digits", "N": 4, "H": 2, "L": 1}, optim={"eta0": 0.1},
+                          run={"steps": 20, "batch_size": 32}, probes={"every": 10, "n_samples": 8})
+    assert cfg.patch == 2 and cfg.model.task == "digits"
+    res = train(cfg)
+    assert res.status == "ok" and np.isfinite(res.train_loss).all() and np.isfinite(res.heldout_loss).all()
+    assert res.heldout_loss[-1] < res.heldout_loss[0] - 0.05                # ln 10 = 2.30 at step 0: it learns
+    assert (res.model.cfg.seq_len, res.model.cfg.d_in, res.model.cfg.n_classes) == (16, 4, 10)
+    ds = run_dataset(res)
+    assert ds.attrs["task"] == "digits" and '"patch": 2' in ds.attrs["config"]
+    assert ds.probe_inputs.shape == (8, 16, 4) and ds.probe_outputs.shape == (3, 8, 10)
+
+
+def _cli(*args: str, cwd: Path):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.run([sys.executable, str(root / "cli.py"), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+DIGITS_BAD = [
+    (["--data", "{tmp}"], "", ["--data", "digits task", "no data path"]),
+    ([], "[run]\npatch = 3\n", ["[run] patch", "image size 8 of the digits task"]),
+    ([], "[run]\npatch = 16\n", ["[run] patch", "image size 8 of the digits task"]),   # fine for 16x16 synthetic
+    (["--probe-samples", "298"], "", ["--probe-samples", "<= 297", "held-out images of the digits task"]),
+]
+
+
+@pytest.mark.parametrize("args,config,names", DIGITS_BAD, ids=["data", "patch3", "patch16", "probe-samples"])
+def test_digits_bad_input_exits_2_with_one_line(tmp_path: Path, args, config, names) -> None:
+    extra = []
+    if config:
+        (tmp_path / "c.toml").write_text(config)
+        extra = ["--config", str(tmp_path / "c.toml")]
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    r = _cli("run", "--task", "digits", "--N", "4", "--H", "2", "--L", "1", "--steps", "2", "--no-progress",
+             *args, *extra, cwd=tmp_path)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    assert all(n in lines[0] for n in names), lines[0]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_digits_runs_from_the_command_line(tmp_path: Path) -> None:
+    from probes.dataset import load
+
+    out = tmp_path / "d.nc"
+    r = _cli("run", "--task", "digits", "--N", "4", "--H", "2", "--L", "1", "--steps", "4", "--no-progress",
+             "--out", str(out), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    ds = load(out)
+    assert ds.attrs["task"] == "digits" and ds.probe_inputs.shape[1:] == (16, 4)
+    r = _cli("describe", "--task", "digits", "--N", "4", cwd=tmp_path)
+    assert r.returncode == 0 and "task=digits" in r.stdout and "embed.weight" in r.stdout, r.stderr

@@ -294,3 +294,149 @@ def test_cli_plot_bad_input_one_line_exit_2(data, args, needle):
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], r.stderr
+
+
+# ---------------------------------------------------------------------------------------- convergence rates
+def synthetic_sweep(sizes=(2, 4, 8, 16), seeds=6, steps=(0, 5, 10), axis="H", gen=0) -> xr.Dataset:
+    """probe_outputs = Q_oo + 0.3 c/n + n^-1/2 z (z standard normal) and a held-out loss of the same form, on
+    `sizes` x `seeds` x `steps`; outputs are 0 at step 0 (f - f0 at init), so step 0 has no slope."""
+    rng = np.random.default_rng(gen)
+    n = np.asarray(sizes, dtype=float)[:, None, None, None, None]
+    q = rng.normal(size=(4, 3)) + 0.3 * rng.normal(size=(4, 3)) / n + n ** -0.5 * rng.normal(
+        size=(len(sizes), seeds, len(steps), 4, 3))
+    q[:, :, 0] = 0.0
+    loss = 1.0 + 0.5 / n[..., 0, 0] + n[..., 0, 0] ** -0.5 * rng.normal(size=(len(sizes), seeds, len(steps)))
+    coords = {axis: np.asarray(sizes), "seed": np.arange(seeds), "step": np.asarray(steps)}
+    return xr.Dataset({"probe_outputs": ((axis, "seed", "step", "sample", "output"), q, {"units": "1"}),
+                       "heldout_loss": ((axis, "seed", "step"), loss, {"units": "nats"})},
+                      coords=coords, attrs={"sweep_axis": axis, "task": "vision"})
+
+
+def test_convergence_plot_seeds_means_floor_fit_band_and_prediction():
+    from dmft import convergence as cv
+    from dmft.predictions import trained_rate
+
+    r = cv.convergence_rate(synthetic_sweep(), "probe_outputs", method="largest", n_boot=300)
+    ax = plots.convergence_plot(r, predicted=trained_rate(1.0, 1.0, False, "H"))   # a Prediction: H^-1
+    assert isinstance(ax, Axes) and ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    assert ax.get_xlabel() == "$H$"
+    assert "probe_outputs" in ax.get_ylabel() and r"H\to\infty" in ax.get_ylabel()
+    assert "probe_outputs" in ax.get_title() and "largest size (H = 16)" in ax.get_title()
+    texts = legend_texts(ax)
+    assert f"fit: slope {r.slope:+.2f} [{r.lo:+.2f}, {r.hi:+.2f}] (95% CI)" in texts
+    assert "predicted $H^{-1}$" in texts
+    assert len(ax.collections) == 2                   # per-seed scatter and the bootstrap band
+    assert len(ax.lines) == 4                         # seed mean, seed mean - floor, fit, prediction
+    mean, fitted, fit, pred = ax.lines
+    # the largest size is the limit itself: only the sizes below it are drawn
+    np.testing.assert_array_equal(mean.get_xdata(), [2, 4, 8])
+    np.testing.assert_allclose(mean.get_ydata(), r.mean_distance.sel(step=10, H=[2, 4, 8]).values)
+    np.testing.assert_allclose(fitted.get_ydata(), r.fitted_distance.sel(step=10, H=[2, 4, 8]).values)
+    assert np.all(fitted.get_ydata() < mean.get_ydata())              # the floor is subtracted
+    x, y = fit.get_xdata(), fit.get_ydata()
+    np.testing.assert_allclose(y, np.exp(r.intercept) * x ** r.slope)
+    px, py = pred.get_xdata(), pred.get_ydata()
+    np.testing.assert_allclose(np.log(py[-1] / py[0]) / np.log(px[-1] / px[0]), -1.0)
+    offsets = ax.collections[0].get_offsets()
+    assert len(offsets) == 3 * 6 and set(np.asarray(offsets)[:, 0]) == {2.0, 4.0, 8.0}
+    ax.figure.canvas.draw()                           # the mathtext labels parse
+    plt.close(ax.figure)
+
+
+def test_convergence_plot_richardson_uncorrected_draws_every_size_on_given_axes():
+    from dmft import convergence as cv
+
+    ds = synthetic_sweep()
+    fig, ax = plt.subplots()
+    r = cv.convergence_rate(ds, "heldout_loss", method="richardson", corrected=False, n_boot=200)
+    out = plots.convergence_plot(r, ax=ax, predicted={"CLT": -1.0, "bias": -2.0}, label="Richardson")
+    assert out is ax
+    texts = legend_texts(ax)
+    assert "Richardson: seed mean" in texts and not any("floor" in t for t in texts)
+    assert "predicted $H^{-1}$ (CLT)" in texts and "predicted $H^{-2}$ (bias)" in texts
+    assert len(ax.lines) == 4                         # seed mean, fit, two hypotheses
+    np.testing.assert_array_equal(ax.lines[0].get_xdata(), [2, 4, 8, 16])
+    assert "heldout_loss" in ax.get_ylabel() and "Richardson" in ax.get_title()
+    fig.canvas.draw()
+    plt.close(fig)
+
+
+def test_rate_by_step_plot_slopes_intervals_and_horizontal_prediction():
+    from dmft import convergence as cv
+
+    ds = synthetic_sweep()
+    a = cv.convergence_rate(ds, "probe_outputs", method="largest", n_boot=200)
+    b = cv.convergence_rate(ds, "probe_outputs", method="richardson", n_boot=200)
+    ax = plots.rate_by_step_plot(a, predicted=-1.0)
+    assert plots.rate_by_step_plot(b, ax=ax) is ax
+    assert ax.get_xlabel() == "probe step" and "$H$" in ax.get_ylabel() and "probe_outputs" in ax.get_ylabel()
+    assert "probe_outputs" in ax.get_title()
+    texts = legend_texts(ax)
+    assert texts == ["largest (95% CI)", "predicted $H^{-1}$", "richardson (95% CI)"]
+    slopes = [ln for ln in ax.lines if ln.get_label().endswith("(95% CI)")]
+    assert len(slopes) == 2
+    # step 0 (outputs identically 0) is not fitted and not drawn
+    np.testing.assert_allclose(slopes[0].get_xdata(), [5, 10])
+    np.testing.assert_allclose(slopes[0].get_ydata(), a.slope_by_step.sel(step=[5, 10]).values)
+    pred = next(ln for ln in ax.lines if ln.get_label().startswith("predicted"))
+    assert set(np.asarray(pred.get_ydata(), dtype=float)) == {-1.0}
+    assert len(ax.collections) == 2                   # one set of interval bars per rate
+    ax.figure.canvas.draw()
+    plt.close(ax.figure)
+
+
+def test_seed_variance_plot_points_fit_band_prediction_and_unfitted_step():
+    from dmft import convergence as cv
+
+    ds = synthetic_sweep(axis="N")
+    r = cv.seed_variance_rate(ds, "probe_outputs", n_boot=300)
+    ax = plots.seed_variance_plot(r, predicted=-1.0)
+    assert ax.get_xlabel() == "$N$" and "probe_outputs" in ax.get_ylabel() and "seed" in ax.get_ylabel()
+    texts = legend_texts(ax)
+    assert "seed variance (6 seeds)" in texts and "predicted $N^{-1}$" in texts
+    assert f"fit: slope {r.slope:+.2f} [{r.lo:+.2f}, {r.hi:+.2f}] (95% CI)" in texts
+    assert len(ax.lines) == 3 and len(ax.collections) == 1          # points, fit, prediction; the band
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), r.variance.sel(step=10).values)
+    # step 0 is not fitted (every output is 0): the points are absent and the reason is written on the panel
+    r0 = cv.seed_variance_rate(ds, "probe_outputs", step=0, n_boot=50)
+    ax0 = plots.seed_variance_plot(r0, predicted=0.0)
+    assert any(t.get_text().startswith("not fitted:") for t in ax0.texts)
+    # by step, two quantities on one panel: the y label names both; a SeedVarianceRate has no method
+    loss = cv.seed_variance_rate(ds, "heldout_loss", n_boot=300)
+    axs = plots.rate_by_step_plot(r, predicted=-1.0, label="outputs")
+    plots.rate_by_step_plot(loss, ax=axs, label="loss")
+    assert "probe_outputs, heldout_loss" in axs.get_ylabel() and "seed variance" in axs.get_title()
+    assert legend_texts(axs) == ["outputs (95% CI)", "predicted $N^{-1}$", "loss (95% CI)"]
+    for a in (ax, ax0, axs):
+        a.figure.canvas.draw()
+    plt.close("all")
+
+
+def test_every_convergence_quantity_has_a_symbol_whose_labels_render():
+    from dmft.convergence import CONVERGENCE_QUANTITIES
+    from dmft.plots.convergence import QUANTITY_SYMBOLS
+
+    assert set(QUANTITY_SYMBOLS) == set(CONVERGENCE_QUANTITIES)
+    fig, ax = plt.subplots()
+    for sym in QUANTITY_SYMBOLS.values():             # the label forms of convergence_plot and seed_variance_plot
+        ax.set_ylabel(rf"$\langle ({{{sym}}} - {{{sym}}}_{{H\to\infty}})^2 \rangle$")
+        ax.set_xlabel(rf"$\mathrm{{Var}}_{{\mathrm{{seed}}}}[{sym}]$")
+        fig.canvas.draw()
+    plt.close(fig)
+
+
+def test_convergence_plots_on_a_real_sweep(data):
+    """The tiny 2-seed vision N sweep: Richardson (3 sizes suffice); with 2 seeds an interval may be unbounded,
+    which the by-step panel draws to its edge."""
+    from dmft import convergence as cv
+
+    r = cv.convergence_rate(data["sweep"], "kernel_pooled", method="richardson", n_boot=200)
+    fig, axes = plt.subplots(1, 3)
+    plots.convergence_plot(r, ax=axes[0], predicted=-1.0)
+    plots.rate_by_step_plot(r, ax=axes[1], predicted=-1.0)
+    plots.seed_variance_plot(cv.seed_variance_rate(data["sweep"], "heldout_loss", n_boot=200), ax=axes[2])
+    for ax in axes:
+        assert ax.lines and "$N$" in ax.get_xlabel() + ax.get_ylabel()
+    assert "kernel_pooled" in axes[0].get_ylabel() and "heldout_loss" in axes[2].get_ylabel()
+    fig.canvas.draw()
+    plt.close(fig)

@@ -171,3 +171,59 @@ def test_p1_constant_at_init():
         want = 8 ** (1 - 2 * alpha)
         # average of 2 layers x 5 samples x 21 pairs of a 64-head variance: relative s.e. about 5%
         assert v == pytest.approx(want, rel=0.2), (preset, v, want)
+
+
+def centred_by_hand(model, model0, x, lm):
+    """f(theta_t) - f(theta_0) on x (f(theta_t) when model0 is None), as centred_loss forms it; LM: last token."""
+    with torch.no_grad():
+        f = model(x) - (model0(x) if model0 is not None else 0)
+    return (f[:, -1] if lm else f).numpy()
+
+
+@pytest.mark.parametrize("task,centre", [("lm", "copy"), ("vision", "copy"), ("digits", "copy"),
+                                         ("vision", "zero_readout"), ("vision", "none")])
+def test_probe_outputs_are_what_the_loss_sees(task, centre):
+    from probes.run import centred_loss
+
+    m = {"N": 4, "H": 3, "L": 2, "task": task, "seq_len": 6}
+    cfg = make_run_config(model=m, param={"preset": "mup-sqrt", "centre": centre},
+                          optim={"name": "adam", "eta0": 0.2}, run={"steps": 4, "batch_size": 8},
+                          probes={"every": 2, "n_samples": 5, "n_points": 3})
+    res = train(cfg)
+    ds = run_dataset(res)
+    model, x = res.model, res.extra["recorder"].x
+    out = ds.probe_outputs
+    C = 256 if task == "lm" else 10
+    assert out.dims == ("step", "sample", "output") and out.shape == (3, 5, C)
+    assert list(ds.output.values) == list(range(C)) and out.attrs["units"] == "1"
+    # the initial model rebuilt from the seed: f(theta_0) (zero_readout: exactly 0; none: not removed)
+    model0 = build_model(model.cfg, model.p, "adam", seed=res.config.seed) if centre == "copy" else None
+    want = centred_by_hand(model, model0, x, task == "lm")
+    np.testing.assert_allclose(out.isel(step=-1).values, want, rtol=1e-5, atol=1e-6)
+    assert float(np.abs(want).max()) > 1e-3                                   # the outputs have moved
+    first = out.isel(step=0).values
+    if centre == "none":
+        init = build_model(model.cfg, model.p, "adam", seed=res.config.seed)
+        np.testing.assert_allclose(first, centred_by_hand(init, None, x, False), rtol=1e-5, atol=1e-6)
+    else:
+        assert np.abs(first).max() == 0                                      # centred: f(theta_0) - f(theta_0)
+    if task != "lm":   # the cross-entropy of the recorded outputs is the centred loss of the probe batch
+        y = torch.arange(5) % C
+        loss = centred_loss(model, model0, x, y).item()
+        assert F.cross_entropy(torch.from_numpy(out.isel(step=-1).values), y).item() == pytest.approx(loss, rel=1e-5)
+
+
+def test_probe_outputs_of_a_seed_ensemble_are_each_members_own():
+    from probes.run import train_ensemble
+
+    cfg = make_run_config(model={"N": 4, "H": 2, "L": 1, "task": "vision"}, optim={"name": "adam", "eta0": 0.2},
+                          run={"steps": 3, "batch_size": 8}, probes={"every": 3, "n_samples": 4, "n_points": 2})
+    results = train_ensemble(cfg, [0, 5])
+    outs = []
+    for res in results:
+        ds = run_dataset(res)
+        model0 = build_model(res.model.cfg, res.model.p, "adam", seed=res.config.seed)
+        want = centred_by_hand(res.model, model0, res.extra["recorder"].x, False)
+        np.testing.assert_allclose(ds.probe_outputs.isel(step=-1).values, want, rtol=1e-4, atol=1e-6)
+        outs.append(want)
+    assert not np.allclose(outs[0], outs[1])                                 # two different members

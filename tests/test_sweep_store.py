@@ -193,3 +193,90 @@ def test_a_failing_point_is_marked_failed_and_the_others_go_on(tmp_path, monkeyp
     ds = run_sweep(cfg, "N", [2, 4, 8], 2, out, init_only=True, on_point=said.append)
     assert sum("already done" in m for m in said) == 4 and sum(": ok (" in m for m in said) == 2
     assert ds.sizes["N"] == 3 and set(statuses(out).values()) == {"done"}
+
+
+# ---- seed-to-seed variances of the merged sweep (probes.dataset.seed_variances) ---------------------------------
+
+def seed_var_by_hand(a, seed_axis: int = 1):
+    """numpy: variance over seeds (ddof 1) of the finite values, NaN below 2 finite seeds."""
+    import numpy as np
+
+    import warnings
+
+    a = np.where(np.isfinite(a), a, np.nan)
+    n = np.isfinite(a).sum(seed_axis)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)                # fewer than 2 finite seeds
+        v = np.nanvar(a, axis=seed_axis, ddof=1)
+    return np.where(n >= 2, v, np.nan)
+
+
+def test_seed_variances_of_a_real_sweep_and_its_extension(tmp_path):
+    """output_seed_var / loss_seed_var equal numpy on the merged probe_outputs / heldout_loss; extending the sweep
+    by a seed recomputes them from all parts; the saved file's checksums verify."""
+    import numpy as np
+
+    cfg = make_run_config(model={"H": 2, "L": 1, "task": "vision", "axis": "N"}, run={"steps": 4, "batch_size": 8},
+                          probes={"every": 2, "n_samples": 4, "n_points": 2})
+    out = tmp_path / "v.nc"
+    two = run_sweep(cfg, "N", [2, 4, 8], 2, out)
+    three = run_sweep(cfg, "N", [2, 4, 8], 3, out)                    # extends the store by seed 2
+    for ds, seeds in ((two, 2), (three, 3)):
+        assert ds.sizes["seed"] == seeds
+        assert ds.output_seed_var.dims == ("N", "step") and ds.loss_seed_var.dims == ("N", "step")
+        assert ds.output_seed_var.attrs["units"] == "1" and ds.loss_seed_var.attrs["units"] == "nats^2"
+        outputs = ds.probe_outputs.transpose("N", "seed", "step", "sample", "output").values
+        want = seed_var_by_hand(outputs).mean(axis=(-2, -1))          # (N, step)
+        np.testing.assert_allclose(ds.output_seed_var.values, want, rtol=1e-10, atol=0)
+        np.testing.assert_allclose(ds.loss_seed_var.values,
+                                   seed_var_by_hand(ds.heldout_loss.transpose("N", "seed", "step").values),
+                                   rtol=1e-10, atol=0)
+        assert (ds.output_seed_var.isel(step=0) == 0).all()           # centred outputs start at 0 for every seed
+        assert (ds.output_seed_var.isel(step=-1) > 0).all() and (ds.loss_seed_var.isel(step=-1) > 0).all()
+    assert not np.allclose(two.output_seed_var.values, three.output_seed_var.values)    # recomputed, not kept
+    back = load(out)                                                  # checksums verify
+    xr.testing.assert_identical(back.output_seed_var, three.output_seed_var)
+    xr.testing.assert_identical(back.loss_seed_var, three.loss_seed_var)
+
+
+def test_seed_variances_leave_diverged_seeds_out(tmp_path):
+    """Real runs, one of three seeds diverging at N=4 and two at N=8, merged as a sweep merges them: each
+    (N, step) uses the seeds still finite there, and is NaN where fewer than 2 are."""
+    import numpy as np
+
+    from probes.dataset import combine_runs, run_dataset, seed_variances
+    from probes.run import train
+
+    def point(N: int, seed: int, eta0: float):
+        cfg = make_run_config(model={"N": N, "H": 2, "L": 1, "task": "vision"}, param={"preset": "sp"},
+                              optim={"name": "sgd", "eta0": eta0},
+                              run={"steps": 10, "batch_size": 8, "heldout_batch": 16, "seed": seed},
+                              probes={"every": 2, "n_samples": 4, "n_points": 2})
+        return run_dataset(train(cfg))
+
+    BIG = 2.0 ** 17                                                   # SP + SGD: diverges at step 6
+    grid = {4: [1.0, 1.0, BIG], 8: [1.0, BIG, BIG]}
+    merged = combine_runs([combine_runs([point(N, s, eta) for s, eta in enumerate(etas)], "seed")
+                           for N, etas in grid.items()], "N")
+    assert merged.status.values.tolist() == [[0, 0, 1], [0, 1, 1]]
+    at = int(merged.diverged_at.sel(N=4, seed=2))
+    merged = merged.copy(deep=True)
+    merged["probe_outputs"].loc[dict(N=4, seed=0, step=0, sample=0, output=0)] = np.inf   # inf counts as missing
+    sv = seed_variances(merged, "N")
+    outputs = merged.probe_outputs.transpose("N", "seed", "step", "sample", "output").values
+    np.testing.assert_allclose(sv.output_seed_var.values, seed_var_by_hand(outputs).mean(axis=(-2, -1)), rtol=1e-10)
+    losses = merged.heldout_loss.transpose("N", "seed", "step").values
+    np.testing.assert_allclose(sv.loss_seed_var.values, seed_var_by_hand(losses), rtol=1e-10)
+    late = merged.step.values >= at
+    assert late.any() and (~late).any()
+    # N=4 after the divergence: the two finite seeds only; before it: all three
+    np.testing.assert_allclose(sv.loss_seed_var.sel(N=4).values[late], np.var(losses[0, :2][:, late], axis=0, ddof=1),
+                               rtol=1e-12)
+    np.testing.assert_allclose(sv.loss_seed_var.sel(N=4).values[~late], np.var(losses[0][:, ~late], axis=0, ddof=1),
+                               rtol=1e-12)
+    assert np.isfinite(sv.output_seed_var.sel(N=4)).all()
+    # N=8 after the divergence: one finite seed, no variance
+    assert np.isnan(sv.loss_seed_var.sel(N=8).values[late]).all()
+    assert np.isnan(sv.output_seed_var.sel(N=8).values[late]).all()
+    assert np.isfinite(sv.loss_seed_var.sel(N=8).values[~late]).all()
+    assert not seed_variances(merged.isel(seed=[0]), "N").data_vars                 # one seed: nothing

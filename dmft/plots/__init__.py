@@ -14,6 +14,9 @@ of `dmft` (fits, verdicts, the law of A).
     loss_curves          held-out loss vs step, one line per size
     lr_transfer          final loss vs eta0, one line per size (muP learning-rate transfer)
     coord_check_panels   muP coordinate check: coordinate sizes vs size, one panel per probe step
+    convergence_plot     trained distance from the size -> oo limit vs size (dmft.convergence), fit and prediction
+    rate_by_step_plot    the fitted convergence slope and its CI at every probe step
+    seed_variance_plot   seed-to-seed variance of a trained quantity vs size, fit and prediction
     save_figure          write PNG/PDF and close
     plot_dataset         every figure that applies to a dataset, written to a folder
 """
@@ -24,5 +27,7 @@ from .kernels import kernel_grid, kernel_panels
 from .densities import attention_density
 from .training import loss_curves, lr_transfer, coord_check_panels
 from .export import save_figure, plot_dataset
+from .convergence import convergence_plot, rate_by_step_plot, seed_variance_plot
 
-__all__ = ['exponent_plot', 'verdict_figure', 'kernel_grid', 'kernel_panels', 'attention_density', 'loss_curves', 'lr_transfer', 'coord_check_panels', 'save_figure', 'plot_dataset']
+__all__ = ['exponent_plot', 'verdict_figure', 'kernel_grid', 'kernel_panels', 'attention_density', 'loss_curves', 'lr_transfer', 'coord_check_panels', 'save_figure', 'plot_dataset',
+           'convergence_plot', 'rate_by_step_plot', 'seed_variance_plot']

@@ -1,0 +1,343 @@
+"""The learning-rate grid of P7 (docs/predictions.md; the paper's Fig. 2a) as one stored dataset.
+
+`run_lr_grid(base, axis, sizes, etas, seeds)` trains every (eta0, size) cell of the grid: the config is `base`
+with that size on `axis` (`probes.sweep.value_config`) and `optim.eta0 = eta0`, probes off (only the losses
+are wanted); the seeds of a cell train together as seed ensembles (`probes.ensemble.train_seeds`, the same
+results per seed as separate runs). The result is one xarray Dataset:
+
+| variable | dims | what |
+|---|---|---|
+| `heldout_loss` | eta0, axis, seed, step | loss on the fixed held-out batch at the log steps (NaN after a divergence) |
+| `final_loss` | eta0, axis, seed | held-out loss after the last step; NaN for a diverged run |
+| `status` | eta0, axis, seed | int8 run status (0 ok, 1 diverged; CF flag attrs, as in sweep datasets) |
+| `diverged_at` | eta0, axis, seed | optimizer step of the first NaN/inf (-1: did not diverge) |
+| `train_loss` | eta0, axis, seed, train_step | training loss of every optimizer step |
+| `grad_norm` | eta0, axis, seed, step | global gradient norm at the log steps |
+| `lr` | eta0, axis | the global learning rate eta0 becomes under the parametrization's rule |
+
+Attrs: `kind = "lr_grid"`, `sweep_axis`, `config` (the resolved config of the grid's first cell -- smallest eta0,
+smallest size, first seed -- as JSON, as a sweep dataset stores its first point's; `dmft.check.run_attrs` reads
+the parametrization from it), the paper's symbols as scalars (`probes.dataset.run_attrs`), and the grid:
+`grid_eta0`, `grid_sizes`, `grid_seeds` (also the attr `eta0`, here the list of grid eta0s). It passes
+`probes.dataset.load` (schema and checksums); `dmft.transfer.losses_of(ds)` gives the (eta0, axis, seed) final
+losses for `dmft.transfer.best_eta0`.
+
+Saving (`out`): written at the end with `probes.dataset.save` (atomic, checksummed). An `out` that already holds
+the same grid (same config but for the size and eta0, same axis, sizes, eta0s and seeds) is returned as it is,
+without training; one made with other settings is refused (ValueError naming the differences) -- delete it or
+choose another path.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import replace
+from numbers import Integral, Real
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from .dataset import STATUS_CODES, DatasetError, load, run_attrs, save, var
+from .ensemble import ENSEMBLE_MODES, train_seeds
+from .run import RunConfig
+from .store import config_differences
+from .sweep import check_grid_fits, value_config
+
+__all__ = ["KIND", "cell_config", "check_lr_grid", "grid_config", "load_lr_grid", "run_lr_grid"]
+
+KIND = "lr_grid"
+
+
+# ---------------------------------------------------------------------------------------------- the grid
+
+
+def _seed_list(base: RunConfig, seeds) -> list[int]:
+    """seeds as a list: an int n means base.seed + 0..n-1 (as a sweep's --seeds); a list is taken as given."""
+    if isinstance(seeds, bool):
+        raise ValueError(f"--seeds must be an integer >= 2 or a list of at least 2 seeds, got {seeds!r}")
+    if isinstance(seeds, Integral):
+        if seeds < 2:
+            raise ValueError(f"--seeds must be >= 2 (the bootstrap over seeds needs two), got {seeds}")
+        return [base.seed + s for s in range(int(seeds))]
+    try:
+        out = list(seeds)
+    except TypeError:
+        raise ValueError(f"--seeds must be an integer >= 2 or a list of seeds, got {seeds!r}") from None
+    if len(out) < 2:
+        raise ValueError(f"--seeds needs at least 2 seeds (the bootstrap over seeds needs two), got {out}")
+    if any(isinstance(s, bool) or not isinstance(s, Integral) or s < 0 for s in out) or len(set(out)) != len(out):
+        raise ValueError(f"--seeds must be distinct non-negative integers, got {out}")
+    return [int(s) for s in out]
+
+
+def check_lr_grid(base: RunConfig, axis: str, sizes, etas, seeds, ensemble: str = "auto"
+                  ) -> tuple[list[int], list[float], list[int]]:
+    """Validate the grid before any work: ValueError, one line naming the option, for an unknown axis or ensemble
+    mode, fewer than 3 distinct positive sizes, fewer than 3 distinct positive finite eta0s, fewer than 2 seeds,
+    a size that is not a valid model, or a cell that would not fit in memory or whose numbers under- or overflow
+    (`probes.sweep.check_grid_fits` at every eta0). Returns (sizes, etas, seeds), sizes and etas sorted."""
+    if not isinstance(base, RunConfig):
+        raise ValueError(f"base must be a RunConfig, got {type(base).__name__}")
+    if axis not in ("N", "H", "L"):
+        raise ValueError(f"--axis must be N, H or L, got {axis!r}")
+    if ensemble not in ENSEMBLE_MODES:
+        raise ValueError(f"--ensemble must be one of {', '.join(ENSEMBLE_MODES)}, got {ensemble!r}")
+    sizes = list(sizes)
+    if any(isinstance(v, bool) or not isinstance(v, Integral) or v < 1 for v in sizes) or len(set(sizes)) != len(sizes):
+        raise ValueError(f"--values must be distinct positive integers, got {sizes}")
+    if len(sizes) < 3:
+        raise ValueError(f"--values needs at least 3 sizes to tell a drifting optimum, got {len(sizes)}")
+    etas = list(etas)
+    if any(isinstance(e, bool) or not isinstance(e, Real) or not math.isfinite(e) or e <= 0 for e in etas):
+        raise ValueError(f"--etas must be positive finite numbers, got {etas}")
+    if len({float(e) for e in etas}) != len(etas):
+        raise ValueError(f"--etas must be distinct, got {etas}")
+    if len(etas) < 3:
+        raise ValueError(f"--etas needs at least 3 eta0 values to locate an optimum, got {len(etas)}")
+    seed_list = _seed_list(base, seeds)
+    sizes, etas = sorted(int(v) for v in sizes), sorted(float(e) for e in etas)
+    cfg = grid_config(base, axis)
+    for v in sizes:
+        try:
+            value_config(cfg, axis, v).model.shapes()
+        except ValueError as e:
+            raise ValueError(f"--values: {axis}={v} is not a valid model ({str(e).splitlines()[0]})") from None
+    for eta in etas:          # memory per cell (the seeds of a cell train in groups that fit); numbers per eta0
+        try:
+            check_grid_fits(replace(cfg, optim=replace(cfg.optim, eta0=eta)), axis, sizes)
+        except ValueError as e:
+            raise ValueError(str(e).splitlines()[0]) from None
+    return sizes, etas, seed_list
+
+
+def grid_config(base: RunConfig, axis: str) -> RunConfig:
+    """The config every cell shares: `base` with the axis recorded and probes off (losses only)."""
+    return replace(base, model=replace(base.model, axis=axis), probes=replace(base.probes, enabled=False))
+
+
+def cell_config(cfg: RunConfig, axis: str, size: int, eta0: float) -> RunConfig:
+    """The config of the cell (eta0, size) of the grid whose shared config is `cfg` (`grid_config`)."""
+    c = value_config(cfg, axis, size)
+    return replace(c, optim=replace(c.optim, eta0=float(eta0)))
+
+
+# ---------------------------------------------------------------------------------------------- resume
+
+
+def _comparable(config: dict, axis: str) -> dict:
+    """A cell's config dict without what varies over the grid (the size on the axis, eta0, the seed)."""
+    d = json.loads(json.dumps(config, sort_keys=True))
+    d.pop("seed", None)
+    d.get("model", {}).pop(axis, None)
+    d.get("optim", {}).pop("eta0", None)
+    return d
+
+
+def _grid_differences(ds: xr.Dataset, config: dict, axis: str, sizes: list[int], etas: list[float],
+                      seeds: list[int]) -> list[str]:
+    """What differs between a stored grid and the one asked for ('what: old -> new'); [] when it is the same."""
+    diffs = []
+    old_axis = ds.attrs.get("sweep_axis")
+    if old_axis != axis:
+        return [f"axis: {old_axis} -> {axis}"]
+    try:
+        old_cfg = json.loads(ds.attrs["config"])
+    except (KeyError, TypeError, ValueError):
+        return ["config: unreadable"]
+    diffs += config_differences(_comparable(old_cfg, axis), _comparable(config, axis))
+    old_sizes = [int(v) for v in ds[axis].values] if axis in ds.dims else []
+    old_etas = [float(e) for e in ds["eta0"].values] if "eta0" in ds.dims else []
+    old_seeds = [int(s) for s in ds["seed"].values] if "seed" in ds.dims else []
+    if old_sizes != sizes:
+        diffs.append(f"sizes: {old_sizes} -> {sizes}")
+    if not (len(old_etas) == len(etas) and np.allclose(old_etas, etas, rtol=1e-12, atol=0)):
+        diffs.append(f"etas: {[f'{e:g}' for e in old_etas]} -> {[f'{e:g}' for e in etas]}")
+    if old_seeds != seeds:
+        diffs.append(f"seeds: {old_seeds} -> {seeds}")
+    return diffs
+
+
+def _complete(ds: xr.Dataset, axis: str) -> bool:
+    """Every cell of the stored grid has a status and, where it did not diverge, a finite final loss."""
+    for v in ("final_loss", "status", "heldout_loss"):
+        if v not in ds.data_vars:
+            return False
+    if ds["final_loss"].dims != ("eta0", axis, "seed"):
+        return False
+    ok = ds["status"].values == STATUS_CODES["ok"]
+    return bool(np.isfinite(ds["final_loss"].values[ok]).all())
+
+
+def load_lr_grid(path: str | os.PathLike) -> xr.Dataset:
+    """Load a stored lr grid (`probes.dataset.load`: checksums and schema); DatasetError when the file is not
+    one (kind != "lr_grid") or lacks its variables."""
+    ds = load(path)
+    if ds.attrs.get("kind") != KIND:
+        raise DatasetError(f"{path}: not an lr grid (kind {ds.attrs.get('kind', 'unset')!r}, expected {KIND!r})")
+    axis = ds.attrs.get("sweep_axis")
+    if axis not in ("N", "H", "L") or not _complete(ds, axis):
+        raise DatasetError(f"{path}: an incomplete lr grid (variables final_loss, status, heldout_loss with dims "
+                           f"(eta0, {axis}, seed) expected)")
+    return ds
+
+
+def _existing(out: Path, config: dict, axis: str, sizes, etas, seeds) -> xr.Dataset | None:
+    """The stored grid at `out` when it is this grid; None when `out` does not exist; ValueError otherwise."""
+    if not (out.exists() or out.is_symlink()):
+        return None
+    try:
+        ds = load_lr_grid(out)
+    except DatasetError as e:
+        raise ValueError(f"--out: {str(e).splitlines()[0]}; delete it or choose another --out") from None
+    diffs = _grid_differences(ds, config, axis, sizes, etas, seeds)
+    if diffs:
+        raise ValueError(f"--out: {out} holds an lr grid made with other settings ({'; '.join(diffs)}); "
+                         "delete it to recompute or choose another --out")
+    return ds
+
+
+# ---------------------------------------------------------------------------------------------- the run
+
+
+class _Bar:
+    """A progress bar over the grid's cells on stderr (rich, like `probes.run`'s training bar)."""
+
+    def __init__(self, total: int):
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        self._p = Progress(TextColumn("lr grid"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                           TextColumn("{task.fields[info]}"), transient=False)
+        self._p.start()
+        self._t = self._p.add_task("lr grid", total=total, info="")
+
+    def update(self, info: str) -> None:
+        self._p.update(self._t, advance=1, info=info)
+
+    def close(self) -> None:
+        self._p.stop()
+        if not self._p.console.is_terminal:
+            self._p.console.print()
+
+
+def _pad(rows: list[list[float]], n: int) -> np.ndarray:
+    out = np.full((len(rows), n), np.nan)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r[:n]
+    return out
+
+
+def run_lr_grid(base: RunConfig, axis: str, sizes: list[int], etas: list[float], seeds: int | list[int],
+                out: Path | None = None, ensemble: str = "auto", progress: bool = True) -> xr.Dataset:
+    """Train the (eta0, size) grid of `base` along `axis` with `seeds` (an int n: base.seed + 0..n-1; or a list)
+    and return its dataset (module docstring). ensemble: "auto" trains a cell's seeds as seed ensembles, "off"
+    one after another (the same numbers). progress: a bar over the cells on stderr. out: where to save (.nc or
+    .zarr); an `out` holding this very grid is returned without training, one holding another grid is refused.
+    ValueError (one line, before any work) for a bad grid (`check_lr_grid`) or a bad `out`."""
+    sizes, etas, seed_list = check_lr_grid(base, axis, sizes, etas, seeds, ensemble)
+    cfg = grid_config(base, axis)
+    first = replace(cell_config(cfg, axis, sizes[0], etas[0]), seed=seed_list[0])
+    config = first.to_dict()
+    if out is not None:
+        out = Path(out)
+        if out.suffix not in (".nc", ".zarr"):
+            raise ValueError(f"--out: {out} must end in .nc (netCDF) or .zarr")
+        parent = out.parent if str(out.parent) else Path(".")
+        if not parent.is_dir():
+            raise ValueError(f"--out: folder {parent} does not exist")
+        done = _existing(out, config, axis, sizes, etas, seed_list)
+        if done is not None:
+            return done
+
+    log_steps = cfg.probes.steps(cfg.steps)
+    n_e, n_v, n_s, n_t, n_ts = len(etas), len(sizes), len(seed_list), len(log_steps), cfg.steps
+    heldout = np.full((n_e, n_v, n_s, n_t), np.nan)
+    grad = np.full((n_e, n_v, n_s, n_t), np.nan)
+    train = np.full((n_e, n_v, n_s, n_ts), np.nan)
+    final = np.full((n_e, n_v, n_s), np.nan)
+    status = np.zeros((n_e, n_v, n_s), dtype=np.int8)
+    diverged_at = np.full((n_e, n_v, n_s), -1, dtype=np.int64)
+    lr = np.full((n_e, n_v), np.nan)
+    step_index = {s: k for k, s in enumerate(log_steps)}
+    bar = _Bar(n_e * n_v) if progress else None
+    t0 = time.perf_counter()
+    try:
+        for i, eta in enumerate(etas):
+            for j, v in enumerate(sizes):
+                results = train_seeds(cell_config(cfg, axis, v, eta), seed_list, ensemble)
+                for k, r in enumerate(results):
+                    idx = [step_index[s] for s in r.log_steps]
+                    heldout[i, j, k, idx] = r.heldout_loss
+                    grad[i, j, k, idx] = r.grad_norm
+                    train[i, j, k] = _pad([r.train_loss], n_ts)[0]
+                    status[i, j, k] = STATUS_CODES[r.status]
+                    if r.status == "ok":
+                        final[i, j, k] = r.heldout_loss[-1]
+                    else:
+                        diverged_at[i, j, k] = -1 if r.diverged_at is None else int(r.diverged_at)
+                lr[i, j] = results[0].lr
+                n_div = sum(r.status != "ok" for r in results)
+                del results
+                if bar is not None:
+                    bar.update(f"eta0={eta:g} {axis}={v}: " + (f"{n_div}/{n_s} diverged" if n_div else
+                                                                f"loss {np.nanmean(final[i, j]):.4f}"))
+    finally:
+        if bar is not None:
+            bar.close()
+    wall = time.perf_counter() - t0
+
+    sv = {"long_name": "run status: " + ", ".join(f"{c} {n}" for n, c in STATUS_CODES.items()), "units": "1",
+          "flag_values": np.asarray(list(STATUS_CODES.values()), dtype=np.int8),
+          "flag_meanings": " ".join(STATUS_CODES)}
+    cell = ("eta0", axis, "seed")
+    other = [a for a in ("N", "H", "L") if a != axis]
+    m = cfg.model
+    ds = xr.Dataset(
+        data_vars={
+            "heldout_loss": var((*cell, "step"), heldout, "loss on the fixed held-out batch (NaN after a divergence)",
+                                "nats"),
+            "final_loss": var(cell, final, "held-out loss after the last step (NaN: the run diverged)", "nats"),
+            "status": (cell, status, sv),
+            "diverged_at": var(cell, diverged_at, "optimizer step whose weights gave the first NaN/inf loss "
+                                                  "(-1: did not diverge)", "steps"),
+            "train_loss": var((*cell, "train_step"), train, "training loss on the incoming batch, before the update",
+                              "nats"),
+            "grad_norm": var((*cell, "step"), grad, "global gradient norm at the last step before the log step "
+                                                    "(0 at step 0)"),
+            "lr": var(("eta0", axis), lr, "global learning rate of the cell (eta0 under the parametrization's rule)"),
+        },
+        coords={
+            "eta0": ("eta0", np.asarray(etas, dtype=float), {"long_name": "base learning rate eta0", "units": "1"}),
+            axis: (axis, np.asarray(sizes, dtype=np.int64), {"long_name": {"N": "key/query dimension per head",
+                                                                           "H": "heads of a full-width layer",
+                                                                           "L": "depth (blocks)"}[axis]}),
+            "seed": ("seed", np.asarray(seed_list, dtype=np.int64), {"long_name": "initialisation seed"}),
+            "step": ("step", np.asarray(log_steps, dtype=np.int64), {"long_name": "optimizer steps taken",
+                                                                     "units": "steps"}),
+            "train_step": ("train_step", np.arange(n_ts, dtype=np.int64), {"long_name": "optimizer step",
+                                                                          "units": "steps"}),
+            "d_model": (axis, np.asarray([value_config(cfg, axis, v).model.d_model for v in sizes], dtype=np.int64),
+                        {"long_name": "residual width N*H"}),
+            **{a: ((), getattr(m, a), {"long_name": {"N": "key/query dimension per head",
+                                                      "H": "heads of a full-width layer",
+                                                      "L": "depth (blocks)"}[a]}) for a in other},
+        },
+        attrs=run_attrs(config, str(cfg.device), "ok"),
+    )
+    ds.attrs.pop("status", None)                       # per run: the variable `status`
+    ds.attrs.update({"title": "dmft-probe learning-rate grid", "kind": KIND, "sweep_axis": axis, "probes": 0,
+                     "eta0": np.asarray(etas, dtype=float), "grid_eta0": np.asarray(etas, dtype=float),
+                     "grid_sizes": np.asarray(sizes, dtype=np.int64),
+                     "grid_seeds": np.asarray(seed_list, dtype=np.int64), "ensemble": ensemble,
+                     "wall_s": wall, "n_diverged": int((status != STATUS_CODES["ok"]).sum())})
+    if out is not None:
+        save(ds, out)
+    return ds
