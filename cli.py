@@ -451,12 +451,13 @@ def check(
     else:
         ds = load(dataset)
         _has_config(ds, dataset)
-        try:
-            verdicts = run_check(ds, n_heads_mc=mc_heads)
-            if ds.attrs.get("kind") != "lr_grid":
-                from dmft.report import trained_verdicts
+        from dmft.report import p7_verdict, trained_verdicts
 
-                verdicts += trained_verdicts(ds)
+        try:
+            if ds.attrs.get("kind") == "lr_grid":          # a learning-rate grid: the P7 verdict
+                verdicts = [p7_verdict(ds)]
+            else:
+                verdicts = run_check(ds, n_heads_mc=mc_heads) + trained_verdicts(ds)
         except ValueError as e:          # what the dataset lacks for a verdict (not a sweep, too few sizes, ...)
             raise ValueError(f"{dataset}: {str(e).splitlines()[0]}") from None
         for line in verdict_lines(verdicts):

@@ -78,3 +78,10 @@ def test_check_refuses_an_empty_folder_and_markdown_of_one_file(tmp_path):
     f.write_text("not a dataset")
     res = runner.invoke(app, ["check", str(f), "--markdown", str(tmp_path / "s.md")])
     assert res.exit_code == 2 and "--markdown needs a folder" in res.output
+
+
+def test_check_of_one_learning_rate_grid_gives_its_P7_verdict(smoke):
+    out, _ = smoke
+    res = runner.invoke(app, ["check", str(out / "lr-N-sp.nc")])
+    assert res.exit_code == 0, res.output
+    assert "P7" in res.output and "best_eta0" in res.output and "predictions consistent" in res.output
