@@ -5,7 +5,7 @@ A preset is a list of jobs, each a sweep along N, H or L (`probes.sweep.run_swee
 half-way continues where it stopped) or a learning-rate grid (`probes.lr_grid.run_lr_grid`, skipped when its
 file is complete). Every job shares one base setting, changed only in what the job names, so that pairs of
 sweeps differ in one exponent (P9, P12). The "cpu" preset is sized for 2 CPU cores (under 30 minutes); "smoke"
-runs the same jobs at toy sizes in a minute (a test of the machinery: its figures mean nothing).
+runs the same jobs at toy sizes in about two minutes (a test of the machinery: its figures mean nothing).
 """
 from __future__ import annotations
 
