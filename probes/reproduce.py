@@ -58,8 +58,9 @@ def _jobs(N: tuple[int, ...], H: tuple[int, ...], L: tuple[int, ...], grid_N: tu
 
 # The digits task (real 8x8 images, offline) with the paper's ViT optimizer (SGD + momentum 0.9, Table 1 rates)
 # and its feature-learning strength gamma0 = 0.1 (Fig. 6 base). eta0 = 2 lies in the range where every size
-# trains stably (measured, 300 steps, L = 2 and 8: eta0 = 1..5 reach held-out losses 0.14-0.54 with O(1) head
-# variance of A; at gamma0 = 1 the attention logits grow without bound, Var_h A ~ 1e2 to 1e8 by step 300).
+# trains stably (`python bench/gamma0_stability.py 0.1 0.2,1,5,25` and `... 0.1 2,5 8`; 300 steps, L = 2 and 8:
+# eta0 = 1..5 reach held-out losses 0.14-0.54 with O(1) head variance of A); at gamma0 = 1, eta0 = 0.5 the
+# attention logits grow without bound (Var_h A ~ 1e2 to 1e8 by step 300 over the preset's sizes).
 _BASE = {"model": {"task": "digits", "N": 8, "H": 4, "L": 2}, "param": {"gamma0": 0.1},
          "optim": {"name": "sgd-momentum", "eta0": 2.0},
          "run": {"steps": 300, "batch_size": 32}, "probes": {"every": 30, "n_samples": 32}}

@@ -63,6 +63,7 @@ def test_trained_kernels_and_outputs_approach_the_H_limit_as_H_to_the_minus_1(al
         # prediction's tol in dmft.predictions.trained_rate)
         assert np.all((lo - 0.25 <= -1) & (-1 <= hi + 0.25)), (quantity, slopes(r), lo, hi)
         # the slope averaged over the three steps: over three disjoint sets of 16 seeds of this sweep we measured
+        # (`python bench/trained_rate_spread.py H mup 40 4,8,16,32 16`)
         # -0.94, -0.95, -1.44 for the kernel and -1.16, -1.04, -1.09 for the outputs (sd 0.28 and 0.06), so 0.5
         # is about 1.8 sd of the noisier one; a sweep that did not converge would give 0
         assert abs(slopes(r).mean() + 1) < 0.5, (quantity, slopes(r))
@@ -79,7 +80,8 @@ def test_seed_variance_falls_as_N_to_the_minus_1_at_alpha_A_1(along_N):
     r = C.seed_variance_rate(along_N, "probe_outputs", "N")
     s = slopes(r)
     print("alpha_A = 1, seed variance of the outputs vs N, slope by step:", np.round(s, 2))
-    # measured (6 seeds, three disjoint sets, 40 steps): -1.10, -1.15, -1.36; here 16 seeds. Prediction -1 within
+    # measured (6 seeds, three disjoint sets, 40 steps; `python bench/trained_rate_spread.py N mup 40 4,8,16,32 6`,
+    # last step): -1.10, -1.15, -1.36; here 16 seeds. Prediction -1 within
     # the finite-size allowance 0.25 plus the bootstrap interval at every step
     lo, hi = np.asarray(r.lo_by_step.sel(step=TRAINED)), np.asarray(r.hi_by_step.sel(step=TRAINED))
     assert np.all((lo - 0.25 <= -1) & (-1 <= hi + 0.25)), (s, lo, hi)
