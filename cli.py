@@ -77,6 +77,10 @@ MODEL = {
     "task": Opt("model", "task", str, "--task", "lm (byte-level stdlib corpus or a token .bin), vision (synthetic, CIFAR-10 or CIFAR-5M via --data) or digits (scikit-learn's 8x8 digits, offline) (default lm)"),
     "lws": Opt("model", "lws", str, "--lws", "layer-wise profile: isotropic, openelm, vanilla, framed, reverse, crown"),
     "seq_len": Opt("model", "seq_len", int, "--seq-len", "tokens per LM sample (default 64)"),
+    "model_preset": Opt("model", "preset", str, "--model-preset", "a model preset: openelm-270m (OpenELM-270M's per-layer shapes), openelm-small (the same at CPU size); explicit options override it"),
+    "variant": Opt("model", "variant", str, "--variant", "block variant: paper, openelm, ngpt, laurel, tokenformer (default paper; docs/variants.md)"),
+    "laurel": Opt("model", "laurel", str, "--laurel", "LAUREL form with --variant laurel: rw, lr, pa, rw+lr, rw+pa, lr+pa, rw+lr+pa (default rw+lr+pa)"),
+    "kv_group": Opt("model", "kv_group", int, "--kv-group", "GQA group size, query heads per KV head (default: the variant's; openelm 2)"),
 }
 PARAM = {
     "param": Opt("param", "preset", str, "--param", "parametrization preset: mup, mup-sqrt, depth-sqrt, sp (default mup)"),
@@ -257,7 +261,8 @@ def describe(
         console.print(line, highlight=False)
     table = Table("parameter", "role", "shape", "init std", "fwd mult", "lr", "eps", "weight decay")
     for r in rows_of(model, cfg.param, cfg.optim):
-        table.add_row(r.name, r.role, "x".join(map(str, r.shape)), f"{r.init_std:.4g}", f"{r.mult:.4g}",
+        init = f"{r.init_std:.4g}" if r.init_value is None else f"value {r.init_value:.4g}"
+        table.add_row(r.name, r.role, "x".join(map(str, r.shape)), init, f"{r.mult:.4g}",
                       f"{r.lr:.4g}", "-" if r.eps is None else f"{r.eps:.3g}", f"{r.weight_decay:.3g}")
     console.print(table)
     console.print("why (d = N*H, l = L/L0, eta = the global lr; docs/parametrization.md):", highlight=False)
@@ -497,6 +502,63 @@ def reproduce(
     summary = write_report(out, say=typer.echo)
     typer.echo(summary.read_text())
     typer.echo(f"verdicts: {summary}")
+
+
+def _names(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+@app.command()
+@user_errors
+def variants(
+    out: Optional[Path] = typer.Option(None, "--out", help="folder of the datasets (default runs/variants, with --quick "
+                                                          "runs/variants-quick); finished cells in it are kept"),
+    variant_list: str = typer.Option("paper,openelm,ngpt,laurel,tokenformer", "--variants",
+                                     help="comma-separated block variants"),
+    axes: str = typer.Option("N,H,L", "--axes", help="comma-separated swept sizes: N, H, L"),
+    optimizers: str = typer.Option("sgd,adam", "--optimizers", help="comma-separated: sgd (eta0 0.5), adam (eta0 0.05)"),
+    seeds: Optional[int] = typer.Option(None, "--seeds", help="initialisation seeds per size (default 2)"),
+    quick: bool = typer.Option(False, "--quick", help="3 sizes per axis, probes at steps 0, 1, 10 (a smoke test)"),
+    markdown: Optional[Path] = typer.Option(None, "--markdown", help="also write the table to this file"),
+    ensemble: str = EnsembleOpt,
+    executor: str = ExecutorOpt,
+    workers: Optional[int] = WorkersOpt,
+    ray_address: Optional[str] = RayAddressOpt,
+    ray_cpus: Optional[int] = RayCpusOpt,
+):
+    """The variant table: a coordinate check (sizes and feature updates, the logits included) of every block
+    variant along N, H and L, for SGD and Adam, under mup; one dataset per cell in --out (resumable), then one
+    verdict per cell: scale-invariant, not scale-invariant or inconclusive (docs: dmft/variant_table.py)."""
+    from dmft.variant_table import variant_table_markdown, variant_verdict
+    from probes.dataset import load
+    from probes.ensemble import ENSEMBLE_MODES
+    from probes.variant_table import VariantTableFailed, run_variant_table
+
+    if ensemble not in ENSEMBLE_MODES:
+        raise ValueError(f"--ensemble must be one of {', '.join(ENSEMBLE_MODES)}, got {ensemble!r}"[:200])
+    if seeds is not None and seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {seeds}")
+    run_on = _Executor(executor, workers, ray_address, ray_cpus, None)
+    _out_file(markdown, "--markdown")
+    out = out if out is not None else Path("runs") / ("variants-quick" if quick else "variants")
+    echo = functools.partial(typer.echo, err=True)
+    try:
+        paths = run_variant_table(out, variants=_names(variant_list), axes=_names(axes),
+                                  optimizers=_names(optimizers), seeds=seeds, quick=quick, executor=run_on.make,
+                                  on_point=lambda m: echo(f"  {m}"), ensemble=ensemble, on_cell=echo)
+        failed = None
+    except VariantTableFailed as e:
+        paths, failed = e.paths, e
+    verdicts = [variant_verdict(load(p), str(p)) for p in paths.values()]
+    table = variant_table_markdown(verdicts) if verdicts else ""
+    typer.echo(table)
+    if markdown is not None and verdicts:
+        _write_atomic(markdown, lambda tmp: Path(tmp).write_text(table))
+        typer.echo(f"markdown: {markdown}")
+    typer.echo(f"datasets: {out}")
+    if failed is not None:
+        echo(f"error: {failed}")
+        raise typer.Exit(1)
 
 
 @app.command()

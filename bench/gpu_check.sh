@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU check for a lent CUDA machine (not CI): the CUDA path through the CLI, the Triton head-statistics kernel
-# against the PyTorch fallback on CUDA tensors, the benchmark table on the GPU, and two probed, trained N-sweeps
+# against the PyTorch fallback on CUDA tensors, the fused RMSNorm against its reference, the benchmark table on the GPU, and two probed, trained N-sweeps
 # (alpha_A = 1 and 1/2, H = 16, 2000 Adam steps, seed ensembles) for the P2 verdicts.
 # Usage: OUT=<folder for results> bash bench/gpu_check.sh   (wheels for missing packages may sit in .whl/)
 set -uo pipefail
@@ -26,6 +26,22 @@ for B, H, S, N, causal in [(2, 3, 19, 8, True), (2, 5, 40, 20, False), (8, 128, 
     b = head_stats(q, k, N ** -1.0, causal, q0, k0, backend="torch")
     errs = {f"{n}[{i}]": ((a[n][i] - b[n][i]).norm() / b[n][i].norm()).item() for n in a for i in (0, 1)}
     print(B, H, S, N, causal, "max relative error", max(errs.values()), "(goal < 1e-5)")
+PY
+echo "== 2a'. fused RMSNorm (Triton) vs the PyTorch reference on CUDA, forward and backward"
+python3 - <<'PY' || echo "RMSNORM CHECK FAILED"
+import torch
+from parametrizations.rmsnorm import rms_norm
+g = torch.Generator().manual_seed(0)
+for shape, wshape in [((4, 33, 100), (100,)), ((2, 3, 17, 1280), (2, 1280)), ((8192, 1280), (1280,))]:
+    x = torch.randn(*shape, generator=g).cuda().requires_grad_(True)
+    w = (1 + 0.1 * torch.randn(*wshape, generator=g)).cuda().requires_grad_(True)
+    gy = torch.randn(*shape, generator=g).cuda()
+    outs = {}
+    for backend in ("triton", "torch"):
+        y = rms_norm(x, w, backend=backend)
+        outs[backend] = (y, *torch.autograd.grad(y, (x, w), gy))
+    errs = [((a - b).norm() / b.norm()).item() for a, b in zip(outs["triton"], outs["torch"])]
+    print(shape, wshape, "max relative error (y, dx, dw)", max(errs), "(goal < 1e-5)")
 PY
 echo "== 2b. benchmark table on CUDA"
 python3 cli.py bench --device cuda || echo "BENCH FAILED"

@@ -22,6 +22,7 @@ class ParamRow:
     lr: float
     eps: float | None
     weight_decay: float
+    init_value: float | None = None      # vectors and scalars (ScaledVector): their constant initial value
 
 
 def describe(model: LWSTransformer, p: Parametrization, opt: OptimConfig) -> list[ParamRow]:
@@ -30,7 +31,7 @@ def describe(model: LWSTransformer, p: Parametrization, opt: OptimConfig) -> lis
     for r in param_rules(model, p, opt):
         module = model.get_submodule(r["name"].rsplit(".", 1)[0])
         rows.append(ParamRow(r["name"], r["role"], tuple(r["param"].shape), module.init_std, module.mult,
-                             r["lr"], r.get("eps"), r["weight_decay"]))
+                             r["lr"], r.get("eps"), r["weight_decay"], getattr(module, "init_value", None)))
     return rows
 
 
@@ -51,7 +52,10 @@ def header(model: LWSTransformer, p: Parametrization, opt: OptimConfig) -> list[
         f"parametrization {p.name}: alpha_A={p.alpha_A:g} alpha_L={p.alpha_L:g} beta0={p.beta0:g} "
         f"gamma0={p.gamma0:g} L0={p.L0:g} centre={p.centre}" + (" (standard parametrization)" if p.standard else ""),
         f"model: task={cfg.task} N={cfg.N} H={cfg.H} L={cfg.L} d_model={cfg.d_model} axis={cfg.axis} lws={cfg.lws}",
-        f"per-layer heads {list(sh.heads)}, d_ff {list(sh.d_ff)}",
+        f"per-layer heads {list(sh.heads)}, d_ff {list(sh.d_ff)}"
+        + (f", KV heads {[h // model.opts.kv_group for h in sh.heads]}" if model.opts.kv_group > 1 else ""),
+        model.opts.summary()
+        + (f"; the readout reads the token table with multiplier {model.readout.mult:.4g}" if model.opts.tie else ""),
         f"attention scale N^-alpha_A = {b.attn_scale:.6g}; residual branch beta0 (L/L0)^-alpha_L = {b.branch:.6g}",
         f"optimizer {opt.name}: eta0={opt.eta0:g} -> global lr {global_lr(p, opt, cfg.d_model, cfg.L):.6g}"
         + (f", eps0={eps0(p, opt):.3g}" if is_adam(opt.name) else "")

@@ -81,10 +81,29 @@ def eps_multiplier(p: Parametrization, role: str, d: int, L: int, N: int) -> flo
     if p.standard:
         return 1.0
     ell = depth_ratio(p, L)
+    if role in VARIANT_EPS:
+        return VARIANT_EPS[role](p, d, ell, N)
     if role in ("embed", "pos", "readout"):
         return ell ** (1.0 - p.alpha_L) / (p.gamma0 * math.sqrt(d))
     qk = 1.0 / math.sqrt(N) if role in ("q", "k") else 1.0
     return qk * ell ** (-p.alpha_L) / (p.gamma0 * d**1.5)
+
+
+# Adam gradient scales at init of the block variants' roles (spec.VARIANT_NOTES), the same counting as above with
+# Adam's multipliers (spec.vector_mult, spec.laurel_abc): mult x (what the parameter multiplies) x delta. The rank r
+# of LAUREL's B is O(1) and left out.
+VARIANT_EPS = {
+    "gain": lambda p, d, ell, N: ell ** (-p.alpha_L) / (p.gamma0 * math.sqrt(d)),
+    "gain_out": lambda p, d, ell, N: ell ** (1.0 - p.alpha_L) / (p.gamma0 * math.sqrt(d)),
+    "qk_gain": lambda p, d, ell, N: ell ** (-p.alpha_L) / (p.gamma0 * math.sqrt(d * N)),
+    "ngpt_sqk": lambda p, d, ell, N: ell ** (-p.alpha_L) / (p.gamma0 * math.sqrt(d * N)),
+    "eigen": lambda p, d, ell, N: ell ** (-p.alpha_L) / (p.gamma0 * math.sqrt(d)),
+    "ngpt_sz": lambda p, d, ell, N: ell ** (1.0 - p.alpha_L) / p.gamma0,
+    "laurel_a": lambda p, d, ell, N: ell ** (-p.alpha_L) / p.gamma0,
+    "laurel_res": lambda p, d, ell, N: ell ** (-p.alpha_L) / p.gamma0,
+    "laurel_A": lambda p, d, ell, N: ell ** (-p.alpha_L) / (p.gamma0 * d**1.5),
+    "laurel_B": lambda p, d, ell, N: ell ** (-p.alpha_L) / (p.gamma0 * math.sqrt(d)),
+}
 
 
 def eps0(p: Parametrization, opt: OptimConfig) -> float:

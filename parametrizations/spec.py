@@ -18,6 +18,12 @@ from dataclasses import asdict, dataclass, fields, replace
 from .checks import ConfigError, check_bool, check_choice, check_float, check_str
 
 ROLES = ("embed", "pos", "q", "k", "v", "o", "mlp_in", "mlp_out", "readout")
+# Matrices of the block variants (docs/variants.md): LAUREL's low-rank residual map B A (A: d -> r, B: r -> d).
+VARIANT_MATRIX_ROLES = ("laurel_A", "laurel_B")
+# Vectors and scalars of the block variants, each stored as w with a forward multiplier (value = mult * w) and a
+# constant initial value set by the architecture: RMSNorm gains, QK-norm gains, nGPT's eigen learning rates and
+# scales, LAUREL's learned residual weights. `vector_mult` gives their multipliers.
+VECTOR_ROLES = ("gain", "gain_out", "qk_gain", "ngpt_sqk", "eigen", "ngpt_sz", "laurel_a", "laurel_res")
 OPTIMIZERS = ("sgd", "sgd-momentum", "adam", "adamw")
 CENTRES = ("copy", "zero_readout", "none")
 
@@ -154,10 +160,13 @@ RULE_NOTES: dict[tuple[str, str], str] = {
 
 
 def rule_note(p: Parametrization, role: str, optimizer: str) -> str:
-    """The one-line derivation of `abc(p, role, ...)` for this optimizer (see RULE_NOTES)."""
+    """The one-line derivation of `abc(p, role, ...)` (or `vector_mult`) for this optimizer (see RULE_NOTES and
+    VARIANT_NOTES)."""
     if p.standard:
         return RULE_NOTES[("standard", "any")]
     family = "adam" if is_adam(optimizer) else "sgd"
+    if role in VARIANT_NOTES:
+        return VARIANT_NOTES[role][family]
     return RULE_NOTES[(family, "hidden" if role in HIDDEN_ROLES else role)]
 
 
@@ -177,8 +186,10 @@ def abc(p: Parametrization, role: str, fan_in: int, *, d: int, N: int, L: int, o
     positional table D_in = 1 (one-hot inputs). SP: std 1/sqrt(fan_in) (std 1 for embedding tables) and
     multiplier 1 everywhere.
     """
+    if role in VARIANT_MATRIX_ROLES:
+        return laurel_abc(p, role, fan_in, d=d, optimizer=optimizer)
     if role not in ROLES:
-        raise ValueError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
+        raise ValueError(f"unknown role {role!r}; roles are {', '.join(ROLES + VARIANT_MATRIX_ROLES)}")
     if p.standard:
         if role in ("embed", "pos") and fan_in == 1:
             return 1.0, 1.0
@@ -198,3 +209,89 @@ def abc(p: Parametrization, role: str, fan_in: int, *, d: int, N: int, L: int, o
     if adam:
         return ell ** (p.alpha_L - 1.0) / math.sqrt(d), ell ** (1.0 - p.alpha_L) / (p.gamma0 * math.sqrt(d))
     return ell ** (p.alpha_L - 0.5), ell ** (-(p.alpha_L - 0.5)) / (p.gamma0 * d)
+
+
+# ---- block variants (docs/variants.md) ---------------------------------------------------------------------------
+# The counting is the one of RULE_NOTES: eta = the global lr (SGD eta0 gamma0^2 d l^(2a_L-1), Adam eta0 gamma0
+# d^-1/2 l^(a_L-1)); delta ~ 1/(gamma0 d) the backprop signal at a residual coordinate; a hidden branch output moves
+# eta0 gamma0 l^(a_L-1) per step and the stream l^-1 times that per block (branch multiplier l^-a_L). A parameter
+# stored as w with value v = mult * w moves by dv = mult^2 eta dL/dv under SGD and dv = mult eta under Adam (one
+# entry, sign-like). Each rule below picks mult so that dv is the size its place in the network needs.
+VARIANT_NOTES: dict[str, dict[str, str]] = {
+    "gain": {"sgd": "init 1, mult 1: dL/dv ~ l^-a_L/(gamma0 d) per entry, so dv = eta0 gamma0 l^(a_L-1), the move of a "
+                    "hidden branch (a gain is a weight with fan-in 1)",
+             "adam": "init 1, mult sqrt(d): Adam moves w by eta, so dv = sqrt(d) eta = eta0 gamma0 l^(a_L-1), the move "
+                     "of a hidden branch"},
+    "gain_out": {"sgd": "init 1, mult l^(1/2-a_L): the final norm's gain sees delta without a branch factor; dv = "
+                        "eta0 gamma0, so the output moves eta0 (as the embedding rule)",
+                 "adam": "init 1, mult sqrt(d) l^(1-a_L): dv = eta0 gamma0, so the output moves eta0 (as the "
+                         "embedding rule)"},
+    "qk_gain": {"sgd": "init 1, mult N^(a_A-1) H_l^-1/2: one N-vector shared by the layer's H_l heads sums H_l "
+                       "head gradients, so dv = N^(a_A-1) eta0 gamma0 l^(a_L-1) like dq (Table 3) at every H",
+                "adam": "init 1, mult sqrt(d) N^(a_A-1): dv = N^(a_A-1) eta0 gamma0 l^(a_L-1), the move of q that "
+                        "keeps dA = O(1) (Table 3); Adam ignores the H_l-fold gradient sum"},
+    "ngpt_sqk": {"sgd": "init 1, mult N^(a_A-1): a per-head, per-coordinate gain on q, k: dv = N^(a_A-1) eta0 gamma0 "
+                        "l^(a_L-1), the move of q that keeps dA = O(1) (Table 3)",
+                 "adam": "init 1, mult sqrt(d) N^(a_A-1): dv = N^(a_A-1) eta0 gamma0 l^(a_L-1) (Table 3)"},
+    "eigen": {"sgd": "init beta0 l^-a_L, mult l^-a_L: the eigen learning rate is nGPT's residual branch scale "
+                     "(nGPT's 0.05 ~ 1/L is a_L = 1); dv = eta0 gamma0 / l, one block's share of the stream's move",
+              "adam": "init beta0 l^-a_L, mult sqrt(d) l^-a_L: dv = eta0 gamma0 / l, one block's share of the "
+                      "stream's move (nGPT's 0.05 ~ 1/L is a_L = 1)"},
+    "ngpt_sz": {"sgd": "init 1, mult d^-1/2 l^(1/2-a_L): the logit gain's gradient is O(1/gamma0) once the features "
+                       "align; dv = eta0 gamma0, so the output moves eta0",
+                "adam": "init 1, mult sqrt(d) l^(1-a_L): dv = eta0 gamma0, so the output moves eta0"},
+    "laurel_a": {"sgd": "init 1, mult d^-1/2: a scalar on the branch sums d coordinates (d/(gamma0 d) aligned), so dv "
+                        "= eta0 gamma0 l^(a_L-1), the relative move of a hidden branch",
+                 "adam": "init 1, mult sqrt(d): dv = eta0 gamma0 l^(a_L-1), the relative move of a hidden branch"},
+    "laurel_res": {"sgd": "init 1 (RW beta) or 0 (PA gamma), mult d^-1/2 l^-a_L: a scalar on the residual stream "
+                          "must move O(1/L) per layer so that the product over L layers stays O(1): dv = eta0 gamma0/l",
+                   "adam": "init 1 (RW beta) or 0 (PA gamma), mult sqrt(d) l^-a_L: dv = eta0 gamma0 / l per layer, "
+                           "so the product over L layers stays O(1)"},
+    "laurel_A": {"sgd": "std 1, mult d^-1/2: A x is a hidden pre-activation of width r (hidden rule, fan-in d); "
+                        "the B A x term carries the branch multiplier beta0 l^-a_L",
+                 "adam": "std 1, mult d^-1/2: A x moves mult eta d = eta0 gamma0 l^(a_L-1) (hidden rule, fan-in d)"},
+    "laurel_B": {"sgd": "init 0 (LoRA), mult r^-1/2: the hidden rule with fan-in r; B A x moves "
+                        "eta0 gamma0 l^(a_L-1) like a branch output",
+                 "adam": "init 0 (LoRA), mult sqrt(d)/r: the fan-in r is fixed, so Adam's per-entry move eta must be "
+                         "summed over r entries and lifted by sqrt(d): B A x moves eta0 gamma0 l^(a_L-1)"},
+}
+
+
+def laurel_abc(p: Parametrization, role: str, fan_in: int, *, d: int, optimizer: str) -> tuple[float, float]:
+    """(init std, multiplier) of LAUREL's low-rank maps (VARIANT_NOTES): A (r, d) std 1, mult d^-1/2; B (d, r) is
+    initialised at zero (the std returned is 0), mult r^-1/2 under SGD and sqrt(d)/r under Adam; SP: PyTorch's
+    1/sqrt(fan_in) std for A and mult 1."""
+    if role == "laurel_A":
+        return (1.0 / math.sqrt(fan_in), 1.0) if p.standard else (1.0, 1.0 / math.sqrt(fan_in))
+    if p.standard:
+        return 0.0, 1.0
+    return 0.0, (math.sqrt(d) / fan_in if is_adam(optimizer) else 1.0 / math.sqrt(fan_in))
+
+
+def vector_mult(p: Parametrization, role: str, *, d: int, N: int, L: int, optimizer: str, H_l: int = 1) -> float:
+    """The forward multiplier of a vector or scalar role (VECTOR_ROLES); its value is mult * w and its initial
+    value is set by the architecture (gains 1, eigen learning rates beta0 l^-alpha_L, ...). H_l: the heads sharing
+    the parameter (qk_gain). SP: 1. VARIANT_NOTES says why each is what it is."""
+    if role not in VECTOR_ROLES:
+        raise ValueError(f"unknown vector role {role!r}; vector roles are {', '.join(VECTOR_ROLES)}")
+    if p.standard:
+        return 1.0
+    adam = is_adam(optimizer)
+    ell = depth_ratio(p, L)
+    lift = math.sqrt(d) if adam else 1.0          # Adam moves every entry by eta ~ d^-1/2: lifted back by sqrt(d)
+    if role == "gain":
+        return lift
+    if role == "gain_out":
+        return math.sqrt(d) * ell ** (1.0 - p.alpha_L) if adam else ell ** (0.5 - p.alpha_L)
+    if role == "qk_gain":
+        return lift * float(N) ** (p.alpha_A - 1.0) * (1.0 if adam else 1.0 / math.sqrt(H_l))
+    if role == "ngpt_sqk":
+        return lift * float(N) ** (p.alpha_A - 1.0)
+    if role == "eigen":
+        return lift * ell ** (-p.alpha_L)
+    if role == "ngpt_sz":
+        return math.sqrt(d) * ell ** (1.0 - p.alpha_L) if adam else ell ** (0.5 - p.alpha_L) / math.sqrt(d)
+    if role == "laurel_a":
+        return math.sqrt(d) if adam else 1.0 / math.sqrt(d)
+    # laurel_res
+    return (math.sqrt(d) if adam else 1.0 / math.sqrt(d)) * ell ** (-p.alpha_L)

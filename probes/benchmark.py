@@ -26,6 +26,10 @@ Rows (A vs B; units; goal on the ratio A / B):
   5. head-statistics kernel vs materialising (CUDA only): time and peak memory of
      `probes.head_stats.head_stats(..., backend="triton")` against `backend="torch"` at the paper's sizes
      (B = 8, H = 128, S = 256, N = 64); informational (no goal).
+  6. RMSNorm torch vs fused (CUDA only): forward + backward (dx and the gain's gradient) of
+     `parametrizations.rmsnorm.rms_norm(..., backend="torch")` (the naive OpenELM-style chain of kernels) against
+     `backend="triton"` (the fused kernels) on float32 x of 8192 rows (B S) x D = 1280 (OpenELM-270M's width) with a
+     (D,) gain; ms per call; the ratio torch / fused is the speed-up; informational (no goal).
 
 Benchmarks are not tests: the pass/miss flags are informational, and shared machines are noisy.
 """
@@ -52,7 +56,8 @@ from .run import (RunConfig, autocast, centred_loss, matmul_precision, model_con
                   train)
 
 __all__ = ["ROW_NAMES", "SIZES", "BenchRow", "Goal", "PlainTransformer", "bench_config", "format_table",
-           "matmul_peak_flops", "ours_stepper", "plain_stepper", "run_bench", "time_head_stats", "training_step_flops"]
+           "matmul_peak_flops", "ours_stepper", "plain_stepper", "run_bench", "time_head_stats", "time_rmsnorm",
+           "training_step_flops"]
 
 # Model overrides of each named size on top of make_run_config()'s defaults (N=16, H=4, L=2, LM, seq_len 64).
 # "vision-d32" is the workload of coordinate checks and init sweeps: many short runs of a small vision model.
@@ -69,7 +74,9 @@ ROW_PROBES = "probes on vs off"
 ROW_FLOPS = "achieved FLOP/s vs matmul peak"
 ROW_HEAD_TIME = "head-stats triton vs torch: time"
 ROW_HEAD_MEM = "head-stats triton vs torch: peak memory"
-ROW_NAMES = (ROW_ENSEMBLE, ROW_PLAIN_COPY, ROW_PLAIN_NONE, ROW_PROBES, ROW_FLOPS, ROW_HEAD_TIME, ROW_HEAD_MEM)
+ROW_RMSNORM = "rmsnorm torch vs fused triton: fwd+bwd time"
+ROW_NAMES = (ROW_ENSEMBLE, ROW_PLAIN_COPY, ROW_PLAIN_NONE, ROW_PROBES, ROW_FLOPS, ROW_HEAD_TIME, ROW_HEAD_MEM,
+             ROW_RMSNORM)
 
 WARMUP_STEPS = 3            # untimed training steps before every timed chunk (row 2)
 PROBE_EVERY = 10            # row 3: probe every 10 steps ...
@@ -77,6 +84,8 @@ PROBE_SAMPLES = 32          # ... on a 32-sample probe batch
 PROBE_RUN_STEPS = 100       # row 3: steps per run (at least), so 11 probe passes per 100 steps as in a real run
 HEAD_STATS_SHAPE = {"B": 8, "H": 128, "S": 256, "N": 64}   # row 5: the paper's sizes
 HEAD_STATS_CALLS = 5        # row 5: calls per timed chunk
+RMSNORM_SHAPE = {"rows": 8192, "D": 1280}   # row 6: B S rows of OpenELM-270M's width
+RMSNORM_CALLS = 20          # row 6: forward + backward calls per timed chunk
 
 
 @dataclass(frozen=True)
@@ -223,6 +232,8 @@ class _Stepper:
         self.opt.zero_grad(set_to_none=True)
         loss.sum().backward()
         self.opt.step()
+        if hasattr(self.model, "after_step"):
+            self.model.after_step()           # nGPT renormalises, as probes.run.train does
         self.losses[self.i % len(self.losses)] = loss.detach().float().reshape(())
         self.i += 1
 
@@ -503,6 +514,61 @@ def _bench_head_stats(device: torch.device, repeats: int, echo: Callable[[str], 
             _row(ROW_HEAD_MEM, size, labels, res["triton"]["peak_mib"], res["torch"]["peak_mib"], "MiB", None, note)]
 
 
+def time_rmsnorm(rms_norm: Callable[..., Any], device: torch.device, repeats: int,
+                 shape: dict[str, int] = RMSNORM_SHAPE, calls: int = RMSNORM_CALLS,
+                 echo: Callable[[str], None] = print) -> dict[str, list[float]]:
+    """Time forward + backward of rms_norm(x, weight, backend=b) for b in ("triton", "torch"): float32 x of shape
+    (rows, D) and a (D,) gain, both requiring grad, and a fixed output gradient; the backward returns dx and
+    dweight through torch.autograd.grad (no .grad accumulation). Returns {backend: [ms per call of each of
+    `repeats` interleaved chunks of `calls` calls]}."""
+    rows, D = shape["rows"], shape["D"]
+    g = torch.Generator(device="cpu").manual_seed(0)
+    x = torch.randn(rows, D, generator=g).to(device).requires_grad_()
+    weight = (1 + 0.1 * torch.randn(D, generator=g)).to(device).requires_grad_()
+    grad_out = torch.randn(rows, D, generator=g).to(device)
+
+    def call(backend: str) -> Any:
+        y = rms_norm(x, weight, backend=backend)
+        return torch.autograd.grad(y, (x, weight), grad_out)
+
+    for backend in ("triton", "torch"):
+        call(backend)                              # warm-up (Triton compiles on the first call)
+    _sync(device)
+
+    def chunk(backend: str) -> float:
+        return 1e3 * _time_call(lambda: [call(backend) for _ in range(calls)], device) / calls
+
+    return _interleaved({"triton": lambda: chunk("triton"), "torch": lambda: chunk("torch")}, repeats, echo,
+                        "ms/call")
+
+
+def _bench_rmsnorm(device: torch.device, repeats: int, echo: Callable[[str], None]) -> BenchRow:
+    """Row 6 (CUDA only): forward + backward of RMSNorm, the torch reference against the fused Triton kernels;
+    ratio = torch / fused (the speed-up)."""
+    size = "rows {rows} x D {D}, (D,) gain".format(**RMSNORM_SHAPE)
+    labels = ("torch", "triton")
+    units = "ms/call"
+
+    def missing(status: str, note: str) -> BenchRow:
+        return _missing(ROW_RMSNORM, size, labels, units, None, status, note)
+
+    if device.type != "cuda":
+        return missing("skipped", "skipped: no CUDA device (the fused RMSNorm kernels need CUDA; on CPU "
+                                  "rms_norm runs the torch reference)")
+    try:
+        from parametrizations.rmsnorm import rms_norm
+    except ImportError as e:
+        return missing("n/a", "n/a (parametrizations.rmsnorm missing)"
+                       if getattr(e, "name", None) == "parametrizations.rmsnorm"
+                       else f"n/a (parametrizations.rmsnorm import failed: {e})")
+    try:
+        res = time_rmsnorm(rms_norm, device, repeats, echo=echo)
+    except Exception as e:
+        return missing("n/a", f"n/a (rms_norm failed: {type(e).__name__}: {e})")
+    note = f"float32 forward + backward (dx, dweight); median of {repeats} x {RMSNORM_CALLS} calls"
+    return _row(ROW_RMSNORM, size, labels, res["torch"], res["triton"], units, None, note)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The table
 # ----------------------------------------------------------------------------------------------------------------
@@ -583,14 +649,14 @@ def _run_bench(device: str, sizes: tuple[str, ...], steps: int, repeats: int, en
     train(replace(next(iter(cfgs.values())), steps=1))      # process warm-up: lazy imports, allocator
 
     rows: list[BenchRow] = []
-    echo("[1/5] ensemble vs sequential")
+    echo("[1/6] ensemble vs sequential")
     for s, c in cfgs.items():
         echo(f" size {s}: {ensemble} seeds x {steps} steps, batched vs one after another")
         rows.append(_bench_ensemble(c, s, ensemble, repeats, dev, echo))
         if rows[-1].status in ("n/a", "skipped"):
             echo(f"  {rows[-1].note}")
 
-    echo("[2/5] ours vs plain PyTorch")
+    echo("[2/6] ours vs plain PyTorch")
     steppers: dict[str, tuple[_Stepper, list[float]]] = {}
     for s, c in cfgs.items():
         echo(f" size {s}: {steps} timed steps after {WARMUP_STEPS} warm-up; ours(copy), ours(none), plain")
@@ -598,20 +664,25 @@ def _run_bench(device: str, sizes: tuple[str, ...], steps: int, repeats: int, en
         rows += plain_rows
         steppers[s] = (stepper, step_s)
 
-    echo("[3/5] probes on vs off")
+    echo("[3/6] probes on vs off")
     for s, c in cfgs.items():
         echo(f" size {s}: train() with probes every {PROBE_EVERY} steps vs off, "
              f"{steps if quick else max(steps, PROBE_RUN_STEPS)} steps")
         rows.append(_bench_probes(c, s, repeats, dev, echo, quick))
 
-    echo("[4/5] achieved FLOP/s")
+    echo("[4/6] achieved FLOP/s")
     peak, peak_n = matmul_peak_flops(dev, 256 if quick else None)
     echo(f"  matmul peak {statistics.median(peak):.4g} FLOP/s ({peak_n}x{peak_n} float32, median of {len(peak)})")
     for s in cfgs:
         rows.append(_bench_flops(*steppers[s], peak, peak_n, s))
 
-    echo("[5/5] head-statistics kernel vs materialising")
+    echo("[5/6] head-statistics kernel vs materialising")
     rows += _bench_head_stats(dev, repeats, echo)
+    if rows[-1].note.startswith(("skipped", "n/a")):
+        echo(f"  {rows[-1].note}")
+
+    echo("[6/6] RMSNorm fused kernels vs torch (forward + backward)")
+    rows.append(_bench_rmsnorm(dev, repeats, echo))
     if rows[-1].note.startswith(("skipped", "n/a")):
         echo(f"  {rows[-1].note}")
 

@@ -42,13 +42,14 @@ from parametrizations.checks import DERIVED_MAX, DERIVED_MIN, ConfigError, is_in
 from parametrizations.optim import OptimConfig, eps0 as eps0_of, eps_multiplier, global_lr
 from parametrizations.spec import Parametrization, abc, attention_scale, branch_multiplier, get_preset, is_adam
 from parametrizations.transformer import ModelConfig, is_vision
+from parametrizations.variants import MODEL_PRESETS
 
 from . import data as _data
 
 from .recorder import ProbeConfig
 from .run import RunConfig, resolve_device
 
-MODEL_KEYS = {f.name for f in fields(ModelConfig)}
+MODEL_KEYS = {f.name for f in fields(ModelConfig)} | {"preset"}
 OPTIM_KEYS = {f.name for f in fields(OptimConfig)}
 RUN_KEYS = {f.name for f in fields(RunConfig)} - {"model", "param", "optim", "probes"}
 PROBE_KEYS = {f.name for f in fields(ProbeConfig)}
@@ -63,6 +64,8 @@ FLAGS = {
     ("model", "N"): "--N", ("model", "H"): "--H", ("model", "L"): "--L", ("model", "task"): "--task",
     ("model", "lws"): "--lws", ("model", "seq_len"): "--seq-len", ("model", "axis"): "--axis",
     ("model", "d_model"): "--d-model",
+    ("model", "preset"): "--model-preset", ("model", "variant"): "--variant", ("model", "laurel"): "--laurel",
+    ("model", "kv_group"): "--kv-group",
     ("param", "preset"): "--param", ("param", "alpha_A"): "--alpha-A", ("param", "alpha_L"): "--alpha-L",
     ("param", "beta0"): "--beta0", ("param", "gamma0"): "--gamma0", ("param", "L0"): "--L0",
     ("param", "centre"): "--centre",
@@ -197,6 +200,7 @@ def _field_types() -> dict[str, dict[str, object]]:
     out = {s: typing.get_type_hints(cls) for s, cls in SECTION_CLASSES.items()}
     out["param"] = {k: (str if k == "preset" else out["param"][k]) for k in PARAM_KEYS}
     out["model"]["d_model"] = int          # --d-model: a check, not a field
+    out["model"]["preset"] = str           # --model-preset: a set of model fields (parametrizations.variants)
     return out
 
 
@@ -312,6 +316,12 @@ def make_run_config(config_file: str | None = None, *, scale: int | None = None,
     m, p, o, r = sections["model"], sections["param"], sections["optim"], sections["run"]
     probe_cfg = build("probes", ProbeConfig, **sections["probes"])
     d_model = m.pop("d_model", None)
+    preset = m.pop("preset", None)
+    if preset is not None:
+        if preset not in MODEL_PRESETS:
+            raise ValueError(f"{names.name('model', 'preset')} must be one of {', '.join(MODEL_PRESETS)}, got "
+                             f"{short(preset)}")
+        m = {**MODEL_PRESETS[preset], **m}     # the preset's fields, under anything given explicitly
     model_cfg = build("model", ModelConfig, **m)
     try:
         model_cfg.shapes()
@@ -320,6 +330,10 @@ def make_run_config(config_file: str | None = None, *, scale: int | None = None,
     if d_model is not None and d_model != model_cfg.d_model:
         raise ValueError(f"--d-model {d_model} does not match N*H = {model_cfg.N}*{model_cfg.H} = {model_cfg.d_model}")
     param_cfg = build("param", get_preset, name=p.pop("preset", "mup"), **p)
+    opts = model_cfg.block_options()
+    if param_cfg.centre == "zero_readout" and (opts.tie or opts.ngpt):
+        raise ValueError(f"{names.name('param', 'centre')} zero_readout cannot zero a "
+                         f"{'tied' if opts.tie else 'renormalised (nGPT)'} readout; use centre copy")
     optim_cfg = build("optim", OptimConfig, **o)
     cfg = build("run", RunConfig, model=model_cfg, param=param_cfg, optim=optim_cfg, probes=probe_cfg, **r)
     check_run(cfg, names)
@@ -578,7 +592,8 @@ def memory_parts(cfg: RunConfig, what: str = "run", members: int = 1) -> dict[st
     d, S, B, L = m.d_model, m.seq_len, cfg.batch_size, m.L
     n_out = m.vocab_size if m.task == "lm" else m.n_classes
     n_in = m.vocab_size if m.task == "lm" else m.d_in
-    weights = (n_in + S + n_out) * d + sum(4 * d * H_l * m.N + 2 * d * f for H_l, f in zip(sh.heads, sh.d_ff))
+    weights = (n_in + S + n_out) * d + sum(4 * d * H_l * m.N + (3 if m.block_options().mlp == "swiglu" else 2) * d * f
+                                              for H_l, f in zip(sh.heads, sh.d_ff))
     model_keys = SIZE_KEYS + [("model", "seq_len"), ("model", "lws"), ("model", "ffn_mult"),
                               ("model", "vocab_size"), ("model", "lws_heads"), ("model", "lws_d_ff")]
     if what == "model":

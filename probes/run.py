@@ -338,6 +338,7 @@ def _train(cfg: RunConfig, seeds: list[int] | None, progress: bool,
                 gnorm = torch.sqrt(sum(member_sq_norm(p.grad.detach(), model.ensemble)
                                        for p in model.parameters() if p.grad is not None))         # (E,)
             opt.step()
+            model.after_step()                 # nGPT renormalises its matrices; a no-op for the other variants
             losses[step] = loss.detach().float().reshape(-1)
             if bar is not None:
                 bar.update(1)

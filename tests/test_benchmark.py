@@ -35,6 +35,8 @@ def test_run_bench_quick_prints_every_row():
     head = [r for r in rows if r.name.startswith("head-stats")]
     if not torch.cuda.is_available():
         assert all(r.status == "skipped" and r.note == "skipped: no CUDA device" for r in head)
+        rms = [r for r in rows if r.name.startswith("rmsnorm")]
+        assert len(rms) == 1 and rms[0].status == "skipped" and rms[0].note.startswith("skipped: no CUDA device")
 
 
 @pytest.mark.parametrize("model", [{}, {"N": 64}, {"N": 8, "H": 2, "L": 3, "ffn_mult": 2.0},
