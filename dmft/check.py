@@ -173,6 +173,14 @@ def _verdict_over_stable_points(pred: Prediction, ds: xr.Dataset, axis: str, nam
         tol = 0.0 if pred.kind == "nonzero" else pred.tol
         return Verdict(pred.key, pred.quantity, axis, name, _predicted_text(pred), "not fitted", np.nan, np.nan,
                        np.nan, tol, False, "", note, len(left_out), text)
+    finite = values[np.isfinite(values)]
+    if finite.size and np.any(finite <= 0):
+        # e.g. the stream growth of nGPT, whose residual stream is normalised by construction (it is 0 up to
+        # rounding): no log-log slope exists, and the prediction does not apply to such a block
+        tol = 0.0 if pred.kind == "nonzero" else pred.tol
+        return Verdict(pred.key, pred.quantity, axis, name, _predicted_text(pred), "not fitted", np.nan, np.nan,
+                       np.nan, tol, False, "", f"{pred.note}; the measured values are <= 0 at some size "
+                       f"(min {finite.min():.3g}): no log-log slope", len(left_out), text)
     v = _slope_verdict(pred, ds, axis, name, sizes, values)
     note = v.note
     if left_out:

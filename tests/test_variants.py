@@ -568,3 +568,27 @@ def test_describe_prints_the_variant_roles_with_their_reasons(variant, roles):
     assert code == 0, stderr
     for role in roles:
         assert f"{role:8s} {VARIANT_NOTES[role]['sgd']}" in stdout, role
+
+
+# ============================================================================ 8. `dmft-probe check` on a variant
+
+
+@pytest.mark.parametrize("variant,fitted", [("ngpt", False), ("paper", True)])
+def test_check_of_a_depth_sweep(tmp_path, variant, fitted):
+    """`check` gives every prediction a verdict on a variant's sweep. P10 (the stream's growth at init ~
+    L^(1-2 alpha_L)) has no slope for nGPT, whose stream is normalised by construction (its growth is 0 up to
+    rounding, e.g. -1e-6): a "not fitted" row that says why, not a crash of the whole check (it was one: "log-log
+    fit of non-positive values" stopped `dmft-probe check runs/variants`). The paper's block gets a fitted P10."""
+    from dmft.check import check
+    from probes.sweep import run_sweep
+
+    cfg = make_run_config(model={"N": 4, "H": 2, "L": 2, "task": "vision", "variant": variant},
+                          run={"batch_size": 8}, probes={"n_samples": 4})
+    ds = run_sweep(cfg, "L", [1, 2, 4], 2, tmp_path / f"{variant}-L.nc", init_only=True)
+    p10 = [v for v in check(ds) if v.key == "P10"]
+    assert p10, "no P10 verdict"
+    for v in p10:
+        if fitted:
+            assert v.measured != "not fitted" and np.isfinite(v.slope), v
+        else:
+            assert v.measured == "not fitted" and not v.consistent and "<= 0" in v.note, v
