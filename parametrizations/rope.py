@@ -6,14 +6,18 @@ parametrization counts; as N grows the frequencies fill (0, 1] more densely, a w
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 THETA = 10_000.0
 
 
+@functools.lru_cache(maxsize=32)
 def rope_angles(S: int, N: int, device: torch.device | str = "cpu", theta: float = THETA) -> tuple[torch.Tensor,
                                                                                                      torch.Tensor]:
-    """(cos, sin) of the rotation angles, each (S, N) in float32: column i and i + N/2 share s * theta^(-2i/N)."""
+    """(cos, sin) of the rotation angles, each (S, N) in float32: column i and i + N/2 share s * theta^(-2i/N).
+    Cached per (S, N, device, theta): q and k of every block at every step share one pair (read-only)."""
     inv_freq = theta ** (-torch.arange(0, N, 2, device=device, dtype=torch.float32) / N)     # (N/2,)
     ang = torch.arange(S, device=device, dtype=torch.float32)[:, None] * inv_freq[None, :]   # (S, N/2)
     ang = torch.cat([ang, ang], dim=-1)                                                      # (S, N)
@@ -26,7 +30,7 @@ def rope(x: torch.Tensor, theta: float = THETA) -> torch.Tensor:
     S, N = x.shape[-2], x.shape[-1]
     if N % 2:
         raise ValueError(f"RoPE needs an even head dimension, got N={N}")
-    cos, sin = rope_angles(S, N, x.device, theta)
+    cos, sin = rope_angles(S, N, torch.device(x.device), theta)
     xf = x.float()
     x1, x2 = xf[..., : N // 2], xf[..., N // 2:]
     rotated = torch.cat([-x2, x1], dim=-1)                    # rotate-half: (x1, x2) -> (-x2, x1)

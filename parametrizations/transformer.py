@@ -367,6 +367,15 @@ class Block(nn.Module):
         return h
 
 
+def check_centre(cfg: ModelConfig, p: Parametrization) -> None:
+    """ConfigError("centre", ...) when the centring cannot be applied to this model: zero_readout needs a readout
+    of its own that stays at zero (not a tied table, not nGPT's renormalised rows)."""
+    opts = cfg.block_options()
+    if p.centre == "zero_readout" and (opts.tie or opts.ngpt):
+        raise ConfigError("centre", f"zero_readout cannot zero a {'tied' if opts.tie else 'renormalised (nGPT)'} "
+                                    f"readout; use centre copy")
+
+
 class LWSTransformer(nn.Module):
     """The parametrized transformer. `param_roles` maps parameter names to roles for the optimizer rules.
 
@@ -386,9 +395,7 @@ class LWSTransformer(nn.Module):
         self.shapes = cfg.shapes()
         self.opts = opts = cfg.block_options()
         d = cfg.d_model
-        if p.centre == "zero_readout" and (opts.tie or opts.ngpt):
-            raise ConfigError("centre", f"zero_readout cannot zero a {'tied' if opts.tie else 'renormalised (nGPT)'} "
-                                        f"readout; use centre copy")
+        check_centre(cfg, p)
 
         def ab(role: str, fan_in: int) -> tuple[float, float]:
             return abc(p, role, fan_in, d=d, N=cfg.N, L=cfg.L, optimizer=optimizer)

@@ -41,7 +41,7 @@ from pathlib import Path
 from parametrizations.checks import DERIVED_MAX, DERIVED_MIN, ConfigError, is_int, is_real, safe, short
 from parametrizations.optim import OptimConfig, eps0 as eps0_of, eps_multiplier, global_lr
 from parametrizations.spec import Parametrization, abc, attention_scale, branch_multiplier, get_preset, is_adam
-from parametrizations.transformer import ModelConfig, is_vision
+from parametrizations.transformer import ModelConfig, check_centre, is_vision
 from parametrizations.variants import MODEL_PRESETS
 
 from . import data as _data
@@ -330,10 +330,7 @@ def make_run_config(config_file: str | None = None, *, scale: int | None = None,
     if d_model is not None and d_model != model_cfg.d_model:
         raise ValueError(f"--d-model {d_model} does not match N*H = {model_cfg.N}*{model_cfg.H} = {model_cfg.d_model}")
     param_cfg = build("param", get_preset, name=p.pop("preset", "mup"), **p)
-    opts = model_cfg.block_options()
-    if param_cfg.centre == "zero_readout" and (opts.tie or opts.ngpt):
-        raise ValueError(f"{names.name('param', 'centre')} zero_readout cannot zero a "
-                         f"{'tied' if opts.tie else 'renormalised (nGPT)'} readout; use centre copy")
+    build("param", check_centre, cfg=model_cfg, p=param_cfg)      # before any output: the model would refuse it
     optim_cfg = build("optim", OptimConfig, **o)
     cfg = build("run", RunConfig, model=model_cfg, param=param_cfg, optim=optim_cfg, probes=probe_cfg, **r)
     check_run(cfg, names)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import io
 import json
 import math
 import os
@@ -24,7 +23,7 @@ from pathlib import Path
 import pytest
 import xarray as xr
 
-import cli
+from helpers import invoke
 import probes.run
 from parametrizations.checks import ConfigError
 from parametrizations.optim import OptimConfig
@@ -49,24 +48,6 @@ def cached_tasks():
     yield
     mp.undo()
 
-
-def invoke(args: list[str], cwd: Path | None = None) -> tuple[int, str, str]:
-    """Run the CLI in this process as `dmft-probe ARGS` would: (exit status, stdout, stderr). An exception other
-    than SystemExit propagates: that is a traceback."""
-    out, err = io.StringIO(), io.StringIO()
-    old = os.getcwd()
-    if cwd is not None:
-        os.chdir(cwd)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                cli.app([str(a) for a in args], prog_name="dmft-probe")
-                code = 0
-            except SystemExit as e:
-                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    finally:
-        os.chdir(old)
-    return code, out.getvalue(), err.getvalue()
 
 
 def leftovers(folder: Path) -> list[Path]:

@@ -9,12 +9,12 @@ and saved to a file; the tests here load them and compare with the fallback.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import interpreter_outputs
 
 from probes.head_stats import HAS_TRITON, STAT_NAMES, head_stats, head_stats_torch
 
@@ -134,12 +134,7 @@ def triton_out(tmp_path_factory) -> dict:
     if not HAS_TRITON:
         pytest.skip("triton cannot be imported: the Triton kernels cannot be run under its interpreter")
     path = tmp_path_factory.mktemp("head_stats") / "triton_out.pt"
-    pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": pythonpath}
-    proc = subprocess.run([sys.executable, __file__, str(path)], env=env, cwd=ROOT, capture_output=True,
-                          text=True, timeout=300, check=False)
-    assert proc.returncode == 0, f"interpreter run failed:\n{proc.stdout}\n{proc.stderr}"
-    return torch.load(path)
+    return interpreter_outputs(__file__, path)
 
 
 # ------------------------------------------------------------------------------------------------ tests

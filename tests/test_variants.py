@@ -5,20 +5,16 @@ after every optimizer step, the OpenELM-270M preset's shapes and parameter count
 each variant, bad input on the command line and the roles `describe` prints."""
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
-import io
 import math
-import os
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-import cli
+from helpers import invoke
 import probes.run
 from parametrizations.layers import ScaledVector, ScaledWeight, TiedReadout
 from parametrizations.optim import OptimConfig, build_optimizer
@@ -499,24 +495,6 @@ def test_probes_of_each_variant(variant, model):
 
 # ================================================================================================ 6, 7. the CLI
 
-
-def invoke(args: list[str], cwd: Path | None = None) -> tuple[int, str, str]:
-    """Run the CLI in this process as `dmft-probe ARGS` would (through cli.App.__call__, which turns usage errors
-    into one line): (exit status, stdout, stderr). Any other exception propagates: that is a traceback."""
-    out, err = io.StringIO(), io.StringIO()
-    old = os.getcwd()
-    if cwd is not None:
-        os.chdir(cwd)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                cli.app([str(a) for a in args], prog_name="dmft-probe")
-                code = 0
-            except SystemExit as e:
-                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    finally:
-        os.chdir(old)
-    return code, out.getvalue(), err.getvalue()
 
 
 BAD = [
