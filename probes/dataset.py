@@ -126,9 +126,17 @@ def base_dataset(result) -> xr.Dataset:
         attrs=run_attrs(cfg.to_dict(), str(cfg.device), result.status,
                         {"lr": result.lr, "wall_s": result.wall_s, "steps_done": result.steps_done,
                          "diverged_at": -1 if result.diverged_at is None else result.diverged_at,
-                         "diverged_on": result.extra.get("diverged_on", "")}),
+                         "diverged_on": result.extra.get("diverged_on", ""),
+                         **injected_attrs(result.extra)}),
     )
     return ds
+
+
+def injected_attrs(extra: dict) -> dict:
+    """{"injected_fault": rule} when the test hook `DMFT_PROBE_INJECT_NONFINITE` (`probes.faults`) stopped the run,
+    else {} (the attr is absent from every run it did not touch)."""
+    rule = extra.get("injected_fault")
+    return {"injected_fault": rule} if rule else {}
 
 
 PROBE_VARS = {

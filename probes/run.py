@@ -33,6 +33,7 @@ from parametrizations.transformer import LWSTransformer, ModelConfig, attention_
 
 from .batches import BatchStream
 from .data import Task, default_patch, load_task
+from .faults import ENV as FAULT_ENV, Fault, fault_for, from_env as faults_from_env
 from .recorder import IO_WEIGHTS, MAX_SEED, MAX_STEP, ProbeConfig, ProbeRecorder
 
 PRECISIONS = ("fp32", "tf32", "bf16")   # fp32 is the default of every theory check; the others are opt-in
@@ -219,7 +220,8 @@ def train(cfg: RunConfig, progress: bool = False,
     probe statistic that must be finite turning NaN/inf (`nonfinite_probes`), stops the run with status
     "diverged" (never an exception): `diverged_at` is the optimizer step t whose weights gave the first
     non-finite value, extra["diverged_on"] says which (training loss, held-out loss, probes (names)), and the
-    result keeps what was recorded before log step t (nothing of it).
+    result keeps what was recorded before log step t (nothing of it). The test hook DMFT_PROBE_INJECT_NONFINITE
+    (`probes.faults`) can make chosen runs diverge at a chosen step by construction.
     """
     return _train(cfg, None, progress, on_log)[0]
 
@@ -237,10 +239,16 @@ def train_ensemble(cfg: RunConfig, seeds: list[int], progress: bool = False) -> 
 def _train(cfg: RunConfig, seeds: list[int] | None, progress: bool,
            on_log: Callable[[int, "TrainState"], None] | None) -> list[RunResult]:
     """The training loop of one model (seeds None) or of a seed ensemble; one RunResult per member."""
+    faults = faults_from_env()                  # the test hook (probes.faults); [] unless the variable is set
     torch.manual_seed(cfg.seed if seeds is None else seeds[0])
     cfg, task, model, model0, device = setup(cfg, seeds)
     members = [cfg.seed] if seeds is None else seeds
     E = len(members)
+    injected = injected_faults(faults, cfg.model, members)
+    nan_at: dict[int, list[int]] = {}           # step -> members whose losses of that step turn NaN (the hook)
+    for e, fault in enumerate(injected):
+        if fault is not None:
+            nan_at.setdefault(fault.step, []).append(e)
     check_attention_scale(model, device)
     opt = build_optimizer(model, cfg.param, cfg.optim)
     lr = global_lr(cfg.param, cfg.optim, cfg.model.d_model, cfg.model.L)
@@ -263,6 +271,7 @@ def _train(cfg: RunConfig, seeds: list[int] | None, progress: bool,
     heldout: list[list[float]] = [[] for _ in members]
     gnorms: list[list[float]] = [[] for _ in members]
     status, diverged_at, diverged_on = ["ok"] * E, [None] * E, [""] * E
+    fired: list[str | None] = [None] * E                          # the injected rule that stopped a member
     steps_done, n_probes = [0] * E, [0] * E
     alive = list(range(E))
     logged = 0                                                     # train steps already moved to the host
@@ -270,6 +279,9 @@ def _train(cfg: RunConfig, seeds: list[int] | None, progress: bool,
 
     def diverge(e: int, at: int, step: int, why: str) -> None:
         """Member e stops: diverged at optimizer step `at` (found at log step `step`) because `why` is not finite."""
+        fault = injected[e]
+        if fault is not None and at == fault.step:                # the NaN the test hook put there: say so
+            why, fired[e] = f"{why} (injected by {FAULT_ENV}={fault.text})", fault.text
         status[e], diverged_at[e], diverged_on[e], steps_done[e] = "diverged", at, why, step
         alive.remove(e)
 
@@ -285,6 +297,9 @@ def _train(cfg: RunConfig, seeds: list[int] | None, progress: bool,
         vals = torch.stack([hl, gnorm if gnorm is not None else torch.zeros(E, device=device)])   # (2, E)
         chunk = losses[logged:step].cpu().numpy()                  # (k, E): one transfer per log step
         hl_f, gn_f = vals.cpu().numpy()
+        if nan_at and step in nan_at:                              # the test hook: these weights' held-out loss
+            hl_f = hl_f.copy()
+            hl_f[nan_at[step]] = float("nan")
         first = logged
         logged = step
         fresh = []                                                 # alive members with finite losses here
@@ -340,6 +355,8 @@ def _train(cfg: RunConfig, seeds: list[int] | None, progress: bool,
             opt.step()
             model.after_step()                 # nGPT renormalises its matrices; a no-op for the other variants
             losses[step] = loss.detach().float().reshape(-1)
+            if nan_at and step in nan_at:                          # the test hook: this step's training loss
+                losses[step, nan_at[step]] = float("nan")
             if bar is not None:
                 bar.update(1)
             if step + 1 in log_at:
@@ -356,9 +373,19 @@ def _train(cfg: RunConfig, seeds: list[int] | None, progress: bool,
         single = model if seeds is None else model.member(e)
         rec = recorder if recorder is None or seeds is None else recorder.member(e, n_probes[e])
         extra = {"recorder": rec, "ensemble": E if seeds is not None else 0, "diverged_on": diverged_on[e]}
+        if fired[e] is not None:
+            extra["injected_fault"] = fired[e]
         results.append(RunResult(replace(cfg, seed=seed), status[e], steps_done[e], train_loss[e], log_steps[e],
                                  heldout[e], gnorms[e], lr, wall, single, diverged_at[e], extra=extra))
     return results
+
+
+def injected_faults(faults: list[Fault], model: ModelConfig, members: list[int]) -> list[Fault | None]:
+    """Per member (its seed in `members`), the rule of the test hook `DMFT_PROBE_INJECT_NONFINITE` that fires for
+    it (`probes.faults.fault_for` on its N, H, L and seed), or None; all None when there are no rules."""
+    if not faults:
+        return [None] * len(members)
+    return [fault_for(faults, {"N": model.N, "H": model.H, "L": model.L, "seed": int(s)}) for s in members]
 
 
 def nonfinite_probes(record: dict[str, np.ndarray], heads: list[int], centre: str) -> list[list[str]]:

@@ -3,16 +3,23 @@ in an ensemble) with what it recorded before; a sweep keeps every point's status
 `diverged_at`, dims (axis, seed)) and finishes the other points; `check` fits over the points that did not
 diverge and names the diverged ones; plots mark them; `best_eta0` reports the largest stable eta0.
 
-The diverging sweep: SP + plain SGD on the vision task (H = 2, L = 1, 20 steps, batch 8, probes every 5). SP's
-learning rate does not scale with width, so a large eta0 diverges the wide models first. With LayerNorm before
-every branch and the readout, and a bounded cross-entropy gradient, the weights grow by ~eta0 per step rather than
-exponentially, so a run turns NaN/inf only once something overflows float32: first the probes (the variance over
-heads of A grows as the fourth power of the weights), then the loss. That takes a large eta0, reached much earlier
-at larger width. Measured with these settings (20 steps, seeds 0-3, eta0 in factors of 2; largest eta0 with
-every seed finite -> smallest with every seed diverged): N=2: >= 2^15; N=4: 2^14 -> 2^15; N=8: 2^13 -> 2^15
-(2^14 partial); N=64: 2^9 -> 2^11 (2^10 partial); N=256: 2^8 -> 2^9. At eta0 = 2^11 the stable sizes N <= 8 stay
-finite up to 4x that eta0, and N=256 diverges (at step 5) from 4x below it. Without probes (loss only) the edges
-are 10-30x higher (N=8: 2^17 -> 2^18, N=256: 2^12 -> 2^14).
+Every divergence here is built, never found at a learning rate measured on one machine: near the edge of
+divergence the outcome depends on the CPU's floating-point path (and on whether seeds train as an ensemble), so
+a test there passes on one machine and fails on another.
+- The diverging sweep trains SP + plain SGD on the vision task (H = 2, L = 1, 20 steps, batch 8, probes every 5)
+  at eta0 = 0.01, far inside the stable range, and the test hook `DMFT_PROBE_INJECT_NONFINITE` (`probes.faults`,
+  docs/design.md "Test hooks") turns the training loss of step 7 of every N = 16 run NaN: N = 16 diverges at
+  step 7 exactly, whatever the CPU. Margin of the sizes that stay finite, measured on an AMD EPYC (1 thread;
+  seeds 0-1 as separate runs and as a 2-seed ensemble; eta0 = 2^0, 2^1, ...): the first eta0 with a diverged
+  seed is N=2: 2^8, N=4: 2^15, N=8: 2^8, N=16: 2^13 (one member or run at a time: chaotic), so eta0 = 0.01 is
+  4.4 orders of magnitude below every edge.
+- The real overflow (`test_a_real_overflow_diverges_within_the_run_and_a_tiny_eta0_stays_finite`): SP + SGD at
+  eta0 = 1e25 moves the weights by ~1e25 in one step, so a product of two of them (the attention logits, the
+  kernels) overflows float32 (max 3.4e38) at once; the same config at eta0 = 1e-2 stays finite. Measured edges
+  (6 steps, N = 2 and 16, seeds 0-1, eta0 = 1e-2, 1e-1, ..., 1e30): every seed finite up to 1e3 (N=2) and 1e4
+  (N=16); N=2 seed 1 diverged at 1e4; every seed diverged within the 6 steps from 1e5 up to 1e30 (at step 1 or 2
+  from 1e6 on, once at step 5). Margin: 1e-2 is 6 orders of magnitude below the first divergence, 1e25 is 21
+  orders above the last eta0 where a seed stayed finite.
 """
 from __future__ import annotations
 
@@ -25,14 +32,18 @@ import xarray as xr
 
 from probes.config import make_run_config
 from probes.dataset import combine_runs, load, run_dataset
+from probes.faults import ENV as FAULT_ENV, Fault, fault_for, parse
 from probes.recorder import ProbeRecorder
 from probes.run import train, train_ensemble
 
-SIZES = [2, 4, 8, 256]           # N; H = 2 -> d = 4, 8, 16, 512
-DIVERGING = [256]
-SWEEP_ETA0 = 2.0 ** 11           # see the module docstring for the measured edges
+SIZES = [2, 4, 8, 16]            # N; H = 2 -> d = 4, 8, 16, 32
+DIVERGING = [16]
+SWEEP_ETA0 = 0.01                # 4.4 orders of magnitude inside the stable range (module docstring)
 STEPS = 20
 SEEDS = 2
+INJECTED_AT = 7                  # not a log step: found at log step 10 through the training loss
+FAULT = f"N={DIVERGING[0]}@{INJECTED_AT}"
+SAFE_ETA0, ABSURD_ETA0 = 1e-2, 1e25      # the real overflow test (module docstring)
 
 
 def sp_sgd(eta0: float, steps: int = STEPS, **model):
@@ -44,10 +55,15 @@ def sp_sgd(eta0: float, steps: int = STEPS, **model):
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
+    """The diverging sweep, trained by a pool of 2 spawned workers: they see the hook's variable only through the
+    environment they inherit."""
+    from probes.executors import LocalPool
     from probes.sweep import run_sweep
 
     out = tmp_path_factory.mktemp("div") / "sweep.nc"
-    run_sweep(sp_sgd(SWEEP_ETA0), "N", SIZES, SEEDS, out)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(FAULT_ENV, FAULT)
+        run_sweep(sp_sgd(SWEEP_ETA0), "N", SIZES, SEEDS, out, executor=LocalPool(2))
     return out
 
 
@@ -60,7 +76,7 @@ def test_a_sweep_records_each_diverged_point_and_finishes_the_rest(sweep):
         status, at = ds.status.sel(N=n).values, ds.diverged_at.sel(N=n).values
         if n in DIVERGING:
             assert (status == 1).all(), (n, status)
-            assert ((at >= 0) & (at <= STEPS // 2)).all(), (n, at)     # by half-way: far from the edge
+            assert (at == INJECTED_AT).all(), (n, at)               # exactly the injected step
         else:
             assert (status == 0).all() and (at == -1).all(), (n, status, at)
             # finished: every log step, finite losses and probes
@@ -73,10 +89,15 @@ def test_a_sweep_records_each_diverged_point_and_finishes_the_rest(sweep):
         at = int(wide.diverged_at.isel(seed=s))
         kept = wide.step.values[np.isfinite(wide.heldout_loss.isel(seed=s).values)]
         assert 0 in kept and kept.max() <= at
-    # each part file keeps its run's status as attrs too (unchanged for single runs)
+        assert list(kept) == [0, 5]                          # found at log step 10; nothing of it kept
+    # each part file keeps its run's status as attrs too (unchanged for single runs), and says it was injected
     part = load(sweep.with_name(sweep.name + ".parts") / f"N{DIVERGING[0]}-seed0.nc")
     assert part.attrs["status"] == "diverged" and part.attrs["diverged_at"] == int(wide.diverged_at.isel(seed=0))
     assert int(part.status) == 1 and part.status.dims == ()
+    assert part.attrs["injected_fault"] == FAULT
+    assert part.attrs["diverged_on"] == f"training loss (injected by {FAULT_ENV}={FAULT})"
+    ok = load(sweep.with_name(sweep.name + ".parts") / "N8-seed1.nc")
+    assert "injected_fault" not in ok.attrs and ok.attrs["diverged_on"] == ""
 
 
 def test_runs_written_before_the_status_variables_still_combine_with_it(sweep):
@@ -94,7 +115,7 @@ def test_check_fits_over_the_points_that_did_not_diverge_and_names_the_rest(swee
     trained = [v for v in verdicts if v.quantity in ("attn_var_trained", "feature_update")]
     assert trained
     for v in trained:
-        assert v.diverged == SEEDS and v.diverged_points.startswith(f"N={DIVERGING[0]} diverged (seeds 0-1 at step")
+        assert v.diverged == SEEDS and v.diverged_points == f"N={DIVERGING[0]} diverged (seeds 0-1 at step {INJECTED_AT})"
         assert np.isfinite(v.slope) and v.measured != "not fitted"
         assert "left out of the fit" in v.note
     init = next(v for v in verdicts if v.quantity == "attn_var_init")
@@ -113,7 +134,7 @@ def test_check_fits_over_the_points_that_did_not_diverge_and_names_the_rest(swee
     few = check(ds.sel(N=[2, 4, DIVERGING[0]]))
     v = next(v for v in few if v.quantity == "attn_var_trained")
     assert v.measured == "not fitted" and not v.consistent
-    assert v.note.startswith(f"N={DIVERGING[0]} diverged (seeds 0-1 at step")
+    assert v.note.startswith(f"N={DIVERGING[0]} diverged (seeds 0-1 at step {INJECTED_AT});")
     assert v.note.endswith("; a slope needs at least 3 sizes, got 2")
     assert any(v.note in line for line in verdict_lines(few))
 
@@ -138,7 +159,7 @@ def test_plots_mark_the_diverged_points(sweep):
     plt.close(fig)
     part = load(sweep.with_name(sweep.name + ".parts") / f"N{DIVERGING[0]}-seed0.nc")
     fig = plots.loss_curves(part)                            # one diverged run
-    assert f"diverged at step {int(part.diverged_at)}" in legend_texts(fig.axes[0])
+    assert int(part.diverged_at) == INJECTED_AT and f"diverged at step {INJECTED_AT}" in legend_texts(fig.axes[0])
     plt.close(fig)
     fig = plots.verdict_figure(ds)
     notes = [t for ax in fig.axes for t in legend_texts(ax) if t.startswith("diverged, not drawn")]
@@ -155,6 +176,98 @@ def test_plots_mark_the_diverged_points(sweep):
     assert "diverged (top edge)" in legend_texts(ax)
     assert [ln for ln in ax.lines if ln.get_marker() == "x" and len(ln.get_xdata())]
     plt.close(ax.figure)
+
+
+def test_the_fault_hook_reads_its_rules_and_refuses_a_malformed_one_before_any_work(monkeypatch):
+    import probes.run as run_module
+
+    rules = parse(" N=8 , seed=1 @ 3;H=4@0;N=8@2")
+    assert [(dict(f.match), f.step, f.text) for f in rules] == [({"N": 8, "seed": 1}, 3, "N=8 , seed=1 @ 3"),
+                                                               ({"H": 4}, 0, "H=4@0"), ({"N": 8}, 2, "N=8@2")]
+    assert fault_for(rules, {"N": 8, "H": 2, "L": 1, "seed": 1}).text == "N=8@2"     # the earliest step wins
+    assert fault_for(rules, {"N": 8, "H": 4, "L": 1, "seed": 1}).text == "H=4@0"
+    assert fault_for(rules, {"N": 4, "H": 2, "L": 1, "seed": 1}) is None
+    assert parse("") == [] and parse("  ") == []
+    assert isinstance(rules[0], Fault)
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the run started before its test hook was checked")
+
+    monkeypatch.setattr(run_module, "setup", no_work)
+    for bad, why in [("N=4", "needs exactly one '@STEP'"), ("N=4@x", "STEP that is not"), ("Q=4@2", "key 'Q'"),
+                     ("N=4,N=8@1", "gives N twice"), ("N=4@1;", "is empty"), ("@3", "not key="),
+                     ("N=-1@2", "not key="), ("N=4@1@2", "exactly one"), ("seed=1.5@2", "not key="),
+                     ("N=4@2x", "STEP that is not")]:
+        monkeypatch.setenv(FAULT_ENV, bad)
+        with pytest.raises(ValueError) as e:
+            train(sp_sgd(SWEEP_ETA0, steps=2))
+        msg = str(e.value)
+        assert msg.startswith(f"{FAULT_ENV}: rule ") and why in msg and "\n" not in msg, (bad, msg)
+
+
+def test_an_injected_fault_stops_a_run_at_exactly_its_step_and_says_so(monkeypatch):
+    """Probes every 5 of 10 steps. Step 3 (not a log step): found at log step 5 through the training loss. Step 5
+    (a log step): its held-out loss turns NaN too, so nothing of log step 5 is kept. Step 0: no record at all. A
+    run the rule does not match is the run without the hook, bit for bit."""
+    cfg = sp_sgd(SWEEP_ETA0, steps=10)
+    monkeypatch.delenv(FAULT_ENV, raising=False)
+    clean = run_dataset(train(cfg))
+    cases = {"N=4@3": ("training loss", [0], 5), "N=4,H=2,L=1,seed=0@5": ("held-out loss", [0], 5),
+             "N=4@0": ("held-out loss", [], 0)}
+    for rule, (on, log_steps, found_at) in cases.items():
+        at = int(rule.split("@")[1])
+        monkeypatch.setenv(FAULT_ENV, f"N=2@1;{rule};seed=1@0")          # the other rules match nothing here
+        r = train(cfg)
+        assert r.status == "diverged" and r.diverged_at == at and r.steps_done == found_at, rule
+        assert r.log_steps == log_steps and r.extra["recorder"].steps == log_steps
+        assert r.extra["diverged_on"] == f"{on} (injected by {FAULT_ENV}={rule})"
+        ds = run_dataset(r)
+        assert ds.attrs["injected_fault"] == rule and ds.attrs["diverged_at"] == at and int(ds.diverged_at) == at
+        assert ds.attrs["diverged_on"] == r.extra["diverged_on"]
+        kept = len(r.train_loss)
+        assert kept == found_at
+        np.testing.assert_array_equal(ds.train_loss.values[:at], clean.train_loss.values[:at])   # untouched before
+        if at < kept:
+            assert np.isnan(ds.train_loss.values[at])
+    monkeypatch.setenv(FAULT_ENV, "N=8@3;N=4,seed=1@3;N=4@11")            # never fires for this run
+    untouched = run_dataset(train(cfg))
+    assert "injected_fault" not in untouched.attrs and untouched.attrs["status"] == "ok"
+    for v in clean.data_vars:
+        np.testing.assert_array_equal(untouched[v].values, clean[v].values, err_msg=v)
+
+
+def test_in_an_ensemble_the_fault_hook_stops_only_the_member_with_that_seed(monkeypatch):
+    """Each member is matched by its own seed; the others train on and equal the ensemble without the hook."""
+    cfg = sp_sgd(SWEEP_ETA0, steps=10)
+    monkeypatch.delenv(FAULT_ENV, raising=False)
+    clean = train_ensemble(cfg, [0, 1, 2])
+    monkeypatch.setenv(FAULT_ENV, "N=4,seed=1@7;seed=2@10;N=4,seed=2@12")
+    ens = train_ensemble(cfg, [0, 1, 2])
+    assert [m.status for m in ens] == ["ok", "diverged", "diverged"] and [m.diverged_at for m in ens] == [None, 7, 10]
+    assert ens[1].log_steps == [0, 5] and ens[2].log_steps == [0, 5]
+    assert ens[1].extra["injected_fault"] == "N=4,seed=1@7" and ens[2].extra["injected_fault"] == "seed=2@10"
+    assert "injected_fault" not in ens[0].extra
+    a, b = run_dataset(ens[0]), run_dataset(clean[0])
+    for v in b.data_vars:
+        np.testing.assert_array_equal(a[v].values, b[v].values, err_msg=v)
+
+
+def test_a_real_overflow_diverges_within_the_run_and_a_tiny_eta0_stays_finite():
+    """No hook: real float32 overflow found by the loss and probe checks, 21 orders of magnitude past the edge
+    (module docstring); the same configs 6 orders below it train to the end with everything finite."""
+    for N in (2, 16):
+        for seed in (0, 1):
+            cfg = replace(sp_sgd(ABSURD_ETA0, steps=6, N=N), seed=seed)
+            r = train(cfg)
+            assert r.status == "diverged" and 0 <= r.diverged_at < 6, (N, seed, r.status, r.diverged_at)
+            assert "injected" not in r.extra["diverged_on"] and "injected_fault" not in r.extra
+            assert r.log_steps[0] == 0 and max(r.log_steps) <= r.diverged_at      # the step-0 record at init kept
+            ds = run_dataset(r)
+            assert np.isfinite(ds.heldout_loss.values).all() and "injected_fault" not in ds.attrs
+            ok = train(replace(cfg, optim=replace(cfg.optim, eta0=SAFE_ETA0)))
+            assert ok.status == "ok" and ok.steps_done == 6 and ok.log_steps == [0, 5, 6]
+            assert np.isfinite(ok.train_loss).all() and np.isfinite(ok.heldout_loss).all()
+            assert np.isfinite(run_dataset(ok).h_rms.values).all()
 
 
 def _inject_inf(monkeypatch, at_call: int, member: int):
