@@ -135,7 +135,7 @@ def tiny_base(preset="sp", optimizer="sgd", steps=4):
 
 # 1e12 diverges (SP, SGD, no probes, 4 steps) at N = 3, far from the edge: measured on an AMD EPYC (seeds 0-1,
 # eta0 in decades) N=3 stays finite up to 1e4 and diverges at every eta0 from 1e6 to 1e25 (6 orders of margin);
-# N=2 diverges from 1e9 (one seed) / 1e10 on; N=1 never does (its one-coordinate LayerNorm output is 0).
+# N=2 diverges from 1e9 (one seed) / 1e10 on; N=1 (d = 1) stays finite up to 1e25.
 TINY = {"axis": "N", "sizes": [1, 2, 3], "etas": [0.01, 0.1, 1e12], "seeds": 2}
 
 
