@@ -8,15 +8,22 @@ module-level function and the jobs plain picklable data.
 - `InProcess`: one job after another in this process (torch keeps its own thread count).
 - `LocalPool(workers)`: a `concurrent.futures.ProcessPoolExecutor` with the "spawn" start method (never fork: torch
   holds threads and locks), at most `workers` jobs in flight, each worker limited to `threads` torch threads. A
-  worker that dies (killed, out of memory) fails the jobs in flight and the pool is started afresh.
+  worker that dies (killed, out of memory) fails the jobs in flight and the pool is started afresh. A worker exits
+  when the process that started it dies, even by SIGKILL (`watch_parent`): no orphan goes on writing parts.
 - `RayTasks`: one Ray task per job, declaring `num_cpus=1` and `num_gpus=gpus_per_task` (a fraction shares a GPU);
-  connects to `address` (e.g. "auto" inside a cluster) or starts a local instance with `num_cpus` CPUs; a failure
-  to do either is a ValueError (one line).
+  connects to `address` or starts a local instance with `num_cpus` CPUs; a failure to do either is a ValueError
+  (one line). `check_reachable` turns --ray-address (host:port, ray://host:port or auto) into the address to
+  connect to, refusing one that no Ray cluster answers at before any work.
 """
 from __future__ import annotations
 
 import multiprocessing
 import os
+import socket
+import sys
+import tempfile
+import threading
+import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -102,6 +109,43 @@ class InProcess:
 
 
 WORKER_DIED = "a worker process died (killed, or out of memory?) while this ran"
+PR_SET_PDEATHSIG = 1                                      # linux/prctl.h
+PARENT_POLL_S = 0.5
+
+
+def set_parent_death_signal() -> bool:
+    """Ask Linux to SIGKILL this process when its parent dies (prctl PR_SET_PDEATHSIG); returns whether it was set
+    (False off Linux or without a usable libc). The signal follows the parent *thread* that started this process:
+    LocalPool starts its workers from the thread that runs `LocalPool.run`, which outlives them (the pool is shut
+    down before `run` returns)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _exit_when_orphaned(parent_pid: int) -> None:
+    """Loop of the watchdog thread: os._exit(1) as soon as this process's parent is no longer parent_pid."""
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_POLL_S)
+    os._exit(1)
+
+
+def watch_parent(parent_pid: int | None) -> None:
+    """Pool initializer: make this worker exit when its parent dies. parent_pid: the pid that started it (None: the
+    parent it has now, as with forkserver). Sets the parent-death signal where Linux has one and always starts a
+    daemon thread that polls os.getppid() every PARENT_POLL_S s; exits at once if the parent is already gone."""
+    parent = os.getppid() if parent_pid is None else parent_pid
+    set_parent_death_signal()
+    if os.getppid() != parent:                            # the parent died before the signal was set
+        os._exit(1)
+    threading.Thread(target=_exit_when_orphaned, args=(parent,), name="watch-parent", daemon=True).start()
 
 
 class LocalPool:
@@ -121,7 +165,11 @@ class LocalPool:
         return f"on a local pool of {self.workers} workers x {threads}"
 
     def _pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context(self.start_method))
+        """A new pool whose workers exit when this process dies (watch_parent; with forkserver their parent is the
+        fork server, which exits when this process does)."""
+        parent = os.getpid() if self.start_method == "spawn" else None
+        return ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context(self.start_method),
+                                   initializer=watch_parent, initargs=(parent,))
 
     def run(self, fn, jobs, on_start, on_done) -> None:
         todo = list(jobs)[::-1]                          # pop() takes them in order
