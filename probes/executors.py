@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import socket
 import sys
 import tempfile
@@ -27,6 +28,7 @@ import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
 EXECUTORS = ("local", "ray")
@@ -238,9 +240,9 @@ class RayTasks:
             try:
                 if self.address:
                     ray.init(address=self.address, logging_level="ERROR")
-                else:                          # the results are small (parts go to the file system): small store
-                    ray.init(num_cpus=self.num_cpus or cpu_count(), include_dashboard=False, logging_level="ERROR",
-                             object_store_memory=100 * 2 ** 20)
+                else:       # "local": never the cluster of RAY_ADDRESS or of `ray start`; the results are small
+                    ray.init(address="local", num_cpus=self.num_cpus or cpu_count(), include_dashboard=False,
+                             logging_level="ERROR", object_store_memory=100 * 2 ** 20)
             except Exception as e:
                 what = f"--ray-address {self.address}: cannot connect" if self.address else \
                     "--executor ray: cannot start a local Ray instance"
@@ -269,19 +271,120 @@ class RayTasks:
                 ray.shutdown()
 
 
-def check_reachable(address: str, timeout_s: float = 10.0) -> None:
-    """ValueError naming --ray-address when a "host:port" address does not accept a TCP connection within
-    timeout_s (Ray itself would retry for minutes). "auto" and "ray://..." addresses are left to Ray."""
-    import socket
+RAY_FORMS = "host:port, ray://host:port or auto"
+RAY_ADDRESS_RE = re.compile(r"(?:ray://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):([0-9]{1,5})")
+RAY_CLIENT_MISSING = "a ray:// address needs the Ray Client (the grpc package): pip install 'ray[client]'"
+NOT_RAY = "give the head's GCS port (6379 by default) or ray://head:10001, not the dashboard's 8265"
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])  # + an empty SETTINGS frame
+HTTP2_SETTINGS = 4
 
-    if address == "auto" or "://" in address or ":" not in address:
-        return
-    host, _, port = address.rpartition(":")
+
+def _shown(text: str, limit: int = 200) -> str:
+    """repr(text), cut to `limit` characters (an option's value in a one-line message)."""
+    r = repr(text)
+    return r if len(r) <= limit else r[:limit] + "..."
+
+
+def split_ray_address(address: str) -> tuple[str, int] | None:
+    """(host, port) of "host:port" or "ray://host:port" (an IPv6 host in brackets); None for any other text or a
+    port outside 1-65535."""
+    m = RAY_ADDRESS_RE.fullmatch(address)
+    if m is None or not 0 < int(m.group(2)) < 65536:
+        return None
+    return m.group(1).strip("[]"), int(m.group(2))
+
+
+def ray_address_file() -> Path:
+    """Where `ray start` records the address of the cluster it started, as Ray 2 finds it
+    (ray._common.utils.get_ray_address_file): <RAY_TMPDIR, else TMPDIR on Linux, else /tmp>/ray/ray_current_cluster."""
+    if "RAY_TMPDIR" in os.environ:
+        tmp = os.environ["RAY_TMPDIR"]
+    elif sys.platform.startswith("linux") and "TMPDIR" in os.environ:
+        tmp = os.environ["TMPDIR"]
+    elif sys.platform.startswith(("linux", "darwin")):
+        tmp = "/tmp"
+    else:
+        tmp = tempfile.gettempdir()
+    return Path(tmp, "ray", "ray_current_cluster")
+
+
+def find_ray_address() -> tuple[str, str]:
+    """What --ray-address auto stands for, as Ray resolves it: RAY_ADDRESS when set (and not "auto"), else the
+    address in ray_address_file(). Returns (address, where it came from); ValueError (one line) when neither
+    holds one. Ray's last resort, any raylet process found on this machine, is left out: it may be another
+    program's private instance."""
+    env = os.environ.get("RAY_ADDRESS", "")
+    if env and env != "auto":
+        return env, "RAY_ADDRESS"
+    path = ray_address_file()
     try:
-        with socket.create_connection((host, int(port)), timeout=timeout_s):
-            pass
-    except (OSError, ValueError) as e:
-        raise ValueError(f"--ray-address {address}: no Ray cluster answers there ({error_line(e)})") from None
+        text = path.read_text().strip()
+    except (FileNotFoundError, NotADirectoryError):
+        text = ""
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"--ray-address auto: cannot read {path} ({error_line(e)})") from None
+    if not text:
+        raise ValueError(f"--ray-address auto: no running Ray cluster found on this machine (RAY_ADDRESS is not set "
+                         f"and {path} does not exist); start one with `ray start --head` or leave --ray-address "
+                         "out to start a local instance")
+    return text, str(path)
+
+
+def ray_client_available() -> bool:
+    """Whether ray:// addresses can be used: Ray's Client needs the grpc package (ray[client])."""
+    try:
+        import grpc  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def grpc_answer(host: str, port: int, timeout_s: float) -> str | None:
+    """None when host:port answers an HTTP/2 client preface with a SETTINGS frame, as gRPC servers do (Ray's GCS
+    and its client server); else why not, one phrase. OSError when nothing accepts a TCP connection. With
+    RAY_USE_TLS set the ports speak TLS: only the TCP connection is checked."""
+    with socket.create_connection((host, port), timeout=timeout_s) as conn:
+        if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+            return None
+        try:
+            conn.sendall(HTTP2_PREFACE)
+            head = b""
+            while len(head) < 9:
+                chunk = conn.recv(9 - len(head))
+                if not chunk:
+                    return "it closed the connection" if not head else "it does not speak HTTP/2"
+                head += chunk
+        except OSError as e:
+            return f"no gRPC handshake: {error_line(e)}"
+    if head[3] != HTTP2_SETTINGS or int.from_bytes(head[5:9], "big") != 0:
+        return "it does not speak HTTP/2 (gRPC)"
+    return None
+
+
+def check_reachable(address: str, timeout_s: float = 10.0) -> str:
+    """The address to give ray.init for --ray-address `address`: host:port and ray://host:port as they are, auto
+    resolved as Ray does (find_ray_address). ValueError (one line naming --ray-address) for any other form, a
+    ray:// address without the Ray Client, or an address where no Ray cluster answers within timeout_s: nothing
+    accepts a TCP connection (Ray itself would retry for minutes), or what does is not gRPC (grpc_answer)."""
+    label = address
+    if address == "auto":
+        address, source = find_ray_address()
+        label = f"auto ({address} from {source})"
+        if split_ray_address(address) is None:
+            raise ValueError(f"--ray-address auto: {source} holds {_shown(address)}, not host:port or ray://host:port")
+    parts = split_ray_address(address)
+    if parts is None:
+        raise ValueError(f"--ray-address must be {RAY_FORMS}, got {_shown(address)}")
+    if address.startswith("ray://") and not ray_client_available():
+        raise ValueError(f"--ray-address {label}: {RAY_CLIENT_MISSING}")
+    try:
+        why = grpc_answer(*parts, timeout_s)
+    except OSError as e:
+        raise ValueError(f"--ray-address {label}: no Ray cluster answers there ({error_line(e)})") from None
+    if why is not None:
+        raise ValueError(f"--ray-address {label}: something listens there but it is not a Ray cluster ({why}); "
+                         f"{NOT_RAY}")
+    return address
 
 
 def ray_available() -> bool:
@@ -294,9 +397,10 @@ def ray_available() -> bool:
 
 
 def check_executor(kind: str, workers: int | None = None, ray_address: str | None = None,
-                   ray_cpus: int | None = None, gpus_per_task: float | None = None) -> None:
+                   ray_cpus: int | None = None, gpus_per_task: float | None = None) -> str | None:
     """ValueError (one line naming the option) for executor options that do not go together or are out of range,
-    and for --executor ray without the ray package; checked before any work."""
+    for --executor ray without the ray package, and for a Ray address no cluster answers at (check_reachable);
+    checked before any work. Returns the address Ray will connect to (None: start a local instance)."""
     if kind not in EXECUTORS:
         raise ValueError(f"--executor must be one of {', '.join(EXECUTORS)}, got {kind!r}")
     if kind == "local":
@@ -305,19 +409,24 @@ def check_executor(kind: str, workers: int | None = None, ray_address: str | Non
                 raise ValueError(f"{flag} applies to --executor ray only")
         if workers is not None and workers < 1:
             raise ValueError(f"--workers must be >= 1, got {workers}")
-        return
+        return None
     if workers is not None:
         raise ValueError("--workers applies to --executor local only (Ray runs one task per free CPU)")
     if ray_cpus is not None and ray_cpus < 1:
         raise ValueError(f"--ray-cpus must be >= 1, got {ray_cpus}")
-    if ray_cpus is not None and ray_address:
+    if ray_cpus is not None and ray_address is not None:
         raise ValueError("--ray-cpus sizes a local Ray instance; with --ray-address the cluster's resources apply")
     if gpus_per_task is not None and not gpus_per_task >= 0:
         raise ValueError(f"--gpus-per-task must be >= 0, got {gpus_per_task}")
     if not ray_available():
         raise ValueError(RAY_MISSING)
-    if ray_address:
-        check_reachable(ray_address)
+    if ray_address is not None:
+        return check_reachable(ray_address)
+    if os.environ.get("RAY_ADDRESS"):
+        raise ValueError(f"--executor ray without --ray-address starts a local Ray instance, but RAY_ADDRESS is set "
+                         f"({_shown(os.environ['RAY_ADDRESS'])}): pass --ray-address auto to run on that cluster, "
+                         "or unset RAY_ADDRESS")
+    return None
 
 
 def make_executor(kind: str = "local", workers: int | None = None, n_jobs: int | None = None,
@@ -325,9 +434,9 @@ def make_executor(kind: str = "local", workers: int | None = None, n_jobs: int |
                   gpus_per_task: float | None = None) -> Executor:
     """The executor for the options (checked by check_executor). Local: `workers` (default: one per CPU, one
     torch thread each), never more than `n_jobs`; one worker runs in this process (InProcess)."""
-    check_executor(kind, workers, ray_address, ray_cpus, gpus_per_task)
+    address = check_executor(kind, workers, ray_address, ray_cpus, gpus_per_task)
     if kind == "ray":
-        return RayTasks(ray_address or None, ray_cpus, float(gpus_per_task or 0.0), threads=1)
+        return RayTasks(address, ray_cpus, float(gpus_per_task or 0.0), threads=1)
     k = workers if workers is not None else default_workers(1)
     if n_jobs is not None:
         k = min(k, max(1, n_jobs))
