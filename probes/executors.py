@@ -13,7 +13,8 @@ module-level function and the jobs plain picklable data.
 - `RayTasks`: one Ray task per job, declaring `num_cpus=1` and `num_gpus=gpus_per_task` (a fraction shares a GPU);
   connects to `address` or starts a local instance with `num_cpus` CPUs; a failure to do either is a ValueError
   (one line). `check_reachable` turns --ray-address (host:port, ray://host:port or auto) into the address to
-  connect to, refusing one that no Ray cluster answers at before any work.
+  connect to, refusing one that no Ray cluster answers at before any work; `connect_ray` joins it (the CLI does so
+  while it checks its options, so a cluster that refuses this process stops the command before any output).
 """
 from __future__ import annotations
 
@@ -230,23 +231,26 @@ class RayTasks:
         gpus = f", {self.gpus_per_task:g} GPU per task" if self.gpus_per_task else ""
         return f"as Ray tasks on {where}{gpus}"
 
+    def _join(self) -> bool:
+        """Join the cluster at `address`, or start a local instance, unless this process is in a Ray session
+        already; returns whether it did so now (and so shuts it down at the end). ValueError (one line) when not."""
+        import ray
+
+        if ray.is_initialized():
+            return False
+        if self.address:
+            return connect_ray(check_reachable(self.address))
+        try:                # "local": never the cluster of RAY_ADDRESS or of `ray start`; the results are small
+            ray.init(address="local", num_cpus=self.num_cpus or cpu_count(), include_dashboard=False,
+                     logging_level="ERROR", object_store_memory=100 * 2 ** 20)
+        except Exception as e:
+            raise ValueError(f"--executor ray: cannot start a local Ray instance ({error_line(e)})") from None
+        return True
+
     def run(self, fn, jobs, on_start, on_done) -> None:
         import ray
 
-        started = not ray.is_initialized()
-        if started:
-            if self.address:
-                check_reachable(self.address)
-            try:
-                if self.address:
-                    ray.init(address=self.address, logging_level="ERROR")
-                else:       # "local": never the cluster of RAY_ADDRESS or of `ray start`; the results are small
-                    ray.init(address="local", num_cpus=self.num_cpus or cpu_count(), include_dashboard=False,
-                             logging_level="ERROR", object_store_memory=100 * 2 ** 20)
-            except Exception as e:
-                what = f"--ray-address {self.address}: cannot connect" if self.address else \
-                    "--executor ray: cannot start a local Ray instance"
-                raise ValueError(f"{what} ({error_line(e)})") from None
+        started = self._join()
         task = ray.remote(num_cpus=1, num_gpus=self.gpus_per_task)(call_job)
         refs: dict[Any, Job] = {}
         try:
@@ -385,6 +389,21 @@ def check_reachable(address: str, timeout_s: float = 10.0) -> str:
         raise ValueError(f"--ray-address {label}: something listens there but it is not a Ray cluster ({why}); "
                          f"{NOT_RAY}")
     return address
+
+
+def connect_ray(address: str) -> bool:
+    """Join the Ray cluster at `address` (checked by check_reachable) unless this process is in a Ray session
+    already; returns whether it joined now. ValueError (one line naming --ray-address) when Ray refuses, e.g. a
+    cluster of another Ray version, or one that wants an auth token this machine does not have."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    try:
+        ray.init(address=address, logging_level="ERROR")
+    except Exception as e:
+        raise ValueError(f"--ray-address {address}: cannot connect ({error_line(e)})") from None
+    return True
 
 
 def ray_available() -> bool:

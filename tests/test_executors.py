@@ -120,8 +120,13 @@ def test_executor_ray_without_ray_is_one_line_and_exit_2(tmp_path):
 
 def test_a_sweep_on_ray_equals_the_local_sweep(tmp_path):
     """A real local Ray instance (2 CPUs, started by the command) runs the grid as tasks; the merged dataset is the
-    local executor's bit for bit (after the provenance attributes)."""
+    local executor's bit for bit (after the provenance attributes). The address file of a `ray start` cluster that
+    has gone is on the machine: without --ray-address the command starts its own instance all the same (Ray's
+    default would connect to that address). The Ray folder is short: Ray's socket paths must fit in 107 bytes."""
     pytest.importorskip("ray")
+    import shutil
+    import tempfile
+
     import xarray as xr
 
     from probes.config import make_run_config
@@ -131,8 +136,15 @@ def test_a_sweep_on_ray_equals_the_local_sweep(tmp_path):
     cfg = make_run_config(model={"H": 2, "L": 1, "task": "vision", "axis": "N"}, run={"steps": 20})
     local = run_sweep(cfg, "N", [2, 4, 8], 2, tmp_path / "local.nc")
     out = tmp_path / "ray.nc"
-    r = cli("sweep", "--axis", "N", "--values", "2,4,8", "--seeds", "2", "--task", "vision", "--H", "2", "--L", "1",
-            "--steps", "20", "--executor", "ray", "--ray-cpus", "2", "--out", str(out), cwd=tmp_path)
+    ray_tmp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp" if os.path.isdir("/tmp") else None))
+    (ray_tmp / "ray").mkdir()
+    (ray_tmp / "ray" / "ray_current_cluster").write_text("127.0.0.1:1")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_TMPDIR": str(ray_tmp)}
+    try:
+        r = cli("sweep", "--axis", "N", "--values", "2,4,8", "--seeds", "2", "--task", "vision", "--H", "2", "--L",
+                "1", "--steps", "20", "--executor", "ray", "--ray-cpus", "2", "--out", str(out), cwd=tmp_path, env=env)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     assert r.returncode == 0, r.stderr
     assert "as Ray tasks on a local Ray instance (2 CPUs)" in r.stderr and r.stderr.count(": ok (") == 6
     provenance = ("wall_s", "git_revision", "package_version", "torch_version", "python_version", "device")
@@ -253,19 +265,17 @@ def test_an_address_of_another_form_is_refused(address):
         check_executor("ray", ray_address=address)
 
 
-def test_a_ray_url_without_the_ray_client_is_refused_up_front(tmp_path, grpc_like):
+def test_a_ray_url_without_the_ray_client_is_refused_up_front(tmp_path, grpc_like, monkeypatch):
     """ray:// goes through the Ray Client (the grpc package, `ray[client]`); without it ray.init would fail only
-    after the sweep had started. A shim makes `import grpc` fail whatever is installed."""
-    shim = tmp_path / "shim" / "grpc"
-    shim.mkdir(parents=True)
-    (shim / "__init__.py").write_text("raise ImportError(\"No module named 'grpc'\")\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "shim"), str(ROOT)])}
-    r = cli("sweep", "--values", "2,4,8", "--init-only", "--executor", "ray", "--ray-address",
-            f"ray://127.0.0.1:{grpc_like.port}", "--out", str(tmp_path / "s.nc"), cwd=tmp_path, env=env)
-    assert r.returncode == 2 and r.stdout == ""
-    assert r.stderr.splitlines() == [f"error: --ray-address ray://127.0.0.1:{grpc_like.port}: a ray:// address "
-                                     "needs the Ray Client (the grpc package): pip install 'ray[client]'"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["shim"]
+    after the sweep had started. `import grpc` fails here whatever is installed (None in sys.modules)."""
+    monkeypatch.setitem(sys.modules, "grpc", None)
+    address = f"ray://127.0.0.1:{grpc_like.port}"
+    code, out, err = invoke(["sweep", "--values", "2,4,8", "--init-only", "--executor", "ray", "--ray-address", address,
+                             "--out", "s.nc"], cwd=tmp_path)
+    assert code == 2 and out == ""
+    assert err.splitlines() == [f"error: --ray-address {address}: a ray:// address needs the Ray Client (the grpc "
+                                "package): pip install 'ray[client]'"]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_without_an_address_ray_address_in_the_environment_is_refused(monkeypatch):
@@ -294,3 +304,23 @@ def test_a_bad_ray_address_stops_the_command_before_anything_is_printed_or_writt
     assert code == 2 and out == ""
     assert len(err.splitlines()) == 1 and err.startswith("error: --ray-address"), err
     assert list(tmp_path.iterdir()) == []                   # no store, no dataset, no runs/ folder
+
+
+def test_a_cluster_that_refuses_this_driver_stops_the_command_before_anything_is_printed_or_written(
+        tmp_path, grpc_like):
+    """The address passes every check, but ray.init fails (here: the cluster wants Ray's auth token and there is
+    none, which Ray finds before it sends anything). The command joins the cluster while it checks its options, so
+    the failure is one line, exit 2, with no header, no store and no dataset."""
+    pytest.importorskip("ray._private.authentication.authentication_token_setup",
+                        reason="a Ray without token authentication (RAY_AUTH_MODE)")
+    home = tmp_path / "home"
+    home.mkdir()
+    drop = ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+    env = {k: v for k, v in os.environ.items() if k not in drop} | {"RAY_AUTH_MODE": "token", "HOME": str(home)}
+    address = f"127.0.0.1:{grpc_like.port}"
+    r = cli("sweep", "--values", "2,4,8", "--seeds", "1", "--task", "vision", "--H", "2", "--L", "1", "--steps", "1",
+            "--executor", "ray", "--ray-address", address, "--out", "o.nc", cwd=tmp_path, env=env)
+    assert r.returncode == 2 and r.stdout == ""
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: --ray-address {address}: cannot connect ("), r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]
