@@ -279,7 +279,9 @@ def _int_list(text: str, option: str) -> list[int]:
 
 @dataclass(frozen=True)
 class _Executor:
-    """The executor options of sweep and coord (probes.executors), checked before any work."""
+    """The executor options of sweep, coord and variants (probes.executors), checked before any work; with
+    --ray-address, this process joins the cluster here, so one that refuses it stops the command before anything
+    is printed or written."""
 
     kind: str
     workers: Optional[int]
@@ -288,9 +290,11 @@ class _Executor:
     gpus_per_task: Optional[float]
 
     def __post_init__(self) -> None:
-        from probes.executors import check_executor
+        from probes.executors import check_executor, connect_ray
 
-        check_executor(self.kind, self.workers, self.ray_address, self.ray_cpus, self.gpus_per_task)
+        address = check_executor(self.kind, self.workers, self.ray_address, self.ray_cpus, self.gpus_per_task)
+        if address is not None:
+            connect_ray(address)
 
     def check(self, cfg) -> None:
         """ValueError when the options do not fit the run config (GPUs per task for a CPU run)."""
