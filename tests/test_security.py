@@ -296,7 +296,10 @@ def test_the_pickle_zarr_refused_in_a_subprocess_that_allows_unpickling(tmp_path
 @pytest.mark.parametrize("meta,what", [
     ({"dtype": "<f8", "compressor": {"id": "pickle"}, "filters": None}, 'compressor "pickle"'),
     ({"dtype": "|O", "compressor": None, "filters": [{"id": "msgpack2"}]}, 'filter "msgpack2"'),
-    ({"dtype": "|O", "compressor": None, "filters": [{"id": "vlen-utf8"}]}, 'filter "vlen-utf8"'),
+    ({"dtype": "<f8", "compressor": None, "filters": [{"id": "vlen-utf8"}]}, 'filter "vlen-utf8"'),
+    ({"dtype": "|O", "compressor": None, "filters": [{"id": "vlen-utf8"}, {"id": "pickle"}]}, 'filter "vlen-utf8"'),
+    ({"dtype": "|O", "compressor": None, "filters": [{"id": "vlen-bytes"}]}, 'filter "vlen-bytes"'),
+    ({"dtype": "|O", "compressor": {"id": "pickle"}, "filters": [{"id": "vlen-utf8"}]}, 'compressor "pickle"'),
     ({"dtype": "|O", "compressor": None, "filters": None}, 'data type "|O"'),
     ({"dtype": [["a", "<f8"]], "compressor": None, "filters": None}, "data type"),
     ({"dtype": "<M8[ns]", "compressor": {"id": "zstd"}, "filters": None}, "data type"),
@@ -313,7 +316,8 @@ def test_zarr_v2_metadata_outside_the_allow_list_is_refused(tmp_path, meta, what
     ([{"name": "bytes"}, {"name": "numcodecs.pickle"}], "float64", 'codec "numcodecs.pickle"'),
     ([{"name": "sharding_indexed", "configuration": {"codecs": [{"name": "numcodecs.pickle"}]}}], "float64",
      'codec "numcodecs.pickle"'),
-    ([{"name": "vlen-utf8"}], "string", 'codec "vlen-utf8"'),
+    ([{"name": "vlen-utf8"}], "float64", 'codec "vlen-utf8"'),
+    ([{"name": "vlen-utf8"}, {"name": "numcodecs.pickle"}], "string", 'codec "numcodecs.pickle"'),
     ([{"name": "bytes"}], "object", "data type"),
 ])
 def test_zarr_v3_metadata_outside_the_allow_list_is_refused(tmp_path, codecs, dtype, what):
@@ -330,15 +334,15 @@ def test_zarr_v3_metadata_outside_the_allow_list_is_refused(tmp_path, codecs, dt
 
 
 def test_what_save_and_zarr_write_passes_the_check(tmp_path):
-    """Our own .zarr (zarr v2, blosc, numbers, bool and fixed-width unicode) and the same dataset as zarr v3 (bytes,
-    zstd, fixed_length_utf32) pass the check and load."""
+    """Our own .zarr (zarr v2, blosc, numbers, bool, fixed-width unicode and object strings as vlen-utf8) and the
+    same dataset as zarr v3 (bytes, zstd, fixed_length_utf32, string) pass the check and load."""
     import xarray as xr
 
     from probes.dataset import save
 
     ds = xr.Dataset({"f": ("x", np.arange(3.0)), "b": ("x", np.array([True, False, True])),
                      "s": ("x", np.array(["a", "bc", "def"])), "y": ("x", np.array([b"a", b"b", b"c"])),
-                     "i": ("x", np.arange(3, dtype=np.int8))})
+                     "i": ("x", np.arange(3, dtype=np.int8)), "o": ("x", np.array(["p", "qr", "s"], dtype=object))})
     save(ds, tmp_path / "v2.zarr")
     check_zarr_store(tmp_path / "v2.zarr")
     ds.to_zarr(tmp_path / "v3.zarr", zarr_format=3, consolidated=True)
@@ -346,3 +350,4 @@ def test_what_save_and_zarr_write_passes_the_check(tmp_path):
     for name in ("v2.zarr", "v3.zarr"):
         back = xr.open_zarr(tmp_path / name).load()
         assert all(np.array_equal(back[v].values.astype(ds[v].dtype), ds[v].values) for v in ds)
+    assert json.loads((tmp_path / "v2.zarr" / "o" / ".zarray").read_text())["filters"] == [{"id": "vlen-utf8"}]
