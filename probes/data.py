@@ -25,8 +25,7 @@ from torch import Tensor
 
 __all__ = ["DataError", "Split", "TokenSplit", "ImageSplit", "Task", "patchify", "stdlib_corpus",
            "synthetic_vision", "digits", "cifar10_pickle", "cifar5m_npz", "token_bin", "load_task", "TASKS",
-           "DEFAULT_PATCH", "DIGITS_IMAGE", "DIGITS_HELDOUT", "default_patch", "read_cifar_batch",
-           "forget_tasks"]
+           "DEFAULT_PATCH", "DIGITS_IMAGE", "DIGITS_HELDOUT", "default_patch", "read_cifar_batch"]
 
 TASKS = ("lm", "vision", "digits")
 # patch side per image task when none is given: 16x16 synthetic (or 32x32 CIFAR) images -> 4, 8x8 digits -> 2 (16
@@ -304,6 +303,7 @@ def _numeric(dtype: object) -> np.dtype:
 
 
 def _shape(shape: object) -> tuple[int, ...]:
+    """``shape`` if it is a tuple of non-negative ints; _Refused otherwise."""
     if not (isinstance(shape, tuple) and all(type(n) is int and n >= 0 for n in shape)):
         raise _Refused(f"an array shape {type(shape).__name__}")
     return shape
@@ -546,6 +546,7 @@ _REMEMBERED: dict[tuple, Task] = {}
 
 
 def _stat_key(path: str | os.PathLike) -> tuple:
+    """(device, inode, size, mtime, ctime) of ``path``: changes when the file is replaced or written."""
     st = os.stat(path)
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
@@ -558,11 +559,6 @@ def _files_key(path: Path) -> tuple:
     with os.scandir(path) as it:
         files = sorted((e.name, _stat_key(e.path)) for e in it if e.is_file())
     return (str(path.resolve()), _stat_key(path), tuple(files))
-
-
-def forget_tasks() -> None:
-    """Drop the remembered task (`load_task(remember=True)`), freeing its memory."""
-    _REMEMBERED.clear()
 
 
 def load_task(task: str, data_path: str | None = None, seq_len: int = 64, patch: int | None = None,

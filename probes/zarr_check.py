@@ -39,6 +39,7 @@ class UnsafeStore(ValueError):
 
 
 def _codec_name(codec: object, key: str) -> str | None:
+    """The name a codec entry gives under ``key`` ("id" in v2, "name" in v3), or None."""
     return codec if isinstance(codec, str) else codec.get(key) if isinstance(codec, dict) else None
 
 
@@ -99,6 +100,7 @@ def _v3_node(meta: object, where: str) -> None:
 
 
 def _read_json(path: Path) -> object:
+    """The JSON value in the metadata file ``path``; UnsafeStore when it is too large or not JSON."""
     if path.stat().st_size > MAX_METADATA_BYTES:
         raise UnsafeStore(f"{path.name}: metadata file larger than {MAX_METADATA_BYTES >> 20} MiB")
     try:
