@@ -141,13 +141,13 @@ def shared(*groups: dict[str, Opt]):
     return deco
 
 
-def _check_data(overrides: dict) -> None:
-    """--data is an existing, readable regular file or folder (make_run_config checks it too)."""
-    from probes.config import check_data_path
+def _check_data(cfg, overrides: dict, config: Optional[str], keep: bool = True) -> None:
+    """The data the run will use (--data, or [run] data_path of --config) is read now, as the run reads it, before
+    any header or output; one line naming the option or key otherwise. keep: the runs happen in this process, which
+    reuses what was read (probes.config.check_data_contents)."""
+    from probes.config import check_data_contents, data_option
 
-    data = overrides.get("run", {}).get("data_path")
-    if data is not None:
-        check_data_path(data)
+    check_data_contents(cfg, data_option(config, overrides.get("run", {}).get("data_path")), keep)
 
 
 def _out_file(path: Optional[Path], option: str) -> None:
@@ -219,7 +219,7 @@ def run(
     cfg = make_run_config(config, scale=scale, **overrides, fits="run",
                           probes={"every": probe_every, "n_log": probe_log, "n_samples": probe_samples,
                                   "schedule": "log" if probe_log else None, "enabled": None if probes else False})
-    _check_data(overrides)
+    _check_data(cfg, overrides, config)
     out_path = prepare_out_path(out or default_out_path(cfg), overwrite)
     m = cfg.model
     typer.echo(f"{cfg.param.name} {cfg.optim.name} {m.task}: N={m.N} H={m.H} L={m.L} (axis {m.axis}), "
@@ -360,7 +360,7 @@ def sweep(
     run_on = _Executor(executor, workers, ray_address, ray_cpus, gpus_per_task)
     cfg = make_run_config(config, **_merge(_merge(overrides, "model", axis=axis), "run", steps=steps),
                           probes={"every": probe_every})
-    _check_data(overrides)
+    _check_data(cfg, overrides, config, keep=executor == "local" and (workers == 1 or workers is None and init_only))
     run_on.check(cfg)
     out = out or Path("runs") / f"sweep-{cfg.param.name}-{cfg.optim.name}-{axis}{'-init' if init_only else ''}.nc"
     out_path = prepare_out_path(out, overwrite, resuming=parts_dir(out).is_dir())
@@ -404,7 +404,7 @@ def coord(
     run_on = _Executor(executor, workers, ray_address, ray_cpus, gpus_per_task)
     cfg = coord_config(make_run_config(config, **_merge(overrides, "model", axis=axis),
                                        probes={"n_samples": probe_samples}), at)
-    _check_data(overrides)
+    _check_data(cfg, overrides, config, keep=executor == "local" and workers == 1)
     run_on.check(cfg)
     out = out or Path("runs") / f"coord-{cfg.param.name}-{cfg.optim.name}-{axis}.nc"
     out_path = prepare_out_path(out, overwrite, resuming=parts_dir(out).is_dir())

@@ -25,6 +25,8 @@ or the config-file key ([param] gamma0 in run.toml) the value came from:
    multipliers, Adam eps, weight-decay factor) is finite and usable in float32;
 6. with `fits`, `check_fits`: the estimated memory of the run (or of the model alone, `fits="model"`) is
    available on its device. Sweeps call `check_fits` themselves on their largest grid point.
+The contents of --data are read by `check_data_contents`, which the commands call next, before any header or
+output (make_run_config itself never reads data files).
 """
 from __future__ import annotations
 
@@ -422,6 +424,42 @@ def check_data_path(path: str, name: str = "--data") -> None:
         raise ValueError(f"{name}: {path} is not a regular file or folder (a FIFO, socket or device?)")
     if not os.access(path, os.R_OK):
         raise ValueError(f"{name}: {path} is not readable")
+
+
+def data_option(config_file: str | os.PathLike | None, cli_data: object) -> str:
+    """How to name the data path in a message: --data when the command line gave it, else the config-file key
+    ("[run] data_path in cfg.toml")."""
+    if cli_data is not None or config_file is None:
+        return "--data"
+    return f"[run] data_path in {config_file}"
+
+
+def check_data_contents(cfg: RunConfig, name: str = "--data", keep: bool = True) -> None:
+    """Read cfg's data path exactly as the run will (`probes.run.setup`'s `load_task` call: the same loader, the
+    same restricted unpickler) in this process, before any header, store or output, and check that its held-out
+    split holds the batches the run draws from it. ValueError "<name>: <what is wrong>" (one line) otherwise.
+    With `keep` the loaded task is remembered (`probes.data.load_task(remember=True)`), so a run in this process
+    reuses it instead of reading the files twice; without it (the runs happen in other processes) it is dropped
+    when the check ends."""
+    if cfg.data_path is None:
+        return
+    try:
+        task = _data.load_task(cfg.model.task, cfg.data_path, seq_len=cfg.model.seq_len, patch=cfg.patch,
+                               seed=cfg.data_seed, remember=keep)
+    except (ValueError, OSError) as e:           # DataError is a ValueError
+        why = (e.strerror and f"{e.filename}: {e.strerror}") if isinstance(e, OSError) else str(e)
+        raise ValueError(f"{name}: {(why or type(e).__name__).splitlines()[0]}") from None
+    except MemoryError:
+        raise ValueError(f"{name}: {cfg.data_path} does not fit in the memory available") from None
+    if isinstance(task.heldout, _data.ImageSplit):
+        n = len(task.heldout)
+        draws = [(cfg.heldout_batch, _flag("run", "heldout_batch"))]
+        if cfg.probes.enabled:
+            draws.append((cfg.probes.n_samples, _flag("probes", "n_samples")))
+        for k, what in draws:
+            if k > n:
+                raise ValueError(f"{name}: {cfg.data_path} has {n} held-out images, fewer than the {k} distinct "
+                                 f"ones the run draws ({what})")
 
 
 def check_out_file(path: str | os.PathLike, name: str) -> None:

@@ -3,7 +3,11 @@
 Every loader returns a :class:`Task` whose splits draw batches deterministically from a CPU
 ``torch.Generator``: LM ``(x, y)`` int64 ``[B, T]`` with ``y`` = ``x`` shifted by one token; vision
 ``x`` float32 ``[B, S, D_in]`` (standardised, patchified), ``y`` int64 ``[B]``.  Nothing is downloaded
-or cached on disk."""
+or cached on disk.
+
+Nothing read from a data file is run: CIFAR-10 python batches (pickles) go through a restricted unpickler that
+rebuilds only dicts, lists, str, bytes, int and numpy arrays of numbers (`read_cifar_batch`); CIFAR-5M .npz files
+are read with ``allow_pickle=False``; token .bin files are memory-mapped numbers."""
 from __future__ import annotations
 
 import hashlib
@@ -21,7 +25,7 @@ from torch import Tensor
 
 __all__ = ["DataError", "Split", "TokenSplit", "ImageSplit", "Task", "patchify", "stdlib_corpus",
            "synthetic_vision", "digits", "cifar10_pickle", "cifar5m_npz", "token_bin", "load_task", "TASKS",
-           "DEFAULT_PATCH", "DIGITS_IMAGE", "DIGITS_HELDOUT", "default_patch"]
+           "DEFAULT_PATCH", "DIGITS_IMAGE", "DIGITS_HELDOUT", "default_patch", "read_cifar_batch"]
 
 TASKS = ("lm", "vision", "digits")
 # patch side per image task when none is given: 16x16 synthetic (or 32x32 CIFAR) images -> 4, 8x8 digits -> 2 (16
@@ -268,18 +272,141 @@ def digits(patch: int = 2) -> Task:
     return Task("digits", tr, he, None, DIGITS_CLASSES, s, patch * patch, desc)
 
 
-def _unpickle_cifar(path: Path) -> tuple[np.ndarray, np.ndarray]:
+# ----------------------------------------------------------------------------------------------- CIFAR-10 pickles
+# A CIFAR-10 python batch is a pickle, and a pickle can call any function it names (os.system, eval, ...) while
+# it loads. `_CifarUnpickler` admits only the globals that rebuild numpy arrays of numbers (each through a wrapper
+# that checks its arguments; nothing else callable), and `_plain` then checks what was built.
+PLAIN = "only numpy arrays of numbers, dicts, lists, str, bytes and int are loaded"
+NUMERIC_KINDS = "biufc"                     # bool, signed and unsigned int, float, complex
+
+
+class _Refused(Exception):
+    """What a CIFAR-10 batch holds that is not plain data (the message names it)."""
+
+
+class _NdarrayClass:
+    """Stands for ``numpy.ndarray`` in a pickle: only `_reconstruct` accepts it (ndarray itself is never called)."""
+
+
+_NDARRAY = _NdarrayClass()
+
+
+def _numeric(dtype: object) -> np.dtype:
+    """``dtype`` as a numpy dtype of numbers (bool, int, float, complex); _Refused otherwise."""
     try:
-        with open(path, "rb") as f:  # pickle: only load files you trust
-            d = pickle.load(f, encoding="bytes")
-        d = {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in d.items()}
-        data, labels = np.asarray(d["data"]), np.asarray(d["labels"])
+        dt = np.dtype(dtype) if isinstance(dtype, (str, bytes, np.dtype)) else None
+    except TypeError:
+        dt = None
+    if dt is None or dt.kind not in NUMERIC_KINDS or dt.hasobject:
+        raise _Refused(f"an array of dtype {dt if dt is not None else type(dtype).__name__}")
+    return dt
+
+
+def _shape(shape: object) -> tuple[int, ...]:
+    """``shape`` if it is a tuple of non-negative ints; _Refused otherwise."""
+    if not (isinstance(shape, tuple) and all(type(n) is int and n >= 0 for n in shape)):
+        raise _Refused(f"an array shape {type(shape).__name__}")
+    return shape
+
+
+def _reconstruct(subtype: object, shape: object, dtype: object) -> np.ndarray:
+    """numpy's ``_reconstruct``: an empty ndarray whose state the pickle then sets (BUILD)."""
+    if subtype is not _NDARRAY:
+        raise _Refused(f"an array of class {type(subtype).__name__}")
+    return np.ndarray(_shape(shape), np.dtype(dtype) if isinstance(dtype, (str, bytes)) else _numeric(dtype))
+
+
+def _frombuffer(buf: object, dtype: object, shape: object, order: object) -> np.ndarray:
+    """numpy's ``_frombuffer`` (pickle protocol 5): the array of numbers in ``buf``."""
+    if not isinstance(buf, (bytes, bytearray)) or order not in ("C", "F"):
+        raise _Refused(f"an array buffer {type(buf).__name__}")
+    return np.frombuffer(buf, dtype=_numeric(dtype)).reshape(_shape(shape), order=order)
+
+
+def _dtype(spec: object, align: object = False, copy: object = False) -> np.dtype:
+    """``numpy.dtype`` from a type string (its state, set next by the pickle, is checked in `_plain`)."""
+    if not isinstance(spec, (str, bytes)) or type(align) not in (bool, int) or type(copy) not in (bool, int):
+        raise _Refused(f"a dtype from {type(spec).__name__}")       # Python 2 pickled the flags as 0 and 1
+    return np.dtype(spec, bool(align), bool(copy))
+
+
+def _latin1(text: object, encoding: object = "utf-8") -> bytes:
+    """``_codecs.encode`` as protocol 2 uses it for bytes: a str encoded as latin-1."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise _Refused(f"_codecs.encode of a {type(text).__name__} as {encoding!r}")
+    return text.encode("latin-1")
+
+
+_CIFAR_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct, ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy.core.numeric", "_frombuffer"): _frombuffer, ("numpy._core.numeric", "_frombuffer"): _frombuffer,
+    ("numpy", "ndarray"): _NDARRAY, ("numpy", "dtype"): _dtype, ("_codecs", "encode"): _latin1,
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only the names in `_CIFAR_GLOBALS` (numpy arrays of numbers)."""
+
+    def find_class(self, module: str, name: str) -> object:
+        """The checked stand-in for ``module.name``; _Refused for anything else."""
+        try:
+            return _CIFAR_GLOBALS[(module, name)]
+        except (KeyError, TypeError):
+            raise _Refused(f"pickle global {module}.{name}") from None
+
+
+def _plain(obj: object) -> None:
+    """_Refused unless ``obj`` is a dict whose keys are str/bytes and whose values are, all the way down, dicts,
+    lists, str, bytes, int and numpy arrays of numbers. Each container is visited once (shared references in a
+    pickle cannot make the walk exponential)."""
+    if type(obj) is not dict:
+        raise _Refused(f"a top-level {type(obj).__name__} (a batch is a dict)")
+    stack, seen = [obj], set()
+    while stack:
+        x = stack.pop()
+        if type(x) in (dict, list):
+            if id(x) in seen:
+                continue
+            seen.add(id(x))
+            if type(x) is dict:
+                bad = [k for k in x if type(k) not in (str, bytes)]
+                if bad:
+                    raise _Refused(f"a dict key of type {type(bad[0]).__name__}")
+                stack.extend(x.values())
+            else:
+                stack.extend(x)
+        elif type(x) is np.ndarray:
+            _numeric(x.dtype)
+        elif type(x) not in (str, bytes, int, bool):
+            raise _Refused(f"a {type(x).__name__}")
+
+
+def read_cifar_batch(path: str | os.PathLike) -> dict:
+    """The dict of one CIFAR-10 python batch, read through the restricted unpickler (nothing it names is run
+    unless it rebuilds numpy arrays of numbers); keys decoded from latin-1 bytes to str. DataError naming the
+    file for anything else."""
+    try:
+        with open(path, "rb") as f:
+            d = _CifarUnpickler(f, encoding="bytes").load()
+        _plain(d)
+    except _Refused as e:
+        raise DataError(f"{path}: not a CIFAR-10 python batch (refused {e}: {PLAIN})") from None
     except Exception as e:  # noqa: BLE001 - any unreadable file is a data error
+        raise DataError(f"{path}: not a CIFAR-10 python batch ({type(e).__name__}: {e})") from None
+    return {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in d.items()}
+
+
+def _unpickle_cifar(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    d = read_cifar_batch(path)
+    try:
+        data, labels = np.asarray(d["data"]), np.asarray(d["labels"])
+    except Exception as e:  # noqa: BLE001 - a missing key or ragged labels: a data error
         raise DataError(f"{path}: not a CIFAR-10 python batch ({type(e).__name__}: {e})") from None
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         raise DataError(f"{path}: b'data' must be uint8 [n, 3072], got {data.dtype} {data.shape}")
-    if labels.shape != (len(data),) or labels.min(initial=0) < 0 or labels.max(initial=0) > 9:
-        raise DataError(f"{path}: b'labels' must be {len(data)} ints in [0, 9], got shape {labels.shape}")
+    if labels.dtype.kind not in "iu" or labels.shape != (len(data),) or labels.min(initial=0) < 0 \
+            or labels.max(initial=0) > 9:
+        raise DataError(f"{path}: b'labels' must be {len(data)} ints in [0, 9], got {labels.dtype} {labels.shape}")
     return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
 
 
@@ -310,9 +437,16 @@ def cifar10_pickle(path: str | Path, patch: int = 4) -> Task:
 
 
 def _npz(path: Path, key: str) -> np.ndarray:
+    """Array ``key`` of the .npz file ``path``, read without pickle (an object array is refused, never unpickled);
+    DataError naming the file otherwise."""
     try:
-        with np.load(path) as z:
+        with np.load(path, allow_pickle=False) as z:
             return np.asarray(z[key])
+    except ValueError as e:
+        if "allow_pickle" in str(e):         # numpy refuses an object array (or a pickle file) without unpickling
+            raise DataError(f"{path}: array {key!r} holds pickled Python objects; refused (only arrays of numbers "
+                            f"are read, never with pickle)") from None
+        raise DataError(f"{path}: cannot read array {key!r} (ValueError: {e})") from None
     except Exception as e:  # noqa: BLE001 - any unreadable file is a data error
         raise DataError(f"{path}: cannot read array {key!r} ({type(e).__name__}: {e})") from None
 
@@ -406,15 +540,55 @@ def token_bin(path: str | Path, seq_len: int = 64, vocab_size: int | None = None
     return Task("lm", tr_split, he_split, vocab, None, seq_len, 0, desc)
 
 
+# The task last loaded from a data path with `remember` (the command line's check of --data before any work), so
+# the run in the same process reuses it instead of reading the files again: {key: Task}, at most one entry.
+_REMEMBERED: dict[tuple, Task] = {}
+
+
+def _stat_key(path: str | os.PathLike) -> tuple:
+    """(device, inode, size, mtime, ctime) of ``path``: changes when the file is replaced or written."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def _files_key(path: Path) -> tuple:
+    """What identifies the contents `load_task` reads at ``path``: the stat (device, inode, size, mtime, ctime) of
+    the file, or of the folder and every file directly in it (the loaders read no deeper)."""
+    if not path.is_dir():
+        return (str(path.resolve()), _stat_key(path))
+    with os.scandir(path) as it:
+        files = sorted((e.name, _stat_key(e.path)) for e in it if e.is_file())
+    return (str(path.resolve()), _stat_key(path), tuple(files))
+
+
 def load_task(task: str, data_path: str | None = None, seq_len: int = 64, patch: int | None = None,
-              seed: int = 0) -> Task:
+              seed: int = 0, remember: bool = False) -> Task:
     """Dispatch: lm -> stdlib corpus / :func:`token_bin`; vision -> synthetic / CIFAR-10 / CIFAR-5M; digits ->
     :func:`digits` (no ``data_path``). ``patch`` None: the task's default (`default_patch`).
 
-    ``seed`` only affects the synthetic vision task (real-data splits are fixed).  Returns a :class:`Task`."""
+    ``seed`` only affects the synthetic vision task (real-data splits are fixed).  Returns a :class:`Task`.
+    A task read from ``data_path`` with ``remember`` is kept (one at a time); a later call with the same arguments
+    on unchanged files (same size, mtime, ctime, inode) returns that same object instead of reading them again."""
     if task not in TASKS:
         raise DataError(f"task={task!r}: unknown, expected one of {', '.join(TASKS)}")
     patch = default_patch(task) if patch is None else patch
+    if data_path is None or task == "digits":
+        return _load_task(task, data_path, seq_len, patch, seed)
+    try:
+        key = (task, seq_len, patch, seed, _files_key(Path(data_path)))
+    except OSError:
+        key = None                           # the loader says what is wrong with the path
+    if key is not None and key in _REMEMBERED:
+        return _REMEMBERED[key]
+    loaded = _load_task(task, data_path, seq_len, patch, seed)
+    if remember and key is not None:
+        _REMEMBERED.clear()
+        _REMEMBERED[key] = loaded
+    return loaded
+
+
+def _load_task(task: str, data_path: str | None, seq_len: int, patch: int, seed: int) -> Task:
+    """`load_task` without the remembered task."""
     if task == "digits":
         if data_path is not None:
             raise DataError(f"data_path={data_path}: the digits task is bundled with scikit-learn and takes no path")

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 import xarray as xr
 
+from .zarr_check import ALLOWED, UnsafeStore, check_zarr_store
+
 SCHEMA_VERSION = 3   # 2: coord_rms / coord_update_rms / io_rms / io_update_rms replace block_rms / block_update_rms
 #                      3: probe_outputs (files of version 2 load without it)
 REQUIRED_VARS = ("train_loss", "heldout_loss", "grad_norm")
@@ -543,7 +545,8 @@ def load(path: str | os.PathLike) -> xr.Dataset:
     """Open a run or sweep dataset (.nc file or .zarr folder), load it into memory, verify each variable's
     checksum (when the file has them) and validate the schema; DatasetError naming the file otherwise. Anything
     that is not a regular file (or a folder, for zarr) -- a FIFO, a device, a socket -- is refused before it is
-    opened, so load never blocks on it."""
+    opened, so load never blocks on it. A .zarr store's metadata is checked first (`probes.zarr_check`): a codec
+    that could run code or build Python objects (pickle, ...) is refused before any chunk is read."""
     path = Path(path)
     try:
         st = os.stat(path)
@@ -556,6 +559,13 @@ def load(path: str | os.PathLike) -> xr.Dataset:
         raise DatasetError(f"{path}: not a folder (a .zarr dataset is a folder)")
     if not is_dir and not stat.S_ISREG(st.st_mode):
         raise DatasetError(f"{path}: not a regular file")
+    if path.suffix == ".zarr" or is_dir:
+        try:
+            check_zarr_store(path)            # before zarr reads a chunk: no codec that unpickles or builds objects
+        except UnsafeStore as e:
+            raise DatasetError(f"{path}: {e} ({ALLOWED})") from None
+        except OSError as e:
+            raise DatasetError(f"{path}: cannot be read ({e.strerror or type(e).__name__})") from None
     try:
         if path.suffix == ".zarr" or is_dir:
             ds = xr.open_zarr(path).load()

@@ -1,6 +1,7 @@
 """Tests for probes.data: stdlib byte corpus, synthetic vision, and loaders for fake local files."""
 from __future__ import annotations
 
+import os
 import pickle
 import platform
 from pathlib import Path
@@ -445,3 +446,97 @@ def test_digits_runs_from_the_command_line(tmp_path: Path) -> None:
     assert ds.attrs["task"] == "digits" and ds.probe_inputs.shape[1:] == (16, 4)
     r = _cli("describe", "--task", "digits", "--N", "4", cwd=tmp_path)
     assert r.returncode == 0 and "task=digits" in r.stdout and "embed.weight" in r.stdout, r.stderr
+
+
+# ---------------------------------------------------------------- --data contents checked before any work
+
+COMMANDS = {
+    "run": ["run", "--N", "2", "--H", "2", "--L", "1", "--steps", "1", "--batch-size", "2", "--probe-samples", "2",
+            "--no-progress"],
+    "sweep": ["sweep", "--H", "2", "--L", "1", "--values", "2,4,8", "--seeds", "1", "--steps", "1", "--workers", "1"],
+    "coord": ["coord", "--H", "2", "--L", "1", "--values", "2,4,8", "--seeds", "1", "--steps", "0,1", "--workers", "2"],
+}
+
+
+def bad_data(tmp: Path, kind: str) -> tuple[str, Path, list[str]]:
+    """(task, a --data path whose contents are bad, what the error line names besides --data)."""
+    if kind == "garbage":                       # a CIFAR-10 folder whose first batch is not a pickle of a batch
+        write_cifar10(tmp / "cifar")
+        (tmp / "cifar" / "data_batch_1").write_bytes(b"garbage\n" * 100)
+        return "vision", tmp / "cifar", ["data_batch_1", "not a CIFAR-10 python batch"]
+    if kind == "truncated-npz":
+        write_npz(tmp / "c.npz", 50, seed=0)
+        (tmp / "c.npz").write_bytes((tmp / "c.npz").read_bytes()[:4000])
+        return "vision", tmp / "c.npz", ["c.npz", "cannot read array"]
+    if kind == "small-heldout":                 # 10 test images: fewer than the 64 held-out images a run draws
+        write_cifar10(tmp / "cifar")
+        return "vision", tmp / "cifar", ["cifar has 10 held-out images", "[run] heldout_batch"]
+    (tmp / "tok").mkdir()
+    write_bin(tmp / "tok" / "train.bin", np.arange(1000) % 50)
+    if kind == "odd-bin":
+        (tmp / "tok" / "val.bin").write_bytes(b"\x01" * 1001)
+        return "lm", tmp / "tok", ["val.bin", "1001 bytes"]
+    write_bin(tmp / "tok" / "val.bin", np.arange(5))                      # "short-bin": 5 tokens, seq_len 8
+    return "lm", tmp / "tok", ["val.bin", "seq_len + 1 = 9"]
+
+
+@pytest.mark.parametrize("kind", ["garbage", "truncated-npz", "small-heldout", "odd-bin", "short-bin"])
+@pytest.mark.parametrize("command", ["run", "sweep", "coord"])
+def test_bad_data_contents_are_refused_before_any_work(tmp_path: Path, command: str, kind: str) -> None:
+    """Exit 2, one line naming --data and the file, nothing printed before it, no output, no .parts store."""
+    from helpers import invoke
+
+    task, data, names = bad_data(tmp_path, kind)
+    out = tmp_path / "o.nc"
+    code, stdout, stderr = invoke([*COMMANDS[command], "--task", task, "--seq-len", "8", "--data", data,
+                                   "--out", out], cwd=tmp_path)
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and stdout == "", (code, stderr, stdout)
+    assert lines[0].startswith("error: --data"), lines[0]
+    assert all(n in lines[0] for n in names), (names, lines[0])
+    assert not out.exists() and not (tmp_path / "o.nc.parts").exists() and not (tmp_path / "runs").exists()
+
+
+def test_bad_data_from_a_config_file_names_its_key(tmp_path: Path) -> None:
+    from helpers import invoke
+
+    _, data, names = bad_data(tmp_path, "garbage")
+    (tmp_path / "cfg.toml").write_text(f'[model]\ntask = "vision"\n[run]\ndata_path = "{data}"\n')
+    for command in ("sweep", "coord", "run"):
+        code, stdout, stderr = invoke([*COMMANDS[command], "--config", tmp_path / "cfg.toml", "--out",
+                                       tmp_path / "o.nc"], cwd=tmp_path)
+        lines = stderr.splitlines()
+        assert code == 2 and len(lines) == 1 and stdout == "", stderr
+        assert lines[0].startswith(f"error: [run] data_path in {tmp_path / 'cfg.toml'}: ") and names[0] in lines[0]
+        assert not list(tmp_path.glob("o.nc*")) and not (tmp_path / "runs").exists()
+
+
+def test_a_run_reads_its_data_once(tmp_path: Path, monkeypatch) -> None:
+    """The check before any work loads the task; the run in the same process reuses it (each batch file is read
+    once), and a changed file is read again."""
+    import probes.data
+    from helpers import invoke
+    from probes.config import check_data_contents, make_run_config
+
+    write_cifar10(tmp_path / "cifar", n_train=(20, 20), n_test=20)
+    (tmp_path / "cfg.toml").write_text("[run]\nheldout_batch = 8\n")
+    reads: list[str] = []
+    real = probes.data.read_cifar_batch
+    monkeypatch.setattr(probes.data, "read_cifar_batch", lambda p: reads.append(Path(p).name) or real(p))
+    code, _, stderr = invoke([*COMMANDS["run"], "--task", "vision", "--data", tmp_path / "cifar", "--config",
+                              tmp_path / "cfg.toml", "--out", tmp_path / "o.nc"], cwd=tmp_path)
+    assert code == 0, stderr
+    assert sorted(reads) == ["data_batch_1", "data_batch_2", "test_batch"]
+    cfg = make_run_config(model={"task": "vision"}, run={"data_path": str(tmp_path / "cifar"), "heldout_batch": 8},
+                          probes={"n_samples": 2})
+    first = load_task("vision", cfg.data_path)
+    assert len(reads) == 3                                                # the run's task, not read again
+    assert load_task("vision", cfg.data_path) is first                   # remembered by the run's check
+    assert load_task("vision", cfg.data_path, patch=8) is not first       # other loader arguments: read again
+    write_cifar10(tmp_path / "cifar", n_train=(20, 20), n_test=20)        # rewritten: new mtime, read again
+    os.utime(tmp_path / "cifar" / "test_batch", ns=(0, 0))
+    assert load_task("vision", cfg.data_path) is not first
+    reads.clear()
+    check_data_contents(cfg, keep=False)
+    check_data_contents(cfg, keep=False)
+    assert len(reads) == 6                                                # nothing kept: read each time
