@@ -596,27 +596,27 @@ def bench(
     device: str = typer.Option("auto", "--device", help="cpu, cuda or auto (CUDA when present)"),
     sizes: str = typer.Option("default,d256,vision-d32", "--sizes",
                               help="comma-separated: default (LM, d_model 64), d256 (LM), vision-d32 (coord-check size)"),
-    steps: int = typer.Option(10, "--steps", help="training steps per timed measurement"),
-    repeats: int = typer.Option(3, "--repeats", help="measurements per variant (median)"),
-    ensemble: int = typer.Option(8, "--ensemble", help="seeds of the ensemble row"),
-    threads: Optional[int] = typer.Option(None, "--threads", help="torch intra-op threads (default: torch's)"),
+    steps: int = typer.Option(10, "--steps", help="training steps per timed measurement (1 to 10000)"),
+    repeats: int = typer.Option(3, "--repeats", help="measurements per variant, median taken (1 to 100)"),
+    ensemble: int = typer.Option(8, "--ensemble", help="seeds of the ensemble row (1 to 64, and they must fit in memory)"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch intra-op threads, at most the CPUs this "
+                                                                  "process may use (default: torch's)"),
     quick: bool = typer.Option(False, "--quick", help="one tiny model (a smoke test; figures mean little)"),
 ):
     """Print the performance table: each figure a ratio of two variants measured side by side in this process
     (ensemble vs sequential seeds, ours vs plain PyTorch, probes on vs off, FLOP/s vs matmul peak, head-statistics
     kernel vs materialising on CUDA). Not a test: shared machines are noisy."""
     from parametrizations.checks import ConfigError
-    from probes.benchmark import format_table, run_bench
+    from probes.benchmark import check_bench_options, format_table, run_bench
     from probes.run import resolve_device
 
     try:
         resolve_device(device)
     except ConfigError as e:
         fail(f"--device {e.reason}")
-
-    rows = run_bench(device=device, sizes=tuple(v.strip() for v in sizes.split(",") if v.strip()), steps=steps,
-                     repeats=repeats, ensemble=ensemble, echo=lambda m: typer.echo(m, err=True), quick=quick,
-                     threads=threads)
+    names = check_bench_options(tuple(sizes.split(",")), steps, repeats, ensemble, threads)
+    rows = run_bench(device=device, sizes=names, steps=steps, repeats=repeats, ensemble=ensemble,
+                     echo=lambda m: typer.echo(m, err=True), quick=quick, threads=threads)
     for line in format_table(rows):
         typer.echo(line)
 
