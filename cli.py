@@ -396,6 +396,7 @@ def coord(
     from probes.sweep import check_grid, coord_config, parts_dir
 
     sizes, at = _int_list(values, "--values"), _int_list(steps, "--steps")
+    _out_file(csv, "--csv")
     check_grid(axis, sizes, seeds, ensemble)
     run_on = _Executor(executor, workers, ray_address, ray_cpus, gpus_per_task)
     cfg = coord_config(make_run_config(config, **_merge(overrides, "model", axis=axis),
@@ -411,7 +412,7 @@ def coord(
     for line in coord_lines(rows):
         typer.echo(line)
     if csv is not None:
-        coord_dataset(rows).to_dataframe().to_csv(csv, index=False)
+        _write_atomic(csv, lambda tmp: coord_dataset(rows).to_dataframe().to_csv(tmp, index=False))
         typer.echo(f"csv: {csv}")
     typer.echo(f"dataset: {out_path}  (figures: dmft-probe plot {out_path})")
 
