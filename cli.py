@@ -183,6 +183,20 @@ def _write_atomic(path: Path, write) -> None:
             os.unlink(tmp)
 
 
+def _out_folder(text: Optional[str], option: str) -> Optional[Path]:
+    """An output folder option (reproduce, variants, plot) as a Path, None when not given. Refused: an empty text
+    (it would silently mean the current folder), and a folder that cannot be made or written
+    (probes.config.check_out_folder)."""
+    from probes.config import check_out_folder
+
+    if text is None:
+        return None
+    if not text.strip():
+        raise ValueError(f"{option}: empty path; name a folder (. for the current one)")
+    check_out_folder(Path(text), option)
+    return Path(text)
+
+
 def _merge(overrides: dict, section: str, **values) -> dict:
     """overrides with more keys set in `section` (None values are ignored later)."""
     return {**overrides, section: {**overrides.get(section, {}), **values}}
@@ -481,21 +495,20 @@ def check(
 def reproduce(
     preset: str = typer.Option("cpu", "--preset", help="cpu (2 CPU cores, under 30 minutes) or smoke (about two minutes; "
                                                        "checks the machinery, the figures mean nothing)"),
-    out: Optional[Path] = typer.Option(None, "--out", help="folder of the datasets and verdicts (default runs/reproduce-<preset>); "
-                                                          "finished datasets in it are reused"),
+    out: Optional[str] = typer.Option(None, "--out", help="folder of the datasets and verdicts (default runs/reproduce-<preset>); "
+                                                         "finished datasets in it are reused"),
     ensemble: str = EnsembleOpt,
 ):
     """Run a preset's sweeps and learning-rate grids, then write the P1-P12 verdict table (verdicts.md)."""
-    from dmft.report import write_report
+    from dmft.report import check_other_datasets, write_report
     from probes.ensemble import ENSEMBLE_MODES
     from probes.reproduce import check_preset, run_preset
 
-    check_preset(preset)
+    jobs = check_preset(preset).jobs
     if ensemble not in ENSEMBLE_MODES:
         raise ValueError(f"--ensemble must be one of {', '.join(ENSEMBLE_MODES)}, got {ensemble!r}"[:200])
-    out = out if out is not None else Path("runs") / f"reproduce-{preset}"
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out: {out} exists and is not a folder")
+    out = _out_folder(out, "--out") or Path("runs") / f"reproduce-{preset}"
+    check_other_datasets(out, {f"{job.name}.nc" for job in jobs})     # the report reads them all: check them first
     run_preset(preset, out, say=typer.echo, ensemble=ensemble)
     summary = write_report(out, say=typer.echo)
     typer.echo(summary.read_text())
@@ -509,8 +522,8 @@ def _names(text: str) -> list[str]:
 @app.command()
 @user_errors
 def variants(
-    out: Optional[Path] = typer.Option(None, "--out", help="folder of the datasets (default runs/variants, with --quick "
-                                                          "runs/variants-quick); finished cells in it are kept"),
+    out: Optional[str] = typer.Option(None, "--out", help="folder of the datasets (default runs/variants, with --quick "
+                                                         "runs/variants-quick); finished cells in it are kept"),
     variant_list: str = typer.Option("paper,openelm,ngpt,laurel,tokenformer", "--variants",
                                      help="comma-separated block variants"),
     axes: str = typer.Option("N,H,L", "--axes", help="comma-separated swept sizes: N, H, L"),
@@ -538,7 +551,7 @@ def variants(
         raise ValueError(f"--seeds must be >= 1, got {seeds}")
     run_on = _Executor(executor, workers, ray_address, ray_cpus, None)
     _out_file(markdown, "--markdown")
-    out = out if out is not None else Path("runs") / ("variants-quick" if quick else "variants")
+    out = _out_folder(out, "--out") or Path("runs") / ("variants-quick" if quick else "variants")
     echo = functools.partial(typer.echo, err=True)
     try:
         paths = run_variant_table(out, variants=_names(variant_list), axes=_names(axes),
