@@ -576,7 +576,7 @@ def variants(
 @user_errors
 def plot(
     dataset: Path = typer.Argument(..., help="a run or sweep dataset (.nc or .zarr)"),
-    out: Optional[Path] = typer.Option(None, "--out", help="figure folder (default <dataset>-figures/ next to it)"),
+    out: Optional[str] = typer.Option(None, "--out", help="figure folder (default <dataset>-figures/ next to it)"),
     format: str = typer.Option("png", "--format", help="png or pdf"),
 ):
     """Write every figure that applies to a dataset (verdicts, kernels, losses, coord check, A density)."""
@@ -587,7 +587,8 @@ def plot(
 
     check_data_path(str(dataset), "DATASET")
     named = dataset if dataset.name else dataset.resolve()      # "." has no name
-    out_dir = out or named.with_name(f"{named.stem if named.suffix in ('.nc', '.zarr') else named.name}-figures")
+    out_dir = _out_folder(out, "--out") or named.with_name(
+        f"{named.stem if named.suffix in ('.nc', '.zarr') else named.name}-figures")
     check_out_folder(out_dir, "--out")
     import matplotlib
 
@@ -597,8 +598,17 @@ def plot(
 
     ds = load(dataset)
     _has_config(ds, dataset)
-    for path in plot_dataset(ds, out_dir, fmt=fmt):
+    try:
+        paths = plot_dataset(ds, out_dir, fmt=fmt, note=lambda line: typer.echo(f"note: {line}"))
+    except ValueError as e:
+        raise ValueError(f"{dataset}: {str(e).splitlines()[0]}") from None
+    except OSError as e:
+        raise ValueError(f"--out: cannot write the figures of {dataset} to {out_dir} "
+                         f"({e.strerror or type(e).__name__})") from None
+    for path in paths:
         typer.echo(str(path))
+    if not paths:
+        typer.echo(f"note: no figure applies to {dataset}")
 
 
 @app.command()
