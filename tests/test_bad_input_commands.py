@@ -26,11 +26,16 @@ CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.
 TINY = ["--task", "vision", "--N", "2", "--H", "2", "--L", "1", "--batch-size", "2"]
 
 
+class Hang(BaseException):
+    """Raised by `watchdog`; a BaseException, so that no `except Exception` in the command under test swallows it
+    (the bench caught a TimeoutError as a failed row and went on running)."""
+
+
 @contextlib.contextmanager
 def watchdog(seconds: int):
-    """Fail (TimeoutError) instead of hanging, e.g. on a FIFO opened for writing."""
+    """Fail (Hang) instead of hanging, e.g. on a FIFO opened for writing or on an unbounded loop."""
     def on_alarm(signum, frame):
-        raise TimeoutError(f"no answer in {seconds} s: the command hangs")
+        raise Hang(f"no answer in {seconds} s: the command hangs")
 
     old = signal.signal(signal.SIGALRM, on_alarm)
     signal.alarm(seconds)
