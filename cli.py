@@ -193,7 +193,10 @@ def _out_folder(text: Optional[str], option: str) -> Optional[Path]:
         return None
     if not text.strip():
         raise ValueError(f"{option}: empty path; name a folder (. for the current one)")
-    check_out_folder(Path(text), option)
+    try:
+        check_out_folder(Path(text), option)
+    except OSError as e:                 # e.g. a name too long for the file system
+        raise ValueError(f"{option}: cannot use {text} ({e.strerror or type(e).__name__})") from None
     return Path(text)
 
 

@@ -149,4 +149,5 @@ def check_lr_grid_out(cfg: RunConfig, axis: str, values: list[int], etas: list[f
     """A learning-rate grid's output: absent, or this very grid (`probes.lr_grid.check_lr_grid_out`)."""
     from .lr_grid import check_lr_grid_out as check
 
-    check(cfg, axis, values, etas, seeds, Path(out))
+    if _kind(Path(out)) is not None:         # (its folder may not exist yet: the command makes it)
+        check(cfg, axis, values, etas, seeds, Path(out))

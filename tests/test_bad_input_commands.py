@@ -189,8 +189,10 @@ def test_plot_all_zero_data_draws_what_it_can_and_notes_the_rest(tmp_path, real)
     """All-zero data gave "Data cannot be log-scaled" naming no file and left a partial figure folder."""
     path = edited(real["sweep"], tmp_path / "zero.nc", data=np.zeros_like)
     notes = assert_plotted(path, tmp_path / "fig")
-    assert notes and all(n.split(":")[1].strip() for n in notes), notes
+    assert all(n.split(":")[1].strip() for n in notes), notes              # each note names its figure
     assert not any("Warning" in n for n in notes), notes
+    assert "note: verdicts: drawn on linear axes (no positive values for a log scale)" in notes
+    assert (tmp_path / "fig" / "verdicts.png").is_file()
 
 
 def test_plot_warnings_become_notes(tmp_path, real):
@@ -281,12 +283,14 @@ def test_reproduce_checks_every_output_before_any_training(tmp_path, real, case)
     assert_refused(["reproduce", "--preset", "smoke", "--out", out], ["--out", bad.name], tmp_path)
 
 
-@pytest.mark.parametrize("command", ["reproduce", "variants"])
-def test_an_empty_out_is_refused(tmp_path, command):
-    """`variants --out ""` and `reproduce --out ""` wrote into the current folder."""
-    args = ["reproduce", "--preset", "smoke"] if command == "reproduce" else ["variants", "--quick"]
+@pytest.mark.parametrize("command", ["reproduce", "variants", "plot"])
+def test_an_empty_out_is_refused(tmp_path, real, command):
+    """`variants --out ""` and `reproduce --out ""` wrote into the current folder (so did `plot --out ""`)."""
+    args = {"reproduce": ["reproduce", "--preset", "smoke"], "variants": ["variants", "--quick"],
+            "plot": ["plot", real["run"]]}[command]
     assert_refused([*args, "--out", ""], "--out", tmp_path)
     assert_refused([*args, "--out", "  "], "--out", tmp_path)
+    assert_refused([*args, "--out", "a" * 300], ["--out", "too long"], tmp_path)     # was a raw "[Errno 36]"
 
 
 @pytest.mark.parametrize("command", ["reproduce", "variants"])
