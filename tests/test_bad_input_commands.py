@@ -116,17 +116,6 @@ def test_coord_refuses_a_bad_csv_before_any_training(tmp_path, where, why):
                     "--out", tmp_path / "c.nc", "--csv", csv], ["--csv", why], tmp_path)
 
 
-def test_coord_writes_its_csv_whole(tmp_path):
-    """A good --csv is written through a temporary file renamed into place: the table and nothing left over."""
-    code, out, err = invoke(["coord", *TINY, "--values", "2,4,8", "--seeds", "2", "--steps", "0,1", "--workers", "1",
-                             "--probe-samples", "2", "--out", tmp_path / "c.nc", "--csv", tmp_path / "c.csv"],
-                            cwd=tmp_path)
-    assert code == 0, err
-    assert (tmp_path / "c.csv").read_text().startswith("site,")
-    assert f"csv: {tmp_path / 'c.csv'}" in out
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
-
-
 # ------------------------------------------------------------------------------------------------ 7. bench
 
 
