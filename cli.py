@@ -183,6 +183,23 @@ def _write_atomic(path: Path, write) -> None:
             os.unlink(tmp)
 
 
+def _out_folder(text: Optional[str], option: str) -> Optional[Path]:
+    """An output folder option (reproduce, variants, plot) as a Path, None when not given. Refused: an empty text
+    (it would silently mean the current folder), and a folder that cannot be made or written
+    (probes.config.check_out_folder)."""
+    from probes.config import check_out_folder
+
+    if text is None:
+        return None
+    if not text.strip():
+        raise ValueError(f"{option}: empty path; name a folder (. for the current one)")
+    try:
+        check_out_folder(Path(text), option)
+    except OSError as e:                 # e.g. a name too long for the file system
+        raise ValueError(f"{option}: cannot use {text} ({e.strerror or type(e).__name__})") from None
+    return Path(text)
+
+
 def _merge(overrides: dict, section: str, **values) -> dict:
     """overrides with more keys set in `section` (None values are ignored later)."""
     return {**overrides, section: {**overrides.get(section, {}), **values}}
@@ -400,6 +417,7 @@ def coord(
     from probes.sweep import check_grid, coord_config, parts_dir
 
     sizes, at = _int_list(values, "--values"), _int_list(steps, "--steps")
+    _out_file(csv, "--csv")
     check_grid(axis, sizes, seeds, ensemble)
     run_on = _Executor(executor, workers, ray_address, ray_cpus, gpus_per_task)
     cfg = coord_config(make_run_config(config, **_merge(overrides, "model", axis=axis),
@@ -415,7 +433,7 @@ def coord(
     for line in coord_lines(rows):
         typer.echo(line)
     if csv is not None:
-        coord_dataset(rows).to_dataframe().to_csv(csv, index=False)
+        _write_atomic(csv, lambda tmp: coord_dataset(rows).to_dataframe().to_csv(tmp, index=False))
         typer.echo(f"csv: {csv}")
     typer.echo(f"dataset: {out_path}  (figures: dmft-probe plot {out_path})")
 
@@ -447,10 +465,7 @@ def check(
     if folder:
         from dmft import report
 
-        try:
-            verdicts = report.folder_verdicts(dataset, n_heads_mc=mc_heads, progress=typer.echo)
-        except ValueError as e:
-            raise ValueError(f"{dataset}: {str(e).splitlines()[0]}") from None
+        verdicts = report.folder_verdicts(dataset, n_heads_mc=mc_heads, progress=typer.echo)   # errors name the file
         for line in report.full_lines(verdicts):
             typer.echo(line)
         typer.echo(report.summary_markdown(verdicts))
@@ -487,21 +502,20 @@ def check(
 def reproduce(
     preset: str = typer.Option("cpu", "--preset", help="cpu (2 CPU cores, under 30 minutes) or smoke (about two minutes; "
                                                        "checks the machinery, the figures mean nothing)"),
-    out: Optional[Path] = typer.Option(None, "--out", help="folder of the datasets and verdicts (default runs/reproduce-<preset>); "
-                                                          "finished datasets in it are reused"),
+    out: Optional[str] = typer.Option(None, "--out", help="folder of the datasets and verdicts (default runs/reproduce-<preset>); "
+                                                         "finished datasets in it are reused"),
     ensemble: str = EnsembleOpt,
 ):
     """Run a preset's sweeps and learning-rate grids, then write the P1-P12 verdict table (verdicts.md)."""
-    from dmft.report import write_report
+    from dmft.report import check_other_datasets, write_report
     from probes.ensemble import ENSEMBLE_MODES
     from probes.reproduce import check_preset, run_preset
 
-    check_preset(preset)
+    jobs = check_preset(preset).jobs
     if ensemble not in ENSEMBLE_MODES:
         raise ValueError(f"--ensemble must be one of {', '.join(ENSEMBLE_MODES)}, got {ensemble!r}"[:200])
-    out = out if out is not None else Path("runs") / f"reproduce-{preset}"
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out: {out} exists and is not a folder")
+    out = _out_folder(out, "--out") or Path("runs") / f"reproduce-{preset}"
+    check_other_datasets(out, {f"{job.name}.nc" for job in jobs})     # the report reads them all: check them first
     run_preset(preset, out, say=typer.echo, ensemble=ensemble)
     summary = write_report(out, say=typer.echo)
     typer.echo(summary.read_text())
@@ -515,8 +529,8 @@ def _names(text: str) -> list[str]:
 @app.command()
 @user_errors
 def variants(
-    out: Optional[Path] = typer.Option(None, "--out", help="folder of the datasets (default runs/variants, with --quick "
-                                                          "runs/variants-quick); finished cells in it are kept"),
+    out: Optional[str] = typer.Option(None, "--out", help="folder of the datasets (default runs/variants, with --quick "
+                                                         "runs/variants-quick); finished cells in it are kept"),
     variant_list: str = typer.Option("paper,openelm,ngpt,laurel,tokenformer", "--variants",
                                      help="comma-separated block variants"),
     axes: str = typer.Option("N,H,L", "--axes", help="comma-separated swept sizes: N, H, L"),
@@ -544,7 +558,7 @@ def variants(
         raise ValueError(f"--seeds must be >= 1, got {seeds}")
     run_on = _Executor(executor, workers, ray_address, ray_cpus, None)
     _out_file(markdown, "--markdown")
-    out = out if out is not None else Path("runs") / ("variants-quick" if quick else "variants")
+    out = _out_folder(out, "--out") or Path("runs") / ("variants-quick" if quick else "variants")
     echo = functools.partial(typer.echo, err=True)
     try:
         paths = run_variant_table(out, variants=_names(variant_list), axes=_names(axes),
@@ -569,7 +583,7 @@ def variants(
 @user_errors
 def plot(
     dataset: Path = typer.Argument(..., help="a run or sweep dataset (.nc or .zarr)"),
-    out: Optional[Path] = typer.Option(None, "--out", help="figure folder (default <dataset>-figures/ next to it)"),
+    out: Optional[str] = typer.Option(None, "--out", help="figure folder (default <dataset>-figures/ next to it)"),
     format: str = typer.Option("png", "--format", help="png or pdf"),
 ):
     """Write every figure that applies to a dataset (verdicts, kernels, losses, coord check, A density)."""
@@ -580,7 +594,8 @@ def plot(
 
     check_data_path(str(dataset), "DATASET")
     named = dataset if dataset.name else dataset.resolve()      # "." has no name
-    out_dir = out or named.with_name(f"{named.stem if named.suffix in ('.nc', '.zarr') else named.name}-figures")
+    out_dir = _out_folder(out, "--out") or named.with_name(
+        f"{named.stem if named.suffix in ('.nc', '.zarr') else named.name}-figures")
     check_out_folder(out_dir, "--out")
     import matplotlib
 
@@ -590,8 +605,17 @@ def plot(
 
     ds = load(dataset)
     _has_config(ds, dataset)
-    for path in plot_dataset(ds, out_dir, fmt=fmt):
+    try:
+        paths = plot_dataset(ds, out_dir, fmt=fmt, note=lambda line: typer.echo(f"note: {line}"))
+    except ValueError as e:
+        raise ValueError(f"{dataset}: {str(e).splitlines()[0]}") from None
+    except OSError as e:
+        raise ValueError(f"--out: cannot write the figures of {dataset} to {out_dir} "
+                         f"({e.strerror or type(e).__name__})") from None
+    for path in paths:
         typer.echo(str(path))
+    if not paths:
+        typer.echo(f"note: no figure applies to {dataset}")
 
 
 @app.command()
@@ -600,27 +624,27 @@ def bench(
     device: str = typer.Option("auto", "--device", help="cpu, cuda or auto (CUDA when present)"),
     sizes: str = typer.Option("default,d256,vision-d32", "--sizes",
                               help="comma-separated: default (LM, d_model 64), d256 (LM), vision-d32 (coord-check size)"),
-    steps: int = typer.Option(10, "--steps", help="training steps per timed measurement"),
-    repeats: int = typer.Option(3, "--repeats", help="measurements per variant (median)"),
-    ensemble: int = typer.Option(8, "--ensemble", help="seeds of the ensemble row"),
-    threads: Optional[int] = typer.Option(None, "--threads", help="torch intra-op threads (default: torch's)"),
+    steps: int = typer.Option(10, "--steps", help="training steps per timed measurement (1 to 10000)"),
+    repeats: int = typer.Option(3, "--repeats", help="measurements per variant, median taken (1 to 100)"),
+    ensemble: int = typer.Option(8, "--ensemble", help="seeds of the ensemble row (1 to 64, and they must fit in memory)"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch intra-op threads, at most the CPUs this "
+                                                                  "process may use (default: torch's)"),
     quick: bool = typer.Option(False, "--quick", help="one tiny model (a smoke test; figures mean little)"),
 ):
     """Print the performance table: each figure a ratio of two variants measured side by side in this process
     (ensemble vs sequential seeds, ours vs plain PyTorch, probes on vs off, FLOP/s vs matmul peak, head-statistics
     kernel vs materialising on CUDA). Not a test: shared machines are noisy."""
     from parametrizations.checks import ConfigError
-    from probes.benchmark import format_table, run_bench
+    from probes.benchmark import check_bench_options, format_table, run_bench
     from probes.run import resolve_device
 
     try:
         resolve_device(device)
     except ConfigError as e:
         fail(f"--device {e.reason}")
-
-    rows = run_bench(device=device, sizes=tuple(v.strip() for v in sizes.split(",") if v.strip()), steps=steps,
-                     repeats=repeats, ensemble=ensemble, echo=lambda m: typer.echo(m, err=True), quick=quick,
-                     threads=threads)
+    names = check_bench_options(tuple(sizes.split(",")), steps, repeats, ensemble, threads)
+    rows = run_bench(device=device, sizes=names, steps=steps, repeats=repeats, ensemble=ensemble,
+                     echo=lambda m: typer.echo(m, err=True), quick=quick, threads=threads)
     for line in format_table(rows):
         typer.echo(line)
 

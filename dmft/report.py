@@ -150,21 +150,67 @@ def p7_verdict(grid: xr.Dataset) -> Verdict:
                    "", tv.text)
 
 
+def _named(path: Path, e: ValueError) -> ValueError:
+    """e's first line, prefixed with `path` unless it names the file already."""
+    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return ValueError(msg if path.name in msg else f"{path}: {msg}")
+
+
+def load_dataset_checked(path: Path) -> xr.Dataset:
+    """The dataset at `path`, checked for what folder_verdicts needs before any verdict is computed: it loads
+    (`probes.dataset.load`: schema and checksums), its config has the param and model tables (`run_attrs`), and it
+    is a complete learning-rate grid (`probes.lr_grid.load_lr_grid`) or a sweep along one of N, H, L with at least
+    3 sizes. ValueError (one line naming the file) otherwise."""
+    from probes.dataset import load
+    from probes.lr_grid import KIND, load_lr_grid
+
+    try:
+        ds = load(path)
+        run_attrs(ds)
+        if ds.attrs.get("kind") == KIND:
+            return load_lr_grid(path)
+        axis = measure.sweep_axis(ds)
+        if ds.sizes[axis] < 3:
+            raise ValueError(f"a sweep needs at least 3 values of {axis} for a slope, got {ds.sizes[axis]}")
+        return ds
+    except ValueError as e:
+        raise _named(path, e) from None
+
+
+def check_other_datasets(folder: Path, skip: set[str]) -> None:
+    """Before a command writes the datasets named in `skip` into `folder` (`dmft-probe reproduce`): every other
+    dataset there, which the verdict table will read too, passes `load_dataset_checked`. ValueError naming --out
+    and the first that does not; nothing to check when `folder` is not a folder yet."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    for path in sorted(p for p in folder.iterdir() if p.suffix in (".nc", ".zarr") and not p.name.startswith(".")):
+        if path.name not in skip:
+            try:
+                load_dataset_checked(path)
+            except ValueError as e:
+                raise ValueError(f"--out: {str(e).splitlines()[0]} (the verdict table reads every dataset in "
+                                 "the folder); move it away or choose another --out") from None
+
+
 def folder_verdicts(folder: Path, n_heads_mc: int = 8192, progress=None) -> list[Verdict]:
     """Every verdict the datasets of `folder` support (module docstring), each tagged with its file name.
-    progress: an optional callable taking one line of text per dataset."""
-    from probes.dataset import load
-
+    Every dataset is loaded and checked first (`load_dataset_checked`): a bad one is refused (ValueError, one line
+    naming it) before any verdict is computed or any progress reported. progress: an optional callable taking one
+    line of text per dataset."""
+    loaded = [(path, load_dataset_checked(path)) for path in datasets_in(folder)]
     sweeps: list[tuple[Path, xr.Dataset]] = []
     out: list[Verdict] = []
-    for path in datasets_in(folder):
-        ds = load(path)
+    for path, ds in loaded:
         if progress:
             progress(f"checking {path.name}")
-        if ds.attrs.get("kind") == "lr_grid":
-            out.append(replace(p7_verdict(ds), dataset=path.name))
-            continue
-        rows = check(ds, n_heads_mc=n_heads_mc) + trained_verdicts(ds)
+        try:
+            if ds.attrs.get("kind") == "lr_grid":
+                out.append(replace(p7_verdict(ds), dataset=path.name))
+                continue
+            rows = check(ds, n_heads_mc=n_heads_mc) + trained_verdicts(ds)
+        except ValueError as e:
+            raise _named(path, e) from None
         out += [replace(v, dataset=path.name) for v in rows]
         sweeps.append((path, ds))
     for (pa, a), (pb, b) in [(x, y) for i, x in enumerate(sweeps) for y in sweeps[i + 1:]]:

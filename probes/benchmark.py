@@ -50,14 +50,14 @@ from parametrizations.optim import build_optimizer, global_lr
 from parametrizations.transformer import LN_EPS, ModelConfig, is_vision
 
 from .batches import BatchStream
-from .config import make_run_config
+from .config import check_fits, make_run_config
 from .data import Task, load_task
 from .run import (RunConfig, autocast, centred_loss, matmul_precision, model_config_for_task, resolve_device, setup,
                   train)
 
-__all__ = ["ROW_NAMES", "SIZES", "BenchRow", "Goal", "PlainTransformer", "bench_config", "format_table",
-           "matmul_peak_flops", "ours_stepper", "plain_stepper", "run_bench", "time_head_stats", "time_rmsnorm",
-           "training_step_flops"]
+__all__ = ["MAX_ENSEMBLE", "MAX_REPEATS", "MAX_STEPS", "ROW_NAMES", "SIZES", "BenchRow", "Goal", "PlainTransformer",
+           "available_cpus", "bench_config", "check_bench_options", "format_table", "matmul_peak_flops",
+           "ours_stepper", "plain_stepper", "run_bench", "time_head_stats", "time_rmsnorm", "training_step_flops"]
 
 # Model overrides of each named size on top of make_run_config()'s defaults (N=16, H=4, L=2, LM, seq_len 64).
 # "vision-d32" is the workload of coordinate checks and init sweeps: many short runs of a small vision model.
@@ -86,6 +86,11 @@ HEAD_STATS_SHAPE = {"B": 8, "H": 128, "S": 256, "N": 64}   # row 5: the paper's 
 HEAD_STATS_CALLS = 5        # row 5: calls per timed chunk
 RMSNORM_SHAPE = {"rows": 8192, "D": 1280}   # row 6: B S rows of OpenELM-270M's width
 RMSNORM_CALLS = 20          # row 6: forward + backward calls per timed chunk
+# Bounds of the options (`dmft-probe bench --help`): the defaults take minutes; these keep a typo from running for
+# days or allocating without bound. Threads are bounded by the CPUs this process may use (`available_cpus`).
+MAX_STEPS = 10_000          # training steps per timed measurement
+MAX_REPEATS = 100           # measurements per variant
+MAX_ENSEMBLE = 64           # seeds of the ensemble row (and the memory they need must be free: `check_fits`)
 
 
 @dataclass(frozen=True)
@@ -608,6 +613,40 @@ def _machine(device: torch.device) -> str:
             f"python {platform.python_version()}")
 
 
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one, else os.cpu_count())."""
+    import os
+
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _bounded(value: object, flag: str, hi: int, what: str = "") -> None:
+    """ValueError naming `flag` unless `value` is an integer in [1, hi]."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= hi:
+        raise ValueError(f"{flag} must be an integer from 1 to {hi}{what}, got {value!r}"[:200])
+
+
+def check_bench_options(sizes: tuple[str, ...], steps: int, repeats: int, ensemble: int,
+                        threads: int | None) -> tuple[str, ...]:
+    """Validate bench's options before any work (ValueError, one line naming the flag): sizes a non-empty list of
+    SIZES names, steps <= MAX_STEPS, repeats <= MAX_REPEATS, ensemble <= MAX_ENSEMBLE, threads (None: torch's)
+    <= the CPUs this process may use, each >= 1. Returns the sizes without duplicates, in the order given."""
+    sizes = tuple(dict.fromkeys(s.strip() for s in sizes if s.strip()))
+    if not sizes:
+        raise ValueError(f"--sizes is empty; choose from {', '.join(SIZES)}")
+    bad = [s for s in sizes if s not in SIZES]
+    if bad:
+        raise ValueError(f"--sizes: unknown {', '.join(repr(b) for b in bad)}; choose from {', '.join(SIZES)}"[:200])
+    _bounded(steps, "--steps", MAX_STEPS)
+    _bounded(repeats, "--repeats", MAX_REPEATS)
+    _bounded(ensemble, "--ensemble", MAX_ENSEMBLE)
+    if threads is not None:
+        _bounded(threads, "--threads", available_cpus(), " (the CPUs this process may use)")
+    return sizes
+
+
 def run_bench(device: str = "auto", sizes: tuple[str, ...] = ("default", "d256", "vision-d32"), steps: int = 10,
               repeats: int = 3, ensemble: int = 8, echo: Callable[[str], None] = print,
               quick: bool = False, threads: int | None = 1) -> list[BenchRow]:
@@ -621,10 +660,9 @@ def run_bench(device: str = "auto", sizes: tuple[str, ...] = ("default", "d256",
     between repeats (tests/conftest.py has the same rule); every figure is measured with the same setting.
     The defaults took 3 min 20 s on 2 shared CPU cores (load average about 2 from other work).
     """
+    sizes = check_bench_options(sizes, steps, repeats, ensemble, threads)
     old_threads = torch.get_num_threads()
     if threads is not None:
-        if threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
         torch.set_num_threads(threads)
     try:
         return _run_bench(device, sizes, steps, repeats, ensemble, echo, quick)
@@ -634,16 +672,16 @@ def run_bench(device: str = "auto", sizes: tuple[str, ...] = ("default", "d256",
 
 def _run_bench(device: str, sizes: tuple[str, ...], steps: int, repeats: int, ensemble: int,
                echo: Callable[[str], None], quick: bool) -> list[BenchRow]:
-    for s in sizes:
-        if s not in SIZES:
-            raise ValueError(f"unknown bench size {s!r}; choose from {', '.join(SIZES)}")
-    if steps < 1 or repeats < 1 or ensemble < 1:
-        raise ValueError(f"steps, repeats and ensemble must be >= 1, got {steps}, {repeats}, {ensemble}")
     dev = resolve_device(device)
+    cfgs = {s: bench_config(s, str(dev), steps, quick) for s in sizes}
+    for s, c in cfgs.items():          # the ensemble row trains `ensemble` models at once: refuse what cannot fit
+        try:
+            check_fits(c, members=ensemble)
+        except ValueError as e:
+            raise ValueError(f"--ensemble: {ensemble} seeds of size {s} at once: {str(e).splitlines()[0]}") from None
     echo(_machine(dev))
     echo(f"settings: sizes={','.join(sizes)} steps={steps} repeats={repeats} ensemble={ensemble} quick={quick}; "
          f"figures are medians of {repeats} interleaved measurements in this process; ratio = A / B")
-    cfgs = {s: bench_config(s, str(dev), steps, quick) for s in sizes}
     for s, c in cfgs.items():
         echo(f"size {s}: {_describe(c)}")
     train(replace(next(iter(cfgs.values())), steps=1))      # process warm-up: lazy imports, allocator

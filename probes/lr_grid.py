@@ -46,7 +46,7 @@ from .run import RunConfig
 from .store import config_differences
 from .sweep import check_grid_fits, value_config
 
-__all__ = ["KIND", "cell_config", "check_lr_grid", "grid_config", "load_lr_grid", "run_lr_grid"]
+__all__ = ["KIND", "cell_config", "check_lr_grid", "check_lr_grid_out", "grid_config", "load_lr_grid", "run_lr_grid"]
 
 KIND = "lr_grid"
 
@@ -199,6 +199,21 @@ def _existing(out: Path, config: dict, axis: str, sizes, etas, seeds) -> xr.Data
     return ds
 
 
+def check_lr_grid_out(base: RunConfig, axis: str, sizes, etas, seeds, out: Path) -> xr.Dataset | None:
+    """Check `out` for the grid (`check_lr_grid`'s arguments) before any work, writing nothing: its name ends in
+    .nc or .zarr and its folder exists; an existing `out` must hold this very grid. Returns that stored grid, None
+    when `out` does not exist; ValueError (one line naming --out) otherwise."""
+    sizes, etas, seed_list = check_lr_grid(base, axis, sizes, etas, seeds)
+    out = Path(out)
+    if out.suffix not in (".nc", ".zarr"):
+        raise ValueError(f"--out: {out} must end in .nc (netCDF) or .zarr")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise ValueError(f"--out: folder {parent} does not exist")
+    first = replace(cell_config(grid_config(base, axis), axis, sizes[0], etas[0]), seed=seed_list[0])
+    return _existing(out, first.to_dict(), axis, sizes, etas, seed_list)
+
+
 # ---------------------------------------------------------------------------------------------- the run
 
 
@@ -244,16 +259,10 @@ def run_lr_grid(base: RunConfig, axis: str, sizes: list[int], etas: list[float],
     ValueError (one line, before any work) for a bad grid (`check_lr_grid`) or a bad `out`."""
     sizes, etas, seed_list = check_lr_grid(base, axis, sizes, etas, seeds, ensemble)
     cfg = grid_config(base, axis)
-    first = replace(cell_config(cfg, axis, sizes[0], etas[0]), seed=seed_list[0])
-    config = first.to_dict()
+    config = replace(cell_config(cfg, axis, sizes[0], etas[0]), seed=seed_list[0]).to_dict()
     if out is not None:
         out = Path(out)
-        if out.suffix not in (".nc", ".zarr"):
-            raise ValueError(f"--out: {out} must end in .nc (netCDF) or .zarr")
-        parent = out.parent if str(out.parent) else Path(".")
-        if not parent.is_dir():
-            raise ValueError(f"--out: folder {parent} does not exist")
-        done = _existing(out, config, axis, sizes, etas, seed_list)
+        done = check_lr_grid_out(base, axis, sizes, etas, seed_list, out)
         if done is not None:
             return done
 

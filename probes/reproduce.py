@@ -76,6 +76,10 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+# The verdict tables `dmft.report.write_report` writes into the folder.
+REPORTS = ("verdicts.md", "verdicts-full.md")
+
+
 def job_config(preset: Preset, job: Job):
     """The RunConfig of one job: the preset's base with the job's overrides (validated)."""
     from .config import make_run_config
@@ -99,15 +103,44 @@ def check_preset(name: str) -> Preset:
     return PRESETS[name]
 
 
+def check_outputs(preset: Preset, configs: list, out: Path) -> None:
+    """Before any work, writing nothing: `out` is a folder that exists or can be made, writable
+    (`probes.config.check_out_folder`), and every job's output that exists can be reused or resumed: a sweep's
+    merged file is a sweep of the job's grid and settings and its store `<file>.parts/` one that can resume
+    (`probes.preflight.check_sweep_out`), a learning-rate grid's file is the job's grid
+    (`probes.preflight.check_lr_grid_out`); every size of a sweep still to run fits in memory. ValueError, one
+    line naming --out and the file (or the sizes that do not fit), otherwise."""
+    from .config import check_out_folder
+    from .preflight import check_lr_grid_out, check_sweep_out
+    from .sweep import check_grid_fits
+
+    out = Path(out)
+    check_out_folder(out, "--out")
+    for name in REPORTS:                          # written at the end, through a temporary file renamed over them
+        path = out / name
+        if (path.exists() or path.is_symlink()) and not path.is_file():
+            raise ValueError(f"--out: {path} exists and is not a regular file; move it away or choose another --out")
+    for job, cfg in zip(preset.jobs, configs):
+        path = out / f"{job.name}.nc"
+        if job.kind == "sweep":
+            check_sweep_out(cfg, job.axis, list(job.values), [cfg.seed + s for s in range(preset.seeds)], path)
+            if not path.exists():                   # a sweep to run: every size fits in memory
+                check_grid_fits(cfg, job.axis, list(job.values))
+        else:
+            check_lr_grid_out(cfg, job.axis, list(job.values), list(job.etas), preset.grid_seeds, path)
+
+
 def run_preset(name: str, out: Path, say: Callable[[str], None] = print, ensemble: str = "auto") -> list[Path]:
     """Run every job of preset `name` into folder `out` (created; finished datasets are kept and reused); returns
-    the dataset paths. say(line) reports progress."""
+    the dataset paths. say(line) reports progress. Every job's config and every output already in `out` are
+    checked before any work (`check_outputs`)."""
     from .lr_grid import run_lr_grid
     from .sweep import check_grid_fits, open_sweep
 
     preset = check_preset(name)
     configs = [job_config(preset, job) for job in preset.jobs]       # every job validated before any work
     out = Path(out)
+    check_outputs(preset, configs, out)
     out.mkdir(parents=True, exist_ok=True)
     for i, (job, cfg) in enumerate(zip(preset.jobs, configs), 1):
         path = out / f"{job.name}.nc"

@@ -189,28 +189,35 @@ def run_variant_table(out_dir: Path, variants=None, axes=None, optimizers=None, 
     point's progress and the store's warnings. ensemble: as `probes.sweep.run_sweep`.
 
     Every cell is validated and every cell's store opened before any cell trains (ValueError, one line, when an
-    option is unknown or the folder holds a cell made with other settings). A cell whose points fail does not stop
+    option is unknown, `out_dir` cannot be made or written, or the folder holds a cell made with other settings or
+    an unreadable store: those are read first, so a refusal leaves nothing made). A cell whose points fail does not stop
     the others; VariantTableFailed at the end names them (the finished cells are in its `paths`).
     """
+    from .config import check_out_folder
+    from .preflight import check_store
     from .sweep import SweepFailed, open_sweep
 
     grid = QUICK_GRID if quick else VARIANT_GRID
     if seeds is not None:
         grid = replace(grid, seeds=seeds)
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"--out: {out_dir} exists and is not a folder")
+    check_out_folder(out_dir, "--out")
     cells = plan_cells(out_dir, grid, variants, axes, optimizers)
     say_cell = on_cell or (lambda msg: None)
+    seed_list = [cells[0].cfg.seed + s for s in range(grid.seeds)] if cells else []    # as open_sweep numbers them
+    finished = [cell_finished(c, seed_list) for c in cells]
+    for c, done in zip(cells, finished):      # every store read (not opened) first: a bad one leaves nothing made
+        if not done:
+            check_store(c.cfg, c.axis, c.path)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: dict[tuple[str, str, str], Path] = {}
     failed: dict[tuple[str, str, str], str] = {}
-    seed_list = [cells[0].cfg.seed + s for s in range(grid.seeds)] if cells else []    # as open_sweep numbers them
     with ExitStack() as stack:
         # every unfinished cell's store is opened (checked against its settings) before any cell trains
-        sweeps = [None if cell_finished(c, seed_list) else
+        sweeps = [None if done else
                   stack.enter_context(open_sweep(c.cfg, c.axis, list(c.values), grid.seeds, c.path,
-                                                 ensemble=ensemble, on_point=on_point)) for c in cells]
+                                                 ensemble=ensemble, on_point=on_point))
+                  for c, done in zip(cells, finished)]
         for i, (cell, sweep) in enumerate(zip(cells, sweeps), 1):
             head = (f"[{i}/{len(cells)}] {cell.variant} / {cell.optimizer} along {cell.axis} = {list(cell.values)} "
                     f"x {grid.seeds} seeds")

@@ -108,7 +108,7 @@ def test_format_table_marks_missing_rows():
 
 
 def test_run_bench_rejects_unknown_size():
-    with pytest.raises(ValueError, match="unknown bench size"):
+    with pytest.raises(ValueError, match="--sizes: unknown 'huge'"):
         run_bench(sizes=("huge",), echo=lambda s: None)
 
 

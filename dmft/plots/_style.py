@@ -62,7 +62,10 @@ def _sym(axis: str) -> str:
 
 
 def _exponent_tex(e: float) -> str:
-    """-1 -> '-1', 0.5 -> '1/2', -0.25 -> '-1/4', others with 2 decimals (for a mathtext superscript)."""
+    """-1 -> '-1', 0.5 -> '1/2', -0.25 -> '-1/4', others with 2 decimals, +-inf -> '\\infty' (for a mathtext
+    superscript; an exponent of a huge alpha overflows to inf)."""
+    if not math.isfinite(float(e)):
+        return r"\mathrm{nan}" if math.isnan(float(e)) else ("-" if e < 0 else "") + r"\infty"
     fr = Fraction(float(e)).limit_denominator(8)
     if abs(float(fr) - e) < 1e-9:
         return str(fr.numerator) if fr.denominator == 1 else f"{fr.numerator}/{fr.denominator}"

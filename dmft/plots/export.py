@@ -1,8 +1,14 @@
 """Writing figures: save_figure and plot_dataset (every figure that applies to a dataset)."""
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
+from typing import Callable, Iterator
 
 import matplotlib.pyplot as plt
 import xarray as xr
@@ -14,6 +20,12 @@ from .densities import attention_density
 from .exponents import verdict_figure
 from .kernels import kernel_panels
 from .training import _coord_over_steps, coord_check_panels, loss_curves
+
+
+# What drawing odd but valid data can raise (a non-finite exponent, no positive value, an empty selection): the
+# figure is skipped with a note. OSError (a full disk) and MemoryError stop plot_dataset.
+FIGURE_ERRORS = (ValueError, ArithmeticError, TypeError, KeyError, IndexError)
+LINEAR_NOTE = "drawn on linear axes (no positive values for a log scale)"
 
 
 def save_figure(fig: Figure | Axes, path) -> Path:
@@ -31,6 +43,103 @@ def save_figure(fig: Figure | Axes, path) -> Path:
     finally:
         plt.close(fig)
     return path
+
+
+def linear_where_no_positive(fig: Figure) -> bool:
+    """Switch every log axis of `fig` that has no positive data to a linear scale (matplotlib cannot draw such an
+    axis: "Data cannot be log-scaled"). Returns True when any axis was switched."""
+    switched = False
+    for ax in fig.axes:
+        for axis, set_scale in ((ax.xaxis, ax.set_xscale), (ax.yaxis, ax.set_yscale)):
+            minpos = axis.get_minpos()
+            if axis.get_scale() == "log" and not (0 < minpos < float("inf")):
+                set_scale("linear")
+                switched = True
+    return switched
+
+
+class _NoteHandler(logging.Handler):
+    """Collects matplotlib's log records (e.g. "posx and posy should be finite values") as notes."""
+
+    def __init__(self, notes: list[str]):
+        super().__init__(logging.WARNING)
+        self.notes = notes
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.notes.append(f"warning: {record.getMessage().splitlines()[0]}")
+
+
+@contextlib.contextmanager
+def notes_from_warnings(notes: list[str]) -> Iterator[None]:
+    """Inside: Python warnings (numpy's RuntimeWarning, matplotlib's UserWarning, ...) and matplotlib's logged
+    warnings are appended to `notes` as plain one-line texts ("warning: divide by zero encountered in divide")
+    instead of reaching stderr."""
+    log = logging.getLogger("matplotlib")
+    handler, propagate = _NoteHandler(notes), log.propagate
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                yield
+            finally:
+                notes += [f"warning: {str(w.message).splitlines()[0] if str(w.message) else w.category.__name__}"
+                          for w in caught]
+    finally:
+        log.removeHandler(handler)
+        log.propagate = propagate
+
+
+def draw_figure(make: Callable[[], Figure | Axes], path: Path) -> tuple[Path | None, list[str]]:
+    """Draw one figure with make() and save it to `path` (`save_figure`). A log axis without positive data is
+    drawn linear; an error of FIGURE_ERRORS skips the figure. Returns (the path, or None when skipped; the
+    notes: what was changed or skipped and every warning raised, each once), and closes every figure it opened."""
+    before = set(plt.get_fignums())
+    notes: list[str] = []
+    written: Path | None = None
+    with notes_from_warnings(notes):
+        try:
+            fig = make()
+            fig = fig.figure if isinstance(fig, Axes) else fig
+            if linear_where_no_positive(fig):
+                notes.append(LINEAR_NOTE)
+            written = save_figure(fig, path)
+        except FIGURE_ERRORS as e:
+            text = str(e).splitlines()[0] if str(e) else ""
+            notes.append(f"not drawn ({type(e).__name__}{': ' + text if text else ''})")
+        finally:
+            for num in set(plt.get_fignums()) - before:
+                plt.close(num)
+    return written, list(dict.fromkeys(notes))
+
+
+def _existing_ancestor(path: Path) -> Path:
+    """The nearest ancestor of `path` that exists (the current folder for a relative path with none)."""
+    for parent in path.absolute().parents:
+        if parent.exists():
+            return parent
+    return Path(".")
+
+
+@contextlib.contextmanager
+def staged_folder(out_dir: Path) -> Iterator[Path]:
+    """A temporary folder (`.tmp-*`) next to `out_dir` (in its nearest existing ancestor) to write into; when the
+    block ends without an error its files are moved into `out_dir` (the folder itself is renamed into place when
+    `out_dir` does not exist yet; files of an existing `out_dir` with other names are kept). On an error, or when
+    nothing was written, the temporary folder is removed and `out_dir` is left as it was."""
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=_existing_ancestor(out_dir)))
+    try:
+        yield tmp
+        files = sorted(tmp.iterdir())
+        if files and not out_dir.exists():
+            out_dir.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(tmp, out_dir)
+        elif files:
+            for f in files:
+                os.replace(f, out_dir / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _run_attention_figure(ds: xr.Dataset) -> Figure:
@@ -72,20 +181,38 @@ def _run_coord_figure(ds: xr.Dataset) -> Figure:
     return fig
 
 
-def plot_dataset(ds: xr.Dataset, out_dir, fmt: str = "png") -> list[Path]:
-    """Write every figure that applies to a run or sweep dataset into `out_dir` (created); returns the paths.
+def plot_dataset(ds: xr.Dataset, out_dir, fmt: str = "png", note: Callable[[str], None] | None = None) -> list[Path]:
+    """Write every figure that applies to a run or sweep dataset into `out_dir`; returns the paths written.
 
     Single run: loss.<fmt>, kernels.<fmt> (pooled) and kernels_spatial.<fmt>, attention_density.<fmt> (attn_raw
     at step 0, pooled), coord_check.<fmt> (coordinate sizes over steps). Sweep: verdicts.<fmt>
     (`verdict_figure`), kernels.<fmt>, kernels_spatial.<fmt>, loss.<fmt> and coord_check.<fmt> when trained,
     attention_density.<fmt> (smallest and largest size at step 0). Figures that need probes are skipped when the
-    dataset has none; a figure that cannot be drawn is skipped with a warning naming the reason.
+    dataset has none. Odd data (`draw_figure`): a log axis without positive values is drawn linear, a figure that
+    cannot be drawn is skipped; each such change and every warning raised while drawing goes to note(line), one
+    line "<figure>: <what>" each (default: warnings.warn). The figures are written into a temporary folder and
+    moved into `out_dir` (created) only when all are done (`staged_folder`): never a partial folder.
     """
     fmt = fmt.lower().lstrip(".")
     if fmt not in FORMATS:
         raise ValueError(f"--format must be png or pdf, got {fmt!r}")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    say = note or (lambda line: warnings.warn(line, stacklevel=3))
+    jobs = _figure_jobs(ds)
+    written, notes = [], []
+    with staged_folder(out_dir) as tmp:
+        for name, make in jobs:
+            path, lines = draw_figure(make, tmp / f"{name}.{fmt}")
+            notes += [f"{name}: {line}" for line in lines]
+            if path is not None:
+                written.append(out_dir / path.name)
+    for line in notes:
+        say(line)
+    return written
+
+
+def _figure_jobs(ds: xr.Dataset) -> list[tuple[str, Callable[[], Figure | Axes]]]:
+    """(name, make) of every figure that applies to `ds` (plot_dataset's list), in order."""
     axis = _sweep_axis_of(ds)
     probes = "kernel_pooled" in ds
     jobs = []
@@ -108,15 +235,4 @@ def plot_dataset(ds: xr.Dataset, out_dir, fmt: str = "png") -> list[Path]:
                 jobs.append(("coord_check", lambda: coord_check_panels(ds, axis=axis)))
         if probes:
             jobs.append(("attention_density", lambda: _sweep_attention_figure(ds, axis)))
-    written = []
-    for name, make in jobs:
-        before = set(plt.get_fignums())
-        try:
-            fig = make()
-        except ValueError as e:
-            warnings.warn(f"{name}: not drawn ({e})", stacklevel=2)
-            for num in set(plt.get_fignums()) - before:
-                plt.close(num)
-            continue
-        written.append(save_figure(fig, out_dir / f"{name}.{fmt}"))
-    return written
+    return jobs
