@@ -343,6 +343,7 @@ class SweepStore:
         warn = warn or (lambda msg: None)
         out = Path(out)
         folder = parts_dir(out)
+        created = not (folder.exists() or folder.is_symlink())
         make_folder(folder)
         lock_fd = _lock(folder)
         try:
@@ -373,6 +374,8 @@ class SweepStore:
         except BaseException:
             if lock_fd is not None:
                 os.close(lock_fd)
+            if created:                     # refused before anything was stored: leave no empty folder behind
+                shutil.rmtree(folder, ignore_errors=True)
             raise
 
     @staticmethod
