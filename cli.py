@@ -103,16 +103,20 @@ RUN = {
     "precision": Opt("run", "precision", str, "--precision", "fp32 (default, every theory check), tf32 (CUDA) or bf16 autocast"),
     "compile": Opt("run", "compile", bool, "--compile", "torch.compile the training step (probe pass stays eager) (default off)"),
 }
-EnsembleOpt = typer.Option("auto", "--ensemble", help="auto: train a size's seeds together as one batched model "
-                                                      "(same results, faster); off: one run after another")
+EnsembleOpt = typer.Option(None, "--ensemble", help="auto: train a size's seeds together as batched models (same "
+                                                    "results, faster); off: one run after another (default: the "
+                                                    "environment variable DMFT_PROBE_ENSEMBLE, else auto)")
+RebuildOpt = typer.Option(False, "--rebuild-manifest", help="rebuild <out>.parts/manifest.json from the parts' own "
+                                                            "metadata and checksums, then resume")
 ConfigOpt = typer.Option(None, "--config", help="TOML or JSON config file; command-line options override it")
 # Where the points of a sweep or coord check run (probes.executors).
 ExecutorOpt = typer.Option("local", "--executor", help="local (this machine, --workers processes) or ray (one Ray "
                                                        "task per point; pip install -e '.[ray]')")
 WorkersOpt = typer.Option(None, "--workers", help="local: processes in parallel, 1 torch thread each (default: one "
                                                   "per CPU; 1 runs in this process with torch's threads)")
-RayAddressOpt = typer.Option(None, "--ray-address", help="ray: address of a running cluster (e.g. auto); default: "
-                                                         "start a local Ray instance")
+RayAddressOpt = typer.Option(None, "--ray-address", help="ray: a running cluster, host:port, ray://host:port or "
+                                                         "auto (RAY_ADDRESS or the cluster `ray start` made here); "
+                                                         "default: start a local Ray instance")
 RayCpusOpt = typer.Option(None, "--ray-cpus", help="ray: CPUs of the local instance started here (default: all)")
 GpusPerTaskOpt = typer.Option(None, "--gpus-per-task", help="ray: GPUs each task reserves, e.g. 0.25 shares a GPU "
                                                             "between 4 (default 0)")
@@ -148,6 +152,16 @@ def _check_data(cfg, overrides: dict, config: Optional[str], keep: bool = True) 
     from probes.config import check_data_contents, data_option
 
     check_data_contents(cfg, data_option(config, overrides.get("run", {}).get("data_path")), keep)
+
+
+def _check_env() -> None:
+    """The environment variables a training command reads (DMFT_PROBE_ENSEMBLE, the test hook
+    DMFT_PROBE_INJECT_NONFINITE) are valid, before any work: one line naming the variable otherwise."""
+    from probes.ensemble import resolve_mode
+    from probes.faults import from_env
+
+    resolve_mode(None)
+    from_env()
 
 
 def _out_file(path: Optional[Path], option: str) -> None:
@@ -231,6 +245,7 @@ def run(
     from probes.run import train
     from probes.summary import summary_lines
 
+    _check_env()
     overrides = _merge(overrides, "model", axis=axis, d_model=d_model)
     overrides = _merge(overrides, "run", steps=steps, seed=seed)
     cfg = make_run_config(config, scale=scale, **overrides, fits="run",
@@ -327,15 +342,17 @@ class _Executor:
         return make_executor(self.kind, workers, n_units, self.ray_address, self.ray_cpus, self.gpus_per_task)
 
 
-def _run_grid(cfg, axis: str, sizes: list[int], seeds: int, out_path: Path, init_only: bool, ensemble: str,
-              run_on: _Executor, header: str):
-    """Open the sweep store of out_path (refusing other settings before any work), print the header, run the
-    missing points on the executor and merge; returns the merged dataset. Exit 1 when points failed."""
-    from probes.sweep import SweepFailed, check_grid_fits, open_sweep
+def _run_grid(cfg, axis: str, sizes: list[int], seeds: int, out_path: Path, init_only: bool,
+              ensemble: Optional[str], run_on: _Executor, header: str, overwrite: bool = False,
+              rebuild: bool = False):
+    """Open the sweep store of out_path (refusing other settings, an unreadable manifest unless `rebuild`, or a
+    grid that leaves out the merged one unless `overwrite`, before any work), print the header, run the missing
+    points on the executor and merge; returns the merged dataset. Exit 1 when points failed."""
+    from probes.sweep import SweepFailed, open_sweep
 
-    check_grid_fits(cfg, axis, sizes, init_only)
     echo = functools.partial(typer.echo, err=True)
-    with open_sweep(cfg, axis, sizes, seeds, out_path, init_only, ensemble, on_point=echo) as grid:
+    with open_sweep(cfg, axis, sizes, seeds, out_path, init_only, ensemble, on_point=echo, overwrite=overwrite,
+                    rebuild=rebuild) as grid:
         executor = run_on.make(len(grid.units), init_only)
         done = f"{len(grid.done)} of {grid.n_points} points already done; " if grid.done else ""
         echo(f"{header}; {done}{len(grid.units)} unit(s) to run {executor.describe()}")
@@ -357,8 +374,9 @@ def sweep(
     steps: Optional[int] = typer.Option(None, "--steps", help="optimizer steps per run (default 200)"),
     probe_every: Optional[int] = typer.Option(None, "--probe-every", help="probe every k steps (default 10)"),
     out: Optional[Path] = typer.Option(None, "--out", help="merged dataset (default runs/sweep-<param>-<optimizer>-<axis>.nc)"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing merged --out that has no <out>.parts/ to resume from"),
-    ensemble: str = EnsembleOpt,
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing merged --out: one that has no <out>.parts/ to resume from, or whose merged grid this grid leaves out (the finished parts are kept)"),
+    rebuild_manifest: bool = RebuildOpt,
+    ensemble: Optional[str] = EnsembleOpt,
     executor: str = ExecutorOpt,
     workers: Optional[int] = WorkersOpt,
     ray_address: Optional[str] = RayAddressOpt,
@@ -369,9 +387,10 @@ def sweep(
 ):
     """Run a grid along --axis (and seeds), here or on Ray; resumable; writes one merged dataset."""
     from probes.config import make_run_config
-    from probes.outputs import prepare_out_path
-    from probes.sweep import check_grid, parts_dir
+    from probes.outputs import prepare_sweep_out
+    from probes.sweep import check_grid, check_grid_fits
 
+    _check_env()
     sizes = _int_list(values, "--values")
     check_grid(axis, sizes, seeds, ensemble)
     run_on = _Executor(executor, workers, ray_address, ray_cpus, gpus_per_task)
@@ -379,11 +398,12 @@ def sweep(
                           probes={"every": probe_every})
     _check_data(cfg, overrides, config, keep=executor == "local" and (workers == 1 or workers is None and init_only))
     run_on.check(cfg)
+    check_grid_fits(cfg, axis, sizes, init_only)
     out = out or Path("runs") / f"sweep-{cfg.param.name}-{cfg.optim.name}-{axis}{'-init' if init_only else ''}.nc"
-    out_path = prepare_out_path(out, overwrite, resuming=parts_dir(out).is_dir())
+    out_path = prepare_sweep_out(out, overwrite)
     header = (f"sweep {axis} in {sizes} x {seeds} seeds, {cfg.param.name}/{cfg.optim.name}"
               f"{' at initialisation' if init_only else f', {cfg.steps} steps'}; parts in {out_path}.parts/")
-    _run_grid(cfg, axis, sizes, seeds, out_path, init_only, ensemble, run_on, header)
+    _run_grid(cfg, axis, sizes, seeds, out_path, init_only, ensemble, run_on, header, overwrite, rebuild_manifest)
     typer.echo(f"dataset: {out_path}")
 
 
@@ -397,9 +417,10 @@ def coord(
     seeds: int = typer.Option(3, "--seeds", help="initialisation seeds per size (the CI is a bootstrap over them)"),
     probe_samples: Optional[int] = typer.Option(None, "--probe-samples", help="probe batch size (default 32)"),
     out: Optional[Path] = typer.Option(None, "--out", help="dataset (default runs/coord-<param>-<optimizer>-<axis>.nc)"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out that has no <out>.parts/ to resume from"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out: one that has no <out>.parts/ to resume from, or whose merged grid this grid leaves out (the finished parts are kept)"),
+    rebuild_manifest: bool = RebuildOpt,
     csv: Optional[Path] = typer.Option(None, "--csv", help="also write the verdict rows as CSV"),
-    ensemble: str = EnsembleOpt,
+    ensemble: Optional[str] = EnsembleOpt,
     executor: str = ExecutorOpt,
     workers: Optional[int] = WorkersOpt,
     ray_address: Optional[str] = RayAddressOpt,
@@ -413,9 +434,10 @@ def coord(
     and print each site's slope against the parametrization's expected exponent."""
     from dmft.coord import coord_dataset, coord_lines, coord_verdicts
     from probes.config import make_run_config
-    from probes.outputs import prepare_out_path
-    from probes.sweep import check_grid, coord_config, parts_dir
+    from probes.outputs import prepare_sweep_out
+    from probes.sweep import check_grid, check_grid_fits, coord_config
 
+    _check_env()
     sizes, at = _int_list(values, "--values"), _int_list(steps, "--steps")
     _out_file(csv, "--csv")
     check_grid(axis, sizes, seeds, ensemble)
@@ -424,11 +446,12 @@ def coord(
                                        probes={"n_samples": probe_samples}), at)
     _check_data(cfg, overrides, config, keep=executor == "local" and workers == 1)
     run_on.check(cfg)
+    check_grid_fits(cfg, axis, sizes)
     out = out or Path("runs") / f"coord-{cfg.param.name}-{cfg.optim.name}-{axis}.nc"
-    out_path = prepare_out_path(out, overwrite, resuming=parts_dir(out).is_dir())
+    out_path = prepare_sweep_out(out, overwrite)
     header = (f"coord check along {axis} in {sizes} x {seeds} seeds, {cfg.param.name}/{cfg.optim.name} "
               f"eta0={cfg.optim.eta0:g}, probes at steps {list(cfg.probes.at)}; parts in {out_path}.parts/")
-    ds = _run_grid(cfg, axis, sizes, seeds, out_path, False, ensemble, run_on, header)
+    ds = _run_grid(cfg, axis, sizes, seeds, out_path, False, ensemble, run_on, header, overwrite, rebuild_manifest)
     rows = coord_verdicts(ds)
     for line in coord_lines(rows):
         typer.echo(line)
@@ -504,16 +527,16 @@ def reproduce(
                                                        "checks the machinery, the figures mean nothing)"),
     out: Optional[str] = typer.Option(None, "--out", help="folder of the datasets and verdicts (default runs/reproduce-<preset>); "
                                                          "finished datasets in it are reused"),
-    ensemble: str = EnsembleOpt,
+    ensemble: Optional[str] = EnsembleOpt,
 ):
     """Run a preset's sweeps and learning-rate grids, then write the P1-P12 verdict table (verdicts.md)."""
     from dmft.report import check_other_datasets, write_report
-    from probes.ensemble import ENSEMBLE_MODES
+    from probes.ensemble import resolve_mode
     from probes.reproduce import check_preset, run_preset
 
+    _check_env()
     jobs = check_preset(preset).jobs
-    if ensemble not in ENSEMBLE_MODES:
-        raise ValueError(f"--ensemble must be one of {', '.join(ENSEMBLE_MODES)}, got {ensemble!r}"[:200])
+    ensemble = resolve_mode(ensemble)
     out = _out_folder(out, "--out") or Path("runs") / f"reproduce-{preset}"
     check_other_datasets(out, {f"{job.name}.nc" for job in jobs})     # the report reads them all: check them first
     run_preset(preset, out, say=typer.echo, ensemble=ensemble)
@@ -538,7 +561,7 @@ def variants(
     seeds: Optional[int] = typer.Option(None, "--seeds", help="initialisation seeds per size (default 2)"),
     quick: bool = typer.Option(False, "--quick", help="3 sizes per axis, probes at steps 0, 1, 10 (a smoke test)"),
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="also write the table to this file"),
-    ensemble: str = EnsembleOpt,
+    ensemble: Optional[str] = EnsembleOpt,
     executor: str = ExecutorOpt,
     workers: Optional[int] = WorkersOpt,
     ray_address: Optional[str] = RayAddressOpt,
@@ -549,13 +572,14 @@ def variants(
     verdict per cell: scale-invariant, not scale-invariant or inconclusive (docs: dmft/variant_table.py)."""
     from dmft.variant_table import variant_table_markdown, variant_verdict
     from probes.dataset import load
-    from probes.ensemble import ENSEMBLE_MODES
+    from probes.ensemble import resolve_mode
+    from probes.sweep import MAX_SEEDS
     from probes.variant_table import VariantTableFailed, run_variant_table
 
-    if ensemble not in ENSEMBLE_MODES:
-        raise ValueError(f"--ensemble must be one of {', '.join(ENSEMBLE_MODES)}, got {ensemble!r}"[:200])
-    if seeds is not None and seeds < 1:
-        raise ValueError(f"--seeds must be >= 1, got {seeds}")
+    _check_env()
+    ensemble = resolve_mode(ensemble)
+    if seeds is not None and not 1 <= seeds <= MAX_SEEDS:
+        raise ValueError(f"--seeds must be >= 1 and <= {MAX_SEEDS}, got {seeds}")
     run_on = _Executor(executor, workers, ray_address, ray_cpus, None)
     _out_file(markdown, "--markdown")
     out = _out_folder(out, "--out") or Path("runs") / ("variants-quick" if quick else "variants")

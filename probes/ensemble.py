@@ -1,23 +1,54 @@
-"""Seed ensembles: how many seeds of one configuration train together as one batched model.
+"""Seed ensembles: which seeds of one configuration train together as one batched model.
 
 `train_seeds(cfg, seeds, mode)` trains the seeds of one sweep point: mode "off" runs them one after another
-(`probes.run.train`), mode "auto" trains them as ensembles (`probes.run.train_ensemble`), as many members at
-once as fit a memory budget (`members_that_fit`). Either way the results are the same per seed (to float
-tolerance): the same initialisation, data order, losses and probes.
+(`probes.run.train`), mode "auto" trains them in groups (`plan_groups`), each group a seed ensemble
+(`probes.run.train_ensemble`; a group of one seed is a plain run). Either way the results are the same per seed
+(to float tolerance): the same initialisation, data order, losses and probes. Bit for bit, a seed's numbers depend
+on the group it trained in, so the grouping is a rule of the config alone, the same on every machine:
+
+- all the seeds asked for together, in their order, split into groups of `group_size(cfg, n)` =
+  min(n, ENSEMBLE_MAX_MEMBERS, ENSEMBLE_BUDGET_BYTES // member_bytes(cfg)) (at least 1);
+- free memory only lowers that size where this machine cannot hold a group (a group needs more than
+  FREE_FRACTION of the memory free now); the smaller size is then named in a warning.
+
+The mode is "auto" or "off"; where a caller gives none (None), it is the environment variable
+DMFT_PROBE_ENSEMBLE, else "auto" (`resolve_mode`, the one place that decides it).
 """
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import replace
+from typing import Callable
 
 import torch
 
 from .run import RunConfig, RunResult, resolve_device, train, train_ensemble
 
-__all__ = ["ENSEMBLE_MODES", "member_bytes", "members_that_fit", "train_ensemble", "train_seeds"]
+__all__ = ["ENSEMBLE_BUDGET_BYTES", "ENSEMBLE_ENV", "ENSEMBLE_MAX_MEMBERS", "ENSEMBLE_MODES", "group_size",
+           "member_bytes", "plan_groups", "resolve_mode", "train_ensemble", "train_group", "train_seeds"]
 
 ENSEMBLE_MODES = ("auto", "off")
-FLOAT = 4                      # bytes per float32
+ENSEMBLE_ENV = "DMFT_PROBE_ENSEMBLE"
+ENSEMBLE_BUDGET_BYTES = 2 << 30     # member_bytes of one group at most (2 GiB)
+ENSEMBLE_MAX_MEMBERS = 16           # members of one group at most
+FREE_FRACTION = 0.5                 # a group must fit in this fraction of the free memory, or it is made smaller
+FLOAT = 4                           # bytes per float32
+
+
+def resolve_mode(mode: str | None = None) -> str:
+    """The ensemble mode to use: `mode` when given, else the environment variable DMFT_PROBE_ENSEMBLE, else
+    "auto". ValueError (one line, naming --ensemble or the variable) for anything but "auto" or "off"."""
+    if mode is None:
+        env = os.environ.get(ENSEMBLE_ENV)
+        if env is None or env.strip() == "":
+            return "auto"
+        if env.strip() not in ENSEMBLE_MODES:
+            raise ValueError(f"{ENSEMBLE_ENV} must be one of {', '.join(ENSEMBLE_MODES)}, got {env!r}"[:200])
+        return env.strip()
+    if mode not in ENSEMBLE_MODES:
+        raise ValueError(f"--ensemble must be one of {', '.join(ENSEMBLE_MODES)}, got {mode!r}"[:200])
+    return mode
 
 
 def member_bytes(cfg: RunConfig) -> int:
@@ -39,32 +70,73 @@ def member_bytes(cfg: RunConfig) -> int:
 
 
 def free_bytes(device: torch.device) -> int:
-    """Memory available to this process now (bytes): free CUDA memory, or available host RAM."""
+    """Memory available to this process now (bytes): free CUDA memory, or the host's MemAvailable (free plus
+    reclaimable cache), or the free pages where /proc/meminfo is missing."""
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
     except (ValueError, OSError, AttributeError):   # not a POSIX system: assume 4 GiB
         return 4 << 30
 
 
-def members_that_fit(cfg: RunConfig, n_seeds: int, budget_fraction: float = 0.25) -> int:
-    """How many of n_seeds members to train at once: all of them, unless `budget_fraction` of the free memory
-    holds fewer (then at least 1)."""
-    budget = budget_fraction * free_bytes(resolve_device(cfg.device))
-    return max(1, min(n_seeds, int(budget // max(member_bytes(cfg), 1))))
+def group_size(cfg: RunConfig, n_seeds: int) -> int:
+    """Members per group for n_seeds seeds of `cfg` under mode "auto", from the config alone (never the machine):
+    all of them, at most ENSEMBLE_MAX_MEMBERS and at most what ENSEMBLE_BUDGET_BYTES of `member_bytes` holds;
+    at least 1."""
+    return max(1, min(n_seeds, ENSEMBLE_MAX_MEMBERS, ENSEMBLE_BUDGET_BYTES // max(member_bytes(cfg), 1)))
 
 
-def train_seeds(cfg: RunConfig, seeds: list[int], mode: str = "auto") -> list[RunResult]:
-    """One RunResult per seed of `cfg`, in the order of `seeds`: sequential runs (mode "off") or seed ensembles
-    as large as the memory budget allows (mode "auto")."""
-    if mode not in ENSEMBLE_MODES:
-        raise ValueError(f"--ensemble must be one of {', '.join(ENSEMBLE_MODES)}, got {mode!r}")
-    if mode == "off" or len(seeds) == 1:
-        return [train(replace(cfg, seed=s)) for s in seeds]
-    size = members_that_fit(cfg, len(seeds))
+def members_this_machine_holds(cfg: RunConfig) -> int:
+    """How many members of `cfg` fit in FREE_FRACTION of the memory free now on its device (at least 1)."""
+    return max(1, int(FREE_FRACTION * free_bytes(resolve_device(cfg.device)) // max(member_bytes(cfg), 1)))
+
+
+def _stderr_warning(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def plan_groups(cfg: RunConfig, seeds: list[int], mode: str | None = None,
+                warn: Callable[[str], None] | None = None) -> list[tuple[int, ...]]:
+    """The groups the seeds of `cfg` train in, in the order of `seeds`: one seed each (mode "off"), or
+    consecutive groups of `group_size` (mode "auto"), made smaller only where this machine cannot hold such a
+    group; then warn(line) names the size used (default: the line on stderr)."""
+    seeds = list(seeds)
+    mode = resolve_mode(mode)
+    if mode == "off" or len(seeds) <= 1:
+        return [(s,) for s in seeds]
+    size = group_size(cfg, len(seeds))
+    held = members_this_machine_holds(cfg)
+    if held < size:
+        (warn or _stderr_warning)(
+            f"warning: this machine's free memory holds {held} of the {size} seeds that train together by the "
+            f"ensemble rule ({cfg.model.axis}={getattr(cfg.model, cfg.model.axis)}): training groups "
+            f"of {held} instead; the numbers then differ from other machines' at round-off")
+        size = held
+    return [tuple(seeds[i:i + size]) for i in range(0, len(seeds), size)]
+
+
+def train_group(cfg: RunConfig, group: list[int] | tuple[int, ...]) -> list[RunResult]:
+    """One RunResult per seed of `group`, in its order: a seed ensemble of them all, or a plain run for one
+    seed."""
+    group = list(group)
+    if len(group) == 1:
+        return [train(replace(cfg, seed=group[0]))]
+    return train_ensemble(cfg, group)
+
+
+def train_seeds(cfg: RunConfig, seeds: list[int], mode: str | None = None,
+                warn: Callable[[str], None] | None = None) -> list[RunResult]:
+    """One RunResult per seed of `cfg`, in the order of `seeds`, trained in the groups of `plan_groups` (mode:
+    "auto", "off" or None for `resolve_mode`'s default)."""
     out: list[RunResult] = []
-    for i in range(0, len(seeds), size):
-        group = seeds[i:i + size]
-        out += train_ensemble(cfg, group) if len(group) > 1 else [train(replace(cfg, seed=group[0]))]
+    for group in plan_groups(cfg, seeds, mode, warn):
+        out += train_group(cfg, group)
     return out

@@ -41,7 +41,7 @@ import numpy as np
 import xarray as xr
 
 from .dataset import STATUS_CODES, DatasetError, load, run_attrs, save, var
-from .ensemble import ENSEMBLE_MODES, train_seeds
+from .ensemble import resolve_mode, train_seeds
 from .run import RunConfig
 from .store import config_differences
 from .sweep import check_grid_fits, value_config
@@ -73,7 +73,7 @@ def _seed_list(base: RunConfig, seeds) -> list[int]:
     return [int(s) for s in out]
 
 
-def check_lr_grid(base: RunConfig, axis: str, sizes, etas, seeds, ensemble: str = "auto"
+def check_lr_grid(base: RunConfig, axis: str, sizes, etas, seeds, ensemble: str | None = None
                   ) -> tuple[list[int], list[float], list[int]]:
     """Validate the grid before any work: ValueError, one line naming the option, for an unknown axis or ensemble
     mode, fewer than 3 distinct positive sizes, fewer than 3 distinct positive finite eta0s, fewer than 2 seeds,
@@ -83,8 +83,7 @@ def check_lr_grid(base: RunConfig, axis: str, sizes, etas, seeds, ensemble: str 
         raise ValueError(f"base must be a RunConfig, got {type(base).__name__}")
     if axis not in ("N", "H", "L"):
         raise ValueError(f"--axis must be N, H or L, got {axis!r}")
-    if ensemble not in ENSEMBLE_MODES:
-        raise ValueError(f"--ensemble must be one of {', '.join(ENSEMBLE_MODES)}, got {ensemble!r}")
+    resolve_mode(ensemble)                   # None: DMFT_PROBE_ENSEMBLE, else auto
     sizes = list(sizes)
     if any(isinstance(v, bool) or not isinstance(v, Integral) or v < 1 for v in sizes) or len(set(sizes)) != len(sizes):
         raise ValueError(f"--values must be distinct positive integers, got {sizes}")
@@ -251,13 +250,14 @@ def _pad(rows: list[list[float]], n: int) -> np.ndarray:
 
 
 def run_lr_grid(base: RunConfig, axis: str, sizes: list[int], etas: list[float], seeds: int | list[int],
-                out: Path | None = None, ensemble: str = "auto", progress: bool = True) -> xr.Dataset:
+                out: Path | None = None, ensemble: str | None = None, progress: bool = True) -> xr.Dataset:
     """Train the (eta0, size) grid of `base` along `axis` with `seeds` (an int n: base.seed + 0..n-1; or a list)
     and return its dataset (module docstring). ensemble: "auto" trains a cell's seeds as seed ensembles, "off"
-    one after another (the same numbers). progress: a bar over the cells on stderr. out: where to save (.nc or
+    one after another (the same numbers), None: DMFT_PROBE_ENSEMBLE, else "auto". progress: a bar over the cells on stderr. out: where to save (.nc or
     .zarr); an `out` holding this very grid is returned without training, one holding another grid is refused.
     ValueError (one line, before any work) for a bad grid (`check_lr_grid`) or a bad `out`."""
     sizes, etas, seed_list = check_lr_grid(base, axis, sizes, etas, seeds, ensemble)
+    ensemble = resolve_mode(ensemble)
     cfg = grid_config(base, axis)
     config = replace(cell_config(cfg, axis, sizes[0], etas[0]), seed=seed_list[0]).to_dict()
     if out is not None:

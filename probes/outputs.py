@@ -26,6 +26,59 @@ def _kind(mode: int) -> str:
     return "not a file or folder"
 
 
+def _name_max(path: Path) -> tuple[int, int]:
+    """(longest file name, longest path) in bytes on the file system that would hold `path` (its nearest
+    existing ancestor's; 255 and 4096 where that cannot be asked)."""
+    folder = path.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    limits = []
+    for key, default in (("PC_NAME_MAX", 255), ("PC_PATH_MAX", 4096)):
+        try:
+            limits.append(int(os.pathconf(folder, key)))
+        except (OSError, ValueError, AttributeError):
+            limits.append(default)
+    return limits[0], limits[1]
+
+
+def check_out_name(path: Path, companion: str = "") -> None:
+    """ValueError naming --out when `path` has no file name, or when its name (with `companion` appended: the
+    sweep's `.parts` folder) or the whole path is longer than the file system takes."""
+    if not path.name or path.name in (".", ".."):
+        raise ValueError(f"--out: no file name (an empty --out, or a folder such as {str(path)!r}); give a file "
+                         "name ending in .nc or .zarr")
+    name_max, path_max = _name_max(path)
+    longest = len(os.fsencode(path.name + companion))
+    if longest > name_max:
+        also = f" (with {companion!r} appended for the sweep's parts folder)" if companion else ""
+        raise ValueError(f"--out: the file name is {longest} bytes long{also}; this file system takes at most "
+                         f"{name_max}")
+    # room for the store's temporary files and part names inside <out>.parts/
+    if len(os.fsencode(str(path.absolute()))) + len(companion) + 64 > path_max:
+        raise ValueError(f"--out: the path is too long ({len(os.fsencode(str(path.absolute())))} bytes; at most "
+                         f"about {path_max - 64 - len(companion)})")
+
+
+def prepare_sweep_out(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Check the --out of a sweep or coordinate check before any work and return it as a Path: its name (with
+    `.parts` appended, `check_out_name`), its store folder `<out>.parts/` (a folder where it exists), then
+    `prepare_out_path` (an existing output is resumed from its store, or refused without `overwrite`).
+    ValueError naming --out otherwise."""
+    path = Path(path)
+    check_out_name(path, ".parts")
+    parts = path.with_name(path.name + ".parts")
+    try:
+        st = os.stat(parts)
+    except (FileNotFoundError, NotADirectoryError):
+        st = None
+    except OSError as e:
+        raise ValueError(f"--out: cannot inspect {parts} ({e.strerror or type(e).__name__})") from None
+    if st is not None and not stat.S_ISDIR(st.st_mode):
+        raise ValueError(f"--out: {parts} is {_kind(st.st_mode)}, where the sweep keeps its parts folder: move it "
+                         "away or choose another --out")
+    return prepare_out_path(path, overwrite, resuming=st is not None)
+
+
 def prepare_out_path(path: str | os.PathLike, overwrite: bool = False, resuming: bool = False) -> Path:
     """Check --out before any work is spent and return it as a Path; ValueError naming --out otherwise.
 
@@ -38,6 +91,7 @@ def prepare_out_path(path: str | os.PathLike, overwrite: bool = False, resuming:
       only those untouched for a minute, so a save in flight in another process is left alone).
     The file itself is only replaced when the new dataset is complete (probes.dataset.save renames it in)."""
     path = Path(path)
+    check_out_name(path)
     if path.suffix not in (".nc", ".zarr"):
         raise ValueError(f"--out: {path} must end in .nc (netCDF) or .zarr")
     want_dir = path.suffix == ".zarr"

@@ -2,23 +2,34 @@
 
 Layout:
 
-    <out>.parts/manifest.json          the grid (axis, values, seeds), the base config and its hash, and per point
-                                       its status (pending, running, done, diverged, failed + message) and, once
-                                       finished, the size and sha256 of its part
-    <out>.parts/<axis><v>-seed<s>.nc   the finished run of one point, written by `probes.dataset.save` (atomic)
+    <out>.parts/manifest.json          the grid (axis, values, seeds), the base config and its hash, the ensemble
+                                       mode, the grid last merged into `out`, and per point its status (pending,
+                                       running, done, diverged, failed + message), the seed group it trains in and,
+                                       once finished, the size and sha256 of its part
+    <out>.parts/<axis><v>-seed<s>.nc   the finished run of one point, written by `probes.dataset.save` (atomic); its
+                                       attrs `ensemble_group` (JSON list of seeds) and `ensemble_mode` say how it
+                                       was trained, `sweep_config` the comparable config of the sweep that
+                                       made it (what --rebuild-manifest compares)
 
 The manifest is written atomically (a temporary file in the folder, fsync, os.replace, fsync of the folder). Opening
 a store (`SweepStore.open`):
 
 1. takes an exclusive lock on the folder (flock; released when the process ends, even by SIGKILL), so two sweeps
    never write one store;
-2. refuses a base config that differs from the stored one in anything but the swept size and the seed (ValueError,
-   one line naming each setting with its old and new value), before anything is touched;
-3. removes the temporary files (`.tmp-*`) that killed saves left in the folder;
-4. checks every finished part: one that is missing, whose bytes changed since it was recorded, or that
+2. reads the manifest and checks every field's type (`check_manifest`); a manifest that is not valid JSON or not a
+   valid manifest is refused (ValueError, one line naming the file and the first problem, with the repair:
+   `--rebuild-manifest`, which writes a fresh manifest from the parts' own metadata and checksums, `rebuild=True`);
+3. refuses a base config that differs from the stored one in anything but the swept size and the seed, and an
+   ensemble mode other than the stored one (ValueError, one line naming each setting with its old and new value);
+4. refuses, when `out` exists, a grid that does not contain the grid last merged into it (values and seeds both
+   supersets), unless `overwrite`: a merged result is never replaced by another grid silently;
+   nothing is changed on disk by any refusal;
+5. removes the temporary files (`.tmp-*`) that killed saves left in the folder;
+6. checks every finished part: one that is missing, whose bytes changed since it was recorded, or that
    `probes.dataset.load` rejects is named in a warning and set back to pending (redone); points left `running` by
-   a killed sweep are set back to pending too;
-5. extends the grid by the values and seeds asked for now (new points are pending).
+   a killed sweep are set back to pending too. A point keeps the group it was trained in, so that it is redone in
+   that very group (bit for bit the numbers of the first time);
+7. extends the grid by the values and seeds asked for now (new points are pending, without a group).
 
 Points are named by the size and the actual seed (`N8-seed1`). The config hash is the sha256 of the canonical JSON
 (sorted keys, no spaces) of `RunConfig.to_dict()` without the swept size (`model.<axis>`) and the seed.
@@ -29,6 +40,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -37,6 +49,7 @@ from typing import Callable
 import xarray as xr
 
 from .dataset import DatasetError, fsync_dir, combine_runs, load
+from .ensemble import ENSEMBLE_ENV, ENSEMBLE_MODES
 from .run import RunConfig
 
 MANIFEST = "manifest.json"
@@ -44,6 +57,12 @@ FORMAT = 1
 TEMP_PREFIX = ".tmp-"
 STATUSES = ("pending", "running", "done", "diverged", "failed")
 FINISHED = ("done", "diverged")
+AXES = ("N", "H", "L")
+GROUP_ATTR = "ensemble_group"        # part attrs: the seeds the point trained with (JSON list), the mode, and the
+MODE_ATTR = "ensemble_mode"          # config the sweep asked for (`comparable_config` as JSON; `config` is the
+SWEEP_CONFIG_ATTR = "sweep_config"   # resolved one, with data-dependent sizes filled in)
+REBUILD_HINT = ("rerun with --rebuild-manifest to rebuild it from the parts' own metadata and checksums, or choose "
+                "another --out")
 
 # Command-line flags of the config keys a user is most likely to change (for the refusal message).
 FLAGS = {"steps": "--steps", "batch_size": "--batch-size", "device": "--device", "data_path": "--data",
@@ -55,8 +74,12 @@ FLAGS = {"steps": "--steps", "batch_size": "--batch-size", "device": "--device",
 
 
 def parts_dir(out: str | os.PathLike) -> Path:
-    """The store folder of the merged output `out`: `<out>.parts/`."""
+    """The store folder of the merged output `out`: `<out>.parts/`. ValueError naming --out when `out` has no
+    file name (e.g. "" or "/")."""
     out = Path(out)
+    if not out.name or out.name in (".", ".."):
+        raise ValueError(f"--out: no file name (an empty --out, or a folder such as {str(out)!r}); give a file "
+                         "name ending in .nc or .zarr")
     return out.with_name(out.name + ".parts")
 
 
@@ -68,10 +91,17 @@ def point_name(axis: str, value: int, seed: int) -> str:
 def comparable_config(cfg: RunConfig, axis: str) -> dict:
     """cfg.to_dict() without the swept size and the seed, normalised through JSON (tuples become lists): what
     every point of one store shares."""
-    d = cfg.to_dict()
+    return comparable_dict(cfg.to_dict(), axis)
+
+
+def comparable_dict(config: dict, axis: str) -> dict:
+    """A config dict (`RunConfig.to_dict()`, or as a part's `config` attr holds it) without the swept size and
+    the seed, normalised through JSON."""
+    d = json.loads(json.dumps(config, sort_keys=True))
     d.pop("seed", None)
-    d["model"].pop(axis, None)
-    return json.loads(json.dumps(d, sort_keys=True))
+    if isinstance(d.get("model"), dict):
+        d["model"].pop(axis, None)
+    return d
 
 
 def config_hash(comparable: dict) -> str:
@@ -117,6 +147,136 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+# ---- the manifest's schema ----------------------------------------------------------------------------------------
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _short(x: object) -> str:
+    """repr of a manifest value, cut to 60 characters (one line whatever it holds)."""
+    text = repr(x)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _int_list(x: object, what: str, low: int) -> list[int]:
+    """x as a list of distinct integers >= low; ValueError naming `what` otherwise."""
+    if not isinstance(x, list) or not all(_is_int(v) and v >= low for v in x) or len(set(x)) != len(x):
+        kind = "positive" if low > 0 else "non-negative"
+        raise ValueError(f"{what} must be a list of distinct {kind} integers, got {_short(x)}")
+    return x
+
+
+def _check_point(name: object, p: object, axis: str, values: set[int], seeds: set[int]) -> None:
+    """ValueError naming the point and its first wrong field."""
+    if not isinstance(p, dict):
+        raise ValueError(f"point {_short(name)} must be an object, got {_short(p)}")
+    for key in ("value", "seed", "status"):
+        if key not in p:
+            raise ValueError(f"point {_short(name)} has no {key!r}")
+    v, s = p["value"], p["seed"]
+    if not _is_int(v) or v not in values:
+        raise ValueError(f"point {_short(name)}: value {_short(v)} is not one of the manifest's values")
+    if not _is_int(s) or s not in seeds:
+        raise ValueError(f"point {_short(name)}: seed {_short(s)} is not one of the manifest's seeds")
+    if name != point_name(axis, v, s):
+        raise ValueError(f"point {_short(name)} holds {axis}={v} seed={s}, which is named {point_name(axis, v, s)}")
+    if p["status"] not in STATUSES:
+        raise ValueError(f"point {name}: status {_short(p['status'])} is not one of {', '.join(STATUSES)}")
+    for key in ("message", "detail"):
+        if p.get(key) is not None and not isinstance(p[key], str):
+            raise ValueError(f"point {name}: {key} must be text or null, got {_short(p[key])}")
+    sha, size = p.get("sha256"), p.get("bytes")
+    if sha is not None and not (isinstance(sha, str) and _SHA256.fullmatch(sha)):
+        raise ValueError(f"point {name}: sha256 must be 64 hex digits or null, got {_short(sha)}")
+    if size is not None and not (_is_int(size) and size >= 0):
+        raise ValueError(f"point {name}: bytes must be a non-negative integer or null, got {_short(size)}")
+    if (sha is None) != (size is None):
+        raise ValueError(f"point {name}: sha256 and bytes must both be set or both null")
+    group = p.get("group")
+    if group is not None:
+        _int_list(group, f"point {name}: group", 0)
+        if not group or s not in group or not set(group) <= seeds:
+            raise ValueError(f"point {name}: group {_short(group)} must list its own seed {s} and only the "
+                             "manifest's seeds")
+
+
+def _check_groups(points: dict) -> None:
+    """ValueError when two points of one size record overlapping but different seed groups."""
+    seen: dict[tuple[int, int], tuple[list[int], str]] = {}
+    for name, p in points.items():
+        group = p.get("group")
+        if group is None:
+            continue
+        for s in group:
+            other = seen.setdefault((p["value"], s), (group, name))
+            if other[0] != group:
+                raise ValueError(f"points {other[1]} and {name} record different seed groups {other[0]} and "
+                                 f"{group} that share seed {s}")
+
+
+def check_manifest(m: object) -> dict:
+    """`m` (parsed JSON) when it is a valid manifest (module docstring: every field of the right type, the points
+    exactly the grid's, the config hash that of the base config); ValueError naming the first problem otherwise."""
+    if not isinstance(m, dict):
+        raise ValueError(f"the top level must be an object, got {type(m).__name__}")
+    if m.get("format") != FORMAT or not _is_int(m.get("format")):
+        raise ValueError(f"format {_short(m.get('format'))}, expected {FORMAT}")
+    axis = m.get("axis")
+    if axis not in AXES:
+        raise ValueError(f"axis must be one of {', '.join(AXES)}, got {_short(axis)}")
+    values = set(_int_list(m.get("values"), "values", 1))
+    seeds = set(_int_list(m.get("seeds"), "seeds", 0))
+    if not isinstance(m.get("init_only"), bool):
+        raise ValueError(f"init_only must be true or false, got {_short(m.get('init_only'))}")
+    if not isinstance(m.get("base_config"), dict):
+        raise ValueError(f"base_config must be an object, got {_short(m.get('base_config'))}")
+    if not isinstance(m.get("config_hash"), str) or m["config_hash"] != config_hash(m["base_config"]):
+        raise ValueError(f"config_hash {_short(m.get('config_hash'))} is not the hash of base_config")
+    if m.get("ensemble") is not None and m["ensemble"] not in ENSEMBLE_MODES:
+        raise ValueError(f"ensemble must be one of {', '.join(ENSEMBLE_MODES)} or null, got {_short(m['ensemble'])}")
+    merged = m.get("merged")
+    if merged is not None:
+        if not isinstance(merged, dict):
+            raise ValueError(f"merged must be an object or null, got {_short(merged)}")
+        if not set(_int_list(merged.get("values"), "merged.values", 1)) <= values or \
+                not set(_int_list(merged.get("seeds"), "merged.seeds", 0)) <= seeds:
+            raise ValueError("merged holds values or seeds that are not the manifest's")
+    points = m.get("points")
+    if not isinstance(points, dict):
+        raise ValueError(f"points must be an object, got {_short(points)}")
+    for name, p in points.items():
+        _check_point(name, p, axis, values, seeds)
+    for v in sorted(values):
+        for s in sorted(seeds):
+            if point_name(axis, v, s) not in points:
+                raise ValueError(f"point {point_name(axis, v, s)} of the grid is missing")
+    _check_groups(points)
+    return m
+
+
+def _grid_in(out: Path, axis: str) -> tuple[list[int], list[int]] | None:
+    """(values, seeds) of the merged sweep dataset `out` (its coordinates only, nothing else read); None when it
+    cannot be read as one."""
+    try:
+        if out.suffix == ".zarr":
+            ds = xr.open_zarr(out)
+        else:
+            ds = xr.open_dataset(out, engine="h5netcdf")
+        with ds:
+            return sorted(int(v) for v in ds[axis].values), sorted(int(s) for s in ds["seed"].values)
+    except Exception:            # any reader error: h5py, zarr, a missing coordinate
+        return None
+
+
+def _seeds_hint(seeds: list[int], base: int) -> str:
+    """' --seeds k' when `seeds` are base + 0..k-1 (what --seeds k gives), else ''."""
+    return f" --seeds {len(seeds)}" if seeds == list(range(base, base + len(seeds))) else ""
+
+
 def _lock(folder: Path) -> int | None:
     """An exclusive flock on `folder` (its fd, to keep open), or None where folders cannot be locked (then the
     store works unlocked); ValueError naming --out when another process holds it."""
@@ -139,6 +299,23 @@ def _lock(folder: Path) -> int | None:
     return fd
 
 
+def make_folder(folder: Path) -> None:
+    """Create the store folder (and its parents); ValueError naming --out when a file is in the way or it
+    cannot be created."""
+    if (folder.exists() or folder.is_symlink()) and not folder.is_dir():
+        raise ValueError(f"--out: {folder} exists and is not a folder (it is where the sweep's parts go): move it "
+                         "away or choose another --out")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"--out: cannot create the parts folder {folder} ({e.strerror or type(e).__name__})") \
+            from None
+
+
+def _ensemble_diff(old: str, new: str) -> str:
+    return f"ensemble (--ensemble, {ENSEMBLE_ENV}): {json.dumps(old)} -> {json.dumps(new)}"
+
+
 class SweepStore:
     """An open sweep store (see the module docstring). Use `SweepStore.open(...)`, and `close()` (or `with`)."""
 
@@ -154,29 +331,41 @@ class SweepStore:
 
     @classmethod
     def open(cls, out: str | os.PathLike, cfg: RunConfig, axis: str, values: list[int], seeds: list[int],
-             init_only: bool = False, warn: Callable[[str], None] | None = None) -> "SweepStore":
+             init_only: bool = False, warn: Callable[[str], None] | None = None, ensemble: str = "auto",
+             overwrite: bool = False, rebuild: bool = False) -> "SweepStore":
         """Open (or create) the store of the merged output `out` for the grid values x seeds of `cfg` (the config
-        every point shares; its size on `axis` and its seed are ignored). Returns the open store, with its
-        finished parts checked and loaded. ValueError (one line) when the store was made with other settings,
-        when another sweep holds it, or when its manifest cannot be read; nothing is changed then."""
+        every point shares; its size on `axis` and its seed are ignored), trained in ensemble mode `ensemble`
+        ("auto" or "off"). Returns the open store, with its finished parts checked and loaded. ValueError (one
+        line) when the store was made with other settings, when another sweep holds it, when its manifest is
+        missing or cannot be read (`rebuild`: write a fresh one from the parts instead), or when `out` exists and
+        holds a merged grid that values x seeds does not contain (unless `overwrite`); nothing is changed then.
+        warn(line) gets the warnings, after every check has passed."""
         warn = warn or (lambda msg: None)
+        out = Path(out)
         folder = parts_dir(out)
-        folder.mkdir(parents=True, exist_ok=True)
+        created = not (folder.exists() or folder.is_symlink())
+        make_folder(folder)
         lock_fd = _lock(folder)
         try:
+            notes: list[str] = []
             comparable = comparable_config(cfg, axis)
             path = folder / MANIFEST
-            if path.exists():
-                manifest = cls._read(path, folder)
-                cls._check_compatible(manifest, folder, axis, comparable, init_only)
+            if rebuild:
+                manifest = cls._rebuild(folder, axis, comparable, init_only, ensemble, notes)
+            elif path.exists() or path.is_symlink():
+                manifest = cls._read(path)
+                cls._check_compatible(manifest, folder, axis, comparable, init_only, ensemble)
             else:
-                stale = sorted(p.name for p in folder.glob("*.nc"))
+                stale = sorted(p.name for p in folder.glob("*.nc") if not p.name.startswith(TEMP_PREFIX))
                 if stale:
-                    warn(f"warning: {folder} has no {MANIFEST} (made by an older dmft-probe?): its {len(stale)} "
-                         "part file(s) are not trusted and will be redone")
-                manifest = {"format": FORMAT, "axis": axis, "values": [], "seeds": [], "init_only": bool(init_only),
-                            "config_hash": config_hash(comparable), "base_config": comparable, "points": {}}
+                    raise ValueError(f"--out: {folder} holds {len(stale)} part file(s) but no {MANIFEST}; "
+                                     f"{REBUILD_HINT}")
+                manifest = cls._new(axis, comparable, init_only)
+            manifest["ensemble"] = ensemble
+            cls._check_merged(manifest, out, folder, values, seeds, overwrite)
             store = cls(folder, manifest, lock_fd, warn)
+            for line in notes:
+                warn(line)
             store._remove_temporaries()
             store._check_parts()
             store._extend(values, seeds)
@@ -185,33 +374,168 @@ class SweepStore:
         except BaseException:
             if lock_fd is not None:
                 os.close(lock_fd)
+            if created:                     # refused before anything was stored: leave no empty folder behind
+                shutil.rmtree(folder, ignore_errors=True)
             raise
 
     @staticmethod
-    def _read(path: Path, folder: Path) -> dict:
-        try:
-            manifest = json.loads(path.read_text())
-            if manifest.get("format") != FORMAT or not isinstance(manifest.get("points"), dict):
-                raise ValueError(f"format {manifest.get('format')!r}, expected {FORMAT}")
-            return manifest
-        except (OSError, ValueError, AttributeError) as e:
-            raise ValueError(f"--out: {path} is not a readable sweep manifest ({e}); remove {folder} to start "
-                             "the sweep over") from None
+    def _new(axis: str, comparable: dict, init_only: bool) -> dict:
+        return {"format": FORMAT, "axis": axis, "values": [], "seeds": [], "init_only": bool(init_only),
+                "config_hash": config_hash(comparable), "base_config": comparable, "ensemble": None,
+                "merged": None, "points": {}}
 
     @staticmethod
-    def _check_compatible(manifest: dict, folder: Path, axis: str, comparable: dict, init_only: bool) -> None:
+    def _read(path: Path) -> dict:
+        """The manifest at `path`, checked (`check_manifest`); ValueError naming the file, the first problem and
+        the repair otherwise."""
+        try:
+            if not path.is_file():
+                raise ValueError("not a regular file")
+            return check_manifest(json.loads(path.read_text()))
+        except UnicodeDecodeError:
+            problem = "not UTF-8 text"
+        except json.JSONDecodeError as e:
+            problem = f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}"
+        except RecursionError:
+            problem = "nested too deeply"
+        except OSError as e:
+            problem = f"cannot be read: {e.strerror or type(e).__name__}"
+        except ValueError as e:
+            problem = str(e).splitlines()[0] if str(e) else "invalid"
+        raise ValueError(f"--out: {path} is not a valid sweep manifest ({problem}); {REBUILD_HINT}")
+
+    @staticmethod
+    def _check_compatible(manifest: dict, folder: Path, axis: str, comparable: dict, init_only: bool,
+                          ensemble: str) -> None:
         """ValueError naming every setting that differs from the store's (old -> new)."""
-        if manifest.get("axis") != axis:
-            raise ValueError(f"--axis: {folder} holds a sweep along {manifest.get('axis')}, not {axis}; use the "
+        if manifest["axis"] != axis:
+            raise ValueError(f"--axis: {folder} holds a sweep along {manifest['axis']}, not {axis}; use the "
                              "same --axis to resume it or choose another --out")
         diffs = []
-        if bool(manifest.get("init_only")) != bool(init_only):
-            diffs.append(f"--init-only: {'on' if manifest.get('init_only') else 'off'} -> {'on' if init_only else 'off'}")
-        if manifest.get("config_hash") != config_hash(comparable):
-            diffs += config_differences(manifest.get("base_config", {}), comparable) or ["the config hash"]
+        if manifest["init_only"] != bool(init_only):
+            diffs.append(f"--init-only: {'on' if manifest['init_only'] else 'off'} -> {'on' if init_only else 'off'}")
+        if manifest["config_hash"] != config_hash(comparable):
+            diffs += config_differences(manifest["base_config"], comparable) or ["the config hash"]
+        if manifest.get("ensemble") is not None and manifest["ensemble"] != ensemble:
+            diffs.append(_ensemble_diff(manifest["ensemble"], ensemble))
         if diffs:
             raise ValueError(f"--out: {folder} was swept with other settings ({'; '.join(diffs)}); its points "
                              "would not be comparable: use the same settings to resume it or choose another --out")
+
+    @staticmethod
+    def _check_merged(manifest: dict, out: Path, folder: Path, values: list[int], seeds: list[int],
+                      overwrite: bool) -> None:
+        """ValueError when `out` exists and the grid values x seeds does not contain the grid merged into it (the
+        manifest's record, else `out`'s own coordinates), unless `overwrite`."""
+        if overwrite or not (out.exists() or out.is_symlink()):
+            return
+        axis, rec = manifest["axis"], manifest.get("merged")
+        grid = (rec["values"], rec["seeds"]) if rec else _grid_in(out, axis)
+        if grid is None:
+            raise ValueError(f"--out: {out} exists and is not a sweep dataset along {axis}; pass --overwrite to "
+                             "replace it or choose another --out")
+        old_v, old_s = sorted(grid[0]), sorted(grid[1])
+        lost_v, lost_s = sorted(set(old_v) - set(values)), sorted(set(old_s) - set(seeds))
+        if not lost_v and not lost_s:
+            return
+        lost = " and ".join(t for t in (f"{axis} = {lost_v}" if lost_v else "",
+                                        f"seeds {lost_s}" if lost_s else "") if t)
+        union_v = sorted(set(old_v) | set(values))
+        hint = f"--values {','.join(map(str, union_v))}{_seeds_hint(sorted(set(old_s) | set(seeds)), min(seeds))}"
+        raise ValueError(f"--out: {out} holds the merged grid {axis} = {old_v} x seeds {old_s}, and this grid "
+                         f"({axis} = {sorted(values)} x seeds {sorted(seeds)}) leaves out {lost}: to extend it, give "
+                         f"the old values and seeds plus the new ones ({hint}); or start a new --out; or pass "
+                         f"--overwrite to rewrite it with exactly this grid (the finished parts stay in {folder})")
+
+    # ---- rebuilding the manifest from the parts -----------------------------------------------------------------
+
+    @staticmethod
+    def _part_info(path: Path, axis: str) -> dict:
+        """What a part says of itself: value, seed, status, comparable config and its hash, group, mode, sha256
+        and bytes. DatasetError when it does not load (checksums, schema), ValueError when its metadata is not a
+        sweep point's."""
+        ds = load(path)
+        config = json.loads(ds.attrs["config"])
+        model = config.get("model") if isinstance(config, dict) else None
+        v, s = (model or {}).get(axis), config.get("seed") if isinstance(config, dict) else None
+        if not (_is_int(v) and v >= 1 and _is_int(s) and s >= 0):
+            raise ValueError(f"its config has no {axis} and seed")
+        try:
+            comparable = json.loads(ds.attrs[SWEEP_CONFIG_ATTR])
+        except KeyError:
+            raise ValueError(f"no {SWEEP_CONFIG_ATTR} attribute: not written by a sweep of this version") from None
+        except (TypeError, ValueError):
+            comparable = None
+        if not isinstance(comparable, dict):
+            raise ValueError(f"attribute {SWEEP_CONFIG_ATTR} is not a JSON object")
+        status = {"ok": "done", "diverged": "diverged"}.get(ds.attrs.get("status"))
+        if status is None:
+            raise ValueError(f"status {_short(ds.attrs.get('status'))} is not ok or diverged")
+        group = ds.attrs.get(GROUP_ATTR)
+        if group is not None:
+            try:
+                group = _int_list(json.loads(group), GROUP_ATTR, 0)
+            except (TypeError, ValueError):
+                raise ValueError(f"attribute {GROUP_ATTR} {_short(group)} is not a list of seeds") from None
+            if s not in group:
+                raise ValueError(f"attribute {GROUP_ATTR} {group} does not hold its own seed {s}")
+        mode = ds.attrs.get(MODE_ATTR)
+        if mode is not None and mode not in ENSEMBLE_MODES:
+            raise ValueError(f"attribute {MODE_ATTR} {_short(mode)} is not one of {', '.join(ENSEMBLE_MODES)}")
+        return {"value": v, "seed": s, "status": status, "comparable": comparable, "hash": config_hash(comparable),
+                "group": group, "mode": mode, "sha256": file_sha256(path), "bytes": path.stat().st_size}
+
+    @classmethod
+    def _rebuild(cls, folder: Path, axis: str, comparable: dict, init_only: bool, ensemble: str,
+                 notes: list[str]) -> dict:
+        """A fresh manifest from the parts in `folder`: every part that loads (checksums verified), is named as
+        the point it holds and was made with `comparable` becomes a finished point with its sha256, bytes and
+        group; the others are named in `notes` and left in place, untrusted. ValueError (nothing changed) when the
+        parts were trained in another ensemble mode."""
+        want = config_hash(comparable)
+        parts: dict[tuple[int, int], dict] = {}
+        for path in sorted(folder.glob("*.nc")):
+            if path.name.startswith(TEMP_PREFIX):
+                continue
+            try:
+                info = cls._part_info(path, axis)
+            except (DatasetError, ValueError) as e:
+                notes.append(f"warning: {path.name} is not used ({str(e).splitlines()[0]}); left in place")
+                continue
+            v, s = info["value"], info["seed"]
+            if path.name != f"{point_name(axis, v, s)}.nc":
+                notes.append(f"warning: {path.name} holds {axis}={v} seed={s}, not the point its name says; not "
+                             "trusted, left in place")
+            elif info["hash"] != want:
+                diffs = config_differences(info["comparable"], comparable) or ["the config hash"]
+                notes.append(f"warning: {path.name} was made with other settings ({'; '.join(diffs[:3])}); not "
+                             "trusted, left in place (redoing its point replaces it)")
+            else:
+                parts[(v, s)] = info
+        other = sorted({i["mode"] for i in parts.values() if i["mode"] not in (None, ensemble)})
+        if other:
+            raise ValueError(f"--out: the parts in {folder} were trained with other settings "
+                             f"({_ensemble_diff(other[0], ensemble)}); use the same settings to rebuild and resume "
+                             "them or choose another --out")
+        m = cls._new(axis, comparable, init_only)
+        m["values"] = sorted({v for v, _ in parts})
+        m["seeds"] = sorted({s for _, s in parts} | {g for i in parts.values() for g in i["group"] or []})
+        points = m["points"]
+        for v in m["values"]:
+            for s in m["seeds"]:
+                points[point_name(axis, v, s)] = {"value": v, "seed": s, "status": "pending", "message": None,
+                                                  "sha256": None, "bytes": None}
+        for (v, s), info in sorted(parts.items()):
+            group = info["group"]
+            if group is not None and any(points[point_name(axis, v, g)].get("group") not in (None, group)
+                                         for g in group):
+                notes.append(f"warning: {point_name(axis, v, s)}.nc records a seed group {group} that overlaps "
+                             "another part's; not trusted, left in place (redoing its point replaces it)")
+                continue
+            points[point_name(axis, v, s)].update(status=info["status"], sha256=info["sha256"], bytes=info["bytes"])
+            for g in group or []:
+                points[point_name(axis, v, g)]["group"] = list(group)
+        return m
 
     def _remove_temporaries(self) -> None:
         """Remove `.tmp-*` files and folders that killed saves left (this process holds the lock)."""
@@ -224,7 +548,7 @@ class SweepStore:
 
     def _check_parts(self) -> None:
         """Load every finished part; reset what is missing, changed or unreadable (and `running` points of a
-        killed sweep) to pending."""
+        killed sweep) to pending. A reset point keeps its group."""
         for name, point in self.manifest["points"].items():
             if point["status"] == "running":
                 point["status"] = "pending"
@@ -246,8 +570,8 @@ class SweepStore:
         m = self.manifest
         m["values"] = sorted(set(m["values"]) | set(int(v) for v in values))
         m["seeds"] = sorted(set(m["seeds"]) | set(int(s) for s in seeds))
-        for v in values:
-            for s in seeds:
+        for v in m["values"]:
+            for s in m["seeds"]:
                 m["points"].setdefault(point_name(m["axis"], v, s), {
                     "value": int(v), "seed": int(s), "status": "pending", "message": None, "sha256": None,
                     "bytes": None})
@@ -258,6 +582,11 @@ class SweepStore:
     def axis(self) -> str:
         return self.manifest["axis"]
 
+    @property
+    def ensemble(self) -> str:
+        """The ensemble mode the store's points train in: "auto" or "off"."""
+        return self.manifest["ensemble"]
+
     def part_path(self, value: int, seed: int) -> Path:
         """The part file of a point."""
         return self.folder / f"{point_name(self.axis, value, seed)}.nc"
@@ -266,16 +595,32 @@ class SweepStore:
         """The point's status: pending, running, done, diverged or failed."""
         return self.manifest["points"][point_name(self.axis, value, seed)]["status"]
 
+    def finished(self, value: int, seed: int) -> bool:
+        """Whether the point is done or diverged (its part checked)."""
+        return self.status(value, seed) in FINISHED
+
     def message(self, value: int, seed: int) -> str | None:
         """The failure message of a failed point (None otherwise)."""
         return self.manifest["points"][point_name(self.axis, value, seed)].get("message")
 
+    def group(self, value: int, seed: int) -> tuple[int, ...] | None:
+        """The seeds the point trains with, in their order, as recorded when it was first handed out (its own
+        record, or that of another point of its size whose group holds it); None when none is recorded."""
+        points = self.manifest["points"]
+        own = points[point_name(self.axis, value, seed)].get("group")
+        if own:
+            return tuple(own)
+        for p in points.values():
+            if p["value"] == value and p.get("group") and seed in p["group"]:
+                return tuple(p["group"])
+        return None
+
     # ---- writing ------------------------------------------------------------------------------------------------
 
     def mark(self, points: list[tuple[int, int]], status: str, message: str | None = None,
-             detail: str | None = None) -> None:
+             detail: str | None = None, group: tuple[int, ...] | None = None) -> None:
         """Set the status of points [(value, seed), ...] (message and detail: a failure's one line and its
-        traceback) and write the manifest."""
+        traceback; group: the seeds they train with, recorded) and write the manifest."""
         if status not in STATUSES:
             raise ValueError(f"unknown point status {status!r}")
         for v, s in points:
@@ -285,6 +630,8 @@ class SweepStore:
                 point["detail"] = detail
             else:
                 point.pop("detail", None)
+            if group is not None:
+                point["group"] = [int(g) for g in group]
         self._write()
 
     def record(self, finished: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
@@ -307,6 +654,11 @@ class SweepStore:
                 failed.append((v, s, msg))
         self._write()
         return failed
+
+    def set_merged(self, values: list[int], seeds: list[int]) -> None:
+        """Record the grid just merged into `out` (after it was saved) and write the manifest."""
+        self.manifest["merged"] = {"values": sorted(int(v) for v in values), "seeds": sorted(int(s) for s in seeds)}
+        self._write()
 
     def _write(self) -> None:
         """Write the manifest atomically: temporary file, fsync, os.replace, fsync of the folder."""

@@ -12,7 +12,8 @@ from parametrizations.spec import get_preset
 from parametrizations.transformer import ModelConfig, build_model
 from probes.config import make_run_config
 from probes.dataset import run_dataset
-from probes.ensemble import member_bytes, members_that_fit, train_seeds
+from probes.ensemble import (ENSEMBLE_BUDGET_BYTES, ENSEMBLE_MAX_MEMBERS, group_size, member_bytes, plan_groups,
+                             resolve_mode, train_seeds)
 from probes.run import train, train_ensemble
 
 
@@ -87,18 +88,52 @@ def test_a_diverging_member_stops_alone(monkeypatch):
         assert_same_run(ens[e], train(replace(cfg, seed=e)))
 
 
-def test_train_seeds_splits_into_ensembles_that_fit(monkeypatch):
+def test_the_grouping_is_a_rule_of_the_config_not_the_free_memory(monkeypatch):
+    """All seeds together, at most ENSEMBLE_MAX_MEMBERS and ENSEMBLE_BUDGET_BYTES of member_bytes per group: the
+    same groups whether the machine has 64 GiB or just enough free for the largest group."""
     cfg = config(steps=3)
-    assert member_bytes(cfg) > 0
-    assert members_that_fit(cfg, 4) == 4                       # a tiny model: every seed fits
-    monkeypatch.setattr("probes.ensemble.free_bytes", lambda device: 2 * member_bytes(cfg))
-    assert members_that_fit(cfg, 4) == 1                       # a quarter of two members' memory: one at a time
-    monkeypatch.setattr("probes.ensemble.free_bytes", lambda device: 8 * member_bytes(cfg))
-    results = train_seeds(cfg, [0, 1, 2], "auto")              # groups of 2, then 1
+    seeds = list(range(40))
+    per_member = member_bytes(cfg)
+    assert 0 < per_member and ENSEMBLE_MAX_MEMBERS * per_member < ENSEMBLE_BUDGET_BYTES      # a tiny model
+    want = [tuple(range(0, 16)), tuple(range(16, 32)), tuple(range(32, 40))]
+    warned: list[str] = []
+    for free in (64 << 30, 2 * ENSEMBLE_MAX_MEMBERS * per_member):
+        monkeypatch.setattr("probes.ensemble.free_bytes", lambda device, free=free: free)
+        assert plan_groups(cfg, seeds, "auto", warned.append) == want
+        assert plan_groups(cfg, [3, 1, 2], "auto", warned.append) == [(3, 1, 2)]        # in the order given
+        assert plan_groups(cfg, seeds[:3], "off", warned.append) == [(0,), (1,), (2,)]
+    assert warned == []
+    assert group_size(cfg, 5) == 5 and group_size(cfg, 100) == ENSEMBLE_MAX_MEMBERS
+    monkeypatch.setattr("probes.ensemble.ENSEMBLE_BUDGET_BYTES", 3 * per_member)          # the budget, from the config
+    assert group_size(cfg, 100) == 3 and plan_groups(cfg, [0, 1, 2, 3, 4], "auto", warned.append) == [(0, 1, 2), (3, 4)]
+    assert warned == []
+
+
+def test_free_memory_only_caps_a_group_and_says_so(monkeypatch):
+    cfg = config(steps=3)
+    monkeypatch.setattr("probes.ensemble.free_bytes", lambda device: 4 * member_bytes(cfg))   # half of it: 2 members
+    warned: list[str] = []
+    assert plan_groups(cfg, [0, 1, 2], "auto", warned.append) == [(0, 1), (2,)]
+    assert len(warned) == 1 and warned[0].startswith("warning:") and "groups of 2" in warned[0]
+    assert "3 seeds" in warned[0] and "N=8" in warned[0]
+    results = train_seeds(cfg, [0, 1, 2], "auto", warn=warned.append)         # groups of 2, then 1
     assert [r.config.seed for r in results] == [0, 1, 2]
     assert [r.extra["ensemble"] for r in results] == [2, 2, 0]
     with pytest.raises(ValueError, match="--ensemble"):
         train_seeds(cfg, [0, 1], "fast")
+
+
+def test_the_default_mode_is_the_environment_variable_else_auto(monkeypatch):
+    monkeypatch.delenv("DMFT_PROBE_ENSEMBLE", raising=False)
+    assert resolve_mode(None) == "auto" and resolve_mode("off") == "off"
+    monkeypatch.setenv("DMFT_PROBE_ENSEMBLE", "off")
+    assert resolve_mode(None) == "off" and resolve_mode("auto") == "auto"           # an explicit mode wins
+    assert plan_groups(config(steps=3), [0, 1], None) == [(0,), (1,)]
+    monkeypatch.setenv("DMFT_PROBE_ENSEMBLE", "sometimes")
+    with pytest.raises(ValueError, match="^DMFT_PROBE_ENSEMBLE must be one of auto, off, got 'sometimes'$"):
+        resolve_mode(None)
+    with pytest.raises(ValueError, match="^--ensemble must be one of auto, off, got 'fast'$"):
+        resolve_mode("fast")
 
 
 def test_fused_attention_must_use_the_configured_scale(monkeypatch):

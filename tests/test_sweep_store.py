@@ -119,8 +119,8 @@ def test_corrupt_parts_are_named_and_redone(tmp_path, reference):
     assert len(warnings) == 2 and "N4-seed1.nc" in warnings[0] and "N8-seed0.nc" in warnings[1], r.stderr
     assert r.stderr.count("already done, skipped") == 4
     assert "N=4 seed=1: ok (" in r.stderr and "N=8 seed=0: ok (" in r.stderr
-    # retrained alone rather than in their seed ensembles: the same runs up to float round-off
-    xr.testing.assert_allclose(content(load(out)), content(reference[1]), rtol=1e-4, atol=1e-6)
+    # retrained in the seed groups recorded in the manifest: the uninterrupted sweep, bit for bit
+    xr.testing.assert_identical(content(load(out)), content(reference[1]))
     assert temporaries(tmp_path) == []
 
 
@@ -169,17 +169,17 @@ def test_a_failing_point_is_marked_failed_and_the_others_go_on(tmp_path, monkeyp
     merged; the same sweep again redoes only the failed points."""
     import probes.sweep as sweep
 
-    real = sweep.train_seeds
+    real = sweep.train_group
 
-    def flaky(cfg, seeds, mode):
+    def flaky(cfg, seeds):
         if cfg.model.N == 4:
             raise RuntimeError("out of cheese\nsecond line")
-        return real(cfg, seeds, mode)
+        return real(cfg, seeds)
 
     cfg = make_run_config(model={"H": 2, "L": 1, "task": "vision"})
     out = tmp_path / "f.nc"
     said: list[str] = []
-    monkeypatch.setattr(sweep, "train_seeds", flaky)
+    monkeypatch.setattr(sweep, "train_group", flaky)
     with pytest.raises(SweepFailed, match="2 of 6 points failed"):
         run_sweep(cfg, "N", [2, 4, 8], 2, out, init_only=True, on_point=said.append)
     assert statuses(out) == {"N2-seed0": "done", "N2-seed1": "done", "N4-seed0": "failed", "N4-seed1": "failed",
@@ -188,7 +188,7 @@ def test_a_failing_point_is_marked_failed_and_the_others_go_on(tmp_path, monkeyp
     assert point["message"] == "RuntimeError: out of cheese" and "Traceback" in point["detail"]
     assert "N=4 seed=0: failed: RuntimeError: out of cheese" in said
     assert not out.exists()
-    monkeypatch.setattr(sweep, "train_seeds", real)
+    monkeypatch.setattr(sweep, "train_group", real)
     said.clear()
     ds = run_sweep(cfg, "N", [2, 4, 8], 2, out, init_only=True, on_point=said.append)
     assert sum("already done" in m for m in said) == 4 and sum(": ok (" in m for m in said) == 2
