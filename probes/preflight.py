@@ -60,7 +60,7 @@ def check_store(cfg: RunConfig, axis: str, out: Path, init_only: bool = False) -
     """ValueError unless the store `<out>.parts/` is absent, or a folder with no manifest (its parts are redone), or
     one whose manifest is readable and records a sweep along `axis` with cfg's settings (what `SweepStore.open`
     resumes). Reads the manifest only."""
-    from .store import FORMAT, MANIFEST, comparable_config, config_differences, config_hash, parts_dir
+    from .store import MANIFEST, check_manifest, comparable_config, config_differences, config_hash, parts_dir
 
     folder = parts_dir(out)
     kind = _kind(folder)
@@ -75,10 +75,9 @@ def check_store(cfg: RunConfig, axis: str, out: Path, init_only: bool = False) -
     try:
         if kind != "file":
             raise ValueError("not a regular file")
-        manifest = json.loads(path.read_text())
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT \
-                or not isinstance(manifest.get("points"), dict):
-            raise ValueError(f"not format {FORMAT}")
+        manifest = check_manifest(json.loads(path.read_text()))      # the store's own schema check
+    except RecursionError:
+        raise ValueError(f"--out: {path} is not a readable sweep manifest (nested too deeply); {HINT}") from None
     except (OSError, ValueError) as e:
         why = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0][:80]
         raise ValueError(f"--out: {path} is not a readable sweep manifest ({why}); {HINT}") from None
