@@ -123,6 +123,8 @@ BAD = [
     ("variants --seeds 1e9", ["variants", "--seeds", "1000000000", "--quick", "--out", "v"], "--seeds must be", None),
     ("sweep 1001 sizes", ["sweep", "--values", ",".join(map(str, range(1, 1002))), "--init-only", *MODEL,
                           "--out", "s.nc"], "--values: at most 1000 sizes", None),
+    ("sweep 101000 points", ["sweep", "--values", ",".join(map(str, range(1, 1001))), "--seeds", "101", "--init-only",
+                             *MODEL, "--out", "s.nc"], "--values x --seeds: at most 100000 grid points", None),
     ("coord --steps 1e9", ["coord", "--values", "2,3,4", "--steps", "0,1000000000", *MODEL, "--out", "c.nc"],
      "--steps: 1000000000 is more than", None),
     ("coord N=1e9", ["coord", "--values", "2,3,1000000000", *MODEL, "--out", "c.nc"], "--values: N=1000000000", None),
