@@ -35,14 +35,16 @@ from .ensemble import plan_groups, resolve_mode, train_group
 from .executors import Executor, InProcess, JobError
 from .recorder import MAX_PROBE_STEPS, MAX_STEP
 from .run import RunConfig
-from .store import GROUP_ATTR, MODE_ATTR, SWEEP_CONFIG_ATTR, SweepStore, comparable_config, parts_dir, point_name
+from .manifest import GROUP_ATTR, MODE_ATTR, SWEEP_CONFIG_ATTR, comparable_config, point_name
+from .store import SweepStore, parts_dir
 
-__all__ = ["MAX_SEEDS", "MAX_VALUES", "Sweep", "SweepFailed", "Unit", "PointResult", "check_grid", "check_values",
-           "coord_config", "open_sweep", "parts_dir", "plan_units", "point_path", "run_sweep", "run_unit",
-           "value_config"]
+__all__ = ["MAX_POINTS", "MAX_SEEDS", "MAX_VALUES", "Sweep", "SweepFailed", "Unit", "PointResult", "check_grid",
+           "check_values", "coord_config", "open_sweep", "parts_dir", "plan_units", "point_path", "run_sweep",
+           "run_unit", "sweep_config", "value_config"]
 
 MAX_SEEDS = 1000          # seeds per size of one sweep
 MAX_VALUES = 1000         # sizes of one sweep
+MAX_POINTS = 100_000      # sizes x seeds of one sweep (the manifest is rewritten as points finish)
 
 
 def point_path(out: Path, axis: str, value: int, seed: int) -> Path:
@@ -51,9 +53,9 @@ def point_path(out: Path, axis: str, value: int, seed: int) -> Path:
 
 
 def check_grid(axis: str, values: list[int], seeds: int, ensemble: str | None = None) -> None:
-    """ValueError naming the option when the grid cannot give a slope, is larger than MAX_VALUES sizes or
-    MAX_SEEDS seeds, or the ensemble mode (or DMFT_PROBE_ENSEMBLE, when `ensemble` is None) is unknown (before
-    any work is spent)."""
+    """ValueError naming the option when the grid cannot give a slope, is larger than MAX_VALUES sizes, MAX_SEEDS
+    seeds or MAX_POINTS points, or the ensemble mode (or DMFT_PROBE_ENSEMBLE, when `ensemble` is None) is unknown
+    (before any work is spent)."""
     resolve_mode(ensemble)
     if axis not in ("N", "H", "L"):
         raise ValueError(f"--axis must be N, H or L, got {axis!r}"[:200])
@@ -67,6 +69,8 @@ def check_grid(axis: str, values: list[int], seeds: int, ensemble: str | None = 
         raise ValueError(f"--seeds must be >= 1, got {seeds}")
     if seeds > MAX_SEEDS:
         raise ValueError(f"--seeds must be <= {MAX_SEEDS}, got {seeds}")
+    if len(values) * seeds > MAX_POINTS:
+        raise ValueError(f"--values x --seeds: at most {MAX_POINTS} grid points, got {len(values)} x {seeds}")
 
 
 def value_config(cfg: RunConfig, axis: str, value: int) -> RunConfig:
@@ -149,17 +153,17 @@ def plan_units(cfg: RunConfig, axis: str, todo: dict[int, list[int]], ensemble: 
         if not seeds:
             continue
         vcfg = value_config(cfg, axis, v)
-        groups: list[tuple[int, ...]] = []
+        groups: dict[tuple[int, ...], None] = {}           # recorded groups, once each, in order
         loose = []
         for s in seeds:
             g = group_of(v, s)
             if g is None:
                 loose.append(s)
-            elif g not in groups:
-                groups.append(g)
-        groups += plan_groups(vcfg, loose, ensemble, warn) if loose else []
-        for g in sorted(groups, key=min):
-            parts = tuple(str(part(v, s)) if s in seeds or not finished(v, s) else "" for s in g)
+            else:
+                groups[g] = None
+        todo_v = set(seeds)
+        for g in sorted([*groups, *(plan_groups(vcfg, loose, ensemble, warn) if loose else [])], key=min):
+            parts = tuple(str(part(v, s)) if s in todo_v or not finished(v, s) else "" for s in g)
             units.append(Unit(vcfg, axis, v, tuple(g), parts, ensemble))
     return units
 

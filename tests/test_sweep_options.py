@@ -111,6 +111,25 @@ def test_coord_keeps_its_merged_grid_too(tmp_path):
     line = refused(*invoke([*args, "--values", "3,4,5"], cwd=tmp_path))
     assert "leaves out N = [2]" in line and "(--values 2,3,4,5 --seeds 1)" in line and "--overwrite" in line
     assert snapshot(tmp_path) == before
+    (parts_dir(out) / MANIFEST).write_text("{")                       # coord repairs its store the same way
+    assert "--rebuild-manifest" in refused(*invoke([*args, "--values", "2,3,4"], cwd=tmp_path))
+    code, stdout, err = invoke([*args, "--values", "2,3,4", "--rebuild-manifest"], cwd=tmp_path)
+    assert code == 0, err
+    assert err.count("already done, skipped") == 3 and "dataset:" in stdout
+
+
+def test_a_library_sweep_onto_a_file_it_did_not_merge_is_refused_and_leaves_no_store(tmp_path):
+    """run_sweep (no prepare_out_path in front of it) onto an existing file that is not a sweep: refused before
+    any work unless overwrite, and the parts folder it had just made is gone again."""
+    from probes.config import make_run_config
+    from probes.sweep import run_sweep
+
+    out = tmp_path / "x.nc"
+    out.write_bytes(b"someone else's file")
+    cfg = make_run_config(model={"H": 2, "L": 1, "task": "vision"})
+    with pytest.raises(ValueError, match=f"^--out: {out} exists and is not a sweep dataset along N; pass --overwrite"):
+        run_sweep(cfg, "N", [2, 3, 4], 1, out, init_only=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.nc"] and out.read_bytes() == b"someone else's file"
 
 
 # ---- bounds and messages ------------------------------------------------------------------------------------------
@@ -123,6 +142,8 @@ BAD = [
     ("variants --seeds 1e9", ["variants", "--seeds", "1000000000", "--quick", "--out", "v"], "--seeds must be", None),
     ("sweep 1001 sizes", ["sweep", "--values", ",".join(map(str, range(1, 1002))), "--init-only", *MODEL,
                           "--out", "s.nc"], "--values: at most 1000 sizes", None),
+    ("sweep 101000 points", ["sweep", "--values", ",".join(map(str, range(1, 1001))), "--seeds", "101", "--init-only",
+                             *MODEL, "--out", "s.nc"], "--values x --seeds: at most 100000 grid points", None),
     ("coord --steps 1e9", ["coord", "--values", "2,3,4", "--steps", "0,1000000000", *MODEL, "--out", "c.nc"],
      "--steps: 1000000000 is more than", None),
     ("coord N=1e9", ["coord", "--values", "2,3,1000000000", *MODEL, "--out", "c.nc"], "--values: N=1000000000", None),
