@@ -464,8 +464,8 @@ def coord(
 @app.command()
 @user_errors
 def check(
-    dataset: Path = typer.Argument(..., help="a sweep dataset written by `dmft-probe sweep`, or a folder of sweeps "
-                                             "and learning-rate grids (e.g. the folder of `dmft-probe reproduce`)"),
+    dataset: str = typer.Argument(..., help="a sweep dataset written by `dmft-probe sweep`, or a folder of sweeps "
+                                            "and learning-rate grids (e.g. the folder of `dmft-probe reproduce`)"),
     csv: Optional[Path] = typer.Option(None, "--csv", help="also write the verdict table as CSV"),
     nc: Optional[Path] = typer.Option(None, "--nc", help="also write the verdict table as netCDF"),
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="folder: also write the P1-P12 summary as Markdown"),
@@ -478,7 +478,8 @@ def check(
     from probes.dataset import load
 
     check_mc_heads(mc_heads)
-    check_data_path(str(dataset), "DATASET")
+    check_data_path(dataset, "DATASET")                # as typed: Path("") would read as "."
+    dataset = Path(dataset)                            # type: ignore[assignment]
     _out_file(csv, "--csv")
     _out_file(nc, "--nc")
     _out_file(markdown, "--markdown")
@@ -606,7 +607,7 @@ def variants(
 @app.command()
 @user_errors
 def plot(
-    dataset: Path = typer.Argument(..., help="a run or sweep dataset (.nc or .zarr)"),
+    dataset: str = typer.Argument(..., help="a run or sweep dataset (.nc or .zarr)"),
     out: Optional[str] = typer.Option(None, "--out", help="figure folder (default <dataset>-figures/ next to it)"),
     format: str = typer.Option("png", "--format", help="png or pdf"),
 ):
@@ -616,7 +617,8 @@ def plot(
         fail(f"--format must be png or pdf, got {format!r}")
     from probes.config import check_data_path, check_out_folder
 
-    check_data_path(str(dataset), "DATASET")
+    check_data_path(dataset, "DATASET")                # as typed: Path("") would read as "."
+    dataset = Path(dataset)                            # type: ignore[assignment]
     named = dataset if dataset.name else dataset.resolve()      # "." has no name
     out_dir = _out_folder(out, "--out") or named.with_name(
         f"{named.stem if named.suffix in ('.nc', '.zarr') else named.name}-figures")

@@ -282,6 +282,13 @@ def test_an_empty_out_is_refused(tmp_path, real, command):
     assert_refused([*args, "--out", "a" * 300], ["--out", "too long"], tmp_path)     # was a raw "[Errno 36]"
 
 
+@pytest.mark.parametrize("command", ["check", "plot"])
+def test_an_empty_dataset_is_refused(tmp_path, command):
+    """`check ""` read the current folder (typer turns "" into Path(".")) and its error named "." (found by
+    tests/test_fuzz_commands.py); the argument is checked as typed."""
+    assert_refused([command, ""], ["DATASET", "empty path"], tmp_path)
+
+
 @pytest.mark.parametrize("command", ["reproduce", "variants"])
 def test_an_out_that_cannot_be_made_is_refused(tmp_path, command):
     """--out under a file (and, as a user other than root, under a read-only folder: a raw [Errno 30] before)."""
