@@ -189,6 +189,9 @@ def needs_text(v: Verdict) -> str:
     half = max(v.estimate - v.lo, v.hi - v.estimate)
     if half <= 0:
         return ""
+    if math.isinf(half):        # a jackknife replicate was not resolved (dmft.fit.jackknife_interval)
+        return ("the interval is unbounded: without one of the seeds the estimate is not resolved above the "
+                "noise; more seeds would bound it")
     c = v.estimate
     inside = v.prediction.distance(c) == 0
     if inside:           # consistent once the interval fits inside the prediction and clears every alternative

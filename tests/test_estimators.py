@@ -131,3 +131,16 @@ def test_coverage_of_the_95_intervals_at_the_preset_geometry():
         assert np.all(np.isfinite(e)) and np.all(np.isfinite(lo)), kind
         cover = np.mean((lo <= truth[kind]) & (truth[kind] <= hi))
         assert 0.93 <= cover <= 0.97, (kind, cover)
+
+
+def test_an_unbounded_interval_makes_an_underpowered_verdict_that_says_why():
+    """A leave-one-seed-out replicate that is not resolved makes the interval (-inf, +inf) (`fit.jackknife_interval`);
+    the rule calls the row underpowered and says what would decide it, instead of failing on an infinite width."""
+    from dmft import verdict
+
+    lo, hi = fit.jackknife_interval(np.array(-1.0), np.array([-1.1, np.nan, -0.9]), 0.95)
+    assert (lo, hi) == (-np.inf, np.inf)
+    v = verdict.Verdict("P6", "Var_seed f", "probe_outputs", "N", "mup", "slope of the seed variance", -1.0,
+                        float(lo), float(hi), verdict.point("N^-1", -1.0, 0.2), (verdict.point("flat", 0.0, 0.2),),
+                        band=0.2, band_source=fit.BAND_SOURCE, n_seeds=3)
+    assert v.outcome == verdict.UNDERPOWERED and "unbounded" in v.needs
