@@ -80,10 +80,10 @@ def moments(q: np.ndarray, weights: np.ndarray) -> Moments:
     gram = np.einsum("...jse,...kse->...jks", x, x) / E                    # (..., n, n, S): <x_js, x_ks>
     if f.all():                                                             # nothing left out: one count per row
         N = w.sum(axis=1)                                                   # (J,)
-        mean = np.einsum("Js,...nse->...Jne", w, x) / N[:, None, None]
         P = np.einsum("Js,...jks->...Jjk", w, gram)
-        mm = np.einsum("...Jje,...Jke->...Jjk", mean, mean) / E
-        with np.errstate(invalid="ignore", divide="ignore"):
+        with np.errstate(invalid="ignore", divide="ignore"):                # a row with 0 or 1 seed: NaN
+            mean = np.einsum("Js,...nse->...Jne", w, x) / N[:, None, None]
+            mm = np.einsum("...Jje,...Jke->...Jjk", mean, mean) / E
             cov = (P - N[:, None, None] * mm) / (N[:, None, None] - 1)
         shape = cov.shape[:-1]
         return Moments(mean + centre, np.broadcast_to(N[:, None], shape).copy(),
