@@ -546,6 +546,76 @@ def reproduce(
     typer.echo(f"verdicts: {summary}")
 
 
+@app.command()
+@user_errors
+def plan(
+    axis: Optional[str] = typer.Option(None, "--axis", help="the swept size: N, H or L (default: --from's, else N)"),
+    sizes: Optional[str] = typer.Option(None, "--sizes", help="comma-separated sizes, at least 3 (default: --from's, else 4,8,16,32)"),
+    seeds: Optional[int] = typer.Option(None, "--seeds", help="seeds per size (default: --from's, else 6)"),
+    param: Optional[str] = typer.Option(None, "--param", help="parametrization preset: mup, mup-sqrt, depth-sqrt, sp (default: --from's, else mup)"),
+    alpha_A: Optional[float] = typer.Option(None, "--alpha-A", help="attention exponent (overrides the preset)"),
+    alpha_L: Optional[float] = typer.Option(None, "--alpha-L", help="residual exponent (overrides the preset)"),
+    source: Optional[Path] = typer.Option(None, "--from", help="a sweep dataset to measure the noise on (and its axis, sizes, seeds, parametrization)"),
+    quantity: str = typer.Option("probe_outputs", "--quantity", help="with --from: the quantity whose noise is measured"),
+    step: Optional[int] = typer.Option(None, "--step", help="with --from: the probe step (default: the last)"),
+    entries: Optional[int] = typer.Option(None, "--entries", help="entries of one seed's quantity (default 16)"),
+    rho_entries: Optional[float] = typer.Option(None, "--rho-entries", help="mean correlation of one seed's entries, in [0, 1) (default 0.3)"),
+    rho_sizes: Optional[float] = typer.Option(None, "--rho-sizes", help="correlation of one seed's draws across sizes, in [0, 1) (default 0.5)"),
+    cv: Optional[float] = typer.Option(None, "--cv", help="seed-to-seed coefficient of variation of a per-seed positive quantity (slope rows; default 0.2)"),
+    bias: Optional[float] = typer.Option(None, "--bias", help="RMS bias of the seed mean in seed sds at the smallest size (default 1)"),
+    band: Optional[float] = typer.Option(None, "--band", help="a user band for every row instead of the derived one"),
+    reps: int = typer.Option(1000, "--reps", help="simulated sweeps per case"),
+    seed: int = typer.Option(0, "--seed", help="seed of the simulation"),
+):
+    """Power before data: for each row a sweep of this geometry gives, the probability that it comes out
+    consistent when its prediction is true, when an alternative is true, and the seeds needed for power 0.8."""
+    from dmft import power
+
+    size_list = None if sizes is None else [float(x) for x in _int_list(sizes, "--sizes")]
+    power.check_options(axis, size_list, seeds, reps, band)        # every given value checked before any work
+    if source is None and (step is not None or quantity != "probe_outputs"):
+        raise ValueError("--step and --quantity need --from (the dataset whose noise they select)")
+    given = dict(entries=entries, rho_entries=rho_entries, rho_sizes=rho_sizes, cv=cv, bias=bias)
+    power.resolve_noise(None, **given)
+    if param is not None or source is None:
+        from parametrizations.spec import get_preset
+
+        try:
+            p = get_preset(param or "mup", alpha_A=alpha_A, alpha_L=alpha_L)
+        except ValueError as e:
+            raise ValueError(f"--param: {e}") from None
+    measured, attrs = None, {}
+    if source is not None:
+        from dmft.check import run_attrs
+        from dmft.measure import sweep_axis, with_seed_dim
+        from probes.config import check_data_path
+        from probes.dataset import load
+
+        check_data_path(str(source), "--from")
+        ds = with_seed_dim(load(source))
+        _has_config(ds, source)
+        attrs = run_attrs(ds)
+        ax = sweep_axis(ds)
+        attrs.update(axis=ax, sizes=[float(x) for x in ds[ax].values], seeds=int(ds.sizes["seed"]))
+        measured = power.noise_from(ds, quantity, step, cv if cv is not None else 0.2)
+    noise = power.resolve_noise(measured, **given)
+    axis = axis or attrs.get("axis", "N")
+    size_list = size_list or attrs.get("sizes", [4.0, 8.0, 16.0, 32.0])
+    seeds = seeds if seeds is not None else attrs.get("seeds", 6)
+    if param is not None or source is None:
+        a_A, a_L, standard, name = p.alpha_A, p.alpha_L, p.standard, p.name
+    else:
+        a_A = alpha_A if alpha_A is not None else attrs["alpha_A"]
+        a_L = alpha_L if alpha_L is not None else attrs["alpha_L"]
+        standard, name = attrs["standard"], attrs["name"]
+    plans = power.plan(axis, size_list, seeds, noise, a_A, a_L, standard, reps=reps, seed=seed, band=band)
+    typer.echo(f"plan: {name} (alpha_A {a_A:g}, alpha_L {a_L:g}) along {axis} = "
+               f"{', '.join(f'{x:g}' for x in size_list)}, {seeds} seeds, {reps} simulated sweeps per case")
+    typer.echo(f"noise: {noise.text()}; band: {'user ' + format(band, 'g') if band is not None else 'local slopes'}")
+    for line in power.lines(plans):
+        typer.echo(line)
+
+
 def _names(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 

@@ -1,75 +1,74 @@
 """How fast trained models approach their size -> oo limit along N, H or L (pure numpy / xarray).
 
 A sweep dataset (`dmft-probe sweep`, `probes.dataset.load`) holds a quantity Q_s(n) per size n on the swept axis
-and seed s (plus `step` and the quantity's own entries: kernel entries, probe outputs, layers, ...). Two rates:
+and seed s (plus `step` and the quantity's own entries: kernel entries, probe outputs, layers, ...). In DMFT a
+seed's Q_s(n) has a mean mu(n) = Q_oo + c n^-1 + ... and fluctuations of variance v(n) about it, so the theory
+predicts two things with two exponents, and they are estimated separately (docs/predictions.md, "The verdict
+rule"; the per-size estimates are `dmft.estimators`'):
 
-- **Distance from the limit** (`convergence_rate`): the mean-square distance over a quantity's entries of each
-  seed's Q_s(n) from an estimate of the limit Q_oo, averaged over seeds, fitted as a log-log slope against n.
-  Units: those of the quantity squared. In DMFT, with per-seed fluctuations of variance v(n) and a mean
-  mu(n) = Q_oo + c n^-1 + ..., the expected distance is (mu(n) - Q_oo)^2 + v(n): v(n) ~ 1/n gives slope -1
-  (the usual case: H^-1 along H), a pure bias gives -2. The limit is estimated (`limit_estimate`) either from
-  the largest size ("largest") or by Richardson extrapolation over every size ("richardson").
 - **Seed-to-seed variance** (`seed_variance_rate`): the unbiased variance over seeds per size, averaged over
-  entries, fitted against n. No limit estimate is involved, so it is the cleanest test of "the network becomes
-  deterministic as the size grows" (1/H along H; 1/N along N at alpha_A = 1; flat along N at alpha_A = 1/2,
-  where H random attention matrices survive).
+  entries, fitted against n. No limit estimate is involved: the cleanest test of "the network becomes
+  deterministic as the size grows" (1/H along H; 1/N along N at alpha_A = 1; flat along N at alpha_A = 1/2).
+- **Bias** (`bias_rate`): the squared distance of the seed mean from the limit, ||mu(n) - Q_oo||^2 ~ n^-2q for a
+  bias c n^-q (q = 1 in DMFT: exponent -2). It is estimated without a limit estimate, from the differences of the
+  seed means of adjacent sizes per unit log size, noise-corrected (`dmft.estimators.bias_pairs`): for sizes in a
+  geometric progression they are exactly proportional to the bias at the pair's geometric mean. (The distance of
+  the seed mean from the largest size's, the old estimator, is c^2 (1/n - 1/n_max)^2: steeper than -2 near n_max,
+  e.g. -2.8 over L = 1..8 for an exact 1/L bias.)
+- **Plateau** (`plateau_test`): "no convergence" as a tested statement. The seed variance is fitted as
+  v(n) = v_inf + c n^-p with p fixed (1 by default: the rate of the alternative "converges"; 4 noisy sizes
+  cannot carry a free p), reported as v_inf / v(n_min) with an interval. Near 1: the variance does not fall
+  (alpha_A = 1/2 along N); near 0: it falls at least as n^-p. A slower fall (n^-1/2) reads as a partial plateau
+  (about 0.3 over 4..32).
+- **Distance from the limit** (`convergence_rate`): the mean-square distance over a quantity's entries of each
+  seed's Q_s(n) from an estimate of the limit Q_oo, averaged over seeds: bias^2 + variance (noise-corrected),
+  fitted as one log-log slope. v(n) ~ 1/n alone gives -1, a bias alone -2: a mixture of the two has no single
+  exponent, which is why the bias and the variance are also fitted separately. The limit is estimated
+  (`limit_estimate`) from the largest size ("largest") or by Richardson extrapolation over every size
+  ("richardson").
 
-**Bias of a noisy limit estimate and its correction.** Any limit estimate here is linear in the per-size seed
-means, L = sum_k b_k m_k (largest: b = 1 at n_max, 0 elsewhere; Richardson: the least-squares weights below),
-so it carries its own noise. The expected distance of a seed at size n_i from it is
+Every slope comes with its local slopes between adjacent sizes (point estimates: whether the asymptotic regime is
+reached) and the band derived from them (`dmft.fit.band_of`), which the verdict rule uses as the half-width of the
+row's hypotheses.
 
-    E D_i = (mu_i - E L)^2 + v_i + Var(L) - 2 Cov(Q_s(n_i), L),
-    Var(L) = sum_k b_k^2 v_k / S_k,   Cov(Q_s(n_i), L) = b_i v_i / S_i      (S_k: usable seeds at size k)
+**Seeds are paired across sizes.** Seed s is the same draw at every size (the N = 4 embedding is the first rows of
+N = 8's; the shared draws are listed in docs/predictions.md), so one seed's values at two sizes are correlated.
+Every estimate here uses the covariance of one seed's values across sizes, and the interval deletes a seed at every
+size at once.
 
-The floor Var(L) is the same at every size and flattens the fitted slope (most at the largest sizes, whose
-distances are smallest). With `corrected=True` (the default) the fit uses D_i - F_i, with F_i the same
-expression with v_k replaced by the unbiased seed variance at size k (ddof = 1, mean over entries): an unbiased
-estimate of (mu_i - E L)^2 + v_i. The uncorrected seed-mean distance and the subtracted floor are both kept in
-the result (`mean_distance`, `floor`), and `corrected=False` fits the raw distances.
+**Noise of the limit estimate and its correction.** A limit estimate here is linear in the per-size seed means,
+L = sum_k b_k m_k (largest: b = 1 at n_max, 0 elsewhere; Richardson: the least-squares weights of
+m(n) = Q_oo + c n^-order), so it carries its own noise. The seed mean of the distances of size n_i is
+||m_i - L||^2 + (S-1)/S s_i^2, whose expectation carries Var(m_i - L) on top of the bias. With `corrected=True`
+(the default) the fit uses ||m_i - L||^2 - Var^(m_i - L) + s_i^2: an unbiased estimate of
+||mu_i - E L||^2 + v_i, with Var^(m_i - L) = sum_jk w_j w_k C_jk S_jk / (S_j S_k) (w = e_i - b; C_jk the
+covariance of one seed's values at sizes j and k over the S_jk seeds present at both, mean over entries). The
+uncorrected seed-mean distance and what the correction subtracts are both kept (`mean_distance`, `floor`), and
+`corrected=False` fits the raw distances.
 
-- "largest": F_i = s^2(n_max) / S_max at every size below n_max, i.e. the limit's own variance. The largest size
-  itself is not fitted: its distance from its own seed mean is only its within-size spread (its bias term is 0
-  by construction). The remaining bias of this method is that mu(n) - mu(n_max) is used for mu(n) - Q_oo: with
-  a 1/n bias the bias term is c^2 (1/n - 1/n_max)^2, which steepens the slope near n_max when the bias
-  dominates the variance.
-- "richardson": a per-entry least-squares fit of the seed means m(n) = Q_oo + c n^-order over all sizes, so
-  every size is fitted, including the largest. It removes the O(n^-order) bias when the model holds exactly, at
-  a noise cost Var(L) = sum_k b_k^2 v_k/S_k. The weights b sum to 1 and are negative at the smallest sizes; for
-  sizes 8..128 (doubling) they are (-0.21, 0.13, 0.29, 0.38, 0.42): with v ~ 1/n the extrapolated limit has 1.6
-  times the variance of the largest size's mean (1.8 times for sizes 1..8), with constant v 0.39 times. That
-  noise is a floor like the one above (corrected the same way) and also a source of spread in the fitted slope;
-  a higher-order term (n^-2, or a 1/n law that has not set in at the small sizes) biases the extrapolation,
-  which no correction removes. Where the two methods agree (`agreement`) neither of these dominates.
+- "largest": the largest size itself is not fitted (its distance from its own seed mean has no bias term). Its
+  remaining bias is that mu(n) - mu(n_max) stands for mu(n) - Q_oo: with a 1/n bias the bias term is
+  c^2 (1/n - 1/n_max)^2, steeper than -2 near n_max when the bias dominates the variance.
+- "richardson": every size is fitted. It removes the O(n^-order) bias when the model holds exactly, at a noise
+  cost: the weights b sum to 1 and are negative at the smallest sizes; for sizes 8..128 (doubling) they are
+  (-0.21, 0.13, 0.29, 0.38, 0.42). A higher-order term biases the extrapolation, which no correction removes.
+  Where the two methods agree (`agreement`) neither of these dominates.
 
-**Confidence intervals.** The interval of every slope is a seed bootstrap (`n_boot` resamples, percentile
-interval at `level`) that resamples the usable seeds of each size independently with replacement and recomputes
-everything from the resample: the seed means, the limit estimate, the floor and the distances (for the seed
-variance: the variance itself). The resampled values are then recentred on the estimate, per size: in the
-resampled world the limit estimate is noisy again, so each resampled distance carries the floor on top of a
-distance that already contains it (its mean over resamples exceeds the estimate by about the floor), and a
-resampled ddof = 1 variance has mean (S-1)/S times the estimate. Distances are shifted by the difference of the
-means (the floor is additive); variances are rescaled by S/(S-1). Without this the interval of a precise
-floor-corrected slope can miss its own estimate (measured: -1.000 with [-0.997, -0.980] at 16 seeds and 3072
-entries). It does not use `dmft.fit.loglog_fit`, which resamples fixed per-seed values: it would hold the limit
-estimate and the floor fixed, and cannot take floor-corrected per-seed values (which may be negative for one
-seed while their mean is positive). The point estimate is the same least-squares log-log fit of the seed means
-as `loglog_fit`'s. A resample whose (recentred) distance or variance is <= 0 at some fitted size has log -oo
-there, and its slope is the limit of the fit: -oo when that happens at sizes above the mean log size (the
-distance is not resolved above the noise at the large sizes), +oo below it. Their fraction is `boot_unresolved`;
-when it exceeds (1 - level)/2 the interval is unbounded on that side (lo = -inf, say), which is the honest
-statement with few seeds: "at least this steep". Resamples with such values on both sides are indeterminate
-(left out; the interval is NaN with a reason when more than (1 - level)/2 are). An estimate (not a resample)
-with a value <= 0 is not fitted: NaN slope and a reason.
-
-Calibration, measured on synthetic sweeps (5 sizes 8..128, noise variance 1/n, independent sweeps): with 24
-seeds and 40 entries (c = 0.3, 40 sweeps) the intervals held the true exponent in 95% ("largest"), 97%
-("richardson") and 95% (seed variance) of the sweeps, with half-widths 1.4, 1.05 and 1.1 times 1.96 sd of the
-slope over sweeps; with 16 seeds and 576 entries (c = 0, 30 sweeps) in 100% of them, half-widths 1.3 and 1.5
-times. So the distance intervals are honest to conservative (the resampled limit moves every distance together).
-With 6 seeds the seed-variance interval is conservative (half-width 1.7 times; resampling fixed per-seed squared
-deviations instead gives 0.8 times and too-narrow intervals); with 3-4 seeds some resamples draw one seed only
-at some size and the interval is unbounded or not resolved. Expect finite, useful intervals from about 6 seeds
-per size.
+**Confidence intervals.** The interval of every slope and of the plateau ratio is the jackknife over seeds: each
+seed is left out at every size at once, everything is recomputed without it (seed means, covariances, the limit,
+its noise correction, the per-size estimates and the slope), and the interval is estimate +- t SE with
+SE^2 = (S-1)/S sum_s (slope_(s) - mean)^2 and t the (1 + level)/2 quantile of Student's t with S - 1 degrees of
+freedom. Coverage of the 95% intervals, measured on synthetic sweeps at the cpu preset's geometry (sizes 4..32,
+6 seeds, entries and sizes correlated, 4000 sweeps; `python bench/verdict_calibration.py coverage`, and
+docs/predictions.md): 0.95-0.97 for the seed variance, the bias once it is resolved above the noise (0.98 when
+it barely is: conservative), the distance and the plateau ratio with moderate correlations (rho 0.3 across
+entries, 0.5 across sizes); the distance's falls to 0.91-0.93 when the entries are strongly correlated (rho 0.5
+and more: the distribution of its slope is skewed). A percentile bootstrap that resamples seeds jointly covers
+0.77-0.90 at 6 seeds; resampling each size's seeds independently ignores the pairing. A leave-one-out replicate
+whose estimate is <= 0 at some fitted size (the quantity is not resolved above the noise without that seed) makes
+the interval unbounded (-inf, +inf): `boot_unresolved` is their fraction. An estimate (not a replicate) with a
+value <= 0 is not fitted: NaN slope and a reason. `n_boot` and `seed` are kept for old callers (n_boot = 0
+skips the interval).
 
 **What is left out.** Diverged points (`status`, `dmft.divergence`) are set to NaN at every step before anything
 is computed (a trained quantity of a diverged run is not a sample of the limit; the same rule as
@@ -87,7 +86,8 @@ from typing import NamedTuple
 import numpy as np
 import xarray as xr
 
-from . import divergence, measure
+from . import divergence, estimators, fit, measure
+from .estimators import richardson_weights
 from .fit import SlopeFit
 
 __all__ = [
@@ -96,11 +96,15 @@ __all__ = [
     "Agreement",
     "ConvergenceRate",
     "Quantity",
+    "BiasRate",
+    "PlateauTest",
     "SeedVarianceRate",
     "agreement",
+    "bias_rate",
     "convergence_rate",
     "distance",
     "limit_estimate",
+    "plateau_test",
     "richardson_weights",
     "seed_variance_rate",
 ]
@@ -156,16 +160,6 @@ def _check_axis(da: xr.DataArray, axis: str) -> None:
 def _check_method(method: str) -> None:
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-
-
-def richardson_weights(sizes, order: float = 1.0) -> np.ndarray:
-    """The weights b_k with Q_oo = sum_k b_k m_k of the least-squares fit m(n) = Q_oo + c n^-order over `sizes`
-    (they sum to 1; dimensionless). ValueError with fewer than 2 distinct sizes."""
-    x = np.asarray(sizes, dtype=float) ** -float(order)
-    if len(x) < 2 or np.ptp(x) == 0:
-        raise ValueError(f"Richardson extrapolation needs at least 2 distinct sizes, got {list(sizes)}")
-    xc = x - x.mean()
-    return 1.0 / len(x) - x.mean() * xc / np.sum(xc ** 2)
 
 
 def limit_estimate(da: xr.DataArray, axis: str, method: str = "largest", order: float = 1.0) -> xr.DataArray:
@@ -326,7 +320,7 @@ def _task(ds: xr.Dataset) -> str:
     return str(ds.attrs.get("task") or run_attrs(ds)["task"])
 
 
-# ---- the bootstrap engine: seed means, variances and distances from Gram matrices ---------------------------
+# ---- the jackknife engine: per-size estimates of the usable points and their leave-one-seed-out replicates ----
 
 
 @dataclass(frozen=True, eq=False)
@@ -334,79 +328,46 @@ class _Prepared:
     sel: _Selected
     sizes: np.ndarray           # usable sizes (n,)
     size_idx: np.ndarray        # their indices into da[axis]
+    seed_idx: np.ndarray        # the seeds usable at some usable size (S,), indices into da.seed
     usable: np.ndarray          # (n, S) bool: usable seeds of each usable size
-    counts: list                # per usable size: (n_boot + 1, S_i) resample counts; row 0 = each seed once
     steps: np.ndarray
 
 
-def _prepare(sel: _Selected, n_boot: int, seed: int) -> _Prepared:
-    da = sel.da
-    x = da.values                                                   # (n, S, T, E...)
+def _prepare(sel: _Selected) -> _Prepared:
+    x = sel.da.values                                               # (n, S, T, E...)
     n, S, T = x.shape[:3]
     flat = x.reshape(n, S, T, -1)
     usable = np.isfinite(flat).any(axis=3).all(axis=2)              # a finite entry at every step
     keep = usable.any(axis=1)
-    rng = np.random.default_rng(seed)
-    counts = []
-    for i in np.flatnonzero(keep):
-        s_i = int(usable[i].sum())
-        c = rng.multinomial(s_i, np.full(s_i, 1.0 / s_i), size=n_boot) if n_boot else np.empty((0, s_i))
-        counts.append(np.vstack([np.ones((1, s_i)), c]).astype(float))
-    return _Prepared(sel, da[sel.axis].values[keep].astype(float), np.flatnonzero(keep), usable[keep], counts,
-                     da["step"].values)
+    seeds = usable[keep].any(axis=0)
+    return _Prepared(sel, sel.da[sel.axis].values[keep].astype(float), np.flatnonzero(keep), np.flatnonzero(seeds),
+                     usable[keep][:, seeds], sel.da["step"].values)
 
 
-def _step_moments(p: _Prepared, t: int):
-    """Seed-mean inner products at step index t for the point estimate (row 0) and every resample.
+@dataclass(frozen=True, eq=False)
+class _Step:
+    m: estimators.Moments       # J = 1 + S rows: every seed, then each seed left out (at every size)
+    constant: bool              # the quantity is the same at every size and seed to within rounding
+    tol: float                  # per-size estimates at or below this are 0 (units: the quantity's squared)
 
-    Returns (MM, diag, s2, constant, n_entries): MM (B+1, n, n) the mean over entries of m_i . m_k (seed means of
-    resampled seeds), diag (B+1, n) the resampled mean over seeds of the mean over entries of Q^2, s2 (B+1, n)
-    the unbiased seed variance (mean over entries) of each resample (NaN with one seed), constant: the quantity
-    is the same at every size and seed to within rounding. Values are centred on their overall mean first (the
-    distances and variances do not change), which keeps the Gram differences accurate."""
-    x = p.sel.da.values[:, :, t][p.size_idx]                         # (n, S, E...)
-    n = len(p.sizes)
-    rows = x.reshape(n, x.shape[1], -1)
-    vecs = [rows[i][p.usable[i]] for i in range(n)]
-    allv = np.concatenate(vecs)
-    ent = np.isfinite(allv).all(axis=0)
+
+def _step(p: _Prepared, t: int) -> _Step | None:
+    """The moments at step index t over the usable points and the entries finite at all of them (None when no
+    entry is). Values <= 1e-12 times the largest mean square (over entries) of a centred point count as 0."""
+    x = p.sel.da.values[:, :, t][p.size_idx][:, p.seed_idx]          # (n, S, E...)
+    n, S = x.shape[:2]
+    x = x.reshape(n, S, -1)
+    x = np.where(p.usable[..., None], x, np.nan)
+    ent = np.isfinite(x[p.usable]).all(axis=0)
     if not ent.any():
         return None
-    scale = np.max(np.abs(allv[:, ent]))
-    allv = allv[:, ent] - allv[:, ent].mean(axis=0)
-    constant = bool(np.max(np.abs(allv)) <= CONSTANT_EPS * p.sel.eps * scale)
-    G = allv @ allv.T / ent.sum()
-    g = np.diag(G)
-    offs = np.cumsum([0] + [len(v) for v in vecs])
-    blocks = [slice(offs[i], offs[i + 1]) for i in range(n)]
-    U = [c / c.shape[1] for c in p.counts]
-    B1 = U[0].shape[0]
-    MM = np.empty((B1, n, n))
-    diag = np.empty((B1, n))
-    for i in range(n):
-        T = U[i] @ G[blocks[i], :]
-        diag[:, i] = U[i] @ g[blocks[i]]
-        for k in range(n):
-            MM[:, i, k] = np.einsum("bj,bj->b", T[:, blocks[k]], U[k])
-    S = np.array([c.shape[1] for c in p.counts], dtype=float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        s2 = (diag - np.einsum("bii->bi", MM)) * np.where(S > 1, S / (S - 1), np.nan)
-    return MM, diag, s2, constant, int(ent.sum())
-
-
-def _loglog_rows(sizes: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Least-squares slope and intercept of log(y) against log(sizes), per row of y.
-
-    A value y <= 0 has log -oo; the slope takes its limit: -oo when such values sit above the mean log size
-    only, +oo below it only, unaffected at the mean log size itself (weight 0), NaN when both sides have one
-    (indeterminate)."""
-    lx = np.log(sizes)
-    w = (lx - lx.mean()) / np.sum((lx - lx.mean()) ** 2)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ly = np.where(y > 0, np.log(np.where(y > 0, y, 1.0)), -np.inf)
-        slope = np.where(w == 0, 0.0, w * ly).sum(axis=1)
-        intercept = ly.mean(axis=1) - slope * lx.mean()
-    return slope, intercept
+    x = x[..., ent]
+    vals = x[p.usable]
+    scale = float(np.max(np.abs(vals)))
+    centred = vals - vals.mean(axis=0)
+    constant = bool(np.max(np.abs(centred)) <= CONSTANT_EPS * p.sel.eps * scale)
+    tol = 1e-12 * max(float(np.max(np.mean(centred ** 2, axis=1))), np.finfo(float).tiny)
+    return _Step(estimators.moments(x, estimators.jackknife_weights(S)), constant, tol)
 
 
 @dataclass(frozen=True)
@@ -415,44 +376,39 @@ class _StepFit:
     intercept: float
     lo: float
     hi: float
-    unresolved: float           # fraction of resamples with a value <= 0 at some fitted size (slope +-oo or NaN)
+    unresolved: float           # fraction of leave-one-seed-out replicates with an estimate <= 0 at some size
     reason: str
+    local: tuple = ()           # local slopes between adjacent fitted sizes
+    band: float = float("nan")
 
 
-def _fit_rows(sizes: np.ndarray, y: np.ndarray, tol: float, level: float, what: str, axis: str,
-              hint: str = "more seeds") -> _StepFit:
-    """Slope of row 0 (the estimate) and the percentile interval over rows 1.. (the resamples) of log y.
-
-    Values <= tol count as 0. The estimate with a value <= 0 is not fitted (NaN, with the reason). A resample
-    with one has an infinite slope (`_loglog_rows`), so the interval becomes unbounded on that side when more
-    than (1 - level)/2 of the resamples have one: the honest answer when the distance is not resolved above the
-    noise at the largest sizes. Indeterminate resamples (NaN) are left out; when more than (1 - level)/2 are,
-    the interval is NaN with the reason."""
+def _not_fitted(reason: str, pairs: int) -> _StepFit:
     nan = float("nan")
+    return _StepFit(nan, nan, nan, nan, nan, reason, (nan,) * pairs, nan)
+
+
+def _fit(sizes: np.ndarray, y: np.ndarray, tol: float, level: float, what: str, axis: str,
+         interval: bool = True) -> _StepFit:
+    """The slope of row 0 of y (1 + S, P) (the estimate) against sizes, its local slopes and band, and the joint
+    jackknife interval from rows 1.. (`dmft.fit.fit_rows`).
+
+    Values <= tol count as 0. The estimate with a value <= 0 is not fitted (NaN, with the reason). A replicate
+    with one (the estimate is not resolved above the noise without that seed) makes the interval unbounded
+    (-inf, +inf): the honest answer when the distance or variance is not resolved above the noise at some size.
+    interval=False (n_boot = 0): no interval (NaN)."""
+    pairs = len(sizes) - 1
     if not np.all(np.isfinite(y[0])):
-        return _StepFit(nan, nan, nan, nan, nan, f"the {what} is not finite at every fitted size")
+        return _not_fitted(f"the {what} is not finite at every fitted size", pairs)
     bad = np.flatnonzero(y[0] <= tol)
     if len(bad):
         where = f"{axis}=" + ", ".join(f"{s:g}" for s in sizes[bad])
-        return _StepFit(nan, nan, nan, nan, nan, f"the {what} is <= 0 at {where} (not resolved above the noise)")
-    slope, intercept = _loglog_rows(sizes, y[:1])
-    if y.shape[0] == 1:
-        return _StepFit(float(slope[0]), float(intercept[0]), nan, nan, 0.0, "")
-    boots = np.where(np.isfinite(y[1:]) & (y[1:] > tol), y[1:], 0.0)
-    unresolved = float(np.mean(np.any(boots <= 0, axis=1)))
-    bs = _loglog_rows(sizes, boots)[0]
-    a = (1 - level) / 2
-    ok = ~np.isnan(bs)
-    if 1 - ok.mean() > a:
-        return _StepFit(float(slope[0]), float(intercept[0]), nan, nan, unresolved,
-                        f"{1 - ok.mean():.0%} of the resamples have a {what} <= 0 at both small and large sizes: "
-                        f"the interval is not resolved ({hint})")
-    bs = bs[ok]
-    if np.all(np.isfinite(bs)):
-        lo, hi = np.quantile(bs, [a, 1 - a])
-    else:       # no interpolation next to an infinite slope (it would give inf - inf); the wider order statistics
-        lo, hi = np.quantile(bs, a, method="lower"), np.quantile(bs, 1 - a, method="higher")
-    return _StepFit(float(slope[0]), float(intercept[0]), float(lo), float(hi), unresolved, "")
+        return _not_fitted(f"the {what} is <= 0 at {where} (not resolved above the noise)", pairs)
+    yy = np.where(np.isfinite(y) & (y > tol), y, np.nan)
+    r = fit.fit_rows(sizes, yy, level)
+    lo, hi = (float(r.lo), float(r.hi)) if interval else (float("nan"), float("nan"))
+    unresolved = float(np.mean(np.isnan(yy[1:]).any(axis=1))) if y.shape[0] > 1 else 0.0
+    return _StepFit(float(r.slope), float(r.intercept), lo, hi, unresolved, "", tuple(float(s) for s in r.local),
+                    float(r.band))
 
 
 def _step_index(steps: np.ndarray, step) -> int:
@@ -481,30 +437,58 @@ def _notes(r) -> str:
     notes = [r.reason] if r.reason else []
     if u > 0:
         notes.append(f"{u:.0%}" if u >= 0.005 else "<1%")
-        notes[-1] += " of the resamples not resolved above the noise at some size"
+        notes[-1] += " of the leave-one-seed-out estimates not resolved above the noise at some size"
     return f" ({'; '.join(notes)})" if notes else ""
 
 
 # ---- results ------------------------------------------------------------------------------------------------
 
 
+class _SlopeRow:
+    """What every slope result shares: the local slopes and the band at the chosen step, and one line of text."""
+
+    @property
+    def local(self) -> tuple[float, ...]:
+        """The slopes between adjacent fitted sizes at the chosen step (point estimates)."""
+        return tuple(float(s) for s in self.local_by_step.sel(step=self.step).values)
+
+    @property
+    def band(self) -> float:
+        """The band at the chosen step: `dmft.fit.band_of` the local slopes (`band_source`)."""
+        return float(self.band_by_step.sel(step=self.step))
+
+    @property
+    def fit(self) -> SlopeFit:
+        """The chosen step's fit as a `dmft.fit.SlopeFit` (NaN fields where it was not fitted)."""
+        sizes = getattr(self, "fit_sizes", self.sizes)
+        return SlopeFit(self.slope, self.intercept, self.lo, self.hi, self.level, len(sizes),
+                        int(np.min(self.n_seeds)), self.local, self.band, self.band_source)
+
+    def _line(self, head: str) -> str:
+        if np.isnan(self.slope):
+            return head + f"not fitted ({self.reason})"
+        return (head + f"slope {self.slope:+.3f} [{self.lo:+.3f}, {self.hi:+.3f}], band {self.band:.2g}, local "
+                + ", ".join(f"{s:+.2f}" for s in self.local) + _notes(self))
+
+
 @dataclass(frozen=True, eq=False)
-class ConvergenceRate:
+class ConvergenceRate(_SlopeRow):
     """The log-log slope against size of the mean-square distance of a trained quantity from its size -> oo
     limit (module docstring), at every probe step and at the chosen one.
 
-    slope, lo, hi, intercept: at the chosen `step` (floats; lo, hi: the seed-bootstrap percentile interval at
-    `level`; intercept: log of the distance at size 1, in log of the quantity's units squared); NaN with
-    `reason` when the step cannot be fitted. slope_by_step, lo_by_step, hi_by_step: the same over `step`
-    (DataArrays); reasons: per step, '' where fitted; boot_unresolved: per step, the fraction of resamples with a
-    corrected distance <= 0 at some fitted size (their slope is -oo or +oo: module docstring).
-    sizes: the usable sizes; fit_sizes: those fitted ("largest": all but the largest); n_seeds: usable seeds per
-    usable size. distance (axis, seed, step): each seed's mean-square distance over the entries from the point
-    limit estimate, uncorrected; mean_distance (axis, step): its seed mean; floor (axis, step): what the
-    correction subtracts (0 with corrected=False); fitted_distance = mean_distance - floor at the fitted sizes
-    (NaN elsewhere): what the slope is fitted to. All distances are in `units` (the quantity's squared).
-    limit: the limit estimate (step, entries...), in the quantity's units. diverged: (size, seed) points left
-    out as diverged (named in diverged_points)."""
+    slope, lo, hi, intercept: at the chosen `step` (floats; lo, hi: the joint jackknife interval at `level`;
+    intercept: log of the distance at size 1, in log of the quantity's units squared); NaN with `reason` when
+    the step cannot be fitted. slope_by_step, lo_by_step, hi_by_step: the same over `step` (DataArrays);
+    reasons: per step, '' where fitted; boot_unresolved: per step, the fraction of leave-one-seed-out
+    replicates with a corrected distance <= 0 at some fitted size (the interval is then unbounded).
+    local_by_step (step, pair), band_by_step: the local slopes between adjacent fitted sizes and the band
+    (`band_source`). sizes: the usable sizes; fit_sizes: those fitted ("largest": all but the largest);
+    n_seeds: usable seeds per usable size. distance (axis, seed, step): each seed's mean-square distance over the
+    entries from the point limit estimate, uncorrected; mean_distance (axis, step): its seed mean; floor (axis,
+    step): what the correction subtracts (0 with corrected=False); fitted_distance = mean_distance - floor at
+    the fitted sizes (NaN elsewhere): what the slope is fitted to, bias^2 + variance. All distances are in
+    `units` (the quantity's squared). limit: the limit estimate (step, entries...), in the quantity's units.
+    diverged: (size, seed) points left out as diverged (named in diverged_points)."""
 
     quantity: str
     variable: str
@@ -537,6 +521,9 @@ class ConvergenceRate:
     n_boot: int
     diverged: int
     diverged_points: str
+    local_by_step: xr.DataArray
+    band_by_step: xr.DataArray
+    band_source: str = fit.BAND_SOURCE
 
     @property
     def fitted_distance(self) -> xr.DataArray:
@@ -544,29 +531,21 @@ class ConvergenceRate:
         fitted = np.isin(self.mean_distance[self.axis].values, self.fit_sizes)
         return (self.mean_distance - self.floor).where(xr.DataArray(fitted, dims=self.axis))
 
-    @property
-    def fit(self) -> SlopeFit:
-        """The chosen step's fit as a `dmft.fit.SlopeFit` (NaN fields where it was not fitted)."""
-        return SlopeFit(self.slope, self.intercept, self.lo, self.hi, self.level, len(self.fit_sizes),
-                        int(self.n_seeds.min()))
-
     def text(self) -> str:
-        """One line: the slope and interval at the chosen step, or the reason it is not fitted."""
-        head = (f"{self.quantity} ({self.selection}) along {self.axis}, {self.method}"
-                f"{'' if self.corrected else ' uncorrected'}, step {self.step}: ")
-        if np.isnan(self.slope):
-            return head + f"not fitted ({self.reason})"
-        return head + f"slope {self.slope:+.3f} [{self.lo:+.3f}, {self.hi:+.3f}]" + _notes(self)
+        """One line: the slope, interval, band and local slopes at the chosen step, or why it is not fitted."""
+        return self._line(f"{self.quantity} ({self.selection}) along {self.axis}, {self.method}"
+                          f"{'' if self.corrected else ' uncorrected'}, step {self.step}: ")
 
 
 @dataclass(frozen=True, eq=False)
-class SeedVarianceRate:
+class SeedVarianceRate(_SlopeRow):
     """The log-log slope against size of the seed-to-seed variance of a trained quantity (module docstring).
 
     slope, lo, hi, intercept, reason: at the chosen `step`; slope_by_step, lo_by_step, hi_by_step, reasons,
-    boot_unresolved: over `step`. variance (axis, step): the unbiased variance over seeds (ddof = 1) per entry,
-    averaged over the entries, in `units` (the quantity's squared); sizes: those fitted (>= 2 usable seeds);
-    n_seeds: their usable seeds. The interval resamples seeds and recomputes the variance."""
+    boot_unresolved, local_by_step, band_by_step: over `step` (as `ConvergenceRate`). variance (axis, step): the
+    unbiased variance over seeds (ddof = 1) per entry, averaged over the entries, in `units` (the quantity's
+    squared); sizes: those fitted (>= 2 usable seeds); n_seeds: their usable seeds. The interval is the joint
+    jackknife over seeds."""
 
     quantity: str
     variable: str
@@ -592,17 +571,102 @@ class SeedVarianceRate:
     n_boot: int
     diverged: int
     diverged_points: str
-
-    @property
-    def fit(self) -> SlopeFit:
-        return SlopeFit(self.slope, self.intercept, self.lo, self.hi, self.level, len(self.sizes),
-                        int(self.n_seeds.min()))
+    local_by_step: xr.DataArray
+    band_by_step: xr.DataArray
+    band_source: str = fit.BAND_SOURCE
 
     def text(self) -> str:
-        head = f"{self.quantity} seed variance along {self.axis}, step {self.step}: "
-        if np.isnan(self.slope):
+        return self._line(f"{self.quantity} seed variance along {self.axis}, step {self.step}: ")
+
+
+@dataclass(frozen=True, eq=False)
+class BiasRate(_SlopeRow):
+    """The log-log slope of the squared bias of the seed mean (module docstring, "Bias"), estimated from the
+    noise-corrected squared differences of the seed means of adjacent sizes per unit log size
+    (`dmft.estimators.bias_pairs`), placed at the geometric mean of each pair (`sizes`). For a bias c n^-q the
+    slope is -2q. Fields as `SeedVarianceRate`; bias (pair, step): the estimates, in `units` (the quantity's
+    squared); n_seeds: usable seeds per usable size."""
+
+    quantity: str
+    variable: str
+    axis: str
+    selection: str
+    units: str
+    step: int
+    slope: float
+    lo: float
+    hi: float
+    intercept: float
+    reason: str
+    steps: np.ndarray
+    slope_by_step: xr.DataArray
+    lo_by_step: xr.DataArray
+    hi_by_step: xr.DataArray
+    reasons: tuple[str, ...]
+    boot_unresolved: xr.DataArray
+    sizes: np.ndarray
+    n_seeds: np.ndarray
+    bias: xr.DataArray
+    level: float
+    diverged: int
+    diverged_points: str
+    local_by_step: xr.DataArray
+    band_by_step: xr.DataArray
+    band_source: str = fit.BAND_SOURCE
+
+    def text(self) -> str:
+        return self._line(f"{self.quantity} squared bias along {self.axis}, step {self.step}: ")
+
+
+@dataclass(frozen=True, eq=False)
+class PlateauTest:
+    """The plateau test of the seed variance v(n) (module docstring, "Plateau"): the least-squares fit
+    v(n) = v_inf + c n^-order over the sizes, reported as ratio = v_inf / v(n_min) (dimensionless) with its joint
+    jackknife interval [lo, hi] at `level`; near 0: the variance falls at least as n^-order; near 1: it does not
+    fall. local: the two-point estimates of the ratio from adjacent sizes; band: `dmft.fit.band_of` them (the
+    largest distance of a local estimate from the ratio; `band_source`). The same over `step` in *_by_step;
+    variance (axis, step) in `units`."""
+
+    quantity: str
+    variable: str
+    axis: str
+    selection: str
+    units: str
+    order: float
+    step: int
+    ratio: float
+    lo: float
+    hi: float
+    reason: str
+    steps: np.ndarray
+    ratio_by_step: xr.DataArray
+    lo_by_step: xr.DataArray
+    hi_by_step: xr.DataArray
+    reasons: tuple[str, ...]
+    local_by_step: xr.DataArray
+    band_by_step: xr.DataArray
+    sizes: np.ndarray
+    n_seeds: np.ndarray
+    variance: xr.DataArray
+    level: float
+    diverged: int
+    diverged_points: str
+    band_source: str = fit.BAND_SOURCE
+
+    @property
+    def local(self) -> tuple[float, ...]:
+        return tuple(float(s) for s in self.local_by_step.sel(step=self.step).values)
+
+    @property
+    def band(self) -> float:
+        return float(self.band_by_step.sel(step=self.step))
+
+    def text(self) -> str:
+        head = f"{self.quantity} seed variance plateau along {self.axis} (n^-{self.order:g} fit), step {self.step}: "
+        if np.isnan(self.ratio):
             return head + f"not fitted ({self.reason})"
-        return head + f"slope {self.slope:+.3f} [{self.lo:+.3f}, {self.hi:+.3f}]" + _notes(self)
+        return (head + f"v_inf / v({self.sizes[0]:g}) = {self.ratio:+.3f} [{self.lo:+.3f}, {self.hi:+.3f}], band "
+                f"{self.band:.2g}, local " + ", ".join(f"{s:+.2f}" for s in self.local))
 
 
 # ---- the rates ------------------------------------------------------------------------------------------------
@@ -612,10 +676,21 @@ def _by_step(values, steps, name: str) -> xr.DataArray:
     return xr.DataArray(np.asarray(values, dtype=float), dims="step", coords={"step": steps}, name=name)
 
 
-def _per_size(values, p: _Prepared, name: str, units: str) -> xr.DataArray:
-    """(n_steps, n_usable) -> DataArray (axis, step) over usable sizes."""
-    return xr.DataArray(np.asarray(values, dtype=float).T, dims=(p.sel.axis, "step"),
-                        coords={p.sel.axis: p.sizes, "step": p.steps}, name=name, attrs={"units": units})
+def _local_by_step(fits: list, steps) -> xr.DataArray:
+    return xr.DataArray(np.array([f.local for f in fits], dtype=float), dims=("step", "pair"),
+                        coords={"step": steps}, name="local_slope")
+
+
+def _per_size(values, p: _Prepared, name: str, units: str, sizes=None, dim: str | None = None) -> xr.DataArray:
+    """(n_steps, n_sizes) -> DataArray (axis, step) over usable sizes (or `sizes` along `dim`)."""
+    dim = dim or p.sel.axis
+    sizes = p.sizes if sizes is None else sizes
+    return xr.DataArray(np.asarray(values, dtype=float).T, dims=(dim, "step"),
+                        coords={dim: sizes, "step": p.steps}, name=name, attrs={"units": units})
+
+
+def _constant(what: str) -> str:
+    return f"the quantity is the same at every size and seed (to rounding) at this step: {what}"
 
 
 def convergence_rate(ds: xr.Dataset, quantity: str, axis: str | None = None, method: str = "largest",
@@ -629,19 +704,21 @@ def convergence_rate(ds: xr.Dataset, quantity: str, axis: str | None = None, met
     "all" or "last"; default: depths >= 1 (the blocks; depth 0 is the embedding) or all layers, averaged in the
     mean square, and along L the last depth / layer of each model (the same relative depth: depth l means
     different things at different L). order: the exponent of the Richardson correction (1: DMFT's 1/size).
-    corrected: subtract the noise floor of the limit estimate (module docstring; False: fit the raw seed-mean
-    distances). n_boot, level, seed: the seed bootstrap. Units of the distances: the quantity's squared.
+    corrected: subtract the noise of the limit estimate (module docstring; False: fit the raw seed-mean
+    distances). n_boot: 0 skips the interval (any other value: the joint jackknife; kept for old callers);
+    level: of the interval; seed: unused (kept for old callers). Units of the distances: the quantity's squared.
 
     ValueError (one line) for an unknown quantity or method, an axis that is not a dimension, a variable the
     dataset lacks (kernel_last_token: naming the task), a bad depth/layer/step, or fewer than 3 fitted sizes
     ("largest" fits the sizes below the largest, so it needs 4 usable sizes)."""
+    del seed
     _check_method(method)
     _check_boot(n_boot, level)
     if not np.isfinite(order) or order <= 0:
         raise ValueError(f"order must be a positive number, got {order!r}")
     sel = _select(ds, quantity, axis, depth, layer)
     axis = sel.axis
-    p = _prepare(sel, n_boot, seed)
+    p = _prepare(sel)
     need = 4 if method == "largest" else 3
     if len(p.sizes) < need:
         lost = sorted(set(sel.da[axis].values.astype(float)) - set(p.sizes))
@@ -651,47 +728,38 @@ def convergence_rate(ds: xr.Dataset, quantity: str, axis: str | None = None, met
         raise ValueError(f"{quantity} along {axis}: fewer than {need} usable sizes, got {len(p.sizes)} "
                          f"({_sizes_text(p.sizes)}){why}{extra}")
     n = len(p.sizes)
-    if method == "largest":
-        b = np.zeros(n)
-        b[-1] = 1.0
-        fit_mask = np.arange(n) < n - 1
-    else:
-        b = richardson_weights(p.sizes, order)
-        fit_mask = np.ones(n, dtype=bool)
-    S = p.usable.sum(axis=1).astype(float)
+    S_k = p.usable.sum(axis=1).astype(float)
+    fit_mask = np.arange(n) < n - 1 if method == "largest" else np.ones(n, dtype=bool)
     fit_sizes = p.sizes[fit_mask]
     T = len(p.steps)
     raw = np.full((T, n), np.nan)
     floors = np.zeros((T, n))
     fits = []
     for t in range(T):
-        mom = _step_moments(p, t)
-        if mom is None:
-            fits.append(_StepFit(*[np.nan] * 5, "no entry is finite at every usable size and seed"))
+        st = _step(p, t)
+        if st is None:
+            fits.append(_not_fitted("no entry is finite at every usable size and seed", len(fit_sizes) - 1))
             continue
-        MM, diag, s2, constant, _ = mom
-        D = diag - 2 * np.einsum("bik,k->bi", MM, b) + np.einsum("bik,i,k->b", MM, b, b)[:, None]
-        F = np.zeros_like(D)
-        if corrected:
-            w = np.where(b != 0, s2 / S, 0.0)          # sizes with b = 0 do not enter the limit (S = 1 allowed)
-            F = np.einsum("k,bk->b", b ** 2, w)[:, None] - 2 * b * w
-        raw[t], floors[t] = D[0], F[0]
-        if constant:
-            fits.append(_StepFit(*[np.nan] * 5, "the quantity is the same at every size and seed (to rounding) "
-                                                "at this step: there is no distance to fit"))
+        _, corrected_d = estimators.distance(st.m, p.sizes, method, order)         # (J, n): bias^2 + variance
+        v = estimators.seed_variance(st.m)
+        b = np.eye(n)[-1] if method == "largest" else richardson_weights(p.sizes, order)
+        comb = st.m.mean - np.einsum("k,Jke->Je", b, st.m.mean)[:, None, :]
+        c = st.m.count
+        raw_d = np.mean(comb ** 2, axis=-1) + np.nan_to_num((c - 1) / c * v)        # seed mean of the distances
+        raw[t], floors[t] = raw_d[0], (raw_d[0] - corrected_d[0]) if corrected else 0.0
+        if st.constant:
+            fits.append(_not_fitted(_constant("there is no distance to fit"), len(fit_sizes) - 1))
             continue
-        tol = 1e-12 * max(float(np.max(np.abs(diag[0]))), np.finfo(float).tiny)
+        y = (corrected_d if corrected else raw_d)[:, fit_mask]
         what = "floor-corrected distance" if corrected else "distance"
-        y = (D - F)[:, fit_mask]
-        if y.shape[0] > 1:      # recentre the resamples on the estimate (module docstring, "Confidence intervals")
-            y[1:] -= y[1:].mean(axis=0) - y[0]
-        fits.append(_fit_rows(fit_sizes, y, tol, level, what, axis,
-                              "more seeds, or corrected=False" if corrected else "more seeds"))
+        fits.append(_fit(fit_sizes, y, st.tol, level, what, axis, interval=n_boot > 0))
     it = _step_index(p.steps, step)
     # the per-seed distances from the point estimate of the limit, over the usable sizes and seeds and the
     # entries finite for all of them (per step), as in the fit
     da = sel.da.isel({axis: p.size_idx})
-    usable = xr.DataArray(p.usable, dims=(axis, "seed"), coords={axis: da[axis], "seed": da["seed"]})
+    usable = np.zeros((n, da.sizes["seed"]), dtype=bool)
+    usable[:, p.seed_idx] = p.usable
+    usable = xr.DataArray(usable, dims=(axis, "seed"), coords={axis: da[axis], "seed": da["seed"]})
     da = da.where(usable)
     da = da.where((da.notnull() | ~usable).all((axis, "seed")))
     limit = limit_estimate(da, axis, method, order)
@@ -703,9 +771,30 @@ def convergence_rate(ds: xr.Dataset, quantity: str, axis: str | None = None, met
         sel.selection, units, int(p.steps[it]), f.slope, f.lo, f.hi, f.intercept, f.reason, p.steps,
         _by_step([x.slope for x in fits], p.steps, "slope"), _by_step([x.lo for x in fits], p.steps, "lo"),
         _by_step([x.hi for x in fits], p.steps, "hi"), tuple(x.reason for x in fits),
-        _by_step([x.unresolved for x in fits], p.steps, "boot_unresolved"), p.sizes, fit_sizes, S.astype(int), dist,
-        _per_size(raw, p, "mean_distance", units), _per_size(floors, p, "floor", units), limit, float(level),
-        int(n_boot), sel.diverged, sel.diverged_points)
+        _by_step([x.unresolved for x in fits], p.steps, "boot_unresolved"), p.sizes, fit_sizes, S_k.astype(int),
+        dist, _per_size(raw, p, "mean_distance", units), _per_size(floors, p, "floor", units), limit, float(level),
+        int(n_boot), sel.diverged, sel.diverged_points, _local_by_step(fits, p.steps),
+        _by_step([x.band for x in fits], p.steps, "band"))
+
+
+def _variance_setup(ds, quantity, axis, depth, layer, need: int, what: str):
+    """The selection, the prepared points and the mask of sizes with >= 2 usable seeds (at least `need`)."""
+    sel = _select(ds, quantity, axis, depth, layer)
+    p = _prepare(sel)
+    S_k = p.usable.sum(axis=1)
+    keep = S_k >= 2
+    if keep.sum() < need:
+        raise ValueError(f"{quantity} along {sel.axis}: {what} needs at least {need} sizes with 2 or more usable "
+                         f"seeds, got {int(keep.sum())} ({sel.axis}: {_sizes_text(p.sizes)}, seeds "
+                         f"{', '.join(str(int(s)) for s in S_k)})")
+    return sel, p, keep
+
+
+def _kept(st: _Step, keep: np.ndarray) -> estimators.Moments:
+    """The moments restricted to the sizes in `keep`."""
+    m = st.m
+    return estimators.Moments(m.mean[:, keep], m.count[:, keep], m.cov[:, keep][:, :, keep],
+                              m.cross[:, keep][:, :, keep])
 
 
 def seed_variance_rate(ds: xr.Dataset, quantity: str, axis: str | None = None, step: int | None = None, *,
@@ -714,41 +803,28 @@ def seed_variance_rate(ds: xr.Dataset, quantity: str, axis: str | None = None, s
     """The rate at which the seed-to-seed variance of `quantity` falls with size along `axis`: the unbiased
     variance over seeds (ddof = 1) of each entry, averaged over entries, per size (sizes with >= 2 usable seeds),
     fitted as a log-log slope; units: the quantity's squared. Meant for `probe_outputs` and `heldout_loss` (any
-    key of `CONVERGENCE_QUANTITIES` works). No limit estimate is needed. The interval resamples the seeds of
-    each size with replacement and recomputes the variance from the resample (rescaled by S/(S-1), which
-    centres the resampled variances on the estimate); a resample that draws one seed only at some size has
-    variance 0 there and an infinite slope (`boot_unresolved`; with 3 seeds that is 1 in 9 per size, and 3
-    seeds give no usable interval; module docstring for the calibration). Arguments and ValueErrors as
-    `convergence_rate` (fewer than 3 sizes with 2 usable seeds)."""
+    key of `CONVERGENCE_QUANTITIES` works). No limit estimate is needed. The interval is the joint jackknife
+    (module docstring); a leave-one-seed-out replicate that leaves one seed at some size has no variance there
+    and makes the interval unbounded (`boot_unresolved`). Arguments and ValueErrors as `convergence_rate`
+    (fewer than 3 sizes with 2 usable seeds)."""
+    del seed
     _check_boot(n_boot, level)
-    sel = _select(ds, quantity, axis, depth, layer)
+    sel, p, keep = _variance_setup(ds, quantity, axis, depth, layer, 3, "a seed variance")
     axis = sel.axis
-    p = _prepare(sel, n_boot, seed)
-    S = p.usable.sum(axis=1).astype(float)
-    keep = S >= 2
-    if keep.sum() < 3:
-        raise ValueError(f"{quantity} along {axis}: a seed variance needs at least 3 sizes with 2 or more usable "
-                         f"seeds, got {int(keep.sum())} ({axis}: {_sizes_text(p.sizes)}, seeds "
-                         f"{', '.join(str(int(s)) for s in S)})")
     T = len(p.steps)
     var = np.full((T, len(p.sizes)), np.nan)
     fits = []
-    rescale = np.where(keep, S / np.where(S > 1, S - 1, 1), np.nan)
     for t in range(T):
-        mom = _step_moments(p, t)
-        if mom is None:
-            fits.append(_StepFit(*[np.nan] * 5, "no entry is finite at every usable size and seed"))
+        st = _step(p, t)
+        if st is None:
+            fits.append(_not_fitted("no entry is finite at every usable size and seed", int(keep.sum()) - 1))
             continue
-        _, diag, s2, constant, _ = mom
-        var[t] = s2[0]
-        if constant:
-            fits.append(_StepFit(*[np.nan] * 5, "the quantity is the same at every size and seed (to rounding) "
-                                                "at this step: its seed variance is 0"))
+        v = estimators.seed_variance(st.m)
+        var[t] = v[0]
+        if st.constant:
+            fits.append(_not_fitted(_constant("its seed variance is 0"), int(keep.sum()) - 1))
             continue
-        y = s2[:, keep].copy()
-        y[1:] *= rescale[keep]
-        tol = 1e-12 * max(float(np.max(np.abs(diag[0]))), np.finfo(float).tiny)
-        fits.append(_fit_rows(p.sizes[keep], y, tol, level, "seed variance", axis))
+        fits.append(_fit(p.sizes[keep], v[:, keep], st.tol, level, "seed variance", axis, interval=n_boot > 0))
     it = _step_index(p.steps, step)
     f = fits[it]
     units = f"({sel.units})^2" if sel.units else ""
@@ -758,7 +834,94 @@ def seed_variance_rate(ds: xr.Dataset, quantity: str, axis: str | None = None, s
         f.slope, f.lo, f.hi, f.intercept, f.reason, p.steps, _by_step([x.slope for x in fits], p.steps, "slope"),
         _by_step([x.lo for x in fits], p.steps, "lo"), _by_step([x.hi for x in fits], p.steps, "hi"),
         tuple(x.reason for x in fits), _by_step([x.unresolved for x in fits], p.steps, "boot_unresolved"),
-        p.sizes[keep], S[keep].astype(int), variance, float(level), int(n_boot), sel.diverged, sel.diverged_points)
+        p.sizes[keep], p.usable.sum(axis=1)[keep].astype(int), variance, float(level), int(n_boot), sel.diverged,
+        sel.diverged_points, _local_by_step(fits, p.steps), _by_step([x.band for x in fits], p.steps, "band"))
+
+
+def bias_rate(ds: xr.Dataset, quantity: str, axis: str | None = None, step: int | None = None, *, depth=None,
+              layer=None, level: float = 0.95) -> BiasRate:
+    """The rate at which the bias of the seed mean of `quantity` falls with size along `axis` (module docstring,
+    "Bias"): the log-log slope of the noise-corrected squared differences of adjacent seed means per unit log
+    size, -2q for a bias c n^-q, with the joint jackknife interval. Needs 4 sizes with 2 or more usable seeds
+    (3 pairs). The sizes should be a geometric progression (4, 8, 16, 32): then the slope is exactly the squared
+    bias's; otherwise to second order in the steps. Arguments and ValueErrors as `seed_variance_rate`."""
+    _check_boot(1, level)
+    sel, p, keep = _variance_setup(ds, quantity, axis, depth, layer, 4, "a bias rate")
+    axis = sel.axis
+    sizes = p.sizes[keep]
+    x = np.sqrt(sizes[1:] * sizes[:-1])
+    T = len(p.steps)
+    est = np.full((T, len(x)), np.nan)
+    fits = []
+    for t in range(T):
+        st = _step(p, t)
+        if st is None:
+            fits.append(_not_fitted("no entry is finite at every usable size and seed", len(x) - 1))
+            continue
+        _, b = estimators.bias_pairs(_kept(st, keep), sizes)
+        est[t] = b[0]
+        if st.constant:
+            fits.append(_not_fitted(_constant("its seed mean does not change with size"), len(x) - 1))
+            continue
+        fits.append(_fit(x, b, st.tol, level, "squared bias", axis))
+    it = _step_index(p.steps, step)
+    f = fits[it]
+    units = f"({sel.units})^2" if sel.units else ""
+    bias = _per_size(est, p, "squared_bias", units, x, f"{axis}_pair")
+    return BiasRate(
+        quantity, CONVERGENCE_QUANTITIES[quantity].variable, axis, sel.selection, units, int(p.steps[it]),
+        f.slope, f.lo, f.hi, f.intercept, f.reason, p.steps, _by_step([x.slope for x in fits], p.steps, "slope"),
+        _by_step([x.lo for x in fits], p.steps, "lo"), _by_step([x.hi for x in fits], p.steps, "hi"),
+        tuple(x.reason for x in fits), _by_step([x.unresolved for x in fits], p.steps, "boot_unresolved"), x,
+        p.usable.sum(axis=1)[keep].astype(int), bias, float(level), sel.diverged, sel.diverged_points,
+        _local_by_step(fits, p.steps), _by_step([x.band for x in fits], p.steps, "band"))
+
+
+def plateau_test(ds: xr.Dataset, quantity: str, axis: str | None = None, step: int | None = None, *,
+                 depth=None, layer=None, order: float = 1.0, level: float = 0.95) -> PlateauTest:
+    """The plateau test of the seed variance of `quantity` along `axis` (module docstring, "Plateau"): v_inf /
+    v(n_min) from the least-squares fit v(n) = v_inf + c n^-order (order fixed: 1, the rate of the alternative
+    "converges"), with the joint jackknife interval, the two-point local estimates and the band. Needs 3 sizes
+    with 2 or more usable seeds. Arguments and ValueErrors as `seed_variance_rate`."""
+    _check_boot(1, level)
+    if not np.isfinite(order) or order <= 0:
+        raise ValueError(f"order must be a positive number, got {order!r}")
+    sel, p, keep = _variance_setup(ds, quantity, axis, depth, layer, 3, "a plateau test")
+    axis = sel.axis
+    sizes = p.sizes[keep]
+    T = len(p.steps)
+    nan = float("nan")
+    var = np.full((T, len(sizes)), np.nan)
+    rows = []                                               # (ratio, lo, hi, local, band, reason) per step
+    for t in range(T):
+        st = _step(p, t)
+        if st is None:
+            rows.append((nan, nan, nan, (nan,) * (len(sizes) - 1), nan, "no entry is finite at every usable size "
+                                                                           "and seed"))
+            continue
+        v = estimators.seed_variance(_kept(st, keep))
+        var[t] = v[0]
+        if st.constant or not np.all(v[0] > st.tol):
+            rows.append((nan, nan, nan, (nan,) * (len(sizes) - 1), nan,
+                         _constant("its seed variance is 0") if st.constant else "the seed variance is 0 at some size"))
+            continue
+        r = estimators.plateau(v, sizes, order)
+        lo, hi = fit.jackknife_interval(r[0], r[1:], level)
+        local = estimators.plateau_local(v[0], sizes, order)
+        band = float(fit.band_of(np.asarray(r[0]), local))
+        rows.append((float(r[0]), float(lo), float(hi), tuple(float(s) for s in local), band, ""))
+    it = _step_index(p.steps, step)
+    ratio, lo, hi, _, _, reason = rows[it]
+    units = f"({sel.units})^2" if sel.units else ""
+    local = xr.DataArray(np.array([r[3] for r in rows], dtype=float), dims=("step", "pair"),
+                         coords={"step": p.steps}, name="local_plateau")
+    variance = _per_size(var, p, "seed_variance", units, sizes)
+    return PlateauTest(
+        quantity, CONVERGENCE_QUANTITIES[quantity].variable, axis, sel.selection, units, float(order),
+        int(p.steps[it]), ratio, lo, hi, reason, p.steps, _by_step([r[0] for r in rows], p.steps, "ratio"),
+        _by_step([r[1] for r in rows], p.steps, "lo"), _by_step([r[2] for r in rows], p.steps, "hi"),
+        tuple(r[5] for r in rows), local, _by_step([r[4] for r in rows], p.steps, "band"), sizes,
+        p.usable.sum(axis=1)[keep].astype(int), variance, float(level), sel.diverged, sel.diverged_points)
 
 
 # ---- agreement of two estimates -------------------------------------------------------------------------------
