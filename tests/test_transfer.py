@@ -353,18 +353,22 @@ def test_losses_of_refuses_a_dataset_that_is_not_a_grid():
 P7_ETAS = [10 ** (k / 2) for k in range(-6, 3)]
 
 
-@pytest.mark.parametrize("preset, standard, want", [("mup", False, "transfers"), ("sp", True, "shifts")])
-def test_p7_mup_transfers_and_sp_shifts_on_a_small_seeded_grid(preset, standard, want):
+@pytest.mark.parametrize("preset, standard", [("mup", False), ("sp", True)])
+def test_p7_on_a_small_seeded_grid_mup_stays_and_sp_falls(preset, standard):
+    """The real grid end to end (train, store, read the statuses, fit, decide). Its argmins (measured above) hold
+    every optimum inside the grid with a stable neighbour on each side, so every size has an interior eta0*; the
+    muP exponent lies near 0 and SP's well below it (the argmins alone put them 0 and -0.83 apart, and the
+    parabola moves each eta0* by less than half a grid step, 0.21 in exponent, from its argmin)."""
     base = make_run_config(model={"task": "vision", "N": 4, "H": 2, "L": 1}, param={"preset": preset},
                            optim={"name": "adam", "eta0": 0.1}, run={"steps": 40, "batch_size": 16},
                            probes={"every": 40})
     ds = run_lr_grid(base, "N", [4, 16, 64], P7_ETAS, 3, progress=False)
-    t = best_eta0(losses_of(ds), "N")
-    v = transfer_verdict(t, standard)
-    assert int(ds.status.sum()) == 0                    # nothing diverged on this grid
-    assert v.verdict == want and v.ok, v.text
+    opt = fit_optimum(losses_of(ds), "N")
+    assert all(why == "" for why in opt.reasons), opt.line()
+    v = p7_verdict(opt, check_run_attrs(ds)["standard"], preset)
+    assert isinstance(v, Verdict) and v.key == "P7" and v.estimate == pytest.approx(opt.exponent)
+    assert v.band == pytest.approx(0.25 / np.log10(16)), v.band_source        # half a half-decade over N = 4..64
     if standard:
-        assert v.steps >= 2 and v.support < 0.05, v.text
-        assert list(t.best) == sorted(t.best, reverse=True), v.text     # the SP optimum falls with N
+        assert opt.exponent < -0.4 and list(opt.eta_star) == sorted(opt.eta_star, reverse=True), opt.line()
     else:
-        assert v.steps <= 1 and v.support > 0.8, v.text
+        assert abs(opt.exponent) < 0.45, opt.line()
