@@ -499,11 +499,11 @@ def check(
     else:
         ds = load(dataset)
         _has_config(ds, dataset)
-        from dmft.report import p7_verdict, trained_verdicts
+        from dmft.report import p7_row, trained_verdicts
 
         try:
             if ds.attrs.get("kind") == "lr_grid":          # a learning-rate grid: the P7 verdict
-                verdicts = [p7_verdict(ds)]
+                verdicts = [p7_row(ds)]
             else:
                 verdicts = run_check(ds, n_heads_mc=mc_heads) + trained_verdicts(ds)
         except ValueError as e:          # what the dataset lacks for a verdict (not a sweep, too few sizes, ...)

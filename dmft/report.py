@@ -18,7 +18,8 @@ import xarray as xr
 
 from . import compare, convergence, measure
 from .check import Verdict, check, run_attrs
-from .predictions import p7_transfer, trained_rate
+from .predictions import trained_rate
+from .verdict import Verdict as NewVerdict
 
 KEYS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "P10", "P11", "P12", "conv-L", "coord")
 CLAIMS = {
@@ -136,18 +137,26 @@ def trained_verdicts(ds: xr.Dataset) -> list[Verdict]:
     return out
 
 
-def p7_verdict(grid: xr.Dataset) -> Verdict:
-    """P7 from a learning-rate grid (`probes.lr_grid`): the best eta0 per size and the transfer verdict."""
-    from .transfer import best_eta0, losses_of, transfer_verdict
+def p7_verdict(grid: xr.Dataset) -> "NewVerdict":
+    """P7 from a learning-rate grid (`probes.lr_grid`): the exponent of the continuous optimum eta0* against the
+    size, with its seed-bootstrap interval and support (`dmft.transfer.fit_optimum`), as a `dmft.verdict.Verdict`
+    (`dmft.transfer.p7_verdict`: muP family 0 against SP's -1; SP, the control, -1 against 0)."""
+    from .transfer import fit_optimum, losses_of
+    from .transfer import p7_verdict as verdict_of
 
     a = run_attrs(grid)
-    axis = grid.attrs["sweep_axis"]
-    t = best_eta0(losses_of(grid), axis)
-    tv = transfer_verdict(t, a["standard"])
-    best = ", ".join(f"{axis}={int(s)}: {b:g}" for s, b in zip(t.sizes, t.best))
-    return Verdict("P7", "best_eta0", axis, a["name"], p7_transfer(a["standard"]),
-                   f"{tv.verdict} ({tv.steps} grid steps; {best})", float(tv.steps), np.nan, np.nan, 0.0, tv.ok,
-                   "", tv.text)
+    return verdict_of(fit_optimum(losses_of(grid), grid.attrs["sweep_axis"]), a["standard"], a["name"])
+
+
+def p7_row(grid: xr.Dataset) -> Verdict:
+    """`p7_verdict` as a row of the tables `dmft.check` still renders (a bridge until every row is a
+    `dmft.verdict.Verdict`): quantity "eta0* exponent", measured with its interval and band, consistent only when
+    the new rule says consistent, an underpowered or refuted outcome named in `supported`."""
+    v = p7_verdict(grid)
+    why = "" if v.consistent else f"{INCONCLUSIVE}: {v.needs}" if v.outcome == "underpowered" else v.outcome
+    return Verdict(v.key, v.row, v.axis, v.setting, v.hypotheses_text(), f"{v.measured()} {v.mark} {v.outcome}",
+                   v.estimate, v.lo, v.hi, v.band, v.consistent, why,
+                   "; ".join(t for t in (v.note, f"band {v.band:.3g}: {v.band_source}", v.diverged_points) if t))
 
 
 def _named(path: Path, e: ValueError) -> ValueError:
@@ -206,7 +215,7 @@ def folder_verdicts(folder: Path, n_heads_mc: int = 8192, progress=None) -> list
             progress(f"checking {path.name}")
         try:
             if ds.attrs.get("kind") == "lr_grid":
-                out.append(replace(p7_verdict(ds), dataset=path.name))
+                out.append(replace(p7_row(ds), dataset=path.name))
                 continue
             rows = check(ds, n_heads_mc=n_heads_mc) + trained_verdicts(ds)
         except ValueError as e:

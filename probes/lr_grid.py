@@ -9,13 +9,18 @@ results per seed as separate runs). The result is one xarray Dataset:
 |---|---|---|
 | `heldout_loss` | eta0, axis, seed, step | loss on the fixed held-out batch at the log steps (NaN after a divergence) |
 | `final_loss` | eta0, axis, seed | held-out loss after the last step; NaN for a diverged run |
-| `status` | eta0, axis, seed | int8 run status (0 ok, 1 diverged; CF flag attrs, as in sweep datasets) |
+| `status` | eta0, axis, seed | int8 run status: 0 ok, 1 diverged (NaN/inf), 2 unstable (finite, but the held-out loss ended above the chance level); CF flag attrs |
 | `diverged_at` | eta0, axis, seed | optimizer step of the first NaN/inf (-1: did not diverge) |
 | `train_loss` | eta0, axis, seed, train_step | training loss of every optimizer step |
 | `grad_norm` | eta0, axis, seed, step | global gradient norm at the log steps |
 | `lr` | eta0, axis | the global learning rate eta0 becomes under the parametrization's rule |
 
-Attrs: `kind = "lr_grid"`, `sweep_axis`, `config` (the resolved config of the grid's first cell -- smallest eta0,
+A run is UNSTABLE (P7, docs/predictions.md) when it blew up or its final held-out loss lies above the chance level
+`chance_loss` = ln(n_out) (the loss of a uniform prediction over the n_classes of an image task or the vocabulary of
+the LM; "above" by more than float rounding, `CHANCE_RTOL`): it does worse than a guess. An unstable run keeps its (finite) final loss and counts like a
+diverged one in `dmft.transfer`.
+
+Attrs: `kind = "lr_grid"`, `sweep_axis`, `chance_loss`, `n_diverged`, `n_unstable`, `config` (the resolved config of the grid's first cell -- smallest eta0,
 smallest size, first seed -- as JSON, as a sweep dataset stores its first point's; `dmft.check.run_attrs` reads
 the parametrization from it), the paper's symbols as scalars (`probes.dataset.run_attrs`), and the grid:
 `grid_eta0`, `grid_sizes`, `grid_seeds` (also the attr `eta0`, here the list of grid eta0s). It passes
@@ -46,9 +51,34 @@ from .run import RunConfig
 from .store import config_differences
 from .sweep import check_grid_fits, value_config
 
-__all__ = ["KIND", "cell_config", "check_lr_grid", "check_lr_grid_out", "grid_config", "load_lr_grid", "run_lr_grid"]
+__all__ = ["CHANCE_RTOL", "KIND", "LR_STATUS", "above_chance", "cell_config", "chance_loss", "check_lr_grid", "check_lr_grid_out", "grid_chance",
+           "grid_config", "load_lr_grid", "run_lr_grid", "run_status"]
 
 KIND = "lr_grid"
+# the run statuses of a grid: a sweep's (probes.dataset.STATUS_CODES) and "unstable" (ended above chance)
+LR_STATUS = {**STATUS_CODES, "unstable": 2}
+# a loss within this relative distance of the chance level is at chance (float32 rounding of ln(n_out) and of a
+# mean over the held-out batch are ~1e-7 relative; 1e-4 nats per nat is far below any learning signal)
+CHANCE_RTOL = 1e-4
+
+
+def chance_loss(task: str, n_classes: int | None, vocab_size: int | None) -> float:
+    """ln(n_out): the cross-entropy of a uniform prediction over the outputs (vocab_size for the LM, n_classes for an
+    image task)."""
+    n_out = vocab_size if task == "lm" else n_classes
+    return float(math.log(n_out))
+
+
+def grid_chance(ds: xr.Dataset) -> float | None:
+    """The chance level of a stored grid: its attr `chance_loss`, else (grids written before it was stored) from its
+    config's model table; None when neither is readable."""
+    if "chance_loss" in ds.attrs:
+        return float(ds.attrs["chance_loss"])
+    try:
+        m = json.loads(ds.attrs["config"])["model"]
+        return chance_loss(m["task"], m.get("n_classes"), m.get("vocab_size"))
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 # ---------------------------------------------------------------------------------------------- the grid
@@ -166,7 +196,7 @@ def _complete(ds: xr.Dataset, axis: str) -> bool:
             return False
     if ds["final_loss"].dims != ("eta0", axis, "seed"):
         return False
-    ok = ds["status"].values == STATUS_CODES["ok"]
+    ok = ds["status"].values != STATUS_CODES["diverged"]       # ok or unstable: a finite final loss
     return bool(np.isfinite(ds["final_loss"].values[ok]).all())
 
 
@@ -242,6 +272,20 @@ class _Bar:
             self._p.console.print()
 
 
+def run_status(status: str, final: float, chance: float) -> int:
+    """The grid's status code of one run: diverged (NaN/inf), unstable (its final held-out loss `final` lies above
+    `chance` by more than float rounding, CHANCE_RTOL), else ok. A model whose outputs stayed constant ends at
+    chance up to rounding (e.g. 2.30258536 for ln 10 in float32): that is at chance, not above it."""
+    if status != "ok":
+        return LR_STATUS["diverged"]
+    return LR_STATUS["unstable"] if above_chance(final, chance) else LR_STATUS["ok"]
+
+
+def above_chance(loss, chance: float):
+    """loss > chance by more than the relative rounding CHANCE_RTOL (elementwise for arrays)."""
+    return np.asarray(loss) > chance * (1 + CHANCE_RTOL)
+
+
 def _pad(rows: list[list[float]], n: int) -> np.ndarray:
     out = np.full((len(rows), n), np.nan)
     for i, r in enumerate(rows):
@@ -275,6 +319,7 @@ def run_lr_grid(base: RunConfig, axis: str, sizes: list[int], etas: list[float],
     status = np.zeros((n_e, n_v, n_s), dtype=np.int8)
     diverged_at = np.full((n_e, n_v, n_s), -1, dtype=np.int64)
     lr = np.full((n_e, n_v), np.nan)
+    chance = math.nan
     step_index = {s: k for k, s in enumerate(log_steps)}
     bar = _Bar(n_e * n_v) if progress else None
     t0 = time.perf_counter()
@@ -282,30 +327,33 @@ def run_lr_grid(base: RunConfig, axis: str, sizes: list[int], etas: list[float],
         for i, eta in enumerate(etas):
             for j, v in enumerate(sizes):
                 results = train_seeds(cell_config(cfg, axis, v, eta), seed_list, ensemble)
+                m = results[0].model.cfg                    # the model as built for the task's data
+                chance = chance_loss(m.task, m.n_classes, m.vocab_size)
                 for k, r in enumerate(results):
                     idx = [step_index[s] for s in r.log_steps]
                     heldout[i, j, k, idx] = r.heldout_loss
                     grad[i, j, k, idx] = r.grad_norm
                     train[i, j, k] = _pad([r.train_loss], n_ts)[0]
-                    status[i, j, k] = STATUS_CODES[r.status]
+                    status[i, j, k] = run_status(r.status, r.heldout_loss[-1], chance)
                     if r.status == "ok":
                         final[i, j, k] = r.heldout_loss[-1]
                     else:
                         diverged_at[i, j, k] = -1 if r.diverged_at is None else int(r.diverged_at)
                 lr[i, j] = results[0].lr
-                n_div = sum(r.status != "ok" for r in results)
+                n_bad = int((status[i, j] != LR_STATUS["ok"]).sum())
                 del results
                 if bar is not None:
-                    bar.update(f"eta0={eta:g} {axis}={v}: " + (f"{n_div}/{n_s} diverged" if n_div else
+                    bar.update(f"eta0={eta:g} {axis}={v}: " + (f"{n_bad}/{n_s} unstable" if n_bad else
                                                                 f"loss {np.nanmean(final[i, j]):.4f}"))
     finally:
         if bar is not None:
             bar.close()
     wall = time.perf_counter() - t0
 
-    sv = {"long_name": "run status: " + ", ".join(f"{c} {n}" for n, c in STATUS_CODES.items()), "units": "1",
-          "flag_values": np.asarray(list(STATUS_CODES.values()), dtype=np.int8),
-          "flag_meanings": " ".join(STATUS_CODES)}
+    sv = {"long_name": "run status: " + ", ".join(f"{c} {n}" for n, c in LR_STATUS.items())
+                       + " (held-out loss ended above chance_loss)", "units": "1",
+          "flag_values": np.asarray(list(LR_STATUS.values()), dtype=np.int8),
+          "flag_meanings": " ".join(LR_STATUS)}
     cell = ("eta0", axis, "seed")
     other = [a for a in ("N", "H", "L") if a != axis]
     m = cfg.model
@@ -346,7 +394,9 @@ def run_lr_grid(base: RunConfig, axis: str, sizes: list[int], etas: list[float],
                      "eta0": np.asarray(etas, dtype=float), "grid_eta0": np.asarray(etas, dtype=float),
                      "grid_sizes": np.asarray(sizes, dtype=np.int64),
                      "grid_seeds": np.asarray(seed_list, dtype=np.int64), "ensemble": ensemble,
-                     "wall_s": wall, "n_diverged": int((status != STATUS_CODES["ok"]).sum())})
+                     "wall_s": wall, "chance_loss": chance,
+                     "n_diverged": int((status == LR_STATUS["diverged"]).sum()),
+                     "n_unstable": int((status == LR_STATUS["unstable"]).sum())})
     if out is not None:
         save(ds, out)
     return ds

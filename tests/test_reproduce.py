@@ -31,7 +31,10 @@ def test_smoke_preset_writes_every_dataset_and_a_line_per_prediction(smoke):
     measured = {k: line for k, line in zip(keys, rows[1:])}
     # every prediction the preset's jobs are made for has a measured row, not "not measured"
     for key in ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "P10", "P11", "P12", "conv-L", "coord"):
-        assert "not measured" not in measured[key], measured[key]
+        if key == "P7" and "underpowered" in measured[key]:     # toy grid: no interior optimum, no exponent
+            assert "eta0* exponent" in measured[key], measured[key]
+        else:
+            assert "not measured" not in measured[key], measured[key]
         assert re.search(r"\d+ of \d+ consistent", measured[key]), measured[key]
     assert (out / "verdicts-full.md").read_text().count("== ") >= len(PRESETS["smoke"].jobs)
     assert "verdicts:" in output
@@ -84,4 +87,4 @@ def test_check_of_one_learning_rate_grid_gives_its_P7_verdict(smoke):
     out, _ = smoke
     res = runner.invoke(app, ["check", str(out / "lr-N-sp.nc")])
     assert res.exit_code == 0, res.output
-    assert "P7" in res.output and "best_eta0" in res.output and "predictions consistent" in res.output
+    assert "P7" in res.output and "eta0* exponent" in res.output and "predictions consistent" in res.output
