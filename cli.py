@@ -370,6 +370,9 @@ def sweep(
     axis: str = typer.Option("N", "--axis", help="the swept size: N, H or L"),
     values: str = typer.Option(..., "--values", help="comma-separated sizes, at least 3, e.g. 4,8,16,32"),
     seeds: int = typer.Option(4, "--seeds", help="initialisation seeds per size"),
+    io_seeds: Optional[int] = typer.Option(None, "--io-seeds", help="K >= 1: seed s draws its embedding, positions "
+                                           "and readout from io seed s mod K, so each of K io groups has seeds/K "
+                                           "block draws (the paired depth design); 0 (default): each seed its own"),
     init_only: bool = typer.Option(False, "--init-only", help="no training: probes at initialisation only (seconds)"),
     steps: Optional[int] = typer.Option(None, "--steps", help="optimizer steps per run (default 200)"),
     probe_every: Optional[int] = typer.Option(None, "--probe-every", help="probe every k steps (default 10)"),
@@ -394,8 +397,8 @@ def sweep(
     sizes = _int_list(values, "--values")
     check_grid(axis, sizes, seeds, ensemble)
     run_on = _Executor(executor, workers, ray_address, ray_cpus, gpus_per_task)
-    cfg = make_run_config(config, **_merge(_merge(overrides, "model", axis=axis), "run", steps=steps),
-                          probes={"every": probe_every})
+    cfg = make_run_config(config, **_merge(_merge(overrides, "model", axis=axis), "run", steps=steps,
+                                           io_seeds=io_seeds), probes={"every": probe_every})
     _check_data(cfg, overrides, config, keep=executor == "local" and (workers == 1 or workers is None and init_only))
     run_on.check(cfg)
     check_grid_fits(cfg, axis, sizes, init_only)

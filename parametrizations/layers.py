@@ -4,9 +4,19 @@ ScaledWeight / ScaledLinear / ScaledTable: matrices drawn N(0, init_std^2); Scal
 constant initial value (gains, eigen learning rates, LAUREL weights); TiedReadout: a readout that reuses the token
 table with its own multiplier. With ensemble=E every parameter carries a leading member dimension E, member e
 initialised exactly as a separate model with seed e would be, and activations carry a leading E dimension.
+
+Keyed initialisation (docs/design.md, "The model"): each weight is drawn from its own generator,
+`keyed_generator(*key)`, seeded from numpy's SeedSequence of the key, e.g. ("io", seed, "readout") or ("block",
+seed, l, "q") (`parametrizations.transformer.init_key`). A weight's draw therefore does not depend on which other
+weights the model has or in which order they are drawn: the readout of a depth-2 and a depth-8 model of one seed
+come from the same standard normals. A weight is drawn as standard normals times init_std, so two draws that differ
+only in init_std are equal up to that scale.
 """
 from __future__ import annotations
 
+import zlib
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -22,22 +32,54 @@ def member_linear(x: torch.Tensor, w: torch.Tensor, ensemble: int | None) -> tor
     return y.view(*x.shape[:-1], w.shape[1])
 
 
+def _key_word(part: int | str) -> int:
+    """One entry of a SeedSequence key: a non-negative integer as it is, a string as its CRC-32."""
+    if isinstance(part, str):
+        return zlib.crc32(part.encode("utf-8"))
+    if isinstance(part, bool) or int(part) != part or part < 0:
+        raise ValueError(f"an initialisation key holds non-negative integers and strings, got {part!r}")
+    return int(part)
+
+
+def keyed_generator(*key: int | str) -> torch.Generator:
+    """A CPU generator seeded from numpy.random.SeedSequence(key) (strings by their CRC-32): the same key gives the
+    same stream on every machine, different keys independent streams. Returns the generator."""
+    state = np.random.SeedSequence([_key_word(k) for k in key]).generate_state(2, dtype=np.uint32)
+    return torch.Generator(device="cpu").manual_seed(int(state[0]) | (int(state[1]) & 0x7FFFFFFF) << 32)
+
+
+def standard_normal(shape: tuple[int, ...], generator: torch.Generator, nest_dim: int | None = None) -> torch.Tensor:
+    """Standard normals of `shape` from `generator`: in one draw in storage order (nest_dim None), or one slice
+    along `nest_dim` at a time, index 0 first, so that the first k slices are the same whatever the length of that
+    dim (a narrower model's weight is the leading part of a wider one's along nest_dim). Returns a float32 tensor."""
+    if nest_dim is None:
+        return torch.empty(shape).normal_(generator=generator)
+    moved = (shape[nest_dim], *(n for i, n in enumerate(shape) if i != nest_dim % len(shape)))
+    z = torch.empty(moved)
+    for row in z:                                                 # one draw per slice: a prefix of slices is stable
+        row.normal_(generator=generator)
+    return z.movedim(0, nest_dim)
+
+
 class ScaledWeight(nn.Module):
     """A weight W (rows, cols) ~ N(0, init_std^2) used with a forward multiplier (abc form); role names its rule.
-    With ensemble=E the weight is (E, rows, cols), one independent draw per member."""
+    With ensemble=E the weight is (E, rows, cols), one independent draw per member. nest_dim: the dim of W along
+    the residual width d, drawn one slice at a time (`standard_normal`), for the weights whose other dim does not
+    grow with the model (embedding, positions, readout); None: drawn in one piece."""
 
-    def __init__(self, rows: int, cols: int, role: str, init_std: float, mult: float, ensemble: int | None = None):
+    def __init__(self, rows: int, cols: int, role: str, init_std: float, mult: float, ensemble: int | None = None,
+                 nest_dim: int | None = None):
         super().__init__()
         shape = (rows, cols) if ensemble is None else (ensemble, rows, cols)
         self.weight = nn.Parameter(torch.empty(shape))
         self.role, self.init_std, self.mult = role, float(init_std), float(mult)
-        self.ensemble = ensemble
+        self.ensemble, self.nest_dim = ensemble, nest_dim
 
     def reset_parameters(self, generator: torch.Generator, member: int | None = None) -> None:
-        """Draw the weight (or member `member`'s slice of it) from N(0, init_std^2) with `generator`."""
+        """Draw the weight (or member `member`'s slice of it) as init_std times standard normals from `generator`."""
         with torch.no_grad():
             w = self.weight if member is None else self.weight[member]
-            w.normal_(0.0, self.init_std, generator=generator)
+            w.copy_(standard_normal(tuple(w.shape), generator, self.nest_dim).mul_(self.init_std))
 
     def extra_repr(self) -> str:
         return f"{tuple(self.weight.shape)}, role={self.role}, std={self.init_std:.4g}, mult={self.mult:.4g}"
@@ -46,8 +88,9 @@ class ScaledWeight(nn.Module):
 class ScaledLinear(ScaledWeight):
     """y = mult * W x, W (fan_out, fan_in). No bias (as the official code). In an ensemble x is (E, ..., fan_in)."""
 
-    def __init__(self, fan_in: int, fan_out: int, role: str, init_std: float, mult: float, ensemble: int | None = None):
-        super().__init__(fan_out, fan_in, role, init_std, mult, ensemble)
+    def __init__(self, fan_in: int, fan_out: int, role: str, init_std: float, mult: float, ensemble: int | None = None,
+                 nest_dim: int | None = None):
+        super().__init__(fan_out, fan_in, role, init_std, mult, ensemble, nest_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # mult * (W x) computed as (mult W) x: the multiplier scales the weight, not the (larger) activations

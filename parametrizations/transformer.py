@@ -18,6 +18,14 @@ normalised stream, LAUREL's learned residuals); their new parameters follow `spe
 Seed ensembles: with `ensemble=E`, every weight carries a leading member dimension (E, rows, cols), member e is
 initialised exactly as a separate model with seed e would be, and activations carry a leading E dimension
 (E, B, S, d); the matmuls are batched over members (torch.bmm). Inputs (tokens, patches) are shared by members.
+
+Keyed initialisation (`init_key`, `parametrizations.layers.keyed_generator`): block l's weights are drawn from
+generators keyed by (seed, l, name), every other weight (embedding, positions, readout) from generators keyed by
+(io_seed, name), io_seed = seed unless given. So the draws of a weight never depend on the depth or on the other
+weights: a seed's deep and shallow models share their embedding, positions and readout (equal up to their
+L-dependent init std) and their first blocks, and several block draws can share one embedding and readout (the
+paired depth design, `dmft.depth`). The embedding, positions and readout are drawn one residual coordinate at a
+time, so a narrower model's are the leading coordinates of a wider one's (N = 4 is the first half of N = 8).
 """
 from __future__ import annotations
 
@@ -29,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checks import ConfigError, check_bool, check_choice, check_float, check_int, check_int_list, check_str
-from .layers import ScaledLinear, ScaledTable, ScaledVector, ScaledWeight, TiedReadout
+from .layers import ScaledLinear, ScaledTable, ScaledVector, ScaledWeight, TiedReadout, keyed_generator
 from .lws import LayerShapes, LWSProfile, get_profile, resolve
 from .rmsnorm import rms_norm
 from .rope import rope
@@ -400,12 +408,13 @@ class LWSTransformer(nn.Module):
         def ab(role: str, fan_in: int) -> tuple[float, float]:
             return abc(p, role, fan_in, d=d, N=cfg.N, L=cfg.L, optimizer=optimizer)
 
+        # nest_dim: the embedding, positions and readout are drawn one residual coordinate at a time (layers.py)
         if is_vision(cfg.task):
-            self.embed: nn.Module = ScaledLinear(cfg.d_in, d, "embed", *ab("embed", cfg.d_in), ensemble)
+            self.embed: nn.Module = ScaledLinear(cfg.d_in, d, "embed", *ab("embed", cfg.d_in), ensemble, nest_dim=0)
         else:
-            self.embed = ScaledTable(cfg.vocab_size, d, "embed", *ab("embed", 1), ensemble)
+            self.embed = ScaledTable(cfg.vocab_size, d, "embed", *ab("embed", 1), ensemble, nest_dim=1)
         if not opts.rope:                                     # RoPE replaces the learned positions
-            self.pos = ScaledTable(cfg.seq_len, d, "pos", *ab("pos", 1), ensemble)
+            self.pos = ScaledTable(cfg.seq_len, d, "pos", *ab("pos", 1), ensemble, nest_dim=1)
         self.blocks = nn.ModuleList(
             Block(d, H_l, cfg.N, d_ff, p, cfg.L, optimizer, causal=cfg.task == "lm", ensemble=ensemble, opts=opts)
             for H_l, d_ff in zip(self.shapes.heads, self.shapes.d_ff)
@@ -421,7 +430,7 @@ class LWSTransformer(nn.Module):
             # the same init std (SGD l^(a_L-1/2), Adam d^-1/2 l^(a_L-1)), so one table serves both (docs/variants.md)
             self.readout: nn.Module = TiedReadout(self.embed, ab("readout", d)[1])
         else:
-            self.readout = ScaledLinear(d, n_out, "readout", *ab("readout", d), ensemble)
+            self.readout = ScaledLinear(d, n_out, "readout", *ab("readout", d), ensemble, nest_dim=1)
         if opts.ngpt:
             self.s_z = vec(n_out, "ngpt_sz")                  # nGPT's logit scale s_z
         elif opts.norm == "rms":
@@ -432,17 +441,26 @@ class LWSTransformer(nn.Module):
         module = self.get_submodule(name.rsplit(".", 1)[0])
         return module.role
 
-    def reset_parameters(self, seed: int | Sequence[int]) -> "LWSTransformer":
-        """Draw every weight from its init law with a generator seeded by `seed` (one seed per member in an
-        ensemble: member e gets exactly the weights of a separate model with seed seeds[e]); returns self."""
+    def reset_parameters(self, seed: int | Sequence[int], io_seed: int | Sequence[int] | None = None
+                         ) -> "LWSTransformer":
+        """Draw every weight from its init law, each from its own generator keyed by `init_key`: the blocks by
+        `seed`, the embedding, positions and readout by `io_seed` (None: = seed). In an ensemble both are lists,
+        one entry per member, and member e gets exactly the weights of a separate model with seed seeds[e] and
+        io seed io_seeds[e]. Returns self."""
         seeds = [seed] if self.ensemble is None else list(seed)   # type: ignore[arg-type]
+        if io_seed is None:
+            io_seeds = seeds
+        else:
+            io_seeds = [io_seed] if self.ensemble is None else list(io_seed)   # type: ignore[arg-type]
         if self.ensemble is not None and len(seeds) != self.ensemble:
             raise ValueError(f"an ensemble of {self.ensemble} members needs {self.ensemble} seeds, got {len(seeds)}")
-        for e, s in enumerate(seeds):
-            g = torch.Generator(device="cpu").manual_seed(int(s))
-            for module in self.modules():
+        if len(io_seeds) != len(seeds):
+            raise ValueError(f"needs one io seed per seed, got {len(io_seeds)} for {len(seeds)}")
+        for e, (s, io) in enumerate(zip(seeds, io_seeds)):
+            for name, module in self.named_modules():
                 if isinstance(module, ScaledWeight):
-                    module.reset_parameters(g, None if self.ensemble is None else e)
+                    module.reset_parameters(keyed_generator(*init_key(name, s, io)),
+                                            None if self.ensemble is None else e)
         if self.p.centre == "zero_readout":
             with torch.no_grad():
                 self.readout.weight.zero_()
@@ -527,8 +545,22 @@ class LWSTransformer(nn.Module):
         return f
 
 
+def init_key(name: str, seed: int, io_seed: int) -> tuple[int | str, ...]:
+    """The key of the generator that draws the parameter module `name` (a name of `LWSTransformer.named_modules`):
+    ("block", seed, l, rest) for a module of block l (rest: its name inside the block, e.g. "q" or
+    "laurel_attn.A"), ("io", io_seed, name) for every other one (embedding, positions, readout, final gains).
+    No key holds L, N or H, so a weight's draw is the same at every depth (and, drawn by residual coordinate,
+    its leading coordinates the same at every width)."""
+    parts = name.split(".")
+    if parts[0] == "blocks" and len(parts) > 2:
+        return ("block", seed, int(parts[1]), ".".join(parts[2:]))
+    return ("io", io_seed, name)
+
+
 def build_model(cfg: ModelConfig, p: Parametrization, optimizer: str, seed: int | Sequence[int],
-                device: str | torch.device = "cpu", ensemble: int | None = None) -> LWSTransformer:
+                device: str | torch.device = "cpu", ensemble: int | None = None,
+                io_seed: int | Sequence[int] | None = None) -> LWSTransformer:
     """Build and initialise the model on `device` (weights drawn on the CPU, so every device sees the same init).
-    With `ensemble` = E, `seed` is a list of E seeds, one per member."""
-    return LWSTransformer(cfg, p, optimizer, ensemble).reset_parameters(seed).to(device)
+    With `ensemble` = E, `seed` (and `io_seed`, when given) is a list of E seeds, one per member. io_seed keys
+    the embedding, positions and readout (None: the seed itself; `LWSTransformer.reset_parameters`)."""
+    return LWSTransformer(cfg, p, optimizer, ensemble).reset_parameters(seed, io_seed).to(device)

@@ -7,6 +7,7 @@ Config file layout (every section and key optional):
     [param]  preset = "mup"  gamma0 = 1.0  beta0 = 1.0  centre = "copy"
     [optim]  name = "adam"  eta0 = 0.05  weight_decay = 0.0
     [run]    steps = 200  batch_size = 32  seed = 0  device = "cpu"  data_path = "..."  patch = 4 (digits: 2)
+             io_seeds = 0 (K >= 1: seed s draws its embedding, positions and readout from io seed s mod K)
     [probes] enabled = true  schedule = "every"  every = 10  n_log = 20  n_samples = 32  seed = 0  n_points = 4
 
 Precedence: command line > file > defaults. `scale` sets the size named by `axis` (N, H or L).
@@ -74,7 +75,7 @@ FLAGS = {
     ("optim", "name"): "--optimizer", ("optim", "eta0"): "--eta0", ("optim", "weight_decay"): "--weight-decay",
     ("run", "batch_size"): "--batch-size", ("run", "device"): "--device", ("run", "data_path"): "--data",
     ("run", "precision"): "--precision", ("run", "compile"): "--compile", ("run", "steps"): "--steps",
-    ("run", "seed"): "--seed",
+    ("run", "seed"): "--seed", ("run", "io_seeds"): "--io-seeds",
     ("probes", "every"): "--probe-every", ("probes", "n_log"): "--probe-log", ("probes", "schedule"): "--probe-log",
     ("probes", "n_samples"): "--probe-samples", ("probes", "enabled"): "--no-probes",
 }

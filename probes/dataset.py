@@ -4,7 +4,9 @@ Dims: `step` (log/probe steps), `train_step` (every optimizer step), and the pro
 recorder (`layer`, `head`, `sample`, `sample_`, `token`, `token_`, `weight`, ...). Every variable has `units`
 and `long_name` attrs; the dataset attrs hold the whole resolved config as JSON plus the paper's symbols as
 scalar attrs, the package version, git revision, torch version and device. The swept sizes N, H, L, seed are
-scalar coordinates, so runs combine with `xr.combine_by_coords` / `xr.concat` along the scale axis.
+scalar coordinates, so runs combine with `xr.combine_by_coords` / `xr.concat` along the scale axis; so is
+`io_seed` (the key of the embedding, positions and readout draws), which a sweep holds along `seed` (a scalar
+when every seed has the same one).
 """
 from __future__ import annotations
 
@@ -124,6 +126,8 @@ def base_dataset(result) -> xr.Dataset:
             "L": ((), m.L, {"long_name": "depth (blocks)"}),
             "d_model": ((), m.d_model, {"long_name": "residual width N*H"}),
             "seed": ((), cfg.seed, {"long_name": "initialisation seed"}),
+            "io_seed": ((), cfg.io_seed, {"long_name": "seed of the embedding, positions and readout draws (the "
+                                                       "seed itself unless io_seeds groups the seeds)"}),
         },
         attrs=run_attrs(cfg.to_dict(), str(cfg.device), result.status,
                         {"lr": result.lr, "wall_s": result.wall_s, "steps_done": result.steps_done,

@@ -47,7 +47,10 @@ MAX_BATCH = 1 << 20
 class RunConfig:
     """Everything that defines one run. Units: steps are optimizer steps; batch_size in samples. patch: side of an
     image patch in pixels; None (the default) takes the task's default (`probes.data.default_patch`: 2 for digits,
-    4 otherwise), so the resolved config always holds a number."""
+    4 otherwise), so the resolved config always holds a number. seed keys the blocks' initial weights; io_seeds
+    says what keys the embedding, positions and readout (`io_seed_of`): 0 (the default) the seed itself, K >= 1
+    the io seed `seed mod K`, so the seeds of a sweep form K io groups that share their embedding, positions and
+    readout and differ only in their blocks (the paired depth design, `dmft.depth`)."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     param: Parametrization = field(default_factory=lambda: get_preset("mup"))
@@ -55,6 +58,7 @@ class RunConfig:
     steps: int = 200
     batch_size: int = 32
     seed: int = 0
+    io_seeds: int = 0
     data_seed: int = 0
     device: str = "cpu"
     data_path: str | None = None
@@ -73,6 +77,7 @@ class RunConfig:
         check_int("batch_size", self.batch_size, 1, MAX_BATCH)
         check_int("heldout_batch", self.heldout_batch, 1, MAX_BATCH)
         check_int("seed", self.seed, 0, MAX_SEED)
+        check_int("io_seeds", self.io_seeds, 0, MAX_SEED)
         check_int("data_seed", self.data_seed, 0, MAX_SEED)
         if self.patch is None:
             self.patch = default_patch(self.model.task)
@@ -85,6 +90,16 @@ class RunConfig:
                 raise ConfigError("data_path", f"must be a non-empty path, got {self.data_path!r}")
         check_choice("precision", self.precision, PRECISIONS)
         check_bool("compile", self.compile)
+
+    def io_seed_of(self, seed: int) -> int:
+        """The io seed (the key of the embedding, positions and readout draws) of the run with `seed`: the seed
+        itself when io_seeds is 0, else seed mod io_seeds."""
+        return int(seed) % self.io_seeds if self.io_seeds else int(seed)
+
+    @property
+    def io_seed(self) -> int:
+        """This run's io seed, `io_seed_of(seed)`."""
+        return self.io_seed_of(self.seed)
 
     def to_dict(self) -> dict:
         return {"model": self.model.to_dict(), "param": self.param.to_dict(), "optim": self.optim.to_dict(),
@@ -202,9 +217,10 @@ def setup(cfg: RunConfig, seeds: list[int] | None = None
     cfg = replace(cfg, model=model_config_for_task(cfg.model, task))
     device = resolve_device(cfg.device)
     if seeds is None:
-        model = build_model(cfg.model, cfg.param, cfg.optim.name, cfg.seed, device)
+        model = build_model(cfg.model, cfg.param, cfg.optim.name, cfg.seed, device, io_seed=cfg.io_seed)
     else:
-        model = build_model(cfg.model, cfg.param, cfg.optim.name, seeds, device, ensemble=len(seeds))
+        model = build_model(cfg.model, cfg.param, cfg.optim.name, seeds, device, ensemble=len(seeds),
+                            io_seed=[cfg.io_seed_of(s) for s in seeds])
     model0 = None
     if cfg.param.centre == "copy":
         model0 = copy.deepcopy(model).requires_grad_(False).eval()
