@@ -474,9 +474,11 @@ def check(
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="folder: also write the P1-P12 summary as Markdown"),
     mc_heads: int = typer.Option(8192, "--mc-heads", help="Monte Carlo heads of the H -> oo solver (P4)"),
 ):
-    """Print the verdict table: predicted vs measured exponents with 95% bootstrap intervals; for a folder, every
-    dataset's rows, the cross-sweep verdicts (P7, P9, P12) and one summary line per prediction P1-P12."""
-    from dmft.check import check as run_check, check_mc_heads, verdict_dataset, verdict_lines
+    """Print the verdict rows (dmft.verdict): each row's hypotheses, measured value with its interval, band and
+    verdict, primary rows marked *; for a folder, every dataset's rows, the cross-sweep verdicts (P7, P9, P12), the
+    P1-P12 summary of primary rows and the headline over primary rows."""
+    from dmft.check import check as run_check, check_mc_heads
+    from dmft.verdict import headline, lines as verdict_lines, to_dataset as verdict_dataset
     from probes.config import check_data_path
     from probes.dataset import load
 
@@ -502,11 +504,11 @@ def check(
     else:
         ds = load(dataset)
         _has_config(ds, dataset)
-        from dmft.report import p7_row, trained_verdicts
+        from dmft.report import p7_verdict, trained_verdicts
 
         try:
             if ds.attrs.get("kind") == "lr_grid":          # a learning-rate grid: the P7 verdict
-                verdicts = [p7_row(ds)]
+                verdicts = [p7_verdict(ds)]
             else:
                 verdicts = run_check(ds, n_heads_mc=mc_heads) + trained_verdicts(ds)
         except ValueError as e:          # what the dataset lacks for a verdict (not a sweep, too few sizes, ...)
@@ -520,8 +522,7 @@ def check(
     if nc is not None:
         _write_atomic(nc, lambda tmp: table.to_netcdf(tmp, engine="h5netcdf"))
         typer.echo(f"netcdf: {nc}")
-    n_bad = sum(not v.consistent for v in verdicts)
-    typer.echo(f"{len(verdicts) - n_bad} of {len(verdicts)} predictions consistent")
+    typer.echo(headline(verdicts))
 
 
 @app.command()

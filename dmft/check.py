@@ -1,48 +1,34 @@
-"""Verdicts: each prediction that applies to a sweep, next to the measured value with its bootstrap CI.
+"""Verdicts of one sweep: every row of the registry (`dmft.predictions.REGISTRY`) that the sweep measures, as
+`dmft.verdict.Verdict` rows decided by the one rule (`dmft.verdict.decide`; docs/predictions.md, "The verdict
+rule").
 
-A slope prediction is consistent when the predicted exponent lies within the 95% seed-bootstrap interval of
-the fitted slope widened by the prediction's stated finite-size allowance `tol`. A "nonzero" prediction (SP)
-needs |slope| > threshold with an interval that excludes 0. A density prediction (P3) needs every size's KS
-p-value above 0.01 / (number of sizes).
+A slope row fits log(seed mean) against log(size) (`dmft.fit.slope_fit`: the joint jackknife interval over seeds,
+the local slopes between adjacent sizes and the band derived from them); its hypotheses and its primary flag come
+from the registry. P3 compares the KS distance of A(0) to variance-gamma(N) with its distance to the Gaussian of
+the same variance (`p3_verdict`).
 
 Diverged points (runs whose loss or probes became NaN/inf; `dmft.divergence`) are handled explicitly: the slopes
 of trained quantities are fitted over the points that did not diverge; quantities at initialisation use every
 point with a step-0 record (initialisation does not depend on training). Each verdict counts and names the
-points it left out (`diverged`, `diverged_points`); a prediction left with fewer than 3 sizes is reported as not
-fitted, with a note naming the divergence ("N=32, 64 diverged (seeds 0-3 at steps 12-40); a slope needs at
-least 3 sizes, got 2").
+points it left out (`diverged`, `diverged_points`); a row left with fewer than 3 sizes is "not measured", with a
+note naming the divergence ("N=32, 64 diverged (seeds 0-3 at steps 12-40); a slope needs at least 3 sizes, got
+2").
 """
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, replace
+import math
+from dataclasses import replace
 
 import numpy as np
 import xarray as xr
 
 from . import divergence, measure
-from .fit import consistent, loglog_fit
-from .predictions import Prediction, predictions
+from .fit import slope_fit
+from .predictions import SWEEP_KEYS, Planned, planned_rows
+from .verdict import NOT_MEASURED, Verdict, lines, to_dataset
 
-
-@dataclass(frozen=True)
-class Verdict:
-    key: str
-    quantity: str
-    axis: str
-    parametrization: str
-    predicted: str
-    measured: str
-    slope: float
-    lo: float
-    hi: float
-    tol: float
-    consistent: bool
-    supported: str
-    note: str
-    diverged: int = 0              # (size, seed) points left out of this verdict because they diverged
-    diverged_points: str = ""      # which: "N=32, 64 diverged (seeds 0-3 at steps 12-40)"
-    dataset: str = ""              # the file the verdict was measured on (`dmft.report`, a folder of sweeps)
+P3_BOOT = 400          # bootstrap resamples of the heads for P3's interval
 
 
 def run_attrs(ds: xr.Dataset) -> dict:
@@ -59,52 +45,70 @@ def run_attrs(ds: xr.Dataset) -> dict:
                          "is it a dmft-probe dataset?") from None
 
 
-def _predicted_text(pred: Prediction) -> str:
-    if pred.kind == "nonzero":
-        return f"|slope| > {pred.threshold:g}"
-    if pred.kind == "hypotheses":
-        return " or ".join(f"{e:+g} ({h})" for h, e in pred.hypotheses.items())
-    return f"{pred.exponent:+g}"
+def row_verdict(p: Planned, axis: str, setting: str, est: float = math.nan, lo: float = math.nan,
+                hi: float = math.nan, band: float = math.nan, band_source: str = "", **kw) -> Verdict:
+    """A `dmft.verdict.Verdict` for planned row `p` (`dmft.predictions.planned_rows`) with an estimate, its
+    interval and the band of its hypotheses (not measured when any is NaN); kw: further Verdict fields."""
+    b = band if np.isfinite(band) else 0.0
+    pred, alts = p.hypotheses.regions(b)
+    note = kw.pop("note", "")
+    if not np.isfinite(band) and "outcome" not in kw:
+        kw["outcome"] = NOT_MEASURED
+    return Verdict(p.key, p.spec.name, p.spec.quantity, axis, setting, p.spec.estimator, float(est), float(lo),
+                   float(hi), pred, alts, band=float(band), band_source=band_source, primary=p.primary, note=note,
+                   **kw)
 
 
-def _slope_verdict(pred: Prediction, ds: xr.Dataset, axis: str, name: str, sizes, values) -> Verdict:
-    fit = loglog_fit(sizes, values)
-    meas = f"{fit.slope:+.3f} [{fit.lo:+.3f}, {fit.hi:+.3f}]"
-    if pred.kind == "nonzero":
-        ok = abs(fit.slope) > pred.threshold and (fit.lo > 0 or fit.hi < 0)
-        return Verdict(pred.key, pred.quantity, axis, name, f"|slope| > {pred.threshold:g}", meas, fit.slope,
-                       fit.lo, fit.hi, 0.0, ok, "", pred.note)
-    if pred.kind == "hypotheses":
-        fits = {h: consistent(fit, e, pred.tol) for h, e in pred.hypotheses.items()}
-        supported = [h for h, ok in fits.items() if ok]
-        text = " or ".join(f"{e:+g} ({h})" for h, e in pred.hypotheses.items())
-        return Verdict(pred.key, pred.quantity, axis, name, text, meas, fit.slope, fit.lo, fit.hi, pred.tol,
-                       bool(supported), ", ".join(supported) or "neither", pred.note)
-    ok = consistent(fit, pred.exponent, pred.tol)
-    note = pred.note
-    if pred.constant is not None:
-        ratio = np.nanmean(values, axis=1) / (pred.constant * np.asarray(sizes, float) ** pred.exponent)
-        note += f"; measured / predicted law per size: {', '.join(f'{r:.2f}' for r in ratio)}"
-    return Verdict(pred.key, pred.quantity, axis, name, f"{pred.exponent:+g}", meas, fit.slope, fit.lo, fit.hi,
-                   pred.tol, ok, "", note)
+def slope_verdict(p: Planned, axis: str, setting: str, sizes, values, note: str = "", band: float | None = None,
+                  band_source: str = "", **kw) -> Verdict:
+    """The slope row of `p` from per-seed positive values (size, seed): `dmft.fit.slope_fit`, decided against the
+    registry's hypotheses with the band derived from the local slopes, or a stated `band` (its reason in
+    `band_source`); not measured (with the reason) when no slope can be fitted."""
+    try:
+        f = slope_fit(sizes, values, band=band)
+    except ValueError as e:
+        return row_verdict(p, axis, setting, note="; ".join(t for t in (note, str(e)) if t), **kw)
+    if not (f.lo <= f.hi):
+        note = "; ".join(t for t in (note, "no interval (fewer than 2 seeds)") if t)
+    return row_verdict(p, axis, setting, f.slope, f.lo, f.hi, f.band, band_source or f.band_source, local=f.local,
+                       n_sizes=f.n_sizes, n_seeds=f.n_seeds, note=note, **kw)
 
 
-def _density_verdict(pred: Prediction, ds: xr.Dataset, axis: str, a: dict) -> Verdict:
+def _ks_distances(x: np.ndarray, cdfs: list[np.ndarray], idx: np.ndarray) -> np.ndarray:
+    """KS distances of the resamples idx (B, n) of sorted samples to each cdf evaluated at them: (B, len(cdfs))."""
+    idx = np.sort(idx, axis=1)
+    n = idx.shape[1]
+    up, down = np.arange(1, n + 1) / n, np.arange(n) / n
+    return np.stack([np.max(np.maximum(up - F[idx], F[idx] - down), axis=1) for F in cdfs], axis=1)
+
+
+def p3_verdict(p: Planned, ds: xr.Dataset, axis: str, a: dict) -> Verdict:
+    """P3: at the smallest size with a step-0 record, the KS distance of A(0) over heads to variance-gamma(N) minus
+    its distance to the Gaussian of the same variance, with a percentile bootstrap interval over the samples
+    (`P3_BOOT` resamples, seeded). Prediction: below 0 (variance-gamma fits better); alternative: the Gaussian fits
+    as well (>= 0). The band is 0, stated: the sign of a difference of distances. The note gives the KS p-value
+    against variance-gamma at every size."""
+    from scipy import stats
+
     from .solvers import attention_law
 
-    samples = {s: x for s, x in measure.attn_raw_init(ds, axis).items() if len(x)}   # sizes with a step-0 record
+    samples = {s: x for s, x in measure.attn_raw_init(ds, axis).items() if len(x)}
     if not samples:
-        return Verdict(pred.key, pred.quantity, axis, a["name"], "variance-gamma(N)", "not tested", np.nan, np.nan,
-                       np.nan, 0.0, False, "", "no size has a step-0 record of A")
-    pvals = []
-    for size, x in samples.items():
-        N = int(size) if axis == "N" else int(a["N"])
-        pvals.append(attention_law(N, a["alpha_A"]).ks_test(x)[1])
-    pmin = float(np.min(pvals))
-    level = 0.01 / len(pvals)
-    n = min(len(x) for x in samples.values())
-    return Verdict(pred.key, pred.quantity, axis, a["name"], "variance-gamma(N)", f"KS p min {pmin:.3g} (n={n}/size)",
-                   np.nan, np.nan, np.nan, 0.0, pmin > level, "", pred.note + f"; pass if every p > {level:.3g}")
+        return row_verdict(p, axis, a["name"], note="no size has a step-0 record of A")
+    pvals = {s: attention_law(int(s) if axis == "N" else int(a["N"]), a["alpha_A"]).ks_test(x)[1]
+             for s, x in samples.items()}
+    s0 = min(samples)
+    law = attention_law(int(s0) if axis == "N" else int(a["N"]), a["alpha_A"])
+    x = np.sort(np.asarray(samples[s0], dtype=float).ravel())
+    cdfs = [law.cdf(x), stats.norm.cdf(x, scale=law.std())]
+    d = _ks_distances(x, cdfs, np.arange(len(x))[None])[0]
+    idx = np.random.default_rng(0).integers(0, len(x), (P3_BOOT, len(x)))
+    boot = np.diff(_ks_distances(x, cdfs, idx)[:, ::-1], axis=1)[:, 0]
+    lo, hi = np.quantile(boot, [0.025, 0.975])
+    note = (f"{axis}={s0:g}, n={len(x)}: D(variance-gamma) {d[0]:.3g}, D(Gaussian) {d[1]:.3g}; KS p against "
+            "variance-gamma per size: " + ", ".join(f"{s:g}: {v:.3g}" for s, v in pvals.items()))
+    return row_verdict(p, axis, a["name"], d[0] - d[1], lo, hi, 0.0, "stated: the sign of a difference",
+                       n_sizes=len(samples), note=note)
 
 
 def kernel_limit(ds: xr.Dataset, a: dict | None = None, n_heads_mc: int = 8192) -> xr.Dataset:
@@ -133,7 +137,8 @@ def check_mc_heads(n_heads_mc: object) -> None:
 
 
 def check(ds: xr.Dataset, n_heads_mc: int = 8192, limit: xr.Dataset | None = None) -> list[Verdict]:
-    """All verdicts for a sweep dataset (see module docstring). limit: a precomputed `kernel_limit(ds)` (P4)."""
+    """The registry's rows of one sweep (`dmft.predictions.SWEEP_KEYS`: P1-P4, P8, P10, the coordinate check) as
+    `dmft.verdict.Verdict` rows (module docstring). limit: a precomputed `kernel_limit(ds)` (P4)."""
     check_mc_heads(n_heads_mc)
     ds = measure.with_seed_dim(ds)
     axis = measure.sweep_axis(ds)
@@ -143,51 +148,45 @@ def check(ds: xr.Dataset, n_heads_mc: int = 8192, limit: xr.Dataset | None = Non
     points = divergence.diverged_points(ds, axis)
     seeds = ds["seed"].values
     out = []
-    for pred in predictions(a["alpha_A"], a["alpha_L"], a["standard"], axis, a["trained"]):
-        if pred.kind == "density":
-            v = _density_verdict(pred, ds, axis, a)
+    for p in planned_rows(SWEEP_KEYS, a["alpha_A"], a["alpha_L"], a["standard"], axis, a["trained"], a["task"]):
+        if p.key == "P3":
+            v = p3_verdict(p, ds, axis, a)
             if _with_step0_record(ds, axis, points):
                 v = replace(v, note=v.note + "; step-0 records of diverged points used")
             out.append(v)
             continue
-        if pred.quantity == "kernel_mse_init":
+        if p.spec.quantity == "kernel_mse_init":
             if limit is None:
                 limit = kernel_limit(ds, a, n_heads_mc)
             sizes, values = measure.kernel_mse_init(ds, axis, limit)
         else:
-            sizes, values = measure.QUANTITIES[pred.quantity](ds, axis)
-        out.append(_verdict_over_stable_points(pred, ds, axis, a["name"], sizes, values, points, seeds))
+            sizes, values = measure.QUANTITIES[p.spec.quantity](ds, axis)
+        out.append(_verdict_over_stable_points(p, ds, axis, a["name"], sizes, values, points, seeds))
     return out
 
 
-def _verdict_over_stable_points(pred: Prediction, ds: xr.Dataset, axis: str, name: str, sizes, values,
+def _verdict_over_stable_points(p: Planned, ds: xr.Dataset, axis: str, name: str, sizes, values,
                                 points: list, seeds) -> Verdict:
     """The slope verdict over the points that did not diverge (trained quantities), or over every point with a
-    step-0 record (quantities at initialisation); not fitted, naming the divergence, when fewer than 3 sizes
+    step-0 record (quantities at initialisation); not measured, naming the divergence, when fewer than 3 sizes
     are left because of it."""
-    values, left_out = stable_values(pred.trained, sizes, values, points, seeds)
+    trained = p.spec.step != "init"
+    values, left_out = stable_values(trained, sizes, values, points, seeds)
     text = divergence.describe(left_out, axis)
     n_left = int(np.isfinite(values).any(axis=1).sum())
+    div = {"diverged": len(left_out), "diverged_points": text}
     if left_out and n_left < 3:
-        note = f"{text}; a slope needs at least 3 sizes, got {n_left}"
-        tol = 0.0 if pred.kind == "nonzero" else pred.tol
-        return Verdict(pred.key, pred.quantity, axis, name, _predicted_text(pred), "not fitted", np.nan, np.nan,
-                       np.nan, tol, False, "", note, len(left_out), text)
+        return row_verdict(p, axis, name, note=f"{text}; a slope needs at least 3 sizes, got {n_left}", **div)
     finite = values[np.isfinite(values)]
     if finite.size and np.any(finite <= 0):
         # e.g. the stream growth of nGPT, whose residual stream is normalised by construction (it is 0 up to
         # rounding): no log-log slope exists, and the prediction does not apply to such a block
-        tol = 0.0 if pred.kind == "nonzero" else pred.tol
-        return Verdict(pred.key, pred.quantity, axis, name, _predicted_text(pred), "not fitted", np.nan, np.nan,
-                       np.nan, tol, False, "", f"{pred.note}; the measured values are <= 0 at some size "
-                       f"(min {finite.min():.3g}): no log-log slope", len(left_out), text)
-    v = _slope_verdict(pred, ds, axis, name, sizes, values)
-    note = v.note
-    if left_out:
-        note += f"; {text}: left out of the fit"
-    if not pred.trained and _with_step0_record(ds, axis, points):
-        note += "; step-0 records of diverged points used"
-    return replace(v, note=note, diverged=len(left_out), diverged_points=text)
+        return row_verdict(p, axis, name, note=f"the measured values are <= 0 at some size (min {finite.min():.3g}): "
+                           "no log-log slope", **div)
+    note = f"{text}: left out of the fit" if left_out else ""
+    if not trained and _with_step0_record(ds, axis, points):
+        note = "; ".join(t for t in (note, "step-0 records of diverged points used") if t)
+    return slope_verdict(p, axis, name, sizes, values, note=note, **div)
 
 
 def stable_values(trained: bool, sizes, values, points: list, seeds) -> tuple[np.ndarray, list]:
@@ -219,25 +218,6 @@ def _no_record(sizes, values, point, seeds) -> bool:
     return not np.isfinite(values[rows, seeds.index(point.seed)]).any()
 
 
-def verdict_dataset(verdicts: list[Verdict]) -> xr.Dataset:
-    """The verdict table as an xarray Dataset along `row`."""
-    rows = [asdict(v) for v in verdicts]
-    data = {k: ("row", [r[k] for r in rows]) for k in rows[0]}
-    data["consistent"] = ("row", np.asarray([r["consistent"] for r in rows], dtype=np.int8))
-    return xr.Dataset(data, coords={"row": np.arange(len(rows))}, attrs={"title": "dmft-probe verdicts"})
-
-
-def verdict_lines(verdicts: list[Verdict]) -> list[str]:
-    """Plain-text table: quantity, axis, parametrization, predicted, measured [95% CI], consistent."""
-    head = ("pred", "quantity", "axis", "param", "predicted", "measured slope [95% CI]", "tol", "consistent")
-    rows = [(v.key, v.quantity, v.axis, v.parametrization, v.predicted, v.measured, f"{v.tol:g}",
-             ("yes" if v.consistent else "NO") + (f" ({v.supported})" if v.supported else "")) for v in verdicts]
-    if any(v.diverged for v in verdicts):      # how many (size, seed) points each row left out as diverged
-        head += ("diverged",)
-        rows = [(*r, str(v.diverged)) for r, v in zip(rows, verdicts)]
-    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    lines = [fmt.format(*head), fmt.format(*("-" * w for w in widths))]
-    lines += [fmt.format(*r) for r in rows]
-    lines += [f"  {v.key} {v.quantity}: {v.note}" for v in verdicts if v.note]
-    return lines
+# The one renderer (dmft.verdict), under the names the notebooks import from here.
+verdict_lines = lines
+verdict_dataset = to_dataset

@@ -1,20 +1,23 @@
 """Verdicts that compare sweeps or read a whole trained sweep: P9 (depth at equal compute, alpha_L = 1 vs 1/2),
 P11 (dynamics across H) and P12 (trained kernels across alpha_A). docs/predictions.md states each claim.
 
-Every function returns a `dmft.check.Verdict`; the measured column carries the numbers and a seed bootstrap.
-Diverged points (NaN losses or kernels) are left out of the seed means and of the resamples.
+Every function returns a `dmft.verdict.Verdict` row with the hypotheses of the registry
+(`dmft.predictions.REGISTRY`): P9 the sign of a loss difference (band 0, stated), P11 "flat" (Fig. 6a) against
+"falls" (Fig. 7a) on the slope of the final loss with the band from its local slopes, P12 an equivalence test
+(the 90% interval of the relative kernel difference within `P12_DELTA`). Diverged points (NaN losses or kernels) are left out of the seed means and of the resamples.
 """
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import xarray as xr
 
 from . import divergence, measure
-from .check import Verdict, run_attrs
-from .fit import loglog_fit
-from .predictions import P9_NOTE, P11_HYPOTHESES, P12_NOTE
+from .check import row_verdict, run_attrs, slope_verdict
+from .predictions import P12_DELTA, P12_LEVEL, planned_rows
+from .verdict import CONSISTENT, REFUTED, Verdict
 
 N_BOOT = 2000
 LEVEL = 0.95
@@ -64,11 +67,16 @@ def _boot_mean_diff(x: np.ndarray, y: np.ndarray, seed: int = 0) -> tuple[float,
     return float(x.mean() - y.mean()), float(lo), float(hi)
 
 
+def _planned(key: str, ds: xr.Dataset, axis: str):
+    a = run_attrs(ds)
+    return planned_rows([key], a["alpha_A"], a["alpha_L"], a["standard"], axis, True, a["task"])[0]
+
+
 def p9_verdict(one: xr.Dataset, half: xr.Dataset) -> Verdict:
     """P9 from two trained L sweeps, alpha_L = 1 (`one`) and 1/2 (`half`), otherwise identical: at equal L the
     parameters and steps, hence the compute, are equal, so "lower loss at fixed compute" is a lower final loss at
-    the same L. Measured: loss(alpha_L = 1) - loss(alpha_L = 1/2) at the largest L [95% CI], in nats; consistent
-    when the interval lies below 0. The note lists the difference at every L."""
+    the same L. Estimate: loss(alpha_L = 1) - loss(alpha_L = 1/2) at the largest L [95% seed bootstrap], in nats;
+    consistent when the interval lies below 0, refuted above 0 (band 0, stated). The note lists every L."""
     sizes, l1 = final_loss(one)
     _, lh = final_loss(half)
     per = []
@@ -76,34 +84,44 @@ def p9_verdict(one: xr.Dataset, half: xr.Dataset) -> Verdict:
         per.append((L, *_boot_mean_diff(x, y)) if len(x) and len(y) else (L, np.nan, np.nan, np.nan))
     L, d, lo, hi = per[-1]
     name = f"{run_attrs(one)['name']} vs {run_attrs(half)['name']}"
-    note = P9_NOTE + "; loss(alpha_L=1) - loss(alpha_L=1/2) per L: " + ", ".join(
+    note = f"L={int(L)}; loss(alpha_L=1) - loss(alpha_L=1/2) per L: " + ", ".join(
         f"L={int(s)}: {v:+.3f} [{a:+.3f}, {b:+.3f}]" for s, v, a, b in per)
-    return Verdict("P9", "final_loss_difference", "L", name, "< 0 at the largest L",
-                   f"{d:+.4f} [{lo:+.4f}, {hi:+.4f}] nats at L={int(L)}", d, lo, hi, 0.0,
-                   bool(np.isfinite(hi) and hi < 0), "", note)
+    return row_verdict(_planned("P9", one, "L"), "L", name, d, lo, hi, 0.0, "stated: the sign of a difference",
+                       n_sizes=len(sizes), n_seeds=int(min(len(r) for r in _finite_rows(l1))), note=note)
 
 
-# P11: |slope| of log(final loss) against log(H) below this is "similar" (a 1% loss change per e-fold of H, i.e.
-# 0.7% per doubling: below the seed spread of the final loss in every CPU sweep we ran).
-P11_FLAT = 0.01
+# P11's band, stated: a slope of log(final loss) against log(H) within 0.01 of 0 is "flat" (a 1% loss change per
+# e-fold of H, 0.7% per doubling: what Fig. 6a's overlapping curves allow), below -0.01 it "falls".
+P11_BAND = 0.01
+P11_BAND_SOURCE = "stated: 1% loss change per e-fold of H"
 
 
 def p11_verdict(ds: xr.Dataset) -> Verdict:
-    """P11 from a trained H sweep: the log-log slope of the final held-out loss against H [95% CI]. Two
-    statements of the paper are carried as hypotheses (`P11_HYPOTHESES`): "similar across H" (the ViT, Fig. 6a)
-    when the interval reaches within P11_FLAT of 0; "improves with H" (C4, Fig. 7a) when it lies below 0. The
-    data may support one, both (a small but resolved gain) or neither."""
+    """P11 from a trained H sweep: the log-log slope of the final held-out loss against H with its joint jackknife
+    interval and the stated band `P11_BAND` (`dmft.check.slope_verdict`), against P11's two hypotheses
+    (`dmft.predictions.p11_hypotheses`: "flat", Fig. 6a, and "falls", Fig. 7a; the task's figure is the
+    prediction). The note says which the data favour: the one whose region holds the interval while the other's
+    does not, else neither."""
     sizes, loss = final_loss(ds)
-    fit = loglog_fit(sizes, loss)
-    flat = fit.lo - P11_FLAT <= 0 <= fit.hi + P11_FLAT
-    falls = fit.hi < 0
-    supported = [h for h, kind in P11_HYPOTHESES.items() if (flat if kind == "flat" else falls)]
-    means = [np.nanmean(r) for r in loss]
-    note = ("final held-out loss per H: " + ", ".join(f"H={int(s)}: {m:.4f}" for s, m in zip(sizes, means))
-            + f"; 'similar' means |slope| within {P11_FLAT:g} of 0")
-    return Verdict("P11", "final_loss", "H", run_attrs(ds)["name"], "flat (Fig. 6a) or < 0 (Fig. 7a)",
-                   f"{fit.slope:+.4f} [{fit.lo:+.4f}, {fit.hi:+.4f}]", fit.slope, fit.lo, fit.hi, P11_FLAT,
-                   bool(supported), ", ".join(supported) or "neither", note)
+    p = _planned("P11", ds, "H")
+    means = [np.nanmean(r) if np.isfinite(r).any() else np.nan for r in loss]
+    note = "final held-out loss per H: " + ", ".join(f"H={int(s)}: {m:.4f}" for s, m in zip(sizes, means))
+    v = slope_verdict(p, "H", run_attrs(ds)["name"], sizes, loss, note=note, band=P11_BAND,
+                      band_source=P11_BAND_SOURCE)
+    return replace(v, note=f"favours: {p11_favours(v)}; {v.note}")
+
+
+def p11_favours(v: Verdict) -> str:
+    """Which of P11's hypotheses the row `v` favours: the prediction's name when consistent, the alternative's when
+    the interval lies in the alternative's region and outside the prediction's, else "neither" (with why)."""
+    if v.outcome == CONSISTENT:
+        return v.prediction.name
+    alt = v.alternatives[0]
+    if v.outcome == REFUTED and alt.contains(v.lo, v.hi):
+        return alt.name
+    if v.outcome == REFUTED:
+        return "neither (the loss rises with H)"
+    return "neither (underpowered)" if v.lo <= v.hi else "neither (not measured)"
 
 
 def _final_kernel(ds: xr.Dataset) -> xr.DataArray:
@@ -114,49 +132,46 @@ def _final_kernel(ds: xr.Dataset) -> xr.DataArray:
     return _masked(ds, K, axis).transpose(axis, "seed", ...)
 
 
-# P12: a kernel difference within this many standard errors of the seed means counts as "within the seed noise"
-# (2 standard errors: a two-sided 95% band of a difference of two independent means).
-P12_NOISE_UNITS = 2.0
+def _rel_diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """|mean a - mean b|_F / |mean b|_F over the seed axis 1 of (B, seed, P, P) stacks: (B,)."""
+    d = a.mean(1) - b.mean(1)
+    return np.sqrt((d ** 2).sum(axis=(1, 2)) / (b.mean(1) ** 2).sum(axis=(1, 2)))
 
 
-def p12_verdict(one: xr.Dataset, half: xr.Dataset) -> Verdict:
-    """P12 from two trained N sweeps, alpha_A = 1 (`one`) and 1/2 (`half`), otherwise identical. Per N:
-    D = |mean K(alpha_A = 1) - mean K(alpha_A = 1/2)|_F over the last layer's trained pooled kernel, and the
-    noise level it would have if both means were equal: sigma = sqrt(sum over entries of Var_seed(K1 - Kh) /
-    n_seeds) when both sweeps ran the same seeds (a paired comparison: a seed draws the same random numbers under
-    both alpha_A, so the seed noise largely cancels in the difference), else sqrt(sum of Var_seed / n_seeds of
-    both). Measured: D / sigma per N (in standard errors). Consistent when D / sigma <= P12_NOISE_UNITS at the
-    smallest N ("identical except a slight difference at large N"); the note also reports the relative
-    difference D / |K| and whether the ratio grows with N."""
+def p12_verdict(one: xr.Dataset, half: xr.Dataset, n_boot: int = N_BOOT, seed: int = 0) -> Verdict:
+    """P12 from two trained N sweeps, alpha_A = 1 (`one`) and 1/2 (`half`), otherwise identical: an equivalence
+    test. Estimate: D = |mean K(1) - mean K(1/2)|_F / |mean K(1/2)|_F, the relative difference of the seed-mean
+    trained pooled kernels of the last layer, at the smallest N (the paper: equal except a slight difference at
+    large N), with its P12_LEVEL (90%) percentile bootstrap interval over seeds (jointly for both sweeps when they
+    ran the same seeds: a seed draws the same random numbers under both alpha_A). Consistent when the interval
+    lies within [0, P12_DELTA) (`dmft.predictions.P12_DELTA`, printed as the band), refuted when it lies above
+    it. The note gives D at every N."""
     axis = measure.sweep_axis(one)
     K1, Kh = _final_kernel(one), _final_kernel(half)
     sizes = K1[axis].values.astype(float)
     paired = np.array_equal(K1["seed"].values, Kh["seed"].values)
-    ratios, rel = [], []
+    rng = np.random.default_rng(seed)
+    per = []
     for n in sizes:
         a, b = K1.sel({axis: n}).values, Kh.sel({axis: n}).values                  # (seed, P, P)
-        if paired:       # same seeds: the two draws share their random numbers, so difference per seed
-            ok_s = np.isfinite(a).all(axis=(1, 2)) & np.isfinite(b).all(axis=(1, 2))
-            a, b = a[ok_s], b[ok_s]
-        else:
-            a, b = a[np.isfinite(a).all(axis=(1, 2))], b[np.isfinite(b).all(axis=(1, 2))]
-        if len(a) < 2 or len(b) < 2:
-            ratios.append(np.nan)
-            rel.append(np.nan)
-            continue
-        diff = a.mean(0) - b.mean(0)
+        ok_a, ok_b = np.isfinite(a).all(axis=(1, 2)), np.isfinite(b).all(axis=(1, 2))
         if paired:
-            sigma = np.sqrt(((a - b).var(0, ddof=1) / len(a)).sum())
+            a, b = a[ok_a & ok_b], b[ok_a & ok_b]
         else:
-            sigma = np.sqrt((a.var(0, ddof=1) / len(a) + b.var(0, ddof=1) / len(b)).sum())
-        ratios.append(float(np.sqrt((diff ** 2).sum()) / sigma))
-        rel.append(float(np.sqrt((diff ** 2).sum() / (a.mean(0) ** 2).sum())))
-    ratios, rel = np.asarray(ratios), np.asarray(rel)
-    ok = bool(np.isfinite(ratios[0]) and ratios[0] <= P12_NOISE_UNITS)
-    trend = "grows" if np.isfinite(ratios).sum() >= 2 and ratios[np.isfinite(ratios)][-1] > ratios[0] else "does not grow"
+            a, b = a[ok_a], b[ok_b]
+        if len(a) < 2 or len(b) < 2:
+            per.append((n, np.nan, np.nan, np.nan, 0))
+            continue
+        ia = rng.integers(0, len(a), (n_boot, len(a)))
+        ib = ia if paired else rng.integers(0, len(b), (n_boot, len(b)))
+        boot = _rel_diff(a[ia], b[ib])
+        q = (1 - P12_LEVEL) / 2
+        lo, hi = np.quantile(boot, [q, 1 - q])
+        per.append((n, float(_rel_diff(a[None], b[None])[0]), float(lo), float(hi), len(a)))
+    first = next((r for r in per if np.isfinite(r[1])), per[0])
     name = f"{run_attrs(one)['name']} vs {run_attrs(half)['name']}"
-    note = (P12_NOTE + "; |dK|/|K| per N: " + ", ".join(f"N={int(s)}: {r:.3f}" for s, r in zip(sizes, rel))
-            + f"; the difference in standard errors {trend} with N")
-    return Verdict("P12", "kernel_difference", axis, name, f"<= {P12_NOISE_UNITS:g} s.e. at the smallest N",
-                   "D/s.e. per N: " + ", ".join(f"{r:.2f}" for r in ratios), float(ratios[0]), np.nan, np.nan,
-                   0.0, ok, "", note)
+    note = (f"{axis}={int(first[0])}, {'paired' if paired else 'independent'} seeds; |dK|/|K| per {axis}: "
+            + ", ".join(f"{int(s)}: {d:.3f} [{lo:.3f}, {hi:.3f}]" for s, d, lo, hi, _ in per))
+    return row_verdict(_planned("P12", one, axis), axis, name, first[1], first[2], first[3], P12_DELTA,
+                       f"stated equivalence margin (dmft.predictions.P12_DELTA: a 10% kernel change)",
+                       level=P12_LEVEL, n_sizes=len(sizes), n_seeds=int(first[4]), note=note)

@@ -1,103 +1,417 @@
-"""Predicted scaling exponents, derived from the parametrization (docs/predictions.md, P1-P10 and the coordinate check).
+"""The registry of predictions (docs/predictions.md, "How each prediction is checked"), declared before any data.
 
-Each prediction names the dataset quantity it is about (see `dmft.measure`), the axis, the predicted log-log
-slope (or the hypotheses, when the sources disagree), and whether it needs training. Nothing here is a lookup
-table of answers: every exponent is a function of (alpha_A, alpha_L, standard) and the axis.
+One `Entry` per prediction P1..P12, conv-L and the coordinate check: the claim (one line, with the paper's figure
+or section), the rows it is measured by (`RowSpec`: quantity, probe step, estimator), which of them is PRIMARY
+(exactly one per prediction and sweep; its verdict is the prediction's headline, the others are listed under it
+and not counted), and the hypotheses of each row (`Hypotheses`: the prediction and the alternatives that matter)
+as functions of (alpha_A, alpha_L, standard, axis). Nothing here is a tolerance: a hypothesis is a value and a
+shape, and its region's half-width (the band) comes from the fit (`dmft.fit.band_of` the local slopes) or is a
+stated margin printed with the row (P3, P9: the sign of a difference, band 0; P12: the equivalence margin
+`P12_DELTA`). `dmft.check`, `dmft.report`, `dmft.compare`, `dmft.power` and `dmft.coord` read the registry; none
+keeps its own list of predictions.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from typing import Callable
+
+from .verdict import Region, above, below, point
+
+POINT, ABOVE, BELOW = "point", "above", "below"
 
 
 @dataclass(frozen=True)
-class Prediction:
-    """key: P1, P2, P3, P4, P8, P10, coord. quantity: a name known to `dmft.measure.QUANTITIES`.
-    kind: "slope" (measured slope should equal `exponent`), "hypotheses" (several named exponents, the check
-    says which the data supports), "nonzero" (|slope| should exceed `threshold`: SP's negative control),
-    "density" (a goodness-of-fit test of the A law). constant: predicted prefactor c in quantity = c*size^exponent,
-    where the theory gives it exactly. tol: finite-size allowance added to the bootstrap CI, stated in the table."""
+class Hypothesis:
+    """One hypothesis of a row: its printed name, a value and a shape. With a band b its region is [value - b,
+    value + b] ("point"), [value + b, +oo) ("above") or (-oo, value - b] ("below")."""
 
-    key: str
-    quantity: str
-    axis: str
-    kind: str
-    exponent: float | None = None
-    hypotheses: dict[str, float] = field(default_factory=dict)
-    constant: float | None = None
-    threshold: float = 0.3
-    tol: float = 0.1
-    trained: bool = False
+    name: str
+    value: float
+    shape: str = POINT
+
+    def region(self, band: float) -> Region:
+        """The set of estimates this hypothesis allows with half-width `band`."""
+        if self.shape == ABOVE:
+            return above(self.name, self.value + band)
+        if self.shape == BELOW:
+            return below(self.name, self.value - band)
+        return point(self.name, self.value, band)
+
+
+@dataclass(frozen=True)
+class Hypotheses:
+    """A row's prediction and alternatives (`Hypothesis`); `exponent` is the prediction's value."""
+
+    prediction: Hypothesis
+    alternatives: tuple[Hypothesis, ...] = ()
     note: str = ""
 
+    @property
+    def exponent(self) -> float:
+        return self.prediction.value
 
-def p1_attention_variance_at_init(alpha_A: float, axis: str) -> Prediction:
+    def regions(self, band: float) -> tuple[Region, tuple[Region, ...]]:
+        """(the prediction's region, the alternatives' regions) with half-width `band`."""
+        return self.prediction.region(band), tuple(a.region(band) for a in self.alternatives)
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    """A row a prediction is measured by. name: as printed ("Var_h A(0)", "Var_seed f"); quantity: a dataset
+    quantity (`dmft.measure.QUANTITIES`, `dmft.convergence.CONVERGENCE_QUANTITIES`, `dmft.depth`); step: "init"
+    (step 0) or "last" (the last probe step); estimator: what the estimate is; axes: the sweep axes it applies to."""
+
+    name: str
+    quantity: str
+    step: str
+    estimator: str
+    axes: tuple[str, ...] = ("N", "H", "L")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One prediction: key, claim (one line with the paper's figure or section), needs (the data it needs),
+    rows, hypotheses(row, alpha_A, alpha_L, standard, axis) -> Hypotheses or None (the row does not apply), and
+    primary(alpha_A, alpha_L, standard, axis) -> the name of the primary row (default: the first row)."""
+
+    key: str
+    claim: str
+    needs: str
+    rows: tuple[RowSpec, ...]
+    hypotheses: Callable[..., Hypotheses | None]
+    primary: Callable[..., str] | None = None
+    trained: bool = False
+    band: str = "local slopes"
+
+    def primary_row(self, alpha_A: float, alpha_L: float, standard: bool, axis: str) -> str:
+        """The name of the row whose verdict is this prediction's headline on a sweep along `axis`."""
+        return self.primary(alpha_A, alpha_L, standard, axis) if self.primary else self.rows[0].name
+
+    def row(self, name: str) -> RowSpec:
+        return next(r for r in self.rows if r.name == name)
+
+
+def _pt(name: str, value: float) -> Hypothesis:
+    return Hypothesis(name, float(value))
+
+
+def _others(e: float, step: float, names: tuple[str, str] = ("", "")) -> tuple[Hypothesis, ...]:
+    """The alternatives e - step and e + step (the neighbouring exponents that matter)."""
+    lo, hi = names
+    return (_pt(lo or f"{e - step:+g}", e - step), _pt(hi or f"{e + step:+g}", e + step))
+
+
+# ---- P1 ------------------------------------------------------------------------------------------------------
+
+
+def p1_exponent(alpha_A: float, axis: str) -> float:
     """P1: Var over heads of A(0) = N^(1 - 2 alpha_A) exactly in expectation (q, k coordinates are N(0, 1) over the
     weight law because |LN(h)|^2 = d), independent of H and L."""
-    exponent = 1.0 - 2.0 * alpha_A if axis == "N" else 0.0
-    return Prediction("P1", "attn_var_init", axis, "slope", exponent=exponent,
-                      constant=1.0 if axis == "N" else None, tol=0.1,
-                      note="Var_h A(0) = N^(1-2 alpha_A); constant 1 (LN inputs)")
+    return 1.0 - 2.0 * alpha_A if axis == "N" else 0.0
 
 
-def p3_attention_density(alpha_A: float, axis: str) -> Prediction:
-    """P3: the law of A(0) over heads is the symmetric variance-gamma law of N products of Gaussians."""
-    return Prediction("P3", "attn_raw_init", axis, "density", note="A(0) over heads ~ variance-gamma(N); KS test")
+def _p1(row: RowSpec, alpha_A: float, alpha_L: float, standard: bool, axis: str) -> Hypotheses | None:
+    e = p1_exponent(alpha_A, axis)
+    return Hypotheses(_pt(f"N^{e:+g}" if axis == "N" else "flat", e), _others(e, 1.0),
+                      "Var_h A(0) = N^(1-2 alpha_A), prefactor 1 (LN inputs)")
 
 
-def p4_kernel_concentration(axis: str) -> Prediction:
-    """P4: mean-square deviation of the initial kernels from their H -> oo limit ~ H^-1 (heads are the i.i.d.
-    units at fixed N)."""
-    return Prediction("P4", "kernel_mse_init", axis, "slope", exponent=-1.0, tol=0.2,
-                      note="MSE(K(0) - K_inf) ~ H^-1 against the solver's H->oo limit")
+# ---- P2 ------------------------------------------------------------------------------------------------------
 
 
-def p10_kernel_growth(alpha_L: float, standard: bool, axis: str) -> Prediction:
+def p2_hypotheses(alpha_A: float) -> Hypotheses:
+    """P2 (docs/predictions.md, P2): the prediction is the CLT exponent N^(1-2 alpha_A) of Var_h A and
+    Var_h (A - A(0)) at fixed t; the Fig. 2b caption's N^-2, generalised as N^(2(1-2 alpha_A)), is an
+    ALTERNATIVE, as is "no decay" (0) where the CLT predicts one. At alpha_A = 1/2 both are 0 and the alternative
+    is the CLT decay of alpha_A = 1 (-1)."""
+    e = 1.0 - 2.0 * alpha_A
+    pred = _pt("CLT N^(1-2alpha_A)", e)
+    if e == 0:
+        return Hypotheses(pred, (_pt("decays N^-1", -1.0),), "alpha_A = 1/2: head diversity survives (flat)")
+    return Hypotheses(pred, (_pt("caption N^(2(1-2alpha_A))", 2 * e), _pt("no decay", 0.0)),
+                      f"alpha_A = {alpha_A:g}: CLT N^{e:+g}; the caption's N^{2 * e:+g} is an alternative")
+
+
+def _p2(row, alpha_A, alpha_L, standard, axis) -> Hypotheses | None:
+    return p2_hypotheses(alpha_A) if axis == "N" else None
+
+
+# ---- P3 ------------------------------------------------------------------------------------------------------
+
+
+def _p3(row, alpha_A, alpha_L, standard, axis) -> Hypotheses | None:
+    return Hypotheses(Hypothesis("variance-gamma fits better", 0.0, BELOW),
+                      (Hypothesis("Gaussian fits as well", 0.0, ABOVE),),
+                      "KS distance to variance-gamma(N) minus KS distance to the Gaussian of the same variance, at "
+                      "the smallest size (where the laws differ most), bootstrap over heads")
+
+
+# ---- P4, P10, P8 -----------------------------------------------------------------------------------------------
+
+
+def _p4(row, alpha_A, alpha_L, standard, axis) -> Hypotheses | None:
+    if axis != "H":
+        return None
+    return Hypotheses(_pt("H^-1", -1.0), (_pt("no concentration", 0.0),),
+                      "MSE(K(0) - K_inf) ~ H^-1 against the solver's H->oo limit")
+
+
+def p10_exponent(alpha_L: float, standard: bool) -> float:
     """P10: growth of the residual stream over depth at init, |h^L|^2/d - |h^0|^2/d = sum of L independent branch
-    variances, each (beta0 L^-alpha_L)^2 -> L^(1 - 2 alpha_L): O(1) Brownian growth for alpha_L = 1/2, suppressed
-    ~ L^-1 for alpha_L = 1; SP (no depth factor) grows ~ L."""
-    a_L = 0.0 if standard else alpha_L
-    return Prediction("P10", "stream_growth_init", axis, "slope", exponent=1.0 - 2.0 * a_L, tol=0.15,
-                      note="|h^L|^2/d - |h^0|^2/d ~ L^(1 - 2 alpha_L)")
+    variances, each (beta0 L^-alpha_L)^2 -> L^(1 - 2 alpha_L); SP (no depth factor) grows ~ L."""
+    return 1.0 - 2.0 * (0.0 if standard else alpha_L)
 
 
-def p2_hypotheses(alpha_A: float) -> dict[str, float]:
-    """The two candidate exponents of Var_h A(t) over N for any alpha_A: the central-limit count of the random
-    A(0) part, N^(1-2 alpha_A) (= P1's), and the Fig. 2b caption's N^-2 at alpha_A = 1, generalised as the square
-    N^(2(1-2 alpha_A)). Both are 0 at alpha_A = 1/2 (head diversity survives)."""
-    return {"CLT N^(1-2alpha_A)": 1.0 - 2.0 * alpha_A, "caption N^(2(1-2alpha_A))": 2.0 * (1.0 - 2.0 * alpha_A)}
+def _p10(row, alpha_A, alpha_L, standard, axis) -> Hypotheses | None:
+    if axis != "L":
+        return None
+    e = p10_exponent(alpha_L, standard)
+    return Hypotheses(_pt(f"L^{e:+g}", e), _others(e, 1.0), "|h^L|^2/d - |h^0|^2/d ~ L^(1 - 2 alpha_L)")
 
 
-def p2_attention_variance_trained(alpha_A: float, quantity: str) -> Prediction:
-    """P2: Var over heads of A after training vs N at fixed H, for any alpha_A (`p2_hypotheses`). Where the two
-    hypotheses coincide (alpha_A = 1/2) it is a plain slope prediction (flat)."""
-    hyp = p2_hypotheses(alpha_A)
-    if len(set(hyp.values())) == 1:
-        return Prediction("P2", quantity, "N", "slope", exponent=next(iter(hyp.values())), tol=0.25, trained=True,
-                          note=f"alpha_A = {alpha_A:g}: both hypotheses give N^{next(iter(hyp.values())):g}")
-    return Prediction("P2", quantity, "N", "hypotheses", hypotheses=hyp, tol=0.25, trained=True,
-                      note=f"alpha_A = {alpha_A:g}: which exponent?")
+def p8_exponent(alpha_L: float, standard: bool) -> float:
+    """P8: relative movement of W_Q, W_K per layer vs L, L^(alpha_L - 1) (Table 1 counting: SGD and Adam move a
+    hidden entry by O(d^-1/2 l^(alpha_L - 1)) relative to O(1) entries)."""
+    return (0.0 if standard else alpha_L) - 1.0
 
 
-def p8_key_query_movement(alpha_L: float, standard: bool) -> Prediction:
-    """P8: relative movement of W_Q, W_K per layer vs L. Table 1 counting: SGD moves a hidden entry by
-    eta0 gamma0^2 d l^(2 alpha_L - 1) * (beta0 l^-alpha_L)/(gamma0 d) * O(1/sqrt(d)) = O(d^-1/2 l^(alpha_L - 1));
-    Adam by its lr eta0 d^-1/2 l^(alpha_L - 1). Relative to O(1) entries: L^(alpha_L - 1), i.e. L^-1/2 for
-    alpha_L = 1/2 and L^0 for alpha_L = 1."""
-    a_L = 0.0 if standard else alpha_L
-    return Prediction("P8", "qk_movement", "L", "slope", exponent=a_L - 1.0, tol=0.15, trained=True,
-                      note="||W_QK(t)-W_QK(0)||/||W_QK(0)|| ~ L^(alpha_L - 1)")
+def _p8(row, alpha_A, alpha_L, standard, axis) -> Hypotheses | None:
+    if axis != "L":
+        return None
+    e = p8_exponent(alpha_L, standard)
+    return Hypotheses(_pt(f"L^{e:+g}", e), _others(e, 0.5), "||W_QK(t)-W_QK(0)||/||W_QK(0)|| ~ L^(alpha_L - 1)")
 
 
-def coordinate_invariance(standard: bool, axis: str) -> Prediction:
-    """muP: feature updates (block outputs minus their step-0 values) are O(1) in N and H (slope 0);
-    SP with an unscaled learning rate: they grow with width (|slope| > 0.3)."""
+# ---- coordinate check --------------------------------------------------------------------------------------------
+
+
+def _coord(row, alpha_A, alpha_L, standard, axis) -> Hypotheses | None:
+    if axis not in ("N", "H"):
+        return None
     if standard:
-        return Prediction("coord", "feature_update", axis, "nonzero", threshold=0.3, trained=True,
-                          note="SP: feature updates grow with width")
-    return Prediction("coord", "feature_update", axis, "slope", exponent=0.0, tol=0.15, trained=True,
-                      note="muP: feature updates invariant")
+        return Hypotheses(Hypothesis("grows with width (SP)", 0.0, ABOVE), (_pt("O(1) (muP)", 0.0),),
+                          "SP, the negative control: feature updates grow with width")
+    return Hypotheses(_pt("O(1)", 0.0), _others(0.0, 0.5), "muP: feature updates invariant")
 
 
+def coord_hypotheses(expected: float) -> Hypotheses:
+    """A coordinate-check site's row: its expected exponent e against e - 1/2 and e + 1/2."""
+    return Hypotheses(_pt(f"{expected:+g}", expected), _others(expected, 0.5))
+
+
+# ---- trained rates: P5, P6, conv-L -------------------------------------------------------------------------------
+
+
+def rate_exponent(alpha_A: float, alpha_L: float, standard: bool, axis: str) -> float | None:
+    """The exponent of the seed variance (and mean-square distance from the limit) of a trained quantity along
+    `axis`: H^-1 (heads i.i.d. at fixed N); N^-1 for alpha_A > 1/2, 0 (no convergence) at alpha_A = 1/2; along L
+    the variance over block draws at fixed embedding and readout, L^-1 at alpha_L = 1, flat at 1/2. None where no
+    limit is predicted (SP) or no rate is derived."""
+    if standard:
+        return None
+    if axis == "H":
+        return -1.0
+    if axis == "N":
+        return -1.0 if alpha_A > 0.5 else 0.0
+    if axis == "L" and alpha_L in (1.0, 0.5):
+        return -1.0 if alpha_L == 1.0 else 0.0
+    return None
+
+
+RATE_NOTES = {
+    "H": "heads are i.i.d. units at fixed N: the trained quantities average H heads, variance ~ H^-1",
+    "N>": "alpha_A > 1/2: A -> its mean, every head alike: a mean-field average over d = N H coordinates, ~ N^-1",
+    "N=": "alpha_A = 1/2: H random attention matrices whose law does not concentrate in N: no convergence",
+    "L1": "alpha_L = 1: L branches of size 1/L, Euler steps of a depth ODE: variance over block draws 1/(N L)",
+    "L.5": "alpha_L = 1/2: L branches of size L^-1/2 add an O(1) Brownian motion in layer time: flat",
+}
+
+
+def _rate_note(alpha_A: float, alpha_L: float, axis: str) -> str:
+    if axis == "H":
+        return RATE_NOTES["H"]
+    if axis == "N":
+        return RATE_NOTES["N>" if alpha_A > 0.5 else "N="]
+    return RATE_NOTES["L1" if alpha_L == 1.0 else "L.5"]
+
+
+def _rate(row, alpha_A, alpha_L, standard, axis) -> Hypotheses | None:
+    e = rate_exponent(alpha_A, alpha_L, standard, axis)
+    if e is None:
+        return None
+    note = _rate_note(alpha_A, alpha_L, axis)
+    if row.estimator.endswith("squared bias") or row.estimator == "bias rate":
+        return Hypotheses(_pt("1/n bias", -2.0), (_pt("n^-1/2 bias", -1.0),), "bias amplitude O(1/n): squared -2")
+    if row.estimator == "plateau":
+        plateau = Hypothesis("plateau", 0.0, ABOVE)
+        converges = _pt("converges n^-1", 0.0)
+        return Hypotheses(plateau, (converges,), note) if e == 0 else Hypotheses(converges, (plateau,), note)
+    alt = _pt("no convergence", 0.0) if e != 0 else _pt("converges n^-1", -1.0)
+    return Hypotheses(_pt(f"n^{e:+g}" if e else "no convergence (flat)", e), (alt,), note)
+
+
+def trained_rate(alpha_A: float, alpha_L: float, standard: bool, axis: str) -> Hypotheses | None:
+    """The hypotheses of the seed-variance rate of a trained quantity along `axis` (`rate_exponent`), or None."""
+    return _rate(RowSpec("", "", "last", "seed-variance rate"), alpha_A, alpha_L, standard, axis)
+
+
+def _p56_primary(alpha_A, alpha_L, standard, axis) -> str:
+    return "plateau f" if axis == "N" and alpha_A <= 0.5 else "Var_seed f"
+
+
+def _trained_rows(axis: str) -> tuple[RowSpec, ...]:
+    ax = (axis,)
+    return (RowSpec("Var_seed f", "probe_outputs", "last", "seed-variance rate", ax),
+            RowSpec("Var_seed loss", "heldout_loss", "last", "seed-variance rate", ax),
+            RowSpec("bias² f", "probe_outputs", "last", "bias rate", ax),
+            RowSpec("plateau f", "probe_outputs", "last", "plateau", ax),
+            RowSpec("dist K", "kernel_pooled", "last", "distance rate", ax),
+            RowSpec("dist f", "probe_outputs", "last", "distance rate", ax))
+
+
+# ---- P7, P9, P11, P12 --------------------------------------------------------------------------------------------
+
+
+def _p7(row, alpha_A, alpha_L, standard, axis) -> Hypotheses | None:
+    if standard:
+        return Hypotheses(_pt("SP shifts (-1)", -1.0), (_pt("transfers (0)", 0.0),), "SP, the control")
+    return Hypotheses(_pt("transfers (0)", 0.0), (_pt("SP shift (-1)", -1.0),), "Table 1 rules: eta0* fixed")
+
+
+P9_NOTE = ("Fig. 5b: at fixed N, H and equal compute (equal L, params and steps), alpha_L = 1 reaches a lower loss "
+           "than alpha_L = 1/2 at large L, because alpha_L = 1/2 freezes the weights inside each block as L grows "
+           "(P8)")
+
+
+def _p9(row, alpha_A, alpha_L, standard, axis) -> Hypotheses | None:
+    return Hypotheses(Hypothesis("alpha_L = 1 lower", 0.0, BELOW), (Hypothesis("no gain", 0.0, ABOVE),), P9_NOTE)
+
+
+P11_NOTE = ("Fig. 6a (ViT): the dynamics are similar across H, the final loss flat in H; Fig. 7a (C4): the loss "
+            "improves with H. Both are named; the data favour one, or neither")
+
+
+def p11_hypotheses(task: str = "vision") -> Hypotheses:
+    """P11's two hypotheses on the slope of log(final loss) against log H: "flat" (Fig. 6a, the ViT) and "falls"
+    (Fig. 7a, C4). The prediction is the figure of the task's setting (vision: Fig. 6a; lm: Fig. 7a); the other
+    is the alternative."""
+    flat, falls = _pt("flat (Fig. 6a)", 0.0), Hypothesis("falls (Fig. 7a)", 0.0, BELOW)
+    return Hypotheses(falls, (flat,), P11_NOTE) if task == "lm" else Hypotheses(flat, (falls,), P11_NOTE)
+
+
+def _p11(row, alpha_A, alpha_L, standard, axis, task: str = "vision") -> Hypotheses | None:
+    return p11_hypotheses(task) if axis == "H" else None
+
+
+P12_NOTE = ("Fig. 7c: the trained kernels are the same for alpha_A = 1 and 1/2 (their difference is within the "
+            "seed noise) except a slight difference at large N")
+# P12's equivalence margin: the relative Frobenius difference |K(1) - K(1/2)| / |K(1/2)| of the seed-mean trained
+# kernels that still counts as "the same". 0.1: a 10% change of a kernel entry is the smallest difference Fig. 7c
+# would show as two distinct curves (its panels span about one order of magnitude linearly), and it is well above
+# the round-off of two runs that share every draw (a paired seed gives both alpha_A the same random numbers).
+P12_DELTA = 0.1
+P12_LEVEL = 0.90
+
+
+def _p12(row, alpha_A, alpha_L, standard, axis) -> Hypotheses | None:
+    return Hypotheses(_pt(f"equal within delta = {P12_DELTA:g}", 0.0),
+                      (Hypothesis(f"differ by more than {P12_DELTA:g}", 0.0, ABOVE),), P12_NOTE)
+
+
+# ---- the registry ---------------------------------------------------------------------------------------------
+
+REGISTRY: dict[str, Entry] = {e.key: e for e in (
+    Entry("P1", "Var over heads of A(0) ~ N^(1-2 alpha_A), flat in H and L (Fig. 3c)", "any sweep (step 0)",
+          (RowSpec("Var_h A(0)", "attn_var_init", "init", "slope of the seed mean", ("N",)),
+           RowSpec("Var_h A(0) flat", "attn_var_init", "init", "slope of the seed mean", ("H", "L"))),
+          _p1, lambda a, l, s, axis: "Var_h A(0)" if axis == "N" else "Var_h A(0) flat"),
+    Entry("P2", "Var over heads of A after training ~ N^(1-2 alpha_A) (CLT; Fig. 2b)", "a trained N sweep",
+          (RowSpec("Var_h A", "attn_var_trained", "last", "slope of the seed mean", ("N",)),
+           RowSpec("Var_h (A - A(0))", "dA_var_trained", "last", "slope of the seed mean", ("N",)),
+           RowSpec("Var_h softmax(A)", "attn_prob_var_trained", "last", "slope of the seed mean", ("N",))),
+          _p2, trained=True),
+    Entry("P3", "law of A(0) over heads: variance-gamma(N), not Gaussian (Fig. 3b, 3c)", "any sweep (step 0)",
+          (RowSpec("KS: variance-gamma vs Gaussian", "attn_raw_init", "init",
+                   "KS distance difference at the smallest size"),), _p3, band="stated: the sign, band 0"),
+    Entry("P4", "init kernels -> H->oo limit at H^-1 in mean square (Fig. 3a)", "an H sweep",
+          (RowSpec("MSE K(0) - K_inf", "kernel_mse_init", "init", "slope of the seed mean", ("H",)),), _p4),
+    Entry("P5", "trained model -> H->oo limit: seed variance H^-1 (Sec. 4, Fig. 3a)", "a trained H sweep",
+          _trained_rows("H"), _rate, trained=True),
+    Entry("P6", "N->oo at fixed H: N^-1 for alpha_A=1, no convergence for alpha_A=1/2 (Sec. 4, Fig. 2)",
+          "a trained N sweep", _trained_rows("N"), _rate, _p56_primary, trained=True),
+    Entry("P7", "eta0* exponent 0 (muP), -1 (SP) (Fig. 2a)", "a learning-rate grid",
+          (RowSpec("eta0* exponent", "heldout_loss", "last", "slope of the parabola-fitted optimum"),), _p7,
+          trained=True, band="half a grid step over the log size range"),
+    Entry("P8", "W_Q, W_K movement ~ L^(alpha_L-1) (Table 1)", "a trained L sweep",
+          (RowSpec("W_QK movement", "qk_movement", "last", "slope of the seed mean", ("L",)),), _p8, trained=True),
+    Entry("P9", "alpha_L=1 beats alpha_L=1/2 at equal compute, large L (Fig. 5b)",
+          "two trained L sweeps that differ only in alpha_L",
+          (RowSpec("loss(1) - loss(1/2) at max L", "heldout_loss", "last", "difference of seed means", ("L",)),),
+          _p9, trained=True, band="stated: the sign, band 0"),
+    Entry("P10", "residual growth at init ~ L^(1-2 alpha_L) (Sec. 5)", "an L sweep",
+          (RowSpec("stream growth", "stream_growth_init", "init", "slope of the seed mean", ("L",)),), _p10),
+    Entry("P11", "final loss across H: flat (Fig. 6a, ViT) or falls (Fig. 7a, C4)", "a trained H sweep",
+          (RowSpec("slope of final loss", "heldout_loss", "last", "slope of the seed mean", ("H",)),), _p11,
+          trained=True),
+    Entry("P12", "trained kernels equal across alpha_A (Fig. 7c): equivalence test",
+          "two trained N sweeps that differ only in alpha_A",
+          (RowSpec("|dK|/|K| at min N", "kernel_pooled", "last", "relative kernel difference, 90% interval",
+                   ("N",)),), _p12, trained=True, band=f"stated margin delta = {P12_DELTA:g}"),
+    Entry("conv-L", "trained model -> L->oo limit: block-draw variance L^-1 at alpha_L=1, flat at 1/2 (Sec. 5)",
+          "a trained L sweep with io groups (paired design), alpha_L = 1 or 1/2",
+          (RowSpec("Var_blocks f", "probe_outputs", "last", "paired block-draw variance", ("L",)),
+           RowSpec("bias² f (paired)", "probe_outputs", "last", "paired squared bias", ("L",))),
+          _rate, trained=True),
+    Entry("coord", "feature updates O(1) in N and H (muP; SP grows) (Table 1)", "a trained N or H sweep",
+          (RowSpec("feature update", "feature_update", "last", "slope of the seed mean", ("N", "H")),), _coord,
+          trained=True),
+)}
+KEYS = tuple(REGISTRY)
+CLAIMS = {k: e.claim for k, e in REGISTRY.items()}
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A row to measure on a sweep: its prediction key, spec, hypotheses and whether it is primary."""
+
+    key: str
+    spec: RowSpec
+    hypotheses: Hypotheses
+    primary: bool
+
+
+def hypotheses_for(key: str, row: str, alpha_A: float, alpha_L: float, standard: bool, axis: str,
+                   task: str = "vision") -> Hypotheses | None:
+    """The hypotheses of row `row` of prediction `key` for a sweep along `axis`; None where it does not apply."""
+    e = REGISTRY[key]
+    spec = e.row(row)
+    if axis not in spec.axes:
+        return None
+    if key == "P11":
+        return _p11(spec, alpha_A, alpha_L, standard, axis, task)
+    return e.hypotheses(spec, alpha_A, alpha_L, standard, axis)
+
+
+def planned_rows(keys, alpha_A: float, alpha_L: float, standard: bool, axis: str, trained: bool,
+                 task: str = "vision") -> list[Planned]:
+    """The rows of predictions `keys` that apply to a sweep along `axis` (trained=False keeps the init ones), each
+    with its hypotheses and primary flag, in registry order."""
+    out = []
+    for key in keys:
+        e = REGISTRY[key]
+        if e.trained and not trained:
+            continue
+        prim = e.primary_row(alpha_A, alpha_L, standard, axis)
+        for spec in e.rows:
+            h = hypotheses_for(key, spec.name, alpha_A, alpha_L, standard, axis, task)
+            if h is not None:
+                out.append(Planned(key, spec, h, spec.name == prim))
+    return out
+
+
+SWEEP_KEYS = ("P1", "P3", "P4", "P10", "P2", "P8", "coord")     # measured by dmft.check on one sweep
+RATE_KEYS = ("P5", "P6")                                        # dmft.report, trained rates
 # Coordinate check (docs/predictions.md, "Coordinate check"): expected log-log slope of each site's RMS. The sites
 # are the recorder's (probes.recorder.SITES per block, IO_SITES for the embedding output and the logits).
 
@@ -144,68 +458,3 @@ def coord_expectation(alpha_A: float, alpha_L: float, standard: bool, axis: str,
     return CoordExpectation(0.0, "every feature and the output move O(1) in d and L" + sp)
 
 
-def predictions(alpha_A: float, alpha_L: float, standard: bool, axis: str, trained: bool) -> list[Prediction]:
-    """Every prediction that applies to a sweep along `axis` (N, H or L); trained=False keeps the init ones."""
-    out = [p1_attention_variance_at_init(alpha_A, axis), p3_attention_density(alpha_A, axis)]
-    if axis == "H":
-        out.append(p4_kernel_concentration(axis))
-    if axis == "L":
-        out.append(p10_kernel_growth(alpha_L, standard, axis))
-    if trained:
-        if axis == "N":
-            out += [p2_attention_variance_trained(alpha_A, q) for q in ("attn_var_trained", "dA_var_trained",
-                                                                        "attn_prob_var_trained")]
-        if axis == "L":
-            out.append(p8_key_query_movement(alpha_L, standard))
-        if axis in ("N", "H"):
-            out.append(coordinate_invariance(standard, axis))
-    return out
-
-
-# Trained regime (docs/predictions.md, "Finite-size rates of trained models", P5-P7, P9, P11, P12). The rates are
-# the generic mean-field counting, not stated in the paper: each is a hypothesis the data can refute.
-
-
-def trained_rate(alpha_A: float, alpha_L: float, standard: bool, axis: str) -> Prediction | None:
-    """The log-log slope, against the size on `axis`, of the mean-square distance of a trained quantity (kernels,
-    outputs, held-out loss, head statistics) from its size -> oo limit, and of the seed-to-seed variance; None
-    where the parametrization predicts no limit (SP) or no rate is derived (alpha_L other than 1 or 1/2)."""
-    if standard:
-        return None
-    if axis == "H":
-        return Prediction("P5", "trained_distance", "H", "slope", exponent=-1.0, tol=0.25, trained=True,
-                          note="heads are i.i.d. units at fixed N: the trained quantities are averages over H heads, "
-                               "so their spread (and distance from the limit) has variance ~ H^-1")
-    if axis == "N":
-        if alpha_A > 0.5:
-            return Prediction("P6", "trained_distance", "N", "slope", exponent=-1.0, tol=0.25, trained=True,
-                              note=f"alpha_A = {alpha_A:g} > 1/2: A -> its mean, every head alike, so the network "
-                                   "is a mean-field average over d = N H coordinates: variance ~ N^-1 at fixed H")
-        return Prediction("P6", "trained_distance", "N", "slope", exponent=0.0, tol=0.25, trained=True,
-                          note="alpha_A = 1/2: H random attention matrices whose law does not concentrate in N, "
-                               "so the network stays random: no convergence (flat), not a rate")
-    if axis == "L":
-        if alpha_L == 1.0:
-            return Prediction("conv-L", "trained_distance", "L", "slope", exponent=-1.0, tol=0.25, trained=True,
-                              note="alpha_L = 1: L branches of size 1/L are an Euler discretisation of a depth ODE; "
-                                   "their random parts add variance L * L^-2 = L^-1 (the O(1/L) bias squared is "
-                                   "sub-leading)")
-        if alpha_L == 0.5:
-            return Prediction("conv-L", "trained_distance", "L", "slope", exponent=0.0, tol=0.25, trained=True,
-                              note="alpha_L = 1/2: L branches of size L^-1/2 add an O(1) Brownian motion in "
-                                   "layer time: at fixed N, H the network stays random in L (flat)")
-    return None
-
-
-def p7_transfer(standard: bool) -> str:
-    """P7 (Fig. 2a): under the Table 1 rules the best eta0 does not move with size ("transfers": the best eta0 of
-    every size within one grid step); SP, the negative control, has no width rule and its optimum "shifts"."""
-    return "shifts" if standard else "transfers"
-
-
-P9_NOTE = ("Fig. 5b: at fixed N, H and equal compute (equal L, params and steps), alpha_L = 1 reaches a lower loss "
-           "than alpha_L = 1/2 at large L, because alpha_L = 1/2 freezes the weights inside each block as L grows "
-           "(P8)")
-P11_HYPOTHESES = {"similar across H (ViT, Fig. 6a)": "flat", "improves with H (C4, Fig. 7a)": "falls"}
-P12_NOTE = ("Fig. 7c: the trained kernels are the same for alpha_A = 1 and 1/2 (their difference is within the "
-            "seed noise) except a slight difference at large N")

@@ -6,6 +6,7 @@ import pytest
 import xarray as xr
 
 from dmft import compare
+from dmft.predictions import P12_DELTA
 
 
 def sweep(axis: str, sizes, loss=None, kernel=None, alpha_A=1.0, alpha_L=1.0, name="mup", seeds=6, steps=3):
@@ -35,10 +36,11 @@ def test_p9_reads_which_alpha_L_has_the_lower_loss_at_the_largest_L():
     worse = sweep("L", sizes, loss=base, alpha_L=0.5, name="depth-sqrt")
     assert compare.comparable(better, worse, "alpha_L")
     v = compare.p9_verdict(better, worse)
-    assert v.consistent and v.hi < 0 and v.slope == pytest.approx(-0.1, abs=0.01)
+    assert v.consistent and v.primary and v.hi < 0 and v.estimate == pytest.approx(-0.1, abs=0.01)
+    assert v.band == 0 and "stated" in v.band_source
     # the other way round: alpha_L = 1 worse at the largest L -> not consistent
     v = compare.p9_verdict(sweep("L", sizes, loss=base + 0.1, alpha_L=1.0), worse)
-    assert not v.consistent and v.lo > 0
+    assert v.outcome == "refuted" and v.lo > 0
 
 
 def test_p9_pairs_only_sweeps_that_differ_in_alpha_L_alone():
@@ -49,15 +51,25 @@ def test_p9_pairs_only_sweeps_that_differ_in_alpha_L_alone():
     assert not compare.comparable(a, a, "alpha_L")
 
 
-def test_p11_tells_flat_from_improving_loss_across_H():
-    sizes = [1, 2, 4, 8]
+def test_p11_names_which_of_its_two_hypotheses_the_data_favour():
+    """Flat loss favours "flat" (Fig. 6a), a falling one "falls" (Fig. 7a), noise neither (underpowered), a rising
+    one neither; the prediction is the task's figure (vision: Fig. 6a; lm: Fig. 7a)."""
+    sizes = np.array([1, 2, 4, 8])
     noise = 0.002 * RNG.standard_normal((4, 6))
     flat = compare.p11_verdict(sweep("H", sizes, loss=0.8 + noise))
-    assert flat.consistent and "similar" in flat.supported and "improves" not in flat.supported
-    falls = compare.p11_verdict(sweep("H", sizes, loss=0.8 * np.asarray(sizes, float)[:, None] ** -0.2 + noise))
-    assert falls.consistent and falls.supported == "improves with H (C4, Fig. 7a)"
-    rises = compare.p11_verdict(sweep("H", sizes, loss=0.8 * np.asarray(sizes, float)[:, None] ** 0.2 + noise))
-    assert not rises.consistent and rises.supported == "neither"
+    assert flat.consistent and flat.note.startswith("favours: flat (Fig. 6a)"), flat
+    assert flat.prediction.name == "flat (Fig. 6a)" and flat.band == compare.P11_BAND and "stated" in flat.band_source
+    falls = compare.p11_verdict(sweep("H", sizes, loss=0.8 * sizes[:, None] ** -0.2 + noise))
+    assert falls.outcome == "refuted" and falls.note.startswith("favours: falls (Fig. 7a)"), falls
+    lm = sweep("H", sizes, loss=0.8 * sizes[:, None] ** -0.2 + noise)
+    cfg = json.loads(lm.attrs["config"])
+    cfg["model"]["task"] = "lm"
+    lm.attrs["config"] = json.dumps(cfg)
+    assert compare.p11_verdict(lm).consistent
+    wild = compare.p11_verdict(sweep("H", sizes, loss=0.8 * np.exp(0.3 * RNG.standard_normal((4, 6)))))
+    assert wild.outcome == "underpowered" and wild.note.startswith("favours: neither"), wild
+    rises = compare.p11_verdict(sweep("H", sizes, loss=0.8 * sizes[:, None] ** 0.2 + noise))
+    assert rises.outcome == "refuted" and rises.note.startswith("favours: neither (the loss rises"), rises
 
 
 def kernels(shift: float, paired_noise: np.ndarray, own: float = 0.0):
@@ -67,16 +79,18 @@ def kernels(shift: float, paired_noise: np.ndarray, own: float = 0.0):
     return mean + shift + paired_noise + own * RNG.standard_normal(paired_noise.shape)
 
 
-def test_p12_compares_kernels_with_the_seed_noise_of_their_difference():
+def test_p12_is_an_equivalence_test_with_a_stated_margin():
+    """The 90% interval of |dK|/|K| inside [0, delta) passes, above delta fails."""
     shared = 0.05 * RNG.standard_normal((4, 6, 2, 5, 5))
     one = sweep("N", [4, 8, 16, 32], kernel=kernels(0.0, shared, 0.01))
     same = sweep("N", [4, 8, 16, 32], kernel=kernels(0.0, shared, 0.01), alpha_A=0.5, name="mup-sqrt")
     v = compare.p12_verdict(one, same)
-    assert v.consistent and v.slope < compare.P12_NOISE_UNITS
-    # a difference of 0.05 per entry is 0.05 / (0.01 sqrt(2/6)) = 8.7 standard errors of the paired difference
-    off = sweep("N", [4, 8, 16, 32], kernel=kernels(0.05, shared, 0.01), alpha_A=0.5, name="mup-sqrt")
+    assert v.consistent and v.hi < P12_DELTA and v.level == 0.90 and v.band == P12_DELTA, v
+    assert "stated equivalence margin" in v.band_source
+    # a shift of 0.2 per entry is |dK|/|K| ~ 0.26: outside the margin
+    off = sweep("N", [4, 8, 16, 32], kernel=kernels(0.2, shared, 0.01), alpha_A=0.5, name="mup-sqrt")
     v = compare.p12_verdict(one, off)
-    assert not v.consistent and v.slope > 5
+    assert v.outcome == "refuted" and v.lo > P12_DELTA, v
 
 
 def test_p12_leaves_diverged_seeds_out():
@@ -86,4 +100,4 @@ def test_p12_leaves_diverged_seeds_out():
     one = sweep("N", [4, 8, 16], kernel=K)
     half = sweep("N", [4, 8, 16], kernel=kernels(0.0, shared, 0.01), alpha_A=0.5, name="mup-sqrt")
     v = compare.p12_verdict(one, half)
-    assert np.isfinite(v.slope) and v.consistent
+    assert np.isfinite(v.estimate) and v.consistent

@@ -116,7 +116,7 @@ def test_check_fits_over_the_points_that_did_not_diverge_and_names_the_rest(swee
     assert trained
     for v in trained:
         assert v.diverged == SEEDS and v.diverged_points == f"N={DIVERGING[0]} diverged (seeds 0-1 at step {INJECTED_AT})"
-        assert np.isfinite(v.slope) and v.measured != "not fitted"
+        assert np.isfinite(v.estimate) and v.outcome != "not measured"
         assert "left out of the fit" in v.note
     init = next(v for v in verdicts if v.quantity == "attn_var_init")
     assert init.diverged == 0 and "step-0 records of diverged points used" in init.note
@@ -133,7 +133,7 @@ def test_check_fits_over_the_points_that_did_not_diverge_and_names_the_rest(swee
     # too few sizes left: the verdict says which points diverged, where, and why nothing was fitted
     few = check(ds.sel(N=[2, 4, DIVERGING[0]]))
     v = next(v for v in few if v.quantity == "attn_var_trained")
-    assert v.measured == "not fitted" and not v.consistent
+    assert v.outcome == "not measured" and not v.consistent
     assert v.note.startswith(f"N={DIVERGING[0]} diverged (seeds 0-1 at step {INJECTED_AT});")
     assert v.note.endswith("; a slope needs at least 3 sizes, got 2")
     assert any(v.note in line for line in verdict_lines(few))
@@ -380,4 +380,4 @@ def test_a_point_that_diverges_at_step_0_is_kept_with_nothing_recorded(tmp_path,
     assert np.isnan(ds.h_rms.sel(N=8, seed=0)).all() and np.isfinite(ds.h_rms.sel(N=8, seed=1)).all()
     p1 = next(v for v in check(ds) if v.key == "P1")
     assert p1.diverged == 1 and p1.diverged_points == "N=8 diverged (seed 0 at step 0)"
-    assert np.isfinite(p1.slope)
+    assert np.isfinite(p1.estimate)

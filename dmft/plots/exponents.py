@@ -94,18 +94,21 @@ def _short_hypothesis(name: str) -> str:
     return head if "^" in rest else name
 
 
-def _predicted_for(verdict, preds) -> float | dict | None:
-    for p in preds:
-        if p.key == verdict.key and p.quantity == verdict.quantity:
-            if p.kind == "hypotheses":
-                return {_short_hypothesis(h): e for h, e in p.hypotheses.items()}
-            if p.kind == "slope":
-                return p.exponent
-            return None
-    try:
-        return float(verdict.predicted)
-    except (TypeError, ValueError):
+def _predicted_for(verdict) -> float | dict | None:
+    """The exponents to draw for a `dmft.verdict.Verdict`: {prediction: value, point alternatives: value} (P2 draws
+    its CLT exponent and the caption's), or None when the prediction is not a point."""
+    import math
+
+    def centre(r):
+        return None if math.isinf(r.lo) or math.isinf(r.hi) else (r.lo + r.hi) / 2
+
+    pred = centre(verdict.prediction)
+    if pred is None:
         return None
+    if verdict.key == "P2":
+        return {_short_hypothesis(r.name): centre(r) for r in (verdict.prediction, *verdict.alternatives)
+                if centre(r) is not None}
+    return pred
 
 
 def verdict_figure(ds: xr.Dataset, verdicts=None, n_heads_mc: int = P4_MC_HEADS) -> Figure:
@@ -124,7 +127,6 @@ def verdict_figure(ds: xr.Dataset, verdicts=None, n_heads_mc: int = P4_MC_HEADS)
     from .. import divergence, measure
     from ..check import check, kernel_limit, run_attrs, stable_values
     from ..fit import loglog_fit
-    from ..predictions import predictions
 
     ds = measure.with_seed_dim(ds)
     axis = measure.sweep_axis(ds)
@@ -134,9 +136,7 @@ def verdict_figure(ds: xr.Dataset, verdicts=None, n_heads_mc: int = P4_MC_HEADS)
         cache["limit"] = kernel_limit(ds, a, n_heads_mc)
     if verdicts is None:
         verdicts = check(ds, n_heads_mc=n_heads_mc, limit=cache.get("limit"))
-    preds = predictions(a["alpha_A"], a["alpha_L"], a["standard"], axis, a["trained"])
     points = divergence.diverged_points(ds, axis)
-    trained = {(p.key, p.quantity): p.trained for p in preds}
     slopes = [v for v in verdicts if v.quantity in measure.QUANTITIES or v.quantity == "kernel_mse_init"]
     others = [v for v in verdicts if v not in slopes]
     fig, axes = _subplots(max(len(slopes), 1), 3 if len(slopes) != 4 else 2, panel=(4.4, 4.5))
@@ -147,7 +147,7 @@ def verdict_figure(ds: xr.Dataset, verdicts=None, n_heads_mc: int = P4_MC_HEADS)
             sizes, values = measure.kernel_mse_init(ds, axis, cache["limit"])
         else:
             sizes, values = measure.QUANTITIES[v.quantity](ds, axis)
-        values, left_out = stable_values(trained.get((v.key, v.quantity), False), sizes, values, points,
+        values, left_out = stable_values(not v.quantity.endswith("_init"), sizes, values, points,
                                          ds["seed"].values)
         try:
             with warnings.catch_warnings():
@@ -156,7 +156,7 @@ def verdict_figure(ds: xr.Dataset, verdicts=None, n_heads_mc: int = P4_MC_HEADS)
             fit = fit if np.isfinite([fit.slope, fit.lo, fit.hi]).all() else None
         except ValueError:            # fewer than 3 usable sizes: the points alone
             fit = None
-        exponent_plot(sizes, values, fit, _predicted_for(v, preds), axis=axis,
+        exponent_plot(sizes, values, fit, _predicted_for(v), axis=axis,
                       ylabel=QUANTITY_LABELS.get(v.quantity, v.quantity), ax=ax,
                       diverged=[p.size for p in left_out])
         if fit is None:
@@ -165,10 +165,7 @@ def verdict_figure(ds: xr.Dataset, verdicts=None, n_heads_mc: int = P4_MC_HEADS)
                 why = f"fewer than 3 sizes left, {divergence.describe(left_out, axis)}"
             ax.text(0.03, 0.06, f"no slope: {why}", transform=ax.transAxes, fontsize="small", color="firebrick",
                     wrap=True)
-        word = "consistent" if v.consistent else "NOT consistent"
-        if v.supported and v.supported != "neither":
-            word += f" ({_short_hypothesis(v.supported)})"
-        ax.set_title(f"{v.key} {v.quantity}: {word}", fontsize="medium",
+        ax.set_title(f"{v.key} {v.quantity}: {v.mark} {v.outcome}", fontsize="medium",
                      color="black" if v.consistent else "firebrick")
     if not slopes:
         axes[0].text(0.5, 0.5, "no slope predictions apply to this sweep", ha="center", va="center",
@@ -177,7 +174,7 @@ def verdict_figure(ds: xr.Dataset, verdicts=None, n_heads_mc: int = P4_MC_HEADS)
     title = (f"{a['name']} ($\\alpha_A$ = {a['alpha_A']:g}, $\\alpha_L$ = {a['alpha_L']:g}), "
              f"sweep over {_sym(axis)}, {'trained' if a['trained'] else 'at initialisation'}")
     for v in others:
-        title += f"\n{v.key} {v.quantity}: {'consistent' if v.consistent else 'NOT consistent'} ({v.measured})"
+        title += f"\n{v.key} {v.quantity}: {v.mark} {v.outcome} ({v.measured()})"
     fig.suptitle(title, fontsize="medium")
     return fig
 
