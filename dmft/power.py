@@ -25,7 +25,7 @@ import numpy as np
 import xarray as xr
 
 from . import estimators, fit, synthetic, verdict
-from .predictions import p1_attention_variance_at_init, p10_kernel_growth, trained_rate
+from .predictions import Hypotheses, planned_rows
 
 __all__ = ["MAX_SEEDS", "Noise", "Row", "RowPower", "lines", "noise_from", "plan", "row_power", "rows_for",
            "check_options", "resolve_noise", "seeds_needed", "wider"]
@@ -105,30 +105,38 @@ class Row:
         return f"{self.prediction[1]:+g} vs " + ", ".join(f"{v:+g}" for _, v in self.alternatives)
 
 
+def _row(kind: str, name: str, h: Hypotheses, rate: float = -1.0) -> Row:
+    return Row(kind, name, (h.prediction.name, h.prediction.value), tuple((x.name, x.value) for x in h.alternatives),
+               rate=rate)
+
+
 def rows_for(axis: str, alpha_A: float, alpha_L: float, standard: bool) -> list[Row]:
-    """The row kinds that apply to a sweep along `axis`, with their hypotheses from `dmft.predictions`: the
-    per-seed slope at init (P1 along N and H, P10 along L; against the other alpha's exponent, or -1 against a
-    flat prediction) and, where a trained rate is predicted (`trained_rate`), its seed-variance rate (against no
-    convergence, or -1 against a flat prediction), the bias rate (-2 against -1) and the plateau test."""
+    """The row kinds that apply to a sweep along `axis`, with their hypotheses read from the registry
+    (`dmft.predictions.REGISTRY`): the per-seed slope at init (P1's row along N and H, P10 along L) and, where a
+    trained rate is predicted (P5, P6, conv-L), its seed-variance rate, the bias rate (-2 against -1) and the
+    plateau test."""
     if axis not in ("N", "H", "L"):
         raise ValueError(f"--axis must be N, H or L, got {axis!r}")
-    if axis == "L":
-        p = p10_kernel_growth(alpha_L, standard, axis)
-        other = 1.0 - 2.0 * (0.5 if alpha_L != 0.5 else 1.0)
-    else:
-        p = p1_attention_variance_at_init(alpha_A, axis)
-        other = 1.0 - 2.0 * (0.5 if alpha_A != 0.5 else 1.0) if axis == "N" else -1.0
-    alt = other if other != p.exponent else (-1.0 if p.exponent == 0 else 0.0)
-    out = [Row("slope", f"{p.key} {p.quantity}", (f"{p.key}", float(p.exponent)), (("alternative", alt),))]
-    t = trained_rate(alpha_A, alpha_L, standard, axis)
-    if t is not None:
-        e = float(t.exponent)
-        alt = 0.0 if e != 0 else -1.0
-        out.append(Row("variance", f"{t.key} seed variance", (t.key, e), (("alternative", alt),), rate=e))
-        out.append(Row("bias", f"{t.key} squared bias", ("1/n bias", -2.0), (("n^-1/2 bias", -1.0),),
-                       rate=e if e != 0 else -1.0))
-        pred, other_name = ("plateau", "converges") if e == 0 else ("converges", "plateau")
-        out.append(Row("plateau", f"{t.key} plateau", (pred, 0.0), ((other_name, 0.0),), rate=-1.0))
+    init = next(p for p in planned_rows(["P10" if axis == "L" else "P1"], alpha_A, alpha_L, standard, axis, False)
+                if p.primary or axis != "N")
+    out = [_row("slope", f"{init.key} {init.spec.quantity}", init.hypotheses)]
+    rates = {p.spec.estimator: p for p in planned_rows(["conv-L" if axis == "L" else "P5" if axis == "H" else "P6"],
+                                                      alpha_A, alpha_L, standard, axis, True)}
+    var = rates.get("seed-variance rate") or rates.get("paired block-draw variance")
+    if var is None:
+        return out
+    e = var.hypotheses.exponent
+    out.append(Row("variance", f"{var.key} seed variance", (var.key, e),
+                   tuple((x.name, x.value) for x in var.hypotheses.alternatives), rate=e))
+    bias = rates.get("bias rate") or rates.get("paired squared bias")
+    out.append(_row("bias", f"{var.key} squared bias", bias.hypotheses, rate=e if e != 0 else -1.0))
+    plateau = planned_rows([var.key], alpha_A, alpha_L, standard, axis, True)
+    h = next((p.hypotheses for p in plateau if p.spec.estimator == "plateau"), None)
+    if h is None:                       # conv-L has no plateau row in the registry: the same hypotheses as P6's
+        h = next(p.hypotheses for p in planned_rows(["P6"], 0.5 if e == 0 else 1.0, 1.0, False, "N", True)
+                 if p.spec.estimator == "plateau")
+    out.append(Row("plateau", f"{var.key} plateau", (h.prediction.name, 0.0),
+                   tuple((x.name, 0.0) for x in h.alternatives), rate=-1.0))
     return out
 
 

@@ -97,9 +97,9 @@ def _pt(name: str, value: float) -> Hypothesis:
 
 
 def _others(e: float, step: float, names: tuple[str, str] = ("", "")) -> tuple[Hypothesis, ...]:
-    """The alternatives e - step and e + step (the neighbouring exponents that matter)."""
+    """The alternatives e + step and e - step (the neighbouring exponents that matter)."""
     lo, hi = names
-    return (_pt(lo or f"{e - step:+g}", e - step), _pt(hi or f"{e + step:+g}", e + step))
+    return (_pt(hi or f"{e + step:+g}", e + step), _pt(lo or f"{e - step:+g}", e - step))
 
 
 # ---- P1 ------------------------------------------------------------------------------------------------------
@@ -245,7 +245,7 @@ def _rate(row, alpha_A, alpha_L, standard, axis) -> Hypotheses | None:
         return Hypotheses(_pt("1/n bias", -2.0), (_pt("n^-1/2 bias", -1.0),), "bias amplitude O(1/n): squared -2")
     if row.estimator == "plateau":
         plateau = Hypothesis("plateau", 0.0, ABOVE)
-        converges = _pt("converges n^-1", 0.0)
+        converges = _pt("converges", 0.0)
         return Hypotheses(plateau, (converges,), note) if e == 0 else Hypotheses(converges, (plateau,), note)
     alt = _pt("no convergence", 0.0) if e != 0 else _pt("converges n^-1", -1.0)
     return Hypotheses(_pt(f"n^{e:+g}" if e else "no convergence (flat)", e), (alt,), note)
