@@ -12,8 +12,7 @@ keeps its own list of predictions.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from .verdict import Region, above, below, point

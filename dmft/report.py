@@ -21,7 +21,7 @@ import xarray as xr
 from . import compare, convergence, depth, fit, measure, verdict
 from .check import check, row_verdict, run_attrs
 from .predictions import CLAIMS, KEYS, RATE_KEYS, REGISTRY, Planned, planned_rows
-from .verdict import NOT_MEASURED, Verdict
+from .verdict import Verdict
 
 
 def datasets_in(folder: Path) -> list[Path]:
