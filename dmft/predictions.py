@@ -12,7 +12,7 @@ keeps its own list of predictions.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from .verdict import Region, above, below, point
@@ -45,6 +45,7 @@ class Hypotheses:
     prediction: Hypothesis
     alternatives: tuple[Hypothesis, ...] = ()
     note: str = ""
+    key: str = ""
 
     @property
     def exponent(self) -> float:
@@ -251,8 +252,12 @@ def _rate(row, alpha_A, alpha_L, standard, axis) -> Hypotheses | None:
 
 
 def trained_rate(alpha_A: float, alpha_L: float, standard: bool, axis: str) -> Hypotheses | None:
-    """The hypotheses of the seed-variance rate of a trained quantity along `axis` (`rate_exponent`), or None."""
-    return _rate(RowSpec("", "", "last", "seed-variance rate"), alpha_A, alpha_L, standard, axis)
+    """The hypotheses of the seed-variance rate of a trained quantity along `axis` (`rate_exponent`), with the
+    prediction's key (P5, P6, conv-L), or None."""
+    h = _rate(RowSpec("", "", "last", "seed-variance rate"), alpha_A, alpha_L, standard, axis)
+    if h is None:
+        return None
+    return replace(h, key={"H": "P5", "N": "P6", "L": "conv-L"}[axis])
 
 
 def _p56_primary(alpha_A, alpha_L, standard, axis) -> str:

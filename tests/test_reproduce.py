@@ -35,7 +35,9 @@ def test_smoke_preset_writes_every_dataset_and_a_line_per_prediction(smoke):
             assert "eta0* exponent" in measured[key], measured[key]
         else:
             assert "not measured" not in measured[key], measured[key]
-        assert re.search(r"\d+ of \d+ consistent", measured[key]), measured[key]
+        # the primary row's verdict under the one rule (dmft.verdict)
+        assert re.search(r"[✓✗?] (consistent|refuted|underpowered)", measured[key]), measured[key]
+    assert re.search(r"^\d+ primary rows: \d+ ✓ consistent, \d+ ✗ refuted", table, re.M), table
     assert (out / "verdicts-full.md").read_text().count("== ") >= len(PRESETS["smoke"].jobs)
     assert "verdicts:" in output
 
