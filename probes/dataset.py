@@ -227,13 +227,40 @@ def run_dataset(result) -> xr.Dataset:
     return ds
 
 
+def _with_shared_coords(datasets: list[xr.Dataset], axis: str) -> list[xr.Dataset]:
+    """The runs, each given the coordinates that another run has and it lacks. A run without a probe record
+    (every seed of a point diverged at step 0) has no `depth`, `sample`, ... dims nor `n_heads`, and xarray refuses
+    to concat a coordinate missing from some runs. An index is borrowed from the first run that has it (an outer
+    join takes the union of index values anyway, and none of the run's variables lies along it); another
+    coordinate is borrowed when every run that has it holds the same values (it does not change along `axis`),
+    otherwise it is NaN for this run (its value is not known without a record). Returns new datasets."""
+    have: dict[str, list[xr.Variable]] = {}
+    for ds in datasets:
+        for name, coord in ds.coords.items():
+            if name != axis and coord.dims:
+                have.setdefault(name, []).append(coord.variable)
+    out = []
+    for ds in datasets:
+        missing = {}
+        for name, found in have.items():
+            if name in ds.coords:
+                continue
+            first = found[0]
+            if name in first.dims or all(v.equals(first) for v in found[1:]):
+                missing[name] = first                      # values and attrs only, none of the run's other coords
+            else:
+                missing[name] = xr.Variable(first.dims, np.full(first.shape, np.nan), first.attrs)
+        out.append(ds.assign_coords(missing) if missing else ds)
+    return out
+
+
 def combine_runs(datasets: list[xr.Dataset], axis: str) -> xr.Dataset:
     """Combine runs along `axis` (N, H, L, seed, ...): the scalar coordinate becomes a dimension; dims that differ
     in length between runs (heads, layers; steps after a run diverged) are padded with NaN. Each run's config is
     kept as `config_json`, its status as the data variables `status` and `diverged_at` (taken from the attrs of
     a run written before they existed), so a sweep has them with dims (axis, seed)."""
     parts = []
-    for ds in datasets:
+    for ds in _with_shared_coords(datasets, axis):
         if "config_json" not in ds:
             ds = ds.assign(config_json=((), ds.attrs.get("config", ""), {"long_name": "resolved config", "units": "1"}))
         if "status" not in ds.data_vars and "status" in ds.attrs:

@@ -354,23 +354,35 @@ def test_best_eta0_reports_the_largest_stable_eta0():
     assert "N=4: >= 1.6 (none diverged)" in nothing.line()
 
 
-def test_a_point_that_diverges_at_step_0_is_kept_with_nothing_recorded(tmp_path, monkeypatch):
-    """inf in one member's readout: its held-out loss at step 0 is inf, so it has no probe record at all; the
-    sweep still merges it (its variables NaN), `check` names it, and init quantities fit over the others."""
+def _poison_readout_at_n8(monkeypatch, seeds: set[int]) -> None:
+    """inf in the readout of the N = 8 models of `seeds`, whether they are trained as an ensemble (member e is
+    seed e) or one by one (DMFT_PROBE_ENSEMBLE=off)."""
     import probes.run as run_module
-    from dmft.check import check
-    from probes.sweep import run_sweep
 
     real = run_module.build_model
 
-    def poisoned(cfg, *args, **kwargs):
-        model = real(cfg, *args, **kwargs)
+    def poisoned(cfg, p, optimizer, seed, *args, **kwargs):
+        model = real(cfg, p, optimizer, seed, *args, **kwargs)
         if cfg.N == 8:
             with torch.no_grad():
-                (model.readout.weight[0] if model.ensemble else model.readout.weight)[0, 0] = float("inf")
+                if model.ensemble:
+                    for member, s in enumerate(seed):
+                        if s in seeds:
+                            model.readout.weight[member][0, 0] = float("inf")
+                elif seed in seeds:
+                    model.readout.weight[0, 0] = float("inf")
         return model
 
     monkeypatch.setattr(run_module, "build_model", poisoned)
+
+
+def test_a_point_that_diverges_at_step_0_is_kept_with_nothing_recorded(tmp_path, monkeypatch):
+    """inf in one seed's readout: its held-out loss at step 0 is inf, so it has no probe record at all; the
+    sweep still merges it (its variables NaN), `check` names it, and init quantities fit over the others."""
+    from dmft.check import check
+    from probes.sweep import run_sweep
+
+    _poison_readout_at_n8(monkeypatch, {0})
     cfg = make_run_config(model={"N": 4, "H": 2, "L": 1, "task": "vision"}, optim={"name": "sgd", "eta0": 0.5},
                           run={"steps": 4, "batch_size": 8}, probes={"every": 2, "n_samples": 4, "n_points": 2})
     run_sweep(cfg, "N", [2, 4, 8], 2, tmp_path / "s.nc")
@@ -381,3 +393,21 @@ def test_a_point_that_diverges_at_step_0_is_kept_with_nothing_recorded(tmp_path,
     p1 = next(v for v in check(ds) if v.key == "P1")
     assert p1.diverged == 1 and p1.diverged_points == "N=8 diverged (seed 0 at step 0)"
     assert np.isfinite(p1.estimate)
+
+
+@pytest.mark.parametrize("ensemble", ["auto", "off"])
+def test_a_point_whose_every_seed_diverges_at_step_0_still_merges(tmp_path, monkeypatch, ensemble):
+    """Every seed of N = 8 diverges at step 0, so that point has no probe record (no `depth`, `sample` dims) in
+    any run: the merge used to fail ("'depth' not present in all datasets") and lose the whole sweep; found with
+    DMFT_PROBE_ENSEMBLE=off, where the one-seed poisoning above hit both separate runs."""
+    from probes.sweep import run_sweep
+
+    _poison_readout_at_n8(monkeypatch, {0, 1})
+    cfg = make_run_config(model={"N": 4, "H": 2, "L": 1, "task": "vision"}, optim={"name": "sgd", "eta0": 0.5},
+                          run={"steps": 4, "batch_size": 8}, probes={"every": 2, "n_samples": 4, "n_points": 2})
+    run_sweep(cfg, "N", [2, 4, 8], 2, tmp_path / "s.nc", ensemble=ensemble)
+    ds = load(tmp_path / "s.nc")
+    assert ds.status.values.tolist() == [[0, 0], [0, 0], [1, 1]]
+    assert ds.diverged_at.values.tolist() == [[-1, -1], [-1, -1], [0, 0]]
+    assert np.isnan(ds.h_rms.sel(N=8)).all() and np.isfinite(ds.h_rms.sel(N=[2, 4])).all()
+    assert ds.sizes["depth"] == 2                          # L = 1: h^0 and h^1, from the runs that recorded them
