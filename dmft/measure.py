@@ -82,6 +82,14 @@ def kernel_mse_init(ds: xr.Dataset, axis: str, limit: xr.Dataset):
     return _per_size_seed((vals[0] + vals[1]) / 2, axis)
 
 
+def attn_raw_init_clusters(ds: xr.Dataset, axis: str) -> dict[float, np.ndarray]:
+    """Per size: A(0) at every recorded point, shaped (seed, layer, head, point), NaN where a layer or head does
+    not exist at that size. A (seed, layer, head) is a cluster: its points share W_Q, W_K, so only clusters are
+    independent draws (P3's interval resamples clusters, pooled across sizes)."""
+    raw = ds.attn_raw.isel(step=0).transpose(axis, "seed", "layer", "head", "point")
+    return {float(v): raw.sel({axis: v}).values.astype(float) for v in ds[axis].values}
+
+
 QUANTITIES = {
     "attn_var_init": attn_var_init,
     "stream_growth_init": stream_growth_init,
