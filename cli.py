@@ -535,7 +535,7 @@ def reproduce(
     ensemble: Optional[str] = EnsembleOpt,
 ):
     """Run a preset's sweeps and learning-rate grids, then write the P1-P12 verdict table (verdicts.md)."""
-    from dmft.report import check_other_datasets, write_report
+    from dmft.report import check_other_datasets, plan_markdown, preset_plan, write_report
     from probes.ensemble import resolve_mode
     from probes.reproduce import check_preset, run_preset
 
@@ -544,8 +544,11 @@ def reproduce(
     ensemble = resolve_mode(ensemble)
     out = _out_folder(out, "--out") or Path("runs") / f"reproduce-{preset}"
     check_other_datasets(out, {f"{job.name}.nc" for job in jobs})     # the report reads them all: check them first
+    chosen = check_preset(preset)
+    typer.echo(f"planned power of the primary rows (before any data; written to {out / 'plan.md'} with the report):")
+    typer.echo(plan_markdown(preset_plan(chosen)))
     run_preset(preset, out, say=typer.echo, ensemble=ensemble)
-    summary = write_report(out, say=typer.echo)
+    summary = write_report(out, say=typer.echo, preset=chosen)
     typer.echo(summary.read_text())
     typer.echo(f"verdicts: {summary}")
 

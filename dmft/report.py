@@ -11,6 +11,7 @@ folder could not measure with what they need.
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from . import compare, convergence, depth, fit, measure, verdict
+from . import compare, convergence, depth, fit, measure, power, verdict
 from .check import check, row_verdict, run_attrs
 from .predictions import CLAIMS, KEYS, RATE_KEYS, REGISTRY, Planned, planned_rows
 from .verdict import Verdict
@@ -193,6 +194,9 @@ def folder_verdicts(folder: Path, n_heads_mc: int = 8192, progress=None) -> list
                 one, half = (a, b) if run_attrs(a)[differ] > run_attrs(b)[differ] else (b, a)
                 names = f"{pa.name} vs {pb.name}" if one is a else f"{pb.name} vs {pa.name}"
                 out.append(replace(fn(one, half), dataset=names))
+    preset = preset_of({path.name: ds for path, ds in loaded})
+    if preset is not None:
+        out = with_planned_power(out, preset_plan(preset))
     return out
 
 
@@ -216,11 +220,114 @@ def full_lines(verdicts: list[Verdict]) -> list[str]:
     return out
 
 
-def write_report(folder: Path, say=print, n_heads_mc: int = 8192) -> Path:
+# ---- power planned before the data (`dmft-probe plan` on a preset's geometry) --------------------------------------
+
+PLAN_REPS = 400           # simulated sweeps per case: power to about +-0.02 (binomial sd at 0.5 is 0.025)
+# the estimator of a primary row -> the row kind `dmft.power` simulates for it
+_PLAN_KIND = {"slope of the seed mean": "slope", "seed-variance rate": "variance",
+              "paired block-draw variance": "variance", "plateau": "plateau"}
+
+
+def preset_of(datasets: dict[str, xr.Dataset]):
+    """The preset (`probes.reproduce.PRESETS`) whose every sweep job is among `datasets` ({file name: dataset})
+    with the job's sizes, seeds and steps: the folder `reproduce --preset NAME` made; None otherwise."""
+    from probes.reproduce import PRESETS, job_config, job_seeds
+
+    for preset in PRESETS.values():
+        def is_job(job) -> bool:
+            ds = datasets.get(f"{job.name}.nc")
+            if ds is None or job.axis not in ds.coords:
+                return False
+            steps = int(json.loads(ds.attrs.get("config", "{}")).get("steps", -1))
+            return ([int(v) for v in ds[job.axis].values] == list(job.values)
+                    and ds.sizes.get("seed", 1) == job_seeds(preset, job) and steps == job_config(preset, job).steps)
+
+        if all(is_job(job) for job in preset.jobs if job.kind == "sweep"):
+            return preset
+    return None
+
+
+_PLANS: dict[tuple[str, int], list] = {}      # preset_plan per (preset name, reps): presets are fixed in code
+
+
+def preset_plan(preset, reps: int = PLAN_REPS) -> list[tuple[str, list[power.RowPower]]]:
+    """The planned power of every sweep job of `preset` (`probes.reproduce.Preset`), before any data: for each
+    job, (file name, `dmft.power.plan` at its axis, sizes and seeds, with the noise the preset states for it,
+    `Preset.noise`, measured on an earlier run of the preset). An init-only job keeps its init rows only."""
+    from probes.reproduce import job_config, job_seeds
+
+    if (preset.name, reps) in _PLANS:
+        return _PLANS[preset.name, reps]
+    out = []
+    for job in preset.jobs:
+        if job.kind != "sweep":
+            continue
+        cfg = job_config(preset, job)
+        stated = dict(preset.noise.get(job.name, {}))
+        noise = power.Noise(**{"source": "stated by the preset", **stated})
+        p = cfg.param
+        plans = power.plan(job.axis, [float(v) for v in job.values], job_seeds(preset, job), noise, p.alpha_A,
+                           p.alpha_L, p.standard, reps=reps, seed=0)
+        if cfg.steps == 0:
+            plans = [r for r in plans if r.row.kind == "slope"]
+        out.append((f"{job.name}.nc", plans))
+    _PLANS[preset.name, reps] = out
+    return out
+
+
+def plan_markdown(plans: list[tuple[str, list[power.RowPower]]]) -> str:
+    """The planned power as Markdown: per dataset and simulated row, the hypotheses, the power, the rate at which
+    the row comes out consistent when an alternative is true, and the seeds for power 0.8; rows below 0.8 are
+    marked "underpowered in advance". Rows of estimators without a simulation model are named after the table."""
+    out = ["| dataset | row | hypotheses | power | consistent if alternative true | seeds for power 0.8 | in advance |",
+           "|---|---|---|---|---|---|---|"]
+    for name, rows in plans:
+        for r in rows:
+            false = ", ".join(f"{k}: {v:.2f}" for k, v in r.false_consistent.items())
+            out.append(f"| {name} | {r.row.name} | {r.row.hypotheses_text()} | {r.power:.2f} | {false} | "
+                       f"{_need(r)} | {'ok' if r.power >= 0.8 else 'underpowered'} |")
+    out.append("")
+    out.append("Simulated by `dmft.power` (the estimators and the rule of `check`, synthetic sweeps at each job's "
+               "sizes and seeds, with the noise the preset states). P2-P4, P7-P9, P11, P12 and the coordinate "
+               "check have no simulation model: their power is not planned, and their verdict is the evidence.")
+    return "\n".join(out) + "\n"
+
+
+def _need(r: power.RowPower) -> str:
+    if r.power >= 0.8:
+        return f"{r.seeds} (these)"
+    if r.seeds_needed is not None:
+        return str(r.seeds_needed)
+    wider = "".join(f"; {s} at sizes {', '.join(f'{x:g}' for x in w)}" for w, s in r.wider_needs)
+    return f"more than {power.MAX_SEEDS} at these sizes{wider}"
+
+
+def with_planned_power(verdicts: list[Verdict], plans: list[tuple[str, list[power.RowPower]]]) -> list[Verdict]:
+    """verdicts with `power` set on each primary row that a plan simulated (matched by dataset, prediction key and
+    estimator), and a note on those planned below 0.8 ("underpowered in advance"); the outcome stays the rule's."""
+    by = {(name, r.row.name.split()[0], r.row.kind): r for name, rows in plans for r in rows}
+    out = []
+    for v in verdicts:
+        r = by.get((v.dataset, v.key, _PLAN_KIND.get(v.estimator, ""))) if v.primary else None
+        if r is not None:
+            note = v.note
+            if r.power < 0.8:
+                note = "; ".join(t for t in (note, f"underpowered in advance: planned power {r.power:.2f} < 0.8, "
+                                             f"seeds for 0.8: {_need(r)}") if t)
+            v = replace(v, power=float(r.power), note=note)
+        out.append(v)
+    return out
+
+
+def write_report(folder: Path, say=print, n_heads_mc: int = 8192, preset=None) -> Path:
     """The verdicts of `folder` as `verdicts.md` (the P1-P12 summary) and `verdicts-full.md` (every row), each
-    written to a temporary file and renamed into place; returns the summary's path. say(line): progress."""
+    written to a temporary file and renamed into place; returns the summary's path. say(line): progress. preset:
+    the `probes.reproduce.Preset` that made the folder; its planned power (`preset_plan`, also set on the primary
+    rows it covers by `folder_verdicts`) is written to `plan.md`."""
     folder = Path(folder)
     verdicts = folder_verdicts(folder, n_heads_mc=n_heads_mc, progress=say)
+    if preset is not None:
+        _write_text(folder / "plan.md", plan_markdown(preset_plan(preset)))
     summary = folder / "verdicts.md"
     _write_text(summary, summary_markdown(verdicts))
     _write_text(folder / "verdicts-full.md", "```\n" + "\n".join(full_lines(verdicts)) + "\n```\n")

@@ -274,8 +274,9 @@ def markdown(verdicts: Iterable[Verdict], claims: dict[str, str] | None = None,
             if prim is None:
                 cells = ("-", "-", "-", "no primary row")
             else:
+                planned = f" (planned power {prim.power:.2f})" if np.isfinite(prim.power) else ""
                 cells = (prim.hypotheses_text(), f"{prim.row}: {prim.measured()}", _band_text(prim),
-                         f"{prim.mark} {prim.outcome}" + (f"; needs {prim.needs}" if prim.needs else ""))
+                         f"{prim.mark} {prim.outcome}{planned}" + (f"; needs {prim.needs}" if prim.needs else ""))
             row = (key if n == 0 else "", claim if n == 0 else "", f"{setting}, {axis}", *cells, sec or "-")
             out.append("| " + " | ".join(str(c).replace("|", "/") for c in row) + " |")
     return "\n".join(out) + "\n"
