@@ -417,7 +417,8 @@ def coord(
     axis: str = typer.Option("N", "--axis", help="the swept size: N, H or L"),
     values: str = typer.Option("4,8,16,32,64", "--values", help="comma-separated sizes, at least 3"),
     steps: str = typer.Option("0,1,3,10,30", "--steps", help="probe steps, comma-separated; training runs to the largest"),
-    seeds: int = typer.Option(3, "--seeds", help="initialisation seeds per size (the CI is a bootstrap over them)"),
+    seeds: int = typer.Option(8, "--seeds", help="initialisation seeds per size (the CI is a jackknife over them; "
+                                                  "fewer leave rows underpowered)"),
     probe_samples: Optional[int] = typer.Option(None, "--probe-samples", help="probe batch size (default 32)"),
     out: Optional[Path] = typer.Option(None, "--out", help="dataset (default runs/coord-<param>-<optimizer>-<axis>.nc)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out: one that has no <out>.parts/ to resume from, or whose merged grid this grid leaves out (the finished parts are kept)"),
@@ -434,7 +435,8 @@ def coord(
 ):
     """The coordinate check: train at each size and seed, record the RMS of every site (embedding, q, k, v, A,
     softmax(A), branch outputs, MLP hidden, residual stream, logits) and of its change since step 0 at --steps,
-    and print each site's slope against the parametrization's expected exponent."""
+    and print each site's slope with its verdict against the parametrization's expected exponent (consistent,
+    refuted or underpowered; docs/predictions.md, "Coordinate check")."""
     from dmft.coord import coord_dataset, coord_lines, coord_verdicts
     from probes.config import make_run_config
     from probes.outputs import prepare_sweep_out
@@ -636,7 +638,7 @@ def variants(
                                      help="comma-separated block variants"),
     axes: str = typer.Option("N,H,L", "--axes", help="comma-separated swept sizes: N, H, L"),
     optimizers: str = typer.Option("sgd,adam", "--optimizers", help="comma-separated: sgd (eta0 0.5), adam (eta0 0.05)"),
-    seeds: Optional[int] = typer.Option(None, "--seeds", help="initialisation seeds per size (default 2)"),
+    seeds: Optional[int] = typer.Option(None, "--seeds", help="initialisation seeds per size (default 8)"),
     quick: bool = typer.Option(False, "--quick", help="3 sizes per axis, probes at steps 0, 1, 10 (a smoke test)"),
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="also write the table to this file"),
     ensemble: Optional[str] = EnsembleOpt,
@@ -647,8 +649,8 @@ def variants(
 ):
     """The variant table: a coordinate check (sizes and feature updates, the logits included) of every block
     variant along N, H and L, for SGD and Adam, under mup; one dataset per cell in --out (resumable), then one
-    verdict per cell: scale-invariant, not scale-invariant or inconclusive (docs: dmft/variant_table.py)."""
-    from dmft.variant_table import variant_table_markdown, variant_verdict
+    verdict per cell from its rows: consistent, refuted, underpowered or not measured (docs: dmft/variant_table.py)."""
+    from dmft.variant_table import variant_summary, variant_table_markdown
     from probes.dataset import load
     from probes.ensemble import resolve_mode
     from probes.sweep import MAX_SEEDS
@@ -669,7 +671,7 @@ def variants(
         failed = None
     except VariantTableFailed as e:
         paths, failed = e.paths, e
-    verdicts = [variant_verdict(load(p), str(p)) for p in paths.values()]
+    verdicts = [variant_summary(load(p), str(p)) for p in paths.values()]
     table = variant_table_markdown(verdicts) if verdicts else ""
     typer.echo(table)
     if markdown is not None and verdicts:

@@ -10,7 +10,7 @@ come from the same code path: `probes.sweep.run_sweep` with the coordinate-check
     python bench/coord_before_after.py [--steps 0,10,20] [--seeds 3]
 
 Defaults: synthetic vision task, base N = 8, H = 4, L = 2, batch 32, 16 probe samples, N = 4..64, H = 2..32,
-eta0 0.5 (sgd), 0.1 (sgd-momentum), 0.05 (adam, adamw). Prints the slope at the last step with its 95% seed CI.
+eta0 0.5 (sgd), 0.1 (sgd-momentum), 0.05 (adam, adamw). Prints the slope at the last step with its 95% joint-jackknife CI and its verdict mark.
 """
 from __future__ import annotations
 
@@ -58,8 +58,8 @@ def logits_slope(optimizer: str, axis: str, steps: list[int], seeds: int, which:
                           probes={"n_samples": 16})
     with rules(which), tempfile.TemporaryDirectory() as tmp:
         ds = run_sweep(coord_config(cfg, steps), axis, AXES[axis], seeds, Path(tmp) / "c.nc")
-    row = next(r for r in coord_verdicts(ds) if r.site == "logits" and r.kind == "change" and r.step == max(steps))
-    return f"{row.slope:+.2f} [{row.lo:+.2f}, {row.hi:+.2f}]"
+    row = next(v for v in coord_verdicts(ds) if v.row == f"logits change @{max(steps)}")
+    return f"{row.estimate:+.2f} [{row.lo:+.2f}, {row.hi:+.2f}] {row.mark}"
 
 
 def main() -> None:

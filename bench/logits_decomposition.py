@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dmft.fit import loglog_fit  # noqa: E402
+from dmft.fit import slope_fit  # noqa: E402
 from parametrizations.transformer import layer_norm  # noqa: E402
 from probes.config import make_run_config  # noqa: E402
 from probes.run import setup, train  # noqa: E402
@@ -67,7 +67,7 @@ def main() -> None:
             parts[k].append(row[k])
     print(f"{a.task}, {a.optimizer} eta0={a.eta0:g}, step {a.steps}, N = {Ns}, {a.seeds} seeds: RMS and slope over N")
     for k, v in parts.items():
-        print(f"  {k:22s} slope {loglog_fit(Ns, np.array(v), n_boot=1).slope:+.2f}   RMS "
+        print(f"  {k:22s} slope {slope_fit(Ns, np.array(v)).slope:+.2f}   RMS "
               + ", ".join(f"{x:.4f}" for x in np.mean(v, axis=1)))
 
 

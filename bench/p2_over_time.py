@@ -5,8 +5,8 @@ feature update and of the logits' change (a measurement, not a test).
     python bench/p2_over_time.py [--steps 300] [--every 50] [--seeds 3] [--out runs/p2]
 
 Each (optimizer, preset) is one resumable sweep (`probes.sweep.run_sweep`: vision task, H = 4, L = 2, batch 32,
-N = 4..64, 16 probe samples) written to --out; the slopes are `dmft.fit.loglog_fit` with 95% seed-bootstrap
-intervals, printed as one line per quantity with a column per probe step. About 15 minutes on 2 CPU cores.
+N = 4..64, 16 probe samples) written to --out; the slopes are `dmft.fit.slope_fit` (log seed mean against log N),
+printed as one line per quantity with a column per probe step. About 15 minutes on 2 CPU cores.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dmft.fit import loglog_fit  # noqa: E402
+from dmft.fit import slope_fit  # noqa: E402
 from probes.config import make_run_config  # noqa: E402
 from probes.sweep import run_sweep  # noqa: E402
 
@@ -48,14 +48,14 @@ def main() -> None:
                         cells.append(f"{'-':>6s}")
                         continue
                     da = ds[q].isel(step=i).mean("layer").transpose("N", "seed")
-                    cells.append(f"{loglog_fit(ds.N.values, da.values).slope:+6.2f}")
+                    cells.append(f"{slope_fit(ds.N.values, da.values).slope:+6.2f}")
                 print(f"  {q:22s}" + " ".join(cells))
             # the muP feature update (block outputs' change, layer and branch mean) and the logits' change
             update = ds.coord_update_rms.sel(site=["attn_out", "mlp_out"]).mean(["layer", "site"])
             logits = ds.io_update_rms.sel(io_site="logits")
             for name, da in (("feature update", update), ("logits change", logits)):
                 cells = [f"{'-':>6s}" if s == 0 else
-                         f"{loglog_fit(ds.N.values, da.isel(step=i).transpose('N', 'seed').values).slope:+6.2f}"
+                         f"{slope_fit(ds.N.values, da.isel(step=i).transpose('N', 'seed').values).slope:+6.2f}"
                          for i, s in enumerate(steps)]
                 print(f"  {name:22s}" + " ".join(cells))
             loss = ds.heldout_loss.isel(step=-1).mean("seed").values

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import parametrizations.spec as spec  # noqa: E402
 import parametrizations.transformer as tr  # noqa: E402
-from dmft.coord import coord_verdicts, site_rms  # noqa: E402
+from dmft.coord import coord_verdicts, refuted, site_rms  # noqa: E402
 from parametrizations.rmsnorm import rms_norm  # noqa: E402
 from parametrizations.spec import get_preset  # noqa: E402
 from parametrizations.transformer import ModelConfig, build_model, layer_norm  # noqa: E402
@@ -93,8 +93,8 @@ def gain_rule() -> None:
                              Path(tmp) / "g.nc")
         rows = coord_verdicts(ds)
         print(f"gain SGD multiplier {rule}: change slopes at step 20",
-              {r.site: round(r.slope, 2) for r in rows if r.kind == "change" and r.step == 20},
-              "rows off:", [(r.site, r.step) for r in rows if not r.consistent])
+              {v.row.split()[0]: round(v.estimate, 2) for v in rows if v.row.endswith("change @20")},
+              "rows refuted:", [v.row for v in refuted(rows)])
     tr.vector_mult = orig
 
 

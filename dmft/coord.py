@@ -1,4 +1,6 @@
-"""The coordinate check (muP practice, on all three axes): slopes of every site's RMS against size, with verdicts.
+"""The coordinate check (muP practice, on all three axes): slopes of every site's RMS against size, as
+`dmft.verdict.Verdict` rows decided by the one rule (`dmft.verdict.decide`; docs/predictions.md, "The verdict
+rule" and "Coordinate check").
 
 Input: a sweep dataset written by `dmft-probe coord` (or `sweep`), with the swept axis (N, H or L) and `seed` as
 dims and the recorder's `coord_rms` / `coord_update_rms` (per block and site), `io_rms` / `io_update_rms`
@@ -6,49 +8,55 @@ dims and the recorder's `coord_rms` / `coord_update_rms` (per block and site), `
 along L it is read at the last block of each model (the same relative depth), so a row is one site at one step.
 
 A row is "init" (the site's RMS at step 0) or "change" (the RMS of its change since step 0, at a step > 0). Its
-expected exponent comes from `dmft.predictions.coord_expectation` (what a parametrization with a well-defined
-limit must show; SP, the negative control, is held to the same and fails); the row is consistent when that
-exponent lies in the 95% seed-bootstrap interval of the fitted slope widened by `TOL`. The trend word (flat /
-grows / shrinks) reads the fitted slope against the same allowance.
+slope is `dmft.fit.slope_fit`'s: log(seed mean) against log(size), the 95% joint-jackknife interval over seeds
+(t quantile), the local slopes between adjacent sizes and the band derived from them (the largest distance of a
+local slope from the global one; printed with its source). The hypotheses are the registry's
+(`dmft.predictions.coord_hypotheses`): the expected exponent e of `dmft.predictions.coord_expectation` (what a
+parametrization with a well-defined limit must show; SP, the negative control, is held to the same) against
+e - 1/2 and e + 1/2, each widened by the band. A row is consistent, refuted (a deviation), underpowered (with
+the seeds that would decide it) or not measured (the site is zero at some size: no log-log slope).
+
+The trend word is read off the interval against the band, never against a constant: "flat" when the interval
+lies inside [-band, band], "grows" when it lies above +band, "shrinks" when it lies below -band, "unresolved"
+otherwise.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import replace
 
 import numpy as np
 import xarray as xr
 
 from . import measure
 from .check import run_attrs
-from .fit import consistent, loglog_fit
-from .predictions import coord_expectation
+from .fit import slope_fit
+from .predictions import CoordExpectation, coord_expectation, coord_hypotheses
+from .verdict import MARKS, NOT_MEASURED, OUTCOMES, REFUTED, Verdict, lines, to_dataset
 
-# Finite-size allowance on a coordinate-check slope: the issue's flatness bound, 0.15. At 3 seeds and sizes
-# 4..64 the seed-bootstrap half-width of a slope is 0.01-0.08 (measured), so 0.15 is 2-15 CI half-widths.
-TOL = 0.15
+__all__ = ["COORD_KEY", "DEFAULT_SEEDS", "IDENTICALLY_ZERO", "coord_dataset", "coord_lines", "coord_row",
+           "coord_verdicts", "kind_of", "refuted", "site_of", "site_rms", "step_of", "summary_line", "trend"]
 
-
-@dataclass(frozen=True)
-class CoordRow:
-    """One verdict row. kind: "init" or "change"; step: the probe step (0 for init); expected: the predicted
-    slope; slope, lo, hi: fit and 95% CI (NaN when the site is identically zero); trend: flat / grows / shrinks
-    / zero."""
-
-    site: str
-    kind: str
-    step: int
-    expected: float
-    slope: float
-    lo: float
-    hi: float
-    trend: str
-    consistent: bool
-    reason: str
+COORD_KEY = "coord"
+# Seeds per size of `dmft-probe coord` by default. With 3 seeds the jackknife-t interval carries t = 4.30 (2
+# degrees of freedom) and a +1/2 deviation of the logits went unseen; 8 seeds give t = 2.36 and sqrt(8/3) smaller
+# standard errors: the interval is about 3 times narrower (measurements: docs/predictions.md, "Coordinate check").
+DEFAULT_SEEDS = 8
+IDENTICALLY_ZERO = "identically zero at every size (e.g. a zero-initialised readout at init): nothing to fit"
+PARTLY_ZERO = "zero at some sizes and not at others: no log-log slope"
+ESTIMATOR = "slope of log seed-mean RMS against log size (joint jackknife over seeds)"
+# The slope of a site whose RMS is fixed by construction (a normalised nGPT branch, an RMS-normalised stream) is
+# float32 rounding: its local slopes agree to ~1e-7, so the derived band is ~0 and any interval that misses the
+# expected exponent by 1e-7 would read as refuted. The RMS is recorded in float32 (relative resolution ~1e-7 per
+# value, ~1e-6 after the mean over a probe batch), and over a size range of one octave or more that is a slope
+# resolution below 1e-5: the band is never narrower than this (printed as its source when it applies).
+SLOPE_RESOLUTION = 1e-5
 
 
 def site_rms(ds: xr.Dataset, change: bool) -> xr.DataArray:
     """RMS per (axis, seed, step, site) of every coordinate-check site: block sites averaged over layers (along L:
-    at the last block), then the embedding output and the logits. change: the RMS of the change since step 0 instead of the value."""
+    at the last block), then the embedding output and the logits. change: the RMS of the change since step 0
+    instead of the value."""
     for name in ("coord_rms", "io_rms"):
         if name not in ds:
             raise ValueError(f"the dataset has no {name}: record it with `dmft-probe coord` (probes on)")
@@ -64,33 +72,88 @@ def site_rms(ds: xr.Dataset, change: bool) -> xr.DataArray:
     return xr.concat([io.sel(site=["embed"]), block, io.sel(site=["logits"])], dim="site")
 
 
-def _trend(slope: float) -> str:
-    if not np.isfinite(slope):
-        return "zero"
-    return "grows" if slope > TOL else "shrinks" if slope < -TOL else "flat"
+def trend(v: Verdict) -> str:
+    """"flat" (the interval inside [-band, band]), "grows" (above +band), "shrinks" (below -band), "unresolved"
+    (none of these: the interval straddles an edge of the band), or "not measured"."""
+    if v.outcome == NOT_MEASURED or not (v.lo <= v.hi) or not np.isfinite(v.band):
+        return "not measured"
+    if -v.band <= v.lo and v.hi <= v.band:
+        return "flat"
+    if v.lo > v.band:
+        return "grows"
+    if v.hi < -v.band:
+        return "shrinks"
+    return "unresolved"
 
 
-def _row(site: str, kind: str, step: int, sizes, values, exp) -> CoordRow:
+def _row_name(site: str, kind: str, step: int) -> str:
+    return f"{site} init" if kind == "init" else f"{site} change @{step}"
+
+
+def site_of(v: Verdict) -> str:
+    """The site of a coordinate-check row ("logits", "W_q", ...)."""
+    return v.row.split()[0]
+
+
+def kind_of(v: Verdict) -> str:
+    """"init" or "change"."""
+    return v.row.split()[1]
+
+
+def step_of(v: Verdict) -> int:
+    """The probe step of a row (0 for init)."""
+    parts = v.row.split()
+    return int(parts[2].lstrip("@")) if len(parts) > 2 else 0
+
+
+def coord_row(site: str, kind: str, step: int, axis: str, setting: str, sizes, values,
+              exp: CoordExpectation) -> Verdict:
+    """The Verdict of one site at one step: `slope_fit` of values (size, seed), decided against
+    `coord_hypotheses(exp.exponent)` with the fit's band; not measured when the RMS is zero at some size."""
     values = np.asarray(values, float)
-    if not np.all(np.nan_to_num(values, nan=1.0) > 0):
-        # identically zero (logits at init with a zero-initialised readout): nothing to fit, nothing wrong
-        ok = not np.any(np.nan_to_num(values) > 0)
-        return CoordRow(site, kind, step, exp.exponent, np.nan, np.nan, np.nan, "zero", ok,
-                        exp.reason + "; identically zero here" if ok else exp.reason)
-    fit = loglog_fit(sizes, values)
-    ok = consistent(fit, exp.exponent, TOL)
-    return CoordRow(site, kind, step, exp.exponent, fit.slope, fit.lo, fit.hi, _trend(fit.slope), ok, exp.reason)
+    hyp = coord_hypotheses(exp.exponent)
+    name = _row_name(site, kind, step)
+    quantity = f"RMS of {site}" + (" change since step 0" if kind == "change" else "")
+    finite = values[np.isfinite(values)]
+    if finite.size == 0 or np.any(finite <= 0):
+        pred, alts = hyp.regions(0.0)
+        note = IDENTICALLY_ZERO if finite.size and not np.any(finite > 0) else PARTLY_ZERO
+        return Verdict(COORD_KEY, name, quantity, axis, setting, ESTIMATOR, np.nan, np.nan, np.nan, pred, alts,
+                       outcome=NOT_MEASURED, note=f"{note if finite.size else 'no finite value'}; {exp.reason}")
+    try:
+        f = slope_fit(sizes, values)
+    except ValueError as e:
+        pred, alts = hyp.regions(0.0)
+        return Verdict(COORD_KEY, name, quantity, axis, setting, ESTIMATOR, np.nan, np.nan, np.nan, pred, alts,
+                       outcome=NOT_MEASURED, note=f"{e}; {exp.reason}")
+    band, source = f.band, f.band_source
+    if not band >= SLOPE_RESOLUTION:
+        band, source = SLOPE_RESOLUTION, f"float32 resolution (local slopes agree to {f.band:.1g})"
+    pred, alts = hyp.regions(band)
+    v = Verdict(COORD_KEY, name, quantity, axis, setting, ESTIMATOR, f.slope, f.lo, f.hi, pred, alts, band=band,
+                band_source=source, local=f.local, n_sizes=f.n_sizes, n_seeds=f.n_seeds)
+    return replace(v, note=f"{trend(v)}; {exp.reason}")
 
 
-def coord_verdicts(ds: xr.Dataset) -> list[CoordRow]:
-    """Every row of the check for a sweep dataset: each site at init and its change at every probe step > 0;
-    along L also the relative movement of W_Q and W_K (P8)."""
+def _setting(ds: xr.Dataset, a: dict) -> str:
+    """"mup/adam": the parametrization and the optimizer of the sweep."""
+    try:
+        opt = json.loads(ds.attrs["config"])["optim"]["name"]
+    except (KeyError, ValueError, TypeError):
+        return a["name"]
+    return f"{a['name']}/{opt}"
+
+
+def coord_verdicts(ds: xr.Dataset) -> list[Verdict]:
+    """Every row of the check for a sweep dataset, as `dmft.verdict.Verdict` rows (module docstring): each site at
+    init and its change at every probe step > 0; along L also the relative movement of W_Q and W_K (P8)."""
     ds = measure.with_seed_dim(ds)
     axis = measure.sweep_axis(ds)
     if ds.sizes[axis] < 3:
         raise ValueError(f"a coordinate check needs at least 3 values of {axis}, got {ds.sizes[axis]}")
     a = run_attrs(ds)
     a_A, a_L, standard = a["alpha_A"], a["alpha_L"], a["standard"]
+    setting = _setting(ds, a)
     sizes = ds[axis].values.astype(float)
     steps = ds.step.values.astype(int)
     rows = []
@@ -101,74 +164,61 @@ def coord_verdicts(ds: xr.Dataset) -> list[CoordRow]:
             for i, step in enumerate(steps):
                 if (step == 0) == change:      # init rows at step 0 only; change rows at steps > 0
                     continue
-                rows.append(_row(str(site), "change" if change else "init", int(step), sizes,
-                                 rms.sel(site=site).isel(step=i).values, exp))
+                rows.append(coord_row(str(site), "change" if change else "init", int(step), axis, setting, sizes,
+                                      rms.sel(site=site).isel(step=i).values, exp))
     if axis == "L" and "weight_movement" in ds:
         wm = ds.weight_movement.mean("layer", skipna=True).transpose(axis, "seed", "step", "weight")
         for w in ("q", "k"):
             exp = coord_expectation(a_A, a_L, standard, axis, f"W_{w}", True)
             for i, step in enumerate(steps):
                 if step > 0:
-                    rows.append(_row(f"W_{w}", "change", int(step), sizes, wm.sel(weight=w).isel(step=i).values, exp))
+                    rows.append(coord_row(f"W_{w}", "change", int(step), axis, setting, sizes,
+                                          wm.sel(weight=w).isel(step=i).values, exp))
     return rows
 
 
-def coord_ok(rows: list[CoordRow]) -> bool:
-    """True when every row is consistent with its expectation."""
-    return all(r.consistent for r in rows)
+def refuted(rows: list[Verdict]) -> list[Verdict]:
+    """The deviations: rows whose interval excludes the expected exponent's band."""
+    return [v for v in rows if v.outcome == REFUTED]
 
 
-def _fmt(e: float) -> str:
-    return f"{e:+.2g}"
-
-
-def coord_lines(rows: list[CoordRow]) -> list[str]:
-    """A table with one line per site: the init slope with its 95% CI, trend, expected exponent and mark; the
-    change slope at every probe step ('!' where it misses its expectation); the last step's slope with its CI,
-    trend, expectation and mark. Then the one-line reasons, then a one-line verdict."""
-    sites = list(dict.fromkeys(r.site for r in rows))
-    steps = sorted({r.step for r in rows if r.kind == "change"})
-    last = f"change @{steps[-1]}: slope [95% CI]" if steps else "change"
-    head = ["site", "init: slope [95% CI]", "exp", ""] + [f"@{s}" for s in steps] + [last, "exp", ""]
-
-    def cell(r: CoordRow) -> list[str]:
-        return [f"{r.slope:+.2f} [{r.lo:+.2f}, {r.hi:+.2f}] {r.trend}", _fmt(r.expected), "ok" if r.consistent else "NO"]
-
-    table = []
-    for site in sites:
-        init = [r for r in rows if r.site == site and r.kind == "init"]
-        ch = {r.step: r for r in rows if r.site == site and r.kind == "change"}
-        line = [site] + (cell(init[0]) if init else ["", "", ""])
-        line += [f"{ch[s].slope:+.2f}{'' if ch[s].consistent else '!'}" if s in ch else "" for s in steps]
-        line += cell(ch[steps[-1]]) if steps and steps[-1] in ch else ["", "", ""]
-        table.append(line)
-    widths = [max(len(t[i]) for t in [head, *table]) for i in range(len(head))]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    out = [fmt.format(*head), fmt.format(*("-" * w for w in widths)), *(fmt.format(*t) for t in table)]
-    out.append("(slope of log RMS against log size; @t: the change since step 0 at step t, '!' where it misses its "
-               f"expectation; ok: the expectation lies in the 95% seed-bootstrap CI widened by {TOL:g})")
-    reasons: dict[tuple[str, str], CoordRow] = {}
-    for r in rows:
-        reasons.setdefault((r.site, r.kind), r)
-    out += [f"  {site} {kind}: expected {_fmt(r.expected)} ({r.reason})" for (site, kind), r in reasons.items()]
-    bad = [f"{r.site} {r.kind}" + (f"@{r.step}" if r.kind == "change" else "") for r in rows if not r.consistent]
+def summary_line(rows: list[Verdict]) -> str:
+    """"VERDICT: ..." naming the refuted rows (up to 12), with the count of every outcome."""
+    counts = ", ".join(f"{sum(v.outcome == o for v in rows)} {MARKS[o]} {o}" for o in OUTCOMES)
+    bad = [v.row for v in refuted(rows)]
     if bad:
-        out.append(f"VERDICT: {len(bad)} of {len(rows)} rows deviate from the parametrization's prediction: "
-                   + ", ".join(bad[:12]) + (" ..." if len(bad) > 12 else ""))
-    else:
-        out.append(f"VERDICT: all {len(rows)} rows consistent with the parametrization's prediction")
+        return (f"VERDICT: {len(bad)} of {len(rows)} rows deviate from the parametrization's prediction (refuted): "
+                + ", ".join(bad[:12]) + (" ..." if len(bad) > 12 else "") + f" ({counts})")
+    return f"VERDICT: no row of {len(rows)} refuted ({counts})"
+
+
+def coord_lines(rows: list[Verdict]) -> list[str]:
+    """The rows as the `dmft.verdict.lines` table (hypotheses, slope [95% CI], band and outcome per row), then per
+    row its trend, what would decide it (underpowered rows) and its local slopes, the rule in one line, the
+    expectation's reason per site and kind, and `summary_line`."""
+    out = lines(rows, notes=False)
+    for v in rows:
+        extra = [t for t in (v.note.split("; ")[0], v.needs and f"needs: {v.needs}",
+                             v.local and "local slopes " + ", ".join(f"{s:+.2f}" for s in v.local)) if t]
+        out.append(f"  {v.row}: " + "; ".join(extra))
+    out.append("(slope of log RMS against log size, 95% joint-jackknife CI over seeds; band: the largest distance of "
+               "a local slope from the global one; ✓ the CI lies inside expected ± band and clears expected ± 1/2 ± "
+               "band, ✗ it clears expected ± band, ? otherwise; trend: flat inside [-band, band], grows above it, "
+               "shrinks below it)")
+    reasons: dict[tuple[str, str], Verdict] = {}
+    for v in rows:
+        reasons.setdefault((site_of(v), kind_of(v)), v)
+    out += [f"  {site} {kind}: expected {v.prediction.name} ({v.note.split('; ', 1)[-1]})"
+            for (site, kind), v in reasons.items()]
+    out.append(summary_line(rows))
     return out
 
 
-def coord_dataset(rows: list[CoordRow]) -> xr.Dataset:
-    """The verdict rows as an xarray Dataset along `row`."""
-    data = {
-        "site": ("row", [r.site for r in rows]), "kind": ("row", [r.kind for r in rows]),
-        "step": ("row", np.asarray([r.step for r in rows], np.int64)),
-        "expected": ("row", np.asarray([r.expected for r in rows])),
-        "slope": ("row", np.asarray([r.slope for r in rows])), "lo": ("row", np.asarray([r.lo for r in rows])),
-        "hi": ("row", np.asarray([r.hi for r in rows])), "trend": ("row", [r.trend for r in rows]),
-        "consistent": ("row", np.asarray([r.consistent for r in rows], np.int8)),
-    }
-    return xr.Dataset(data, coords={"row": np.arange(len(rows))}, attrs={"title": "dmft-probe coordinate check",
-                                                                        "tol": TOL})
+def coord_dataset(rows: list[Verdict]) -> xr.Dataset:
+    """The verdict rows as an xarray Dataset (`dmft.verdict.to_dataset`) with site, kind, step and trend columns."""
+    ds = to_dataset(rows)
+    ds = ds.assign(site=("row_index", [site_of(v) for v in rows]), kind=("row_index", [kind_of(v) for v in rows]),
+                   step=("row_index", np.asarray([step_of(v) for v in rows], np.int64)),
+                   trend=("row_index", [trend(v) for v in rows]))
+    ds.attrs["title"] = "dmft-probe coordinate check"
+    return ds

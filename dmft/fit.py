@@ -16,15 +16,15 @@ leading dims (repetitions of a synthetic sweep in `dmft.power`), and are vectori
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
 
 from . import estimators
 
-__all__ = ["BAND_SOURCE", "RowFit", "SlopeFit", "band_of", "consistent", "fit_rows", "jackknife_interval",
-           "local_slopes", "loglog_fit", "loglog_rows", "slope_fit"]
+__all__ = ["BAND_SOURCE", "RowFit", "SlopeFit", "band_of", "fit_rows", "jackknife_interval", "local_slopes",
+           "loglog_rows", "slope_fit"]
 
 BAND_SOURCE = "local slopes"       # how `band_of` derives the band, as printed with the row
 
@@ -157,50 +157,3 @@ def slope_fit(sizes, values, level: float = 0.95, band: float | None = None) -> 
     b, source = (float(r.band), BAND_SOURCE) if band is None else (float(band), "user")
     return SlopeFit(float(r.slope), float(r.intercept), float(r.lo), float(r.hi), level, len(sizes), n_seeds,
                     tuple(float(s) for s in r.local), b, source)
-
-
-def loglog_fit(sizes, values, n_boot: int = 2000, level: float = 0.95, seed: int = 0,
-               band: float | None = None) -> SlopeFit:
-    """The old slope of dmft.check, dmft.coord and dmft.compare, kept with its old interval until they move to
-    `slope_fit` and dmft.verdict.decide: the slope, local slopes and band of `slope_fit`, with the percentile
-    interval of `n_boot` resamples of each size's seeds drawn independently (`seed`). Those callers judge it
-    with their own tolerance, calibrated on this interval; the joint jackknife of `slope_fit` is 2-3x wider at
-    their 2-3 seeds (t quantile of 1-2 degrees of freedom). With one seed the interval has zero width."""
-    fit = slope_fit(sizes, values, level, band)
-    sizes = np.asarray(sizes, dtype=float)
-    values = np.asarray(values, dtype=float)
-    if values.ndim == 1:
-        values = values[:, None]
-    if values.shape[0] == len(sizes):
-        keep = np.isfinite(values).any(axis=1)
-        sizes, values = sizes[keep], values[keep]
-    lo, hi = _per_size_bootstrap(np.log(sizes), values, n_boot, level, seed)
-    return replace(fit, lo=lo, hi=hi)
-
-
-def _per_size_bootstrap(logx: np.ndarray, values: np.ndarray, n_boot: int, level: float,
-                        seed: int) -> tuple[float, float]:
-    """(lo, hi): the percentile interval of the slope of log(seed mean) when each size's seeds are resampled on
-    their own (the interval `loglog_fit` always gave; NaN seeds ignored)."""
-    rng = np.random.default_rng(seed)
-    rows = [row[np.isfinite(row)] for row in values]
-    xc = logx - logx.mean()
-    if len({len(r) for r in rows}) == 1:            # all resamples at once, in the loop's order of draws
-        kept = np.stack(rows)                                               # (sizes, seeds)
-        idx = rng.integers(0, kept.shape[1], (n_boot, *kept.shape))         # (n_boot, sizes, seeds)
-        logm = np.log(np.take_along_axis(np.broadcast_to(kept, idx.shape), idx, axis=2).mean(2))
-        boots = (logm - logm.mean(1, keepdims=True)) @ xc / (xc @ xc)
-    else:
-        boots = np.empty(n_boot)
-        for b in range(n_boot):
-            logm = np.log([row[rng.integers(0, len(row), len(row))].mean() for row in rows])
-            boots[b] = (logm - logm.mean()) @ xc / (xc @ xc)
-    a = (1 - level) / 2
-    lo, hi = np.quantile(boots, [a, 1 - a])
-    return float(lo), float(hi)
-
-
-def consistent(fit: SlopeFit, predicted: float, tol: float) -> bool:
-    """The old rule (dmft.check until it moves to dmft.verdict.decide): `predicted` lies in the interval widened
-    by `tol`."""
-    return fit.lo - tol <= predicted <= fit.hi + tol

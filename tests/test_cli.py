@@ -142,7 +142,7 @@ def test_coord_command_prints_verdicts_writes_a_dataset_and_plots(tmp_path):
             "--probe-samples", "8", "--out", str(out), "--csv", str(tmp_path / "c.csv"))
     assert r.returncode == 0, r.stderr
     for site in ("embed", "q", "k", "v", "A", "softmax_A", "attn_out", "mlp_hidden", "mlp_out", "h", "logits"):
-        assert any(line.startswith(site + " ") for line in r.stdout.splitlines()), site
+        assert any(line.split()[1:3] == [site, "init"] for line in r.stdout.splitlines()), site
     assert "VERDICT:" in r.stdout and f"dataset: {out}" in r.stdout
     ds = load(out)
     assert list(ds.step.values) == [0, 2] and ds.sizes["H"] == 3 and ds.sizes["seed"] == 2
@@ -150,7 +150,7 @@ def test_coord_command_prints_verdicts_writes_a_dataset_and_plots(tmp_path):
     import json
     param = json.loads(ds.attrs["config"])["param"]
     assert param["L0"] == 2 and param["centre"] == "zero_readout" and param["name"] == "mup-alpha_A0.75-alpha_L0.5-zero_readout"
-    assert (tmp_path / "c.csv").read_text().startswith("site,kind,step,expected,slope")
+    assert (tmp_path / "c.csv").read_text().startswith("key,row,quantity,axis,setting,estimator,estimate,lo,hi,band")
     r = cli("plot", str(out), "--out", str(tmp_path / "fig"))
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "fig" / "coord_check.png").stat().st_size > 10_000

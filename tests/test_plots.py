@@ -19,7 +19,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from dmft import plots  # noqa: E402
 from dmft.check import check  # noqa: E402
-from dmft.fit import loglog_fit  # noqa: E402
+from dmft.fit import slope_fit  # noqa: E402
 from probes.config import make_run_config  # noqa: E402
 from probes.dataset import run_dataset, save  # noqa: E402
 from probes.run import train  # noqa: E402
@@ -70,7 +70,7 @@ def test_exponent_plot_draws_seeds_means_fit_band_and_hypotheses():
     rng = np.random.default_rng(0)
     sizes = np.array([4, 8, 16, 32])
     values = sizes[:, None] ** -1.0 * np.exp(0.05 * rng.standard_normal((4, 3)))
-    fit = loglog_fit(sizes, values)
+    fit = slope_fit(sizes, values)
     ax = plots.exponent_plot(sizes, values, fit, {"CLT": -1.0, "caption": -2.0}, axis="N",
                              ylabel=r"$\mathrm{Var}_h[A]$")
     assert isinstance(ax, Axes)
@@ -79,7 +79,7 @@ def test_exponent_plot_draws_seeds_means_fit_band_and_hypotheses():
     texts = legend_texts(ax)
     assert f"fit: slope {fit.slope:+.2f} [{fit.lo:+.2f}, {fit.hi:+.2f}]" in texts
     assert "predicted $N^{-1}$ (CLT)" in texts and "predicted $N^{-2}$ (caption)" in texts
-    assert len(ax.collections) >= 2                   # per-seed scatter and the bootstrap band
+    assert len(ax.collections) >= 2                   # per-seed scatter and the interval band
     assert len(ax.lines) == 4                         # means, fit, two hypotheses
     means, fitted = ax.lines[0], ax.lines[1]
     np.testing.assert_allclose(means.get_ydata(), values.mean(axis=1))
@@ -325,7 +325,7 @@ def test_convergence_plot_seeds_means_floor_fit_band_and_prediction():
     texts = legend_texts(ax)
     assert f"fit: slope {r.slope:+.2f} [{r.lo:+.2f}, {r.hi:+.2f}] (95% CI)" in texts
     assert "predicted $H^{-1}$" in texts
-    assert len(ax.collections) == 2                   # per-seed scatter and the bootstrap band
+    assert len(ax.collections) == 2                   # per-seed scatter and the interval band
     assert len(ax.lines) == 4                         # seed mean, seed mean - floor, fit, prediction
     mean, fitted, fit, pred = ax.lines
     # the largest size is the limit itself: only the sizes below it are drawn

@@ -1,4 +1,4 @@
-"""Exponent plots: a quantity against size with its fitted slope, bootstrap band and predicted exponents."""
+"""Exponent plots: a quantity against size with its fitted slope, its interval's band and predicted exponents."""
 from __future__ import annotations
 
 import warnings
@@ -18,8 +18,8 @@ def exponent_plot(sizes, values, fit=None, predicted=None, *, axis: str = "N", y
     """Log-log (base 2) plot of a measured quantity against size, with its fitted and predicted exponents.
 
     sizes: (n_sizes,); values: (n_sizes, n_seeds) or (n_sizes,) (non-positive and NaN values are not drawn).
-    Per-seed values are drawn light, seed means dark. fit: a `dmft.fit.SlopeFit` (e.g. `loglog_fit(sizes,
-    values)`): its line c * size^slope and the bootstrap band (the lines of slope fit.lo and fit.hi through the
+    Per-seed values are drawn light, seed means dark. fit: a `dmft.fit.SlopeFit` (e.g. `slope_fit(sizes,
+    values)`): its line c * size^slope and the interval's band (the lines of slope fit.lo and fit.hi through the
     point (mean log size, mean log value) the least-squares line passes through), with "fit: slope -0.98
     [-1.02, -0.95]" in the legend; None draws no fit. predicted: an exponent, or {name: exponent} for several
     hypotheses; each is a dashed line of that slope anchored at the first seed mean, labelled "predicted
@@ -55,11 +55,14 @@ def exponent_plot(sizes, values, fit=None, predicted=None, *, axis: str = "N", y
 
     xs = np.geomspace(sizes.min(), sizes.max(), 64) if len(sizes) else np.array([])
     if fit is not None and ok.sum() >= 2:
+        bounded = bool(np.isfinite([fit.lo, fit.hi]).all())       # no interval with one seed (or unbounded)
+        ci = f" [{fit.lo:+.2f}, {fit.hi:+.2f}]" if bounded else " (no interval)"
         ax.plot(xs, fit.constant * xs ** fit.slope, "-", color=dark, lw=1.6, zorder=3,
-                label=f"fit: slope {fit.slope:+.2f} [{fit.lo:+.2f}, {fit.hi:+.2f}]")
-        lx, ly = np.log(sizes[ok]).mean(), np.log(means[ok]).mean()
-        band = np.exp(ly + np.outer([fit.lo, fit.hi], np.log(xs) - lx))
-        ax.fill_between(xs, band.min(axis=0), band.max(axis=0), color=dark, alpha=0.15, lw=0, zorder=1)
+                label=f"fit: slope {fit.slope:+.2f}{ci}")
+        if bounded:
+            lx, ly = np.log(sizes[ok]).mean(), np.log(means[ok]).mean()
+            band = np.exp(ly + np.outer([fit.lo, fit.hi], np.log(xs) - lx))
+            ax.fill_between(xs, band.min(axis=0), band.max(axis=0), color=dark, alpha=0.15, lw=0, zorder=1)
     if predicted is not None and ok.any():
         hyps = predicted if isinstance(predicted, Mapping) else {"": float(predicted)}
         i0 = int(np.argmax(ok))
@@ -116,7 +119,7 @@ def verdict_figure(ds: xr.Dataset, verdicts=None, n_heads_mc: int = P4_MC_HEADS)
 
     verdicts: the list `check(ds)` returned (computed here when None). Each panel shows the verdict's quantity
     (`dmft.measure.QUANTITIES`; for P4 the mean-square deviation of the initial kernels from the H -> oo solver,
-    `measure.kernel_mse_init` against `check.kernel_limit`), its fit with the 95% seed-bootstrap band, and the
+    `measure.kernel_mse_init` against `check.kernel_limit`), its fit with its 95% joint-jackknife band, and the
     predicted exponent(s); the title reads "P1 attn_var_init: consistent" (red when not consistent). P4 panels
     are drawn, not skipped: with verdicts=None the check's own H -> oo solver result is reused; with verdicts
     given the solver runs once here with `n_heads_mc` heads (seeded, so the limit the check used at its
@@ -126,7 +129,7 @@ def verdict_figure(ds: xr.Dataset, verdicts=None, n_heads_mc: int = P4_MC_HEADS)
     """
     from .. import divergence, measure
     from ..check import check, kernel_limit, run_attrs, stable_values
-    from ..fit import loglog_fit
+    from ..fit import slope_fit
 
     ds = measure.with_seed_dim(ds)
     axis = measure.sweep_axis(ds)
@@ -152,8 +155,8 @@ def verdict_figure(ds: xr.Dataset, verdicts=None, n_heads_mc: int = P4_MC_HEADS)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
-                fit = loglog_fit(sizes, values)
-            fit = fit if np.isfinite([fit.slope, fit.lo, fit.hi]).all() else None
+                fit = slope_fit(sizes, values)
+            fit = fit if np.isfinite(fit.slope) else None
         except ValueError:            # fewer than 3 usable sizes: the points alone
             fit = None
         exponent_plot(sizes, values, fit, _predicted_for(v), axis=axis,

@@ -203,7 +203,7 @@ def coord_check_panels(ds: xr.Dataset, *, axis: str | None = None, max_steps: in
     `dmft-probe coord` states another exponent. A single run gets the sites against step instead. Returns the
     Figure."""
     from ..coord import site_rms
-    from ..fit import loglog_fit
+    from ..fit import slope_fit
 
     axis = _resolve_axis(ds, axis)
     rows = [("value", site_rms(ds, change=False)), ("change since step 0", site_rms(ds, change=True))]
@@ -232,7 +232,7 @@ def coord_check_panels(ds: xr.Dataset, *, axis: str | None = None, max_steps: in
                     warnings.simplefilter("ignore", RuntimeWarning)
                     mean = np.array([row[g].mean() for row, g in zip(vals, good)])
                     try:
-                        slope = loglog_fit(sizes, np.where(good, vals, np.nan), n_boot=1).slope
+                        slope = slope_fit(sizes, np.where(good, vals, np.nan)).slope
                     except ValueError:        # fewer than 3 sizes with data
                         slope = np.nan
                 if vals.shape[1] > 1:
