@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,26 @@ import torch
 import cli
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+class Hang(BaseException):
+    """Raised by `watchdog`; a BaseException, so that no `except Exception` in the command under test swallows it
+    (the bench caught a TimeoutError as a failed row and went on running)."""
+
+
+@contextlib.contextmanager
+def watchdog(seconds: int):
+    """Fail (Hang) instead of hanging, e.g. on a FIFO opened for reading or writing, or on an unbounded loop."""
+    def on_alarm(signum, frame):
+        raise Hang(f"no answer in {seconds} s: the command hangs")
+
+    old = signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
 
 
 def invoke(args: list, cwd: Path | None = None) -> tuple[int, str, str]:

@@ -7,13 +7,11 @@ The last test fuzzes the CLI with hypothesis (500 generated argument sets and co
 prints how many cases exited 0, 1 (a genuine divergence, dataset written) and 2 (`pytest -s` shows it)."""
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import math
 import os
 import re
-import signal
 import tempfile
 import time
 from collections import Counter
@@ -23,7 +21,7 @@ from pathlib import Path
 import pytest
 import xarray as xr
 
-from helpers import invoke
+from helpers import invoke, watchdog
 import probes.run
 from parametrizations.checks import ConfigError
 from parametrizations.optim import OptimConfig
@@ -421,19 +419,6 @@ def test_check_writes_its_tables_whole(tmp_path, datasets):
     assert not leftovers(tmp_path)
 
 
-@contextlib.contextmanager
-def watchdog(seconds: int):
-    """Fail (TimeoutError) instead of hanging, e.g. on a FIFO opened for reading."""
-    def on_alarm(signum, frame):
-        raise TimeoutError(f"no answer in {seconds} s: the CLI hangs")
-
-    old = signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 # ------------------------------------------------------------------------------------------------ the fuzz

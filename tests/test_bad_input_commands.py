@@ -6,17 +6,15 @@ The CLI runs in this process (`helpers.invoke`). The odd datasets of `plot` and 
 sweep and run written by the CLI, changed, and saved through `probes.dataset.save` (so their checksums match)."""
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from helpers import invoke
+from helpers import invoke, watchdog
 from probes.dataset import load, save
 from probes.reproduce import PRESETS
 
@@ -26,24 +24,6 @@ CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.
 TINY = ["--task", "vision", "--N", "2", "--H", "2", "--L", "1", "--batch-size", "2"]
 
 
-class Hang(BaseException):
-    """Raised by `watchdog`; a BaseException, so that no `except Exception` in the command under test swallows it
-    (the bench caught a TimeoutError as a failed row and went on running)."""
-
-
-@contextlib.contextmanager
-def watchdog(seconds: int):
-    """Fail (Hang) instead of hanging, e.g. on a FIFO opened for writing or on an unbounded loop."""
-    def on_alarm(signum, frame):
-        raise Hang(f"no answer in {seconds} s: the command hangs")
-
-    old = signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def files_in(folder: Path) -> set[str]:

@@ -44,10 +44,10 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from helpers import ROOT, invoke
+from helpers import ROOT, invoke, watchdog
 from probes.dataset import load, save
 from test_bad_input import configs as generated_configs, write_generated_config
-from test_bad_input_commands import edited, watchdog
+from test_bad_input_commands import edited
 from test_data import bad_data, write_cifar10
 from test_security import evil_folder
 

@@ -23,7 +23,10 @@ def test_notebooks_01_to_07_are_stored_without_outputs():
 def test_notebook_executes_and_states_its_verdict(path, tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     book = nbformat.read(path, as_version=4)
-    NotebookClient(book, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    # No per-cell wall-time limit: a cell's time is not what this test asserts, and on a loaded 2-core machine notebook
+    # 05's grid cell ran past the old 600 s limit (full suite with 2 torch threads beside other jobs, 80 min). A hung
+    # kernel still ends with CI's own limit.
+    NotebookClient(book, timeout=None, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     last = book.cells[-1]
     text = "".join(o.get("text", "") for o in last.outputs if o.output_type == "stream")
     assert text.strip(), f"{path.name}: the last cell printed no statement"
