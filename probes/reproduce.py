@@ -57,14 +57,14 @@ class Preset:
 
 
 def _jobs(N: tuple[int, ...], H: tuple[int, ...], L: tuple[int, ...], grid_N: tuple[int, ...],
-          etas_mup: tuple[float, ...], etas_sp: tuple[float, ...], io_seeds: int) -> tuple[Job, ...]:
+          etas_mup: tuple[float, ...], etas_sp: tuple[float, ...], io_seeds: int, L_seeds: int) -> tuple[Job, ...]:
     paired = {"io_seeds": io_seeds}      # conv-L's paired design: io groups share embedding, positions, readout
     return (
         Job("N-mup", "sweep", "N", N, {"preset": "mup"}),                  # P1-P3, P6 (alpha_A = 1), coord
         Job("N-mup-sqrt", "sweep", "N", N, {"preset": "mup-sqrt"}),        # P1-P3, P6 (alpha_A = 1/2); P12 with N-mup
         Job("H-mup", "sweep", "H", H, {"preset": "mup"}, {"N": 4}),        # P4, P5, P11, coord (N = 4: Fig. 3)
-        Job("L-mup", "sweep", "L", L, {"preset": "mup"}, run=paired),      # P8, P10, conv-L (alpha_L = 1)
-        Job("L-depth-sqrt", "sweep", "L", L, {"preset": "depth-sqrt"}, run=paired),  # the same at 1/2; P9 with L-mup
+        Job("L-mup", "sweep", "L", L, {"preset": "mup"}, run=paired, seeds=L_seeds),   # P8, P10, conv-L (alpha_L = 1)
+        Job("L-depth-sqrt", "sweep", "L", L, {"preset": "depth-sqrt"}, run=paired, seeds=L_seeds),  # at 1/2; P9
         Job("lr-N-mup", "lr_grid", "N", grid_N, {"preset": "mup"}, etas=etas_mup),  # P7
         Job("lr-N-sp", "lr_grid", "N", grid_N, {"preset": "sp"}, etas=etas_sp),     # P7's negative control
     )
@@ -96,13 +96,13 @@ PRESETS: dict[str, Preset] = {
                          "block draws); learning-rate grids: 300 steps, 3 seeds, quarter decades; 2 CPU cores, "
                          "under 20 minutes", _BASE, 12,
                   _jobs(N=(4, 8, 16, 32, 64), H=(2, 4, 8, 16, 32), L=(1, 2, 4, 8, 16), grid_N=(4, 8, 16),
-                        etas_mup=_quarter_decades(-1, 6), etas_sp=_quarter_decades(-9, -1), io_seeds=4),
+                        etas_mup=_quarter_decades(-1, 6), etas_sp=_quarter_decades(-9, -1), io_seeds=4, L_seeds=12),
                   grid_seeds=3, grid_steps=300),
     "smoke": Preset("smoke", "toy sizes, 12 steps: checks the machinery, the figures mean nothing",
                     {**_BASE, "run": {"steps": 12, "batch_size": 8}, "probes": {"every": 4, "n_samples": 8}}, 5,
                     _jobs(N=(2, 4, 8, 16), H=(1, 2, 4, 8), L=(1, 2, 3, 4), grid_N=(2, 4, 8), etas_mup=(0.25, 1.0, 4.0),
-                          etas_sp=(0.25, 1.0, 4.0), io_seeds=2),
-                    grid_seeds=2),
+                          etas_sp=(0.25, 1.0, 4.0), io_seeds=3, L_seeds=9),   # 3 io groups x 3 block draws: the
+                    grid_seeds=2),     # two-stage bootstrap had no interval at 2 groups, nor at 2 draws per group
 }
 
 
