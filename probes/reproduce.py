@@ -89,8 +89,10 @@ _BASE = {"model": {"task": "digits", "N": 8, "H": 4, "L": 2}, "param": {"gamma0"
 # optimum; SP's 0.0056..0.56 around its optimum at 100 steps (0.1 at N = 4 down to 0.01 at N = 64).
 # Sizes and seeds from `dmft-probe plan` (dmft.report.preset_plan, default noise): at 4 sizes no seed count up to
 # 64 gives a slope or seed-variance row power 0.8 (the band of 3 local slopes is too noisy), at 5 sizes 6 seeds
-# do for P1/P10 and 12 for P5/P6/conv-L. NOT YET TIMED at these sizes (N = 64 at H = 4 is d = 256): the 20-minute
-# bound on 2 cores is to be measured, and the noise measured on the run stated in `noise`.
+# do for P1/P10 and 12 for P5/P6/conv-L. TOO SLOW as it stands: timed from a fresh clone on 2 quiet cores, the
+# N sweeps took 5 min 17 s and 5 min 29 s (N = 64, d = 256: 157 s of each), H-mup 4 min 07 s, L-mup about 4.5 min
+# (L = 16: about 2 min): the sweeps alone about 24 minutes against the 20-minute bound. To trim (e.g. the N sweeps
+# at H = 2), then state the noise measured on the run in `noise`.
 PRESETS: dict[str, Preset] = {
     "cpu": Preset("cpu", "digits, SGD+momentum, gamma0 0.1, eta0 2, 300 steps, 12 seeds (L sweeps: 4 io groups x 3 "
                          "block draws); learning-rate grids: 300 steps, 3 seeds, quarter decades; 2 CPU cores, "
