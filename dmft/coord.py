@@ -9,8 +9,13 @@ along L it is read at the last block of each model (the same relative depth), so
 
 A row is "init" (the site's RMS at step 0) or "change" (the RMS of its change since step 0, at a step > 0). Its
 slope is `dmft.fit.slope_fit`'s: log(seed mean) against log(size), the 95% joint-jackknife interval over seeds
-(t quantile), the local slopes between adjacent sizes and the band derived from them (the largest distance of a
-local slope from the global one; printed with its source). The hypotheses are the registry's
+(t quantile) and the local slopes between adjacent sizes. Its band covers the next-order term c/n
+(`dmft.fit.band_with_correction`): the local slopes' largest distance from the global slope, plus the distance
+of the global slope from the two-term model's exponent (log RMS = a + e log n + c/n) where that exponent lies
+closer to the expected one (the correction explains part of the gap; a blow-up gets no credit). An O(1) site that approaches its limit as 1 + c/n (the softmax at init, tending to uniform) has
+local slopes of one sign that halve per doubling, and a global slope of -0.04 over n = 4..32 that lies outside
+their spread: with the spread alone as band, a correct parametrization read as refuted (docs/predictions.md,
+"Coordinate check"). The hypotheses are the registry's
 (`dmft.predictions.coord_hypotheses`): the expected exponent e of `dmft.predictions.coord_expectation` (what a
 parametrization with a well-defined limit must show; SP, the negative control, is held to the same) against
 e - 1/2 and e + 1/2, each widened by the band. A row is consistent, refuted (a deviation), underpowered (with
@@ -45,6 +50,10 @@ DEFAULT_SEEDS = 8
 IDENTICALLY_ZERO = "identically zero at every size (e.g. a zero-initialised readout at init): nothing to fit"
 PARTLY_ZERO = "zero at some sizes and not at others: no log-log slope"
 ESTIMATOR = "slope of log seed-mean RMS against log size (joint jackknife over seeds)"
+# The next-order term the band covers: c n^-1 (dmft.fit.band_with_correction). A site's RMS approaches its power
+# law with a 1/n correction on all three axes: the softmax tends to uniform as 1 + c/N at init (A ~ N^-1/2, its square ~ 1/N), an average
+# over H heads carries 1/H corrections, and the depth limit is an Euler discretisation with O(1/L) error.
+CORRECTION = 1.0
 # The slope of a site whose RMS is fixed by construction (a normalised nGPT branch, an RMS-normalised stream) is
 # float32 rounding: its local slopes agree to ~1e-7, so the derived band is ~0 and any interval that misses the
 # expected exponent by 1e-7 would read as refuted. The RMS is recorded in float32 (relative resolution ~1e-7 per
@@ -121,7 +130,7 @@ def coord_row(site: str, kind: str, step: int, axis: str, setting: str, sizes, v
         return Verdict(COORD_KEY, name, quantity, axis, setting, ESTIMATOR, np.nan, np.nan, np.nan, pred, alts,
                        outcome=NOT_MEASURED, note=f"{note if finite.size else 'no finite value'}; {exp.reason}")
     try:
-        f = slope_fit(sizes, values)
+        f = slope_fit(sizes, values, correction=(CORRECTION, exp.exponent))   # band covers a 1/n approach (docstring)
     except ValueError as e:
         pred, alts = hyp.regions(0.0)
         return Verdict(COORD_KEY, name, quantity, axis, setting, ESTIMATOR, np.nan, np.nan, np.nan, pred, alts,
@@ -202,7 +211,8 @@ def coord_lines(rows: list[Verdict]) -> list[str]:
                              v.local and "local slopes " + ", ".join(f"{s:+.2f}" for s in v.local)) if t]
         out.append(f"  {v.row}: " + "; ".join(extra))
     out.append("(slope of log RMS against log size, 95% joint-jackknife CI over seeds; band: the largest distance of "
-               "a local slope from the global one; ✓ the CI lies inside expected ± band and clears expected ± 1/2 ± "
+               "a local slope from the global one, plus the distance to the two-term (c/n) exponent where that lies "
+               "nearer the expectation; ✓ the CI lies inside expected ± band and clears expected ± 1/2 ± "
                "band, ✗ it clears expected ± band, ? otherwise; trend: flat inside [-band, band], grows above it, "
                "shrinks below it)")
     reasons: dict[tuple[str, str], Verdict] = {}

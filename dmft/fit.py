@@ -10,6 +10,14 @@ estimate (the seed mean of a per-seed positive quantity, a seed variance, a squa
 - the band: the half-width of every hypothesis of the row, derived from the fit's own next-order term
   (`band_of`), or given by the user (`band=`; `band_source` says which).
 
+With `correction=p` (the coordinate check, p = 1) the band also covers the next-order term of a quantity that
+approaches its power law as n^e (1 + c n^-p): its local slopes drift towards e with one sign (halving per doubling
+at p = 1), so the global slope lies outside their spread. The two-term model log y = a + e log n + c n^-p, fitted
+by least squares, gives the asymptotic exponent e (`extrapolated_slope`). Where e lies closer to the predicted
+exponent than the global slope, the band adds |e - slope|, the part of the distance that the next-order term
+explains, to the local-slope band (`band_with_correction`); where e lies farther (local slopes moving away from
+the prediction, a blow-up), nothing is added.
+
 Functions on arrays (`fit_rows`) take the estimate and its leave-one-seed-out replicates as rows, with any
 leading dims (repetitions of a synthetic sweep in `dmft.power`), and are vectorised over them.
 """
@@ -23,8 +31,8 @@ from scipy import stats
 
 from . import estimators
 
-__all__ = ["BAND_SOURCE", "RowFit", "SlopeFit", "band_of", "fit_rows", "jackknife_interval", "local_slopes",
-           "loglog_rows", "slope_fit"]
+__all__ = ["BAND_SOURCE", "RowFit", "SlopeFit", "band_of", "band_with_correction", "extrapolated_slope", "fit_rows",
+           "jackknife_interval", "local_slopes", "loglog_rows", "slope_fit"]
 
 BAND_SOURCE = "local slopes"       # how `band_of` derives the band, as printed with the row
 
@@ -84,6 +92,36 @@ def band_of(slope: np.ndarray, local: np.ndarray) -> np.ndarray:
     return np.max(np.abs(local - slope[..., None]), axis=-1)
 
 
+def _secants(x, p: float) -> np.ndarray:
+    """(n-1,): the secant slope of x^-p against log x between adjacent x."""
+    x = np.asarray(x, dtype=float)
+    return np.diff(x ** -p) / np.diff(np.log(x))
+
+
+def extrapolated_slope(x, y: np.ndarray, p: float = 1.0) -> np.ndarray:
+    """The asymptotic exponent e of the two-term model log y = a + e log x + c x^-p, least squares over the last
+    axis of y (...,) (module docstring). At 3 sizes the model interpolates: e is where the two local slopes
+    extrapolate to. NaN where y <= 0."""
+    x = np.asarray(x, dtype=float)
+    if len(x) < 3:
+        raise ValueError(f"a two-term fit needs at least 3 sizes, got {len(x)}")
+    X = np.stack([np.ones_like(x), np.log(x), x ** -p], axis=1)         # (n, 3) design matrix
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ly = np.where(y > 0, np.log(np.where(y > 0, y, 1.0)), np.nan)
+    return ly @ np.linalg.pinv(X)[1]                                     # the coefficient of log x
+
+
+def band_with_correction(x, y: np.ndarray, slope: np.ndarray, local: np.ndarray, toward: float,
+                         p: float = 1.0) -> np.ndarray:
+    """The band of a slope row of y whose next-order term is c n^-p (module docstring): `band_of` the local slopes,
+    plus |e - slope| where the two-term model's exponent e (`extrapolated_slope`) lies closer to the predicted
+    exponent `toward` than the slope does (a correction that explains part of the distance); nothing is added where
+    e lies farther (local slopes that move away from the prediction, e.g. a blow-up)."""
+    e = extrapolated_slope(x, y, p)
+    credit = np.where(np.abs(e - toward) < np.abs(slope - toward), np.abs(e - slope), 0.0)
+    return band_of(slope, local) + credit
+
+
 def jackknife_interval(est: np.ndarray, reps: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
     """est +- t_{S-1} SE with the jackknife SE over the replicates reps (..., S) (leave one seed out). A
     replicate that is NaN (not resolved without that seed) makes the interval (-inf, +inf)."""
@@ -111,14 +149,15 @@ class RowFit:
     band: np.ndarray
 
 
-def fit_rows(x, y: np.ndarray, level: float = 0.95) -> RowFit:
+def fit_rows(x, y: np.ndarray, level: float = 0.95, correction: tuple[float, float] | None = None) -> RowFit:
     """Fit y (..., 1 + S, n): row 0 the per-size estimate, rows 1.. its leave-one-seed-out replicates, against
-    sizes x (n,): the slope of row 0, its jackknife interval, its local slopes and `band_of` them."""
+    sizes x (n,): the slope of row 0, its jackknife interval, its local slopes and `band_of` them (or
+    `band_with_correction` with correction=(p, the predicted exponent))."""
     slopes, intercepts = loglog_rows(x, y)
     est = slopes[..., 0]
     lo, hi = jackknife_interval(est, slopes[..., 1:], level)
     local = local_slopes(x, y[..., 0, :])
-    band = band_of(est, local)
+    band = band_of(est, local) if correction is None else band_with_correction(x, y[..., 0, :], est, local, correction[1], correction[0])
     bad = np.isnan(est)
     lo, hi = np.where(bad, np.nan, lo), np.where(bad, np.nan, hi)
     return RowFit(est, intercepts[..., 0], lo, hi, local, band)
@@ -127,11 +166,13 @@ def fit_rows(x, y: np.ndarray, level: float = 0.95) -> RowFit:
 # ---- on one sweep of a per-seed positive quantity -------------------------------------------------------------
 
 
-def slope_fit(sizes, values, level: float = 0.95, band: float | None = None) -> SlopeFit:
+def slope_fit(sizes, values, level: float = 0.95, band: float | None = None,
+              correction: tuple[float, float] | None = None) -> SlopeFit:
     """Fit log(mean over seeds) against log(size), with the joint jackknife interval, local slopes and band.
 
     sizes: (n_sizes,) positive; values: (n_sizes, n_seeds) positive, column s the same seed at every size (NaN:
-    left out). band: a user band (>= 0) instead of the derived one. Raises ValueError with fewer than 3 sizes or
+    left out). band: a user band (>= 0) instead of the derived one. correction=(p, predicted exponent): the
+    derived band also covers a next-order term c n^-p (`band_with_correction`). Raises ValueError with fewer than 3 sizes or
     non-positive values. With one seed the interval is NaN (nothing to resample)."""
     sizes = np.asarray(sizes, dtype=float)
     values = np.asarray(values, dtype=float)
@@ -152,8 +193,9 @@ def slope_fit(sizes, values, level: float = 0.95, band: float | None = None) -> 
     S = values.shape[1]
     m = estimators.moments(values[:, :, None], estimators.jackknife_weights(S))
     y = m.mean[..., 0]                                                  # (1 + S, n)
-    r = fit_rows(sizes, y, level)
+    r = fit_rows(sizes, y, level, correction)
     n_seeds = int(np.min(np.sum(np.isfinite(values), axis=1)))
-    b, source = (float(r.band), BAND_SOURCE) if band is None else (float(band), "user")
+    derived = BAND_SOURCE if correction is None else f"{BAND_SOURCE} + two-term (n^-{correction[0]:g}) exponent"
+    b, source = (float(r.band), derived) if band is None else (float(band), "user")
     return SlopeFit(float(r.slope), float(r.intercept), float(r.lo), float(r.hi), level, len(sizes), n_seeds,
                     tuple(float(s) for s in r.local), b, source)

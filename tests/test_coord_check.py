@@ -2,8 +2,8 @@
 
 Each check is the user-facing path: `probes.sweep.run_sweep` with the coord probe schedule writes a real sweep
 dataset; `dmft.coord.coord_verdicts` turns it into `dmft.verdict.Verdict` rows (slope of log RMS against log size,
-95% joint-jackknife interval over seeds, band from the local slopes, the expected exponent against it +-1/2) decided
-by the one rule (docs/predictions.md, "Coordinate check"). Seeded, CPU.
+95% joint-jackknife interval over seeds, band from the local slopes and the two-term model's exponent, the expected
+exponent against it +-1/2) decided by the one rule (docs/predictions.md, "Coordinate check"). Seeded, CPU.
 
 Measured with the old rule's settings (3 seeds, probes at steps 1, 3, 10, 30; `dmft-probe coord --task vision --N 8
 --H 4 --L 2 --seeds 3 --values 4,8,16,32,64 --steps 0,1,3,10,30 --probe-samples 16 --optimizer X --eta0 Y`,
@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from dmft import synthetic
+from dmft.fit import slope_fit
 from dmft.coord import coord_row, coord_verdicts, kind_of, refuted, step_of, trend
 from dmft.predictions import CoordExpectation
 from dmft.verdict import CONSISTENT, REFUTED
@@ -165,12 +166,14 @@ def test_a_broken_adam_readout_is_flagged(tmp_path, monkeypatch):
 SIZES = [4, 8, 16, 32, 64]
 
 
-def outcomes(rate: float, seeds: int, cv: float, reps: int = 200, expected: float = 0.0) -> dict[str, int]:
+def outcomes(rate: float, seeds: int, cv: float, reps: int = 200, expected: float = 0.0, c: float = 0.0,
+             sizes=SIZES) -> dict[str, int]:
     """How often a coordinate-check row comes out consistent / refuted / underpowered over `reps` synthetic sweeps
-    (`dmft.synthetic.positive`: a per-seed RMS ~ n^rate with log-normal noise of coefficient of variation cv,
-    one seed's draws correlated 0.5 across sizes) judged against the expected exponent."""
-    ys = synthetic.positive(rate, cv, SIZES, seeds, np.random.default_rng(1), reps=reps, rho_sizes=0.5)
-    rows = [coord_row("x", "change", 10, "N", "synthetic", SIZES, y, CoordExpectation(expected, "")) for y in ys]
+    (`dmft.synthetic.positive`: a per-seed RMS ~ n^rate (1 + c/n) with log-normal noise of coefficient of
+    variation cv, one seed's draws correlated 0.5 across sizes) judged against the expected exponent."""
+    ys = synthetic.positive(rate, cv, sizes, seeds, np.random.default_rng(1), reps=reps, rho_sizes=0.5)
+    ys = ys * (1 + c / np.asarray(sizes, float))[:, None]               # (reps, size, seed) x (size, 1)
+    rows = [coord_row("x", "change", 10, "N", "synthetic", sizes, y, CoordExpectation(expected, "")) for y in ys]
     return {o: sum(v.outcome == o for v in rows) for o in (CONSISTENT, REFUTED, "underpowered")}
 
 
@@ -187,21 +190,47 @@ def test_an_alternative_exponent_is_never_consistent(rate, cv):
 @pytest.mark.parametrize("rate", [0.2, -0.2])
 def test_an_exponent_off_by_a_fifth_is_refuted_when_precise(rate):
     """A site going as n^(+-0.2) while 0 is expected: at cv 0.05 the local slopes of a pure power law agree, the
-    derived band is small, and the row is refuted in 200 of 200 sweeps (measured); a constant allowance of 0.25
-    (the old rule's order) would pass it. At cv 0.2 it is consistent in at most 5% (measured 5 and 1 of 200;
-    refuted 134 and 131, the rest underpowered): the issue's bound for a wrong rate."""
+    two-term exponent equals the slope, the derived band is small, and the row is refuted in 200 of 200 sweeps
+    (measured); a constant allowance of 0.25 (the old rule's order) would pass it. At cv 0.2 it is consistent in
+    at most 5%, the issue's bound for a wrong rate (measured 7 and 6 of 200; refuted 103 and 105, the rest
+    underpowered)."""
     precise, noisy = outcomes(rate, 8, 0.05), outcomes(rate, 8, 0.2)
     assert precise[REFUTED] == 200, precise
-    assert noisy[CONSISTENT] <= 10 and noisy[REFUTED] >= 100, noisy
+    assert noisy[CONSISTENT] <= 10 and noisy[REFUTED] >= 80, noisy
+
+
+def one_term_refuted(c: float, sizes) -> int:
+    """How often the one-term band (local slopes only, no next-order term) refutes the same drift rows."""
+    ys = synthetic.positive(0.0, 0.05, sizes, 8, np.random.default_rng(1), reps=200, rho_sizes=0.5)
+    fits = [slope_fit(sizes, y) for y in ys * (1 + c / np.asarray(sizes, float))[:, None]]
+    return sum(f.hi < -f.band or f.lo > f.band for f in fits)
+
+
+@pytest.mark.parametrize("c", [0.4, 1.0, -0.8])
+@pytest.mark.parametrize("sizes", [SIZES, SIZES[:4]], ids=["4-64", "4-32"])
+def test_a_site_that_approaches_its_limit_as_1_plus_c_over_n_is_rarely_refuted(c, sizes):
+    """RMS ~ 1 + c/n (softmax(A) at init: c = +0.3..+0.4 measured on the paper block, local slopes of one sign
+    halving per doubling), 0 expected, cv 0.05, 8 seeds, 200 sweeps. The band with the two-term model's exponent
+    refutes it in 5, 0, 0 of 200 (4..64) and 26, 10, 5 (4..32; c = 0.4, 1, -0.8); the one-term band it replaces
+    in 13, 29, 8 and 47, 126, 71 (and in 5 of 5 real seed sets of softmax(A) over N = 4..32). At 4 sizes the
+    two-term fit has one degree of freedom left and its exponent is noisy: up to 13% of precise drift rows are
+    still refuted, a limit of the geometry, reported. Bounds: the measured count plus 2 binomial sd."""
+    got = outcomes(0.0, 8, 0.05, c=c, sizes=sizes)
+    assert got[REFUTED] <= (10 if len(sizes) == 5 else 36), got
+    assert got[REFUTED] < one_term_refuted(c, sizes) or got[REFUTED] <= 5, got
+    assert got[CONSISTENT] >= 100, got      # measured 120-200 of 200
 
 
 def test_a_correct_exponent_is_consistent_at_enough_seeds():
-    """A flat site (rate 0, cv 0.1) is never refuted and is consistent in most sweeps at 8 seeds.
-    Measured (200 sweeps, generator seed 1): consistent 121 (3 seeds), 165 (8), 175 (16) of 200 at cv 0.05; 100,
-    166, 175 at cv 0.2; never refuted. 8 seeds: 0.83 against the bar 0.7 (binomial sd 0.027: 4.9 sd)."""
+    """A flat site (rate 0) is never refuted and is consistent in most sweeps at 8 seeds. Measured (200 sweeps,
+    generator seed 1, 5 sizes): consistent 166, 166, 167 of 200 at cv 0.05, 0.1, 0.2 (binomial sd 5.3); never
+    refuted. An exponent of 0.2 approached as 1 + 1/n is consistent in 1 of 200 (the credit of the two-term
+    exponent applies only where it lies closer to the prediction)."""
     got = outcomes(0.0, 8, 0.1)
     assert got[REFUTED] == 0, got
-    assert got[CONSISTENT] >= 140, got
+    assert got[CONSISTENT] >= 150, got
+    wrong = outcomes(0.2, 8, 0.05, c=1.0)
+    assert wrong[CONSISTENT] <= 5 and wrong[REFUTED] >= 170, wrong    # measured 1 and 189
 
 
 def test_trend_reads_the_interval_against_the_band():
