@@ -530,7 +530,7 @@ def check(
 @app.command()
 @user_errors
 def reproduce(
-    preset: str = typer.Option("cpu", "--preset", help="cpu (2 CPU cores, under 30 minutes) or smoke (about two minutes; "
+    preset: str = typer.Option("cpu", "--preset", help="cpu (2 CPU cores, under 20 minutes) or smoke (about two minutes; "
                                                        "checks the machinery, the figures mean nothing)"),
     out: Optional[str] = typer.Option(None, "--out", help="folder of the datasets and verdicts (default runs/reproduce-<preset>); "
                                                          "finished datasets in it are reused"),

@@ -57,11 +57,13 @@ class Preset:
 
 
 def _jobs(N: tuple[int, ...], H: tuple[int, ...], L: tuple[int, ...], grid_N: tuple[int, ...],
-          etas_mup: tuple[float, ...], etas_sp: tuple[float, ...], io_seeds: int, L_seeds: int) -> tuple[Job, ...]:
+          etas_mup: tuple[float, ...], etas_sp: tuple[float, ...], io_seeds: int, L_seeds: int,
+          N_model: dict | None = None) -> tuple[Job, ...]:
     paired = {"io_seeds": io_seeds}      # conv-L's paired design: io groups share embedding, positions, readout
+    n_model = N_model or {}              # the N sweeps' model overrides (cpu: H = 2, so N = 64 is d = 128)
     return (
-        Job("N-mup", "sweep", "N", N, {"preset": "mup"}),                  # P1-P3, P6 (alpha_A = 1), coord
-        Job("N-mup-sqrt", "sweep", "N", N, {"preset": "mup-sqrt"}),        # P1-P3, P6 (alpha_A = 1/2); P12 with N-mup
+        Job("N-mup", "sweep", "N", N, {"preset": "mup"}, n_model),           # P1-P3, P6 (alpha_A = 1), coord
+        Job("N-mup-sqrt", "sweep", "N", N, {"preset": "mup-sqrt"}, n_model),  # P1-P3, P6 (alpha_A = 1/2); P12
         Job("H-mup", "sweep", "H", H, {"preset": "mup"}, {"N": 4}),        # P4, P5, P11, coord (N = 4: Fig. 3)
         Job("L-mup", "sweep", "L", L, {"preset": "mup"}, run=paired, seeds=L_seeds),   # P8, P10, conv-L (alpha_L = 1)
         Job("L-depth-sqrt", "sweep", "L", L, {"preset": "depth-sqrt"}, run=paired, seeds=L_seeds),  # at 1/2; P9
@@ -89,16 +91,21 @@ _BASE = {"model": {"task": "digits", "N": 8, "H": 4, "L": 2}, "param": {"gamma0"
 # optimum; SP's 0.0056..0.56 around its optimum at 100 steps (0.1 at N = 4 down to 0.01 at N = 64).
 # Sizes and seeds from `dmft-probe plan` (dmft.report.preset_plan, default noise): at 4 sizes no seed count up to
 # 64 gives a slope or seed-variance row power 0.8 (the band of 3 local slopes is too noisy), at 5 sizes 6 seeds
-# do for P1/P10 and 12 for P5/P6/conv-L. TOO SLOW as it stands: timed from a fresh clone on 2 quiet cores, the
-# N sweeps took 5 min 17 s and 5 min 29 s (N = 64, d = 256: 157 s of each), H-mup 4 min 07 s, L-mup about 4.5 min
-# (L = 16: about 2 min): the sweeps alone about 24 minutes against the 20-minute bound. To trim (e.g. the N sweeps
-# at H = 2), then state the noise measured on the run in `noise`.
+# do for P1/P10 and 12 for P5/P6/conv-L. Time (2 quiet cores, 12 seeds as one ensemble, 300 steps, H = 4): the N
+# sweeps took 5 min 17 s and 5 min 29 s (N = 64, d = 256: 157 s of each), H-mup 4 min 07 s (H = 32: 80 s), the L
+# sweeps 4 min 49 s and 4 min 36 s (L = 16: 99 s + 23 s for a seed left out of the ensemble by its memory
+# budget), about 10 s of model building and store I/O per point; a learning-rate grid about 15-20 s per eta0 over
+# its 3 sizes (3 eta0 at N = 4, 8, 16: 62 s muP, 44 s SP). 29 minutes in all. Trimmed to fit 20: the
+# sweeps train 200 steps (the grids keep 300: their interior optimum needs it), the N sweeps run at H = 2 (N = 64
+# is d = 128), the L sweeps stop at L = 12.
 PRESETS: dict[str, Preset] = {
-    "cpu": Preset("cpu", "digits, SGD+momentum, gamma0 0.1, eta0 2, 300 steps, 12 seeds (L sweeps: 4 io groups x 3 "
-                         "block draws); learning-rate grids: 300 steps, 3 seeds, quarter decades; 2 CPU cores, "
-                         "under 20 minutes", _BASE, 12,
-                  _jobs(N=(4, 8, 16, 32, 64), H=(2, 4, 8, 16, 32), L=(1, 2, 4, 8, 16), grid_N=(4, 8, 16),
-                        etas_mup=_quarter_decades(-1, 6), etas_sp=_quarter_decades(-9, -1), io_seeds=4, L_seeds=12),
+    "cpu": Preset("cpu", "digits, SGD+momentum, gamma0 0.1, eta0 2, 200 steps, 12 seeds (N sweeps at H = 2; L "
+                         "sweeps: 4 io groups x 3 block draws); learning-rate grids: 300 steps, 3 seeds, quarter "
+                         "decades; 2 CPU cores, under 20 minutes",
+                  {**_BASE, "run": {"steps": 200, "batch_size": 32}, "probes": {"every": 25, "n_samples": 32}}, 12,
+                  _jobs(N=(4, 8, 16, 32, 64), H=(2, 4, 8, 16, 32), L=(1, 2, 4, 6, 12), grid_N=(4, 8, 16),
+                        etas_mup=_quarter_decades(-1, 6), etas_sp=_quarter_decades(-9, -1), io_seeds=4, L_seeds=12,
+                        N_model={"H": 2}),
                   grid_seeds=3, grid_steps=300),
     "smoke": Preset("smoke", "toy sizes, 12 steps: checks the machinery, the figures mean nothing",
                     {**_BASE, "run": {"steps": 12, "batch_size": 8}, "probes": {"every": 4, "n_samples": 8}}, 5,
