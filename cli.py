@@ -474,7 +474,7 @@ def check(
     csv: Optional[Path] = typer.Option(None, "--csv", help="also write the verdict table as CSV"),
     nc: Optional[Path] = typer.Option(None, "--nc", help="also write the verdict table as netCDF"),
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="folder: also write the P1-P12 summary as Markdown"),
-    mc_heads: int = typer.Option(8192, "--mc-heads", help="Monte Carlo heads of the H -> oo solver (P4)"),
+    mc_heads: int = typer.Option(2048, "--mc-heads", help="Monte Carlo heads of the H -> oo solver (P4)"),
 ):
     """Print the verdict rows (dmft.verdict): each row's hypotheses, measured value with its interval, band and
     verdict, primary rows marked *; for a folder, every dataset's rows, the cross-sweep verdicts (P7, P9, P12), the

@@ -25,7 +25,7 @@ import xarray as xr
 
 from . import divergence, measure
 from .fit import slope_fit
-from .predictions import SWEEP_KEYS, Planned, planned_rows
+from .predictions import COORD_CORRECTION, SWEEP_KEYS, Planned, planned_rows
 from .verdict import NOT_MEASURED, Verdict, lines, to_dataset
 
 P3_LEVEL = 0.95        # two-sided level of P3's t interval over clusters
@@ -64,8 +64,10 @@ def slope_verdict(p: Planned, axis: str, setting: str, sizes, values, note: str 
     """The slope row of `p` from per-seed positive values (size, seed): `dmft.fit.slope_fit`, decided against the
     registry's hypotheses with the band derived from the local slopes, or a stated `band` (its reason in
     `band_source`); not measured (with the reason) when no slope can be fitted."""
+    # the coordinate check's row: its band covers a 1/n approach, as in `dmft-probe coord` (COORD_CORRECTION)
+    correction = (COORD_CORRECTION, p.hypotheses.exponent) if p.key == "coord" and band is None else None
     try:
-        f = slope_fit(sizes, values, band=band)
+        f = slope_fit(sizes, values, band=band, correction=correction)
     except ValueError as e:
         return row_verdict(p, axis, setting, note="; ".join(t for t in (note, str(e)) if t), **kw)
     if not (f.lo <= f.hi):
@@ -138,7 +140,14 @@ def p3_verdict(p: Planned, ds: xr.Dataset, axis: str, a: dict) -> Verdict:
                        n_sizes=len(clusters), note=note)
 
 
-def kernel_limit(ds: xr.Dataset, a: dict | None = None, n_heads_mc: int = 8192) -> xr.Dataset:
+# Monte Carlo heads of the P4 reference by default. Its error adds a floor Var_head / MC_HEADS to the mean-square
+# distance Var_head / H being fitted: at H = 32 and 2048 heads the floor is 1.6% of it, a slope bias of
+# log(1.016) / log(16) = 0.006 over H = 2..32, against bands of 0.1 or more. The cost is O(heads P^2 S^3) per layer:
+# 8192 heads took 106 s of the cpu preset's check at P = 32 probe samples, 2048 a quarter of that.
+MC_HEADS = 2048
+
+
+def kernel_limit(ds: xr.Dataset, a: dict | None = None, n_heads_mc: int = MC_HEADS) -> xr.Dataset:
     """The H -> oo kernels at initialisation for the sweep's probe inputs and parametrization (the P4 reference;
     `dmft.solvers.infinite_head_kernels`, seeded, `n_heads_mc` Monte Carlo heads)."""
     from .solvers import infinite_head_kernels
@@ -163,7 +172,7 @@ def check_mc_heads(n_heads_mc: object) -> None:
         raise ValueError(f"--mc-heads must be a positive integer <= {MAX_MC_HEADS}, got {n_heads_mc!r}"[:200])
 
 
-def check(ds: xr.Dataset, n_heads_mc: int = 8192, limit: xr.Dataset | None = None) -> list[Verdict]:
+def check(ds: xr.Dataset, n_heads_mc: int = MC_HEADS, limit: xr.Dataset | None = None) -> list[Verdict]:
     """The registry's rows of one sweep (`dmft.predictions.SWEEP_KEYS`: P1-P4, P8, P10, the coordinate check) as
     `dmft.verdict.Verdict` rows (module docstring). limit: a precomputed `kernel_limit(ds)` (P4)."""
     check_mc_heads(n_heads_mc)
@@ -192,6 +201,22 @@ def check(ds: xr.Dataset, n_heads_mc: int = 8192, limit: xr.Dataset | None = Non
     return out
 
 
+def _unresolved_sizes(sizes, values: np.ndarray, level: float = 0.95) -> list:
+    """The sizes whose seed mean is not above 0 at `level` (t interval of the mean over the finite seeds); a size
+    whose values are all positive is resolved."""
+    from scipy import stats
+
+    out = []
+    for size, row in zip(sizes, values):
+        x = row[np.isfinite(row)]
+        if x.size == 0 or np.all(x > 0):
+            continue
+        se = x.std(ddof=1) / np.sqrt(x.size) if x.size > 1 else np.inf
+        if not x.mean() - stats.t.ppf(0.5 + level / 2, max(x.size - 1, 1)) * se > 0:
+            out.append(float(size) if float(size) != int(size) else int(size))
+    return out
+
+
 def _verdict_over_stable_points(p: Planned, ds: xr.Dataset, axis: str, name: str, sizes, values,
                                 points: list, seeds) -> Verdict:
     """The slope verdict over the points that did not diverge (trained quantities), or over every point with a
@@ -204,12 +229,13 @@ def _verdict_over_stable_points(p: Planned, ds: xr.Dataset, axis: str, name: str
     div = {"diverged": len(left_out), "diverged_points": text}
     if left_out and n_left < 3:
         return row_verdict(p, axis, name, note=f"{text}; a slope needs at least 3 sizes, got {n_left}", **div)
-    finite = values[np.isfinite(values)]
-    if finite.size and np.any(finite <= 0):
-        # e.g. the stream growth of nGPT, whose residual stream is normalised by construction (it is 0 up to
-        # rounding): no log-log slope exists, and the prediction does not apply to such a block
-        return row_verdict(p, axis, name, note=f"the measured values are <= 0 at some size (min {finite.min():.3g}): "
-                           "no log-log slope", **div)
+    unresolved = _unresolved_sizes(sizes, values)
+    if unresolved:
+        # a signed quantity (the stream growth |h_L|^2 - |h_0|^2) may be <= 0 for some seeds; its log-log slope
+        # needs the seed mean resolved above 0 at every size. The stream growth of nGPT, whose residual stream is
+        # normalised by construction, is 0 up to rounding: no slope, and the prediction does not apply to it
+        return row_verdict(p, axis, name, note=f"the seed mean is not resolved above 0 at {axis} = {unresolved} "
+                           "(95% t interval of the mean): no log-log slope", **div)
     note = f"{text}: left out of the fit" if left_out else ""
     if not trained and _with_step0_record(ds, axis, points):
         note = "; ".join(t for t in (note, "step-0 records of diverged points used") if t)

@@ -36,7 +36,7 @@ import xarray as xr
 from . import measure
 from .check import run_attrs
 from .fit import slope_fit
-from .predictions import CoordExpectation, coord_expectation, coord_hypotheses
+from .predictions import COORD_CORRECTION, CoordExpectation, coord_expectation, coord_hypotheses
 from .verdict import MARKS, NOT_MEASURED, OUTCOMES, REFUTED, Verdict, lines, to_dataset
 
 __all__ = ["COORD_KEY", "DEFAULT_SEEDS", "IDENTICALLY_ZERO", "coord_dataset", "coord_lines", "coord_row",
@@ -50,10 +50,6 @@ DEFAULT_SEEDS = 8
 IDENTICALLY_ZERO = "identically zero at every size (e.g. a zero-initialised readout at init): nothing to fit"
 PARTLY_ZERO = "zero at some sizes and not at others: no log-log slope"
 ESTIMATOR = "slope of log seed-mean RMS against log size (joint jackknife over seeds)"
-# The next-order term the band covers: c n^-1 (dmft.fit.band_with_correction). A site's RMS approaches its power
-# law with a 1/n correction on all three axes: the softmax tends to uniform as 1 + c/N at init (A ~ N^-1/2, its square ~ 1/N), an average
-# over H heads carries 1/H corrections, and the depth limit is an Euler discretisation with O(1/L) error.
-CORRECTION = 1.0
 # The slope of a site whose RMS is fixed by construction (a normalised nGPT branch, an RMS-normalised stream) is
 # float32 rounding: its local slopes agree to ~1e-7, so the derived band is ~0 and any interval that misses the
 # expected exponent by 1e-7 would read as refuted. The RMS is recorded in float32 (relative resolution ~1e-7 per
@@ -130,7 +126,7 @@ def coord_row(site: str, kind: str, step: int, axis: str, setting: str, sizes, v
         return Verdict(COORD_KEY, name, quantity, axis, setting, ESTIMATOR, np.nan, np.nan, np.nan, pred, alts,
                        outcome=NOT_MEASURED, note=f"{note if finite.size else 'no finite value'}; {exp.reason}")
     try:
-        f = slope_fit(sizes, values, correction=(CORRECTION, exp.exponent))   # band covers a 1/n approach (docstring)
+        f = slope_fit(sizes, values, correction=(COORD_CORRECTION, exp.exponent))   # band covers a 1/n approach (docstring)
     except ValueError as e:
         pred, alts = hyp.regions(0.0)
         return Verdict(COORD_KEY, name, quantity, axis, setting, ESTIMATOR, np.nan, np.nan, np.nan, pred, alts,

@@ -170,8 +170,8 @@ def slope_fit(sizes, values, level: float = 0.95, band: float | None = None,
               correction: tuple[float, float] | None = None) -> SlopeFit:
     """Fit log(mean over seeds) against log(size), with the joint jackknife interval, local slopes and band.
 
-    sizes: (n_sizes,) positive; values: (n_sizes, n_seeds) positive, column s the same seed at every size (NaN:
-    left out). band: a user band (>= 0) instead of the derived one. correction=(p, predicted exponent): the
+    sizes: (n_sizes,) positive; values: (n_sizes, n_seeds) with a positive seed mean at every size (single values
+    may be <= 0), column s the same seed at every size (NaN: left out). band: a user band (>= 0) instead of the derived one. correction=(p, predicted exponent): the
     derived band also covers a next-order term c n^-p (`band_with_correction`). Raises ValueError with fewer than 3 sizes or
     non-positive values. With one seed the interval is NaN (nothing to resample)."""
     sizes = np.asarray(sizes, dtype=float)
@@ -185,8 +185,11 @@ def slope_fit(sizes, values, level: float = 0.95, band: float | None = None,
         raise ValueError(f"a slope needs at least 3 sizes, got {len(sizes)}")
     if values.shape[0] != len(sizes):
         raise ValueError(f"values has {values.shape[0]} rows for {len(sizes)} sizes")
-    if np.any(values[np.isfinite(values)] <= 0):
-        raise ValueError("log-log fit of non-positive values")
+    with np.errstate(invalid="ignore"):
+        means = np.nanmean(values, axis=1)
+    if np.any(~(means > 0)):
+        # single values may be <= 0 (a signed quantity such as the stream growth); its seed mean may not
+        raise ValueError("log-log fit of non-positive values (the seed mean is <= 0 at some size)")
     if band is not None and not (np.isfinite(band) and band >= 0):
         raise ValueError(f"band must be a number >= 0, got {band!r}")
     values = values[:, np.isfinite(values).any(axis=0)]                 # seeds with no value anywhere: not seeds

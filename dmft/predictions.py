@@ -195,6 +195,13 @@ def _coord(row, alpha_A, alpha_L, standard, axis) -> Hypotheses | None:
     return Hypotheses(_pt("O(1)", 0.0), _others(0.0, 0.5), "muP: feature updates invariant")
 
 
+# The next-order term the coordinate check's band covers: c n^-1 (dmft.fit.band_with_correction). A site's RMS
+# approaches its power law with a 1/n correction on all three axes: the softmax tends to uniform as 1 + c/N at init
+# (A ~ N^-1/2, its square ~ 1/N), an average over H heads carries 1/H corrections, and the depth limit is an Euler
+# discretisation with O(1/L) error.
+COORD_CORRECTION = 1.0
+
+
 def coord_hypotheses(expected: float) -> Hypotheses:
     """A coordinate-check site's row: its expected exponent e against e - 1/2 and e + 1/2."""
     return Hypotheses(_pt(f"{expected:+g}", expected), _others(expected, 0.5))

@@ -20,7 +20,7 @@ import numpy as np
 import xarray as xr
 
 from . import compare, convergence, depth, fit, measure, power, verdict
-from .check import check, row_verdict, run_attrs
+from .check import MC_HEADS, check, row_verdict, run_attrs
 from .predictions import CLAIMS, KEYS, RATE_KEYS, REGISTRY, Planned, planned_rows
 from .verdict import Verdict
 
@@ -165,7 +165,7 @@ def check_other_datasets(folder: Path, skip: set[str]) -> None:
                                  "the folder); move it away or choose another --out") from None
 
 
-def folder_verdicts(folder: Path, n_heads_mc: int = 8192, progress=None) -> list[Verdict]:
+def folder_verdicts(folder: Path, n_heads_mc: int = MC_HEADS, progress=None) -> list[Verdict]:
     """Every verdict the datasets of `folder` support (module docstring), each tagged with its file name.
     Every dataset is loaded and checked first (`load_dataset_checked`): a bad one is refused (ValueError, one line
     naming it) before any verdict is computed or any progress reported. progress: an optional callable taking one
@@ -319,7 +319,7 @@ def with_planned_power(verdicts: list[Verdict], plans: list[tuple[str, list[powe
     return out
 
 
-def write_report(folder: Path, say=print, n_heads_mc: int = 8192, preset=None) -> Path:
+def write_report(folder: Path, say=print, n_heads_mc: int = MC_HEADS, preset=None) -> Path:
     """The verdicts of `folder` as `verdicts.md` (the P1-P12 summary) and `verdicts-full.md` (every row), each
     written to a temporary file and renamed into place; returns the summary's path. say(line): progress. preset:
     the `probes.reproduce.Preset` that made the folder; its planned power (`preset_plan`, also set on the primary

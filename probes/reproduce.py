@@ -72,6 +72,12 @@ def _jobs(N: tuple[int, ...], H: tuple[int, ...], L: tuple[int, ...], grid_N: tu
     )
 
 
+def _noise(rho_entries: float, rho_sizes: float, bias: float) -> dict:
+    """A sweep job's noise as `dmft-probe plan --from` measured it (320 entries: the probe outputs)."""
+    return {"entries": 320, "rho_entries": rho_entries, "rho_sizes": rho_sizes, "bias": bias,
+            "source": "measured on a cpu run (plan --from)"}
+
+
 def _quarter_decades(k_lo: int, k_hi: int) -> tuple[float, ...]:
     """eta0 = 10^(k/4) for k = k_lo..k_hi (a quarter-decade grid)."""
     return tuple(round(10 ** (k / 4), 6) for k in range(k_lo, k_hi + 1))
@@ -97,16 +103,25 @@ _BASE = {"model": {"task": "digits", "N": 8, "H": 4, "L": 2}, "param": {"gamma0"
 # budget), about 10 s of model building and store I/O per point; a learning-rate grid about 15-20 s per eta0 over
 # its 3 sizes (3 eta0 at N = 4, 8, 16: 62 s muP, 44 s SP). 29 minutes in all. Trimmed to fit 20: the
 # sweeps train 200 steps (the grids keep 300: their interior optimum needs it), the N sweeps run at H = 2 (N = 64
-# is d = 128), the L sweeps stop at L = 12.
+# is d = 128), the L sweeps stop at L = 12: 21 min 47 s from a fresh clone (sweeps 14 min 41 s, grids 2 min 56 s
+# and 2 min 21 s at 8 and 9 eta0, the check 1 min 47 s, of which 104 s the P4 solver at 8192 Monte Carlo heads).
+# Then the grids were cut to the informative range around the optima that run found (muP eta0* = 5.1, 2.7, 3.35;
+# SP 0.057, 0.042, 0.030 at N = 4, 8, 16): muP 1..17.8 and SP 0.01..0.18, six quarter decades each, two or more
+# points on each side of every optimum; and the P4 solver runs 2048 heads (dmft.check.MC_HEADS).
 PRESETS: dict[str, Preset] = {
     "cpu": Preset("cpu", "digits, SGD+momentum, gamma0 0.1, eta0 2, 200 steps, 12 seeds (N sweeps at H = 2; L "
                          "sweeps: 4 io groups x 3 block draws); learning-rate grids: 300 steps, 3 seeds, quarter "
                          "decades; 2 CPU cores, under 20 minutes",
                   {**_BASE, "run": {"steps": 200, "batch_size": 32}, "probes": {"every": 25, "n_samples": 32}}, 12,
                   _jobs(N=(4, 8, 16, 32, 64), H=(2, 4, 8, 16, 32), L=(1, 2, 4, 6, 12), grid_N=(4, 8, 16),
-                        etas_mup=_quarter_decades(-1, 6), etas_sp=_quarter_decades(-9, -1), io_seeds=4, L_seeds=12,
+                        etas_mup=_quarter_decades(0, 5), etas_sp=_quarter_decades(-8, -3), io_seeds=4, L_seeds=12,
                         N_model={"H": 2}),
-                  grid_seeds=3, grid_steps=300),
+                  grid_seeds=3, grid_steps=300,
+                  # measured on the run above (`dmft-probe plan --from runs/reproduce-cpu/JOB.nc`: probe_outputs at
+                  # the last step); cv is not measured by --from and stays at its default 0.2
+                  noise={"N-mup": _noise(0.01, 0.08, 0.53), "N-mup-sqrt": _noise(0.01, 0.05, 0.54),
+                         "H-mup": _noise(0.01, 0.06, 0.91), "L-mup": _noise(0.01, 0.36, 0.83),
+                         "L-depth-sqrt": _noise(0.02, 0.28, 0.81)}),
     "smoke": Preset("smoke", "toy sizes, 12 steps: checks the machinery, the figures mean nothing",
                     {**_BASE, "run": {"steps": 12, "batch_size": 8}, "probes": {"every": 4, "n_samples": 8}}, 5,
                     _jobs(N=(2, 4, 8, 16), H=(1, 2, 4, 8), L=(1, 2, 3, 4), grid_N=(2, 4, 8), etas_mup=(0.25, 1.0, 4.0),
