@@ -539,14 +539,15 @@ def reproduce(
     """Run a preset's sweeps and learning-rate grids, then write the P1-P12 verdict table (verdicts.md)."""
     from dmft.report import check_other_datasets, plan_markdown, preset_plan, write_report
     from probes.ensemble import resolve_mode
-    from probes.reproduce import check_preset, run_preset
+    from probes.reproduce import check_outputs, check_preset, job_config, run_preset
 
     _check_env()
-    jobs = check_preset(preset).jobs
+    chosen = check_preset(preset)
+    jobs = chosen.jobs
     ensemble = resolve_mode(ensemble)
     out = _out_folder(out, "--out") or Path("runs") / f"reproduce-{preset}"
     check_other_datasets(out, {f"{job.name}.nc" for job in jobs})     # the report reads them all: check them first
-    chosen = check_preset(preset)
+    check_outputs(chosen, [job_config(chosen, job) for job in jobs], out)   # before the plan is printed
     typer.echo(f"planned power of the primary rows (before any data; written to {out / 'plan.md'} with the report):")
     typer.echo(plan_markdown(preset_plan(chosen)))
     run_preset(preset, out, say=typer.echo, ensemble=ensemble)

@@ -415,7 +415,7 @@ def test_check_writes_its_tables_whole(tmp_path, datasets):
     code, stdout, stderr = invoke(["check", datasets["sweep"], "--mc-heads", "16", "--csv", tmp_path / "v.csv",
                                    "--nc", tmp_path / "v.nc"], cwd=tmp_path)
     assert code == 0, stderr
-    assert (tmp_path / "v.csv").read_text().startswith("key,") and xr.open_dataset(tmp_path / "v.nc").sizes["row"]
+    assert (tmp_path / "v.csv").read_text().startswith("key,") and xr.open_dataset(tmp_path / "v.nc").sizes["row_index"]
     assert not leftovers(tmp_path)
 
 
