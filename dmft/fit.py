@@ -67,13 +67,18 @@ class SlopeFit:
 # ---- on arrays -----------------------------------------------------------------------------------------------
 
 
+def _log_positive(y: np.ndarray) -> np.ndarray:
+    """log y where y > 0, NaN elsewhere (no warning)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(y > 0, np.log(np.where(y > 0, y, 1.0)), np.nan)
+
+
 def loglog_rows(x, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Least-squares slope and intercept of log y against log x over the last axis of y (any leading dims).
     A value y <= 0 (or NaN) gives a NaN slope."""
     lx = np.log(np.asarray(x, dtype=float))
     w = (lx - lx.mean()) / np.sum((lx - lx.mean()) ** 2)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ly = np.where(y > 0, np.log(np.where(y > 0, y, 1.0)), np.nan)
+    ly = _log_positive(y)
     slope = ly @ w
     return slope, ly.mean(axis=-1) - slope * lx.mean()
 
@@ -81,8 +86,7 @@ def loglog_rows(x, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def local_slopes(x, y: np.ndarray) -> np.ndarray:
     """(..., n-1): the slopes of log y between adjacent x (NaN where y <= 0)."""
     lx = np.log(np.asarray(x, dtype=float))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ly = np.where(y > 0, np.log(np.where(y > 0, y, 1.0)), np.nan)
+    ly = _log_positive(y)
     return np.diff(ly, axis=-1) / np.diff(lx)
 
 
@@ -90,12 +94,6 @@ def band_of(slope: np.ndarray, local: np.ndarray) -> np.ndarray:
     """The band of a slope row from its local slopes (docs/predictions.md, "The verdict rule"): the largest
     distance of a local slope from the global slope."""
     return np.max(np.abs(local - slope[..., None]), axis=-1)
-
-
-def _secants(x, p: float) -> np.ndarray:
-    """(n-1,): the secant slope of x^-p against log x between adjacent x."""
-    x = np.asarray(x, dtype=float)
-    return np.diff(x ** -p) / np.diff(np.log(x))
 
 
 def extrapolated_slope(x, y: np.ndarray, p: float = 1.0) -> np.ndarray:
@@ -106,9 +104,7 @@ def extrapolated_slope(x, y: np.ndarray, p: float = 1.0) -> np.ndarray:
     if len(x) < 3:
         raise ValueError(f"a two-term fit needs at least 3 sizes, got {len(x)}")
     X = np.stack([np.ones_like(x), np.log(x), x ** -p], axis=1)         # (n, 3) design matrix
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ly = np.where(y > 0, np.log(np.where(y > 0, y, 1.0)), np.nan)
-    return ly @ np.linalg.pinv(X)[1]                                     # the coefficient of log x
+    return _log_positive(y) @ np.linalg.pinv(X)[1]           # the coefficient of log x
 
 
 def band_with_correction(x, y: np.ndarray, slope: np.ndarray, local: np.ndarray, toward: float,
