@@ -391,15 +391,17 @@ def test_digits_trains_for_real() -> None:
     from probes.run import train
 
     cfg = make_run_config(model={"task": "digits", "N": 4, "H": 2, "L": 1}, optim={"eta0": 0.1},
-                          run={"steps": 20, "batch_size": 32}, probes={"every": 10, "n_samples": 8})
+                          run={"steps": 40, "batch_size": 32}, probes={"every": 10, "n_samples": 8})
     assert cfg.patch == 2 and cfg.model.task == "digits"
     res = train(cfg)
     assert res.status == "ok" and np.isfinite(res.train_loss).all() and np.isfinite(res.heldout_loss).all()
-    assert res.heldout_loss[-1] < res.heldout_loss[0] - 0.05                # ln 10 = 2.30 at step 0: it learns
+    # it learns: ln 10 = 2.30 at step 0. Over seeds 0-7 the 40-step drop measured 0.32 nats (sd 0.08, least 0.19;
+    # after 20 steps only 0.055, sd 0.033): 0.05 is 3.4 sd below the mean, and a model that does not learn fails it
+    assert res.heldout_loss[-1] < res.heldout_loss[0] - 0.05
     assert (res.model.cfg.seq_len, res.model.cfg.d_in, res.model.cfg.n_classes) == (16, 4, 10)
     ds = run_dataset(res)
     assert ds.attrs["task"] == "digits" and '"patch": 2' in ds.attrs["config"]
-    assert ds.probe_inputs.shape == (8, 16, 4) and ds.probe_outputs.shape == (3, 8, 10)
+    assert ds.probe_inputs.shape == (8, 16, 4) and ds.probe_outputs.shape == (5, 8, 10)
 
 
 def _cli(*args: str, cwd: Path):
