@@ -167,9 +167,10 @@ def slope_fit(sizes, values, level: float = 0.95, band: float | None = None,
     """Fit log(mean over seeds) against log(size), with the joint jackknife interval, local slopes and band.
 
     sizes: (n_sizes,) positive; values: (n_sizes, n_seeds) with a positive seed mean at every size (single values
-    may be <= 0), column s the same seed at every size (NaN: left out). band: a user band (>= 0) instead of the derived one. correction=(p, predicted exponent): the
-    derived band also covers a next-order term c n^-p (`band_with_correction`). Raises ValueError with fewer than 3 sizes or
-    non-positive values. With one seed the interval is NaN (nothing to resample)."""
+    may be <= 0), column s the same seed at every size (NaN: left out). band: a user band (>= 0) instead of the
+    derived one. correction=(p, predicted exponent): the derived band also covers a next-order term c n^-p
+    (`band_with_correction`). Raises ValueError with fewer than 3 sizes or a seed mean <= 0. With one seed the
+    interval is NaN (nothing to resample)."""
     sizes = np.asarray(sizes, dtype=float)
     values = np.asarray(values, dtype=float)
     if values.ndim == 1:
