@@ -444,18 +444,51 @@ def _notes(r) -> str:
 # ---- results ------------------------------------------------------------------------------------------------
 
 
-class _SlopeRow:
-    """What every slope result shares: the local slopes and the band at the chosen step, and one line of text."""
+class _AtStep:
+    """The local estimates and the band at the chosen `step` of a row fitted per step (local_by_step,
+    band_by_step)."""
 
     @property
     def local(self) -> tuple[float, ...]:
-        """The slopes between adjacent fitted sizes at the chosen step (point estimates)."""
+        """The estimates between adjacent fitted sizes at the chosen step (point estimates)."""
         return tuple(float(s) for s in self.local_by_step.sel(step=self.step).values)
 
     @property
     def band(self) -> float:
-        """The band at the chosen step: `dmft.fit.band_of` the local slopes (`band_source`)."""
+        """The band at the chosen step: `dmft.fit.band_of` the local estimates (`band_source`)."""
         return float(self.band_by_step.sel(step=self.step))
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class _SlopeRow(_AtStep):
+    """What every slope result shares: the chosen step's slope, interval and reason, the same over `step`, the
+    local slopes and the band, and one line of text (field meanings: `ConvergenceRate`)."""
+
+    quantity: str
+    variable: str
+    axis: str
+    selection: str
+    units: str
+    step: int
+    slope: float
+    lo: float
+    hi: float
+    intercept: float
+    reason: str
+    steps: np.ndarray
+    slope_by_step: xr.DataArray
+    lo_by_step: xr.DataArray
+    hi_by_step: xr.DataArray
+    reasons: tuple[str, ...]
+    boot_unresolved: xr.DataArray
+    sizes: np.ndarray
+    n_seeds: np.ndarray
+    level: float
+    diverged: int
+    diverged_points: str
+    local_by_step: xr.DataArray
+    band_by_step: xr.DataArray
+    band_source: str = fit.BAND_SOURCE
 
     @property
     def fit(self) -> SlopeFit:
@@ -471,7 +504,7 @@ class _SlopeRow:
                 + ", ".join(f"{s:+.2f}" for s in self.local) + _notes(self))
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, kw_only=True)
 class ConvergenceRate(_SlopeRow):
     """The log-log slope against size of the mean-square distance of a trained quantity from its size -> oo
     limit (module docstring), at every probe step and at the chosen one.
@@ -490,40 +523,15 @@ class ConvergenceRate(_SlopeRow):
     `units` (the quantity's squared). limit: the limit estimate (step, entries...), in the quantity's units.
     diverged: (size, seed) points left out as diverged (named in diverged_points)."""
 
-    quantity: str
-    variable: str
-    axis: str
     method: str
     order: float
     corrected: bool
-    selection: str
-    units: str
-    step: int
-    slope: float
-    lo: float
-    hi: float
-    intercept: float
-    reason: str
-    steps: np.ndarray
-    slope_by_step: xr.DataArray
-    lo_by_step: xr.DataArray
-    hi_by_step: xr.DataArray
-    reasons: tuple[str, ...]
-    boot_unresolved: xr.DataArray
-    sizes: np.ndarray
     fit_sizes: np.ndarray
-    n_seeds: np.ndarray
     distance: xr.DataArray
     mean_distance: xr.DataArray
     floor: xr.DataArray
     limit: xr.DataArray
-    level: float
     n_boot: int
-    diverged: int
-    diverged_points: str
-    local_by_step: xr.DataArray
-    band_by_step: xr.DataArray
-    band_source: str = fit.BAND_SOURCE
 
     @property
     def fitted_distance(self) -> xr.DataArray:
@@ -537,7 +545,7 @@ class ConvergenceRate(_SlopeRow):
                           f"{'' if self.corrected else ' uncorrected'}, step {self.step}: ")
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, kw_only=True)
 class SeedVarianceRate(_SlopeRow):
     """The log-log slope against size of the seed-to-seed variance of a trained quantity (module docstring).
 
@@ -547,39 +555,14 @@ class SeedVarianceRate(_SlopeRow):
     squared); sizes: those fitted (>= 2 usable seeds); n_seeds: their usable seeds. The interval is the joint
     jackknife over seeds."""
 
-    quantity: str
-    variable: str
-    axis: str
-    selection: str
-    units: str
-    step: int
-    slope: float
-    lo: float
-    hi: float
-    intercept: float
-    reason: str
-    steps: np.ndarray
-    slope_by_step: xr.DataArray
-    lo_by_step: xr.DataArray
-    hi_by_step: xr.DataArray
-    reasons: tuple[str, ...]
-    boot_unresolved: xr.DataArray
-    sizes: np.ndarray
-    n_seeds: np.ndarray
     variance: xr.DataArray
-    level: float
     n_boot: int
-    diverged: int
-    diverged_points: str
-    local_by_step: xr.DataArray
-    band_by_step: xr.DataArray
-    band_source: str = fit.BAND_SOURCE
 
     def text(self) -> str:
         return self._line(f"{self.quantity} seed variance along {self.axis}, step {self.step}: ")
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, kw_only=True)
 class BiasRate(_SlopeRow):
     """The log-log slope of the squared bias of the seed mean (module docstring, "Bias"), estimated from the
     noise-corrected squared differences of the seed means of adjacent sizes per unit log size
@@ -587,39 +570,14 @@ class BiasRate(_SlopeRow):
     slope is -2q. Fields as `SeedVarianceRate`; bias (pair, step): the estimates, in `units` (the quantity's
     squared); n_seeds: usable seeds per usable size."""
 
-    quantity: str
-    variable: str
-    axis: str
-    selection: str
-    units: str
-    step: int
-    slope: float
-    lo: float
-    hi: float
-    intercept: float
-    reason: str
-    steps: np.ndarray
-    slope_by_step: xr.DataArray
-    lo_by_step: xr.DataArray
-    hi_by_step: xr.DataArray
-    reasons: tuple[str, ...]
-    boot_unresolved: xr.DataArray
-    sizes: np.ndarray
-    n_seeds: np.ndarray
     bias: xr.DataArray
-    level: float
-    diverged: int
-    diverged_points: str
-    local_by_step: xr.DataArray
-    band_by_step: xr.DataArray
-    band_source: str = fit.BAND_SOURCE
 
     def text(self) -> str:
         return self._line(f"{self.quantity} squared bias along {self.axis}, step {self.step}: ")
 
 
 @dataclass(frozen=True, eq=False)
-class PlateauTest:
+class PlateauTest(_AtStep):
     """The plateau test of the seed variance v(n) (module docstring, "Plateau"): the least-squares fit
     v(n) = v_inf + c n^-order over the sizes, reported as ratio = v_inf / v(n_min) (dimensionless) with its joint
     jackknife interval [lo, hi] at `level`; near 0: the variance falls at least as n^-order; near 1: it does not
@@ -653,14 +611,6 @@ class PlateauTest:
     diverged_points: str
     band_source: str = fit.BAND_SOURCE
 
-    @property
-    def local(self) -> tuple[float, ...]:
-        return tuple(float(s) for s in self.local_by_step.sel(step=self.step).values)
-
-    @property
-    def band(self) -> float:
-        return float(self.band_by_step.sel(step=self.step))
-
     def text(self) -> str:
         head = f"{self.quantity} seed variance plateau along {self.axis} (n^-{self.order:g} fit), step {self.step}: "
         if np.isnan(self.ratio):
@@ -679,6 +629,21 @@ def _by_step(values, steps, name: str) -> xr.DataArray:
 def _local_by_step(fits: list, steps) -> xr.DataArray:
     return xr.DataArray(np.array([f.local for f in fits], dtype=float), dims=("step", "pair"),
                         coords={"step": steps}, name="local_slope")
+
+
+def _row_fields(quantity: str, sel, units: str, fits: list, steps, it: int, sizes, n_seeds, level: float) -> dict:
+    """The `_SlopeRow` fields, as keywords, of a row fitted per step (`fits`, one `_StepFit` a step) and reported
+    at step index `it`: its names, the chosen step's fit, every step's, and the sizes and seeds it used."""
+    f = fits[it]
+    return dict(quantity=quantity, variable=CONVERGENCE_QUANTITIES[quantity].variable, axis=sel.axis,
+                selection=sel.selection, units=units, step=int(steps[it]), slope=f.slope, lo=f.lo, hi=f.hi,
+                intercept=f.intercept, reason=f.reason, steps=steps,
+                slope_by_step=_by_step([x.slope for x in fits], steps, "slope"),
+                lo_by_step=_by_step([x.lo for x in fits], steps, "lo"),
+                hi_by_step=_by_step([x.hi for x in fits], steps, "hi"), reasons=tuple(x.reason for x in fits),
+                boot_unresolved=_by_step([x.unresolved for x in fits], steps, "boot_unresolved"), sizes=sizes,
+                n_seeds=n_seeds, level=float(level), diverged=sel.diverged, diverged_points=sel.diverged_points,
+                local_by_step=_local_by_step(fits, steps), band_by_step=_by_step([x.band for x in fits], steps, "band"))
 
 
 def _per_size(values, p: _Prepared, name: str, units: str, sizes=None, dim: str | None = None) -> xr.DataArray:
@@ -765,16 +730,11 @@ def convergence_rate(ds: xr.Dataset, quantity: str, axis: str | None = None, met
     limit = limit_estimate(da, axis, method, order)
     dist = distance(da, axis, limit, sel.entry_dims)
     units = f"({sel.units})^2" if sel.units else ""
-    f = fits[it]
     return ConvergenceRate(
-        quantity, CONVERGENCE_QUANTITIES[quantity].variable, axis, method, float(order), bool(corrected),
-        sel.selection, units, int(p.steps[it]), f.slope, f.lo, f.hi, f.intercept, f.reason, p.steps,
-        _by_step([x.slope for x in fits], p.steps, "slope"), _by_step([x.lo for x in fits], p.steps, "lo"),
-        _by_step([x.hi for x in fits], p.steps, "hi"), tuple(x.reason for x in fits),
-        _by_step([x.unresolved for x in fits], p.steps, "boot_unresolved"), p.sizes, fit_sizes, S_k.astype(int),
-        dist, _per_size(raw, p, "mean_distance", units), _per_size(floors, p, "floor", units), limit, float(level),
-        int(n_boot), sel.diverged, sel.diverged_points, _local_by_step(fits, p.steps),
-        _by_step([x.band for x in fits], p.steps, "band"))
+        **_row_fields(quantity, sel, units, fits, p.steps, it, p.sizes, S_k.astype(int), level),
+        method=method, order=float(order), corrected=bool(corrected), fit_sizes=fit_sizes, distance=dist,
+        mean_distance=_per_size(raw, p, "mean_distance", units), floor=_per_size(floors, p, "floor", units),
+        limit=limit, n_boot=int(n_boot))
 
 
 def _variance_setup(ds, quantity, axis, depth, layer, need: int, what: str):
@@ -826,16 +786,11 @@ def seed_variance_rate(ds: xr.Dataset, quantity: str, axis: str | None = None, s
             continue
         fits.append(_fit(p.sizes[keep], v[:, keep], st.tol, level, "seed variance", axis, interval=n_boot > 0))
     it = _step_index(p.steps, step)
-    f = fits[it]
     units = f"({sel.units})^2" if sel.units else ""
     variance = _per_size(var, p, "seed_variance", units).sel({axis: p.sizes[keep]})
     return SeedVarianceRate(
-        quantity, CONVERGENCE_QUANTITIES[quantity].variable, axis, sel.selection, units, int(p.steps[it]),
-        f.slope, f.lo, f.hi, f.intercept, f.reason, p.steps, _by_step([x.slope for x in fits], p.steps, "slope"),
-        _by_step([x.lo for x in fits], p.steps, "lo"), _by_step([x.hi for x in fits], p.steps, "hi"),
-        tuple(x.reason for x in fits), _by_step([x.unresolved for x in fits], p.steps, "boot_unresolved"),
-        p.sizes[keep], p.usable.sum(axis=1)[keep].astype(int), variance, float(level), int(n_boot), sel.diverged,
-        sel.diverged_points, _local_by_step(fits, p.steps), _by_step([x.band for x in fits], p.steps, "band"))
+        **_row_fields(quantity, sel, units, fits, p.steps, it, p.sizes[keep], p.usable.sum(axis=1)[keep].astype(int),
+                      level), variance=variance, n_boot=int(n_boot))
 
 
 def bias_rate(ds: xr.Dataset, quantity: str, axis: str | None = None, step: int | None = None, *, depth=None,
@@ -865,16 +820,9 @@ def bias_rate(ds: xr.Dataset, quantity: str, axis: str | None = None, step: int 
             continue
         fits.append(_fit(x, b, st.tol, level, "squared bias", axis))
     it = _step_index(p.steps, step)
-    f = fits[it]
     units = f"({sel.units})^2" if sel.units else ""
-    bias = _per_size(est, p, "squared_bias", units, x, f"{axis}_pair")
-    return BiasRate(
-        quantity, CONVERGENCE_QUANTITIES[quantity].variable, axis, sel.selection, units, int(p.steps[it]),
-        f.slope, f.lo, f.hi, f.intercept, f.reason, p.steps, _by_step([x.slope for x in fits], p.steps, "slope"),
-        _by_step([x.lo for x in fits], p.steps, "lo"), _by_step([x.hi for x in fits], p.steps, "hi"),
-        tuple(x.reason for x in fits), _by_step([x.unresolved for x in fits], p.steps, "boot_unresolved"), x,
-        p.usable.sum(axis=1)[keep].astype(int), bias, float(level), sel.diverged, sel.diverged_points,
-        _local_by_step(fits, p.steps), _by_step([x.band for x in fits], p.steps, "band"))
+    return BiasRate(**_row_fields(quantity, sel, units, fits, p.steps, it, x, p.usable.sum(axis=1)[keep].astype(int),
+                                  level), bias=_per_size(est, p, "squared_bias", units, x, f"{axis}_pair"))
 
 
 def plateau_test(ds: xr.Dataset, quantity: str, axis: str | None = None, step: int | None = None, *,

@@ -89,17 +89,22 @@ class Transfer:
         return text
 
 
-def best_eta0(losses: xr.DataArray, axis: str, n_boot: int = 1000, seed: int = 0) -> Transfer:
-    """The best eta0 per size of `losses` (dims eta0, axis, seed; lower is better), its seed bootstrap and the
-    largest stable eta0 per size (NaN/inf losses are diverged runs)."""
+def _grid(losses: xr.DataArray, axis: str, who: str) -> tuple[xr.DataArray, np.ndarray, np.ndarray]:
+    """(losses as (axis, eta0, seed), the eta0s in increasing order, the losses in that order as a float array
+    (size, eta, seed)); ValueError naming `who` when a dim is missing."""
     for d in ("eta0", axis, "seed"):
         if d not in losses.dims:
-            raise ValueError(f"best_eta0 needs dims (eta0, {axis}, seed), got {losses.dims}")
+            raise ValueError(f"{who} needs dims (eta0, {axis}, seed), got {losses.dims}")
     da = losses.transpose(axis, "eta0", "seed")
     etas = da.eta0.values.astype(float)
     order = np.argsort(etas)
-    etas = etas[order]
-    raw = da.values.astype(float)[:, order]                              # (size, eta, seed)
+    return da, etas[order], da.values.astype(float)[:, order]                # (size, eta, seed)
+
+
+def best_eta0(losses: xr.DataArray, axis: str, n_boot: int = 1000, seed: int = 0) -> Transfer:
+    """The best eta0 per size of `losses` (dims eta0, axis, seed; lower is better), its seed bootstrap and the
+    largest stable eta0 per size (NaN/inf losses are diverged runs)."""
+    da, etas, raw = _grid(losses, axis, "best_eta0")
     diverged = ~np.isfinite(raw).all(axis=2)                             # (size, eta): any seed diverged
     vals = np.where(diverged[..., None], np.inf, raw)                    # a diverged point is diverged in every resample
     n_size, n_eta, n_seed = vals.shape
@@ -278,18 +283,11 @@ def fit_optimum(losses: xr.DataArray, axis: str, n_boot: int = 1000, seed: int =
     """eta0* per size and its exponent against the size, with a seed bootstrap (module docstring). losses: dims
     (eta0, axis, seed), NaN/inf where a run was unstable (`losses_of`). ValueError for missing dims, fewer than 2
     sizes or fewer than 3 eta0s."""
-    for d in ("eta0", axis, "seed"):
-        if d not in losses.dims:
-            raise ValueError(f"fit_optimum needs dims (eta0, {axis}, seed), got {losses.dims}")
-    da = losses.transpose(axis, "eta0", "seed")
-    etas = da.eta0.values.astype(float)
-    order = np.argsort(etas)
-    etas = etas[order]
+    da, etas, raw = _grid(losses, axis, "fit_optimum")
     sizes = np.asarray(da[axis].values, dtype=float)
     if len(sizes) < 2 or len(etas) < 3 or np.any(etas <= 0) or np.any(sizes <= 0):
         raise ValueError(f"fit_optimum needs at least 2 positive sizes and 3 positive eta0s, got {len(sizes)} "
                          f"and {len(etas)}")
-    raw = da.values.astype(float)[:, order]                              # (size, eta, seed)
     unstable = ~np.isfinite(raw).all(axis=2)
     vals = np.where(unstable[..., None], np.inf, raw)                    # unstable in every resample
     n_size, n_eta, n_seed = vals.shape
