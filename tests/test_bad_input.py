@@ -135,11 +135,16 @@ def test_cpu_and_auto_run(tmp_path, device):
     (["--steps", "100000000", "--probe-every", "1"], ["--steps", "memory"]),                   # the probe records
     (["--seq-len", "60000", "--batch-size", "1000"], ["--seq-len 60000", "--batch-size 1000", "memory"]),
 ])
-def test_sizes_that_cannot_fit_are_refused_up_front(tmp_path, args, names):
+def test_sizes_that_cannot_fit_are_refused_up_front(tmp_path, args, names, monkeypatch):
+    """Refused, not attempted: building a model would fail the test (no wall-time assertion)."""
+    import probes.run
+
+    def no_model(*a, **k):
+        raise AssertionError("run built a model before refusing the sizes")
+
+    monkeypatch.setattr(probes.run, "build_model", no_model)
     out = tmp_path / "r.nc"
-    t0 = time.perf_counter()
     assert_refused(["run", "--no-progress", *args, "--out", out], names, tmp_path, out)
-    assert time.perf_counter() - t0 < 5                # refused, not attempted
 
 
 def test_describe_refuses_a_model_that_cannot_fit(tmp_path):
@@ -394,11 +399,19 @@ def test_check_and_plot_refuse_bad_datasets(tmp_path, datasets, which, command):
 
 
 @pytest.mark.parametrize("value", ["1000000000000", "0", "-5", "10000001"])
-def test_check_bounds_mc_heads(tmp_path, datasets, value):
-    t0 = time.perf_counter()
+def test_check_bounds_mc_heads(tmp_path, datasets, value, monkeypatch):
+    """The bound is checked before any work: the check itself would fail the test if it started (no wall-time
+    assertion, which a loaded machine can break)."""
+    import dmft.check
+    import dmft.report
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("check started its work before refusing --mc-heads")
+
+    monkeypatch.setattr(dmft.check, "check", no_work)
+    monkeypatch.setattr(dmft.report, "folder_verdicts", no_work)
     with watchdog(30):
         assert_refused(["check", datasets["sweep"], "--mc-heads", value], "--mc-heads", tmp_path)
-    assert time.perf_counter() - t0 < 5
 
 
 def test_check_refuses_bad_output_paths_before_any_work(tmp_path, datasets):
@@ -588,7 +601,9 @@ def test_fuzz_the_cli(datasets):
         with tempfile.TemporaryDirectory() as d:
             tmp = Path(d)
             real, out = materialise(args, tmp, datasets)
-            with watchdog(60):
+            # a hang detector, not a time limit: a valid plot case renders figures, which on a loaded 2-core machine
+            # (a niced CI run beside other jobs) once took over 60 s
+            with watchdog(300):
                 code, stdout, stderr = invoke(real, cwd=tmp)
             lines = [ln for ln in stderr.splitlines() if ln.strip()]
             assert code in (0, 1, 2), (real, code, stderr)
