@@ -102,6 +102,10 @@ RUN = {
     "data": Opt("run", "data_path", str, "--data", "local data: CIFAR-10 folder, CIFAR-5M .npz, or token .bin"),
     "precision": Opt("run", "precision", str, "--precision", "fp32 (default, every theory check), tf32 (CUDA) or bf16 autocast"),
     "compile": Opt("run", "compile", bool, "--compile", "torch.compile the training step (probe pass stays eager) (default off)"),
+    "patch": Opt("run", "patch", int, "--patch", "image patch side in pixels (default: digits 2, vision 4; the whole image gives one token)"),
+    "train_size": Opt("run", "train_size", int, "--train-size", "train on a fixed subset of P training images chosen by the data seed (image tasks)"),
+    "batch": Opt("run", "batch", str, "--batch", "random (minibatches of --batch-size, the default) or full (every step on the --train-size subset: full-batch gradient descent)"),
+    "loss": Opt("run", "loss", str, "--loss", "ce (cross-entropy, the default) or mse (0.5 * squared error to the one-hot label)"),
 }
 EnsembleOpt = typer.Option(None, "--ensemble", help="auto: train a size's seeds together as batched models (same "
                                                     "results, faster); off: one run after another (default: the "
@@ -263,6 +267,58 @@ def run(
         why = result.extra.get("diverged_on") or "loss"
         typer.echo(f"run diverged at step {result.diverged_at} ({why} not finite); dataset written to {out_path}", err=True)
         raise typer.Exit(1)
+    for line in summary_lines(ds):
+        typer.echo(line)
+    typer.echo(f"dataset: {out_path}")
+
+
+@app.command()
+@user_errors
+@shared(MODEL, PARAM, OPTIM, RUN)
+def solve(
+    scale: Optional[int] = typer.Option(None, "--scale", help="value of the scaling axis (N, H or L); the limit does not depend on N or H"),
+    axis: Optional[str] = typer.Option(None, "--axis", help="the scaling axis that --scale sets: N, H or L (default N)"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="optimizer steps (default 200)"),
+    samples: int = typer.Option(20000, "--samples", help="Monte Carlo samples of each MLP hidden site"),
+    damping: float = typer.Option(1.0, "--damping", help="iteration step: new = (1 - damping) old + damping fresh, in (0, 1]"),
+    max_iter: int = typer.Option(3, "--max-iter", help="iterations after the causal initial sweep"),
+    tol: float = typer.Option(1e-8, "--tol", help="stop when the self-consistency residual is below this"),
+    solver_seed: int = typer.Option(0, "--solver-seed", help="seed of the Monte Carlo draws"),
+    out: Optional[Path] = typer.Option(None, "--out", help="dataset file (.nc or .zarr) (default runs/<name>-limit.nc)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out"),
+    config: Optional[str] = ConfigOpt,
+    overrides: dict = None,
+):
+    """Solve the DMFT of full-batch SGD training in the limit d = N*H -> oo (one token per image: --patch = the
+    image side) for the same configuration `run` trains, and write its dataset (docs/dmft-dynamics.md). --batch
+    defaults to full and --optimizer to sgd here, the only training the solver covers."""
+    from dmft.dynamics import SolverConfig
+    from dmft.dynamics.command import check_memory, default_config, problem_for, solution_for, summary_lines
+    from dmft.dynamics.solver import SolverDiverged
+    from probes.config import make_run_config
+    from probes.dataset import save
+    from probes.outputs import default_out_path, prepare_out_path
+
+    overrides = default_config(_merge(_merge(overrides, "model", axis=axis), "run", steps=steps))
+    cfg = make_run_config(config, scale=scale, **overrides)
+    _check_data(cfg, overrides, config)
+    scfg = SolverConfig(n_samples=samples, damping=damping, max_iter=max_iter, tol=tol, seed=solver_seed)
+    cfg, prob = problem_for(cfg)
+    check_memory(prob, scfg)
+    out = out or default_out_path(cfg).with_name(default_out_path(cfg).stem + "-limit.nc")
+    made = [p for p in (Path(out).parent, *Path(out).parent.parents) if not p.exists()]
+    out_path = prepare_out_path(out, overwrite)
+    typer.echo(f"{cfg.param.name} sgd {cfg.model.task}: limit d -> oo, L={cfg.model.L}, P={prob.P}, "
+               f"{cfg.steps} steps, {samples} samples", err=True)
+    try:
+        _, ds = solution_for(cfg, prob, scfg)
+    except SolverDiverged as e:
+        for folder in made:                      # the folders --out made, when still empty: nothing is left behind
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        typer.echo(f"error: {e}; nothing written", err=True)
+        raise typer.Exit(1)
+    save(ds, out_path)
     for line in summary_lines(ds):
         typer.echo(line)
     typer.echo(f"dataset: {out_path}")

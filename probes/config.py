@@ -49,7 +49,7 @@ from parametrizations.variants import MODEL_PRESETS
 
 from . import data as _data
 
-from .recorder import ProbeConfig
+from .recorder import MAX_PROBE_SAMPLES, ProbeConfig
 from .run import RunConfig, resolve_device
 
 MODEL_KEYS = {f.name for f in fields(ModelConfig)} | {"preset"}
@@ -75,7 +75,8 @@ FLAGS = {
     ("optim", "name"): "--optimizer", ("optim", "eta0"): "--eta0", ("optim", "weight_decay"): "--weight-decay",
     ("run", "batch_size"): "--batch-size", ("run", "device"): "--device", ("run", "data_path"): "--data",
     ("run", "precision"): "--precision", ("run", "compile"): "--compile", ("run", "steps"): "--steps",
-    ("run", "seed"): "--seed", ("run", "io_seeds"): "--io-seeds",
+    ("run", "seed"): "--seed", ("run", "io_seeds"): "--io-seeds", ("run", "train_size"): "--train-size",
+    ("run", "batch"): "--batch", ("run", "loss"): "--loss", ("run", "patch"): "--patch",
     ("probes", "every"): "--probe-every", ("probes", "n_log"): "--probe-log", ("probes", "schedule"): "--probe-log",
     ("probes", "n_samples"): "--probe-samples", ("probes", "enabled"): "--no-probes",
 }
@@ -91,6 +92,8 @@ BUNDLED_IMAGES = {"vision": ("the synthetic vision task", SYNTHETIC_IMAGE, SYNTH
                              SYNTHETIC_HELDOUT),
                   "digits": ("the digits task", DIGITS_IMAGE, DIGITS_CHANNELS, DIGITS_CLASSES, DIGITS_HELDOUT)}
 STDLIB_MAX_SEQ_LEN, STDLIB_VOCAB = 65536, 256
+# training images of the bundled sets (the largest --train-size they allow)
+BUNDLED_TRAIN = {"vision": 4096, "digits": 1797 - DIGITS_HELDOUT}
 
 
 # ----------------------------------------------------------------------------------------------- names
@@ -355,6 +358,12 @@ def check_run(cfg: RunConfig, names: Names | None = None) -> None:
         raise ValueError(f"{names.name('run', 'precision')} tf32 needs a CUDA device (--device cuda), "
                          f"the run is on {device.type}")
     m = cfg.model
+    if cfg.train_size is not None and not is_vision(m.task):
+        raise ValueError(f"{names.name('run', 'train_size')} needs an image task (vision or digits): a training "
+                         f"subset of the {m.task} task is not supported")
+    if cfg.full_batch and cfg.probes.enabled and cfg.train_size > MAX_PROBE_SAMPLES:
+        raise ValueError(f"{names.name('run', 'train_size')} must be <= {MAX_PROBE_SAMPLES} with --batch full and "
+                         f"probes (they are taken on the training set), got {cfg.train_size}; or use --no-probes")
     if cfg.data_path is not None and m.task == "digits":
         check_data_layout(cfg, names)                          # refuses it: the digits take no path
     if cfg.data_path is not None:
@@ -366,6 +375,9 @@ def check_run(cfg: RunConfig, names: Names | None = None) -> None:
         if side % cfg.patch:
             raise ValueError(f"{names.name('run', 'patch')} must divide the image size {side} of {what}, "
                              f"got {cfg.patch}")
+        if cfg.train_size is not None and cfg.train_size > BUNDLED_TRAIN[m.task]:
+            raise ValueError(f"{names.name('run', 'train_size')} must be <= {BUNDLED_TRAIN[m.task]}, the training "
+                             f"images of {what}; got {cfg.train_size}")
         # the probe batch and the held-out batch are distinct held-out images (Split.fixed)
         for section, key, n in (("probes", "n_samples", cfg.probes.n_samples if cfg.probes.enabled else 0),
                                 ("run", "heldout_batch", cfg.heldout_batch)):
@@ -461,6 +473,9 @@ def check_data_contents(cfg: RunConfig, name: str = "--data", keep: bool = True)
             if k > n:
                 raise ValueError(f"{name}: {cfg.data_path} has {n} held-out images, fewer than the {k} distinct "
                                  f"ones the run draws ({what})")
+    if cfg.train_size is not None and cfg.train_size > len(task.train):
+        raise ValueError(f"{name}: {cfg.data_path} has {len(task.train)} training images, fewer than --train-size "
+                         f"{cfg.train_size}")
 
 
 def check_out_file(path: str | os.PathLike, name: str) -> None:
@@ -625,7 +640,8 @@ def memory_parts(cfg: RunConfig, what: str = "run", members: int = 1) -> dict[st
     cfg = _effective(cfg)
     m = cfg.model
     sh = m.shapes()
-    d, S, B, L = m.d_model, m.seq_len, cfg.batch_size, m.L
+    d, S, L = m.d_model, m.seq_len, m.L
+    B = cfg.train_size if cfg.full_batch else cfg.batch_size      # full batch: every step on the training subset
     n_out = m.vocab_size if m.task == "lm" else m.n_classes
     n_in = m.vocab_size if m.task == "lm" else m.d_in
     weights = (n_in + S + n_out) * d + sum(4 * d * H_l * m.N + (3 if m.block_options().mlp == "swiglu" else 2) * d * f
@@ -634,8 +650,11 @@ def memory_parts(cfg: RunConfig, what: str = "run", members: int = 1) -> dict[st
                               ("model", "vocab_size"), ("model", "lws_heads"), ("model", "lws_d_ff")]
     if what == "model":
         return {"weights": (FLOAT * weights, model_keys, True)}
-    parts = {"weights, optimizer state, activations": (members * member_bytes(cfg),
-                                                       model_keys + [("run", "batch_size")], True)}
+    if cfg.full_batch and cfg.probes.enabled:     # the probes are taken on the training subset
+        cfg = replace(cfg, probes=replace(cfg.probes, n_samples=min(cfg.train_size, MAX_PROBE_SAMPLES)))
+    parts = {"weights, optimizer state, activations": (members * member_bytes(replace(cfg, batch_size=B)),
+                                                       model_keys + [("run", "train_size" if cfg.full_batch
+                                                                      else "batch_size")], True)}
     pr = cfg.probes
     if pr.enabled:
         P = pr.n_samples

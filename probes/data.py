@@ -116,10 +116,22 @@ class ImageSplit(Split):
 
     def fixed(self, n: int, seed: int) -> tuple[Tensor, Tensor]:
         """Return ``n`` distinct samples (``x float32 [n, S, D_in]``, ``y int64 [n]``) chosen by ``seed``."""
+        return self._get(self._fixed_rows(n, seed))
+
+    def _fixed_rows(self, n: int, seed: int) -> np.ndarray:
+        """The positions in this split of the ``n`` distinct samples `fixed` returns (DataError when n is too big)."""
         if not 1 <= n <= len(self):
             raise DataError(f"fixed(n={n}): split has only {len(self)} images")
         perm = torch.randperm(len(self), generator=torch.Generator().manual_seed(int(seed)))
-        return self._get(perm[:n].numpy())
+        return perm[:n].numpy()
+
+    def subset(self, n: int, seed: int) -> ImageSplit:
+        """The split of exactly the ``n`` samples ``fixed(n, seed)`` returns, in that order (shares the arrays):
+        a fixed training subset that random batches can be drawn from."""
+        pos = self._fixed_rows(n, seed)
+        rows = pos if self.index is None else self.index[pos]
+        return ImageSplit(self.images, self.labels, self.offset, self.scale, self.patch, self.layout,
+                          np.asarray(rows, dtype=np.int64))
 
 
 @dataclass

@@ -111,10 +111,11 @@ def base_dataset(result) -> xr.Dataset:
     attribute (`status`, `diverged_at`) and a scalar data variable (`status_vars`), which survives combining."""
     cfg = result.config
     m = cfg.model
+    units = "nats" if getattr(cfg, "loss", "ce") == "ce" else "1"
     ds = xr.Dataset(
         data_vars={
-            "train_loss": var(("train_step",), result.train_loss, "training loss on the incoming batch, before the update", "nats"),
-            "heldout_loss": var(("step",), result.heldout_loss, "loss on the fixed held-out batch", "nats"),
+            "train_loss": var(("train_step",), result.train_loss, "training loss on the incoming batch, before the update", units),
+            "heldout_loss": var(("step",), result.heldout_loss, "loss on the fixed held-out batch", units),
             "grad_norm": var(("step",), result.grad_norm, "global gradient norm at the last step before the log step (0 at step 0)"),
             **status_vars(result.status, result.diverged_at),
         },
@@ -212,9 +213,34 @@ def probe_dataset(recorder, shapes) -> xr.Dataset:
     return xr.Dataset(data, coords=coords)
 
 
+# Variables of a full-batch run (`probes.run`, batch "full"); dmft.dynamics writes the same names and units
+FULL_BATCH_VARS = {
+    "test_outputs": (("step", "test_sample", "output"), "outputs the loss sees on the fixed held-out batch, "
+                     "f(theta_t) - f(theta_0) (f(theta_t) unless centre = copy)", "1"),
+    "train_labels": (("sample",), "class label of each training sample (the probe samples of a full-batch run)", "1"),
+    "test_labels": (("test_sample",), "class label of each held-out sample", "1"),
+}
+
+
+def full_batch_dataset(fb: dict, steps) -> xr.Dataset:
+    """The full-batch variables of a run (FULL_BATCH_VARS) from RunResult.extra["full_batch"]."""
+    data = {name: var(dims, fb[name], long_name, units) for name, (dims, long_name, units) in FULL_BATCH_VARS.items()}
+    n_test, C = fb["test_outputs"].shape[1:]
+    coords = {"step": ("step", np.asarray(steps, dtype=np.int64), {"long_name": "optimizer steps taken",
+                                                                    "units": "steps"}),
+              "test_sample": ("test_sample", np.arange(n_test), {"long_name": "held-out sample"}),
+              "output": ("output", np.arange(C), {"long_name": "output index: class, or vocab entry of the LM's "
+                                                            "last token"})}
+    return xr.Dataset(data, coords=coords)
+
+
 def run_dataset(result) -> xr.Dataset:
-    """The whole dataset of a run: losses, probes (when recorded) and attrs."""
+    """The whole dataset of a run: losses, probes (when recorded), the full-batch variables of a full-batch run,
+    and attrs."""
     ds = base_dataset(result)
+    fb = result.extra.get("full_batch")
+    if fb is not None:
+        ds = xr.merge([ds, full_batch_dataset(fb, result.log_steps)], combine_attrs="override")
     recorder = result.extra.get("recorder")
     if recorder is not None and recorder.records:
         pds = probe_dataset(recorder, result.model.shapes)

@@ -8,6 +8,9 @@ readout multiplier already carries 1/gamma0. f(theta_0) comes from a frozen copy
 Losses accumulate on the device and leave it once per log step (no host sync per step); training batches are
 drawn ahead in chunks and indexed on the device (`probes.batches`). A seed ensemble (`train_ensemble`) trains E
 seeds as one batched model, each member exactly as its separate run would (same init, data order, probes).
+Full-batch training (`batch="full"`, with `train_size` P): every step uses the same fixed P training samples, so
+the run is deterministic given (seed, data_seed); the probes are then taken on those P samples and the centred
+outputs on the held-out batch are kept at every log step (the finite side of `dmft.dynamics`, docs/dmft-dynamics.md).
 Opt-in speed settings, never silent: `precision` tf32 or bf16 (fp32 by default) and `compile` (torch.compile of
 the training loss; the probe pass stays eager), checked against the eager loss on the first batch.
 """
@@ -32,11 +35,16 @@ from parametrizations.spec import Parametrization, attention_scale, get_preset
 from parametrizations.transformer import LWSTransformer, ModelConfig, attention_logits, build_model, is_vision
 
 from .batches import BatchStream
-from .data import Task, default_patch, load_task
+from .data import ImageSplit, Task, default_patch, load_task
 from .faults import ENV as FAULT_ENV, Fault, fault_for, from_env as faults_from_env
 from .recorder import IO_WEIGHTS, MAX_SEED, MAX_STEP, ProbeConfig, ProbeRecorder
 
 PRECISIONS = ("fp32", "tf32", "bf16")   # fp32 is the default of every theory check; the others are opt-in
+BATCHES = ("random", "full")             # random minibatches of batch_size, or every step on the whole training set
+LOSSES = ("ce", "mse")                   # cross-entropy (the project's default) or 0.5 * squared error to one-hot
+# RunConfig fields added with full-batch training: left out of `to_dict` while they hold their defaults, so the
+# configs (and store hashes) of every run made without them are unchanged
+FULL_BATCH_DEFAULTS = {"train_size": None, "batch": "random", "loss": "ce"}
 DEVICE_RE = re.compile(r"cpu|cuda|cuda:\d{1,4}|auto")
 DEVICE_CHOICES = "cpu, cuda, cuda:N, auto"
 MAX_STEPS = MAX_STEP        # 10^8 optimizer steps (the losses buffer is steps x members floats)
@@ -50,7 +58,12 @@ class RunConfig:
     4 otherwise), so the resolved config always holds a number. seed keys the blocks' initial weights; io_seeds
     says what keys the embedding, positions and readout (`io_seed_of`): 0 (the default) the seed itself, K >= 1
     the io seed `seed mod K`, so the seeds of a sweep form K io groups that share their embedding, positions and
-    readout and differ only in their blocks (the paired depth design, `dmft.depth`)."""
+    readout and differ only in their blocks (the paired depth design, `dmft.depth`).
+    train_size: train on a fixed subset of this many samples of the training split, chosen by data_seed (image
+    tasks; None: the whole split). batch: "random" (minibatches of batch_size drawn with replacement) or "full"
+    (every step uses the whole training subset, in a fixed order: the run is deterministic given seed and
+    data_seed; needs train_size). loss: "ce" (cross-entropy) or "mse" (0.5 * sum over outputs of the squared
+    difference to the one-hot label, mean over samples)."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     param: Parametrization = field(default_factory=lambda: get_preset("mup"))
@@ -67,6 +80,9 @@ class RunConfig:
     probes: ProbeConfig = field(default_factory=ProbeConfig)
     precision: str = "fp32"
     compile: bool = False
+    train_size: int | None = None
+    batch: str = "random"
+    loss: str = "ce"
 
     def __post_init__(self) -> None:
         for name, cls in (("model", ModelConfig), ("param", Parametrization), ("optim", OptimConfig),
@@ -90,6 +106,17 @@ class RunConfig:
                 raise ConfigError("data_path", f"must be a non-empty path, got {self.data_path!r}")
         check_choice("precision", self.precision, PRECISIONS)
         check_bool("compile", self.compile)
+        if self.train_size is not None:
+            check_int("train_size", self.train_size, 1, MAX_BATCH)
+        check_choice("batch", self.batch, BATCHES)
+        check_choice("loss", self.loss, LOSSES)
+        if self.batch == "full" and self.train_size is None:
+            raise ConfigError("batch", "full needs a training subset: give train_size (--train-size P)")
+
+    @property
+    def full_batch(self) -> bool:
+        """True when every step trains on the whole fixed training subset (batch "full")."""
+        return self.batch == "full"
 
     def io_seed_of(self, seed: int) -> int:
         """The io seed (the key of the embedding, positions and readout draws) of the run with `seed`: the seed
@@ -102,9 +129,11 @@ class RunConfig:
         return self.io_seed_of(self.seed)
 
     def to_dict(self) -> dict:
+        """The config as plain data; the full-batch fields only when they differ from their defaults."""
+        rest = {k: v for k, v in asdict(self).items() if k not in ("model", "param", "optim", "probes")
+                and not (k in FULL_BATCH_DEFAULTS and v == FULL_BATCH_DEFAULTS[k])}
         return {"model": self.model.to_dict(), "param": self.param.to_dict(), "optim": self.optim.to_dict(),
-                "probes": self.probes.to_dict(),
-                **{k: v for k, v in asdict(self).items() if k not in ("model", "param", "optim", "probes")}}
+                "probes": self.probes.to_dict(), **rest}
 
 
 @dataclass
@@ -152,21 +181,75 @@ def model_config_for_task(cfg: ModelConfig, task: Task) -> ModelConfig:
     return replace(cfg, task="lm", seq_len=task.seq_len, vocab_size=task.vocab_size)
 
 
-def centred_loss(model: LWSTransformer, model0: LWSTransformer | None, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of f(theta) - f(theta_0) (f(theta_0) omitted when model0 is None): a scalar (nats), or one
-    per member (E,) for a seed ensemble (each member's mean loss, so the gradient of their sum is each member's
-    own gradient)."""
+def centred_outputs(model: LWSTransformer, model0: LWSTransformer | None, x: torch.Tensor) -> torch.Tensor:
+    """f(theta) - f(theta_0) on x (f(theta) when model0 is None; f(theta_0) without gradient): (B, C), or
+    (E, B, C) for a seed ensemble (the LM: (..., T, V))."""
     f = model(x)
     if model0 is not None:
         with torch.no_grad():
             f0 = model0(x)
         f = f - f0
+    return f
+
+
+def loss_of(f: torch.Tensor, y: torch.Tensor, loss: str, ensemble: int | None) -> torch.Tensor:
+    """The mean loss of outputs f (B, ..., C) or (E, B, ..., C) against labels y (B, ...): cross-entropy (loss
+    "ce", nats) or 0.5 * sum over outputs of (f - onehot(y))^2 (loss "mse"); a scalar, or one per member (E,)."""
     C = f.shape[-1]
-    if model.ensemble is None:
-        return F.cross_entropy(f.reshape(-1, C), y.reshape(-1))
-    E = model.ensemble
-    ce = F.cross_entropy(f.reshape(-1, C), y.expand(E, *y.shape).reshape(-1), reduction="none")   # (E*B*...)
-    return ce.view(E, -1).mean(1)                                  # (E,)
+    target = y if ensemble is None else y.expand(ensemble, *y.shape)
+    if loss == "mse":
+        per = 0.5 * (f - F.one_hot(target, C).to(f.dtype)).pow(2).sum(-1).reshape(-1)   # (B*...) or (E*B*...)
+    else:
+        per = F.cross_entropy(f.reshape(-1, C), target.reshape(-1), reduction="none")
+    return per.mean() if ensemble is None else per.view(ensemble, -1).mean(1)      # () or (E,)
+
+
+def centred_loss(model: LWSTransformer, model0: LWSTransformer | None, x: torch.Tensor, y: torch.Tensor,
+                 loss: str = "ce") -> torch.Tensor:
+    """The loss of f(theta) - f(theta_0) (f(theta_0) omitted when model0 is None): cross-entropy (loss "ce", nats)
+    or 0.5 * sum over outputs of (f - onehot(y))^2 (loss "mse"), mean over samples; a scalar, or one per member
+    (E,) for a seed ensemble (each member's mean loss, so the gradient of their sum is each member's own
+    gradient)."""
+    return loss_of(centred_outputs(model, model0, x), y, loss, model.ensemble)
+
+
+def loss_units(loss: str) -> str:
+    """Units of a loss value: nats for cross-entropy, 1 for the squared error."""
+    return "nats" if loss == "ce" else "1"
+
+
+def training_data(cfg: RunConfig, task: Task, device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The fixed training subset of a full-batch run, (x (P, S, D_in), y (P,)) on `device`: `train_size` distinct
+    samples of the training split chosen by data_seed (`Split.fixed`); None for a run with random batches."""
+    if not cfg.full_batch:
+        return None
+    x, y = task.train.fixed(cfg.train_size, seed=cfg.data_seed)
+    return x.to(device), y.to(device)
+
+
+def full_batch_arrays(cfg: RunConfig) -> dict:
+    """What a full-batch run trains and tests on, as numpy arrays (for `dmft.dynamics`, which builds no model):
+    {"x_train" (P, S, D_in), "y_train" (P,), "x_test" (heldout_batch, S, D_in), "y_test", "n_classes", "seq_len",
+    "model": the ModelConfig with the task's sizes}: the same samples `train` uses (the training subset chosen by
+    data_seed, the held-out batch)."""
+    task = load_task(cfg.model.task, cfg.data_path, seq_len=cfg.model.seq_len, patch=cfg.patch, seed=cfg.data_seed)
+    if not isinstance(task.train, ImageSplit) or cfg.train_size is None:
+        raise ConfigError("train_size", "needs an image task (vision or digits) and a training subset size")
+    x, y = task.train.fixed(cfg.train_size, seed=cfg.data_seed)
+    xh, yh = task.heldout.fixed(cfg.heldout_batch, seed=cfg.data_seed)
+    return {"x_train": x.numpy(), "y_train": y.numpy(), "x_test": xh.numpy(), "y_test": yh.numpy(),
+            "n_classes": int(task.n_classes), "seq_len": int(task.seq_len),
+            "model": model_config_for_task(cfg.model, task)}
+
+
+def training_split(cfg: RunConfig, task: Task):
+    """The split random batches are drawn from: the task's training split, or with train_size the fixed subset of
+    that many samples (the same samples a full-batch run trains on)."""
+    if cfg.train_size is None:
+        return task.train
+    if not isinstance(task.train, ImageSplit):
+        raise ConfigError("train_size", f"needs an image task (vision or digits), not {task.kind}")
+    return task.train.subset(cfg.train_size, cfg.data_seed)
 
 
 
@@ -268,18 +351,27 @@ def _train(cfg: RunConfig, seeds: list[int] | None, progress: bool,
     check_attention_scale(model, device)
     opt = build_optimizer(model, cfg.param, cfg.optim)
     lr = global_lr(cfg.param, cfg.optim, cfg.model.d_model, cfg.model.L)
-    gen = torch.Generator().manual_seed(cfg.data_seed + 1)
-    batches = BatchStream(task.train, cfg.batch_size, gen, device, chunk=max(1, min(256, cfg.steps)))
+    full = training_data(cfg, task, device)     # (x, y) of a full-batch run, else None
+    if full is None:
+        gen = torch.Generator().manual_seed(cfg.data_seed + 1)
+        batches = BatchStream(training_split(cfg, task), cfg.batch_size, gen, device,
+                              chunk=max(1, min(256, cfg.steps)))
     xh, yh = (t.to(device) for t in task.heldout.fixed(cfg.heldout_batch, seed=cfg.data_seed))
     state = TrainState(model, model0, task, device)
     recorder = None
     if cfg.probes.enabled:
-        x_probe = task.heldout.fixed(cfg.probes.n_samples, seed=cfg.probes.seed)[0].to(device)
+        # full batch: the probes (kernels, outputs) are taken on the training set itself
+        x_probe = full[0] if full is not None else \
+            task.heldout.fixed(cfg.probes.n_samples, seed=cfg.probes.seed)[0].to(device)
         recorder = ProbeRecorder(model, x_probe, cfg.probes, model0)
     log_at = set(cfg.probes.steps(cfg.steps))
-    loss_fn = centred_loss
+
+    def loss_fn(m: LWSTransformer, m0: LWSTransformer | None, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return centred_loss(m, m0, x, y, cfg.loss)
+
     if cfg.compile:
-        loss_fn = torch.compile(centred_loss)     # the probe pass stays outside the compiled region
+        loss_fn = torch.compile(loss_fn)          # the probe pass stays outside the compiled region
+    test_out: list[list[np.ndarray]] = [[] for _ in members]      # full batch: f - f0 on the held-out batch
 
     losses = torch.empty(cfg.steps, E, device=device)
     train_loss: list[list[float]] = [[] for _ in members]
@@ -309,10 +401,12 @@ def _train(cfg: RunConfig, seeds: list[int] | None, progress: bool,
         NaN/inf; it keeps what it recorded before and nothing of log step t."""
         nonlocal logged
         with torch.no_grad():
-            hl = centred_loss(model, model0, xh, yh).reshape(-1)   # (E,)
+            fh = centred_outputs(model, model0, xh)                # (B, C) or (E, B, C)
+            hl = loss_of(fh, yh, cfg.loss, model.ensemble).reshape(-1)   # (E,)
         vals = torch.stack([hl, gnorm if gnorm is not None else torch.zeros(E, device=device)])   # (2, E)
         chunk = losses[logged:step].cpu().numpy()                  # (k, E): one transfer per log step
         hl_f, gn_f = vals.cpu().numpy()
+        fh_host = fh.float().reshape(E, *fh.shape[-2:]).cpu().numpy() if full is not None else None
         if nan_at and step in nan_at:                              # the test hook: these weights' held-out loss
             hl_f = hl_f.copy()
             hl_f[nan_at[step]] = float("nan")
@@ -343,6 +437,8 @@ def _train(cfg: RunConfig, seeds: list[int] | None, progress: bool,
                 continue
             log_steps[e].append(step)
             heldout[e].append(float(hl_f[e]))
+            if fh_host is not None:
+                test_out[e].append(fh_host[e])
             gnorms[e].append(float(gn_f[e]))
             steps_done[e] = step
             if recorder is not None:
@@ -357,11 +453,11 @@ def _train(cfg: RunConfig, seeds: list[int] | None, progress: bool,
     with matmul_precision(cfg.precision, device):
         log(0, None)
         for step in range(cfg.steps):
-            x, y = batches.next()
+            x, y = full if full is not None else batches.next()
             with autocast(cfg.precision, device):
                 loss = loss_fn(model, model0, x, y)
             if step == 0 and cfg.compile:
-                check_compiled(loss, model, model0, x, y, cfg.precision, device)
+                check_compiled(loss, model, model0, x, y, cfg.precision, device, cfg.loss)
             opt.zero_grad(set_to_none=True)
             loss.sum().backward()
             gnorm = None
@@ -389,6 +485,10 @@ def _train(cfg: RunConfig, seeds: list[int] | None, progress: bool,
         single = model if seeds is None else model.member(e)
         rec = recorder if recorder is None or seeds is None else recorder.member(e, n_probes[e])
         extra = {"recorder": rec, "ensemble": E if seeds is not None else 0, "diverged_on": diverged_on[e]}
+        if full is not None:
+            C = int(cfg.model.n_classes)
+            extra["full_batch"] = {"test_outputs": np.asarray(test_out[e]).reshape(-1, len(yh), C),
+                                   "test_labels": yh.cpu().numpy(), "train_labels": full[1].cpu().numpy()}
         if fired[e] is not None:
             extra["injected_fault"] = fired[e]
         results.append(RunResult(replace(cfg, seed=seed), status[e], steps_done[e], train_loss[e], log_steps[e],
@@ -433,11 +533,11 @@ def member_sq_norm(t: torch.Tensor, ensemble: int | None) -> torch.Tensor:
 
 
 def check_compiled(loss: torch.Tensor, model: LWSTransformer, model0: LWSTransformer | None, x: torch.Tensor,
-                   y: torch.Tensor, precision: str, device: torch.device) -> None:
+                   y: torch.Tensor, precision: str, device: torch.device, kind: str = "ce") -> None:
     """RuntimeError unless the compiled step's loss equals the eager one on the first batch (relative 1e-4 in
     float32, 1e-2 under bf16): torch.compile must not change the function (e.g. the attention scale)."""
     with torch.no_grad(), autocast(precision, device):
-        eager = centred_loss(model, model0, x, y)
+        eager = centred_loss(model, model0, x, y, kind)
     err = ((loss.detach() - eager).abs().max() / eager.abs().max()).item()
     tol = 1e-2 if precision == "bf16" else 1e-4
     if not err <= tol:
