@@ -1,23 +1,24 @@
 """Finite networks against the computed limit (docs/dmft-dynamics.md, "Finite networks against the limit").
 
 Full-batch SGD on 8 digits (one token per image), L = 1, 8 steps, cross-entropy as the project trains, widths
-d = N = 16..256 (a factor 16) with 8 seeds each, at gamma0 = 0.05 (near lazy) and gamma0 = 1 (rich: its limit loss
-curve differs visibly from the lazy one). The finite networks are trained by probes.run (the real training code),
-the limit is dmft.dynamics.solve; distances and rates come from dmft.dynamics.distance (the fit rule lives in
-`fit_rate`). What the theory says (Bordelon & Pehlevan 2023, arXiv 2304.03408): the seed variance and the
-mean-square distance to the limit fall as width^-1, and the bias (seed mean minus limit) falls as width^-1 in
-amplitude, so at the largest widths it is small against the seed spread.
+d = N = 16..1024 (a factor 64) with 32 seeds each, at gamma0 = 0.05 (near lazy) and gamma0 = 1 (rich: its limit
+loss curve differs visibly from the lazy one). The finite networks are trained by probes.run (the real training
+code), the limit is dmft.dynamics.solve, which never calls the network's code; distances, rates and verdicts come
+from dmft.dynamics.distance through the project's one verdict rule (dmft.verdict). What the theory says (Bordelon &
+Pehlevan 2023, arXiv 2304.03408): the seed variance and the mean-square distance to the limit fall as width^-1,
+and the bias (seed mean minus limit) as width^-1 in amplitude, so at the largest width it is small against the
+seed spread (the bias ratio row).
 
 The same finite networks are then compared with deliberately wrong solvers (the response functions dropped, the
-LayerNorm normaliser frozen at its t = 0 value, the LayerNorm projection of the backward pass dropped): they do
-not converge to those, the bias stays at the size of the seed spread or above.
+LayerNorm normaliser frozen at its t = 0 value, the LayerNorm projection of the backward pass dropped): the bias
+ratio refutes "this limit" for each of them.
 """
 import numpy as np
 import pytest
 import xarray as xr
 
 from dmft.dynamics import Problem, SolverConfig, mean_field_rates, solve
-from dmft.dynamics.distance import limit_distances, rates
+from dmft.dynamics.distance import bias_ratio_verdict, limit_distances, rate_verdicts
 from parametrizations.optim import OptimConfig
 from parametrizations.spec import get_preset
 from parametrizations.transformer import ModelConfig
@@ -25,22 +26,17 @@ from probes.data import digits
 from probes.recorder import ProbeConfig
 from probes.run import RunConfig, train_ensemble
 
-WIDTHS = [16, 32, 64, 128, 256]
-SEEDS = list(range(8))
+WIDTHS = [16, 32, 64, 128, 256, 512, 1024]
+SEEDS = list(range(32))
 P, N_TEST, STEPS, ETA0 = 8, 8, 8, 0.5
 GAMMAS = {"lazy": 0.05, "rich": 1.0}
-# the convergence criteria (tolerances from the measured spread; module docstring and the asserts)
-SLOPE_TOL = 0.25          # output slopes over 4 independent seed sets: -0.92..-1.03 (rich), -0.93..-1.13 (lazy)
-KERNEL_SLOPE_TOL = 0.5    # kernel slopes over the same sets: -0.92..-1.35 (few seeds carry their variance)
-BIAS_RATIO_MAX = 0.25     # bias^2 / seed variance at d = 256, measured -0.03..0.07 (correct), >= 0.5 (broken)
 
 
 def _parametrization(gamma0: float):
     return get_preset("mup", gamma0=gamma0), OptimConfig(name="sgd", eta0=ETA0)
 
 
-@pytest.fixture(scope="module")
-def finite():
+def finite_runs():
     """{regime: (outputs (N, seed, step, sample, output) over training and test samples, kernels (N, seed, step,
     depth, sample, sample_))} of the finite full-batch runs."""
     out = {}
@@ -63,6 +59,11 @@ def finite():
     return out
 
 
+@pytest.fixture(scope="module")
+def finite():
+    return finite_runs()
+
+
 def limit(regime: str, **variant):
     """(outputs (step, sample, output), kernels (step, depth, sample, sample_), training loss) of the solver."""
     task = digits(patch=8)
@@ -79,31 +80,36 @@ def limit(regime: str, **variant):
             sol.losses()[0].numpy())
 
 
-def convergence(finite_da: xr.DataArray, limit_da: xr.DataArray) -> dict:
-    """Slopes of the seed variance and of the mean-square distance against width, and the bias ratio at the largest
-    width (dmft.dynamics.distance)."""
+def verdicts(finite_da: xr.DataArray, limit_da: xr.DataArray, regime: str) -> dict:
+    """{"seed_var", "bias2", "msd", "bias_ratio"}: the verdict rows of the finite runs against this limit."""
     dist = limit_distances(finite_da, limit_da, "N")
-    fits = rates(dist, "N")
-    return {"var": fits["seed_var"], "msd": fits["msd"], "bias_ratio": float(dist["bias_ratio"].sel(N=WIDTHS[-1]))}
+    rows = {v.row.split()[0]: v for v in rate_verdicts(dist, "N", finite_da.name or "", regime)}
+    rows["bias_ratio"] = bias_ratio_verdict(dist, "N", finite_da.name or "", regime)
+    return rows
+
+
+def text(rows: dict) -> str:
+    return "; ".join(f"{k}: {v.measured()} band {v.band:.2g} {v.outcome}" for k, v in rows.items())
 
 
 @pytest.mark.parametrize("regime", list(GAMMAS))
 def test_finite_networks_converge_to_the_limit(finite, regime):
-    """At gamma0 = 0.05 and 1: seed variance and mean-square distance of the outputs (training and test samples, all
-    steps) fall with slope -1 (+-0.25: the slopes of 4 independent seed sets spread over -0.92..-1.13), the kernels'
-    mean-square distance with slope -1 +- 0.5 (their spread over the seed sets: -0.92..-1.35), and at d = 256 the
-    squared bias is well below the seed variance (ratio < 0.25; measured -0.03..0.07). The rich limit's loss curve
-    differs from the lazy one's by more than 0.05 nats."""
+    """At gamma0 = 0.05 and 1 the seed variance and the mean-square distance of the outputs (training and test
+    samples, every step) and of the kernels fall as width^-1 (consistent with -1 within the band of their local
+    slopes, and not with 0), and the bias ratio at d = 1024 says "this limit". Measured over seeds 0-31:
+    outputs var -1.02 [-1.09, -0.95] / msd -1.03 [-1.10, -0.96] (lazy), -1.02 [-1.08, -0.97] / -1.03 [-1.08,
+    -0.98] (rich); kernels msd -0.97 [-1.07, -0.87] (lazy), -1.06 [-1.17, -0.94] (rich); bias ratios at d = 1024
+    between -0.02 and 0.01. Seeds 32-63 give the same outcomes (outputs msd -0.98 [-1.04, -0.93] lazy,
+    -1.02 [-1.07, -0.97] rich; kernels msd -1.08 and -1.07; bias ratios -0.02..-0.007). The squared bias itself
+    has no slope: it is <= 0 (below the seed noise) at some width, as it should be for the right limit. The rich
+    limit's loss curve differs from the lazy one's by 0.10 nats at its largest (at t = 5), against 0.05 asserted."""
     outs, kers = finite[regime]
     f_lim, k_lim, loss = limit(regime)
-    out = convergence(outs, f_lim)
-    ker = convergence(kers, k_lim)
-    msg = {k: (v.slope, v.lo, v.hi) if hasattr(v, "slope") else v for k, v in {**out, "kernel_msd": ker["msd"],
-                                                                               "kernel_bias": ker["bias_ratio"]}.items()}
-    assert abs(out["var"].slope + 1) < SLOPE_TOL, msg
-    assert abs(out["msd"].slope + 1) < SLOPE_TOL, msg
-    assert abs(ker["msd"].slope + 1) < KERNEL_SLOPE_TOL, msg
-    assert out["bias_ratio"] < BIAS_RATIO_MAX and ker["bias_ratio"] < BIAS_RATIO_MAX, msg
+    out, ker = verdicts(outs.rename("outputs"), f_lim, regime), verdicts(kers.rename("kernels"), k_lim, regime)
+    msg = f"outputs: {text(out)} | kernels: {text(ker)}"
+    for rows in (out, ker):
+        assert rows["seed_var"].outcome == "consistent" and rows["msd"].outcome == "consistent", msg
+        assert rows["bias_ratio"].outcome == "consistent", msg
     if regime == "rich":
         lazy_loss = limit("lazy")[2]
         assert np.abs(loss - lazy_loss).max() > 0.05, (loss, lazy_loss)
@@ -112,11 +118,16 @@ def test_finite_networks_converge_to_the_limit(finite, regime):
 @pytest.mark.parametrize("variant", [{"responses": False}, {"ln_normaliser": "frozen"}, {"ln_projection": False}],
                          ids=["no-response-functions", "frozen-layernorm-normaliser", "no-layernorm-projection"])
 def test_finite_networks_do_not_converge_to_a_broken_limit(finite, variant):
-    """The rich runs against a solver with one term of the equations wrong: the bias at d = 256 stays at least at
-    the seed spread's size (ratio > 0.25, measured 1.9-2.3 without responses, 0.53-0.55 with the frozen normaliser,
-    ~8 without the projection), so the convergence criterion of the test above fails: the finite networks converge
-    to the full equations, not to these."""
+    """The rich runs against a solver with one term of the equations wrong: the bias ratio at d = 1024 refutes
+    "this limit" (measured 8.3 / 9.3 without the responses, 2.0 / 2.3 with the frozen normaliser, 35 / 38 without
+    the projection, seeds 0-31 / 32-63; it grows about as the width, as a bias that does not fall against a
+    variance that does). The slope of the
+    mean-square distance alone would not always say so: with the frozen normaliser it reads -0.77 [-0.82, -0.72]
+    with local slopes drifting from -1.04 to -0.36, and the band of those local slopes (0.41) takes it in.
+    In the lazy regime (gamma0 = 0.05) the frozen normaliser and the dropped projection change nothing measurable
+    (bias ratios as for the full solver): the kernels barely move, so the normaliser stays at its t = 0 value, and
+    the projection E[u e] stays near its value 0 at initialisation."""
     outs, _ = finite["rich"]
     f_lim, _, _ = limit("rich", **variant)
-    out = convergence(outs, f_lim)
-    assert out["bias_ratio"] > BIAS_RATIO_MAX, (out["bias_ratio"], out["msd"].slope)
+    rows = verdicts(outs.rename("outputs"), f_lim, "rich")
+    assert rows["bias_ratio"].outcome == "refuted", text(rows)

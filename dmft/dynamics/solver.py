@@ -229,6 +229,9 @@ class Sweep:
                 self.backward(t)
         return self.fresh
 
+    def _zeros(self, *shape: int) -> torch.Tensor:
+        return torch.zeros(*shape, dtype=self.dtype, device=self.device)
+
     def _sigma(self, k: int, t: int, h: torch.Tensor) -> torch.Tensor:
         """sigma_k(t) from the stream h_k(t) (S2); 1 with ln_normalise off."""
         est = (self.stream.mean_pairs(h, h) + LN_EPS).sqrt()
@@ -308,7 +311,7 @@ class Sweep:
             self.w_acc = self.w_acc + self.u[K + 1][:, t - 1, :P] @ self.delta[t - 1]
         w = s.source("w0", 0) + g0 * r.c_read * self.w_acc                 # (S7)
         e_out = w @ self.delta[t].T                                        # (rows, P)
-        kap = s.mean_pairs(u_out, e_out) if self.cfg.ln_projection else torch.zeros(P, dtype=self.dtype, device=self.device)
+        kap = s.mean_pairs(u_out, e_out) if self.cfg.ln_projection else self._zeros(P)
         kap = self.take("kappa_out", t, kap)
         sig = self.used["sigma"][K, t, :P]
         e = (e_out - u_out * kap) / sig                                    # (S6)
@@ -322,7 +325,7 @@ class Sweep:
             u = self.u[k]
             zeta = (s.source(f"ri{k}", t) + u[:, :t + 1, :P].reshape(s.rows, -1) @ b_in.T
                     + g0 * r.c_in[kind] * r.b * u[:, :t, :P].reshape(s.rows, -1) @ gz_row[:, :t * P].T)   # (S5)
-            kap = s.mean_pairs(u[:, t, :P], zeta) if self.cfg.ln_projection else torch.zeros(P, dtype=self.dtype, device=self.device)
+            kap = s.mean_pairs(u[:, t, :P], zeta) if self.cfg.ln_projection else self._zeros(P)
             kap = self.take("kappa", (k - 1, t), kap)
             sig = self.used["sigma"][k - 1, t, :P]
             e = e + r.b / sig * (zeta - u[:, t, :P] * kap)                    # (S6)
