@@ -37,7 +37,9 @@ def memory_bytes(prob: Problem, scfg: SolverConfig) -> int:
     rows = M + C + K * (F + B)
     stream = rows * ((K + 1) * (F + B) + 4 * max(F, B))
     attn = (F + B) * (2 * F + B) * prob.L
-    mc = scfg.n_samples * (4 * F + 3 * B) * prob.L
+    # per MLP site: its Gaussian sources and their noise (2F + 2B), z, psi and gz (2F + B), and the transient
+    # copies of sliced fields in the products and regressions (2F + B)
+    mc = scfg.n_samples * (6 * F + 4 * B) * prob.L
     return item * (3 * params + stream + attn + mc)
 
 

@@ -227,6 +227,9 @@ class Sweep:
             self.forward(t)
             if t < T:
                 self.backward(t)
+        # the sites and fields live for one sweep: drop them now (the exact sites' covariance callbacks refer back
+        # to this sweep, a cycle that would keep every Monte Carlo sample alive until the cyclic collector runs)
+        self.stream = self.hidden = self.u = self.e = self.z = self.psi = self.gz = None
         return self.fresh
 
     def _zeros(self, *shape: int) -> torch.Tensor:
