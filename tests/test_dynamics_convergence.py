@@ -17,67 +17,29 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from dmft.dynamics import Problem, SolverConfig, mean_field_rates, solve
 from dmft.dynamics.distance import bias_ratio_verdict, limit_distances, rate_verdicts
-from parametrizations.optim import OptimConfig
-from parametrizations.spec import get_preset
-from parametrizations.transformer import ModelConfig
-from probes.data import digits
-from probes.recorder import ProbeConfig
-from probes.run import RunConfig, train_ensemble
+from dmft.dynamics.finite import Setting, finite_runs, limit as solve_limit
 
 WIDTHS = [16, 32, 64, 128, 256, 512, 1024]
 SEEDS = list(range(32))
-P, N_TEST, STEPS, ETA0 = 8, 8, 8, 0.5
 GAMMAS = {"lazy": 0.05, "rich": 1.0}
-
-
-def _parametrization(gamma0: float):
-    return get_preset("mup", gamma0=gamma0), OptimConfig(name="sgd", eta0=ETA0)
-
-
-def finite_runs():
-    """{regime: (outputs (N, seed, step, sample, output) over training and test samples, kernels (N, seed, step,
-    depth, sample, sample_))} of the finite full-batch runs."""
-    out = {}
-    for regime, gamma0 in GAMMAS.items():
-        p, opt = _parametrization(gamma0)
-        outs, kers = [], []
-        for d in WIDTHS:
-            cfg = RunConfig(model=ModelConfig(N=d, H=1, L=1, task="digits"), param=p, optim=opt, steps=STEPS, patch=8,
-                            train_size=P, batch="full", heldout_batch=N_TEST, probes=ProbeConfig(every=1))
-            res = train_ensemble(cfg, SEEDS)
-            assert all(r.status == "ok" for r in res)
-            arrays = [r.extra["recorder"].arrays() for r in res]
-            outs.append(np.stack([np.concatenate([a["probe_outputs"], r.extra["full_batch"]["test_outputs"]], 1)
-                                  for a, r in zip(arrays, res)]))
-            kers.append(np.stack([a["kernel_pooled"] for a in arrays]))
-        coords = {"N": WIDTHS, "seed": SEEDS, "step": np.arange(STEPS + 1)}
-        out[regime] = (xr.DataArray(np.stack(outs), dims=("N", "seed", "step", "sample", "output"), coords=coords),
-                       xr.DataArray(np.stack(kers), dims=("N", "seed", "step", "depth", "sample", "sample_"),
-                                    coords=coords))
-    return out
 
 
 @pytest.fixture(scope="module")
 def finite():
-    return finite_runs()
+    """{regime: (outputs (N, seed, step, sample, output) over training and test samples, kernels (N, seed, step,
+    depth, sample, sample_))} of the finite full-batch runs."""
+    out = {}
+    for regime, gamma0 in GAMMAS.items():
+        runs = finite_runs(Setting(gamma0), WIDTHS, SEEDS)
+        out[regime] = (runs["outputs"], runs["kernels"])
+    return out
 
 
 def limit(regime: str, **variant):
     """(outputs (step, sample, output), kernels (step, depth, sample, sample_), training loss) of the solver."""
-    task = digits(patch=8)
-    xtr, ytr = task.train.fixed(P, seed=0)                 # what probes.run trains on (data_seed 0)
-    xte, yte = task.heldout.fixed(N_TEST, seed=0)          # its held-out batch
-    p, opt = _parametrization(GAMMAS[regime])
-    prob = Problem(xtr[:, 0].numpy(), ytr.numpy(), xte[:, 0].numpy(), yte.numpy(), 10, 1, STEPS, "ce",
-                   mean_field_rates(p, opt, L=1, d_in=xtr.shape[-1]))
-    sol = solve(prob, SolverConfig(n_samples=10_000, max_iter=0, **variant))
-    f = sol.params["f"].numpy()
-    k = sol.params["kernel_pooled"].permute(1, 0, 2, 3).numpy()
-    return (xr.DataArray(f, dims=("step", "sample", "output"), coords={"step": np.arange(STEPS + 1)}),
-            xr.DataArray(k, dims=("step", "depth", "sample", "sample_"), coords={"step": np.arange(STEPS + 1)}),
-            sol.losses()[0].numpy())
+    lim = solve_limit(Setting(GAMMAS[regime]), **variant)
+    return lim["outputs"], lim["kernels"], lim["train_loss"].values
 
 
 def verdicts(finite_da: xr.DataArray, limit_da: xr.DataArray, regime: str) -> dict:
