@@ -633,8 +633,9 @@ def _effective(cfg: RunConfig) -> RunConfig:
 def memory_parts(cfg: RunConfig, what: str = "run", members: int = 1) -> dict[str, tuple[int, list, bool]]:
     """Estimated bytes of a run by part: {part: (bytes, the keys that size it, on the device)}. A generous
     estimate: `probes.ensemble.member_bytes` (weights with gradient, optimizer state and initial copy;
-    training activations; the probe pass) plus the probe kernels, the recorded probe steps, the held-out
-    forward, the per-step loss buffers and the batch chunk. what="model": the weights alone (describe)."""
+    training activations; the probe pass) plus the probe kernels, the recorded probe steps, a full-batch run's
+    gradient kernels (every train step), the held-out forward, the per-step loss buffers and the batch chunk.
+    what="model": the weights alone (describe)."""
     from .ensemble import FLOAT, member_bytes
 
     cfg = _effective(cfg)
@@ -666,6 +667,12 @@ def memory_parts(cfg: RunConfig, what: str = "run", members: int = 1) -> dict[st
         parts["recorded probe steps"] = (members * n_rec * (2 * FLOAT * record + 200),
                                          probe_keys + [("run", "steps"), ("probes", "every"), ("probes", "n_log"),
                                                        ("probes", "at")], False)
+        if cfg.full_batch:                        # kernel_grad (probes.grad_kernel): (L+1, P, P) per train step
+            per_step = members * FLOAT * (L + 1) * P * P
+            held = min(cfg.steps, pr.every) if pr.schedule == "every" else cfg.steps   # on the device till a log
+            grad_keys = [("run", "train_size"), ("run", "steps"), ("model", "L")]
+            parts["gradient kernels"] = (2 * cfg.steps * per_step, grad_keys, False)
+            parts["gradient kernels before a log step"] = (held * per_step, grad_keys, True)
     parts["held-out forward"] = (members * FLOAT * cfg.heldout_batch * S * (4 * d + 2 * max(sh.d_ff) + 3 * n_out),
                                  model_keys + [("run", "heldout_batch")], True)
     chunk = max(1, min(256, cfg.steps))

@@ -213,18 +213,23 @@ def probe_dataset(recorder, shapes) -> xr.Dataset:
     return xr.Dataset(data, coords=coords)
 
 
-# Variables of a full-batch run (`probes.run`, batch "full"); dmft.dynamics writes the same names and units
+# Variables of a full-batch run (`probes.run`, batch "full"); dmft.dynamics writes the same names and units.
+# kernel_grad (`probes.grad_kernel`) only when the run records probes (its depth and sample coordinates).
 FULL_BATCH_VARS = {
     "test_outputs": (("step", "test_sample", "output"), "outputs the loss sees on the fixed held-out batch, "
                      "f(theta_t) - f(theta_0) (f(theta_t) unless centre = copy)", "1"),
     "train_labels": (("sample",), "class label of each training sample (the probe samples of a full-batch run)", "1"),
     "test_labels": (("test_sample",), "class label of each held-out sample", "1"),
+    "kernel_grad": (("train_step", "depth", "sample", "sample_"), ("residual-stream gradient kernel over the "
+                    "training samples, e.e'/d with e = -gamma0 d dLoss/dh summed over tokens"), "1"),
 }
 
 
 def full_batch_dataset(fb: dict, steps) -> xr.Dataset:
-    """The full-batch variables of a run (FULL_BATCH_VARS) from RunResult.extra["full_batch"]."""
-    data = {name: var(dims, fb[name], long_name, units) for name, (dims, long_name, units) in FULL_BATCH_VARS.items()}
+    """The full-batch variables of a run (FULL_BATCH_VARS) from RunResult.extra["full_batch"] (kernel_grad when
+    it holds one)."""
+    data = {name: var(dims, fb[name], long_name, units) for name, (dims, long_name, units) in FULL_BATCH_VARS.items()
+            if name in fb}
     n_test, C = fb["test_outputs"].shape[1:]
     coords = {"step": ("step", np.asarray(steps, dtype=np.int64), {"long_name": "optimizer steps taken",
                                                                     "units": "steps"}),

@@ -9,8 +9,10 @@ Losses accumulate on the device and leave it once per log step (no host sync per
 drawn ahead in chunks and indexed on the device (`probes.batches`). A seed ensemble (`train_ensemble`) trains E
 seeds as one batched model, each member exactly as its separate run would (same init, data order, probes).
 Full-batch training (`batch="full"`, with `train_size` P): every step uses the same fixed P training samples, so
-the run is deterministic given (seed, data_seed); the probes are then taken on those P samples and the centred
-outputs on the held-out batch are kept at every log step (the finite side of `dmft.dynamics`, docs/dmft-dynamics.md).
+the run is deterministic given (seed, data_seed); the probes are then taken on those P samples, the centred
+outputs on the held-out batch are kept at every log step, and (with probes) the residual-stream gradient kernels
+of every training step's own backward (`probes.grad_kernel`; the finite side of `dmft.dynamics`,
+docs/dmft-dynamics.md).
 Opt-in speed settings, never silent: `precision` tf32 or bf16 (fp32 by default) and `compile` (torch.compile of
 the training loss; the probe pass stays eager), checked against the eager loss on the first batch.
 """
@@ -37,6 +39,7 @@ from parametrizations.transformer import LWSTransformer, ModelConfig, attention_
 from .batches import BatchStream
 from .data import ImageSplit, Task, default_patch, load_task
 from .faults import ENV as FAULT_ENV, Fault, fault_for, from_env as faults_from_env
+from .grad_kernel import StreamGradients
 from .recorder import IO_WEIGHTS, MAX_SEED, MAX_STEP, ProbeConfig, ProbeRecorder
 
 PRECISIONS = ("fp32", "tf32", "bf16")   # fp32 is the default of every theory check; the others are opt-in
@@ -364,6 +367,8 @@ def _train(cfg: RunConfig, seeds: list[int] | None, progress: bool,
         x_probe = full[0] if full is not None else \
             task.heldout.fixed(cfg.probes.n_samples, seed=cfg.probes.seed)[0].to(device)
         recorder = ProbeRecorder(model, x_probe, cfg.probes, model0)
+    # full batch with probes: the gradient kernels of every training step, from its own backward (kernel_grad)
+    grads = StreamGradients(model, cfg.param.gamma0) if full is not None and recorder is not None else None
     log_at = set(cfg.probes.steps(cfg.steps))
 
     def loss_fn(m: LWSTransformer, m0: LWSTransformer | None, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -372,6 +377,8 @@ def _train(cfg: RunConfig, seeds: list[int] | None, progress: bool,
     if cfg.compile:
         loss_fn = torch.compile(loss_fn)          # the probe pass stays outside the compiled region
     test_out: list[list[np.ndarray]] = [[] for _ in members]      # full batch: f - f0 on the held-out batch
+    kernel_grad: list[list[np.ndarray]] = [[] for _ in members]   # full batch: (L+1, P, P) per train step
+    pending: list[torch.Tensor] = []                               # gradient kernels (E, L+1, P, P) not yet logged
 
     losses = torch.empty(cfg.steps, E, device=device)
     train_loss: list[list[float]] = [[] for _ in members]
@@ -405,6 +412,8 @@ def _train(cfg: RunConfig, seeds: list[int] | None, progress: bool,
             hl = loss_of(fh, yh, cfg.loss, model.ensemble).reshape(-1)   # (E,)
         vals = torch.stack([hl, gnorm if gnorm is not None else torch.zeros(E, device=device)])   # (2, E)
         chunk = losses[logged:step].cpu().numpy()                  # (k, E): one transfer per log step
+        kchunk = torch.stack(pending).cpu().numpy() if pending else None   # (k, E, L+1, P, P)
+        pending.clear()
         hl_f, gn_f = vals.cpu().numpy()
         fh_host = fh.float().reshape(E, *fh.shape[-2:]).cpu().numpy() if full is not None else None
         if nan_at and step in nan_at:                              # the test hook: these weights' held-out loss
@@ -416,6 +425,8 @@ def _train(cfg: RunConfig, seeds: list[int] | None, progress: bool,
         for e in list(alive):
             ce = chunk[:, e].tolist()
             train_loss[e].extend(ce)
+            if kchunk is not None:
+                kernel_grad[e].extend(kchunk[:, e])
             bad = [i for i, v in enumerate(ce) if not math.isfinite(v)]
             if bad:
                 diverge(e, first + bad[0], step, "training loss")
@@ -450,7 +461,8 @@ def _train(cfg: RunConfig, seeds: list[int] | None, progress: bool,
         return True
 
     bar = _progress(progress, cfg.steps)
-    with matmul_precision(cfg.precision, device):
+    hooks = grads.attached() if grads is not None else contextlib.nullcontext()
+    with matmul_precision(cfg.precision, device), hooks:
         log(0, None)
         for step in range(cfg.steps):
             x, y = full if full is not None else batches.next()
@@ -460,6 +472,8 @@ def _train(cfg: RunConfig, seeds: list[int] | None, progress: bool,
                 check_compiled(loss, model, model0, x, y, cfg.precision, device, cfg.loss)
             opt.zero_grad(set_to_none=True)
             loss.sum().backward()
+            if grads is not None:
+                pending.append(grads.kernels())                    # (E, L+1, P, P), stays on the device
             gnorm = None
             if step + 1 in log_at:   # gradient norms at log steps only; no work on the other steps
                 gnorm = torch.sqrt(sum(member_sq_norm(p.grad.detach(), model.ensemble)
@@ -489,6 +503,10 @@ def _train(cfg: RunConfig, seeds: list[int] | None, progress: bool,
             C = int(cfg.model.n_classes)
             extra["full_batch"] = {"test_outputs": np.asarray(test_out[e]).reshape(-1, len(yh), C),
                                    "test_labels": yh.cpu().numpy(), "train_labels": full[1].cpu().numpy()}
+            if grads is not None:
+                P = len(full[1])
+                extra["full_batch"]["kernel_grad"] = np.asarray(kernel_grad[e], dtype=np.float32).reshape(
+                    -1, cfg.model.L + 1, P, P)                     # (train_step, depth, P, P)
         if fired[e] is not None:
             extra["injected_fault"] = fired[e]
         results.append(RunResult(replace(cfg, seed=seed), status[e], steps_done[e], train_loss[e], log_steps[e],
