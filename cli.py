@@ -289,9 +289,10 @@ def solve(
     config: Optional[str] = ConfigOpt,
     overrides: dict = None,
 ):
-    """Solve the DMFT of full-batch SGD training in the limit d = N*H -> oo (one token per image: --patch = the
-    image side) for the same configuration `run` trains, and write its dataset (docs/dmft-dynamics.md). --batch
-    defaults to full and --optimizer to sgd here, the only training the solver covers."""
+    """Solve the DMFT of full-batch SGD training in the mean-field limit for the same configuration `run` trains,
+    and write its dataset (docs/dmft-dynamics.md): d = N*H -> oo with one token per image (--patch = the image
+    side), N -> oo at fixed H with several tokens (alpha_A = 1). --batch defaults to full and --optimizer to sgd
+    here, the only training the solver covers."""
     from dmft.dynamics import SolverConfig
     from dmft.dynamics.command import check_memory, default_config, problem_for, solution_for, summary_lines
     from dmft.dynamics.solver import SolverDiverged
@@ -308,7 +309,8 @@ def solve(
     out = out or default_out_path(cfg).with_name(default_out_path(cfg).stem + "-limit.nc")
     made = [p for p in (Path(out).parent, *Path(out).parent.parents) if not p.exists()]
     out_path = prepare_out_path(out, overwrite)
-    typer.echo(f"{cfg.param.name} sgd {cfg.model.task}: limit d -> oo, L={cfg.model.L}, P={prob.P}, "
+    limit = "d -> oo" if prob.S == 1 else f"N -> oo at H={cfg.model.H}, S={prob.S} tokens"
+    typer.echo(f"{cfg.param.name} sgd {cfg.model.task}: limit {limit}, L={cfg.model.L}, P={prob.P}, "
                f"{cfg.steps} steps, {samples} samples", err=True)
     try:
         _, ds = solution_for(cfg, prob, scfg)
@@ -531,10 +533,14 @@ def check(
     nc: Optional[Path] = typer.Option(None, "--nc", help="also write the verdict table as netCDF"),
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="folder: also write the P1-P12 summary as Markdown"),
     mc_heads: int = typer.Option(2048, "--mc-heads", help="Monte Carlo heads of the H -> oo solver (P4)"),
+    limit: Optional[str] = typer.Option(None, "--limit", help="a DMFT solution (`dmft-probe solve`) of the sweep's "
+                                        "full-batch problem: adds the rows of the finite runs against the computed "
+                                        "limit, P6 among them"),
 ):
     """Print the verdict rows (dmft.verdict): each row's hypotheses, measured value with its interval, band and
     verdict, primary rows marked *; for a folder, every dataset's rows, the cross-sweep verdicts (P7, P9, P12), the
-    P1-P12 summary of primary rows and the headline over primary rows."""
+    P1-P12 summary of primary rows and the headline over primary rows. With --limit, a full-batch width sweep is
+    also measured against the computed limit (docs/dmft-dynamics.md)."""
     from dmft.check import check as run_check, check_mc_heads
     from dmft.verdict import headline, lines as verdict_lines, to_dataset as verdict_dataset
     from probes.config import check_data_path
@@ -549,6 +555,10 @@ def check(
     folder = dataset.is_dir() and dataset.suffix != ".zarr"
     if markdown is not None and not folder:
         raise ValueError("--markdown needs a folder of sweeps as DATASET (the P1-P12 summary)")
+    if limit is not None:
+        check_data_path(limit, "--limit")
+        if folder:
+            raise ValueError("--limit needs one sweep dataset as DATASET, not a folder")
     if folder:
         from dmft import report
 
@@ -571,6 +581,14 @@ def check(
                 verdicts = run_check(ds, n_heads_mc=mc_heads) + trained_verdicts(ds)
         except ValueError as e:          # what the dataset lacks for a verdict (not a sweep, too few sizes, ...)
             raise ValueError(f"{dataset}: {str(e).splitlines()[0]}") from None
+        if limit is not None:
+            from dmft.dynamics.against import limit_verdicts
+
+            solution = load(Path(limit))
+            try:
+                verdicts = verdicts + limit_verdicts(ds, solution)
+            except ValueError as e:
+                raise ValueError(f"{limit}: {str(e).splitlines()[0]}") from None
         for line in verdict_lines(verdicts):
             typer.echo(line)
     table = verdict_dataset(verdicts)

@@ -21,26 +21,33 @@ def problem_for(cfg: RunConfig) -> tuple[RunConfig, Problem]:
     parametrization's coefficients. ValueError naming the option when the solver does not cover cfg."""
     arrays = full_batch_arrays(cfg)
     check_solvable(cfg.to_dict(), arrays["seq_len"])
-    rates = mean_field_rates(cfg.param, cfg.optim, cfg.model.L, arrays["x_train"].shape[-1])
-    prob = Problem(arrays["x_train"][:, 0], arrays["y_train"], arrays["x_test"][:, 0], arrays["y_test"],
+    rates = mean_field_rates(cfg.param, cfg.optim, cfg.model.L, arrays["x_train"].shape[-1],
+                             tokens=arrays["seq_len"], H=cfg.model.H)
+    prob = Problem(arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"],
                    arrays["n_classes"], cfg.model.L, cfg.steps, cfg.loss, rates)
     return replace(cfg, model=arrays["model"]), prob
 
 
 def memory_bytes(prob: Problem, scfg: SolverConfig) -> int:
-    """A generous estimate of the solver's peak memory (bytes): the order parameters (two copies during an
-    iteration), the exact stream site's coefficients and the Monte Carlo sites' samples."""
-    T, M, P, C, K = prob.steps, prob.M, prob.P, prob.n_classes, 2 * prob.L
-    F, B = (T + 1) * M, T * P
+    """A generous estimate of the solver's peak memory (bytes): the order parameters (up to three copies during an
+    iteration), the exact sites' coefficients, the Monte Carlo sites' samples and a fixed overhead."""
+    T, M, P, C, K, S, L = prob.steps, prob.M, prob.P, prob.n_classes, 2 * prob.L, prob.S, prob.L
+    F, B, Ftr = (T + 1) * M * S, T * P * S, (T + 1) * P * S
+    roles = 3 if S > 1 else 1                     # input roles of an attention branch: W_V (and W_Q, W_K)
     item = 8 if scfg.dtype == "float64" else 4
-    params = K * (2 * F * F + 2 * B * B + 2 * F * B + 2 * B * (T + 1) * P) + F * F
-    rows = M + C + K * (F + B)
+    params = (K * (2 * F * F + 2 * B * B + 2 * F * B + 2 * B * Ftr) + ((T + 1) * M) ** 2
+              + (roles - 1) * L * (B * B + F * B + B * Ftr))
+    rows = M * S + C + K * (F + B) + (roles - 1) * L * B
     stream = rows * ((K + 1) * (F + B) + 4 * max(F, B))
-    attn = (F + B) * (2 * F + B) * prob.L
+    # each exact attention site: rows = its source families (roles forward, one backward); columns = its fields
+    # z, psi (and q, k) over F and a backward field per role over B, and as many again for transient copies
+    attn = (roles * F + B) * 2 * ((2 * roles if S > 1 else 2) * F + roles * B) * L
     # per MLP site: its Gaussian sources and their noise (2F + 2B), z, psi and gz (2F + B), and the transient
     # copies of sliced fields in the products and regressions (2F + B)
     mc = scfg.n_samples * (6 * F + 4 * B) * prob.L
-    return item * (3 * params + stream + attn + mc)
+    # plus a fixed 64 MiB for torch's first use of its kernels and LAPACK workspaces (measured: about 20 MiB
+    # above the interpreter's for the smallest problems)
+    return item * (3 * params + stream + attn + mc) + 64 * 2 ** 20
 
 
 def check_memory(prob: Problem, scfg: SolverConfig) -> None:

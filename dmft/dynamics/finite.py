@@ -108,7 +108,8 @@ def limit(s: Setting, n_samples: int = 10_000, **variant) -> dict[str, xr.DataAr
            "kernels": xr.DataArray(sol.params["kernel_pooled"].permute(1, 0, 2, 3).numpy(),
                                    dims=("step", "depth", "sample", "sample_"), coords=step),
            "grad_kernels": xr.DataArray(sol.params["kernel_grad"].permute(1, 0, 2, 3).numpy(),
-                                        dims=("step", "depth", "sample", "sample_"), coords={"step": np.arange(s.steps)}),
+                                        dims=("step", "depth", "sample", "sample_"),
+                                        coords={"step": np.arange(s.steps)}),
            "train_loss": xr.DataArray(sol.losses()[0].numpy(), dims="step", coords=step)}
     if prob.S > 1:
         pts = attention_points(s)

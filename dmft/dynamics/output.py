@@ -30,9 +30,13 @@ VARS = {
     "train_labels": (("sample",), "class label of each training sample (the probe samples of a full-batch run)", "1"),
     "test_labels": (("test_sample",), "class label of each held-out sample", "1"),
     "probe_inputs": (("sample", "token", "feature"), "probe batch: standardised patches", "1"),
-    "normaliser": (("step", "position", "sample"), "LayerNorm normaliser sqrt(h.h/d + eps) of the training samples "
-                   "at each stream position (0: embedding; 2l - 1, 2l: after the attention and MLP branch of block l)",
-                   "1"),
+    "kernel_grad": (("train_step", "depth", "sample", "sample_"), "residual-stream gradient kernel over the "
+                    "training samples, e.e'/d with e = -gamma0 d dLoss/dh summed over tokens", "1"),
+    "normaliser": (("step", "position", "sample", "token"), "LayerNorm normaliser sqrt(h.h/d + eps) of each token of "
+                   "the training samples at each stream position (0: embedding; 2l - 1, 2l: after the attention and "
+                   "MLP branch of block l)", "1"),
+    "attn_limit": (("step", "layer", "sample", "token", "token_"), "A = N^-alpha_A q.k of the training samples, the "
+                   "same for every head in the limit (N -> oo at alpha_A = 1)", "1"),
 }
 
 
@@ -46,7 +50,7 @@ def solution_dataset(sol: Solution, attrs: dict | None = None) -> xr.Dataset:
     `config` JSON) come first, then the solver's own: kind "dmft_dynamics", the limit, the solver settings
     (solver_*), the final self-consistency residual and the iterations."""
     prob, p = sol.problem, sol.params
-    T, P, L = prob.steps, prob.P, prob.L
+    T, P, L, S = prob.steps, prob.P, prob.L, prob.S
     units = "nats" if prob.loss == "ce" else "1"
     ftr, fte = (x.detach().cpu().numpy() for x in sol.outputs())
     ltr, lte = (x.detach().cpu().numpy() for x in sol.losses())
@@ -59,13 +63,17 @@ def solution_dataset(sol: Solution, attrs: dict | None = None) -> xr.Dataset:
         "test_outputs": _var("test_outputs", fte, units),
         "train_labels": _var("train_labels", np.asarray(prob.y_train, dtype=np.int64), units),
         "test_labels": _var("test_labels", np.asarray(prob.y_test, dtype=np.int64), units),
-        "probe_inputs": _var("probe_inputs", np.asarray(prob.x_train, dtype=np.float32)[:, None, :], units),
-        "normaliser": _var("normaliser", p["sigma"][:, :, :P].permute(1, 0, 2).cpu().numpy(), units),
+        "kernel_grad": _var("kernel_grad", p["kernel_grad"].permute(1, 0, 2, 3).cpu().numpy(), units),
+        "probe_inputs": _var("probe_inputs", prob.tokens(prob.x_train).astype(np.float32), units),
+        "normaliser": _var("normaliser", p["sigma"][:, :, :P * S].reshape(2 * L + 1, T + 1, P, S).permute(1, 0, 2, 3)
+                           .cpu().numpy(), units),
         "status": ((), np.int8(0), {"long_name": "run status: 0 ok, 1 diverged", "units": "1",
                                     "flag_values": np.asarray([0, 1], dtype=np.int8), "flag_meanings": "ok diverged"}),
         "diverged_at": ((), np.int64(-1), {"long_name": "optimizer step whose weights gave the first NaN/inf loss or "
                                                         "probe (-1: did not diverge)", "units": "steps"}),
     }
+    if S > 1:
+        data["attn_limit"] = _var("attn_limit", p["attn"][:, :, :P].permute(1, 0, 2, 3, 4).cpu().numpy(), units)
     coords = {
         "step": ("step", np.arange(T + 1, dtype=np.int64), {"long_name": "optimizer steps taken", "units": "steps"}),
         "train_step": ("train_step", np.arange(T, dtype=np.int64), {"long_name": "optimizer step", "units": "steps"}),
@@ -74,6 +82,9 @@ def solution_dataset(sol: Solution, attrs: dict | None = None) -> xr.Dataset:
                                                                      "after the attention / MLP branch of block l"}),
         "sample": ("sample", np.arange(P), {"long_name": "probe sample"}),
         "sample_": ("sample_", np.arange(P), {"long_name": "probe sample"}),
+        "token": ("token", np.arange(S), {"long_name": "token / patch position"}),
+        "token_": ("token_", np.arange(S), {"long_name": "token / patch position"}),
+        "layer": ("layer", np.arange(L), {"long_name": "block"}),
         "test_sample": ("test_sample", np.arange(prob.M - P), {"long_name": "held-out sample"}),
         "output": ("output", np.arange(prob.n_classes), {"long_name": "output index: class, or vocab entry of the "
                                                                       "LM's last token"}),
@@ -81,7 +92,9 @@ def solution_dataset(sol: Solution, attrs: dict | None = None) -> xr.Dataset:
     }
     out = dict(attrs or {})
     out.update({"title": "dmft-probe DMFT solution (d = N*H -> oo)", "kind": "dmft_dynamics", "probes": 0,
-                "limit": "mean field, d = N*H -> oo at fixed gamma0, beta0, L; one token; full-batch SGD",
+                "limit": ("mean field, d = N*H -> oo at fixed gamma0, beta0, L; one token; full-batch SGD"
+                          if S == 1 else f"mean field, N -> oo at fixed H, alpha_A = 1, gamma0, beta0, L; {S} tokens; "
+                                         f"full-batch SGD"),
                 "residual": float(sol.residual), "iterations": int(sol.iterations), "converged": int(sol.converged),
                 "solver_wall_s": float(sol.wall_s), "loss": prob.loss,
                 **{f"solver_{k}": (json.dumps(v) if isinstance(v, (bool, type(None))) else v)

@@ -195,14 +195,12 @@ SUPPORTED_MODEL = {"variant": ("paper", None), "norm": (None, "ln"), "mlp": (Non
 
 def check_solvable(config: dict, seq_len: int) -> None:
     """ValueError (one line naming the option) unless the run config (`RunConfig.to_dict()` as plain data) and the
-    task's tokens per sample are what stage 1 of the solver covers: an image task with one token (the patch is
-    the whole image), the paper block with LayerNorm, a GELU MLP of width d and no GQA, an isotropic profile."""
+    task's tokens per sample are what the solver covers: an image task (one token when the patch is the whole
+    image, stage 1; several at alpha_A = 1, stage 2, checked by `mean_field_rates`), the paper block with
+    LayerNorm, a GELU MLP of width d and no GQA, an isotropic profile."""
     m = config["model"]
     if m.get("task") not in ("vision", "digits"):
         raise ValueError(f"--task: the DMFT solver covers the image tasks (vision, digits), not {m.get('task')}")
-    if seq_len != 1:
-        raise ValueError(f"--patch: the DMFT solver covers one token per image (stage 1: the patch is the whole "
-                         f"image, e.g. --patch 8 for digits); this patch gives {seq_len} tokens")
     flags = {"variant": "--variant", "norm": "[model] norm", "mlp": "[model] mlp", "kv_group": "--kv-group",
              "rope": "[model] rope", "tie_embeddings": "[model] tie_embeddings", "lws": "--lws",
              "ffn_mult": "[model] ffn_mult"}

@@ -1,19 +1,23 @@
-"""The sample-and-iterate DMFT solver of full-batch SGD training in the mean-field limit d = N*H -> oo, stage 1
-(one token per sample): docs/dmft-dynamics.md derives every line below; the equation tags (S1)-(S9), (H1)-(H4)
-refer to it.
+"""The sample-and-iterate DMFT solver of full-batch SGD training in the mean-field limit: d = N*H -> oo with one
+token per sample (stage 1), N -> oo at fixed H with S > 1 tokens at alpha_A = 1 (stage 2). docs/dmft-dynamics.md
+derives every line below; the equation tags (S1)-(S9), (H1)-(H4) and (A1)-(A5) refer to it.
 
-Sites: the residual stream (exact, linear), and per branch k = 1..2L the hidden layer (odd k: the attention
-branch W_O W_V, linear and exact; even k: the GELU MLP, Monte Carlo). Order parameters, over forward indices
-a = (t, mu) (F = (T+1) M of them, training samples mu < P first, then test samples) and backward indices
-b = (s, nu) (B = T P, training samples only):
-  sigma[k](t, mu)   LayerNorm normaliser of the stream h_k, sqrt(H_k(a, a) + eps)          k = 0..2L
+Sites: the residual stream (exact, linear), and per branch k = 1..2L the hidden layer (odd k: the attention branch,
+linear given the deterministic attention variables A(t) and exact: W_O W_V at one token, W_O softmax(A) W_V with
+q = W_Q u, k = W_K u at S > 1; even k: the GELU MLP, Monte Carlo). Order parameters, over forward indices
+a = (t, mu, s) (F = (T+1) M S of them, training samples mu < P first, then test samples; token s of sample mu at
+mu*S + s) and backward indices b = (t, nu, s) (B = T P S, training samples only):
+  sigma[k](t, mu s) LayerNorm normaliser of the stream h_k, sqrt(H_k(a, a) + eps)          k = 0..2L
   Phi[k] (F, F)     kernel of u_k = h_{k-1} / sigma_{k-1}, the input of branch k
-  Psi[k] (F, F)     kernel of psi(z_k), the hidden activation of branch k
+  Psi[k] (F, F)     kernel of psi_k, the hidden activation of branch k (the attention's softmax-mixed values)
   G[k] (B, B)       kernel of the backward field e_k at stream position k
-  Gz[k] (B, B)      kernel of the hidden backward field gz_k
+  Gz[k] (B, B)      kernel of the hidden backward field gz_k (W_V's for attention)
   A_in[k] (F, B), A_out[k] (F, B), B_in[k] (B, Ftr), B_out[k] (B, Ftr)   response functions (Ftr: training a)
-  kappa[k](s, nu), kappa_out(s, nu)   LayerNorm projections E[u e] of the backward pass
+  kappa[k](t, nu s), kappa_out(t, nu s)   LayerNorm projections E[u e] of the backward pass
+  Phi_out ((T+1) M, (T+1) M)   kernel of the readout's input, the token mean of LN(h_2L)
   f (T+1, M, C)     the centred outputs; Delta = -dLoss/df from them
+  S > 1, per block l: Gz_q, Gz_k, A_in_q, A_in_k, B_in_q, B_in_k (the W_Q, W_K roles), attn (T+1, M, S, S) the
+  attention variables A(t) (A1), attn_D (T, P, S, S) the attention gradient D(t) (A4)
 One sweep runs every site through t = 0..T in causal order. With `params` None (the causal, Gauss-Seidel sweep)
 each order parameter is used as soon as this sweep has estimated it; given `params` (the Jacobi sweep of the
 iteration) every site uses those and the sweep returns fresh estimates of all of them.
