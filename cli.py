@@ -106,6 +106,7 @@ RUN = {
     "train_size": Opt("run", "train_size", int, "--train-size", "train on a fixed subset of P training images chosen by the data seed (image tasks)"),
     "batch": Opt("run", "batch", str, "--batch", "random (minibatches of --batch-size, the default) or full (every step on the --train-size subset: full-batch gradient descent)"),
     "loss": Opt("run", "loss", str, "--loss", "ce (cross-entropy, the default) or mse (0.5 * squared error to the one-hot label)"),
+    "heldout_batch": Opt("run", "heldout_batch", int, "--heldout-batch", "samples of the fixed held-out batch the held-out loss (and a full-batch run's test outputs) are taken on (default 64)"),
 }
 EnsembleOpt = typer.Option(None, "--ensemble", help="auto: train a size's seeds together as batched models (same "
                                                     "results, faster); off: one run after another (default: the "

@@ -77,6 +77,7 @@ FLAGS = {
     ("run", "precision"): "--precision", ("run", "compile"): "--compile", ("run", "steps"): "--steps",
     ("run", "seed"): "--seed", ("run", "io_seeds"): "--io-seeds", ("run", "train_size"): "--train-size",
     ("run", "batch"): "--batch", ("run", "loss"): "--loss", ("run", "patch"): "--patch",
+    ("run", "heldout_batch"): "--heldout-batch",
     ("probes", "every"): "--probe-every", ("probes", "n_log"): "--probe-log", ("probes", "schedule"): "--probe-log",
     ("probes", "n_samples"): "--probe-samples", ("probes", "enabled"): "--no-probes",
 }

@@ -56,8 +56,9 @@ def check_memory(prob: Problem, scfg: SolverConfig) -> None:
 
     need, have = memory_bytes(prob, scfg), available_bytes(torch.device(scfg.device))
     if need > have:
-        raise ValueError(f"--train-size {prob.P}, --steps {prob.steps}, --samples {scfg.n_samples}: the solver needs "
-                         f"about {_gib(need)}, more than the {_gib(have)} available")
+        raise ValueError(f"--train-size {prob.P}, --heldout-batch {prob.M - prob.P}, --patch ({prob.S} tokens), --steps "
+                         f"{prob.steps}, --samples {scfg.n_samples}: the solver needs about {_gib(need)}, more than "
+                         f"the {_gib(have)} available (it grows as the square of samples x tokens x steps)")
 
 
 def solution_for(cfg: RunConfig, prob: Problem, scfg: SolverConfig, progress=None) -> tuple[Solution, xr.Dataset]:
