@@ -360,8 +360,9 @@ def test_solve_refuses_bad_input(tmp_path, args, match):
 
 def test_check_with_a_limit_adds_the_rows_against_the_computed_limit(tmp_path):
     """`dmft-probe check SWEEP --limit SOLUTION`: a full-batch width sweep (S = 4 tokens, N = 8..32 at H = 2) and the
-    solution of the same problem give the rows of every quantity against the limit and P6's rows against the
-    computed limit; a solution of another problem (other training samples) is refused in one line, exit 2."""
+    solution of the same problem give the rows of every quantity against the limit, the outputs' seed variance and
+    squared bias at each probe step, and P6's rows against the computed limit; a solution of another problem
+    (other training samples) is refused in one line, exit 2."""
     common = ["--task", "digits", "--patch", "4", "--L", "1", "--steps", "2", "--eta0", "0.5", "--H", "2"]
     sweep, lim, other = tmp_path / "sweep.nc", tmp_path / "lim.nc", tmp_path / "other.nc"
     code, _, err = invoke(["sweep", "--axis", "N", "--values", "8,16,32", "--seeds", "3", "--batch", "full",
@@ -372,7 +373,8 @@ def test_check_with_a_limit_adds_the_rows_against_the_computed_limit(tmp_path):
         assert code == 0, err
     code, out, err = invoke(["check", sweep, "--limit", lim])
     assert code == 0, err
-    for row in ("msd outputs", "bias ratio outputs", "msd kernels", "msd grad_kernels",
+    for row in ("msd outputs", "bias ratio outputs", "msd kernels", "msd grad_kernels", "seed_var outputs @1",
+                "bias2 outputs @2",
                 "P6 msd outputs vs computed limit", "P6 bias ratio outputs vs computed limit"):
         assert row in out, row
     code, out, err = invoke(["check", sweep, "--limit", other])

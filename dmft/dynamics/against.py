@@ -5,8 +5,9 @@ The sweep (`dmft-probe sweep ... --batch full`) and the solution (`dmft-probe so
 must share the training samples, their labels and some probe steps. Per quantity (the centred outputs on the
 training and held-out samples, the feature kernels `kernel_pooled`, the gradient kernels `kernel_grad`), the seed
 variance, squared bias and mean-square distance to the solution against the sweep's axis, and the bias ratio at its
-largest value (`dmft.dynamics.distance`). The mean-square distance of the outputs is also P6's row against the
-computed limit (alpha_A = 1: N^-1), next to P6's extrapolated rows of `dmft.report`.
+largest value (`dmft.dynamics.distance`), over every shared step together; then the outputs' seed variance and
+squared bias at each shared probe step apart (rows "... @t"). The mean-square distance of the outputs is also P6's
+row against the computed limit (alpha_A = 1: N^-1), next to P6's extrapolated rows of `dmft.report`.
 """
 from __future__ import annotations
 
@@ -66,8 +67,9 @@ def check_pair(sweep: xr.Dataset, lim: xr.Dataset, axis: str) -> None:
 
 def limit_verdicts(sweep: xr.Dataset, lim: xr.Dataset, setting: str = "") -> list[Verdict]:
     """The rows of the sweep's runs against the solution (module docstring): per quantity the three rate rows and
-    the bias ratio (key "limit"), then P6's mean-square-distance row and bias ratio against the computed limit.
-    ValueError (one line) when the two do not belong together (`check_pair`)."""
+    the bias ratio (key "limit"), the outputs' seed-variance and squared-bias rows at every shared step after 0 (at
+    step 0 the centred outputs are 0 in both), then P6's mean-square-distance row and bias ratio against the
+    computed limit. ValueError (one line) when the two do not belong together (`check_pair`)."""
     sweep = measure.with_seed_dim(sweep)
     axis = measure.sweep_axis(sweep)
     check_pair(sweep, lim, axis)
@@ -89,4 +91,10 @@ def limit_verdicts(sweep: xr.Dataset, lim: xr.Dataset, setting: str = "") -> lis
             p6 = [v for v in rate_verdicts(dist, axis, "outputs vs computed limit", setting, key="P6")
                   if v.row.startswith("msd")]
             p6.append(bias_ratio_verdict(dist, axis, "outputs vs computed limit", setting, key="P6"))
-    return rows + p6
+    per_step = []
+    steps = np.intersect1d(mine["outputs"]["step"].values, theirs["outputs"]["step"].values)
+    for t in steps[steps > 0]:
+        dist = limit_distances(mine["outputs"].sel(step=[t]), theirs["outputs"].sel(step=[t]), axis)
+        per_step += [v for v in rate_verdicts(dist, axis, f"outputs @{int(t)}", setting)
+                     if not v.row.startswith("msd")]
+    return rows + per_step + p6
