@@ -472,7 +472,7 @@ def bad_data(tmp: Path, kind: str) -> tuple[str, Path, list[str]]:
         return "vision", tmp / "c.npz", ["c.npz", "cannot read array"]
     if kind == "small-heldout":                 # 10 test images: fewer than the 64 held-out images a run draws
         write_cifar10(tmp / "cifar")
-        return "vision", tmp / "cifar", ["cifar has 10 held-out images", "[run] heldout_batch"]
+        return "vision", tmp / "cifar", ["cifar has 10 held-out images", "--heldout-batch"]
     (tmp / "tok").mkdir()
     write_bin(tmp / "tok" / "train.bin", np.arange(1000) % 50)
     if kind == "odd-bin":
