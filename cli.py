@@ -69,7 +69,7 @@ class Opt:
 
 
 # The model, parametrization, optimizer and run options, declared once and shared by run, describe, sweep and
-# coord (`shared`); each lands in the config section it names (probes.config.make_run_config).
+# coord (`shared`); each lands in the config section it names (probes.experiment.config.make_run_config).
 MODEL = {
     "N": Opt("model", "N", int, "--N", "key/query dimension per head (default 16)"),
     "H": Opt("model", "H", int, "--H", "heads of a full-width layer (default 4)"),
@@ -114,7 +114,7 @@ EnsembleOpt = typer.Option(None, "--ensemble", help="auto: train a size's seeds 
 RebuildOpt = typer.Option(False, "--rebuild-manifest", help="rebuild <out>.parts/manifest.json from the parts' own "
                                                             "metadata and checksums, then resume")
 ConfigOpt = typer.Option(None, "--config", help="TOML or JSON config file; command-line options override it")
-# Where the points of a sweep or coord check run (probes.executors).
+# Where the points of a sweep or coord check run (probes.grid.executors).
 ExecutorOpt = typer.Option("local", "--executor", help="local (this machine, --workers processes) or ray (one Ray "
                                                        "task per point; pip install -e '.[ray]')")
 WorkersOpt = typer.Option(None, "--workers", help="local: processes in parallel, 1 torch thread each (default: one "
@@ -153,8 +153,8 @@ def shared(*groups: dict[str, Opt]):
 def _check_data(cfg, overrides: dict, config: Optional[str], keep: bool = True) -> None:
     """The data the run will use (--data, or [run] data_path of --config) is read now, as the run reads it, before
     any header or output; one line naming the option or key otherwise. keep: the runs happen in this process, which
-    reuses what was read (probes.config.check_data_contents)."""
-    from probes.config import check_data_contents, data_option
+    reuses what was read (probes.experiment.config.check_data_contents)."""
+    from probes.experiment.config import check_data_contents, data_option
 
     check_data_contents(cfg, data_option(config, overrides.get("run", {}).get("data_path")), keep)
 
@@ -162,8 +162,8 @@ def _check_data(cfg, overrides: dict, config: Optional[str], keep: bool = True) 
 def _check_env() -> None:
     """The environment variables a training command reads (DMFT_PROBE_ENSEMBLE, the test hook
     DMFT_PROBE_INJECT_NONFINITE) are valid, before any work: one line naming the variable otherwise."""
-    from probes.ensemble import resolve_mode
-    from probes.faults import from_env
+    from probes.experiment.ensemble import resolve_mode
+    from probes.experiment.faults import from_env
 
     resolve_mode(None)
     from_env()
@@ -171,7 +171,7 @@ def _check_env() -> None:
 
 def _out_file(path: Optional[Path], option: str) -> None:
     """An output file of check (--csv, --nc): a new or regular file in an existing, writable folder."""
-    from probes.config import check_out_file
+    from probes.experiment.config import check_out_file
 
     if path is not None:
         check_out_file(path, option)
@@ -205,8 +205,8 @@ def _write_atomic(path: Path, write) -> None:
 def _out_folder(text: Optional[str], option: str) -> Optional[Path]:
     """An output folder option (reproduce, variants, plot) as a Path, None when not given. Refused: an empty text
     (it would silently mean the current folder), and a folder that cannot be made or written
-    (probes.config.check_out_folder)."""
-    from probes.config import check_out_folder
+    (probes.experiment.config.check_out_folder)."""
+    from probes.experiment.config import check_out_folder
 
     if text is None:
         return None
@@ -244,11 +244,11 @@ def run(
     overrides: dict = None,
 ):
     """Train one model at --scale on --axis and write its dataset."""
-    from probes.config import make_run_config
-    from probes.dataset import run_dataset, save
-    from probes.outputs import default_out_path, prepare_out_path
-    from probes.run import train
-    from probes.summary import summary_lines
+    from probes.experiment.config import make_run_config
+    from probes.experiment.dataset import run_dataset, save
+    from probes.experiment.out_paths import default_out_path, prepare_out_path
+    from probes.experiment.run import train
+    from probes.experiment.summary import summary_lines
 
     _check_env()
     overrides = _merge(overrides, "model", axis=axis, d_model=d_model)
@@ -297,9 +297,9 @@ def solve(
     from dmft.dynamics import SolverConfig
     from dmft.dynamics.command import check_memory, default_config, problem_for, solution_for, summary_lines
     from dmft.dynamics.solver import SolverDiverged
-    from probes.config import make_run_config
-    from probes.dataset import save
-    from probes.outputs import default_out_path, prepare_out_path
+    from probes.experiment.config import make_run_config
+    from probes.experiment.dataset import save
+    from probes.experiment.out_paths import default_out_path, prepare_out_path
 
     overrides = default_config(_merge(_merge(overrides, "model", axis=axis), "run", steps=steps))
     cfg = make_run_config(config, scale=scale, **overrides)
@@ -343,7 +343,7 @@ def describe(
 
     from parametrizations.describe import describe as rows_of, header, rule_lines
     from parametrizations.transformer import LWSTransformer
-    from probes.config import make_run_config
+    from probes.experiment.config import make_run_config
 
     cfg = make_run_config(config, scale=scale, **_merge(overrides, "model", axis=axis), fits="model")
     model = LWSTransformer(cfg.model, cfg.param, cfg.optim.name)
@@ -370,7 +370,7 @@ def _int_list(text: str, option: str) -> list[int]:
 
 @dataclass(frozen=True)
 class _Executor:
-    """The executor options of sweep, coord and variants (probes.executors), checked before any work; with
+    """The executor options of sweep, coord and variants (probes.grid.executors), checked before any work; with
     --ray-address, this process joins the cluster here, so one that refuses it stops the command before anything
     is printed or written."""
 
@@ -381,7 +381,7 @@ class _Executor:
     gpus_per_task: Optional[float]
 
     def __post_init__(self) -> None:
-        from probes.executors import check_executor, connect_ray
+        from probes.grid.executors import check_executor, connect_ray
 
         address = check_executor(self.kind, self.workers, self.ray_address, self.ray_cpus, self.gpus_per_task)
         if address is not None:
@@ -395,7 +395,7 @@ class _Executor:
     def make(self, n_units: int, init_only: bool = False):
         """The executor for n_units units. An --init-only sweep runs in this process unless --workers says
         otherwise: its points take well under a second, less than starting a worker process."""
-        from probes.executors import make_executor
+        from probes.grid.executors import make_executor
 
         workers = 1 if self.kind == "local" and self.workers is None and init_only else self.workers
         return make_executor(self.kind, workers, n_units, self.ray_address, self.ray_cpus, self.gpus_per_task)
@@ -407,7 +407,7 @@ def _run_grid(cfg, axis: str, sizes: list[int], seeds: int, out_path: Path, init
     """Open the sweep store of out_path (refusing other settings, an unreadable manifest unless `rebuild`, or a
     grid that leaves out the merged one unless `overwrite`, before any work), print the header, run the missing
     points on the executor and merge; returns the merged dataset. Exit 1 when points failed."""
-    from probes.sweep import SweepFailed, open_sweep
+    from probes.grid.sweep import SweepFailed, open_sweep
 
     echo = functools.partial(typer.echo, err=True)
     with open_sweep(cfg, axis, sizes, seeds, out_path, init_only, ensemble, on_point=echo, overwrite=overwrite,
@@ -448,9 +448,9 @@ def sweep(
     overrides: dict = None,
 ):
     """Run a grid along --axis (and seeds), here or on Ray; resumable; writes one merged dataset."""
-    from probes.config import make_run_config
-    from probes.outputs import prepare_sweep_out
-    from probes.sweep import check_grid, check_grid_fits
+    from probes.experiment.config import make_run_config
+    from probes.experiment.out_paths import prepare_sweep_out
+    from probes.grid.sweep import check_grid, check_grid_fits
 
     _check_env()
     sizes = _int_list(values, "--values")
@@ -497,9 +497,9 @@ def coord(
     and print each site's slope with its verdict against the parametrization's expected exponent (consistent,
     refuted or underpowered; docs/predictions.md, "Coordinate check")."""
     from dmft.coord import coord_dataset, coord_lines, coord_verdicts
-    from probes.config import make_run_config
-    from probes.outputs import prepare_sweep_out
-    from probes.sweep import check_grid, check_grid_fits, coord_config
+    from probes.experiment.config import make_run_config
+    from probes.experiment.out_paths import prepare_sweep_out
+    from probes.grid.sweep import check_grid, check_grid_fits, coord_config
 
     _check_env()
     sizes, at = _int_list(values, "--values"), _int_list(steps, "--steps")
@@ -544,8 +544,8 @@ def check(
     also measured against the computed limit (docs/dmft-dynamics.md)."""
     from dmft.check import check as run_check, check_mc_heads
     from dmft.verdict import headline, lines as verdict_lines, to_dataset as verdict_dataset
-    from probes.config import check_data_path
-    from probes.dataset import load
+    from probes.experiment.config import check_data_path
+    from probes.experiment.dataset import load
 
     check_mc_heads(mc_heads)
     check_data_path(dataset, "DATASET")                # as typed: Path("") would read as "."
@@ -613,8 +613,8 @@ def reproduce(
 ):
     """Run a preset's sweeps and learning-rate grids, then write the P1-P12 verdict table (verdicts.md)."""
     from dmft.report import check_other_datasets, plan_markdown, preset_plan, write_report
-    from probes.ensemble import resolve_mode
-    from probes.reproduce import check_outputs, check_preset, job_config, run_preset
+    from probes.experiment.ensemble import resolve_mode
+    from probes.grid.reproduce import check_outputs, check_preset, job_config, run_preset
 
     _check_env()
     chosen = check_preset(preset)
@@ -673,8 +673,8 @@ def plan(
     if source is not None:
         from dmft.check import run_attrs
         from dmft.measure import sweep_axis, with_seed_dim
-        from probes.config import check_data_path
-        from probes.dataset import load
+        from probes.experiment.config import check_data_path
+        from probes.experiment.dataset import load
 
         check_data_path(str(source), "--from")
         ds = with_seed_dim(load(source))
@@ -727,10 +727,10 @@ def variants(
     variant along N, H and L, for SGD and Adam, under mup; one dataset per cell in --out (resumable), then one
     verdict per cell from its rows: consistent, refuted, underpowered or not measured (docs: dmft/variant_table.py)."""
     from dmft.variant_table import variant_summary, variant_table_markdown
-    from probes.dataset import load
-    from probes.ensemble import resolve_mode
-    from probes.sweep import MAX_SEEDS
-    from probes.variant_table import VariantTableFailed, run_variant_table
+    from probes.experiment.dataset import load
+    from probes.experiment.ensemble import resolve_mode
+    from probes.grid.sweep import MAX_SEEDS
+    from probes.grid.variant_runs import VariantTableFailed, run_variant_table
 
     _check_env()
     ensemble = resolve_mode(ensemble)
@@ -770,7 +770,7 @@ def plot(
     fmt = format.lower()
     if fmt not in ("png", "pdf"):
         fail(f"--format must be png or pdf, got {format!r}")
-    from probes.config import check_data_path, check_out_folder
+    from probes.experiment.config import check_data_path, check_out_folder
 
     check_data_path(dataset, "DATASET")                # as typed: Path("") would read as "."
     dataset = Path(dataset)                            # type: ignore[assignment]
@@ -782,7 +782,7 @@ def plot(
 
     matplotlib.use("Agg")
     from dmft.plots import plot_dataset
-    from probes.dataset import load
+    from probes.experiment.dataset import load
 
     ds = load(dataset)
     _has_config(ds, dataset)
@@ -816,8 +816,8 @@ def bench(
     (ensemble vs sequential seeds, ours vs plain PyTorch, probes on vs off, FLOP/s vs matmul peak, head-statistics
     kernel vs materialising on CUDA). Not a test: shared machines are noisy."""
     from parametrizations.checks import ConfigError
-    from probes.benchmark import check_bench_options, format_table, run_bench
-    from probes.run import resolve_device
+    from bench.training import check_bench_options, format_table, run_bench
+    from probes.experiment.run import resolve_device
 
     try:
         resolve_device(device)

@@ -4,7 +4,7 @@ the Adam readout fix, side by side in one process (not a test; it prints a table
 Before the fix (commit 782bdcd and earlier) the Adam family used a readout of std 1 with multiplier d^-1/2/gamma0
 (std x multiplier = d^-1/2 instead of 1/(gamma0 d)), an embedding without depth factors and a global lr without
 gamma0; SGD's rules did not change. The old Adam rules are put back by patching `abc` for the run, so both columns
-come from the same code path: `probes.sweep.run_sweep` with the coordinate-check probe schedule, then
+come from the same code path: `probes.grid.sweep.run_sweep` with the coordinate-check probe schedule, then
 `dmft.coord.coord_verdicts`.
 
     python bench/coord_before_after.py [--steps 0,10,20] [--seeds 3]
@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dmft.coord import coord_verdicts  # noqa: E402
 from parametrizations import spec  # noqa: E402
-from probes.config import make_run_config  # noqa: E402
-from probes.sweep import coord_config, run_sweep  # noqa: E402
+from probes.experiment.config import make_run_config  # noqa: E402
+from probes.grid.sweep import coord_config, run_sweep  # noqa: E402
 
 ETA0 = {"sgd": 0.5, "sgd-momentum": 0.1, "adam": 0.05, "adamw": 0.05}
 AXES = {"N": [4, 8, 16, 32, 64], "H": [2, 4, 8, 16, 32]}

@@ -1,5 +1,5 @@
 """Which (gamma0, eta0) train stably on digits with SGD + momentum: the measurement behind the CPU preset of
-`dmft-probe reproduce` (probes/reproduce.py). Prints, for 3 seeds, the held-out loss at step 100 and 300 and
+`dmft-probe reproduce` (probes/grid/reproduce.py). Prints, for 3 seeds, the held-out loss at step 100 and 300 and
 the variance over heads of the attention logits A at step 300 (it grows without bound when eta0 is too large
 for gamma0).
 
@@ -12,9 +12,9 @@ import sys
 
 import torch
 
-from probes.config import make_run_config
-from probes.dataset import run_dataset
-from probes.ensemble import train_seeds
+from probes.experiment.config import make_run_config
+from probes.experiment.dataset import run_dataset
+from probes.experiment.ensemble import train_seeds
 
 torch.set_num_threads(2)
 gamma0 = float(sys.argv[1])

@@ -18,7 +18,7 @@ python3 cli.py run --device cuda --scale 8 --no-progress --overwrite --out "$OUT
 echo "== 2a. Triton head-statistics kernel vs the fallback on CUDA (relative error per output)"
 python3 - <<'PY' || echo "KERNEL CHECK FAILED"
 import torch
-from probes.head_stats import head_stats
+from probes.hooks.head_stats import head_stats
 g = torch.Generator().manual_seed(0)
 for B, H, S, N, causal in [(2, 3, 19, 8, True), (2, 5, 40, 20, False), (8, 128, 256, 64, True)]:
     q, k, q0, k0 = (torch.randn(B, H, S, N, generator=g).cuda() for _ in range(4))

@@ -4,7 +4,7 @@ feature update and of the logits' change (a measurement, not a test).
 
     python bench/p2_over_time.py [--steps 300] [--every 50] [--seeds 3] [--out runs/p2]
 
-Each (optimizer, preset) is one resumable sweep (`probes.sweep.run_sweep`: vision task, H = 4, L = 2, batch 32,
+Each (optimizer, preset) is one resumable sweep (`probes.grid.sweep.run_sweep`: vision task, H = 4, L = 2, batch 32,
 N = 4..64, 16 probe samples) written to --out; the slopes are `dmft.fit.slope_fit` (log seed mean against log N),
 printed as one line per quantity with a column per probe step. About 15 minutes on 2 CPU cores.
 """
@@ -17,8 +17,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dmft.fit import slope_fit  # noqa: E402
-from probes.config import make_run_config  # noqa: E402
-from probes.sweep import run_sweep  # noqa: E402
+from probes.experiment.config import make_run_config  # noqa: E402
+from probes.grid.sweep import run_sweep  # noqa: E402
 
 RUNS = (("adam", 0.05), ("sgd", 0.5))
 QUANTITIES = ("attn_var_heads", "dA_var_heads", "attn_prob_var_heads")

@@ -14,8 +14,8 @@ import numpy as np
 
 from dmft.check import check
 from dmft.solvers import attention_law
-from probes.config import make_run_config
-from probes.sweep import run_sweep
+from probes.experiment.config import make_run_config
+from probes.grid.sweep import run_sweep
 
 
 def main(bases: list[int], seeds: int = 24) -> None:

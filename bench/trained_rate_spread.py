@@ -15,10 +15,10 @@ import numpy as np
 import torch
 
 from dmft import convergence as C
-from probes.config import make_run_config
-from probes.dataset import combine_runs, run_dataset
-from probes.ensemble import train_seeds
-from probes.sweep import value_config
+from probes.experiment.config import make_run_config
+from probes.experiment.dataset import combine_runs, run_dataset
+from probes.experiment.ensemble import train_seeds
+from probes.grid.sweep import value_config
 
 torch.set_num_threads(1)
 axis, preset, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])

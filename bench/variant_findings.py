@@ -25,10 +25,10 @@ from dmft.coord import coord_verdicts, refuted, site_rms  # noqa: E402
 from parametrizations.rmsnorm import rms_norm  # noqa: E402
 from parametrizations.spec import get_preset  # noqa: E402
 from parametrizations.transformer import ModelConfig, build_model, layer_norm  # noqa: E402
-from probes.config import make_run_config  # noqa: E402
-from probes.data import load_task  # noqa: E402
-from probes.run import train  # noqa: E402
-from probes.sweep import coord_config, run_sweep  # noqa: E402
+from probes.experiment.config import make_run_config  # noqa: E402
+from probes.experiment.data import load_task  # noqa: E402
+from probes.experiment.run import train  # noqa: E402
+from probes.grid.sweep import coord_config, run_sweep  # noqa: E402
 
 BASE = {"N": 8, "H": 4, "L": 2, "task": "vision"}
 SEEDS = 3

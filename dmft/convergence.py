@@ -1,6 +1,6 @@
 """How fast trained models approach their size -> oo limit along N, H or L (pure numpy / xarray).
 
-A sweep dataset (`dmft-probe sweep`, `probes.dataset.load`) holds a quantity Q_s(n) per size n on the swept axis
+A sweep dataset (`dmft-probe sweep`, `probes.experiment.dataset.load`) holds a quantity Q_s(n) per size n on the swept axis
 and seed s (plus `step` and the quantity's own entries: kernel entries, probe outputs, layers, ...). In DMFT a
 seed's Q_s(n) has a mean mu(n) = Q_oo + c n^-1 + ... and fluctuations of variance v(n) about it, so the theory
 predicts two things with two exponents, and they are estimated separately (docs/predictions.md, "The verdict

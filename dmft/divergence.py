@@ -1,5 +1,5 @@
 """Diverged points of a sweep or run dataset: which (size, seed) points stopped with a NaN/inf loss or probe, and
-at which step, read from the `status` and `diverged_at` data variables (`probes.dataset.status_vars`; dims
+at which step, read from the `status` and `diverged_at` data variables (`probes.experiment.dataset.status_vars`; dims
 (axis, seed) in a sweep), or from the `status` / `diverged_at` attributes of a single run.
 
 Datasets written before these variables existed carry no per-point status; they read as "nothing diverged" (a
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-DIVERGED = 1          # the status code of a diverged run (probes.dataset.STATUS_CODES)
+DIVERGED = 1          # the status code of a diverged run (probes.experiment.dataset.STATUS_CODES)
 
 
 @dataclass(frozen=True)

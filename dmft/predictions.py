@@ -424,7 +424,7 @@ def planned_rows(keys, alpha_A: float, alpha_L: float, standard: bool, axis: str
 SWEEP_KEYS = ("P1", "P3", "P4", "P10", "P2", "P8", "coord")     # measured by dmft.check on one sweep
 RATE_KEYS = ("P5", "P6")                                        # dmft.report, trained rates
 # Coordinate check (docs/predictions.md, "Coordinate check"): expected log-log slope of each site's RMS. The sites
-# are the recorder's (probes.recorder.SITES per block, IO_SITES for the embedding output and the logits).
+# are the recorder's (probes.hooks.recorder.SITES per block, IO_SITES for the embedding output and the logits).
 
 
 @dataclass(frozen=True)

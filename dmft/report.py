@@ -4,7 +4,7 @@ the folder's datasets can measure, as `dmft.verdict.Verdict` rows.
 `folder_verdicts(folder)` reads every dataset in `folder` (`*.nc`, `*.zarr`; sweep-store part folders are
 skipped): sweeps get `dmft.check.check` (P1-P4, P8, P10, the coordinate check) plus `trained_verdicts` (the
 trained rates P5 along H, P6 along N, conv-L along L by the paired design, and P11 on H sweeps); learning-rate
-grids (`probes.lr_grid`) get P7; pairs of sweeps that differ only in alpha_L give P9, only in alpha_A give P12.
+grids (`probes.grid.lr_grid`) get P7; pairs of sweeps that differ only in alpha_L give P9, only in alpha_A give P12.
 `summary_markdown` renders each prediction's primary row with its secondary rows listed and not counted
 (`dmft.verdict.markdown`), the headline over primary rows (`dmft.verdict.headline`) and the predictions the
 folder could not measure with what they need.
@@ -111,7 +111,7 @@ def trained_verdicts(ds: xr.Dataset) -> list[Verdict]:
 
 
 def p7_verdict(grid: xr.Dataset) -> Verdict:
-    """P7 from a learning-rate grid (`probes.lr_grid`): the exponent of the continuous optimum eta0* against the
+    """P7 from a learning-rate grid (`probes.grid.lr_grid`): the exponent of the continuous optimum eta0* against the
     size, with its seed-bootstrap interval and support (`dmft.transfer.fit_optimum`), as a `dmft.verdict.Verdict`
     (`dmft.transfer.p7_verdict`: muP family 0 against SP's -1; SP, the control, -1 against 0), primary."""
     from .transfer import fit_optimum, losses_of
@@ -130,11 +130,11 @@ def _named(path: Path, e: ValueError) -> ValueError:
 
 def load_dataset_checked(path: Path) -> xr.Dataset:
     """The dataset at `path`, checked for what folder_verdicts needs before any verdict is computed: it loads
-    (`probes.dataset.load`: schema and checksums), its config has the param and model tables (`run_attrs`), and it
-    is a complete learning-rate grid (`probes.lr_grid.load_lr_grid`) or a sweep along one of N, H, L with at least
+    (`probes.experiment.dataset.load`: schema and checksums), its config has the param and model tables (`run_attrs`), and it
+    is a complete learning-rate grid (`probes.grid.lr_grid.load_lr_grid`) or a sweep along one of N, H, L with at least
     3 sizes. ValueError (one line naming the file) otherwise."""
-    from probes.dataset import load
-    from probes.lr_grid import KIND, load_lr_grid
+    from probes.experiment.dataset import load
+    from probes.grid.lr_grid import KIND, load_lr_grid
 
     try:
         ds = load(path)
@@ -229,9 +229,9 @@ _PLAN_KIND = {"slope of the seed mean": "slope", "seed-variance rate": "variance
 
 
 def preset_of(datasets: dict[str, xr.Dataset]):
-    """The preset (`probes.reproduce.PRESETS`) whose every sweep job is among `datasets` ({file name: dataset})
+    """The preset (`probes.grid.reproduce.PRESETS`) whose every sweep job is among `datasets` ({file name: dataset})
     with the job's sizes, seeds and steps: the folder `reproduce --preset NAME` made; None otherwise."""
-    from probes.reproduce import PRESETS, job_config, job_seeds
+    from probes.grid.reproduce import PRESETS, job_config, job_seeds
 
     for preset in PRESETS.values():
         def is_job(job) -> bool:
@@ -251,10 +251,10 @@ _PLANS: dict[tuple[str, int], list] = {}      # preset_plan per (preset name, re
 
 
 def preset_plan(preset, reps: int = PLAN_REPS) -> list[tuple[str, list[power.RowPower]]]:
-    """The planned power of every sweep job of `preset` (`probes.reproduce.Preset`), before any data: for each
+    """The planned power of every sweep job of `preset` (`probes.grid.reproduce.Preset`), before any data: for each
     job, (file name, `dmft.power.plan` at its axis, sizes and seeds, with the noise the preset states for it,
     `Preset.noise`, measured on an earlier run of the preset). An init-only job keeps its init rows only."""
-    from probes.reproduce import job_config, job_seeds
+    from probes.grid.reproduce import job_config, job_seeds
 
     if (preset.name, reps) in _PLANS:
         return _PLANS[preset.name, reps]
@@ -322,7 +322,7 @@ def with_planned_power(verdicts: list[Verdict], plans: list[tuple[str, list[powe
 def write_report(folder: Path, say=print, n_heads_mc: int = MC_HEADS, preset=None) -> Path:
     """The verdicts of `folder` as `verdicts.md` (the P1-P12 summary) and `verdicts-full.md` (every row), each
     written to a temporary file and renamed into place; returns the summary's path. say(line): progress. preset:
-    the `probes.reproduce.Preset` that made the folder; its planned power (`preset_plan`, also set on the primary
+    the `probes.grid.reproduce.Preset` that made the folder; its planned power (`preset_plan`, also set on the primary
     rows it covers by `folder_verdicts`) is written to `plan.md`."""
     folder = Path(folder)
     verdicts = folder_verdicts(folder, n_heads_mc=n_heads_mc, progress=say)

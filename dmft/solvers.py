@@ -307,7 +307,7 @@ def infinite_head_kernels(inputs, *, task: str, N: int, L: int, alpha_A: float, 
     P, S = np.asarray(inputs).shape[:2]
     Phi4 = np.stack(Phis).reshape(L + 1, P, S, P, S)
 
-    def var(dims, data, long_name):  # long_name and units exactly as probes.dataset.PROBE_VARS
+    def var(dims, data, long_name):  # long_name and units exactly as probes.experiment.dataset.PROBE_VARS
         return (dims, data, {"long_name": long_name, "units": "1"})
 
     data = {

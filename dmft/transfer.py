@@ -3,7 +3,7 @@ exponent against the size, and the P7 verdict.
 
 Input: final held-out losses as a DataArray with dims (eta0, <size axis>, seed). An UNSTABLE run is NaN or inf:
 one that blew up (NaN/inf) or whose held-out loss ended above the chance level ln(n_out) (`losses_of` marks both,
-from the grid's `status`; `probes.lr_grid`). A (size, eta0) point where any seed is unstable counts as unstable,
+from the grid's `status`; `probes.grid.lr_grid`). A (size, eta0) point where any seed is unstable counts as unstable,
 in the seed mean and in every bootstrap resample alike, so an unstable eta0 never wins.
 
 **eta0* (`fit_optimum`).** Per size, the seed-mean loss over the eta0 grid; its minimum m among the stable
@@ -129,11 +129,11 @@ def best_eta0(losses: xr.DataArray, axis: str, n_boot: int = 1000, seed: int = 0
 
 
 def losses_of(ds: xr.Dataset) -> xr.DataArray:
-    """The (eta0, axis, seed) final held-out losses of an lr grid dataset (`probes.lr_grid.run_lr_grid`), NaN
+    """The (eta0, axis, seed) final held-out losses of an lr grid dataset (`probes.grid.lr_grid.run_lr_grid`), NaN
     where the run was unstable: its `status` is not ok (diverged or unstable), or its loss ended above the chance
-    level (`probes.lr_grid.grid_chance`; this also reads grids written before the `unstable` status existed). The
+    level (`probes.grid.lr_grid.grid_chance`; this also reads grids written before the `unstable` status existed). The
     input of `fit_optimum(losses_of(ds), ds.attrs["sweep_axis"])` and `best_eta0`."""
-    from probes.lr_grid import above_chance, grid_chance
+    from probes.grid.lr_grid import above_chance, grid_chance
 
     axis = ds.attrs.get("sweep_axis")
     if ds.attrs.get("kind") != "lr_grid" or "final_loss" not in ds.data_vars or axis not in ("N", "H", "L"):

@@ -1,6 +1,6 @@
 """The variant table: one summary per (block variant, axis, optimizer) coordinate-check dataset, as a markdown table.
 
-Input: the folder `dmft-probe variants` writes (`probes.variant_table`), one sweep dataset per cell
+Input: the folder `dmft-probe variants` writes (`probes.grid.variant_runs`), one sweep dataset per cell
 (`coord-<variant>-<optimizer>-<axis>.nc`); this module only reads datasets. Each dataset's rows are the
 coordinate check's `dmft.verdict.Verdict` rows (`dmft.coord.coord_verdicts`: every site, the logits included, at
 init and its change since step 0 at every probe step, decided by the one rule against the expected exponent of
@@ -180,7 +180,7 @@ def variant_table_markdown(summaries: list[list[Verdict]]) -> str:
 def variant_table_from_folder(folder: Path) -> list[list[Verdict]]:
     """The summary of every coordinate-check dataset `coord-*.nc` in `folder` (sweep-store part folders are not
     read). ValueError naming the folder when it holds none, or naming the file a summary cannot be read from."""
-    from probes.dataset import load
+    from probes.experiment.dataset import load
 
     folder = Path(folder)
     if not folder.is_dir():

@@ -2,11 +2,11 @@
 RunConfig, ProbeConfig).
 
 Each check raises `ConfigError(key, reason)`: a ValueError whose message is "<key> <reason>" (e.g. "gamma0 must
-be a finite number > 0, got nan"), so a dataclass used directly names its field, and `probes.config` can name
+be a finite number > 0, got nan"), so a dataclass used directly names its field, and `probes.experiment.config` can name
 the command-line option or the config-file key the value came from instead (`err.key`, `err.reason`).
 
 Types are strict: an int field takes an integer (not a bool, not a float), a float field a real number (not a
-bool), a bool field a real boolean, a str field a string. `probes.config` converts what a config file may
+bool), a bool field a real boolean, a str field a string. `probes.experiment.config` converts what a config file may
 legitimately hold (4.0 for an int, a list for a tuple) before the dataclasses see it.
 """
 from __future__ import annotations

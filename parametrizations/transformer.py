@@ -45,7 +45,7 @@ from .spec import Parametrization, abc, attention_scale, branch_multiplier, vect
 from .variants import DEFAULTS, LAUREL_DEFAULT, LAUREL_FORMS, MLPS, NORMS, VARIANTS, BlockOptions
 
 LN_EPS = 1e-6  # LN_Fixed in the official code
-# Upper bounds of the sizes, far above anything that fits in memory (probes.config.check_fits refuses what does
+# Upper bounds of the sizes, far above anything that fits in memory (probes.experiment.config.check_fits refuses what does
 # not fit); they keep the per-layer shape lists and the size arithmetic cheap before that check.
 MAX_SIZE = 1 << 20          # N, H, seq_len, d_in, per-layer heads and MLP widths
 MAX_DEPTH = 10_000          # L (one shape entry per layer)

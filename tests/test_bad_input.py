@@ -22,16 +22,16 @@ import pytest
 import xarray as xr
 
 from helpers import invoke, watchdog
-import probes.run
+import probes.experiment.run
 from parametrizations.checks import ConfigError
 from parametrizations.optim import OptimConfig
 from parametrizations.spec import Parametrization, get_preset
 from parametrizations.transformer import ModelConfig
-from probes.config import check_fits, make_run_config, memory_parts, read_config_file
-from probes.data import load_task
-from probes.dataset import combine_runs, run_dataset, save
-from probes.recorder import ProbeConfig
-from probes.run import RunConfig, resolve_device, train
+from probes.experiment.config import check_fits, make_run_config, memory_parts, read_config_file
+from probes.experiment.data import load_task
+from probes.experiment.dataset import combine_runs, run_dataset, save
+from probes.hooks.recorder import ProbeConfig
+from probes.experiment.run import RunConfig, resolve_device, train
 
 # Tiny runs: each valid one finishes in well under a second.
 TINY = ["--N", "2", "--H", "2", "--L", "1", "--seq-len", "8", "--batch-size", "2", "--no-progress",
@@ -42,7 +42,7 @@ TINY = ["--N", "2", "--H", "2", "--L", "1", "--seq-len", "8", "--batch-size", "2
 def cached_tasks():
     """Load each data set once for this module (the stdlib corpus takes ~1 s to read)."""
     mp = pytest.MonkeyPatch()
-    mp.setattr(probes.run, "load_task", functools.lru_cache(maxsize=None)(load_task))
+    mp.setattr(probes.experiment.run, "load_task", functools.lru_cache(maxsize=None)(load_task))
     yield
     mp.undo()
 
@@ -137,12 +137,12 @@ def test_cpu_and_auto_run(tmp_path, device):
 ])
 def test_sizes_that_cannot_fit_are_refused_up_front(tmp_path, args, names, monkeypatch):
     """Refused, not attempted: building a model would fail the test (no wall-time assertion)."""
-    import probes.run
+    import probes.experiment.run
 
     def no_model(*a, **k):
         raise AssertionError("run built a model before refusing the sizes")
 
-    monkeypatch.setattr(probes.run, "build_model", no_model)
+    monkeypatch.setattr(probes.experiment.run, "build_model", no_model)
     out = tmp_path / "r.nc"
     assert_refused(["run", "--no-progress", *args, "--out", out], names, tmp_path, out)
 
@@ -438,7 +438,7 @@ def test_check_writes_its_tables_whole(tmp_path, datasets):
 
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 
-from probes.config import SECTION_KEYS  # noqa: E402
+from probes.experiment.config import SECTION_KEYS  # noqa: E402
 
 INT_OPTS = ["--N", "--H", "--L", "--seq-len", "--batch-size", "--steps", "--seed", "--probe-every", "--probe-log",
             "--probe-samples", "--scale", "--d-model"]
@@ -630,7 +630,7 @@ def test_fuzz_the_cli(datasets):
 
 
 def test_a_sweep_refuses_a_grid_point_that_cannot_fit_before_any_work(tmp_path):
-    from probes.sweep import run_sweep
+    from probes.grid.sweep import run_sweep
 
     cfg = make_run_config(model={"H": 1000}, run={"steps": 2})
     with pytest.raises(ValueError, match="memory"):

@@ -3,7 +3,7 @@ odd data, `check FOLDER`, `reproduce` and `variants`. Every refusal is one stder
 or file, exit status 2, nothing printed before it, no traceback and nothing left behind; it comes before any work.
 
 The CLI runs in this process (`helpers.invoke`). The odd datasets of `plot` and `check` are made from a real tiny
-sweep and run written by the CLI, changed, and saved through `probes.dataset.save` (so their checksums match)."""
+sweep and run written by the CLI, changed, and saved through `probes.experiment.dataset.save` (so their checksums match)."""
 from __future__ import annotations
 
 import json
@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from helpers import invoke, watchdog
-from probes.dataset import load, save
-from probes.reproduce import PRESETS
+from probes.experiment.dataset import load, save
+from probes.grid.reproduce import PRESETS
 
 # bench's documented bounds (`dmft-probe bench --help`)
 MAX_STEPS, MAX_REPEATS, MAX_ENSEMBLE = 10000, 100, 64
@@ -64,7 +64,7 @@ def real(tmp_path_factory):
 
 
 def edited(src: Path, dst: Path, config=None, data=None, attrs=None) -> Path:
-    """A copy of the dataset `src` saved to `dst` by probes.dataset.save (fresh checksums): config(dict) edits the
+    """A copy of the dataset `src` saved to `dst` by probes.experiment.dataset.save (fresh checksums): config(dict) edits the
     config attribute, data(array) -> array is applied to every floating-point data variable, attrs(dict) edits
     the attributes."""
     ds = load(src).load()

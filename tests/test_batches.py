@@ -1,12 +1,12 @@
-"""Tests for probes.batches.BatchStream: the same batches as per-step split.batch, held on the device."""
+"""Tests for probes.experiment.batches.BatchStream: the same batches as per-step split.batch, held on the device."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from probes.batches import BatchStream
-from probes.data import ImageSplit, Split, TokenSplit, synthetic_vision
+from probes.experiment.batches import BatchStream
+from probes.experiment.data import ImageSplit, Split, TokenSplit, synthetic_vision
 
 STEPS = 10
 CHUNKS = (1, 3, 4, 16)   # 3 and 4 do not divide STEPS; 16 > STEPS

@@ -1,4 +1,4 @@
-"""`probes.benchmark` (the `dmft-probe bench` table): structure and equivalences only, never timings (benchmarks
+"""`bench.training` (the `dmft-probe bench` table): structure and equivalences only, never timings (benchmarks
 are not tests; shared machines are noisy)."""
 import math
 
@@ -7,9 +7,9 @@ import torch
 
 from parametrizations.spec import get_preset
 from parametrizations.transformer import LWSTransformer, ModelConfig
-from probes.benchmark import (ROW_NAMES, BenchRow, PlainTransformer, bench_config, format_table, ours_stepper,
+from bench.training import (ROW_NAMES, BenchRow, PlainTransformer, bench_config, format_table, ours_stepper,
                               plain_stepper, run_bench, time_head_stats, training_step_flops)
-from probes.run import train
+from probes.experiment.run import train
 
 
 def test_run_bench_quick_prints_every_row():
@@ -84,7 +84,7 @@ def test_training_step_flops_counts_matmuls_and_attention():
 def test_time_head_stats_reports_both_backends():
     """The row-5 measurement, run on the CPU with the torch backend standing in for both (no CUDA here): both
     backends timed once per repeat; peak memory only on CUDA."""
-    from probes.head_stats import head_stats
+    from probes.hooks.head_stats import head_stats
 
     calls: list[str] = []
 
@@ -113,12 +113,12 @@ def test_run_bench_rejects_unknown_size():
 
 
 def test_ensemble_row_without_ensemble_module(monkeypatch):
-    """Without probes.ensemble the row says so and the bench goes on."""
+    """Without probes.experiment.ensemble the row says so and the bench goes on."""
     import sys
 
-    from probes import benchmark
+    from bench import training as benchmark
 
-    monkeypatch.setitem(sys.modules, "probes.ensemble", None)      # makes `import probes.ensemble` fail
+    monkeypatch.setitem(sys.modules, "probes.experiment.ensemble", None)      # makes `import probes.experiment.ensemble` fail
     cfg = bench_config("default", "cpu", steps=2, quick=True)
     row = benchmark._bench_ensemble(cfg, "default", 2, 1, torch.device("cpu"), lambda s: None)
-    assert (row.status, row.note, row.ratio) == ("n/a", "n/a (probes.ensemble missing)", None)
+    assert (row.status, row.note, row.ratio) == ("n/a", "n/a (probes.experiment.ensemble missing)", None)

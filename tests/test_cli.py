@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import xarray as xr
 
-from probes.dataset import load
+from probes.experiment.dataset import load
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -313,12 +313,12 @@ def test_along_L_kernels_are_compared_at_the_last_depth_of_each_model():
 @pytest.fixture(scope="module")
 def tiny_sweep() -> xr.Dataset:
     """H = 1, 2, 4, 8, 2 seeds, 20 steps of a vision model, made in memory with the functions a sweep runs
-    (`probes.ensemble.train_seeds` per size, `probes.dataset.run_dataset`, `combine_runs` over seeds, then sizes:
-    what `probes.sweep.run_sweep` merges, without its part files, which take 3/4 of its time here)."""
-    from probes.config import make_run_config
-    from probes.dataset import combine_runs, run_dataset
-    from probes.ensemble import train_seeds
-    from probes.sweep import value_config
+    (`probes.experiment.ensemble.train_seeds` per size, `probes.experiment.dataset.run_dataset`, `combine_runs` over seeds, then sizes:
+    what `probes.grid.sweep.run_sweep` merges, without its part files, which take 3/4 of its time here)."""
+    from probes.experiment.config import make_run_config
+    from probes.experiment.dataset import combine_runs, run_dataset
+    from probes.experiment.ensemble import train_seeds
+    from probes.grid.sweep import value_config
 
     cfg = make_run_config(model={"N": 4, "H": 1, "L": 1, "task": "vision", "axis": "H"},
                           optim={"name": "sgd-momentum"}, run={"steps": 20, "batch_size": 16},

@@ -1,6 +1,6 @@
 """The coordinate check (`dmft-probe coord`): every site, the logits included, at init and after >= 10 steps.
 
-Each check is the user-facing path: `probes.sweep.run_sweep` with the coord probe schedule writes a real sweep
+Each check is the user-facing path: `probes.grid.sweep.run_sweep` with the coord probe schedule writes a real sweep
 dataset; `dmft.coord.coord_verdicts` turns it into `dmft.verdict.Verdict` rows (slope of log RMS against log size,
 95% joint-jackknife interval over seeds, band from the local slopes and the two-term model's exponent, the expected
 exponent against it +-1/2) decided by the one rule (docs/predictions.md, "Coordinate check"). Seeded, CPU.
@@ -21,8 +21,8 @@ from dmft.fit import slope_fit
 from dmft.coord import coord_row, coord_verdicts, kind_of, refuted, step_of, trend
 from dmft.predictions import CoordExpectation
 from dmft.verdict import CONSISTENT, REFUTED
-from probes.config import make_run_config
-from probes.sweep import coord_config, run_sweep
+from probes.experiment.config import make_run_config
+from probes.grid.sweep import coord_config, run_sweep
 
 AXES = {"N": [4, 8, 16, 32, 64], "H": [2, 4, 8, 16, 32], "L": [1, 2, 4, 8, 16]}
 BASE = {"N": 8, "H": 4, "L": 2, "task": "vision"}

@@ -1,4 +1,4 @@
-"""Tests for probes.data: stdlib byte corpus, synthetic vision, and loaders for fake local files."""
+"""Tests for probes.experiment.data: stdlib byte corpus, synthetic vision, and loaders for fake local files."""
 from __future__ import annotations
 
 import os
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 
-from probes.data import (  # noqa: E402
+from probes.experiment.data import (  # noqa: E402
     DataError, ImageSplit, Task, TokenSplit, cifar5m_npz, cifar10_pickle, load_task, patchify,
     stdlib_corpus, synthetic_vision, token_bin,
 )
@@ -372,7 +372,7 @@ def test_digits_is_deterministic_and_seed_independent(digits_task: Task) -> None
     for a, b in ((digits_task.train, again.train), (digits_task.heldout, again.heldout)):
         assert all(torch.equal(u, v) for u, v in zip(a.fixed(len(a), 0), b.fixed(len(b), 0)))
         assert all(torch.equal(u, v) for u, v in zip(a.batch(9, gen(3)), b.batch(9, gen(3))))
-    from probes.batches import BatchStream                 # the training loop's batches: the same draws
+    from probes.experiment.batches import BatchStream                 # the training loop's batches: the same draws
 
     stream, per_step = BatchStream(digits_task.train, 6, gen(4), "cpu", chunk=3), gen(4)
     for _ in range(4):                                      # across a chunk boundary
@@ -386,9 +386,9 @@ def test_digits_is_deterministic_and_seed_independent(digits_task: Task) -> None
 
 
 def test_digits_trains_for_real() -> None:
-    from probes.config import make_run_config
-    from probes.dataset import run_dataset
-    from probes.run import train
+    from probes.experiment.config import make_run_config
+    from probes.experiment.dataset import run_dataset
+    from probes.experiment.run import train
 
     cfg = make_run_config(model={"task": "digits", "N": 4, "H": 2, "L": 1}, optim={"eta0": 0.1},
                           run={"steps": 40, "batch_size": 32}, probes={"every": 10, "n_samples": 8})
@@ -438,7 +438,7 @@ def test_digits_bad_input_exits_2_with_one_line(tmp_path: Path, args, config, na
 
 
 def test_digits_runs_from_the_command_line(tmp_path: Path) -> None:
-    from probes.dataset import load
+    from probes.experiment.dataset import load
 
     out = tmp_path / "d.nc"
     r = _cli("run", "--task", "digits", "--N", "4", "--H", "2", "--L", "1", "--steps", "4", "--no-progress",
@@ -516,15 +516,15 @@ def test_bad_data_from_a_config_file_names_its_key(tmp_path: Path) -> None:
 def test_a_run_reads_its_data_once(tmp_path: Path, monkeypatch) -> None:
     """The check before any work loads the task; the run in the same process reuses it (each batch file is read
     once), and a changed file is read again."""
-    import probes.data
+    import probes.experiment.data
     from helpers import invoke
-    from probes.config import check_data_contents, make_run_config
+    from probes.experiment.config import check_data_contents, make_run_config
 
     write_cifar10(tmp_path / "cifar", n_train=(20, 20), n_test=20)
     (tmp_path / "cfg.toml").write_text("[run]\nheldout_batch = 8\n")
     reads: list[str] = []
-    real = probes.data.read_cifar_batch
-    monkeypatch.setattr(probes.data, "read_cifar_batch", lambda p: reads.append(Path(p).name) or real(p))
+    real = probes.experiment.data.read_cifar_batch
+    monkeypatch.setattr(probes.experiment.data, "read_cifar_batch", lambda p: reads.append(Path(p).name) or real(p))
     code, _, stderr = invoke([*COMMANDS["run"], "--task", "vision", "--data", tmp_path / "cifar", "--config",
                               tmp_path / "cfg.toml", "--out", tmp_path / "o.nc"], cwd=tmp_path)
     assert code == 0, stderr

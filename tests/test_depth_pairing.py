@@ -14,7 +14,7 @@ from dmft.depth import bias_exponent, block_variance_rate, depth_rates, io_group
 from helpers import invoke
 from parametrizations.spec import get_preset
 from parametrizations.transformer import ModelConfig, build_model
-from probes.dataset import load
+from probes.experiment.dataset import load
 
 IO = ("embed", "pos", "readout")
 BLOCK = ("q", "k", "v", "o", "mlp_in", "mlp_out")

@@ -7,7 +7,7 @@ Every divergence here is built, never found at a learning rate measured on one m
 divergence the outcome depends on the CPU's floating-point path (and on whether seeds train as an ensemble), so
 a test there passes on one machine and fails on another.
 - The diverging sweep trains SP + plain SGD on the vision task (H = 2, L = 1, 20 steps, batch 8, probes every 5)
-  at eta0 = 0.01, far inside the stable range, and the test hook `DMFT_PROBE_INJECT_NONFINITE` (`probes.faults`,
+  at eta0 = 0.01, far inside the stable range, and the test hook `DMFT_PROBE_INJECT_NONFINITE` (`probes.experiment.faults`,
   docs/design.md "Test hooks") turns the training loss of step 7 of every N = 16 run NaN: N = 16 diverges at
   step 7 exactly, whatever the CPU. Margin of the sizes that stay finite, measured on an AMD EPYC (1 thread;
   seeds 0-1 as separate runs and as a 2-seed ensemble; eta0 = 2^0, 2^1, ...): the first eta0 with a diverged
@@ -30,11 +30,11 @@ import pytest
 import torch
 import xarray as xr
 
-from probes.config import make_run_config
-from probes.dataset import combine_runs, load, run_dataset
-from probes.faults import ENV as FAULT_ENV, Fault, fault_for, parse
-from probes.recorder import ProbeRecorder
-from probes.run import train, train_ensemble
+from probes.experiment.config import make_run_config
+from probes.experiment.dataset import combine_runs, load, run_dataset
+from probes.experiment.faults import ENV as FAULT_ENV, Fault, fault_for, parse
+from probes.hooks.recorder import ProbeRecorder
+from probes.experiment.run import train, train_ensemble
 
 SIZES = [2, 4, 8, 16]            # N; H = 2 -> d = 4, 8, 16, 32
 DIVERGING = [16]
@@ -57,8 +57,8 @@ def sp_sgd(eta0: float, steps: int = STEPS, **model):
 def sweep(tmp_path_factory):
     """The diverging sweep, trained by a pool of 2 spawned workers: they see the hook's variable only through the
     environment they inherit."""
-    from probes.executors import LocalPool
-    from probes.sweep import run_sweep
+    from probes.grid.executors import LocalPool
+    from probes.grid.sweep import run_sweep
 
     out = tmp_path_factory.mktemp("div") / "sweep.nc"
     with pytest.MonkeyPatch.context() as mp:
@@ -179,7 +179,7 @@ def test_plots_mark_the_diverged_points(sweep):
 
 
 def test_the_fault_hook_reads_its_rules_and_refuses_a_malformed_one_before_any_work(monkeypatch):
-    import probes.run as run_module
+    import probes.experiment.run as run_module
 
     rules = parse(" N=8 , seed=1 @ 3;H=4@0;N=8@2")
     assert [(dict(f.match), f.step, f.text) for f in rules] == [({"N": 8, "seed": 1}, 3, "N=8 , seed=1 @ 3"),
@@ -357,7 +357,7 @@ def test_best_eta0_reports_the_largest_stable_eta0():
 def _poison_readout_at_n8(monkeypatch, seeds: set[int]) -> None:
     """inf in the readout of the N = 8 models of `seeds`, whether they are trained as an ensemble (member e is
     seed e) or one by one (DMFT_PROBE_ENSEMBLE=off)."""
-    import probes.run as run_module
+    import probes.experiment.run as run_module
 
     real = run_module.build_model
 
@@ -380,7 +380,7 @@ def test_a_point_that_diverges_at_step_0_is_kept_with_nothing_recorded(tmp_path,
     """inf in one seed's readout: its held-out loss at step 0 is inf, so it has no probe record at all; the
     sweep still merges it (its variables NaN), `check` names it, and init quantities fit over the others."""
     from dmft.check import check
-    from probes.sweep import run_sweep
+    from probes.grid.sweep import run_sweep
 
     _poison_readout_at_n8(monkeypatch, {0})
     cfg = make_run_config(model={"N": 4, "H": 2, "L": 1, "task": "vision"}, optim={"name": "sgd", "eta0": 0.5},
@@ -400,7 +400,7 @@ def test_a_point_whose_every_seed_diverges_at_step_0_still_merges(tmp_path, monk
     """Every seed of N = 8 diverges at step 0, so that point has no probe record (no `depth`, `sample` dims) in
     any run: the merge used to fail ("'depth' not present in all datasets") and lose the whole sweep; found with
     DMFT_PROBE_ENSEMBLE=off, where the one-seed poisoning above hit both separate runs."""
-    from probes.sweep import run_sweep
+    from probes.grid.sweep import run_sweep
 
     _poison_readout_at_n8(monkeypatch, {0, 1})
     cfg = make_run_config(model={"N": 4, "H": 2, "L": 1, "task": "vision"}, optim={"name": "sgd", "eta0": 0.5},

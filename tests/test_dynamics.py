@@ -1,5 +1,5 @@
 """The DMFT solver of training dynamics (dmft.dynamics, docs/dmft-dynamics.md) and the full-batch training it is
-compared with (probes.run, --train-size / --batch full / --loss): the lazy limit against kernel gradient descent with
+compared with (probes.experiment.run, --train-size / --batch full / --loss): the lazy limit against kernel gradient descent with
 an independently computed NTK, t = 0 against the initialisation solver, the iteration, the Monte Carlo machinery
 against the exact one, the dataset, the command and its bad input. The finite networks' convergence to the solver
 is tests/test_dynamics_convergence.py."""
@@ -18,7 +18,7 @@ from dmft.solvers import embedding_kernel, infinite_head_kernels, layer_norm_ker
 from helpers import invoke
 from parametrizations.optim import OptimConfig
 from parametrizations.spec import get_preset
-from probes.data import digits
+from probes.experiment.data import digits
 
 SGD = OptimConfig(name="sgd", eta0=0.3)
 
@@ -240,9 +240,9 @@ def test_solution_dataset_uses_the_probe_names_and_units(any_task):
     same settings (every variable the two share; grad_norm, NaN in the limit, says so in its long name), and the
     dataset passes the run-dataset schema check."""
     from parametrizations.transformer import ModelConfig
-    from probes.dataset import run_dataset, validate
-    from probes.recorder import ProbeConfig
-    from probes.run import RunConfig, train
+    from probes.experiment.dataset import run_dataset, validate
+    from probes.hooks.recorder import ProbeConfig
+    from probes.experiment.run import RunConfig, train
 
     prob = problem(any_task, P=3, n_test=2, steps=2)
     cfg = RunConfig(model=ModelConfig(N=2, H=1, L=1, task="digits"), param=get_preset("mup"), optim=SGD, steps=2,
@@ -269,7 +269,7 @@ def test_full_batch_run_is_deterministic_and_records_every_step(tmp_path):
     """run --train-size P --batch full: every step on the same P training samples (those of Split.fixed(P,
     data_seed)); two runs with the same seeds write identical losses, outputs and kernels; the probes are over the P
     training samples, the held-out outputs are kept at every probe step; the config records the new settings."""
-    from probes.dataset import load
+    from probes.experiment.dataset import load
 
     args = ["run", "--task", "digits", "--patch", "8", "--N", "4", "--H", "2", "--L", "1", "--steps", "3",
             "--optimizer", "sgd", "--eta0", "0.5", "--train-size", "5", "--batch", "full", "--loss", "mse",
@@ -296,7 +296,7 @@ def test_full_batch_run_is_deterministic_and_records_every_step(tmp_path):
 def test_default_run_config_is_unchanged():
     """Runs made without the full-batch settings keep their config (store hashes, preflight comparisons): the new
     fields are left out of to_dict at their defaults."""
-    from probes.run import RunConfig
+    from probes.experiment.run import RunConfig
 
     d = RunConfig().to_dict()
     assert not {"train_size", "batch", "loss"} & set(d)
@@ -323,7 +323,7 @@ def test_run_refuses_bad_full_batch_options(tmp_path, args, match):
 def test_solve_command_writes_a_dataset(tmp_path):
     """dmft-probe solve takes run's options (full batch and SGD by default) and writes a loadable dataset with the
     run's config and the solver's residual."""
-    from probes.dataset import load
+    from probes.experiment.dataset import load
 
     out = tmp_path / "lim.nc"
     code, stdout, err = invoke(["solve", "--task", "digits", "--patch", "8", "--train-size", "4", "--L", "1",

@@ -2,7 +2,7 @@
 
 Full-batch SGD on 8 digits (one token per image), L = 1, 8 steps, cross-entropy as the project trains, widths
 d = N = 16..1024 (a factor 64) with 32 seeds each, at gamma0 = 0.05 (near lazy) and gamma0 = 1 (rich: its limit
-loss curve differs visibly from the lazy one). The finite networks are trained by probes.run (the real training
+loss curve differs visibly from the lazy one). The finite networks are trained by probes.experiment.run (the real training
 code), the limit is dmft.dynamics.solve, which never calls the network's code; distances, rates and verdicts come
 from dmft.dynamics.distance through the project's one verdict rule (dmft.verdict). What the theory says (Bordelon &
 Pehlevan 2023, arXiv 2304.03408): the seed variance and the mean-square distance to the limit fall as width^-1,

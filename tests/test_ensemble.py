@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-import probes.run as run_module
+import probes.experiment.run as run_module
 from parametrizations.spec import get_preset
 from parametrizations.transformer import ModelConfig, build_model
-from probes.config import make_run_config
-from probes.dataset import run_dataset
-from probes.ensemble import (ENSEMBLE_BUDGET_BYTES, ENSEMBLE_MAX_MEMBERS, group_size, member_bytes, plan_groups,
+from probes.experiment.config import make_run_config
+from probes.experiment.dataset import run_dataset
+from probes.experiment.ensemble import (ENSEMBLE_BUDGET_BYTES, ENSEMBLE_MAX_MEMBERS, group_size, member_bytes, plan_groups,
                              resolve_mode, train_seeds)
-from probes.run import train, train_ensemble
+from probes.experiment.run import train, train_ensemble
 
 
 def config(task: str = "lm", steps: int = 12, **model):
@@ -98,20 +98,20 @@ def test_the_grouping_is_a_rule_of_the_config_not_the_free_memory(monkeypatch):
     want = [tuple(range(0, 16)), tuple(range(16, 32)), tuple(range(32, 40))]
     warned: list[str] = []
     for free in (64 << 30, 2 * ENSEMBLE_MAX_MEMBERS * per_member):
-        monkeypatch.setattr("probes.ensemble.free_bytes", lambda device, free=free: free)
+        monkeypatch.setattr("probes.experiment.ensemble.free_bytes", lambda device, free=free: free)
         assert plan_groups(cfg, seeds, "auto", warned.append) == want
         assert plan_groups(cfg, [3, 1, 2], "auto", warned.append) == [(3, 1, 2)]        # in the order given
         assert plan_groups(cfg, seeds[:3], "off", warned.append) == [(0,), (1,), (2,)]
     assert warned == []
     assert group_size(cfg, 5) == 5 and group_size(cfg, 100) == ENSEMBLE_MAX_MEMBERS
-    monkeypatch.setattr("probes.ensemble.ENSEMBLE_BUDGET_BYTES", 3 * per_member)          # the budget, from the config
+    monkeypatch.setattr("probes.experiment.ensemble.ENSEMBLE_BUDGET_BYTES", 3 * per_member)          # the budget, from the config
     assert group_size(cfg, 100) == 3 and plan_groups(cfg, [0, 1, 2, 3, 4], "auto", warned.append) == [(0, 1, 2), (3, 4)]
     assert warned == []
 
 
 def test_free_memory_only_caps_a_group_and_says_so(monkeypatch):
     cfg = config(steps=3)
-    monkeypatch.setattr("probes.ensemble.free_bytes", lambda device: 4 * member_bytes(cfg))   # half of it: 2 members
+    monkeypatch.setattr("probes.experiment.ensemble.free_bytes", lambda device: 4 * member_bytes(cfg))   # half of it: 2 members
     warned: list[str] = []
     assert plan_groups(cfg, [0, 1, 2], "auto", warned.append) == [(0, 1), (2,)]
     assert len(warned) == 1 and warned[0].startswith("warning:") and "groups of 2" in warned[0]
@@ -161,8 +161,8 @@ def test_precision_is_opt_in_and_checked():
 
 
 def test_a_sweep_with_ensembles_writes_the_datasets_of_a_sequential_sweep(tmp_path):
-    from probes.dataset import SEED_VARS
-    from probes.sweep import run_sweep
+    from probes.experiment.dataset import SEED_VARS
+    from probes.grid.sweep import run_sweep
 
     cfg = config("vision", steps=4)
     auto = run_sweep(cfg, "N", [2, 4, 8], 2, tmp_path / "auto.nc", ensemble="auto")

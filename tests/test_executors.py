@@ -1,4 +1,4 @@
-"""Executors (probes.executors): the local process pool runs every job with at most `workers` in flight, reports a
+"""Executors (probes.grid.executors): the local process pool runs every job with at most `workers` in flight, reports a
 job that raises or whose worker dies and goes on; the options are checked up front (one line naming the option,
 exit 2, also for --executor ray without ray); every Ray address is checked before anything is printed or written
 (its form, `auto` resolved as Ray does, a TCP connection and a gRPC handshake, the Ray Client for ray://); a sweep
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from helpers import invoke
-from probes.executors import (RAY_MISSING, InProcess, JobError, LocalPool, RayTasks, check_executor,
+from probes.grid.executors import (RAY_MISSING, InProcess, JobError, LocalPool, RayTasks, check_executor,
                               check_reachable, default_workers, make_executor, ray_address_file)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,9 +129,9 @@ def test_a_sweep_on_ray_equals_the_local_sweep(tmp_path):
 
     import xarray as xr
 
-    from probes.config import make_run_config
-    from probes.dataset import load
-    from probes.sweep import run_sweep
+    from probes.experiment.config import make_run_config
+    from probes.experiment.dataset import load
+    from probes.grid.sweep import run_sweep
 
     cfg = make_run_config(model={"H": 2, "L": 1, "task": "vision", "axis": "N"}, run={"steps": 20})
     local = run_sweep(cfg, "N", [2, 4, 8], 2, tmp_path / "local.nc")

@@ -1,4 +1,4 @@
-"""The residual-stream gradient kernel of full-batch runs (probes.grad_kernel, dataset variable kernel_grad):
+"""The residual-stream gradient kernel of full-batch runs (probes.hooks.grad_kernel, dataset variable kernel_grad):
 kernel_grad[t, l, mu, nu] = ebar_l(mu) . ebar_l(nu) / d, ebar_l(mu) = -gamma0 d sum_s dLoss/dh_l(mu, s), taken
 from the training step's own backward. Checked against autograd on a model rebuilt from the seed (step 0) and on
 a separate run trained the same number of steps (a later step); absent from every other run."""
@@ -12,10 +12,10 @@ import torch.nn.functional as F
 from parametrizations.optim import OptimConfig
 from parametrizations.spec import get_preset
 from parametrizations.transformer import ModelConfig, build_model
-from probes.data import load_task
-from probes.dataset import FULL_BATCH_VARS, load, run_dataset, save, validate
-from probes.recorder import ProbeConfig
-from probes.run import RunConfig, train, train_ensemble
+from probes.experiment.data import load_task
+from probes.experiment.dataset import FULL_BATCH_VARS, load, run_dataset, save, validate
+from probes.hooks.recorder import ProbeConfig
+from probes.experiment.run import RunConfig, train, train_ensemble
 
 SEEDS = [0, 1]
 GAMMA0 = 2.0          # not 1, so that a lost gamma0 factor shows

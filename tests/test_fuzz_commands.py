@@ -45,7 +45,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from helpers import ROOT, invoke, watchdog
-from probes.dataset import load, save
+from probes.experiment.dataset import load, save
 from test_bad_input import configs as generated_configs, write_generated_config
 from test_bad_input_commands import edited
 from test_data import bad_data, write_cifar10
@@ -636,7 +636,7 @@ def nowhere_ray(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory) -> dict:
-    """The shared datasets, each made by the CLI (or saved through probes.dataset.save): an init-only sweep along N
+    """The shared datasets, each made by the CLI (or saved through probes.experiment.dataset.save): an init-only sweep along N
     (2, 4, 8 x 2 seeds) and its store, a run, the sweep as .zarr, a 2-size sweep, a sweep without [param], an
     all-zero sweep and a run with a huge alpha_A."""
     root = tmp_path_factory.mktemp("shared")
@@ -659,8 +659,8 @@ def shared(tmp_path_factory) -> dict:
 @pytest.fixture(scope="module")
 def with_lr_grid(shared) -> dict:
     """`shared` and a complete tiny learning-rate grid (N = 2, 4, 8 x 3 eta0 x 2 seeds, 2 steps)."""
-    from probes.config import make_run_config
-    from probes.lr_grid import run_lr_grid
+    from probes.experiment.config import make_run_config
+    from probes.grid.lr_grid import run_lr_grid
 
     cfg = make_run_config(model={"task": "vision", "N": 2, "H": 2, "L": 1}, run={"steps": 2, "batch_size": 2},
                           probes={"enabled": False})

@@ -1,7 +1,7 @@
-"""Tests of probes.head_stats: mean and M2 over heads of attention logits / probabilities per (b, s, s').
+"""Tests of probes.hooks.head_stats: mean and M2 over heads of attention logits / probabilities per (b, s, s').
 
 The Triton kernels run on CPU under the Triton interpreter. TRITON_INTERPRET=1 is read when `@triton.jit`
-decorates a kernel (triton 3.9, runtime/jit.py), i.e. when probes.head_stats is first imported, so it cannot be
+decorates a kernel (triton 3.9, runtime/jit.py), i.e. when probes.hooks.head_stats is first imported, so it cannot be
 switched on inside a pytest process that may already have imported the module. The kernel outputs are
 therefore computed in one subprocess (this file run as a script, with TRITON_INTERPRET=1 in its environment)
 and saved to a file; the tests here load them and compare with the fallback.
@@ -16,7 +16,7 @@ import pytest
 import torch
 from helpers import interpreter_outputs
 
-from probes.head_stats import HAS_TRITON, STAT_NAMES, head_stats, head_stats_torch
+from probes.hooks.head_stats import HAS_TRITON, STAT_NAMES, head_stats, head_stats_torch
 
 ROOT = Path(__file__).resolve().parents[1]
 RTOL = 1e-5            # float32 relative error, ||a - b|| / ||b||, per output

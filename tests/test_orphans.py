@@ -1,6 +1,6 @@
 """No orphans (issue 18, defect 12): when the process that runs a local pool is killed with SIGKILL, its worker
 processes and the multiprocessing resource tracker exit too, instead of going on with their jobs (and writing
-parts) for minutes. A real parent process runs `probes.executors.LocalPool` with two jobs that would sleep for
+parts) for minutes. A real parent process runs `probes.grid.executors.LocalPool` with two jobs that would sleep for
 ten minutes; only the parent is killed. Linux only: the processes are found through /proc."""
 import os
 import signal
@@ -18,7 +18,7 @@ PARENT = '''
 import sys, time
 from pathlib import Path
 
-from probes.executors import LocalPool
+from probes.grid.executors import LocalPool
 
 
 def sleep_long(job):

@@ -114,7 +114,7 @@ def test_adam_eps_follows_the_gradient_scale(preset):
     eps_multiplier must not drift with N (N = 8..64), H (H = 2..16) or L (L = 1..8). Before q/k got their N^-1/2
     the measured q and k slopes over N were -0.49 and -0.54, which this test flagged."""
     from parametrizations.optim import eps_multiplier
-    from probes.run import centred_loss
+    from probes.experiment.run import centred_loss
 
     def ratios(N: int, L: int, H: int = 4) -> dict[str, float]:
         p = PRESETS[preset]

@@ -20,10 +20,10 @@ from matplotlib.figure import Figure  # noqa: E402
 from dmft import plots  # noqa: E402
 from dmft.check import check  # noqa: E402
 from dmft.fit import slope_fit  # noqa: E402
-from probes.config import make_run_config  # noqa: E402
-from probes.dataset import run_dataset, save  # noqa: E402
-from probes.run import train  # noqa: E402
-from probes.sweep import run_sweep  # noqa: E402
+from probes.experiment.config import make_run_config  # noqa: E402
+from probes.experiment.dataset import run_dataset, save  # noqa: E402
+from probes.experiment.run import train  # noqa: E402
+from probes.grid.sweep import run_sweep  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"

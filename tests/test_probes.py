@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 
 from parametrizations.transformer import build_model
-from probes.config import make_run_config
-from probes.dataset import DatasetError, combine_runs, load, run_dataset, save
-from probes.run import train
+from probes.experiment.config import make_run_config
+from probes.experiment.dataset import DatasetError, combine_runs, load, run_dataset, save
+from probes.experiment.run import train
 
 
 def tiny(task="lm", preset="mup-sqrt", steps=4, probes=True, **model):
@@ -111,7 +111,7 @@ def test_lws_layers_pad_heads_with_nan():
 
 
 def test_probe_schedule_always_has_first_and_last_step():
-    from probes.recorder import ProbeConfig
+    from probes.hooks.recorder import ProbeConfig
 
     assert ProbeConfig(every=7).steps(20) == [0, 7, 14, 20]
     log = ProbeConfig(schedule="log", n_log=5).steps(1000)
@@ -183,7 +183,7 @@ def centred_by_hand(model, model0, x, lm):
 @pytest.mark.parametrize("task,centre", [("lm", "copy"), ("vision", "copy"), ("digits", "copy"),
                                          ("vision", "zero_readout"), ("vision", "none")])
 def test_probe_outputs_are_what_the_loss_sees(task, centre):
-    from probes.run import centred_loss
+    from probes.experiment.run import centred_loss
 
     m = {"N": 4, "H": 3, "L": 2, "task": task, "seq_len": 6}
     cfg = make_run_config(model=m, param={"preset": "mup-sqrt", "centre": centre},
@@ -214,7 +214,7 @@ def test_probe_outputs_are_what_the_loss_sees(task, centre):
 
 
 def test_probe_outputs_of_a_seed_ensemble_are_each_members_own():
-    from probes.run import train_ensemble
+    from probes.experiment.run import train_ensemble
 
     cfg = make_run_config(model={"N": 4, "H": 2, "L": 1, "task": "vision"}, optim={"name": "adam", "eta0": 0.2},
                           run={"steps": 3, "batch_size": 8}, probes={"every": 3, "n_samples": 4, "n_points": 2})

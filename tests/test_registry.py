@@ -8,8 +8,8 @@ from dmft import fit, synthetic, verdict
 from dmft.check import check, row_verdict
 from dmft.predictions import REGISTRY, planned_rows
 from dmft.report import rate_verdict
-from probes.config import make_run_config
-from probes.sweep import run_sweep
+from probes.experiment.config import make_run_config
+from probes.grid.sweep import run_sweep
 
 GRID = [(aA, aL, sp, axis) for aA in (0.5, 0.75, 1.0) for aL in (0.5, 1.0) for sp in (False, True)
         for axis in ("N", "H", "L")]

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from cli import app
 from dmft import report
-from probes.reproduce import PRESETS
+from probes.grid.reproduce import PRESETS
 
 runner = CliRunner()
 

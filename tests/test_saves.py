@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import xarray as xr
 
-import probes.dataset as dsmod
-from probes.dataset import DatasetError, cleanup_stale_temps, combine_runs, load, run_dataset, save
-from probes.outputs import prepare_out_path
+import probes.experiment.dataset as dsmod
+from probes.experiment.dataset import DatasetError, cleanup_stale_temps, combine_runs, load, run_dataset, save
+from probes.experiment.out_paths import prepare_out_path
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ("--steps", "2", "--N", "2", "--H", "2", "--L", "1", "--seq-len", "8", "--no-progress")
@@ -137,7 +137,7 @@ def test_wrong_kinds_of_out_path(tmp_path):
 # ---- failed saves: exit 2, one line, no temporary file --------------------------------------------------------
 
 def full_disk_write():
-    """An os.write for probes.dataset._os_write: the first call writes half its bytes, the next raises ENOSPC."""
+    """An os.write for probes.experiment.dataset._os_write: the first call writes half its bytes, the next raises ENOSPC."""
     calls = []
 
     def write(fd, data):
@@ -164,7 +164,7 @@ def test_disk_full_during_save_raises_and_leaves_no_temp(tmp_path, run_ds, monke
 def test_disk_full_in_the_cli_exits_2_with_one_line(tmp_path):
     out = tmp_path / "run.nc"
     r = cli("run", *TINY, "--out", str(out),
-            pre="import tests.test_saves as t, probes.dataset as d; d._os_write = t.full_disk_write()")
+            pre="import tests.test_saves as t, probes.experiment.dataset as d; d._os_write = t.full_disk_write()")
     assert r.returncode == 2, (r.returncode, r.stderr)
     lines = error_lines(r)
     assert len(lines) == 1 and lines[0].endswith("run.nc: cannot write: No space left on device"), r.stderr
@@ -337,7 +337,7 @@ def test_load_refuses_a_fifo_quickly(tmp_path):
     thread could not be abandoned either)."""
     fifo = tmp_path / "pipe.nc"
     os.mkfifo(fifo)
-    code = ("import sys, time; from probes.dataset import load, DatasetError\n"
+    code = ("import sys, time; from probes.experiment.dataset import load, DatasetError\n"
             "t = time.perf_counter()\n"
             "try:\n    load(sys.argv[1])\nexcept DatasetError as e:\n"
             "    print(f'{time.perf_counter() - t:.3f}', e)")
@@ -358,9 +358,9 @@ def test_load_refuses_a_fifo_quickly(tmp_path):
 def test_a_combined_l_sweep_with_nan_padded_integer_coordinates_round_trips(tmp_path):
     """n_heads and d_ff are integers per run; combining L = 1 and L = 2 pads them with NaN. Saving must keep the
     NaN (not cast it to a garbage integer, which the checksum would then reject on load)."""
-    from probes.config import make_run_config
-    from probes.dataset import combine_runs, load, run_dataset, save
-    from probes.run import train
+    from probes.experiment.config import make_run_config
+    from probes.experiment.dataset import combine_runs, load, run_dataset, save
+    from probes.experiment.run import train
 
     runs = [run_dataset(train(make_run_config(model={"N": 2, "H": 2, "L": L, "task": "vision"},
                                               run={"steps": 1, "batch_size": 2},

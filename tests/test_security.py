@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 
 from helpers import invoke
-from probes.data import DataError, load_task, read_cifar_batch
-from probes.dataset import DatasetError, load
-from probes.zarr_check import UnsafeStore, check_zarr_store
+from probes.experiment.data import DataError, load_task, read_cifar_batch
+from probes.experiment.dataset import DatasetError, load
+from probes.experiment.zarr_check import UnsafeStore, check_zarr_store
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--task", "vision", "--N", "2", "--H", "2", "--L", "1", "--batch-size", "2", "--probe-samples", "2"]
@@ -338,7 +338,7 @@ def test_what_save_and_zarr_write_passes_the_check(tmp_path):
     same dataset as zarr v3 (bytes, zstd, fixed_length_utf32, string) pass the check and load."""
     import xarray as xr
 
-    from probes.dataset import save
+    from probes.experiment.dataset import save
 
     ds = xr.Dataset({"f": ("x", np.arange(3.0)), "b": ("x", np.array([True, False, True])),
                      "s": ("x", np.array(["a", "bc", "def"])), "y": ("x", np.array([b"a", b"b", b"c"])),

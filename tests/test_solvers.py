@@ -9,7 +9,7 @@ from dmft.solvers import (attention_kernel, attention_law, embedding_kernel, gau
                           layer_norm_kernel, mlp_kernel)
 from parametrizations.spec import Parametrization, get_preset
 from parametrizations.transformer import ModelConfig, build_model, layer_norm
-from probes.data import stdlib_corpus, synthetic_vision
+from probes.experiment.data import stdlib_corpus, synthetic_vision
 
 S = 16
 
@@ -160,7 +160,7 @@ def test_attention_expectation_matches_model_heads_exactly(N, preset, task, visi
 
 # --------------------------------------------------------------------------- P4: finite H -> solver, MSE ~ 1/H
 def network_kernels(model, x):
-    """kernel_pooled, kernel_spatial, kernel_last_token at depths 0..L, exactly as probes.recorder computes them."""
+    """kernel_pooled, kernel_spatial, kernel_last_token at depths 0..L, exactly as probes.hooks.recorder computes them."""
     taps = []
     with torch.no_grad():
         h0 = model.embed_tokens(x)

@@ -1,4 +1,4 @@
-"""Repairing a sweep store (probes.store) keeps finished work and the numbers bit for bit:
+"""Repairing a sweep store (probes.grid.store) keeps finished work and the numbers bit for bit:
 
 - a point redone after its part was corrupted, deleted or truncated is retrained in the seed group recorded for it
   in the manifest, so the merged dataset equals the uninterrupted sweep's bit for bit, and no other part is
@@ -22,10 +22,10 @@ import pytest
 import xarray as xr
 
 from helpers import invoke
-from probes.config import make_run_config
-from probes.dataset import load
-from probes.store import MANIFEST, parts_dir
-from probes.sweep import run_sweep
+from probes.experiment.config import make_run_config
+from probes.experiment.dataset import load
+from probes.grid.store import MANIFEST, parts_dir
+from probes.grid.sweep import run_sweep
 
 STEPS = 20
 MODEL = ["--task", "vision", "--H", "2", "--L", "1", "--batch-size", "8"]

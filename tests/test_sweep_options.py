@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from helpers import invoke
-from probes.dataset import load
-from probes.store import MANIFEST, parts_dir
+from probes.experiment.dataset import load
+from probes.grid.store import MANIFEST, parts_dir
 
 MODEL = ["--task", "vision", "--H", "2", "--L", "1", "--batch-size", "8", "--workers", "1"]
 
@@ -121,8 +121,8 @@ def test_coord_keeps_its_merged_grid_too(tmp_path):
 def test_a_library_sweep_onto_a_file_it_did_not_merge_is_refused_and_leaves_no_store(tmp_path):
     """run_sweep (no prepare_out_path in front of it) onto an existing file that is not a sweep: refused before
     any work unless overwrite, and the parts folder it had just made is gone again."""
-    from probes.config import make_run_config
-    from probes.sweep import run_sweep
+    from probes.experiment.config import make_run_config
+    from probes.grid.sweep import run_sweep
 
     out = tmp_path / "x.nc"
     out.write_bytes(b"someone else's file")

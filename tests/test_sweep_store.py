@@ -1,4 +1,4 @@
-"""The sweep store (probes.store) through the command line: a sweep killed with SIGKILL mid-run resumes to the dataset
+"""The sweep store (probes.grid.store) through the command line: a sweep killed with SIGKILL mid-run resumes to the dataset
 of an uninterrupted sweep, bit for bit (in this process and with a pool of 2 workers); a corrupt part is named and
 redone; a changed setting is refused before any work; a longer --values trains only the new points; a point whose
 worker raises is marked failed while the others go on.
@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import xarray as xr
 
-from probes.config import make_run_config
-from probes.dataset import load
-from probes.store import MANIFEST, parts_dir
-from probes.sweep import SweepFailed, run_sweep
+from probes.experiment.config import make_run_config
+from probes.experiment.dataset import load
+from probes.grid.store import MANIFEST, parts_dir
+from probes.grid.sweep import SweepFailed, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 60
@@ -167,7 +167,7 @@ def test_more_values_train_only_the_new_points(tmp_path, reference):
 def test_a_failing_point_is_marked_failed_and_the_others_go_on(tmp_path, monkeypatch):
     """A unit whose worker raises: its points are failed with the message, the other units finish, nothing is
     merged; the same sweep again redoes only the failed points."""
-    import probes.sweep as sweep
+    import probes.grid.sweep as sweep
 
     real = sweep.train_group
 
@@ -195,7 +195,7 @@ def test_a_failing_point_is_marked_failed_and_the_others_go_on(tmp_path, monkeyp
     assert ds.sizes["N"] == 3 and set(statuses(out).values()) == {"done"}
 
 
-# ---- seed-to-seed variances of the merged sweep (probes.dataset.seed_variances) ---------------------------------
+# ---- seed-to-seed variances of the merged sweep (probes.experiment.dataset.seed_variances) ---------------------------------
 
 def seed_var_by_hand(a, seed_axis: int = 1):
     """numpy: variance over seeds (ddof 1) of the finite values, NaN below 2 finite seeds."""
@@ -243,14 +243,14 @@ def test_seed_variances_leave_diverged_seeds_out(tmp_path, monkeypatch):
     """Real runs, one of three seeds diverging at N=4 and two at N=8, merged as a sweep merges them: each
     (N, step) uses the seeds still finite there, and is NaN where fewer than 2 are. The divergence is built, not
     found at a measured edge: every run trains at eta0 = 1e-2, and the test hook DMFT_PROBE_INJECT_NONFINITE
-    (probes.faults) turns the training loss of step 5 of the diverging seeds NaN. Margin, measured on an AMD EPYC
+    (probes.experiment.faults) turns the training loss of step 5 of the diverging seeds NaN. Margin, measured on an AMD EPYC
     with this config (eta0 in decades): SP + SGD first diverges on its own at 1e3 (N=8) and 1e5 (N=4), 5 orders
     of magnitude above 1e-2."""
     import numpy as np
 
-    from probes.dataset import combine_runs, run_dataset, seed_variances
-    from probes.faults import ENV
-    from probes.run import train
+    from probes.experiment.dataset import combine_runs, run_dataset, seed_variances
+    from probes.experiment.faults import ENV
+    from probes.experiment.run import train
 
     def point(N: int, seed: int, eta0: float):
         cfg = make_run_config(model={"N": N, "H": 2, "L": 1, "task": "vision"}, param={"preset": "sp"},

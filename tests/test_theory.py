@@ -13,8 +13,8 @@ from dmft import measure
 from dmft.check import check
 from dmft.fit import slope_fit
 from dmft.predictions import REGISTRY, hypotheses_for, p2_hypotheses, planned_rows
-from probes.config import make_run_config
-from probes.sweep import run_sweep
+from probes.experiment.config import make_run_config
+from probes.grid.sweep import run_sweep
 
 NS = [4, 8, 16, 32, 64]
 LS = [1, 2, 4, 8, 16]

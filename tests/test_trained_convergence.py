@@ -17,11 +17,11 @@ STEPS, EVERY, SEEDS = 30, 10, 16
 
 
 def sweep(axis: str, sizes, preset: str, base: dict):
-    """A trained sweep made in memory with the functions `probes.sweep.run_sweep` runs (no part files)."""
-    from probes.config import make_run_config
-    from probes.dataset import combine_runs, run_dataset
-    from probes.ensemble import train_seeds
-    from probes.sweep import value_config
+    """A trained sweep made in memory with the functions `probes.grid.sweep.run_sweep` runs (no part files)."""
+    from probes.experiment.config import make_run_config
+    from probes.experiment.dataset import combine_runs, run_dataset
+    from probes.experiment.ensemble import train_seeds
+    from probes.grid.sweep import value_config
 
     cfg = make_run_config(model={**base, "task": "digits", "axis": axis}, param={"preset": preset},
                           optim={"name": "sgd-momentum", "eta0": 0.5}, run={"steps": STEPS, "batch_size": 16},

@@ -1,5 +1,5 @@
 """Learning-rate transfer (P7): dmft.transfer.best_eta0 and the continuous optimum eta0* with its exponent and verdict
-(fit_optimum, p7_verdict) on hand-made loss tables whose optimum is known, probes.lr_grid.run_lr_grid on a tiny grid
+(fit_optimum, p7_verdict) on hand-made loss tables whose optimum is known, probes.grid.lr_grid.run_lr_grid on a tiny grid
 (statuses: ok, diverged, unstable), and P7 measured on a small seeded grid."""
 import json
 
@@ -10,10 +10,10 @@ import xarray as xr
 from dmft.check import run_attrs as check_run_attrs
 from dmft.transfer import best_eta0, fit_optimum, losses_of, p7_verdict
 from dmft.verdict import Verdict, decide
-from probes import lr_grid
-from probes.config import make_run_config
-from probes.dataset import load
-from probes.lr_grid import load_lr_grid, run_lr_grid
+from probes.grid import lr_grid
+from probes.experiment.config import make_run_config
+from probes.experiment.dataset import load
+from probes.grid.lr_grid import load_lr_grid, run_lr_grid
 
 ETAS = np.array([0.1, 0.2, 0.4, 0.8, 1.6])
 
@@ -232,7 +232,7 @@ def test_the_grid_dataset_has_its_dims_attrs_and_losses(tiny):
     assert best_eta0(losses, "N").best.shape == (3,)
     back = load_lr_grid(out)                            # saved, checksummed, loadable
     assert np.array_equal(back.final_loss.values, ds.final_loss.values, equal_nan=True)
-    load(out)                                           # and a valid dmft-probe dataset for probes.dataset.load
+    load(out)                                           # and a valid dmft-probe dataset for probes.experiment.dataset.load
 
 
 def test_a_run_that_ends_above_chance_is_unstable_like_a_divergence():

@@ -3,7 +3,7 @@ its own parametrization (preset mup, Adam, eta0 0.05), have a width limit (every
 along N), O(1) coordinates at init along H and L, and a wrong parametrization of each is flagged. Plus: the
 paper's block is unchanged by the variant code.
 
-The user-facing path, as tests/test_coord_check.py: `probes.sweep.run_sweep` with the coord probe schedule writes a
+The user-facing path, as tests/test_coord_check.py: `probes.grid.sweep.run_sweep` with the coord probe schedule writes a
 real sweep dataset and `dmft.coord.coord_verdicts` judges it by the one verdict rule (2 seeds unless a test says
 otherwise; 95% joint-jackknife interval, band from the local slopes). "Off" below is a refuted row; a wrong
 parametrization must be refuted at one of its sites; a correct one must have no refuted judged row. Seeded, CPU, in
@@ -54,8 +54,8 @@ from parametrizations.laurel import Laurel
 from parametrizations.layers import ScaledLinear, ScaledTable, ScaledVector, TiedReadout
 from parametrizations.spec import get_preset
 from parametrizations.transformer import Block, LWSTransformer, ModelConfig, build_model
-from probes.config import make_run_config
-from probes.sweep import coord_config, run_sweep
+from probes.experiment.config import make_run_config
+from probes.grid.sweep import coord_config, run_sweep
 
 VARIANTS = ("openelm", "ngpt", "laurel", "tokenformer")
 BASE = {"N": 8, "H": 4, "L": 2, "task": "vision"}

@@ -13,7 +13,7 @@ from cli import app
 from dmft.coord import coord_verdicts
 from dmft.variant_table import cell_of, variant_summary, variant_table_from_folder, variant_table_markdown
 from dmft.verdict import MARKS, NOT_MEASURED, REFUTED
-from probes.dataset import load
+from probes.experiment.dataset import load
 
 runner = CliRunner()
 ARGS = ["variants", "--quick", "--variants", "paper,laurel", "--axes", "N", "--optimizers", "adam", "--workers", "1"]

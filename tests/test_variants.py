@@ -15,16 +15,16 @@ import pytest
 import torch
 
 from helpers import invoke
-import probes.run
+import probes.experiment.run
 from parametrizations.layers import ScaledVector, ScaledWeight, TiedReadout
 from parametrizations.optim import OptimConfig, build_optimizer
 from parametrizations.spec import VARIANT_NOTES, get_preset
 from parametrizations.transformer import LWSTransformer, ModelConfig, build_model, is_vision
 from parametrizations.variants import LAUREL_FORMS
-from probes.config import make_run_config
-from probes.data import load_task
-from probes.dataset import run_dataset
-from probes.run import train
+from probes.experiment.config import make_run_config
+from probes.experiment.data import load_task
+from probes.experiment.dataset import run_dataset
+from probes.experiment.run import train
 
 EPS = 1e-6          # RMSNorm / LN / nGPT Norm eps (inside the mean square), as OpenELM
 THETA = 1e4         # RoPE base
@@ -35,7 +35,7 @@ P_MUP = get_preset("mup")
 def cached_tasks():
     """Load each data set once for this module (the stdlib corpus takes ~1 s to read)."""
     mp = pytest.MonkeyPatch()
-    mp.setattr(probes.run, "load_task", functools.lru_cache(maxsize=None)(load_task))
+    mp.setattr(probes.experiment.run, "load_task", functools.lru_cache(maxsize=None)(load_task))
     yield
     mp.undo()
 
@@ -399,7 +399,7 @@ def test_openelm_small_preset_trains_with_probes():
     rec = res.extra["recorder"]
     assert rec.steps == [0, 1, 2, 3]
     for r in rec.records:
-        assert probes.run.nonfinite_probes(r, rec.heads, cfg.param.centre) == [[]]
+        assert probes.experiment.run.nonfinite_probes(r, rec.heads, cfg.param.centre) == [[]]
         for name in ("kernel_pooled", "h_rms", "attn_var_heads", "coord_rms", "weight_movement"):
             assert np.isfinite(r[name]).all(), name
 
@@ -561,7 +561,7 @@ def test_check_of_a_depth_sweep(tmp_path, variant, fitted):
     is noise of size d^-1/2), so 2 seeds x 3 depths gave a fit only by luck of the draw; at N = 8, H = 4 the
     smallest growth over 64 seeds is 0.047 (mean 0.13, sd 0.035 at L = 4), about 4 sd from 0."""
     from dmft.check import check
-    from probes.sweep import run_sweep
+    from probes.grid.sweep import run_sweep
 
     cfg = make_run_config(model={"N": 8, "H": 4, "L": 2, "task": "vision", "variant": variant},
                           run={"batch_size": 8}, probes={"n_samples": 4})

@@ -7,9 +7,9 @@ from dataclasses import replace
 import numpy as np
 import xarray as xr
 
-from probes.config import _gib, available_bytes
-from probes.dataset import run_attrs
-from probes.run import RunConfig, full_batch_arrays
+from probes.experiment.config import _gib, available_bytes
+from probes.experiment.dataset import run_attrs
+from probes.experiment.run import RunConfig, full_batch_arrays
 
 from .output import solution_dataset
 from .setup import Problem, check_solvable, mean_field_rates

@@ -4,7 +4,7 @@ limit) and the mean-square distance of a variable from the solver's, and their r
 variance ~ width^-1 and the bias ~ width^-1 in amplitude, so the squared bias ~ width^-2 and the mean-square
 distance ~ width^-1).
 
-Inputs are xarray objects with the dataset names of `probes.dataset` (dims (axis, seed, step, ...)) and of
+Inputs are xarray objects with the dataset names of `probes.experiment.dataset` (dims (axis, seed, step, ...)) and of
 `dmft.dynamics.output` (the solution, dims (step, ...)); steps are matched by value. Seed s is the same draw at
 every width (keyed init: the narrower model's weights are the leading part of the wider one's), so the interval
 of every rate is the joint jackknife over seeds (`dmft.estimators`), as for every other slope row.

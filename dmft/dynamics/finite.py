@@ -1,7 +1,7 @@
 """Finite full-batch networks and their computed limit on the same data, side by side (docs/dmft-dynamics.md,
 "Finite networks against the limit"): what tests/test_dynamics_convergence.py and notebook 08 compare.
 
-The finite side trains the real model with `probes.run` (full-batch SGD on the first `P` training digits chosen by
+The finite side trains the real model with `probes.experiment.run` (full-batch SGD on the first `P` training digits chosen by
 data seed 0; one token per image with the default patch 8, S = (8 / patch)^2 tokens otherwise); the limit side is
 `dmft.dynamics.solve` on the same samples. The width axis is N at fixed H heads (d = N H). This module is the
 only part of `dmft.dynamics` that imports the finite network's code; the solver itself never does (the package's
@@ -17,9 +17,9 @@ import xarray as xr
 from parametrizations.optim import OptimConfig
 from parametrizations.spec import get_preset
 from parametrizations.transformer import ModelConfig
-from probes.data import digits
-from probes.recorder import ProbeConfig, probe_points
-from probes.run import RunConfig, train_ensemble
+from probes.experiment.data import digits
+from probes.hooks.recorder import ProbeConfig, probe_points
+from probes.experiment.run import RunConfig, train_ensemble
 
 from .setup import Problem, mean_field_rates
 from .solver import SolverConfig, solve
@@ -86,7 +86,7 @@ def finite_runs(s: Setting, widths, seeds) -> dict[str, xr.DataArray]:
 
 
 def attention_points(s: Setting) -> np.ndarray:
-    """The fixed (sample, s, s') points (POINTS, 3) at which the probes record A per head (`probes.recorder`)."""
+    """The fixed (sample, s, s') points (POINTS, 3) at which the probes record A per head (`probes.hooks.recorder`)."""
     S = (8 // s.patch) ** 2
     return probe_points(s.P, S, POINTS, causal=False)
 
@@ -97,7 +97,7 @@ def limit(s: Setting, n_samples: int = 10_000, **variant) -> dict[str, xr.DataAr
     loss at steps 0..T} on the same digits as `finite_runs`; variant: SolverConfig fields (e.g. responses=False, a
     deliberately broken solver)."""
     task = digits(patch=s.patch)
-    xtr, ytr = task.train.fixed(s.P, seed=0)                 # what probes.run trains on (data_seed 0), (P, S, D_in)
+    xtr, ytr = task.train.fixed(s.P, seed=0)                 # what probes.experiment.run trains on (data_seed 0), (P, S, D_in)
     xte, yte = task.heldout.fixed(s.n_test, seed=0)          # its held-out batch
     p, opt = s.parametrization()
     prob = Problem(xtr.numpy(), ytr.numpy(), xte.numpy(), yte.numpy(), 10, s.L, s.steps, s.loss,

@@ -1,7 +1,7 @@
 """The solution as an xarray Dataset with the probe datasets' variable names, dims and units (docs/design.md,
 "Datasets"), so that check, plot and the notebooks read a solution and a finite full-batch run alike.
 
-The names, long names and units are those of `probes.dataset` (BASE_VARS here mirrors its `base_dataset`,
+The names, long names and units are those of `probes.experiment.dataset` (BASE_VARS here mirrors its `base_dataset`,
 `PROBE_VARS` and `FULL_BATCH_VARS`; tests/test_dynamics.py checks that they agree): the solver does not import
 probes."""
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Every public function draws with matplotlib/seaborn and returns the Figure or Axes it drew; nothing is shown
 and no backend is chosen here (a headless machine falls back to Agg; the CLI forces it). Functions that take
 `ax=None` draw on a new figure when no axes are given. Nothing here builds a model: the inputs are datasets
-written by `probes.dataset` (one run) or `probes.sweep` (a grid along N, H or L and seeds) and the theory side
+written by `probes.experiment.dataset` (one run) or `probes.grid.sweep` (a grid along N, H or L and seeds) and the theory side
 of `dmft` (fits, verdicts, the law of A).
 
     exponent_plot        log2-log2 scatter of a quantity vs size, with the fitted slope and predicted exponents

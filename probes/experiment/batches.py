@@ -5,7 +5,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from probes.data import ImageSplit, Split, TokenSplit, patchify
+from probes.experiment.data import ImageSplit, Split, TokenSplit, patchify
 
 __all__ = ["BatchStream"]
 

@@ -1,4 +1,4 @@
-"""The manifest of a sweep store (`probes.store`) and what each part says of itself.
+"""The manifest of a sweep store (`probes.grid.store`) and what each part says of itself.
 
 `<out>.parts/manifest.json` (format 1) is a JSON object:
 
@@ -26,9 +26,9 @@ import json
 import re
 from pathlib import Path
 
-from .dataset import TEMP_PREFIX, DatasetError, load
-from .ensemble import ENSEMBLE_ENV, ENSEMBLE_MODES
-from .run import RunConfig
+from probes.experiment.dataset import TEMP_PREFIX, DatasetError, load
+from probes.experiment.ensemble import ENSEMBLE_ENV, ENSEMBLE_MODES
+from probes.experiment.run import RunConfig
 
 MANIFEST = "manifest.json"
 FORMAT = 1

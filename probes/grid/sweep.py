@@ -1,18 +1,18 @@
 """A grid of runs along one axis (N, H or L) and seeds, merged into one dataset: resumable, on any executor.
 
-The grid lives in a store (`probes.store`: `<out>.parts/` with a manifest and one finished dataset per point). The
+The grid lives in a store (`probes.grid.store`: `<out>.parts/` with a manifest and one finished dataset per point). The
 points still to do are grouped into units, one seed group each: with `ensemble="auto"` the missing seeds of one
-size, in groups by the config-only rule of `probes.ensemble.plan_groups` (the same on every machine), with `"off"`
+size, in groups by the config-only rule of `probes.experiment.ensemble.plan_groups` (the same on every machine), with `"off"`
 one seed each. A point that was handed out before (a killed sweep, a corrupt or missing part) is redone in the group
 recorded for it in the manifest: the whole group trains again, as the same ensemble, and only the parts that need
-it are written, so the redone point equals its first run bit for bit. An executor (`probes.executors`: this process,
+it are written, so the redone point equals its first run bit for bit. An executor (`probes.grid.executors`: this process,
 a local process pool, Ray) runs `run_unit` on every unit; the worker trains the unit and writes its points' parts
-(atomically, `probes.dataset.save`), and this process marks the points in the manifest: running (with their group)
+(atomically, `probes.experiment.dataset.save`), and this process marks the points in the manifest: running (with their group)
 when handed out, done / diverged / failed (with the message) when the unit comes back. A failed unit does not stop
 the others; at the end `SweepFailed` says how many points failed and nothing is merged. When every point is
-finished, the parts are merged (`probes.dataset.combine_runs`: the axis and `seed` become dimensions) into `out`,
+finished, the parts are merged (`probes.experiment.dataset.combine_runs`: the axis and `seed` become dimensions) into `out`,
 with the seed-to-seed variances `output_seed_var` and `loss_seed_var` (dims axis, step;
-`probes.dataset.seed_variances`) computed from the merged parts whenever there are 2 or more seeds, and the merged
+`probes.experiment.dataset.seed_variances`) computed from the merged parts whenever there are 2 or more seeds, and the merged
 grid is recorded in the manifest (a later grid that leaves part of it out is refused unless `overwrite`).
 
 Rerunning the same sweep resumes it: finished points are skipped, the rest are redone. The grouping into units does
@@ -29,14 +29,14 @@ from typing import Callable
 
 import xarray as xr
 
-from .config import check_fits
-from .dataset import run_dataset, save, with_seed_variances
-from .ensemble import plan_groups, resolve_mode, train_group
-from .executors import Executor, InProcess, JobError
-from .recorder import MAX_PROBE_STEPS, MAX_STEP
-from .run import RunConfig
-from .manifest import GROUP_ATTR, MODE_ATTR, SWEEP_CONFIG_ATTR, comparable_config, point_name
-from .store import SweepStore, parts_dir
+from probes.experiment.config import check_fits
+from probes.experiment.dataset import run_dataset, save, with_seed_variances
+from probes.experiment.ensemble import plan_groups, resolve_mode, train_group
+from probes.grid.executors import Executor, InProcess, JobError
+from probes.hooks.recorder import MAX_PROBE_STEPS, MAX_STEP
+from probes.experiment.run import RunConfig
+from probes.grid.manifest import GROUP_ATTR, MODE_ATTR, SWEEP_CONFIG_ATTR, comparable_config, point_name
+from probes.grid.store import SweepStore, parts_dir
 
 __all__ = ["MAX_POINTS", "MAX_SEEDS", "MAX_VALUES", "Sweep", "SweepFailed", "Unit", "PointResult", "check_grid",
            "check_values", "coord_config", "open_sweep", "parts_dir", "plan_units", "point_path", "run_sweep",
@@ -118,9 +118,9 @@ class PointResult:
 
 
 def run_unit(unit: Unit) -> list[PointResult]:
-    """Train the unit's seed group (`probes.ensemble.train_group`) and save the dataset of each seed that has a
+    """Train the unit's seed group (`probes.experiment.ensemble.train_group`) and save the dataset of each seed that has a
     part (atomically), with its group, the ensemble mode and the sweep's comparable config as attrs
-    (`probes.store`); returns one PointResult per part written,
+    (`probes.grid.store`); returns one PointResult per part written,
     in the unit's order. Runs in a worker."""
     results = train_group(unit.cfg, unit.seeds)
     out = []
@@ -143,7 +143,7 @@ def plan_units(cfg: RunConfig, axis: str, todo: dict[int, list[int]], ensemble: 
                warn: Callable[[str], None] | None = None) -> list[Unit]:
     """The units of the points to do ({value: [seeds]}), sizes in increasing order: per value, the recorded group
     of each point that has one (group_of(value, seed)), where the points of the group that are `finished` are
-    retrained but not written; the other seeds in the groups of `probes.ensemble.plan_groups` (ensemble "auto":
+    retrained but not written; the other seeds in the groups of `probes.experiment.ensemble.plan_groups` (ensemble "auto":
     a config-only rule; "off": one by one; warn gets its memory warning). part(value, seed) is the part file."""
     group_of = group_of or (lambda v, s: None)
     finished = finished or (lambda v, s: False)
@@ -253,7 +253,7 @@ def open_sweep(base: RunConfig, axis: str, values: list[int], seeds: int, out: P
                overwrite: bool = False, rebuild: bool = False) -> Sweep:
     """Check the grid, open (or create) its store and plan the units still to do; returns the open Sweep.
     ValueError (one line, nothing trained) for a bad grid, a size that is not a valid model, a store made with
-    other settings (the ensemble mode included: `ensemble`, None for `probes.ensemble.resolve_mode`'s default), a
+    other settings (the ensemble mode included: `ensemble`, None for `probes.experiment.ensemble.resolve_mode`'s default), a
     manifest that cannot be read (`rebuild`: rebuild it from the parts), or an existing `out` whose merged grid
     this grid leaves out (unless `overwrite`). Seeds are base.seed + 0..seeds-1. on_point(msg) gets the warnings
     (corrupt parts, untrusted parts, a group made smaller for this machine's memory)."""
@@ -273,7 +273,7 @@ def open_sweep(base: RunConfig, axis: str, values: list[int], seeds: int, out: P
 
 def check_grid_fits(base: RunConfig, axis: str, values: list[int], init_only: bool = False) -> None:
     """ValueError naming the option unless every grid point is a valid model (`check_values`: --values) that fits
-    in memory and gives usable numbers (`probes.config.check_fits`); nothing is allocated, so it runs before any
+    in memory and gives usable numbers (`probes.experiment.config.check_fits`); nothing is allocated, so it runs before any
     work."""
     cfg = sweep_config(base, axis, init_only)
     check_values(cfg, axis, values)
@@ -287,9 +287,9 @@ def run_sweep(base: RunConfig, axis: str, values: list[int], seeds: int, out: Pa
     """Run every (value, seed) point not yet finished, then merge all points into `out`; returns the dataset.
 
     init_only: no training, probes at initialisation only (steps = 0). on_point(msg) reports progress and
-    warnings. ensemble: "auto" trains the missing seeds of a size together as batched models (probes.ensemble),
+    warnings. ensemble: "auto" trains the missing seeds of a size together as batched models (probes.experiment.ensemble),
     "off" one after another, None: DMFT_PROBE_ENSEMBLE, else "auto"; the datasets are the same either way (to
-    float tolerance). executor: where the units run (probes.executors; default this process). overwrite: rewrite
+    float tolerance). executor: where the units run (probes.grid.executors; default this process). overwrite: rewrite
     an existing `out` with this grid even where it leaves out part of the merged one. rebuild: write a fresh
     manifest from the parts first. SweepFailed when points failed.
     """

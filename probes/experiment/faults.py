@@ -13,7 +13,7 @@ at the next log step (training loss). The training itself is untouched (the grad
 matching rules: the earliest STEP wins. STEP = the run's steps: the held-out loss of the final log step turns
 NaN; a STEP past the run's steps never fires.
 
-`probes.run._train` reads the variable once, at its start, before any work (nothing happens when it is unset or
+`probes.experiment.run._train` reads the variable once, at its start, before any work (nothing happens when it is unset or
 empty); spawned pool workers and CLI subprocesses inherit it. A malformed value is a ValueError (one line,
 naming the variable). A run that diverged this way says so: `extra["diverged_on"]` ends with
 "(injected by DMFT_PROBE_INJECT_NONFINITE=<rule>)" and its dataset carries the attr `injected_fault`.

@@ -6,12 +6,12 @@ readout multiplier already carries 1/gamma0. f(theta_0) comes from a frozen copy
 (centre="copy"), from a zero-initialised readout (centre="zero_readout"), or is not removed (centre="none", SP).
 
 Losses accumulate on the device and leave it once per log step (no host sync per step); training batches are
-drawn ahead in chunks and indexed on the device (`probes.batches`). A seed ensemble (`train_ensemble`) trains E
+drawn ahead in chunks and indexed on the device (`probes.experiment.batches`). A seed ensemble (`train_ensemble`) trains E
 seeds as one batched model, each member exactly as its separate run would (same init, data order, probes).
 Full-batch training (`batch="full"`, with `train_size` P): every step uses the same fixed P training samples, so
 the run is deterministic given (seed, data_seed); the probes are then taken on those P samples, the centred
 outputs on the held-out batch are kept at every log step, and (with probes) the residual-stream gradient kernels
-of every training step's own backward (`probes.grad_kernel`; the finite side of `dmft.dynamics`,
+of every training step's own backward (`probes.hooks.grad_kernel`; the finite side of `dmft.dynamics`,
 docs/dmft-dynamics.md).
 Opt-in speed settings, never silent: `precision` tf32 or bf16 (fp32 by default) and `compile` (torch.compile of
 the training loss; the probe pass stays eager), checked against the eager loss on the first batch.
@@ -36,11 +36,11 @@ from parametrizations.optim import OptimConfig, build_optimizer, global_lr
 from parametrizations.spec import Parametrization, attention_scale, get_preset
 from parametrizations.transformer import LWSTransformer, ModelConfig, attention_logits, build_model, is_vision
 
-from .batches import BatchStream
-from .data import ImageSplit, Task, default_patch, load_task
-from .faults import ENV as FAULT_ENV, Fault, fault_for, from_env as faults_from_env
-from .grad_kernel import StreamGradients
-from .recorder import IO_WEIGHTS, MAX_SEED, MAX_STEP, ProbeConfig, ProbeRecorder
+from probes.experiment.batches import BatchStream
+from probes.experiment.data import ImageSplit, Task, default_patch, load_task
+from probes.experiment.faults import ENV as FAULT_ENV, Fault, fault_for, from_env as faults_from_env
+from probes.hooks.grad_kernel import StreamGradients
+from probes.hooks.recorder import IO_WEIGHTS, MAX_SEED, MAX_STEP, ProbeConfig, ProbeRecorder
 
 PRECISIONS = ("fp32", "tf32", "bf16")   # fp32 is the default of every theory check; the others are opt-in
 BATCHES = ("random", "full")             # random minibatches of batch_size, or every step on the whole training set
@@ -57,7 +57,7 @@ MAX_BATCH = 1 << 20
 @dataclass
 class RunConfig:
     """Everything that defines one run. Units: steps are optimizer steps; batch_size in samples. patch: side of an
-    image patch in pixels; None (the default) takes the task's default (`probes.data.default_patch`: 2 for digits,
+    image patch in pixels; None (the default) takes the task's default (`probes.experiment.data.default_patch`: 2 for digits,
     4 otherwise), so the resolved config always holds a number. seed keys the blocks' initial weights; io_seeds
     says what keys the embedding, positions and readout (`io_seed_of`): 0 (the default) the seed itself, K >= 1
     the io seed `seed mod K`, so the seeds of a sweep form K io groups that share their embedding, positions and
@@ -323,7 +323,7 @@ def train(cfg: RunConfig, progress: bool = False,
     "diverged" (never an exception): `diverged_at` is the optimizer step t whose weights gave the first
     non-finite value, extra["diverged_on"] says which (training loss, held-out loss, probes (names)), and the
     result keeps what was recorded before log step t (nothing of it). The test hook DMFT_PROBE_INJECT_NONFINITE
-    (`probes.faults`) can make chosen runs diverge at a chosen step by construction.
+    (`probes.experiment.faults`) can make chosen runs diverge at a chosen step by construction.
     """
     return _train(cfg, None, progress, on_log)[0]
 
@@ -341,7 +341,7 @@ def train_ensemble(cfg: RunConfig, seeds: list[int], progress: bool = False) -> 
 def _train(cfg: RunConfig, seeds: list[int] | None, progress: bool,
            on_log: Callable[[int, "TrainState"], None] | None) -> list[RunResult]:
     """The training loop of one model (seeds None) or of a seed ensemble; one RunResult per member."""
-    faults = faults_from_env()                  # the test hook (probes.faults); [] unless the variable is set
+    faults = faults_from_env()                  # the test hook (probes.experiment.faults); [] unless the variable is set
     torch.manual_seed(cfg.seed if seeds is None else seeds[0])
     cfg, task, model, model0, device = setup(cfg, seeds)
     members = [cfg.seed] if seeds is None else seeds
@@ -516,7 +516,7 @@ def _train(cfg: RunConfig, seeds: list[int] | None, progress: bool,
 
 def injected_faults(faults: list[Fault], model: ModelConfig, members: list[int]) -> list[Fault | None]:
     """Per member (its seed in `members`), the rule of the test hook `DMFT_PROBE_INJECT_NONFINITE` that fires for
-    it (`probes.faults.fault_for` on its N, H, L and seed), or None; all None when there are no rules."""
+    it (`probes.experiment.faults.fault_for` on its N, H, L and seed), or None; all None when there are no rules."""
     if not faults:
         return [None] * len(members)
     return [fault_for(faults, {"N": model.N, "H": model.H, "L": model.L, "seed": int(s)}) for s in members]

@@ -3,11 +3,11 @@
 A command that runs several sweeps and grids into one folder must not train for minutes and then stop at an output
 it cannot use. `check_sweep_out` and `check_lr_grid_out` look at what already exists, without writing anything:
 
-- a sweep's merged file (`<out>`) must be a dataset (`probes.dataset.load`: schema and checksums) of a sweep along
+- a sweep's merged file (`<out>`) must be a dataset (`probes.experiment.dataset.load`: schema and checksums) of a sweep along
   the same axis over the same sizes and seeds, made with the same settings;
 - a sweep's store (`<out>.parts/`) must be a folder whose manifest, when it has one, is a readable sweep manifest
-  made along the same axis with the same settings (`probes.store`: what `SweepStore.open` would accept);
-- a learning-rate grid's file must be the very grid asked for (`probes.lr_grid.check_lr_grid_out`).
+  made along the same axis with the same settings (`probes.grid.store`: what `SweepStore.open` would accept);
+- a learning-rate grid's file must be the very grid asked for (`probes.grid.lr_grid.check_lr_grid_out`).
 
 Each refusal is a ValueError of one line naming --out and the file.
 """
@@ -18,11 +18,11 @@ import os
 import stat
 from pathlib import Path
 
-from .run import RunConfig
+from probes.experiment.run import RunConfig
 
 __all__ = ["DATA_KEYS", "check_lr_grid_out", "check_store", "check_sweep_file", "check_sweep_out"]
 
-# Model keys a run takes from its data set (`probes.run.model_config_for_task`): a point's stored config has the
+# Model keys a run takes from its data set (`probes.experiment.run.model_config_for_task`): a point's stored config has the
 # data's values, the config asked for may not, so they are not compared.
 DATA_KEYS = ("seq_len", "d_in", "n_classes", "vocab_size")
 HINT = "move it away or choose another --out"
@@ -60,7 +60,7 @@ def check_store(cfg: RunConfig, axis: str, out: Path, init_only: bool = False) -
     """ValueError unless the store `<out>.parts/` is absent, or a folder with no manifest (its parts are redone), or
     one whose manifest is readable and records a sweep along `axis` with cfg's settings (what `SweepStore.open`
     resumes). Reads the manifest only."""
-    from .store import MANIFEST, check_manifest, comparable_config, config_differences, config_hash, parts_dir
+    from probes.grid.store import MANIFEST, check_manifest, comparable_config, config_differences, config_hash, parts_dir
 
     folder = parts_dir(out)
     kind = _kind(folder)
@@ -95,8 +95,8 @@ def check_store(cfg: RunConfig, axis: str, out: Path, init_only: bool = False) -
 
 
 def _load(path: Path):
-    """The dataset at `path` (probes.dataset.load), or ValueError naming --out and the file."""
-    from .dataset import DatasetError, load
+    """The dataset at `path` (probes.experiment.dataset.load), or ValueError naming --out and the file."""
+    from probes.experiment.dataset import DatasetError, load
 
     kind = _kind(path)
     if kind != "file" and not (kind == "folder" and path.suffix == ".zarr"):
@@ -111,7 +111,7 @@ def _load(path: Path):
 def check_sweep_file(cfg: RunConfig, axis: str, values: list[int], seeds: list[int], path: Path) -> None:
     """ValueError unless `path` is absent or a sweep dataset along `axis` over exactly `values` x `seeds` whose
     config matches cfg in everything but the size, the seed and the data-derived sizes (DATA_KEYS)."""
-    from .store import comparable_config, config_differences
+    from probes.grid.store import comparable_config, config_differences
 
     if _kind(path) is None:
         return
@@ -145,8 +145,8 @@ def check_sweep_out(cfg: RunConfig, axis: str, values: list[int], seeds: list[in
 
 def check_lr_grid_out(cfg: RunConfig, axis: str, values: list[int], etas: list[float], seeds: int | list[int],
                       out: Path) -> None:
-    """A learning-rate grid's output: absent, or this very grid (`probes.lr_grid.check_lr_grid_out`)."""
-    from .lr_grid import check_lr_grid_out as check
+    """A learning-rate grid's output: absent, or this very grid (`probes.grid.lr_grid.check_lr_grid_out`)."""
+    from probes.grid.lr_grid import check_lr_grid_out as check
 
     if _kind(Path(out)) is not None:         # (its folder may not exist yet: the command makes it)
         check(cfg, axis, values, etas, seeds, Path(out))

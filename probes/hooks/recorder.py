@@ -5,7 +5,7 @@ At each probe step it records, on the device, then moves everything to the host 
   pooled over tokens (sample x sample), token x token for probe sample 0 ("spatial"), and for the LM the
   last token x samples;
 - attention variables A = N^-alpha_A q k^T per layer and head, before the softmax (recomputed from q and k,
-  fused attention never returns them; `probes.head_stats` streams over heads, a Triton kernel on CUDA, so the
+  fused attention never returns them; `probes.hooks.head_stats` streams over heads, a Triton kernel on CUDA, so the
   (samples, H, S, S) tensor is never built there): variance over heads (unbiased, ddof = 1) and mean over
   heads, each averaged over the unmasked (s, s') pairs and the probe samples; the same for A(t) - A(0) and for
   softmax(A); and the raw per-head values at a few fixed (sample, s, s') points;
@@ -29,14 +29,14 @@ import torch
 from parametrizations.checks import ConfigError, check_bool, check_choice, check_int, check_int_list
 from parametrizations.transformer import LWSTransformer
 
-from .head_stats import head_stats
+from probes.hooks.head_stats import head_stats
 
 BLOCK_WEIGHTS = ("q", "k", "v", "o", "mlp_in", "mlp_out")
 IO_WEIGHTS = ("embed", "pos", "readout")
 # per-block coordinate-check sites (dataset dim "site") and the input/output ones (dim "io_site")
 SITES = ("q", "k", "v", "A", "softmax_A", "attn_out", "mlp_hidden", "mlp_out", "h")
 IO_SITES = ("embed", "logits")
-# bounds of the probe settings (memory is checked by probes.config.check_fits)
+# bounds of the probe settings (memory is checked by probes.experiment.config.check_fits)
 MAX_STEP = 10**8              # a probe step (and a run's steps)
 MAX_PROBE_STEPS = 100_000     # n_log, len(at)
 MAX_PROBE_SAMPLES = 4096      # n_samples: the probe pass holds (samples x samples) kernels per depth
@@ -114,7 +114,7 @@ def _rms(t: torch.Tensor) -> torch.Tensor:
 class ProbeRecorder:
     """Records probes of one run or of a seed ensemble (every statistic carries a leading member dim E, 1 for a
     single model). Call `record(step, model)` at each probe step; `arrays(member)` returns the stacked numpy
-    arrays of one member (first axis = probe step); `member(e)` is that member's view for `probes.dataset`."""
+    arrays of one member (first axis = probe step); `member(e)` is that member's view for `probes.experiment.dataset`."""
 
     def __init__(self, model: LWSTransformer, x_probe: torch.Tensor, cfg: ProbeConfig,
                  model0: LWSTransformer | None = None):
@@ -233,7 +233,7 @@ class ProbeRecorder:
 
     @torch.no_grad()
     def centred_outputs(self, logits: torch.Tensor) -> torch.Tensor:
-        """What the loss sees on the probe batch (`probes.run.centred_loss`): f(theta_t) - f(theta_0) when the run
+        """What the loss sees on the probe batch (`probes.experiment.run.centred_loss`): f(theta_t) - f(theta_0) when the run
         keeps the frozen initial copy model0 (centre "copy"; f(theta_0) is computed once and kept), else f(theta_t)
         itself (centre "zero_readout", whose f(theta_0) is 0, or "none"). logits: f(theta_t) (E, P, C) for an image
         task or (E, P, T, V) for the LM. Returns (E, P, C), or the LM's last token (E, P, V); units: logits."""
@@ -264,7 +264,7 @@ class ProbeRecorder:
         return {k: np.stack([r[k][member] for r in recs]) for k in recs[0]} if recs else {}
 
     def member(self, e: int, n_steps: int | None = None) -> "MemberProbes":
-        """Member e's probes (the first n_steps probe steps), for `probes.dataset.probe_dataset`."""
+        """Member e's probes (the first n_steps probe steps), for `probes.experiment.dataset.probe_dataset`."""
         return MemberProbes(self, e, len(self.steps) if n_steps is None else n_steps)
 
 

@@ -1,8 +1,8 @@
 """Seed ensembles: which seeds of one configuration train together as one batched model.
 
 `train_seeds(cfg, seeds, mode)` trains the seeds of one sweep point: mode "off" runs them one after another
-(`probes.run.train`), mode "auto" trains them in groups (`plan_groups`), each group a seed ensemble
-(`probes.run.train_ensemble`; a group of one seed is a plain run). Either way the results are the same per seed
+(`probes.experiment.run.train`), mode "auto" trains them in groups (`plan_groups`), each group a seed ensemble
+(`probes.experiment.run.train_ensemble`; a group of one seed is a plain run). Either way the results are the same per seed
 (to float tolerance): the same initialisation, data order, losses and probes. Bit for bit, a seed's numbers depend
 on the group it trained in, so the grouping is a rule of the config alone, the same on every machine:
 
@@ -23,7 +23,7 @@ from typing import Callable
 
 import torch
 
-from .run import RunConfig, RunResult, resolve_device, train, train_ensemble
+from probes.experiment.run import RunConfig, RunResult, resolve_device, train, train_ensemble
 
 __all__ = ["ENSEMBLE_BUDGET_BYTES", "ENSEMBLE_ENV", "ENSEMBLE_MAX_MEMBERS", "ENSEMBLE_MODES", "group_size",
            "member_bytes", "plan_groups", "resolve_mode", "train_ensemble", "train_group", "train_seeds"]

@@ -2,10 +2,10 @@
 one folder (one sweep dataset per cell); `dmft.variant_table` then reads the folder into the README table
 "variant x axis x optimizer x verdict".
 
-A cell is one (variant, axis, optimizer): a coordinate-check sweep (`probes.sweep.coord_config`, the probes at
+A cell is one (variant, axis, optimizer): a coordinate-check sweep (`probes.grid.sweep.coord_config`, the probes at
 `steps`) along `axis` over the grid's sizes and seeds, from the shared base model, under the preset
 parametrization, written to `<out>/coord-<variant>-<optimizer>-<axis>.nc`. Every cell goes through the sweep's own
-store (`probes.sweep.open_sweep`, `<file>.parts/`), as `probes.reproduce` runs its jobs: a finished, merged cell is
+store (`probes.grid.sweep.open_sweep`, `<file>.parts/`), as `probes.grid.reproduce` runs its jobs: a finished, merged cell is
 kept as it is (`cell_finished` reads its manifest only), a cell stopped half-way continues where it stopped, and
 every unfinished cell's store is opened (so a folder made with other settings is refused, one line) before any
 cell trains.
@@ -25,8 +25,8 @@ from typing import Callable, Union
 
 from parametrizations.variants import VARIANTS
 
-from .executors import Executor
-from .run import RunConfig
+from probes.grid.executors import Executor
+from probes.experiment.run import RunConfig
 
 __all__ = ["VariantGrid", "VARIANT_GRID", "QUICK_GRID", "Cell", "VariantTableFailed", "cell_path", "cell_config",
            "cell_finished", "plan_cells", "run_variant_table"]
@@ -100,8 +100,8 @@ def cell_path(out_dir: Path, variant: str, optimizer: str, axis: str) -> Path:
 
 def cell_config(grid: VariantGrid, variant: str, axis: str, optimizer: str) -> RunConfig:
     """The validated coordinate-check config of one cell (probes at grid.steps)."""
-    from .config import make_run_config
-    from .sweep import coord_config
+    from probes.experiment.config import make_run_config
+    from probes.grid.sweep import coord_config
 
     cfg = make_run_config(model={**grid.model, "variant": variant, "axis": axis}, param={"preset": grid.param},
                           optim={"name": optimizer, "eta0": grid.optimizers[optimizer]},
@@ -123,7 +123,7 @@ def plan_cells(out_dir: Path, grid: VariantGrid, variants=None, axes=None, optim
     """Every cell of the chosen variants x axes x optimizers (None: all of the grid's), in table order, each with
     its validated config; ValueError (one line naming --variants, --axes or --optimizers) for an unknown name, a
     size that is not a valid model, or a grid point that cannot fit in memory. Nothing is written."""
-    from .sweep import check_grid, check_grid_fits, value_config
+    from probes.grid.sweep import check_grid, check_grid_fits, value_config
 
     variants = _choose(variants, grid.variants, "--variants")
     axes = _choose(axes, tuple(grid.axes), "--axes")
@@ -150,10 +150,10 @@ def cell_finished(cell: Cell, seeds: list[int]) -> bool:
     """True when the cell's merged dataset exists and its store's manifest records every point of the grid as
     finished (done or diverged) under the cell's config: the cell is kept without opening its store (which
     loads and checks every part; a second or so per part on a busy core). Anything else (no manifest, other
-    settings, points to do) goes through `probes.sweep.open_sweep`, which resumes or refuses it."""
+    settings, points to do) goes through `probes.grid.sweep.open_sweep`, which resumes or refuses it."""
     import json
 
-    from .store import FINISHED, MANIFEST, comparable_config, config_hash, parts_dir, point_name
+    from probes.grid.store import FINISHED, MANIFEST, comparable_config, config_hash, parts_dir, point_name
 
     if not cell.path.is_file():
         return False
@@ -188,16 +188,16 @@ def run_variant_table(out_dir: Path, variants=None, axes=None, optimizers=None, 
     variants, axes, optimizers: subsets of the grid's (None: all). seeds: per size (default the grid's). executor:
     where the points run, an Executor for every cell or a callable n_units -> Executor called per cell (default:
     this process). on_cell(line): one line per cell (what it runs, or that it was kept); on_point(line): each
-    point's progress and the store's warnings. ensemble: as `probes.sweep.run_sweep`.
+    point's progress and the store's warnings. ensemble: as `probes.grid.sweep.run_sweep`.
 
     Every cell is validated and every cell's store opened before any cell trains (ValueError, one line, when an
     option is unknown, `out_dir` cannot be made or written, or the folder holds a cell made with other settings or
     an unreadable store: those are read first, so a refusal leaves nothing made). A cell whose points fail does not stop
     the others; VariantTableFailed at the end names them (the finished cells are in its `paths`).
     """
-    from .config import check_out_folder
-    from .preflight import check_store
-    from .sweep import SweepFailed, open_sweep
+    from probes.experiment.config import check_out_folder
+    from probes.grid.preflight import check_store
+    from probes.grid.sweep import SweepFailed, open_sweep
 
     grid = QUICK_GRID if quick else VARIANT_GRID
     if seeds is not None:

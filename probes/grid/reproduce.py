@@ -1,8 +1,8 @@
 """`dmft-probe reproduce --preset NAME`: run the sweeps and learning-rate grids of a preset into one folder; the
 CLI then writes the verdict table of that folder (`dmft.report.write_report`).
 
-A preset is a list of jobs, each a sweep along N, H or L (`probes.sweep.run_sweep`, resumable: a job stopped
-half-way continues where it stopped) or a learning-rate grid (`probes.lr_grid.run_lr_grid`, skipped when its
+A preset is a list of jobs, each a sweep along N, H or L (`probes.grid.sweep.run_sweep`, resumable: a job stopped
+half-way continues where it stopped) or a learning-rate grid (`probes.grid.lr_grid.run_lr_grid`, skipped when its
 file is complete). Every job shares one base setting, changed only in what the job names, so that pairs of
 sweeps differ in one exponent (P9, P12). The "cpu" preset is sized for 2 CPU cores (under 20 minutes), its power
 planned before any data (`dmft.report.preset_plan`, written to plan.md); "smoke" runs the same jobs at toy sizes
@@ -18,7 +18,7 @@ from typing import Callable
 @dataclass(frozen=True)
 class Job:
     """One dataset of a preset. kind: "sweep" or "lr_grid". name: the file stem. param/optim/model: overrides of
-    the preset's base (`probes.config.make_run_config` sections). axis, values: the swept sizes. etas: the eta0
+    the preset's base (`probes.experiment.config.make_run_config` sections). axis, values: the swept sizes. etas: the eta0
     grid of an lr_grid job."""
 
     name: str
@@ -136,7 +136,7 @@ REPORTS = ("verdicts.md", "verdicts-full.md", "plan.md")
 
 def job_config(preset: Preset, job: Job):
     """The RunConfig of one job: the preset's base with the job's overrides (validated)."""
-    from .config import make_run_config
+    from probes.experiment.config import make_run_config
 
     b = preset.base
     run = {**b.get("run", {}), **job.run}
@@ -159,14 +159,14 @@ def check_preset(name: str) -> Preset:
 
 def check_outputs(preset: Preset, configs: list, out: Path) -> None:
     """Before any work, writing nothing: `out` is a folder that exists or can be made, writable
-    (`probes.config.check_out_folder`), and every job's output that exists can be reused or resumed: a sweep's
+    (`probes.experiment.config.check_out_folder`), and every job's output that exists can be reused or resumed: a sweep's
     merged file is a sweep of the job's grid and settings and its store `<file>.parts/` one that can resume
-    (`probes.preflight.check_sweep_out`), a learning-rate grid's file is the job's grid
-    (`probes.preflight.check_lr_grid_out`); every size of a sweep still to run fits in memory. ValueError, one
+    (`probes.grid.preflight.check_sweep_out`), a learning-rate grid's file is the job's grid
+    (`probes.grid.preflight.check_lr_grid_out`); every size of a sweep still to run fits in memory. ValueError, one
     line naming --out and the file (or the sizes that do not fit), otherwise."""
-    from .config import check_out_folder
-    from .preflight import check_lr_grid_out, check_sweep_out
-    from .sweep import check_grid_fits
+    from probes.experiment.config import check_out_folder
+    from probes.grid.preflight import check_lr_grid_out, check_sweep_out
+    from probes.grid.sweep import check_grid_fits
 
     out = Path(out)
     check_out_folder(out, "--out")
@@ -188,8 +188,8 @@ def run_preset(name: str, out: Path, say: Callable[[str], None] = print, ensembl
     """Run every job of preset `name` into folder `out` (created; finished datasets are kept and reused); returns
     the dataset paths. say(line) reports progress. Every job's config and every output already in `out` are
     checked before any work (`check_outputs`)."""
-    from .lr_grid import run_lr_grid
-    from .sweep import check_grid_fits, open_sweep
+    from probes.grid.lr_grid import run_lr_grid
+    from probes.grid.sweep import check_grid_fits, open_sweep
 
     preset = check_preset(name)
     configs = [job_config(preset, job) for job in preset.jobs]       # every job validated before any work

@@ -1,7 +1,7 @@
 """The benchmark behind `dmft-probe bench`: where the training time goes, as ratios measured side by side.
 
 Every figure is a ratio A / B of two variants measured in ONE process, interleaved (A, B, A, B, ...), each the
-median of `repeats` measurements, at three model sizes (on top of `probes.config.make_run_config()`:
+median of `repeats` measurements, at three model sizes (on top of `probes.experiment.config.make_run_config()`:
 H = 4, L = 2, byte-level LM, seq_len 64, batch 32, muP under Adam):
 
     size        N    d_model   task
@@ -10,11 +10,11 @@ H = 4, L = 2, byte-level LM, seq_len 64, batch 32, muP under Adam):
     vision-d32  8    32        synthetic vision, 16 patches (the coordinate-check and init-sweep workload)
 
 Rows (A vs B; units; goal on the ratio A / B):
-  1. ensemble vs sequential: E seeds trained as one batched model (`probes.ensemble.train_ensemble`) against
-     E sequential `probes.run.train` runs, probes off; seed-steps per second (whole calls, setup included);
+  1. ensemble vs sequential: E seeds trained as one batched model (`probes.experiment.ensemble.train_ensemble`) against
+     E sequential `probes.experiment.run.train` runs, probes off; seed-steps per second (whole calls, setup included);
      goal >= 3.
   2. ours vs plain PyTorch: time per training step of our parametrized model and optimizer (the same work as one
-     step of `probes.run.train`) against a plain PyTorch transformer of the same shapes under a single-group
+     step of `probes.experiment.run.train`) against a plain PyTorch transformer of the same shapes under a single-group
      `torch.optim.Adam` on the same batches; ms per step, after 3 warm-up steps; once with the default centring
      (centre="copy": one extra no-grad forward of the frozen initial model per step) and once with centre="none";
      goal <= 1.10.
@@ -24,7 +24,7 @@ Rows (A vs B; units; goal on the ratio A / B):
      counted by `torch.utils.flop_counter.FlopCounterMode`) over the measured step time of row 2, against the
      FLOP/s of a large float32 matmul on the same device; informational (no goal).
   5. head-statistics kernel vs materialising (CUDA only): time and peak memory of
-     `probes.head_stats.head_stats(..., backend="triton")` against `backend="torch"` at the paper's sizes
+     `probes.hooks.head_stats.head_stats(..., backend="triton")` against `backend="torch"` at the paper's sizes
      (B = 8, H = 128, S = 256, N = 64); informational (no goal).
   6. RMSNorm torch vs fused (CUDA only): forward + backward (dx and the gain's gradient) of
      `parametrizations.rmsnorm.rms_norm(..., backend="torch")` (the naive OpenELM-style chain of kernels) against
@@ -49,10 +49,10 @@ from torch import nn
 from parametrizations.optim import build_optimizer, global_lr
 from parametrizations.transformer import LN_EPS, ModelConfig, is_vision
 
-from .batches import BatchStream
-from .config import check_fits, make_run_config
-from .data import Task, load_task
-from .run import (RunConfig, autocast, centred_loss, matmul_precision, model_config_for_task, resolve_device, setup,
+from probes.experiment.batches import BatchStream
+from probes.experiment.config import check_fits, make_run_config
+from probes.experiment.data import Task, load_task
+from probes.experiment.run import (RunConfig, autocast, centred_loss, matmul_precision, model_config_for_task, resolve_device, setup,
                   train)
 
 __all__ = ["MAX_ENSEMBLE", "MAX_REPEATS", "MAX_STEPS", "ROW_NAMES", "SIZES", "BenchRow", "Goal", "PlainTransformer",
@@ -218,7 +218,7 @@ class PlainTransformer(nn.Module):
 # ----------------------------------------------------------------------------------------------------------------
 
 class _Stepper:
-    """A model, its optimizer and train()'s batch stream; `step()` does one training step as `probes.run.train`
+    """A model, its optimizer and train()'s batch stream; `step()` does one training step as `probes.experiment.run.train`
     does it (next batch from a BatchStream, forward under the run's autocast, backward of loss.sum(), optimizer
     step, loss kept on the device; no host sync). Call it inside `matmul_precision(cfg.precision, device)`."""
 
@@ -238,13 +238,13 @@ class _Stepper:
         loss.sum().backward()
         self.opt.step()
         if hasattr(self.model, "after_step"):
-            self.model.after_step()           # nGPT renormalises, as probes.run.train does
+            self.model.after_step()           # nGPT renormalises, as probes.experiment.run.train does
         self.losses[self.i % len(self.losses)] = loss.detach().float().reshape(())
         self.i += 1
 
 
 def ours_stepper(cfg: RunConfig) -> _Stepper:
-    """Our training step: one step of `probes.run.train` without its log steps (held-out loss, gradient norm and
+    """Our training step: one step of `probes.experiment.run.train` without its log steps (held-out loss, gradient norm and
     probes every cfg.probes schedule step), built from `setup`, `build_optimizer` and `centred_loss`."""
     torch.manual_seed(cfg.seed)
     cfg, task, model, model0, device = setup(cfg)
@@ -379,13 +379,13 @@ def _bench_ensemble(cfg: RunConfig, size: str, ensemble: int, repeats: int, devi
     """Row 1: seed-steps per second of train_ensemble(cfg, seeds) against sequential train() calls."""
     labels, units, goal = ("ensemble", "sequential"), "seed-steps/s", Goal(">=", 3.0)
     try:
-        from .ensemble import train_ensemble
+        from probes.experiment.ensemble import train_ensemble
     except ModuleNotFoundError as e:
-        if e.name in ("probes.ensemble", f"{__package__}.ensemble"):
-            return _missing(ROW_ENSEMBLE, size, labels, units, goal, "n/a", "n/a (probes.ensemble missing)")
-        return _missing(ROW_ENSEMBLE, size, labels, units, goal, "n/a", f"n/a (probes.ensemble import failed: {e})")
+        if e.name in ("probes.experiment.ensemble", f"{__package__}.ensemble"):
+            return _missing(ROW_ENSEMBLE, size, labels, units, goal, "n/a", "n/a (probes.experiment.ensemble missing)")
+        return _missing(ROW_ENSEMBLE, size, labels, units, goal, "n/a", f"n/a (probes.experiment.ensemble import failed: {e})")
     except ImportError as e:
-        return _missing(ROW_ENSEMBLE, size, labels, units, goal, "n/a", f"n/a (probes.ensemble import failed: {e})")
+        return _missing(ROW_ENSEMBLE, size, labels, units, goal, "n/a", f"n/a (probes.experiment.ensemble import failed: {e})")
     seeds = list(range(ensemble))
     seed_steps = ensemble * cfg.steps
 
@@ -506,10 +506,10 @@ def _bench_head_stats(device: torch.device, repeats: int, echo: Callable[[str], 
     if device.type != "cuda":
         return missing("skipped", "skipped: no CUDA device")
     try:
-        from .head_stats import head_stats
+        from probes.hooks.head_stats import head_stats
     except ImportError as e:
-        return missing("n/a", "n/a (probes.head_stats missing)" if getattr(e, "name", None) == "probes.head_stats"
-                       else f"n/a (probes.head_stats import failed: {e})")
+        return missing("n/a", "n/a (probes.hooks.head_stats missing)" if getattr(e, "name", None) == "probes.hooks.head_stats"
+                       else f"n/a (probes.hooks.head_stats import failed: {e})")
     try:
         res = time_head_stats(head_stats, device, repeats, echo=echo)
     except Exception as e:

@@ -87,9 +87,9 @@ def prepare_out_path(path: str | os.PathLike, overwrite: bool = False, resuming:
     - an existing output is kept: refused unless `overwrite` (--overwrite), or `resuming` (a sweep whose
       `<out>.parts/` folder exists rewrites its merged output from the parts);
     - the parent folder is created if missing and must be a writable folder;
-    - temporary files that a killed save left in that folder are removed (probes.dataset.cleanup_stale_temps,
+    - temporary files that a killed save left in that folder are removed (probes.experiment.dataset.cleanup_stale_temps,
       only those untouched for a minute, so a save in flight in another process is left alone).
-    The file itself is only replaced when the new dataset is complete (probes.dataset.save renames it in)."""
+    The file itself is only replaced when the new dataset is complete (probes.experiment.dataset.save renames it in)."""
     path = Path(path)
     check_out_name(path)
     if path.suffix not in (".nc", ".zarr"):
@@ -120,7 +120,7 @@ def prepare_out_path(path: str | os.PathLike, overwrite: bool = False, resuming:
         raise ValueError(f"--out: cannot create folder {parent} ({e.strerror})") from None
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ValueError(f"--out: folder {parent} is not writable")
-    from .dataset import cleanup_stale_temps
+    from probes.experiment.dataset import cleanup_stale_temps
 
     cleanup_stale_temps(parent)
     return path

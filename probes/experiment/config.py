@@ -47,10 +47,10 @@ from parametrizations.spec import Parametrization, abc, attention_scale, branch_
 from parametrizations.transformer import ModelConfig, check_centre, is_vision
 from parametrizations.variants import MODEL_PRESETS
 
-from . import data as _data
+from probes.experiment import data as _data
 
-from .recorder import MAX_PROBE_SAMPLES, ProbeConfig
-from .run import RunConfig, resolve_device
+from probes.hooks.recorder import MAX_PROBE_SAMPLES, ProbeConfig
+from probes.experiment.run import RunConfig, resolve_device
 
 MODEL_KEYS = {f.name for f in fields(ModelConfig)} | {"preset"}
 OPTIM_KEYS = {f.name for f in fields(OptimConfig)}
@@ -82,10 +82,10 @@ FLAGS = {
     ("probes", "n_samples"): "--probe-samples", ("probes", "enabled"): "--no-probes",
 }
 
-# The default data sets (probes.data): the synthetic vision task's images and held-out split, and the longest
+# The default data sets (probes.experiment.data): the synthetic vision task's images and held-out split, and the longest
 # window the embedded stdlib corpus's held-out split (about 200 KB) certainly holds.
 SYNTHETIC_IMAGE, SYNTHETIC_CHANNELS, SYNTHETIC_CLASSES, SYNTHETIC_HELDOUT = 16, 3, 10, 1024
-# scikit-learn's digits (probes.data.digits): 8x8 grey images, 10 classes, 297 held out
+# scikit-learn's digits (probes.experiment.data.digits): 8x8 grey images, 10 classes, 297 held out
 DIGITS_IMAGE, DIGITS_CHANNELS, DIGITS_CLASSES, DIGITS_HELDOUT = _data.DIGITS_IMAGE, 1, _data.DIGITS_CLASSES, \
     _data.DIGITS_HELDOUT
 # the bundled image sets, by task: (what they are called in messages, image side, channels, classes, held-out images)
@@ -391,7 +391,7 @@ def check_run(cfg: RunConfig, names: Names | None = None) -> None:
 
 
 def check_data_layout(cfg: RunConfig, names: Names | None = None) -> None:
-    """--data has the layout `probes.data.load_task` reads (its contents are checked when it is read): for the LM
+    """--data has the layout `probes.experiment.data.load_task` reads (its contents are checked when it is read): for the LM
     nanoGPT uint16 token files, a folder with train.bin and val.bin or one .bin split 90/10, each split holding a
     window of seq_len + 1 tokens; for vision a CIFAR-10 python folder or CIFAR-5M .npz file(s); digits takes none
     (scikit-learn ships them), so any path is refused."""
@@ -449,10 +449,10 @@ def data_option(config_file: str | os.PathLike | None, cli_data: object) -> str:
 
 
 def check_data_contents(cfg: RunConfig, name: str = "--data", keep: bool = True) -> None:
-    """Read cfg's data path exactly as the run will (`probes.run.setup`'s `load_task` call: the same loader, the
+    """Read cfg's data path exactly as the run will (`probes.experiment.run.setup`'s `load_task` call: the same loader, the
     same restricted unpickler) in this process, before any header, store or output, and check that its held-out
     split holds the batches the run draws from it. ValueError "<name>: <what is wrong>" (one line) otherwise.
-    With `keep` the loaded task is remembered (`probes.data.load_task(remember=True)`), so a run in this process
+    With `keep` the loaded task is remembered (`probes.experiment.data.load_task(remember=True)`), so a run in this process
     reuses it instead of reading the files twice; without it (the runs happen in other processes) it is dropped
     when the check ends."""
     if cfg.data_path is None:
@@ -605,8 +605,8 @@ def _gib(n: float) -> str:
 
 def available_bytes(device) -> int:
     """Memory this process can use now: free CUDA memory, or the host's MemAvailable (free plus reclaimable
-    cache; `probes.ensemble.free_bytes` elsewhere)."""
-    from .ensemble import free_bytes
+    cache; `probes.experiment.ensemble.free_bytes` elsewhere)."""
+    from probes.experiment.ensemble import free_bytes
 
     if getattr(device, "type", device) != "cuda":
         try:
@@ -620,7 +620,7 @@ def available_bytes(device) -> int:
 
 
 def _effective(cfg: RunConfig) -> RunConfig:
-    """cfg with the data-dependent sizes of the default data sets (what `probes.run.setup` will use)."""
+    """cfg with the data-dependent sizes of the default data sets (what `probes.experiment.run.setup` will use)."""
     m = cfg.model
     bundled = BUNDLED_IMAGES.get(m.task) if cfg.data_path is None else None
     if bundled is not None and bundled[1] % cfg.patch == 0:
@@ -633,11 +633,11 @@ def _effective(cfg: RunConfig) -> RunConfig:
 
 def memory_parts(cfg: RunConfig, what: str = "run", members: int = 1) -> dict[str, tuple[int, list, bool]]:
     """Estimated bytes of a run by part: {part: (bytes, the keys that size it, on the device)}. A generous
-    estimate: `probes.ensemble.member_bytes` (weights with gradient, optimizer state and initial copy;
+    estimate: `probes.experiment.ensemble.member_bytes` (weights with gradient, optimizer state and initial copy;
     training activations; the probe pass) plus the probe kernels, the recorded probe steps, a full-batch run's
     gradient kernels (every train step), the held-out forward, the per-step loss buffers and the batch chunk.
     what="model": the weights alone (describe)."""
-    from .ensemble import FLOAT, member_bytes
+    from probes.experiment.ensemble import FLOAT, member_bytes
 
     cfg = _effective(cfg)
     m = cfg.model
@@ -668,7 +668,7 @@ def memory_parts(cfg: RunConfig, what: str = "run", members: int = 1) -> dict[st
         parts["recorded probe steps"] = (members * n_rec * (2 * FLOAT * record + 200),
                                          probe_keys + [("run", "steps"), ("probes", "every"), ("probes", "n_log"),
                                                        ("probes", "at")], False)
-        if cfg.full_batch:                        # kernel_grad (probes.grad_kernel): (L+1, P, P) per train step
+        if cfg.full_batch:                        # kernel_grad (probes.hooks.grad_kernel): (L+1, P, P) per train step
             per_step = members * FLOAT * (L + 1) * P * P
             held = min(cfg.steps, pr.every) if pr.schedule == "every" else cfg.steps   # on the device till a log
             grad_keys = [("run", "train_size"), ("run", "steps"), ("model", "L")]

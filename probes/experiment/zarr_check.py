@@ -5,7 +5,7 @@ A zarr array names the codecs that decode its chunks. Some of them rebuild Pytho
 plug-in registers. `check_zarr_store` reads every array's metadata -- zarr v2 ``.zarray`` files and the
 consolidated ``.zmetadata``, zarr v3 ``zarr.json`` (inline consolidated metadata included) -- and refuses any
 codec, filter or compressor outside an allow-list, and any data type that is not fixed-width numbers, bool,
-fixed-size bytes/unicode or UTF-8 strings. The allow-list holds what `probes.dataset.save` writes (blosc, no
+fixed-size bytes/unicode or UTF-8 strings. The allow-list holds what `probes.experiment.dataset.save` writes (blosc, no
 filters, numbers, bool, fixed-width unicode, and vlen-utf8 for a variable of object strings, which decodes to str
 and nothing else) and the common lossless compressors, which turn bytes into bytes.
 

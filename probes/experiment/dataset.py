@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from .zarr_check import ALLOWED, UnsafeStore, check_zarr_store
+from probes.experiment.zarr_check import ALLOWED, UnsafeStore, check_zarr_store
 
 SCHEMA_VERSION = 3   # 2: coord_rms / coord_update_rms / io_rms / io_update_rms replace block_rms / block_update_rms
 #                      3: probe_outputs (files of version 2 load without it)
@@ -107,7 +107,7 @@ def status_vars(status: str, diverged_at: int | None) -> dict:
 
 
 def base_dataset(result) -> xr.Dataset:
-    """The loss/learning-rate part of a run's dataset, from a `probes.run.RunResult`. The run status is both an
+    """The loss/learning-rate part of a run's dataset, from a `probes.experiment.run.RunResult`. The run status is both an
     attribute (`status`, `diverged_at`) and a scalar data variable (`status_vars`), which survives combining."""
     cfg = result.config
     m = cfg.model
@@ -140,7 +140,7 @@ def base_dataset(result) -> xr.Dataset:
 
 
 def injected_attrs(extra: dict) -> dict:
-    """{"injected_fault": rule} when the test hook `DMFT_PROBE_INJECT_NONFINITE` (`probes.faults`) stopped the run,
+    """{"injected_fault": rule} when the test hook `DMFT_PROBE_INJECT_NONFINITE` (`probes.experiment.faults`) stopped the run,
     else {} (the attr is absent from every run it did not touch)."""
     rule = extra.get("injected_fault")
     return {"injected_fault": rule} if rule else {}
@@ -173,7 +173,7 @@ PROBE_VARS = {
 
 def probe_dataset(recorder, shapes) -> xr.Dataset:
     """The probe variables of a run (dims `step` first), from a ProbeRecorder and the model's LayerShapes."""
-    from .recorder import BLOCK_WEIGHTS, IO_SITES, IO_WEIGHTS, SITES
+    from probes.hooks.recorder import BLOCK_WEIGHTS, IO_SITES, IO_WEIGHTS, SITES
 
     arrays = recorder.arrays()
     data = {}
@@ -213,8 +213,8 @@ def probe_dataset(recorder, shapes) -> xr.Dataset:
     return xr.Dataset(data, coords=coords)
 
 
-# Variables of a full-batch run (`probes.run`, batch "full"); dmft.dynamics writes the same names and units.
-# kernel_grad (`probes.grad_kernel`) only when the run records probes (its depth and sample coordinates).
+# Variables of a full-batch run (`probes.experiment.run`, batch "full"); dmft.dynamics writes the same names and units.
+# kernel_grad (`probes.hooks.grad_kernel`) only when the run records probes (its depth and sample coordinates).
 FULL_BATCH_VARS = {
     "test_outputs": (("step", "test_sample", "output"), "outputs the loss sees on the fixed held-out batch, "
                      "f(theta_t) - f(theta_0) (f(theta_t) unless centre = copy)", "1"),
@@ -495,7 +495,7 @@ def save(ds: xr.Dataset, path: str | os.PathLike) -> Path:
     """Write `ds` to `path` (.nc: netCDF via h5netcdf; .zarr: zarr) atomically: a temporary file (or folder) in
     the same folder is written, fsynced and renamed into place, and the folder fsynced, so a crash never leaves a
     partial file and a finished save survives a power cut. Every variable gets a `checksum` attr (load verifies
-    it). An existing `path` is replaced (the command line refuses that without --overwrite, probes.outputs).
+    it). An existing `path` is replaced (the command line refuses that without --overwrite, probes.experiment.out_paths).
     Stale temporary files of killed saves in the folder are removed first (cleanup_stale_temps).
     Any failure raises DatasetError "<path>: cannot write: <reason>" and removes the temporary file. Returns
     the path."""
@@ -607,7 +607,7 @@ def load(path: str | os.PathLike) -> xr.Dataset:
     """Open a run or sweep dataset (.nc file or .zarr folder), load it into memory, verify each variable's
     checksum (when the file has them) and validate the schema; DatasetError naming the file otherwise. Anything
     that is not a regular file (or a folder, for zarr) -- a FIFO, a device, a socket -- is refused before it is
-    opened, so load never blocks on it. A .zarr store's metadata is checked first (`probes.zarr_check`): a codec
+    opened, so load never blocks on it. A .zarr store's metadata is checked first (`probes.experiment.zarr_check`): a codec
     that could run code or build Python objects (pickle, ...) is refused before any chunk is read."""
     path = Path(path)
     try:

@@ -223,7 +223,7 @@ def head_stats_triton(q: Tensor, k: Tensor, scale: float, causal: bool,
         raise ValueError("backend 'triton' needs the triton package, which cannot be imported here")
     if not q.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
         raise ValueError(f"backend 'triton' needs CUDA tensors (got {q.device}) or TRITON_INTERPRET=1 "
-                         "set before probes.head_stats is imported; use backend 'torch' or 'auto'")
+                         "set before probes.hooks.head_stats is imported; use backend 'torch' or 'auto'")
     B, H, S, N = q.shape
     has_ref = q0 is not None
     block_d = max(16, triton.next_power_of_2(N))                 # N padded with masked loads

@@ -6,21 +6,21 @@ Layout:
                                        mode, the grid last merged into `out`, and per point its status (pending,
                                        running, done, diverged, failed + message), the seed group it trains in and,
                                        once finished, the size and sha256 of its part
-    <out>.parts/<axis><v>-seed<s>.nc   the finished run of one point, written by `probes.dataset.save` (atomic); its
+    <out>.parts/<axis><v>-seed<s>.nc   the finished run of one point, written by `probes.experiment.dataset.save` (atomic); its
                                        attrs `ensemble_group` (JSON list of seeds) and `ensemble_mode` say how it
                                        was trained, `sweep_config` the comparable config of the sweep that
                                        made it (what --rebuild-manifest compares); the schema of both is in
-                                       `probes.manifest`
+                                       `probes.grid.manifest`
 
 The manifest is written atomically (a temporary file in the folder, fsync, os.replace, fsync of the folder). Opening
 a store (`SweepStore.open`):
 
 1. takes an exclusive lock on the folder (flock; released when the process ends, even by SIGKILL), so two sweeps
    never write one store;
-2. reads the manifest and checks every field's type (`probes.manifest.check_manifest`); a manifest that is not
+2. reads the manifest and checks every field's type (`probes.grid.manifest.check_manifest`); a manifest that is not
    valid JSON or not a valid manifest is refused (ValueError, one line naming the file and the first problem, with
    the repair: `--rebuild-manifest`, which writes a fresh manifest from the parts' own metadata and checksums,
-   `rebuild=True`, `probes.manifest.rebuild_manifest`);
+   `rebuild=True`, `probes.grid.manifest.rebuild_manifest`);
 3. refuses a base config that differs from the stored one in anything but the swept size and the seed, and an
    ensemble mode other than the stored one (ValueError, one line naming each setting with its old and new value);
 4. refuses, when `out` exists, a grid that does not contain the grid last merged into it (values and seeds both
@@ -28,7 +28,7 @@ a store (`SweepStore.open`):
    nothing is changed on disk by any refusal;
 5. removes the temporary files (`.tmp-*`) that killed saves left in the folder;
 6. checks every finished part: one that is missing, whose bytes changed since it was recorded, or that
-   `probes.dataset.load` rejects is named in a warning and set back to pending (redone); points left `running` by
+   `probes.experiment.dataset.load` rejects is named in a warning and set back to pending (redone); points left `running` by
    a killed sweep are set back to pending too. A point keeps the group it was trained in, so that it is redone in
    that very group (bit for bit the numbers of the first time);
 7. extends the grid by the values and seeds asked for now (new points are pending, without a group).
@@ -48,11 +48,11 @@ from typing import Callable
 
 import xarray as xr
 
-from .dataset import DatasetError, fsync_dir, combine_runs, load
-from .manifest import (FINISHED, FORMAT, MANIFEST, STATUSES, check_manifest, comparable_config,  # noqa: F401
+from probes.experiment.dataset import DatasetError, fsync_dir, combine_runs, load
+from probes.grid.manifest import (FINISHED, FORMAT, MANIFEST, STATUSES, check_manifest, comparable_config,  # noqa: F401
                        config_differences, config_hash, ensemble_diff, file_sha256, new_manifest, point_name,
                        rebuild_manifest)
-from .run import RunConfig
+from probes.experiment.run import RunConfig
 
 TEMP_PREFIX = ".tmp-"
 REBUILD_HINT = ("rerun with --rebuild-manifest to rebuild it from the parts' own metadata and checksums, or choose "

@@ -1,8 +1,8 @@
 """The learning-rate grid of P7 (docs/predictions.md; the paper's Fig. 2a) as one stored dataset.
 
 `run_lr_grid(base, axis, sizes, etas, seeds)` trains every (eta0, size) cell of the grid: the config is `base`
-with that size on `axis` (`probes.sweep.value_config`) and `optim.eta0 = eta0`, probes off (only the losses
-are wanted); the seeds of a cell train together as seed ensembles (`probes.ensemble.train_seeds`, the same
+with that size on `axis` (`probes.grid.sweep.value_config`) and `optim.eta0 = eta0`, probes off (only the losses
+are wanted); the seeds of a cell train together as seed ensembles (`probes.experiment.ensemble.train_seeds`, the same
 results per seed as separate runs). The result is one xarray Dataset:
 
 | variable | dims | what |
@@ -22,12 +22,12 @@ diverged one in `dmft.transfer`.
 
 Attrs: `kind = "lr_grid"`, `sweep_axis`, `chance_loss`, `n_diverged`, `n_unstable`, `config` (the resolved config of the grid's first cell -- smallest eta0,
 smallest size, first seed -- as JSON, as a sweep dataset stores its first point's; `dmft.check.run_attrs` reads
-the parametrization from it), the paper's symbols as scalars (`probes.dataset.run_attrs`), and the grid:
+the parametrization from it), the paper's symbols as scalars (`probes.experiment.dataset.run_attrs`), and the grid:
 `grid_eta0`, `grid_sizes`, `grid_seeds` (also the attr `eta0`, here the list of grid eta0s). It passes
-`probes.dataset.load` (schema and checksums); `dmft.transfer.losses_of(ds)` gives the (eta0, axis, seed) final
+`probes.experiment.dataset.load` (schema and checksums); `dmft.transfer.losses_of(ds)` gives the (eta0, axis, seed) final
 losses for `dmft.transfer.best_eta0`.
 
-Saving (`out`): written at the end with `probes.dataset.save` (atomic, checksummed). An `out` that already holds
+Saving (`out`): written at the end with `probes.experiment.dataset.save` (atomic, checksummed). An `out` that already holds
 the same grid (same config but for the size and eta0, same axis, sizes, eta0s and seeds) is returned as it is,
 without training; one made with other settings is refused (ValueError naming the differences) -- delete it or
 choose another path.
@@ -45,17 +45,17 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from .dataset import STATUS_CODES, DatasetError, load, run_attrs, save, var
-from .ensemble import resolve_mode, train_seeds
-from .run import RunConfig
-from .store import config_differences
-from .sweep import check_grid_fits, value_config
+from probes.experiment.dataset import STATUS_CODES, DatasetError, load, run_attrs, save, var
+from probes.experiment.ensemble import resolve_mode, train_seeds
+from probes.experiment.run import RunConfig
+from probes.grid.store import config_differences
+from probes.grid.sweep import check_grid_fits, value_config
 
 __all__ = ["CHANCE_RTOL", "KIND", "LR_STATUS", "above_chance", "cell_config", "chance_loss", "check_lr_grid", "check_lr_grid_out", "grid_chance",
            "grid_config", "load_lr_grid", "run_lr_grid", "run_status"]
 
 KIND = "lr_grid"
-# the run statuses of a grid: a sweep's (probes.dataset.STATUS_CODES) and "unstable" (ended above chance)
+# the run statuses of a grid: a sweep's (probes.experiment.dataset.STATUS_CODES) and "unstable" (ended above chance)
 LR_STATUS = {**STATUS_CODES, "unstable": 2}
 # a loss within this relative distance of the chance level is at chance (float32 rounding of ln(n_out) and of a
 # mean over the held-out batch are ~1e-7 relative; 1e-4 nats per nat is far below any learning signal)
@@ -108,7 +108,7 @@ def check_lr_grid(base: RunConfig, axis: str, sizes, etas, seeds, ensemble: str 
     """Validate the grid before any work: ValueError, one line naming the option, for an unknown axis or ensemble
     mode, fewer than 3 distinct positive sizes, fewer than 3 distinct positive finite eta0s, fewer than 2 seeds,
     a size that is not a valid model, or a cell that would not fit in memory or whose numbers under- or overflow
-    (`probes.sweep.check_grid_fits` at every eta0). Returns (sizes, etas, seeds), sizes and etas sorted."""
+    (`probes.grid.sweep.check_grid_fits` at every eta0). Returns (sizes, etas, seeds), sizes and etas sorted."""
     if not isinstance(base, RunConfig):
         raise ValueError(f"base must be a RunConfig, got {type(base).__name__}")
     if axis not in ("N", "H", "L"):
@@ -201,7 +201,7 @@ def _complete(ds: xr.Dataset, axis: str) -> bool:
 
 
 def load_lr_grid(path: str | os.PathLike) -> xr.Dataset:
-    """Load a stored lr grid (`probes.dataset.load`: checksums and schema); DatasetError when the file is not
+    """Load a stored lr grid (`probes.experiment.dataset.load`: checksums and schema); DatasetError when the file is not
     one (kind != "lr_grid") or lacks its variables."""
     ds = load(path)
     if ds.attrs.get("kind") != KIND:
@@ -247,7 +247,7 @@ def check_lr_grid_out(base: RunConfig, axis: str, sizes, etas, seeds, out: Path)
 
 
 class _Bar:
-    """A progress bar over the grid's cells on stderr (rich, like `probes.run`'s training bar)."""
+    """A progress bar over the grid's cells on stderr (rich, like `probes.experiment.run`'s training bar)."""
 
     def __init__(self, total: int):
         from rich.progress import (

@@ -1,4 +1,4 @@
-"""The residual-stream gradient kernel of a full-batch run (`probes.run`, batch "full"), taken from the training
+"""The residual-stream gradient kernel of a full-batch run (`probes.experiment.run`, batch "full"), taken from the training
 step's own backward pass: no extra forward or backward, nothing re-implemented.
 
 At optimizer step t = 0..T-1, with Loss the mean training loss over the P samples that the step differentiates

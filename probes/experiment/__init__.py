@@ -1,0 +1,1 @@
+"""Running one experiment: its configuration, data, batches, training loop, seed ensembles and the dataset it writes."""
