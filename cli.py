@@ -115,8 +115,9 @@ RebuildOpt = typer.Option(False, "--rebuild-manifest", help="rebuild <out>.parts
                                                             "metadata and checksums, then resume")
 ConfigOpt = typer.Option(None, "--config", help="TOML or JSON config file; command-line options override it")
 # Where the points of a sweep or coord check run (probes.grid.executors).
+# rich reads a bare [ray] as markup and drops it from --help: the backslash keeps it (tests/test_help_text.py).
 ExecutorOpt = typer.Option("local", "--executor", help="local (this machine, --workers processes) or ray (one Ray "
-                                                       "task per point; pip install -e '.[ray]')")
+                                                       "task per point; pip install -e '.\\[ray]')")
 WorkersOpt = typer.Option(None, "--workers", help="local: processes in parallel, 1 torch thread each (default: one "
                                                   "per CPU; 1 runs in this process with torch's threads)")
 RayAddressOpt = typer.Option(None, "--ray-address", help="ray: a running cluster, host:port, ray://host:port or "

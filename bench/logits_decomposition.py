@@ -6,7 +6,7 @@ each part's RMS over N (a measurement, not a test).
 
 Defaults: N = 8..64, H = 4, L = 2, seq_len 32, batch 32; u is the final LN output (mean over tokens for vision),
 evaluated on 8 fixed held-out samples. On the 256-token LM at these widths the feature part carries the decay
-that `dmft-probe coord` flags on the logits (README, "Known deviations").
+that `dmft-probe coord` flags on the logits (docs/results.md, "Known deviations from expectations").
 """
 from __future__ import annotations
 

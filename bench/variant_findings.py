@@ -1,4 +1,4 @@
-"""The measurements behind the block-variant findings (README "Block variants", docs/variants.md "Findings").
+"""The measurements behind the block-variant findings (docs/results.md "Block variants", docs/variants.md "Findings").
 Not tests: each prints a table. Seeded, CPU, base model of `dmft-probe variants` (vision, N=8, H=4, L=2, mup).
 
   python bench/variant_findings.py kernel       # mean off-diagonal pooled kernel at init vs N (early-step effect)
