@@ -2,7 +2,8 @@
 
 The face of the package, loaded lazily (a name's module is imported on first use):
 - verdicts of a sweep dataset: `check_sweep` (every registry row the sweep measures; `dmft-probe check`),
-  `verdict_lines` (the table), `run_attrs` (the parametrization a dataset was made with);
+  `verdict_lines` (the table), `run_attrs` (the parametrization a dataset was made with), `kernel_limit` (the
+  H -> oo kernels a sweep's init kernels are compared with);
 - the coordinate check: `coord_verdicts`, `coord_lines`, `coord_dataset` (`dmft-probe coord`), and
   `coord_check_model` (the same check of your own model, docs/own-model.md);
 - fits and the verdict rule: `slope_fit`, `decide`;
@@ -21,6 +22,7 @@ import importlib
 # name -> (module, attribute); attribute None: the module itself
 _FACE: dict[str, tuple[str, str | None]] = {
     "check_sweep": ("check", "check"), "verdict_lines": ("check", "verdict_lines"), "run_attrs": ("check", "run_attrs"),
+    "kernel_limit": ("check", "kernel_limit"),
     "coord_verdicts": ("coord", "coord_verdicts"), "coord_lines": ("coord", "coord_lines"),
     "coord_dataset": ("coord", "coord_dataset"), "coord_check_model": ("own_coord", "coord_check_model"),
     "slope_fit": ("fit", "slope_fit"), "decide": ("verdict", "decide"),

@@ -8,7 +8,8 @@ The face of the package, loaded lazily (a name's module is imported on first use
   config of a coordinate check), `run_lr_grid` (learning-rate transfer);
 - your own model: `train_own_model` (one probed run of a model put under the parametrization,
   docs/own-model.md);
-- files: `save` (atomic), `load` (with schema checks).
+- files: `save` (atomic), `load` (with schema checks), `project_root` (the repository's folder, for run folders
+  whatever the working directory).
 
     from probes import make_run_config, run_sweep
     cfg = make_run_config(model={"task": "vision", "N": 8, "H": 4, "L": 2}, param={"preset": "mup"})
@@ -22,7 +23,7 @@ _FACE = {
     "make_run_config": "experiment.config", "RunConfig": "experiment.run", "train": "experiment.run",
     "run_dataset": "experiment.dataset", "save": "experiment.dataset", "load": "experiment.dataset",
     "run_sweep": "grid.sweep", "coord_config": "grid.sweep", "run_lr_grid": "grid.lr_grid",
-    "train_own_model": "experiment.own_run",
+    "train_own_model": "experiment.own_run", "project_root": "experiment.out_paths",
 }
 __all__ = sorted(_FACE)
 
