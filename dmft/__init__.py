@@ -29,7 +29,9 @@ _FACE: dict[str, tuple[str, str | None]] = {
     **{m: (m, None) for m in ("measure", "fit", "predictions", "verdict", "convergence", "compare", "transfer",
                               "report", "solvers", "plots", "dynamics")},
 }
-__all__ = sorted(_FACE)
+__all__ = ["check_sweep", "compare", "convergence", "coord_check_model", "coord_dataset", "coord_lines",
+           "coord_verdicts", "decide", "dynamics", "fit", "kernel_limit", "measure", "plots", "predictions",
+           "report", "run_attrs", "slope_fit", "solvers", "transfer", "verdict", "verdict_lines"]
 
 
 def __getattr__(name: str):

@@ -8,9 +8,9 @@ them with `dmft.coord.coord_verdicts`: the same sites, slopes and verdict rule a
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
 
 import xarray as xr
 

@@ -23,7 +23,9 @@ _FACE = {
     "get_profile": "lws", "resolve": "lws", "budget_match": "lws", "LWSProfile": "lws",
     "apply_parametrization": "own_model", "OwnModel": "own_model", "ROLE_NAMES": "own_model",
 }
-__all__ = sorted(_FACE)
+__all__ = ["PRESETS", "ROLE_NAMES", "LWSProfile", "LWSTransformer", "ModelConfig", "OptimConfig", "OwnModel",
+           "Parametrization", "abc", "apply_parametrization", "budget_match", "build_model", "build_optimizer",
+           "get_preset", "get_profile", "global_lr", "param_groups", "resolve"]
 
 
 def __getattr__(name: str):

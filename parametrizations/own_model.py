@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 from torch import nn
@@ -172,7 +172,7 @@ class OwnModel:
 
     def lines(self) -> list[str]:
         """One line per parameter (name, role, rule, shape, init std, multiplier), then the two scalar multipliers."""
-        out = [f"{r.name:40s} {r.role:9s} {r.rule:8s} {str(r.shape):14s} std={r.init_std:.4g} mult={r.mult:.4g}"
+        out = [f"{r.name:40s} {r.role:9s} {r.rule:8s} {r.shape!s:14s} std={r.init_std:.4g} mult={r.mult:.4g}"
                for r in self.rules]
         out.append(f"attention scale N^-alpha_A = {self.attn_scale:.6g} on {len(self.attention)} attention modules; "
                    f"branch multiplier beta0 (L/L0)^-alpha_L = {self.branch:.6g} on {len(self.attention) + len(self.mlps)}"
@@ -212,7 +212,7 @@ def _init_names(params: Sequence[tuple[str, torch.Tensor]], marked: dict[str, tu
 
     wanted = {n: canonical(n) for n, _ in params}
     taken = [c for c in wanted.values() if c is not None]
-    return {n: c if c is not None and taken.count(c) == 1 else (n[:-len(".weight")] if n.endswith(".weight") else n)
+    return {n: c if c is not None and taken.count(c) == 1 else n.removesuffix(".weight")
             for n, c in wanted.items()}
 
 
@@ -292,7 +292,7 @@ def apply_parametrization(model: nn.Module, roles: dict[str, str], *, N: int, H:
         if not isinstance(getattr(m, "attn_scale", None), float):
             raise ValueError(f"roles: attention module {name!r} has no float attribute attn_scale: its forward must "
                              f"compute A = attn_scale * q.k (docs/own-model.md)")
-        setattr(m, "attn_scale", scale)
+        m.attn_scale = scale                                      # type: ignore[assignment]
     for name in attention + mlps:
         model.get_submodule(name).register_forward_hook(BranchScale(branch))
     return OwnModel(model, p, optimizer, N, H, L, rules, blocks, attention, mlps, scale, branch, seed)

@@ -25,7 +25,8 @@ _FACE = {
     "run_sweep": "grid.sweep", "coord_config": "grid.sweep", "run_lr_grid": "grid.lr_grid",
     "train_own_model": "experiment.own_run", "project_root": "experiment.out_paths",
 }
-__all__ = sorted(_FACE)
+__all__ = ["RunConfig", "coord_config", "load", "make_run_config", "project_root", "run_dataset", "run_lr_grid",
+           "run_sweep", "save", "train", "train_own_model"]
 
 
 def __getattr__(name: str):

@@ -115,8 +115,8 @@ def test_copy_is_the_built_in_model(optimizer):
 
 
 SIZES, SEEDS, STEPS = [4, 8, 16], 2, [0, 1, 3]
-SECTIONS = dict(model={"task": "vision", "N": 8, "H": 4, "L": 2}, param={"preset": "mup"},
-                optim={"name": "adam", "eta0": 0.05}, run={"batch_size": 32}, probes={"n_samples": 16})
+SECTIONS = {"model": {"task": "vision", "N": 8, "H": 4, "L": 2}, "param": {"preset": "mup"},
+            "optim": {"name": "adam", "eta0": 0.05}, "run": {"batch_size": 32}, "probes": {"n_samples": 16}}
 
 
 def test_coord_of_a_copy_gives_the_built_in_verdicts(tmp_path):

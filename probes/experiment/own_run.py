@@ -14,9 +14,9 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from types import SimpleNamespace
-from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -187,8 +187,8 @@ def train_own_model(cfg: RunConfig, build: Build) -> RunResult:
             loss.backward()
             gnorm = 0.0
             if step + 1 in log_at:
-                gnorm = float(torch.sqrt(sum(p.grad.detach().pow(2).sum() for p in model.parameters()
-                                             if p.grad is not None)))
+                gnorm = float(torch.stack([p.grad.detach().pow(2).sum() for p in model.parameters()
+                                           if p.grad is not None]).sum().sqrt())
             opt.step()
             train_loss.append(float(loss.detach()))
             if not math.isfinite(train_loss[-1]):
