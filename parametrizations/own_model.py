@@ -232,7 +232,10 @@ def apply_parametrization(model: nn.Module, roles: dict[str, str], *, N: int, H:
     for name, v in (("N", N), ("H", H), ("L", L)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
-    p = preset if isinstance(preset, Parametrization) else get_preset(preset, **overrides)
+    if isinstance(preset, Parametrization):
+        p = preset.with_(**overrides) if overrides else preset
+    else:
+        p = get_preset(preset, **overrides)
     is_adam(optimizer)                                            # ConfigError naming optimizer when unknown
     for pattern, role in roles.items():
         if role not in ROLE_NAMES:
