@@ -148,7 +148,12 @@ def param_groups(model: torch.nn.Module, p: Parametrization, opt: OptimConfig) -
 
 def build_optimizer(model: torch.nn.Module, p: Parametrization, opt: OptimConfig) -> torch.optim.Optimizer:
     """Return the torch optimizer for `model` under parametrization `p` and rule `opt`."""
-    groups = param_groups(model, p, opt)
+    return optimizer_for(param_groups(model, p, opt), opt)
+
+
+def optimizer_for(groups: list[dict], opt: OptimConfig) -> torch.optim.Optimizer:
+    """The torch optimizer of `opt`'s family (SGD, heavy-ball SGD, Adam, AdamW) over param groups that carry their
+    own lr (and eps, weight decay): `param_groups`, or `parametrizations.own_model.OwnModel.param_groups`."""
     if opt.name == "sgd":
         return torch.optim.SGD(groups, lr=groups[0]["lr"])
     if opt.name == "sgd-momentum":

@@ -8,3 +8,15 @@ from .setup import LN_EPS, Problem, Rates, check_solvable, mean_field_rates
 from .solver import Solution, SolverConfig, solve
 
 __all__ = ["LN_EPS", "Problem", "Rates", "Solution", "SolverConfig", "check_solvable", "mean_field_rates", "solve"]
+
+# submodules reached as attributes (`dmft.dynamics.finite`), imported on first use: `finite` trains the finite
+# networks (probes), so importing the solver stays free of model code
+_LAZY = ("against", "distance", "finite", "output", "sites")
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return importlib.import_module(f"{__name__}.{name}")

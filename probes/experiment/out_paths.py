@@ -6,6 +6,17 @@ import stat
 from pathlib import Path
 
 
+def project_root(start: str | os.PathLike | None = None) -> Path:
+    """The repository's root folder: the nearest folder at or above `start` (default: the working directory) that
+    holds pyproject.toml, else the one above the installed `probes` package (a checkout or an editable install),
+    else `start` itself. Notebooks put their run folders under it whatever folder they run in."""
+    here = Path(start if start is not None else Path.cwd()).resolve()
+    for folder in (here, *here.parents, Path(__file__).resolve().parents[2]):
+        if (folder / "pyproject.toml").is_file():
+            return folder
+    return here
+
+
 def default_out_path(cfg) -> Path:
     """runs/<param>-<optimizer>-<task>-N<N>-H<H>-L<L>-s<seed>.nc for a RunConfig."""
     m = cfg.model
