@@ -185,7 +185,8 @@ def plot_dataset(ds: xr.Dataset, out_dir, fmt: str = "png", note: Callable[[str]
     """Write every figure that applies to a run or sweep dataset into `out_dir`; returns the paths written.
 
     Single run: loss.<fmt>, kernels.<fmt> (pooled) and kernels_spatial.<fmt>, attention_density.<fmt> (attn_raw
-    at step 0, pooled), coord_check.<fmt> (coordinate sizes over steps). Sweep: verdicts.<fmt>
+    at step 0, pooled), coord_rms_over_steps.<fmt> (coordinate sizes against step: one run has no size axis, so
+    this is not a coordinate check). Sweep: verdicts.<fmt>
     (`verdict_figure`), kernels.<fmt>, kernels_spatial.<fmt>, loss.<fmt> and coord_check.<fmt> when trained,
     attention_density.<fmt> (smallest and largest size at step 0). Figures that need probes are skipped when the
     dataset has none. Odd data (`draw_figure`): a log axis without positive values is drawn linear, a figure that
@@ -222,7 +223,7 @@ def _figure_jobs(ds: xr.Dataset) -> list[tuple[str, Callable[[], Figure | Axes]]
             jobs += [("kernels", lambda: kernel_panels(ds, "kernel_pooled")),
                      ("kernels_spatial", lambda: kernel_panels(ds, "kernel_spatial")),
                      ("attention_density", lambda: _run_attention_figure(ds)),
-                     ("coord_check", lambda: _run_coord_figure(ds))]
+                     ("coord_rms_over_steps", lambda: _run_coord_figure(ds))]
     else:
         trained = _is_trained(ds)
         if probes:
