@@ -517,8 +517,10 @@ def coord(
     """The coordinate check: train at each size and seed, record the RMS of every site (embedding, q, k, v, A,
     softmax(A), branch outputs, MLP hidden, residual stream, logits) and of its change since step 0 at --steps,
     and print each site's slope with its verdict against the parametrization's expected exponent (consistent,
-    refuted or underpowered; docs/predictions.md, "Coordinate check")."""
-    from dmft.coord import coord_dataset, coord_lines, coord_verdicts
+    refuted or underpowered; docs/predictions.md, "Coordinate check"), among every other row of the dataset: the
+    same rows, with the same verdicts, that `check` prints and `plot` draws (dmft.rows.dataset_verdicts)."""
+    from dmft.coord import coord_dataset, coord_lines
+    from dmft.rows import dataset_verdicts
     from probes.experiment.config import make_run_config
     from probes.experiment.out_paths import default_grid_path, prepare_sweep_out
     from probes.grid.sweep import check_grid, check_grid_fits, coord_config
@@ -538,7 +540,7 @@ def coord(
     header = (f"coord check along {axis} in {sizes} x {seeds} seeds, {cfg.param.name}/{cfg.optim.name} "
               f"eta0={cfg.optim.eta0:g}, probes at steps {list(cfg.probes.at)}; parts in {out_path}.parts/")
     ds = _run_grid(cfg, axis, sizes, seeds, out_path, False, ensemble, run_on, header, overwrite, rebuild_manifest)
-    rows = coord_verdicts(ds)
+    rows = dataset_verdicts(ds)        # every row of the dataset, as `check` and `plot` show them
     for line in coord_lines(rows):
         typer.echo(line)
     if csv is not None:
@@ -564,7 +566,7 @@ def check(
     verdict, primary rows marked *; for a folder, every dataset's rows, the cross-sweep verdicts (P7, P9, P12), the
     P1-P12 summary of primary rows and the headline over primary rows. With --limit, a full-batch width sweep is
     also measured against the computed limit (docs/dmft-dynamics.md)."""
-    from dmft.check import check as run_check, check_mc_heads
+    from dmft.check import check_mc_heads
     from dmft.verdict import headline, lines as verdict_lines, to_dataset as verdict_dataset
     from probes.experiment.config import check_data_path
     from probes.experiment.dataset import load
@@ -595,13 +597,14 @@ def check(
     else:
         ds = load(dataset)
         _has_config(ds, dataset)
-        from dmft.report import p7_verdict, trained_verdicts
+        from dmft.report import p7_verdict
+        from dmft.rows import dataset_verdicts
 
         try:
             if ds.attrs.get("kind") == "lr_grid":          # a learning-rate grid: the P7 verdict
                 verdicts = [p7_verdict(ds)]
-            else:
-                verdicts = run_check(ds, n_heads_mc=mc_heads) + trained_verdicts(ds)
+            else:                                          # every row, as `coord` and `plot` show them
+                verdicts = dataset_verdicts(ds, n_heads_mc=mc_heads)
         except ValueError as e:          # what the dataset lacks for a verdict (not a sweep, too few sizes, ...)
             raise ValueError(f"{dataset}: {str(e).splitlines()[0]}") from None
         if limit is not None:
