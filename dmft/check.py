@@ -116,9 +116,9 @@ def p3_ks_pvalues(ds: xr.Dataset, axis: str, a: dict | None = None) -> dict[floa
     """Per size: the KS p-value of A(0) against variance-gamma(N) (`dmft.solvers.attention_law`) over the
     independent draws `measure.attn_raw_init` gives (one point per head, heads, layers and seeds pooled), the
     values the attention-density figure draws; sizes without a finite value are left out. The points of one head
-    share W_Q, W_K: a KS test over every point treats dependent values as independent, so its p-value comes out
-    too small (P3's note once read 0.0003 where the figure of the same sweep, one point per head, read 0.76); P3's
-    note and the figure both read this one."""
+    share W_Q, W_K: a KS test over every point treats dependent values as independent, so its p-value is not
+    calibrated (small too often; P3's note once read 0.0003 where the figure of the same sweep, one point per head,
+    read 0.76); P3's note and the figure both read this one."""
     from .solvers import attention_law
 
     a = a or run_attrs(ds)

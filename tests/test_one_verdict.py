@@ -11,15 +11,15 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import helpers
+import matplotlib.pyplot as plt
+import pandas as pd
+import pytest
+import torch
 
-import helpers  # noqa: E402
-from dmft.check import p3_ks_pvalues  # noqa: E402
-from dmft.plots.export import figure_jobs  # noqa: E402
-from probes.experiment.dataset import load, save  # noqa: E402
+from dmft.check import p3_ks_pvalues
+from dmft.plots.export import figure_jobs
+from probes.experiment.dataset import load, save
 
 COORD = ["coord", "--axis", "N", "--values", "4,8,16", "--steps", "0,1", "--seeds", "3", "--task", "vision",
          "--H", "2", "--L", "1", "--probe-samples", "8", "--workers", "1", "--out", "c.nc"]
@@ -96,7 +96,7 @@ def dataset(tmp_path_factory):
 
 
 def test_coord_check_and_plot_give_every_row_one_verdict(dataset):
-    folder, (coord, check, plot) = dataset
+    _, (coord, check, plot) = dataset
     assert_one_verdict(coord, check, plot)
     assert sum(k.startswith("coord ") for k in coord) >= 20          # the site rows, in check's table too
 
