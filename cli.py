@@ -36,8 +36,30 @@ class App(typer.Typer):
         raise SystemExit(code if isinstance(code, int) else 0)
 
 
-app = App(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = App(no_args_is_help=True, pretty_exceptions_enable=False,
           help="Probe infinite-width, -head and -depth limits of transformers against DMFT predictions.")
+
+
+def version_text() -> str:
+    """"dmft-probe <version>", the version from the installed package's metadata ("unknown" when not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"dmft-probe {version('dmft-probe')}"
+    except PackageNotFoundError:
+        return "dmft-probe unknown (not installed: pip install -e .)"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(version_text())
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="print dmft-probe's version and exit")) -> None:
+    """Probe infinite-width, -head and -depth limits of transformers against DMFT predictions."""
 
 
 def fail(msg: str) -> None:
@@ -436,7 +458,7 @@ def sweep(
     init_only: bool = typer.Option(False, "--init-only", help="no training: probes at initialisation only (seconds)"),
     steps: Optional[int] = typer.Option(None, "--steps", help="optimizer steps per run (default 200)"),
     probe_every: Optional[int] = typer.Option(None, "--probe-every", help="probe every k steps (default 10)"),
-    out: Optional[Path] = typer.Option(None, "--out", help="merged dataset (default runs/sweep-<param>-<optimizer>-<axis>.nc)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="merged dataset (default runs/sweep-<param>-<optimizer>-<task>-<axis><sizes>-...-eta<eta0>-steps<steps>-seeds<seeds>.nc)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing merged --out: one that has no <out>.parts/ to resume from, or whose merged grid this grid leaves out (the finished parts are kept)"),
     rebuild_manifest: bool = RebuildOpt,
     ensemble: Optional[str] = EnsembleOpt,
@@ -450,7 +472,7 @@ def sweep(
 ):
     """Run a grid along --axis (and seeds), here or on Ray; resumable; writes one merged dataset."""
     from probes.experiment.config import make_run_config
-    from probes.experiment.out_paths import prepare_sweep_out
+    from probes.experiment.out_paths import default_grid_path, prepare_sweep_out
     from probes.grid.sweep import check_grid, check_grid_fits
 
     _check_env()
@@ -462,7 +484,7 @@ def sweep(
     _check_data(cfg, overrides, config, keep=executor == "local" and (workers == 1 or workers is None and init_only))
     run_on.check(cfg)
     check_grid_fits(cfg, axis, sizes, init_only)
-    out = out or Path("runs") / f"sweep-{cfg.param.name}-{cfg.optim.name}-{axis}{'-init' if init_only else ''}.nc"
+    out = out or default_grid_path("sweep", cfg, axis, sizes, seeds, init_only)
     out_path = prepare_sweep_out(out, overwrite)
     header = (f"sweep {axis} in {sizes} x {seeds} seeds, {cfg.param.name}/{cfg.optim.name}"
               f"{' at initialisation' if init_only else f', {cfg.steps} steps'}; parts in {out_path}.parts/")
@@ -480,7 +502,7 @@ def coord(
     seeds: int = typer.Option(8, "--seeds", help="initialisation seeds per size (the CI is a jackknife over them; "
                                                   "fewer leave rows underpowered)"),
     probe_samples: Optional[int] = typer.Option(None, "--probe-samples", help="probe batch size (default 32)"),
-    out: Optional[Path] = typer.Option(None, "--out", help="dataset (default runs/coord-<param>-<optimizer>-<axis>.nc)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="dataset (default runs/coord-<param>-<optimizer>-<task>-<axis><sizes>-...-eta<eta0>-steps<steps>-seeds<seeds>.nc)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out: one that has no <out>.parts/ to resume from, or whose merged grid this grid leaves out (the finished parts are kept)"),
     rebuild_manifest: bool = RebuildOpt,
     csv: Optional[Path] = typer.Option(None, "--csv", help="also write the verdict rows as CSV"),
@@ -496,10 +518,12 @@ def coord(
     """The coordinate check: train at each size and seed, record the RMS of every site (embedding, q, k, v, A,
     softmax(A), branch outputs, MLP hidden, residual stream, logits) and of its change since step 0 at --steps,
     and print each site's slope with its verdict against the parametrization's expected exponent (consistent,
-    refuted or underpowered; docs/predictions.md, "Coordinate check")."""
-    from dmft.coord import coord_dataset, coord_lines, coord_verdicts
+    refuted or underpowered; docs/predictions.md, "Coordinate check"), among every other row of the dataset: the
+    same rows, with the same verdicts, that `check` prints and `plot` draws (dmft.rows.dataset_verdicts)."""
+    from dmft.coord import coord_dataset, coord_lines
+    from dmft.rows import dataset_verdicts
     from probes.experiment.config import make_run_config
-    from probes.experiment.out_paths import prepare_sweep_out
+    from probes.experiment.out_paths import default_grid_path, prepare_sweep_out
     from probes.grid.sweep import check_grid, check_grid_fits, coord_config
 
     _check_env()
@@ -512,12 +536,12 @@ def coord(
     _check_data(cfg, overrides, config, keep=executor == "local" and workers == 1)
     run_on.check(cfg)
     check_grid_fits(cfg, axis, sizes)
-    out = out or Path("runs") / f"coord-{cfg.param.name}-{cfg.optim.name}-{axis}.nc"
+    out = out or default_grid_path("coord", cfg, axis, sizes, seeds)
     out_path = prepare_sweep_out(out, overwrite)
     header = (f"coord check along {axis} in {sizes} x {seeds} seeds, {cfg.param.name}/{cfg.optim.name} "
               f"eta0={cfg.optim.eta0:g}, probes at steps {list(cfg.probes.at)}; parts in {out_path}.parts/")
     ds = _run_grid(cfg, axis, sizes, seeds, out_path, False, ensemble, run_on, header, overwrite, rebuild_manifest)
-    rows = coord_verdicts(ds)
+    rows = dataset_verdicts(ds)        # every row of the dataset, as `check` and `plot` show them
     for line in coord_lines(rows):
         typer.echo(line)
     if csv is not None:
@@ -543,7 +567,7 @@ def check(
     verdict, primary rows marked *; for a folder, every dataset's rows, the cross-sweep verdicts (P7, P9, P12), the
     P1-P12 summary of primary rows and the headline over primary rows. With --limit, a full-batch width sweep is
     also measured against the computed limit (docs/dmft-dynamics.md)."""
-    from dmft.check import check as run_check, check_mc_heads
+    from dmft.check import check_mc_heads
     from dmft.verdict import headline, lines as verdict_lines, to_dataset as verdict_dataset
     from probes.experiment.config import check_data_path
     from probes.experiment.dataset import load
@@ -574,13 +598,14 @@ def check(
     else:
         ds = load(dataset)
         _has_config(ds, dataset)
-        from dmft.report import p7_verdict, trained_verdicts
+        from dmft.report import p7_verdict
+        from dmft.rows import dataset_verdicts
 
         try:
             if ds.attrs.get("kind") == "lr_grid":          # a learning-rate grid: the P7 verdict
                 verdicts = [p7_verdict(ds)]
-            else:
-                verdicts = run_check(ds, n_heads_mc=mc_heads) + trained_verdicts(ds)
+            else:                                          # every row, as `coord` and `plot` show them
+                verdicts = dataset_verdicts(ds, n_heads_mc=mc_heads)
         except ValueError as e:          # what the dataset lacks for a verdict (not a sweep, too few sizes, ...)
             raise ValueError(f"{dataset}: {str(e).splitlines()[0]}") from None
         if limit is not None:
@@ -709,8 +734,9 @@ def _names(text: str) -> list[str]:
 @app.command()
 @user_errors
 def variants(
-    out: Optional[str] = typer.Option(None, "--out", help="folder of the datasets (default runs/variants, with --quick "
-                                                         "runs/variants-quick); finished cells in it are kept"),
+    out: Optional[str] = typer.Option(None, "--out", help="folder of the datasets (default runs/variants-seeds<seeds>, with "
+                                                         "--quick runs/variants-quick-seeds<seeds>); finished cells in "
+                                                         "it are kept"),
     variant_list: str = typer.Option("paper,openelm,ngpt,laurel,tokenformer", "--variants",
                                      help="comma-separated block variants"),
     axes: str = typer.Option("N,H,L", "--axes", help="comma-separated swept sizes: N, H, L"),
@@ -731,7 +757,8 @@ def variants(
     from probes.experiment.dataset import load
     from probes.experiment.ensemble import resolve_mode
     from probes.grid.sweep import MAX_SEEDS
-    from probes.grid.variant_runs import VariantTableFailed, run_variant_table
+    from probes.experiment.out_paths import default_variants_folder
+    from probes.grid.variant_runs import QUICK_GRID, VARIANT_GRID, VariantTableFailed, run_variant_table
 
     _check_env()
     ensemble = resolve_mode(ensemble)
@@ -739,7 +766,8 @@ def variants(
         raise ValueError(f"--seeds must be >= 1 and <= {MAX_SEEDS}, got {seeds}")
     run_on = _Executor(executor, workers, ray_address, ray_cpus, None)
     _out_file(markdown, "--markdown")
-    out = _out_folder(out, "--out") or Path("runs") / ("variants-quick" if quick else "variants")
+    grid_seeds = seeds if seeds is not None else (QUICK_GRID if quick else VARIANT_GRID).seeds
+    out = _out_folder(out, "--out") or default_variants_folder(quick, grid_seeds)
     echo = functools.partial(typer.echo, err=True)
     try:
         paths = run_variant_table(out, variants=_names(variant_list), axes=_names(axes),

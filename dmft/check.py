@@ -112,6 +112,24 @@ def p3_llr(clusters: dict[float, np.ndarray], N_of, alpha_A: float, level: float
     return m, m - t * se, m + t * se, k, n_values
 
 
+def p3_ks_pvalues(ds: xr.Dataset, axis: str, a: dict | None = None) -> dict[float, float]:
+    """Per size: the KS p-value of A(0) against variance-gamma(N) (`dmft.solvers.attention_law`) over the
+    independent draws `measure.attn_raw_init` gives (one point per head, heads, layers and seeds pooled), the
+    values the attention-density figure draws; sizes without a finite value are left out. The points of one head
+    share W_Q, W_K: a KS test over every point treats dependent values as independent, so its p-value is not
+    calibrated (small too often; P3's note once read 0.0003 where the figure of the same sweep, one point per head,
+    read 0.76); P3's note and the figure both read this one."""
+    from .solvers import attention_law
+
+    a = a or run_attrs(ds)
+    out = {}
+    for s, x in measure.attn_raw_init(measure.with_seed_dim(ds), axis).items():
+        if x.size:
+            N = int(s) if axis == "N" else int(a["N"])
+            out[s] = float(attention_law(N, a["alpha_A"]).ks_test(x)[1])
+    return out
+
+
 def p3_verdict(p: Planned, ds: xr.Dataset, axis: str, a: dict) -> Verdict:
     """P3: is A(0) over heads variance-gamma(N) rather than Gaussian? The mean log-likelihood ratio of the two
     laws per value of A(0) (`p3_llr`: pooled over sizes, t interval over (seed, layer, head) clusters).
@@ -119,9 +137,7 @@ def p3_verdict(p: Planned, ds: xr.Dataset, axis: str, a: dict) -> Verdict:
     fits as well). The band is 0, stated: the sign of an expected log-likelihood ratio. The likelihood ratio is the
     most powerful test of one law against the other (Neyman-Pearson); at the preset's 48 values per size a
     Kolmogorov-Smirnov comparison had almost no power (docs/predictions.md, P3). The note gives the KS p-value
-    against variance-gamma at every size and the expected ratio if A is variance-gamma."""
-    from .solvers import attention_law
-
+    against variance-gamma at every size (`p3_ks_pvalues`)."""
     clusters = measure.attn_raw_init_clusters(ds, axis)
     clusters = {s: x for s, x in clusters.items() if np.isfinite(x).any()}
     if not clusters:
@@ -131,9 +147,9 @@ def p3_verdict(p: Planned, ds: xr.Dataset, axis: str, a: dict) -> Verdict:
         return int(size) if axis == "N" else int(a["N"])
 
     est, lo, hi, k, n = p3_llr(clusters, N_of, a["alpha_A"])
-    pvals = {s: attention_law(N_of(s), a["alpha_A"]).ks_test(x[np.isfinite(x)])[1] for s, x in clusters.items()}
+    pvals = p3_ks_pvalues(ds, axis, a)
     note = (f"{n} values in {k} (seed, layer, head) clusters over {len(clusters)} sizes; KS p against "
-            "variance-gamma per size: " + ", ".join(f"{s:g}: {v:.3g}" for s, v in pvals.items()))
+            "variance-gamma per size (one point per head): " + ", ".join(f"{s:g}: {v:.3g}" for s, v in pvals.items()))
     if not (lo <= hi):
         return row_verdict(p, axis, a["name"], note=note + "; fewer than 2 clusters: no interval")
     return row_verdict(p, axis, a["name"], est, lo, hi, 0.0, "stated: the sign of a log-likelihood ratio",

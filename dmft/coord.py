@@ -40,7 +40,7 @@ from .predictions import COORD_CORRECTION, CoordExpectation, coord_expectation, 
 from .verdict import MARKS, NOT_MEASURED, OUTCOMES, REFUTED, Verdict, lines, to_dataset
 
 __all__ = ["COORD_KEY", "DEFAULT_SEEDS", "IDENTICALLY_ZERO", "coord_dataset", "coord_lines", "coord_row",
-           "coord_verdicts", "kind_of", "refuted", "site_of", "site_rms", "step_of", "summary_line", "trend"]
+           "coord_verdicts", "is_site_row", "kind_of", "refuted", "site_of", "site_rms", "step_of", "summary_line", "trend"]
 
 COORD_KEY = "coord"
 # Seeds per size of `dmft-probe coord` by default. With 3 seeds the jackknife-t interval carries t = 4.30 (2
@@ -93,6 +93,12 @@ def trend(v: Verdict) -> str:
 
 def _row_name(site: str, kind: str, step: int) -> str:
     return f"{site} init" if kind == "init" else f"{site} change @{step}"
+
+
+def is_site_row(v: Verdict) -> bool:
+    """True for a row of `coord_verdicts` (one site at one step); False for every other row of the dataset,
+    the registry's "coord feature update" row of `dmft.check.check` among them (another estimator)."""
+    return v.key == COORD_KEY and v.estimator == ESTIMATOR
 
 
 def site_of(v: Verdict) -> str:
@@ -199,20 +205,24 @@ def summary_line(rows: list[Verdict]) -> str:
 
 def coord_lines(rows: list[Verdict]) -> list[str]:
     """The rows as the `dmft.verdict.lines` table (hypotheses, slope [95% CI], band and outcome per row), then per
-    row its trend, what would decide it (underpowered rows) and its local slopes, the rule in one line, the
-    expectation's reason per site and kind, and `summary_line`."""
+    row its trend (coordinate-check rows) or its note (the other rows of the dataset, `dmft.rows.dataset_verdicts`),
+    what would decide it (underpowered rows) and its local slopes, the rule in one line, the expectation's reason
+    per site and kind, and `summary_line` over every row."""
     out = lines(rows, notes=False)
     for v in rows:
-        extra = [t for t in (v.note.split("; ")[0], v.needs and f"needs: {v.needs}",
+        mine = is_site_row(v)
+        extra = [t for t in (v.note.split("; ")[0] if mine else v.note, v.needs and f"needs: {v.needs}",
+                             "" if mine else v.diverged_points,
                              v.local and "local slopes " + ", ".join(f"{s:+.2f}" for s in v.local)) if t]
-        out.append(f"  {v.row}: " + "; ".join(extra))
+        if extra:
+            out.append(f"  {v.row}: " + "; ".join(extra) if mine else f"  {v.key} {v.row}: " + "; ".join(extra))
     out.append("(slope of log RMS against log size, 95% joint-jackknife CI over seeds; band: the largest distance of "
                "a local slope from the global one, plus the distance to the two-term (c/n) exponent where that lies "
                "nearer the expectation; ✓ the CI lies inside expected ± band and clears expected ± 1/2 ± "
                "band, ✗ it clears expected ± band, ? otherwise; trend: flat inside [-band, band], grows above it, "
                "shrinks below it)")
     reasons: dict[tuple[str, str], Verdict] = {}
-    for v in rows:
+    for v in filter(is_site_row, rows):
         reasons.setdefault((site_of(v), kind_of(v)), v)
     out += [f"  {site} {kind}: expected {v.prediction.name} ({v.note.split('; ', 1)[-1]})"
             for (site, kind), v in reasons.items()]
@@ -221,10 +231,13 @@ def coord_lines(rows: list[Verdict]) -> list[str]:
 
 
 def coord_dataset(rows: list[Verdict]) -> xr.Dataset:
-    """The verdict rows as an xarray Dataset (`dmft.verdict.to_dataset`) with site, kind, step and trend columns."""
+    """The verdict rows as an xarray Dataset (`dmft.verdict.to_dataset`) with site, kind, step and trend columns
+    (empty site and kind and step -1 on the rows that are not coordinate-check rows)."""
     ds = to_dataset(rows)
-    ds = ds.assign(site=("row_index", [site_of(v) for v in rows]), kind=("row_index", [kind_of(v) for v in rows]),
-                   step=("row_index", np.asarray([step_of(v) for v in rows], np.int64)),
+    mine = [is_site_row(v) for v in rows]
+    ds = ds.assign(site=("row_index", [site_of(v) if m else "" for v, m in zip(rows, mine)]),
+                   kind=("row_index", [kind_of(v) if m else "" for v, m in zip(rows, mine)]),
+                   step=("row_index", np.asarray([step_of(v) if m else -1 for v, m in zip(rows, mine)], np.int64)),
                    trend=("row_index", [trend(v) for v in rows]))
     ds.attrs["title"] = "dmft-probe coordinate check"
     return ds

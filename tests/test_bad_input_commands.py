@@ -160,8 +160,8 @@ def test_plot_all_zero_data_draws_what_it_can_and_notes_the_rest(tmp_path, real)
     notes = assert_plotted(path, tmp_path / "fig")
     assert all(n.split(":")[1].strip() for n in notes), notes              # each note names its figure
     assert not any("Warning" in n for n in notes), notes
-    assert "note: verdicts: drawn on linear axes (no positive values for a log scale)" in notes
-    assert (tmp_path / "fig" / "verdicts.png").is_file()
+    assert "note: exponents: drawn on linear axes (no positive values for a log scale)" in notes
+    assert (tmp_path / "fig" / "exponents.png").is_file() and (tmp_path / "fig" / "verdicts.png").is_file()
 
 
 def test_plot_warnings_become_notes(tmp_path, real):

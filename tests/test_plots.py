@@ -260,7 +260,7 @@ def test_save_figure_png_pdf_and_bad_suffix(tmp_path):
 def test_plot_dataset_writes_pngs_for_a_run_and_a_sweep(data, tmp_path):
     paths = plots.plot_dataset(data["run"], tmp_path / "run")
     assert sorted(p.name for p in paths) == sorted(
-        ["loss.png", "kernels.png", "kernels_spatial.png", "attention_density.png", "coord_check.png"])
+        ["loss.png", "kernels.png", "kernels_spatial.png", "attention_density.png", "coord_rms_over_steps.png"])
     paths += plots.plot_dataset(data["sweep"], tmp_path / "sweep")
     assert {"verdicts.png", "kernels.png", "loss.png", "coord_check.png", "attention_density.png"} <= {
         p.name for p in paths[5:]}

@@ -7,7 +7,8 @@ written by `probes.experiment.dataset` (one run) or `probes.grid.sweep` (a grid 
 of `dmft` (fits, verdicts, the law of A).
 
     exponent_plot        log2-log2 scatter of a quantity vs size, with the fitted slope and predicted exponents
-    verdict_figure       one exponent_plot per slope verdict of `dmft.check.check`
+    verdict_figure       one exponent_plot per slope row of `dmft.rows.dataset_verdicts`
+    verdict_rows_figure  every row of a dataset with its verdict (the one `dmft-probe check` prints)
     kernel_grid          heat maps of kernels on one colour scale (the paper's Fig. 6b-c / 7b-c)
     kernel_panels        kernels at the first and last probe step, per size (sweep) or for one run
     attention_density    histogram of A over heads against the variance-gamma law and its Gaussian limit
@@ -23,11 +24,12 @@ of `dmft` (fits, verdicts, the law of A).
 from __future__ import annotations
 
 from .exponents import exponent_plot, verdict_figure
+from .verdicts import verdict_rows_figure
 from .kernels import kernel_grid, kernel_panels
 from .densities import attention_density
 from .training import loss_curves, lr_transfer, coord_check_panels
 from .export import save_figure, plot_dataset
 from .convergence import convergence_plot, rate_by_step_plot, seed_variance_plot
 
-__all__ = ['exponent_plot', 'verdict_figure', 'kernel_grid', 'kernel_panels', 'attention_density', 'loss_curves', 'lr_transfer', 'coord_check_panels', 'save_figure', 'plot_dataset',
+__all__ = ['exponent_plot', 'verdict_figure', 'verdict_rows_figure', 'kernel_grid', 'kernel_panels', 'attention_density', 'loss_curves', 'lr_transfer', 'coord_check_panels', 'save_figure', 'plot_dataset',
            'convergence_plot', 'rate_by_step_plot', 'seed_variance_plot']

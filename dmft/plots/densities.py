@@ -9,13 +9,15 @@ from matplotlib.axes import Axes
 from ._style import _legend, _new_axes
 
 
-def attention_density(samples, N: int, alpha_A: float, *, ax: Axes | None = None, title: str | None = None) -> Axes:
+def attention_density(samples, N: int, alpha_A: float, *, ax: Axes | None = None, title: str | None = None,
+                      pvalue: float | None = None) -> Axes:
     """Histogram (density) of attention variables A over heads against the exact law at init.
 
     samples: values of A = N^-alpha_A q.k (NaN dropped), e.g. `dmft.measure.attn_raw_init(ds, "N")[N]`.
     Draws the variance-gamma density of `dmft.solvers.attention_law(N, alpha_A)` and the Gaussian of the same
     variance (`gaussian_limit`, the N -> oo law), with the KS p-value of the samples against the variance-gamma
-    law in the legend. Returns the Axes.
+    law in the legend: `pvalue` when given (a sweep's figure passes P3's, `dmft.check.p3_ks_pvalues`, computed on
+    these same samples), else computed here. Returns the Axes.
     """
     from ..solvers import attention_law, gaussian_limit
 
@@ -34,7 +36,7 @@ def attention_density(samples, N: int, alpha_A: float, *, ax: Axes | None = None
                                 edgecolor="white", lw=0.5, label=f"measured, {x.size} values")
     grid = np.linspace(-lim, lim, 400)                       # even count: 0 is not on the grid (N = 1 pole)
     vg = law.pdf(grid)
-    pval = law.ks_test(x)[1] if x.size else float("nan")
+    pval = pvalue if pvalue is not None else law.ks_test(x)[1] if x.size else float("nan")
     dark = sns.color_palette("dark")
     ax.plot(grid, vg, color=dark[0], lw=1.8, label=f"variance-gamma (KS p = {pval:.2g})")
     ax.plot(grid, gauss.pdf(grid), "--", color=dark[3], lw=1.4, label="Gaussian, same variance")

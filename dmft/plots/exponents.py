@@ -114,34 +114,41 @@ def _predicted_for(verdict) -> float | dict | None:
     return pred
 
 
-def verdict_figure(ds: xr.Dataset, verdicts=None, n_heads_mc: int = P4_MC_HEADS) -> Figure:
-    """One `exponent_plot` panel per slope verdict of `dmft.check.check(ds)` for a sweep dataset.
+def verdict_figure(ds: xr.Dataset, verdicts=None, n_heads_mc: int = P4_MC_HEADS, limit=None) -> Figure:
+    """One `exponent_plot` panel per registry slope row of a sweep dataset, among its rows
+    (`dmft.rows.dataset_verdicts`).
 
-    verdicts: the list `check(ds)` returned (computed here when None). Each panel shows the verdict's quantity
+    verdicts: the rows `dataset_verdicts(ds)` (or `dmft.check.check(ds)`) returned (computed here when None: the
+    same rows and verdicts `dmft-probe check` prints). Each panel shows the row's quantity
     (`dmft.measure.QUANTITIES`; for P4 the mean-square deviation of the initial kernels from the H -> oo solver,
     `measure.kernel_mse_init` against `check.kernel_limit`), its fit with its 95% joint-jackknife band, and the
-    predicted exponent(s); the title reads "P1 attn_var_init: consistent" (red when not consistent). P4 panels
-    are drawn, not skipped: with verdicts=None the check's own H -> oo solver result is reused; with verdicts
-    given the solver runs once here with `n_heads_mc` heads (seeded, so the limit the check used at its
-    default). That is the slow part: about 1.5 s per layer at 6 probe samples and 16 tokens, growing as
-    samples^2 (tens of seconds per layer for the default 32-sample probe batch on 2 CPU cores). The density
-    verdict (P3) has no slope: its result is written in the figure's title (see `attention_density`).
-    """
+    predicted exponent(s); the title reads "P1 attn_var_init: ✓ consistent" and, below, the row's measured value
+    with its interval, coloured by the outcome. limit: the solver's H -> oo kernels when already computed; else
+    the solver runs here once with `n_heads_mc` heads (check's default, seeded: the limit the check used). That is
+    the slow part: about 1.5 s per layer at 6 probe samples and 16 tokens, growing as samples^2. The rows without
+    a panel (P3's log-likelihood ratio, the trained rates, rows not measured) are listed in the figure's title
+    with their verdicts; the coordinate check's site rows are counted there (every row is drawn by
+    `dmft.plots.verdicts.verdict_rows_figure`)."""
     from .. import divergence, measure
-    from ..check import check, kernel_limit, run_attrs, stable_values
+    from ..check import kernel_limit, run_attrs, stable_values
+    from ..coord import is_site_row
     from ..fit import slope_fit
+    from ..rows import dataset_verdicts
+    from .verdicts import OUTCOME_COLOURS
 
     ds = measure.with_seed_dim(ds)
     axis = measure.sweep_axis(ds)
     a = run_attrs(ds)
-    cache: dict = {}
-    if axis == "H":                    # P4 applies: one solver run shared by the check and the panel
+    cache: dict = {} if limit is None else {"limit": limit}
+    if axis == "H" and "limit" not in cache:      # P4 applies: one solver run shared by the rows and the panel
         cache["limit"] = kernel_limit(ds, a, n_heads_mc)
     if verdicts is None:
-        verdicts = check(ds, n_heads_mc=n_heads_mc, limit=cache.get("limit"))
+        verdicts = dataset_verdicts(ds, n_heads_mc=n_heads_mc, kernel_limit=cache.get("limit"))
     points = divergence.diverged_points(ds, axis)
-    slopes = [v for v in verdicts if v.quantity in measure.QUANTITIES or v.quantity == "kernel_mse_init"]
-    others = [v for v in verdicts if v not in slopes]
+    sites = [v for v in verdicts if is_site_row(v)]
+    slopes = [v for v in verdicts if not is_site_row(v)
+              and (v.quantity in measure.QUANTITIES or v.quantity == "kernel_mse_init")]
+    others = [v for v in verdicts if v not in slopes and v not in sites]
     fig, axes = _subplots(max(len(slopes), 1), 3 if len(slopes) != 4 else 2, panel=(4.4, 4.5))
     for v, ax in zip(slopes, axes):
         if v.quantity == "kernel_mse_init":
@@ -168,8 +175,8 @@ def verdict_figure(ds: xr.Dataset, verdicts=None, n_heads_mc: int = P4_MC_HEADS)
                 why = f"fewer than 3 sizes left, {divergence.describe(left_out, axis)}"
             ax.text(0.03, 0.06, f"no slope: {why}", transform=ax.transAxes, fontsize="small", color="firebrick",
                     wrap=True)
-        ax.set_title(f"{v.key} {v.quantity}: {v.mark} {v.outcome}", fontsize="medium",
-                     color="black" if v.consistent else "firebrick")
+        ax.set_title(f"{v.key} {v.quantity}: {v.mark} {v.outcome}\n{v.row}: {v.measured()}", fontsize="medium",
+                     color=OUTCOME_COLOURS[v.outcome])
     if not slopes:
         axes[0].text(0.5, 0.5, "no slope predictions apply to this sweep", ha="center", va="center",
                      transform=axes[0].transAxes)
@@ -177,7 +184,10 @@ def verdict_figure(ds: xr.Dataset, verdicts=None, n_heads_mc: int = P4_MC_HEADS)
     title = (f"{a['name']} ($\\alpha_A$ = {a['alpha_A']:g}, $\\alpha_L$ = {a['alpha_L']:g}), "
              f"sweep over {_sym(axis)}, {'trained' if a['trained'] else 'at initialisation'}")
     for v in others:
-        title += f"\n{v.key} {v.quantity}: {v.mark} {v.outcome} ({v.measured()})"
+        title += f"\n{v.key} {v.quantity}: {v.mark} {v.outcome} ({v.row}: {v.measured()})"
+    if sites:
+        counts = ", ".join(f"{sum(v.outcome == o for v in sites)} {o}" for o in OUTCOME_COLOURS)
+        title += f"\ncoordinate check, {len(sites)} site rows: {counts} (every row: the verdicts figure)"
     fig.suptitle(title, fontsize="medium")
     return fig
 

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from ._style import FORMATS, _is_trained, _subplots, _sweep_axis_of
 from .densities import attention_density
 from .exponents import verdict_figure
+from .verdicts import verdict_rows_figure
 from .kernels import kernel_panels
 from .training import _coord_over_steps, coord_check_panels, loss_curves
 
@@ -152,9 +153,11 @@ def _run_attention_figure(ds: xr.Dataset) -> Figure:
     return ax.figure
 
 
-def _sweep_attention_figure(ds: xr.Dataset, axis: str) -> Figure:
-    """Sweep: A(0) over heads at probe point 0 (pooled over layers and seeds) for the smallest and largest size."""
-    from ..check import run_attrs
+def _sweep_attention_figure(ds: xr.Dataset, axis: str, rows: Callable[[], dict] | None = None) -> Figure:
+    """Sweep: A(0) over heads at probe point 0 (pooled over layers and seeds) for the smallest and largest size,
+    each panel's KS p-value `dmft.check.p3_ks_pvalues`'s (the one P3's row quotes), and P3's verdict in the title
+    as `dmft-probe check` prints it (rows: `_rows_of`'s memo)."""
+    from ..check import p3_ks_pvalues, run_attrs
     from ..measure import attn_raw_init, with_seed_dim
 
     samples = attn_raw_init(with_seed_dim(ds), axis)
@@ -162,13 +165,48 @@ def _sweep_attention_figure(ds: xr.Dataset, axis: str) -> Figure:
     chosen = [sizes[0], sizes[-1]] if len(sizes) > 1 else sizes
     fig, axes = _subplots(len(chosen), len(chosen), panel=(4.8, 3.7))
     a = run_attrs(ds)
+    pvals = p3_ks_pvalues(ds, axis, a)
     for ax, s in zip(axes, chosen):
         N = int(s) if axis == "N" else int(a["N"])
-        attention_density(samples[s], N, float(a["alpha_A"]), ax=ax,
+        attention_density(samples[s], N, float(a["alpha_A"]), ax=ax, pvalue=pvals.get(s, float("nan")),
                           title=rf"${axis} = {int(s)}$" + ("" if axis == "N" else rf", $N = {N}$")
                                 + rf", $\alpha_A = {float(a['alpha_A']):g}$")
-    fig.suptitle(r"$A(0)$ over heads at one point (layers and seeds pooled)", fontsize="medium")
+    title = r"$A(0)$ over heads at one point (layers and seeds pooled)"
+    try:
+        p3 = [v for v in (rows() if rows else {"rows": []})["rows"] if v.key == "P3"]
+    except ValueError as e:              # the dataset has no rows (e.g. fewer than 3 sizes): say why
+        title += f"\nP3: not measured ({str(e).splitlines()[0]})"
+    else:
+        for v in p3:
+            title += f"\n{v.key} {v.row}: {v.mark} {v.outcome} ({v.measured()})"
+    fig.suptitle(title, fontsize="medium")
     return fig
+
+
+def _rows_of(ds: xr.Dataset, axis: str) -> Callable[[], dict]:
+    """A memo: called, it returns {"rows": `dmft.rows.dataset_verdicts(ds)`, "limit": the H -> oo kernels of P4
+    (H sweeps) or None}, computed once for every figure of `plot_dataset` (the rows `dmft-probe check` prints)."""
+    memo: dict = {}
+
+    def get() -> dict:
+        if not memo:
+            from ..check import MC_HEADS, kernel_limit
+            from ..rows import dataset_verdicts
+
+            limit = kernel_limit(ds, None, MC_HEADS) if axis == "H" else None
+            memo.update(limit=limit, rows=dataset_verdicts(ds, n_heads_mc=MC_HEADS, kernel_limit=limit))
+        return memo
+    return get
+
+
+def _verdicts_figure(ds: xr.Dataset, axis: str, rows: Callable[[], dict]) -> Figure:
+    """Every row of the dataset with its verdict (`verdict_rows_figure`), titled with the sweep's setting."""
+    from ..check import run_attrs
+
+    a = run_attrs(ds)
+    return verdict_rows_figure(rows()["rows"], title=f"{a['name']} (alpha_A = {a['alpha_A']:g}, alpha_L = "
+                               f"{a['alpha_L']:g}), sweep over {axis}, "
+                               f"{'trained' if a['trained'] else 'at initialisation'}")
 
 
 def _run_coord_figure(ds: xr.Dataset) -> Figure:
@@ -185,8 +223,9 @@ def plot_dataset(ds: xr.Dataset, out_dir, fmt: str = "png", note: Callable[[str]
     """Write every figure that applies to a run or sweep dataset into `out_dir`; returns the paths written.
 
     Single run: loss.<fmt>, kernels.<fmt> (pooled) and kernels_spatial.<fmt>, attention_density.<fmt> (attn_raw
-    at step 0, pooled), coord_check.<fmt> (coordinate sizes over steps). Sweep: verdicts.<fmt>
-    (`verdict_figure`), kernels.<fmt>, kernels_spatial.<fmt>, loss.<fmt> and coord_check.<fmt> when trained,
+    at step 0, pooled), coord_rms_over_steps.<fmt> (coordinate sizes against step: one run has no size axis, so
+    this is not a coordinate check). Sweep: verdicts.<fmt> (every row of `dmft.rows.dataset_verdicts` with its
+    verdict, `verdict_rows_figure`), exponents.<fmt> (`verdict_figure`, the slope rows' panels), kernels.<fmt>, kernels_spatial.<fmt>, loss.<fmt> and coord_check.<fmt> when trained,
     attention_density.<fmt> (smallest and largest size at step 0). Figures that need probes are skipped when the
     dataset has none. Odd data (`draw_figure`): a log axis without positive values is drawn linear, a figure that
     cannot be drawn is skipped; each such change and every warning raised while drawing goes to note(line), one
@@ -198,7 +237,7 @@ def plot_dataset(ds: xr.Dataset, out_dir, fmt: str = "png", note: Callable[[str]
         raise ValueError(f"--format must be png or pdf, got {fmt!r}")
     out_dir = Path(out_dir)
     say = note or (lambda line: warnings.warn(line, stacklevel=3))
-    jobs = _figure_jobs(ds)
+    jobs = figure_jobs(ds)
     written, notes = [], []
     with staged_folder(out_dir) as tmp:
         for name, make in jobs:
@@ -211,7 +250,7 @@ def plot_dataset(ds: xr.Dataset, out_dir, fmt: str = "png", note: Callable[[str]
     return written
 
 
-def _figure_jobs(ds: xr.Dataset) -> list[tuple[str, Callable[[], Figure | Axes]]]:
+def figure_jobs(ds: xr.Dataset) -> list[tuple[str, Callable[[], Figure | Axes]]]:
     """(name, make) of every figure that applies to `ds` (plot_dataset's list), in order."""
     axis = _sweep_axis_of(ds)
     probes = "kernel_pooled" in ds
@@ -222,11 +261,13 @@ def _figure_jobs(ds: xr.Dataset) -> list[tuple[str, Callable[[], Figure | Axes]]
             jobs += [("kernels", lambda: kernel_panels(ds, "kernel_pooled")),
                      ("kernels_spatial", lambda: kernel_panels(ds, "kernel_spatial")),
                      ("attention_density", lambda: _run_attention_figure(ds)),
-                     ("coord_check", lambda: _run_coord_figure(ds))]
+                     ("coord_rms_over_steps", lambda: _run_coord_figure(ds))]
     else:
         trained = _is_trained(ds)
+        rows = _rows_of(ds, axis)          # one list of rows for every figure: the rows check prints
         if probes:
-            jobs.append(("verdicts", lambda: verdict_figure(ds)))
+            jobs.append(("verdicts", lambda: _verdicts_figure(ds, axis, rows)))
+            jobs.append(("exponents", lambda: verdict_figure(ds, rows()["rows"], limit=rows()["limit"])))
             jobs += [("kernels", lambda: kernel_panels(ds, "kernel_pooled")),
                      ("kernels_spatial", lambda: kernel_panels(ds, "kernel_spatial"))]
         if trained:
@@ -234,5 +275,5 @@ def _figure_jobs(ds: xr.Dataset) -> list[tuple[str, Callable[[], Figure | Axes]]
             if probes:
                 jobs.append(("coord_check", lambda: coord_check_panels(ds, axis=axis)))
         if probes:
-            jobs.append(("attention_density", lambda: _sweep_attention_figure(ds, axis)))
+            jobs.append(("attention_density", lambda: _sweep_attention_figure(ds, axis, rows)))
     return jobs

@@ -17,10 +17,65 @@ def project_root(start: str | os.PathLike | None = None) -> Path:
     return here
 
 
-def default_out_path(cfg) -> Path:
-    """runs/<param>-<optimizer>-<task>-N<N>-H<H>-L<L>-s<seed>.nc for a RunConfig."""
+def number(x: float) -> str:
+    """A number as it appears in a default name: 0.05 -> "0.05", 1.0 -> "1", 1e-05 -> "1e-05" (file-system safe)."""
+    return f"{float(x):g}"
+
+
+def _model_tokens(cfg, axis: str | None = None, sizes=None) -> list[str]:
+    """The parametrization (with its overridden exponents), optimizer, task, the variant (when not the paper's),
+    then N, H and L: the swept one as its sizes joined by "_" (N4_8_16), the others as single values."""
     m = cfg.model
-    return Path("runs") / f"{cfg.param.name}-{cfg.optim.name}-{m.task}-N{m.N}-H{m.H}-L{m.L}-s{cfg.seed}.nc"
+    tokens = [cfg.param.name, cfg.optim.name, m.task]
+    if getattr(m, "variant", "paper") != "paper":
+        tokens.append(m.variant)
+    for name in ("N", "H", "L"):
+        tokens.append(name + ("_".join(str(int(v)) for v in sizes) if name == axis else str(getattr(m, name))))
+    return tokens
+
+
+def _training_tokens(cfg, steps: str) -> list[str]:
+    """eta0, gamma0 (when not 1), full batch and its train size, the mse loss (when chosen), then the steps."""
+    tokens = [f"eta{number(cfg.optim.eta0)}"]   # eta0 = 0.05 -> eta0.05
+    if float(cfg.param.gamma0) != 1.0:
+        tokens.append(f"gamma{number(cfg.param.gamma0)}")
+    if getattr(cfg, "batch", "random") == "full":
+        tokens.append("fullbatch")
+    if getattr(cfg, "train_size", None) is not None:
+        tokens.append(f"P{cfg.train_size}")
+    if getattr(cfg, "loss", "ce") != "ce":
+        tokens.append(cfg.loss)
+    return tokens + [f"steps{steps}"]
+
+
+def default_out_path(cfg) -> Path:
+    """runs/<param>-<optimizer>-<task>-N<N>-H<H>-L<L>-eta<eta0>-steps<steps>-seed<seed>.nc for a RunConfig,
+    e.g. runs/mup-adam-lm-N16-H4-L2-eta0.05-steps200-seed0.nc: two runs that differ in any of these settings
+    (or in the block variant, gamma0, a full batch, its train size or the loss, named when not the default) get
+    different names, so a second run never meets the first's file."""
+    tokens = _model_tokens(cfg) + _training_tokens(cfg, str(cfg.steps)) + [f"seed{cfg.seed}"]
+    return Path("runs") / ("-".join(tokens) + ".nc")
+
+
+def default_grid_path(kind: str, cfg, axis: str, sizes, seeds: int, init_only: bool = False) -> Path:
+    """The merged dataset of a grid by default: runs/<kind>-<param>-<optimizer>-<task>-<axis><sizes>-...
+    -eta<eta0>-steps<steps>-seeds<seeds>.nc, e.g. runs/sweep-mup-adam-lm-N4_8_16_32-H4-L2-eta0.05-steps200-seeds4.nc.
+    kind: "sweep" or "coord". A coordinate check names its probe steps (steps0_1_3_10_30, from cfg.probes.at);
+    an --init-only sweep says "init" instead of eta and steps (nothing is trained). Two grids that differ in the
+    axis, a size, the seed count, eta0 or the steps get different names, so a second grid neither resumes nor
+    replaces the first."""
+    at = getattr(cfg.probes, "at", None) if kind == "coord" else None
+    steps = "_".join(str(int(s)) for s in at) if at else str(cfg.steps)
+    tokens = [kind] + _model_tokens(cfg, axis, sizes)
+    tokens += ["init"] if init_only else _training_tokens(cfg, steps)
+    return Path("runs") / ("-".join(tokens + [f"seeds{int(seeds)}"]) + ".nc")
+
+
+def default_variants_folder(quick: bool, seeds: int) -> Path:
+    """runs/variants-seeds<seeds> (runs/variants-quick-seeds<seeds> with --quick): the variant table's folder by
+    default. Its cells' sizes, steps and eta0 are fixed by the grid (probes.grid.variant_runs), so the seed count
+    and --quick are what distinguish two tables."""
+    return Path("runs") / f"variants{'-quick' if quick else ''}-seeds{int(seeds)}"
 
 
 def _kind(mode: int) -> str:
