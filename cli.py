@@ -179,10 +179,10 @@ def _out_file(path: Optional[Path], option: str) -> None:
 
 def _has_config(ds, dataset: Path) -> None:
     """DATASET's config attribute has the param and model tables check and plot read (before any work)."""
-    from dmft.check import run_attrs
+    from dmft.check import read_run_attrs
 
     try:
-        run_attrs(ds)
+        read_run_attrs(ds)
     except ValueError as e:
         raise ValueError(f"{dataset}: {e}") from None
 
@@ -671,7 +671,7 @@ def plan(
             raise ValueError(f"--param: {e}") from None
     measured, attrs = None, {}
     if source is not None:
-        from dmft.check import run_attrs
+        from dmft.check import read_run_attrs
         from dmft.measure import sweep_axis, with_seed_dim
         from probes.experiment.config import check_data_path
         from probes.experiment.dataset import load
@@ -679,7 +679,7 @@ def plan(
         check_data_path(str(source), "--from")
         ds = with_seed_dim(load(source))
         _has_config(ds, source)
-        attrs = run_attrs(ds)
+        attrs = read_run_attrs(ds)
         ax = sweep_axis(ds)
         attrs.update(axis=ax, sizes=[float(x) for x in ds[ax].values], seeds=int(ds.sizes["seed"]))
         measured = power.noise_from(ds, quantity, step, cv if cv is not None else 0.2)
@@ -725,8 +725,8 @@ def variants(
 ):
     """The variant table: a coordinate check (sizes and feature updates, the logits included) of every block
     variant along N, H and L, for SGD and Adam, under mup; one dataset per cell in --out (resumable), then one
-    verdict per cell from its rows: consistent, refuted, underpowered or not measured (docs: dmft/variant_table.py)."""
-    from dmft.variant_table import variant_summary, variant_table_markdown
+    verdict per cell from its rows: consistent, refuted, underpowered or not measured (docs: dmft/variant_verdicts.py)."""
+    from dmft.variant_verdicts import variant_summary, variant_table_markdown
     from probes.experiment.dataset import load
     from probes.experiment.ensemble import resolve_mode
     from probes.grid.sweep import MAX_SEEDS

@@ -128,12 +128,12 @@ def verdict_figure(ds: xr.Dataset, verdicts=None, n_heads_mc: int = P4_MC_HEADS)
     verdict (P3) has no slope: its result is written in the figure's title (see `attention_density`).
     """
     from .. import divergence, measure
-    from ..check import check, kernel_limit, run_attrs, stable_values
+    from ..check import check, kernel_limit, read_run_attrs, stable_values
     from ..fit import slope_fit
 
     ds = measure.with_seed_dim(ds)
     axis = measure.sweep_axis(ds)
-    a = run_attrs(ds)
+    a = read_run_attrs(ds)
     cache: dict = {}
     if axis == "H":                    # P4 applies: one solver run shared by the check and the panel
         cache["limit"] = kernel_limit(ds, a, n_heads_mc)

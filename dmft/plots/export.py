@@ -154,14 +154,14 @@ def _run_attention_figure(ds: xr.Dataset) -> Figure:
 
 def _sweep_attention_figure(ds: xr.Dataset, axis: str) -> Figure:
     """Sweep: A(0) over heads at probe point 0 (pooled over layers and seeds) for the smallest and largest size."""
-    from ..check import run_attrs
+    from ..check import read_run_attrs
     from ..measure import attn_raw_init, with_seed_dim
 
     samples = attn_raw_init(with_seed_dim(ds), axis)
     sizes = sorted(samples)
     chosen = [sizes[0], sizes[-1]] if len(sizes) > 1 else sizes
     fig, axes = _subplots(len(chosen), len(chosen), panel=(4.8, 3.7))
-    a = run_attrs(ds)
+    a = read_run_attrs(ds)
     for ax, s in zip(axes, chosen):
         N = int(s) if axis == "N" else int(a["N"])
         attention_density(samples[s], N, float(a["alpha_A"]), ax=ax,
