@@ -42,6 +42,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from parametrizations.checks import DERIVED_MAX, DERIVED_MIN, ConfigError, is_int, is_real, safe, short
+from parametrizations.counts import parameter_count
 from parametrizations.optim import OptimConfig, eps0 as eps0_of, eps_multiplier, global_lr
 from parametrizations.spec import Parametrization, abc, attention_scale, branch_multiplier, get_preset, is_adam
 from parametrizations.transformer import ModelConfig, check_centre, is_vision
@@ -50,6 +51,7 @@ from parametrizations.variants import MODEL_PRESETS
 from probes.experiment import data as _data
 
 from probes.hooks.recorder import MAX_PROBE_SAMPLES, ProbeConfig
+from probes.experiment.memory import FLOAT, free_bytes, member_bytes
 from probes.experiment.run import RunConfig, resolve_device
 
 MODEL_KEYS = {f.name for f in fields(ModelConfig)} | {"preset"}
@@ -603,22 +605,6 @@ def _gib(n: float) -> str:
     return f"{n / 1024:.0f} KiB"
 
 
-def available_bytes(device) -> int:
-    """Memory this process can use now: free CUDA memory, or the host's MemAvailable (free plus reclaimable
-    cache; `probes.experiment.ensemble.free_bytes` elsewhere)."""
-    from probes.experiment.ensemble import free_bytes
-
-    if getattr(device, "type", device) != "cuda":
-        try:
-            with open("/proc/meminfo") as f:
-                for line in f:
-                    if line.startswith("MemAvailable:"):
-                        return int(line.split()[1]) * 1024
-        except (OSError, ValueError, IndexError):
-            pass
-    return free_bytes(device)
-
-
 def _effective(cfg: RunConfig) -> RunConfig:
     """cfg with the data-dependent sizes of the default data sets (what `probes.experiment.run.setup` will use)."""
     m = cfg.model
@@ -633,25 +619,20 @@ def _effective(cfg: RunConfig) -> RunConfig:
 
 def memory_parts(cfg: RunConfig, what: str = "run", members: int = 1) -> dict[str, tuple[int, list, bool]]:
     """Estimated bytes of a run by part: {part: (bytes, the keys that size it, on the device)}. A generous
-    estimate: `probes.experiment.ensemble.member_bytes` (weights with gradient, optimizer state and initial copy;
+    estimate: `probes.experiment.memory.member_bytes` (weights with gradient, optimizer state and initial copy;
     training activations; the probe pass) plus the probe kernels, the recorded probe steps, a full-batch run's
     gradient kernels (every train step), the held-out forward, the per-step loss buffers and the batch chunk.
-    what="model": the weights alone (describe)."""
-    from probes.experiment.ensemble import FLOAT, member_bytes
-
+    what="model": the weights alone (describe; `parametrizations.counts.parameter_count` floats)."""
     cfg = _effective(cfg)
     m = cfg.model
     sh = m.shapes()
     d, S, L = m.d_model, m.seq_len, m.L
     B = cfg.train_size if cfg.full_batch else cfg.batch_size      # full batch: every step on the training subset
     n_out = m.vocab_size if m.task == "lm" else m.n_classes
-    n_in = m.vocab_size if m.task == "lm" else m.d_in
-    weights = (n_in + S + n_out) * d + sum(4 * d * H_l * m.N + (3 if m.block_options().mlp == "swiglu" else 2) * d * f
-                                              for H_l, f in zip(sh.heads, sh.d_ff))
     model_keys = SIZE_KEYS + [("model", "seq_len"), ("model", "lws"), ("model", "ffn_mult"),
                               ("model", "vocab_size"), ("model", "lws_heads"), ("model", "lws_d_ff")]
     if what == "model":
-        return {"weights": (FLOAT * weights, model_keys, True)}
+        return {"weights": (FLOAT * parameter_count(m), model_keys, True)}
     if cfg.full_batch and cfg.probes.enabled:     # the probes are taken on the training subset
         cfg = replace(cfg, probes=replace(cfg.probes, n_samples=min(cfg.train_size, MAX_PROBE_SAMPLES)))
     parts = {"weights, optimizer state, activations": (members * member_bytes(replace(cfg, batch_size=B)),
@@ -686,7 +667,7 @@ def memory_parts(cfg: RunConfig, what: str = "run", members: int = 1) -> dict[st
 
 def check_fits(cfg: RunConfig, names: Names | None = None, what: str = "run", members: int = 1) -> None:
     """ValueError naming the sizes when the run (what="run", `members` seeds trained together) or the model alone
-    (what="model") cannot fit in the memory available now on its device (`memory_parts`, `available_bytes`),
+    (what="model") cannot fit in the memory available now on its device (`memory_parts`, `free_bytes`),
     and when a number derived for these sizes is unusable (`check_numbers`). Nothing is allocated: a sweep calls
     it on its largest grid point (and may call it on every point; it is cheap) before any work."""
     names = names or _Defaults(cfg)
@@ -697,7 +678,7 @@ def check_fits(cfg: RunConfig, names: Names | None = None, what: str = "run", me
     for _, dev, on_device in pools:
         mine = {k: v for k, v in parts.items() if on_device is None or v[2] == on_device}
         need = sum(v[0] for v in mine.values())
-        have = available_bytes(dev)
+        have = free_bytes(dev)
         if need > have:
             biggest = max(mine, key=lambda k: mine[k][0])
             keys = mine[biggest][1]
