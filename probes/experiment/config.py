@@ -41,7 +41,7 @@ import typing
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from parametrizations.checks import DERIVED_MAX, DERIVED_MIN, ConfigError, is_int, is_real, safe, short
+from parametrizations.checks import DERIVED_MAX, DERIVED_MIN, ConfigError, is_int, is_real, one_of_error, safe, short
 from parametrizations.counts import parameter_count
 from parametrizations.optim import OptimConfig, eps0 as eps0_of, eps_multiplier, global_lr
 from parametrizations.spec import Parametrization, abc, attention_scale, branch_multiplier, get_preset, is_adam
@@ -328,8 +328,7 @@ def make_run_config(config_file: str | None = None, *, scale: int | None = None,
     preset = m.pop("preset", None)
     if preset is not None:
         if preset not in MODEL_PRESETS:
-            raise ValueError(f"{names.name('model', 'preset')} must be one of {', '.join(MODEL_PRESETS)}, got "
-                             f"{short(preset)}")
+            raise one_of_error(names.name('model', 'preset'), preset, MODEL_PRESETS)
         m = {**MODEL_PRESETS[preset], **m}     # the preset's fields, under anything given explicitly
     model_cfg = build("model", ModelConfig, **m)
     try:

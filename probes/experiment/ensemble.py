@@ -21,10 +21,12 @@ import sys
 from dataclasses import replace
 from typing import Callable
 
+from parametrizations.checks import one_of_error
+
 from probes.experiment.memory import free_bytes, member_bytes
 from probes.experiment.run import RunConfig, RunResult, resolve_device, train, train_ensemble
 
-__all__ = ["ENSEMBLE_BUDGET_BYTES", "ENSEMBLE_ENV", "ENSEMBLE_MAX_MEMBERS", "ENSEMBLE_MODES", "group_size",
+__all__ = ["ENSEMBLE_BUDGET_BYTES", "ENSEMBLE_ENV", "ENSEMBLE_MAX_MEMBERS", "ENSEMBLE_MODES", "check_mode", "group_size",
            "member_bytes", "plan_groups", "resolve_mode", "train_ensemble", "train_group", "train_seeds"]
 
 ENSEMBLE_MODES = ("auto", "off")
@@ -34,6 +36,15 @@ ENSEMBLE_MAX_MEMBERS = 16           # members of one group at most
 FREE_FRACTION = 0.5                 # a group must fit in this fraction of the free memory, or it is made smaller
 
 
+def check_mode(mode: object, name: str = "--ensemble", given: object = None) -> str:
+    """`mode` when it is an ensemble mode ("auto" or "off"); otherwise ValueError "<name> must be one of auto, off,
+    got <given>" (given: what the user wrote, when `mode` is a cleaned form of it). The one check of a mode, for
+    --ensemble, DMFT_PROBE_ENSEMBLE, a sweep's manifest and its parts' attrs."""
+    if not isinstance(mode, str) or mode not in ENSEMBLE_MODES:
+        raise one_of_error(name, mode if given is None else given, ENSEMBLE_MODES)
+    return mode
+
+
 def resolve_mode(mode: str | None = None) -> str:
     """The ensemble mode to use: `mode` when given, else the environment variable DMFT_PROBE_ENSEMBLE, else
     "auto". ValueError (one line, naming --ensemble or the variable) for anything but "auto" or "off"."""
@@ -41,12 +52,8 @@ def resolve_mode(mode: str | None = None) -> str:
         env = os.environ.get(ENSEMBLE_ENV)
         if env is None or env.strip() == "":
             return "auto"
-        if env.strip() not in ENSEMBLE_MODES:
-            raise ValueError(f"{ENSEMBLE_ENV} must be one of {', '.join(ENSEMBLE_MODES)}, got {env!r}"[:200])
-        return env.strip()
-    if mode not in ENSEMBLE_MODES:
-        raise ValueError(f"--ensemble must be one of {', '.join(ENSEMBLE_MODES)}, got {mode!r}"[:200])
-    return mode
+        return check_mode(env.strip(), ENSEMBLE_ENV, given=env)
+    return check_mode(mode)
 
 
 def group_size(cfg: RunConfig, n_seeds: int) -> int:

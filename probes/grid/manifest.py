@@ -26,8 +26,10 @@ import json
 import re
 from pathlib import Path
 
+from parametrizations.checks import one_of_error
+
 from probes.experiment.dataset import TEMP_PREFIX, DatasetError, load
-from probes.experiment.ensemble import ENSEMBLE_ENV, ENSEMBLE_MODES
+from probes.experiment.ensemble import ENSEMBLE_ENV, check_mode
 from probes.experiment.run import RunConfig
 
 MANIFEST = "manifest.json"
@@ -192,7 +194,7 @@ def check_manifest(m: object) -> dict:
         raise ValueError(f"format {_short(m.get('format'))}, expected {FORMAT}")
     axis = m.get("axis")
     if axis not in AXES:
-        raise ValueError(f"axis must be one of {', '.join(AXES)}, got {_short(axis)}")
+        raise one_of_error("axis", axis, AXES)
     values = set(_int_list(m.get("values"), "values", 1))
     seeds = set(_int_list(m.get("seeds"), "seeds", 0))
     if not isinstance(m.get("init_only"), bool):
@@ -201,8 +203,8 @@ def check_manifest(m: object) -> dict:
         raise ValueError(f"base_config must be an object, got {_short(m.get('base_config'))}")
     if not isinstance(m.get("config_hash"), str) or m["config_hash"] != config_hash(m["base_config"]):
         raise ValueError(f"config_hash {_short(m.get('config_hash'))} is not the hash of base_config")
-    if m.get("ensemble") is not None and m["ensemble"] not in ENSEMBLE_MODES:
-        raise ValueError(f"ensemble must be one of {', '.join(ENSEMBLE_MODES)} or null, got {_short(m['ensemble'])}")
+    if m.get("ensemble") is not None:                  # null: a manifest written before the mode was recorded
+        check_mode(m["ensemble"], "ensemble")
     merged = m.get("merged")
     if merged is not None:
         if not isinstance(merged, dict):
@@ -267,8 +269,8 @@ def part_info(path: Path, axis: str) -> dict:
         if s not in group:
             raise ValueError(f"attribute {GROUP_ATTR} {group} does not hold its own seed {s}")
     mode = ds.attrs.get(MODE_ATTR)
-    if mode is not None and mode not in ENSEMBLE_MODES:
-        raise ValueError(f"attribute {MODE_ATTR} {_short(mode)} is not one of {', '.join(ENSEMBLE_MODES)}")
+    if mode is not None:
+        check_mode(mode, f"attribute {MODE_ATTR}")
     return {"value": v, "seed": s, "status": status, "comparable": comparable, "hash": config_hash(comparable),
             "group": group, "mode": mode, "sha256": file_sha256(path), "bytes": path.stat().st_size}
 
