@@ -52,6 +52,7 @@ from probes.experiment import data as _data
 
 from probes.hooks.recorder import MAX_PROBE_SAMPLES, ProbeConfig
 from probes.experiment.memory import FLOAT, free_bytes, member_bytes
+from probes.experiment.options import flag_of
 from probes.experiment.run import RunConfig, resolve_device
 
 MODEL_KEYS = {f.name for f in fields(ModelConfig)} | {"preset"}
@@ -63,26 +64,6 @@ SECTION_KEYS = {"model": MODEL_KEYS, "param": PARAM_KEYS, "optim": OPTIM_KEYS, "
 SECTION_CLASSES = {"model": ModelConfig, "param": Parametrization, "optim": OptimConfig, "run": RunConfig,
                    "probes": ProbeConfig}
 MAX_CONFIG_BYTES = 1 << 20
-
-# The command-line option of each config key that has one (cli.py declares the same flags).
-FLAGS = {
-    ("model", "N"): "--N", ("model", "H"): "--H", ("model", "L"): "--L", ("model", "task"): "--task",
-    ("model", "lws"): "--lws", ("model", "seq_len"): "--seq-len", ("model", "axis"): "--axis",
-    ("model", "d_model"): "--d-model",
-    ("model", "preset"): "--model-preset", ("model", "variant"): "--variant", ("model", "laurel"): "--laurel",
-    ("model", "kv_group"): "--kv-group",
-    ("param", "preset"): "--param", ("param", "alpha_A"): "--alpha-A", ("param", "alpha_L"): "--alpha-L",
-    ("param", "beta0"): "--beta0", ("param", "gamma0"): "--gamma0", ("param", "L0"): "--L0",
-    ("param", "centre"): "--centre",
-    ("optim", "name"): "--optimizer", ("optim", "eta0"): "--eta0", ("optim", "weight_decay"): "--weight-decay",
-    ("run", "batch_size"): "--batch-size", ("run", "device"): "--device", ("run", "data_path"): "--data",
-    ("run", "precision"): "--precision", ("run", "compile"): "--compile", ("run", "steps"): "--steps",
-    ("run", "seed"): "--seed", ("run", "io_seeds"): "--io-seeds", ("run", "train_size"): "--train-size",
-    ("run", "batch"): "--batch", ("run", "loss"): "--loss", ("run", "patch"): "--patch",
-    ("run", "heldout_batch"): "--heldout-batch",
-    ("probes", "every"): "--probe-every", ("probes", "n_log"): "--probe-log", ("probes", "schedule"): "--probe-log",
-    ("probes", "n_samples"): "--probe-samples", ("probes", "enabled"): "--no-probes",
-}
 
 # The default data sets (probes.experiment.data): the synthetic vision task's images and held-out split, and the longest
 # window the embedded stdlib corpus's held-out split (about 200 KB) certainly holds.
@@ -145,7 +126,9 @@ class _Defaults(Names):
 
 
 def _flag(section: str, key: str) -> str:
-    return FLAGS.get((section, key), f"[{section}] {key}")
+    """The flag of [section] key (`probes.experiment.options`, the table cli.py declares its options from), else the
+    config-file key."""
+    return flag_of(section, key) or f"[{section}] {key}"
 
 
 def _relabel(names: Names, section: str, e: ConfigError) -> ValueError:

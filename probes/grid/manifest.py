@@ -30,6 +30,7 @@ from parametrizations.checks import one_of_error
 
 from probes.experiment.dataset import TEMP_PREFIX, DatasetError, load
 from probes.experiment.ensemble import ENSEMBLE_ENV, check_mode
+from probes.experiment.options import flag_of
 from probes.experiment.run import RunConfig
 
 MANIFEST = "manifest.json"
@@ -41,13 +42,15 @@ GROUP_ATTR = "ensemble_group"        # part attrs: the seeds the point trained w
 MODE_ATTR = "ensemble_mode"          # config the sweep asked for (`comparable_config` as JSON; `config` is the
 SWEEP_CONFIG_ATTR = "sweep_config"   # resolved one, with data-dependent sizes filled in)
 
-# Command-line flags of the config keys a user is most likely to change (for the refusal message).
-FLAGS = {"steps": "--steps", "batch_size": "--batch-size", "device": "--device", "data_path": "--data",
-         "precision": "--precision", "compile": "--compile", "model.task": "--task", "model.N": "--N",
-         "model.H": "--H", "model.L": "--L", "model.lws": "--lws", "model.seq_len": "--seq-len",
-         "param.name": "--param", "optim.name": "--optimizer", "optim.eta0": "--eta0",
-         "optim.weight_decay": "--weight-decay", "probes.every": "--probe-every",
-         "probes.n_samples": "--probe-samples", "probes.at": "--steps"}
+
+def leaf_flag(leaf: str) -> str | None:
+    """The command-line flag of a config leaf ("model.N", "steps", "param.name"), from the one option table
+    (`probes.experiment.options`); None when only a config file sets it."""
+    section, _, key = leaf.rpartition(".")
+    section = section or "run"
+    if (section, key) == ("param", "name"):          # a preset and its overrides, spelled by its name
+        key = "preset"
+    return flag_of(section, key)
 
 
 def point_name(axis: str, value: int, seed: int) -> str:
@@ -100,7 +103,7 @@ def config_differences(old: dict, new: dict) -> list[str]:
     for k in keys:
         va, vb = a.get(k, _UNSET), b.get(k, _UNSET)
         if va != vb:
-            flag = f" ({FLAGS[k]})" if k in FLAGS else ""
+            flag = f" ({leaf_flag(k)})" if leaf_flag(k) else ""
             lines.append(f"{k}{flag}: {json.dumps(va)} -> {json.dumps(vb)}")
     return lines
 
