@@ -16,9 +16,10 @@ Validation, in order, each failure a ValueError whose one-line message names the
 or the config-file key ([param] gamma0 in run.toml) the value came from:
 1. the file: a regular, readable UTF-8 TOML/JSON file of at most 1 MB whose top level is a table of known
    sections, each a table of known keys;
-2. types, against the dataclass field types (int: an integer, not a bool, a float only without fraction;
-   float: a number, not a bool; bool: true/false; str: a string; tuples: lists of the element type);
-3. values: the dataclasses' own checks (`parametrizations.checks`: finiteness, ranges, choices);
+2. forms a file may hold for a field's type are converted (`convert`: 4.0 for an int, 4 for a float, a list for
+   a tuple); a JSON null is refused where the field takes none;
+3. types and values: the dataclasses' own checks (`parametrizations.checks`: types, finiteness, ranges, choices;
+   the one place they are checked), also of a file's value that the command line overrides;
 4. across values: --d-model = N*H, the LWS profile resolves, the device is one torch can use, tf32 needs CUDA,
    --data is an existing regular file or folder (and absent for digits), the patch divides the bundled images
    (16 synthetic, 8 digits), the bundled data sets hold the probe and held-out batches;
@@ -41,7 +42,7 @@ import typing
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from parametrizations.checks import DERIVED_MAX, DERIVED_MIN, ConfigError, is_int, is_real, one_of_error, safe, short
+from parametrizations.checks import DERIVED_MAX, DERIVED_MIN, ConfigError, check_int, is_int, one_of_error, safe, short
 from parametrizations.counts import parameter_count
 from parametrizations.optim import OptimConfig, eps0 as eps0_of, eps_multiplier, global_lr
 from parametrizations.spec import Parametrization, abc, attention_scale, branch_multiplier, get_preset, is_adam
@@ -199,65 +200,28 @@ def _field_types() -> dict[str, dict[str, object]]:
 FIELD_TYPES = _field_types()
 
 
-def _describe(tp) -> str:
+def convert(value, tp):
+    """`value` in the form of the field type `tp` where a config file may legitimately hold another: an integral
+    float for an int (JSON writers emit 4.0), an int for a float, a list for a tuple. Anything else is returned as
+    it is: the dataclasses judge every value (`parametrizations.checks`, the one place types are checked)."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
-        return " or ".join("none" if a is type(None) else _describe(a) for a in args)
-    if origin is tuple:
-        if len(args) == 2 and args[1] is Ellipsis:
-            return f"a list of {_describe(args[0]).replace('an ', '').replace('a ', '')}s"
-        return f"a list of {len(args)} {_describe(args[0]).replace('an ', '').replace('a ', '')}s"
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
-
-
-def coerce(key: str, value, tp):
-    """`value` converted to the field type `tp` where a config file may legitimately hold another form (4.0 for
-    an int, 4 for a float, a list for a tuple); ConfigError(key, ...) when its type is wrong."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-
-    def wrong():
-        return ConfigError(key, f"must be {_describe(tp)}, got {short(value)} ({type(value).__name__})")
-
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
         inner = [a for a in args if a is not type(None)]
+        return value if value is None else convert(value, inner[0])
+    if tp is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if tp is float and is_int(value):
         try:
-            return coerce(key, value, inner[0])
-        except ConfigError:
-            raise wrong() from None
-    if tp is bool:
-        if isinstance(value, bool):
+            return float(value)
+        except OverflowError:                       # an int beyond float's range: the dataclass refuses it
             return value
-        raise wrong()
-    if tp is int:
-        if is_int(value):
-            return int(value)
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise wrong()
-    if tp is float:
-        if is_real(value):
-            try:
-                return float(value)
-            except OverflowError:                   # an int beyond float's range
-                raise ConfigError(key, f"must be a finite number, got {short(value)}") from None
-        raise wrong()
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise wrong()
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise wrong()
-        elem = args[0]
-        if not (len(args) == 2 and args[1] is Ellipsis) and len(value) != len(args):
-            raise wrong()
-        try:
-            return tuple(coerce(key, v, elem) for v in value)
-        except ConfigError:
-            raise wrong() from None
+    if origin is tuple and isinstance(value, list):
+        return tuple(convert(v, args[0]) for v in value)
     return value
+
+
+def _nullable(tp) -> bool:
+    return typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in typing.get_args(tp)
 
 
 # ----------------------------------------------------------------------------------------------- make_run_config
@@ -282,22 +246,21 @@ def make_run_config(config_file: str | None = None, *, scale: int | None = None,
         cli["model"][axis] = scale
         names.special[("model", axis)] = "--scale"
 
-    sections = {}
+    sections: dict[str, dict] = {}
     for s in SECTION_KEYS:
-        # the file's values are type-checked even where the command line overrides them: the file is wrong
-        typed = []
-        for source, where in ((data.get(s, {}), f"[{s}] {{}} in {config_file}"), (cli[s], None)):
-            out = {}
-            for k, v in source.items():
-                label = where.format(k) if where else names.name(s, k)
-                if k not in FIELD_TYPES[s]:
-                    raise ValueError(f"{label} is not a {s} setting")
-                try:
-                    out[k] = coerce(k, v, FIELD_TYPES[s][k])
-                except ConfigError as e:
-                    raise ValueError(f"{label} {e.reason}") from None
-            typed.append(out)
-        sections[s] = {**typed[0], **typed[1]}
+        file_values = {k: convert(v, FIELD_TYPES[s][k]) for k, v in data.get(s, {}).items()}
+        for k, v in file_values.items():
+            # TOML has no null; JSON's null is refused where the field takes none (the command line's None means
+            # "not given", which a file says by leaving the key out)
+            if v is None and not _nullable(FIELD_TYPES[s][k]):
+                raise ValueError(f"[{s}] {k} in {config_file} must not be null")
+        for k in cli[s]:
+            if k not in FIELD_TYPES[s]:
+                raise ValueError(f"{names.name(s, k)} is not a {s} setting")
+        sections[s] = {**file_values, **{k: convert(v, FIELD_TYPES[s][k]) for k, v in cli[s].items()}}
+        overridden = set(file_values) & set(cli[s])
+        if overridden:      # a file's value the command line overrides is still checked: the file is wrong
+            _check_file_values(s, file_values, overridden, config_file)
 
     def build(section: str, fn, **kw):
         try:
@@ -310,7 +273,7 @@ def make_run_config(config_file: str | None = None, *, scale: int | None = None,
     d_model = m.pop("d_model", None)
     preset = m.pop("preset", None)
     if preset is not None:
-        if preset not in MODEL_PRESETS:
+        if not isinstance(preset, str) or preset not in MODEL_PRESETS:
             raise one_of_error(names.name('model', 'preset'), preset, MODEL_PRESETS)
         m = {**MODEL_PRESETS[preset], **m}     # the preset's fields, under anything given explicitly
     model_cfg = build("model", ModelConfig, **m)
@@ -318,6 +281,8 @@ def make_run_config(config_file: str | None = None, *, scale: int | None = None,
         model_cfg.shapes()
     except ValueError as e:
         raise ValueError(f"{names.name('model', 'lws')}: {str(e).splitlines()[0]}") from None
+    if d_model is not None:
+        build("model", check_int, key="d_model", v=d_model)
     if d_model is not None and d_model != model_cfg.d_model:
         raise ValueError(f"--d-model {d_model} does not match N*H = {model_cfg.N}*{model_cfg.H} = {model_cfg.d_model}")
     param_cfg = build("param", get_preset, name=p.pop("preset", "mup"), **p)
@@ -329,6 +294,28 @@ def make_run_config(config_file: str | None = None, *, scale: int | None = None,
     if fits:
         check_fits(cfg, names, what=fits)
     return cfg
+
+
+def _check_file_values(section: str, values: dict, keys: set, path) -> None:
+    """The config file's `section` alone (over the defaults) through its dataclass: ValueError naming the file's
+    key when one of `keys` (the values the command line overrides) is refused. Other refusals are left to the
+    merged config, where the command line may have mended them."""
+    values = dict(values)
+    try:
+        if section == "model":
+            values.pop("d_model", None)
+            preset = values.pop("preset", None)
+            ModelConfig(**{**(MODEL_PRESETS.get(preset, {}) if isinstance(preset, str) else {}), **values})
+        elif section == "param":
+            values.pop("preset", None)
+            replace(get_preset("mup"), **values)
+        else:
+            SECTION_CLASSES[section](**values)
+    except ConfigError as e:
+        if e.key in keys:
+            raise ValueError(f"[{section}] {e.key} in {path} {e.reason}") from None
+    except (TypeError, ValueError):
+        pass
 
 
 def check_run(cfg: RunConfig, names: Names | None = None) -> None:
