@@ -13,18 +13,18 @@ from probes.experiment.config import make_run_config, memory_parts
 from probes.experiment.memory import FLOAT, free_bytes, member_bytes
 
 CASES = {
-    "paper-gelu-lm": dict(),
-    "paper-gelu-vision": dict(task="vision"),
-    "paper-swiglu": dict(mlp="swiglu"),
-    "openelm": dict(variant="openelm", H=4),
-    "openelm-vision": dict(variant="openelm", task="vision", H=4),
-    "openelm-profile": dict(lws="openelm", H=8),
-    "openelm-small": dict(MODEL_PRESETS["openelm-small"]),
-    "ngpt": dict(variant="ngpt"),
-    "laurel": dict(variant="laurel"),
-    "laurel-lr": dict(variant="laurel", laurel="lr"),
-    "tokenformer": dict(variant="tokenformer"),
-    "rms-qknorm-gqa": dict(norm="rms", qk_norm=True, kv_group=2),
+    "paper-gelu-lm": {},
+    "paper-gelu-vision": {"task": "vision"},
+    "paper-swiglu": {"mlp": "swiglu"},
+    "openelm": {"variant": "openelm", "H": 4},
+    "openelm-vision": {"variant": "openelm", "task": "vision", "H": 4},
+    "openelm-profile": {"lws": "openelm", "H": 8},
+    "openelm-small": MODEL_PRESETS["openelm-small"],
+    "ngpt": {"variant": "ngpt"},
+    "laurel": {"variant": "laurel"},
+    "laurel-lr": {"variant": "laurel", "laurel": "lr"},
+    "tokenformer": {"variant": "tokenformer"},
+    "rms-qknorm-gqa": {"norm": "rms", "qk_norm": True, "kv_group": 2},
 }
 
 

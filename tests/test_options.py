@@ -6,7 +6,13 @@ import typer
 
 from cli import app
 from probes.experiment.config import Names, make_run_config
-from probes.experiment.options import CONFIG_COMMANDS, NOT_CONFIG, OPTIONS, commands_of, flag_of
+from probes.experiment.options import (
+    CONFIG_COMMANDS,
+    NOT_CONFIG,
+    OPTIONS,
+    commands_of,
+    flag_of,
+)
 
 COMMANDS = typer.main.get_command(app).commands
 
