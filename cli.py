@@ -79,57 +79,22 @@ def user_errors(fn):
     return wrapper
 
 
-@dataclass(frozen=True)
-class Opt:
-    """One shared command-line option: the config section and key it sets, its type, flag and help."""
-
-    section: str
-    key: str
-    type: type
-    flag: str
-    help: str
+# The options that set config keys (model, parametrization, optimizer, run, probes) come from the one table,
+# probes.experiment.options: its shared ones are added to run, solve, describe, sweep and coord by `shared`, the
+# others each command declares with `config_option`; each value lands in the config section it names
+# (probes.experiment.config.make_run_config).
 
 
-# The model, parametrization, optimizer and run options, declared once and shared by run, describe, sweep and
-# coord (`shared`); each lands in the config section it names (probes.experiment.config.make_run_config).
-MODEL = {
-    "N": Opt("model", "N", int, "--N", "key/query dimension per head (default 16)"),
-    "H": Opt("model", "H", int, "--H", "heads of a full-width layer (default 4)"),
-    "L": Opt("model", "L", int, "--L", "depth, number of blocks (default 2)"),
-    "task": Opt("model", "task", str, "--task", "lm (byte-level stdlib corpus or a token .bin), vision (synthetic, CIFAR-10 or CIFAR-5M via --data) or digits (scikit-learn's 8x8 digits, offline) (default lm)"),
-    "lws": Opt("model", "lws", str, "--lws", "layer-wise profile: isotropic, openelm, vanilla, framed, reverse, crown"),
-    "seq_len": Opt("model", "seq_len", int, "--seq-len", "tokens per LM sample (default 64)"),
-    "model_preset": Opt("model", "preset", str, "--model-preset", "a model preset: openelm-270m (OpenELM-270M's per-layer shapes), openelm-small (the same at CPU size); explicit options override it"),
-    "variant": Opt("model", "variant", str, "--variant", "block variant: paper, openelm, ngpt, laurel, tokenformer (default paper; docs/variants.md)"),
-    "laurel": Opt("model", "laurel", str, "--laurel", "LAUREL form with --variant laurel: rw, lr, pa, rw+lr, rw+pa, lr+pa, rw+lr+pa (default rw+lr+pa)"),
-    "kv_group": Opt("model", "kv_group", int, "--kv-group", "GQA group size, query heads per KV head (default: the variant's; openelm 2)"),
-}
-PARAM = {
-    "param": Opt("param", "preset", str, "--param", "parametrization preset: mup, mup-sqrt, depth-sqrt, sp (default mup)"),
-    "alpha_A": Opt("param", "alpha_A", float, "--alpha-A", "attention exponent, A = N^-alpha_A q.k (overrides the preset)"),
-    "alpha_L": Opt("param", "alpha_L", float, "--alpha-L", "residual exponent, branches beta0 (L/L0)^-alpha_L (overrides the preset)"),
-    "beta0": Opt("param", "beta0", float, "--beta0", "residual branch constant beta0 (default 1)"),
-    "gamma0": Opt("param", "gamma0", float, "--gamma0", "feature-learning strength gamma0 (default 1)"),
-    "L0": Opt("param", "L0", float, "--L0", "reference depth of the depth factors L/L0 (default 1)"),
-    "centre": Opt("param", "centre", str, "--centre", "how f(theta_0) is removed: copy, zero_readout, none (default copy)"),
-}
-OPTIM = {
-    "optimizer": Opt("optim", "name", str, "--optimizer", "sgd, sgd-momentum, adam, adamw (default adam)"),
-    "eta0": Opt("optim", "eta0", float, "--eta0", "base learning rate before the Table 1 rule (default 0.05)"),
-    "weight_decay": Opt("optim", "weight_decay", float, "--weight-decay", "decay per step is eta0 * weight_decay (sgd, adamw) (default 0)"),
-}
-RUN = {
-    "batch_size": Opt("run", "batch_size", int, "--batch-size", "samples per step (default 32)"),
-    "device": Opt("run", "device", str, "--device", "cpu, cuda, cuda:N or auto (default cpu)"),
-    "data": Opt("run", "data_path", str, "--data", "local data: CIFAR-10 folder, CIFAR-5M .npz, or token .bin"),
-    "precision": Opt("run", "precision", str, "--precision", "fp32 (default, every theory check), tf32 (CUDA) or bf16 autocast"),
-    "compile": Opt("run", "compile", bool, "--compile", "torch.compile the training step (probe pass stays eager) (default off)"),
-    "patch": Opt("run", "patch", int, "--patch", "image patch side in pixels (default: digits 2, vision 4; the whole image gives one token)"),
-    "train_size": Opt("run", "train_size", int, "--train-size", "train on a fixed subset of P training images chosen by the data seed (image tasks)"),
-    "batch": Opt("run", "batch", str, "--batch", "random (minibatches of --batch-size, the default) or full (every step on the --train-size subset: full-batch gradient descent)"),
-    "loss": Opt("run", "loss", str, "--loss", "ce (cross-entropy, the default) or mse (0.5 * squared error to the one-hot label)"),
-    "heldout_batch": Opt("run", "heldout_batch", int, "--heldout-batch", "samples of the fixed held-out batch the held-out loss (and a full-batch run's test outputs) are taken on (default 64)"),
-}
+def config_option(section: str, key: str, default=None, help: Optional[str] = None, command: Optional[str] = None):
+    """The typer option of [section] key from the table (its flag and help; `help` where a command words it its own
+    way); command: the command, where a flag means another key on it (coord's --steps sets [probes] at)."""
+    from probes.experiment.options import OPTIONS, option
+
+    o = option(section, key) if command is None else next(
+        o for o in OPTIONS if (o.section, o.key) == (section, key) and command in (o.commands or ()))
+    return typer.Option(default, *(o.decl or o.flag).split(" "), help=help or o.help)
+
+
 EnsembleOpt = typer.Option(None, "--ensemble", help="auto: train a size's seeds together as batched models (same "
                                                     "results, faster); off: one run after another (default: the "
                                                     "environment variable DMFT_PROBE_ENSEMBLE, else auto)")
@@ -150,10 +115,13 @@ GpusPerTaskOpt = typer.Option(None, "--gpus-per-task", help="ray: GPUs each task
                                                             "between 4 (default 0)")
 
 
-def shared(*groups: dict[str, Opt]):
-    """Add the options of `groups` to a command's signature; the command receives them as `overrides`
-    ({section: {key: value}}, None where not given), ready for make_run_config."""
-    specs = {name: o for g in groups for name, o in g.items()}
+def shared(command: str):
+    """Add the table's shared options of `command` (probes.experiment.options.shared_options) to its signature; the
+    command receives them as `overrides` ({section: {key: value}}, None where not given), ready for
+    make_run_config."""
+    from probes.experiment.options import shared_options
+
+    specs = {o.name: o for o in shared_options(command)}
 
     def deco(fn):
         sig = inspect.signature(fn)
@@ -202,10 +170,10 @@ def _out_file(path: Optional[Path], option: str) -> None:
 
 def _has_config(ds, dataset: Path) -> None:
     """DATASET's config attribute has the param and model tables check and plot read (before any work)."""
-    from dmft.check import run_attrs
+    from dmft.check import read_run_attrs
 
     try:
-        run_attrs(ds)
+        read_run_attrs(ds)
     except ValueError as e:
         raise ValueError(f"{dataset}: {e}") from None
 
@@ -249,17 +217,17 @@ def _merge(overrides: dict, section: str, **values) -> dict:
 
 @app.command()
 @user_errors
-@shared(MODEL, PARAM, OPTIM, RUN)
+@shared("run")
 def run(
     scale: Optional[int] = typer.Option(None, "--scale", help="value of the scaling axis (N, H or L)"),
-    axis: Optional[str] = typer.Option(None, "--axis", help="the scaling axis that --scale sets: N, H or L (default N)"),
-    d_model: Optional[int] = typer.Option(None, "--d-model", help="residual width; must equal N*H (a check)"),
-    steps: Optional[int] = typer.Option(None, "--steps", help="optimizer steps (default 200)"),
-    seed: Optional[int] = typer.Option(None, "--seed", help="initialisation seed (default 0)"),
-    probe_every: Optional[int] = typer.Option(None, "--probe-every", help="probe (and held-out loss) every k steps (default 10)"),
-    probe_log: Optional[int] = typer.Option(None, "--probe-log", help="instead, probe at this many log-spaced steps"),
-    probe_samples: Optional[int] = typer.Option(None, "--probe-samples", help="probe batch size (default 32)"),
-    probes: bool = typer.Option(True, "--probes/--no-probes", help="record kernels, attention and weight movement"),
+    axis: Optional[str] = config_option("model", "axis"),
+    d_model: Optional[int] = config_option("model", "d_model"),
+    steps: Optional[int] = config_option("run", "steps"),
+    seed: Optional[int] = config_option("run", "seed"),
+    probe_every: Optional[int] = config_option("probes", "every"),
+    probe_log: Optional[int] = config_option("probes", "n_log"),
+    probe_samples: Optional[int] = config_option("probes", "n_samples"),
+    probes: bool = config_option("probes", "enabled", True),
     out: Optional[Path] = typer.Option(None, "--out", help="dataset file (.nc or .zarr) (default runs/<name>.nc)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out (without it an existing output is kept and the run refused)"),
     config: Optional[str] = ConfigOpt,
@@ -298,11 +266,11 @@ def run(
 
 @app.command()
 @user_errors
-@shared(MODEL, PARAM, OPTIM, RUN)
+@shared("solve")
 def solve(
     scale: Optional[int] = typer.Option(None, "--scale", help="value of the scaling axis (N, H or L); the limit does not depend on N or H"),
-    axis: Optional[str] = typer.Option(None, "--axis", help="the scaling axis that --scale sets: N, H or L (default N)"),
-    steps: Optional[int] = typer.Option(None, "--steps", help="optimizer steps (default 200)"),
+    axis: Optional[str] = config_option("model", "axis"),
+    steps: Optional[int] = config_option("run", "steps"),
     samples: int = typer.Option(20000, "--samples", help="Monte Carlo samples of each MLP hidden site"),
     damping: float = typer.Option(1.0, "--damping", help="iteration step: new = (1 - damping) old + damping fresh, in (0, 1]"),
     max_iter: int = typer.Option(3, "--max-iter", help="iterations after the causal initial sweep"),
@@ -352,10 +320,10 @@ def solve(
 
 @app.command()
 @user_errors
-@shared(MODEL, PARAM, OPTIM)
+@shared("describe")
 def describe(
     scale: Optional[int] = typer.Option(None, "--scale", help="value of the scaling axis (N, H or L)"),
-    axis: Optional[str] = typer.Option(None, "--axis", help="the scaling axis that --scale sets: N, H or L (default N)"),
+    axis: Optional[str] = config_option("model", "axis"),
     config: Optional[str] = ConfigOpt,
     overrides: dict = None,
 ):
@@ -447,17 +415,15 @@ def _run_grid(cfg, axis: str, sizes: list[int], seeds: int, out_path: Path, init
 
 @app.command()
 @user_errors
-@shared(MODEL, PARAM, OPTIM, RUN)
+@shared("sweep")
 def sweep(
-    axis: str = typer.Option("N", "--axis", help="the swept size: N, H or L"),
+    axis: str = config_option("model", "axis", "N", help="the swept size: N, H or L"),
     values: str = typer.Option(..., "--values", help="comma-separated sizes, at least 3, e.g. 4,8,16,32"),
     seeds: int = typer.Option(4, "--seeds", help="initialisation seeds per size"),
-    io_seeds: Optional[int] = typer.Option(None, "--io-seeds", help="K >= 1: seed s draws its embedding, positions "
-                                           "and readout from io seed s mod K, so each of K io groups has seeds/K "
-                                           "block draws (the paired depth design); 0 (default): each seed its own"),
+    io_seeds: Optional[int] = config_option("run", "io_seeds"),
     init_only: bool = typer.Option(False, "--init-only", help="no training: probes at initialisation only (seconds)"),
-    steps: Optional[int] = typer.Option(None, "--steps", help="optimizer steps per run (default 200)"),
-    probe_every: Optional[int] = typer.Option(None, "--probe-every", help="probe every k steps (default 10)"),
+    steps: Optional[int] = config_option("run", "steps", help="optimizer steps per run (default 200)"),
+    probe_every: Optional[int] = config_option("probes", "every", help="probe every k steps (default 10)"),
     out: Optional[Path] = typer.Option(None, "--out", help="merged dataset (default runs/sweep-<param>-<optimizer>-<task>-<axis><sizes>-...-eta<eta0>-steps<steps>-seeds<seeds>.nc)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing merged --out: one that has no <out>.parts/ to resume from, or whose merged grid this grid leaves out (the finished parts are kept)"),
     rebuild_manifest: bool = RebuildOpt,
@@ -494,14 +460,14 @@ def sweep(
 
 @app.command()
 @user_errors
-@shared(MODEL, PARAM, OPTIM, RUN)
+@shared("coord")
 def coord(
-    axis: str = typer.Option("N", "--axis", help="the swept size: N, H or L"),
+    axis: str = config_option("model", "axis", "N", help="the swept size: N, H or L"),
     values: str = typer.Option("4,8,16,32,64", "--values", help="comma-separated sizes, at least 3"),
-    steps: str = typer.Option("0,1,3,10,30", "--steps", help="probe steps, comma-separated; training runs to the largest"),
+    steps: str = config_option("probes", "at", "0,1,3,10,30", command="coord"),
     seeds: int = typer.Option(8, "--seeds", help="initialisation seeds per size (the CI is a jackknife over them; "
                                                   "fewer leave rows underpowered)"),
-    probe_samples: Optional[int] = typer.Option(None, "--probe-samples", help="probe batch size (default 32)"),
+    probe_samples: Optional[int] = config_option("probes", "n_samples"),
     out: Optional[Path] = typer.Option(None, "--out", help="dataset (default runs/coord-<param>-<optimizer>-<task>-<axis><sizes>-...-eta<eta0>-steps<steps>-seeds<seeds>.nc)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out: one that has no <out>.parts/ to resume from, or whose merged grid this grid leaves out (the finished parts are kept)"),
     rebuild_manifest: bool = RebuildOpt,
@@ -697,7 +663,7 @@ def plan(
             raise ValueError(f"--param: {e}") from None
     measured, attrs = None, {}
     if source is not None:
-        from dmft.check import run_attrs
+        from dmft.check import read_run_attrs
         from dmft.measure import sweep_axis, with_seed_dim
         from probes.experiment.config import check_data_path
         from probes.experiment.dataset import load
@@ -705,7 +671,7 @@ def plan(
         check_data_path(str(source), "--from")
         ds = with_seed_dim(load(source))
         _has_config(ds, source)
-        attrs = run_attrs(ds)
+        attrs = read_run_attrs(ds)
         ax = sweep_axis(ds)
         attrs.update(axis=ax, sizes=[float(x) for x in ds[ax].values], seeds=int(ds.sizes["seed"]))
         measured = power.noise_from(ds, quantity, step, cv if cv is not None else 0.2)
@@ -752,8 +718,8 @@ def variants(
 ):
     """The variant table: a coordinate check (sizes and feature updates, the logits included) of every block
     variant along N, H and L, for SGD and Adam, under mup; one dataset per cell in --out (resumable), then one
-    verdict per cell from its rows: consistent, refuted, underpowered or not measured (docs: dmft/variant_table.py)."""
-    from dmft.variant_table import variant_summary, variant_table_markdown
+    verdict per cell from its rows: consistent, refuted, underpowered or not measured (docs: dmft/variant_verdicts.py)."""
+    from dmft.variant_verdicts import variant_summary, variant_table_markdown
     from probes.experiment.dataset import load
     from probes.experiment.ensemble import resolve_mode
     from probes.grid.sweep import MAX_SEEDS

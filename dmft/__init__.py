@@ -2,7 +2,7 @@
 
 The face of the package, loaded lazily (a name's module is imported on first use):
 - verdicts of a sweep dataset: `check_sweep` (every registry row the sweep measures; `dmft-probe check`),
-  `verdict_lines` (the table), `run_attrs` (the parametrization a dataset was made with), `kernel_limit` (the
+  `verdict_lines` (the table), `read_run_attrs` (the parametrization a dataset was made with), `kernel_limit` (the
   H -> oo kernels a sweep's init kernels are compared with);
 - the coordinate check: `coord_verdicts`, `coord_lines`, `coord_dataset` (`dmft-probe coord`), and
   `coord_check_model` (the same check of your own model, docs/own-model.md);
@@ -21,7 +21,7 @@ import importlib
 
 # name -> (module, attribute); attribute None: the module itself
 _FACE: dict[str, tuple[str, str | None]] = {
-    "check_sweep": ("check", "check"), "verdict_lines": ("check", "verdict_lines"), "run_attrs": ("check", "run_attrs"),
+    "check_sweep": ("check", "check"), "verdict_lines": ("check", "verdict_lines"), "read_run_attrs": ("check", "read_run_attrs"),
     "kernel_limit": ("check", "kernel_limit"),
     "coord_verdicts": ("coord", "coord_verdicts"), "coord_lines": ("coord", "coord_lines"),
     "coord_dataset": ("coord", "coord_dataset"), "coord_check_model": ("own_coord", "coord_check_model"),
@@ -31,7 +31,7 @@ _FACE: dict[str, tuple[str, str | None]] = {
 }
 __all__ = ["check_sweep", "compare", "convergence", "coord_check_model", "coord_dataset", "coord_lines",
            "coord_verdicts", "decide", "dynamics", "fit", "kernel_limit", "measure", "plots", "predictions",
-           "report", "run_attrs", "slope_fit", "solvers", "transfer", "verdict", "verdict_lines"]
+           "report", "read_run_attrs", "slope_fit", "solvers", "transfer", "verdict", "verdict_lines"]
 
 
 def __getattr__(name: str):

@@ -31,8 +31,9 @@ from .verdict import NOT_MEASURED, Verdict, lines, to_dataset
 P3_LEVEL = 0.95        # two-sided level of P3's t interval over clusters
 
 
-def run_attrs(ds: xr.Dataset) -> dict:
-    """alpha_A, alpha_L, beta0, L0, standard, parametrization, task, trained from a sweep dataset's attrs."""
+def read_run_attrs(ds: xr.Dataset) -> dict:
+    """Read alpha_A, alpha_L, beta0, L0, standard, parametrization, task, trained (a dict) back from the config
+    attr of a sweep dataset (written by `probes.experiment.dataset.run_attrs`)."""
     try:
         cfg = json.loads(ds.attrs["config"])
         p, m = cfg["param"], cfg["model"]
@@ -121,7 +122,7 @@ def p3_ks_pvalues(ds: xr.Dataset, axis: str, a: dict | None = None) -> dict[floa
     read 0.76); P3's note and the figure both read this one."""
     from .solvers import attention_law
 
-    a = a or run_attrs(ds)
+    a = a or read_run_attrs(ds)
     out = {}
     for s, x in measure.attn_raw_init(measure.with_seed_dim(ds), axis).items():
         if x.size:
@@ -168,7 +169,7 @@ def kernel_limit(ds: xr.Dataset, a: dict | None = None, n_heads_mc: int = MC_HEA
     `dmft.solvers.infinite_head_kernels`, seeded, `n_heads_mc` Monte Carlo heads)."""
     from .solvers import infinite_head_kernels
 
-    a = a or run_attrs(ds)
+    a = a or read_run_attrs(ds)
 
     inputs = ds.probe_inputs
     for d in [d for d in inputs.dims if d not in ("sample", "token", "feature")]:
@@ -196,7 +197,7 @@ def check(ds: xr.Dataset, n_heads_mc: int = MC_HEADS, limit: xr.Dataset | None =
     axis = measure.sweep_axis(ds)
     if ds.sizes[axis] < 3:
         raise ValueError(f"a sweep needs at least 3 values of {axis} for a slope, got {ds.sizes[axis]}")
-    a = run_attrs(ds)
+    a = read_run_attrs(ds)
     points = divergence.diverged_points(ds, axis)
     seeds = ds["seed"].values
     out = []

@@ -15,7 +15,7 @@ import numpy as np
 import xarray as xr
 
 from . import divergence, measure
-from .check import row_verdict, run_attrs, slope_verdict
+from .check import row_verdict, read_run_attrs, slope_verdict
 from .predictions import P12_DELTA, P12_LEVEL, planned_rows
 from .verdict import CONSISTENT, REFUTED, Verdict
 
@@ -52,7 +52,7 @@ def comparable(a: xr.Dataset, b: xr.Dataset, differ: str) -> bool:
         return json.dumps([param, rest, measure.sweep_axis(ds), list(ds[measure.sweep_axis(ds)].values.tolist())],
                           sort_keys=True, default=str)
     try:
-        return run_attrs(a)[differ] != run_attrs(b)[differ] and key(a) == key(b)
+        return read_run_attrs(a)[differ] != read_run_attrs(b)[differ] and key(a) == key(b)
     except (KeyError, ValueError):
         return False
 
@@ -68,7 +68,7 @@ def _boot_mean_diff(x: np.ndarray, y: np.ndarray, seed: int = 0) -> tuple[float,
 
 
 def _planned(key: str, ds: xr.Dataset, axis: str):
-    a = run_attrs(ds)
+    a = read_run_attrs(ds)
     return planned_rows([key], a["alpha_A"], a["alpha_L"], a["standard"], axis, True, a["task"])[0]
 
 
@@ -83,7 +83,7 @@ def p9_verdict(one: xr.Dataset, half: xr.Dataset) -> Verdict:
     for L, x, y in zip(sizes, _finite_rows(l1), _finite_rows(lh)):
         per.append((L, *_boot_mean_diff(x, y)) if len(x) and len(y) else (L, np.nan, np.nan, np.nan))
     L, d, lo, hi = per[-1]
-    name = f"{run_attrs(one)['name']} vs {run_attrs(half)['name']}"
+    name = f"{read_run_attrs(one)['name']} vs {read_run_attrs(half)['name']}"
     note = f"L={int(L)}; loss(alpha_L=1) - loss(alpha_L=1/2) per L: " + ", ".join(
         f"L={int(s)}: {v:+.3f} [{a:+.3f}, {b:+.3f}]" for s, v, a, b in per)
     return row_verdict(_planned("P9", one, "L"), "L", name, d, lo, hi, 0.0, "stated: the sign of a difference",
@@ -106,7 +106,7 @@ def p11_verdict(ds: xr.Dataset) -> Verdict:
     p = _planned("P11", ds, "H")
     means = [np.nanmean(r) if np.isfinite(r).any() else np.nan for r in loss]
     note = "final held-out loss per H: " + ", ".join(f"H={int(s)}: {m:.4f}" for s, m in zip(sizes, means))
-    v = slope_verdict(p, "H", run_attrs(ds)["name"], sizes, loss, note=note, band=P11_BAND,
+    v = slope_verdict(p, "H", read_run_attrs(ds)["name"], sizes, loss, note=note, band=P11_BAND,
                       band_source=P11_BAND_SOURCE)
     return replace(v, note=f"favours: {p11_favours(v)}; {v.note}")
 
@@ -169,7 +169,7 @@ def p12_verdict(one: xr.Dataset, half: xr.Dataset, n_boot: int = N_BOOT, seed: i
         lo, hi = np.quantile(boot, [q, 1 - q])
         per.append((n, float(_rel_diff(a[None], b[None])[0]), float(lo), float(hi), len(a)))
     first = next((r for r in per if np.isfinite(r[1])), per[0])
-    name = f"{run_attrs(one)['name']} vs {run_attrs(half)['name']}"
+    name = f"{read_run_attrs(one)['name']} vs {read_run_attrs(half)['name']}"
     note = (f"{axis}={int(first[0])}, {'paired' if paired else 'independent'} seeds; |dK|/|K| per {axis}: "
             + ", ".join(f"{int(s)}: {d:.3f} [{lo:.3f}, {hi:.3f}]" for s, d, lo, hi, _ in per))
     return row_verdict(_planned("P12", one, axis), axis, name, first[1], first[2], first[3], P12_DELTA,

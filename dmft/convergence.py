@@ -315,9 +315,9 @@ def _select(ds: xr.Dataset, quantity: str, axis: str | None, depth=None, layer=N
 
 def _task(ds: xr.Dataset) -> str:
     """The task ('lm', 'vision', ...) of a dmft-probe dataset, from its attrs or its config."""
-    from .check import run_attrs
+    from .check import read_run_attrs
 
-    return str(ds.attrs.get("task") or run_attrs(ds)["task"])
+    return str(ds.attrs.get("task") or read_run_attrs(ds)["task"])
 
 
 # ---- the jackknife engine: per-size estimates of the usable points and their leave-one-seed-out replicates ----

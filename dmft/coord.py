@@ -34,7 +34,7 @@ import numpy as np
 import xarray as xr
 
 from . import measure
-from .check import run_attrs
+from .check import read_run_attrs
 from .fit import slope_fit
 from .predictions import COORD_CORRECTION, CoordExpectation, coord_expectation, coord_hypotheses
 from .verdict import MARKS, NOT_MEASURED, OUTCOMES, REFUTED, Verdict, lines, to_dataset
@@ -162,7 +162,7 @@ def coord_verdicts(ds: xr.Dataset) -> list[Verdict]:
     axis = measure.sweep_axis(ds)
     if ds.sizes[axis] < 3:
         raise ValueError(f"a coordinate check needs at least 3 values of {axis}, got {ds.sizes[axis]}")
-    a = run_attrs(ds)
+    a = read_run_attrs(ds)
     a_A, a_L, standard = a["alpha_A"], a["alpha_L"], a["standard"]
     setting = _setting(ds, a)
     sizes = ds[axis].values.astype(float)

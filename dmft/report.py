@@ -20,7 +20,7 @@ import numpy as np
 import xarray as xr
 
 from . import compare, convergence, depth, fit, measure, power, verdict
-from .check import MC_HEADS, check, row_verdict, run_attrs
+from .check import MC_HEADS, check, row_verdict, read_run_attrs
 from .predictions import CLAIMS, KEYS, RATE_KEYS, REGISTRY, Planned, planned_rows
 from .verdict import Verdict
 
@@ -95,7 +95,7 @@ def trained_verdicts(ds: xr.Dataset) -> list[Verdict]:
     """The trained-regime rows of one sweep at its last probe step: the trained rates along its axis (P5 along H,
     P6 along N, conv-L along L) and P11 on H sweeps. Empty for an init-only sweep; SP has no rate rows."""
     ds = measure.with_seed_dim(ds)
-    a = run_attrs(ds)
+    a = read_run_attrs(ds)
     if not a["trained"]:
         return []
     axis = measure.sweep_axis(ds)
@@ -117,7 +117,7 @@ def p7_verdict(grid: xr.Dataset) -> Verdict:
     from .transfer import fit_optimum, losses_of
     from .transfer import p7_verdict as verdict_of
 
-    a = run_attrs(grid)
+    a = read_run_attrs(grid)
     return replace(verdict_of(fit_optimum(losses_of(grid), grid.attrs["sweep_axis"]), a["standard"], a["name"]),
                    primary=True)
 
@@ -130,7 +130,7 @@ def _named(path: Path, e: ValueError) -> ValueError:
 
 def load_dataset_checked(path: Path) -> xr.Dataset:
     """The dataset at `path`, checked for what folder_verdicts needs before any verdict is computed: it loads
-    (`probes.experiment.dataset.load`: schema and checksums), its config has the param and model tables (`run_attrs`), and it
+    (`probes.experiment.dataset.load`: schema and checksums), its config has the param and model tables (`read_run_attrs`), and it
     is a complete learning-rate grid (`probes.grid.lr_grid.load_lr_grid`) or a sweep along one of N, H, L with at least
     3 sizes. ValueError (one line naming the file) otherwise."""
     from probes.experiment.dataset import load
@@ -138,7 +138,7 @@ def load_dataset_checked(path: Path) -> xr.Dataset:
 
     try:
         ds = load(path)
-        run_attrs(ds)
+        read_run_attrs(ds)
         if ds.attrs.get("kind") == KIND:
             return load_lr_grid(path)
         axis = measure.sweep_axis(ds)
@@ -187,11 +187,11 @@ def folder_verdicts(folder: Path, n_heads_mc: int = MC_HEADS, progress=None) -> 
         sweeps.append((path, ds))
     for (pa, a), (pb, b) in [(x, y) for i, x in enumerate(sweeps) for y in sweeps[i + 1:]]:
         axis = measure.sweep_axis(a)
-        if not (run_attrs(a)["trained"] and run_attrs(b)["trained"]):
+        if not (read_run_attrs(a)["trained"] and read_run_attrs(b)["trained"]):
             continue
         for differ, key, fn in (("alpha_L", "L", compare.p9_verdict), ("alpha_A", "N", compare.p12_verdict)):
             if axis == key and compare.comparable(a, b, differ):
-                one, half = (a, b) if run_attrs(a)[differ] > run_attrs(b)[differ] else (b, a)
+                one, half = (a, b) if read_run_attrs(a)[differ] > read_run_attrs(b)[differ] else (b, a)
                 names = f"{pa.name} vs {pb.name}" if one is a else f"{pb.name} vs {pa.name}"
                 out.append(replace(fn(one, half), dataset=names))
     preset = preset_of({path.name: ds for path, ds in loaded})

@@ -97,6 +97,12 @@ def check_str(key: str, v: object) -> None:
         raise ConfigError(key, f"must be a string, got {short(v)} ({type(v).__name__})")
 
 
+def one_of_error(name: str, value: object, choices) -> ValueError:
+    """The one wording of a value outside its choices, for an option, a variable or a file field: ValueError
+    "<name> must be one of a, b, got <value>" (the value's repr cut to 60 characters, so one short line)."""
+    return ValueError(f"{name} must be one of {', '.join(choices)}, got {short(value)}")
+
+
 def check_choice(key: str, v: object, choices) -> None:
     if not isinstance(v, str) or v not in choices:
         raise ConfigError(key, f"must be one of {', '.join(choices)}; got {short(v)}")

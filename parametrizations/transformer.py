@@ -250,8 +250,9 @@ class Block(nn.Module):
         self.branch = float(branch_multiplier(p, L))       # beta0 (L/L0)^-alpha_L
         self.attn_scale = float(attention_scale(p, N))     # N^-alpha_A
         if opts.ngpt:
-            # eigen learning rates alpha_A, alpha_M start at the branch multiplier (spec.VARIANT_NOTES "eigen")
-            self.alpha_A, self.alpha_M = vec(d, "eigen", self.branch), vec(d, "eigen", self.branch)
+            # nGPT's eigen learning rates of the attention and MLP branches (nGPT calls them alpha_A, alpha_M; not
+            # the paper's exponent alpha_A) start at the branch multiplier (spec.VARIANT_NOTES "eigen")
+            self.eigen_lr_attn, self.eigen_lr_mlp = vec(d, "eigen", self.branch), vec(d, "eigen", self.branch)
             self.s_qk = vec(H_l * N, "ngpt_sqk")
             self.s_uv = vec(2 * d_ff if gated else d_ff, "gain")   # one per output of mlp_in
         elif opts.norm == "rms":
@@ -364,7 +365,7 @@ class Block(nn.Module):
         Norm(h + |alpha| (out - h)) with the branch's eigen learning rate (nGPT), or LAUREL's learned residual; the
         new h is appended to `history` (LAUREL PA) when given."""
         if self.opts.ngpt:
-            alpha = (self.alpha_A if which == "attn" else self.alpha_M).value_for(h, (h.shape[-1],)).abs()
+            alpha = (self.eigen_lr_attn if which == "attn" else self.eigen_lr_mlp).value_for(h, (h.shape[-1],)).abs()
             h = normalise(h + alpha * (out - h))                  # h <- Norm(h + |alpha| (h_branch - h))
         elif self.opts.laurel:
             h = (self.laurel_attn if which == "attn" else self.laurel_mlp)(h, self.branch * out, history)

@@ -11,7 +11,7 @@ from dmft.predictions import P12_DELTA
 
 def sweep(axis: str, sizes, loss=None, kernel=None, alpha_A=1.0, alpha_L=1.0, name="mup", seeds=6, steps=3):
     """A minimal trained sweep dataset: heldout_loss (axis, seed, step) and kernel_pooled (axis, seed, step, depth,
-    sample, sample_), with the config attribute dmft.check.run_attrs reads."""
+    sample, sample_), with the config attribute dmft.check.read_run_attrs reads."""
     cfg = {"param": {"alpha_A": alpha_A, "alpha_L": alpha_L, "beta0": 1.0, "L0": 1.0, "standard": False,
                      "name": name, "gamma0": 1.0},
            "model": {"task": "digits", "N": 8, "H": 4, "L": 2, "axis": axis}, "optim": {"name": "sgd", "eta0": 0.5},

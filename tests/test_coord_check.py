@@ -76,13 +76,13 @@ def test_mup_updates_have_a_width_limit(tmp_path, optimizer, axis):
     """Logits and every hidden site move O(1) in N and in H, at every step up to 20 (the fix of the Adam readout:
     before it, the logits' change grew as N^+0.40 after 20 Adam steps): every late change
     slope lies within FLAT of its expectation; no judged row (init, steps >= 10) is refuted (the step-1 and step-3
-    rows are an early transient, listed by the check and not judged, as in dmft.variant_table)."""
+    rows are an early transient, listed by the check and not judged, as in dmft.variant_verdicts)."""
     ds, rows = coord(tmp_path, "mup", optimizer, axis)
     late = rows_of(rows, "change", min_step=10)
     assert {v.row.split()[0] for v in late} >= {"logits", "h", "attn_out", "mlp_out", "q", "k", "v", "A", "embed"}
     far = [(v.row, round(v.estimate, 3)) for v in late if abs(v.estimate - expected(v)) > FLAT]
     assert not far, f"mup/{optimizer}: change slopes farther than {FLAT} from their expectation: {far}"
-    judged = rows_of(rows, "init") + late       # the early steps are a transient (dmft.variant_table)
+    judged = rows_of(rows, "init") + late       # the early steps are a transient (dmft.variant_verdicts)
     assert not off(judged), off(judged)
     moved = ds.io_update_rms.sel(io_site="logits").isel(step=-1)
     assert float(moved.min()) > 1e-2, "the logits did not move: the check would be vacuous"

@@ -142,6 +142,7 @@ def test_a_changed_setting_is_refused_before_any_work(tmp_path, reference, chang
     assert len(lines) == 1 and lines[0].startswith("error: --out") and setting in lines[0], r.stderr
     old, new = (str(STEPS), str(STEPS + 1)) if setting == "steps" else ('"mup"', '"mup-sqrt"')
     assert f"{old} -> {new}" in lines[0]
+    assert f"{setting} ({change[0]})" in lines[0]             # the flag, from the option table
     assert {p.name: p.read_bytes() for p in parts_dir(out).iterdir()} == before      # nothing trained or written
     assert not out.exists()
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from dmft.check import run_attrs as check_run_attrs
+from dmft.check import read_run_attrs
 from dmft.transfer import best_eta0, fit_optimum, losses_of, p7_verdict
 from dmft.verdict import Verdict, decide
 from probes.grid import lr_grid
@@ -212,7 +212,7 @@ def test_the_grid_dataset_has_its_dims_attrs_and_losses(tiny):
     assert ds.status.dims == ("eta0", "N", "seed") and list(ds.seed.values) == [0, 1]
     assert ds.attrs["kind"] == "lr_grid" and ds.attrs["sweep_axis"] == "N"
     assert list(ds.attrs["grid_eta0"]) == [0.01, 0.1, 1e12] and list(ds.attrs["grid_sizes"]) == [1, 2, 3]
-    a = check_run_attrs(ds)                             # the parametrization is readable as from a sweep
+    a = read_run_attrs(ds)                             # the parametrization is readable as from a sweep
     assert a["name"] == "sp" and a["standard"] and a["task"] == "vision" and a["trained"]
     cfg = json.loads(ds.attrs["config"])
     assert cfg["probes"]["enabled"] is False and cfg["model"]["axis"] == "N"
@@ -365,7 +365,7 @@ def test_p7_on_a_small_seeded_grid_mup_stays_and_sp_falls(preset, standard):
     ds = run_lr_grid(base, "N", [4, 16, 64], P7_ETAS, 3, progress=False)
     opt = fit_optimum(losses_of(ds), "N")
     assert all(why == "" for why in opt.reasons), opt.line()
-    v = p7_verdict(opt, check_run_attrs(ds)["standard"], preset)
+    v = p7_verdict(opt, read_run_attrs(ds)["standard"], preset)
     assert isinstance(v, Verdict) and v.key == "P7" and v.estimate == pytest.approx(opt.exponent)
     assert v.band == pytest.approx(0.25 / np.log10(16)), v.band_source        # half a half-decade over N = 4..64
     if standard:

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 
 import parametrizations.laurel as laurel_mod
 from dmft.coord import coord_verdicts, refuted
-from dmft.variant_table import judged as judged_rows
+from dmft.variant_verdicts import judged as judged_rows
 from parametrizations import spec
 from parametrizations.laurel import Laurel
 from parametrizations.layers import ScaledLinear, ScaledTable, ScaledVector, TiedReadout
@@ -76,7 +76,7 @@ def coord(tmp_path, variant: str, axis: str, values: list[int], steps: list[int]
 
 
 def judged(rows, min_step: int = 10):
-    """The rows a verdict rests on: every init row and every change row at step >= 10 (`dmft.variant_table`)."""
+    """The rows a verdict rests on: every init row and every change row at step >= 10 (`dmft.variant_verdicts`)."""
     assert min_step == 10
     return judged_rows(rows)
 

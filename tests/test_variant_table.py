@@ -1,7 +1,7 @@
 """`dmft-probe variants`: the variant x axis x optimizer table of coordinate-check summaries.
 
 The command runs for real on a tiny grid (--quick: N = 4, 8, 16, 8 seeds, probes at steps 0, 1, 10; paper
-and laurel, Adam) in this process (--workers 1); `dmft.variant_table.variant_summary` is then checked on that real
+and laurel, Adam) in this process (--workers 1); `dmft.variant_verdicts.variant_summary` is then checked on that real
 dataset with one site's change made to grow on purpose. Seeded, CPU.
 """
 import time
@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from cli import app
 from dmft.coord import coord_verdicts
-from dmft.variant_table import cell_of, variant_summary, variant_table_from_folder, variant_table_markdown
+from dmft.variant_verdicts import cell_of, variant_summary, variant_table_from_folder, variant_table_markdown
 from dmft.verdict import MARKS, NOT_MEASURED, REFUTED
 from probes.experiment.dataset import load
 

@@ -172,7 +172,7 @@ def reference(model: LWSTransformer, x: torch.Tensor, drop: frozenset = frozense
             trace["k"].append(k)
         att = attend(q, k, v, scale, causal and "causal" not in drop)
         a = att.transpose(1, 2).reshape(B, S, H * N) @ eff(blk.o).T
-        h = residual(blk, getattr(blk, "laurel_attn", None), getattr(blk, "alpha_A", None), h, a)
+        h = residual(blk, getattr(blk, "laurel_attn", None), getattr(blk, "eigen_lr_attn", None), h, a)
         u = pre(blk, h, getattr(blk, "norm_mlp", None))
         z = u @ eff(blk.mlp_in).T
         if o.ngpt and "s_uv" not in drop:
@@ -185,7 +185,7 @@ def reference(model: LWSTransformer, x: torch.Tensor, drop: frozenset = frozense
         else:
             act = gelu_tanh(z)
         m = act @ eff(blk.mlp_out).T
-        h = residual(blk, getattr(blk, "laurel_mlp", None), getattr(blk, "alpha_M", None), h, m)
+        h = residual(blk, getattr(blk, "laurel_mlp", None), getattr(blk, "eigen_lr_mlp", None), h, m)
         if trace is not None:
             trace["h"].append(h)
     if o.ngpt:

@@ -7,8 +7,9 @@ from dataclasses import replace
 import numpy as np
 import xarray as xr
 
-from probes.experiment.config import _gib, available_bytes
+from probes.experiment.config import _gib
 from probes.experiment.dataset import run_attrs
+from probes.experiment.memory import free_bytes
 from probes.experiment.run import RunConfig, full_batch_arrays
 
 from .output import solution_dataset
@@ -54,7 +55,7 @@ def check_memory(prob: Problem, scfg: SolverConfig) -> None:
     """ValueError naming the sizes when the solve would not fit in the memory available now."""
     import torch
 
-    need, have = memory_bytes(prob, scfg), available_bytes(torch.device(scfg.device))
+    need, have = memory_bytes(prob, scfg), free_bytes(torch.device(scfg.device))
     if need > have:
         raise ValueError(f"--train-size {prob.P}, --heldout-batch {prob.M - prob.P}, --patch ({prob.S} tokens), --steps "
                          f"{prob.steps}, --samples {scfg.n_samples}: the solver needs about {_gib(need)}, more than "

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from parametrizations.checks import one_of_error
 from parametrizations.optim import OptimConfig, global_lr
 from parametrizations.spec import Parametrization, abc, attention_scale, branch_multiplier
 
@@ -151,7 +152,7 @@ class Problem:
             if y.shape != (x.shape[0],) or (y.size and (y.min() < 0 or y.max() >= self.n_classes)):
                 raise ValueError(f"{name} must hold one label in [0, {self.n_classes}) per sample")
         if self.loss not in LOSSES:
-            raise ValueError(f"--loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+            raise one_of_error("--loss", self.loss, LOSSES)
         if int(self.L) != self.L or self.L < 1 or int(self.steps) != self.steps or self.steps < 0:
             raise ValueError(f"L must be >= 1 and steps >= 0, got L={self.L}, steps={self.steps}")
 

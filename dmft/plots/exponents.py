@@ -130,7 +130,7 @@ def verdict_figure(ds: xr.Dataset, verdicts=None, n_heads_mc: int = P4_MC_HEADS,
     with their verdicts; the coordinate check's site rows are counted there (every row is drawn by
     `dmft.plots.verdicts.verdict_rows_figure`)."""
     from .. import divergence, measure
-    from ..check import kernel_limit, run_attrs, stable_values
+    from ..check import kernel_limit, read_run_attrs, stable_values
     from ..coord import is_site_row
     from ..fit import slope_fit
     from ..rows import dataset_verdicts
@@ -138,7 +138,7 @@ def verdict_figure(ds: xr.Dataset, verdicts=None, n_heads_mc: int = P4_MC_HEADS,
 
     ds = measure.with_seed_dim(ds)
     axis = measure.sweep_axis(ds)
-    a = run_attrs(ds)
+    a = read_run_attrs(ds)
     cache: dict = {} if limit is None else {"limit": limit}
     if axis == "H" and "limit" not in cache:      # P4 applies: one solver run shared by the rows and the panel
         cache["limit"] = kernel_limit(ds, a, n_heads_mc)

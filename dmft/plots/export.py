@@ -157,14 +157,14 @@ def _sweep_attention_figure(ds: xr.Dataset, axis: str, rows: Callable[[], dict] 
     """Sweep: A(0) over heads at probe point 0 (pooled over layers and seeds) for the smallest and largest size,
     each panel's KS p-value `dmft.check.p3_ks_pvalues`'s (the one P3's row quotes), and P3's verdict in the title
     as `dmft-probe check` prints it (rows: `_rows_of`'s memo)."""
-    from ..check import p3_ks_pvalues, run_attrs
+    from ..check import p3_ks_pvalues, read_run_attrs
     from ..measure import attn_raw_init, with_seed_dim
 
     samples = attn_raw_init(with_seed_dim(ds), axis)
     sizes = sorted(samples)
     chosen = [sizes[0], sizes[-1]] if len(sizes) > 1 else sizes
     fig, axes = _subplots(len(chosen), len(chosen), panel=(4.8, 3.7))
-    a = run_attrs(ds)
+    a = read_run_attrs(ds)
     pvals = p3_ks_pvalues(ds, axis, a)
     for ax, s in zip(axes, chosen):
         N = int(s) if axis == "N" else int(a["N"])
@@ -201,9 +201,9 @@ def _rows_of(ds: xr.Dataset, axis: str) -> Callable[[], dict]:
 
 def _verdicts_figure(ds: xr.Dataset, axis: str, rows: Callable[[], dict]) -> Figure:
     """Every row of the dataset with its verdict (`verdict_rows_figure`), titled with the sweep's setting."""
-    from ..check import run_attrs
+    from ..check import read_run_attrs
 
-    a = run_attrs(ds)
+    a = read_run_attrs(ds)
     return verdict_rows_figure(rows()["rows"], title=f"{a['name']} (alpha_A = {a['alpha_A']:g}, alpha_L = "
                                f"{a['alpha_L']:g}), sweep over {axis}, "
                                f"{'trained' if a['trained'] else 'at initialisation'}")

@@ -16,9 +16,10 @@ Validation, in order, each failure a ValueError whose one-line message names the
 or the config-file key ([param] gamma0 in run.toml) the value came from:
 1. the file: a regular, readable UTF-8 TOML/JSON file of at most 1 MB whose top level is a table of known
    sections, each a table of known keys;
-2. types, against the dataclass field types (int: an integer, not a bool, a float only without fraction;
-   float: a number, not a bool; bool: true/false; str: a string; tuples: lists of the element type);
-3. values: the dataclasses' own checks (`parametrizations.checks`: finiteness, ranges, choices);
+2. forms a file may hold for a field's type are converted (`convert`: 4.0 for an int, 4 for a float, a list for
+   a tuple); a JSON null is refused where the field takes none;
+3. types and values: the dataclasses' own checks (`parametrizations.checks`: types, finiteness, ranges, choices;
+   the one place they are checked), also of a file's value that the command line overrides;
 4. across values: --d-model = N*H, the LWS profile resolves, the device is one torch can use, tf32 needs CUDA,
    --data is an existing regular file or folder (and absent for digits), the patch divides the bundled images
    (16 synthetic, 8 digits), the bundled data sets hold the probe and held-out batches;
@@ -41,7 +42,8 @@ import typing
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from parametrizations.checks import DERIVED_MAX, DERIVED_MIN, ConfigError, is_int, is_real, safe, short
+from parametrizations.checks import DERIVED_MAX, DERIVED_MIN, ConfigError, check_int, is_int, one_of_error, safe, short
+from parametrizations.counts import parameter_count
 from parametrizations.optim import OptimConfig, eps0 as eps0_of, eps_multiplier, global_lr
 from parametrizations.spec import Parametrization, abc, attention_scale, branch_multiplier, get_preset, is_adam
 from parametrizations.transformer import ModelConfig, check_centre, is_vision
@@ -50,6 +52,8 @@ from parametrizations.variants import MODEL_PRESETS
 from probes.experiment import data as _data
 
 from probes.hooks.recorder import MAX_PROBE_SAMPLES, ProbeConfig
+from probes.experiment.memory import FLOAT, free_bytes, member_bytes
+from probes.experiment.options import flag_of
 from probes.experiment.run import RunConfig, resolve_device
 
 MODEL_KEYS = {f.name for f in fields(ModelConfig)} | {"preset"}
@@ -61,26 +65,6 @@ SECTION_KEYS = {"model": MODEL_KEYS, "param": PARAM_KEYS, "optim": OPTIM_KEYS, "
 SECTION_CLASSES = {"model": ModelConfig, "param": Parametrization, "optim": OptimConfig, "run": RunConfig,
                    "probes": ProbeConfig}
 MAX_CONFIG_BYTES = 1 << 20
-
-# The command-line option of each config key that has one (cli.py declares the same flags).
-FLAGS = {
-    ("model", "N"): "--N", ("model", "H"): "--H", ("model", "L"): "--L", ("model", "task"): "--task",
-    ("model", "lws"): "--lws", ("model", "seq_len"): "--seq-len", ("model", "axis"): "--axis",
-    ("model", "d_model"): "--d-model",
-    ("model", "preset"): "--model-preset", ("model", "variant"): "--variant", ("model", "laurel"): "--laurel",
-    ("model", "kv_group"): "--kv-group",
-    ("param", "preset"): "--param", ("param", "alpha_A"): "--alpha-A", ("param", "alpha_L"): "--alpha-L",
-    ("param", "beta0"): "--beta0", ("param", "gamma0"): "--gamma0", ("param", "L0"): "--L0",
-    ("param", "centre"): "--centre",
-    ("optim", "name"): "--optimizer", ("optim", "eta0"): "--eta0", ("optim", "weight_decay"): "--weight-decay",
-    ("run", "batch_size"): "--batch-size", ("run", "device"): "--device", ("run", "data_path"): "--data",
-    ("run", "precision"): "--precision", ("run", "compile"): "--compile", ("run", "steps"): "--steps",
-    ("run", "seed"): "--seed", ("run", "io_seeds"): "--io-seeds", ("run", "train_size"): "--train-size",
-    ("run", "batch"): "--batch", ("run", "loss"): "--loss", ("run", "patch"): "--patch",
-    ("run", "heldout_batch"): "--heldout-batch",
-    ("probes", "every"): "--probe-every", ("probes", "n_log"): "--probe-log", ("probes", "schedule"): "--probe-log",
-    ("probes", "n_samples"): "--probe-samples", ("probes", "enabled"): "--no-probes",
-}
 
 # The default data sets (probes.experiment.data): the synthetic vision task's images and held-out split, and the longest
 # window the embedded stdlib corpus's held-out split (about 200 KB) certainly holds.
@@ -143,7 +127,9 @@ class _Defaults(Names):
 
 
 def _flag(section: str, key: str) -> str:
-    return FLAGS.get((section, key), f"[{section}] {key}")
+    """The flag of [section] key (`probes.experiment.options`, the table cli.py declares its options from), else the
+    config-file key."""
+    return flag_of(section, key) or f"[{section}] {key}"
 
 
 def _relabel(names: Names, section: str, e: ConfigError) -> ValueError:
@@ -214,65 +200,28 @@ def _field_types() -> dict[str, dict[str, object]]:
 FIELD_TYPES = _field_types()
 
 
-def _describe(tp) -> str:
+def convert(value, tp):
+    """`value` in the form of the field type `tp` where a config file may legitimately hold another: an integral
+    float for an int (JSON writers emit 4.0), an int for a float, a list for a tuple. Anything else is returned as
+    it is: the dataclasses judge every value (`parametrizations.checks`, the one place types are checked)."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
-        return " or ".join("none" if a is type(None) else _describe(a) for a in args)
-    if origin is tuple:
-        if len(args) == 2 and args[1] is Ellipsis:
-            return f"a list of {_describe(args[0]).replace('an ', '').replace('a ', '')}s"
-        return f"a list of {len(args)} {_describe(args[0]).replace('an ', '').replace('a ', '')}s"
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
-
-
-def coerce(key: str, value, tp):
-    """`value` converted to the field type `tp` where a config file may legitimately hold another form (4.0 for
-    an int, 4 for a float, a list for a tuple); ConfigError(key, ...) when its type is wrong."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-
-    def wrong():
-        return ConfigError(key, f"must be {_describe(tp)}, got {short(value)} ({type(value).__name__})")
-
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
         inner = [a for a in args if a is not type(None)]
+        return value if value is None else convert(value, inner[0])
+    if tp is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if tp is float and is_int(value):
         try:
-            return coerce(key, value, inner[0])
-        except ConfigError:
-            raise wrong() from None
-    if tp is bool:
-        if isinstance(value, bool):
+            return float(value)
+        except OverflowError:                       # an int beyond float's range: the dataclass refuses it
             return value
-        raise wrong()
-    if tp is int:
-        if is_int(value):
-            return int(value)
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise wrong()
-    if tp is float:
-        if is_real(value):
-            try:
-                return float(value)
-            except OverflowError:                   # an int beyond float's range
-                raise ConfigError(key, f"must be a finite number, got {short(value)}") from None
-        raise wrong()
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise wrong()
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise wrong()
-        elem = args[0]
-        if not (len(args) == 2 and args[1] is Ellipsis) and len(value) != len(args):
-            raise wrong()
-        try:
-            return tuple(coerce(key, v, elem) for v in value)
-        except ConfigError:
-            raise wrong() from None
+    if origin is tuple and isinstance(value, list):
+        return tuple(convert(v, args[0]) for v in value)
     return value
+
+
+def _nullable(tp) -> bool:
+    return typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in typing.get_args(tp)
 
 
 # ----------------------------------------------------------------------------------------------- make_run_config
@@ -297,22 +246,21 @@ def make_run_config(config_file: str | None = None, *, scale: int | None = None,
         cli["model"][axis] = scale
         names.special[("model", axis)] = "--scale"
 
-    sections = {}
+    sections: dict[str, dict] = {}
     for s in SECTION_KEYS:
-        # the file's values are type-checked even where the command line overrides them: the file is wrong
-        typed = []
-        for source, where in ((data.get(s, {}), f"[{s}] {{}} in {config_file}"), (cli[s], None)):
-            out = {}
-            for k, v in source.items():
-                label = where.format(k) if where else names.name(s, k)
-                if k not in FIELD_TYPES[s]:
-                    raise ValueError(f"{label} is not a {s} setting")
-                try:
-                    out[k] = coerce(k, v, FIELD_TYPES[s][k])
-                except ConfigError as e:
-                    raise ValueError(f"{label} {e.reason}") from None
-            typed.append(out)
-        sections[s] = {**typed[0], **typed[1]}
+        file_values = {k: convert(v, FIELD_TYPES[s][k]) for k, v in data.get(s, {}).items()}
+        for k, v in file_values.items():
+            # TOML has no null; JSON's null is refused where the field takes none (the command line's None means
+            # "not given", which a file says by leaving the key out)
+            if v is None and not _nullable(FIELD_TYPES[s][k]):
+                raise ValueError(f"[{s}] {k} in {config_file} must not be null")
+        for k in cli[s]:
+            if k not in FIELD_TYPES[s]:
+                raise ValueError(f"{names.name(s, k)} is not a {s} setting")
+        sections[s] = {**file_values, **{k: convert(v, FIELD_TYPES[s][k]) for k, v in cli[s].items()}}
+        overridden = set(file_values) & set(cli[s])
+        if overridden:      # a file's value the command line overrides is still checked: the file is wrong
+            _check_file_values(s, file_values, overridden, config_file)
 
     def build(section: str, fn, **kw):
         try:
@@ -325,15 +273,16 @@ def make_run_config(config_file: str | None = None, *, scale: int | None = None,
     d_model = m.pop("d_model", None)
     preset = m.pop("preset", None)
     if preset is not None:
-        if preset not in MODEL_PRESETS:
-            raise ValueError(f"{names.name('model', 'preset')} must be one of {', '.join(MODEL_PRESETS)}, got "
-                             f"{short(preset)}")
+        if not isinstance(preset, str) or preset not in MODEL_PRESETS:
+            raise one_of_error(names.name('model', 'preset'), preset, MODEL_PRESETS)
         m = {**MODEL_PRESETS[preset], **m}     # the preset's fields, under anything given explicitly
     model_cfg = build("model", ModelConfig, **m)
     try:
         model_cfg.shapes()
     except ValueError as e:
         raise ValueError(f"{names.name('model', 'lws')}: {str(e).splitlines()[0]}") from None
+    if d_model is not None:
+        build("model", check_int, key="d_model", v=d_model)
     if d_model is not None and d_model != model_cfg.d_model:
         raise ValueError(f"--d-model {d_model} does not match N*H = {model_cfg.N}*{model_cfg.H} = {model_cfg.d_model}")
     param_cfg = build("param", get_preset, name=p.pop("preset", "mup"), **p)
@@ -345,6 +294,28 @@ def make_run_config(config_file: str | None = None, *, scale: int | None = None,
     if fits:
         check_fits(cfg, names, what=fits)
     return cfg
+
+
+def _check_file_values(section: str, values: dict, keys: set, path) -> None:
+    """The config file's `section` alone (over the defaults) through its dataclass: ValueError naming the file's
+    key when one of `keys` (the values the command line overrides) is refused. Other refusals are left to the
+    merged config, where the command line may have mended them."""
+    values = dict(values)
+    try:
+        if section == "model":
+            values.pop("d_model", None)
+            preset = values.pop("preset", None)
+            ModelConfig(**{**(MODEL_PRESETS.get(preset, {}) if isinstance(preset, str) else {}), **values})
+        elif section == "param":
+            values.pop("preset", None)
+            replace(get_preset("mup"), **values)
+        else:
+            SECTION_CLASSES[section](**values)
+    except ConfigError as e:
+        if e.key in keys:
+            raise ValueError(f"[{section}] {e.key} in {path} {e.reason}") from None
+    except (TypeError, ValueError):
+        pass
 
 
 def check_run(cfg: RunConfig, names: Names | None = None) -> None:
@@ -603,22 +574,6 @@ def _gib(n: float) -> str:
     return f"{n / 1024:.0f} KiB"
 
 
-def available_bytes(device) -> int:
-    """Memory this process can use now: free CUDA memory, or the host's MemAvailable (free plus reclaimable
-    cache; `probes.experiment.ensemble.free_bytes` elsewhere)."""
-    from probes.experiment.ensemble import free_bytes
-
-    if getattr(device, "type", device) != "cuda":
-        try:
-            with open("/proc/meminfo") as f:
-                for line in f:
-                    if line.startswith("MemAvailable:"):
-                        return int(line.split()[1]) * 1024
-        except (OSError, ValueError, IndexError):
-            pass
-    return free_bytes(device)
-
-
 def _effective(cfg: RunConfig) -> RunConfig:
     """cfg with the data-dependent sizes of the default data sets (what `probes.experiment.run.setup` will use)."""
     m = cfg.model
@@ -633,25 +588,20 @@ def _effective(cfg: RunConfig) -> RunConfig:
 
 def memory_parts(cfg: RunConfig, what: str = "run", members: int = 1) -> dict[str, tuple[int, list, bool]]:
     """Estimated bytes of a run by part: {part: (bytes, the keys that size it, on the device)}. A generous
-    estimate: `probes.experiment.ensemble.member_bytes` (weights with gradient, optimizer state and initial copy;
+    estimate: `probes.experiment.memory.member_bytes` (weights with gradient, optimizer state and initial copy;
     training activations; the probe pass) plus the probe kernels, the recorded probe steps, a full-batch run's
     gradient kernels (every train step), the held-out forward, the per-step loss buffers and the batch chunk.
-    what="model": the weights alone (describe)."""
-    from probes.experiment.ensemble import FLOAT, member_bytes
-
+    what="model": the weights alone (describe; `parametrizations.counts.parameter_count` floats)."""
     cfg = _effective(cfg)
     m = cfg.model
     sh = m.shapes()
     d, S, L = m.d_model, m.seq_len, m.L
     B = cfg.train_size if cfg.full_batch else cfg.batch_size      # full batch: every step on the training subset
     n_out = m.vocab_size if m.task == "lm" else m.n_classes
-    n_in = m.vocab_size if m.task == "lm" else m.d_in
-    weights = (n_in + S + n_out) * d + sum(4 * d * H_l * m.N + (3 if m.block_options().mlp == "swiglu" else 2) * d * f
-                                              for H_l, f in zip(sh.heads, sh.d_ff))
     model_keys = SIZE_KEYS + [("model", "seq_len"), ("model", "lws"), ("model", "ffn_mult"),
                               ("model", "vocab_size"), ("model", "lws_heads"), ("model", "lws_d_ff")]
     if what == "model":
-        return {"weights": (FLOAT * weights, model_keys, True)}
+        return {"weights": (FLOAT * parameter_count(m), model_keys, True)}
     if cfg.full_batch and cfg.probes.enabled:     # the probes are taken on the training subset
         cfg = replace(cfg, probes=replace(cfg.probes, n_samples=min(cfg.train_size, MAX_PROBE_SAMPLES)))
     parts = {"weights, optimizer state, activations": (members * member_bytes(replace(cfg, batch_size=B)),
@@ -686,7 +636,7 @@ def memory_parts(cfg: RunConfig, what: str = "run", members: int = 1) -> dict[st
 
 def check_fits(cfg: RunConfig, names: Names | None = None, what: str = "run", members: int = 1) -> None:
     """ValueError naming the sizes when the run (what="run", `members` seeds trained together) or the model alone
-    (what="model") cannot fit in the memory available now on its device (`memory_parts`, `available_bytes`),
+    (what="model") cannot fit in the memory available now on its device (`memory_parts`, `free_bytes`),
     and when a number derived for these sizes is unusable (`check_numbers`). Nothing is allocated: a sweep calls
     it on its largest grid point (and may call it on every point; it is cheap) before any work."""
     names = names or _Defaults(cfg)
@@ -697,7 +647,7 @@ def check_fits(cfg: RunConfig, names: Names | None = None, what: str = "run", me
     for _, dev, on_device in pools:
         mine = {k: v for k, v in parts.items() if on_device is None or v[2] == on_device}
         need = sum(v[0] for v in mine.values())
-        have = available_bytes(dev)
+        have = free_bytes(dev)
         if need > have:
             biggest = max(mine, key=lambda k: mine[k][0])
             keys = mine[biggest][1]

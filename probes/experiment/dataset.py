@@ -70,7 +70,8 @@ def var(dims: tuple[str, ...], data, long_name: str, units: str = "1") -> tuple:
 
 
 def run_attrs(config: dict, device: str, status: str, extra: dict | None = None) -> dict:
-    """Dataset attrs: the resolved config as JSON, the paper's symbols as scalars, provenance."""
+    """Build a dataset's attrs (a dict): the resolved config as JSON, the paper's symbols as scalars, provenance.
+    `dmft.check.read_run_attrs` reads the parametrization back from them."""
     p, m, o = config["param"], config["model"], config["optim"]
     attrs = {
         "title": "dmft-probe run",

@@ -21,11 +21,12 @@ import sys
 from dataclasses import replace
 from typing import Callable
 
-import torch
+from parametrizations.checks import one_of_error
 
+from probes.experiment.memory import free_bytes, member_bytes
 from probes.experiment.run import RunConfig, RunResult, resolve_device, train, train_ensemble
 
-__all__ = ["ENSEMBLE_BUDGET_BYTES", "ENSEMBLE_ENV", "ENSEMBLE_MAX_MEMBERS", "ENSEMBLE_MODES", "group_size",
+__all__ = ["ENSEMBLE_BUDGET_BYTES", "ENSEMBLE_ENV", "ENSEMBLE_MAX_MEMBERS", "ENSEMBLE_MODES", "check_mode", "group_size",
            "member_bytes", "plan_groups", "resolve_mode", "train_ensemble", "train_group", "train_seeds"]
 
 ENSEMBLE_MODES = ("auto", "off")
@@ -33,7 +34,15 @@ ENSEMBLE_ENV = "DMFT_PROBE_ENSEMBLE"
 ENSEMBLE_BUDGET_BYTES = 2 << 30     # member_bytes of one group at most (2 GiB)
 ENSEMBLE_MAX_MEMBERS = 16           # members of one group at most
 FREE_FRACTION = 0.5                 # a group must fit in this fraction of the free memory, or it is made smaller
-FLOAT = 4                           # bytes per float32
+
+
+def check_mode(mode: object, name: str = "--ensemble", given: object = None) -> str:
+    """`mode` when it is an ensemble mode ("auto" or "off"); otherwise ValueError "<name> must be one of auto, off,
+    got <given>" (given: what the user wrote, when `mode` is a cleaned form of it). The one check of a mode, for
+    --ensemble, DMFT_PROBE_ENSEMBLE, a sweep's manifest and its parts' attrs."""
+    if not isinstance(mode, str) or mode not in ENSEMBLE_MODES:
+        raise one_of_error(name, mode if given is None else given, ENSEMBLE_MODES)
+    return mode
 
 
 def resolve_mode(mode: str | None = None) -> str:
@@ -43,48 +52,8 @@ def resolve_mode(mode: str | None = None) -> str:
         env = os.environ.get(ENSEMBLE_ENV)
         if env is None or env.strip() == "":
             return "auto"
-        if env.strip() not in ENSEMBLE_MODES:
-            raise ValueError(f"{ENSEMBLE_ENV} must be one of {', '.join(ENSEMBLE_MODES)}, got {env!r}"[:200])
-        return env.strip()
-    if mode not in ENSEMBLE_MODES:
-        raise ValueError(f"--ensemble must be one of {', '.join(ENSEMBLE_MODES)}, got {mode!r}"[:200])
-    return mode
-
-
-def member_bytes(cfg: RunConfig) -> int:
-    """A generous estimate of one member's memory (bytes): weights with their gradient, Adam moments and the
-    frozen initial copy; the training activations kept for the backward pass; and the probe pass, whose
-    CPU fallback builds per layer A, softmax(A) and their step-0 copies over (samples, H, S, S)."""
-    m = cfg.model
-    shapes = m.shapes()
-    d, S, B = m.d_model, m.seq_len, cfg.batch_size
-    n_out = m.vocab_size if m.task == "lm" else m.n_classes
-    n_in = m.vocab_size if m.task == "lm" else m.d_in
-    weights = (n_in + S + n_out) * d + sum(4 * d * H_l * m.N + 2 * d * f for H_l, f in zip(shapes.heads, shapes.d_ff))
-    state = 5 * weights                                                     # W, grad, m, v, W(0)
-    per_layer = [12 * d + 3 * f + 2 * H_l * S for H_l, f in zip(shapes.heads, shapes.d_ff)]
-    activations = B * S * (sum(per_layer) + 2 * (n_out if m.task == "lm" else 0))
-    P = cfg.probes.n_samples if cfg.probes.enabled else 0
-    probe = P * S * (6 * max(shapes.heads) * S + 10 * d * (m.L + 1))
-    return FLOAT * (state + activations + probe)
-
-
-def free_bytes(device: torch.device) -> int:
-    """Memory available to this process now (bytes): free CUDA memory, or the host's MemAvailable (free plus
-    reclaimable cache), or the free pages where /proc/meminfo is missing."""
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):   # not a POSIX system: assume 4 GiB
-        return 4 << 30
+        return check_mode(env.strip(), ENSEMBLE_ENV, given=env)
+    return check_mode(mode)
 
 
 def group_size(cfg: RunConfig, n_seeds: int) -> int:

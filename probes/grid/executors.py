@@ -32,6 +32,8 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
+from parametrizations.checks import one_of_error
+
 EXECUTORS = ("local", "ray")
 RAY_MISSING = "--executor ray needs the ray package: pip install -e '.[ray]'"
 
@@ -421,7 +423,7 @@ def check_executor(kind: str, workers: int | None = None, ray_address: str | Non
     for --executor ray without the ray package, and for a Ray address no cluster answers at (check_reachable);
     checked before any work. Returns the address Ray will connect to (None: start a local instance)."""
     if kind not in EXECUTORS:
-        raise ValueError(f"--executor must be one of {', '.join(EXECUTORS)}, got {kind!r}")
+        raise one_of_error("--executor", kind, EXECUTORS)
     if kind == "local":
         for flag, value in (("--ray-address", ray_address), ("--ray-cpus", ray_cpus), ("--gpus-per-task", gpus_per_task)):
             if value is not None:

@@ -21,7 +21,7 @@ the LM; "above" by more than float rounding, `CHANCE_RTOL`): it does worse than 
 diverged one in `dmft.transfer`.
 
 Attrs: `kind = "lr_grid"`, `sweep_axis`, `chance_loss`, `n_diverged`, `n_unstable`, `config` (the resolved config of the grid's first cell -- smallest eta0,
-smallest size, first seed -- as JSON, as a sweep dataset stores its first point's; `dmft.check.run_attrs` reads
+smallest size, first seed -- as JSON, as a sweep dataset stores its first point's; `dmft.check.read_run_attrs` reads
 the parametrization from it), the paper's symbols as scalars (`probes.experiment.dataset.run_attrs`), and the grid:
 `grid_eta0`, `grid_sizes`, `grid_seeds` (also the attr `eta0`, here the list of grid eta0s). It passes
 `probes.experiment.dataset.load` (schema and checksums); `dmft.transfer.losses_of(ds)` gives the (eta0, axis, seed) final

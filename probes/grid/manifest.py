@@ -26,8 +26,11 @@ import json
 import re
 from pathlib import Path
 
+from parametrizations.checks import one_of_error
+
 from probes.experiment.dataset import TEMP_PREFIX, DatasetError, load
-from probes.experiment.ensemble import ENSEMBLE_ENV, ENSEMBLE_MODES
+from probes.experiment.ensemble import ENSEMBLE_ENV, check_mode
+from probes.experiment.options import flag_of
 from probes.experiment.run import RunConfig
 
 MANIFEST = "manifest.json"
@@ -39,13 +42,15 @@ GROUP_ATTR = "ensemble_group"        # part attrs: the seeds the point trained w
 MODE_ATTR = "ensemble_mode"          # config the sweep asked for (`comparable_config` as JSON; `config` is the
 SWEEP_CONFIG_ATTR = "sweep_config"   # resolved one, with data-dependent sizes filled in)
 
-# Command-line flags of the config keys a user is most likely to change (for the refusal message).
-FLAGS = {"steps": "--steps", "batch_size": "--batch-size", "device": "--device", "data_path": "--data",
-         "precision": "--precision", "compile": "--compile", "model.task": "--task", "model.N": "--N",
-         "model.H": "--H", "model.L": "--L", "model.lws": "--lws", "model.seq_len": "--seq-len",
-         "param.name": "--param", "optim.name": "--optimizer", "optim.eta0": "--eta0",
-         "optim.weight_decay": "--weight-decay", "probes.every": "--probe-every",
-         "probes.n_samples": "--probe-samples", "probes.at": "--steps"}
+
+def leaf_flag(leaf: str) -> str | None:
+    """The command-line flag of a config leaf ("model.N", "steps", "param.name"), from the one option table
+    (`probes.experiment.options`); None when only a config file sets it."""
+    section, _, key = leaf.rpartition(".")
+    section = section or "run"
+    if (section, key) == ("param", "name"):          # a preset and its overrides, spelled by its name
+        key = "preset"
+    return flag_of(section, key)
 
 
 def point_name(axis: str, value: int, seed: int) -> str:
@@ -98,7 +103,7 @@ def config_differences(old: dict, new: dict) -> list[str]:
     for k in keys:
         va, vb = a.get(k, _UNSET), b.get(k, _UNSET)
         if va != vb:
-            flag = f" ({FLAGS[k]})" if k in FLAGS else ""
+            flag = f" ({leaf_flag(k)})" if leaf_flag(k) else ""
             lines.append(f"{k}{flag}: {json.dumps(va)} -> {json.dumps(vb)}")
     return lines
 
@@ -192,7 +197,7 @@ def check_manifest(m: object) -> dict:
         raise ValueError(f"format {_short(m.get('format'))}, expected {FORMAT}")
     axis = m.get("axis")
     if axis not in AXES:
-        raise ValueError(f"axis must be one of {', '.join(AXES)}, got {_short(axis)}")
+        raise one_of_error("axis", axis, AXES)
     values = set(_int_list(m.get("values"), "values", 1))
     seeds = set(_int_list(m.get("seeds"), "seeds", 0))
     if not isinstance(m.get("init_only"), bool):
@@ -201,8 +206,8 @@ def check_manifest(m: object) -> dict:
         raise ValueError(f"base_config must be an object, got {_short(m.get('base_config'))}")
     if not isinstance(m.get("config_hash"), str) or m["config_hash"] != config_hash(m["base_config"]):
         raise ValueError(f"config_hash {_short(m.get('config_hash'))} is not the hash of base_config")
-    if m.get("ensemble") is not None and m["ensemble"] not in ENSEMBLE_MODES:
-        raise ValueError(f"ensemble must be one of {', '.join(ENSEMBLE_MODES)} or null, got {_short(m['ensemble'])}")
+    if m.get("ensemble") is not None:                  # null: a manifest written before the mode was recorded
+        check_mode(m["ensemble"], "ensemble")
     merged = m.get("merged")
     if merged is not None:
         if not isinstance(merged, dict):
@@ -267,8 +272,8 @@ def part_info(path: Path, axis: str) -> dict:
         if s not in group:
             raise ValueError(f"attribute {GROUP_ATTR} {group} does not hold its own seed {s}")
     mode = ds.attrs.get(MODE_ATTR)
-    if mode is not None and mode not in ENSEMBLE_MODES:
-        raise ValueError(f"attribute {MODE_ATTR} {_short(mode)} is not one of {', '.join(ENSEMBLE_MODES)}")
+    if mode is not None:
+        check_mode(mode, f"attribute {MODE_ATTR}")
     return {"value": v, "seed": s, "status": status, "comparable": comparable, "hash": config_hash(comparable),
             "group": group, "mode": mode, "sha256": file_sha256(path), "bytes": path.stat().st_size}
 

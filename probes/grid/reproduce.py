@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from parametrizations.checks import one_of_error
+
 
 @dataclass(frozen=True)
 class Job:
@@ -153,7 +155,7 @@ def job_config(preset: Preset, job: Job):
 def check_preset(name: str) -> Preset:
     """The preset called `name`; ValueError naming --preset and the choices otherwise."""
     if name not in PRESETS:
-        raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, got {name!r}"[:200])
+        raise one_of_error("--preset", name, PRESETS)
     return PRESETS[name]
 
 

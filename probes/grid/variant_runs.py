@@ -1,5 +1,5 @@
 """`dmft-probe variants`: the coordinate check of every block variant along N, H and L, for SGD and Adam, run into
-one folder (one sweep dataset per cell); `dmft.variant_table` then reads the folder into the README table
+one folder (one sweep dataset per cell); `dmft.variant_verdicts` then reads the folder into the README table
 "variant x axis x optimizer x verdict".
 
 A cell is one (variant, axis, optimizer): a coordinate-check sweep (`probes.grid.sweep.coord_config`, the probes at
@@ -58,7 +58,7 @@ VARIANT_GRID = VariantGrid(
     param="mup",                                         # alpha_A = 1, alpha_L = 1
     batch_size=32, probe_samples=16, steps=(0, 1, 3, 10, 20), seeds=8,
 )
-# 8 seeds: the cells are judged by the one verdict rule (dmft.variant_table) on a joint-jackknife interval with a t
+# 8 seeds: the cells are judged by the one verdict rule (dmft.variant_verdicts) on a joint-jackknife interval with a t
 # quantile of seeds - 1 degrees of freedom; at 2 seeds (t = 12.7) no row can be decided, and a +1/2 deviation of one
 # site went unflagged. For tests: 3 sizes per axis and one judged step (10).
 QUICK_GRID = replace(VARIANT_GRID, axes={"N": (4, 8, 16), "H": (2, 4, 8), "L": (2, 4, 8)}, steps=(0, 1, 10))

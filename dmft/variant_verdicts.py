@@ -37,7 +37,7 @@ LEGEND = (f"Cell verdict: ✓ consistent when every judged row (each site at ini
 
 
 def _identity(ds: xr.Dataset) -> tuple[str, str, str]:
-    """(variant, axis, optimizer) of a sweep dataset, from its run config (as `dmft.check.run_attrs` reads it)."""
+    """(variant, axis, optimizer) of a sweep dataset, from its run config (as `dmft.check.read_run_attrs` reads it)."""
     try:
         cfg = json.loads(ds.attrs["config"])
         variant = str(cfg["model"].get("variant") or "paper")      # datasets from before the variants: the paper's
