@@ -26,7 +26,8 @@ import json
 import re
 from pathlib import Path
 
-from probes.experiment.dataset import TEMP_PREFIX, DatasetError, load
+from probes.experiment.atomic import TEMP_PREFIX
+from probes.experiment.dataset import DatasetError, load
 from probes.experiment.ensemble import ENSEMBLE_ENV, ENSEMBLE_MODES
 from probes.experiment.run import RunConfig
 
