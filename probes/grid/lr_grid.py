@@ -20,7 +20,7 @@ A run is UNSTABLE (P7, docs/predictions.md) when it blew up or its final held-ou
 the LM; "above" by more than float rounding, `CHANCE_RTOL`): it does worse than a guess. An unstable run keeps its (finite) final loss and counts like a
 diverged one in `dmft.transfer`.
 
-Attrs: `kind = "lr_grid"`, `sweep_axis`, `chance_loss`, `n_diverged`, `n_unstable`, `config` (the resolved config of the grid's first cell -- smallest eta0,
+Attrs: `kind = "lr_grid"`, `sweep_axis`, `chance_loss`, `n_diverged`, `n_unstable`, `config` (the resolved config of the grid's first point -- smallest eta0,
 smallest size, first seed -- as JSON, as a sweep dataset stores its first point's; `dmft.check.run_attrs` reads
 the parametrization from it), the paper's symbols as scalars (`probes.experiment.dataset.run_attrs`), and the grid:
 `grid_eta0`, `grid_sizes`, `grid_seeds` (also the attr `eta0`, here the list of grid eta0s). It passes
@@ -64,7 +64,7 @@ from probes.grid.executors import Executor
 from probes.grid.store import SweepStore, config_differences, parts_dir
 from probes.grid.sweep import Sweep, check_grid_fits, run_sweeps, value_config
 
-__all__ = ["CHANCE_RTOL", "KIND", "LR_STATUS", "above_chance", "cell_config", "chance_loss", "check_lr_grid", "check_lr_grid_out", "grid_chance",
+__all__ = ["CHANCE_RTOL", "KIND", "LR_STATUS", "above_chance", "eta_config", "chance_loss", "check_lr_grid", "check_lr_grid_out", "grid_chance",
            "grid_config", "load_lr_grid", "run_lr_grid", "run_status"]
 
 KIND = "lr_grid"
@@ -120,7 +120,7 @@ def check_lr_grid(base: RunConfig, axis: str, sizes, etas, seeds, ensemble: str 
                   ) -> tuple[list[int], list[float], list[int]]:
     """Validate the grid before any work: ValueError, one line naming the option, for an unknown axis or ensemble
     mode, fewer than 3 distinct positive sizes, fewer than 3 distinct positive finite eta0s, fewer than 2 seeds,
-    a size that is not a valid model, or a cell that would not fit in memory or whose numbers under- or overflow
+    a size that is not a valid model, or an (eta0, size) that would not fit in memory or whose numbers under- or overflow
     (`probes.grid.sweep.check_grid_fits` at every eta0). Returns (sizes, etas, seeds), sizes and etas sorted."""
     if not isinstance(base, RunConfig):
         raise ValueError(f"base must be a RunConfig, got {type(base).__name__}")
@@ -147,7 +147,7 @@ def check_lr_grid(base: RunConfig, axis: str, sizes, etas, seeds, ensemble: str 
             value_config(cfg, axis, v).model.shapes()
         except ValueError as e:
             raise ValueError(f"--values: {axis}={v} is not a valid model ({str(e).splitlines()[0]})") from None
-    for eta in etas:          # memory per cell (the seeds of a cell train in groups that fit); numbers per eta0
+    for eta in etas:          # memory per size (its seeds train in groups that fit); numbers per eta0
         try:
             check_grid_fits(replace(cfg, optim=replace(cfg.optim, eta0=eta)), axis, sizes)
         except ValueError as e:
@@ -156,12 +156,12 @@ def check_lr_grid(base: RunConfig, axis: str, sizes, etas, seeds, ensemble: str 
 
 
 def grid_config(base: RunConfig, axis: str) -> RunConfig:
-    """The config every cell shares: `base` with the axis recorded and probes off (losses only)."""
+    """The config every point of the grid shares: `base` with the axis recorded and probes off (losses only)."""
     return replace(base, model=replace(base.model, axis=axis), probes=replace(base.probes, enabled=False))
 
 
-def cell_config(cfg: RunConfig, axis: str, size: int, eta0: float) -> RunConfig:
-    """The config of the cell (eta0, size) of the grid whose shared config is `cfg` (`grid_config`)."""
+def eta_config(cfg: RunConfig, axis: str, size: int, eta0: float) -> RunConfig:
+    """The config of the seeds at (eta0, size) of the grid whose shared config is `cfg` (`grid_config`)."""
     c = value_config(cfg, axis, size)
     return replace(c, optim=replace(c.optim, eta0=float(eta0)))
 
@@ -170,7 +170,7 @@ def cell_config(cfg: RunConfig, axis: str, size: int, eta0: float) -> RunConfig:
 
 
 def _comparable(config: dict, axis: str) -> dict:
-    """A cell's config dict without what varies over the grid (the size on the axis, eta0, the seed)."""
+    """A point's config dict without what varies over the grid (the size on the axis, eta0, the seed)."""
     d = json.loads(json.dumps(config, sort_keys=True))
     d.pop("seed", None)
     d.get("model", {}).pop(axis, None)
@@ -203,7 +203,7 @@ def _grid_differences(ds: xr.Dataset, config: dict, axis: str, sizes: list[int],
 
 
 def _complete(ds: xr.Dataset, axis: str) -> bool:
-    """Every cell of the stored grid has a status and, where it did not diverge, a finite final loss."""
+    """Every point of the stored grid has a status and, where it did not diverge, a finite final loss."""
     for v in ("final_loss", "status", "heldout_loss"):
         if v not in ds.data_vars:
             return False
@@ -252,7 +252,7 @@ def check_lr_grid_out(base: RunConfig, axis: str, sizes, etas, seeds, out: Path)
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         raise ValueError(f"--out: folder {parent} does not exist")
-    first = replace(cell_config(grid_config(base, axis), axis, sizes[0], etas[0]), seed=seed_list[0])
+    first = replace(eta_config(grid_config(base, axis), axis, sizes[0], etas[0]), seed=seed_list[0])
     return _existing(out, first.to_dict(), axis, sizes, etas, seed_list)
 
 
@@ -314,7 +314,7 @@ def run_lr_grid(base: RunConfig, axis: str, sizes: list[int], etas: list[float],
                 out: Path | None = None, ensemble: str | None = None, progress: bool | Progress = True,
                 executor: Executor | None = None, on_point: Callable[[str], None] | None = None) -> xr.Dataset:
     """Train the (eta0, size) grid of `base` along `axis` with `seeds` (an int n: base.seed + 0..n-1; or a list)
-    and return its dataset (module docstring). ensemble: "auto" trains a cell's seeds as seed ensembles, "off"
+    and return its dataset (module docstring). ensemble: "auto" trains the seeds of an (eta0, size) as seed ensembles, "off"
     one after another (the same numbers), None: DMFT_PROBE_ENSEMBLE, else "auto". progress: a bar over the points
     with an ETA on stderr (`probes.experiment.progress`: True on a terminal, False never), or a bar to count them
     on. executor: where the seed groups train (`probes.grid.executors`; default this process). on_point(msg): a
@@ -326,7 +326,7 @@ def run_lr_grid(base: RunConfig, axis: str, sizes: list[int], etas: list[float],
     sizes, etas, seed_list = check_lr_grid(base, axis, sizes, etas, seeds, ensemble)
     ensemble = resolve_mode(ensemble)
     cfg = grid_config(base, axis)
-    config = replace(cell_config(cfg, axis, sizes[0], etas[0]), seed=seed_list[0]).to_dict()
+    config = replace(eta_config(cfg, axis, sizes[0], etas[0]), seed=seed_list[0]).to_dict()
     if out is not None:
         out = Path(out)
         done = check_lr_grid_out(base, axis, sizes, etas, seed_list, out)
@@ -387,22 +387,22 @@ def _grid_dataset(cfg: RunConfig, config: dict, axis: str, sizes: list[int], eta
                        + " (held-out loss ended above chance_loss)", "units": "1",
           "flag_values": np.asarray(list(LR_STATUS.values()), dtype=np.int8),
           "flag_meanings": " ".join(LR_STATUS)}
-    cell = ("eta0", axis, "seed")
+    point = ("eta0", axis, "seed")
     other = [a for a in ("N", "H", "L") if a != axis]
     m = cfg.model
     ds = xr.Dataset(
         data_vars={
-            "heldout_loss": var((*cell, "step"), heldout, "loss on the fixed held-out batch (NaN after a divergence)",
+            "heldout_loss": var((*point, "step"), heldout, "loss on the fixed held-out batch (NaN after a divergence)",
                                 "nats"),
-            "final_loss": var(cell, final, "held-out loss after the last step (NaN: the run diverged)", "nats"),
-            "status": (cell, status, sv),
-            "diverged_at": var(cell, diverged_at, "optimizer step whose weights gave the first NaN/inf loss "
+            "final_loss": var(point, final, "held-out loss after the last step (NaN: the run diverged)", "nats"),
+            "status": (point, status, sv),
+            "diverged_at": var(point, diverged_at, "optimizer step whose weights gave the first NaN/inf loss "
                                                   "(-1: did not diverge)", "steps"),
-            "train_loss": var((*cell, "train_step"), train, "training loss on the incoming batch, before the update",
+            "train_loss": var((*point, "train_step"), train, "training loss on the incoming batch, before the update",
                               "nats"),
-            "grad_norm": var((*cell, "step"), grad, "global gradient norm at the last step before the log step "
+            "grad_norm": var((*point, "step"), grad, "global gradient norm at the last step before the log step "
                                                     "(0 at step 0)"),
-            "lr": var(("eta0", axis), lr, "global learning rate of the cell (eta0 under the parametrization's rule)"),
+            "lr": var(("eta0", axis), lr, "global learning rate at (eta0, size) (eta0 under the parametrization's rule)"),
         },
         coords={
             "eta0": ("eta0", np.asarray(etas, dtype=float), {"long_name": "base learning rate eta0", "units": "1"}),

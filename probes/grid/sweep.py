@@ -33,7 +33,7 @@ from probes.experiment.config import check_fits
 from probes.experiment.dataset import run_dataset, save, with_seed_variances
 from probes.experiment.progress import Progress
 from probes.experiment.ensemble import plan_groups, resolve_mode, train_group
-from probes.grid.executors import Executor, InProcess, JobError
+from probes.grid.executors import Executor, InProcess, UnitError
 from probes.hooks.recorder import MAX_PROBE_STEPS, MAX_STEP
 from probes.experiment.run import RunConfig
 from probes.grid.manifest import GROUP_ATTR, MODE_ATTR, SWEEP_CONFIG_ATTR, comparable_config, point_name
@@ -90,9 +90,11 @@ def check_values(cfg: RunConfig, axis: str, values: list[int]) -> None:
 
 @dataclass(frozen=True)
 class Unit:
-    """One piece of work for a worker: a seed group of one size, trained together (a seed ensemble) or alone
-    (one seed), and the part file each seed's dataset goes to ("" where the seed's part is finished and is not
-    written again). Plain data, so it pickles to any worker."""
+    """One piece of work for a worker, the one name for a unit of grid work (what an executor runs,
+    `probes.grid.executors`; sweeps, coordinate checks, lr grids and variant tables all run them): a seed group
+    of one size, trained together (a seed ensemble) or alone (one seed), and the part file each seed's dataset
+    goes to ("" where the seed's part is finished and is not written again). Plain data, so it pickles to any
+    worker."""
 
     cfg: RunConfig
     axis: str
@@ -218,7 +220,7 @@ class Sweep:
         def started(unit: Unit) -> None:
             self.store.mark([(unit.value, s) for s in unit.written], "running", group=unit.seeds)
 
-        def finished(unit: Unit, results: list[PointResult] | None, error: JobError | None) -> None:
+        def finished(unit: Unit, results: list[PointResult] | None, error: UnitError | None) -> None:
             points = [(unit.value, s) for s in unit.written]
             if error is not None:
                 self.store.mark(points, "failed", error.line, error.detail or None)
