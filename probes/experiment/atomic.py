@@ -74,16 +74,17 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], object], prefi
     parent = _folder_of(path)
     fd, name = tempfile.mkstemp(prefix=prefix, suffix=path.suffix, dir=parent)
     os.close(fd)
-    tmp: Path | None = Path(name)
+    tmp = Path(name)
+    placed = False
     try:
         write(tmp)
         _fsync_file(tmp)
         _usual_mode(tmp)
         os.replace(tmp, path)
-        tmp = None
+        placed = True
         fsync_dir(parent)
     finally:
-        if tmp is not None:
+        if not placed:
             try:
                 os.unlink(tmp)
             except OSError:

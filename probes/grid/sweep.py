@@ -229,6 +229,7 @@ class Sweep:
                     say(f"{tag}{ax}={v} seed={s}: failed: {error.line}")
                 bar.advance(len(points), info=f"{tag}{ax}={unit.value}: failed")
                 return
+            results = results or []
             bad = self.store.record([(unit.value, r.seed, "diverged" if r.status == "diverged" else "done")
                                      for r in results])
             bad_seeds = {s: msg for _, s, msg in bad}
@@ -267,10 +268,11 @@ def run_sweeps(sweeps: list[Sweep], executor: Executor | None = None,
             (on_point or (lambda msg: None))(f"{tag}{sweep.axis}={v} seed={s}: already done, skipped")
     n_done = sum(len(sw.done) for sw in sweeps)
     own = not isinstance(progress, Progress)
-    bar = Progress(label, sum(sw.n_points for sw in sweeps), unit="points", done=n_done,
-                   enabled=progress) if own else progress
-    if not own:
+    if isinstance(progress, Progress):
+        bar = progress
         bar.skip(n_done)
+    else:
+        bar = Progress(label, sum(sw.n_points for sw in sweeps), unit="points", done=n_done, enabled=progress)
     failures: list[str] = []
     try:
         say = bar.wrap(on_point)
