@@ -14,6 +14,7 @@ from probes.grid import lr_grid, sweep as grid_sweep
 from probes.experiment.config import make_run_config
 from probes.experiment.dataset import load
 from probes.grid.lr_grid import load_lr_grid, run_lr_grid
+from probes.grid.preflight import check_lr_grid_out
 
 ETAS = np.array([0.1, 0.2, 0.4, 0.8, 1.6])
 
@@ -425,4 +426,7 @@ def test_a_store_made_with_other_settings_is_refused_before_any_work(tmp_path, m
     monkeypatch.setattr(grid_sweep, "train_group", lambda *a, **k: pytest.fail("trained before refusing"))
     with pytest.raises(ValueError, match=r"steps \(--steps\): 4 -> 6") as e:
         run_lr_grid(tiny_base(steps=6), **TINY, out=out, progress=False)
-    assert "\n" not in str(e.value)
+    assert "\n" not in str(e.value) and "--out" in str(e.value)
+    with pytest.raises(ValueError, match=r"eta0-0.01.parts was swept with other settings"):   # reproduce's preflight
+        check_lr_grid_out(tiny_base(steps=6), "N", TINY["sizes"], TINY["etas"], TINY["seeds"], out)
+    check_lr_grid_out(tiny_base(), "N", TINY["sizes"], TINY["etas"], TINY["seeds"], out)     # resumable: accepted

@@ -64,8 +64,8 @@ from probes.grid.executors import Executor
 from probes.grid.store import SweepStore, config_differences, parts_dir
 from probes.grid.sweep import Sweep, check_grid_fits, run_sweeps, value_config
 
-__all__ = ["CHANCE_RTOL", "KIND", "LR_STATUS", "above_chance", "eta_config", "chance_loss", "check_lr_grid", "check_lr_grid_out", "grid_chance",
-           "grid_config", "load_lr_grid", "run_lr_grid", "run_status"]
+__all__ = ["CHANCE_RTOL", "KIND", "LR_STATUS", "above_chance", "eta_config", "chance_loss", "check_lr_grid", "check_lr_grid_out", "check_lr_grid_stores", "eta_store_out", "grid_chance",
+           "grid_config", "load_lr_grid", "open_grid_sweeps", "run_lr_grid", "run_status"]
 
 KIND = "lr_grid"
 # the run statuses of a grid: a sweep's (probes.experiment.dataset.STATUS_CODES) and "unstable" (ended above chance)
@@ -244,7 +244,8 @@ def _existing(out: Path, config: dict, axis: str, sizes, etas, seeds) -> xr.Data
 def check_lr_grid_out(base: RunConfig, axis: str, sizes, etas, seeds, out: Path) -> xr.Dataset | None:
     """Check `out` for the grid (`check_lr_grid`'s arguments) before any work, writing nothing: its name ends in
     .nc or .zarr and its folder exists; an existing `out` must hold this very grid. Returns that stored grid, None
-    when `out` does not exist; ValueError (one line naming --out) otherwise."""
+    when `out` does not exist; ValueError (one line naming --out) otherwise. When `out` does not exist, the stores
+    of an interrupted grid in `<out>.parts/` are checked too (`check_lr_grid_stores`)."""
     sizes, etas, seed_list = check_lr_grid(base, axis, sizes, etas, seeds)
     out = Path(out)
     if out.suffix not in (".nc", ".zarr"):
@@ -253,7 +254,27 @@ def check_lr_grid_out(base: RunConfig, axis: str, sizes, etas, seeds, out: Path)
     if not parent.is_dir():
         raise ValueError(f"--out: folder {parent} does not exist")
     first = replace(eta_config(grid_config(base, axis), axis, sizes[0], etas[0]), seed=seed_list[0])
-    return _existing(out, first.to_dict(), axis, sizes, etas, seed_list)
+    done = _existing(out, first.to_dict(), axis, sizes, etas, seed_list)
+    if done is None:
+        check_lr_grid_stores(base, axis, etas, out)
+    return done
+
+
+def check_lr_grid_stores(base: RunConfig, axis: str, etas, out: Path) -> None:
+    """ValueError (one line naming --out) unless the parts folder `<out>.parts/` of the grid is absent, or a folder
+    whose stores, one per eta0 (`eta_store_out`), are each absent or resumable with this grid's settings
+    (`probes.grid.preflight.check_store`: what `SweepStore.open` accepts). Reads the manifests only."""
+    from probes.grid.preflight import check_store
+
+    parts = parts_dir(out)
+    if not (parts.exists() or parts.is_symlink()):
+        return
+    if not parts.is_dir():
+        raise ValueError(f"--out: {parts} (the stores of {Path(out).name}) is not a folder; move it away or "
+                         "choose another --out")
+    cfg = grid_config(base, axis)
+    for eta in etas:
+        check_store(replace(cfg, optim=replace(cfg.optim, eta0=float(eta))), axis, eta_store_out(parts, eta))
 
 
 # ---------------------------------------------------------------------------------------------- the run
