@@ -179,18 +179,11 @@ def _has_config(ds, dataset: Path) -> None:
 
 
 def _write_atomic(path: Path, write) -> None:
-    """write(tmp) to a temporary file next to `path`, then rename it into place (no partial file on failure)."""
-    import os
-    import tempfile
+    """write(tmp) to a temporary file next to `path`, then fsync and rename it into place (no partial file on
+    failure; probes.experiment.atomic)."""
+    from probes.experiment.atomic import write_atomic
 
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent if str(path.parent) else ".")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_atomic(path, write)
 
 
 def _out_folder(text: Optional[str], option: str) -> Optional[Path]:

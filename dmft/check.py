@@ -23,6 +23,8 @@ from dataclasses import replace
 import numpy as np
 import xarray as xr
 
+from probes.experiment.progress import Progress
+
 from . import divergence, measure
 from .fit import slope_fit
 from .predictions import COORD_CORRECTION, SWEEP_KEYS, Planned, planned_rows
@@ -189,9 +191,11 @@ def check_mc_heads(n_heads_mc: object) -> None:
         raise ValueError(f"--mc-heads must be a positive integer <= {MAX_MC_HEADS}, got {n_heads_mc!r}"[:200])
 
 
-def check(ds: xr.Dataset, n_heads_mc: int = MC_HEADS, limit: xr.Dataset | None = None) -> list[Verdict]:
+def check(ds: xr.Dataset, n_heads_mc: int = MC_HEADS, limit: xr.Dataset | None = None,
+          progress: bool | None = None) -> list[Verdict]:
     """The registry's rows of one sweep (`dmft.predictions.SWEEP_KEYS`: P1-P4, P8, P10, the coordinate check) as
-    `dmft.verdict.Verdict` rows (module docstring). limit: a precomputed `kernel_limit(ds)` (P4)."""
+    `dmft.verdict.Verdict` rows (module docstring). limit: a precomputed `kernel_limit(ds)` (P4). progress: a bar
+    over the rows with an ETA on stderr (`probes.experiment.progress`; None: on a terminal, False: never)."""
     check_mc_heads(n_heads_mc)
     ds = measure.with_seed_dim(ds)
     axis = measure.sweep_axis(ds)
@@ -201,7 +205,8 @@ def check(ds: xr.Dataset, n_heads_mc: int = MC_HEADS, limit: xr.Dataset | None =
     points = divergence.diverged_points(ds, axis)
     seeds = ds["seed"].values
     out = []
-    for p in planned_rows(SWEEP_KEYS, a["alpha_A"], a["alpha_L"], a["standard"], axis, a["trained"], a["task"]):
+    rows = planned_rows(SWEEP_KEYS, a["alpha_A"], a["alpha_L"], a["standard"], axis, a["trained"], a["task"])
+    for p in Progress("check", len(rows), unit="rows", enabled=progress).iter(rows, lambda p: p.key):   # P4: minutes
         if p.key == "P3":
             v = p3_verdict(p, ds, axis, a)
             if _with_step0_record(ds, axis, points):

@@ -1,5 +1,5 @@
-"""Executors (probes.grid.executors): the local process pool runs every job with at most `workers` in flight, reports a
-job that raises or whose worker dies and goes on; the options are checked up front (one line naming the option,
+"""Executors (probes.grid.executors): the local process pool runs every unit with at most `workers` in flight, reports a
+unit that raises or whose worker dies and goes on; the options are checked up front (one line naming the option,
 exit 2, also for --executor ray without ray); every Ray address is checked before anything is printed or written
 (its form, `auto` resolved as Ray does, a TCP connection and a gRPC handshake, the Ray Client for ray://); a sweep
 on Ray gives the dataset of the local executor, bit for bit."""
@@ -14,50 +14,50 @@ from pathlib import Path
 import pytest
 
 from helpers import invoke
-from probes.grid.executors import (RAY_MISSING, InProcess, JobError, LocalPool, RayTasks, check_executor,
+from probes.grid.executors import (RAY_MISSING, InProcess, UnitError, LocalPool, RayTasks, check_executor,
                               check_reachable, default_workers, make_executor, ray_address_file)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def square_or_fail(job):
-    """A job function for the pool: must be importable by name in a spawned worker."""
-    if job == "raise":
-        raise KeyError("no such job")
-    if job == "die":
+def square_or_fail(unit):
+    """A unit function for the pool: must be importable by name in a spawned worker."""
+    if unit == "raise":
+        raise KeyError("no such unit")
+    if unit == "die":
         os._exit(3)                                       # the worker process dies
-    return job * job
+    return unit * unit
 
 
-def run_all(executor, jobs):
-    """Run jobs on executor; returns (events in order, results by job, errors by job, most jobs in flight)."""
+def run_all(executor, units):
+    """Run units on executor; returns (events in order, results by unit, errors by unit, most units in flight)."""
     events, results, errors, flying = [], {}, {}, [0, 0]
 
-    def on_start(job):
-        events.append(("start", job))
+    def on_start(unit):
+        events.append(("start", unit))
         flying[0] += 1
         flying[1] = max(flying)
 
-    def on_done(job, result, error):
-        events.append(("done", job))
+    def on_done(unit, result, error):
+        events.append(("done", unit))
         flying[0] -= 1
         if error is None:
-            results[job] = result
+            results[unit] = result
         else:
-            assert isinstance(error, JobError)
-            errors[job] = error.line
+            assert isinstance(error, UnitError)
+            errors[unit] = error.line
 
-    executor.run(square_or_fail, jobs, on_start, on_done)
+    executor.run(square_or_fail, units, on_start, on_done)
     return events, results, errors, flying[1]
 
 
 def test_the_local_pool_runs_every_job_and_reports_one_that_raises():
     events, results, errors, most = run_all(LocalPool(2, threads=None), [1, 2, "raise", 3, 4])
     assert results == {1: 1, 2: 4, 3: 9, 4: 16}
-    assert errors == {"raise": "KeyError: 'no such job'"}
-    assert most == 2                                       # never more jobs handed out than workers
-    for job in (1, 2, "raise", 3, 4):
-        assert events.index(("start", job)) < events.index(("done", job))
+    assert errors == {"raise": "KeyError: 'no such unit'"}
+    assert most == 2                                       # never more units handed out than workers
+    for unit in (1, 2, "raise", 3, 4):
+        assert events.index(("start", unit)) < events.index(("done", unit))
 
 
 def test_a_dead_worker_fails_its_job_and_the_pool_goes_on():
@@ -231,7 +231,7 @@ def test_auto_follows_ray_address_then_the_address_file(no_ray_cluster, grpc_lik
         check_reachable("auto", timeout_s=2)
     monkeypatch.setenv("RAY_ADDRESS", f"localhost:{grpc_like.port}")   # RAY_ADDRESS comes first
     assert check_reachable("auto", timeout_s=5) == f"localhost:{grpc_like.port}"
-    monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:8265")          # the dashboard (jobs API) address
+    monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:8265")          # the dashboard (units API) address
     with pytest.raises(ValueError, match=r"--ray-address auto: RAY_ADDRESS holds 'http://127.0.0.1:8265', not "
                                          r"host:port or ray://host:port"):
         check_reachable("auto", timeout_s=2)

@@ -371,3 +371,27 @@ def test_a_combined_l_sweep_with_nan_padded_integer_coordinates_round_trips(tmp_
     save(merged, tmp_path / "m.nc")
     back = load(tmp_path / "m.nc")
     assert np.isnan(back.n_heads.sel(L=1).values[1]) and back.n_heads.sel(L=2).values.tolist() == [2, 2]
+
+
+# ---- the one atomic writer (probes.experiment.atomic): datasets, store manifests and the command line's tables --
+
+def test_write_atomic_replaces_whole_or_not_at_all(tmp_path):
+    from probes.experiment.atomic import TEMP_PREFIX, write_atomic
+
+    path = tmp_path / "table.csv"
+    path.write_text("old\n")
+
+    def half_then_fail(tmp):
+        tmp.write_text("new, but only ha")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        write_atomic(path, half_then_fail)
+    assert path.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["table.csv"]
+    seen = []
+    write_atomic(path, lambda tmp: (seen.append(tmp.name), tmp.write_text("new\n")))
+    assert path.read_text() == "new\n" and [p.name for p in tmp_path.iterdir()] == ["table.csv"]
+    assert seen[0].startswith(TEMP_PREFIX) and seen[0].endswith(".csv")      # next to it, a name cleanup knows
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask                      # not mkstemp's 0600

@@ -10,10 +10,11 @@ import xarray as xr
 from dmft.check import read_run_attrs
 from dmft.transfer import best_eta0, fit_optimum, losses_of, p7_verdict
 from dmft.verdict import Verdict, decide
-from probes.grid import lr_grid
+from probes.grid import lr_grid, sweep as grid_sweep
 from probes.experiment.config import make_run_config
 from probes.experiment.dataset import load
 from probes.grid.lr_grid import load_lr_grid, run_lr_grid
+from probes.grid.preflight import check_lr_grid_out
 
 ETAS = np.array([0.1, 0.2, 0.4, 0.8, 1.6])
 
@@ -272,7 +273,7 @@ def test_a_finished_grid_is_returned_without_training(tiny, monkeypatch):
     def no_training(*a, **k):
         raise AssertionError("the grid was recomputed")
 
-    monkeypatch.setattr(lr_grid, "train_seeds", no_training)
+    monkeypatch.setattr(grid_sweep, "train_group", no_training)
     again = run_lr_grid(tiny_base(), **{**TINY, "sizes": [3, 2, 1]}, out=out, progress=False)   # order is irrelevant
     assert np.array_equal(again.final_loss.values, ds.final_loss.values, equal_nan=True)
 
@@ -288,7 +289,7 @@ def test_a_finished_grid_is_returned_without_training(tiny, monkeypatch):
 ])
 def test_a_grid_made_with_other_settings_is_refused(tiny, monkeypatch, change, message):
     _, out = tiny
-    monkeypatch.setattr(lr_grid, "train_seeds", lambda *a, **k: pytest.fail("trained before refusing"))
+    monkeypatch.setattr(grid_sweep, "train_group", lambda *a, **k: pytest.fail("trained before refusing"))
     kw = {"base": tiny_base(), **TINY, **change}
     with pytest.raises(ValueError, match=message) as e:
         run_lr_grid(**kw, out=out, progress=False)
@@ -322,7 +323,7 @@ def test_an_out_that_is_not_a_grid_is_refused(tmp_path):
     ({"etas": [0.1, 1.0, 1e300]}, r"--eta0 1e\+300.*outside the usable range"),
 ])
 def test_bad_grids_are_refused_in_one_line_before_any_work(monkeypatch, tmp_path, change, message):
-    monkeypatch.setattr(lr_grid, "train_seeds", lambda *a, **k: pytest.fail("trained before refusing"))
+    monkeypatch.setattr(grid_sweep, "train_group", lambda *a, **k: pytest.fail("trained before refusing"))
     with pytest.raises(ValueError, match=message) as e:
         run_lr_grid(tiny_base(), **{**TINY, **change}, out=tmp_path / "g.nc", progress=False)
     assert "\n" not in str(e.value)
@@ -372,3 +373,60 @@ def test_p7_on_a_small_seeded_grid_mup_stays_and_sp_falls(preset, standard):
         assert opt.exponent < -0.4 and list(opt.eta_star) == sorted(opt.eta_star, reverse=True), opt.line()
     else:
         assert abs(opt.exponent) < 0.45, opt.line()
+
+
+# ---- resume: the grid's points live in sweep stores (<out>.parts/), as a sweep's do ----------------------------
+
+def test_an_interrupted_grid_resumes_from_its_store_without_redoing_finished_points(tiny, tmp_path, monkeypatch):
+    """Ctrl-C after 4 of the 9 (eta0, size) seed groups: those 4 are in the stores on disk; the rerun trains only
+    the other 5 and gives the grid of the uninterrupted run."""
+    reference, _ = tiny
+    out = tmp_path / "grid.nc"
+    real = grid_sweep.train_group
+    trained: list[tuple[float, int, tuple]] = []
+
+    def interrupted_after(n):
+        def train(cfg, group):
+            if len(trained) == n:
+                raise KeyboardInterrupt
+            trained.append((cfg.optim.eta0, cfg.model.N, tuple(group)))
+            return real(cfg, group)
+        return train
+
+    monkeypatch.setattr(grid_sweep, "train_group", interrupted_after(4))
+    with pytest.raises(KeyboardInterrupt):
+        run_lr_grid(tiny_base(), **TINY, out=out, progress=False)
+    assert not out.exists()
+    first = list(trained)
+    assert len(first) == 4 and all(len(g) == 2 for _, _, g in first)      # both seeds of a cell train as one group
+    manifests = sorted(lr_grid.parts_dir(out).glob("eta0-*.parts/manifest.json"))
+    assert len(manifests) == 3
+    done = sum(p["status"] in ("done", "diverged") for m in manifests for p in json.loads(m.read_text())["points"].values())
+    assert done == 8
+
+    trained.clear()
+    monkeypatch.setattr(grid_sweep, "train_group", interrupted_after(99))
+    ds = run_lr_grid(tiny_base(), **TINY, out=out, progress=False)
+    assert len(trained) == 5 and not set(first) & set(trained)           # nothing finished was trained again
+    assert {(e, n) for e, n, _ in first + trained} == {(e, n) for e in TINY["etas"] for n in TINY["sizes"]}
+    for v in ("final_loss", "heldout_loss", "train_loss", "status", "diverged_at", "lr"):
+        assert np.array_equal(ds[v].values, reference[v].values, equal_nan=True), v
+    assert np.array_equal(load_lr_grid(out).final_loss.values, reference.final_loss.values, equal_nan=True)
+
+
+def test_a_store_made_with_other_settings_is_refused_before_any_work(tmp_path, monkeypatch):
+    out = tmp_path / "grid.nc"
+
+    def stop(cfg, group):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(grid_sweep, "train_group", stop)
+    with pytest.raises(KeyboardInterrupt):
+        run_lr_grid(tiny_base(), **TINY, out=out, progress=False)        # the stores exist, nothing finished
+    monkeypatch.setattr(grid_sweep, "train_group", lambda *a, **k: pytest.fail("trained before refusing"))
+    with pytest.raises(ValueError, match=r"steps \(--steps\): 4 -> 6") as e:
+        run_lr_grid(tiny_base(steps=6), **TINY, out=out, progress=False)
+    assert "\n" not in str(e.value) and "--out" in str(e.value)
+    with pytest.raises(ValueError, match=r"eta0-0.01.parts was swept with other settings"):   # reproduce's preflight
+        check_lr_grid_out(tiny_base(steps=6), "N", TINY["sizes"], TINY["etas"], TINY["seeds"], out)
+    check_lr_grid_out(tiny_base(), "N", TINY["sizes"], TINY["etas"], TINY["seeds"], out)     # resumable: accepted

@@ -14,12 +14,8 @@ import io
 import json
 import os
 import platform
-import re
-import shutil
 import stat
 import subprocess
-import tempfile
-import time
 import warnings
 import zlib
 from pathlib import Path
@@ -28,6 +24,8 @@ import numpy as np
 import torch
 import xarray as xr
 
+from probes.experiment.atomic import (TEMP_PREFIX, cleanup_stale_temps, fsync_dir,  # noqa: F401 (re-exported)
+                                     write_atomic, write_folder_atomic)
 from probes.experiment.zarr_check import ALLOWED, UnsafeStore, check_zarr_store
 
 SCHEMA_VERSION = 3   # 2: coord_rms / coord_update_rms / io_rms / io_update_rms replace block_rms / block_update_rms
@@ -396,84 +394,10 @@ def verify_checksums(ds: xr.Dataset, name: str = "dataset") -> xr.Dataset:
     return ds
 
 
-# ---- temporary files of `save` -------------------------------------------------------------------------------
-
-TEMP_PREFIX = ".tmp-"
-STALE_TEMP_AGE_S = 60.0
-_TEMP_NAME = re.compile(r"^\.tmp-[A-Za-z0-9_]+\.(nc|zarr)$")   # what tempfile.mkstemp/mkdtemp make in `save`
-
-
-def _newest_mtime(path: Path) -> float:
-    """mtime of a file, or the newest mtime inside a folder (a zarr being written touches its subfolders)."""
-    newest = path.lstat().st_mtime
-    if path.is_dir() and not path.is_symlink():
-        for root, dirs, files in os.walk(path):
-            for n in dirs + files:
-                try:
-                    newest = max(newest, os.lstat(os.path.join(root, n)).st_mtime)
-                except OSError:
-                    pass
-    return newest
-
-
-def cleanup_stale_temps(folder: str | os.PathLike, max_age_s: float = STALE_TEMP_AGE_S) -> list[Path]:
-    """Remove the temporary files and folders (`.tmp-XXXXXXXX.nc`, `.tmp-XXXXXXXX.zarr`) that a killed `save`
-    left in `folder`; returns what was removed. Only names of exactly that pattern are touched, and only when
-    nothing in them was modified for `max_age_s` seconds: another process (a parallel sweep worker writing in
-    the same parts folder) may be saving right now, and its in-flight temporary file must survive. Errors
-    (a file removed by someone else meanwhile, no permission) are ignored."""
-    folder = Path(folder)
-    removed: list[Path] = []
-    try:
-        entries = list(folder.iterdir())
-    except OSError:
-        return removed
-    now = time.time()
-    for p in entries:
-        if not _TEMP_NAME.match(p.name):
-            continue
-        try:
-            if now - _newest_mtime(p) < max_age_s:
-                continue
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p)
-            else:
-                p.unlink()
-            removed.append(p)
-        except OSError:
-            pass
-    return removed
-
-
 # ---- save ---------------------------------------------------------------------------------------------------
 
 _os_write = os.write      # the one call that puts netCDF bytes on disk (tests inject ENOSPC here)
 _CHUNK = 1 << 20
-
-
-def fsync_dir(folder: Path) -> None:
-    """fsync a folder so a rename in it is durable (a no-op where folders cannot be opened, e.g. Windows)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(root: Path) -> None:
-    for dirpath, _, files in os.walk(root):
-        for n in files:
-            fd = os.open(os.path.join(dirpath, n), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        fsync_dir(Path(dirpath))
 
 
 def _reason(e: BaseException) -> str:
@@ -515,59 +439,34 @@ def save(ds: xr.Dataset, path: str | os.PathLike) -> Path:
     cleanup_stale_temps(parent)               # what killed saves left here (a minute old or more)
     ds = with_checksums(ds)
     if zarr:
-        return _save_zarr(ds, path, parent)
+        return _save_zarr(ds, path)
     try:
         data = _netcdf_bytes(ds)
     except Exception as e:
         raise DatasetError(f"{path}: cannot write: {_reason(e)}") from None
-    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".nc", dir=parent)
-        try:
-            view = data
-            while view:
-                view = view[_os_write(fd, view[:_CHUNK]):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)          # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, path)
-        tmp = None
-        fsync_dir(parent)
+        write_atomic(path, lambda tmp: _write_bytes(tmp, data))
     except OSError as e:
         raise DatasetError(f"{path}: cannot write: {_reason(e)}") from None
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
     return path
 
 
-def _save_zarr(ds: xr.Dataset, path: Path, parent: Path) -> Path:
-    tmp = old = None
+def _write_bytes(tmp: Path, data: memoryview) -> None:
+    """Put `data` into the (empty) file `tmp`, in chunks, through `_os_write`."""
+    fd = os.open(tmp, os.O_WRONLY | os.O_TRUNC)
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, suffix=".zarr", dir=parent))
-        ds.to_zarr(tmp, mode="w", zarr_format=2, consolidated=True)
-        _fsync_tree(tmp)
-        if path.exists():   # a folder (checked by save): move it aside, then put the new one in place
-            old = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, suffix=".zarr", dir=parent))
-            os.replace(path, old)
-        os.replace(tmp, path)
-        tmp = None
-        fsync_dir(parent)
-    except Exception as e:
-        if old is not None and tmp is not None and not path.exists():
-            os.replace(old, path)               # put the previous dataset back
-            old = None
-        raise DatasetError(f"{path}: cannot write: {_reason(e)}") from None
+        view = data
+        while view:
+            view = view[_os_write(fd, view[:_CHUNK]):]
     finally:
-        for leftover in (tmp, old):
-            if leftover is not None:
-                shutil.rmtree(leftover, ignore_errors=True)
+        os.close(fd)
+
+
+def _save_zarr(ds: xr.Dataset, path: Path) -> Path:
+    try:
+        write_folder_atomic(path, lambda tmp: ds.to_zarr(tmp, mode="w", zarr_format=2, consolidated=True))
+    except Exception as e:
+        raise DatasetError(f"{path}: cannot write: {_reason(e)}") from None
     return path
 
 

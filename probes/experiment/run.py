@@ -39,6 +39,7 @@ from parametrizations.transformer import LWSTransformer, ModelConfig, attention_
 from probes.experiment.batches import BatchStream
 from probes.experiment.data import ImageSplit, Task, default_patch, load_task
 from probes.experiment.faults import ENV as FAULT_ENV, Fault, fault_for, from_env as faults_from_env
+from probes.experiment.progress import Progress
 from probes.hooks.grad_kernel import StreamGradients
 from probes.hooks.recorder import IO_WEIGHTS, MAX_SEED, MAX_STEP, ProbeConfig, ProbeRecorder
 
@@ -484,13 +485,13 @@ def _train(cfg: RunConfig, seeds: list[int] | None, progress: bool,
             if nan_at and step in nan_at:                          # the test hook: this step's training loss
                 losses[step, nan_at[step]] = float("nan")
             if bar is not None:
-                bar.update(1)
+                bar.advance(1)
             if step + 1 in log_at:
                 if not log(step + 1, gnorm):
                     break
                 if bar is not None:
                     first = alive[0]
-                    bar.set_postfix(loss=f"{train_loss[first][-1]:.4f}", heldout=f"{heldout[first][-1]:.4f}")
+                    bar.set_info(f"loss={train_loss[first][-1]:.4f} heldout={heldout[first][-1]:.4f}")
     if bar is not None:
         bar.close()
     wall = time.perf_counter() - t0
@@ -572,29 +573,8 @@ class TrainState:
     device: torch.device
 
 
-def _progress(enabled: bool, total: int):
-    """A tqdm-like progress bar on stderr (rich), or None."""
-    if not enabled:
-        return None
-    return _RichBar(total)
-
-
-class _RichBar:
-    def __init__(self, total: int):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self._p = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                           TextColumn("{task.fields[info]}"), transient=False)
-        self._p.start()
-        self._t = self._p.add_task("train", total=total, info="")
-
-    def update(self, n: int) -> None:
-        self._p.advance(self._t, n)
-
-    def set_postfix(self, **kw: str) -> None:
-        self._p.update(self._t, info=" ".join(f"{k}={v}" for k, v in kw.items()))
-
-    def close(self) -> None:
-        self._p.stop()
-        if not self._p.console.is_terminal:
-            self._p.console.print()
+def _progress(enabled: bool, total: int) -> Progress | None:
+    """The training bar over `total` steps on stderr (`probes.experiment.progress`: elapsed time and ETA; shown on
+    a terminal or when DMFT_PROBE_PROGRESS=1), or None when `enabled` is False or it would not show."""
+    bar = Progress("training", total, unit="steps", enabled=None if enabled else False)
+    return bar if bar.shown else None

@@ -1,16 +1,17 @@
-"""Where the jobs of a sweep run: in this process, in a local process pool, or as Ray tasks.
+"""Where the units of a sweep run: in this process, in a local process pool, or as Ray tasks.
 
-An executor calls `fn(job)` for every job and reports back in this process: `on_start(job)` when the job is handed to
-a worker, `on_done(job, result, error)` when it returns, where error is None or a `JobError` saying why it failed
-(`line`: one line; `detail`: the traceback, when fn raised); the other jobs go on either way. For the pool and Ray, `fn` must be a
-module-level function and the jobs plain picklable data.
+An executor calls `fn(unit)` for every unit and reports back in this process: `on_start(unit)` when the unit is handed to
+a worker, `on_done(unit, result, error)` when it returns, where error is None or a `UnitError` saying why it failed
+(`line`: one line; `detail`: the traceback, when fn raised); the other units go on either way. For the pool and Ray, `fn` must be a
+module-level function and the units plain picklable data. (A unit of a sweep is a `probes.grid.sweep.Unit`: one
+seed group of one size.)
 
-- `InProcess`: one job after another in this process (torch keeps its own thread count).
+- `InProcess`: one unit after another in this process (torch keeps its own thread count).
 - `LocalPool(workers)`: a `concurrent.futures.ProcessPoolExecutor` with the "spawn" start method (never fork: torch
-  holds threads and locks), at most `workers` jobs in flight, each worker limited to `threads` torch threads. A
-  worker that dies (killed, out of memory) fails the jobs in flight and the pool is started afresh. A worker exits
+  holds threads and locks), at most `workers` units in flight, each worker limited to `threads` torch threads. A
+  worker that dies (killed, out of memory) fails the units in flight and the pool is started afresh. A worker exits
   when the process that started it dies, even by SIGKILL (`watch_parent`): no orphan goes on writing parts.
-- `RayTasks`: one Ray task per job, declaring `num_cpus=1` and `num_gpus=gpus_per_task` (a fraction shares a GPU);
+- `RayTasks`: one Ray task per unit, declaring `num_cpus=1` and `num_gpus=gpus_per_task` (a fraction shares a GPU);
   connects to `address` or starts a local instance with `num_cpus` CPUs; a failure to do either is a ValueError
   (one line). `check_reachable` turns --ray-address (host:port, ray://host:port or auto) into the address to
   connect to, refusing one that no Ray cluster answers at before any work; `connect_ray` joins it (the CLI does so
@@ -37,13 +38,13 @@ from parametrizations.checks import one_of_error
 EXECUTORS = ("local", "ray")
 RAY_MISSING = "--executor ray needs the ray package: pip install -e '.[ray]'"
 
-Job = Any
-OnStart = Callable[[Job], None]
-OnDone = Callable[[Job, Any, "JobError | None"], None]
+Unit = Any
+OnStart = Callable[[Unit], None]
+OnDone = Callable[[Unit, Any, "UnitError | None"], None]
 
 
-class JobError(RuntimeError):
-    """A job's exception as plain text (picklable whatever the original was): `line`, one line naming the
+class UnitError(RuntimeError):
+    """A unit's exception as plain text (picklable whatever the original was): `line`, one line naming the
     exception, and `detail`, its traceback."""
 
     def __init__(self, line: str, detail: str = ""):
@@ -51,28 +52,28 @@ class JobError(RuntimeError):
         self.line, self.detail = line, detail
 
     def __reduce__(self):
-        return JobError, (self.line, self.detail)
+        return UnitError, (self.line, self.detail)
 
 
 def error_line(e: BaseException) -> str:
     """One line for an exception: 'Type: first line of its message'."""
-    if isinstance(e, JobError):
+    if isinstance(e, UnitError):
         return e.line
     text = str(e).strip().splitlines()[0] if str(e).strip() else ""
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
-def call_job(fn: Callable[[Job], Any], job: Job, threads: int | None = None) -> Any:
-    """Run fn(job) in a worker with `threads` torch threads (None: leave torch's setting); returns fn's result, or
-    raises JobError (the exception as text, so any exception crosses a process boundary)."""
+def call_unit(fn: Callable[[Unit], Any], unit: Unit, threads: int | None = None) -> Any:
+    """Run fn(unit) in a worker with `threads` torch threads (None: leave torch's setting); returns fn's result, or
+    raises UnitError (the exception as text, so any exception crosses a process boundary)."""
     if threads is not None:
         import torch
 
         torch.set_num_threads(threads)
     try:
-        return fn(job)
+        return fn(unit)
     except Exception as e:
-        raise JobError(error_line(e), traceback.format_exc()) from None
+        raise UnitError(error_line(e), traceback.format_exc()) from None
 
 
 def cpu_count() -> int:
@@ -90,10 +91,10 @@ def default_workers(threads_per_worker: int = 1) -> int:
 
 class Executor(Protocol):
     def describe(self) -> str:
-        """One phrase saying where the jobs run (for the progress header)."""
+        """One phrase saying where the units run (for the progress header)."""
 
-    def run(self, fn: Callable[[Job], Any], jobs: Sequence[Job], on_start: OnStart, on_done: OnDone) -> None:
-        """Run fn on every job, calling on_start / on_done in this process (see the module docstring)."""
+    def run(self, fn: Callable[[Unit], Any], units: Sequence[Unit], on_start: OnStart, on_done: OnDone) -> None:
+        """Run fn on every unit, calling on_start / on_done in this process (see the module docstring)."""
 
 
 class InProcess:
@@ -102,15 +103,15 @@ class InProcess:
     def describe(self) -> str:
         return "in this process"
 
-    def run(self, fn, jobs, on_start, on_done) -> None:
-        for job in jobs:
-            on_start(job)
+    def run(self, fn, units, on_start, on_done) -> None:
+        for unit in units:
+            on_start(unit)
             try:
-                result = call_job(fn, job)
-            except JobError as e:
-                on_done(job, None, e)
+                result = call_unit(fn, unit)
+            except UnitError as e:
+                on_done(unit, None, e)
             else:
-                on_done(job, result, None)
+                on_done(unit, result, None)
 
 
 WORKER_DIED = "a worker process died (killed, or out of memory?) while this ran"
@@ -154,7 +155,7 @@ def watch_parent(parent_pid: int | None) -> None:
 
 
 class LocalPool:
-    """A process pool on this machine ("spawn" start method), `workers` jobs at a time, `threads` torch threads
+    """A process pool on this machine ("spawn" start method), `workers` units at a time, `threads` torch threads
     per worker."""
 
     def __init__(self, workers: int, threads: int | None = 1, start_method: str = "spawn"):
@@ -176,9 +177,9 @@ class LocalPool:
         return ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context(self.start_method),
                                    initializer=watch_parent, initargs=(parent,))
 
-    def run(self, fn, jobs, on_start, on_done) -> None:
-        todo = list(jobs)[::-1]                          # pop() takes them in order
-        in_flight: dict[Future, Job] = {}
+    def run(self, fn, units, on_start, on_done) -> None:
+        todo = list(units)[::-1]                          # pop() takes them in order
+        in_flight: dict[Future, Unit] = {}
         pool = None
         clean = False
         try:
@@ -186,41 +187,41 @@ class LocalPool:
                 if pool is None:
                     pool = self._pool()
                 while todo and len(in_flight) < self.workers:
-                    job = todo.pop()
-                    in_flight[pool.submit(call_job, fn, job, self.threads)] = job
-                    on_start(job)
+                    unit = todo.pop()
+                    in_flight[pool.submit(call_unit, fn, unit, self.threads)] = unit
+                    on_start(unit)
                 done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                 broken = False
                 for fut in done:
-                    job = in_flight.pop(fut)
+                    unit = in_flight.pop(fut)
                     try:
                         result = fut.result()
                     except BrokenProcessPool:
                         broken = True
-                        on_done(job, None, JobError(WORKER_DIED))
-                    except JobError as e:
-                        on_done(job, None, e)
+                        on_done(unit, None, UnitError(WORKER_DIED))
+                    except UnitError as e:
+                        on_done(unit, None, e)
                     except Exception as e:                # e.g. a result that could not be pickled
-                        on_done(job, None, JobError(error_line(e)))
+                        on_done(unit, None, UnitError(error_line(e)))
                     else:
-                        on_done(job, result, None)
-                if broken:                                # every job in flight is lost with the pool
-                    for job in in_flight.values():
-                        on_done(job, None, JobError(WORKER_DIED))
+                        on_done(unit, result, None)
+                if broken:                                # every unit in flight is lost with the pool
+                    for unit in in_flight.values():
+                        on_done(unit, None, UnitError(WORKER_DIED))
                     in_flight.clear()
                     pool.shutdown(wait=True, cancel_futures=True)
                     pool = None
             clean = True
         finally:
             if pool is not None:
-                if not clean:                              # interrupted: do not wait for the jobs in flight
+                if not clean:                              # interrupted: do not wait for the units in flight
                     for p in list((getattr(pool, "_processes", None) or {}).values()):
                         p.terminate()
                 pool.shutdown(wait=clean, cancel_futures=True)
 
 
 class RayTasks:
-    """One Ray task per job (num_cpus=1, num_gpus=gpus_per_task), on the cluster at `address` or on a local
+    """One Ray task per unit (num_cpus=1, num_gpus=gpus_per_task), on the cluster at `address` or on a local
     instance started here with `num_cpus` CPUs (None: all of this machine's)."""
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None, gpus_per_task: float = 0.0,
@@ -249,27 +250,27 @@ class RayTasks:
             raise ValueError(f"--executor ray: cannot start a local Ray instance ({error_line(e)})") from None
         return True
 
-    def run(self, fn, jobs, on_start, on_done) -> None:
+    def run(self, fn, units, on_start, on_done) -> None:
         import ray
 
         started = self._join()
-        task = ray.remote(num_cpus=1, num_gpus=self.gpus_per_task)(call_job)
-        refs: dict[Any, Job] = {}
+        task = ray.remote(num_cpus=1, num_gpus=self.gpus_per_task)(call_unit)
+        refs: dict[Any, Unit] = {}
         try:
-            for job in jobs:
-                refs[task.remote(fn, job, self.threads)] = job
-                on_start(job)
+            for unit in units:
+                refs[task.remote(fn, unit, self.threads)] = unit
+                on_start(unit)
             while refs:
                 ready, _ = ray.wait(list(refs), num_returns=1)
                 for ref in ready:
-                    job = refs.pop(ref)
+                    unit = refs.pop(ref)
                     try:
                         result = ray.get(ref)
-                    except Exception as e:                  # RayTaskError wraps our JobError as its cause
+                    except Exception as e:                  # RayTaskError wraps our UnitError as its cause
                         cause = getattr(e, "cause", None) or e
-                        on_done(job, None, cause if isinstance(cause, JobError) else JobError(error_line(cause)))
+                        on_done(unit, None, cause if isinstance(cause, UnitError) else UnitError(error_line(cause)))
                     else:
-                        on_done(job, result, None)
+                        on_done(unit, result, None)
         finally:
             for ref in refs:
                 ray.cancel(ref, force=True)

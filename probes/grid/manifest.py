@@ -28,7 +28,8 @@ from pathlib import Path
 
 from parametrizations.checks import one_of_error
 
-from probes.experiment.dataset import TEMP_PREFIX, DatasetError, load
+from probes.experiment.atomic import TEMP_PREFIX
+from probes.experiment.dataset import DatasetError, load
 from probes.experiment.ensemble import ENSEMBLE_ENV, check_mode
 from probes.experiment.options import flag_of
 from probes.experiment.run import RunConfig

@@ -7,7 +7,8 @@ it cannot use. `check_sweep_out` and `check_lr_grid_out` look at what already ex
   the same axis over the same sizes and seeds, made with the same settings;
 - a sweep's store (`<out>.parts/`) must be a folder whose manifest, when it has one, is a readable sweep manifest
   made along the same axis with the same settings (`probes.grid.store`: what `SweepStore.open` would accept);
-- a learning-rate grid's file must be the very grid asked for (`probes.grid.lr_grid.check_lr_grid_out`).
+- a learning-rate grid's file must be the very grid asked for (`probes.grid.lr_grid.check_lr_grid_out`), and the
+  stores of an interrupted one (`<out>.parts/`, one per eta0) resumable with its settings.
 
 Each refusal is a ValueError of one line naming --out and the file.
 """
@@ -145,8 +146,12 @@ def check_sweep_out(cfg: RunConfig, axis: str, values: list[int], seeds: list[in
 
 def check_lr_grid_out(cfg: RunConfig, axis: str, values: list[int], etas: list[float], seeds: int | list[int],
                       out: Path) -> None:
-    """A learning-rate grid's output: absent, or this very grid (`probes.grid.lr_grid.check_lr_grid_out`)."""
-    from probes.grid.lr_grid import check_lr_grid_out as check
+    """A learning-rate grid's output: absent, or this very grid (`probes.grid.lr_grid.check_lr_grid_out`); when
+    absent, the stores of an interrupted grid in `<out>.parts/` resumable with its settings
+    (`probes.grid.lr_grid.check_lr_grid_stores`)."""
+    from probes.grid.lr_grid import check_lr_grid_out as check, check_lr_grid_stores
 
     if _kind(Path(out)) is not None:         # (its folder may not exist yet: the command makes it)
         check(cfg, axis, values, etas, seeds, Path(out))
+    else:
+        check_lr_grid_stores(cfg, axis, etas, Path(out))

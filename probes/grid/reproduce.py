@@ -186,10 +186,14 @@ def check_outputs(preset: Preset, configs: list, out: Path) -> None:
             check_lr_grid_out(cfg, job.axis, list(job.values), list(job.etas), job_seeds(preset, job), path)
 
 
-def run_preset(name: str, out: Path, say: Callable[[str], None] = print, ensemble: str = "auto") -> list[Path]:
+def run_preset(name: str, out: Path, say: Callable[[str], None] = print, ensemble: str = "auto",
+               progress: bool | None = None) -> list[Path]:
     """Run every job of preset `name` into folder `out` (created; finished datasets are kept and reused); returns
     the dataset paths. say(line) reports progress. Every job's config and every output already in `out` are
-    checked before any work (`check_outputs`)."""
+    checked before any work (`check_outputs`). progress: one bar over the points of every job with an ETA on
+    stderr (`probes.experiment.progress`; None: on a terminal, False: never); the points finished before are
+    counted done, not timed."""
+    from probes.experiment.progress import Progress
     from probes.grid.lr_grid import run_lr_grid
     from probes.grid.sweep import check_grid_fits, open_sweep
 
@@ -198,18 +202,26 @@ def run_preset(name: str, out: Path, say: Callable[[str], None] = print, ensembl
     out = Path(out)
     check_outputs(preset, configs, out)
     out.mkdir(parents=True, exist_ok=True)
-    for i, (job, cfg) in enumerate(zip(preset.jobs, configs), 1):
-        path = out / f"{job.name}.nc"
-        say(f"[{i}/{len(preset.jobs)}] {job.name}: {job.kind} along {job.axis} = {list(job.values)}")
-        if job.kind == "sweep":
-            with open_sweep(cfg, job.axis, list(job.values), job_seeds(preset, job), path, ensemble=ensemble,
-                            on_point=say) as sweep:
-                if sweep.units or not path.exists():        # a finished, merged sweep is kept as it is
-                    check_grid_fits(cfg, job.axis, list(job.values))
-                    sweep.run(on_point=say)
-                else:
-                    say(f"{path.name}: finished, kept")
-        else:
-            run_lr_grid(cfg, job.axis, list(job.values), list(job.etas), job_seeds(preset, job), out=path,
-                        ensemble=ensemble, progress=False)
+    sizes = [len(job.values) * job_seeds(preset, job) * (len(job.etas) if job.kind == "lr_grid" else 1)
+             for job in preset.jobs]
+    with Progress("reproduce", sum(sizes), unit="points", enabled=progress) as bar:
+        say = bar.wrap(say)
+        counted = 0
+        for i, (job, cfg) in enumerate(zip(preset.jobs, configs), 1):
+            path = out / f"{job.name}.nc"
+            say(f"[{i}/{len(preset.jobs)}] {job.name}: {job.kind} along {job.axis} = {list(job.values)}")
+            bar.set_info(job.name)
+            if job.kind == "sweep":
+                with open_sweep(cfg, job.axis, list(job.values), job_seeds(preset, job), path, ensemble=ensemble,
+                                on_point=say) as sweep:
+                    if sweep.units or not path.exists():        # a finished, merged sweep is kept as it is
+                        check_grid_fits(cfg, job.axis, list(job.values))
+                        sweep.run(on_point=say, progress=bar)
+                    else:
+                        say(f"{path.name}: finished, kept")
+            else:
+                run_lr_grid(cfg, job.axis, list(job.values), list(job.etas), job_seeds(preset, job), out=path,
+                            ensemble=ensemble, progress=bar)
+            counted += sizes[i - 1]
+            bar.skip(counted - bar.done)                        # a job kept as it was: done, not timed
     return [out / f"{job.name}.nc" for job in preset.jobs]

@@ -12,7 +12,8 @@ Layout:
                                        made it (what --rebuild-manifest compares); the schema of both is in
                                        `probes.grid.manifest`
 
-The manifest is written atomically (a temporary file in the folder, fsync, os.replace, fsync of the folder). Opening
+The manifest is written atomically (`probes.experiment.atomic`: a temporary file in the folder, fsync, os.replace,
+fsync of the folder). Opening
 a store (`SweepStore.open`):
 
 1. takes an exclusive lock on the folder (flock; released when the process ends, even by SIGKILL), so two sweeps
@@ -42,19 +43,18 @@ import errno
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 import xarray as xr
 
-from probes.experiment.dataset import DatasetError, fsync_dir, combine_runs, load
+from probes.experiment.atomic import TEMP_PREFIX, write_atomic
+from probes.experiment.dataset import DatasetError, combine_runs, load
 from probes.grid.manifest import (FINISHED, FORMAT, MANIFEST, STATUSES, check_manifest, comparable_config,  # noqa: F401
                        config_differences, config_hash, ensemble_diff, file_sha256, new_manifest, point_name,
                        rebuild_manifest)
 from probes.experiment.run import RunConfig
 
-TEMP_PREFIX = ".tmp-"
 REBUILD_HINT = ("rerun with --rebuild-manifest to rebuild it from the parts' own metadata and checksums, or choose "
                 "another --out")
 
@@ -316,6 +316,15 @@ class SweepStore:
         """The failure message of a failed point (None otherwise)."""
         return self.manifest["points"][point_name(self.axis, value, seed)].get("message")
 
+    def part(self, value: int, seed: int) -> xr.Dataset:
+        """The dataset of a finished point (loaded once, `probes.experiment.dataset.load`)."""
+        name = point_name(self.axis, value, seed)
+        if self.manifest["points"][name]["status"] not in FINISHED:
+            raise RuntimeError(f"point {name} is not finished")      # a bug: callers check first
+        if name not in self._loaded:
+            self._loaded[name] = load(self.part_path(value, seed))
+        return self._loaded[name]
+
     def group(self, value: int, seed: int) -> tuple[int, ...] | None:
         """The seeds the point trains with, in their order, as recorded when it was first handed out (its own
         record, or that of another point of its size whose group holds it); None when none is recorded."""
@@ -374,23 +383,10 @@ class SweepStore:
         self._write()
 
     def _write(self) -> None:
-        """Write the manifest atomically: temporary file, fsync, os.replace, fsync of the folder."""
+        """Write the manifest atomically (`probes.experiment.atomic.write_atomic`: temporary file, fsync,
+        os.replace, fsync of the folder)."""
         text = json.dumps(self.manifest, indent=1, sort_keys=True) + "\n"
-        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX + "manifest-", suffix=".json", dir=self.folder)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-            os.replace(tmp, self.folder / MANIFEST)
-            tmp = None
-        finally:
-            if tmp is not None and os.path.exists(tmp):
-                os.unlink(tmp)
-        fsync_dir(self.folder)
+        write_atomic(self.folder / MANIFEST, lambda tmp: tmp.write_text(text), prefix=TEMP_PREFIX + "manifest-")
 
     # ---- combining ----------------------------------------------------------------------------------------------
 
@@ -400,12 +396,7 @@ class SweepStore:
         for v in sorted(values):
             runs = []
             for s in sorted(seeds):
-                name = point_name(self.axis, v, s)
-                if self.manifest["points"][name]["status"] not in FINISHED:
-                    raise RuntimeError(f"point {name} is not finished")      # a bug: callers check first
-                if name not in self._loaded:
-                    self._loaded[name] = load(self.part_path(v, s))
-                runs.append(self._loaded[name])
+                runs.append(self.part(v, s))
             per_value.append(combine_runs(runs, "seed"))
         return combine_runs(per_value, self.axis)
 

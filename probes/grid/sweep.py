@@ -31,8 +31,9 @@ import xarray as xr
 
 from probes.experiment.config import check_fits
 from probes.experiment.dataset import run_dataset, save, with_seed_variances
+from probes.experiment.progress import Progress
 from probes.experiment.ensemble import plan_groups, resolve_mode, train_group
-from probes.grid.executors import Executor, InProcess, JobError
+from probes.grid.executors import Executor, InProcess, UnitError
 from probes.hooks.recorder import MAX_PROBE_STEPS, MAX_STEP
 from probes.experiment.run import RunConfig
 from probes.grid.manifest import GROUP_ATTR, MODE_ATTR, SWEEP_CONFIG_ATTR, comparable_config, point_name
@@ -40,7 +41,7 @@ from probes.grid.store import SweepStore, parts_dir
 
 __all__ = ["MAX_POINTS", "MAX_SEEDS", "MAX_VALUES", "Sweep", "SweepFailed", "Unit", "PointResult", "check_grid",
            "check_values", "coord_config", "open_sweep", "parts_dir", "plan_units", "point_path", "run_sweep",
-           "run_unit", "sweep_config", "value_config"]
+           "run_sweeps", "run_unit", "sweep_config", "value_config"]
 
 MAX_SEEDS = 1000          # seeds per size of one sweep
 MAX_VALUES = 1000         # sizes of one sweep
@@ -89,9 +90,11 @@ def check_values(cfg: RunConfig, axis: str, values: list[int]) -> None:
 
 @dataclass(frozen=True)
 class Unit:
-    """One piece of work for a worker: a seed group of one size, trained together (a seed ensemble) or alone
-    (one seed), and the part file each seed's dataset goes to ("" where the seed's part is finished and is not
-    written again). Plain data, so it pickles to any worker."""
+    """One piece of work for a worker, the one name for a unit of grid work (what an executor runs,
+    `probes.grid.executors`; sweeps, coordinate checks, lr grids and variant tables all run them): a seed group
+    of one size, trained together (a seed ensemble) or alone (one seed), and the part file each seed's dataset
+    goes to ("" where the seed's part is finished and is not written again). Plain data, so it pickles to any
+    worker."""
 
     cfg: RunConfig
     axis: str
@@ -188,43 +191,19 @@ class Sweep:
     def n_points(self) -> int:
         return len(self.values) * len(self.seeds)
 
-    def run(self, executor: Executor | None = None, on_point: Callable[[str], None] | None = None) -> xr.Dataset:
+    def run(self, executor: Executor | None = None, on_point: Callable[[str], None] | None = None,
+            progress: bool | None | Progress = None) -> xr.Dataset:
         """Do every unit on `executor` (default: this process), record each point as it comes back, then merge
         all points into `out`, record the merged grid and return the merged dataset. SweepFailed (after every unit
-        has had its turn) when any point failed; nothing is merged then."""
-        say = on_point or (lambda msg: None)
-        ax = self.axis
-        for v, s in self.done:
-            say(f"{ax}={v} seed={s}: already done, skipped")
-        failures: list[str] = []
+        has had its turn) when any point failed; nothing is merged then. progress: a bar over the points with an
+        ETA on stderr (`probes.experiment.progress`; None: on a terminal, False: never), or the bar of a larger
+        piece of work (`dmft-probe reproduce`) to count the points on."""
+        run_sweeps([self], executor, on_point, progress, label="sweep")
+        return self.merge()
 
-        def started(unit: Unit) -> None:
-            self.store.mark([(unit.value, s) for s in unit.written], "running", group=unit.seeds)
-
-        def finished(unit: Unit, results: list[PointResult] | None, error: JobError | None) -> None:
-            points = [(unit.value, s) for s in unit.written]
-            if error is not None:
-                self.store.mark(points, "failed", error.line, error.detail or None)
-                for v, s in points:
-                    failures.append(f"{ax}={v} seed={s}: {error.line}")
-                    say(f"{ax}={v} seed={s}: failed: {error.line}")
-                return
-            bad = self.store.record([(unit.value, r.seed, "diverged" if r.status == "diverged" else "done")
-                                     for r in results])
-            bad_seeds = {s: msg for _, s, msg in bad}
-            for r in results:
-                if r.seed in bad_seeds:
-                    failures.append(f"{ax}={unit.value} seed={r.seed}: {bad_seeds[r.seed]}")
-                    say(f"{ax}={unit.value} seed={r.seed}: failed: {bad_seeds[r.seed]}")
-                    continue
-                how = f", ensemble of {r.ensemble}" if r.ensemble else ""
-                say(f"{ax}={unit.value} seed={r.seed}: {r.status} ({r.wall_s:.1f} s{how})")
-
-        (executor or InProcess()).run(run_unit, self.units, started, finished)
-        if failures:
-            raise SweepFailed(f"{len(failures)} of {self.n_points} points failed (first: {failures[0]}); "
-                              f"nothing was merged; messages in {self.store.folder / 'manifest.json'}; "
-                              "rerun the same command to redo them")
+    def merge(self) -> xr.Dataset:
+        """Merge every point (all finished) into `out` with the seed variances, record the merged grid in the
+        store and return the merged dataset."""
         # seed variances from the parts of every point, so a resumed or extended sweep recomputes them
         merged = with_seed_variances(self.store.combine(self.values, self.seeds), self.axis)
         merged.attrs["init_only"] = int(self.init_only)
@@ -232,6 +211,38 @@ class Sweep:
         save(merged, self.out)
         self.store.set_merged(self.values, self.seeds)
         return merged
+
+    def _handlers(self, say: Callable[[str], None], bar: Progress, failures: list[str], tag: str = ""):
+        """(started, finished) callbacks of an executor for this sweep's units: they mark the points in the store,
+        report each point with say(msg) (prefixed by `tag`), count it on `bar` and add failures to `failures`."""
+        ax = self.axis
+
+        def started(unit: Unit) -> None:
+            self.store.mark([(unit.value, s) for s in unit.written], "running", group=unit.seeds)
+
+        def finished(unit: Unit, results: list[PointResult] | None, error: UnitError | None) -> None:
+            points = [(unit.value, s) for s in unit.written]
+            if error is not None:
+                self.store.mark(points, "failed", error.line, error.detail or None)
+                for v, s in points:
+                    failures.append(f"{tag}{ax}={v} seed={s}: {error.line}")
+                    say(f"{tag}{ax}={v} seed={s}: failed: {error.line}")
+                bar.advance(len(points), info=f"{tag}{ax}={unit.value}: failed")
+                return
+            results = results or []
+            bad = self.store.record([(unit.value, r.seed, "diverged" if r.status == "diverged" else "done")
+                                     for r in results])
+            bad_seeds = {s: msg for _, s, msg in bad}
+            for r in results:
+                if r.seed in bad_seeds:
+                    failures.append(f"{tag}{ax}={unit.value} seed={r.seed}: {bad_seeds[r.seed]}")
+                    say(f"{tag}{ax}={unit.value} seed={r.seed}: failed: {bad_seeds[r.seed]}")
+                    continue
+                how = f", ensemble of {r.ensemble}" if r.ensemble else ""
+                say(f"{tag}{ax}={unit.value} seed={r.seed}: {r.status} ({r.wall_s:.1f} s{how})")
+            bar.advance(len(points), info=f"{tag}{ax}={unit.value}")
+
+        return started, finished
 
     def close(self) -> None:
         self.store.close()
@@ -241,6 +252,48 @@ class Sweep:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def run_sweeps(sweeps: list[Sweep], executor: Executor | None = None,
+               on_point: Callable[[str], None] | None = None, progress: bool | None | Progress = None,
+               label: str = "sweep", tags: list[str] | None = None) -> None:
+    """Run the units of several open sweeps in one go on `executor` (default: this process), so that a pool or a
+    Ray cluster gets all of them at once; each point is recorded in its own sweep's store as it comes back and
+    reported with on_point(msg) (prefixed by its sweep's tag). progress: a bar `label` over every point of the
+    sweeps (None: on a terminal, False: never), or a bar to count them on. Nothing is merged. SweepFailed, after
+    every unit has had its turn, when any point failed."""
+    tags = tags or [""] * len(sweeps)
+    for sweep, tag in zip(sweeps, tags):
+        for v, s in sweep.done:
+            (on_point or (lambda msg: None))(f"{tag}{sweep.axis}={v} seed={s}: already done, skipped")
+    n_done = sum(len(sw.done) for sw in sweeps)
+    own = not isinstance(progress, Progress)
+    if isinstance(progress, Progress):
+        bar = progress
+        bar.skip(n_done)
+    else:
+        bar = Progress(label, sum(sw.n_points for sw in sweeps), unit="points", done=n_done, enabled=progress)
+    failures: list[str] = []
+    try:
+        say = bar.wrap(on_point)
+        owner: dict[int, tuple] = {}
+        units: list[Unit] = []
+        for sweep, tag in zip(sweeps, tags):
+            handlers = sweep._handlers(say, bar, failures, tag)
+            for unit in sweep.units:
+                owner[id(unit)] = handlers
+                units.append(unit)
+        (executor or InProcess()).run(run_unit, units, lambda u: owner[id(u)][0](u),
+                                      lambda u, r, e: owner[id(u)][1](u, r, e))
+    finally:
+        if own:
+            bar.close()
+    if failures:
+        n_points = sum(sw.n_points for sw in sweeps)
+        where = ", ".join(str(sw.store.folder / "manifest.json") for sw in sweeps[:2]) + \
+            (", ..." if len(sweeps) > 2 else "")
+        raise SweepFailed(f"{len(failures)} of {n_points} points failed (first: {failures[0]}); nothing was "
+                          f"merged; messages in {where}; rerun the same command to redo them")
 
 
 def sweep_config(base: RunConfig, axis: str, init_only: bool = False) -> RunConfig:
