@@ -259,7 +259,7 @@ def _select_level(da: xr.DataArray, q: Quantity, axis: str, which) -> tuple[xr.D
         return xr.concat(parts, dim=axis), f"last {dim} of each model (the same relative depth)"
     if isinstance(which, (bool, np.bool_)) or not isinstance(which, (int, np.integer)):
         # one error type (ValueError) for every bad input, as everywhere in dmft
-        raise ValueError(f"{dim} must be an integer, 'all' or 'last', got {which!r}")  # noqa: TRY004
+        raise ValueError(f"{dim} must be an integer, 'all' or 'last', got {which!r}")
     if int(which) not in vals:
         raise ValueError(f"{da.name} has no {dim} {int(which)} (available: {', '.join(str(int(v)) for v in vals)})")
     return da.sel({dim: int(which)}, drop=True), f"{dim} {int(which)}"

@@ -42,8 +42,8 @@ Everything returned is plain numbers and dataclasses; `dmft.verdict.Verdict` row
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import xarray as xr

@@ -312,7 +312,7 @@ def budget_match(profile: LWSProfile, L: int, d_model: int, N: int,
             continue
         p = _shift(profile, dq, 0.0)
         a = attn(resolve(p, L, d_model, N, **kw))
-        f_count = lambda c: mlp(resolve(_shift(p, 0.0, c), L, d_model, N, **kw))  # noqa: E731
+        f_count = lambda c, p=p: mlp(resolve(_shift(p, 0.0, c), L, d_model, N, **kw))  # noqa: E731
         try:
             sides = _match_offset(f_count, profile.ffn, t.n_params_nonembed() - a, "MLP")
         except ValueError:

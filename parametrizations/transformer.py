@@ -29,8 +29,8 @@ time, so a narrower model's are the leading coordinates of a wider one's (N = 4 
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -442,7 +442,7 @@ class LWSTransformer(nn.Module):
         return module.role
 
     def reset_parameters(self, seed: int | Sequence[int], io_seed: int | Sequence[int] | None = None
-                         ) -> "LWSTransformer":
+                         ) -> LWSTransformer:
         """Draw every weight from its init law, each from its own generator keyed by `init_key`: the blocks by
         `seed`, the embedding, positions and readout by `io_seed` (None: = seed). In an ensemble both are lists,
         one entry per member, and member e gets exactly the weights of a separate model with seed seeds[e] and
@@ -499,13 +499,13 @@ class LWSTransformer(nn.Module):
         if self.opts.ngpt:
             self.renormalise()
 
-    def member(self, e: int) -> "LWSTransformer":
+    def member(self, e: int) -> LWSTransformer:
         """Member e of an ensemble as a separate (non-ensemble) model on the same device, weights copied."""
         if self.ensemble is None:
             raise ValueError("member() needs an ensemble model")
         single = LWSTransformer(self.cfg, self.p, self.optimizer).to(self.readout.weight.device)
         with torch.no_grad():
-            for (name, w), w_e in zip(single.named_parameters(), self.parameters()):
+            for w, w_e in zip(single.parameters(), self.parameters()):
                 w.copy_(w_e[e])
         return single
 

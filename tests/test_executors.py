@@ -12,10 +12,20 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from helpers import invoke
-from probes.grid.executors import (RAY_MISSING, InProcess, JobError, LocalPool, RayTasks, check_executor,
-                              check_reachable, default_workers, make_executor, ray_address_file)
+
+from probes.grid.executors import (
+    RAY_MISSING,
+    InProcess,
+    JobError,
+    LocalPool,
+    RayTasks,
+    check_executor,
+    check_reachable,
+    default_workers,
+    make_executor,
+    ray_address_file,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,9 +10,9 @@ import xarray as xr
 from dmft.check import run_attrs as check_run_attrs
 from dmft.transfer import best_eta0, fit_optimum, losses_of, p7_verdict
 from dmft.verdict import Verdict, decide
-from probes.grid import lr_grid
 from probes.experiment.config import make_run_config
 from probes.experiment.dataset import load
+from probes.grid import lr_grid
 from probes.grid.lr_grid import load_lr_grid, run_lr_grid
 
 ETAS = np.array([0.1, 0.2, 0.4, 0.8, 1.6])

@@ -16,8 +16,8 @@ Source families are laid out time-major: family coordinate t*m + j is sample j a
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 
 import torch
 
@@ -461,7 +461,7 @@ class Sweep:
                      "_q": torch.einsum("rnj,nsj->rns", k3, D).reshape(n, Pt),   # (A5): g_q = D k
                      "_k": torch.einsum("rns,nsj->rnj", q3, D).reshape(n, Pt)}   # (A5): g_k = D^T q
         out = []
-        for role, sfx in self.roles(k):
+        for _role, sfx in self.roles(k):
             g = grads[sfx]
             self.gz[k, sfx][:, t] = g
             key, i = self.op("Gz", sfx, k)

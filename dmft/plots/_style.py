@@ -6,13 +6,12 @@ from fractions import Fraction
 
 import matplotlib.pyplot as plt
 import matplotlib.ticker as mticker
-from matplotlib.font_manager import FontProperties
 import numpy as np
 import seaborn as sns
 import xarray as xr
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-
+from matplotlib.font_manager import FontProperties
 
 AXES = ("N", "H", "L")
 FORMATS = ("png", "pdf")

@@ -1,7 +1,6 @@
 """Densities of A over heads against the variance-gamma law and its Gaussian limit (Fig. 3b-c)."""
 from __future__ import annotations
 
-
 import numpy as np
 import seaborn as sns
 from matplotlib.axes import Axes

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import seaborn as sns
@@ -10,7 +10,18 @@ import xarray as xr
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from ._style import P4_MC_HEADS, QUANTITY_LABELS, _legend, _log2, _new_axes, _power_tex, _size_ticks, _subplots, _sym, _tidy_log_y
+from ._style import (
+    P4_MC_HEADS,
+    QUANTITY_LABELS,
+    _legend,
+    _log2,
+    _new_axes,
+    _power_tex,
+    _size_ticks,
+    _subplots,
+    _sym,
+    _tidy_log_y,
+)
 
 
 def exponent_plot(sizes, values, fit=None, predicted=None, *, axis: str = "N", ylabel: str = "", label=None,

@@ -7,8 +7,8 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import matplotlib.pyplot as plt
 import xarray as xr
@@ -20,7 +20,6 @@ from .densities import attention_density
 from .exponents import verdict_figure
 from .kernels import kernel_panels
 from .training import _coord_over_steps, coord_check_panels, loss_curves
-
 
 # What drawing odd but valid data can raise (a non-finite exponent, no positive value, an empty selection): the
 # figure is skipped with a note. OSError (a full disk) and MemoryError stop plot_dataset.

@@ -11,7 +11,18 @@ import xarray as xr
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from ._style import AXES, COORD_LABELS, _legend, _log2, _new_axes, _resolve_axis, _size_ticks, _subplots, _sym, _tidy_log_y
+from ._style import (
+    AXES,
+    COORD_LABELS,
+    _legend,
+    _log2,
+    _new_axes,
+    _resolve_axis,
+    _size_ticks,
+    _subplots,
+    _sym,
+    _tidy_log_y,
+)
 
 
 def _mark_diverged_note(ax: Axes, label: str) -> None:

@@ -28,7 +28,6 @@ import torch
 
 from parametrizations.checks import ConfigError, check_bool, check_choice, check_int, check_int_list
 from parametrizations.transformer import LWSTransformer
-
 from probes.hooks.head_stats import head_stats
 
 BLOCK_WEIGHTS = ("q", "k", "v", "o", "mlp_in", "mlp_out")
@@ -263,7 +262,7 @@ class ProbeRecorder:
         recs = self.records[:n_steps]
         return {k: np.stack([r[k][member] for r in recs]) for k in recs[0]} if recs else {}
 
-    def member(self, e: int, n_steps: int | None = None) -> "MemberProbes":
+    def member(self, e: int, n_steps: int | None = None) -> MemberProbes:
         """Member e's probes (the first n_steps probe steps), for `probes.experiment.dataset.probe_dataset`."""
         return MemberProbes(self, e, len(self.steps) if n_steps is None else n_steps)
 
