@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -226,7 +227,7 @@ def _verdict_over_stable_points(p: Planned, ds: xr.Dataset, axis: str, name: str
     values, left_out = stable_values(trained, sizes, values, points, seeds)
     text = divergence.describe(left_out, axis)
     n_left = int(np.isfinite(values).any(axis=1).sum())
-    div = {"diverged": len(left_out), "diverged_points": text}
+    div: dict[str, Any] = {"diverged": len(left_out), "diverged_points": text}
     if left_out and n_left < 3:
         return row_verdict(p, axis, name, note=f"{text}; a slope needs at least 3 sizes, got {n_left}", **div)
     unresolved = _unresolved_sizes(sizes, values)

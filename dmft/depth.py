@@ -44,6 +44,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -304,7 +305,7 @@ def _rate(what: str, quantity: str, step: int, sizes: np.ndarray, est: np.ndarra
           multiplicative: bool, reference: int | None, st: _Step, level: float) -> DepthRate:
     """The DepthRate of one statistic: recentre the resamples on the estimate, fit, interval, local exponents."""
     bias = reference is not None
-    common = dict(what=what, quantity=quantity, step=step, sizes=tuple(int(s) for s in sizes),
+    common: dict[str, Any] = dict(what=what, quantity=quantity, step=step, sizes=tuple(int(s) for s in sizes),
                   values=tuple(float(v) for v in est), level=level, n_sizes=len(sizes), n_io=len(st.n),
                   n_draws=int(st.n.min()), n_seeds=st.n_seeds, n_boot=len(boot), reference=reference)
     if len(sizes) < 2:
