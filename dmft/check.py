@@ -102,7 +102,7 @@ def p3_llr(clusters: dict[float, np.ndarray], N_of, alpha_A: float, level: float
         total += l.sum(-1)
         count += ok.sum(-1)
         n_values += int(ok.sum())
-    if total is None:
+    if total is None or count is None:                                  # set together
         return math.nan, math.nan, math.nan, 0, 0
     means = (total / np.where(count > 0, count, 1))[count > 0]           # (clusters,)
     k = means.size

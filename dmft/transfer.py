@@ -71,6 +71,7 @@ class Transfer:
         s = self.stable[i]
         if not np.isfinite(s):
             return f"none (the smallest, {self.etas[0]:g}, diverged)"
+        assert self.stable_edge is not None and self.diverged is not None    # set with stable
         if not self.stable_edge[i]:
             return f">= {s:g} (none diverged)"
         above = self.etas[np.flatnonzero(self.diverged[i])[0]]

@@ -231,6 +231,7 @@ class Block(nn.Module):
     o: ScaledLinear
     mlp_in: ScaledLinear
     mlp_out: ScaledLinear
+    attn_scale: float
 
     def __init__(self, d: int, H_l: int, N: int, d_ff: int, p: Parametrization, L: int, optimizer: str, causal: bool,
                  ensemble: int | None = None, opts: BlockOptions | None = None):
