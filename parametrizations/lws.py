@@ -63,9 +63,9 @@ def _positive_floats(name: str, values: Any) -> tuple[float, ...]:
     return out
 
 
-def _positive_ints(name: str, values: object, length: int | None = None) -> tuple[int, ...]:
+def _positive_ints(name: str, values: Any, length: int | None = None) -> tuple[int, ...]:
     try:
-        items = list(values)  # type: ignore[call-overload]
+        items = list(values)                    # anything: a non-sequence is the ValueError below
     except TypeError as exc:
         raise ValueError(f"{name} must be a sequence of positive integers, got {values!r}") from exc
     for x in items:
