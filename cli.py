@@ -5,7 +5,6 @@ import functools
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -26,13 +25,13 @@ class App(typer.Typer):
         try:
             code = super().__call__(*args, **kwargs)
         except NoArgsIsHelpError:
-            raise SystemExit(0)
+            raise SystemExit(0) from None
         except UsageError as e:
             typer.echo(f"error: {e.format_message().splitlines()[0]}", err=True)
-            raise SystemExit(2)
+            raise SystemExit(2) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
-            raise SystemExit(130)
+            raise SystemExit(130) from None
         raise SystemExit(code if isinstance(code, int) else 0)
 
 
@@ -126,7 +125,7 @@ def shared(command: str):
     def deco(fn):
         sig = inspect.signature(fn)
         params = [p for p in sig.parameters.values() if p.name != "overrides"]
-        params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[o.type],
+        params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=o.type | None,
                                      default=typer.Option(None, o.flag, help=o.help)) for name, o in specs.items()]
 
         @functools.wraps(fn)
@@ -141,7 +140,7 @@ def shared(command: str):
     return deco
 
 
-def _check_data(cfg, overrides: dict, config: Optional[str], keep: bool = True) -> None:
+def _check_data(cfg, overrides: dict, config: str | None, keep: bool = True) -> None:
     """The data the run will use (--data, or [run] data_path of --config) is read now, as the run reads it, before
     any header or output; one line naming the option or key otherwise. keep: the runs happen in this process, which
     reuses what was read (probes.experiment.config.check_data_contents)."""
@@ -160,7 +159,7 @@ def _check_env() -> None:
     from_env()
 
 
-def _out_file(path: Optional[Path], option: str) -> None:
+def _out_file(path: Path | None, option: str) -> None:
     """An output file of check (--csv, --nc): a new or regular file in an existing, writable folder."""
     from probes.experiment.config import check_out_file
 
@@ -186,7 +185,7 @@ def _write_atomic(path: Path, write) -> None:
     write_atomic(path, write)
 
 
-def _out_folder(text: Optional[str], option: str) -> Optional[Path]:
+def _out_folder(text: str | None, option: str) -> Path | None:
     """An output folder option (reproduce, variants, plot) as a Path, None when not given. Refused: an empty text
     (it would silently mean the current folder), and a folder that cannot be made or written
     (probes.experiment.config.check_out_folder)."""
@@ -223,7 +222,7 @@ def run(
     probes: bool = config_option("probes", "enabled", True),
     out: Optional[Path] = typer.Option(None, "--out", help="dataset file (.nc or .zarr) (default runs/<name>.nc)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out (without it an existing output is kept and the run refused)"),
-    config: Optional[str] = ConfigOpt,
+    config: str | None = ConfigOpt,
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
     overrides: dict = None,
 ):
@@ -269,9 +268,9 @@ def solve(
     max_iter: int = typer.Option(3, "--max-iter", help="iterations after the causal initial sweep"),
     tol: float = typer.Option(1e-8, "--tol", help="stop when the self-consistency residual is below this"),
     solver_seed: int = typer.Option(0, "--solver-seed", help="seed of the Monte Carlo draws"),
-    out: Optional[Path] = typer.Option(None, "--out", help="dataset file (.nc or .zarr) (default runs/<name>-limit.nc)"),
+    out: Path | None = typer.Option(None, "--out", help="dataset file (.nc or .zarr) (default runs/<name>-limit.nc)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out"),
-    config: Optional[str] = ConfigOpt,
+    config: str | None = ConfigOpt,
     overrides: dict = None,
 ):
     """Solve the DMFT of full-batch SGD training in the mean-field limit for the same configuration `run` trains,
@@ -304,7 +303,7 @@ def solve(
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
         typer.echo(f"error: {e}; nothing written", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     save(ds, out_path)
     for line in summary_lines(ds):
         typer.echo(line)
@@ -325,7 +324,8 @@ def describe(
     from rich.console import Console
     from rich.table import Table
 
-    from parametrizations.describe import describe as rows_of, header, rule_lines
+    from parametrizations.describe import describe as rows_of
+    from parametrizations.describe import header, rule_lines
     from parametrizations.transformer import LWSTransformer
     from probes.experiment.config import make_run_config
 
@@ -359,10 +359,10 @@ class _Executor:
     is printed or written."""
 
     kind: str
-    workers: Optional[int]
-    ray_address: Optional[str]
-    ray_cpus: Optional[int]
-    gpus_per_task: Optional[float]
+    workers: int | None
+    ray_address: str | None
+    ray_cpus: int | None
+    gpus_per_task: float | None
 
     def __post_init__(self) -> None:
         from probes.grid.executors import check_executor, connect_ray
@@ -386,7 +386,7 @@ class _Executor:
 
 
 def _run_grid(cfg, axis: str, sizes: list[int], seeds: int, out_path: Path, init_only: bool,
-              ensemble: Optional[str], run_on: _Executor, header: str, overwrite: bool = False,
+              ensemble: str | None, run_on: _Executor, header: str, overwrite: bool = False,
               rebuild: bool = False):
     """Open the sweep store of out_path (refusing other settings, an unreadable manifest unless `rebuild`, or a
     grid that leaves out the merged one unless `overwrite`, before any work), print the header, run the missing
@@ -403,7 +403,7 @@ def _run_grid(cfg, axis: str, sizes: list[int], seeds: int, out_path: Path, init
             return grid.run(executor, on_point=echo)
         except SweepFailed as e:
             echo(f"error: {e}")
-            raise typer.Exit(1)
+            raise typer.Exit(1) from None
 
 
 @app.command()
@@ -420,13 +420,13 @@ def sweep(
     out: Optional[Path] = typer.Option(None, "--out", help="merged dataset (default runs/sweep-<param>-<optimizer>-<task>-<axis><sizes>-...-eta<eta0>-steps<steps>-seeds<seeds>.nc)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing merged --out: one that has no <out>.parts/ to resume from, or whose merged grid this grid leaves out (the finished parts are kept)"),
     rebuild_manifest: bool = RebuildOpt,
-    ensemble: Optional[str] = EnsembleOpt,
+    ensemble: str | None = EnsembleOpt,
     executor: str = ExecutorOpt,
-    workers: Optional[int] = WorkersOpt,
-    ray_address: Optional[str] = RayAddressOpt,
-    ray_cpus: Optional[int] = RayCpusOpt,
-    gpus_per_task: Optional[float] = GpusPerTaskOpt,
-    config: Optional[str] = ConfigOpt,
+    workers: int | None = WorkersOpt,
+    ray_address: str | None = RayAddressOpt,
+    ray_cpus: int | None = RayCpusOpt,
+    gpus_per_task: float | None = GpusPerTaskOpt,
+    config: str | None = ConfigOpt,
     overrides: dict = None,
 ):
     """Run a grid along --axis (and seeds), here or on Ray; resumable; writes one merged dataset."""
@@ -464,14 +464,14 @@ def coord(
     out: Optional[Path] = typer.Option(None, "--out", help="dataset (default runs/coord-<param>-<optimizer>-<task>-<axis><sizes>-...-eta<eta0>-steps<steps>-seeds<seeds>.nc)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out: one that has no <out>.parts/ to resume from, or whose merged grid this grid leaves out (the finished parts are kept)"),
     rebuild_manifest: bool = RebuildOpt,
-    csv: Optional[Path] = typer.Option(None, "--csv", help="also write the verdict rows as CSV"),
-    ensemble: Optional[str] = EnsembleOpt,
+    csv: Path | None = typer.Option(None, "--csv", help="also write the verdict rows as CSV"),
+    ensemble: str | None = EnsembleOpt,
     executor: str = ExecutorOpt,
-    workers: Optional[int] = WorkersOpt,
-    ray_address: Optional[str] = RayAddressOpt,
-    ray_cpus: Optional[int] = RayCpusOpt,
-    gpus_per_task: Optional[float] = GpusPerTaskOpt,
-    config: Optional[str] = ConfigOpt,
+    workers: int | None = WorkersOpt,
+    ray_address: str | None = RayAddressOpt,
+    ray_cpus: int | None = RayCpusOpt,
+    gpus_per_task: float | None = GpusPerTaskOpt,
+    config: str | None = ConfigOpt,
     overrides: dict = None,
 ):
     """The coordinate check: train at each size and seed, record the RMS of every site (embedding, q, k, v, A,
@@ -514,11 +514,11 @@ def coord(
 def check(
     dataset: str = typer.Argument(..., help="a sweep dataset written by `dmft-probe sweep`, or a folder of sweeps "
                                             "and learning-rate grids (e.g. the folder of `dmft-probe reproduce`)"),
-    csv: Optional[Path] = typer.Option(None, "--csv", help="also write the verdict table as CSV"),
-    nc: Optional[Path] = typer.Option(None, "--nc", help="also write the verdict table as netCDF"),
-    markdown: Optional[Path] = typer.Option(None, "--markdown", help="folder: also write the P1-P12 summary as Markdown"),
+    csv: Path | None = typer.Option(None, "--csv", help="also write the verdict table as CSV"),
+    nc: Path | None = typer.Option(None, "--nc", help="also write the verdict table as netCDF"),
+    markdown: Path | None = typer.Option(None, "--markdown", help="folder: also write the P1-P12 summary as Markdown"),
     mc_heads: int = typer.Option(2048, "--mc-heads", help="Monte Carlo heads of the H -> oo solver (P4)"),
-    limit: Optional[str] = typer.Option(None, "--limit", help="a DMFT solution (`dmft-probe solve`) of the sweep's "
+    limit: str | None = typer.Option(None, "--limit", help="a DMFT solution (`dmft-probe solve`) of the sweep's "
                                         "full-batch problem: adds the rows of the finite runs against the computed "
                                         "limit, P6 among them"),
 ):
@@ -592,9 +592,9 @@ def check(
 def reproduce(
     preset: str = typer.Option("cpu", "--preset", help="cpu (2 CPU cores, under 20 minutes) or smoke (about two minutes; "
                                                        "checks the machinery, the figures mean nothing)"),
-    out: Optional[str] = typer.Option(None, "--out", help="folder of the datasets and verdicts (default runs/reproduce-<preset>); "
+    out: str | None = typer.Option(None, "--out", help="folder of the datasets and verdicts (default runs/reproduce-<preset>); "
                                                          "finished datasets in it are reused"),
-    ensemble: Optional[str] = EnsembleOpt,
+    ensemble: str | None = EnsembleOpt,
 ):
     """Run a preset's sweeps and learning-rate grids, then write the P1-P12 verdict table (verdicts.md)."""
     from dmft.report import check_other_datasets, plan_markdown, preset_plan, write_report
@@ -619,21 +619,21 @@ def reproduce(
 @app.command()
 @user_errors
 def plan(
-    axis: Optional[str] = typer.Option(None, "--axis", help="the swept size: N, H or L (default: --from's, else N)"),
-    sizes: Optional[str] = typer.Option(None, "--sizes", help="comma-separated sizes, at least 3 (default: --from's, else 4,8,16,32)"),
-    seeds: Optional[int] = typer.Option(None, "--seeds", help="seeds per size (default: --from's, else 6)"),
-    param: Optional[str] = typer.Option(None, "--param", help="parametrization preset: mup, mup-sqrt, depth-sqrt, sp (default: --from's, else mup)"),
-    alpha_A: Optional[float] = typer.Option(None, "--alpha-A", help="attention exponent (overrides the preset)"),
-    alpha_L: Optional[float] = typer.Option(None, "--alpha-L", help="residual exponent (overrides the preset)"),
-    source: Optional[Path] = typer.Option(None, "--from", help="a sweep dataset to measure the noise on (and its axis, sizes, seeds, parametrization)"),
+    axis: str | None = typer.Option(None, "--axis", help="the swept size: N, H or L (default: --from's, else N)"),
+    sizes: str | None = typer.Option(None, "--sizes", help="comma-separated sizes, at least 3 (default: --from's, else 4,8,16,32)"),
+    seeds: int | None = typer.Option(None, "--seeds", help="seeds per size (default: --from's, else 6)"),
+    param: str | None = typer.Option(None, "--param", help="parametrization preset: mup, mup-sqrt, depth-sqrt, sp (default: --from's, else mup)"),
+    alpha_A: float | None = typer.Option(None, "--alpha-A", help="attention exponent (overrides the preset)"),
+    alpha_L: float | None = typer.Option(None, "--alpha-L", help="residual exponent (overrides the preset)"),
+    source: Path | None = typer.Option(None, "--from", help="a sweep dataset to measure the noise on (and its axis, sizes, seeds, parametrization)"),
     quantity: str = typer.Option("probe_outputs", "--quantity", help="with --from: the quantity whose noise is measured"),
-    step: Optional[int] = typer.Option(None, "--step", help="with --from: the probe step (default: the last)"),
-    entries: Optional[int] = typer.Option(None, "--entries", help="entries of one seed's quantity (default 16)"),
-    rho_entries: Optional[float] = typer.Option(None, "--rho-entries", help="mean correlation of one seed's entries, in [0, 1) (default 0.3)"),
-    rho_sizes: Optional[float] = typer.Option(None, "--rho-sizes", help="correlation of one seed's draws across sizes, in [0, 1) (default 0.5)"),
-    cv: Optional[float] = typer.Option(None, "--cv", help="seed-to-seed coefficient of variation of a per-seed positive quantity (slope rows; default 0.2)"),
-    bias: Optional[float] = typer.Option(None, "--bias", help="RMS bias of the seed mean in seed sds at the smallest size (default 1)"),
-    band: Optional[float] = typer.Option(None, "--band", help="a user band for every row instead of the derived one"),
+    step: int | None = typer.Option(None, "--step", help="with --from: the probe step (default: the last)"),
+    entries: int | None = typer.Option(None, "--entries", help="entries of one seed's quantity (default 16)"),
+    rho_entries: float | None = typer.Option(None, "--rho-entries", help="mean correlation of one seed's entries, in [0, 1) (default 0.3)"),
+    rho_sizes: float | None = typer.Option(None, "--rho-sizes", help="correlation of one seed's draws across sizes, in [0, 1) (default 0.5)"),
+    cv: float | None = typer.Option(None, "--cv", help="seed-to-seed coefficient of variation of a per-seed positive quantity (slope rows; default 0.2)"),
+    bias: float | None = typer.Option(None, "--bias", help="RMS bias of the seed mean in seed sds at the smallest size (default 1)"),
+    band: float | None = typer.Option(None, "--band", help="a user band for every row instead of the derived one"),
     reps: int = typer.Option(1000, "--reps", help="simulated sweeps per case"),
     seed: int = typer.Option(0, "--seed", help="seed of the simulation"),
 ):
@@ -700,14 +700,14 @@ def variants(
                                      help="comma-separated block variants"),
     axes: str = typer.Option("N,H,L", "--axes", help="comma-separated swept sizes: N, H, L"),
     optimizers: str = typer.Option("sgd,adam", "--optimizers", help="comma-separated: sgd (eta0 0.5), adam (eta0 0.05)"),
-    seeds: Optional[int] = typer.Option(None, "--seeds", help="initialisation seeds per size (default 8)"),
+    seeds: int | None = typer.Option(None, "--seeds", help="initialisation seeds per size (default 8)"),
     quick: bool = typer.Option(False, "--quick", help="3 sizes per axis, probes at steps 0, 1, 10 (a smoke test)"),
-    markdown: Optional[Path] = typer.Option(None, "--markdown", help="also write the table to this file"),
-    ensemble: Optional[str] = EnsembleOpt,
+    markdown: Path | None = typer.Option(None, "--markdown", help="also write the table to this file"),
+    ensemble: str | None = EnsembleOpt,
     executor: str = ExecutorOpt,
-    workers: Optional[int] = WorkersOpt,
-    ray_address: Optional[str] = RayAddressOpt,
-    ray_cpus: Optional[int] = RayCpusOpt,
+    workers: int | None = WorkersOpt,
+    ray_address: str | None = RayAddressOpt,
+    ray_cpus: int | None = RayCpusOpt,
 ):
     """The variant table: a coordinate check (sizes and feature updates, the logits included) of every block
     variant along N, H and L, for SGD and Adam, under mup; one dataset per cell in --out (resumable), then one
@@ -751,7 +751,7 @@ def variants(
 @user_errors
 def plot(
     dataset: str = typer.Argument(..., help="a run or sweep dataset (.nc or .zarr)"),
-    out: Optional[str] = typer.Option(None, "--out", help="figure folder (default <dataset>-figures/ next to it)"),
+    out: str | None = typer.Option(None, "--out", help="figure folder (default <dataset>-figures/ next to it)"),
     format: str = typer.Option("png", "--format", help="png or pdf"),
 ):
     """Write every figure that applies to a dataset (verdicts, kernels, losses, coord check, A density)."""
@@ -796,15 +796,15 @@ def bench(
     steps: int = typer.Option(10, "--steps", help="training steps per timed measurement (1 to 10000)"),
     repeats: int = typer.Option(3, "--repeats", help="measurements per variant, median taken (1 to 100)"),
     ensemble: int = typer.Option(8, "--ensemble", help="seeds of the ensemble row (1 to 64, and they must fit in memory)"),
-    threads: Optional[int] = typer.Option(None, "--threads", help="torch intra-op threads, at most the CPUs this "
+    threads: int | None = typer.Option(None, "--threads", help="torch intra-op threads, at most the CPUs this "
                                                                   "process may use (default: torch's)"),
     quick: bool = typer.Option(False, "--quick", help="one tiny model (a smoke test; figures mean little)"),
 ):
     """Print the performance table: each figure a ratio of two variants measured side by side in this process
     (ensemble vs sequential seeds, ours vs plain PyTorch, probes on vs off, FLOP/s vs matmul peak, head-statistics
     kernel vs materialising on CUDA). Not a test: shared machines are noisy."""
-    from parametrizations.checks import ConfigError
     from bench.training import check_bench_options, format_table, run_bench
+    from parametrizations.checks import ConfigError
     from probes.experiment.run import resolve_device
 
     try:

@@ -24,10 +24,10 @@ from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dmft.coord import coord_verdicts  # noqa: E402
-from parametrizations import spec  # noqa: E402
-from probes.experiment.config import make_run_config  # noqa: E402
-from probes.grid.sweep import coord_config, run_sweep  # noqa: E402
+from dmft.coord import coord_verdicts
+from parametrizations import spec
+from probes.experiment.config import make_run_config
+from probes.grid.sweep import coord_config, run_sweep
 
 ETA0 = {"sgd": 0.5, "sgd-momentum": 0.1, "adam": 0.05, "adamw": 0.05}
 AXES = {"N": [4, 8, 16, 32, 64], "H": [2, 4, 8, 16, 32]}

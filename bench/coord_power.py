@@ -23,10 +23,10 @@ from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dmft.coord import coord_verdicts  # noqa: E402
-from parametrizations import spec  # noqa: E402
-from probes.experiment.config import make_run_config  # noqa: E402
-from probes.grid.sweep import coord_config, run_sweep  # noqa: E402
+from dmft.coord import coord_verdicts
+from parametrizations import spec
+from probes.experiment.config import make_run_config
+from probes.grid.sweep import coord_config, run_sweep
 
 BASE = {"N": 8, "H": 4, "L": 2, "task": "vision"}
 CASES = {   # name: (model extra, preset, optimizer, eta0, axis, values, steps)

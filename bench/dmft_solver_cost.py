@@ -62,7 +62,7 @@ def largest_in(budget: int = 8 * 2 ** 30, L: int = 1, n: int = 10000) -> list[tu
     for S in (1, 4, 16):
         rates = mean_field_rates(get_preset("mup"), OptimConfig(name="sgd", eta0=0.5), L, 16, tokens=S)
         for T in (8, 16, 32, 64):
-            def need(P: int) -> int:
+            def need(P: int, S: int = S, T: int = T, rates=rates) -> int:   # bound now, not at call time
                 x, y = np.zeros((P, S, 16)), np.zeros(P, dtype=int)
                 return memory_bytes(Problem(x, y, x, y, 10, L, T, "ce", rates), cfg)
             P = 1

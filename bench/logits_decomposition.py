@@ -20,10 +20,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dmft.fit import slope_fit  # noqa: E402
-from parametrizations.transformer import layer_norm  # noqa: E402
-from probes.experiment.config import make_run_config  # noqa: E402
-from probes.experiment.run import setup, train  # noqa: E402
+from dmft.fit import slope_fit
+from parametrizations.transformer import layer_norm
+from probes.experiment.config import make_run_config
+from probes.experiment.run import setup, train
 
 
 @torch.no_grad()

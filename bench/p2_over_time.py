@@ -16,9 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dmft.fit import slope_fit  # noqa: E402
-from probes.experiment.config import make_run_config  # noqa: E402
-from probes.grid.sweep import run_sweep  # noqa: E402
+from dmft.fit import slope_fit
+from probes.experiment.config import make_run_config
+from probes.grid.sweep import run_sweep
 
 RUNS = (("adam", 0.05), ("sgd", 0.5))
 QUANTITIES = ("attn_var_heads", "dA_var_heads", "attn_prob_var_heads")

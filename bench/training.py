@@ -39,8 +39,9 @@ import math
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -48,12 +49,19 @@ from torch import nn
 
 from parametrizations.optim import build_optimizer, global_lr
 from parametrizations.transformer import LN_EPS, ModelConfig, is_vision
-
 from probes.experiment.batches import BatchStream
 from probes.experiment.config import check_fits, make_run_config
 from probes.experiment.data import Task, load_task
-from probes.experiment.run import (RunConfig, autocast, centred_loss, matmul_precision, model_config_for_task, resolve_device, setup,
-                  train)
+from probes.experiment.run import (
+    RunConfig,
+    autocast,
+    centred_loss,
+    matmul_precision,
+    model_config_for_task,
+    resolve_device,
+    setup,
+    train,
+)
 
 __all__ = ["MAX_ENSEMBLE", "MAX_REPEATS", "MAX_STEPS", "ROW_NAMES", "SIZES", "BenchRow", "Goal", "PlainTransformer",
            "available_cpus", "bench_config", "check_bench_options", "format_table", "matmul_peak_flops",

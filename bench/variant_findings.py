@@ -19,16 +19,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import parametrizations.spec as spec  # noqa: E402
-import parametrizations.transformer as tr  # noqa: E402
-from dmft.coord import coord_verdicts, refuted, site_rms  # noqa: E402
-from parametrizations.rmsnorm import rms_norm  # noqa: E402
-from parametrizations.spec import get_preset  # noqa: E402
-from parametrizations.transformer import ModelConfig, build_model, layer_norm  # noqa: E402
-from probes.experiment.config import make_run_config  # noqa: E402
-from probes.experiment.data import load_task  # noqa: E402
-from probes.experiment.run import train  # noqa: E402
-from probes.grid.sweep import coord_config, run_sweep  # noqa: E402
+import parametrizations.spec as spec
+import parametrizations.transformer as tr
+from dmft.coord import coord_verdicts, refuted, site_rms
+from parametrizations.rmsnorm import rms_norm
+from parametrizations.spec import get_preset
+from parametrizations.transformer import ModelConfig, build_model, layer_norm
+from probes.experiment.config import make_run_config
+from probes.experiment.data import load_task
+from probes.experiment.run import train
+from probes.grid.sweep import coord_config, run_sweep
 
 BASE = {"N": 8, "H": 4, "L": 2, "task": "vision"}
 SEEDS = 3

@@ -88,10 +88,9 @@ def boot_coverage(reps: int, B: int = 1000) -> None:
         r = rows(q[i:i + 25], w)
         for k, (x, y) in r.items():
             if k == "plateau":
-                e, bs = y[..., 0], y[..., 1:]
+                bs = y[..., 1:]                   # the bootstrap rows; row 0 is the point estimate
             else:
-                s = fit.loglog_rows(x, y)[0]
-                e, bs = s[..., 0], s[..., 1:]
+                bs = fit.loglog_rows(x, y)[0][..., 1:]
             lo, hi = np.nanquantile(bs, 0.025, axis=-1), np.nanquantile(bs, 0.975, axis=-1)
             hits[k] += list((lo <= target[k]) & (target[k] <= hi))
     print("joint percentile bootstrap:", {k: round(float(np.mean(v)), 3) for k, v in hits.items()})

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -104,7 +105,7 @@ def p3_llr(clusters: dict[float, np.ndarray], N_of, alpha_A: float, level: float
         total += l.sum(-1)
         count += ok.sum(-1)
         n_values += int(ok.sum())
-    if total is None:
+    if total is None or count is None:                                  # set together
         return math.nan, math.nan, math.nan, 0, 0
     means = (total / np.where(count > 0, count, 1))[count > 0]           # (clusters,)
     k = means.size
@@ -248,7 +249,7 @@ def _verdict_over_stable_points(p: Planned, ds: xr.Dataset, axis: str, name: str
     values, left_out = stable_values(trained, sizes, values, points, seeds)
     text = divergence.describe(left_out, axis)
     n_left = int(np.isfinite(values).any(axis=1).sum())
-    div = {"diverged": len(left_out), "diverged_points": text}
+    div: dict[str, Any] = {"diverged": len(left_out), "diverged_points": text}
     if left_out and n_left < 3:
         return row_verdict(p, axis, name, note=f"{text}; a slope needs at least 3 sizes, got {n_left}", **div)
     unresolved = _unresolved_sizes(sizes, values)

@@ -173,5 +173,5 @@ def p12_verdict(one: xr.Dataset, half: xr.Dataset, n_boot: int = N_BOOT, seed: i
     note = (f"{axis}={int(first[0])}, {'paired' if paired else 'independent'} seeds; |dK|/|K| per {axis}: "
             + ", ".join(f"{int(s)}: {d:.3f} [{lo:.3f}, {hi:.3f}]" for s, d, lo, hi, _ in per))
     return row_verdict(_planned("P12", one, axis), axis, name, first[1], first[2], first[3], P12_DELTA,
-                       f"stated equivalence margin (dmft.predictions.P12_DELTA: a 10% kernel change)",
+                       "stated equivalence margin (dmft.predictions.P12_DELTA: a 10% kernel change)",
                        level=P12_LEVEL, n_sizes=len(sizes), n_seeds=int(first[4]), note=note)

@@ -175,7 +175,7 @@ def limit_estimate(da: xr.DataArray, axis: str, method: str = "largest", order: 
     _check_method(method)
     with np.errstate(invalid="ignore", divide="ignore"):
         m = da.mean("seed", skipna=True)
-    ok = np.isfinite(m)
+    ok = xr.apply_ufunc(np.isfinite, m)                       # a DataArray (numpy's stubs say ndarray)
     if method == "largest":
         sizes = m[axis].astype(float)
         last = sizes.where(ok).max(axis)                       # per entry: the largest size with a finite mean
@@ -259,7 +259,7 @@ def _select_level(da: xr.DataArray, q: Quantity, axis: str, which) -> tuple[xr.D
         return xr.concat(parts, dim=axis), f"last {dim} of each model (the same relative depth)"
     if isinstance(which, (bool, np.bool_)) or not isinstance(which, (int, np.integer)):
         # one error type (ValueError) for every bad input, as everywhere in dmft
-        raise ValueError(f"{dim} must be an integer, 'all' or 'last', got {which!r}")  # noqa: TRY004
+        raise ValueError(f"{dim} must be an integer, 'all' or 'last', got {which!r}")
     if int(which) not in vals:
         raise ValueError(f"{da.name} has no {dim} {int(which)} (available: {', '.join(str(int(v)) for v in vals)})")
     return da.sel({dim: int(which)}, drop=True), f"{dim} {int(which)}"
@@ -447,6 +447,10 @@ def _notes(r) -> str:
 class _AtStep:
     """The local estimates and the band at the chosen `step` of a row fitted per step (local_by_step,
     band_by_step)."""
+
+    local_by_step: xr.DataArray                 # declared by the dataclasses that mix this in
+    band_by_step: xr.DataArray
+    step: int
 
     @property
     def local(self) -> tuple[float, ...]:
@@ -722,9 +726,9 @@ def convergence_rate(ds: xr.Dataset, quantity: str, axis: str | None = None, met
     # the per-seed distances from the point estimate of the limit, over the usable sizes and seeds and the
     # entries finite for all of them (per step), as in the fit
     da = sel.da.isel({axis: p.size_idx})
-    usable = np.zeros((n, da.sizes["seed"]), dtype=bool)
-    usable[:, p.seed_idx] = p.usable
-    usable = xr.DataArray(usable, dims=(axis, "seed"), coords={axis: da[axis], "seed": da["seed"]})
+    mask = np.zeros((n, da.sizes["seed"]), dtype=bool)
+    mask[:, p.seed_idx] = p.usable
+    usable = xr.DataArray(mask, dims=(axis, "seed"), coords={axis: da[axis], "seed": da["seed"]})
     da = da.where(usable)
     da = da.where((da.notnull() | ~usable).all((axis, "seed")))
     limit = limit_estimate(da, axis, method, order)
@@ -854,10 +858,10 @@ def plateau_test(ds: xr.Dataset, quantity: str, axis: str | None = None, step: i
                          _constant("its seed variance is 0") if st.constant else "the seed variance is 0 at some size"))
             continue
         r = estimators.plateau(v, sizes, order)
-        lo, hi = fit.jackknife_interval(r[0], r[1:], level)
-        local = estimators.plateau_local(v[0], sizes, order)
-        band = float(fit.band_of(np.asarray(r[0]), local))
-        rows.append((float(r[0]), float(lo), float(hi), tuple(float(s) for s in local), band, ""))
+        r_lo, r_hi = fit.jackknife_interval(r[0], r[1:], level)
+        r_local = estimators.plateau_local(v[0], sizes, order)
+        band = float(fit.band_of(np.asarray(r[0]), r_local))
+        rows.append((float(r[0]), float(r_lo), float(r_hi), tuple(float(s) for s in r_local), band, ""))
     it = _step_index(p.steps, step)
     ratio, lo, hi, _, _, reason = rows[it]
     units = f"({sel.units})^2" if sel.units else ""

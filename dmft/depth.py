@@ -42,8 +42,9 @@ Everything returned is plain numbers and dataclasses; `dmft.verdict.Verdict` row
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -246,12 +247,12 @@ def _bias_shape(sizes: np.ndarray, ref: float, q: np.ndarray) -> np.ndarray:
     return -qq * np.log(sizes)[None, :] + np.log(core)
 
 
-def bias_exponent(sizes: Sequence[float], values: np.ndarray, reference: float) -> np.ndarray:
+def bias_exponent(sizes: Sequence[float] | np.ndarray, values: np.ndarray, reference: float) -> np.ndarray:
     """The exponent -2q of the least-squares fit of log values = a + 2 log|L^-q - reference^-q| (q on a grid over
     [0, Q_MAX]); values (..., n) > 0 at the depths `sizes` (all below `reference`). Returns an array (...)."""
-    sizes = np.asarray(sizes, dtype=float)
+    x = np.asarray(sizes, dtype=float)
     y = np.log(np.asarray(values, dtype=float))
-    S = 2 * _bias_shape(sizes, float(reference), Q_GRID)          # (nq, n); the 2 log q is in the intercept
+    S = 2 * _bias_shape(x, float(reference), Q_GRID)          # (nq, n); the 2 log q is in the intercept
     yc = y - y.mean(-1, keepdims=True)
     Sc = S - S.mean(-1, keepdims=True)
     sse = -2 * yc @ Sc.T + (Sc ** 2).sum(-1)                      # + |yc|^2, the same for every q
@@ -304,7 +305,7 @@ def _rate(what: str, quantity: str, step: int, sizes: np.ndarray, est: np.ndarra
           multiplicative: bool, reference: int | None, st: _Step, level: float) -> DepthRate:
     """The DepthRate of one statistic: recentre the resamples on the estimate, fit, interval, local exponents."""
     bias = reference is not None
-    common = dict(what=what, quantity=quantity, step=step, sizes=tuple(int(s) for s in sizes),
+    common: dict[str, Any] = dict(what=what, quantity=quantity, step=step, sizes=tuple(int(s) for s in sizes),
                   values=tuple(float(v) for v in est), level=level, n_sizes=len(sizes), n_io=len(st.n),
                   n_draws=int(st.n.min()), n_seeds=st.n_seeds, n_boot=len(boot), reference=reference)
     if len(sizes) < 2:
@@ -316,7 +317,7 @@ def _rate(what: str, quantity: str, step: int, sizes: np.ndarray, est: np.ndarra
                          reason=f"not resolved above the noise (value <= 0 at {where})")
     mean = boot.mean(0)
     boot = boot * (est / mean) if multiplicative else boot + (est - mean)
-    ref = float(reference) if bias else 0.0
+    ref = float(reference) if reference is not None else 0.0
     estimate = float(_exponents(sizes, est[None, :], bias, ref)[0]) + 0.0          # -0.0 -> 0.0
     lo, hi, unresolved = _interval(_boot_exponents(sizes, boot, bias, ref), level)
     local = tuple(float(_exponents(sizes[i:i + 2], est[None, i:i + 2], bias, ref)[0]) for i in range(len(sizes) - 1))

@@ -95,7 +95,7 @@ def describe(points: list[Diverged], axis: str | None) -> str:
     if axis is None or points[0].size is None:
         seeds = [p.seed for p in points]
         return f"seed{'s' if len(seeds) > 1 else ''} {_ranges(seeds)} diverged ({_steps(points)})"
-    by_size: dict[float, list[Diverged]] = {}
+    by_size: dict[float | None, list[Diverged]] = {}
     for p in points:
         by_size.setdefault(p.size, []).append(p)
     seed_sets = {tuple(sorted(p.seed for p in ps)) for ps in by_size.values()}

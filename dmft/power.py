@@ -129,6 +129,7 @@ def rows_for(axis: str, alpha_A: float, alpha_L: float, standard: bool) -> list[
     out.append(Row("variance", f"{var.key} seed variance", (var.key, e),
                    tuple((x.name, x.value) for x in var.hypotheses.alternatives), rate=e))
     bias = rates.get("bias rate") or rates.get("paired squared bias")
+    assert bias is not None                  # planned with the variance row
     out.append(_row("bias", f"{var.key} squared bias", bias.hypotheses, rate=e if e != 0 else -1.0))
     plateau = planned_rows([var.key], alpha_A, alpha_L, standard, axis, True)
     h = next((p.hypotheses for p in plateau if p.spec.estimator == "plateau"), None)
@@ -168,9 +169,10 @@ def _simulate(row: Row, truth_value: float | str, sizes: np.ndarray, seeds: int,
     m = estimators.moments(qs, estimators.jackknife_weights(seeds))
     if row.kind == "plateau":
         v = estimators.seed_variance(m)
-        r = estimators.plateau(v, sizes)
-        lo, hi = fit.jackknife_interval(r[..., 0], r[..., 1:], 0.95)
-        b = fit.band_of(r[..., 0], estimators.plateau_local(v[..., 0, :], sizes)) if band is None else np.full(reps, band)
+        ratio = estimators.plateau(v, sizes)
+        lo, hi = fit.jackknife_interval(ratio[..., 0], ratio[..., 1:], 0.95)
+        b = (fit.band_of(ratio[..., 0], estimators.plateau_local(v[..., 0, :], sizes)) if band is None
+             else np.full(reps, band))
         return lo, hi, b
     x, y = estimators.row_estimate(m, sizes, row.kind)
     r = fit.fit_rows(x, y)

@@ -12,8 +12,8 @@ keeps its own list of predictions.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
 
 from .verdict import Region, above, below, point
 

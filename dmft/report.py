@@ -234,7 +234,7 @@ def preset_of(datasets: dict[str, xr.Dataset]):
     from probes.grid.reproduce import PRESETS, job_config, job_seeds
 
     for preset in PRESETS.values():
-        def is_job(job) -> bool:
+        def is_job(job, preset=preset) -> bool:   # bound now, not at call time
             ds = datasets.get(f"{job.name}.nc")
             if ds is None or job.axis not in ds.coords:
                 return False

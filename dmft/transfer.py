@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -70,6 +71,7 @@ class Transfer:
         s = self.stable[i]
         if not np.isfinite(s):
             return f"none (the smallest, {self.etas[0]:g}, diverged)"
+        assert self.stable_edge is not None and self.diverged is not None    # set with stable
         if not self.stable_edge[i]:
             return f">= {s:g} (none diverged)"
         above = self.etas[np.flatnonzero(self.diverged[i])[0]]
@@ -335,7 +337,7 @@ def p7_verdict(opt: Optimum, standard: bool, setting: str) -> Verdict:
     hyp = p7_hypotheses(opt.axis, band)
     prediction, alternative = hyp[standard], hyp[not standard]
     note = f"eta0* per size: {opt.per_size()}; support {100 * opt.support:.0f}% of {opt.boot_exponent.size} resamples"
-    common = dict(key="P7", row="eta0* exponent", quantity="eta0*", axis=opt.axis, setting=setting,
+    common: dict[str, Any] = dict(key="P7", row="eta0* exponent", quantity="eta0*", axis=opt.axis, setting=setting,
                   estimator=(f"slope of log eta0* against log {opt.axis}; eta0*: vertex of the parabola in log10 eta0 "
                              "through the seed-mean minimum and its stable neighbours; seeds resampled jointly "
                              "across sizes"),

@@ -126,7 +126,9 @@ def variant_summary(ds: xr.Dataset, dataset: str = "") -> list[Verdict]:
     points = divergence.diverged_points(ds, axis)
     if points:
         notes.append(divergence.describe(points, axis))
-        keep = ~divergence.diverged_mask(ds)     # fit on the points that did not diverge
+        mask = divergence.diverged_mask(ds)
+        assert mask is not None                  # points diverged, so the dataset records a status
+        keep = ~mask                             # fit on the points that did not diverge
         ds = ds.assign({name: ds[name].where(keep) for name in COORD_VARS if name in ds})
     try:
         rows = coord_verdicts(ds)

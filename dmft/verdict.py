@@ -26,8 +26,8 @@ secondary rows listed and not counted), `headline` (counts over primary rows, fa
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 import xarray as xr
@@ -221,8 +221,8 @@ def lines(verdicts: Iterable[Verdict], notes: bool = True) -> list[str]:
     """Plain-text table of every row: key, row, setting, axis, hypotheses, measured [CI], band, outcome (primary rows
     marked *), diverged points when any; then one note line per row that has a note, a need or left points out."""
     vs = list(verdicts)
-    head = ("pred", "row", "setting", "axis", "hypotheses", f"measured [CI]", "band", "verdict")
-    rows = [(("*" if v.primary else " ") + v.key, v.row, v.setting, v.axis, v.hypotheses_text(), v.measured(),
+    head: tuple[str, ...] = ("pred", "row", "setting", "axis", "hypotheses", "measured [CI]", "band", "verdict")
+    rows: list[tuple[str, ...]] = [(("*" if v.primary else " ") + v.key, v.row, v.setting, v.axis, v.hypotheses_text(), v.measured(),
              _band_text(v), f"{v.mark} {v.outcome}") for v in vs]
     if any(v.diverged for v in vs):
         head += ("diverged",)

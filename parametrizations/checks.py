@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import TypeGuard
 
 FLOAT32_MAX = 3.4028234663852886e38
 # Derived numbers that end up in float32 tensors (multipliers, init std, learning rate) must stay inside this
@@ -35,11 +36,13 @@ def short(v: object, n: int = 60) -> str:
     return r if len(r) <= n else r[:n - 3] + "..."
 
 
-def is_int(v: object) -> bool:
+def is_int(v: object) -> TypeGuard[int]:
+    """True for an integer (Python's or numpy's: used as an int), never a bool."""
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
-def is_real(v: object) -> bool:
+def is_real(v: object) -> TypeGuard[float]:
+    """True for a real number (int, float or numpy's: used as a float), never a bool."""
     return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .layers import ScaledWeight
 from .optim import OptimConfig, eps0, global_lr, param_rules
 from .spec import Parametrization, is_adam, rule_note
 from .transformer import LWSTransformer
@@ -30,6 +31,7 @@ def describe(model: LWSTransformer, p: Parametrization, opt: OptimConfig) -> lis
     rows = []
     for r in param_rules(model, p, opt):
         module = model.get_submodule(r["name"].rsplit(".", 1)[0])
+        assert isinstance(module, ScaledWeight)                # every parameter lives in a ScaledWeight
         rows.append(ParamRow(r["name"], r["role"], tuple(r["param"].shape), module.init_std, module.mult,
                              r["lr"], r.get("eps"), r["weight_decay"], getattr(module, "init_value", None)))
     return rows

@@ -49,6 +49,7 @@ class Laurel(nn.Module):
         if "lr" in self.parts:
             res = res + self.branch * self.B(self.A(x))
         if "pa" in self.parts:
+            assert history is not None, "LAUREL-PA needs the stream history"
             gam = self.gamma.value_for(x, (self.k,))              # (k,) or (E, 1, .., k)
             for j, state in enumerate(reversed(history[-self.k:])):
                 res = res + gam[..., j:j + 1] * state

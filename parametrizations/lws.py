@@ -11,6 +11,7 @@ import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -51,9 +52,9 @@ def make_divisible(v: float, divisor: int = 8, min_value: int | None = None,
     return int(new_v)
 
 
-def _positive_floats(name: str, values: object) -> tuple[float, ...]:
+def _positive_floats(name: str, values: Any) -> tuple[float, ...]:
     try:
-        out = tuple(float(x) for x in values)  # type: ignore[union-attr]
+        out = tuple(float(x) for x in values)   # anything: a non-sequence is the ValueError below
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{name} must be a sequence of numbers, got {values!r}") from exc
     for x in out:
@@ -62,9 +63,9 @@ def _positive_floats(name: str, values: object) -> tuple[float, ...]:
     return out
 
 
-def _positive_ints(name: str, values: object, length: int | None = None) -> tuple[int, ...]:
+def _positive_ints(name: str, values: Any, length: int | None = None) -> tuple[int, ...]:
     try:
-        items = list(values)  # type: ignore[call-overload]
+        items = list(values)                    # anything: a non-sequence is the ValueError below
     except TypeError as exc:
         raise ValueError(f"{name} must be a sequence of positive integers, got {values!r}") from exc
     for x in items:
@@ -125,9 +126,10 @@ class LWSProfile:
         if frame is None and self.kind in ("framed", "reverse", "crown"):
             frame = DEFAULT_FRAME
         if frame is not None:
-            frame = _positive_floats("frame", frame)
-            if len(frame) != 2:
-                raise ValueError(f"frame must be (qkv, ffn), got {frame}")
+            pair = _positive_floats("frame", frame)
+            if len(pair) != 2:
+                raise ValueError(f"frame must be (qkv, ffn), got {pair}")
+            frame = (pair[0], pair[1])
         put("frame", frame)
 
 
@@ -299,7 +301,7 @@ def budget_match(profile: LWSProfile, L: int, d_model: int, N: int,
     if profile.kind == "explicit" or profile.heads is not None or profile.d_ff is not None:
         raise ValueError("budget_match needs a multiplier profile without explicit heads/d_ff")
     target = target if target is not None else LWSProfile("isotropic", (1.0,), (1.0,))
-    kw = dict(head_multiple_of=head_multiple_of, ffn_divisor=ffn_divisor, rounding=rounding)
+    kw: dict[str, Any] = dict(head_multiple_of=head_multiple_of, ffn_divisor=ffn_divisor, rounding=rounding)
     t = resolve(target, L, d_model, N, **kw)
     attn = lambda s: 4 * d_model * N * sum(s.heads)  # noqa: E731
     mlp = lambda s: 2 * d_model * sum(s.d_ff)  # noqa: E731
@@ -312,7 +314,7 @@ def budget_match(profile: LWSProfile, L: int, d_model: int, N: int,
             continue
         p = _shift(profile, dq, 0.0)
         a = attn(resolve(p, L, d_model, N, **kw))
-        f_count = lambda c: mlp(resolve(_shift(p, 0.0, c), L, d_model, N, **kw))  # noqa: E731
+        f_count = lambda c, p=p: mlp(resolve(_shift(p, 0.0, c), L, d_model, N, **kw))  # noqa: E731
         try:
             sides = _match_offset(f_count, profile.ffn, t.n_params_nonembed() - a, "MLP")
         except ValueError:

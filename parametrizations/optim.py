@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .checks import ConfigError, check_float
 from .spec import OPTIMIZERS, Parametrization, depth_ratio, is_adam
+
+if TYPE_CHECKING:                                   # transformer.py imports this module
+    from .transformer import LWSTransformer
 
 
 @dataclass(frozen=True)
@@ -113,7 +117,7 @@ def eps0(p: Parametrization, opt: OptimConfig) -> float:
     return 1e-8 if p.standard else 1e-20
 
 
-def param_rules(model: torch.nn.Module, p: Parametrization, opt: OptimConfig) -> list[dict]:
+def param_rules(model: LWSTransformer, p: Parametrization, opt: OptimConfig) -> list[dict[str, Any]]:
     """One dict per trainable parameter: name, role, lr, eps (Adam only) and weight_decay (for `describe`)."""
     d, L, N = model.cfg.d_model, model.cfg.L, model.cfg.N
     lr = global_lr(p, opt, d, L)
@@ -122,7 +126,7 @@ def param_rules(model: torch.nn.Module, p: Parametrization, opt: OptimConfig) ->
         if not param.requires_grad:
             continue
         role = model.param_roles[name]
-        row = {"name": name, "role": role, "param": param, "lr": lr,
+        row: dict[str, Any] = {"name": name, "role": role, "param": param, "lr": lr,
                # decay per step lr*wd = eta0*weight_decay at every size
                "weight_decay": opt.weight_decay * opt.eta0 / lr if opt.weight_decay else 0.0}
         if is_adam(opt.name):
@@ -131,7 +135,7 @@ def param_rules(model: torch.nn.Module, p: Parametrization, opt: OptimConfig) ->
     return rows
 
 
-def param_groups(model: torch.nn.Module, p: Parametrization, opt: OptimConfig) -> list[dict]:
+def param_groups(model: LWSTransformer, p: Parametrization, opt: OptimConfig) -> list[dict]:
     """Torch param groups: parameters that share lr, eps and weight decay share a group (so the optimizer's
     multi-tensor path batches them); each group lists its roles under "roles". Any SGD- or Adam-family torch
     optimizer accepts them."""
@@ -146,7 +150,7 @@ def param_groups(model: torch.nn.Module, p: Parametrization, opt: OptimConfig) -
     return list(groups.values())
 
 
-def build_optimizer(model: torch.nn.Module, p: Parametrization, opt: OptimConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: LWSTransformer, p: Parametrization, opt: OptimConfig) -> torch.optim.Optimizer:
     """Return the torch optimizer for `model` under parametrization `p` and rule `opt`."""
     return optimizer_for(param_groups(model, p, opt), opt)
 

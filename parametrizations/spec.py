@@ -62,7 +62,7 @@ class Parametrization:
         check_bool("standard", self.standard)
         check_choice("centre", self.centre, CENTRES)
 
-    def with_(self, **changes) -> "Parametrization":
+    def with_(self, **changes) -> Parametrization:
         """Return a copy with some fields changed (validated again)."""
         return replace(self, **changes)
 

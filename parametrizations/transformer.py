@@ -29,8 +29,9 @@ time, so a narrower model's are the leading coordinates of a wider one's (N = 4 
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -224,6 +225,14 @@ class Block(nn.Module):
     (`parametrizations.variants`) pick the norm, QK-norm, RoPE, GQA, MLP kind and the residual update (standard,
     nGPT, LAUREL)."""
 
+    q: ScaledLinear
+    k: ScaledLinear
+    v: ScaledLinear
+    o: ScaledLinear
+    mlp_in: ScaledLinear
+    mlp_out: ScaledLinear
+    attn_scale: float
+
     def __init__(self, d: int, H_l: int, N: int, d_ff: int, p: Parametrization, L: int, optimizer: str, causal: bool,
                  ensemble: int | None = None, opts: BlockOptions | None = None):
         super().__init__()
@@ -396,6 +405,10 @@ class LWSTransformer(nn.Module):
     explicit math path. taps is for probe passes only.
     """
 
+    embed: ScaledLinear | ScaledTable
+    readout: TiedReadout | ScaledLinear
+    param_roles: dict[str, str]
+
     def __init__(self, cfg: ModelConfig, p: Parametrization, optimizer: str = "adam", ensemble: int | None = None):
         super().__init__()
         if ensemble is not None and int(ensemble) < 1:
@@ -411,7 +424,7 @@ class LWSTransformer(nn.Module):
 
         # nest_dim: the embedding, positions and readout are drawn one residual coordinate at a time (layers.py)
         if is_vision(cfg.task):
-            self.embed: nn.Module = ScaledLinear(cfg.d_in, d, "embed", *ab("embed", cfg.d_in), ensemble, nest_dim=0)
+            self.embed = ScaledLinear(cfg.d_in, d, "embed", *ab("embed", cfg.d_in), ensemble, nest_dim=0)
         else:
             self.embed = ScaledTable(cfg.vocab_size, d, "embed", *ab("embed", 1), ensemble, nest_dim=1)
         if not opts.rope:                                     # RoPE replaces the learned positions
@@ -429,7 +442,8 @@ class LWSTransformer(nn.Module):
         if opts.tie:
             # the token table read back with the readout's own multiplier: the abc rules give embedding and readout
             # the same init std (SGD l^(a_L-1/2), Adam d^-1/2 l^(a_L-1)), so one table serves both (docs/variants.md)
-            self.readout: nn.Module = TiedReadout(self.embed, ab("readout", d)[1])
+            assert isinstance(self.embed, ScaledTable)         # tie_embeddings is refused for images (ModelConfig)
+            self.readout = TiedReadout(self.embed, ab("readout", d)[1])
         else:
             self.readout = ScaledLinear(d, n_out, "readout", *ab("readout", d), ensemble, nest_dim=1)
         if opts.ngpt:
@@ -440,19 +454,17 @@ class LWSTransformer(nn.Module):
 
     def _role_of(self, name: str) -> str:
         module = self.get_submodule(name.rsplit(".", 1)[0])
+        assert isinstance(module, ScaledWeight)                # every parameter lives in a ScaledWeight
         return module.role
 
     def reset_parameters(self, seed: int | Sequence[int], io_seed: int | Sequence[int] | None = None
-                         ) -> "LWSTransformer":
+                         ) -> LWSTransformer:
         """Draw every weight from its init law, each from its own generator keyed by `init_key`: the blocks by
         `seed`, the embedding, positions and readout by `io_seed` (None: = seed). In an ensemble both are lists,
         one entry per member, and member e gets exactly the weights of a separate model with seed seeds[e] and
         io seed io_seeds[e]. Returns self."""
-        seeds = [seed] if self.ensemble is None else list(seed)   # type: ignore[arg-type]
-        if io_seed is None:
-            io_seeds = seeds
-        else:
-            io_seeds = [io_seed] if self.ensemble is None else list(io_seed)   # type: ignore[arg-type]
+        seeds = _seed_list(seed, self.ensemble)
+        io_seeds = seeds if io_seed is None else _seed_list(io_seed, self.ensemble)
         if self.ensemble is not None and len(seeds) != self.ensemble:
             raise ValueError(f"an ensemble of {self.ensemble} members needs {self.ensemble} seeds, got {len(seeds)}")
         if len(io_seeds) != len(seeds):
@@ -478,7 +490,7 @@ class LWSTransformer(nn.Module):
         the mean-field readout factor; SP: 1, as nGPT itself)."""
         d = self.cfg.d_model
         out: list[tuple[ScaledWeight, int, float]] = []
-        for blk in self.blocks:
+        for blk in cast(Iterable[Block], self.blocks):
             out += [(blk.q, -1, 1.0), (blk.k, -1, 1.0), (blk.v, -1, 1.0), (blk.mlp_in, -1, 1.0),
                     (blk.o, -2, 1.0), (blk.mlp_out, -2, 1.0)]
         out.append((self.embed, -1 if isinstance(self.embed, ScaledTable) else -2,
@@ -500,13 +512,13 @@ class LWSTransformer(nn.Module):
         if self.opts.ngpt:
             self.renormalise()
 
-    def member(self, e: int) -> "LWSTransformer":
+    def member(self, e: int) -> LWSTransformer:
         """Member e of an ensemble as a separate (non-ensemble) model on the same device, weights copied."""
         if self.ensemble is None:
             raise ValueError("member() needs an ensemble model")
         single = LWSTransformer(self.cfg, self.p, self.optimizer).to(self.readout.weight.device)
         with torch.no_grad():
-            for (name, w), w_e in zip(single.named_parameters(), self.parameters()):
+            for w, w_e in zip(single.parameters(), self.parameters()):
                 w.copy_(w_e[e])
         return single
 
@@ -544,6 +556,11 @@ class LWSTransformer(nn.Module):
         if self.opts.ngpt:
             f = f * self.s_z.value_for(f, (f.shape[-1],))        # logits = s_z * (W_out h)
         return f
+
+
+def _seed_list(seed: int | Sequence[int], ensemble: int | None) -> list[int]:
+    """The seeds of `reset_parameters` as a list: [seed] for a single model (an int), list(seed) in an ensemble."""
+    return [cast(int, seed)] if ensemble is None else list(cast(Sequence[int], seed))
 
 
 def init_key(name: str, seed: int, io_seed: int) -> tuple[int | str, ...]:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 import xarray as xr
-
 from helpers import invoke, watchdog
+
 import probes.experiment.run
 from parametrizations.checks import ConfigError
 from parametrizations.optim import OptimConfig
@@ -30,8 +30,8 @@ from parametrizations.transformer import ModelConfig
 from probes.experiment.config import check_fits, make_run_config, memory_parts, read_config_file
 from probes.experiment.data import load_task
 from probes.experiment.dataset import combine_runs, run_dataset, save
-from probes.hooks.recorder import ProbeConfig
 from probes.experiment.run import RunConfig, resolve_device, train
+from probes.hooks.recorder import ProbeConfig
 
 # Tiny runs: each valid one finishes in well under a second.
 TINY = ["--N", "2", "--H", "2", "--L", "1", "--seq-len", "8", "--batch-size", "2", "--no-progress",
@@ -436,7 +436,8 @@ def test_check_writes_its_tables_whole(tmp_path, datasets):
 
 # ------------------------------------------------------------------------------------------------ the fuzz
 
-from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 from probes.experiment.config import SECTION_KEYS  # noqa: E402
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers import invoke, watchdog
+
 from probes.experiment.dataset import load, save
 from probes.grid.reproduce import PRESETS
 

@@ -5,10 +5,20 @@ import math
 import pytest
 import torch
 
+from bench.training import (
+    ROW_NAMES,
+    BenchRow,
+    PlainTransformer,
+    bench_config,
+    format_table,
+    ours_stepper,
+    plain_stepper,
+    run_bench,
+    time_head_stats,
+    training_step_flops,
+)
 from parametrizations.spec import get_preset
 from parametrizations.transformer import LWSTransformer, ModelConfig
-from bench.training import (ROW_NAMES, BenchRow, PlainTransformer, bench_config, format_table, ours_stepper,
-                              plain_stepper, run_bench, time_head_stats, training_step_flops)
 from probes.experiment.run import train
 
 

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from dmft import synthetic
-from dmft.fit import slope_fit
 from dmft.coord import coord_row, coord_verdicts, kind_of, refuted, step_of, trend
+from dmft.fit import slope_fit
 from dmft.predictions import CoordExpectation
 from dmft.verdict import CONSISTENT, REFUTED
 from probes.experiment.config import make_run_config

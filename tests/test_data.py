@@ -10,10 +10,18 @@ import numpy as np
 import pytest
 import torch
 
-
-from probes.experiment.data import (  # noqa: E402
-    DataError, ImageSplit, Task, TokenSplit, cifar5m_npz, cifar10_pickle, load_task, patchify,
-    stdlib_corpus, synthetic_vision, token_bin,
+from probes.experiment.data import (
+    DataError,
+    ImageSplit,
+    Task,
+    TokenSplit,
+    cifar5m_npz,
+    cifar10_pickle,
+    load_task,
+    patchify,
+    stdlib_corpus,
+    synthetic_vision,
+    token_bin,
 )
 
 
@@ -372,7 +380,7 @@ def test_digits_is_deterministic_and_seed_independent(digits_task: Task) -> None
     for a, b in ((digits_task.train, again.train), (digits_task.heldout, again.heldout)):
         assert all(torch.equal(u, v) for u, v in zip(a.fixed(len(a), 0), b.fixed(len(b), 0)))
         assert all(torch.equal(u, v) for u, v in zip(a.batch(9, gen(3)), b.batch(9, gen(3))))
-    from probes.experiment.batches import BatchStream                 # the training loop's batches: the same draws
+    from probes.experiment.batches import BatchStream  # the training loop's batches: the same draws
 
     stream, per_step = BatchStream(digits_task.train, 6, gen(4), "cpu", chunk=3), gen(4)
     for _ in range(4):                                      # across a chunk boundary
@@ -516,8 +524,9 @@ def test_bad_data_from_a_config_file_names_its_key(tmp_path: Path) -> None:
 def test_a_run_reads_its_data_once(tmp_path: Path, monkeypatch) -> None:
     """The check before any work loads the task; the run in the same process reuses it (each batch file is read
     once), and a changed file is read again."""
-    import probes.experiment.data
     from helpers import invoke
+
+    import probes.experiment.data
     from probes.experiment.config import check_data_contents, make_run_config
 
     write_cifar10(tmp_path / "cifar", n_train=(20, 20), n_test=20)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
+from helpers import invoke
 
 from dmft.depth import bias_exponent, block_variance_rate, depth_rates, io_groups, paired_bias_rate
-from helpers import invoke
 from parametrizations.spec import get_preset
 from parametrizations.transformer import ModelConfig, build_model
 from probes.experiment.dataset import load

@@ -32,9 +32,10 @@ import xarray as xr
 
 from probes.experiment.config import make_run_config
 from probes.experiment.dataset import combine_runs, load, run_dataset
-from probes.experiment.faults import ENV as FAULT_ENV, Fault, fault_for, parse
-from probes.hooks.recorder import ProbeRecorder
+from probes.experiment.faults import ENV as FAULT_ENV
+from probes.experiment.faults import Fault, fault_for, parse
 from probes.experiment.run import train, train_ensemble
+from probes.hooks.recorder import ProbeRecorder
 
 SIZES = [2, 4, 8, 16]            # N; H = 2 -> d = 4, 8, 16, 32
 DIVERGING = [16]

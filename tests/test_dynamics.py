@@ -11,11 +11,11 @@ import sys
 import numpy as np
 import pytest
 import torch
+from helpers import invoke
 
 from dmft.dynamics import Problem, SolverConfig, check_solvable, mean_field_rates, solve
 from dmft.dynamics.output import solution_dataset
 from dmft.solvers import embedding_kernel, infinite_head_kernels, layer_norm_kernel, mlp_kernel
-from helpers import invoke
 from parametrizations.optim import OptimConfig
 from parametrizations.spec import get_preset
 from probes.experiment.data import digits
@@ -241,8 +241,8 @@ def test_solution_dataset_uses_the_probe_names_and_units(any_task):
     dataset passes the run-dataset schema check."""
     from parametrizations.transformer import ModelConfig
     from probes.experiment.dataset import run_dataset, validate
-    from probes.hooks.recorder import ProbeConfig
     from probes.experiment.run import RunConfig, train
+    from probes.hooks.recorder import ProbeConfig
 
     prob = problem(any_task, P=3, n_test=2, steps=2)
     cfg = RunConfig(model=ModelConfig(N=2, H=1, L=1, task="digits"), param=get_preset("mup"), optim=SGD, steps=2,

@@ -23,7 +23,8 @@ import pytest
 import xarray as xr
 
 from dmft.dynamics.distance import bias_ratio_verdict, limit_distances, rate_verdicts
-from dmft.dynamics.finite import Setting, finite_runs, limit as solve_limit
+from dmft.dynamics.finite import Setting, finite_runs
+from dmft.dynamics.finite import limit as solve_limit
 
 WIDTHS = [16, 32, 64, 128, 256, 512, 1024]
 SEEDS = list(range(32))

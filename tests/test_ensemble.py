@@ -12,8 +12,15 @@ from parametrizations.spec import get_preset
 from parametrizations.transformer import ModelConfig, build_model
 from probes.experiment.config import make_run_config
 from probes.experiment.dataset import run_dataset
-from probes.experiment.ensemble import (ENSEMBLE_BUDGET_BYTES, ENSEMBLE_MAX_MEMBERS, group_size, member_bytes, plan_groups,
-                             resolve_mode, train_seeds)
+from probes.experiment.ensemble import (
+    ENSEMBLE_BUDGET_BYTES,
+    ENSEMBLE_MAX_MEMBERS,
+    group_size,
+    member_bytes,
+    plan_groups,
+    resolve_mode,
+    train_seeds,
+)
 from probes.experiment.run import train, train_ensemble
 
 

@@ -12,7 +12,6 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from helpers import invoke
 from probes.grid.executors import (RAY_MISSING, InProcess, UnitError, LocalPool, RayTasks, check_executor,
                               check_reachable, default_workers, make_executor, ray_address_file)

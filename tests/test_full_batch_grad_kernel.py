@@ -14,8 +14,8 @@ from parametrizations.spec import get_preset
 from parametrizations.transformer import ModelConfig, build_model
 from probes.experiment.data import load_task
 from probes.experiment.dataset import FULL_BATCH_VARS, load, run_dataset, save, validate
-from probes.hooks.recorder import ProbeConfig
 from probes.experiment.run import RunConfig, train, train_ensemble
+from probes.hooks.recorder import ProbeConfig
 
 SEEDS = [0, 1]
 GAMMA0 = 2.0          # not 1, so that a lost gamma0 factor shows
@@ -102,7 +102,7 @@ def test_gradient_kernel_equals_autograd_at_the_first_and_a_later_step(ensemble)
     round-off (bmm over members against mm)."""
     cfg = ensemble[0].config                                       # the resolved config (digits sizes)
     x, y = training_set(cfg)
-    for e, (seed, r) in enumerate(zip(SEEDS, ensemble)):
+    for seed, r in zip(SEEDS, ensemble):
         model = build_model(cfg.model, cfg.param, cfg.optim.name, seed, io_seed=seed)
         model0 = build_model(cfg.model, cfg.param, cfg.optim.name, seed, io_seed=seed).requires_grad_(False)
         ref = kernels_by_autograd(model, model0, x, y, cfg.param.gamma0)

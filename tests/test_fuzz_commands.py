@@ -27,7 +27,6 @@ written). Ray is never started: every Ray address is one where nothing answers (
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import shutil
@@ -42,14 +41,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
-
 from helpers import ROOT, invoke, watchdog
-from probes.experiment.dataset import load, save
-from test_bad_input import configs as generated_configs, write_generated_config
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_bad_input import configs as generated_configs
+from test_bad_input import write_generated_config
 from test_bad_input_commands import edited
 from test_data import bad_data, write_cifar10
 from test_security import evil_folder
+
+from probes.experiment.dataset import load, save
 
 CASE_SECONDS = 120                       # the watchdog of one case (a tiny valid case takes seconds)
 CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()

@@ -6,8 +6,7 @@ import itertools
 
 import pytest
 
-
-from parametrizations.lws import (  # noqa: E402
+from parametrizations.lws import (
     PRESETS,
     LayerShapes,
     LWSProfile,

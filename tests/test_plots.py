@@ -9,21 +9,21 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-import xarray as xr  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
-from dmft import plots  # noqa: E402
-from dmft.check import check  # noqa: E402
-from dmft.fit import slope_fit  # noqa: E402
-from probes.experiment.config import make_run_config  # noqa: E402
-from probes.experiment.dataset import run_dataset, save  # noqa: E402
-from probes.experiment.run import train  # noqa: E402
-from probes.grid.sweep import run_sweep  # noqa: E402
+from dmft import plots
+from dmft.check import check
+from dmft.fit import slope_fit
+from probes.experiment.config import make_run_config
+from probes.experiment.dataset import run_dataset, save
+from probes.experiment.run import train
+from probes.grid.sweep import run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"

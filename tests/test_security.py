@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers import invoke
+
 from probes.experiment.data import DataError, load_task, read_cifar_batch
 from probes.experiment.dataset import DatasetError, load
 from probes.experiment.zarr_check import UnsafeStore, check_zarr_store

@@ -5,8 +5,15 @@ import torch
 from scipy import integrate, special, stats
 
 from dmft.fit import slope_fit
-from dmft.solvers import (attention_kernel, attention_law, embedding_kernel, gaussian_limit, infinite_head_kernels,
-                          layer_norm_kernel, mlp_kernel)
+from dmft.solvers import (
+    attention_kernel,
+    attention_law,
+    embedding_kernel,
+    gaussian_limit,
+    infinite_head_kernels,
+    layer_norm_kernel,
+    mlp_kernel,
+)
 from parametrizations.spec import Parametrization, get_preset
 from parametrizations.transformer import ModelConfig, build_model, layer_norm
 from probes.experiment.data import stdlib_corpus, synthetic_vision
@@ -110,7 +117,9 @@ def test_model_attention_variables_follow_the_variance_gamma_law(preset):
 
 # ------------------------------------------------------------------------------------- kernel recursion pieces
 def test_mlp_kernel_quadrature_and_embedding_kernel(vision_x):
-    gelu = lambda z: 0.5 * z * (1 + np.tanh(np.sqrt(2 / np.pi) * (z + 0.044715 * z ** 3)))
+    def gelu(z):
+        return 0.5 * z * (1 + np.tanh(np.sqrt(2 / np.pi) * (z + 0.044715 * z ** 3)))
+
     e2 = integrate.quad(lambda z: gelu(z) ** 2 * stats.norm.pdf(z), -np.inf, np.inf)[0]
     e1 = integrate.quad(lambda z: gelu(z) * stats.norm.pdf(z), -np.inf, np.inf)[0]
     K = mlp_kernel(np.array([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]))

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 import xarray as xr
-
 from helpers import invoke
+
 from probes.experiment.config import make_run_config
 from probes.experiment.dataset import load
 from probes.grid.store import MANIFEST, parts_dir

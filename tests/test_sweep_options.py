@@ -15,8 +15,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from helpers import invoke
+
 from probes.experiment.dataset import load
 from probes.grid.store import MANIFEST, parts_dir
 

@@ -200,9 +200,9 @@ def test_a_failing_point_is_marked_failed_and_the_others_go_on(tmp_path, monkeyp
 
 def seed_var_by_hand(a, seed_axis: int = 1):
     """numpy: variance over seeds (ddof 1) of the finite values, NaN below 2 finite seeds."""
-    import numpy as np
-
     import warnings
+
+    import numpy as np
 
     a = np.where(np.isfinite(a), a, np.nan)
     n = np.isfinite(a).sum(seed_axis)

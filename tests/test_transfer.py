@@ -13,6 +13,7 @@ from dmft.verdict import Verdict, decide
 from probes.grid import lr_grid, sweep as grid_sweep
 from probes.experiment.config import make_run_config
 from probes.experiment.dataset import load
+from probes.grid import lr_grid
 from probes.grid.lr_grid import load_lr_grid, run_lr_grid
 from probes.grid.preflight import check_lr_grid_out
 

@@ -13,8 +13,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-
 from helpers import invoke
+
 import probes.experiment.run
 from parametrizations.layers import ScaledVector, ScaledWeight, TiedReadout
 from parametrizations.optim import OptimConfig, build_optimizer

@@ -49,7 +49,7 @@ def limit_distances(finite: xr.DataArray, limit: xr.DataArray, axis: str, seed_d
     if not len(steps):
         raise ValueError("the finite runs and the limit share no step")
     other = [d for d in finite.dims if d not in (axis, seed_dim)]
-    if sorted(other) != sorted(limit.dims):
+    if sorted(map(str, other)) != sorted(map(str, limit.dims)):
         raise ValueError(f"the limit has dims {limit.dims}, the finite runs {other} besides {axis}, {seed_dim}")
     f = finite.sel(step=steps).transpose(axis, seed_dim, *other).astype(float)
     g = limit.sel(step=steps).transpose(*other).astype(float)

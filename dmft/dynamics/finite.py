@@ -18,8 +18,8 @@ from parametrizations.optim import OptimConfig
 from parametrizations.spec import get_preset
 from parametrizations.transformer import ModelConfig
 from probes.experiment.data import digits
-from probes.hooks.recorder import ProbeConfig, probe_points
 from probes.experiment.run import RunConfig, train_ensemble
+from probes.hooks.recorder import ProbeConfig, probe_points
 
 from .setup import Problem, mean_field_rates
 from .solver import SolverConfig, solve

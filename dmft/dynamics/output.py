@@ -10,7 +10,6 @@ import json
 import math
 
 import numpy as np
-import torch
 import xarray as xr
 
 from .solver import Solution

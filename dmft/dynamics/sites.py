@@ -16,8 +16,9 @@ Source families are laid out time-major: family coordinate t*m + j is sample j a
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from typing import cast
 
 import torch
 
@@ -147,7 +148,7 @@ class CausalGaussian:
         if t != len(self.L):
             raise RuntimeError(f"blocks must be drawn in time order: expected {len(self.L)}, got {t}")
         m = self.m
-        Lt = []
+        Lt: list[torch.Tensor] = []
         for s in range(t):
             rhs = row[:, s * m:(s + 1) * m] - sum((Lt[q] @ self.L[s][q].T for q in range(s)),
                                                    torch.zeros(m, m, dtype=self.dtype, device=self.device))
@@ -163,7 +164,7 @@ class CausalGaussian:
         Lt.append(V * lam.sqrt())
         self.Vinv.append(V / lam.sqrt())
         self.L.append(Lt)
-        x = sum(self.noise[s][:, :B.shape[1]] @ B.T for s, B in enumerate(Lt))
+        x = cast(torch.Tensor, sum(self.noise[s][:, :B.shape[1]] @ B.T for s, B in enumerate(Lt)))   # Lt: >= 1 block
         self.samples[:, t] = x
         return x
 
@@ -186,6 +187,7 @@ class MonteCarloSite:
 
     def source(self, name: str, t: int, cov_row: torch.Tensor | None = None) -> torch.Tensor:
         """The samples (n, m) of family `name` at time t, drawn from its covariance row C[t, <=t]."""
+        assert cov_row is not None, "a Monte Carlo site draws from the covariance row"
         return self.gauss[name].draw(t, cov_row)
 
     def mean_outer(self, X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:

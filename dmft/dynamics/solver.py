@@ -24,9 +24,10 @@ iteration) every site uses those and the sweep returns fresh estimates of all of
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 
 import torch
 
@@ -204,16 +205,16 @@ class Sweep:
         self.Kupd = (r.c_embed * gram + r.c_pos * same_pos)[:, :Pt]       # (S1): the embedding and position update
         self.y = torch.as_tensor(prob.y_train, dtype=torch.long, device=self.device)
         self.y_test = torch.as_tensor(prob.y_test, dtype=torch.long, device=self.device)
-        self.c_role = {"q": r.c_qk, "k": r.c_qk}
+        self.c_role = {"q": r.c_qk, "k": r.c_qk} if r.c_qk is not None else {}   # W_Q, W_K: only when S > 1
         fams = [("h0", 1, Mt), ("w0", 1, C)]
         for k in range(1, K + 1):
             fams += [(f"uo{k}", T + 1, Mt)] + [(f"ri{k}{sfx[1:]}", T, Pt) for _, sfx in self.roles(k)]
         self.stream = ExactSite(fams, self._stream_cov, self.dtype, self.device)
-        self.hidden = {}
+        self.hidden: dict[int, ExactSite | MonteCarloSite] = {}
         for k in range(1, K + 1):
             hf = [("ui", T + 1, Mt), ("ro", T, Pt)] + [(f"ui{sfx[1:]}", T + 1, Mt) for _, sfx in self.roles(k)[1:]]
             if k % 2 and cfg.exact_linear:            # attention branch: linear given A(t), exact
-                self.hidden[k] = ExactSite(hf, lambda name, k=k: self._hidden_cov(k, name), self.dtype, self.device)
+                self.hidden[k] = ExactSite(hf, functools.partial(self._hidden_cov, k), self.dtype, self.device)
             else:
                 seed = cfg.seed * 7919 + k + (draw * 104729 if cfg.resample else 0)
                 self.hidden[k] = MonteCarloSite(cfg.n_samples, hf, seed, cfg.rtol, cfg.ridge, self.dtype, self.device)
@@ -262,7 +263,7 @@ class Sweep:
         """Every site through t = 0..T; returns this sweep's estimates of every order parameter."""
         s, T, M, P, C, K = self.stream, self.T, self.M, self.P, self.C, self.K
         Mt, Pt = self.Mt, self.Pt
-        self.u = [None] + [s.zeros(T + 1, Mt) for _ in range(K + 1)]      # u[k], k = 1..K; u[K+1]: LN(h_2L)
+        self.u = [s.zeros(0)] + [s.zeros(T + 1, Mt) for _ in range(K + 1)]  # u[k], k = 1..K; u[K+1]: LN(h_2L)
         self.u_out = s.zeros(T + 1, M)                                    # the readout's input, mean over tokens
         self.e = [s.zeros(T, Pt) for _ in range(K + 1)]                     # e[k] at stream position k
         # hidden fields per branch: the branch input z (W_V u for attention), psi (the value mixed by softmax(A)
@@ -279,7 +280,7 @@ class Sweep:
                 self.backward(t)
         # the sites and fields live for one sweep: drop them now (the exact sites' covariance callbacks refer back
         # to this sweep, a cycle that would keep every Monte Carlo sample alive until the cyclic collector runs)
-        self.stream = self.hidden = self.u = self.u_out = self.e = self.z = self.psi = self.gz = self.qk = None
+        del self.stream, self.hidden, self.u, self.u_out, self.e, self.z, self.psi, self.gz, self.qk
         return self.fresh
 
     def _zeros(self, *shape: int) -> torch.Tensor:
@@ -417,7 +418,7 @@ class Sweep:
                                    s.response(e, f"uo{k}", t + 1, Pt))
             rows = self.hidden_backward(k, t, kind, g_row, b_out)
             u = self.u[k]
-            zeta = 0
+            zeta = s.zeros(Pt)
             for (role, sfx), (gz_row, b_in) in zip(self.roles(k), rows):
                 c = r.c_in[kind] if not sfx else self.c_role[role]
                 zeta = zeta + (s.source(f"ri{k}{sfx[1:]}", t) + u[:, :t + 1, :Pt].reshape(s.rows, -1) @ b_in.T
@@ -461,7 +462,7 @@ class Sweep:
                      "_q": torch.einsum("rnj,nsj->rns", k3, D).reshape(n, Pt),   # (A5): g_q = D k
                      "_k": torch.einsum("rns,nsj->rnj", q3, D).reshape(n, Pt)}   # (A5): g_k = D^T q
         out = []
-        for role, sfx in self.roles(k):
+        for _role, sfx in self.roles(k):
             g = grads[sfx]
             self.gz[k, sfx][:, t] = g
             key, i = self.op("Gz", sfx, k)

@@ -2,17 +2,18 @@
 from __future__ import annotations
 
 import math
+import weakref
 from fractions import Fraction
+from typing import Any
 
 import matplotlib.pyplot as plt
 import matplotlib.ticker as mticker
-from matplotlib.font_manager import FontProperties
 import numpy as np
 import seaborn as sns
 import xarray as xr
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-
+from matplotlib.font_manager import FontProperties
 
 AXES = ("N", "H", "L")
 FORMATS = ("png", "pdf")
@@ -152,6 +153,24 @@ def _resolve_axis(ds: xr.Dataset, axis: str | None) -> str | None:
 
 def _is_trained(ds: xr.Dataset) -> bool:
     return ds.sizes.get("step", 1) > 1 and not int(ds.attrs.get("init_only", 0))
+
+
+_AXES_STATE: weakref.WeakKeyDictionary[Axes, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def _axes_state(ax: Axes) -> dict[str, Any]:
+    """What the plot functions remember about `ax` between calls on it (how many rates are drawn on it, its y range,
+    its quantities): a dict per Axes, dropped with the Axes."""
+    return _AXES_STATE.setdefault(ax, {})
+
+
+def _figure_of(ax: Axes) -> Figure:
+    """The top-level Figure that `ax` is drawn in (`ax.figure` may be a SubFigure)."""
+    fig = ax.figure
+    if not isinstance(fig, Figure):                       # a SubFigure: the Figure it is part of
+        fig = fig.figure
+    assert isinstance(fig, Figure), "the Axes belongs to no figure"
+    return fig
 
 
 def _legend(ax: Axes, outside: bool = False, below: bool = False, **kw) -> None:

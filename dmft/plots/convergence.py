@@ -19,7 +19,7 @@ import numpy as np
 import seaborn as sns
 from matplotlib.axes import Axes
 
-from ._style import _legend, _log2, _new_axes, _power_tex, _size_ticks, _sym, _tidy_log_y
+from ._style import _axes_state, _legend, _log2, _new_axes, _power_tex, _size_ticks, _sym, _tidy_log_y
 
 __all__ = ["QUANTITY_SYMBOLS", "convergence_plot", "rate_by_step_plot", "seed_variance_plot"]
 
@@ -56,8 +56,8 @@ def _hypotheses(predicted) -> dict[str, float]:
 
 def _colours(ax: Axes):
     """(dark, light, prediction colours, k) for the k-th rate drawn on `ax` (hues as `exponent_plot`'s)."""
-    k = getattr(ax, "_dmft_convergence_calls", 0)
-    ax._dmft_convergence_calls = k + 1
+    state = _axes_state(ax)
+    k = state["convergence_calls"] = state.get("convergence_calls", -1) + 1
     hue = (0, 2, 4, 5, 6, 9)[k % 6]                 # orange/red are kept for the predictions
     cb = sns.color_palette("colorblind")
     return sns.color_palette("dark")[hue], sns.color_palette("pastel")[hue], [cb[3], cb[4], cb[1], cb[7]], k
@@ -212,10 +212,10 @@ def rate_by_step_plot(rate, *, ax: Axes | None = None, predicted=None, label: st
     if finite.size:
         pad = 0.15 * max(np.ptp(finite), 0.5)
         bottom, top = finite.min() - pad, finite.max() + pad
-        prev = getattr(ax, "_dmft_rate_ylim", None)
+        prev = _axes_state(ax).get("rate_ylim")
         if prev is not None:
             bottom, top = min(bottom, prev[0]), max(top, prev[1])
-        ax._dmft_rate_ylim = (bottom, top)
+        _axes_state(ax)["rate_ylim"] = (bottom, top)
         ax.set_ylim(bottom, top)
     else:
         bottom, top = -2.0, 1.0
@@ -235,8 +235,8 @@ def rate_by_step_plot(rate, *, ax: Axes | None = None, predicted=None, label: st
                        label=f"predicted {_power_tex(rate.axis, e)}" + (f" ({hname})" if hname else ""))
         what = "distance from the limit" if hasattr(rate, "method") else "seed variance"
         ax.set_title(f"{rate.quantity}: slope of the {what}", fontsize="medium")
-    quantities = getattr(ax, "_dmft_rate_quantities", [])
-    ax._dmft_rate_quantities = quantities = list(dict.fromkeys([*quantities, rate.quantity]))
+    quantities = _axes_state(ax).get("rate_quantities", [])
+    _axes_state(ax)["rate_quantities"] = quantities = list(dict.fromkeys([*quantities, rate.quantity]))
     ax.set_xlabel("probe step")
     ax.set_ylabel(f"log-log slope against {_sym(rate.axis)}\n{', '.join(quantities)}")
     if not ok.any() and k == 0:

@@ -1,7 +1,6 @@
 """Densities of A over heads against the variance-gamma law and its Gaussian limit (Fig. 3b-c)."""
 from __future__ import annotations
 
-
 import numpy as np
 import seaborn as sns
 from matplotlib.axes import Axes
@@ -32,8 +31,8 @@ def attention_density(samples, N: int, alpha_A: float, *, ax: Axes | None = None
         bins = np.histogram_bin_edges(x, bins="auto")
         if len(bins) < 7 or len(bins) > 61:
             bins = np.linspace(x.min(), x.max(), int(np.clip(round(np.sqrt(x.size)), 6, 60)) + 1)
-        heights, _, _ = ax.hist(x, bins=bins, density=True, color=sns.color_palette("pastel")[0],
-                                edgecolor="white", lw=0.5, label=f"measured, {x.size} values")
+        heights = np.asarray(ax.hist(x, bins=bins.tolist(), density=True, color=sns.color_palette("pastel")[0],
+                                edgecolor="white", lw=0.5, label=f"measured, {x.size} values")[0])
     grid = np.linspace(-lim, lim, 400)                       # even count: 0 is not on the grid (N = 1 pole)
     vg = law.pdf(grid)
     pval = pvalue if pvalue is not None else law.ks_test(x)[1] if x.size else float("nan")

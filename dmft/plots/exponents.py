@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import seaborn as sns
@@ -10,7 +10,19 @@ import xarray as xr
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from ._style import P4_MC_HEADS, QUANTITY_LABELS, _legend, _log2, _new_axes, _power_tex, _size_ticks, _subplots, _sym, _tidy_log_y
+from ._style import (
+    P4_MC_HEADS,
+    QUANTITY_LABELS,
+    _axes_state,
+    _legend,
+    _log2,
+    _new_axes,
+    _power_tex,
+    _size_ticks,
+    _subplots,
+    _sym,
+    _tidy_log_y,
+)
 
 
 def exponent_plot(sizes, values, fit=None, predicted=None, *, axis: str = "N", ylabel: str = "", label=None,
@@ -36,8 +48,8 @@ def exponent_plot(sizes, values, fit=None, predicted=None, *, axis: str = "N", y
         values = values[:, None]
     if values.shape[0] != len(sizes):
         raise ValueError(f"values has {values.shape[0]} rows for {len(sizes)} sizes")
-    k = getattr(ax, "_dmft_exponent_calls", 0)
-    ax._dmft_exponent_calls = k + 1
+    state = _axes_state(ax)
+    k = state["exponent_calls"] = state.get("exponent_calls", -1) + 1
     hue = (0, 2, 4, 5, 6, 9)[k % 6]                 # data hues; orange/red are kept for the predictions
     dark = sns.color_palette("dark")[hue]
     light = sns.color_palette("pastel")[hue]
@@ -162,8 +174,8 @@ def verdict_figure(ds: xr.Dataset, verdicts=None, n_heads_mc: int = P4_MC_HEADS,
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
-                fit = slope_fit(sizes, values)
-            fit = fit if np.isfinite(fit.slope) else None
+                found = slope_fit(sizes, values)
+            fit = found if np.isfinite(found.slope) else None
         except ValueError:            # fewer than 3 usable sizes: the points alone
             fit = None
         exponent_plot(sizes, values, fit, _predicted_for(v), axis=axis,

@@ -7,21 +7,20 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import matplotlib.pyplot as plt
 import xarray as xr
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from ._style import FORMATS, _is_trained, _subplots, _sweep_axis_of
+from ._style import FORMATS, _figure_of, _is_trained, _subplots, _sweep_axis_of
 from .densities import attention_density
 from .exponents import verdict_figure
 from .verdicts import verdict_rows_figure
 from .kernels import kernel_panels
 from .training import _coord_over_steps, coord_check_panels, loss_curves
-
 
 # What drawing odd but valid data can raise (a non-finite exponent, no positive value, an empty selection): the
 # figure is skipped with a note. OSError (a full disk) and MemoryError stop plot_dataset.
@@ -36,13 +35,12 @@ def save_figure(fig: Figure | Axes, path) -> Path:
     fmt = path.suffix.lower().lstrip(".")
     if fmt not in FORMATS:
         raise ValueError(f"{path}: figure format must be png or pdf, got {path.suffix or 'no suffix'!r}")
-    if isinstance(fig, Axes):
-        fig = fig.figure
+    figure = _figure_of(fig) if isinstance(fig, Axes) else fig
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fig.savefig(path, format=fmt, dpi=150, bbox_inches="tight")
+        figure.savefig(path, format=fmt, dpi=150, bbox_inches="tight")
     finally:
-        plt.close(fig)
+        plt.close(figure)
     return path
 
 
@@ -101,8 +99,8 @@ def draw_figure(make: Callable[[], Figure | Axes], path: Path) -> tuple[Path | N
     written: Path | None = None
     with notes_from_warnings(notes):
         try:
-            fig = make()
-            fig = fig.figure if isinstance(fig, Axes) else fig
+            made = make()
+            fig = _figure_of(made) if isinstance(made, Axes) else made
             if linear_where_no_positive(fig):
                 notes.append(LINEAR_NOTE)
             written = save_figure(fig, path)
@@ -150,7 +148,7 @@ def _run_attention_figure(ds: xr.Dataset) -> Figure:
     ax = attention_density(x, N, float(ds.attrs["alpha_A"]),
                            title=rf"$A(0)$ over heads, layers and points, $N = {N}$, "
                                  rf"$\alpha_A = {float(ds.attrs['alpha_A']):g}$")
-    return ax.figure
+    return _figure_of(ax)
 
 
 def _sweep_attention_figure(ds: xr.Dataset, axis: str, rows: Callable[[], dict] | None = None) -> Figure:
@@ -254,7 +252,7 @@ def figure_jobs(ds: xr.Dataset) -> list[tuple[str, Callable[[], Figure | Axes]]]
     """(name, make) of every figure that applies to `ds` (plot_dataset's list), in order."""
     axis = _sweep_axis_of(ds)
     probes = "kernel_pooled" in ds
-    jobs = []
+    jobs: list[tuple[str, Callable[[], Figure | Axes]]] = []
     if axis is None:
         jobs.append(("loss", lambda: loss_curves(ds)))
         if probes:

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 import xarray as xr
 from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
 
 from ._style import KERNEL_LABELS, _sweep_axis_of
 
@@ -62,7 +63,7 @@ def kernel_grid(kernels: Mapping[str, xr.DataArray], *, title: str = "", vmax: f
               "panel": [[i] for i in range(n)]}[share]
     for group in groups:
         cmap, lo, hi = _colour_scale([values[i] for i in group], vmax)
-        im = None
+        im: AxesImage | None = None
         for i in group:
             ax = axes[i]
             im = ax.imshow(values[i].values, cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
@@ -70,6 +71,7 @@ def kernel_grid(kernels: Mapping[str, xr.DataArray], *, title: str = "", vmax: f
             ax.set_title(names[i], fontsize="medium")
             ax.set_ylabel(ylabel if i % ncols == 0 else "")
             ax.set_xlabel(xlabel if i + ncols >= n else "")
+        assert im is not None                                   # every group has a panel
         cbar = fig.colorbar(im, ax=[axes[i] for i in group], shrink=0.9 if share == "all" and nrows > 1 else 1.0,
                             aspect=20 * (nrows if share == "all" else 1) ** 0.5)
         cbar.set_label(cbar_label)
@@ -80,7 +82,7 @@ def kernel_grid(kernels: Mapping[str, xr.DataArray], *, title: str = "", vmax: f
 
 def _finite_depths(da: xr.DataArray) -> xr.DataArray:
     """Drop depths that are all NaN (the padding of shallower runs in an L sweep)."""
-    keep = np.isfinite(da).any([d for d in da.dims if d != "depth"]).values
+    keep = xr.apply_ufunc(np.isfinite, da).any([d for d in da.dims if d != "depth"]).values
     return da.isel(depth=np.flatnonzero(keep)) if keep.any() else da    # all NaN: a run diverged at step 0
 
 

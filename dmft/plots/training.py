@@ -11,7 +11,19 @@ import xarray as xr
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from ._style import AXES, COORD_LABELS, _legend, _log2, _new_axes, _resolve_axis, _size_ticks, _subplots, _sym, _tidy_log_y
+from ._style import (
+    AXES,
+    COORD_LABELS,
+    _figure_of,
+    _legend,
+    _log2,
+    _new_axes,
+    _resolve_axis,
+    _size_ticks,
+    _subplots,
+    _sym,
+    _tidy_log_y,
+)
 
 
 def _mark_diverged_note(ax: Axes, label: str) -> None:
@@ -47,8 +59,8 @@ def loss_curves(ds: xr.Dataset, *, axis: str | None = None) -> Figure:
                 last = np.flatnonzero(ok)[-1]
                 ax.plot(steps[last], y[last], "x", ms=9, mew=2, color="firebrick", zorder=4)
             _mark_diverged_note(ax, f"diverged at step {pts[0].step}" if pts[0].step >= 0 else "diverged")
-        sizes = {a: int(ds[a]) for a in AXES if a in ds.coords}
-        ax.set_title(", ".join(f"${k} = {v}$" for k, v in sizes.items()), fontsize="medium")
+        at = {a: int(ds[a]) for a in AXES if a in ds.coords}
+        ax.set_title(", ".join(f"${k} = {v}$" for k, v in at.items()), fontsize="medium")
         _legend(ax, loc="upper right")
     else:
         sizes = ds[axis].values
@@ -91,7 +103,7 @@ def loss_curves(ds: xr.Dataset, *, axis: str | None = None) -> Figure:
         _legend(ax, title=_sym(axis), loc="upper right", ncols=2 if len(sizes) > 5 else 1)
     ax.set_xlabel("step $t$")
     ax.set_ylabel(r"held-out loss $\mathcal{L}$ (nats)")
-    return ax.figure
+    return _figure_of(ax)
 
 
 def lr_transfer(losses: xr.DataArray, *, axis: str = "N") -> Axes:
@@ -135,7 +147,7 @@ def lr_transfer(losses: xr.DataArray, *, axis: str = "N") -> Axes:
         ax.plot([], [], "x", ms=7, mew=1.6, color="grey", label="diverged (top edge)")
     ax.set_xscale("log")
     etas = np.asarray(losses["eta0"].values, dtype=float)
-    ax.xaxis.set_major_locator(mticker.FixedLocator(etas))          # one tick per grid value
+    ax.xaxis.set_major_locator(mticker.FixedLocator(etas.tolist()))          # one tick per grid value
     ax.xaxis.set_major_formatter(mticker.FixedFormatter([f"{e:g}" for e in etas]))
     ax.xaxis.set_minor_locator(mticker.NullLocator())
     ax.set_xlabel(r"base learning rate $\eta_0$")
@@ -160,7 +172,7 @@ def _hue_series(da: xr.DataArray, keep: tuple[str, ...]) -> tuple[list[tuple[str
     if n > 12 and rest:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            da = da.mean(rest[0])
+            da = da.mean([rest[0]])
         note = f"mean over {rest[0]}"
         rest = rest[1:]
     out = []

@@ -48,13 +48,13 @@ from parametrizations.optim import OptimConfig, eps0 as eps0_of, eps_multiplier,
 from parametrizations.spec import Parametrization, abc, attention_scale, branch_multiplier, get_preset, is_adam
 from parametrizations.transformer import ModelConfig, check_centre, is_vision
 from parametrizations.variants import MODEL_PRESETS
-
 from probes.experiment import data as _data
 
 from probes.hooks.recorder import MAX_PROBE_SAMPLES, ProbeConfig
 from probes.experiment.memory import FLOAT, free_bytes, member_bytes
 from probes.experiment.options import flag_of
 from probes.experiment.run import RunConfig, resolve_device
+from probes.hooks.recorder import MAX_PROBE_SAMPLES, ProbeConfig
 
 MODEL_KEYS = {f.name for f in fields(ModelConfig)} | {"preset"}
 OPTIM_KEYS = {f.name for f in fields(OptimConfig)}
@@ -551,7 +551,7 @@ def check_numbers(cfg: RunConfig, names: Names | None = None) -> None:
     if adam:
         e0 = eps0_of(p, o)
         for role in ("embed", "q", "v", "readout"):
-            checks.append((f"Adam eps of {role}", safe(lambda: e0 * eps_multiplier(p, role, d, L, N)),
+            checks.append((f"Adam eps of {role}", safe(lambda role=role: e0 * eps_multiplier(p, role, d, L, N)),
                            [("optim", "eps0"), ("param", "gamma0"), *DEPTH_KEYS, *SIZE_KEYS], True, True))
     if o.weight_decay:
         checks.append(("weight-decay factor eta0*weight_decay/lr", safe(lambda: o.weight_decay * o.eta0 / lr),

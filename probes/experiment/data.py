@@ -403,7 +403,7 @@ def read_cifar_batch(path: str | os.PathLike) -> dict:
         _plain(d)
     except _Refused as e:
         raise DataError(f"{path}: not a CIFAR-10 python batch (refused {e}: {PLAIN})") from None
-    except Exception as e:  # noqa: BLE001 - any unreadable file is a data error
+    except Exception as e:  # on purpose: any unreadable file is a data error
         raise DataError(f"{path}: not a CIFAR-10 python batch ({type(e).__name__}: {e})") from None
     return {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in d.items()}
 
@@ -412,7 +412,7 @@ def _unpickle_cifar(path: Path) -> tuple[np.ndarray, np.ndarray]:
     d = read_cifar_batch(path)
     try:
         data, labels = np.asarray(d["data"]), np.asarray(d["labels"])
-    except Exception as e:  # noqa: BLE001 - a missing key or ragged labels: a data error
+    except Exception as e:  # on purpose: a missing key or ragged labels: a data error
         raise DataError(f"{path}: not a CIFAR-10 python batch ({type(e).__name__}: {e})") from None
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         raise DataError(f"{path}: b'data' must be uint8 [n, 3072], got {data.dtype} {data.shape}")
@@ -459,7 +459,7 @@ def _npz(path: Path, key: str) -> np.ndarray:
             raise DataError(f"{path}: array {key!r} holds pickled Python objects; refused (only arrays of numbers "
                             f"are read, never with pickle)") from None
         raise DataError(f"{path}: cannot read array {key!r} (ValueError: {e})") from None
-    except Exception as e:  # noqa: BLE001 - any unreadable file is a data error
+    except Exception as e:  # on purpose: any unreadable file is a data error
         raise DataError(f"{path}: cannot read array {key!r} ({type(e).__name__}: {e})") from None
 
 

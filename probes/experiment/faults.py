@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 ENV = "DMFT_PROBE_INJECT_NONFINITE"
 KEYS = ("N", "H", "L", "seed")

@@ -24,8 +24,8 @@ import math
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Callable
 
 import numpy as np
 import torch
@@ -35,7 +35,6 @@ from parametrizations.checks import ConfigError, check_bool, check_choice, check
 from parametrizations.optim import OptimConfig, build_optimizer, global_lr
 from parametrizations.spec import Parametrization, attention_scale, get_preset
 from parametrizations.transformer import LWSTransformer, ModelConfig, attention_logits, build_model, is_vision
-
 from probes.experiment.batches import BatchStream
 from probes.experiment.data import ImageSplit, Task, default_patch, load_task
 from probes.experiment.faults import ENV as FAULT_ENV, Fault, fault_for, from_env as faults_from_env
@@ -315,7 +314,7 @@ def setup(cfg: RunConfig, seeds: list[int] | None = None
 
 
 def train(cfg: RunConfig, progress: bool = False,
-          on_log: Callable[[int, "TrainState"], None] | None = None) -> RunResult:
+          on_log: Callable[[int, TrainState], None] | None = None) -> RunResult:
     """Train one model. At step 0 and every probe step (cfg.probes schedule) the held-out loss is logged, the
     probe recorder (if cfg.probes.enabled) records, and `on_log(step, state)` is called.
 
@@ -340,7 +339,7 @@ def train_ensemble(cfg: RunConfig, seeds: list[int], progress: bool = False) -> 
 
 
 def _train(cfg: RunConfig, seeds: list[int] | None, progress: bool,
-           on_log: Callable[[int, "TrainState"], None] | None) -> list[RunResult]:
+           on_log: Callable[[int, TrainState], None] | None) -> list[RunResult]:
     """The training loop of one model (seeds None) or of a seed ensemble; one RunResult per member."""
     faults = faults_from_env()                  # the test hook (probes.experiment.faults); [] unless the variable is set
     torch.manual_seed(cfg.seed if seeds is None else seeds[0])

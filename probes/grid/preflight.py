@@ -61,7 +61,14 @@ def check_store(cfg: RunConfig, axis: str, out: Path, init_only: bool = False) -
     """ValueError unless the store `<out>.parts/` is absent, or a folder with no manifest (its parts are redone), or
     one whose manifest is readable and records a sweep along `axis` with cfg's settings (what `SweepStore.open`
     resumes). Reads the manifest only."""
-    from probes.grid.store import MANIFEST, check_manifest, comparable_config, config_differences, config_hash, parts_dir
+    from probes.grid.store import (
+        MANIFEST,
+        check_manifest,
+        comparable_config,
+        config_differences,
+        config_hash,
+        parts_dir,
+    )
 
     folder = parts_dir(out)
     kind = _kind(folder)

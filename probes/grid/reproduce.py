@@ -10,9 +10,9 @@ in about two minutes (a test of the machinery: its figures mean nothing).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from parametrizations.checks import one_of_error
 
@@ -34,7 +34,7 @@ class Job:
     seeds: int | None = None
 
 
-def job_seeds(preset: "Preset", job: Job) -> int:
+def job_seeds(preset: Preset, job: Job) -> int:
     """Seeds per size of a job: its own, else the preset's (sweeps) or grid_seeds (learning-rate grids)."""
     if job.seeds is not None:
         return job.seeds

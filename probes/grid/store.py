@@ -44,7 +44,6 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Callable
 
 import xarray as xr
 
@@ -54,6 +53,21 @@ from probes.grid.manifest import (FINISHED, FORMAT, MANIFEST, STATUSES, check_ma
                        config_differences, config_hash, ensemble_diff, file_sha256, new_manifest, point_name,
                        rebuild_manifest)
 from probes.experiment.run import RunConfig
+from probes.grid.manifest import (  # noqa: F401
+    FINISHED,
+    FORMAT,
+    MANIFEST,
+    STATUSES,
+    check_manifest,
+    comparable_config,
+    config_differences,
+    config_hash,
+    ensemble_diff,
+    file_sha256,
+    new_manifest,
+    point_name,
+    rebuild_manifest,
+)
 
 REBUILD_HINT = ("rerun with --rebuild-manifest to rebuild it from the parts' own metadata and checksums, or choose "
                 "another --out")
@@ -141,7 +155,7 @@ class SweepStore:
     @classmethod
     def open(cls, out: str | os.PathLike, cfg: RunConfig, axis: str, values: list[int], seeds: list[int],
              init_only: bool = False, warn: Callable[[str], None] | None = None, ensemble: str = "auto",
-             overwrite: bool = False, rebuild: bool = False) -> "SweepStore":
+             overwrite: bool = False, rebuild: bool = False) -> SweepStore:
         """Open (or create) the store of the merged output `out` for the grid values x seeds of `cfg` (the config
         every point shares; its size on `axis` and its seed are ignored), trained in ensemble mode `ensemble`
         ("auto" or "off"). Returns the open store, with its finished parts checked and loaded. ValueError (one
@@ -407,7 +421,7 @@ class SweepStore:
             self._lock_fd = None
         self._loaded.clear()
 
-    def __enter__(self) -> "SweepStore":
+    def __enter__(self) -> SweepStore:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -23,9 +23,9 @@ whatever runs it (at the same number of torch threads per run).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import xarray as xr
 
@@ -36,8 +36,10 @@ from probes.experiment.ensemble import plan_groups, resolve_mode, train_group
 from probes.grid.executors import Executor, InProcess, UnitError
 from probes.hooks.recorder import MAX_PROBE_STEPS, MAX_STEP
 from probes.experiment.run import RunConfig
+from probes.grid.executors import Executor, InProcess, JobError
 from probes.grid.manifest import GROUP_ATTR, MODE_ATTR, SWEEP_CONFIG_ATTR, comparable_config, point_name
 from probes.grid.store import SweepStore, parts_dir
+from probes.hooks.recorder import MAX_PROBE_STEPS, MAX_STEP
 
 __all__ = ["MAX_POINTS", "MAX_SEEDS", "MAX_VALUES", "Sweep", "SweepFailed", "Unit", "PointResult", "check_grid",
            "check_values", "coord_config", "open_sweep", "parts_dir", "plan_units", "point_path", "run_sweep",
@@ -247,7 +249,7 @@ class Sweep:
     def close(self) -> None:
         self.store.close()
 
-    def __enter__(self) -> "Sweep":
+    def __enter__(self) -> Sweep:
         return self
 
     def __exit__(self, *exc) -> None:

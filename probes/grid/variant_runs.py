@@ -18,15 +18,14 @@ test_coord_check.py::test_depth_exponents`). Measured with this grid's settings 
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Union
 
 from parametrizations.variants import VARIANTS
-
-from probes.grid.executors import Executor
 from probes.experiment.run import RunConfig
+from probes.grid.executors import Executor
 
 __all__ = ["VariantGrid", "VARIANT_GRID", "QUICK_GRID", "Cell", "VariantTableFailed", "cell_path", "cell_config",
            "cell_finished", "plan_cells", "run_variant_table"]
@@ -168,7 +167,7 @@ def cell_finished(cell: Cell, seeds: list[int]) -> bool:
         return False
 
 
-ExecutorArg = Union[Executor, Callable[[int], Executor], None]
+ExecutorArg = Executor | Callable[[int], Executor] | None
 
 
 def _executor_for(executor: ExecutorArg, n_units: int) -> Executor | None:

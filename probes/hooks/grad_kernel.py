@@ -60,9 +60,10 @@ class StreamGradients:
         """The gradient kernels of the last backward, (E, L+1, P, P) on the device (E = 1 for a single model),
         units 1: ebar_l(mu) . ebar_l(nu) / d with ebar_l(mu) = -gamma0 d sum_s dLoss/dh_l(mu, s). Clears what it
         read, so a missing backward raises RuntimeError instead of repeating the previous step."""
-        if any(s is None for s in self.sums):
+        sums = [s for s in self.sums if s is not None]
+        if len(sums) < len(self.sums):
             raise RuntimeError("no stream gradient: kernels() needs a training backward since the last call")
-        ebar = -self.scale * torch.stack(self.sums, -3)    # (E, L+1, P, d) or (L+1, P, d)
+        ebar = -self.scale * torch.stack(sums, -3)    # (E, L+1, P, d) or (L+1, P, d)
         if self.model.ensemble is None:
             ebar = ebar.unsqueeze(0)                        # (1, L+1, P, d)
         self.sums = [None] * len(self.sums)

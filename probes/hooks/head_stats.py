@@ -89,7 +89,7 @@ def head_stats_torch(q: Tensor, k: Tensor, scale: float, causal: bool,
     _check_inputs(q, k, q0, k0)
     A, P = _logits_probs(q, k, scale, causal)
     out = {"A": _two_pass(A), "P": _two_pass(P)}
-    if q0 is not None:
+    if q0 is not None and k0 is not None:                      # both or neither (_check_inputs)
         A0, P0 = _logits_probs(q0, k0, scale, causal)
         out["dA"] = _two_pass(A - A0)
         out["dP"] = _two_pass(P - P0)
@@ -229,10 +229,13 @@ def head_stats_triton(q: Tensor, k: Tensor, scale: float, causal: bool,
     block_d = max(16, triton.next_power_of_2(N))                 # N padded with masked loads
     with torch.cuda.device(q.device) if q.is_cuda else nullcontext():
         lse = _row_lse(q, k, scale, causal, block_d)                            # (B, H, S)
-        lse0 = _row_lse(q0, k0, scale, causal, block_d) if has_ref else lse     # (B, H, S)
+        if q0 is not None and k0 is not None:                   # has_ref (both or neither: _check_inputs)
+            lse0 = _row_lse(q0, k0, scale, causal, block_d)                     # (B, H, S)
+            r_q, r_k = q0, k0
+        else:
+            lse0, r_q, r_k = lse, q, k                           # placeholders when there is no reference
         n_stats = 4 if has_ref else 2
         out = torch.empty(n_stats, 2, B, S, S, dtype=torch.float32, device=q.device)
-        r_q, r_k = (q0, k0) if has_ref else (q, k)               # placeholders when there is no reference
         grid = (triton.cdiv(S, _BLOCK_M), triton.cdiv(S, _BLOCK_N), B)          # B <= 65535 (grid dim 2)
         _head_stats_kernel[grid](q, k, lse, r_q, r_k, lse0, out,
                                  *q.stride(), *k.stride(), *r_q.stride(), *r_k.stride(),

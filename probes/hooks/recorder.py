@@ -21,14 +21,15 @@ probed in the same pass: every statistic has a leading member dim, split per mem
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import numpy as np
 import torch
 
 from parametrizations.checks import ConfigError, check_bool, check_choice, check_int, check_int_list
-from parametrizations.transformer import LWSTransformer
-
+from parametrizations.transformer import Block, LWSTransformer
 from probes.hooks.head_stats import head_stats
 
 BLOCK_WEIGHTS = ("q", "k", "v", "o", "mlp_in", "mlp_out")
@@ -78,6 +79,7 @@ class ProbeConfig:
         if self.schedule == "every":
             return total // self.every + 1 + (total % self.every != 0)
         if self.schedule == "at":
+            assert self.at is not None                           # checked in __post_init__
             return min(len(self.at), total + 1) + 2
         return min(self.n_log, total + 1) + 2
 
@@ -86,6 +88,7 @@ class ProbeConfig:
         if self.schedule == "every":
             s = set(range(0, total + 1, self.every))
         elif self.schedule == "at":
+            assert self.at is not None                           # checked in __post_init__
             s = {int(v) for v in self.at if int(v) <= total}
         else:
             s = set(np.unique(np.round(np.logspace(0, np.log10(max(total, 1)), self.n_log)).astype(int)).tolist())
@@ -125,7 +128,7 @@ class ProbeRecorder:
         self.ensembled = model.ensemble is not None
         self.E = model.ensemble or 1
         self.heads = list(model.shapes.heads)
-        self.scales = [blk.attn_scale for blk in model.blocks]
+        self.scales = [blk.attn_scale for blk in cast(Iterable[Block], model.blocks)]
         self.H_max = max(self.heads)
         S = x_probe.shape[1]
         self.S = S
@@ -188,7 +191,7 @@ class ProbeRecorder:
             last = torch.stack([h[:, :, -1] for h in hs], 1)       # (E, L+1, P, d)
             out["kernel_last_token"] = last @ last.transpose(-1, -2) / self.d     # (E, L+1, P, P)
         out["h_rms"] = torch.stack([_rms(h) for h in hs], 1)        # (E, L+1)
-        stats = {k: [] for k in ("attn_var_heads", "attn_mean_heads", "dA_var_heads", "dA_mean_heads",
+        stats: dict[str, list[torch.Tensor]] = {k: [] for k in ("attn_var_heads", "attn_mean_heads", "dA_var_heads", "dA_mean_heads",
                                  "attn_prob_var_heads", "attn_prob_mean_heads")}
         raw, brms, bdrms = [], [], []
         for t, t0, H_l, scale in zip(taps, self.taps0, self.heads, self.scales):
@@ -263,7 +266,7 @@ class ProbeRecorder:
         recs = self.records[:n_steps]
         return {k: np.stack([r[k][member] for r in recs]) for k in recs[0]} if recs else {}
 
-    def member(self, e: int, n_steps: int | None = None) -> "MemberProbes":
+    def member(self, e: int, n_steps: int | None = None) -> MemberProbes:
         """Member e's probes (the first n_steps probe steps), for `probes.experiment.dataset.probe_dataset`."""
         return MemberProbes(self, e, len(self.steps) if n_steps is None else n_steps)
 
