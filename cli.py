@@ -84,7 +84,7 @@ def user_errors(fn):
 # (probes.experiment.config.make_run_config).
 
 
-def config_option(section: str, key: str, default=None, help: Optional[str] = None, command: Optional[str] = None):
+def config_option(section: str, key: str, default=None, help: str | None = None, command: str | None = None):
     """The typer option of [section] key from the table (its flag and help; `help` where a command words it its own
     way); command: the command, where a flag means another key on it (coord's --steps sets [probes] at)."""
     from probes.experiment.options import OPTIONS, option
@@ -211,16 +211,16 @@ def _merge(overrides: dict, section: str, **values) -> dict:
 @user_errors
 @shared("run")
 def run(
-    scale: Optional[int] = typer.Option(None, "--scale", help="value of the scaling axis (N, H or L)"),
-    axis: Optional[str] = config_option("model", "axis"),
-    d_model: Optional[int] = config_option("model", "d_model"),
-    steps: Optional[int] = config_option("run", "steps"),
-    seed: Optional[int] = config_option("run", "seed"),
-    probe_every: Optional[int] = config_option("probes", "every"),
-    probe_log: Optional[int] = config_option("probes", "n_log"),
-    probe_samples: Optional[int] = config_option("probes", "n_samples"),
+    scale: int | None = typer.Option(None, "--scale", help="value of the scaling axis (N, H or L)"),
+    axis: str | None = config_option("model", "axis"),
+    d_model: int | None = config_option("model", "d_model"),
+    steps: int | None = config_option("run", "steps"),
+    seed: int | None = config_option("run", "seed"),
+    probe_every: int | None = config_option("probes", "every"),
+    probe_log: int | None = config_option("probes", "n_log"),
+    probe_samples: int | None = config_option("probes", "n_samples"),
     probes: bool = config_option("probes", "enabled", True),
-    out: Optional[Path] = typer.Option(None, "--out", help="dataset file (.nc or .zarr) (default runs/<name>.nc)"),
+    out: Path | None = typer.Option(None, "--out", help="dataset file (.nc or .zarr) (default runs/<name>.nc)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out (without it an existing output is kept and the run refused)"),
     config: str | None = ConfigOpt,
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
@@ -260,9 +260,9 @@ def run(
 @user_errors
 @shared("solve")
 def solve(
-    scale: Optional[int] = typer.Option(None, "--scale", help="value of the scaling axis (N, H or L); the limit does not depend on N or H"),
-    axis: Optional[str] = config_option("model", "axis"),
-    steps: Optional[int] = config_option("run", "steps"),
+    scale: int | None = typer.Option(None, "--scale", help="value of the scaling axis (N, H or L); the limit does not depend on N or H"),
+    axis: str | None = config_option("model", "axis"),
+    steps: int | None = config_option("run", "steps"),
     samples: int = typer.Option(20000, "--samples", help="Monte Carlo samples of each MLP hidden site"),
     damping: float = typer.Option(1.0, "--damping", help="iteration step: new = (1 - damping) old + damping fresh, in (0, 1]"),
     max_iter: int = typer.Option(3, "--max-iter", help="iterations after the causal initial sweep"),
@@ -314,9 +314,9 @@ def solve(
 @user_errors
 @shared("describe")
 def describe(
-    scale: Optional[int] = typer.Option(None, "--scale", help="value of the scaling axis (N, H or L)"),
-    axis: Optional[str] = config_option("model", "axis"),
-    config: Optional[str] = ConfigOpt,
+    scale: int | None = typer.Option(None, "--scale", help="value of the scaling axis (N, H or L)"),
+    axis: str | None = config_option("model", "axis"),
+    config: str | None = ConfigOpt,
     overrides: dict = None,
 ):
     """Print every parameter's role, shape, init std, forward multiplier, lr, eps and weight decay, and the
@@ -413,11 +413,11 @@ def sweep(
     axis: str = config_option("model", "axis", "N", help="the swept size: N, H or L"),
     values: str = typer.Option(..., "--values", help="comma-separated sizes, at least 3, e.g. 4,8,16,32"),
     seeds: int = typer.Option(4, "--seeds", help="initialisation seeds per size"),
-    io_seeds: Optional[int] = config_option("run", "io_seeds"),
+    io_seeds: int | None = config_option("run", "io_seeds"),
     init_only: bool = typer.Option(False, "--init-only", help="no training: probes at initialisation only (seconds)"),
-    steps: Optional[int] = config_option("run", "steps", help="optimizer steps per run (default 200)"),
-    probe_every: Optional[int] = config_option("probes", "every", help="probe every k steps (default 10)"),
-    out: Optional[Path] = typer.Option(None, "--out", help="merged dataset (default runs/sweep-<param>-<optimizer>-<task>-<axis><sizes>-...-eta<eta0>-steps<steps>-seeds<seeds>.nc)"),
+    steps: int | None = config_option("run", "steps", help="optimizer steps per run (default 200)"),
+    probe_every: int | None = config_option("probes", "every", help="probe every k steps (default 10)"),
+    out: Path | None = typer.Option(None, "--out", help="merged dataset (default runs/sweep-<param>-<optimizer>-<task>-<axis><sizes>-...-eta<eta0>-steps<steps>-seeds<seeds>.nc)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing merged --out: one that has no <out>.parts/ to resume from, or whose merged grid this grid leaves out (the finished parts are kept)"),
     rebuild_manifest: bool = RebuildOpt,
     ensemble: str | None = EnsembleOpt,
@@ -460,8 +460,8 @@ def coord(
     steps: str = config_option("probes", "at", "0,1,3,10,30", command="coord"),
     seeds: int = typer.Option(8, "--seeds", help="initialisation seeds per size (the CI is a jackknife over them; "
                                                   "fewer leave rows underpowered)"),
-    probe_samples: Optional[int] = config_option("probes", "n_samples"),
-    out: Optional[Path] = typer.Option(None, "--out", help="dataset (default runs/coord-<param>-<optimizer>-<task>-<axis><sizes>-...-eta<eta0>-steps<steps>-seeds<seeds>.nc)"),
+    probe_samples: int | None = config_option("probes", "n_samples"),
+    out: Path | None = typer.Option(None, "--out", help="dataset (default runs/coord-<param>-<optimizer>-<task>-<axis><sizes>-...-eta<eta0>-steps<steps>-seeds<seeds>.nc)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out: one that has no <out>.parts/ to resume from, or whose merged grid this grid leaves out (the finished parts are kept)"),
     rebuild_manifest: bool = RebuildOpt,
     csv: Path | None = typer.Option(None, "--csv", help="also write the verdict rows as CSV"),
@@ -527,7 +527,9 @@ def check(
     P1-P12 summary of primary rows and the headline over primary rows. With --limit, a full-batch width sweep is
     also measured against the computed limit (docs/dmft-dynamics.md)."""
     from dmft.check import check_mc_heads
-    from dmft.verdict import headline, lines as verdict_lines, to_dataset as verdict_dataset
+    from dmft.verdict import headline
+    from dmft.verdict import lines as verdict_lines
+    from dmft.verdict import to_dataset as verdict_dataset
     from probes.experiment.config import check_data_path
     from probes.experiment.dataset import load
 
@@ -693,7 +695,7 @@ def _names(text: str) -> list[str]:
 @app.command()
 @user_errors
 def variants(
-    out: Optional[str] = typer.Option(None, "--out", help="folder of the datasets (default runs/variants-seeds<seeds>, with "
+    out: str | None = typer.Option(None, "--out", help="folder of the datasets (default runs/variants-seeds<seeds>, with "
                                                          "--quick runs/variants-quick-seeds<seeds>); finished cells in "
                                                          "it are kept"),
     variant_list: str = typer.Option("paper,openelm,ngpt,laurel,tokenformer", "--variants",
@@ -715,8 +717,8 @@ def variants(
     from dmft.variant_verdicts import variant_summary, variant_table_markdown
     from probes.experiment.dataset import load
     from probes.experiment.ensemble import resolve_mode
-    from probes.grid.sweep import MAX_SEEDS
     from probes.experiment.out_paths import default_variants_folder
+    from probes.grid.sweep import MAX_SEEDS
     from probes.grid.variant_runs import QUICK_GRID, VARIANT_GRID, VariantTableFailed, run_variant_table
 
     _check_env()

@@ -15,7 +15,7 @@ import numpy as np
 import xarray as xr
 
 from . import divergence, measure
-from .check import row_verdict, read_run_attrs, slope_verdict
+from .check import read_run_attrs, row_verdict, slope_verdict
 from .predictions import P12_DELTA, P12_LEVEL, planned_rows
 from .verdict import CONSISTENT, REFUTED, Verdict
 

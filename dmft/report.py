@@ -20,7 +20,7 @@ import numpy as np
 import xarray as xr
 
 from . import compare, convergence, depth, fit, measure, power, verdict
-from .check import MC_HEADS, check, row_verdict, read_run_attrs
+from .check import MC_HEADS, check, read_run_attrs, row_verdict
 from .predictions import CLAIMS, KEYS, RATE_KEYS, REGISTRY, Planned, planned_rows
 from .verdict import Verdict
 

@@ -13,8 +13,19 @@ from pathlib import Path
 
 import pytest
 from helpers import invoke
-from probes.grid.executors import (RAY_MISSING, InProcess, UnitError, LocalPool, RayTasks, check_executor,
-                              check_reachable, default_workers, make_executor, ray_address_file)
+
+from probes.grid.executors import (
+    RAY_MISSING,
+    InProcess,
+    LocalPool,
+    RayTasks,
+    UnitError,
+    check_executor,
+    check_reachable,
+    default_workers,
+    make_executor,
+    ray_address_file,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 

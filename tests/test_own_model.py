@@ -12,8 +12,7 @@ from torch import nn
 
 from dmft import coord_check_model, coord_verdicts
 from dmft.verdict import REFUTED
-from parametrizations import (ModelConfig, OptimConfig, apply_parametrization, build_model, build_optimizer,
-                              get_preset)
+from parametrizations import ModelConfig, OptimConfig, apply_parametrization, build_model, build_optimizer, get_preset
 from parametrizations.optim import param_rules
 from probes import coord_config, make_run_config, run_sweep
 

@@ -10,10 +10,10 @@ import xarray as xr
 from dmft.check import read_run_attrs
 from dmft.transfer import best_eta0, fit_optimum, losses_of, p7_verdict
 from dmft.verdict import Verdict, decide
-from probes.grid import lr_grid, sweep as grid_sweep
 from probes.experiment.config import make_run_config
 from probes.experiment.dataset import load
 from probes.grid import lr_grid
+from probes.grid import sweep as grid_sweep
 from probes.grid.lr_grid import load_lr_grid, run_lr_grid
 from probes.grid.preflight import check_lr_grid_out
 

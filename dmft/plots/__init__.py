@@ -23,13 +23,13 @@ of `dmft` (fits, verdicts, the law of A).
 """
 from __future__ import annotations
 
-from .verdicts import verdict_rows_figure
 from .convergence import convergence_plot, rate_by_step_plot, seed_variance_plot
 from .densities import attention_density
 from .exponents import exponent_plot, verdict_figure
 from .export import plot_dataset, save_figure
 from .kernels import kernel_grid, kernel_panels
 from .training import coord_check_panels, loss_curves, lr_transfer
+from .verdicts import verdict_rows_figure
 
 __all__ = ['exponent_plot', 'verdict_figure', 'verdict_rows_figure', 'kernel_grid', 'kernel_panels', 'attention_density', 'loss_curves', 'lr_transfer', 'coord_check_panels', 'save_figure', 'plot_dataset',
            'convergence_plot', 'rate_by_step_plot', 'seed_variance_plot']

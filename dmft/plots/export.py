@@ -18,9 +18,9 @@ from matplotlib.figure import Figure
 from ._style import FORMATS, _figure_of, _is_trained, _subplots, _sweep_axis_of
 from .densities import attention_density
 from .exponents import verdict_figure
-from .verdicts import verdict_rows_figure
 from .kernels import kernel_panels
 from .training import _coord_over_steps, coord_check_panels, loss_curves
+from .verdicts import verdict_rows_figure
 
 # What drawing odd but valid data can raise (a non-finite exponent, no positive value, an empty selection): the
 # figure is skipped with a note. OSError (a full disk) and MemoryError stop plot_dataset.

@@ -13,8 +13,8 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 __all__ = ["STALE_TEMP_AGE_S", "TEMP_NAME", "TEMP_PREFIX", "cleanup_stale_temps", "fsync_dir", "fsync_tree",
            "write_atomic", "write_folder_atomic"]

@@ -44,13 +44,12 @@ from pathlib import Path
 
 from parametrizations.checks import DERIVED_MAX, DERIVED_MIN, ConfigError, check_int, is_int, one_of_error, safe, short
 from parametrizations.counts import parameter_count
-from parametrizations.optim import OptimConfig, eps0 as eps0_of, eps_multiplier, global_lr
+from parametrizations.optim import OptimConfig, eps_multiplier, global_lr
+from parametrizations.optim import eps0 as eps0_of
 from parametrizations.spec import Parametrization, abc, attention_scale, branch_multiplier, get_preset, is_adam
 from parametrizations.transformer import ModelConfig, check_centre, is_vision
 from parametrizations.variants import MODEL_PRESETS
 from probes.experiment import data as _data
-
-from probes.hooks.recorder import MAX_PROBE_SAMPLES, ProbeConfig
 from probes.experiment.memory import FLOAT, free_bytes, member_bytes
 from probes.experiment.options import flag_of
 from probes.experiment.run import RunConfig, resolve_device

@@ -24,8 +24,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from probes.experiment.atomic import (TEMP_PREFIX, cleanup_stale_temps, fsync_dir,  # noqa: F401 (re-exported)
-                                     write_atomic, write_folder_atomic)
+from probes.experiment.atomic import TEMP_PREFIX, cleanup_stale_temps, fsync_dir, write_atomic, write_folder_atomic  # noqa: F401 (re-exported)
 from probes.experiment.zarr_check import ALLOWED, UnsafeStore, check_zarr_store
 
 SCHEMA_VERSION = 3   # 2: coord_rms / coord_update_rms / io_rms / io_update_rms replace block_rms / block_update_rms

@@ -22,7 +22,6 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from parametrizations.checks import one_of_error
-
 from probes.experiment.memory import free_bytes, member_bytes
 from probes.experiment.run import RunConfig, RunResult, resolve_device, train, train_ensemble
 

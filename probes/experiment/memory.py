@@ -13,7 +13,6 @@ import os
 import torch
 
 from parametrizations.counts import parameter_count
-
 from probes.experiment.run import RunConfig
 
 __all__ = ["FLOAT", "free_bytes", "member_bytes"]

@@ -25,11 +25,18 @@ from parametrizations.lws import LayerShapes
 from parametrizations.optim import global_lr
 from parametrizations.own_model import OwnModel, apply_parametrization
 from parametrizations.transformer import ModelConfig
-
 from probes.experiment.batches import BatchStream
 from probes.experiment.data import load_task
-from probes.experiment.run import (RunConfig, RunResult, loss_of, matmul_precision, model_config_for_task,
-                                   nonfinite_probes, resolve_device, training_split)
+from probes.experiment.run import (
+    RunConfig,
+    RunResult,
+    loss_of,
+    matmul_precision,
+    model_config_for_task,
+    nonfinite_probes,
+    resolve_device,
+    training_split,
+)
 from probes.hooks.recorder import ProbeRecorder
 
 # the coordinate-check site of each block matrix's output (the built-in model's taps)

@@ -37,7 +37,9 @@ from parametrizations.spec import Parametrization, attention_scale, get_preset
 from parametrizations.transformer import LWSTransformer, ModelConfig, attention_logits, build_model, is_vision
 from probes.experiment.batches import BatchStream
 from probes.experiment.data import ImageSplit, Task, default_patch, load_task
-from probes.experiment.faults import ENV as FAULT_ENV, Fault, fault_for, from_env as faults_from_env
+from probes.experiment.faults import ENV as FAULT_ENV
+from probes.experiment.faults import Fault, fault_for
+from probes.experiment.faults import from_env as faults_from_env
 from probes.experiment.progress import Progress
 from probes.hooks.grad_kernel import StreamGradients
 from probes.hooks.recorder import IO_WEIGHTS, MAX_SEED, MAX_STEP, ProbeConfig, ProbeRecorder

@@ -48,10 +48,10 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from numbers import Integral, Real
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import xarray as xr

@@ -27,7 +27,6 @@ import re
 from pathlib import Path
 
 from parametrizations.checks import one_of_error
-
 from probes.experiment.atomic import TEMP_PREFIX
 from probes.experiment.dataset import DatasetError, load
 from probes.experiment.ensemble import ENSEMBLE_ENV, check_mode

@@ -156,7 +156,8 @@ def check_lr_grid_out(cfg: RunConfig, axis: str, values: list[int], etas: list[f
     """A learning-rate grid's output: absent, or this very grid (`probes.grid.lr_grid.check_lr_grid_out`); when
     absent, the stores of an interrupted grid in `<out>.parts/` resumable with its settings
     (`probes.grid.lr_grid.check_lr_grid_stores`)."""
-    from probes.grid.lr_grid import check_lr_grid_out as check, check_lr_grid_stores
+    from probes.grid.lr_grid import check_lr_grid_out as check
+    from probes.grid.lr_grid import check_lr_grid_stores
 
     if _kind(Path(out)) is not None:         # (its folder may not exist yet: the command makes it)
         check(cfg, axis, values, etas, seeds, Path(out))

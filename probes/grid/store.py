@@ -43,15 +43,13 @@ import errno
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import xarray as xr
 
 from probes.experiment.atomic import TEMP_PREFIX, write_atomic
 from probes.experiment.dataset import DatasetError, combine_runs, load
-from probes.grid.manifest import (FINISHED, FORMAT, MANIFEST, STATUSES, check_manifest, comparable_config,  # noqa: F401
-                       config_differences, config_hash, ensemble_diff, file_sha256, new_manifest, point_name,
-                       rebuild_manifest)
 from probes.experiment.run import RunConfig
 from probes.grid.manifest import (  # noqa: F401
     FINISHED,

@@ -31,12 +31,10 @@ import xarray as xr
 
 from probes.experiment.config import check_fits
 from probes.experiment.dataset import run_dataset, save, with_seed_variances
-from probes.experiment.progress import Progress
 from probes.experiment.ensemble import plan_groups, resolve_mode, train_group
-from probes.grid.executors import Executor, InProcess, UnitError
-from probes.hooks.recorder import MAX_PROBE_STEPS, MAX_STEP
+from probes.experiment.progress import Progress
 from probes.experiment.run import RunConfig
-from probes.grid.executors import Executor, InProcess, JobError
+from probes.grid.executors import Executor, InProcess, UnitError
 from probes.grid.manifest import GROUP_ATTR, MODE_ATTR, SWEEP_CONFIG_ATTR, comparable_config, point_name
 from probes.grid.store import SweepStore, parts_dir
 from probes.hooks.recorder import MAX_PROBE_STEPS, MAX_STEP
