@@ -1,4 +1,5 @@
 """dmft-probe command line: parse, call, print. Bad input -> one line on stderr and exit status 2."""
+
 from __future__ import annotations
 
 import functools
@@ -35,12 +36,15 @@ class App(typer.Typer):
         raise SystemExit(code if isinstance(code, int) else 0)
 
 
-app = App(no_args_is_help=True, pretty_exceptions_enable=False,
-          help="Probe infinite-width, -head and -depth limits of transformers against DMFT predictions.")
+app = App(
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Probe infinite-width, -head and -depth limits of transformers against DMFT predictions.",
+)
 
 
 def version_text() -> str:
-    """"dmft-probe <version>", the version from the installed package's metadata ("unknown" when not installed)."""
+    """ "dmft-probe <version>", the version from the installed package's metadata ("unknown" when not installed)."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -56,8 +60,11 @@ def _print_version(value: bool) -> None:
 
 
 @app.callback()
-def _main(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
-                                       help="print dmft-probe's version and exit")) -> None:
+def _main(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="print dmft-probe's version and exit"
+    ),
+) -> None:
     """Probe infinite-width, -head and -depth limits of transformers against DMFT predictions."""
 
 
@@ -69,12 +76,14 @@ def fail(msg: str) -> None:
 
 def user_errors(fn):
     """Turn ValueError/OSError raised on user input into one line and exit 2 (never a traceback)."""
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except (ValueError, OSError) as e:
             fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+
     return wrapper
 
 
@@ -89,29 +98,51 @@ def config_option(section: str, key: str, default=None, help: str | None = None,
     way); command: the command, where a flag means another key on it (coord's --steps sets [probes] at)."""
     from probes.experiment.options import OPTIONS, option
 
-    o = option(section, key) if command is None else next(
-        o for o in OPTIONS if (o.section, o.key) == (section, key) and command in (o.commands or ()))
+    o = (
+        option(section, key)
+        if command is None
+        else next(o for o in OPTIONS if (o.section, o.key) == (section, key) and command in (o.commands or ()))
+    )
     return typer.Option(default, *(o.decl or o.flag).split(" "), help=help or o.help)
 
 
-EnsembleOpt = typer.Option(None, "--ensemble", help="auto: train a size's seeds together as batched models (same "
-                                                    "results, faster); off: one run after another (default: the "
-                                                    "environment variable DMFT_PROBE_ENSEMBLE, else auto)")
-RebuildOpt = typer.Option(False, "--rebuild-manifest", help="rebuild <out>.parts/manifest.json from the parts' own "
-                                                            "metadata and checksums, then resume")
+EnsembleOpt = typer.Option(
+    None,
+    "--ensemble",
+    help="auto: train a size's seeds together as batched models (same "
+    "results, faster); off: one run after another (default: the "
+    "environment variable DMFT_PROBE_ENSEMBLE, else auto)",
+)
+RebuildOpt = typer.Option(
+    False,
+    "--rebuild-manifest",
+    help="rebuild <out>.parts/manifest.json from the parts' own metadata and checksums, then resume",
+)
 ConfigOpt = typer.Option(None, "--config", help="TOML or JSON config file; command-line options override it")
 # Where the points of a sweep or coord check run (probes.grid.executors).
 # rich reads a bare [ray] as markup and drops it from --help: the backslash keeps it (tests/test_help_text.py).
-ExecutorOpt = typer.Option("local", "--executor", help="local (this machine, --workers processes) or ray (one Ray "
-                                                       "task per point; pip install -e '.\\[ray]')")
-WorkersOpt = typer.Option(None, "--workers", help="local: processes in parallel, 1 torch thread each (default: one "
-                                                  "per CPU; 1 runs in this process with torch's threads)")
-RayAddressOpt = typer.Option(None, "--ray-address", help="ray: a running cluster, host:port, ray://host:port or "
-                                                         "auto (RAY_ADDRESS or the cluster `ray start` made here); "
-                                                         "default: start a local Ray instance")
+ExecutorOpt = typer.Option(
+    "local",
+    "--executor",
+    help="local (this machine, --workers processes) or ray (one Ray task per point; pip install -e '.\\[ray]')",
+)
+WorkersOpt = typer.Option(
+    None,
+    "--workers",
+    help="local: processes in parallel, 1 torch thread each (default: one "
+    "per CPU; 1 runs in this process with torch's threads)",
+)
+RayAddressOpt = typer.Option(
+    None,
+    "--ray-address",
+    help="ray: a running cluster, host:port, ray://host:port or "
+    "auto (RAY_ADDRESS or the cluster `ray start` made here); "
+    "default: start a local Ray instance",
+)
 RayCpusOpt = typer.Option(None, "--ray-cpus", help="ray: CPUs of the local instance started here (default: all)")
-GpusPerTaskOpt = typer.Option(None, "--gpus-per-task", help="ray: GPUs each task reserves, e.g. 0.25 shares a GPU "
-                                                            "between 4 (default 0)")
+GpusPerTaskOpt = typer.Option(
+    None, "--gpus-per-task", help="ray: GPUs each task reserves, e.g. 0.25 shares a GPU between 4 (default 0)"
+)
 
 
 def shared(command: str):
@@ -125,8 +156,15 @@ def shared(command: str):
     def deco(fn):
         sig = inspect.signature(fn)
         params = [p for p in sig.parameters.values() if p.name != "overrides"]
-        params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=o.type | None,
-                                     default=typer.Option(None, o.flag, help=o.help)) for name, o in specs.items()]
+        params += [
+            inspect.Parameter(
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                annotation=o.type | None,
+                default=typer.Option(None, o.flag, help=o.help),
+            )
+            for name, o in specs.items()
+        ]
 
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
@@ -137,6 +175,7 @@ def shared(command: str):
 
         wrapper.__signature__ = sig.replace(parameters=params)
         return wrapper
+
     return deco
 
 
@@ -197,7 +236,7 @@ def _out_folder(text: str | None, option: str) -> Path | None:
         raise ValueError(f"{option}: empty path; name a folder (. for the current one)")
     try:
         check_out_folder(Path(text), option)
-    except OSError as e:                 # e.g. a name too long for the file system
+    except OSError as e:  # e.g. a name too long for the file system
         raise ValueError(f"{option}: cannot use {text} ({e.strerror or type(e).__name__})") from None
     return Path(text)
 
@@ -221,7 +260,11 @@ def run(
     probe_samples: int | None = config_option("probes", "n_samples"),
     probes: bool = config_option("probes", "enabled", True),
     out: Path | None = typer.Option(None, "--out", help="dataset file (.nc or .zarr) (default runs/<name>.nc)"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out (without it an existing output is kept and the run refused)"),
+    overwrite: bool = typer.Option(
+        False,
+        "--overwrite",
+        help="replace an existing --out (without it an existing output is kept and the run refused)",
+    ),
     config: str | None = ConfigOpt,
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
     overrides: dict = None,
@@ -236,20 +279,35 @@ def run(
     _check_env()
     overrides = _merge(overrides, "model", axis=axis, d_model=d_model)
     overrides = _merge(overrides, "run", steps=steps, seed=seed)
-    cfg = make_run_config(config, scale=scale, **overrides, fits="run",
-                          probes={"every": probe_every, "n_log": probe_log, "n_samples": probe_samples,
-                                  "schedule": "log" if probe_log else None, "enabled": None if probes else False})
+    cfg = make_run_config(
+        config,
+        scale=scale,
+        **overrides,
+        fits="run",
+        probes={
+            "every": probe_every,
+            "n_log": probe_log,
+            "n_samples": probe_samples,
+            "schedule": "log" if probe_log else None,
+            "enabled": None if probes else False,
+        },
+    )
     _check_data(cfg, overrides, config)
     out_path = prepare_out_path(out or default_out_path(cfg), overwrite)
     m = cfg.model
-    typer.echo(f"{cfg.param.name} {cfg.optim.name} {m.task}: N={m.N} H={m.H} L={m.L} (axis {m.axis}), "
-               f"{cfg.steps} steps on {cfg.device}", err=True)
+    typer.echo(
+        f"{cfg.param.name} {cfg.optim.name} {m.task}: N={m.N} H={m.H} L={m.L} (axis {m.axis}), "
+        f"{cfg.steps} steps on {cfg.device}",
+        err=True,
+    )
     result = train(cfg, progress=progress)
     ds = run_dataset(result)
     save(ds, out_path)
     if result.status != "ok":
         why = result.extra.get("diverged_on") or "loss"
-        typer.echo(f"run diverged at step {result.diverged_at} ({why} not finite); dataset written to {out_path}", err=True)
+        typer.echo(
+            f"run diverged at step {result.diverged_at} ({why} not finite); dataset written to {out_path}", err=True
+        )
         raise typer.Exit(1)
     for line in summary_lines(ds):
         typer.echo(line)
@@ -260,11 +318,15 @@ def run(
 @user_errors
 @shared("solve")
 def solve(
-    scale: int | None = typer.Option(None, "--scale", help="value of the scaling axis (N, H or L); the limit does not depend on N or H"),
+    scale: int | None = typer.Option(
+        None, "--scale", help="value of the scaling axis (N, H or L); the limit does not depend on N or H"
+    ),
     axis: str | None = config_option("model", "axis"),
     steps: int | None = config_option("run", "steps"),
     samples: int = typer.Option(20000, "--samples", help="Monte Carlo samples of each MLP hidden site"),
-    damping: float = typer.Option(1.0, "--damping", help="iteration step: new = (1 - damping) old + damping fresh, in (0, 1]"),
+    damping: float = typer.Option(
+        1.0, "--damping", help="iteration step: new = (1 - damping) old + damping fresh, in (0, 1]"
+    ),
     max_iter: int = typer.Option(3, "--max-iter", help="iterations after the causal initial sweep"),
     tol: float = typer.Option(1e-8, "--tol", help="stop when the self-consistency residual is below this"),
     solver_seed: int = typer.Option(0, "--solver-seed", help="seed of the Monte Carlo draws"),
@@ -294,12 +356,15 @@ def solve(
     made = [p for p in (Path(out).parent, *Path(out).parent.parents) if not p.exists()]
     out_path = prepare_out_path(out, overwrite)
     limit = "d -> oo" if prob.S == 1 else f"N -> oo at H={cfg.model.H}, S={prob.S} tokens"
-    typer.echo(f"{cfg.param.name} sgd {cfg.model.task}: limit {limit}, L={cfg.model.L}, P={prob.P}, "
-               f"{cfg.steps} steps, {samples} samples", err=True)
+    typer.echo(
+        f"{cfg.param.name} sgd {cfg.model.task}: limit {limit}, L={cfg.model.L}, P={prob.P}, "
+        f"{cfg.steps} steps, {samples} samples",
+        err=True,
+    )
     try:
         _, ds = solution_for(cfg, prob, scfg)
     except SolverDiverged as e:
-        for folder in made:                      # the folders --out made, when still empty: nothing is left behind
+        for folder in made:  # the folders --out made, when still empty: nothing is left behind
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
         typer.echo(f"error: {e}; nothing written", err=True)
@@ -337,8 +402,16 @@ def describe(
     table = Table("parameter", "role", "shape", "init std", "fwd mult", "lr", "eps", "weight decay")
     for r in rows_of(model, cfg.param, cfg.optim):
         init = f"{r.init_std:.4g}" if r.init_value is None else f"value {r.init_value:.4g}"
-        table.add_row(r.name, r.role, "x".join(map(str, r.shape)), init, f"{r.mult:.4g}",
-                      f"{r.lr:.4g}", "-" if r.eps is None else f"{r.eps:.3g}", f"{r.weight_decay:.3g}")
+        table.add_row(
+            r.name,
+            r.role,
+            "x".join(map(str, r.shape)),
+            init,
+            f"{r.mult:.4g}",
+            f"{r.lr:.4g}",
+            "-" if r.eps is None else f"{r.eps:.3g}",
+            f"{r.weight_decay:.3g}",
+        )
     console.print(table)
     console.print("why (d = N*H, l = L/L0, eta = the global lr; docs/parametrization.md):", highlight=False)
     for line in rule_lines(model, cfg.param, cfg.optim):
@@ -385,17 +458,28 @@ class _Executor:
         return make_executor(self.kind, workers, n_units, self.ray_address, self.ray_cpus, self.gpus_per_task)
 
 
-def _run_grid(cfg, axis: str, sizes: list[int], seeds: int, out_path: Path, init_only: bool,
-              ensemble: str | None, run_on: _Executor, header: str, overwrite: bool = False,
-              rebuild: bool = False):
+def _run_grid(
+    cfg,
+    axis: str,
+    sizes: list[int],
+    seeds: int,
+    out_path: Path,
+    init_only: bool,
+    ensemble: str | None,
+    run_on: _Executor,
+    header: str,
+    overwrite: bool = False,
+    rebuild: bool = False,
+):
     """Open the sweep store of out_path (refusing other settings, an unreadable manifest unless `rebuild`, or a
     grid that leaves out the merged one unless `overwrite`, before any work), print the header, run the missing
     points on the executor and merge; returns the merged dataset. Exit 1 when points failed."""
     from probes.grid.sweep import SweepFailed, open_sweep
 
     echo = functools.partial(typer.echo, err=True)
-    with open_sweep(cfg, axis, sizes, seeds, out_path, init_only, ensemble, on_point=echo, overwrite=overwrite,
-                    rebuild=rebuild) as grid:
+    with open_sweep(
+        cfg, axis, sizes, seeds, out_path, init_only, ensemble, on_point=echo, overwrite=overwrite, rebuild=rebuild
+    ) as grid:
         executor = run_on.make(len(grid.units), init_only)
         done = f"{len(grid.done)} of {grid.n_points} points already done; " if grid.done else ""
         echo(f"{header}; {done}{len(grid.units)} unit(s) to run {executor.describe()}")
@@ -417,8 +501,16 @@ def sweep(
     init_only: bool = typer.Option(False, "--init-only", help="no training: probes at initialisation only (seconds)"),
     steps: int | None = config_option("run", "steps", help="optimizer steps per run (default 200)"),
     probe_every: int | None = config_option("probes", "every", help="probe every k steps (default 10)"),
-    out: Path | None = typer.Option(None, "--out", help="merged dataset (default runs/sweep-<param>-<optimizer>-<task>-<axis><sizes>-...-eta<eta0>-steps<steps>-seeds<seeds>.nc)"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing merged --out: one that has no <out>.parts/ to resume from, or whose merged grid this grid leaves out (the finished parts are kept)"),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        help="merged dataset (default runs/sweep-<param>-<optimizer>-<task>-<axis><sizes>-...-eta<eta0>-steps<steps>-seeds<seeds>.nc)",
+    ),
+    overwrite: bool = typer.Option(
+        False,
+        "--overwrite",
+        help="replace an existing merged --out: one that has no <out>.parts/ to resume from, or whose merged grid this grid leaves out (the finished parts are kept)",
+    ),
     rebuild_manifest: bool = RebuildOpt,
     ensemble: str | None = EnsembleOpt,
     executor: str = ExecutorOpt,
@@ -438,15 +530,20 @@ def sweep(
     sizes = _int_list(values, "--values")
     check_grid(axis, sizes, seeds, ensemble)
     run_on = _Executor(executor, workers, ray_address, ray_cpus, gpus_per_task)
-    cfg = make_run_config(config, **_merge(_merge(overrides, "model", axis=axis), "run", steps=steps,
-                                           io_seeds=io_seeds), probes={"every": probe_every})
+    cfg = make_run_config(
+        config,
+        **_merge(_merge(overrides, "model", axis=axis), "run", steps=steps, io_seeds=io_seeds),
+        probes={"every": probe_every},
+    )
     _check_data(cfg, overrides, config, keep=executor == "local" and (workers == 1 or workers is None and init_only))
     run_on.check(cfg)
     check_grid_fits(cfg, axis, sizes, init_only)
     out = out or default_grid_path("sweep", cfg, axis, sizes, seeds, init_only)
     out_path = prepare_sweep_out(out, overwrite)
-    header = (f"sweep {axis} in {sizes} x {seeds} seeds, {cfg.param.name}/{cfg.optim.name}"
-              f"{' at initialisation' if init_only else f', {cfg.steps} steps'}; parts in {out_path}.parts/")
+    header = (
+        f"sweep {axis} in {sizes} x {seeds} seeds, {cfg.param.name}/{cfg.optim.name}"
+        f"{' at initialisation' if init_only else f', {cfg.steps} steps'}; parts in {out_path}.parts/"
+    )
     _run_grid(cfg, axis, sizes, seeds, out_path, init_only, ensemble, run_on, header, overwrite, rebuild_manifest)
     typer.echo(f"dataset: {out_path}")
 
@@ -458,11 +555,22 @@ def coord(
     axis: str = config_option("model", "axis", "N", help="the swept size: N, H or L"),
     values: str = typer.Option("4,8,16,32,64", "--values", help="comma-separated sizes, at least 3"),
     steps: str = config_option("probes", "at", "0,1,3,10,30", command="coord"),
-    seeds: int = typer.Option(8, "--seeds", help="initialisation seeds per size (the CI is a jackknife over them; "
-                                                  "fewer leave rows underpowered)"),
+    seeds: int = typer.Option(
+        8,
+        "--seeds",
+        help="initialisation seeds per size (the CI is a jackknife over them; fewer leave rows underpowered)",
+    ),
     probe_samples: int | None = config_option("probes", "n_samples"),
-    out: Path | None = typer.Option(None, "--out", help="dataset (default runs/coord-<param>-<optimizer>-<task>-<axis><sizes>-...-eta<eta0>-steps<steps>-seeds<seeds>.nc)"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out: one that has no <out>.parts/ to resume from, or whose merged grid this grid leaves out (the finished parts are kept)"),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        help="dataset (default runs/coord-<param>-<optimizer>-<task>-<axis><sizes>-...-eta<eta0>-steps<steps>-seeds<seeds>.nc)",
+    ),
+    overwrite: bool = typer.Option(
+        False,
+        "--overwrite",
+        help="replace an existing --out: one that has no <out>.parts/ to resume from, or whose merged grid this grid leaves out (the finished parts are kept)",
+    ),
     rebuild_manifest: bool = RebuildOpt,
     csv: Path | None = typer.Option(None, "--csv", help="also write the verdict rows as CSV"),
     ensemble: str | None = EnsembleOpt,
@@ -490,17 +598,20 @@ def coord(
     _out_file(csv, "--csv")
     check_grid(axis, sizes, seeds, ensemble)
     run_on = _Executor(executor, workers, ray_address, ray_cpus, gpus_per_task)
-    cfg = coord_config(make_run_config(config, **_merge(overrides, "model", axis=axis),
-                                       probes={"n_samples": probe_samples}), at)
+    cfg = coord_config(
+        make_run_config(config, **_merge(overrides, "model", axis=axis), probes={"n_samples": probe_samples}), at
+    )
     _check_data(cfg, overrides, config, keep=executor == "local" and workers == 1)
     run_on.check(cfg)
     check_grid_fits(cfg, axis, sizes)
     out = out or default_grid_path("coord", cfg, axis, sizes, seeds)
     out_path = prepare_sweep_out(out, overwrite)
-    header = (f"coord check along {axis} in {sizes} x {seeds} seeds, {cfg.param.name}/{cfg.optim.name} "
-              f"eta0={cfg.optim.eta0:g}, probes at steps {list(cfg.probes.at)}; parts in {out_path}.parts/")
+    header = (
+        f"coord check along {axis} in {sizes} x {seeds} seeds, {cfg.param.name}/{cfg.optim.name} "
+        f"eta0={cfg.optim.eta0:g}, probes at steps {list(cfg.probes.at)}; parts in {out_path}.parts/"
+    )
     ds = _run_grid(cfg, axis, sizes, seeds, out_path, False, ensemble, run_on, header, overwrite, rebuild_manifest)
-    rows = dataset_verdicts(ds)        # every row of the dataset, as `check` and `plot` show them
+    rows = dataset_verdicts(ds)  # every row of the dataset, as `check` and `plot` show them
     for line in coord_lines(rows):
         typer.echo(line)
     if csv is not None:
@@ -512,15 +623,22 @@ def coord(
 @app.command()
 @user_errors
 def check(
-    dataset: str = typer.Argument(..., help="a sweep dataset written by `dmft-probe sweep`, or a folder of sweeps "
-                                            "and learning-rate grids (e.g. the folder of `dmft-probe reproduce`)"),
+    dataset: str = typer.Argument(
+        ...,
+        help="a sweep dataset written by `dmft-probe sweep`, or a folder of sweeps "
+        "and learning-rate grids (e.g. the folder of `dmft-probe reproduce`)",
+    ),
     csv: Path | None = typer.Option(None, "--csv", help="also write the verdict table as CSV"),
     nc: Path | None = typer.Option(None, "--nc", help="also write the verdict table as netCDF"),
     markdown: Path | None = typer.Option(None, "--markdown", help="folder: also write the P1-P12 summary as Markdown"),
     mc_heads: int = typer.Option(2048, "--mc-heads", help="Monte Carlo heads of the H -> oo solver (P4)"),
-    limit: str | None = typer.Option(None, "--limit", help="a DMFT solution (`dmft-probe solve`) of the sweep's "
-                                        "full-batch problem: adds the rows of the finite runs against the computed "
-                                        "limit, P6 among them"),
+    limit: str | None = typer.Option(
+        None,
+        "--limit",
+        help="a DMFT solution (`dmft-probe solve`) of the sweep's "
+        "full-batch problem: adds the rows of the finite runs against the computed "
+        "limit, P6 among them",
+    ),
 ):
     """Print the verdict rows (dmft.verdict): each row's hypotheses, measured value with its interval, band and
     verdict, primary rows marked *; for a folder, every dataset's rows, the cross-sweep verdicts (P7, P9, P12), the
@@ -534,8 +652,8 @@ def check(
     from probes.experiment.dataset import load
 
     check_mc_heads(mc_heads)
-    check_data_path(dataset, "DATASET")                # as typed: Path("") would read as "."
-    dataset = Path(dataset)                            # type: ignore[assignment]
+    check_data_path(dataset, "DATASET")  # as typed: Path("") would read as "."
+    dataset = Path(dataset)  # type: ignore[assignment]
     _out_file(csv, "--csv")
     _out_file(nc, "--nc")
     _out_file(markdown, "--markdown")
@@ -549,7 +667,7 @@ def check(
     if folder:
         from dmft import report
 
-        verdicts = report.folder_verdicts(dataset, n_heads_mc=mc_heads, progress=typer.echo)   # errors name the file
+        verdicts = report.folder_verdicts(dataset, n_heads_mc=mc_heads, progress=typer.echo)  # errors name the file
         for line in report.full_lines(verdicts):
             typer.echo(line)
         typer.echo(report.summary_markdown(verdicts))
@@ -563,11 +681,11 @@ def check(
         from dmft.rows import dataset_verdicts
 
         try:
-            if ds.attrs.get("kind") == "lr_grid":          # a learning-rate grid: the P7 verdict
+            if ds.attrs.get("kind") == "lr_grid":  # a learning-rate grid: the P7 verdict
                 verdicts = [p7_verdict(ds)]
-            else:                                          # every row, as `coord` and `plot` show them
+            else:  # every row, as `coord` and `plot` show them
                 verdicts = dataset_verdicts(ds, n_heads_mc=mc_heads)
-        except ValueError as e:          # what the dataset lacks for a verdict (not a sweep, too few sizes, ...)
+        except ValueError as e:  # what the dataset lacks for a verdict (not a sweep, too few sizes, ...)
             raise ValueError(f"{dataset}: {str(e).splitlines()[0]}") from None
         if limit is not None:
             from dmft.dynamics.against import limit_verdicts
@@ -592,10 +710,18 @@ def check(
 @app.command()
 @user_errors
 def reproduce(
-    preset: str = typer.Option("cpu", "--preset", help="cpu (2 CPU cores, under 20 minutes) or smoke (about two minutes; "
-                                                       "checks the machinery, the figures mean nothing)"),
-    out: str | None = typer.Option(None, "--out", help="folder of the datasets and verdicts (default runs/reproduce-<preset>); "
-                                                         "finished datasets in it are reused"),
+    preset: str = typer.Option(
+        "cpu",
+        "--preset",
+        help="cpu (2 CPU cores, under 20 minutes) or smoke (about two minutes; "
+        "checks the machinery, the figures mean nothing)",
+    ),
+    out: str | None = typer.Option(
+        None,
+        "--out",
+        help="folder of the datasets and verdicts (default runs/reproduce-<preset>); "
+        "finished datasets in it are reused",
+    ),
     ensemble: str | None = EnsembleOpt,
 ):
     """Run a preset's sweeps and learning-rate grids, then write the P1-P12 verdict table (verdicts.md)."""
@@ -608,8 +734,8 @@ def reproduce(
     jobs = chosen.jobs
     ensemble = resolve_mode(ensemble)
     out = _out_folder(out, "--out") or Path("runs") / f"reproduce-{preset}"
-    check_other_datasets(out, {f"{job.name}.nc" for job in jobs})     # the report reads them all: check them first
-    check_outputs(chosen, [job_config(chosen, job) for job in jobs], out)   # before the plan is printed
+    check_other_datasets(out, {f"{job.name}.nc" for job in jobs})  # the report reads them all: check them first
+    check_outputs(chosen, [job_config(chosen, job) for job in jobs], out)  # before the plan is printed
     typer.echo(f"planned power of the primary rows (before any data; written to {out / 'plan.md'} with the report):")
     typer.echo(plan_markdown(preset_plan(chosen)))
     run_preset(preset, out, say=typer.echo, ensemble=ensemble)
@@ -622,19 +748,37 @@ def reproduce(
 @user_errors
 def plan(
     axis: str | None = typer.Option(None, "--axis", help="the swept size: N, H or L (default: --from's, else N)"),
-    sizes: str | None = typer.Option(None, "--sizes", help="comma-separated sizes, at least 3 (default: --from's, else 4,8,16,32)"),
+    sizes: str | None = typer.Option(
+        None, "--sizes", help="comma-separated sizes, at least 3 (default: --from's, else 4,8,16,32)"
+    ),
     seeds: int | None = typer.Option(None, "--seeds", help="seeds per size (default: --from's, else 6)"),
-    param: str | None = typer.Option(None, "--param", help="parametrization preset: mup, mup-sqrt, depth-sqrt, sp (default: --from's, else mup)"),
+    param: str | None = typer.Option(
+        None, "--param", help="parametrization preset: mup, mup-sqrt, depth-sqrt, sp (default: --from's, else mup)"
+    ),
     alpha_A: float | None = typer.Option(None, "--alpha-A", help="attention exponent (overrides the preset)"),
     alpha_L: float | None = typer.Option(None, "--alpha-L", help="residual exponent (overrides the preset)"),
-    source: Path | None = typer.Option(None, "--from", help="a sweep dataset to measure the noise on (and its axis, sizes, seeds, parametrization)"),
-    quantity: str = typer.Option("probe_outputs", "--quantity", help="with --from: the quantity whose noise is measured"),
+    source: Path | None = typer.Option(
+        None, "--from", help="a sweep dataset to measure the noise on (and its axis, sizes, seeds, parametrization)"
+    ),
+    quantity: str = typer.Option(
+        "probe_outputs", "--quantity", help="with --from: the quantity whose noise is measured"
+    ),
     step: int | None = typer.Option(None, "--step", help="with --from: the probe step (default: the last)"),
     entries: int | None = typer.Option(None, "--entries", help="entries of one seed's quantity (default 16)"),
-    rho_entries: float | None = typer.Option(None, "--rho-entries", help="mean correlation of one seed's entries, in [0, 1) (default 0.3)"),
-    rho_sizes: float | None = typer.Option(None, "--rho-sizes", help="correlation of one seed's draws across sizes, in [0, 1) (default 0.5)"),
-    cv: float | None = typer.Option(None, "--cv", help="seed-to-seed coefficient of variation of a per-seed positive quantity (slope rows; default 0.2)"),
-    bias: float | None = typer.Option(None, "--bias", help="RMS bias of the seed mean in seed sds at the smallest size (default 1)"),
+    rho_entries: float | None = typer.Option(
+        None, "--rho-entries", help="mean correlation of one seed's entries, in [0, 1) (default 0.3)"
+    ),
+    rho_sizes: float | None = typer.Option(
+        None, "--rho-sizes", help="correlation of one seed's draws across sizes, in [0, 1) (default 0.5)"
+    ),
+    cv: float | None = typer.Option(
+        None,
+        "--cv",
+        help="seed-to-seed coefficient of variation of a per-seed positive quantity (slope rows; default 0.2)",
+    ),
+    bias: float | None = typer.Option(
+        None, "--bias", help="RMS bias of the seed mean in seed sds at the smallest size (default 1)"
+    ),
     band: float | None = typer.Option(None, "--band", help="a user band for every row instead of the derived one"),
     reps: int = typer.Option(1000, "--reps", help="simulated sweeps per case"),
     seed: int = typer.Option(0, "--seed", help="seed of the simulation"),
@@ -644,7 +788,7 @@ def plan(
     from dmft import power
 
     size_list = None if sizes is None else [float(x) for x in _int_list(sizes, "--sizes")]
-    power.check_options(axis, size_list, seeds, reps, band)        # every given value checked before any work
+    power.check_options(axis, size_list, seeds, reps, band)  # every given value checked before any work
     if source is None and (step is not None or quantity != "probe_outputs"):
         raise ValueError("--step and --quantity need --from (the dataset whose noise they select)")
     given = dict(entries=entries, rho_entries=rho_entries, rho_sizes=rho_sizes, cv=cv, bias=bias)
@@ -681,8 +825,10 @@ def plan(
         a_L = alpha_L if alpha_L is not None else attrs["alpha_L"]
         standard, name = attrs["standard"], attrs["name"]
     plans = power.plan(axis, size_list, seeds, noise, a_A, a_L, standard, reps=reps, seed=seed, band=band)
-    typer.echo(f"plan: {name} (alpha_A {a_A:g}, alpha_L {a_L:g}) along {axis} = "
-               f"{', '.join(f'{x:g}' for x in size_list)}, {seeds} seeds, {reps} simulated sweeps per case")
+    typer.echo(
+        f"plan: {name} (alpha_A {a_A:g}, alpha_L {a_L:g}) along {axis} = "
+        f"{', '.join(f'{x:g}' for x in size_list)}, {seeds} seeds, {reps} simulated sweeps per case"
+    )
     typer.echo(f"noise: {noise.text()}; band: {'user ' + format(band, 'g') if band is not None else 'local slopes'}")
     for line in power.lines(plans):
         typer.echo(line)
@@ -695,13 +841,20 @@ def _names(text: str) -> list[str]:
 @app.command()
 @user_errors
 def variants(
-    out: str | None = typer.Option(None, "--out", help="folder of the datasets (default runs/variants-seeds<seeds>, with "
-                                                         "--quick runs/variants-quick-seeds<seeds>); finished cells in "
-                                                         "it are kept"),
-    variant_list: str = typer.Option("paper,openelm,ngpt,laurel,tokenformer", "--variants",
-                                     help="comma-separated block variants"),
+    out: str | None = typer.Option(
+        None,
+        "--out",
+        help="folder of the datasets (default runs/variants-seeds<seeds>, with "
+        "--quick runs/variants-quick-seeds<seeds>); finished cells in "
+        "it are kept",
+    ),
+    variant_list: str = typer.Option(
+        "paper,openelm,ngpt,laurel,tokenformer", "--variants", help="comma-separated block variants"
+    ),
     axes: str = typer.Option("N,H,L", "--axes", help="comma-separated swept sizes: N, H, L"),
-    optimizers: str = typer.Option("sgd,adam", "--optimizers", help="comma-separated: sgd (eta0 0.5), adam (eta0 0.05)"),
+    optimizers: str = typer.Option(
+        "sgd,adam", "--optimizers", help="comma-separated: sgd (eta0 0.5), adam (eta0 0.05)"
+    ),
     seeds: int | None = typer.Option(None, "--seeds", help="initialisation seeds per size (default 8)"),
     quick: bool = typer.Option(False, "--quick", help="3 sizes per axis, probes at steps 0, 1, 10 (a smoke test)"),
     markdown: Path | None = typer.Option(None, "--markdown", help="also write the table to this file"),
@@ -731,9 +884,18 @@ def variants(
     out = _out_folder(out, "--out") or default_variants_folder(quick, grid_seeds)
     echo = functools.partial(typer.echo, err=True)
     try:
-        paths = run_variant_table(out, variants=_names(variant_list), axes=_names(axes),
-                                  optimizers=_names(optimizers), seeds=seeds, quick=quick, executor=run_on.make,
-                                  on_point=lambda m: echo(f"  {m}"), ensemble=ensemble, on_cell=echo)
+        paths = run_variant_table(
+            out,
+            variants=_names(variant_list),
+            axes=_names(axes),
+            optimizers=_names(optimizers),
+            seeds=seeds,
+            quick=quick,
+            executor=run_on.make,
+            on_point=lambda m: echo(f"  {m}"),
+            ensemble=ensemble,
+            on_cell=echo,
+        )
         failed = None
     except VariantTableFailed as e:
         paths, failed = e.paths, e
@@ -762,11 +924,12 @@ def plot(
         fail(f"--format must be png or pdf, got {format!r}")
     from probes.experiment.config import check_data_path, check_out_folder
 
-    check_data_path(dataset, "DATASET")                # as typed: Path("") would read as "."
-    dataset = Path(dataset)                            # type: ignore[assignment]
-    named = dataset if dataset.name else dataset.resolve()      # "." has no name
+    check_data_path(dataset, "DATASET")  # as typed: Path("") would read as "."
+    dataset = Path(dataset)  # type: ignore[assignment]
+    named = dataset if dataset.name else dataset.resolve()  # "." has no name
     out_dir = _out_folder(out, "--out") or named.with_name(
-        f"{named.stem if named.suffix in ('.nc', '.zarr') else named.name}-figures")
+        f"{named.stem if named.suffix in ('.nc', '.zarr') else named.name}-figures"
+    )
     check_out_folder(out_dir, "--out")
     import matplotlib
 
@@ -781,8 +944,9 @@ def plot(
     except ValueError as e:
         raise ValueError(f"{dataset}: {str(e).splitlines()[0]}") from None
     except OSError as e:
-        raise ValueError(f"--out: cannot write the figures of {dataset} to {out_dir} "
-                         f"({e.strerror or type(e).__name__})") from None
+        raise ValueError(
+            f"--out: cannot write the figures of {dataset} to {out_dir} ({e.strerror or type(e).__name__})"
+        ) from None
     for path in paths:
         typer.echo(str(path))
     if not paths:
@@ -793,13 +957,19 @@ def plot(
 @user_errors
 def bench(
     device: str = typer.Option("auto", "--device", help="cpu, cuda or auto (CUDA when present)"),
-    sizes: str = typer.Option("default,d256,vision-d32", "--sizes",
-                              help="comma-separated: default (LM, d_model 64), d256 (LM), vision-d32 (coord-check size)"),
+    sizes: str = typer.Option(
+        "default,d256,vision-d32",
+        "--sizes",
+        help="comma-separated: default (LM, d_model 64), d256 (LM), vision-d32 (coord-check size)",
+    ),
     steps: int = typer.Option(10, "--steps", help="training steps per timed measurement (1 to 10000)"),
     repeats: int = typer.Option(3, "--repeats", help="measurements per variant, median taken (1 to 100)"),
-    ensemble: int = typer.Option(8, "--ensemble", help="seeds of the ensemble row (1 to 64, and they must fit in memory)"),
-    threads: int | None = typer.Option(None, "--threads", help="torch intra-op threads, at most the CPUs this "
-                                                                  "process may use (default: torch's)"),
+    ensemble: int = typer.Option(
+        8, "--ensemble", help="seeds of the ensemble row (1 to 64, and they must fit in memory)"
+    ),
+    threads: int | None = typer.Option(
+        None, "--threads", help="torch intra-op threads, at most the CPUs this process may use (default: torch's)"
+    ),
     quick: bool = typer.Option(False, "--quick", help="one tiny model (a smoke test; figures mean little)"),
 ):
     """Print the performance table: each figure a ratio of two variants measured side by side in this process
@@ -814,8 +984,16 @@ def bench(
     except ConfigError as e:
         fail(f"--device {e.reason}")
     names = check_bench_options(tuple(sizes.split(",")), steps, repeats, ensemble, threads)
-    rows = run_bench(device=device, sizes=names, steps=steps, repeats=repeats, ensemble=ensemble,
-                     echo=lambda m: typer.echo(m, err=True), quick=quick, threads=threads)
+    rows = run_bench(
+        device=device,
+        sizes=names,
+        steps=steps,
+        repeats=repeats,
+        ensemble=ensemble,
+        echo=lambda m: typer.echo(m, err=True),
+        quick=quick,
+        threads=threads,
+    )
     for line in format_table(rows):
         typer.echo(line)
 

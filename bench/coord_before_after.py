@@ -12,6 +12,7 @@ come from the same code path: `probes.grid.sweep.run_sweep` with the coordinate-
 Defaults: synthetic vision task, base N = 8, H = 4, L = 2, batch 32, 16 probe samples, N = 4..64, H = 2..32,
 eta0 0.5 (sgd), 0.1 (sgd-momentum), 0.05 (adam, adamw). Prints the slope at the last step with its 95% joint-jackknife CI and its verdict mark.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,9 +54,13 @@ def rules(which: str):
 
 
 def logits_slope(optimizer: str, axis: str, steps: list[int], seeds: int, which: str) -> str:
-    cfg = make_run_config(model={"N": 8, "H": 4, "L": 2, "task": "vision"}, param={"preset": "mup"},
-                          optim={"name": optimizer, "eta0": ETA0[optimizer]}, run={"batch_size": 32},
-                          probes={"n_samples": 16})
+    cfg = make_run_config(
+        model={"N": 8, "H": 4, "L": 2, "task": "vision"},
+        param={"preset": "mup"},
+        optim={"name": optimizer, "eta0": ETA0[optimizer]},
+        run={"batch_size": 32},
+        probes={"n_samples": 16},
+    )
     with rules(which), tempfile.TemporaryDirectory() as tmp:
         ds = run_sweep(coord_config(cfg, steps), axis, AXES[axis], seeds, Path(tmp) / "c.nc")
     row = next(v for v in coord_verdicts(ds) if v.row == f"logits change @{max(steps)}")
@@ -74,8 +79,11 @@ def main() -> None:
         for axis in AXES:
             before = logits_slope(optimizer, axis, steps, a.seeds, "before")
             after = before if optimizer.startswith("sgd") else logits_slope(optimizer, axis, steps, a.seeds, "after")
-            print(f"{optimizer:14s} {axis:4s} {before:22s} {after:22s}"
-                  + ("  (SGD rules unchanged)" if optimizer.startswith("sgd") else ""), flush=True)
+            print(
+                f"{optimizer:14s} {axis:4s} {before:22s} {after:22s}"
+                + ("  (SGD rules unchanged)" if optimizer.startswith("sgd") else ""),
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

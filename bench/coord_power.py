@@ -9,6 +9,7 @@ old Adam readout, std 1 x multiplier d^-1/2/gamma0), depth-sqrt-sgd-L, mup-sgd-L
 
     python bench/coord_power.py --case broken-adam-readout-N --seeds 8 --judge 3,8 --bases 0,100,200,300,400
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,7 +30,7 @@ from probes.experiment.config import make_run_config
 from probes.grid.sweep import coord_config, run_sweep
 
 BASE = {"N": 8, "H": 4, "L": 2, "task": "vision"}
-CASES = {   # name: (model extra, preset, optimizer, eta0, axis, values, steps)
+CASES = {  # name: (model extra, preset, optimizer, eta0, axis, values, steps)
     "mup-adam-N": ({}, "mup", "adam", 0.05, "N", [4, 8, 16, 32, 64], [0, 10, 20]),
     "broken-adam-readout-N": ({}, "mup", "adam", 0.05, "N", [4, 8, 16, 32, 64], [0, 10, 20]),
     "depth-sqrt-sgd-L": ({}, "depth-sqrt", "sgd", 0.5, "L", [2, 4, 8, 16], [0, 10]),
@@ -61,10 +62,18 @@ def main() -> None:
     model, preset, opt, eta0, axis, values, steps = CASES[a.case]
     sink = open(a.out, "a") if a.out else None
     for base in [int(b) for b in a.bases.split(",")]:
-        cfg = make_run_config(model={**BASE, **model}, param={"preset": preset}, optim={"name": opt, "eta0": eta0},
-                              run={"batch_size": 32, "seed": base}, probes={"n_samples": 16})
-        patch = mock.patch("parametrizations.transformer.abc", old_readout) if a.case.startswith("broken") \
+        cfg = make_run_config(
+            model={**BASE, **model},
+            param={"preset": preset},
+            optim={"name": opt, "eta0": eta0},
+            run={"batch_size": 32, "seed": base},
+            probes={"n_samples": 16},
+        )
+        patch = (
+            mock.patch("parametrizations.transformer.abc", old_readout)
+            if a.case.startswith("broken")
             else nullcontext()
+        )
         t0 = time.perf_counter()
         with patch, tempfile.TemporaryDirectory() as tmp:
             where = Path(a.keep) / f"{a.case}-{base}-{a.seeds}.nc" if a.keep else Path(tmp) / "c.nc"
@@ -73,8 +82,19 @@ def main() -> None:
         for k in [int(k) for k in a.judge.split(",")]:
             rows = coord_verdicts(ds.isel(seed=slice(0, k)))
             for v in rows:
-                rec = {"case": a.case, "base": base, "S": k, "row": v.row, "est": v.estimate, "lo": v.lo,
-                       "hi": v.hi, "band": v.band, "outcome": v.outcome, "exp": v.prediction.name, "sweep_s": took}
+                rec = {
+                    "case": a.case,
+                    "base": base,
+                    "S": k,
+                    "row": v.row,
+                    "est": v.estimate,
+                    "lo": v.lo,
+                    "hi": v.hi,
+                    "band": v.band,
+                    "outcome": v.outcome,
+                    "exp": v.prediction.name,
+                    "sweep_s": took,
+                }
                 print(json.dumps(rec), file=sink or sys.stdout, flush=True)
     if sink:
         sink.close()

@@ -8,6 +8,7 @@ Defaults: N = 8..64, H = 4, L = 2, seq_len 32, batch 32; u is the final LN outpu
 evaluated on 8 fixed held-out samples. On the 256-token LM at these widths the feature part carries the decay
 that `dmft-probe coord` flags on the logits (docs/results.md, "Known deviations from expectations").
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,10 +50,13 @@ def main() -> None:
     for N in Ns:
         row: dict[str, list] = {k: [] for k in parts}
         for seed in range(a.seeds):
-            cfg = make_run_config(model={"N": N, "H": 4, "L": 2, "seq_len": 32, "task": a.task},
-                                  optim={"name": a.optimizer, "eta0": a.eta0},
-                                  run={"steps": a.steps, "seed": seed}, probes={"enabled": False, "every": a.steps})
-            _, task, model0, _, _ = setup(cfg)                     # the initial model, as train() builds it
+            cfg = make_run_config(
+                model={"N": N, "H": 4, "L": 2, "seq_len": 32, "task": a.task},
+                optim={"name": a.optimizer, "eta0": a.eta0},
+                run={"steps": a.steps, "seed": seed},
+                probes={"enabled": False, "every": a.steps},
+            )
+            _, task, model0, _, _ = setup(cfg)  # the initial model, as train() builds it
             x = task.heldout.fixed(8, seed=0)[0]
             model = train(cfg).model
             u0, u1 = readout_input(model0, x, a.task), readout_input(model, x, a.task)
@@ -67,8 +71,10 @@ def main() -> None:
             parts[k].append(row[k])
     print(f"{a.task}, {a.optimizer} eta0={a.eta0:g}, step {a.steps}, N = {Ns}, {a.seeds} seeds: RMS and slope over N")
     for k, v in parts.items():
-        print(f"  {k:22s} slope {slope_fit(Ns, np.array(v)).slope:+.2f}   RMS "
-              + ", ".join(f"{x:.4f}" for x in np.mean(v, axis=1)))
+        print(
+            f"  {k:22s} slope {slope_fit(Ns, np.array(v)).slope:+.2f}   RMS "
+            + ", ".join(f"{x:.4f}" for x in np.mean(v, axis=1))
+        )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ Each (optimizer, preset) is one resumable sweep (`probes.grid.sweep.run_sweep`: 
 N = 4..64, 16 probe samples) written to --out; the slopes are `dmft.fit.slope_fit` (log seed mean against log N),
 printed as one line per quantity with a column per probe step. About 15 minutes on 2 CPU cores.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,13 +35,19 @@ def main() -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     for optimizer, eta0 in RUNS:
         for preset in ("mup", "mup-sqrt"):
-            cfg = make_run_config(model={"N": 8, "H": 4, "L": 2, "task": "vision"}, param={"preset": preset},
-                                  optim={"name": optimizer, "eta0": eta0},
-                                  run={"steps": a.steps, "batch_size": 32}, probes={"every": a.every, "n_samples": 16})
+            cfg = make_run_config(
+                model={"N": 8, "H": 4, "L": 2, "task": "vision"},
+                param={"preset": preset},
+                optim={"name": optimizer, "eta0": eta0},
+                run={"steps": a.steps, "batch_size": 32},
+                probes={"every": a.every, "n_samples": 16},
+            )
             ds = run_sweep(cfg, "N", [4, 8, 16, 32, 64], a.seeds, a.out / f"{preset}-{optimizer}.nc")
             steps = [int(s) for s in ds.step.values]
-            print(f"\n{optimizer} eta0={eta0:g}, {preset} (alpha_A = {ds.attrs['alpha_A']:g}): slope over N at step "
-                  + " ".join(f"{s:>6d}" for s in steps))
+            print(
+                f"\n{optimizer} eta0={eta0:g}, {preset} (alpha_A = {ds.attrs['alpha_A']:g}): slope over N at step "
+                + " ".join(f"{s:>6d}" for s in steps)
+            )
             for q in QUANTITIES:
                 cells = []
                 for i, s in enumerate(steps):
@@ -54,9 +61,12 @@ def main() -> None:
             update = ds.coord_update_rms.sel(site=["attn_out", "mlp_out"]).mean(["layer", "site"])
             logits = ds.io_update_rms.sel(io_site="logits")
             for name, da in (("feature update", update), ("logits change", logits)):
-                cells = [f"{'-':>6s}" if s == 0 else
-                         f"{slope_fit(ds.N.values, da.isel(step=i).transpose('N', 'seed').values).slope:+6.2f}"
-                         for i, s in enumerate(steps)]
+                cells = [
+                    f"{'-':>6s}"
+                    if s == 0
+                    else f"{slope_fit(ds.N.values, da.isel(step=i).transpose('N', 'seed').values).slope:+6.2f}"
+                    for i, s in enumerate(steps)
+                ]
                 print(f"  {name:22s}" + " ".join(cells))
             loss = ds.heldout_loss.isel(step=-1).mean("seed").values
             print("  final held-out loss per N: " + ", ".join(f"{v:.3f}" for v in loss), flush=True)

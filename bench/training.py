@@ -33,6 +33,7 @@ Rows (A vs B; units; goal on the ratio A / B):
 
 Benchmarks are not tests: the pass/miss flags are informational, and shared machines are noisy.
 """
+
 from __future__ import annotations
 
 import math
@@ -63,14 +64,35 @@ from probes.experiment.run import (
     train,
 )
 
-__all__ = ["MAX_ENSEMBLE", "MAX_REPEATS", "MAX_STEPS", "ROW_NAMES", "SIZES", "BenchRow", "Goal", "PlainTransformer",
-           "available_cpus", "bench_config", "check_bench_options", "format_table", "matmul_peak_flops",
-           "ours_stepper", "plain_stepper", "run_bench", "time_head_stats", "time_rmsnorm", "training_step_flops"]
+__all__ = [
+    "MAX_ENSEMBLE",
+    "MAX_REPEATS",
+    "MAX_STEPS",
+    "ROW_NAMES",
+    "SIZES",
+    "BenchRow",
+    "Goal",
+    "PlainTransformer",
+    "available_cpus",
+    "bench_config",
+    "check_bench_options",
+    "format_table",
+    "matmul_peak_flops",
+    "ours_stepper",
+    "plain_stepper",
+    "run_bench",
+    "time_head_stats",
+    "time_rmsnorm",
+    "training_step_flops",
+]
 
 # Model overrides of each named size on top of make_run_config()'s defaults (N=16, H=4, L=2, LM, seq_len 64).
 # "vision-d32" is the workload of coordinate checks and init sweeps: many short runs of a small vision model.
-SIZES: dict[str, dict[str, int | str]] = {"default": {}, "d256": {"N": 64, "H": 4},
-                                          "vision-d32": {"N": 8, "H": 4, "task": "vision"}}
+SIZES: dict[str, dict[str, int | str]] = {
+    "default": {},
+    "d256": {"N": 64, "H": 4},
+    "vision-d32": {"N": 8, "H": 4, "task": "vision"},
+}
 # --quick: one tiny model for every size (tests and smoke runs; the figures mean little at this size).
 QUICK_MODEL: dict[str, int] = {"N": 4, "H": 2, "L": 1, "seq_len": 16}
 QUICK_RUN: dict[str, int] = {"batch_size": 4, "heldout_batch": 8}
@@ -83,22 +105,30 @@ ROW_FLOPS = "achieved FLOP/s vs matmul peak"
 ROW_HEAD_TIME = "head-stats triton vs torch: time"
 ROW_HEAD_MEM = "head-stats triton vs torch: peak memory"
 ROW_RMSNORM = "rmsnorm torch vs fused triton: fwd+bwd time"
-ROW_NAMES = (ROW_ENSEMBLE, ROW_PLAIN_COPY, ROW_PLAIN_NONE, ROW_PROBES, ROW_FLOPS, ROW_HEAD_TIME, ROW_HEAD_MEM,
-             ROW_RMSNORM)
+ROW_NAMES = (
+    ROW_ENSEMBLE,
+    ROW_PLAIN_COPY,
+    ROW_PLAIN_NONE,
+    ROW_PROBES,
+    ROW_FLOPS,
+    ROW_HEAD_TIME,
+    ROW_HEAD_MEM,
+    ROW_RMSNORM,
+)
 
-WARMUP_STEPS = 3            # untimed training steps before every timed chunk (row 2)
-PROBE_EVERY = 10            # row 3: probe every 10 steps ...
-PROBE_SAMPLES = 32          # ... on a 32-sample probe batch
-PROBE_RUN_STEPS = 100       # row 3: steps per run (at least), so 11 probe passes per 100 steps as in a real run
-HEAD_STATS_SHAPE = {"B": 8, "H": 128, "S": 256, "N": 64}   # row 5: the paper's sizes
-HEAD_STATS_CALLS = 5        # row 5: calls per timed chunk
-RMSNORM_SHAPE = {"rows": 8192, "D": 1280}   # row 6: B S rows of OpenELM-270M's width
-RMSNORM_CALLS = 20          # row 6: forward + backward calls per timed chunk
+WARMUP_STEPS = 3  # untimed training steps before every timed chunk (row 2)
+PROBE_EVERY = 10  # row 3: probe every 10 steps ...
+PROBE_SAMPLES = 32  # ... on a 32-sample probe batch
+PROBE_RUN_STEPS = 100  # row 3: steps per run (at least), so 11 probe passes per 100 steps as in a real run
+HEAD_STATS_SHAPE = {"B": 8, "H": 128, "S": 256, "N": 64}  # row 5: the paper's sizes
+HEAD_STATS_CALLS = 5  # row 5: calls per timed chunk
+RMSNORM_SHAPE = {"rows": 8192, "D": 1280}  # row 6: B S rows of OpenELM-270M's width
+RMSNORM_CALLS = 20  # row 6: forward + backward calls per timed chunk
 # Bounds of the options (`dmft-probe bench --help`): the defaults take minutes; these keep a typo from running for
 # days or allocating without bound. Threads are bounded by the CPUs this process may use (`available_cpus`).
-MAX_STEPS = 10_000          # training steps per timed measurement
-MAX_REPEATS = 100           # measurements per variant
-MAX_ENSEMBLE = 64           # seeds of the ensemble row (and the memory they need must be free: `check_fits`)
+MAX_STEPS = 10_000  # training steps per timed measurement
+MAX_REPEATS = 100  # measurements per variant
+MAX_ENSEMBLE = 64  # seeds of the ensemble row (and the memory they need must be free: `check_fits`)
 
 
 @dataclass(frozen=True)
@@ -144,8 +174,16 @@ class BenchRow:
         return f"A x{max(self.a_runs) / min(self.a_runs):.2f}, B x{max(self.b_runs) / min(self.b_runs):.2f}"
 
 
-def _row(name: str, size: str, labels: tuple[str, str], a: list[float] | float, b: list[float] | float,
-         units: str, goal: Goal | None, note: str = "") -> BenchRow:
+def _row(
+    name: str,
+    size: str,
+    labels: tuple[str, str],
+    a: list[float] | float,
+    b: list[float] | float,
+    units: str,
+    goal: Goal | None,
+    note: str = "",
+) -> BenchRow:
     """A measured row from the repeats of A and B (or single values): medians, ratio of medians judged against goal."""
     a_runs = tuple(a) if isinstance(a, list) else (a,)
     b_runs = tuple(b) if isinstance(b, list) else (b,)
@@ -155,12 +193,26 @@ def _row(name: str, size: str, labels: tuple[str, str], a: list[float] | float, 
         status = "info"
     else:
         status = "pass" if math.isfinite(ratio) and goal.met(ratio) else "miss"
-    return BenchRow(name, size, labels[0], labels[1], a_med, b_med, units, ratio, str(goal) if goal else "", status,
-                    note, a_runs if len(a_runs) > 1 else (), b_runs if len(b_runs) > 1 else ())
+    return BenchRow(
+        name,
+        size,
+        labels[0],
+        labels[1],
+        a_med,
+        b_med,
+        units,
+        ratio,
+        str(goal) if goal else "",
+        status,
+        note,
+        a_runs if len(a_runs) > 1 else (),
+        b_runs if len(b_runs) > 1 else (),
+    )
 
 
-def _missing(name: str, size: str, labels: tuple[str, str], units: str, goal: Goal | None, status: str,
-             note: str) -> BenchRow:
+def _missing(
+    name: str, size: str, labels: tuple[str, str], units: str, goal: Goal | None, status: str, note: str
+) -> BenchRow:
     """A row without figures (status "skipped" or "n/a"; note gives the reason)."""
     return BenchRow(name, size, labels[0], labels[1], None, None, units, None, str(goal) if goal else "", status, note)
 
@@ -168,6 +220,7 @@ def _missing(name: str, size: str, labels: tuple[str, str], units: str, goal: Go
 # ----------------------------------------------------------------------------------------------------------------
 # The plain PyTorch baseline
 # ----------------------------------------------------------------------------------------------------------------
+
 
 class PlainBlock(nn.Module):
     """A pre-LN block of the same shapes as `parametrizations.transformer.Block`, in plain PyTorch: bias-free
@@ -185,7 +238,7 @@ class PlainBlock(nn.Module):
         B, S, _ = h.shape
         u = F.layer_norm(h, (h.shape[-1],), eps=LN_EPS)
         q, k, v = (lin(u).view(B, S, self.H, self.N).transpose(1, 2) for lin in (self.q, self.k, self.v))
-        o = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)          # (B, H, S, N)
+        o = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)  # (B, H, S, N)
         h = h + self.o(o.transpose(1, 2).reshape(B, S, self.H * self.N))
         u = F.layer_norm(h, (h.shape[-1],), eps=LN_EPS)
         return h + self.mlp_out(F.gelu(self.mlp_in(u), approximate="tanh"))
@@ -207,8 +260,9 @@ class PlainTransformer(nn.Module):
         else:
             self.embed = nn.Embedding(cfg.vocab_size, d)
         self.pos = nn.Embedding(cfg.seq_len, d)
-        self.blocks = nn.ModuleList(PlainBlock(d, H_l, cfg.N, d_ff, causal=cfg.task == "lm")
-                                    for H_l, d_ff in zip(shapes.heads, shapes.d_ff))
+        self.blocks = nn.ModuleList(
+            PlainBlock(d, H_l, cfg.N, d_ff, causal=cfg.task == "lm") for H_l, d_ff in zip(shapes.heads, shapes.d_ff)
+        )
         self.readout = nn.Linear(d, cfg.n_classes if is_vision(cfg.task) else cfg.vocab_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -225,17 +279,26 @@ class PlainTransformer(nn.Module):
 # Steppers: one training step each, built once, timed in interleaved chunks
 # ----------------------------------------------------------------------------------------------------------------
 
+
 class _Stepper:
     """A model, its optimizer and train()'s batch stream; `step()` does one training step as `probes.experiment.run.train`
     does it (next batch from a BatchStream, forward under the run's autocast, backward of loss.sum(), optimizer
     step, loss kept on the device; no host sync). Call it inside `matmul_precision(cfg.precision, device)`."""
 
-    def __init__(self, cfg: RunConfig, model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                 opt: torch.optim.Optimizer, task: Task, device: torch.device, keep: int = 256):
+    def __init__(
+        self,
+        cfg: RunConfig,
+        model: nn.Module,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        opt: torch.optim.Optimizer,
+        task: Task,
+        device: torch.device,
+        keep: int = 256,
+    ):
         self.cfg, self.model, self.loss_fn, self.opt, self.device = cfg, model, loss_fn, opt, device
-        gen = torch.Generator().manual_seed(cfg.data_seed + 1)          # as train(): the same batches for every variant
+        gen = torch.Generator().manual_seed(cfg.data_seed + 1)  # as train(): the same batches for every variant
         self.batches = BatchStream(task.train, cfg.batch_size, gen, device, chunk=max(1, min(256, cfg.steps)))
-        self.losses = torch.empty(keep, device=device)                  # the last `keep` losses (nats)
+        self.losses = torch.empty(keep, device=device)  # the last `keep` losses (nats)
         self.i = 0
 
     def step(self) -> None:
@@ -246,7 +309,7 @@ class _Stepper:
         loss.sum().backward()
         self.opt.step()
         if hasattr(self.model, "after_step"):
-            self.model.after_step()           # nGPT renormalises, as probes.experiment.run.train does
+            self.model.after_step()  # nGPT renormalises, as probes.experiment.run.train does
         self.losses[self.i % len(self.losses)] = loss.detach().float().reshape(())
         self.i += 1
 
@@ -269,8 +332,9 @@ def plain_stepper(cfg: RunConfig) -> _Stepper:
     cfg = replace(cfg, model=model_config_for_task(cfg.model, task))
     device = resolve_device(cfg.device)
     model = PlainTransformer(cfg.model).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=global_lr(cfg.param, cfg.optim, cfg.model.d_model, cfg.model.L),
-                           betas=cfg.optim.betas)
+    opt = torch.optim.Adam(
+        model.parameters(), lr=global_lr(cfg.param, cfg.optim, cfg.model.d_model, cfg.model.L), betas=cfg.optim.betas
+    )
 
     def loss_fn(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         f = model(x)
@@ -305,8 +369,9 @@ def _time_call(fn: Callable[[], Any], device: torch.device) -> float:
     return time.perf_counter() - t0
 
 
-def _interleaved(fns: dict[str, Callable[[], float]], repeats: int, echo: Callable[[str], None],
-                 what: str) -> dict[str, list[float]]:
+def _interleaved(
+    fns: dict[str, Callable[[], float]], repeats: int, echo: Callable[[str], None], what: str
+) -> dict[str, list[float]]:
     """Call each measurement in turn (A, B, A, B, ...) `repeats` times; returns every value of each."""
     out: dict[str, list[float]] = {k: [] for k in fns}
     for r in range(repeats):
@@ -320,6 +385,7 @@ def _interleaved(fns: dict[str, Callable[[], float]], repeats: int, echo: Callab
 # FLOPs
 # ----------------------------------------------------------------------------------------------------------------
 
+
 def _cpu_sdpa_flops() -> dict:
     """FlopCounterMode formulas for the CPU flash-attention ops, which torch's registry does not count (the CUDA
     ones it does). Same convention as torch: the full S x S product, causal masking not discounted."""
@@ -328,12 +394,16 @@ def _cpu_sdpa_flops() -> dict:
     aten = torch.ops.aten
     mapping: dict = {}
     if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
+
         def fwd(q, k, v, *args, out_shape=None, **kwargs) -> int:
             return sdpa_flop_count(q, k, v)
+
         mapping[aten._scaled_dot_product_flash_attention_for_cpu] = fwd
     if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu_backward"):
+
         def bwd(grad_out, q, k, v, *args, out_shape=None, **kwargs) -> int:
             return sdpa_backward_flop_count(grad_out, q, k, v)
+
         mapping[aten._scaled_dot_product_flash_attention_for_cpu_backward] = bwd
     return mapping
 
@@ -343,8 +413,10 @@ def training_step_flops(stepper: _Stepper) -> int:
     FlopCounterMode, the optimizer's elementwise work not counted). Runs one (untimed) step."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with matmul_precision(stepper.cfg.precision, stepper.device), \
-            FlopCounterMode(display=False, custom_mapping=_cpu_sdpa_flops()) as counter:
+    with (
+        matmul_precision(stepper.cfg.precision, stepper.device),
+        FlopCounterMode(display=False, custom_mapping=_cpu_sdpa_flops()) as counter,
+    ):
         stepper.step()
     return int(counter.get_total_flops())
 
@@ -355,7 +427,7 @@ def matmul_peak_flops(device: torch.device, n: int | None = None, repeats: int =
     n = n or (8192 if device.type == "cuda" else 2048)
     a = torch.randn(n, n, device=device)
     b = torch.randn(n, n, device=device)
-    with matmul_precision("fp32", device):          # true float32 (TF32 off), as the fp32 training runs
+    with matmul_precision("fp32", device):  # true float32 (TF32 off), as the fp32 training runs
         for _ in range(2):
             a @ b
         times = [_time_call(lambda: a @ b, device) for _ in range(repeats)]
@@ -365,6 +437,7 @@ def matmul_peak_flops(device: torch.device, n: int | None = None, repeats: int =
 # ----------------------------------------------------------------------------------------------------------------
 # Rows
 # ----------------------------------------------------------------------------------------------------------------
+
 
 def bench_config(size: str, device: str, steps: int, quick: bool = False, **probes: Any) -> RunConfig:
     """The run config of a named size (SIZES; QUICK_MODEL for every size when quick) on `device`."""
@@ -378,12 +451,15 @@ def bench_config(size: str, device: str, steps: int, quick: bool = False, **prob
 def _describe(cfg: RunConfig) -> str:
     m = cfg.model
     shapes = m.shapes()
-    return (f"N={m.N} H={m.H} L={m.L} d_model={m.d_model} d_ff={max(shapes.d_ff)} task={m.task} "
-            f"seq_len={m.seq_len} batch={cfg.batch_size} param={cfg.param.name} optim={cfg.optim.name}")
+    return (
+        f"N={m.N} H={m.H} L={m.L} d_model={m.d_model} d_ff={max(shapes.d_ff)} task={m.task} "
+        f"seq_len={m.seq_len} batch={cfg.batch_size} param={cfg.param.name} optim={cfg.optim.name}"
+    )
 
 
-def _bench_ensemble(cfg: RunConfig, size: str, ensemble: int, repeats: int, device: torch.device,
-                    echo: Callable[[str], None]) -> BenchRow:
+def _bench_ensemble(
+    cfg: RunConfig, size: str, ensemble: int, repeats: int, device: torch.device, echo: Callable[[str], None]
+) -> BenchRow:
     """Row 1: seed-steps per second of train_ensemble(cfg, seeds) against sequential train() calls."""
     labels, units, goal = ("ensemble", "sequential"), "seed-steps/s", Goal(">=", 3.0)
     try:
@@ -391,9 +467,13 @@ def _bench_ensemble(cfg: RunConfig, size: str, ensemble: int, repeats: int, devi
     except ModuleNotFoundError as e:
         if e.name in ("probes.experiment.ensemble", f"{__package__}.ensemble"):
             return _missing(ROW_ENSEMBLE, size, labels, units, goal, "n/a", "n/a (probes.experiment.ensemble missing)")
-        return _missing(ROW_ENSEMBLE, size, labels, units, goal, "n/a", f"n/a (probes.experiment.ensemble import failed: {e})")
+        return _missing(
+            ROW_ENSEMBLE, size, labels, units, goal, "n/a", f"n/a (probes.experiment.ensemble import failed: {e})"
+        )
     except ImportError as e:
-        return _missing(ROW_ENSEMBLE, size, labels, units, goal, "n/a", f"n/a (probes.experiment.ensemble import failed: {e})")
+        return _missing(
+            ROW_ENSEMBLE, size, labels, units, goal, "n/a", f"n/a (probes.experiment.ensemble import failed: {e})"
+        )
     seeds = list(range(ensemble))
     seed_steps = ensemble * cfg.steps
 
@@ -403,69 +483,134 @@ def _bench_ensemble(cfg: RunConfig, size: str, ensemble: int, repeats: int, devi
 
     try:
         warm = replace(cfg, steps=min(cfg.steps, WARMUP_STEPS))
-        train_ensemble(warm, seeds)          # warm-up: first-call costs (allocator, lazy imports) of both paths
+        train_ensemble(warm, seeds)  # warm-up: first-call costs (allocator, lazy imports) of both paths
         train(warm)
-        runs = _interleaved({"ensemble": lambda: seed_steps / _time_call(lambda: train_ensemble(cfg, seeds), device),
-                            "sequential": lambda: seed_steps / _time_call(sequential, device)},
-                           repeats, echo, "seed-steps/s")
+        runs = _interleaved(
+            {
+                "ensemble": lambda: seed_steps / _time_call(lambda: train_ensemble(cfg, seeds), device),
+                "sequential": lambda: seed_steps / _time_call(sequential, device),
+            },
+            repeats,
+            echo,
+            "seed-steps/s",
+        )
     except Exception as e:  # a half-finished ensemble must not stop the other rows
-        return _missing(ROW_ENSEMBLE, size, labels, units, goal, "n/a",
-                        f"n/a (train_ensemble failed: {type(e).__name__}: {e})")
-    return _row(ROW_ENSEMBLE, size, labels, runs["ensemble"], runs["sequential"], units, goal,
-                f"E={ensemble} seeds x {cfg.steps} steps, whole calls incl. setup and held-out logs")
+        return _missing(
+            ROW_ENSEMBLE, size, labels, units, goal, "n/a", f"n/a (train_ensemble failed: {type(e).__name__}: {e})"
+        )
+    return _row(
+        ROW_ENSEMBLE,
+        size,
+        labels,
+        runs["ensemble"],
+        runs["sequential"],
+        units,
+        goal,
+        f"E={ensemble} seeds x {cfg.steps} steps, whole calls incl. setup and held-out logs",
+    )
 
 
-def _bench_plain(cfg: RunConfig, size: str, steps: int, repeats: int, device: torch.device,
-                 echo: Callable[[str], None]) -> tuple[list[BenchRow], _Stepper, list[float]]:
+def _bench_plain(
+    cfg: RunConfig, size: str, steps: int, repeats: int, device: torch.device, echo: Callable[[str], None]
+) -> tuple[list[BenchRow], _Stepper, list[float]]:
     """Row 2: ms per step of ours (centre=copy and centre=none) against the plain model, interleaved.
     Returns the two rows, our centre=copy stepper and its seconds per step in each repeat (for row 4)."""
     ours = ours_stepper(cfg)
     ours_none = ours_stepper(replace(cfg, param=cfg.param.with_(centre="none")))
     plain = plain_stepper(cfg)
     with matmul_precision(cfg.precision, device):
-        runs = _interleaved({"ours(copy)": lambda: 1e3 * _time_steps(ours, steps, device),
-                             "ours(none)": lambda: 1e3 * _time_steps(ours_none, steps, device),
-                             "plain": lambda: 1e3 * _time_steps(plain, steps, device)},
-                            repeats, echo, "ms/step")
+        runs = _interleaved(
+            {
+                "ours(copy)": lambda: 1e3 * _time_steps(ours, steps, device),
+                "ours(none)": lambda: 1e3 * _time_steps(ours_none, steps, device),
+                "plain": lambda: 1e3 * _time_steps(plain, steps, device),
+            },
+            repeats,
+            echo,
+            "ms/step",
+        )
     note = f"{steps} steps after {WARMUP_STEPS} warm-up"
     goal = Goal("<=", 1.10)
-    rows = [_row(ROW_PLAIN_COPY, size, ("ours", "plain"), runs["ours(copy)"], runs["plain"], "ms/step", goal,
-                 note + "; ours includes the frozen-copy centring forward"),
-            _row(ROW_PLAIN_NONE, size, ("ours", "plain"), runs["ours(none)"], runs["plain"], "ms/step", goal,
-                 note + f"; param {cfg.param.name} with centre='none'")]
+    rows = [
+        _row(
+            ROW_PLAIN_COPY,
+            size,
+            ("ours", "plain"),
+            runs["ours(copy)"],
+            runs["plain"],
+            "ms/step",
+            goal,
+            note + "; ours includes the frozen-copy centring forward",
+        ),
+        _row(
+            ROW_PLAIN_NONE,
+            size,
+            ("ours", "plain"),
+            runs["ours(none)"],
+            runs["plain"],
+            "ms/step",
+            goal,
+            note + f"; param {cfg.param.name} with centre='none'",
+        ),
+    ]
     return rows, ours, [t / 1e3 for t in runs["ours(copy)"]]
 
 
-def _bench_probes(cfg: RunConfig, size: str, repeats: int, device: torch.device, echo: Callable[[str], None],
-                  quick: bool) -> BenchRow:
+def _bench_probes(
+    cfg: RunConfig, size: str, repeats: int, device: torch.device, echo: Callable[[str], None], quick: bool
+) -> BenchRow:
     """Row 3: seconds per whole train() call with probes every PROBE_EVERY steps against probes off."""
     n = QUICK_RUN["heldout_batch"] if quick else PROBE_SAMPLES
-    if not quick:   # enough steps that the probe schedule is the real one (every 10 steps), not 0 and the end
+    if not quick:  # enough steps that the probe schedule is the real one (every 10 steps), not 0 and the end
         cfg = replace(cfg, steps=max(cfg.steps, PROBE_RUN_STEPS))
     on = replace(cfg, probes=replace(cfg.probes, enabled=True, schedule="every", every=PROBE_EVERY, n_samples=n))
     off = replace(cfg, probes=replace(cfg.probes, enabled=False))
     warm = min(cfg.steps, WARMUP_STEPS)
-    train(replace(on, steps=warm))                 # warm-up: the recorder's first-call costs
+    train(replace(on, steps=warm))  # warm-up: the recorder's first-call costs
     train(replace(off, steps=warm))
-    runs = _interleaved({"on": lambda: _time_call(lambda: train(on), device),
-                        "off": lambda: _time_call(lambda: train(off), device)}, repeats, echo, "s/run")
+    runs = _interleaved(
+        {"on": lambda: _time_call(lambda: train(on), device), "off": lambda: _time_call(lambda: train(off), device)},
+        repeats,
+        echo,
+        "s/run",
+    )
     n_probes = len(on.probes.steps(cfg.steps))
-    return _row(ROW_PROBES, size, ("on", "off"), runs["on"], runs["off"], "s/run", Goal("<=", 1.05),
-                f"{cfg.steps} steps, {n_probes} probe passes on {n} samples, whole train() calls")
+    return _row(
+        ROW_PROBES,
+        size,
+        ("on", "off"),
+        runs["on"],
+        runs["off"],
+        "s/run",
+        Goal("<=", 1.05),
+        f"{cfg.steps} steps, {n_probes} probe passes on {n} samples, whole train() calls",
+    )
 
 
 def _bench_flops(stepper: _Stepper, step_s: list[float], peak: list[float], peak_n: int, size: str) -> BenchRow:
     """Row 4: achieved FLOP/s of our training step (FLOPs / seconds per step of each row-2 repeat) against the
     measured matmul peak (FLOP/s)."""
     flops = training_step_flops(stepper)
-    return _row(ROW_FLOPS, size, ("achieved", "peak"), [flops / t for t in step_s], peak, "FLOP/s", None,
-                f"{flops / 1e6:.4g} MFLOP/step (fwd+centring fwd+bwd) / median step time; "
-                f"peak = {peak_n}x{peak_n} fp32 matmul")
+    return _row(
+        ROW_FLOPS,
+        size,
+        ("achieved", "peak"),
+        [flops / t for t in step_s],
+        peak,
+        "FLOP/s",
+        None,
+        f"{flops / 1e6:.4g} MFLOP/step (fwd+centring fwd+bwd) / median step time; peak = {peak_n}x{peak_n} fp32 matmul",
+    )
 
 
-def time_head_stats(head_stats: Callable[..., Any], device: torch.device, repeats: int,
-                    shape: dict[str, int] = HEAD_STATS_SHAPE, calls: int = HEAD_STATS_CALLS,
-                    echo: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
+def time_head_stats(
+    head_stats: Callable[..., Any],
+    device: torch.device,
+    repeats: int,
+    shape: dict[str, int] = HEAD_STATS_SHAPE,
+    calls: int = HEAD_STATS_CALLS,
+    echo: Callable[[str], None] = print,
+) -> dict[str, dict[str, Any]]:
     """Time and peak memory of head_stats(q, k, scale, causal, q0, k0, backend=b) for b in ("triton", "torch"), on
     random q, k, q0, k0 of shape (B, H, S, N), scale N^-1, causal. Returns {backend: {"ms": [ms per call of each
     of `repeats` interleaved chunks of `calls` calls], "peak_mib": MiB allocated above the inputs during one call
@@ -480,7 +625,7 @@ def time_head_stats(head_stats: Callable[..., Any], device: torch.device, repeat
 
     result: dict[str, dict[str, Any]] = {}
     for backend in ("triton", "torch"):
-        call(backend)                              # warm-up (Triton compiles on the first call)
+        call(backend)  # warm-up (Triton compiles on the first call)
         _sync(device)
         peak = None
         if device.type == "cuda":
@@ -495,8 +640,7 @@ def time_head_stats(head_stats: Callable[..., Any], device: torch.device, repeat
     def chunk(backend: str) -> float:
         return 1e3 * _time_call(lambda: [call(backend) for _ in range(calls)], device) / calls
 
-    runs = _interleaved({"triton": lambda: chunk("triton"), "torch": lambda: chunk("torch")}, repeats, echo,
-                        "ms/call")
+    runs = _interleaved({"triton": lambda: chunk("triton"), "torch": lambda: chunk("torch")}, repeats, echo, "ms/call")
     for backend in ("triton", "torch"):
         result[backend]["ms"] = runs[backend]
     return result
@@ -516,20 +660,31 @@ def _bench_head_stats(device: torch.device, repeats: int, echo: Callable[[str], 
     try:
         from probes.hooks.head_stats import head_stats
     except ImportError as e:
-        return missing("n/a", "n/a (probes.hooks.head_stats missing)" if getattr(e, "name", None) == "probes.hooks.head_stats"
-                       else f"n/a (probes.hooks.head_stats import failed: {e})")
+        return missing(
+            "n/a",
+            "n/a (probes.hooks.head_stats missing)"
+            if getattr(e, "name", None) == "probes.hooks.head_stats"
+            else f"n/a (probes.hooks.head_stats import failed: {e})",
+        )
     try:
         res = time_head_stats(head_stats, device, repeats, echo=echo)
     except Exception as e:
         return missing("n/a", f"n/a (head_stats failed: {type(e).__name__}: {e})")
     note = f"median of {repeats} x {HEAD_STATS_CALLS} calls; memory = peak above the inputs"
-    return [_row(ROW_HEAD_TIME, size, labels, res["triton"]["ms"], res["torch"]["ms"], "ms/call", None, note),
-            _row(ROW_HEAD_MEM, size, labels, res["triton"]["peak_mib"], res["torch"]["peak_mib"], "MiB", None, note)]
+    return [
+        _row(ROW_HEAD_TIME, size, labels, res["triton"]["ms"], res["torch"]["ms"], "ms/call", None, note),
+        _row(ROW_HEAD_MEM, size, labels, res["triton"]["peak_mib"], res["torch"]["peak_mib"], "MiB", None, note),
+    ]
 
 
-def time_rmsnorm(rms_norm: Callable[..., Any], device: torch.device, repeats: int,
-                 shape: dict[str, int] = RMSNORM_SHAPE, calls: int = RMSNORM_CALLS,
-                 echo: Callable[[str], None] = print) -> dict[str, list[float]]:
+def time_rmsnorm(
+    rms_norm: Callable[..., Any],
+    device: torch.device,
+    repeats: int,
+    shape: dict[str, int] = RMSNORM_SHAPE,
+    calls: int = RMSNORM_CALLS,
+    echo: Callable[[str], None] = print,
+) -> dict[str, list[float]]:
     """Time forward + backward of rms_norm(x, weight, backend=b) for b in ("triton", "torch"): float32 x of shape
     (rows, D) and a (D,) gain, both requiring grad, and a fixed output gradient; the backward returns dx and
     dweight through torch.autograd.grad (no .grad accumulation). Returns {backend: [ms per call of each of
@@ -545,14 +700,13 @@ def time_rmsnorm(rms_norm: Callable[..., Any], device: torch.device, repeats: in
         return torch.autograd.grad(y, (x, weight), grad_out)
 
     for backend in ("triton", "torch"):
-        call(backend)                              # warm-up (Triton compiles on the first call)
+        call(backend)  # warm-up (Triton compiles on the first call)
     _sync(device)
 
     def chunk(backend: str) -> float:
         return 1e3 * _time_call(lambda: [call(backend) for _ in range(calls)], device) / calls
 
-    return _interleaved({"triton": lambda: chunk("triton"), "torch": lambda: chunk("torch")}, repeats, echo,
-                        "ms/call")
+    return _interleaved({"triton": lambda: chunk("triton"), "torch": lambda: chunk("torch")}, repeats, echo, "ms/call")
 
 
 def _bench_rmsnorm(device: torch.device, repeats: int, echo: Callable[[str], None]) -> BenchRow:
@@ -566,14 +720,19 @@ def _bench_rmsnorm(device: torch.device, repeats: int, echo: Callable[[str], Non
         return _missing(ROW_RMSNORM, size, labels, units, None, status, note)
 
     if device.type != "cuda":
-        return missing("skipped", "skipped: no CUDA device (the fused RMSNorm kernels need CUDA; on CPU "
-                                  "rms_norm runs the torch reference)")
+        return missing(
+            "skipped",
+            "skipped: no CUDA device (the fused RMSNorm kernels need CUDA; on CPU rms_norm runs the torch reference)",
+        )
     try:
         from parametrizations.rmsnorm import rms_norm
     except ImportError as e:
-        return missing("n/a", "n/a (parametrizations.rmsnorm missing)"
-                       if getattr(e, "name", None) == "parametrizations.rmsnorm"
-                       else f"n/a (parametrizations.rmsnorm import failed: {e})")
+        return missing(
+            "n/a",
+            "n/a (parametrizations.rmsnorm missing)"
+            if getattr(e, "name", None) == "parametrizations.rmsnorm"
+            else f"n/a (parametrizations.rmsnorm import failed: {e})",
+        )
     try:
         res = time_rmsnorm(rms_norm, device, repeats, echo=echo)
     except Exception as e:
@@ -586,6 +745,7 @@ def _bench_rmsnorm(device: torch.device, repeats: int, echo: Callable[[str], Non
 # The table
 # ----------------------------------------------------------------------------------------------------------------
 
+
 def _fmt(x: float | None) -> str:
     if x is None:
         return "-"
@@ -597,8 +757,21 @@ def _fmt(x: float | None) -> str:
 def format_table(rows: list[BenchRow]) -> list[str]:
     """The table as lines: one per row (A and B in units, ratio = A / B, goal, flag, note)."""
     header = ("row", "size", "A", "B", "units", "A/B", "goal", "flag", "spread", "note")
-    body = [(r.name, r.size, f"{r.a_label} {_fmt(r.a)}", f"{r.b_label} {_fmt(r.b)}", r.units,
-             _fmt(r.ratio), r.goal or "-", r.status, r.spread or "-", r.note) for r in rows]
+    body = [
+        (
+            r.name,
+            r.size,
+            f"{r.a_label} {_fmt(r.a)}",
+            f"{r.b_label} {_fmt(r.b)}",
+            r.units,
+            _fmt(r.ratio),
+            r.goal or "-",
+            r.status,
+            r.spread or "-",
+            r.note,
+        )
+        for r in rows
+    ]
     widths = [max(len(str(c[i])) for c in [header, *body]) for i in range(len(header) - 1)]
     lines = []
     for cells in [header, *body]:
@@ -617,8 +790,10 @@ def _machine(device: torch.device) -> str:
                 name = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), name)
         except OSError:
             pass
-    return (f"machine: {device.type} ({name}), torch {torch.__version__}, intra-op threads {torch.get_num_threads()}, "
-            f"python {platform.python_version()}")
+    return (
+        f"machine: {device.type} ({name}), torch {torch.__version__}, intra-op threads {torch.get_num_threads()}, "
+        f"python {platform.python_version()}"
+    )
 
 
 def available_cpus() -> int:
@@ -636,8 +811,9 @@ def _bounded(value: object, flag: str, hi: int, what: str = "") -> None:
         raise ValueError(f"{flag} must be an integer from 1 to {hi}{what}, got {value!r}"[:200])
 
 
-def check_bench_options(sizes: tuple[str, ...], steps: int, repeats: int, ensemble: int,
-                        threads: int | None) -> tuple[str, ...]:
+def check_bench_options(
+    sizes: tuple[str, ...], steps: int, repeats: int, ensemble: int, threads: int | None
+) -> tuple[str, ...]:
     """Validate bench's options before any work (ValueError, one line naming the flag): sizes a non-empty list of
     SIZES names, steps <= MAX_STEPS, repeats <= MAX_REPEATS, ensemble <= MAX_ENSEMBLE, threads (None: torch's)
     <= the CPUs this process may use, each >= 1. Returns the sizes without duplicates, in the order given."""
@@ -655,9 +831,16 @@ def check_bench_options(sizes: tuple[str, ...], steps: int, repeats: int, ensemb
     return sizes
 
 
-def run_bench(device: str = "auto", sizes: tuple[str, ...] = ("default", "d256", "vision-d32"), steps: int = 10,
-              repeats: int = 3, ensemble: int = 8, echo: Callable[[str], None] = print,
-              quick: bool = False, threads: int | None = 1) -> list[BenchRow]:
+def run_bench(
+    device: str = "auto",
+    sizes: tuple[str, ...] = ("default", "d256", "vision-d32"),
+    steps: int = 10,
+    repeats: int = 3,
+    ensemble: int = 8,
+    echo: Callable[[str], None] = print,
+    quick: bool = False,
+    threads: int | None = 1,
+) -> list[BenchRow]:
     """Run every row at every size, print the table through `echo` and return its rows.
 
     device: "auto" (CUDA if present), "cpu" or "cuda[:i]". sizes: names in SIZES. steps: training steps per timed
@@ -678,21 +861,30 @@ def run_bench(device: str = "auto", sizes: tuple[str, ...] = ("default", "d256",
         torch.set_num_threads(old_threads)
 
 
-def _run_bench(device: str, sizes: tuple[str, ...], steps: int, repeats: int, ensemble: int,
-               echo: Callable[[str], None], quick: bool) -> list[BenchRow]:
+def _run_bench(
+    device: str,
+    sizes: tuple[str, ...],
+    steps: int,
+    repeats: int,
+    ensemble: int,
+    echo: Callable[[str], None],
+    quick: bool,
+) -> list[BenchRow]:
     dev = resolve_device(device)
     cfgs = {s: bench_config(s, str(dev), steps, quick) for s in sizes}
-    for s, c in cfgs.items():          # the ensemble row trains `ensemble` models at once: refuse what cannot fit
+    for s, c in cfgs.items():  # the ensemble row trains `ensemble` models at once: refuse what cannot fit
         try:
             check_fits(c, members=ensemble)
         except ValueError as e:
             raise ValueError(f"--ensemble: {ensemble} seeds of size {s} at once: {str(e).splitlines()[0]}") from None
     echo(_machine(dev))
-    echo(f"settings: sizes={','.join(sizes)} steps={steps} repeats={repeats} ensemble={ensemble} quick={quick}; "
-         f"figures are medians of {repeats} interleaved measurements in this process; ratio = A / B")
+    echo(
+        f"settings: sizes={','.join(sizes)} steps={steps} repeats={repeats} ensemble={ensemble} quick={quick}; "
+        f"figures are medians of {repeats} interleaved measurements in this process; ratio = A / B"
+    )
     for s, c in cfgs.items():
         echo(f"size {s}: {_describe(c)}")
-    train(replace(next(iter(cfgs.values())), steps=1))      # process warm-up: lazy imports, allocator
+    train(replace(next(iter(cfgs.values())), steps=1))  # process warm-up: lazy imports, allocator
 
     rows: list[BenchRow] = []
     echo("[1/6] ensemble vs sequential")
@@ -712,8 +904,10 @@ def _run_bench(device: str, sizes: tuple[str, ...], steps: int, repeats: int, en
 
     echo("[3/6] probes on vs off")
     for s, c in cfgs.items():
-        echo(f" size {s}: train() with probes every {PROBE_EVERY} steps vs off, "
-             f"{steps if quick else max(steps, PROBE_RUN_STEPS)} steps")
+        echo(
+            f" size {s}: train() with probes every {PROBE_EVERY} steps vs off, "
+            f"{steps if quick else max(steps, PROBE_RUN_STEPS)} steps"
+        )
         rows.append(_bench_probes(c, s, repeats, dev, echo, quick))
 
     echo("[4/6] achieved FLOP/s")

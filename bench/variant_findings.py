@@ -7,6 +7,7 @@ Not tests: each prints a table. Seeded, CPU, base model of `dmft-probe variants`
   python bench/variant_findings.py ngpt-depth   # nGPT logits RMS at init vs L = 1..128
   python bench/variant_findings.py laurel-wide  # LAUREL rw+lr+pa, Adam, change at step 20 for N = 4..128
 """
+
 from __future__ import annotations
 
 import math
@@ -44,8 +45,13 @@ def readout_input(m, h: torch.Tensor) -> torch.Tensor:
 def kernel() -> None:
     task = load_task("vision", None, seq_len=16, patch=4, seed=0)
     x = task.heldout.fixed(32, seed=0)[0]
-    for opts in [dict(variant="paper"), dict(variant="openelm"), dict(variant="openelm", rope=False),
-                 dict(variant="openelm", mlp="gelu"), dict(variant="ngpt")]:
+    for opts in [
+        dict(variant="paper"),
+        dict(variant="openelm"),
+        dict(variant="openelm", rope=False),
+        dict(variant="openelm", mlp="gelu"),
+        dict(variant="ngpt"),
+    ]:
         row = []
         for N in (4, 16, 64):
             cfg = ModelConfig(N=N, H=4, L=2, task="vision", seq_len=x.shape[1], d_in=x.shape[2], **opts)
@@ -55,7 +61,7 @@ def kernel() -> None:
                 taps: list = []
                 with torch.no_grad():
                     m(x, taps)
-                    ub = readout_input(m, taps[-1]["h"]).mean(-2)                 # (P, d) pooled
+                    ub = readout_input(m, taps[-1]["h"]).mean(-2)  # (P, d) pooled
                     K = ub @ ub.T / ub.shape[-1]
                     vals.append(K[~torch.eye(len(K), dtype=torch.bool)].mean().item())
             row.append(f"N={N}: {np.mean(vals):+.4f}")
@@ -66,35 +72,55 @@ def gains() -> None:
     for H in (2, 4, 8, 16):
         moves = []
         for seed in range(2):
-            cfg = make_run_config(model={**BASE, "variant": "openelm", "qk_norm": False, "H": H},
-                                  optim={"name": "sgd", "eta0": 0.5},
-                                  run={"batch_size": 32, "steps": 20, "seed": seed}, probes={"enabled": False})
+            cfg = make_run_config(
+                model={**BASE, "variant": "openelm", "qk_norm": False, "H": H},
+                optim={"name": "sgd", "eta0": 0.5},
+                run={"batch_size": 32, "steps": 20, "seed": seed},
+                probes={"enabled": False},
+            )
             m = train(cfg).model
-            moves.append({n: ((p.detach() * m.get_submodule(n.rsplit(".", 1)[0]).mult - 1).pow(2).mean().sqrt()
-                              .item()) for n, p in m.named_parameters() if m.param_roles[n] in ("gain", "gain_out")})
+            moves.append(
+                {
+                    n: ((p.detach() * m.get_submodule(n.rsplit(".", 1)[0]).mult - 1).pow(2).mean().sqrt().item())
+                    for n, p in m.named_parameters()
+                    if m.param_roles[n] in ("gain", "gain_out")
+                }
+            )
         print(f"H={H}", {k: round(float(np.mean([mv[k] for mv in moves])), 3) for k in moves[0]})
 
 
 def coord_sweep(model: dict, optim: dict, axis: str, values: list[int], steps: list[int], out: Path):
-    cfg = make_run_config(model=model, param={"preset": "mup"}, optim=optim, run={"batch_size": 32},
-                          probes={"n_samples": 16})
+    cfg = make_run_config(
+        model=model, param={"preset": "mup"}, optim=optim, run={"batch_size": 32}, probes={"n_samples": 16}
+    )
     return run_sweep(coord_config(cfg, steps), axis, values, 2, out)
 
 
 def gain_rule() -> None:
     orig = spec.vector_mult
     for rule in ("1", "H_l^-1/2"):
+
         def patched(p, role, *, d, N, L, optimizer, H_l=1, rule=rule):
             m = orig(p, role, d=d, N=N, L=L, optimizer=optimizer, H_l=H_l)
             return m / math.sqrt(H_l) if rule != "1" and role == "gain" and not spec.is_adam(optimizer) else m
+
         tr.vector_mult = patched
         with tempfile.TemporaryDirectory() as tmp:
-            ds = coord_sweep({**BASE, "norm": "rms"}, {"name": "sgd", "eta0": 0.5}, "H", [2, 4, 8, 16], [0, 10, 20],
-                             Path(tmp) / "g.nc")
+            ds = coord_sweep(
+                {**BASE, "norm": "rms"},
+                {"name": "sgd", "eta0": 0.5},
+                "H",
+                [2, 4, 8, 16],
+                [0, 10, 20],
+                Path(tmp) / "g.nc",
+            )
         rows = coord_verdicts(ds)
-        print(f"gain SGD multiplier {rule}: change slopes at step 20",
-              {v.row.split()[0]: round(v.estimate, 2) for v in rows if v.row.endswith("change @20")},
-              "rows refuted:", [v.row for v in refuted(rows)])
+        print(
+            f"gain SGD multiplier {rule}: change slopes at step 20",
+            {v.row.split()[0]: round(v.estimate, 2) for v in rows if v.row.endswith("change @20")},
+            "rows refuted:",
+            [v.row for v in refuted(rows)],
+        )
     tr.vector_mult = orig
 
 
@@ -111,19 +137,27 @@ def ngpt_depth() -> None:
 def laurel_wide() -> None:
     vals = [4, 8, 16, 32, 64, 128]
     with tempfile.TemporaryDirectory() as tmp:
-        ds = coord_sweep({**BASE, "variant": "laurel"}, {"name": "adam", "eta0": 0.05}, "N", vals, [0, 20],
-                         Path(tmp) / "l.nc")
+        ds = coord_sweep(
+            {**BASE, "variant": "laurel"}, {"name": "adam", "eta0": 0.05}, "N", vals, [0, 20], Path(tmp) / "l.nc"
+        )
     ch = site_rms(ds, True).isel(step=-1).mean("seed")
     for site in ("logits", "h", "mlp_hidden", "attn_out"):
         m = ch.sel(site=site).values
-        print(f"{site}: change at step 20 for N={vals}: {np.round(m, 3)}; local slopes "
-              f"{np.round(np.diff(np.log(m)) / np.diff(np.log(vals)), 2)}")
+        print(
+            f"{site}: change at step 20 for N={vals}: {np.round(m, 3)}; local slopes "
+            f"{np.round(np.diff(np.log(m)) / np.diff(np.log(vals)), 2)}"
+        )
 
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    modes = {"kernel": kernel, "gains": gains, "gain-rule": gain_rule, "ngpt-depth": ngpt_depth,
-             "laurel-wide": laurel_wide}
+    modes = {
+        "kernel": kernel,
+        "gains": gains,
+        "gain-rule": gain_rule,
+        "ngpt-depth": ngpt_depth,
+        "laurel-wide": laurel_wide,
+    }
     if len(sys.argv) != 2 or sys.argv[1] not in modes:
         sys.exit(f"usage: python bench/variant_findings.py {{{'|'.join(modes)}}}")
     modes[sys.argv[1]]()

@@ -6,6 +6,7 @@
 Synthetic sweeps (`dmft.synthetic`) at the cpu preset's geometry: sizes 4, 8, 16, 32, 6 seeds, 32 entries,
 entries correlated (rho_entries), one seed's draws correlated across sizes (rho_sizes), seeded.
 """
+
 import sys
 import time
 
@@ -24,8 +25,13 @@ def rows(q: np.ndarray, weights: np.ndarray, sizes=SIZES) -> dict:
     xb, b = est.bias_pairs(m, sizes)
     fl, dl = est.distance(m, sizes, "largest")
     fr, dr = est.distance(m, sizes, "richardson")
-    return {"variance": (sizes, v), "bias": (xb, b), "dist-largest": (sizes[fl], dl[..., fl]),
-            "dist-richardson": (sizes[fr], dr[..., fr]), "plateau": (None, est.plateau(v, sizes))}
+    return {
+        "variance": (sizes, v),
+        "bias": (xb, b),
+        "dist-largest": (sizes[fl], dl[..., fl]),
+        "dist-richardson": (sizes[fr], dr[..., fr]),
+        "plateau": (None, est.plateau(v, sizes)),
+    }
 
 
 def truths(t: synthetic.Truth, sizes=SIZES) -> dict:
@@ -33,7 +39,7 @@ def truths(t: synthetic.Truth, sizes=SIZES) -> dict:
     v = synthetic.variance(t, sizes)
     n = sizes
     step = np.log(n[1:] / n[:-1])
-    mu = t.bias * n ** -t.bias_order
+    mu = t.bias * n**-t.bias_order
     b = ((mu[1:] - mu[:-1]) / step) ** 2
     xb = np.sqrt(n[1:] * n[:-1])
     out = {"variance": fit.loglog_rows(n, v)[0], "bias": fit.loglog_rows(xb, b)[0] if t.bias else np.nan}
@@ -47,12 +53,14 @@ def truths(t: synthetic.Truth, sizes=SIZES) -> dict:
 
 
 def coverage(reps: int) -> None:
-    cases = [("var n^-1, c=3", synthetic.Truth(rate=-1, bias=3, rho_entries=0.3, rho_sizes=0.5)),
-             ("var n^-1, c=1", synthetic.Truth(rate=-1, bias=1, rho_entries=0.3, rho_sizes=0.5)),
-             ("var n^-1, c=3, rho .6/.8", synthetic.Truth(rate=-1, bias=3, rho_entries=0.6, rho_sizes=0.8)),
-             ("var n^-1, c=3, rho .1/0", synthetic.Truth(rate=-1, bias=3, rho_entries=0.1, rho_sizes=0.0)),
-             ("var n^-.5, c=3", synthetic.Truth(rate=-0.5, bias=3, rho_entries=0.3, rho_sizes=0.5)),
-             ("plateau .1, c=3", synthetic.Truth(rate=-1, plateau=0.1, bias=3, rho_entries=0.3, rho_sizes=0.5))]
+    cases = [
+        ("var n^-1, c=3", synthetic.Truth(rate=-1, bias=3, rho_entries=0.3, rho_sizes=0.5)),
+        ("var n^-1, c=1", synthetic.Truth(rate=-1, bias=1, rho_entries=0.3, rho_sizes=0.5)),
+        ("var n^-1, c=3, rho .6/.8", synthetic.Truth(rate=-1, bias=3, rho_entries=0.6, rho_sizes=0.8)),
+        ("var n^-1, c=3, rho .1/0", synthetic.Truth(rate=-1, bias=3, rho_entries=0.1, rho_sizes=0.0)),
+        ("var n^-.5, c=3", synthetic.Truth(rate=-0.5, bias=3, rho_entries=0.3, rho_sizes=0.5)),
+        ("plateau .1, c=3", synthetic.Truth(rate=-1, plateau=0.1, bias=3, rho_entries=0.3, rho_sizes=0.5)),
+    ]
     S, E = 6, 32
     for name, t in cases:
         rng = np.random.default_rng(1)
@@ -70,7 +78,9 @@ def coverage(reps: int) -> None:
             tv = target[k]
             ok = np.isfinite(e)
             cov = np.mean((lo[ok] <= tv) & (tv <= hi[ok]))
-            line.append(f"{k} {cov:.3f} ({ok.mean():.2f} res, sd {np.nanstd(e):.2f}, hw {np.nanmedian(hi - lo) / 2:.2f})")
+            line.append(
+                f"{k} {cov:.3f} ({ok.mean():.2f} res, sd {np.nanstd(e):.2f}, hw {np.nanmedian(hi - lo) / 2:.2f})"
+            )
         print(" | ".join(line), flush=True)
 
 
@@ -85,10 +95,10 @@ def boot_coverage(reps: int, B: int = 1000) -> None:
     hits = {k: [] for k in target}
     for i in range(0, reps, 25):
         w = np.vstack([np.ones((1, S)), brng.multinomial(S, np.full(S, 1 / S), size=B)])
-        r = rows(q[i:i + 25], w)
+        r = rows(q[i : i + 25], w)
         for k, (x, y) in r.items():
             if k == "plateau":
-                bs = y[..., 1:]                   # the bootstrap rows; row 0 is the point estimate
+                bs = y[..., 1:]  # the bootstrap rows; row 0 is the point estimate
             else:
                 bs = fit.loglog_rows(x, y)[0][..., 1:]
             lo, hi = np.nanquantile(bs, 0.025, axis=-1), np.nanquantile(bs, 0.975, axis=-1)
@@ -113,8 +123,13 @@ SCENARIOS = {
     "bias c=3": synthetic.Truth(rate=-1, bias=3),
 }
 # (row, prediction, alternatives): slopes of the seed variance, of the distance ("largest") and of the squared bias
-SLOPE_ROWS = [("variance", -1.0, (0.0,)), ("variance", 0.0, (-1.0,)), ("variance", -1.0, (-0.5,)),
-              ("dist-largest", -1.0, (0.0,)), ("bias", -2.0, (-1.0,))]
+SLOPE_ROWS = [
+    ("variance", -1.0, (0.0,)),
+    ("variance", 0.0, (-1.0,)),
+    ("variance", -1.0, (-0.5,)),
+    ("dist-largest", -1.0, (0.0,)),
+    ("bias", -2.0, (-1.0,)),
+]
 
 
 def outcomes(lo, hi, band, pred, alts) -> np.ndarray:
@@ -133,7 +148,9 @@ def band(reps: int, E: int = 16, rho_e: float = 0.3, rho_n: float = 0.5, S: int 
         t = synthetic.Truth(**{**t0.__dict__, "rho_entries": rho_e, "rho_sizes": rho_n})
         q = synthetic.sweep(t, SIZES, S, E, np.random.default_rng(5), reps=reps)
         r = rows(q, est.jackknife_weights(S))
-        print(f"== {name} (true variance slope {truths(t)['variance']:+.2f}, distance {truths(t)['dist-largest']:+.2f})")
+        print(
+            f"== {name} (true variance slope {truths(t)['variance']:+.2f}, distance {truths(t)['dist-largest']:+.2f})"
+        )
         for row, pred, alts in SLOPE_ROWS:
             x, y = r[row]
             f = fit.fit_rows(x, y)
@@ -153,16 +170,38 @@ def band_plateau(reps: int, E: int = 16, rho_e: float = 0.3, rho_n: float = 0.5,
         v = est.seed_variance(m)
         p = est.plateau(v, SIZES)
         lo, hi = fit.jackknife_interval(p[..., 0], p[..., 1:], 0.95)
-        loc = np.stack([est.plateau(v[..., 0, k:k + 2], SIZES[k:k + 2]) * v[..., 0, k] / v[..., 0, 0]
-                        for k in range(len(SIZES) - 1)], axis=-1)
-        bands = {"max |local - global|": np.max(np.abs(loc - p[..., :1, ]), axis=-1),
-                 "rms": np.sqrt(np.mean((loc - p[..., :1]) ** 2, axis=-1)), "0.1 fixed": np.full(reps, 0.1)}
+        loc = np.stack(
+            [
+                est.plateau(v[..., 0, k : k + 2], SIZES[k : k + 2]) * v[..., 0, k] / v[..., 0, 0]
+                for k in range(len(SIZES) - 1)
+            ],
+            axis=-1,
+        )
+        bands = {
+            "max |local - global|": np.max(
+                np.abs(
+                    loc
+                    - p[
+                        ...,
+                        :1,
+                    ]
+                ),
+                axis=-1,
+            ),
+            "rms": np.sqrt(np.mean((loc - p[..., :1]) ** 2, axis=-1)),
+            "0.1 fixed": np.full(reps, 0.1),
+        }
         cells = []
         for bname, b in bands.items():
             o1 = outcomes_plateau(lo, hi, b, plateau_pred=True)
             o2 = outcomes_plateau(lo, hi, b, plateau_pred=False)
-            cells.append(f"{bname[:10]} plateau {o1[0]:.2f}/{o1[1]:.2f}/{o1[2]:.2f} zero {o2[0]:.2f}/{o2[1]:.2f}/{o2[2]:.2f}")
-        print(f"{name:12s} ratio {truths(t)['plateau']:.2f} est {np.mean(p[..., 0]):.2f}: " + " | ".join(cells), flush=True)
+            cells.append(
+                f"{bname[:10]} plateau {o1[0]:.2f}/{o1[1]:.2f}/{o1[2]:.2f} zero {o2[0]:.2f}/{o2[1]:.2f}/{o2[2]:.2f}"
+            )
+        print(
+            f"{name:12s} ratio {truths(t)['plateau']:.2f} est {np.mean(p[..., 0]):.2f}: " + " | ".join(cells),
+            flush=True,
+        )
 
 
 def outcomes_plateau(lo, hi, band, plateau_pred: bool) -> np.ndarray:

@@ -15,23 +15,63 @@ The face of the package, loaded lazily (a name's module is imported on first use
 
 `check_sweep` is `dmft.check.check` (the name `check` is the module's).
 """
+
 from __future__ import annotations
 
 import importlib
 
 # name -> (module, attribute); attribute None: the module itself
 _FACE: dict[str, tuple[str, str | None]] = {
-    "check_sweep": ("check", "check"), "verdict_lines": ("check", "verdict_lines"), "read_run_attrs": ("check", "read_run_attrs"),
+    "check_sweep": ("check", "check"),
+    "verdict_lines": ("check", "verdict_lines"),
+    "read_run_attrs": ("check", "read_run_attrs"),
     "kernel_limit": ("check", "kernel_limit"),
-    "coord_verdicts": ("coord", "coord_verdicts"), "coord_lines": ("coord", "coord_lines"),
-    "coord_dataset": ("coord", "coord_dataset"), "coord_check_model": ("own_coord", "coord_check_model"),
-    "slope_fit": ("fit", "slope_fit"), "decide": ("verdict", "decide"),
-    **{m: (m, None) for m in ("measure", "fit", "predictions", "verdict", "convergence", "compare", "transfer",
-                              "report", "solvers", "plots", "dynamics")},
+    "coord_verdicts": ("coord", "coord_verdicts"),
+    "coord_lines": ("coord", "coord_lines"),
+    "coord_dataset": ("coord", "coord_dataset"),
+    "coord_check_model": ("own_coord", "coord_check_model"),
+    "slope_fit": ("fit", "slope_fit"),
+    "decide": ("verdict", "decide"),
+    **{
+        m: (m, None)
+        for m in (
+            "measure",
+            "fit",
+            "predictions",
+            "verdict",
+            "convergence",
+            "compare",
+            "transfer",
+            "report",
+            "solvers",
+            "plots",
+            "dynamics",
+        )
+    },
 }
-__all__ = ["check_sweep", "compare", "convergence", "coord_check_model", "coord_dataset", "coord_lines",
-           "coord_verdicts", "decide", "dynamics", "fit", "kernel_limit", "measure", "plots", "predictions",
-           "report", "read_run_attrs", "slope_fit", "solvers", "transfer", "verdict", "verdict_lines"]
+__all__ = [
+    "check_sweep",
+    "compare",
+    "convergence",
+    "coord_check_model",
+    "coord_dataset",
+    "coord_lines",
+    "coord_verdicts",
+    "decide",
+    "dynamics",
+    "fit",
+    "kernel_limit",
+    "measure",
+    "plots",
+    "predictions",
+    "report",
+    "read_run_attrs",
+    "slope_fit",
+    "solvers",
+    "transfer",
+    "verdict",
+    "verdict_lines",
+]
 
 
 def __getattr__(name: str):

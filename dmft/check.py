@@ -14,6 +14,7 @@ points it left out (`diverged`, `diverged_points`); a row left with fewer than 3
 note naming the divergence ("N=32, 64 diverged (seeds 0-3 at steps 12-40); a slope needs at least 3 sizes, got
 2").
 """
+
 from __future__ import annotations
 
 import json
@@ -31,7 +32,7 @@ from .fit import slope_fit
 from .predictions import COORD_CORRECTION, SWEEP_KEYS, Planned, planned_rows
 from .verdict import NOT_MEASURED, Verdict, lines, to_dataset
 
-P3_LEVEL = 0.95        # two-sided level of P3's t interval over clusters
+P3_LEVEL = 0.95  # two-sided level of P3's t interval over clusters
 
 
 def read_run_attrs(ds: xr.Dataset) -> dict:
@@ -41,16 +42,35 @@ def read_run_attrs(ds: xr.Dataset) -> dict:
         cfg = json.loads(ds.attrs["config"])
         p, m = cfg["param"], cfg["model"]
         steps = int(cfg.get("steps", 0))
-        return {"alpha_A": float(p["alpha_A"]), "alpha_L": float(p["alpha_L"]), "beta0": p["beta0"], "L0": p["L0"],
-                "standard": bool(p["standard"]), "name": p["name"], "task": m["task"], "N": m["N"], "L": m["L"],
-                "trained": steps > 0 and ds.sizes.get("step", 1) > 1}
+        return {
+            "alpha_A": float(p["alpha_A"]),
+            "alpha_L": float(p["alpha_L"]),
+            "beta0": p["beta0"],
+            "L0": p["L0"],
+            "standard": bool(p["standard"]),
+            "name": p["name"],
+            "task": m["task"],
+            "N": m["N"],
+            "L": m["L"],
+            "trained": steps > 0 and ds.sizes.get("step", 1) > 1,
+        }
     except (KeyError, ValueError, TypeError):
-        raise ValueError("dataset has no readable 'config' attribute with 'param' and 'model' tables; "
-                         "is it a dmft-probe dataset?") from None
+        raise ValueError(
+            "dataset has no readable 'config' attribute with 'param' and 'model' tables; is it a dmft-probe dataset?"
+        ) from None
 
 
-def row_verdict(p: Planned, axis: str, setting: str, est: float = math.nan, lo: float = math.nan,
-                hi: float = math.nan, band: float = math.nan, band_source: str = "", **kw) -> Verdict:
+def row_verdict(
+    p: Planned,
+    axis: str,
+    setting: str,
+    est: float = math.nan,
+    lo: float = math.nan,
+    hi: float = math.nan,
+    band: float = math.nan,
+    band_source: str = "",
+    **kw,
+) -> Verdict:
     """A `dmft.verdict.Verdict` for planned row `p` (`dmft.predictions.planned_rows`) with an estimate, its
     interval and the band of its hypotheses (not measured when any is NaN); kw: further Verdict fields."""
     b = band if np.isfinite(band) else 0.0
@@ -58,13 +78,37 @@ def row_verdict(p: Planned, axis: str, setting: str, est: float = math.nan, lo: 
     note = kw.pop("note", "")
     if not np.isfinite(band) and "outcome" not in kw:
         kw["outcome"] = NOT_MEASURED
-    return Verdict(p.key, p.spec.name, p.spec.quantity, axis, setting, p.spec.estimator, float(est), float(lo),
-                   float(hi), pred, alts, band=float(band), band_source=band_source, primary=p.primary, note=note,
-                   **kw)
+    return Verdict(
+        p.key,
+        p.spec.name,
+        p.spec.quantity,
+        axis,
+        setting,
+        p.spec.estimator,
+        float(est),
+        float(lo),
+        float(hi),
+        pred,
+        alts,
+        band=float(band),
+        band_source=band_source,
+        primary=p.primary,
+        note=note,
+        **kw,
+    )
 
 
-def slope_verdict(p: Planned, axis: str, setting: str, sizes, values, note: str = "", band: float | None = None,
-                  band_source: str = "", **kw) -> Verdict:
+def slope_verdict(
+    p: Planned,
+    axis: str,
+    setting: str,
+    sizes,
+    values,
+    note: str = "",
+    band: float | None = None,
+    band_source: str = "",
+    **kw,
+) -> Verdict:
     """The slope row of `p` from per-seed positive values (size, seed): `dmft.fit.slope_fit`, decided against the
     registry's hypotheses with the band derived from the local slopes, or a stated `band` (its reason in
     `band_source`); not measured (with the reason) when no slope can be fitted."""
@@ -76,8 +120,21 @@ def slope_verdict(p: Planned, axis: str, setting: str, sizes, values, note: str 
         return row_verdict(p, axis, setting, note="; ".join(t for t in (note, str(e)) if t), **kw)
     if not (f.lo <= f.hi):
         note = "; ".join(t for t in (note, "no interval (fewer than 2 seeds)") if t)
-    return row_verdict(p, axis, setting, f.slope, f.lo, f.hi, f.band, band_source or f.band_source, local=f.local,
-                       n_sizes=f.n_sizes, n_seeds=f.n_seeds, note=note, **kw)
+    return row_verdict(
+        p,
+        axis,
+        setting,
+        f.slope,
+        f.lo,
+        f.hi,
+        f.band,
+        band_source or f.band_source,
+        local=f.local,
+        n_sizes=f.n_sizes,
+        n_seeds=f.n_seeds,
+        note=note,
+        **kw,
+    )
 
 
 def p3_llr(clusters: dict[float, np.ndarray], N_of, alpha_A: float, level: float = P3_LEVEL):
@@ -98,16 +155,19 @@ def p3_llr(clusters: dict[float, np.ndarray], N_of, alpha_A: float, level: float
         law = attention_law(int(N_of(size)), alpha_A)
         ok = np.isfinite(x)
         with np.errstate(divide="ignore"):
-            l = np.where(ok, np.log(law.pdf(np.where(ok, x, 0.0))) - stats.norm.logpdf(np.where(ok, x, 0.0),
-                                                                                       scale=law.std()), 0.0)
-        if total is None:       # one dataset: every size has the same (seed, layer, head) dims, NaN where absent
+            l = np.where(
+                ok,
+                np.log(law.pdf(np.where(ok, x, 0.0))) - stats.norm.logpdf(np.where(ok, x, 0.0), scale=law.std()),
+                0.0,
+            )
+        if total is None:  # one dataset: every size has the same (seed, layer, head) dims, NaN where absent
             total, count = np.zeros(x.shape[:3]), np.zeros(x.shape[:3])
         total += l.sum(-1)
         count += ok.sum(-1)
         n_values += int(ok.sum())
-    if total is None or count is None:                                  # set together
+    if total is None or count is None:  # set together
         return math.nan, math.nan, math.nan, 0, 0
-    means = (total / np.where(count > 0, count, 1))[count > 0]           # (clusters,)
+    means = (total / np.where(count > 0, count, 1))[count > 0]  # (clusters,)
     k = means.size
     if k < 2:
         return (float(means.mean()) if k else math.nan), math.nan, math.nan, k, n_values
@@ -152,12 +212,24 @@ def p3_verdict(p: Planned, ds: xr.Dataset, axis: str, a: dict) -> Verdict:
 
     est, lo, hi, k, n = p3_llr(clusters, N_of, a["alpha_A"])
     pvals = p3_ks_pvalues(ds, axis, a)
-    note = (f"{n} values in {k} (seed, layer, head) clusters over {len(clusters)} sizes; KS p against "
-            "variance-gamma per size (one point per head): " + ", ".join(f"{s:g}: {v:.3g}" for s, v in pvals.items()))
+    note = (
+        f"{n} values in {k} (seed, layer, head) clusters over {len(clusters)} sizes; KS p against "
+        "variance-gamma per size (one point per head): " + ", ".join(f"{s:g}: {v:.3g}" for s, v in pvals.items())
+    )
     if not (lo <= hi):
         return row_verdict(p, axis, a["name"], note=note + "; fewer than 2 clusters: no interval")
-    return row_verdict(p, axis, a["name"], est, lo, hi, 0.0, "stated: the sign of a log-likelihood ratio",
-                       n_sizes=len(clusters), note=note)
+    return row_verdict(
+        p,
+        axis,
+        a["name"],
+        est,
+        lo,
+        hi,
+        0.0,
+        "stated: the sign of a log-likelihood ratio",
+        n_sizes=len(clusters),
+        note=note,
+    )
 
 
 # Monte Carlo heads of the P4 reference by default. Its error adds a floor Var_head / MC_HEADS to the mean-square
@@ -177,23 +249,38 @@ def kernel_limit(ds: xr.Dataset, a: dict | None = None, n_heads_mc: int = MC_HEA
     inputs = ds.probe_inputs
     for d in [d for d in inputs.dims if d not in ("sample", "token", "feature")]:
         inputs = inputs.isel({d: 0})
-    return infinite_head_kernels(inputs.values, task=a["task"], N=int(a["N"]), L=int(a["L"]), alpha_A=a["alpha_A"],
-                                 alpha_L=a["alpha_L"], beta0=a["beta0"], L0=a["L0"], standard=a["standard"],
-                                 mode="finite_N", n_heads_mc=n_heads_mc, seed=0)
+    return infinite_head_kernels(
+        inputs.values,
+        task=a["task"],
+        N=int(a["N"]),
+        L=int(a["L"]),
+        alpha_A=a["alpha_A"],
+        alpha_L=a["alpha_L"],
+        beta0=a["beta0"],
+        L0=a["L0"],
+        standard=a["standard"],
+        mode="finite_N",
+        n_heads_mc=n_heads_mc,
+        seed=0,
+    )
 
 
-MAX_MC_HEADS = 10**7      # Monte Carlo heads of the H -> oo solver: 10^7 takes minutes already
+MAX_MC_HEADS = 10**7  # Monte Carlo heads of the H -> oo solver: 10^7 takes minutes already
 
 
 def check_mc_heads(n_heads_mc: object) -> None:
     """ValueError naming --mc-heads unless it is an integer in [1, MAX_MC_HEADS] (before any work)."""
-    if isinstance(n_heads_mc, bool) or not isinstance(n_heads_mc, (int, np.integer)) \
-            or not 1 <= n_heads_mc <= MAX_MC_HEADS:
+    if (
+        isinstance(n_heads_mc, bool)
+        or not isinstance(n_heads_mc, (int, np.integer))
+        or not 1 <= n_heads_mc <= MAX_MC_HEADS
+    ):
         raise ValueError(f"--mc-heads must be a positive integer <= {MAX_MC_HEADS}, got {n_heads_mc!r}"[:200])
 
 
-def check(ds: xr.Dataset, n_heads_mc: int = MC_HEADS, limit: xr.Dataset | None = None,
-          progress: bool | None = None) -> list[Verdict]:
+def check(
+    ds: xr.Dataset, n_heads_mc: int = MC_HEADS, limit: xr.Dataset | None = None, progress: bool | None = None
+) -> list[Verdict]:
     """The registry's rows of one sweep (`dmft.predictions.SWEEP_KEYS`: P1-P4, P8, P10, the coordinate check) as
     `dmft.verdict.Verdict` rows (module docstring). limit: a precomputed `kernel_limit(ds)` (P4). progress: a bar
     over the rows with an ETA on stderr (`probes.experiment.progress`; None: on a terminal, False: never)."""
@@ -207,7 +294,7 @@ def check(ds: xr.Dataset, n_heads_mc: int = MC_HEADS, limit: xr.Dataset | None =
     seeds = ds["seed"].values
     out = []
     rows = planned_rows(SWEEP_KEYS, a["alpha_A"], a["alpha_L"], a["standard"], axis, a["trained"], a["task"])
-    for p in Progress("check", len(rows), unit="rows", enabled=progress).iter(rows, lambda p: p.key):   # P4: minutes
+    for p in Progress("check", len(rows), unit="rows", enabled=progress).iter(rows, lambda p: p.key):  # P4: minutes
         if p.key == "P3":
             v = p3_verdict(p, ds, axis, a)
             if _with_step0_record(ds, axis, points):
@@ -240,8 +327,9 @@ def _unresolved_sizes(sizes, values: np.ndarray, level: float = 0.95) -> list:
     return out
 
 
-def _verdict_over_stable_points(p: Planned, ds: xr.Dataset, axis: str, name: str, sizes, values,
-                                points: list, seeds) -> Verdict:
+def _verdict_over_stable_points(
+    p: Planned, ds: xr.Dataset, axis: str, name: str, sizes, values, points: list, seeds
+) -> Verdict:
     """The slope verdict over the points that did not diverge (trained quantities), or over every point with a
     step-0 record (quantities at initialisation); not measured, naming the divergence, when fewer than 3 sizes
     are left because of it."""
@@ -257,8 +345,14 @@ def _verdict_over_stable_points(p: Planned, ds: xr.Dataset, axis: str, name: str
         # a signed quantity (the stream growth |h_L|^2 - |h_0|^2) may be <= 0 for some seeds; its log-log slope
         # needs the seed mean resolved above 0 at every size. The stream growth of nGPT, whose residual stream is
         # normalised by construction, is 0 up to rounding: no slope, and the prediction does not apply to it
-        return row_verdict(p, axis, name, note=f"the seed mean is not resolved above 0 at {axis} = {unresolved} "
-                           "(95% t interval of the mean): no log-log slope", **div)
+        return row_verdict(
+            p,
+            axis,
+            name,
+            note=f"the seed mean is not resolved above 0 at {axis} = {unresolved} "
+            "(95% t interval of the mean): no log-log slope",
+            **div,
+        )
     note = f"{text}: left out of the fit" if left_out else ""
     if not trained and _with_step0_record(ds, axis, points):
         note = "; ".join(t for t in (note, "step-0 records of diverged points used") if t)

@@ -6,6 +6,7 @@ Every function returns a `dmft.verdict.Verdict` row with the hypotheses of the r
 "falls" (Fig. 7a) on the slope of the final loss with the band from its local slopes, P12 an equivalence test
 (the 90% interval of the relative kernel difference within `P12_DELTA`). Diverged points (NaN losses or kernels) are left out of the seed means and of the resamples.
 """
+
 from __future__ import annotations
 
 import json
@@ -45,12 +46,17 @@ def final_loss(ds: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
 def comparable(a: xr.Dataset, b: xr.Dataset, differ: str) -> bool:
     """True when two sweeps have the same model, optimizer, run and probe settings, the same axis and sizes, and
     parametrizations that differ only in `differ` ("alpha_A" or "alpha_L"; the preset name is ignored)."""
+
     def key(ds: xr.Dataset) -> str:
         cfg = json.loads(ds.attrs["config"])
         param = {k: v for k, v in cfg["param"].items() if k not in (differ, "name")}
         rest = {k: v for k, v in cfg.items() if k not in ("param", "seed", "out")}
-        return json.dumps([param, rest, measure.sweep_axis(ds), list(ds[measure.sweep_axis(ds)].values.tolist())],
-                          sort_keys=True, default=str)
+        return json.dumps(
+            [param, rest, measure.sweep_axis(ds), list(ds[measure.sweep_axis(ds)].values.tolist())],
+            sort_keys=True,
+            default=str,
+        )
+
     try:
         return read_run_attrs(a)[differ] != read_run_attrs(b)[differ] and key(a) == key(b)
     except (KeyError, ValueError):
@@ -85,9 +91,21 @@ def p9_verdict(one: xr.Dataset, half: xr.Dataset) -> Verdict:
     L, d, lo, hi = per[-1]
     name = f"{read_run_attrs(one)['name']} vs {read_run_attrs(half)['name']}"
     note = f"L={int(L)}; loss(alpha_L=1) - loss(alpha_L=1/2) per L: " + ", ".join(
-        f"L={int(s)}: {v:+.3f} [{a:+.3f}, {b:+.3f}]" for s, v, a, b in per)
-    return row_verdict(_planned("P9", one, "L"), "L", name, d, lo, hi, 0.0, "stated: the sign of a difference",
-                       n_sizes=len(sizes), n_seeds=int(min(len(r) for r in _finite_rows(l1))), note=note)
+        f"L={int(s)}: {v:+.3f} [{a:+.3f}, {b:+.3f}]" for s, v, a, b in per
+    )
+    return row_verdict(
+        _planned("P9", one, "L"),
+        "L",
+        name,
+        d,
+        lo,
+        hi,
+        0.0,
+        "stated: the sign of a difference",
+        n_sizes=len(sizes),
+        n_seeds=int(min(len(r) for r in _finite_rows(l1))),
+        note=note,
+    )
 
 
 # P11's band, stated: a slope of log(final loss) against log(H) within 0.01 of 0 is "flat" (a 1% loss change per
@@ -106,8 +124,9 @@ def p11_verdict(ds: xr.Dataset) -> Verdict:
     p = _planned("P11", ds, "H")
     means = [np.nanmean(r) if np.isfinite(r).any() else np.nan for r in loss]
     note = "final held-out loss per H: " + ", ".join(f"H={int(s)}: {m:.4f}" for s, m in zip(sizes, means))
-    v = slope_verdict(p, "H", read_run_attrs(ds)["name"], sizes, loss, note=note, band=P11_BAND,
-                      band_source=P11_BAND_SOURCE)
+    v = slope_verdict(
+        p, "H", read_run_attrs(ds)["name"], sizes, loss, note=note, band=P11_BAND, band_source=P11_BAND_SOURCE
+    )
     return replace(v, note=f"favours: {p11_favours(v)}; {v.note}")
 
 
@@ -135,7 +154,7 @@ def _final_kernel(ds: xr.Dataset) -> xr.DataArray:
 def _rel_diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """|mean a - mean b|_F / |mean b|_F over the seed axis 1 of (B, seed, P, P) stacks: (B,)."""
     d = a.mean(1) - b.mean(1)
-    return np.sqrt((d ** 2).sum(axis=(1, 2)) / (b.mean(1) ** 2).sum(axis=(1, 2)))
+    return np.sqrt((d**2).sum(axis=(1, 2)) / (b.mean(1) ** 2).sum(axis=(1, 2)))
 
 
 def p12_verdict(one: xr.Dataset, half: xr.Dataset, n_boot: int = N_BOOT, seed: int = 0) -> Verdict:
@@ -153,7 +172,7 @@ def p12_verdict(one: xr.Dataset, half: xr.Dataset, n_boot: int = N_BOOT, seed: i
     rng = np.random.default_rng(seed)
     per = []
     for n in sizes:
-        a, b = K1.sel({axis: n}).values, Kh.sel({axis: n}).values                  # (seed, P, P)
+        a, b = K1.sel({axis: n}).values, Kh.sel({axis: n}).values  # (seed, P, P)
         ok_a, ok_b = np.isfinite(a).all(axis=(1, 2)), np.isfinite(b).all(axis=(1, 2))
         if paired:
             a, b = a[ok_a & ok_b], b[ok_a & ok_b]
@@ -170,8 +189,20 @@ def p12_verdict(one: xr.Dataset, half: xr.Dataset, n_boot: int = N_BOOT, seed: i
         per.append((n, float(_rel_diff(a[None], b[None])[0]), float(lo), float(hi), len(a)))
     first = next((r for r in per if np.isfinite(r[1])), per[0])
     name = f"{read_run_attrs(one)['name']} vs {read_run_attrs(half)['name']}"
-    note = (f"{axis}={int(first[0])}, {'paired' if paired else 'independent'} seeds; |dK|/|K| per {axis}: "
-            + ", ".join(f"{int(s)}: {d:.3f} [{lo:.3f}, {hi:.3f}]" for s, d, lo, hi, _ in per))
-    return row_verdict(_planned("P12", one, axis), axis, name, first[1], first[2], first[3], P12_DELTA,
-                       "stated equivalence margin (dmft.predictions.P12_DELTA: a 10% kernel change)",
-                       level=P12_LEVEL, n_sizes=len(sizes), n_seeds=int(first[4]), note=note)
+    note = f"{axis}={int(first[0])}, {'paired' if paired else 'independent'} seeds; |dK|/|K| per {axis}: " + ", ".join(
+        f"{int(s)}: {d:.3f} [{lo:.3f}, {hi:.3f}]" for s, d, lo, hi, _ in per
+    )
+    return row_verdict(
+        _planned("P12", one, axis),
+        axis,
+        name,
+        first[1],
+        first[2],
+        first[3],
+        P12_DELTA,
+        "stated equivalence margin (dmft.predictions.P12_DELTA: a 10% kernel change)",
+        level=P12_LEVEL,
+        n_sizes=len(sizes),
+        n_seeds=int(first[4]),
+        note=note,
+    )

@@ -78,6 +78,7 @@ usable seed (padding) are left out of that step. Steps where the quantity is the
 (e.g. `probe_outputs` = f - f0 = 0 at step 0, or `attn_prob_mean_heads`, which is 1/T identically because each
 row of softmax(A) sums to 1) give a NaN slope with a reason instead of an error.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -124,27 +125,45 @@ class Quantity(NamedTuple):
 
 
 CONVERGENCE_QUANTITIES: dict[str, Quantity] = {
-    "kernel_pooled": Quantity("kernel_pooled", ("depth", "sample", "sample_"), "depth",
-                              "residual-stream kernel pooled over tokens (default: depths >= 1 averaged)"),
-    "kernel_last_token": Quantity("kernel_last_token", ("depth", "sample", "sample_"), "depth",
-                                  "last-token kernel across samples, LM only (default: depths >= 1 averaged)"),
-    "kernel_spatial": Quantity("kernel_spatial", ("depth", "token", "token_"), "depth",
-                               "token x token kernel of probe sample 0 (default: depths >= 1 averaged)"),
+    "kernel_pooled": Quantity(
+        "kernel_pooled",
+        ("depth", "sample", "sample_"),
+        "depth",
+        "residual-stream kernel pooled over tokens (default: depths >= 1 averaged)",
+    ),
+    "kernel_last_token": Quantity(
+        "kernel_last_token",
+        ("depth", "sample", "sample_"),
+        "depth",
+        "last-token kernel across samples, LM only (default: depths >= 1 averaged)",
+    ),
+    "kernel_spatial": Quantity(
+        "kernel_spatial",
+        ("depth", "token", "token_"),
+        "depth",
+        "token x token kernel of probe sample 0 (default: depths >= 1 averaged)",
+    ),
     "heldout_loss": Quantity("heldout_loss", (), None, "held-out loss (distance: the squared deviation)"),
-    "probe_outputs": Quantity("probe_outputs", ("sample", "output"), None,
-                              "outputs on the probe batch, f(theta_t) - f(theta_0)"),
-    "attn_prob_mean_heads": Quantity("attn_prob_mean_heads", ("layer",), "layer",
-                                     "mean over heads of softmax(A), per layer averaged (1/T identically: softmax "
-                                     "rows sum to 1, so it reads as constant)"),
-    "attn_prob_var_heads": Quantity("attn_prob_var_heads", ("layer",), "layer",
-                                    "variance over heads of softmax(A), per layer averaged"),
-    "attn_var_heads": Quantity("attn_var_heads", ("layer",), "layer",
-                               "variance over heads of A, per layer averaged (NaN at H = 1)"),
-    "attn_mean_heads": Quantity("attn_mean_heads", ("layer",), "layer",
-                                "mean over heads of A, per layer averaged"),
+    "probe_outputs": Quantity(
+        "probe_outputs", ("sample", "output"), None, "outputs on the probe batch, f(theta_t) - f(theta_0)"
+    ),
+    "attn_prob_mean_heads": Quantity(
+        "attn_prob_mean_heads",
+        ("layer",),
+        "layer",
+        "mean over heads of softmax(A), per layer averaged (1/T identically: softmax "
+        "rows sum to 1, so it reads as constant)",
+    ),
+    "attn_prob_var_heads": Quantity(
+        "attn_prob_var_heads", ("layer",), "layer", "variance over heads of softmax(A), per layer averaged"
+    ),
+    "attn_var_heads": Quantity(
+        "attn_var_heads", ("layer",), "layer", "variance over heads of A, per layer averaged (NaN at H = 1)"
+    ),
+    "attn_mean_heads": Quantity("attn_mean_heads", ("layer",), "layer", "mean over heads of A, per layer averaged"),
 }
 
-CONSTANT_EPS = 16       # a quantity whose spread is below this many ulps of its storage dtype reads as constant
+CONSTANT_EPS = 16  # a quantity whose spread is below this many ulps of its storage dtype reads as constant
 
 
 # ---- limit estimates and distances (entrywise, xarray) -------------------------------------------------------
@@ -175,10 +194,10 @@ def limit_estimate(da: xr.DataArray, axis: str, method: str = "largest", order: 
     _check_method(method)
     with np.errstate(invalid="ignore", divide="ignore"):
         m = da.mean("seed", skipna=True)
-    ok = xr.apply_ufunc(np.isfinite, m)                       # a DataArray (numpy's stubs say ndarray)
+    ok = xr.apply_ufunc(np.isfinite, m)  # a DataArray (numpy's stubs say ndarray)
     if method == "largest":
         sizes = m[axis].astype(float)
-        last = sizes.where(ok).max(axis)                       # per entry: the largest size with a finite mean
+        last = sizes.where(ok).max(axis)  # per entry: the largest size with a finite mean
         out = m.where(sizes == last).sum(axis, min_count=1)
     else:
         x = (m[axis].astype(float) ** -float(order)).broadcast_like(m).where(ok)
@@ -189,8 +208,12 @@ def limit_estimate(da: xr.DataArray, axis: str, method: str = "largest", order: 
             sxx = ((x - xbar) ** 2).sum(axis)
             sxy = ((x - xbar) * (m - ybar)).sum(axis)
             out = (ybar - sxy / sxx * xbar).where((k >= 2) & (sxx > 0))
-    return out.assign_attrs(units=da.attrs.get("units", ""), method=method, order=float(order),
-                            long_name=f"{axis} -> oo limit ({method}) of {da.name or 'the quantity'}")
+    return out.assign_attrs(
+        units=da.attrs.get("units", ""),
+        method=method,
+        order=float(order),
+        long_name=f"{axis} -> oo limit ({method}) of {da.name or 'the quantity'}",
+    )
 
 
 def distance(da: xr.DataArray, axis: str, limit: xr.DataArray, entry_dims) -> xr.DataArray:
@@ -213,12 +236,12 @@ def distance(da: xr.DataArray, axis: str, limit: xr.DataArray, entry_dims) -> xr
 
 @dataclass(frozen=True, eq=False)
 class _Selected:
-    da: xr.DataArray            # (axis, seed, step, entries...), diverged points NaN
+    da: xr.DataArray  # (axis, seed, step, entries...), diverged points NaN
     axis: str
     entry_dims: tuple[str, ...]
     selection: str
     units: str
-    eps: float                  # the storage dtype's machine epsilon
+    eps: float  # the storage dtype's machine epsilon
     diverged: int
     diverged_points: str
 
@@ -249,7 +272,7 @@ def _select_level(da: xr.DataArray, q: Quantity, axis: str, which) -> tuple[xr.D
     if which == "last":
         if axis != "L":
             return da.sel({dim: vals.max()}), f"last {dim} ({int(vals.max())})"
-        offset = 0 if dim == "depth" else 1          # depth L is the output of block L = layer L - 1
+        offset = 0 if dim == "depth" else 1  # depth L is the output of block L = layer L - 1
         parts = []
         for v in da[axis].values:
             want = int(v) - offset
@@ -275,8 +298,10 @@ def _select(ds: xr.Dataset, quantity: str, axis: str | None, depth=None, layer=N
     if axis not in ("N", "H", "L"):
         raise ValueError(f"axis must be N, H or L, got {axis!r}")
     if axis not in ds.dims:
-        raise ValueError(f"axis {axis} is not a dimension of this dataset (a sweep along "
-                         f"{', '.join(a for a in ('N', 'H', 'L') if a in ds.dims) or 'none of N, H, L'})")
+        raise ValueError(
+            f"axis {axis} is not a dimension of this dataset (a sweep along "
+            f"{', '.join(a for a in ('N', 'H', 'L') if a in ds.dims) or 'none of N, H, L'})"
+        )
     if q.variable not in ds.data_vars:
         task = ds.attrs.get("task")
         if task is None:
@@ -301,7 +326,7 @@ def _select(ds: xr.Dataset, quantity: str, axis: str | None, depth=None, layer=N
         raise ValueError(f"{q.variable} has dims {extra} besides ({axis}, seed, step, {', '.join(entry_dims)})")
     eps = float(np.finfo(da.dtype).eps) if np.issubdtype(da.dtype, np.floating) else float(np.finfo(float).eps)
     da = da.astype(float)
-    da = da.where(np.isfinite(da))                                   # inf -> NaN
+    da = da.where(np.isfinite(da))  # inf -> NaN
     points = divergence.diverged_points(ds, axis)
     mask = divergence.diverged_mask(ds)
     n_div = 0
@@ -326,35 +351,41 @@ def _task(ds: xr.Dataset) -> str:
 @dataclass(frozen=True, eq=False)
 class _Prepared:
     sel: _Selected
-    sizes: np.ndarray           # usable sizes (n,)
-    size_idx: np.ndarray        # their indices into da[axis]
-    seed_idx: np.ndarray        # the seeds usable at some usable size (S,), indices into da.seed
-    usable: np.ndarray          # (n, S) bool: usable seeds of each usable size
+    sizes: np.ndarray  # usable sizes (n,)
+    size_idx: np.ndarray  # their indices into da[axis]
+    seed_idx: np.ndarray  # the seeds usable at some usable size (S,), indices into da.seed
+    usable: np.ndarray  # (n, S) bool: usable seeds of each usable size
     steps: np.ndarray
 
 
 def _prepare(sel: _Selected) -> _Prepared:
-    x = sel.da.values                                               # (n, S, T, E...)
+    x = sel.da.values  # (n, S, T, E...)
     n, S, T = x.shape[:3]
     flat = x.reshape(n, S, T, -1)
-    usable = np.isfinite(flat).any(axis=3).all(axis=2)              # a finite entry at every step
+    usable = np.isfinite(flat).any(axis=3).all(axis=2)  # a finite entry at every step
     keep = usable.any(axis=1)
     seeds = usable[keep].any(axis=0)
-    return _Prepared(sel, sel.da[sel.axis].values[keep].astype(float), np.flatnonzero(keep), np.flatnonzero(seeds),
-                     usable[keep][:, seeds], sel.da["step"].values)
+    return _Prepared(
+        sel,
+        sel.da[sel.axis].values[keep].astype(float),
+        np.flatnonzero(keep),
+        np.flatnonzero(seeds),
+        usable[keep][:, seeds],
+        sel.da["step"].values,
+    )
 
 
 @dataclass(frozen=True, eq=False)
 class _Step:
-    m: estimators.Moments       # J = 1 + S rows: every seed, then each seed left out (at every size)
-    constant: bool              # the quantity is the same at every size and seed to within rounding
-    tol: float                  # per-size estimates at or below this are 0 (units: the quantity's squared)
+    m: estimators.Moments  # J = 1 + S rows: every seed, then each seed left out (at every size)
+    constant: bool  # the quantity is the same at every size and seed to within rounding
+    tol: float  # per-size estimates at or below this are 0 (units: the quantity's squared)
 
 
 def _step(p: _Prepared, t: int) -> _Step | None:
     """The moments at step index t over the usable points and the entries finite at all of them (None when no
     entry is). Values <= 1e-12 times the largest mean square (over entries) of a centred point count as 0."""
-    x = p.sel.da.values[:, :, t][p.size_idx][:, p.seed_idx]          # (n, S, E...)
+    x = p.sel.da.values[:, :, t][p.size_idx][:, p.seed_idx]  # (n, S, E...)
     n, S = x.shape[:2]
     x = x.reshape(n, S, -1)
     x = np.where(p.usable[..., None], x, np.nan)
@@ -366,7 +397,7 @@ def _step(p: _Prepared, t: int) -> _Step | None:
     scale = float(np.max(np.abs(vals)))
     centred = vals - vals.mean(axis=0)
     constant = bool(np.max(np.abs(centred)) <= CONSTANT_EPS * p.sel.eps * scale)
-    tol = 1e-12 * max(float(np.max(np.mean(centred ** 2, axis=1))), np.finfo(float).tiny)
+    tol = 1e-12 * max(float(np.max(np.mean(centred**2, axis=1))), np.finfo(float).tiny)
     return _Step(estimators.moments(x, estimators.jackknife_weights(S)), constant, tol)
 
 
@@ -376,9 +407,9 @@ class _StepFit:
     intercept: float
     lo: float
     hi: float
-    unresolved: float           # fraction of leave-one-seed-out replicates with an estimate <= 0 at some size
+    unresolved: float  # fraction of leave-one-seed-out replicates with an estimate <= 0 at some size
     reason: str
-    local: tuple = ()           # local slopes between adjacent fitted sizes
+    local: tuple = ()  # local slopes between adjacent fitted sizes
     band: float = float("nan")
 
 
@@ -387,8 +418,9 @@ def _not_fitted(reason: str, pairs: int) -> _StepFit:
     return _StepFit(nan, nan, nan, nan, nan, reason, (nan,) * pairs, nan)
 
 
-def _fit(sizes: np.ndarray, y: np.ndarray, tol: float, level: float, what: str, axis: str,
-         interval: bool = True) -> _StepFit:
+def _fit(
+    sizes: np.ndarray, y: np.ndarray, tol: float, level: float, what: str, axis: str, interval: bool = True
+) -> _StepFit:
     """The slope of row 0 of y (1 + S, P) (the estimate) against sizes, its local slopes and band, and the joint
     jackknife interval from rows 1.. (`dmft.fit.fit_rows`).
 
@@ -407,8 +439,9 @@ def _fit(sizes: np.ndarray, y: np.ndarray, tol: float, level: float, what: str, 
     r = fit.fit_rows(sizes, yy, level)
     lo, hi = (float(r.lo), float(r.hi)) if interval else (float("nan"), float("nan"))
     unresolved = float(np.mean(np.isnan(yy[1:]).any(axis=1))) if y.shape[0] > 1 else 0.0
-    return _StepFit(float(r.slope), float(r.intercept), lo, hi, unresolved, "", tuple(float(s) for s in r.local),
-                    float(r.band))
+    return _StepFit(
+        float(r.slope), float(r.intercept), lo, hi, unresolved, "", tuple(float(s) for s in r.local), float(r.band)
+    )
 
 
 def _step_index(steps: np.ndarray, step) -> int:
@@ -448,7 +481,7 @@ class _AtStep:
     """The local estimates and the band at the chosen `step` of a row fitted per step (local_by_step,
     band_by_step)."""
 
-    local_by_step: xr.DataArray                 # declared by the dataclasses that mix this in
+    local_by_step: xr.DataArray  # declared by the dataclasses that mix this in
     band_by_step: xr.DataArray
     step: int
 
@@ -498,14 +531,28 @@ class _SlopeRow(_AtStep):
     def fit(self) -> SlopeFit:
         """The chosen step's fit as a `dmft.fit.SlopeFit` (NaN fields where it was not fitted)."""
         sizes = getattr(self, "fit_sizes", self.sizes)
-        return SlopeFit(self.slope, self.intercept, self.lo, self.hi, self.level, len(sizes),
-                        int(np.min(self.n_seeds)), self.local, self.band, self.band_source)
+        return SlopeFit(
+            self.slope,
+            self.intercept,
+            self.lo,
+            self.hi,
+            self.level,
+            len(sizes),
+            int(np.min(self.n_seeds)),
+            self.local,
+            self.band,
+            self.band_source,
+        )
 
     def _line(self, head: str) -> str:
         if np.isnan(self.slope):
             return head + f"not fitted ({self.reason})"
-        return (head + f"slope {self.slope:+.3f} [{self.lo:+.3f}, {self.hi:+.3f}], band {self.band:.2g}, local "
-                + ", ".join(f"{s:+.2f}" for s in self.local) + _notes(self))
+        return (
+            head
+            + f"slope {self.slope:+.3f} [{self.lo:+.3f}, {self.hi:+.3f}], band {self.band:.2g}, local "
+            + ", ".join(f"{s:+.2f}" for s in self.local)
+            + _notes(self)
+        )
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
@@ -545,8 +592,10 @@ class ConvergenceRate(_SlopeRow):
 
     def text(self) -> str:
         """One line: the slope, interval, band and local slopes at the chosen step, or why it is not fitted."""
-        return self._line(f"{self.quantity} ({self.selection}) along {self.axis}, {self.method}"
-                          f"{'' if self.corrected else ' uncorrected'}, step {self.step}: ")
+        return self._line(
+            f"{self.quantity} ({self.selection}) along {self.axis}, {self.method}"
+            f"{'' if self.corrected else ' uncorrected'}, step {self.step}: "
+        )
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
@@ -619,8 +668,10 @@ class PlateauTest(_AtStep):
         head = f"{self.quantity} seed variance plateau along {self.axis} (n^-{self.order:g} fit), step {self.step}: "
         if np.isnan(self.ratio):
             return head + f"not fitted ({self.reason})"
-        return (head + f"v_inf / v({self.sizes[0]:g}) = {self.ratio:+.3f} [{self.lo:+.3f}, {self.hi:+.3f}], band "
-                f"{self.band:.2g}, local " + ", ".join(f"{s:+.2f}" for s in self.local))
+        return (
+            head + f"v_inf / v({self.sizes[0]:g}) = {self.ratio:+.3f} [{self.lo:+.3f}, {self.hi:+.3f}], band "
+            f"{self.band:.2g}, local " + ", ".join(f"{s:+.2f}" for s in self.local)
+        )
 
 
 # ---- the rates ------------------------------------------------------------------------------------------------
@@ -631,40 +682,78 @@ def _by_step(values, steps, name: str) -> xr.DataArray:
 
 
 def _local_by_step(fits: list, steps) -> xr.DataArray:
-    return xr.DataArray(np.array([f.local for f in fits], dtype=float), dims=("step", "pair"),
-                        coords={"step": steps}, name="local_slope")
+    return xr.DataArray(
+        np.array([f.local for f in fits], dtype=float),
+        dims=("step", "pair"),
+        coords={"step": steps},
+        name="local_slope",
+    )
 
 
 def _row_fields(quantity: str, sel, units: str, fits: list, steps, it: int, sizes, n_seeds, level: float) -> dict:
     """The `_SlopeRow` fields, as keywords, of a row fitted per step (`fits`, one `_StepFit` a step) and reported
     at step index `it`: its names, the chosen step's fit, every step's, and the sizes and seeds it used."""
     f = fits[it]
-    return dict(quantity=quantity, variable=CONVERGENCE_QUANTITIES[quantity].variable, axis=sel.axis,
-                selection=sel.selection, units=units, step=int(steps[it]), slope=f.slope, lo=f.lo, hi=f.hi,
-                intercept=f.intercept, reason=f.reason, steps=steps,
-                slope_by_step=_by_step([x.slope for x in fits], steps, "slope"),
-                lo_by_step=_by_step([x.lo for x in fits], steps, "lo"),
-                hi_by_step=_by_step([x.hi for x in fits], steps, "hi"), reasons=tuple(x.reason for x in fits),
-                boot_unresolved=_by_step([x.unresolved for x in fits], steps, "boot_unresolved"), sizes=sizes,
-                n_seeds=n_seeds, level=float(level), diverged=sel.diverged, diverged_points=sel.diverged_points,
-                local_by_step=_local_by_step(fits, steps), band_by_step=_by_step([x.band for x in fits], steps, "band"))
+    return dict(
+        quantity=quantity,
+        variable=CONVERGENCE_QUANTITIES[quantity].variable,
+        axis=sel.axis,
+        selection=sel.selection,
+        units=units,
+        step=int(steps[it]),
+        slope=f.slope,
+        lo=f.lo,
+        hi=f.hi,
+        intercept=f.intercept,
+        reason=f.reason,
+        steps=steps,
+        slope_by_step=_by_step([x.slope for x in fits], steps, "slope"),
+        lo_by_step=_by_step([x.lo for x in fits], steps, "lo"),
+        hi_by_step=_by_step([x.hi for x in fits], steps, "hi"),
+        reasons=tuple(x.reason for x in fits),
+        boot_unresolved=_by_step([x.unresolved for x in fits], steps, "boot_unresolved"),
+        sizes=sizes,
+        n_seeds=n_seeds,
+        level=float(level),
+        diverged=sel.diverged,
+        diverged_points=sel.diverged_points,
+        local_by_step=_local_by_step(fits, steps),
+        band_by_step=_by_step([x.band for x in fits], steps, "band"),
+    )
 
 
 def _per_size(values, p: _Prepared, name: str, units: str, sizes=None, dim: str | None = None) -> xr.DataArray:
     """(n_steps, n_sizes) -> DataArray (axis, step) over usable sizes (or `sizes` along `dim`)."""
     dim = dim or p.sel.axis
     sizes = p.sizes if sizes is None else sizes
-    return xr.DataArray(np.asarray(values, dtype=float).T, dims=(dim, "step"),
-                        coords={dim: sizes, "step": p.steps}, name=name, attrs={"units": units})
+    return xr.DataArray(
+        np.asarray(values, dtype=float).T,
+        dims=(dim, "step"),
+        coords={dim: sizes, "step": p.steps},
+        name=name,
+        attrs={"units": units},
+    )
 
 
 def _constant(what: str) -> str:
     return f"the quantity is the same at every size and seed (to rounding) at this step: {what}"
 
 
-def convergence_rate(ds: xr.Dataset, quantity: str, axis: str | None = None, method: str = "largest",
-                     step: int | None = None, *, depth=None, layer=None, order: float = 1.0, corrected: bool = True,
-                     n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> ConvergenceRate:
+def convergence_rate(
+    ds: xr.Dataset,
+    quantity: str,
+    axis: str | None = None,
+    method: str = "largest",
+    step: int | None = None,
+    *,
+    depth=None,
+    layer=None,
+    order: float = 1.0,
+    corrected: bool = True,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> ConvergenceRate:
     """The rate at which `quantity` approaches its size -> oo limit along `axis` (module docstring).
 
     ds: a sweep dataset; quantity: a key of `CONVERGENCE_QUANTITIES`; axis: N, H or L (None: the swept one);
@@ -692,10 +781,13 @@ def convergence_rate(ds: xr.Dataset, quantity: str, axis: str | None = None, met
     if len(p.sizes) < need:
         lost = sorted(set(sel.da[axis].values.astype(float)) - set(p.sizes))
         why = f" ({axis}={_sizes_text(lost)} left out: no usable seed)" if lost else ""
-        extra = (f"; method 'largest' fits the sizes below the largest, so it needs {need}" if method == "largest"
-                 else "")
-        raise ValueError(f"{quantity} along {axis}: fewer than {need} usable sizes, got {len(p.sizes)} "
-                         f"({_sizes_text(p.sizes)}){why}{extra}")
+        extra = (
+            f"; method 'largest' fits the sizes below the largest, so it needs {need}" if method == "largest" else ""
+        )
+        raise ValueError(
+            f"{quantity} along {axis}: fewer than {need} usable sizes, got {len(p.sizes)} "
+            f"({_sizes_text(p.sizes)}){why}{extra}"
+        )
     n = len(p.sizes)
     S_k = p.usable.sum(axis=1).astype(float)
     fit_mask = np.arange(n) < n - 1 if method == "largest" else np.ones(n, dtype=bool)
@@ -709,12 +801,12 @@ def convergence_rate(ds: xr.Dataset, quantity: str, axis: str | None = None, met
         if st is None:
             fits.append(_not_fitted("no entry is finite at every usable size and seed", len(fit_sizes) - 1))
             continue
-        _, corrected_d = estimators.distance(st.m, p.sizes, method, order)         # (J, n): bias^2 + variance
+        _, corrected_d = estimators.distance(st.m, p.sizes, method, order)  # (J, n): bias^2 + variance
         v = estimators.seed_variance(st.m)
         b = np.eye(n)[-1] if method == "largest" else richardson_weights(p.sizes, order)
         comb = st.m.mean - np.einsum("k,Jke->Je", b, st.m.mean)[:, None, :]
         c = st.m.count
-        raw_d = np.mean(comb ** 2, axis=-1) + np.nan_to_num((c - 1) / c * v)        # seed mean of the distances
+        raw_d = np.mean(comb**2, axis=-1) + np.nan_to_num((c - 1) / c * v)  # seed mean of the distances
         raw[t], floors[t] = raw_d[0], (raw_d[0] - corrected_d[0]) if corrected else 0.0
         if st.constant:
             fits.append(_not_fitted(_constant("there is no distance to fit"), len(fit_sizes) - 1))
@@ -736,9 +828,16 @@ def convergence_rate(ds: xr.Dataset, quantity: str, axis: str | None = None, met
     units = f"({sel.units})^2" if sel.units else ""
     return ConvergenceRate(
         **_row_fields(quantity, sel, units, fits, p.steps, it, p.sizes, S_k.astype(int), level),
-        method=method, order=float(order), corrected=bool(corrected), fit_sizes=fit_sizes, distance=dist,
-        mean_distance=_per_size(raw, p, "mean_distance", units), floor=_per_size(floors, p, "floor", units),
-        limit=limit, n_boot=int(n_boot))
+        method=method,
+        order=float(order),
+        corrected=bool(corrected),
+        fit_sizes=fit_sizes,
+        distance=dist,
+        mean_distance=_per_size(raw, p, "mean_distance", units),
+        floor=_per_size(floors, p, "floor", units),
+        limit=limit,
+        n_boot=int(n_boot),
+    )
 
 
 def _variance_setup(ds, quantity, axis, depth, layer, need: int, what: str):
@@ -748,22 +847,34 @@ def _variance_setup(ds, quantity, axis, depth, layer, need: int, what: str):
     S_k = p.usable.sum(axis=1)
     keep = S_k >= 2
     if keep.sum() < need:
-        raise ValueError(f"{quantity} along {sel.axis}: {what} needs at least {need} sizes with 2 or more usable "
-                         f"seeds, got {int(keep.sum())} ({sel.axis}: {_sizes_text(p.sizes)}, seeds "
-                         f"{', '.join(str(int(s)) for s in S_k)})")
+        raise ValueError(
+            f"{quantity} along {sel.axis}: {what} needs at least {need} sizes with 2 or more usable "
+            f"seeds, got {int(keep.sum())} ({sel.axis}: {_sizes_text(p.sizes)}, seeds "
+            f"{', '.join(str(int(s)) for s in S_k)})"
+        )
     return sel, p, keep
 
 
 def _kept(st: _Step, keep: np.ndarray) -> estimators.Moments:
     """The moments restricted to the sizes in `keep`."""
     m = st.m
-    return estimators.Moments(m.mean[:, keep], m.count[:, keep], m.cov[:, keep][:, :, keep],
-                              m.cross[:, keep][:, :, keep])
+    return estimators.Moments(
+        m.mean[:, keep], m.count[:, keep], m.cov[:, keep][:, :, keep], m.cross[:, keep][:, :, keep]
+    )
 
 
-def seed_variance_rate(ds: xr.Dataset, quantity: str, axis: str | None = None, step: int | None = None, *,
-                       depth=None, layer=None, n_boot: int = 2000, level: float = 0.95,
-                       seed: int = 0) -> SeedVarianceRate:
+def seed_variance_rate(
+    ds: xr.Dataset,
+    quantity: str,
+    axis: str | None = None,
+    step: int | None = None,
+    *,
+    depth=None,
+    layer=None,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> SeedVarianceRate:
     """The rate at which the seed-to-seed variance of `quantity` falls with size along `axis`: the unbiased
     variance over seeds (ddof = 1) of each entry, averaged over entries, per size (sizes with >= 2 usable seeds),
     fitted as a log-log slope; units: the quantity's squared. Meant for `probe_outputs` and `heldout_loss` (any
@@ -793,12 +904,24 @@ def seed_variance_rate(ds: xr.Dataset, quantity: str, axis: str | None = None, s
     units = f"({sel.units})^2" if sel.units else ""
     variance = _per_size(var, p, "seed_variance", units).sel({axis: p.sizes[keep]})
     return SeedVarianceRate(
-        **_row_fields(quantity, sel, units, fits, p.steps, it, p.sizes[keep], p.usable.sum(axis=1)[keep].astype(int),
-                      level), variance=variance, n_boot=int(n_boot))
+        **_row_fields(
+            quantity, sel, units, fits, p.steps, it, p.sizes[keep], p.usable.sum(axis=1)[keep].astype(int), level
+        ),
+        variance=variance,
+        n_boot=int(n_boot),
+    )
 
 
-def bias_rate(ds: xr.Dataset, quantity: str, axis: str | None = None, step: int | None = None, *, depth=None,
-              layer=None, level: float = 0.95) -> BiasRate:
+def bias_rate(
+    ds: xr.Dataset,
+    quantity: str,
+    axis: str | None = None,
+    step: int | None = None,
+    *,
+    depth=None,
+    layer=None,
+    level: float = 0.95,
+) -> BiasRate:
     """The rate at which the bias of the seed mean of `quantity` falls with size along `axis` (module docstring,
     "Bias"): the log-log slope of the noise-corrected squared differences of adjacent seed means per unit log
     size, -2q for a bias c n^-q, with the joint jackknife interval. Needs 4 sizes with 2 or more usable seeds
@@ -825,12 +948,23 @@ def bias_rate(ds: xr.Dataset, quantity: str, axis: str | None = None, step: int 
         fits.append(_fit(x, b, st.tol, level, "squared bias", axis))
     it = _step_index(p.steps, step)
     units = f"({sel.units})^2" if sel.units else ""
-    return BiasRate(**_row_fields(quantity, sel, units, fits, p.steps, it, x, p.usable.sum(axis=1)[keep].astype(int),
-                                  level), bias=_per_size(est, p, "squared_bias", units, x, f"{axis}_pair"))
+    return BiasRate(
+        **_row_fields(quantity, sel, units, fits, p.steps, it, x, p.usable.sum(axis=1)[keep].astype(int), level),
+        bias=_per_size(est, p, "squared_bias", units, x, f"{axis}_pair"),
+    )
 
 
-def plateau_test(ds: xr.Dataset, quantity: str, axis: str | None = None, step: int | None = None, *,
-                 depth=None, layer=None, order: float = 1.0, level: float = 0.95) -> PlateauTest:
+def plateau_test(
+    ds: xr.Dataset,
+    quantity: str,
+    axis: str | None = None,
+    step: int | None = None,
+    *,
+    depth=None,
+    layer=None,
+    order: float = 1.0,
+    level: float = 0.95,
+) -> PlateauTest:
     """The plateau test of the seed variance of `quantity` along `axis` (module docstring, "Plateau"): v_inf /
     v(n_min) from the least-squares fit v(n) = v_inf + c n^-order (order fixed: 1, the rate of the alternative
     "converges"), with the joint jackknife interval, the two-point local estimates and the band. Needs 3 sizes
@@ -844,18 +978,27 @@ def plateau_test(ds: xr.Dataset, quantity: str, axis: str | None = None, step: i
     T = len(p.steps)
     nan = float("nan")
     var = np.full((T, len(sizes)), np.nan)
-    rows = []                                               # (ratio, lo, hi, local, band, reason) per step
+    rows = []  # (ratio, lo, hi, local, band, reason) per step
     for t in range(T):
         st = _step(p, t)
         if st is None:
-            rows.append((nan, nan, nan, (nan,) * (len(sizes) - 1), nan, "no entry is finite at every usable size "
-                                                                           "and seed"))
+            rows.append(
+                (nan, nan, nan, (nan,) * (len(sizes) - 1), nan, "no entry is finite at every usable size and seed")
+            )
             continue
         v = estimators.seed_variance(_kept(st, keep))
         var[t] = v[0]
         if st.constant or not np.all(v[0] > st.tol):
-            rows.append((nan, nan, nan, (nan,) * (len(sizes) - 1), nan,
-                         _constant("its seed variance is 0") if st.constant else "the seed variance is 0 at some size"))
+            rows.append(
+                (
+                    nan,
+                    nan,
+                    nan,
+                    (nan,) * (len(sizes) - 1),
+                    nan,
+                    _constant("its seed variance is 0") if st.constant else "the seed variance is 0 at some size",
+                )
+            )
             continue
         r = estimators.plateau(v, sizes, order)
         r_lo, r_hi = fit.jackknife_interval(r[0], r[1:], level)
@@ -865,15 +1008,39 @@ def plateau_test(ds: xr.Dataset, quantity: str, axis: str | None = None, step: i
     it = _step_index(p.steps, step)
     ratio, lo, hi, _, _, reason = rows[it]
     units = f"({sel.units})^2" if sel.units else ""
-    local = xr.DataArray(np.array([r[3] for r in rows], dtype=float), dims=("step", "pair"),
-                         coords={"step": p.steps}, name="local_plateau")
+    local = xr.DataArray(
+        np.array([r[3] for r in rows], dtype=float),
+        dims=("step", "pair"),
+        coords={"step": p.steps},
+        name="local_plateau",
+    )
     variance = _per_size(var, p, "seed_variance", units, sizes)
     return PlateauTest(
-        quantity, CONVERGENCE_QUANTITIES[quantity].variable, axis, sel.selection, units, float(order),
-        int(p.steps[it]), ratio, lo, hi, reason, p.steps, _by_step([r[0] for r in rows], p.steps, "ratio"),
-        _by_step([r[1] for r in rows], p.steps, "lo"), _by_step([r[2] for r in rows], p.steps, "hi"),
-        tuple(r[5] for r in rows), local, _by_step([r[4] for r in rows], p.steps, "band"), sizes,
-        p.usable.sum(axis=1)[keep].astype(int), variance, float(level), sel.diverged, sel.diverged_points)
+        quantity,
+        CONVERGENCE_QUANTITIES[quantity].variable,
+        axis,
+        sel.selection,
+        units,
+        float(order),
+        int(p.steps[it]),
+        ratio,
+        lo,
+        hi,
+        reason,
+        p.steps,
+        _by_step([r[0] for r in rows], p.steps, "ratio"),
+        _by_step([r[1] for r in rows], p.steps, "lo"),
+        _by_step([r[2] for r in rows], p.steps, "hi"),
+        tuple(r[5] for r in rows),
+        local,
+        _by_step([r[4] for r in rows], p.steps, "band"),
+        sizes,
+        p.usable.sum(axis=1)[keep].astype(int),
+        variance,
+        float(level),
+        sel.diverged,
+        sel.diverged_points,
+    )
 
 
 # ---- agreement of two estimates -------------------------------------------------------------------------------

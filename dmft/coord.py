@@ -25,6 +25,7 @@ The trend word is read off the interval against the band, never against a consta
 lies inside [-band, band], "grows" when it lies above +band, "shrinks" when it lies below -band, "unresolved"
 otherwise.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,23 @@ from .fit import slope_fit
 from .predictions import COORD_CORRECTION, CoordExpectation, coord_expectation, coord_hypotheses
 from .verdict import MARKS, NOT_MEASURED, OUTCOMES, REFUTED, Verdict, lines, to_dataset
 
-__all__ = ["COORD_KEY", "DEFAULT_SEEDS", "IDENTICALLY_ZERO", "coord_dataset", "coord_lines", "coord_row",
-           "coord_verdicts", "is_site_row", "kind_of", "refuted", "site_of", "site_rms", "step_of", "summary_line", "trend"]
+__all__ = [
+    "COORD_KEY",
+    "DEFAULT_SEEDS",
+    "IDENTICALLY_ZERO",
+    "coord_dataset",
+    "coord_lines",
+    "coord_row",
+    "coord_verdicts",
+    "is_site_row",
+    "kind_of",
+    "refuted",
+    "site_of",
+    "site_rms",
+    "step_of",
+    "summary_line",
+    "trend",
+]
 
 COORD_KEY = "coord"
 # Seeds per size of `dmft-probe coord` by default. With 3 seeds the jackknife-t interval carries t = 4.30 (2
@@ -69,8 +85,9 @@ def site_rms(ds: xr.Dataset, change: bool) -> xr.DataArray:
     if "L" in block.dims:
         # along L compare the same relative depth: the last block of each model (layer L-1); a mean over layers
         # would mix depth profiles of different resolution (a Riemann sum whose 1/L error reads as a slope)
-        block = xr.concat([block.sel(L=v).dropna("layer", how="all").isel(layer=-1, drop=True) for v in block.L.values],
-                          dim="L")
+        block = xr.concat(
+            [block.sel(L=v).dropna("layer", how="all").isel(layer=-1, drop=True) for v in block.L.values], dim="L"
+        )
     else:
         block = block.mean("layer", skipna=True)
     io = ds["io_update_rms" if change else "io_rms"].rename(io_site="site")
@@ -78,7 +95,7 @@ def site_rms(ds: xr.Dataset, change: bool) -> xr.DataArray:
 
 
 def trend(v: Verdict) -> str:
-    """"flat" (the interval inside [-band, band]), "grows" (above +band), "shrinks" (below -band), "unresolved"
+    """ "flat" (the interval inside [-band, band]), "grows" (above +band), "shrinks" (below -band), "unresolved"
     (none of these: the interval straddles an edge of the band), or "not measured"."""
     if v.outcome == NOT_MEASURED or not (v.lo <= v.hi) or not np.isfinite(v.band):
         return "not measured"
@@ -107,7 +124,7 @@ def site_of(v: Verdict) -> str:
 
 
 def kind_of(v: Verdict) -> str:
-    """"init" or "change"."""
+    """ "init" or "change"."""
     return v.row.split()[1]
 
 
@@ -117,8 +134,9 @@ def step_of(v: Verdict) -> int:
     return int(parts[2].lstrip("@")) if len(parts) > 2 else 0
 
 
-def coord_row(site: str, kind: str, step: int, axis: str, setting: str, sizes, values,
-              exp: CoordExpectation) -> Verdict:
+def coord_row(
+    site: str, kind: str, step: int, axis: str, setting: str, sizes, values, exp: CoordExpectation
+) -> Verdict:
     """The Verdict of one site at one step: `slope_fit` of values (size, seed), decided against
     `coord_hypotheses(exp.exponent)` with the fit's band; not measured when the RMS is zero at some size."""
     values = np.asarray(values, float)
@@ -129,25 +147,69 @@ def coord_row(site: str, kind: str, step: int, axis: str, setting: str, sizes, v
     if finite.size == 0 or np.any(finite <= 0):
         pred, alts = hyp.regions(0.0)
         note = IDENTICALLY_ZERO if finite.size and not np.any(finite > 0) else PARTLY_ZERO
-        return Verdict(COORD_KEY, name, quantity, axis, setting, ESTIMATOR, np.nan, np.nan, np.nan, pred, alts,
-                       outcome=NOT_MEASURED, note=f"{note if finite.size else 'no finite value'}; {exp.reason}")
+        return Verdict(
+            COORD_KEY,
+            name,
+            quantity,
+            axis,
+            setting,
+            ESTIMATOR,
+            np.nan,
+            np.nan,
+            np.nan,
+            pred,
+            alts,
+            outcome=NOT_MEASURED,
+            note=f"{note if finite.size else 'no finite value'}; {exp.reason}",
+        )
     try:
-        f = slope_fit(sizes, values, correction=(COORD_CORRECTION, exp.exponent))   # band covers a 1/n approach (docstring)
+        f = slope_fit(
+            sizes, values, correction=(COORD_CORRECTION, exp.exponent)
+        )  # band covers a 1/n approach (docstring)
     except ValueError as e:
         pred, alts = hyp.regions(0.0)
-        return Verdict(COORD_KEY, name, quantity, axis, setting, ESTIMATOR, np.nan, np.nan, np.nan, pred, alts,
-                       outcome=NOT_MEASURED, note=f"{e}; {exp.reason}")
+        return Verdict(
+            COORD_KEY,
+            name,
+            quantity,
+            axis,
+            setting,
+            ESTIMATOR,
+            np.nan,
+            np.nan,
+            np.nan,
+            pred,
+            alts,
+            outcome=NOT_MEASURED,
+            note=f"{e}; {exp.reason}",
+        )
     band, source = f.band, f.band_source
     if not band >= SLOPE_RESOLUTION:
         band, source = SLOPE_RESOLUTION, f"float32 resolution (local slopes agree to {f.band:.1g})"
     pred, alts = hyp.regions(band)
-    v = Verdict(COORD_KEY, name, quantity, axis, setting, ESTIMATOR, f.slope, f.lo, f.hi, pred, alts, band=band,
-                band_source=source, local=f.local, n_sizes=f.n_sizes, n_seeds=f.n_seeds)
+    v = Verdict(
+        COORD_KEY,
+        name,
+        quantity,
+        axis,
+        setting,
+        ESTIMATOR,
+        f.slope,
+        f.lo,
+        f.hi,
+        pred,
+        alts,
+        band=band,
+        band_source=source,
+        local=f.local,
+        n_sizes=f.n_sizes,
+        n_seeds=f.n_seeds,
+    )
     return replace(v, note=f"{trend(v)}; {exp.reason}")
 
 
 def _setting(ds: xr.Dataset, a: dict) -> str:
-    """"mup/adam": the parametrization and the optimizer of the sweep."""
+    """ "mup/adam": the parametrization and the optimizer of the sweep."""
     try:
         opt = json.loads(ds.attrs["config"])["optim"]["name"]
     except (KeyError, ValueError, TypeError):
@@ -173,18 +235,38 @@ def coord_verdicts(ds: xr.Dataset) -> list[Verdict]:
         for site in rms.site.values:
             exp = coord_expectation(a_A, a_L, standard, axis, str(site), change)
             for i, step in enumerate(steps):
-                if (step == 0) == change:      # init rows at step 0 only; change rows at steps > 0
+                if (step == 0) == change:  # init rows at step 0 only; change rows at steps > 0
                     continue
-                rows.append(coord_row(str(site), "change" if change else "init", int(step), axis, setting, sizes,
-                                      rms.sel(site=site).isel(step=i).values, exp))
+                rows.append(
+                    coord_row(
+                        str(site),
+                        "change" if change else "init",
+                        int(step),
+                        axis,
+                        setting,
+                        sizes,
+                        rms.sel(site=site).isel(step=i).values,
+                        exp,
+                    )
+                )
     if axis == "L" and "weight_movement" in ds:
         wm = ds.weight_movement.mean("layer", skipna=True).transpose(axis, "seed", "step", "weight")
         for w in ("q", "k"):
             exp = coord_expectation(a_A, a_L, standard, axis, f"W_{w}", True)
             for i, step in enumerate(steps):
                 if step > 0:
-                    rows.append(coord_row(f"W_{w}", "change", int(step), axis, setting, sizes,
-                                          wm.sel(weight=w).isel(step=i).values, exp))
+                    rows.append(
+                        coord_row(
+                            f"W_{w}",
+                            "change",
+                            int(step),
+                            axis,
+                            setting,
+                            sizes,
+                            wm.sel(weight=w).isel(step=i).values,
+                            exp,
+                        )
+                    )
     return rows
 
 
@@ -194,12 +276,16 @@ def refuted(rows: list[Verdict]) -> list[Verdict]:
 
 
 def summary_line(rows: list[Verdict]) -> str:
-    """"VERDICT: ..." naming the refuted rows (up to 12), with the count of every outcome."""
+    """ "VERDICT: ..." naming the refuted rows (up to 12), with the count of every outcome."""
     counts = ", ".join(f"{sum(v.outcome == o for v in rows)} {MARKS[o]} {o}" for o in OUTCOMES)
     bad = [v.row for v in refuted(rows)]
     if bad:
-        return (f"VERDICT: {len(bad)} of {len(rows)} rows deviate from the parametrization's prediction (refuted): "
-                + ", ".join(bad[:12]) + (" ..." if len(bad) > 12 else "") + f" ({counts})")
+        return (
+            f"VERDICT: {len(bad)} of {len(rows)} rows deviate from the parametrization's prediction (refuted): "
+            + ", ".join(bad[:12])
+            + (" ..." if len(bad) > 12 else "")
+            + f" ({counts})"
+        )
     return f"VERDICT: no row of {len(rows)} refuted ({counts})"
 
 
@@ -211,21 +297,32 @@ def coord_lines(rows: list[Verdict]) -> list[str]:
     out = lines(rows, notes=False)
     for v in rows:
         mine = is_site_row(v)
-        extra = [t for t in (v.note.split("; ")[0] if mine else v.note, v.needs and f"needs: {v.needs}",
-                             "" if mine else v.diverged_points,
-                             v.local and "local slopes " + ", ".join(f"{s:+.2f}" for s in v.local)) if t]
+        extra = [
+            t
+            for t in (
+                v.note.split("; ")[0] if mine else v.note,
+                v.needs and f"needs: {v.needs}",
+                "" if mine else v.diverged_points,
+                v.local and "local slopes " + ", ".join(f"{s:+.2f}" for s in v.local),
+            )
+            if t
+        ]
         if extra:
             out.append(f"  {v.row}: " + "; ".join(extra) if mine else f"  {v.key} {v.row}: " + "; ".join(extra))
-    out.append("(slope of log RMS against log size, 95% joint-jackknife CI over seeds; band: the largest distance of "
-               "a local slope from the global one, plus the distance to the two-term (c/n) exponent where that lies "
-               "nearer the expectation; ✓ the CI lies inside expected ± band and clears expected ± 1/2 ± "
-               "band, ✗ it clears expected ± band, ? otherwise; trend: flat inside [-band, band], grows above it, "
-               "shrinks below it)")
+    out.append(
+        "(slope of log RMS against log size, 95% joint-jackknife CI over seeds; band: the largest distance of "
+        "a local slope from the global one, plus the distance to the two-term (c/n) exponent where that lies "
+        "nearer the expectation; ✓ the CI lies inside expected ± band and clears expected ± 1/2 ± "
+        "band, ✗ it clears expected ± band, ? otherwise; trend: flat inside [-band, band], grows above it, "
+        "shrinks below it)"
+    )
     reasons: dict[tuple[str, str], Verdict] = {}
     for v in filter(is_site_row, rows):
         reasons.setdefault((site_of(v), kind_of(v)), v)
-    out += [f"  {site} {kind}: expected {v.prediction.name} ({v.note.split('; ', 1)[-1]})"
-            for (site, kind), v in reasons.items()]
+    out += [
+        f"  {site} {kind}: expected {v.prediction.name} ({v.note.split('; ', 1)[-1]})"
+        for (site, kind), v in reasons.items()
+    ]
     out.append(summary_line(rows))
     return out
 
@@ -235,9 +332,11 @@ def coord_dataset(rows: list[Verdict]) -> xr.Dataset:
     (empty site and kind and step -1 on the rows that are not coordinate-check rows)."""
     ds = to_dataset(rows)
     mine = [is_site_row(v) for v in rows]
-    ds = ds.assign(site=("row_index", [site_of(v) if m else "" for v, m in zip(rows, mine)]),
-                   kind=("row_index", [kind_of(v) if m else "" for v, m in zip(rows, mine)]),
-                   step=("row_index", np.asarray([step_of(v) if m else -1 for v, m in zip(rows, mine)], np.int64)),
-                   trend=("row_index", [trend(v) for v in rows]))
+    ds = ds.assign(
+        site=("row_index", [site_of(v) if m else "" for v, m in zip(rows, mine)]),
+        kind=("row_index", [kind_of(v) if m else "" for v, m in zip(rows, mine)]),
+        step=("row_index", np.asarray([step_of(v) if m else -1 for v, m in zip(rows, mine)], np.int64)),
+        trend=("row_index", [trend(v) for v in rows]),
+    )
     ds.attrs["title"] = "dmft-probe coordinate check"
     return ds

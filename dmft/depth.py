@@ -39,6 +39,7 @@ draws is left out. Local exponents (`local`) are the same fits over each pair of
 
 Everything returned is plain numbers and dataclasses; `dmft.verdict.Verdict` rows are made from them elsewhere.
 """
+
 from __future__ import annotations
 
 import math
@@ -51,8 +52,17 @@ import xarray as xr
 
 from . import divergence
 
-__all__ = ["DEPTH_QUANTITIES", "Q_MAX", "DepthRate", "DepthStep", "block_variance_rate", "bias_exponent",
-           "depth_rates", "io_groups", "paired_bias_rate"]
+__all__ = [
+    "DEPTH_QUANTITIES",
+    "Q_MAX",
+    "DepthRate",
+    "DepthStep",
+    "block_variance_rate",
+    "bias_exponent",
+    "depth_rates",
+    "io_groups",
+    "paired_bias_rate",
+]
 
 # quantity -> its entry dims; the kernels are read at depth = L, the output of the last block (the same relative
 # depth at every L)
@@ -63,9 +73,9 @@ DEPTH_QUANTITIES: dict[str, tuple[str, ...]] = {
     "kernel_spatial": ("token", "token_"),
     "heldout_loss": (),
 }
-Q_MAX = 4.0                 # the bias amplitude exponent q is searched on [0, Q_MAX]
+Q_MAX = 4.0  # the bias amplitude exponent q is searched on [0, Q_MAX]
 Q_GRID = np.linspace(0.0, Q_MAX, 2001)
-CHUNK_FLOATS = 1 << 21      # bootstrap resamples are computed in chunks of about this many gathered values
+CHUNK_FLOATS = 1 << 21  # bootstrap resamples are computed in chunks of about this many gathered values
 
 
 @dataclass(frozen=True)
@@ -121,18 +131,25 @@ def io_groups(ds: xr.Dataset) -> dict[int, list[int]]:
     if "seed" not in ds.dims:
         raise ValueError("the dataset has no seed dimension: the paired depth design needs a sweep with seeds")
     if "io_seed" not in ds.coords:
-        raise ValueError("the dataset has no io_seed coordinate: it was made before the paired design; rerun the "
-                         "sweep with --io-seeds K (K io groups of seeds/K block draws)")
+        raise ValueError(
+            "the dataset has no io_seed coordinate: it was made before the paired design; rerun the "
+            "sweep with --io-seeds K (K io groups of seeds/K block draws)"
+        )
     seeds = [int(s) for s in ds["seed"].values]
-    io = np.broadcast_to(np.asarray(ds["io_seed"].values), (len(seeds),)) if ds["io_seed"].ndim == 0 \
+    io = (
+        np.broadcast_to(np.asarray(ds["io_seed"].values), (len(seeds),))
+        if ds["io_seed"].ndim == 0
         else ds["io_seed"].transpose("seed").values
+    )
     groups: dict[int, list[int]] = {}
     for s, g in zip(seeds, io):
         groups.setdefault(int(g), []).append(s)
     if max(len(v) for v in groups.values()) < 2:
-        raise ValueError(f"no io seed has 2 seeds (io groups {sorted(groups)} of one seed each): every seed draws "
-                         f"its own embedding and readout, so there is no variance over block draws; rerun the "
-                         f"sweep with --io-seeds K, K at most half the seeds")
+        raise ValueError(
+            f"no io seed has 2 seeds (io groups {sorted(groups)} of one seed each): every seed draws "
+            f"its own embedding and readout, so there is no variance over block draws; rerun the "
+            f"sweep with --io-seeds K, K at most half the seeds"
+        )
     return groups
 
 
@@ -176,7 +193,7 @@ class _Step:
 def _paired(da: xr.DataArray, groups: dict[int, list[int]], t: int) -> _Step | None:
     """The usable draws of step index t in the paired layout (`_Step`), or None when fewer than one io group has
     2 usable draws. A seed is usable when finite at every depth and entry."""
-    x = da.isel(step=t).values.reshape(da.sizes["L"], da.sizes["seed"], -1)         # (nL, S, E)
+    x = da.isel(step=t).values.reshape(da.sizes["L"], da.sizes["seed"], -1)  # (nL, S, E)
     seeds = [int(s) for s in da["seed"].values]
     usable = np.isfinite(x).all(axis=(0, 2))
     cols = []
@@ -189,7 +206,7 @@ def _paired(da: xr.DataArray, groups: dict[int, list[int]], t: int) -> _Step | N
     B = max(len(c) for c in cols)
     X = np.zeros((x.shape[0], len(cols), B, x.shape[2]))
     for j, idx in enumerate(cols):
-        X[:, j, :len(idx)] = x[:, idx]
+        X[:, j, : len(idx)] = x[:, idx]
     return _Step(X, np.array([len(c) for c in cols]), da["L"].values.astype(int), int(sum(len(c) for c in cols)))
 
 
@@ -199,13 +216,13 @@ def _paired(da: xr.DataArray, groups: dict[int, list[int]], t: int) -> _Step | N
 def _statistics(X: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per depth, the block-draw variance and the paired squared bias against the last depth, from X (..., nL, G,
     B, E) with zeros past each group's n (..., G) draws: two arrays (..., nL) (the bias is 0 at the last depth)."""
-    k = n[..., None, :, None].astype(float)                       # (..., 1, G, 1)
-    m = X.sum(-2) / k                                             # (..., nL, G, E)
-    var = ((X ** 2).sum(-2) - k * m ** 2) / (k - 1)
-    D = X - X[..., -1:, :, :, :]                                  # paired differences to the deepest model
+    k = n[..., None, :, None].astype(float)  # (..., 1, G, 1)
+    m = X.sum(-2) / k  # (..., nL, G, E)
+    var = ((X**2).sum(-2) - k * m**2) / (k - 1)
+    D = X - X[..., -1:, :, :, :]  # paired differences to the deepest model
     md = m - m[..., -1:, :, :]
-    var_d = ((D ** 2).sum(-2) - k * md ** 2) / (k - 1)
-    bias = md ** 2 - var_d / k
+    var_d = ((D**2).sum(-2) - k * md**2) / (k - 1)
+    bias = md**2 - var_d / k
     return var.mean((-1, -2)), bias.mean((-1, -2))
 
 
@@ -217,12 +234,12 @@ def _resample(step: _Step, rng: np.random.Generator, n_boot: int) -> tuple[np.nd
     out_v, out_b = [], []
     for start in range(0, n_boot, chunk):
         m = min(chunk, n_boot - start)
-        g = rng.integers(0, G, size=(m, G))                       # the drawn groups
-        n = step.n[g]                                             # (m, G) draws in each
-        r = np.floor(rng.random((m, G, B)) * n[..., None]).astype(int)   # draws within, < n
-        valid = np.arange(B)[None, None, :] < n[..., None]        # (m, G, B)
-        Xb = step.X[:, g[..., None], r]                           # (nL, m, G, B, E)
-        Xb = np.moveaxis(Xb, 0, 1) * valid[:, None, :, :, None]   # (m, nL, G, B, E), zeros past n
+        g = rng.integers(0, G, size=(m, G))  # the drawn groups
+        n = step.n[g]  # (m, G) draws in each
+        r = np.floor(rng.random((m, G, B)) * n[..., None]).astype(int)  # draws within, < n
+        valid = np.arange(B)[None, None, :] < n[..., None]  # (m, G, B)
+        Xb = step.X[:, g[..., None], r]  # (nL, m, G, B, E)
+        Xb = np.moveaxis(Xb, 0, 1) * valid[:, None, :, :, None]  # (m, nL, G, B, E), zeros past n
         v, b = _statistics(Xb, n)
         out_v.append(v)
         out_b.append(b)
@@ -240,7 +257,7 @@ def _slope(logx: np.ndarray, logy: np.ndarray) -> np.ndarray:
 
 def _bias_shape(sizes: np.ndarray, ref: float, q: np.ndarray) -> np.ndarray:
     """log((L^-q - ref^-q) / q) per q (rows) and depth (cols), continuous at q = 0 (log log(ref/L) there)."""
-    u = np.log(sizes / ref)[None, :]                              # < 0
+    u = np.log(sizes / ref)[None, :]  # < 0
     qq = q[:, None]
     with np.errstate(divide="ignore", invalid="ignore"):
         core = np.where(qq > 0, -np.expm1(qq * u) / np.where(qq > 0, qq, 1.0), -u)
@@ -252,10 +269,10 @@ def bias_exponent(sizes: Sequence[float] | np.ndarray, values: np.ndarray, refer
     [0, Q_MAX]); values (..., n) > 0 at the depths `sizes` (all below `reference`). Returns an array (...)."""
     x = np.asarray(sizes, dtype=float)
     y = np.log(np.asarray(values, dtype=float))
-    S = 2 * _bias_shape(x, float(reference), Q_GRID)          # (nq, n); the 2 log q is in the intercept
+    S = 2 * _bias_shape(x, float(reference), Q_GRID)  # (nq, n); the 2 log q is in the intercept
     yc = y - y.mean(-1, keepdims=True)
     Sc = S - S.mean(-1, keepdims=True)
-    sse = -2 * yc @ Sc.T + (Sc ** 2).sum(-1)                      # + |yc|^2, the same for every q
+    sse = -2 * yc @ Sc.T + (Sc**2).sum(-1)  # + |yc|^2, the same for every q
     return -2 * Q_GRID[np.argmin(sse, axis=-1)]
 
 
@@ -288,7 +305,7 @@ def _interval(boot: np.ndarray, level: float) -> tuple[float, float, float]:
     if np.mean(np.isnan(boot)) > (1 - level) / 2 or keep.size == 0:
         return math.nan, math.nan, unresolved
     a = (1 - level) / 2
-    big = np.finfo(float).max / 4                                 # +-inf as finite stand-ins: no inf - inf
+    big = np.finfo(float).max / 4  # +-inf as finite stand-ins: no inf - inf
     lo, hi = np.quantile(np.clip(keep, -big, big), [a, 1 - a], method="linear")
     return _unclip(lo, big), _unclip(hi, big), unresolved
 
@@ -301,26 +318,61 @@ def _unclip(x: float, big: float) -> float:
 # ---- the rates --------------------------------------------------------------------------------------------------
 
 
-def _rate(what: str, quantity: str, step: int, sizes: np.ndarray, est: np.ndarray, boot: np.ndarray,
-          multiplicative: bool, reference: int | None, st: _Step, level: float) -> DepthRate:
+def _rate(
+    what: str,
+    quantity: str,
+    step: int,
+    sizes: np.ndarray,
+    est: np.ndarray,
+    boot: np.ndarray,
+    multiplicative: bool,
+    reference: int | None,
+    st: _Step,
+    level: float,
+) -> DepthRate:
     """The DepthRate of one statistic: recentre the resamples on the estimate, fit, interval, local exponents."""
     bias = reference is not None
-    common: dict[str, Any] = dict(what=what, quantity=quantity, step=step, sizes=tuple(int(s) for s in sizes),
-                  values=tuple(float(v) for v in est), level=level, n_sizes=len(sizes), n_io=len(st.n),
-                  n_draws=int(st.n.min()), n_seeds=st.n_seeds, n_boot=len(boot), reference=reference)
+    common: dict[str, Any] = dict(
+        what=what,
+        quantity=quantity,
+        step=step,
+        sizes=tuple(int(s) for s in sizes),
+        values=tuple(float(v) for v in est),
+        level=level,
+        n_sizes=len(sizes),
+        n_io=len(st.n),
+        n_draws=int(st.n.min()),
+        n_seeds=st.n_seeds,
+        n_boot=len(boot),
+        reference=reference,
+    )
     if len(sizes) < 2:
-        return DepthRate(**common, estimate=math.nan, lo=math.nan, hi=math.nan, local=(),
-                         reason=f"{len(sizes)} depth(s) to fit; a slope needs 2 or more")
+        return DepthRate(
+            **common,
+            estimate=math.nan,
+            lo=math.nan,
+            hi=math.nan,
+            local=(),
+            reason=f"{len(sizes)} depth(s) to fit; a slope needs 2 or more",
+        )
     if not (est > 0).all():
         where = ", ".join(f"L={int(s)}" for s, v in zip(sizes, est) if not v > 0)
-        return DepthRate(**common, estimate=math.nan, lo=math.nan, hi=math.nan, local=(),
-                         reason=f"not resolved above the noise (value <= 0 at {where})")
+        return DepthRate(
+            **common,
+            estimate=math.nan,
+            lo=math.nan,
+            hi=math.nan,
+            local=(),
+            reason=f"not resolved above the noise (value <= 0 at {where})",
+        )
     mean = boot.mean(0)
     boot = boot * (est / mean) if multiplicative else boot + (est - mean)
     ref = float(reference) if reference is not None else 0.0
-    estimate = float(_exponents(sizes, est[None, :], bias, ref)[0]) + 0.0          # -0.0 -> 0.0
+    estimate = float(_exponents(sizes, est[None, :], bias, ref)[0]) + 0.0  # -0.0 -> 0.0
     lo, hi, unresolved = _interval(_boot_exponents(sizes, boot, bias, ref), level)
-    local = tuple(float(_exponents(sizes[i:i + 2], est[None, i:i + 2], bias, ref)[0]) for i in range(len(sizes) - 1))
+    local = tuple(
+        float(_exponents(sizes[i : i + 2], est[None, i : i + 2], bias, ref)[0]) for i in range(len(sizes) - 1)
+    )
     note = ""
     if bias and estimate in (0.0, -2 * Q_MAX):
         note = f"the exponent sits at an end of the searched range [{-2 * Q_MAX:g}, 0]"
@@ -328,12 +380,20 @@ def _rate(what: str, quantity: str, step: int, sizes: np.ndarray, est: np.ndarra
 
 
 def _empty(what: str, quantity: str, step: int, reason: str, level: float, n_boot: int) -> DepthRate:
-    return DepthRate(what, quantity, step, (), (), math.nan, math.nan, math.nan, (), level, 0, 0, 0, 0, n_boot,
-                     reason=reason)
+    return DepthRate(
+        what, quantity, step, (), (), math.nan, math.nan, math.nan, (), level, 0, 0, 0, 0, n_boot, reason=reason
+    )
 
 
-def depth_rates(ds: xr.Dataset, quantity: str = "probe_outputs", steps: Sequence[int] | None = None, *,
-                n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> list[DepthStep]:
+def depth_rates(
+    ds: xr.Dataset,
+    quantity: str = "probe_outputs",
+    steps: Sequence[int] | None = None,
+    *,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> list[DepthStep]:
     """Per probe step (all of them, or `steps`), the exponent in L of the variance over block draws and of the
     paired squared bias (module docstring) of `quantity` (a key of DEPTH_QUANTITIES) in a paired depth sweep
     `ds`; returns one DepthStep per step. The same bootstrap resamples serve both. ValueError (one line) for a
@@ -354,21 +414,26 @@ def depth_rates(ds: xr.Dataset, quantity: str = "probe_outputs", steps: Sequence
         st = _paired(da, groups, all_steps.index(s))
         if st is None:
             reason = "no io group has 2 usable block draws at this step"
-            out.append(DepthStep(s, _empty("block-draw variance", quantity, s, reason, level, n_boot),
-                                 _empty("paired squared bias", quantity, s, reason, level, n_boot)))
+            out.append(
+                DepthStep(
+                    s,
+                    _empty("block-draw variance", quantity, s, reason, level, n_boot),
+                    _empty("paired squared bias", quantity, s, reason, level, n_boot),
+                )
+            )
             continue
         var_est, bias_est = _statistics(st.X, st.n)
         var_boot, bias_boot = _resample(st, np.random.default_rng([seed, s]), n_boot)
         ref = int(st.depths[-1])
         var = _rate("block-draw variance", quantity, s, st.depths, var_est, var_boot, True, None, st, level)
-        bias = _rate("paired squared bias", quantity, s, st.depths[:-1], bias_est[:-1], bias_boot[:, :-1], False,
-                     ref, st, level)
+        bias = _rate(
+            "paired squared bias", quantity, s, st.depths[:-1], bias_est[:-1], bias_boot[:, :-1], False, ref, st, level
+        )
         out.append(DepthStep(s, var, bias))
     return out
 
 
-def block_variance_rate(ds: xr.Dataset, quantity: str = "probe_outputs", step: int | None = None,
-                        **kw) -> DepthRate:
+def block_variance_rate(ds: xr.Dataset, quantity: str = "probe_outputs", step: int | None = None, **kw) -> DepthRate:
     """The exponent in L of the variance over block draws at one probe step (default: the last); `depth_rates`."""
     return _one(ds, quantity, step, kw).variance
 

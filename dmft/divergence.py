@@ -5,6 +5,7 @@ at which step, read from the `status` and `diverged_at` data variables (`probes.
 Datasets written before these variables existed carry no per-point status; they read as "nothing diverged" (a
 diverged point of such a sweep is then only visible as NaN).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-DIVERGED = 1          # the status code of a diverged run (probes.experiment.dataset.STATUS_CODES)
+DIVERGED = 1  # the status code of a diverged run (probes.experiment.dataset.STATUS_CODES)
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ def _status_codes(ds: xr.Dataset) -> xr.DataArray | None:
         return ds["status"]
     status = ds.attrs.get("status")
     if status is None or any(d in ds.dims for d in ("N", "H", "L", "seed")):
-        return None            # an old sweep: conflicting per-run attrs were dropped when it was combined
+        return None  # an old sweep: conflicting per-run attrs were dropped when it was combined
     return xr.DataArray(np.int8(DIVERGED if status == "diverged" else 0))
 
 

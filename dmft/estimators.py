@@ -20,14 +20,27 @@ What is estimated per size n (units: the quantity's squared; "||.||^2" is the me
   Richardson weights), noise-corrected: contrast_square(e_i - b) + v(n_i), i.e. bias^2 + variance;
 - `plateau`: v_inf / v(n_min), with v_inf from the least-squares fit v(n) = v_inf + c n^-p (p fixed).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["KINDS", "Moments", "bias_pairs", "contrast_square", "distance", "jackknife_weights", "moments",
-           "plateau", "plateau_local", "richardson_weights", "row_estimate", "seed_variance"]
+__all__ = [
+    "KINDS",
+    "Moments",
+    "bias_pairs",
+    "contrast_square",
+    "distance",
+    "jackknife_weights",
+    "moments",
+    "plateau",
+    "plateau_local",
+    "richardson_weights",
+    "row_estimate",
+    "seed_variance",
+]
 
 
 def jackknife_weights(seeds: int) -> np.ndarray:
@@ -44,7 +57,7 @@ def richardson_weights(sizes, order: float = 1.0) -> np.ndarray:
     if len(x) < 2 or np.ptp(x) == 0:
         raise ValueError(f"Richardson extrapolation needs at least 2 distinct sizes, got {list(sizes)}")
     xc = x - x.mean()
-    return 1.0 / len(x) - x.mean() * xc / np.sum(xc ** 2)
+    return 1.0 / len(x) - x.mean() * xc / np.sum(xc**2)
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,26 +85,30 @@ def moments(q: np.ndarray, weights: np.ndarray) -> Moments:
     moments (the covariances do not change; the differences stay accurate); the means are in the data's units."""
     q = np.asarray(q, dtype=float)
     w = np.asarray(weights, dtype=float)
-    f = np.isfinite(q).all(axis=-1)                                          # (..., n, S)
+    f = np.isfinite(q).all(axis=-1)  # (..., n, S)
     E = q.shape[-1]
     with np.errstate(invalid="ignore"):
         centre = np.nanmean(np.where(f[..., None], q, np.nan), axis=(-3, -2), keepdims=True)
     x = np.where(f[..., None], q - centre, 0.0)
-    gram = np.einsum("...jse,...kse->...jks", x, x) / E                    # (..., n, n, S): <x_js, x_ks>
-    if f.all():                                                             # nothing left out: one count per row
-        N = w.sum(axis=1)                                                   # (J,)
+    gram = np.einsum("...jse,...kse->...jks", x, x) / E  # (..., n, n, S): <x_js, x_ks>
+    if f.all():  # nothing left out: one count per row
+        N = w.sum(axis=1)  # (J,)
         P = np.einsum("Js,...jks->...Jjk", w, gram)
-        with np.errstate(invalid="ignore", divide="ignore"):                # a row with 0 or 1 seed: NaN
+        with np.errstate(invalid="ignore", divide="ignore"):  # a row with 0 or 1 seed: NaN
             mean = np.einsum("Js,...nse->...Jne", w, x) / N[:, None, None]
             mm = np.einsum("...Jje,...Jke->...Jjk", mean, mean) / E
             cov = (P - N[:, None, None] * mm) / (N[:, None, None] - 1)
         shape = cov.shape[:-1]
-        return Moments(mean + centre, np.broadcast_to(N[:, None], shape).copy(),
-                       cov, np.broadcast_to(N[:, None, None], cov.shape).copy())
+        return Moments(
+            mean + centre,
+            np.broadcast_to(N[:, None], shape).copy(),
+            cov,
+            np.broadcast_to(N[:, None, None], cov.shape).copy(),
+        )
     ff = f.astype(float)
-    c = w[:, None, None, :] * ff[..., None, :, None, :] * ff[..., None, None, :, :]     # (..., J, n, n, S)
+    c = w[:, None, None, :] * ff[..., None, :, None, :] * ff[..., None, None, :, :]  # (..., J, n, n, S)
     N = c.sum(axis=-1)
-    s_j = np.einsum("...Jjks,...jse->...Jjke", c, x)                        # sums at j over seeds present at j and k
+    s_j = np.einsum("...Jjks,...jse->...Jjke", c, x)  # sums at j over seeds present at j and k
     s_k = np.einsum("...Jjks,...kse->...Jjke", c, x)
     P = np.einsum("...Jjks,...jks->...Jjk", c, gram)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -112,7 +129,7 @@ def contrast_square(m: Moments, w: np.ndarray) -> np.ndarray:
     w = np.asarray(w, dtype=float)
     comb = np.einsum("pn,...Jne->...Jpe", w, m.mean)
     noise = np.einsum("pj,...Jjk,pk->...Jp", w, np.nan_to_num(m.mean_cov()), w)
-    return np.mean(comb ** 2, axis=-1) - noise
+    return np.mean(comb**2, axis=-1) - noise
 
 
 def bias_pairs(m: Moments, sizes) -> tuple[np.ndarray, np.ndarray]:
@@ -168,8 +185,9 @@ def plateau_local(v: np.ndarray, sizes, order: float = 1.0) -> np.ndarray:
 KINDS = ("mean", "variance", "bias", "distance", "plateau")
 
 
-def row_estimate(m: Moments, sizes, kind: str, method: str = "largest",
-                 order: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+def row_estimate(
+    m: Moments, sizes, kind: str, method: str = "largest", order: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
     """(x, y): the per-size estimate of a row kind and where it sits, y (..., J, P), for `dmft.fit.fit_rows`
     (the plateau: y (..., J), a ratio, not a slope). kind: "mean" (the seed mean of a per-seed positive quantity,
     one entry), "variance" (`seed_variance`), "bias" (`bias_pairs`), "distance" (`distance`, method and order

@@ -21,6 +21,7 @@ the prediction, a blow-up), nothing is added.
 Functions on arrays (`fit_rows`) take the estimate and its leave-one-seed-out replicates as rows, with any
 leading dims (repetitions of a synthetic sweep in `dmft.power`), and are vectorised over them.
 """
+
 from __future__ import annotations
 
 import math
@@ -31,10 +32,21 @@ from scipy import stats
 
 from . import estimators
 
-__all__ = ["BAND_SOURCE", "RowFit", "SlopeFit", "band_of", "band_with_correction", "extrapolated_slope", "fit_rows",
-           "jackknife_interval", "local_slopes", "loglog_rows", "slope_fit"]
+__all__ = [
+    "BAND_SOURCE",
+    "RowFit",
+    "SlopeFit",
+    "band_of",
+    "band_with_correction",
+    "extrapolated_slope",
+    "fit_rows",
+    "jackknife_interval",
+    "local_slopes",
+    "loglog_rows",
+    "slope_fit",
+]
 
-BAND_SOURCE = "local slopes"       # how `band_of` derives the band, as printed with the row
+BAND_SOURCE = "local slopes"  # how `band_of` derives the band, as printed with the row
 
 
 @dataclass(frozen=True)
@@ -103,12 +115,13 @@ def extrapolated_slope(x, y: np.ndarray, p: float = 1.0) -> np.ndarray:
     x = np.asarray(x, dtype=float)
     if len(x) < 3:
         raise ValueError(f"a two-term fit needs at least 3 sizes, got {len(x)}")
-    X = np.stack([np.ones_like(x), np.log(x), x ** -p], axis=1)         # (n, 3) design matrix
-    return _log_positive(y) @ np.linalg.pinv(X)[1]           # the coefficient of log x
+    X = np.stack([np.ones_like(x), np.log(x), x**-p], axis=1)  # (n, 3) design matrix
+    return _log_positive(y) @ np.linalg.pinv(X)[1]  # the coefficient of log x
 
 
-def band_with_correction(x, y: np.ndarray, slope: np.ndarray, local: np.ndarray, toward: float,
-                         p: float = 1.0) -> np.ndarray:
+def band_with_correction(
+    x, y: np.ndarray, slope: np.ndarray, local: np.ndarray, toward: float, p: float = 1.0
+) -> np.ndarray:
     """The band of a slope row of y whose next-order term is c n^-p (module docstring): `band_of` the local slopes,
     plus |e - slope| where the two-term model's exponent e (`extrapolated_slope`) lies closer to the predicted
     exponent `toward` than the slope does (a correction that explains part of the distance); nothing is added where
@@ -153,7 +166,11 @@ def fit_rows(x, y: np.ndarray, level: float = 0.95, correction: tuple[float, flo
     est = slopes[..., 0]
     lo, hi = jackknife_interval(est, slopes[..., 1:], level)
     local = local_slopes(x, y[..., 0, :])
-    band = band_of(est, local) if correction is None else band_with_correction(x, y[..., 0, :], est, local, correction[1], correction[0])
+    band = (
+        band_of(est, local)
+        if correction is None
+        else band_with_correction(x, y[..., 0, :], est, local, correction[1], correction[0])
+    )
     bad = np.isnan(est)
     lo, hi = np.where(bad, np.nan, lo), np.where(bad, np.nan, hi)
     return RowFit(est, intercepts[..., 0], lo, hi, local, band)
@@ -162,8 +179,9 @@ def fit_rows(x, y: np.ndarray, level: float = 0.95, correction: tuple[float, flo
 # ---- on one sweep of a per-seed positive quantity -------------------------------------------------------------
 
 
-def slope_fit(sizes, values, level: float = 0.95, band: float | None = None,
-              correction: tuple[float, float] | None = None) -> SlopeFit:
+def slope_fit(
+    sizes, values, level: float = 0.95, band: float | None = None, correction: tuple[float, float] | None = None
+) -> SlopeFit:
     """Fit log(mean over seeds) against log(size), with the joint jackknife interval, local slopes and band.
 
     sizes: (n_sizes,) positive; values: (n_sizes, n_seeds) with a positive seed mean at every size (single values
@@ -175,7 +193,7 @@ def slope_fit(sizes, values, level: float = 0.95, band: float | None = None,
     values = np.asarray(values, dtype=float)
     if values.ndim == 1:
         values = values[:, None]
-    if values.shape[0] == len(sizes):   # sizes without any finite value (e.g. a variance over H = 1 head)
+    if values.shape[0] == len(sizes):  # sizes without any finite value (e.g. a variance over H = 1 head)
         keep = np.isfinite(values).any(axis=1)
         sizes, values = sizes[keep], values[keep]
     if len(sizes) < 3:
@@ -189,13 +207,23 @@ def slope_fit(sizes, values, level: float = 0.95, band: float | None = None,
         raise ValueError("log-log fit of non-positive values (the seed mean is <= 0 at some size)")
     if band is not None and not (np.isfinite(band) and band >= 0):
         raise ValueError(f"band must be a number >= 0, got {band!r}")
-    values = values[:, np.isfinite(values).any(axis=0)]                 # seeds with no value anywhere: not seeds
+    values = values[:, np.isfinite(values).any(axis=0)]  # seeds with no value anywhere: not seeds
     S = values.shape[1]
     m = estimators.moments(values[:, :, None], estimators.jackknife_weights(S))
-    y = m.mean[..., 0]                                                  # (1 + S, n)
+    y = m.mean[..., 0]  # (1 + S, n)
     r = fit_rows(sizes, y, level, correction)
     n_seeds = int(np.min(np.sum(np.isfinite(values), axis=1)))
     derived = BAND_SOURCE if correction is None else f"{BAND_SOURCE} + two-term (n^-{correction[0]:g}) exponent"
     b, source = (float(r.band), derived) if band is None else (float(band), "user")
-    return SlopeFit(float(r.slope), float(r.intercept), float(r.lo), float(r.hi), level, len(sizes), n_seeds,
-                    tuple(float(s) for s in r.local), b, source)
+    return SlopeFit(
+        float(r.slope),
+        float(r.intercept),
+        float(r.lo),
+        float(r.hi),
+        level,
+        len(sizes),
+        n_seeds,
+        tuple(float(s) for s in r.local),
+        b,
+        source,
+    )

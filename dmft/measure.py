@@ -3,6 +3,7 @@
 A sweep dataset has the swept axis (N, H or L) and `seed` as dimensions, then the run dims (`step`, `layer`,
 `depth`, ...). "init" quantities are read at step 0, "trained" ones at the last probe step.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -45,6 +46,7 @@ def trained_mean(name: str, **sel):
             da = da.sel(**sel)
         dims = [d for d in da.dims if d not in (axis, "seed")]
         return _per_size_seed(da.mean(dims), axis)
+
     return f
 
 
@@ -78,7 +80,7 @@ def kernel_mse_init(ds: xr.Dataset, axis: str, limit: xr.Dataset):
     vals = []
     for name in ("kernel_pooled", "kernel_spatial"):
         diff = ds[name].isel(step=0) - limit[name]
-        vals.append((diff ** 2).mean([d for d in diff.dims if d not in (axis, "seed")]))
+        vals.append((diff**2).mean([d for d in diff.dims if d not in (axis, "seed")]))
     return _per_size_seed((vals[0] + vals[1]) / 2, axis)
 
 

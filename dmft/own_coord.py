@@ -6,6 +6,7 @@ train_own_model`: the model put under the parametrization by its roles, the buil
 optimizer rules and probes), merges the runs as a sweep does (`probes.experiment.dataset.combine_runs`) and reads
 them with `dmft.coord.coord_verdicts`: the same sites, slopes and verdict rule as the built-in model's check.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -23,10 +24,20 @@ from .coord import coord_verdicts
 from .verdict import Verdict
 
 
-def coord_check_model(build: Build, *, axis: str = "N", values: Sequence[int] = (4, 8, 16, 32), seeds: int = 3,
-                      steps: Sequence[int] = (0, 1, 3, 10), model: dict | None = None, param: dict | None = None,
-                      optim: dict | None = None, run: dict | None = None, probes: dict | None = None,
-                      out: str | Path | None = None) -> tuple[xr.Dataset, list[Verdict]]:
+def coord_check_model(
+    build: Build,
+    *,
+    axis: str = "N",
+    values: Sequence[int] = (4, 8, 16, 32),
+    seeds: int = 3,
+    steps: Sequence[int] = (0, 1, 3, 10),
+    model: dict | None = None,
+    param: dict | None = None,
+    optim: dict | None = None,
+    run: dict | None = None,
+    probes: dict | None = None,
+    out: str | Path | None = None,
+) -> tuple[xr.Dataset, list[Verdict]]:
     """Coordinate-check your model along `axis` (N, H or L) at `values` x `seeds` seeds, probes at `steps` (training
     runs to the largest); returns (the merged dataset, its `dmft.verdict.Verdict` rows), and saves the dataset to
     `out` when given. build(model_cfg) returns (your nn.Module, its roles) for model_cfg's N, H, L and the task's
@@ -36,8 +47,9 @@ def coord_check_model(build: Build, *, axis: str = "N", values: Sequence[int] = 
     naming the option for a bad grid or config."""
     values, steps = [int(v) for v in values], [int(s) for s in steps]
     check_grid(axis, values, seeds, "off")
-    base = coord_config(make_run_config(model={**(model or {}), "axis": axis}, param=param, optim=optim, run=run,
-                                        probes=probes), steps)
+    base = coord_config(
+        make_run_config(model={**(model or {}), "axis": axis}, param=param, optim=optim, run=run, probes=probes), steps
+    )
     per_size = []
     for v in values:
         cfg = value_config(base, axis, v)

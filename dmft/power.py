@@ -17,6 +17,7 @@ v(n_min): "no convergence" against "converges at n^-1"). Noise: the entries of o
 the correlation of one seed's draws across sizes, the per-seed coefficient of variation of a positive quantity,
 and the bias of the seed mean in units of the seed sd at the smallest size.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -27,12 +28,25 @@ import xarray as xr
 from . import estimators, fit, synthetic, verdict
 from .predictions import Hypotheses, planned_rows
 
-__all__ = ["MAX_SEEDS", "Noise", "Row", "RowPower", "lines", "noise_from", "plan", "row_power", "rows_for",
-           "check_options", "resolve_noise", "seeds_needed", "wider"]
+__all__ = [
+    "MAX_SEEDS",
+    "Noise",
+    "Row",
+    "RowPower",
+    "lines",
+    "noise_from",
+    "plan",
+    "row_power",
+    "rows_for",
+    "check_options",
+    "resolve_noise",
+    "seeds_needed",
+    "wider",
+]
 
 MAX_SEEDS = 64
 SEED_STEPS = (3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
-MAX_SIM_ENTRIES = 32          # entries simulated; more are folded into an equicorrelated block of the same dof
+MAX_SIM_ENTRIES = 32  # entries simulated; more are folded into an equicorrelated block of the same dof
 
 
 @dataclass(frozen=True)
@@ -62,8 +76,10 @@ class Noise:
             raise ValueError(f"--bias must be in [0, 100], got {self.bias!r}")
 
     def text(self) -> str:
-        return (f"{self.entries} entries (correlation {self.rho_entries:.2f}), correlation across sizes "
-                f"{self.rho_sizes:.2f}, cv {self.cv:.2g}, bias/sd {self.bias:.2g} ({self.source})")
+        return (
+            f"{self.entries} entries (correlation {self.rho_entries:.2f}), correlation across sizes "
+            f"{self.rho_sizes:.2f}, cv {self.cv:.2g}, bias/sd {self.bias:.2g} ({self.source})"
+        )
 
     def simulated(self) -> tuple[int, float]:
         """(entries, rho_entries) to simulate: at most MAX_SIM_ENTRIES entries with the same effective number
@@ -88,7 +104,7 @@ class Row:
     name: str
     prediction: tuple[str, float]
     alternatives: tuple[tuple[str, float], ...]
-    rate: float = -1.0           # the seed-variance exponent the bias and plateau rows are simulated with
+    rate: float = -1.0  # the seed-variance exponent the bias and plateau rows are simulated with
 
     def regions(self, band: float) -> tuple[verdict.Region, list[verdict.Region]]:
         """The hypotheses as regions of the estimate with half-width `band`."""
@@ -96,8 +112,10 @@ class Row:
             plateau, zero = verdict.above("plateau", band), verdict.between("converges", -band, band)
             pred = plateau if self.prediction[0] == "plateau" else zero
             return pred, [zero if pred is plateau else plateau]
-        return (verdict.point(self.prediction[0], self.prediction[1], band),
-                [verdict.point(n, v, band) for n, v in self.alternatives])
+        return (
+            verdict.point(self.prediction[0], self.prediction[1], band),
+            [verdict.point(n, v, band) for n, v in self.alternatives],
+        )
 
     def hypotheses_text(self) -> str:
         if self.kind == "plateau":
@@ -106,8 +124,9 @@ class Row:
 
 
 def _row(kind: str, name: str, h: Hypotheses, rate: float = -1.0) -> Row:
-    return Row(kind, name, (h.prediction.name, h.prediction.value), tuple((x.name, x.value) for x in h.alternatives),
-               rate=rate)
+    return Row(
+        kind, name, (h.prediction.name, h.prediction.value), tuple((x.name, x.value) for x in h.alternatives), rate=rate
+    )
 
 
 def rows_for(axis: str, alpha_A: float, alpha_L: float, standard: bool) -> list[Row]:
@@ -117,35 +136,67 @@ def rows_for(axis: str, alpha_A: float, alpha_L: float, standard: bool) -> list[
     plateau test."""
     if axis not in ("N", "H", "L"):
         raise ValueError(f"--axis must be N, H or L, got {axis!r}")
-    init = next(p for p in planned_rows(["P10" if axis == "L" else "P1"], alpha_A, alpha_L, standard, axis, False)
-                if p.primary or axis != "N")
+    init = next(
+        p
+        for p in planned_rows(["P10" if axis == "L" else "P1"], alpha_A, alpha_L, standard, axis, False)
+        if p.primary or axis != "N"
+    )
     out = [_row("slope", f"{init.key} {init.spec.quantity}", init.hypotheses)]
-    rates = {p.spec.estimator: p for p in planned_rows(["conv-L" if axis == "L" else "P5" if axis == "H" else "P6"],
-                                                      alpha_A, alpha_L, standard, axis, True)}
+    rates = {
+        p.spec.estimator: p
+        for p in planned_rows(
+            ["conv-L" if axis == "L" else "P5" if axis == "H" else "P6"], alpha_A, alpha_L, standard, axis, True
+        )
+    }
     var = rates.get("seed-variance rate") or rates.get("paired block-draw variance")
     if var is None:
         return out
     e = var.hypotheses.exponent
-    out.append(Row("variance", f"{var.key} seed variance", (var.key, e),
-                   tuple((x.name, x.value) for x in var.hypotheses.alternatives), rate=e))
+    out.append(
+        Row(
+            "variance",
+            f"{var.key} seed variance",
+            (var.key, e),
+            tuple((x.name, x.value) for x in var.hypotheses.alternatives),
+            rate=e,
+        )
+    )
     bias = rates.get("bias rate") or rates.get("paired squared bias")
-    assert bias is not None                  # planned with the variance row
+    assert bias is not None  # planned with the variance row
     out.append(_row("bias", f"{var.key} squared bias", bias.hypotheses, rate=e if e != 0 else -1.0))
     plateau = planned_rows([var.key], alpha_A, alpha_L, standard, axis, True)
     h = next((p.hypotheses for p in plateau if p.spec.estimator == "plateau"), None)
-    if h is None:                       # conv-L has no plateau row in the registry: the same hypotheses as P6's
-        h = next(p.hypotheses for p in planned_rows(["P6"], 0.5 if e == 0 else 1.0, 1.0, False, "N", True)
-                 if p.spec.estimator == "plateau")
-    out.append(Row("plateau", f"{var.key} plateau", (h.prediction.name, 0.0),
-                   tuple((x.name, 0.0) for x in h.alternatives), rate=-1.0))
+    if h is None:  # conv-L has no plateau row in the registry: the same hypotheses as P6's
+        h = next(
+            p.hypotheses
+            for p in planned_rows(["P6"], 0.5 if e == 0 else 1.0, 1.0, False, "N", True)
+            if p.spec.estimator == "plateau"
+        )
+    out.append(
+        Row(
+            "plateau",
+            f"{var.key} plateau",
+            (h.prediction.name, 0.0),
+            tuple((x.name, 0.0) for x in h.alternatives),
+            rate=-1.0,
+        )
+    )
     return out
 
 
 # ---- simulation ----------------------------------------------------------------------------------------------
 
 
-def _simulate(row: Row, truth_value: float | str, sizes: np.ndarray, seeds: int, noise: Noise, reps: int,
-              rng: np.random.Generator, band: float | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _simulate(
+    row: Row,
+    truth_value: float | str,
+    sizes: np.ndarray,
+    seeds: int,
+    noise: Noise,
+    reps: int,
+    rng: np.random.Generator,
+    band: float | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(lo, hi, band) per repetition of `row` under a truth: an exponent, or "plateau" / "converges"."""
     E, rho_e = noise.simulated()
     if row.kind == "slope":
@@ -155,24 +206,34 @@ def _simulate(row: Row, truth_value: float | str, sizes: np.ndarray, seeds: int,
         return r.lo, r.hi, r.band if band is None else np.full(reps, band)
     if row.kind == "plateau":
         rate = 0.0 if truth_value == "plateau" else -1.0
-        t = synthetic.Truth(rate=rate, bias=_bias_c(noise.bias, sizes, rate), rho_entries=rho_e,
-                            rho_sizes=noise.rho_sizes)
+        t = synthetic.Truth(
+            rate=rate, bias=_bias_c(noise.bias, sizes, rate), rho_entries=rho_e, rho_sizes=noise.rho_sizes
+        )
     elif row.kind == "bias":
         q = -float(truth_value) / 2
-        t = synthetic.Truth(rate=row.rate, bias=_bias_c(noise.bias, sizes, row.rate, q), bias_order=q,
-                            rho_entries=rho_e, rho_sizes=noise.rho_sizes)
+        t = synthetic.Truth(
+            rate=row.rate,
+            bias=_bias_c(noise.bias, sizes, row.rate, q),
+            bias_order=q,
+            rho_entries=rho_e,
+            rho_sizes=noise.rho_sizes,
+        )
     else:
         rate = float(truth_value)
-        t = synthetic.Truth(rate=rate, bias=_bias_c(noise.bias, sizes, rate), rho_entries=rho_e,
-                            rho_sizes=noise.rho_sizes)
+        t = synthetic.Truth(
+            rate=rate, bias=_bias_c(noise.bias, sizes, rate), rho_entries=rho_e, rho_sizes=noise.rho_sizes
+        )
     qs = synthetic.sweep(t, sizes, seeds, E, rng, reps=reps)
     m = estimators.moments(qs, estimators.jackknife_weights(seeds))
     if row.kind == "plateau":
         v = estimators.seed_variance(m)
         ratio = estimators.plateau(v, sizes)
         lo, hi = fit.jackknife_interval(ratio[..., 0], ratio[..., 1:], 0.95)
-        b = (fit.band_of(ratio[..., 0], estimators.plateau_local(v[..., 0, :], sizes)) if band is None
-             else np.full(reps, band))
+        b = (
+            fit.band_of(ratio[..., 0], estimators.plateau_local(v[..., 0, :], sizes))
+            if band is None
+            else np.full(reps, band)
+        )
         return lo, hi, b
     x, y = estimators.row_estimate(m, sizes, row.kind)
     r = fit.fit_rows(x, y)
@@ -182,14 +243,14 @@ def _simulate(row: Row, truth_value: float | str, sizes: np.ndarray, seeds: int,
 def _bias_c(ratio: float, sizes: np.ndarray, rate: float, order: float = 1.0) -> float:
     """The bias amplitude c (mean = c n^-order) whose RMS bias is `ratio` seed sds at the smallest size."""
     n0 = float(sizes[0])
-    return ratio * n0 ** (rate / 2) * n0 ** order
+    return ratio * n0 ** (rate / 2) * n0**order
 
 
 def _consistent_rate(row: Row, lo, hi, band) -> float:
     """The fraction of repetitions the rule (`dmft.verdict.decide`) calls consistent."""
     hits = 0
     for a, b, w in zip(lo, hi, band):
-        pred, alts = row.regions(float(w) if np.isfinite(w) else 0.0)     # no band: the slope is not fitted either
+        pred, alts = row.regions(float(w) if np.isfinite(w) else 0.0)  # no band: the slope is not fitted either
         hits += verdict.decide(float(a), float(b), pred, alts) == verdict.CONSISTENT
     return hits / len(lo)
 
@@ -207,17 +268,19 @@ class RowPower:
     false_consistent: dict[str, float] = field(default_factory=dict)
     seeds_needed: int | None = None
     searched: bool = False
-    wider_needs: tuple = ()       # ((sizes, seeds), ...): the seeds for 0.8 with more sizes, when these cannot
+    wider_needs: tuple = ()  # ((sizes, seeds), ...): the seeds for 0.8 with more sizes, when these cannot
 
 
-def _power(row: Row, sizes: np.ndarray, seeds: int, noise: Noise, reps: int, rng: np.random.Generator,
-           band: float | None) -> float:
+def _power(
+    row: Row, sizes: np.ndarray, seeds: int, noise: Noise, reps: int, rng: np.random.Generator, band: float | None
+) -> float:
     truth = row.prediction[0] if row.kind == "plateau" else row.prediction[1]
     return _consistent_rate(row, *_simulate(row, truth, sizes, seeds, noise, reps, rng, band))
 
 
-def row_power(row: Row, sizes, seeds: int, noise: Noise, reps: int = 1000, seed: int = 0,
-              band: float | None = None) -> RowPower:
+def row_power(
+    row: Row, sizes, seeds: int, noise: Noise, reps: int = 1000, seed: int = 0, band: float | None = None
+) -> RowPower:
     """Power and false-consistent rates of `row` at this geometry, by simulation (module docstring)."""
     sizes = np.asarray(sizes, dtype=float)
     rng = np.random.default_rng(seed)
@@ -226,12 +289,14 @@ def row_power(row: Row, sizes, seeds: int, noise: Noise, reps: int = 1000, seed:
     for name, value in row.alternatives:
         truth = name if row.kind == "plateau" else value
         false[name if row.kind == "plateau" else f"{value:+g}"] = _consistent_rate(
-            row, *_simulate(row, truth, sizes, seeds, noise, reps, rng, band))
+            row, *_simulate(row, truth, sizes, seeds, noise, reps, rng, band)
+        )
     return RowPower(row, tuple(float(s) for s in sizes), int(seeds), power, false)
 
 
-def seeds_needed(row: Row, sizes, noise: Noise, reps: int = 400, seed: int = 0, band: float | None = None,
-                 target: float = 0.8) -> int | None:
+def seeds_needed(
+    row: Row, sizes, noise: Noise, reps: int = 400, seed: int = 0, band: float | None = None, target: float = 0.8
+) -> int | None:
     """The fewest seeds of SEED_STEPS whose power reaches `target` (a bisection: power grows with seeds), or
     None when MAX_SEEDS does not."""
     sizes = np.asarray(sizes, dtype=float)
@@ -239,7 +304,7 @@ def seeds_needed(row: Row, sizes, noise: Noise, reps: int = 400, seed: int = 0, 
     steps = list(SEED_STEPS)
     if _power(row, sizes, steps[-1], noise, reps, rng, band) < target:
         return None
-    lo, hi = -1, len(steps) - 1                 # power(steps[hi]) >= target
+    lo, hi = -1, len(steps) - 1  # power(steps[hi]) >= target
     while hi - lo > 1:
         mid = (lo + hi) // 2
         if _power(row, sizes, steps[mid], noise, reps, rng, band) >= target:
@@ -258,8 +323,19 @@ def wider(sizes, extra: int) -> np.ndarray:
     return np.asarray(sizes)
 
 
-def plan(axis: str, sizes, seeds: int, noise: Noise, alpha_A: float, alpha_L: float, standard: bool = False,
-         reps: int = 1000, seed: int = 0, band: float | None = None, search: bool = True) -> list[RowPower]:
+def plan(
+    axis: str,
+    sizes,
+    seeds: int,
+    noise: Noise,
+    alpha_A: float,
+    alpha_L: float,
+    standard: bool = False,
+    reps: int = 1000,
+    seed: int = 0,
+    band: float | None = None,
+    search: bool = True,
+) -> list[RowPower]:
     """Every row of `rows_for(axis, ...)` at this geometry (`row_power`). With search, a row whose power is below
     0.8 gets the seeds needed for 0.8 at these sizes (`seeds_needed`) and, when no number of seeds up to
     MAX_SEEDS does, at one or two more sizes (`wider`, in `wider_needs`)."""
@@ -298,7 +374,9 @@ def check_options(axis: str | None, sizes, seeds: int | None, reps: int, band: f
 def _check_geometry(sizes, seeds: int, reps: int) -> np.ndarray:
     sizes = np.asarray(sizes, dtype=float)
     if sizes.ndim != 1 or len(sizes) < 3 or np.any(sizes <= 0) or np.any(np.diff(sizes) <= 0):
-        raise ValueError(f"--sizes must be at least 3 increasing positive sizes, got {', '.join(f'{x:g}' for x in sizes)}")
+        raise ValueError(
+            f"--sizes must be at least 3 increasing positive sizes, got {', '.join(f'{x:g}' for x in sizes)}"
+        )
     if not (isinstance(seeds, (int, np.integer)) and 2 <= seeds <= MAX_SEEDS):
         raise ValueError(f"--seeds must be an integer in [2, {MAX_SEEDS}], got {seeds!r}")
     if not (isinstance(reps, (int, np.integer)) and 100 <= reps <= 100000):
@@ -317,7 +395,8 @@ def lines(plans: list[RowPower]) -> list[str]:
             need = "-"
         elif r.seeds_needed is None:
             need = f"more than {MAX_SEEDS} at these sizes" + "".join(
-                f"; {s} with sizes {', '.join(f'{x:g}' for x in w)}" for w, s in r.wider_needs)
+                f"; {s} with sizes {', '.join(f'{x:g}' for x in w)}" for w, s in r.wider_needs
+            )
         else:
             need = str(r.seeds_needed)
         rows.append((r.row.name, r.row.kind, r.row.hypotheses_text(), f"{r.power:.2f}", false, need))
@@ -365,13 +444,20 @@ def noise_from(ds: xr.Dataset, quantity: str = "probe_outputs", step: int | None
     E = x.shape[-1]
     dev = x - np.nanmean(x, axis=1, keepdims=True)
     dof = p.usable.sum(axis=1) - 1
-    var_mean = np.nansum(np.nanmean(dev, axis=2) ** 2, axis=1) / dof               # per size: Var of the entry mean
+    var_mean = np.nansum(np.nanmean(dev, axis=2) ** 2, axis=1) / dof  # per size: Var of the entry mean
     rho_e = float(np.clip(np.mean((E * var_mean / v - 1) / (E - 1)), 0.0, 0.95)) if E > 1 else 0.0
     _, b = estimators.bias_pairs(m, p.sizes)
-    bias = float(np.sqrt(b[0, 0]) * np.sqrt(p.sizes[0] * p.sizes[1]) / p.sizes[0] / np.sqrt(v[0])) if b[0, 0] > 0 \
-        else 0.0
-    return Noise(int(E), round(rho_e, 3), round(rho_n, 3), cv, round(min(bias, 100.0), 3),
-                 f"measured: {quantity} at step {int(p.steps[t])}")
+    bias = (
+        float(np.sqrt(b[0, 0]) * np.sqrt(p.sizes[0] * p.sizes[1]) / p.sizes[0] / np.sqrt(v[0])) if b[0, 0] > 0 else 0.0
+    )
+    return Noise(
+        int(E),
+        round(rho_e, 3),
+        round(rho_n, 3),
+        cv,
+        round(min(bias, 100.0), 3),
+        f"measured: {quantity} at step {int(p.steps[t])}",
+    )
 
 
 def resolve_noise(measured: Noise | None, **given) -> Noise:

@@ -10,6 +10,7 @@ stated margin printed with the row (P3, P9: the sign of a difference, band 0; P1
 `P12_DELTA`). `dmft.check`, `dmft.report`, `dmft.compare`, `dmft.power` and `dmft.coord` read the registry; none
 keeps its own list of predictions.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -113,8 +114,11 @@ def p1_exponent(alpha_A: float, axis: str) -> float:
 
 def _p1(row: RowSpec, alpha_A: float, alpha_L: float, standard: bool, axis: str) -> Hypotheses | None:
     e = p1_exponent(alpha_A, axis)
-    return Hypotheses(_pt(f"N^{e:+g}" if axis == "N" else "flat", e), _others(e, 1.0),
-                      "Var_h A(0) = N^(1-2 alpha_A), prefactor 1 (LN inputs)")
+    return Hypotheses(
+        _pt(f"N^{e:+g}" if axis == "N" else "flat", e),
+        _others(e, 1.0),
+        "Var_h A(0) = N^(1-2 alpha_A), prefactor 1 (LN inputs)",
+    )
 
 
 # ---- P2 ------------------------------------------------------------------------------------------------------
@@ -129,8 +133,11 @@ def p2_hypotheses(alpha_A: float) -> Hypotheses:
     pred = _pt("CLT N^(1-2alpha_A)", e)
     if e == 0:
         return Hypotheses(pred, (_pt("decays N^-1", -1.0),), "alpha_A = 1/2: head diversity survives (flat)")
-    return Hypotheses(pred, (_pt("caption N^(2(1-2alpha_A))", 2 * e), _pt("no decay", 0.0)),
-                      f"alpha_A = {alpha_A:g}: CLT N^{e:+g}; the caption's N^{2 * e:+g} is an alternative")
+    return Hypotheses(
+        pred,
+        (_pt("caption N^(2(1-2alpha_A))", 2 * e), _pt("no decay", 0.0)),
+        f"alpha_A = {alpha_A:g}: CLT N^{e:+g}; the caption's N^{2 * e:+g} is an alternative",
+    )
 
 
 def _p2(row, alpha_A, alpha_L, standard, axis) -> Hypotheses | None:
@@ -141,10 +148,12 @@ def _p2(row, alpha_A, alpha_L, standard, axis) -> Hypotheses | None:
 
 
 def _p3(row, alpha_A, alpha_L, standard, axis) -> Hypotheses | None:
-    return Hypotheses(Hypothesis("variance-gamma fits better", 0.0, ABOVE),
-                      (Hypothesis("Gaussian fits as well", 0.0, BELOW),),
-                      "mean log-likelihood ratio of A(0) under variance-gamma(N) against the Gaussian of the same "
-                      "variance (nats per value), pooled over sizes, t interval over (seed, layer, head) clusters")
+    return Hypotheses(
+        Hypothesis("variance-gamma fits better", 0.0, ABOVE),
+        (Hypothesis("Gaussian fits as well", 0.0, BELOW),),
+        "mean log-likelihood ratio of A(0) under variance-gamma(N) against the Gaussian of the same "
+        "variance (nats per value), pooled over sizes, t interval over (seed, layer, head) clusters",
+    )
 
 
 # ---- P4, P10, P8 -----------------------------------------------------------------------------------------------
@@ -153,8 +162,9 @@ def _p3(row, alpha_A, alpha_L, standard, axis) -> Hypotheses | None:
 def _p4(row, alpha_A, alpha_L, standard, axis) -> Hypotheses | None:
     if axis != "H":
         return None
-    return Hypotheses(_pt("H^-1", -1.0), (_pt("no concentration", 0.0),),
-                      "MSE(K(0) - K_inf) ~ H^-1 against the solver's H->oo limit")
+    return Hypotheses(
+        _pt("H^-1", -1.0), (_pt("no concentration", 0.0),), "MSE(K(0) - K_inf) ~ H^-1 against the solver's H->oo limit"
+    )
 
 
 def p10_exponent(alpha_L: float, standard: bool) -> float:
@@ -190,8 +200,11 @@ def _coord(row, alpha_A, alpha_L, standard, axis) -> Hypotheses | None:
     if axis not in ("N", "H"):
         return None
     if standard:
-        return Hypotheses(Hypothesis("grows with width (SP)", 0.0, ABOVE), (_pt("O(1) (muP)", 0.0),),
-                          "SP, the negative control: feature updates grow with width")
+        return Hypotheses(
+            Hypothesis("grows with width (SP)", 0.0, ABOVE),
+            (_pt("O(1) (muP)", 0.0),),
+            "SP, the negative control: feature updates grow with width",
+        )
     return Hypotheses(_pt("O(1)", 0.0), _others(0.0, 0.5), "muP: feature updates invariant")
 
 
@@ -273,12 +286,14 @@ def _p56_primary(alpha_A, alpha_L, standard, axis) -> str:
 
 def _trained_rows(axis: str) -> tuple[RowSpec, ...]:
     ax = (axis,)
-    return (RowSpec("Var_seed f", "probe_outputs", "last", "seed-variance rate", ax),
-            RowSpec("Var_seed loss", "heldout_loss", "last", "seed-variance rate", ax),
-            RowSpec("bias² f", "probe_outputs", "last", "bias rate", ax),
-            RowSpec("plateau f", "probe_outputs", "last", "plateau", ax),
-            RowSpec("dist K", "kernel_pooled", "last", "distance rate", ax),
-            RowSpec("dist f", "probe_outputs", "last", "distance rate", ax))
+    return (
+        RowSpec("Var_seed f", "probe_outputs", "last", "seed-variance rate", ax),
+        RowSpec("Var_seed loss", "heldout_loss", "last", "seed-variance rate", ax),
+        RowSpec("bias² f", "probe_outputs", "last", "bias rate", ax),
+        RowSpec("plateau f", "probe_outputs", "last", "plateau", ax),
+        RowSpec("dist K", "kernel_pooled", "last", "distance rate", ax),
+        RowSpec("dist f", "probe_outputs", "last", "distance rate", ax),
+    )
 
 
 # ---- P7, P9, P11, P12 --------------------------------------------------------------------------------------------
@@ -290,17 +305,21 @@ def _p7(row, alpha_A, alpha_L, standard, axis) -> Hypotheses | None:
     return Hypotheses(_pt("transfers (0)", 0.0), (_pt("SP shift (-1)", -1.0),), "Table 1 rules: eta0* fixed")
 
 
-P9_NOTE = ("Fig. 5b: at fixed N, H and equal compute (equal L, params and steps), alpha_L = 1 reaches a lower loss "
-           "than alpha_L = 1/2 at large L, because alpha_L = 1/2 freezes the weights inside each block as L grows "
-           "(P8)")
+P9_NOTE = (
+    "Fig. 5b: at fixed N, H and equal compute (equal L, params and steps), alpha_L = 1 reaches a lower loss "
+    "than alpha_L = 1/2 at large L, because alpha_L = 1/2 freezes the weights inside each block as L grows "
+    "(P8)"
+)
 
 
 def _p9(row, alpha_A, alpha_L, standard, axis) -> Hypotheses | None:
     return Hypotheses(Hypothesis("alpha_L = 1 lower", 0.0, BELOW), (Hypothesis("no gain", 0.0, ABOVE),), P9_NOTE)
 
 
-P11_NOTE = ("Fig. 6a (ViT): the dynamics are similar across H, the final loss flat in H; Fig. 7a (C4): the loss "
-            "improves with H. Both are named; the data favour one, or neither")
+P11_NOTE = (
+    "Fig. 6a (ViT): the dynamics are similar across H, the final loss flat in H; Fig. 7a (C4): the loss "
+    "improves with H. Both are named; the data favour one, or neither"
+)
 
 
 def p11_hypotheses(task: str = "vision") -> Hypotheses:
@@ -315,8 +334,10 @@ def _p11(row, alpha_A, alpha_L, standard, axis, task: str = "vision") -> Hypothe
     return p11_hypotheses(task) if axis == "H" else None
 
 
-P12_NOTE = ("Fig. 7c: the trained kernels are the same for alpha_A = 1 and 1/2 (their difference is within the "
-            "seed noise) except a slight difference at large N")
+P12_NOTE = (
+    "Fig. 7c: the trained kernels are the same for alpha_A = 1 and 1/2 (their difference is within the "
+    "seed noise) except a slight difference at large N"
+)
 # P12's equivalence margin: the relative Frobenius difference |K(1) - K(1/2)| / |K(1/2)| of the seed-mean trained
 # kernels that still counts as "the same". 0.1: a 10% change of a kernel entry is the smallest difference Fig. 7c
 # would show as two distinct curves (its panels span about one order of magnitude linearly), and it is well above
@@ -326,58 +347,155 @@ P12_LEVEL = 0.90
 
 
 def _p12(row, alpha_A, alpha_L, standard, axis) -> Hypotheses | None:
-    return Hypotheses(_pt(f"equal within delta = {P12_DELTA:g}", 0.0),
-                      (Hypothesis(f"differ by more than {P12_DELTA:g}", 0.0, ABOVE),), P12_NOTE)
+    return Hypotheses(
+        _pt(f"equal within delta = {P12_DELTA:g}", 0.0),
+        (Hypothesis(f"differ by more than {P12_DELTA:g}", 0.0, ABOVE),),
+        P12_NOTE,
+    )
 
 
 # ---- the registry ---------------------------------------------------------------------------------------------
 
-REGISTRY: dict[str, Entry] = {e.key: e for e in (
-    Entry("P1", "Var over heads of A(0) ~ N^(1-2 alpha_A), flat in H and L (Fig. 3c)", "any sweep (step 0)",
-          (RowSpec("Var_h A(0)", "attn_var_init", "init", "slope of the seed mean", ("N",)),
-           RowSpec("Var_h A(0) flat", "attn_var_init", "init", "slope of the seed mean", ("H", "L"))),
-          _p1, lambda a, l, s, axis: "Var_h A(0)" if axis == "N" else "Var_h A(0) flat"),
-    Entry("P2", "Var over heads of A after training ~ N^(1-2 alpha_A) (CLT; Fig. 2b)", "a trained N sweep",
-          (RowSpec("Var_h A", "attn_var_trained", "last", "slope of the seed mean", ("N",)),
-           RowSpec("Var_h (A - A(0))", "dA_var_trained", "last", "slope of the seed mean", ("N",)),
-           RowSpec("Var_h softmax(A)", "attn_prob_var_trained", "last", "slope of the seed mean", ("N",))),
-          _p2, trained=True),
-    Entry("P3", "law of A(0) over heads: variance-gamma(N), not Gaussian (Fig. 3b, 3c)", "any sweep (step 0)",
-          (RowSpec("LLR: variance-gamma vs Gaussian", "attn_raw_init", "init",
-                   "mean log-likelihood ratio, clusters (seed, layer, head)"),), _p3, band="stated: the sign, band 0"),
-    Entry("P4", "init kernels -> H->oo limit at H^-1 in mean square (Fig. 3a)", "an H sweep",
-          (RowSpec("MSE K(0) - K_inf", "kernel_mse_init", "init", "slope of the seed mean", ("H",)),), _p4),
-    Entry("P5", "trained model -> H->oo limit: seed variance H^-1 (Sec. 4, Fig. 3a)", "a trained H sweep",
-          _trained_rows("H"), _rate, trained=True),
-    Entry("P6", "N->oo at fixed H: N^-1 for alpha_A=1, no convergence for alpha_A=1/2 (Sec. 4, Fig. 2)",
-          "a trained N sweep", _trained_rows("N"), _rate, _p56_primary, trained=True),
-    Entry("P7", "eta0* exponent 0 (muP), -1 (SP) (Fig. 2a)", "a learning-rate grid",
-          (RowSpec("eta0* exponent", "heldout_loss", "last", "slope of the parabola-fitted optimum"),), _p7,
-          trained=True, band="half a grid step over the log size range"),
-    Entry("P8", "W_Q, W_K movement ~ L^(alpha_L-1) (Table 1)", "a trained L sweep",
-          (RowSpec("W_QK movement", "qk_movement", "last", "slope of the seed mean", ("L",)),), _p8, trained=True),
-    Entry("P9", "alpha_L=1 beats alpha_L=1/2 at equal compute, large L (Fig. 5b)",
-          "two trained L sweeps that differ only in alpha_L",
-          (RowSpec("loss(1) - loss(1/2) at max L", "heldout_loss", "last", "difference of seed means", ("L",)),),
-          _p9, trained=True, band="stated: the sign, band 0"),
-    Entry("P10", "residual growth at init ~ L^(1-2 alpha_L) (Sec. 5)", "an L sweep",
-          (RowSpec("stream growth", "stream_growth_init", "init", "slope of the seed mean", ("L",)),), _p10),
-    Entry("P11", "final loss across H: flat (Fig. 6a, ViT) or falls (Fig. 7a, C4)", "a trained H sweep",
-          (RowSpec("slope of final loss", "heldout_loss", "last", "slope of the seed mean", ("H",)),), _p11,
-          trained=True),
-    Entry("P12", "trained kernels equal across alpha_A (Fig. 7c): equivalence test",
-          "two trained N sweeps that differ only in alpha_A",
-          (RowSpec("|dK|/|K| at min N", "kernel_pooled", "last", "relative kernel difference, 90% interval",
-                   ("N",)),), _p12, trained=True, band=f"stated margin delta = {P12_DELTA:g}"),
-    Entry("conv-L", "trained model -> L->oo limit: block-draw variance L^-1 at alpha_L=1, flat at 1/2 (Sec. 5)",
-          "a trained L sweep with io groups (paired design), alpha_L = 1 or 1/2",
-          (RowSpec("Var_blocks f", "probe_outputs", "last", "paired block-draw variance", ("L",)),
-           RowSpec("bias² f (paired)", "probe_outputs", "last", "paired squared bias", ("L",))),
-          _rate, trained=True),
-    Entry("coord", "feature updates O(1) in N and H (muP; SP grows) (Table 1)", "a trained N or H sweep",
-          (RowSpec("feature update", "feature_update", "last", "slope of the seed mean", ("N", "H")),), _coord,
-          trained=True),
-)}
+REGISTRY: dict[str, Entry] = {
+    e.key: e
+    for e in (
+        Entry(
+            "P1",
+            "Var over heads of A(0) ~ N^(1-2 alpha_A), flat in H and L (Fig. 3c)",
+            "any sweep (step 0)",
+            (
+                RowSpec("Var_h A(0)", "attn_var_init", "init", "slope of the seed mean", ("N",)),
+                RowSpec("Var_h A(0) flat", "attn_var_init", "init", "slope of the seed mean", ("H", "L")),
+            ),
+            _p1,
+            lambda a, l, s, axis: "Var_h A(0)" if axis == "N" else "Var_h A(0) flat",
+        ),
+        Entry(
+            "P2",
+            "Var over heads of A after training ~ N^(1-2 alpha_A) (CLT; Fig. 2b)",
+            "a trained N sweep",
+            (
+                RowSpec("Var_h A", "attn_var_trained", "last", "slope of the seed mean", ("N",)),
+                RowSpec("Var_h (A - A(0))", "dA_var_trained", "last", "slope of the seed mean", ("N",)),
+                RowSpec("Var_h softmax(A)", "attn_prob_var_trained", "last", "slope of the seed mean", ("N",)),
+            ),
+            _p2,
+            trained=True,
+        ),
+        Entry(
+            "P3",
+            "law of A(0) over heads: variance-gamma(N), not Gaussian (Fig. 3b, 3c)",
+            "any sweep (step 0)",
+            (
+                RowSpec(
+                    "LLR: variance-gamma vs Gaussian",
+                    "attn_raw_init",
+                    "init",
+                    "mean log-likelihood ratio, clusters (seed, layer, head)",
+                ),
+            ),
+            _p3,
+            band="stated: the sign, band 0",
+        ),
+        Entry(
+            "P4",
+            "init kernels -> H->oo limit at H^-1 in mean square (Fig. 3a)",
+            "an H sweep",
+            (RowSpec("MSE K(0) - K_inf", "kernel_mse_init", "init", "slope of the seed mean", ("H",)),),
+            _p4,
+        ),
+        Entry(
+            "P5",
+            "trained model -> H->oo limit: seed variance H^-1 (Sec. 4, Fig. 3a)",
+            "a trained H sweep",
+            _trained_rows("H"),
+            _rate,
+            trained=True,
+        ),
+        Entry(
+            "P6",
+            "N->oo at fixed H: N^-1 for alpha_A=1, no convergence for alpha_A=1/2 (Sec. 4, Fig. 2)",
+            "a trained N sweep",
+            _trained_rows("N"),
+            _rate,
+            _p56_primary,
+            trained=True,
+        ),
+        Entry(
+            "P7",
+            "eta0* exponent 0 (muP), -1 (SP) (Fig. 2a)",
+            "a learning-rate grid",
+            (RowSpec("eta0* exponent", "heldout_loss", "last", "slope of the parabola-fitted optimum"),),
+            _p7,
+            trained=True,
+            band="half a grid step over the log size range",
+        ),
+        Entry(
+            "P8",
+            "W_Q, W_K movement ~ L^(alpha_L-1) (Table 1)",
+            "a trained L sweep",
+            (RowSpec("W_QK movement", "qk_movement", "last", "slope of the seed mean", ("L",)),),
+            _p8,
+            trained=True,
+        ),
+        Entry(
+            "P9",
+            "alpha_L=1 beats alpha_L=1/2 at equal compute, large L (Fig. 5b)",
+            "two trained L sweeps that differ only in alpha_L",
+            (RowSpec("loss(1) - loss(1/2) at max L", "heldout_loss", "last", "difference of seed means", ("L",)),),
+            _p9,
+            trained=True,
+            band="stated: the sign, band 0",
+        ),
+        Entry(
+            "P10",
+            "residual growth at init ~ L^(1-2 alpha_L) (Sec. 5)",
+            "an L sweep",
+            (RowSpec("stream growth", "stream_growth_init", "init", "slope of the seed mean", ("L",)),),
+            _p10,
+        ),
+        Entry(
+            "P11",
+            "final loss across H: flat (Fig. 6a, ViT) or falls (Fig. 7a, C4)",
+            "a trained H sweep",
+            (RowSpec("slope of final loss", "heldout_loss", "last", "slope of the seed mean", ("H",)),),
+            _p11,
+            trained=True,
+        ),
+        Entry(
+            "P12",
+            "trained kernels equal across alpha_A (Fig. 7c): equivalence test",
+            "two trained N sweeps that differ only in alpha_A",
+            (
+                RowSpec(
+                    "|dK|/|K| at min N", "kernel_pooled", "last", "relative kernel difference, 90% interval", ("N",)
+                ),
+            ),
+            _p12,
+            trained=True,
+            band=f"stated margin delta = {P12_DELTA:g}",
+        ),
+        Entry(
+            "conv-L",
+            "trained model -> L->oo limit: block-draw variance L^-1 at alpha_L=1, flat at 1/2 (Sec. 5)",
+            "a trained L sweep with io groups (paired design), alpha_L = 1 or 1/2",
+            (
+                RowSpec("Var_blocks f", "probe_outputs", "last", "paired block-draw variance", ("L",)),
+                RowSpec("bias² f (paired)", "probe_outputs", "last", "paired squared bias", ("L",)),
+            ),
+            _rate,
+            trained=True,
+        ),
+        Entry(
+            "coord",
+            "feature updates O(1) in N and H (muP; SP grows) (Table 1)",
+            "a trained N or H sweep",
+            (RowSpec("feature update", "feature_update", "last", "slope of the seed mean", ("N", "H")),),
+            _coord,
+            trained=True,
+        ),
+    )
+}
 KEYS = tuple(REGISTRY)
 CLAIMS = {k: e.claim for k, e in REGISTRY.items()}
 
@@ -392,8 +510,9 @@ class Planned:
     primary: bool
 
 
-def hypotheses_for(key: str, row: str, alpha_A: float, alpha_L: float, standard: bool, axis: str,
-                   task: str = "vision") -> Hypotheses | None:
+def hypotheses_for(
+    key: str, row: str, alpha_A: float, alpha_L: float, standard: bool, axis: str, task: str = "vision"
+) -> Hypotheses | None:
     """The hypotheses of row `row` of prediction `key` for a sweep along `axis`; None where it does not apply."""
     e = REGISTRY[key]
     spec = e.row(row)
@@ -404,8 +523,9 @@ def hypotheses_for(key: str, row: str, alpha_A: float, alpha_L: float, standard:
     return e.hypotheses(spec, alpha_A, alpha_L, standard, axis)
 
 
-def planned_rows(keys, alpha_A: float, alpha_L: float, standard: bool, axis: str, trained: bool,
-                 task: str = "vision") -> list[Planned]:
+def planned_rows(
+    keys, alpha_A: float, alpha_L: float, standard: bool, axis: str, trained: bool, task: str = "vision"
+) -> list[Planned]:
     """The rows of predictions `keys` that apply to a sweep along `axis` (trained=False keeps the init ones), each
     with its hypotheses and primary flag, in registry order."""
     out = []
@@ -421,8 +541,8 @@ def planned_rows(keys, alpha_A: float, alpha_L: float, standard: bool, axis: str
     return out
 
 
-SWEEP_KEYS = ("P1", "P3", "P4", "P10", "P2", "P8", "coord")     # measured by dmft.check on one sweep
-RATE_KEYS = ("P5", "P6")                                        # dmft.report, trained rates
+SWEEP_KEYS = ("P1", "P3", "P4", "P10", "P2", "P8", "coord")  # measured by dmft.check on one sweep
+RATE_KEYS = ("P5", "P6")  # dmft.report, trained rates
 # Coordinate check (docs/predictions.md, "Coordinate check"): expected log-log slope of each site's RMS. The sites
 # are the recorder's (probes.hooks.recorder.SITES per block, IO_SITES for the embedding output and the logits).
 
@@ -435,8 +555,9 @@ class CoordExpectation:
     reason: str
 
 
-def coord_expectation(alpha_A: float, alpha_L: float, standard: bool, axis: str, site: str,
-                      change: bool) -> CoordExpectation:
+def coord_expectation(
+    alpha_A: float, alpha_L: float, standard: bool, axis: str, site: str, change: bool
+) -> CoordExpectation:
     """What a parametrization with a well-defined limit predicts for the RMS of `site` (its value at init if not
     `change`, else its change since step 0 at early times) as `axis` (N, H or L) grows. Sites: the recorder's
     block and io sites, and "W_q", "W_k" (relative weight movement; a change along L only). SP (standard=True) gets the
@@ -456,16 +577,23 @@ def coord_expectation(alpha_A: float, alpha_L: float, standard: bool, axis: str,
             return CoordExpectation(-0.5, "mean-field readout std x mult = 1/(gamma0 d): f(theta_0) ~ d^-1/2")
         return CoordExpectation(0.0, "abc init: every coordinate O(1)" + sp)
     if site in ("A", "softmax_A") and axis == "N" and alpha_A > 0.5:
-        return CoordExpectation(-0.5, "early times (measured, SGD and Adam): at init dL/dA sums the N coordinates "
-                                      "of a head against a random W_O, sqrt(N) not N terms, so A (and softmax(A), "
-                                      "linear in A near 0) first move N^-1/2; the slope flattens with training")
+        return CoordExpectation(
+            -0.5,
+            "early times (measured, SGD and Adam): at init dL/dA sums the N coordinates "
+            "of a head against a random W_O, sqrt(N) not N terms, so A (and softmax(A), "
+            "linear in A near 0) first move N^-1/2; the slope flattens with training",
+        )
     if site in ("q", "k") and axis == "N":
-        return CoordExpectation(0.0, "the W_Q, W_K update moves q, k by N^(alpha_A-1) (Table 3), but the input "
-                                     "LN(h) moves O(1), so the total change is O(1) for every alpha_A" + sp)
+        return CoordExpectation(
+            0.0,
+            "the W_Q, W_K update moves q, k by N^(alpha_A-1) (Table 3), but the input "
+            "LN(h) moves O(1), so the total change is O(1) for every alpha_A" + sp,
+        )
     if site == "logits":
-        return CoordExpectation(0.0, "the output moves O(1) in d and L once d >> the number of outputs V; below that "
-                                     "the readout's cross-talk adds a sqrt(V/d) term that decays with d (the "
-                                     "256-token LM at d <= 256 shows it)" + sp)
+        return CoordExpectation(
+            0.0,
+            "the output moves O(1) in d and L once d >> the number of outputs V; below that "
+            "the readout's cross-talk adds a sqrt(V/d) term that decays with d (the "
+            "256-token LM at d <= 256 shows it)" + sp,
+        )
     return CoordExpectation(0.0, "every feature and the output move O(1) in d and L" + sp)
-
-

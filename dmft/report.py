@@ -9,6 +9,7 @@ grids (`probes.grid.lr_grid`) get P7; pairs of sweeps that differ only in alpha_
 (`dmft.verdict.markdown`), the headline over primary rows (`dmft.verdict.headline`) and the predictions the
 folder could not measure with what they need.
 """
+
 from __future__ import annotations
 
 import json
@@ -58,15 +59,21 @@ def rate_verdict(p: Planned, ds: xr.Dataset, a: dict, axis: str, step: int) -> V
         return row_verdict(p, axis, a["name"], note=str(e).splitlines()[0])
     value = r.ratio if p.spec.estimator == "plateau" else r.slope
     band = r.band if np.isfinite(value) else math.nan
-    kw = {"diverged": r.diverged, "diverged_points": r.diverged_points, "n_sizes": len(r.sizes),
-          "n_seeds": int(np.min(r.n_seeds)) if len(r.n_seeds) else 0}
+    kw = {
+        "diverged": r.diverged,
+        "diverged_points": r.diverged_points,
+        "n_sizes": len(r.sizes),
+        "n_seeds": int(np.min(r.n_seeds)) if len(r.n_seeds) else 0,
+    }
     if np.isfinite(value):
         kw["local"] = tuple(float(s) for s in r.local)
     return row_verdict(p, axis, a["name"], value, r.lo, r.hi, band, r.band_source, note=r.reason or "", **kw)
 
 
-NO_IO_GROUPS = ("not measured: independent seeds carry an L-independent floor (the embedding and readout change "
-                "with the seed), so depth convergence needs the paired design: rerun the L sweep with --io-seeds K")
+NO_IO_GROUPS = (
+    "not measured: independent seeds carry an L-independent floor (the embedding and readout change "
+    "with the seed), so depth convergence needs the paired design: rerun the L sweep with --io-seeds K"
+)
 
 
 def depth_verdicts(ds: xr.Dataset, a: dict, step: int) -> list[Verdict]:
@@ -85,9 +92,22 @@ def depth_verdicts(ds: xr.Dataset, a: dict, step: int) -> list[Verdict]:
     for p, r in zip(rows, (st.variance, st.bias)):
         ok = np.isfinite(r.estimate)
         band = float(fit.band_of(np.asarray(r.estimate), np.asarray(r.local))) if ok and r.local else math.nan
-        out.append(row_verdict(p, "L", a["name"], r.estimate, r.lo, r.hi, band if ok else math.nan,
-                               fit.BAND_SOURCE, local=tuple(r.local) if ok else (), n_sizes=r.n_sizes,
-                               n_seeds=r.n_seeds, note="; ".join(t for t in (r.reason, r.note) if t)))
+        out.append(
+            row_verdict(
+                p,
+                "L",
+                a["name"],
+                r.estimate,
+                r.lo,
+                r.hi,
+                band if ok else math.nan,
+                fit.BAND_SOURCE,
+                local=tuple(r.local) if ok else (),
+                n_sizes=r.n_sizes,
+                n_seeds=r.n_seeds,
+                note="; ".join(t for t in (r.reason, r.note) if t),
+            )
+        )
     return out
 
 
@@ -103,8 +123,10 @@ def trained_verdicts(ds: xr.Dataset) -> list[Verdict]:
     if axis == "L":
         out = depth_verdicts(ds, a, step)
     else:
-        out = [rate_verdict(p, ds, a, axis, step)
-               for p in planned_rows(RATE_KEYS, a["alpha_A"], a["alpha_L"], a["standard"], axis, True, a["task"])]
+        out = [
+            rate_verdict(p, ds, a, axis, step)
+            for p in planned_rows(RATE_KEYS, a["alpha_A"], a["alpha_L"], a["standard"], axis, True, a["task"])
+        ]
     if axis == "H":
         out.append(compare.p11_verdict(ds))
     return out
@@ -118,8 +140,9 @@ def p7_verdict(grid: xr.Dataset) -> Verdict:
     from .transfer import p7_verdict as verdict_of
 
     a = read_run_attrs(grid)
-    return replace(verdict_of(fit_optimum(losses_of(grid), grid.attrs["sweep_axis"]), a["standard"], a["name"]),
-                   primary=True)
+    return replace(
+        verdict_of(fit_optimum(losses_of(grid), grid.attrs["sweep_axis"]), a["standard"], a["name"]), primary=True
+    )
 
 
 def _named(path: Path, e: ValueError) -> ValueError:
@@ -161,8 +184,10 @@ def check_other_datasets(folder: Path, skip: set[str]) -> None:
             try:
                 load_dataset_checked(path)
             except ValueError as e:
-                raise ValueError(f"--out: {str(e).splitlines()[0]} (the verdict table reads every dataset in "
-                                 "the folder); move it away or choose another --out") from None
+                raise ValueError(
+                    f"--out: {str(e).splitlines()[0]} (the verdict table reads every dataset in "
+                    "the folder); move it away or choose another --out"
+                ) from None
 
 
 def folder_verdicts(folder: Path, n_heads_mc: int = MC_HEADS, progress=None) -> list[Verdict]:
@@ -185,7 +210,7 @@ def folder_verdicts(folder: Path, n_heads_mc: int = MC_HEADS, progress=None) -> 
             raise _named(path, e) from None
         out += [replace(v, dataset=path.name) for v in rows]
         sweeps.append((path, ds))
-    for (pa, a), (pb, b) in [(x, y) for i, x in enumerate(sweeps) for y in sweeps[i + 1:]]:
+    for (pa, a), (pb, b) in [(x, y) for i, x in enumerate(sweeps) for y in sweeps[i + 1 :]]:
         axis = measure.sweep_axis(a)
         if not (read_run_attrs(a)["trained"] and read_run_attrs(b)["trained"]):
             continue
@@ -207,8 +232,11 @@ def summary_markdown(verdicts: list[Verdict]) -> str:
     missing = [k for k in KEYS if not any(v.key == k for v in verdicts)]
     out = verdict.markdown(verdicts, CLAIMS, KEYS) + "\n" + verdict.headline(verdicts) + "\n"
     if missing:
-        out += "\nNot measured (no dataset for it): " + "; ".join(f"{k}: needs {REGISTRY[k].needs}"
-                                                                    for k in missing) + "\n"
+        out += (
+            "\nNot measured (no dataset for it): "
+            + "; ".join(f"{k}: needs {REGISTRY[k].needs}" for k in missing)
+            + "\n"
+        )
     return out
 
 
@@ -222,10 +250,14 @@ def full_lines(verdicts: list[Verdict]) -> list[str]:
 
 # ---- power planned before the data (`dmft-probe plan` on a preset's geometry) --------------------------------------
 
-PLAN_REPS = 400           # simulated sweeps per case: power to about +-0.02 (binomial sd at 0.5 is 0.025)
+PLAN_REPS = 400  # simulated sweeps per case: power to about +-0.02 (binomial sd at 0.5 is 0.025)
 # the estimator of a primary row -> the row kind `dmft.power` simulates for it
-_PLAN_KIND = {"slope of the seed mean": "slope", "seed-variance rate": "variance",
-              "paired block-draw variance": "variance", "plateau": "plateau"}
+_PLAN_KIND = {
+    "slope of the seed mean": "slope",
+    "seed-variance rate": "variance",
+    "paired block-draw variance": "variance",
+    "plateau": "plateau",
+}
 
 
 def preset_of(datasets: dict[str, xr.Dataset]):
@@ -234,20 +266,24 @@ def preset_of(datasets: dict[str, xr.Dataset]):
     from probes.grid.reproduce import PRESETS, job_config, job_seeds
 
     for preset in PRESETS.values():
-        def is_job(job, preset=preset) -> bool:   # bound now, not at call time
+
+        def is_job(job, preset=preset) -> bool:  # bound now, not at call time
             ds = datasets.get(f"{job.name}.nc")
             if ds is None or job.axis not in ds.coords:
                 return False
             steps = int(json.loads(ds.attrs.get("config", "{}")).get("steps", -1))
-            return ([int(v) for v in ds[job.axis].values] == list(job.values)
-                    and ds.sizes.get("seed", 1) == job_seeds(preset, job) and steps == job_config(preset, job).steps)
+            return (
+                [int(v) for v in ds[job.axis].values] == list(job.values)
+                and ds.sizes.get("seed", 1) == job_seeds(preset, job)
+                and steps == job_config(preset, job).steps
+            )
 
         if all(is_job(job) for job in preset.jobs if job.kind == "sweep"):
             return preset
     return None
 
 
-_PLANS: dict[tuple[str, int], list] = {}      # preset_plan per (preset name, reps): presets are fixed in code
+_PLANS: dict[tuple[str, int], list] = {}  # preset_plan per (preset name, reps): presets are fixed in code
 
 
 def preset_plan(preset, reps: int = PLAN_REPS) -> list[tuple[str, list[power.RowPower]]]:
@@ -266,8 +302,17 @@ def preset_plan(preset, reps: int = PLAN_REPS) -> list[tuple[str, list[power.Row
         stated = dict(preset.noise.get(job.name, {}))
         noise = power.Noise(**{"source": "stated by the preset", **stated})
         p = cfg.param
-        plans = power.plan(job.axis, [float(v) for v in job.values], job_seeds(preset, job), noise, p.alpha_A,
-                           p.alpha_L, p.standard, reps=reps, seed=0)
+        plans = power.plan(
+            job.axis,
+            [float(v) for v in job.values],
+            job_seeds(preset, job),
+            noise,
+            p.alpha_A,
+            p.alpha_L,
+            p.standard,
+            reps=reps,
+            seed=0,
+        )
         if cfg.steps == 0:
             plans = [r for r in plans if r.row.kind == "slope"]
         out.append((f"{job.name}.nc", plans))
@@ -279,17 +324,23 @@ def plan_markdown(plans: list[tuple[str, list[power.RowPower]]]) -> str:
     """The planned power as Markdown: per dataset and simulated row, the hypotheses, the power, the rate at which
     the row comes out consistent when an alternative is true, and the seeds for power 0.8; rows below 0.8 are
     marked "underpowered in advance". Rows of estimators without a simulation model are named after the table."""
-    out = ["| dataset | row | hypotheses | power | consistent if alternative true | seeds for power 0.8 | in advance |",
-           "|---|---|---|---|---|---|---|"]
+    out = [
+        "| dataset | row | hypotheses | power | consistent if alternative true | seeds for power 0.8 | in advance |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, rows in plans:
         for r in rows:
             false = ", ".join(f"{k}: {v:.2f}" for k, v in r.false_consistent.items())
-            out.append(f"| {name} | {r.row.name} | {r.row.hypotheses_text()} | {r.power:.2f} | {false} | "
-                       f"{_need(r)} | {'ok' if r.power >= 0.8 else 'underpowered'} |")
+            out.append(
+                f"| {name} | {r.row.name} | {r.row.hypotheses_text()} | {r.power:.2f} | {false} | "
+                f"{_need(r)} | {'ok' if r.power >= 0.8 else 'underpowered'} |"
+            )
     out.append("")
-    out.append("Simulated by `dmft.power` (the estimators and the rule of `check`, synthetic sweeps at each job's "
-               "sizes and seeds, with the noise the preset states). P2-P4, P7-P9, P11, P12 and the coordinate "
-               "check have no simulation model: their power is not planned, and their verdict is the evidence.")
+    out.append(
+        "Simulated by `dmft.power` (the estimators and the rule of `check`, synthetic sweeps at each job's "
+        "sizes and seeds, with the noise the preset states). P2-P4, P7-P9, P11, P12 and the coordinate "
+        "check have no simulation model: their power is not planned, and their verdict is the evidence."
+    )
     return "\n".join(out) + "\n"
 
 
@@ -312,8 +363,14 @@ def with_planned_power(verdicts: list[Verdict], plans: list[tuple[str, list[powe
         if r is not None:
             note = v.note
             if r.power < 0.8:
-                note = "; ".join(t for t in (note, f"underpowered in advance: planned power {r.power:.2f} < 0.8, "
-                                             f"seeds for 0.8: {_need(r)}") if t)
+                note = "; ".join(
+                    t
+                    for t in (
+                        note,
+                        f"underpowered in advance: planned power {r.power:.2f} < 0.8, seeds for 0.8: {_need(r)}",
+                    )
+                    if t
+                )
             v = replace(v, power=float(r.power), note=note)
         out.append(v)
     return out

@@ -6,6 +6,7 @@ The rows, in order: the registry's rows of the sweep (`dmft.check.check`: P1-P4,
 feature update), the trained-regime rows (`dmft.report.trained_verdicts`: P5, P6, conv-L, P11), and the
 coordinate check's site rows (`dmft.coord.coord_verdicts`) when the dataset has the recorder's coordinate sizes.
 """
+
 from __future__ import annotations
 
 import xarray as xr
@@ -16,8 +17,9 @@ from .verdict import Verdict
 __all__ = ["dataset_verdicts", "row_label"]
 
 
-def dataset_verdicts(ds: xr.Dataset, n_heads_mc: int = MC_HEADS, kernel_limit: xr.Dataset | None = None
-                     ) -> list[Verdict]:
+def dataset_verdicts(
+    ds: xr.Dataset, n_heads_mc: int = MC_HEADS, kernel_limit: xr.Dataset | None = None
+) -> list[Verdict]:
     """Every `dmft.verdict.Verdict` row of a sweep dataset (module docstring). n_heads_mc: Monte Carlo heads of
     the H -> oo solver (P4, H sweeps); kernel_limit: its result when already computed (`dmft.check.kernel_limit`).
     ValueError when the dataset is not a sweep the rows can be measured on (fewer than 3 sizes, no config)."""
@@ -31,5 +33,5 @@ def dataset_verdicts(ds: xr.Dataset, n_heads_mc: int = MC_HEADS, kernel_limit: x
 
 
 def row_label(v: Verdict) -> str:
-    """"*P1 Var_h A(0) (mup, N)": the row as the tables and the verdict figure name it (primary rows marked *)."""
+    """ "*P1 Var_h A(0) (mup, N)": the row as the tables and the verdict figure name it (primary rows marked *)."""
     return f"{'*' if v.primary else ''}{v.key} {v.row} ({v.setting}, {v.axis})"

@@ -11,6 +11,7 @@ alpha_L and beta0 (branch multiplier beta0 (L/L0)^-alpha_L).
 
 This module reads inputs and configs only; it never builds a model (importing parametrizations.spec is fine).
 """
+
 from __future__ import annotations
 
 import math
@@ -48,7 +49,7 @@ class AttentionLaw:
 
     def var(self) -> float:
         """Var A = c^2 N^(1 - 2 alpha_A), exact at every N (P1)."""
-        return self.c ** 2 * self.N ** (1 - 2 * self.alpha_A)
+        return self.c**2 * self.N ** (1 - 2 * self.alpha_A)
 
     def std(self) -> float:
         return math.sqrt(self.var())
@@ -127,8 +128,9 @@ def gaussian_limit(N: int, alpha_A: float, c: float = 1.0):
 
 
 # -------------------------------------------------------------------------- 2. H -> oo kernel recursion at init
-def embedding_kernel(inputs: np.ndarray, task: str, p: Parametrization, N: int, L: int = 1,
-                     optimizer: str = "adam") -> np.ndarray:
+def embedding_kernel(
+    inputs: np.ndarray, task: str, p: Parametrization, N: int, L: int = 1, optimizer: str = "adam"
+) -> np.ndarray:
     """Per-coordinate kernel of h^0 = m_e W_e x + m_p P_s over all (sample, token) pairs, (P*S, P*S), units 1.
 
     Vision: (m_e sigma_e)^2 x_s.x'_t + (m_p sigma_p)^2 delta_st; LM: (m_e sigma_e)^2 delta_{tok tok'} + (...) delta_st.
@@ -172,14 +174,24 @@ def _softmax_keys(A: torch.Tensor, causal: bool) -> torch.Tensor:
 def _mixed_value_kernel(p: torch.Tensor, Phi4: torch.Tensor) -> torch.Tensor:
     """sum_h p_x[s,s'] Phi_u[(x,s'),(y,t')] p_y[t,t'] for p (h, P, S, S), Phi4 (P, S, P, S); returns (P, S, P, S)."""
     h, P, S, _ = p.shape
-    T = torch.matmul(p, Phi4.reshape(P, S, P * S))                               # (h, x, s, (y t'))
-    T = T.reshape(h, P * S, P, S).permute(2, 1, 0, 3).reshape(P, P * S, h * S)   # (y, (x s), (h t'))
-    out = torch.bmm(T, p.permute(1, 0, 3, 2).reshape(P, h * S, S))               # (y, (x s), t)
+    T = torch.matmul(p, Phi4.reshape(P, S, P * S))  # (h, x, s, (y t'))
+    T = T.reshape(h, P * S, P, S).permute(2, 1, 0, 3).reshape(P, P * S, h * S)  # (y, (x s), (h t'))
+    out = torch.bmm(T, p.permute(1, 0, 3, 2).reshape(P, h * S, S))  # (y, (x s), t)
     return out.reshape(P, P, S, S).permute(1, 2, 0, 3)
 
 
-def attention_kernel(Phi_u: np.ndarray, P: int, S: int, *, N: int, alpha_A: float, causal: bool, mode: str,
-                     n_heads_mc: int, gen: torch.Generator) -> np.ndarray:
+def attention_kernel(
+    Phi_u: np.ndarray,
+    P: int,
+    S: int,
+    *,
+    N: int,
+    alpha_A: float,
+    causal: bool,
+    mode: str,
+    n_heads_mc: int,
+    gen: torch.Generator,
+) -> np.ndarray:
     """K_attn = E_head[p Phi_u p^T] (P5: head outputs enter as expectations over the law of A), (P*S, P*S).
 
     finite_N: Monte Carlo over heads, q, k in R^N with i.i.d. GP(0, Phi_u) coordinates, A = N^-alpha_A q.k.
@@ -190,7 +202,7 @@ def attention_kernel(Phi_u: np.ndarray, P: int, S: int, *, N: int, alpha_A: floa
     if mode == "N_inf" and alpha_A == 1.0:  # Table 3: all A = 0 at init as N -> oo
         p = _softmax_keys(torch.zeros(1, P, S, S, dtype=torch.float64), causal)
         return _mixed_value_kernel(p, Phi4).reshape(P * S, P * S).numpy()
-    Lc = torch.from_numpy(_sqrt_psd(Phi_u))          # (P*S, P*S)
+    Lc = torch.from_numpy(_sqrt_psd(Phi_u))  # (P*S, P*S)
     M = P * S
     per_head = 8 * (2 * M * M + 4 * P * S * S + 2 * M * (N if mode == "finite_N" else M))
     chunk = int(max(1, min(n_heads_mc, _MC_BYTES // per_head)))
@@ -226,21 +238,34 @@ def mlp_kernel(Phi_u: np.ndarray, n_gh: int = 48, chunk: int = 4096) -> np.ndarr
     ia, ib = np.triu_indices(len(s))
     K = np.empty(len(ia))
     for lo in range(0, len(ia), chunk):
-        a, b = ia[lo:lo + chunk], ib[lo:lo + chunk]
+        a, b = ia[lo : lo + chunk], ib[lo : lo + chunk]
         rho = np.clip(Phi_u[a, b] / np.maximum(s[a] * s[b], 1e-300), -1.0, 1.0)[:, None, None]
-        ga = gelu_tanh(s[a, None] * x[None, :])                                    # (c, n) over x
-        zb = s[b, None, None] * (rho * x[None, :, None] + np.sqrt(1 - rho ** 2) * x[None, None, :])
-        K[lo:lo + chunk] = (ga * (gelu_tanh(zb) @ w)) @ w
+        ga = gelu_tanh(s[a, None] * x[None, :])  # (c, n) over x
+        zb = s[b, None, None] * (rho * x[None, :, None] + np.sqrt(1 - rho**2) * x[None, None, :])
+        K[lo : lo + chunk] = (ga * (gelu_tanh(zb) @ w)) @ w
     out = np.zeros_like(Phi_u)
     out[ia, ib] = K
     out[ib, ia] = K
     return out
 
 
-def kernel_recursion(inputs, *, task: str, N: int, L: int, alpha_A: float, alpha_L: float = 1.0,
-                     beta0: float = 1.0, L0: float = 1.0, standard: bool = False, optimizer: str = "adam",
-                     mode: str = "finite_N", n_heads_mc: int = 8192, seed: int = 0,
-                     n_gh: int = 48) -> list[np.ndarray]:
+def kernel_recursion(
+    inputs,
+    *,
+    task: str,
+    N: int,
+    L: int,
+    alpha_A: float,
+    alpha_L: float = 1.0,
+    beta0: float = 1.0,
+    L0: float = 1.0,
+    standard: bool = False,
+    optimizer: str = "adam",
+    mode: str = "finite_N",
+    n_heads_mc: int = 8192,
+    seed: int = 0,
+    n_gh: int = 48,
+) -> list[np.ndarray]:
     """Full per-coordinate residual kernels Phi^l over all (sample, token) pairs, l = 0..L: L+1 arrays (P*S, P*S).
 
     Pre-LN block (P4/P5, H -> oo at fixed N; cross terms vanish at init because W_O, W_2 are fresh):
@@ -256,10 +281,12 @@ def kernel_recursion(inputs, *, task: str, N: int, L: int, alpha_A: float, alpha
         if int(v) != v or v < 1:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
     if mode == "N_inf" and alpha_A not in (0.5, 1.0):
-        raise ValueError(f"mode='N_inf' supports alpha_A = 1 (A -> 0, uniform attention) and alpha_A = 1/2 "
-                         f"(Gaussian A), got alpha_A={alpha_A}: for alpha_A > 1/2, Var A = N^(1-2 alpha_A) -> 0 and "
-                         f"the limit is the alpha_A = 1 one (pass alpha_A=1.0); for alpha_A < 1/2 it diverges (hard "
-                         f"argmax attention), degenerate without a rescaling. Use mode='finite_N' at a finite N")
+        raise ValueError(
+            f"mode='N_inf' supports alpha_A = 1 (A -> 0, uniform attention) and alpha_A = 1/2 "
+            f"(Gaussian A), got alpha_A={alpha_A}: for alpha_A > 1/2, Var A = N^(1-2 alpha_A) -> 0 and "
+            f"the limit is the alpha_A = 1 one (pass alpha_A=1.0); for alpha_A < 1/2 it diverges (hard "
+            f"argmax attention), degenerate without a rescaling. Use mode='finite_N' at a finite N"
+        )
     inputs = np.asarray(inputs)
     want = 3 if is_vision(task) else 2
     if inputs.ndim != want or 0 in inputs.shape:
@@ -274,17 +301,40 @@ def kernel_recursion(inputs, *, task: str, N: int, L: int, alpha_A: float, alpha
     Phi = embedding_kernel(inputs, task, p, N, L, optimizer)
     out = [Phi]
     for _ in range(L):
-        Phi = Phi + b2 * attention_kernel(layer_norm_kernel(Phi), P, S, N=N, alpha_A=alpha_A, causal=task == "lm",
-                                          mode=mode, n_heads_mc=n_heads_mc, gen=gen)
+        Phi = Phi + b2 * attention_kernel(
+            layer_norm_kernel(Phi),
+            P,
+            S,
+            N=N,
+            alpha_A=alpha_A,
+            causal=task == "lm",
+            mode=mode,
+            n_heads_mc=n_heads_mc,
+            gen=gen,
+        )
         Phi = Phi + b2 * mlp_kernel(layer_norm_kernel(Phi), n_gh)
         out.append(Phi)
     return out
 
 
-def infinite_head_kernels(inputs, *, task: str, N: int, L: int, alpha_A: float, alpha_L: float = 1.0,
-                          beta0: float = 1.0, L0: float = 1.0, standard: bool = False, d_ff_ratio: float = 1.0,
-                          optimizer: str = "adam", mode: str = "finite_N", n_heads_mc: int = 8192, seed: int = 0,
-                          n_gh: int = 48) -> xr.Dataset:
+def infinite_head_kernels(
+    inputs,
+    *,
+    task: str,
+    N: int,
+    L: int,
+    alpha_A: float,
+    alpha_L: float = 1.0,
+    beta0: float = 1.0,
+    L0: float = 1.0,
+    standard: bool = False,
+    d_ff_ratio: float = 1.0,
+    optimizer: str = "adam",
+    mode: str = "finite_N",
+    n_heads_mc: int = 8192,
+    seed: int = 0,
+    n_gh: int = 48,
+) -> xr.Dataset:
     """H -> oo residual-stream kernels at init (P4, P5), normalised and named as the probes (units 1, h.h'/d).
 
     inputs: the probe batch the network sees: vision float (P, S, D_in) patches, LM int (P, S) tokens.
@@ -301,9 +351,22 @@ def infinite_head_kernels(inputs, *, task: str, N: int, L: int, alpha_A: float, 
     """
     if not d_ff_ratio > 0:
         raise ValueError(f"d_ff_ratio must be > 0, got {d_ff_ratio!r}")
-    Phis = kernel_recursion(inputs, task=task, N=N, L=L, alpha_A=alpha_A, alpha_L=alpha_L, beta0=beta0, L0=L0,
-                            standard=standard, optimizer=optimizer, mode=mode, n_heads_mc=n_heads_mc, seed=seed,
-                            n_gh=n_gh)
+    Phis = kernel_recursion(
+        inputs,
+        task=task,
+        N=N,
+        L=L,
+        alpha_A=alpha_A,
+        alpha_L=alpha_L,
+        beta0=beta0,
+        L0=L0,
+        standard=standard,
+        optimizer=optimizer,
+        mode=mode,
+        n_heads_mc=n_heads_mc,
+        seed=seed,
+        n_gh=n_gh,
+    )
     P, S = np.asarray(inputs).shape[:2]
     Phi4 = np.stack(Phis).reshape(L + 1, P, S, P, S)
 
@@ -311,14 +374,21 @@ def infinite_head_kernels(inputs, *, task: str, N: int, L: int, alpha_A: float, 
         return (dims, data, {"long_name": long_name, "units": "1"})
 
     data = {
-        "kernel_pooled": var(("depth", "sample", "sample_"), Phi4.mean(axis=(2, 4)),
-                             "residual-stream kernel pooled over tokens, h.h'/d"),
-        "kernel_spatial": var(("depth", "token", "token_"), Phi4[:, 0, :, 0, :],
-                              "token x token residual-stream kernel of probe sample 0, h_s.h_s'/d"),
+        "kernel_pooled": var(
+            ("depth", "sample", "sample_"), Phi4.mean(axis=(2, 4)), "residual-stream kernel pooled over tokens, h.h'/d"
+        ),
+        "kernel_spatial": var(
+            ("depth", "token", "token_"),
+            Phi4[:, 0, :, 0, :],
+            "token x token residual-stream kernel of probe sample 0, h_s.h_s'/d",
+        ),
     }
     if task == "lm":
-        data["kernel_last_token"] = var(("depth", "sample", "sample_"), Phi4[:, :, -1, :, -1],
-                                        "last-token residual-stream kernel across samples, h.h'/d")
+        data["kernel_last_token"] = var(
+            ("depth", "sample", "sample_"),
+            Phi4[:, :, -1, :, -1],
+            "last-token residual-stream kernel across samples, h.h'/d",
+        )
     coords = {
         "depth": ("depth", np.arange(L + 1), {"long_name": "residual stream h^l: 0 = embedding, l = after block l"}),
         "sample": ("sample", np.arange(P), {"long_name": "probe sample"}),
@@ -326,9 +396,22 @@ def infinite_head_kernels(inputs, *, task: str, N: int, L: int, alpha_A: float, 
         "token": ("token", np.arange(S), {"long_name": "token / patch position"}),
         "token_": ("token_", np.arange(S), {"long_name": "token / patch position"}),
     }
-    attrs = {"title": "dmft-probe H -> oo kernels at init", "task": task, "N": int(N), "L": int(L),
-             "alpha_A": float(alpha_A), "alpha_L": float(alpha_L), "beta0": float(beta0), "L0": float(L0),
-             "standard": int(standard), "d_ff_ratio": float(d_ff_ratio), "optimizer": optimizer, "mode": mode,
-             "n_heads_mc": int(n_heads_mc) if mode == "finite_N" or alpha_A != 1.0 else 0, "seed": int(seed),
-             "n_gh": int(n_gh), "limit": "H -> oo at fixed N" if mode == "finite_N" else "H -> oo, then N -> oo"}
+    attrs = {
+        "title": "dmft-probe H -> oo kernels at init",
+        "task": task,
+        "N": int(N),
+        "L": int(L),
+        "alpha_A": float(alpha_A),
+        "alpha_L": float(alpha_L),
+        "beta0": float(beta0),
+        "L0": float(L0),
+        "standard": int(standard),
+        "d_ff_ratio": float(d_ff_ratio),
+        "optimizer": optimizer,
+        "mode": mode,
+        "n_heads_mc": int(n_heads_mc) if mode == "finite_N" or alpha_A != 1.0 else 0,
+        "seed": int(seed),
+        "n_gh": int(n_gh),
+        "limit": "H -> oo at fixed N" if mode == "finite_N" else "H -> oo, then N -> oo",
+    }
     return xr.Dataset(data, coords=coords, attrs=attrs)

@@ -18,6 +18,7 @@ factor of coefficient of variation `cv`, correlated across sizes. `to_dataset` w
 dataset that `dmft.convergence` reads. Every draw comes from the numpy Generator passed in: the same seed gives
 the same sweep on any machine.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -52,54 +53,72 @@ class Truth:
 def variance(truth: Truth, sizes) -> np.ndarray:
     """The true seed variance v(n) of each entry at `sizes` (units of Q squared)."""
     n = np.asarray(sizes, dtype=float)
-    return truth.sigma ** 2 * (n ** truth.rate + truth.plateau)
+    return truth.sigma**2 * (n**truth.rate + truth.plateau)
 
 
 def bias_squared(truth: Truth, sizes) -> np.ndarray:
     """The true squared bias of the seed mean at `sizes`, mean over entries: bias^2 n^(-2 bias_order)."""
     n = np.asarray(sizes, dtype=float)
-    return truth.bias ** 2 * n ** (-2.0 * truth.bias_order)
+    return truth.bias**2 * n ** (-2.0 * truth.bias_order)
 
 
-def _correlated(rng: np.random.Generator, lead: tuple, n: int, S: int, E: int, rho_e: float,
-                rho_n: float) -> np.ndarray:
+def _correlated(
+    rng: np.random.Generator, lead: tuple, n: int, S: int, E: int, rho_e: float, rho_n: float
+) -> np.ndarray:
     """Standard normal Z[..., n, S, E]: correlation rho_e between the entries of one (size, seed), rho_n between
     the sizes of one (seed, entry), rho_e * rho_n across both."""
-    def entries(shape):                                  # (..., E) blocks with equicorrelated entries
+
+    def entries(shape):  # (..., E) blocks with equicorrelated entries
         common = rng.standard_normal(shape + (1,))
         return np.sqrt(rho_e) * common + np.sqrt(1 - rho_e) * rng.standard_normal(shape + (E,))
 
-    shared = entries(lead + (1, S))                      # the seed's draw, shared by every size
+    shared = entries(lead + (1, S))  # the seed's draw, shared by every size
     own = entries(lead + (n, S))
     return np.sqrt(rho_n) * shared + np.sqrt(1 - rho_n) * own
 
 
-def sweep(truth: Truth, sizes, seeds: int, entries: int, rng: np.random.Generator, reps: int | None = None,
-          mean: np.ndarray | None = None) -> np.ndarray:
+def sweep(
+    truth: Truth,
+    sizes,
+    seeds: int,
+    entries: int,
+    rng: np.random.Generator,
+    reps: int | None = None,
+    mean: np.ndarray | None = None,
+) -> np.ndarray:
     """Q[(reps,) size, seed, entry] drawn from `truth` (module docstring). mean: mu_j (entries,), default a fixed
     N(0, 1) pattern; the bias pattern u is fixed too (drawn once from `rng`, then scaled to mean square 1)."""
     n = np.asarray(sizes, dtype=float)
     if seeds < 1 or entries < 1 or n.ndim != 1 or np.any(n <= 0):
         raise ValueError("sweep needs positive sizes, seeds >= 1 and entries >= 1")
     u = rng.standard_normal(entries)
-    u /= np.sqrt(np.mean(u ** 2))
+    u /= np.sqrt(np.mean(u**2))
     mu = rng.standard_normal(entries) if mean is None else np.asarray(mean, dtype=float)
     lead = () if reps is None else (int(reps),)
     z = _correlated(rng, lead, len(n), seeds, entries, truth.rho_entries, truth.rho_sizes)
-    centre = mu + truth.bias * u * n[:, None] ** -truth.bias_order                      # (n, E)
+    centre = mu + truth.bias * u * n[:, None] ** -truth.bias_order  # (n, E)
     return centre[:, None, :] + np.sqrt(variance(truth, n))[:, None, None] * z
 
 
-def positive(rate: float, cv: float, sizes, seeds: int, rng: np.random.Generator, reps: int | None = None,
-             rho_sizes: float = 0.0, constant: float = 1.0, curvature: float = 0.0) -> np.ndarray:
+def positive(
+    rate: float,
+    cv: float,
+    sizes,
+    seeds: int,
+    rng: np.random.Generator,
+    reps: int | None = None,
+    rho_sizes: float = 0.0,
+    constant: float = 1.0,
+    curvature: float = 0.0,
+) -> np.ndarray:
     """A per-seed positive quantity y[(reps,) size, seed] with mean constant * n^rate * (1 + curvature / n)
     exactly: a log-normal factor of coefficient of variation `cv`, correlated `rho_sizes` across the sizes of
     one seed. curvature: a next-order term (the local slopes then drift towards `rate` as n grows)."""
     n = np.asarray(sizes, dtype=float)
-    s2 = np.log1p(cv ** 2)
+    s2 = np.log1p(cv**2)
     lead = () if reps is None else (int(reps),)
     z = _correlated(rng, lead, len(n), seeds, 1, 0.0, rho_sizes)[..., 0]
-    return constant * (n ** rate * (1 + curvature / n))[:, None] * np.exp(np.sqrt(s2) * z - s2 / 2)
+    return constant * (n**rate * (1 + curvature / n))[:, None] * np.exp(np.sqrt(s2) * z - s2 / 2)
 
 
 def to_dataset(q: np.ndarray, sizes, axis: str = "N", steps=(10,), variable: str = "probe_outputs") -> xr.Dataset:
@@ -112,6 +131,11 @@ def to_dataset(q: np.ndarray, sizes, axis: str = "N", steps=(10,), variable: str
     n, S, E = q.shape
     vals = np.broadcast_to(q[:, :, None, :, None], (n, S, len(steps), E, 1))
     coords = {axis: np.asarray(sizes), "seed": np.arange(S), "step": np.asarray(steps)}
-    return xr.Dataset({variable: ((axis, "seed", "step", "sample", "output"), vals.copy(), {"units": "1"}),
-                       "heldout_loss": ((axis, "seed", "step"), vals.mean(axis=(3, 4)), {"units": "nats"})},
-                      coords=coords, attrs={"sweep_axis": axis, "task": "vision"})
+    return xr.Dataset(
+        {
+            variable: ((axis, "seed", "step", "sample", "output"), vals.copy(), {"units": "1"}),
+            "heldout_loss": ((axis, "seed", "step"), vals.mean(axis=(3, 4)), {"units": "nats"}),
+        },
+        coords=coords,
+        attrs={"sweep_axis": axis, "task": "vision"},
+    )

@@ -25,6 +25,7 @@ size range: the exponent of a drift of eta0* by half a grid step across the whol
 `best_eta0` is the descriptive grid view: the argmin per size, its bootstrap frequencies and the largest stable
 eta0 per size.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,7 +37,7 @@ import xarray as xr
 
 from .verdict import NOT_MEASURED, UNDERPOWERED, Verdict, point
 
-MIN_SUPPORT = 0.9          # P7 gives a verdict only when this fraction of resamples has an interior optimum
+MIN_SUPPORT = 0.9  # P7 gives a verdict only when this fraction of resamples has an interior optimum
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ class Transfer:
         s = self.stable[i]
         if not np.isfinite(s):
             return f"none (the smallest, {self.etas[0]:g}, diverged)"
-        assert self.stable_edge is not None and self.diverged is not None    # set with stable
+        assert self.stable_edge is not None and self.diverged is not None  # set with stable
         if not self.stable_edge[i]:
             return f">= {s:g} (none diverged)"
         above = self.etas[np.flatnonzero(self.diverged[i])[0]]
@@ -79,15 +80,20 @@ class Transfer:
 
     def line(self) -> str:
         """One sentence: best eta0 per size, its bootstrap support, the verdict, and the largest stable eta0."""
-        per = ", ".join(f"{self.axis}={int(s)}: " + (f"{b:g} ({100 * f.max():.0f}%)" if np.isfinite(b)
-                                                    else "none (every eta0 diverged)")
-                        for s, b, f in zip(self.sizes, self.best, self.freq))
+        per = ", ".join(
+            f"{self.axis}={int(s)}: "
+            + (f"{b:g} ({100 * f.max():.0f}%)" if np.isfinite(b) else "none (every eta0 diverged)")
+            for s, b, f in zip(self.sizes, self.best, self.freq)
+        )
         verdict = "stays within one grid step" if self.stays else f"moves by {self.steps} grid steps"
-        text = (f"best eta0 across {self.axis} (seed-bootstrap support of the argmin in brackets): {per}; "
-                f"the optimum {verdict}")
+        text = (
+            f"best eta0 across {self.axis} (seed-bootstrap support of the argmin in brackets): {per}; "
+            f"the optimum {verdict}"
+        )
         if self.stable is not None:
-            text += "; largest stable eta0: " + ", ".join(f"{self.axis}={int(s)}: {self._stable_text(i)}"
-                                                          for i, s in enumerate(self.sizes))
+            text += "; largest stable eta0: " + ", ".join(
+                f"{self.axis}={int(s)}: {self._stable_text(i)}" for i, s in enumerate(self.sizes)
+            )
         return text
 
 
@@ -100,32 +106,32 @@ def _grid(losses: xr.DataArray, axis: str, who: str) -> tuple[xr.DataArray, np.n
     da = losses.transpose(axis, "eta0", "seed")
     etas = da.eta0.values.astype(float)
     order = np.argsort(etas)
-    return da, etas[order], da.values.astype(float)[:, order]                # (size, eta, seed)
+    return da, etas[order], da.values.astype(float)[:, order]  # (size, eta, seed)
 
 
 def best_eta0(losses: xr.DataArray, axis: str, n_boot: int = 1000, seed: int = 0) -> Transfer:
     """The best eta0 per size of `losses` (dims eta0, axis, seed; lower is better), its seed bootstrap and the
     largest stable eta0 per size (NaN/inf losses are diverged runs)."""
     da, etas, raw = _grid(losses, axis, "best_eta0")
-    diverged = ~np.isfinite(raw).all(axis=2)                             # (size, eta): any seed diverged
-    vals = np.where(diverged[..., None], np.inf, raw)                    # a diverged point is diverged in every resample
+    diverged = ~np.isfinite(raw).all(axis=2)  # (size, eta): any seed diverged
+    vals = np.where(diverged[..., None], np.inf, raw)  # a diverged point is diverged in every resample
     n_size, n_eta, n_seed = vals.shape
     means = vals.mean(axis=2)
     has_best = np.isfinite(means).any(axis=1)
     best_idx = means.argmin(axis=1)
     best = np.where(has_best, etas[best_idx], np.nan)
-    picks = np.random.default_rng(seed).integers(0, n_seed, (n_boot, n_seed))   # the same seeds at every size
+    picks = np.random.default_rng(seed).integers(0, n_seed, (n_boot, n_seed))  # the same seeds at every size
     freq = np.zeros((n_size, n_eta))
     boot = np.full((n_size, n_boot), -1, dtype=np.int64)
     for i in range(n_size):
         if not has_best[i]:
             continue
-        arg = vals[i][:, picks].mean(axis=2).argmin(axis=0)             # (n_boot,)
+        arg = vals[i][:, picks].mean(axis=2).argmin(axis=0)  # (n_boot,)
         boot[i] = arg
         freq[i] = np.bincount(arg, minlength=n_eta) / n_boot
     ok = best_idx[has_best]
     steps = int(ok.max() - ok.min()) if len(ok) else 0
-    first_bad = np.where(diverged.any(axis=1), diverged.argmax(axis=1), n_eta)     # index of the smallest diverged eta0
+    first_bad = np.where(diverged.any(axis=1), diverged.argmax(axis=1), n_eta)  # index of the smallest diverged eta0
     stable = np.where(first_bad > 0, etas[np.maximum(first_bad - 1, 0)], np.nan)
     return Transfer(axis, da[axis].values, etas, best, freq, steps, diverged, stable, first_bad < n_eta, boot)
 
@@ -139,17 +145,17 @@ def losses_of(ds: xr.Dataset) -> xr.DataArray:
 
     axis = ds.attrs.get("sweep_axis")
     if ds.attrs.get("kind") != "lr_grid" or "final_loss" not in ds.data_vars or axis not in ("N", "H", "L"):
-        raise ValueError("losses_of needs an lr grid dataset (attrs kind 'lr_grid' and sweep_axis, variable "
-                         f"final_loss), got kind {ds.attrs.get('kind', 'unset')!r}")
+        raise ValueError(
+            "losses_of needs an lr grid dataset (attrs kind 'lr_grid' and sweep_axis, variable "
+            f"final_loss), got kind {ds.attrs.get('kind', 'unset')!r}"
+        )
     da = ds["final_loss"]
     if "status" in ds.data_vars:
-        da = da.where(ds["status"] == 0)                                 # diverged or unstable: NaN, whatever it logged
+        da = da.where(ds["status"] == 0)  # diverged or unstable: NaN, whatever it logged
     chance = grid_chance(ds)
     if chance is not None:
-        da = da.where(~above_chance(da.values, chance))                  # above chance: unstable
+        da = da.where(~above_chance(da.values, chance))  # above chance: unstable
     return da.transpose("eta0", axis, "seed").rename("final_loss")
-
-
 
 
 # ---------------------------------------------------------------------------------------------- eta0* as an exponent
@@ -188,7 +194,7 @@ class Optimum:
     @property
     def eta_star(self) -> np.ndarray:
         """eta0* per size (NaN where not interior)."""
-        return 10.0 ** self.log_eta_star
+        return 10.0**self.log_eta_star
 
     @property
     def log_size_range(self) -> float:
@@ -203,29 +209,43 @@ class Optimum:
 
     def band_source(self) -> str:
         """How `band` was obtained, in words and numbers."""
-        return (f"half a grid step ({self.grid_step / 2:.3g} in log10 eta0) over the log10 size range "
-                f"{self.log_size_range:.3g} ({self.axis} = {int(self.sizes.min())}..{int(self.sizes.max())})")
+        return (
+            f"half a grid step ({self.grid_step / 2:.3g} in log10 eta0) over the log10 size range "
+            f"{self.log_size_range:.3g} ({self.axis} = {int(self.sizes.min())}..{int(self.sizes.max())})"
+        )
 
     def per_size(self) -> str:
-        """"N=4: 1.78 (support 99%), N=16: ..." with the reason for a size without an interior optimum."""
-        return ", ".join(f"{self.axis}={int(s)}: " + (f"{e:.3g}" if np.isfinite(e) else f"none ({why})")
-                         + f" (support {100 * p:.0f}%)"
-                         for s, e, why, p in zip(self.sizes, self.eta_star, self.reasons, self.size_support))
+        """ "N=4: 1.78 (support 99%), N=16: ..." with the reason for a size without an interior optimum."""
+        return ", ".join(
+            f"{self.axis}={int(s)}: "
+            + (f"{e:.3g}" if np.isfinite(e) else f"none ({why})")
+            + f" (support {100 * p:.0f}%)"
+            for s, e, why, p in zip(self.sizes, self.eta_star, self.reasons, self.size_support)
+        )
 
     def unstable_text(self) -> str:
         """Per size, the unstable eta0s of the grid ("" when none)."""
-        parts = [f"{self.axis}={int(s)}: " + ", ".join(f"{e:.3g}" for e in self.etas[row])
-                 for s, row in zip(self.sizes, self.unstable) if row.any()]
+        parts = [
+            f"{self.axis}={int(s)}: " + ", ".join(f"{e:.3g}" for e in self.etas[row])
+            for s, row in zip(self.sizes, self.unstable)
+            if row.any()
+        ]
         return ("unstable (blew up or ended above chance): " + "; ".join(parts)) if parts else ""
 
     def line(self) -> str:
         """One sentence: eta0* per size, the exponent with its interval, the support."""
-        meas = (f"{self.exponent:+.3g} [{self.lo:+.3g}, {self.hi:+.3g}]" if np.isfinite(self.exponent)
-                and self.lo <= self.hi else f"{self.exponent:+.3g} (no interval)" if np.isfinite(self.exponent)
-                else "not defined")
-        return (f"eta0* across {self.axis} (parabola in log10 eta0 through the seed-mean minimum and its neighbours): "
-                f"{self.per_size()}; exponent {meas}; support {100 * self.support:.0f}% of "
-                f"{self.boot_exponent.size} seed resamples")
+        meas = (
+            f"{self.exponent:+.3g} [{self.lo:+.3g}, {self.hi:+.3g}]"
+            if np.isfinite(self.exponent) and self.lo <= self.hi
+            else f"{self.exponent:+.3g} (no interval)"
+            if np.isfinite(self.exponent)
+            else "not defined"
+        )
+        return (
+            f"eta0* across {self.axis} (parabola in log10 eta0 through the seed-mean minimum and its neighbours): "
+            f"{self.per_size()}; exponent {meas}; support {100 * self.support:.0f}% of "
+            f"{self.boot_exponent.size} seed resamples"
+        )
 
 
 def _vertex(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -249,7 +269,7 @@ def _vertex(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mm = m[cols]
     xa, xb, xc = x[mm - 1], x[mm], x[mm + 1]
     fa, fb, fc = y[mm - 1, cols], y[mm, cols], y[mm + 1, cols]
-    curv = ((fc - fb) / (xc - xb) - (fb - fa) / (xb - xa)) / (xc - xa)       # half the second derivative
+    curv = ((fc - fb) / (xc - xb) - (fb - fa) / (xb - xa)) / (xc - xa)  # half the second derivative
     num = (xb - xa) ** 2 * (fb - fc) - (xb - xc) ** 2 * (fb - fa)
     den = (xb - xa) * (fb - fc) - (xb - xc) * (fb - fa)
     good = curv > 0
@@ -278,7 +298,7 @@ def _reason(code: int, etas: np.ndarray, row_unstable: np.ndarray, m: int) -> st
 def _slopes(logx: np.ndarray, logy: np.ndarray) -> np.ndarray:
     """Least-squares slopes of logy (n_sizes, B) against logx (n_sizes,), NaN where a column has a NaN."""
     xc = logx - logx.mean()
-    return (xc[:, None] * (logy - logy.mean(axis=0))).sum(axis=0) / (xc ** 2).sum()
+    return (xc[:, None] * (logy - logy.mean(axis=0))).sum(axis=0) / (xc**2).sum()
 
 
 def fit_optimum(losses: xr.DataArray, axis: str, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> Optimum:
@@ -288,13 +308,14 @@ def fit_optimum(losses: xr.DataArray, axis: str, n_boot: int = 1000, seed: int =
     da, etas, raw = _grid(losses, axis, "fit_optimum")
     sizes = np.asarray(da[axis].values, dtype=float)
     if len(sizes) < 2 or len(etas) < 3 or np.any(etas <= 0) or np.any(sizes <= 0):
-        raise ValueError(f"fit_optimum needs at least 2 positive sizes and 3 positive eta0s, got {len(sizes)} "
-                         f"and {len(etas)}")
+        raise ValueError(
+            f"fit_optimum needs at least 2 positive sizes and 3 positive eta0s, got {len(sizes)} and {len(etas)}"
+        )
     unstable = ~np.isfinite(raw).all(axis=2)
-    vals = np.where(unstable[..., None], np.inf, raw)                    # unstable in every resample
+    vals = np.where(unstable[..., None], np.inf, raw)  # unstable in every resample
     n_size, n_eta, n_seed = vals.shape
     x = np.log10(etas)
-    picks = np.random.default_rng(seed).integers(0, n_seed, (n_boot, n_seed))    # the same seeds at every size
+    picks = np.random.default_rng(seed).integers(0, n_seed, (n_boot, n_seed))  # the same seeds at every size
     star = np.full(n_size, np.nan)
     reasons = []
     boot = np.full((n_size, n_boot), np.nan)
@@ -313,9 +334,24 @@ def fit_optimum(losses: xr.DataArray, axis: str, n_boot: int = 1000, seed: int =
         lo, hi = np.quantile(boot_exp[supported], [(1 - level) / 2, (1 + level) / 2])
     else:
         lo = hi = np.nan
-    return Optimum(axis, sizes, etas, unstable, star, tuple(reasons), exponent, float(lo), float(hi),
-                   float(supported.mean()), np.isfinite(boot).mean(axis=1), boot, boot_exp,
-                   float(np.median(np.diff(x))), n_seed, level)
+    return Optimum(
+        axis,
+        sizes,
+        etas,
+        unstable,
+        star,
+        tuple(reasons),
+        exponent,
+        float(lo),
+        float(hi),
+        float(supported.mean()),
+        np.isfinite(boot).mean(axis=1),
+        boot,
+        boot_exp,
+        float(np.median(np.diff(x))),
+        n_seed,
+        level,
+    )
 
 
 def p7_hypotheses(axis: str, band: float) -> dict[bool, object]:
@@ -337,27 +373,53 @@ def p7_verdict(opt: Optimum, standard: bool, setting: str) -> Verdict:
     hyp = p7_hypotheses(opt.axis, band)
     prediction, alternative = hyp[standard], hyp[not standard]
     note = f"eta0* per size: {opt.per_size()}; support {100 * opt.support:.0f}% of {opt.boot_exponent.size} resamples"
-    common: dict[str, Any] = dict(key="P7", row="eta0* exponent", quantity="eta0*", axis=opt.axis, setting=setting,
-                  estimator=(f"slope of log eta0* against log {opt.axis}; eta0*: vertex of the parabola in log10 eta0 "
-                             "through the seed-mean minimum and its stable neighbours; seeds resampled jointly "
-                             "across sizes"),
-                  estimate=opt.exponent, lo=opt.lo, hi=opt.hi, prediction=prediction or hyp[False],
-                  alternatives=(alternative,) if alternative is not None else (),
-                  band=band, band_source=opt.band_source(), level=opt.level, primary=not standard,
-                  n_sizes=len(opt.sizes), n_seeds=opt.n_seeds, note=note, diverged=int(opt.unstable.sum()),   # (size, eta0) points
-                  diverged_points=opt.unstable_text())
+    common: dict[str, Any] = dict(
+        key="P7",
+        row="eta0* exponent",
+        quantity="eta0*",
+        axis=opt.axis,
+        setting=setting,
+        estimator=(
+            f"slope of log eta0* against log {opt.axis}; eta0*: vertex of the parabola in log10 eta0 "
+            "through the seed-mean minimum and its stable neighbours; seeds resampled jointly "
+            "across sizes"
+        ),
+        estimate=opt.exponent,
+        lo=opt.lo,
+        hi=opt.hi,
+        prediction=prediction or hyp[False],
+        alternatives=(alternative,) if alternative is not None else (),
+        band=band,
+        band_source=opt.band_source(),
+        level=opt.level,
+        primary=not standard,
+        n_sizes=len(opt.sizes),
+        n_seeds=opt.n_seeds,
+        note=note,
+        diverged=int(opt.unstable.sum()),  # (size, eta0) points
+        diverged_points=opt.unstable_text(),
+    )
     if prediction is None:
-        return Verdict(**common, outcome=NOT_MEASURED, needs="SP has no depth rule: no predicted exponent of eta0* "
-                                                               "along L")
+        return Verdict(
+            **common, outcome=NOT_MEASURED, needs="SP has no depth rule: no predicted exponent of eta0* along L"
+        )
     missing = [f"{opt.axis}={int(s)}: {why}" for s, why in zip(opt.sizes, opt.reasons) if why]
     if missing:
-        return Verdict(**{**common, "estimate": math.nan, "lo": math.nan, "hi": math.nan}, outcome=UNDERPOWERED,
-                       needs="an interior optimum at every size (" + "; ".join(missing) + "): widen the grid past "
-                             "the minimum, or train longer so that the minimum moves away from the blow-up")
+        return Verdict(
+            **{**common, "estimate": math.nan, "lo": math.nan, "hi": math.nan},
+            outcome=UNDERPOWERED,
+            needs="an interior optimum at every size (" + "; ".join(missing) + "): widen the grid past "
+            "the minimum, or train longer so that the minimum moves away from the blow-up",
+        )
     if opt.support < MIN_SUPPORT:
         weak = [f"{opt.axis}={int(s)} {100 * p:.0f}%" for s, p in zip(opt.sizes, opt.size_support) if p < 1]
-        return Verdict(**common, outcome=UNDERPOWERED,
-                       needs=(f"bootstrap support {100 * opt.support:.0f}% < {100 * MIN_SUPPORT:.0f}% (resamples "
-                              f"without an interior optimum at {', '.join(weak)}): more seeds, or a grid whose "
-                              "minimum lies further from its edges and from the blow-up"))
+        return Verdict(
+            **common,
+            outcome=UNDERPOWERED,
+            needs=(
+                f"bootstrap support {100 * opt.support:.0f}% < {100 * MIN_SUPPORT:.0f}% (resamples "
+                f"without an interior optimum at {', '.join(weak)}): more seeds, or a grid whose "
+                "minimum lies further from its edges and from the blow-up"
+            ),
+        )
     return Verdict(**common)

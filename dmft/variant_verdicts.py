@@ -9,6 +9,7 @@ slopes). A cell's summary (`variant_summary`) is itself a Verdict: its worst jud
 outcome (refuted when a judged row is refuted, consistent when every judged row is, underpowered otherwise, not
 measured when nothing could be judged) and the counts of its judged rows; the table is `dmft.verdict.markdown`.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,24 +28,29 @@ COORD_VARS = ("coord_rms", "coord_update_rms", "io_rms", "io_update_rms", "weigh
 # Change rows from this probe step on are judged; earlier ones are reported only (see variant_summary).
 JUDGED_FROM_STEP = 10
 CLAIM = "scale-invariant under mup"
-HEADER = ("| variant | claim | optimizer, axis | hypotheses of the worst judged row | worst judged row: slope "
-          "[95% CI] | band | cell verdict | early-step deviations (not judged) |")
-LEGEND = (f"Cell verdict: ✓ consistent when every judged row (each site at init, and its change at step >= "
-          f"{JUDGED_FROM_STEP}) is consistent with its expected exponent, ✗ refuted when a judged row is refuted "
-          "(its 95% CI excludes expected ± band), ? underpowered otherwise, - when nothing could be judged; the "
-          "band is derived per row from its local slopes (dmft.coord, docs/predictions.md \"Coordinate check\"). "
-          f"Changes at steps < {JUDGED_FROM_STEP} that are refuted are listed, not judged.")
+HEADER = (
+    "| variant | claim | optimizer, axis | hypotheses of the worst judged row | worst judged row: slope "
+    "[95% CI] | band | cell verdict | early-step deviations (not judged) |"
+)
+LEGEND = (
+    f"Cell verdict: ✓ consistent when every judged row (each site at init, and its change at step >= "
+    f"{JUDGED_FROM_STEP}) is consistent with its expected exponent, ✗ refuted when a judged row is refuted "
+    "(its 95% CI excludes expected ± band), ? underpowered otherwise, - when nothing could be judged; the "
+    'band is derived per row from its local slopes (dmft.coord, docs/predictions.md "Coordinate check"). '
+    f"Changes at steps < {JUDGED_FROM_STEP} that are refuted are listed, not judged."
+)
 
 
 def _identity(ds: xr.Dataset) -> tuple[str, str, str]:
     """(variant, axis, optimizer) of a sweep dataset, from its run config (as `dmft.check.read_run_attrs` reads it)."""
     try:
         cfg = json.loads(ds.attrs["config"])
-        variant = str(cfg["model"].get("variant") or "paper")      # datasets from before the variants: the paper's
+        variant = str(cfg["model"].get("variant") or "paper")  # datasets from before the variants: the paper's
         optimizer = str(cfg["optim"]["name"])
     except (KeyError, ValueError, TypeError):
-        raise ValueError("dataset has no readable 'config' attribute with 'model' and 'optim' tables; "
-                         "is it a dmft-probe dataset?") from None
+        raise ValueError(
+            "dataset has no readable 'config' attribute with 'model' and 'optim' tables; is it a dmft-probe dataset?"
+        ) from None
     return variant, measure.sweep_axis(ds), optimizer
 
 
@@ -69,9 +75,10 @@ def _unfittable(v: Verdict) -> bool:
 
 
 def counts_text(rows: list[Verdict]) -> str:
-    """"22 judged rows: 0 ✗, 5 ✓, 17 ?, 0 -"."""
-    return f"{len(rows)} judged rows: " + ", ".join(f"{sum(v.outcome == o for v in rows)} {MARKS[o]}"
-                                                    for o in (REFUTED, CONSISTENT, UNDERPOWERED, NOT_MEASURED))
+    """ "22 judged rows: 0 ✗, 5 ✓, 17 ?, 0 -"."""
+    return f"{len(rows)} judged rows: " + ", ".join(
+        f"{sum(v.outcome == o for v in rows)} {MARKS[o]}" for o in (REFUTED, CONSISTENT, UNDERPOWERED, NOT_MEASURED)
+    )
 
 
 def _cell_outcome(rows: list[Verdict], diverged: bool) -> tuple[str, str]:
@@ -95,8 +102,22 @@ def _cell_outcome(rows: list[Verdict], diverged: bool) -> tuple[str, str]:
 
 def _empty_cell(variant: str, axis: str, optimizer: str, notes: list[str], dataset: str) -> Verdict:
     """The not-measured Verdict of a cell whose dataset gives no row to judge, the reasons in its note."""
-    return Verdict(variant, "no rows", "coordinate check", axis, optimizer, "", np.nan, np.nan, np.nan,
-                   point("-", 0.0, 0.0), outcome=NOT_MEASURED, primary=True, note="; ".join(notes), dataset=dataset)
+    return Verdict(
+        variant,
+        "no rows",
+        "coordinate check",
+        axis,
+        optimizer,
+        "",
+        np.nan,
+        np.nan,
+        np.nan,
+        point("-", 0.0, 0.0),
+        outcome=NOT_MEASURED,
+        primary=True,
+        note="; ".join(notes),
+        dataset=dataset,
+    )
 
 
 def variant_summary(ds: xr.Dataset, dataset: str = "") -> list[Verdict]:
@@ -127,8 +148,8 @@ def variant_summary(ds: xr.Dataset, dataset: str = "") -> list[Verdict]:
     if points:
         notes.append(divergence.describe(points, axis))
         mask = divergence.diverged_mask(ds)
-        assert mask is not None                  # points diverged, so the dataset records a status
-        keep = ~mask                             # fit on the points that did not diverge
+        assert mask is not None  # points diverged, so the dataset records a status
+        keep = ~mask  # fit on the points that did not diverge
         ds = ds.assign({name: ds[name].where(keep) for name in COORD_VARS if name in ds})
     try:
         rows = coord_verdicts(ds)
@@ -141,9 +162,18 @@ def variant_summary(ds: xr.Dataset, dataset: str = "") -> list[Verdict]:
     pool = [v for v in rows_j if v.outcome == outcome] or rows_j
     worst = max(pool, key=_off_by)
     note = "; ".join(t for t in (counts_text(rows_j), why, *notes) if t)
-    cell = replace(worst, key=variant, setting=optimizer, primary=True, outcome=outcome, note=note,
-                   needs=worst.needs if outcome == UNDERPOWERED else "", dataset=dataset,
-                   diverged=len(points), diverged_points=notes[0] if points else "")
+    cell = replace(
+        worst,
+        key=variant,
+        setting=optimizer,
+        primary=True,
+        outcome=outcome,
+        note=note,
+        needs=worst.needs if outcome == UNDERPOWERED else "",
+        dataset=dataset,
+        diverged=len(points),
+        diverged_points=notes[0] if points else "",
+    )
     early = [replace(v, key=variant, setting=optimizer, primary=False) for v in early_deviations(rows)]
     return [cell, *early]
 
@@ -167,8 +197,10 @@ def variant_table_markdown(summaries: list[list[Verdict]]) -> str:
     cells = [cell_of(s) for s in summaries]
     vo = _order([c.key for c in cells], VARIANTS)
     ao = _order([c.axis for c in cells], ("N", "H", "L"))
-    ordered = sorted(summaries, key=lambda s: (vo[cell_of(s).key], cell_of(s).key, ao[cell_of(s).axis],
-                                               cell_of(s).axis, cell_of(s).setting))
+    ordered = sorted(
+        summaries,
+        key=lambda s: (vo[cell_of(s).key], cell_of(s).key, ao[cell_of(s).axis], cell_of(s).axis, cell_of(s).setting),
+    )
     flat = [v for s in ordered for v in s]
     keys = list(dict.fromkeys(v.key for v in flat))
     table = markdown(flat, claims={k: CLAIM for k in keys}, order=keys).splitlines()

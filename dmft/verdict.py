@@ -23,6 +23,7 @@ Renderers: `lines` (plain text, every row), `markdown` (the P1-P12 summary: each
 secondary rows listed and not counted), `headline` (counts over primary rows, failures named) and `to_dataset`
 (an xarray Dataset along `row`, for CSV and netCDF).
 """
+
 from __future__ import annotations
 
 import math
@@ -32,8 +33,22 @@ from dataclasses import asdict, dataclass, fields, replace
 import numpy as np
 import xarray as xr
 
-__all__ = ["MARKS", "OUTCOMES", "Region", "Verdict", "above", "below", "between", "decide", "headline", "lines",
-           "markdown", "needs_text", "point", "to_dataset"]
+__all__ = [
+    "MARKS",
+    "OUTCOMES",
+    "Region",
+    "Verdict",
+    "above",
+    "below",
+    "between",
+    "decide",
+    "headline",
+    "lines",
+    "markdown",
+    "needs_text",
+    "point",
+    "to_dataset",
+]
 
 CONSISTENT, REFUTED, UNDERPOWERED, NOT_MEASURED = "consistent", "refuted", "underpowered", "not measured"
 OUTCOMES = (CONSISTENT, REFUTED, UNDERPOWERED, NOT_MEASURED)
@@ -66,7 +81,7 @@ class Region:
         return max(self.lo - x, x - self.hi, 0.0)
 
     def text(self) -> str:
-        """"-1 +- 0.12", "< -0.05", "> 0.1" or "[a, b]"."""
+        """ "-1 +- 0.12", "< -0.05", "> 0.1" or "[a, b]"."""
         if math.isinf(self.lo) and math.isinf(self.hi):
             return "any"
         if math.isinf(self.lo):
@@ -101,7 +116,7 @@ def between(name: str, lo: float, hi: float) -> Region:
 def decide(lo: float, hi: float, prediction: Region, alternatives: Sequence[Region] = ()) -> str:
     """The outcome of an interval [lo, hi] (module docstring): consistent, refuted, underpowered, or not measured
     when the interval is not a pair of numbers with lo <= hi (NaN: nothing was fitted)."""
-    if not (lo <= hi):                       # NaN anywhere, or an empty interval
+    if not (lo <= hi):  # NaN anywhere, or an empty interval
         return NOT_MEASURED
     if prediction.disjoint(lo, hi):
         return REFUTED
@@ -153,7 +168,7 @@ class Verdict:
     diverged_points: str = ""
 
     def __post_init__(self) -> None:
-        if not self.outcome:                                     # decided here unless given (not measured)
+        if not self.outcome:  # decided here unless given (not measured)
             object.__setattr__(self, "outcome", decide(self.lo, self.hi, self.prediction, self.alternatives))
         if self.outcome not in OUTCOMES:
             raise ValueError(f"outcome must be one of {', '.join(OUTCOMES)}, got {self.outcome!r}")
@@ -169,7 +184,7 @@ class Verdict:
         return MARKS[self.outcome]
 
     def measured(self) -> str:
-        """"-0.98 [-1.10, -0.87]", or "not measured" without an estimate."""
+        """ "-0.98 [-1.10, -0.87]", or "not measured" without an estimate."""
         if not np.isfinite(self.estimate):
             return "not measured"
         if not (self.lo <= self.hi):
@@ -189,22 +204,28 @@ def needs_text(v: Verdict) -> str:
     half = max(v.estimate - v.lo, v.hi - v.estimate)
     if half <= 0:
         return ""
-    if math.isinf(half):        # a jackknife replicate was not resolved (dmft.fit.jackknife_interval)
-        return ("the interval is unbounded: without one of the seeds the estimate is not resolved above the "
-                "noise; more seeds would bound it")
+    if math.isinf(half):  # a jackknife replicate was not resolved (dmft.fit.jackknife_interval)
+        return (
+            "the interval is unbounded: without one of the seeds the estimate is not resolved above the "
+            "noise; more seeds would bound it"
+        )
     c = v.estimate
     inside = v.prediction.distance(c) == 0
-    if inside:           # consistent once the interval fits inside the prediction and clears every alternative
+    if inside:  # consistent once the interval fits inside the prediction and clears every alternative
         room = min(c - v.prediction.lo, v.prediction.hi - c, *[a.distance(c) for a in v.alternatives])
         goal = "consistent"
-    else:                # refuted once the interval clears the prediction
+    else:  # refuted once the interval clears the prediction
         room, goal = v.prediction.distance(c), "refuted"
     if room <= 0:
-        return ("the estimate sits where the prediction and an alternative overlap: a wider size range (a narrower "
-                "band) would decide it, not more seeds")
+        return (
+            "the estimate sits where the prediction and an alternative overlap: a wider size range (a narrower "
+            "band) would decide it, not more seeds"
+        )
     factor = (half / room) ** 2
     if v.n_seeds:
-        return f"about {math.ceil(v.n_seeds * factor)} seeds (now {v.n_seeds}) would make it {goal} if the estimate stays"
+        return (
+            f"about {math.ceil(v.n_seeds * factor)} seeds (now {v.n_seeds}) would make it {goal} if the estimate stays"
+        )
     return f"an interval {factor:.2g} times narrower in variance would make it {goal} if the estimate stays"
 
 
@@ -222,8 +243,19 @@ def lines(verdicts: Iterable[Verdict], notes: bool = True) -> list[str]:
     marked *), diverged points when any; then one note line per row that has a note, a need or left points out."""
     vs = list(verdicts)
     head: tuple[str, ...] = ("pred", "row", "setting", "axis", "hypotheses", "measured [CI]", "band", "verdict")
-    rows: list[tuple[str, ...]] = [(("*" if v.primary else " ") + v.key, v.row, v.setting, v.axis, v.hypotheses_text(), v.measured(),
-             _band_text(v), f"{v.mark} {v.outcome}") for v in vs]
+    rows: list[tuple[str, ...]] = [
+        (
+            ("*" if v.primary else " ") + v.key,
+            v.row,
+            v.setting,
+            v.axis,
+            v.hypotheses_text(),
+            v.measured(),
+            _band_text(v),
+            f"{v.mark} {v.outcome}",
+        )
+        for v in vs
+    ]
     if any(v.diverged for v in vs):
         head += ("diverged",)
         rows = [(*r, str(v.diverged)) for r, v in zip(rows, vs)]
@@ -232,8 +264,16 @@ def lines(verdicts: Iterable[Verdict], notes: bool = True) -> list[str]:
     out = [fmt.format(*head), fmt.format(*("-" * w for w in widths))] + [fmt.format(*r) for r in rows]
     if notes:
         for v in vs:
-            extra = [t for t in (v.note, v.needs and f"needs: {v.needs}", v.diverged_points,
-                                 v.local and "local slopes " + ", ".join(f"{s:+.2f}" for s in v.local)) if t]
+            extra = [
+                t
+                for t in (
+                    v.note,
+                    v.needs and f"needs: {v.needs}",
+                    v.diverged_points,
+                    v.local and "local slopes " + ", ".join(f"{s:+.2f}" for s in v.local),
+                )
+                if t
+            ]
             if extra:
                 out.append(f"  {v.key} {v.row}: " + "; ".join(extra))
     return out
@@ -252,15 +292,18 @@ def headline(verdicts: Iterable[Verdict]) -> str:
     return f"{len(prim)} primary rows: " + ", ".join(named(o) for o in OUTCOMES)
 
 
-def markdown(verdicts: Iterable[Verdict], claims: dict[str, str] | None = None,
-             order: Sequence[str] | None = None) -> str:
+def markdown(
+    verdicts: Iterable[Verdict], claims: dict[str, str] | None = None, order: Sequence[str] | None = None
+) -> str:
     """The summary table: per prediction key (in `order`, else first appearance) and setting, the primary row's
     hypotheses, measurement, band and verdict, with the secondary rows (not counted) listed in the last column.
     claims: {key: one-line claim}."""
     vs = list(verdicts)
     keys = list(order) if order is not None else list(dict.fromkeys(v.key for v in vs))
-    out = ["| P | claim | setting | hypotheses | primary: measured [95% CI] | band | verdict | secondary rows (not counted) |",
-           "|---|---|---|---|---|---|---|---|"]
+    out = [
+        "| P | claim | setting | hypotheses | primary: measured [95% CI] | band | verdict | secondary rows (not counted) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for key in keys:
         group = [v for v in vs if v.key == key]
         claim = (claims or {}).get(key, "")
@@ -275,8 +318,12 @@ def markdown(verdicts: Iterable[Verdict], claims: dict[str, str] | None = None,
                 cells = ("-", "-", "-", "no primary row")
             else:
                 planned = f" (planned power {prim.power:.2f})" if np.isfinite(prim.power) else ""
-                cells = (prim.hypotheses_text(), f"{prim.row}: {prim.measured()}", _band_text(prim),
-                         f"{prim.mark} {prim.outcome}{planned}" + (f"; needs {prim.needs}" if prim.needs else ""))
+                cells = (
+                    prim.hypotheses_text(),
+                    f"{prim.row}: {prim.measured()}",
+                    _band_text(prim),
+                    f"{prim.mark} {prim.outcome}{planned}" + (f"; needs {prim.needs}" if prim.needs else ""),
+                )
             row = (key if n == 0 else "", claim if n == 0 else "", f"{setting}, {axis}", *cells, sec or "-")
             out.append("| " + " | ".join(str(c).replace("|", "/") for c in row) + " |")
     return "\n".join(out) + "\n"
@@ -294,9 +341,13 @@ def to_dataset(verdicts: Iterable[Verdict]) -> xr.Dataset:
         pred = d.pop("prediction")
         alts = d.pop("alternatives")
         d["local"] = " ".join(f"{s:.4g}" for s in v.local)
-        d.update(prediction=pred["name"], prediction_lo=pred["lo"], prediction_hi=pred["hi"],
-                 alternatives="; ".join(f"{a['name']}: [{a['lo']:.4g}, {a['hi']:.4g}]" for a in alts),
-                 consistent=int(v.consistent))
+        d.update(
+            prediction=pred["name"],
+            prediction_lo=pred["lo"],
+            prediction_hi=pred["hi"],
+            alternatives="; ".join(f"{a['name']}: [{a['lo']:.4g}, {a['hi']:.4g}]" for a in alts),
+            consistent=int(v.consistent),
+        )
         for k, x in d.items():
             cols.setdefault(k, []).append(x)
     data = {k: ("row_index", np.asarray(x)) for k, x in cols.items()}

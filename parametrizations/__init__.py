@@ -12,20 +12,51 @@ The face of the package, loaded lazily (a name's module is imported on first use
     from parametrizations import ModelConfig, build_model, get_preset
     model = build_model(ModelConfig(N=16, H=4, L=2), get_preset("mup"), "adam", seed=0)
 """
+
 from __future__ import annotations
 
 import importlib
 
 _FACE = {
-    "Parametrization": "spec", "PRESETS": "spec", "get_preset": "spec", "abc": "spec",
-    "OptimConfig": "optim", "global_lr": "optim", "build_optimizer": "optim", "param_groups": "optim",
-    "ModelConfig": "transformer", "LWSTransformer": "transformer", "build_model": "transformer",
-    "get_profile": "lws", "resolve": "lws", "budget_match": "lws", "LWSProfile": "lws",
-    "apply_parametrization": "own_model", "OwnModel": "own_model", "ROLE_NAMES": "own_model",
+    "Parametrization": "spec",
+    "PRESETS": "spec",
+    "get_preset": "spec",
+    "abc": "spec",
+    "OptimConfig": "optim",
+    "global_lr": "optim",
+    "build_optimizer": "optim",
+    "param_groups": "optim",
+    "ModelConfig": "transformer",
+    "LWSTransformer": "transformer",
+    "build_model": "transformer",
+    "get_profile": "lws",
+    "resolve": "lws",
+    "budget_match": "lws",
+    "LWSProfile": "lws",
+    "apply_parametrization": "own_model",
+    "OwnModel": "own_model",
+    "ROLE_NAMES": "own_model",
 }
-__all__ = ["PRESETS", "ROLE_NAMES", "LWSProfile", "LWSTransformer", "ModelConfig", "OptimConfig", "OwnModel",
-           "Parametrization", "abc", "apply_parametrization", "budget_match", "build_model", "build_optimizer",
-           "get_preset", "get_profile", "global_lr", "param_groups", "resolve"]
+__all__ = [
+    "PRESETS",
+    "ROLE_NAMES",
+    "LWSProfile",
+    "LWSTransformer",
+    "ModelConfig",
+    "OptimConfig",
+    "OwnModel",
+    "Parametrization",
+    "abc",
+    "apply_parametrization",
+    "budget_match",
+    "build_model",
+    "build_optimizer",
+    "get_preset",
+    "get_profile",
+    "global_lr",
+    "param_groups",
+    "resolve",
+]
 
 
 def __getattr__(name: str):

@@ -9,6 +9,7 @@ Types are strict: an int field takes an integer (not a bool, not a float), a flo
 bool), a bool field a real boolean, a str field a string. `probes.experiment.config` converts what a config file may
 legitimately hold (4.0 for an int, a list for a tuple) before the dataclasses see it.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,7 +34,7 @@ class ConfigError(ValueError):
 def short(v: object, n: int = 60) -> str:
     """repr(v), cut to n characters (a message stays one short line whatever the value)."""
     r = repr(v)
-    return r if len(r) <= n else r[:n - 3] + "..."
+    return r if len(r) <= n else r[: n - 3] + "..."
 
 
 def is_int(v: object) -> TypeGuard[int]:
@@ -72,15 +73,22 @@ def check_int(key: str, v: object, lo: int | None = 1, hi: int | None = None) ->
         raise ConfigError(key, f"must be {what}, got {short(v)}")
 
 
-def check_float(key: str, v: object, lo: float | None = None, hi: float | None = None, *,
-                lo_open: bool = False, hi_open: bool = False) -> None:
+def check_float(
+    key: str,
+    v: object,
+    lo: float | None = None,
+    hi: float | None = None,
+    *,
+    lo_open: bool = False,
+    hi_open: bool = False,
+) -> None:
     """v is a finite real number in the interval (bounds None: unbounded; *_open: the bound excluded)."""
     what = "a finite number" + ("" if lo is None and hi is None else " " + _interval(lo, hi, lo_open, hi_open))
     if not is_real(v):
         raise ConfigError(key, f"must be {what}, got {short(v)} ({type(v).__name__})")
     try:
         finite = math.isfinite(v)
-    except OverflowError:          # an int too large for a float
+    except OverflowError:  # an int too large for a float
         finite = False
     if not finite:
         raise ConfigError(key, f"must be {what}, got {short(v)}")

@@ -7,6 +7,7 @@ W_2 (f_l x d); and the variants' vectors (RMSNorm and QK-norm gains, nGPT's eige
 LAUREL's weights). Plus the embedding, the learned positions (none with RoPE) and the readout (none when tied).
 `tests/test_memory_model.py` compares it with sum(p.numel()) of built models.
 """
+
 from __future__ import annotations
 
 from .transformer import ModelConfig, is_vision
@@ -20,18 +21,21 @@ def block_parameter_count(cfg: ModelConfig, H_l: int, d_ff: int) -> int:
     d, N = cfg.d_model, cfg.N
     H_kv = H_l // o.kv_group
     gated = o.mlp == "swiglu"
-    mlp_in = (2 if gated else 1) * d_ff                      # SwiGLU: W_1 gives both halves, 3 d f weights in all
+    mlp_in = (2 if gated else 1) * d_ff  # SwiGLU: W_1 gives both halves, 3 d f weights in all
     n = 2 * d * H_l * N + 2 * d * H_kv * N + d * mlp_in + d_ff * d
     if o.ngpt:
-        n += 2 * d + H_l * N + mlp_in                        # eigen learning rates (attn, mlp), s_qk, s_uv
+        n += 2 * d + H_l * N + mlp_in  # eigen learning rates (attn, mlp), s_qk, s_uv
     elif o.norm == "rms":
-        n += 2 * d                                           # the two pre-norm gains
+        n += 2 * d  # the two pre-norm gains
     if o.qk_norm and not o.ngpt:
-        n += 2 * N                                           # q and k gains, one N-vector each
+        n += 2 * N  # q and k gains, one N-vector each
     if o.laurel:
-        per_add = (2 if "rw" in o.laurel else 0) + (2 * d * o.laurel_rank if "lr" in o.laurel else 0) + \
-            (o.laurel_k if "pa" in o.laurel else 0)
-        n += 2 * per_add                                     # one LAUREL per residual add, two adds per block
+        per_add = (
+            (2 if "rw" in o.laurel else 0)
+            + (2 * d * o.laurel_rank if "lr" in o.laurel else 0)
+            + (o.laurel_k if "pa" in o.laurel else 0)
+        )
+        n += 2 * per_add  # one LAUREL per residual add, two adds per block
     return n
 
 
@@ -42,15 +46,15 @@ def parameter_count(cfg: ModelConfig) -> int:
     d, S = cfg.d_model, cfg.seq_len
     vision = is_vision(cfg.task)
     n_out = cfg.n_classes if vision else cfg.vocab_size
-    n = (cfg.d_in if vision else cfg.vocab_size) * d         # embedding
+    n = (cfg.d_in if vision else cfg.vocab_size) * d  # embedding
     if not o.rope:
-        n += S * d                                           # learned positions
+        n += S * d  # learned positions
     sh = cfg.shapes()
     n += sum(block_parameter_count(cfg, H_l, f) for H_l, f in zip(sh.heads, sh.d_ff))
     if not o.tie:
-        n += d * n_out                                       # readout
+        n += d * n_out  # readout
     if o.ngpt:
-        n += n_out                                           # s_z
+        n += n_out  # s_z
     elif o.norm == "rms":
-        n += d                                               # the final norm's gain
+        n += d  # the final norm's gain
     return n

@@ -1,5 +1,6 @@
 """Per-parameter table of the parametrization: role, shape, init std, forward multiplier, lr, eps, weight decay,
 and the one-line derivation of each role's rule."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ class ParamRow:
     lr: float
     eps: float | None
     weight_decay: float
-    init_value: float | None = None      # vectors and scalars (ScaledVector): their constant initial value
+    init_value: float | None = None  # vectors and scalars (ScaledVector): their constant initial value
 
 
 def describe(model: LWSTransformer, p: Parametrization, opt: OptimConfig) -> list[ParamRow]:
@@ -31,9 +32,20 @@ def describe(model: LWSTransformer, p: Parametrization, opt: OptimConfig) -> lis
     rows = []
     for r in param_rules(model, p, opt):
         module = model.get_submodule(r["name"].rsplit(".", 1)[0])
-        assert isinstance(module, ScaledWeight)                # every parameter lives in a ScaledWeight
-        rows.append(ParamRow(r["name"], r["role"], tuple(r["param"].shape), module.init_std, module.mult,
-                             r["lr"], r.get("eps"), r["weight_decay"], getattr(module, "init_value", None)))
+        assert isinstance(module, ScaledWeight)  # every parameter lives in a ScaledWeight
+        rows.append(
+            ParamRow(
+                r["name"],
+                r["role"],
+                tuple(r["param"].shape),
+                module.init_std,
+                module.mult,
+                r["lr"],
+                r.get("eps"),
+                r["weight_decay"],
+                getattr(module, "init_value", None),
+            )
+        )
     return rows
 
 

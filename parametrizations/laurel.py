@@ -11,6 +11,7 @@ the branch multiplier: it is one more residual branch, and without it L such map
 Unlike the paper we leave a and b unbounded (no sigmoid/softmax): their multipliers keep b within O(1/L) of 1 per
 layer, which is the bound that matters for the depth limit. PA uses h = identity (the k-parameter form).
 """
+
 from __future__ import annotations
 
 import torch
@@ -24,8 +25,19 @@ class Laurel(nn.Module):
     """One LAUREL residual add. parts: a subset of {"rw", "lr", "pa"}; rank: r of LR; k: states PA weighs;
     branch: beta0 (L/L0)^-alpha_L."""
 
-    def __init__(self, parts: frozenset, d: int, rank: int, k: int, p: Parametrization, N: int, L: int,
-                 optimizer: str, branch: float, ensemble: int | None = None):
+    def __init__(
+        self,
+        parts: frozenset,
+        d: int,
+        rank: int,
+        k: int,
+        p: Parametrization,
+        N: int,
+        L: int,
+        optimizer: str,
+        branch: float,
+        ensemble: int | None = None,
+    ):
         super().__init__()
         self.parts, self.branch, self.k = parts, float(branch), k
 
@@ -35,10 +47,12 @@ class Laurel(nn.Module):
         if "rw" in parts:
             self.a, self.b = vec(1, "laurel_a", 1.0), vec(1, "laurel_res", 1.0)
         if "lr" in parts:
-            self.A = ScaledLinear(d, rank, "laurel_A", *abc(p, "laurel_A", d, d=d, N=N, L=L, optimizer=optimizer),
-                                  ensemble)
-            self.B = ScaledLinear(rank, d, "laurel_B", *abc(p, "laurel_B", rank, d=d, N=N, L=L, optimizer=optimizer),
-                                  ensemble)
+            self.A = ScaledLinear(
+                d, rank, "laurel_A", *abc(p, "laurel_A", d, d=d, N=N, L=L, optimizer=optimizer), ensemble
+            )
+            self.B = ScaledLinear(
+                rank, d, "laurel_B", *abc(p, "laurel_B", rank, d=d, N=N, L=L, optimizer=optimizer), ensemble
+            )
         if "pa" in parts:
             self.gamma = vec(k, "laurel_res", 0.0)
 
@@ -50,9 +64,9 @@ class Laurel(nn.Module):
             res = res + self.branch * self.B(self.A(x))
         if "pa" in self.parts:
             assert history is not None, "LAUREL-PA needs the stream history"
-            gam = self.gamma.value_for(x, (self.k,))              # (k,) or (E, 1, .., k)
-            for j, state in enumerate(reversed(history[-self.k:])):
-                res = res + gam[..., j:j + 1] * state
+            gam = self.gamma.value_for(x, (self.k,))  # (k,) or (E, 1, .., k)
+            for j, state in enumerate(reversed(history[-self.k :])):
+                res = res + gam[..., j : j + 1] * state
         if "rw" in self.parts:
             return self.a.value_for(x, (1,)) * fx + self.b.value_for(x, (1,)) * res
         return fx + res

@@ -12,6 +12,7 @@ weights the model has or in which order they are drawn: the readout of a depth-2
 come from the same standard normals. A weight is drawn as standard normals times init_std, so two draws that differ
 only in init_std are equal up to that scale.
 """
+
 from __future__ import annotations
 
 import zlib
@@ -28,7 +29,7 @@ def member_linear(x: torch.Tensor, w: torch.Tensor, ensemble: int | None) -> tor
     if ensemble is None:
         return F.linear(x, w)
     E, fan_in = w.shape[0], x.shape[-1]
-    y = torch.bmm(x.reshape(E, -1, fan_in), w.transpose(1, 2))   # (E, M, fan_out)
+    y = torch.bmm(x.reshape(E, -1, fan_in), w.transpose(1, 2))  # (E, M, fan_out)
     return y.view(*x.shape[:-1], w.shape[1])
 
 
@@ -56,7 +57,7 @@ def standard_normal(shape: tuple[int, ...], generator: torch.Generator, nest_dim
         return torch.empty(shape).normal_(generator=generator)
     moved = (shape[nest_dim], *(n for i, n in enumerate(shape) if i != nest_dim % len(shape)))
     z = torch.empty(moved)
-    for row in z:                                                 # one draw per slice: a prefix of slices is stable
+    for row in z:  # one draw per slice: a prefix of slices is stable
         row.normal_(generator=generator)
     return z.movedim(0, nest_dim)
 
@@ -67,8 +68,16 @@ class ScaledWeight(nn.Module):
     the residual width d, drawn one slice at a time (`standard_normal`), for the weights whose other dim does not
     grow with the model (embedding, positions, readout); None: drawn in one piece."""
 
-    def __init__(self, rows: int, cols: int, role: str, init_std: float, mult: float, ensemble: int | None = None,
-                 nest_dim: int | None = None):
+    def __init__(
+        self,
+        rows: int,
+        cols: int,
+        role: str,
+        init_std: float,
+        mult: float,
+        ensemble: int | None = None,
+        nest_dim: int | None = None,
+    ):
         super().__init__()
         shape = (rows, cols) if ensemble is None else (ensemble, rows, cols)
         self.weight = nn.Parameter(torch.empty(shape))
@@ -88,8 +97,16 @@ class ScaledWeight(nn.Module):
 class ScaledLinear(ScaledWeight):
     """y = mult * W x, W (fan_out, fan_in). No bias (as the official code). In an ensemble x is (E, ..., fan_in)."""
 
-    def __init__(self, fan_in: int, fan_out: int, role: str, init_std: float, mult: float, ensemble: int | None = None,
-                 nest_dim: int | None = None):
+    def __init__(
+        self,
+        fan_in: int,
+        fan_out: int,
+        role: str,
+        init_std: float,
+        mult: float,
+        ensemble: int | None = None,
+        nest_dim: int | None = None,
+    ):
         super().__init__(fan_out, fan_in, role, init_std, mult, ensemble, nest_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -102,10 +119,10 @@ class ScaledTable(ScaledWeight):
     W is (E, rows, dim) and y (E, *idx.shape, dim)."""
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        w = self.weight * self.mult                               # mult W[i], the multiplier on the (small) table
+        w = self.weight * self.mult  # mult W[i], the multiplier on the (small) table
         if self.ensemble is None:
             return F.embedding(idx, w)
-        return w[:, idx]                                          # (E, *idx.shape, dim)
+        return w[:, idx]  # (E, *idx.shape, dim)
 
 
 class ScaledVector(ScaledWeight):
@@ -147,7 +164,7 @@ class TiedReadout(nn.Module):
 
     def __init__(self, table: ScaledTable, mult: float):
         super().__init__()
-        self._table = [table]                      # a list: the table's parameter stays registered once
+        self._table = [table]  # a list: the table's parameter stays registered once
         self.role, self.mult, self.ensemble = "readout", float(mult), table.ensemble
 
     @property

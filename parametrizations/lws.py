@@ -5,6 +5,7 @@ variants (``baroian/OLMo-custom``); see docs/design.md, "LWS profiles".
 Layer i gets ``H_i = make_divisible(alpha_i*d_model, N*head_multiple_of) // N`` query heads
 and ``d_ff_i = make_divisible(beta_i*d_model, ffn_divisor)`` MLP units (head dim N fixed).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,8 +16,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["make_divisible", "LWSProfile", "PRESETS", "get_profile", "layer_multipliers",
-           "LayerShapes", "resolve", "budget_match"]
+__all__ = [
+    "make_divisible",
+    "LWSProfile",
+    "PRESETS",
+    "get_profile",
+    "layer_multipliers",
+    "LayerShapes",
+    "resolve",
+    "budget_match",
+]
 
 KINDS = ("isotropic", "linear", "framed", "reverse", "crown", "explicit")
 _ARITY = {"isotropic": 1, "linear": 2, "framed": 2, "reverse": 2, "crown": 3}
@@ -24,8 +33,7 @@ DEFAULT_FRAME = (1.0, 4.0)  # C/F/R ``layer_freeze``: qkv 1.0, ffn 4.0 on the fi
 ROUNDINGS = ("corenet", "cfr")
 
 
-def make_divisible(v: float, divisor: int = 8, min_value: int | None = None,
-                   variant: str = "corenet") -> int:
+def make_divisible(v: float, divisor: int = 8, min_value: int | None = None, variant: str = "corenet") -> int:
     """Round ``v`` half-up to a multiple of ``divisor``, never more than 10% below ``v``.
 
     ``variant="corenet"`` is corenet's ``math_utils.make_divisible`` (bump when the rounded
@@ -45,8 +53,7 @@ def make_divisible(v: float, divisor: int = 8, min_value: int | None = None,
         return int(rounded + divisor if rounded <= 0.9 * v else rounded)
     if variant != "corenet":
         raise ValueError(f"variant must be one of {ROUNDINGS}, got {variant!r}")
-    new_v = max(divisor if min_value is None else min_value,
-                int(v + divisor / 2) // divisor * divisor)
+    new_v = max(divisor if min_value is None else min_value, int(v + divisor / 2) // divisor * divisor)
     if new_v < 0.9 * v:
         new_v += divisor
     return int(new_v)
@@ -54,7 +61,7 @@ def make_divisible(v: float, divisor: int = 8, min_value: int | None = None,
 
 def _positive_floats(name: str, values: Any) -> tuple[float, ...]:
     try:
-        out = tuple(float(x) for x in values)   # anything: a non-sequence is the ValueError below
+        out = tuple(float(x) for x in values)  # anything: a non-sequence is the ValueError below
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{name} must be a sequence of numbers, got {values!r}") from exc
     for x in out:
@@ -65,7 +72,7 @@ def _positive_floats(name: str, values: Any) -> tuple[float, ...]:
 
 def _positive_ints(name: str, values: Any, length: int | None = None) -> tuple[int, ...]:
     try:
-        items = list(values)                    # anything: a non-sequence is the ValueError below
+        items = list(values)  # anything: a non-sequence is the ValueError below
     except TypeError as exc:
         raise ValueError(f"{name} must be a sequence of positive integers, got {values!r}") from exc
     for x in items:
@@ -105,8 +112,9 @@ class LWSProfile:
             if self.heads is None or self.d_ff is None:
                 raise ValueError("kind='explicit' requires both heads and d_ff per-layer lists")
             if len(self.heads) != len(self.d_ff):
-                raise ValueError(f"heads (len {len(self.heads)}) and d_ff (len {len(self.d_ff)}) "
-                                 "must have the same length")
+                raise ValueError(
+                    f"heads (len {len(self.heads)}) and d_ff (len {len(self.d_ff)}) must have the same length"
+                )
             if tuple(self.qkv) or tuple(self.ffn) or self.frame is not None:
                 raise ValueError("kind='explicit' takes no qkv/ffn multipliers and no frame")
             put("qkv", ())
@@ -212,21 +220,36 @@ class LayerShapes:
         """
         _positive_ints("head_factor", [head_factor])
         _positive_ints("ffn_factor", [ffn_factor])
-        return LayerShapes(tuple(h * head_factor for h in self.heads),
-                           tuple(f * ffn_factor for f in self.d_ff),
-                           self.N, self.d_model * head_factor)
+        return LayerShapes(
+            tuple(h * head_factor for h in self.heads),
+            tuple(f * ffn_factor for f in self.d_ff),
+            self.N,
+            self.d_model * head_factor,
+        )
 
 
-def resolve(profile: LWSProfile, L: int, d_model: int, N: int, head_multiple_of: int = 1,
-            ffn_divisor: int = 1, rounding: str = "corenet") -> LayerShapes:
+def resolve(
+    profile: LWSProfile,
+    L: int,
+    d_model: int,
+    N: int,
+    head_multiple_of: int = 1,
+    ffn_divisor: int = 1,
+    rounding: str = "corenet",
+) -> LayerShapes:
     """Returns the per-layer integer shapes of ``profile`` at depth ``L``.
 
     ``H_l = make_divisible(d_model*alpha_l, N*head_multiple_of) // N`` and
     ``d_ff_l = make_divisible(beta_l*d_model, ffn_divisor)``; explicit ``heads``/``d_ff``
     are used as given.  ``rounding="cfr"`` selects the C/F/R ``make_divisible`` variant.
     """
-    for name, v in (("L (number of layers)", L), ("d_model", d_model), ("N", N), ("head_multiple_of", head_multiple_of),
-                    ("ffn_divisor", ffn_divisor)):
+    for name, v in (
+        ("L (number of layers)", L),
+        ("d_model", d_model),
+        ("N", N),
+        ("head_multiple_of", head_multiple_of),
+        ("ffn_divisor", ffn_divisor),
+    ):
         _positive_ints(name, [v])
     if d_model % N:
         raise ValueError(f"d_model={d_model} must be a multiple of the head dim N={N}")
@@ -234,22 +257,29 @@ def resolve(profile: LWSProfile, L: int, d_model: int, N: int, head_multiple_of:
         raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
     if profile.kind != "explicit":
         alpha, beta = layer_multipliers(profile, L)
-    heads = (_positive_ints("heads", profile.heads, L) if profile.heads is not None else
-             tuple(make_divisible(d_model * a, N * head_multiple_of, variant=rounding) // N
-                   for a in alpha))
-    d_ff = (_positive_ints("d_ff", profile.d_ff, L) if profile.d_ff is not None else
-            tuple(make_divisible(b * d_model, ffn_divisor, variant=rounding) for b in beta))
+    heads = (
+        _positive_ints("heads", profile.heads, L)
+        if profile.heads is not None
+        else tuple(make_divisible(d_model * a, N * head_multiple_of, variant=rounding) // N for a in alpha)
+    )
+    d_ff = (
+        _positive_ints("d_ff", profile.d_ff, L)
+        if profile.d_ff is not None
+        else tuple(make_divisible(b * d_model, ffn_divisor, variant=rounding) for b in beta)
+    )
     return LayerShapes(heads, d_ff, N, d_model)
 
 
 def _shift(profile: LWSProfile, dq: float, df: float) -> LWSProfile:
     # round(., 10) strips float noise such as 0.41000000000000003 from the offsets
-    return dataclasses.replace(profile, qkv=tuple(round(x + dq, 10) for x in profile.qkv),
-                               ffn=tuple(round(x + df, 10) for x in profile.ffn))
+    return dataclasses.replace(
+        profile, qkv=tuple(round(x + dq, 10) for x in profile.qkv), ffn=tuple(round(x + df, 10) for x in profile.ffn)
+    )
 
 
-def _match_offset(count: Callable[[float], int], points: tuple[float, ...], target: int,
-                  what: str) -> tuple[float, float]:
+def _match_offset(
+    count: Callable[[float], int], points: tuple[float, ...], target: int, what: str
+) -> tuple[float, float]:
     """Returns offsets (c_below, c_above) bracketing ``target`` for a non-decreasing count(c).
 
     c_below is on the last plateau with count < target (or == target), c_above on the first
@@ -257,8 +287,10 @@ def _match_offset(count: Callable[[float], int], points: tuple[float, ...], targ
     """
     lo = -min(points) + 1e-6  # keeps every shifted point positive
     if count(lo) > target:
-        raise ValueError(f"budget_match: target {what} count {target} is below the minimum "
-                         f"{count(lo)} reachable by shifting (frame/min-size rounding)")
+        raise ValueError(
+            f"budget_match: target {what} count {target} is below the minimum "
+            f"{count(lo)} reachable by shifting (frame/min-size rounding)"
+        )
     hi = 1.0
     for _ in range(64):
         if count(hi) >= target:
@@ -280,9 +312,16 @@ def _tidy(count: Callable[[float], int], c: float, points: tuple[float, ...]) ->
     return c
 
 
-def budget_match(profile: LWSProfile, L: int, d_model: int, N: int,
-                 target: LWSProfile | None = None, head_multiple_of: int = 1,
-                 ffn_divisor: int = 1, rounding: str = "corenet") -> tuple[LWSProfile, LayerShapes]:
+def budget_match(
+    profile: LWSProfile,
+    L: int,
+    d_model: int,
+    N: int,
+    target: LWSProfile | None = None,
+    head_multiple_of: int = 1,
+    ffn_divisor: int = 1,
+    rounding: str = "corenet",
+) -> tuple[LWSProfile, LayerShapes]:
     """Shift ``profile``'s qkv and ffn points (not the frame) to match ``target``'s budget.
 
     The qkv offset is bisected on the (monotone, rounded) attention count 4*d*N*sum(H_l)
@@ -326,6 +365,8 @@ def budget_match(profile: LWSProfile, L: int, d_model: int, N: int,
             if best is None or key < best[0]:
                 best = (key, cand)
     if best is None:
-        raise ValueError(f"budget_match: target {target} is unreachable: its MLP budget is below "
-                         "what any ffn offset gives (frame / profile peak / min-size rounding)")
+        raise ValueError(
+            f"budget_match: target {target} is unreachable: its MLP budget is below "
+            "what any ffn offset gives (frame / profile peak / min-size rounding)"
+        )
     return best[1], resolve(best[1], L, d_model, N, **kw)

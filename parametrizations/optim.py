@@ -13,6 +13,7 @@ every size, decoupled (AdamW) or coupled L2 (SGD, where lr*wd*W is the same deca
 refused, because Adam divides the L2 term by the gradient scale, which changes with d (use adamw). SP (the
 negative control) uses lr = eta0 and torch's usual eps = 1e-8, stated in its config.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,7 +25,7 @@ import torch
 from .checks import ConfigError, check_float
 from .spec import OPTIMIZERS, Parametrization, depth_ratio, is_adam
 
-if TYPE_CHECKING:                                   # transformer.py imports this module
+if TYPE_CHECKING:  # transformer.py imports this module
     from .transformer import LWSTransformer
 
 
@@ -57,8 +58,11 @@ class OptimConfig:
             check_float("eps0", self.eps0, 0.0)
         check_float("weight_decay", self.weight_decay, 0.0)
         if self.name == "adam" and self.weight_decay:
-            raise ConfigError("weight_decay", "with optimizer adam is coupled L2, which Adam rescales by the gradient "
-                                              "size (not scale-invariant); use optimizer adamw for decoupled weight decay")
+            raise ConfigError(
+                "weight_decay",
+                "with optimizer adam is coupled L2, which Adam rescales by the gradient "
+                "size (not scale-invariant); use optimizer adamw for decoupled weight decay",
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -126,9 +130,14 @@ def param_rules(model: LWSTransformer, p: Parametrization, opt: OptimConfig) -> 
         if not param.requires_grad:
             continue
         role = model.param_roles[name]
-        row: dict[str, Any] = {"name": name, "role": role, "param": param, "lr": lr,
-               # decay per step lr*wd = eta0*weight_decay at every size
-               "weight_decay": opt.weight_decay * opt.eta0 / lr if opt.weight_decay else 0.0}
+        row: dict[str, Any] = {
+            "name": name,
+            "role": role,
+            "param": param,
+            "lr": lr,
+            # decay per step lr*wd = eta0*weight_decay at every size
+            "weight_decay": opt.weight_decay * opt.eta0 / lr if opt.weight_decay else 0.0,
+        }
         if is_adam(opt.name):
             row["eps"] = eps0(p, opt) * eps_multiplier(p, role, d, L, N)
         rows.append(row)
@@ -142,8 +151,16 @@ def param_groups(model: LWSTransformer, p: Parametrization, opt: OptimConfig) ->
     groups: dict[tuple, dict] = {}
     for row in param_rules(model, p, opt):
         key = (row["lr"], row.get("eps"), row["weight_decay"])
-        g = groups.setdefault(key, {"params": [], "roles": [], "lr": row["lr"], "weight_decay": row["weight_decay"],
-                                    **({"eps": row["eps"]} if "eps" in row else {})})
+        g = groups.setdefault(
+            key,
+            {
+                "params": [],
+                "roles": [],
+                "lr": row["lr"],
+                "weight_decay": row["weight_decay"],
+                **({"eps": row["eps"]} if "eps" in row else {}),
+            },
+        )
         g["params"].append(row["param"])
         if row["role"] not in g["roles"]:
             g["roles"].append(row["role"])

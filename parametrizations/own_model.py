@@ -22,6 +22,7 @@ Roles (`ROLE_NAMES`): parameters are "embedding" (token table, positional table 
 (a pre-LN residual block, h -> h), "attention" and "mlp" (its two branches). Patterns are matched against
 `named_parameters()` / `named_modules()` names: `*` matches one dotted part, `**` any number of parts.
 """
+
 from __future__ import annotations
 
 import math
@@ -39,8 +40,21 @@ from .spec import Parametrization, abc, attention_scale, branch_multiplier, get_
 from .transformer import init_key
 
 # role -> the rule of `parametrizations.spec` it follows (matrices: an abc role; vectors: a vector_mult role)
-PARAM_ROLES = {"embedding": "embed", "embed": "embed", "pos": "pos", "qk": "q", "q": "q", "k": "k", "hidden": "v",
-               "v": "v", "o": "o", "mlp_in": "mlp_in", "mlp_out": "mlp_out", "readout": "readout", "vector": "gain"}
+PARAM_ROLES = {
+    "embedding": "embed",
+    "embed": "embed",
+    "pos": "pos",
+    "qk": "q",
+    "q": "q",
+    "k": "k",
+    "hidden": "v",
+    "v": "v",
+    "o": "o",
+    "mlp_in": "mlp_in",
+    "mlp_out": "mlp_out",
+    "readout": "readout",
+    "vector": "gain",
+}
 MODULE_ROLES = ("block", "attention", "mlp")
 ROLE_NAMES = tuple(PARAM_ROLES) + MODULE_ROLES
 MATRIX_RULES = ("embed", "pos", "q", "k", "v", "o", "mlp_in", "mlp_out", "readout")
@@ -60,12 +74,16 @@ def match_roles(names: list[str], roles: dict[str, str], what: str) -> dict[str,
         rx = pattern_regex(pattern)
         hits = [n for n in names if rx.fullmatch(n)]
         if not hits:
-            raise ValueError(f"roles: pattern {pattern!r} ({role}) matches no {what}; {what}s are "
-                             f"{', '.join(names[:8])}{' ...' if len(names) > 8 else ''}")
+            raise ValueError(
+                f"roles: pattern {pattern!r} ({role}) matches no {what}; {what}s are "
+                f"{', '.join(names[:8])}{' ...' if len(names) > 8 else ''}"
+            )
         for n in hits:
             if n in out and out[n][0] != role:
-                raise ValueError(f"roles: {what} {n!r} matches two roles: {out[n][0]} (pattern {out[n][1]!r}) and "
-                                 f"{role} (pattern {pattern!r})")
+                raise ValueError(
+                    f"roles: {what} {n!r} matches two roles: {out[n][0]} (pattern {out[n][1]!r}) and "
+                    f"{role} (pattern {pattern!r})"
+                )
             out.setdefault(n, (role, pattern))
     return out
 
@@ -143,7 +161,7 @@ class OwnModel:
     def stored(self, rule: ParamRule, model: nn.Module | None = None) -> nn.Parameter:
         """The stored w of a parameter (what the optimizer moves) in `model` (default: this one, or a deep copy)."""
         owner = (model or self.model).get_submodule(rule.module)
-        return owner.parametrizations[rule.attr].original   # type: ignore[index,union-attr,return-value]
+        return owner.parametrizations[rule.attr].original  # type: ignore[index,union-attr,return-value]
 
     def param_groups(self, opt: OptimConfig) -> list[dict]:
         """Torch param groups of Table 1 (`parametrizations.optim`): the global lr of the optimizer family for every
@@ -151,16 +169,23 @@ class OwnModel:
         per distinct (lr, eps, weight decay), each listing its roles under "roles". ValueError when `opt` is another
         optimizer than the model was put under (the multipliers depend on the family)."""
         if opt.name != self.optimizer:
-            raise ValueError(f"optimizer: the model was put under the parametrization for {self.optimizer}, "
-                             f"got {opt.name} (the multipliers depend on it; apply again)")
+            raise ValueError(
+                f"optimizer: the model was put under the parametrization for {self.optimizer}, "
+                f"got {opt.name} (the multipliers depend on it; apply again)"
+            )
         lr = global_lr(self.p, opt, self.d, self.L)
         wd = opt.weight_decay * opt.eta0 / lr if opt.weight_decay else 0.0
         groups: dict[tuple, dict] = {}
         for r in self.rules:
-            eps = eps0(self.p, opt) * eps_multiplier(self.p, r.rule, self.d, self.L, self.N) if is_adam(opt.name) \
+            eps = (
+                eps0(self.p, opt) * eps_multiplier(self.p, r.rule, self.d, self.L, self.N)
+                if is_adam(opt.name)
                 else None
-            g = groups.setdefault((lr, eps, wd), {"params": [], "roles": [], "lr": lr, "weight_decay": wd,
-                                                  **({"eps": eps} if eps is not None else {})})
+            )
+            g = groups.setdefault(
+                (lr, eps, wd),
+                {"params": [], "roles": [], "lr": lr, "weight_decay": wd, **({"eps": eps} if eps is not None else {})},
+            )
             g["params"].append(self.stored(r))
             if r.rule not in g["roles"]:
                 g["roles"].append(r.rule)
@@ -172,11 +197,15 @@ class OwnModel:
 
     def lines(self) -> list[str]:
         """One line per parameter (name, role, rule, shape, init std, multiplier), then the two scalar multipliers."""
-        out = [f"{r.name:40s} {r.role:9s} {r.rule:8s} {r.shape!s:14s} std={r.init_std:.4g} mult={r.mult:.4g}"
-               for r in self.rules]
-        out.append(f"attention scale N^-alpha_A = {self.attn_scale:.6g} on {len(self.attention)} attention modules; "
-                   f"branch multiplier beta0 (L/L0)^-alpha_L = {self.branch:.6g} on {len(self.attention) + len(self.mlps)}"
-                   f" branches")
+        out = [
+            f"{r.name:40s} {r.role:9s} {r.rule:8s} {r.shape!s:14s} std={r.init_std:.4g} mult={r.mult:.4g}"
+            for r in self.rules
+        ]
+        out.append(
+            f"attention scale N^-alpha_A = {self.attn_scale:.6g} on {len(self.attention)} attention modules; "
+            f"branch multiplier beta0 (L/L0)^-alpha_L = {self.branch:.6g} on {len(self.attention) + len(self.mlps)}"
+            f" branches"
+        )
         return out
 
 
@@ -196,12 +225,14 @@ def _nest_dim(owner: nn.Module, rule: str) -> int | None:
     return 1 if rule == "readout" else None
 
 
-def _init_names(params: Sequence[tuple[str, torch.Tensor]], marked: dict[str, tuple[str, str]],
-                block_of: dict[str, int]) -> dict[str, str]:
+def _init_names(
+    params: Sequence[tuple[str, torch.Tensor]], marked: dict[str, tuple[str, str]], block_of: dict[str, int]
+) -> dict[str, str]:
     """The name each parameter's draw is keyed by (`parametrizations.transformer.init_key`): the built-in model's
     module name for a fine role (blocks.l.q for the one matrix marked q in block l; embed, pos, readout outside
     the blocks), so that a copy of the built-in model is drawn bit for bit as the built-in model is; otherwise
     (a coarse role, or a fine role given to several parameters of one block) the parameter's own module name."""
+
     def canonical(name: str) -> str | None:
         role, l = marked[name][0], block_of[name]
         if l >= 0 and role in ("q", "k", "v", "o", "mlp_in", "mlp_out"):
@@ -212,13 +243,22 @@ def _init_names(params: Sequence[tuple[str, torch.Tensor]], marked: dict[str, tu
 
     wanted = {n: canonical(n) for n, _ in params}
     taken = [c for c in wanted.values() if c is not None]
-    return {n: c if c is not None and taken.count(c) == 1 else n.removesuffix(".weight")
-            for n, c in wanted.items()}
+    return {n: c if c is not None and taken.count(c) == 1 else n.removesuffix(".weight") for n, c in wanted.items()}
 
 
-def apply_parametrization(model: nn.Module, roles: dict[str, str], *, N: int, H: int, L: int,
-                          preset: str | Parametrization = "mup", optimizer: str = "adam", seed: int = 0,
-                          io_seed: int | None = None, **overrides) -> OwnModel:
+def apply_parametrization(
+    model: nn.Module,
+    roles: dict[str, str],
+    *,
+    N: int,
+    H: int,
+    L: int,
+    preset: str | Parametrization = "mup",
+    optimizer: str = "adam",
+    seed: int = 0,
+    io_seed: int | None = None,
+    **overrides,
+) -> OwnModel:
     """Put `model` under the parametrization, in place, and return the `OwnModel` that describes it.
 
     roles: {name pattern: role} (module docstring, `ROLE_NAMES`); every trainable parameter must match exactly one
@@ -236,7 +276,7 @@ def apply_parametrization(model: nn.Module, roles: dict[str, str], *, N: int, H:
         p = preset.with_(**overrides) if overrides else preset
     else:
         p = get_preset(preset, **overrides)
-    is_adam(optimizer)                                            # ConfigError naming optimizer when unknown
+    is_adam(optimizer)  # ConfigError naming optimizer when unknown
     for pattern, role in roles.items():
         if role not in ROLE_NAMES:
             raise ValueError(f"roles: unknown role {role!r} for pattern {pattern!r}; roles are {', '.join(ROLE_NAMES)}")
@@ -269,15 +309,19 @@ def apply_parametrization(model: nn.Module, roles: dict[str, str], *, N: int, H:
         block = block_of[name]
         if rule == "gain":
             if w.dim() > 1:
-                raise ValueError(f"roles: parameter {name!r} of shape {tuple(w.shape)} is marked {role}, a role of "
-                                 f"vectors and scalars; give a matrix a matrix role")
+                raise ValueError(
+                    f"roles: parameter {name!r} of shape {tuple(w.shape)} is marked {role}, a role of "
+                    f"vectors and scalars; give a matrix a matrix role"
+                )
             std, mult, fan_in = math.nan, vector_mult(p, "gain", d=d, N=N, L=L, optimizer=optimizer), 1
             with torch.no_grad():
-                w.div_(mult)                                      # the value mult * w starts where the model set it
+                w.div_(mult)  # the value mult * w starts where the model set it
         else:
             if w.dim() != 2:
-                raise ValueError(f"roles: parameter {name!r} of shape {tuple(w.shape)} is marked {role}, a role of "
-                                 f"matrices; mark vectors and scalars 'vector'")
+                raise ValueError(
+                    f"roles: parameter {name!r} of shape {tuple(w.shape)} is marked {role}, a role of "
+                    f"matrices; mark vectors and scalars 'vector'"
+                )
             fan_in = _fan_in(owner, w, rule)
             if rule == "readout" and fan_in != d:
                 raise ValueError(f"roles: readout {name!r} has fan-in {fan_in}, but N*H = {N}*{H} = {d}")
@@ -293,9 +337,11 @@ def apply_parametrization(model: nn.Module, roles: dict[str, str], *, N: int, H:
     for name in attention:
         m = model.get_submodule(name)
         if not isinstance(getattr(m, "attn_scale", None), float):
-            raise ValueError(f"roles: attention module {name!r} has no float attribute attn_scale: its forward must "
-                             f"compute A = attn_scale * q.k (docs/own-model.md)")
-        m.attn_scale = scale                                      # type: ignore[assignment]
+            raise ValueError(
+                f"roles: attention module {name!r} has no float attribute attn_scale: its forward must "
+                f"compute A = attn_scale * q.k (docs/own-model.md)"
+            )
+        m.attn_scale = scale  # type: ignore[assignment]
     for name in attention + mlps:
         model.get_submodule(name).register_forward_hook(BranchScale(branch))
     return OwnModel(model, p, optimizer, N, H, L, rules, blocks, attention, mlps, scale, branch, seed)

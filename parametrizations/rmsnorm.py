@@ -35,6 +35,7 @@ Backends: "triton" (CUDA tensors, or CPU tensors under the Triton interpreter, T
 module is imported), "torch" (`rms_norm_torch`, the reference; autograd through PyTorch ops), and "auto" (triton
 when x is on CUDA and triton imports, else torch).
 """
+
 from __future__ import annotations
 
 import os
@@ -47,15 +48,16 @@ from torch.autograd.function import once_differentiable
 try:
     import triton
     import triton.language as tl
+
     HAS_TRITON = True
-except ImportError:              # e.g. macOS / Windows: only the torch reference is available
+except ImportError:  # e.g. macOS / Windows: only the torch reference is available
     HAS_TRITON = False
 
 __all__ = ["EPS", "HAS_TRITON", "MAX_BLOCK_D", "rms_norm", "rms_norm_torch", "rms_norm_triton"]
 
-EPS = 1e-6                       # OpenELM's RMSNorm eps
-MAX_BLOCK_D = 8192               # widest row held in one tile; wider rows loop over D in chunks of this size
-_TILE = 4096                     # target elements per (BLOCK_M, BLOCK_D) tile
+EPS = 1e-6  # OpenELM's RMSNorm eps
+MAX_BLOCK_D = 8192  # widest row held in one tile; wider rows loop over D in chunks of this size
+_TILE = 4096  # target elements per (BLOCK_M, BLOCK_D) tile
 _MAX_BLOCK_M = 64
 
 
@@ -71,8 +73,10 @@ def _members(x: Tensor, weight: Tensor | None) -> int:
         return 1
     if weight.ndim == 2 and x.ndim >= 2 and weight.shape == (x.shape[0], D):
         return weight.shape[0]
-    raise ValueError(f"weight must be None, ({D},) or (E, {D}) with x of shape (E, ..., {D}); "
-                     f"got weight {tuple(weight.shape)} for x {tuple(x.shape)}")
+    raise ValueError(
+        f"weight must be None, ({D},) or (E, {D}) with x of shape (E, ..., {D}); "
+        f"got weight {tuple(weight.shape)} for x {tuple(x.shape)}"
+    )
 
 
 # ---------------------------------------------------------------------------------------------- reference
@@ -86,23 +90,35 @@ def rms_norm_torch(x: Tensor, weight: Tensor | None = None, eps: float = EPS) ->
     if weight is not None:
         w = weight.float()
         if weight.ndim == 2:
-            w = w.view(E, *([1] * (x.ndim - 2)), x.shape[-1])          # broadcast over member e's rows
+            w = w.view(E, *([1] * (x.ndim - 2)), x.shape[-1])  # broadcast over member e's rows
         y = y * w
     return y.to(x.dtype)
 
 
 # ------------------------------------------------------------------------------------------------ Triton
 if HAS_TRITON:
+
     @triton.jit
-    def _rms_fwd_kernel(x_ptr, w_ptr, y_ptr, rstd_ptr, R, D, eps,
-                        HAS_W: tl.constexpr, SINGLE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+    def _rms_fwd_kernel(
+        x_ptr,
+        w_ptr,
+        y_ptr,
+        rstd_ptr,
+        R,
+        D,
+        eps,
+        HAS_W: tl.constexpr,
+        SINGLE: tl.constexpr,
+        BLOCK_M: tl.constexpr,
+        BLOCK_D: tl.constexpr,
+    ):
         """y = x * rstd * w[e] and rstd for BLOCK_M rows of member e = program_id(1) (rows e R + offs_r)."""
         e = tl.program_id(1).to(tl.int64)
-        offs_r = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)     # rows within member e
+        offs_r = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)  # rows within member e
         row_ok = offs_r < R
-        rows = e * R + offs_r                                           # int64: M D may exceed 2^31
+        rows = e * R + offs_r  # int64: M D may exceed 2^31
         offs_d = tl.arange(0, BLOCK_D)
-        if SINGLE:                                                      # the whole row in one tile: x read once
+        if SINGLE:  # the whole row in one tile: x read once
             mask = row_ok[:, None] & (offs_d[None, :] < D)
             offs = rows[:, None] * D + offs_d[None, :]
             x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
@@ -112,12 +128,13 @@ if HAS_TRITON:
                 w = tl.load(w_ptr + e * D + offs_d, mask=offs_d < D, other=0.0).to(tl.float32)
                 y = y * w[None, :]
             tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
-        else:                                                           # D > BLOCK_D: two passes over D
+        else:  # D > BLOCK_D: two passes over D
             ss = tl.zeros([BLOCK_M], tl.float32)
             for d0 in range(0, D, BLOCK_D):
                 cols = d0 + offs_d
-                x = tl.load(x_ptr + rows[:, None] * D + cols[None, :],
-                            mask=row_ok[:, None] & (cols[None, :] < D), other=0.0).to(tl.float32)
+                x = tl.load(
+                    x_ptr + rows[:, None] * D + cols[None, :], mask=row_ok[:, None] & (cols[None, :] < D), other=0.0
+                ).to(tl.float32)
                 ss += tl.sum(x * x, 1)
             rstd = tl.rsqrt(ss / D + eps)
             for d0 in range(0, D, BLOCK_D):
@@ -132,8 +149,9 @@ if HAS_TRITON:
         tl.store(rstd_ptr + rows, rstd, mask=row_ok)
 
     @triton.jit
-    def _rms_bwd_dot_kernel(x_ptr, w_ptr, g_ptr, rstd_ptr, c_ptr, R, D,
-                            HAS_W: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+    def _rms_bwd_dot_kernel(
+        x_ptr, w_ptr, g_ptr, rstd_ptr, c_ptr, R, D, HAS_W: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr
+    ):
         """c = mean over the row of (g * w[e]) * x_hat for BLOCK_M rows of member e (only used when D > BLOCK_D)."""
         e = tl.program_id(1).to(tl.int64)
         offs_r = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -155,9 +173,24 @@ if HAS_TRITON:
         tl.store(c_ptr + rows, acc * rstd / D, mask=row_ok)
 
     @triton.jit
-    def _rms_bwd_kernel(x_ptr, w_ptr, g_ptr, rstd_ptr, c_ptr, dx_ptr, dwp_ptr, R, D, rows_per_prog, P,
-                        HAS_W: tl.constexpr, HAS_DW: tl.constexpr, HAS_C: tl.constexpr,
-                        BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+    def _rms_bwd_kernel(
+        x_ptr,
+        w_ptr,
+        g_ptr,
+        rstd_ptr,
+        c_ptr,
+        dx_ptr,
+        dwp_ptr,
+        R,
+        D,
+        rows_per_prog,
+        P,
+        HAS_W: tl.constexpr,
+        HAS_DW: tl.constexpr,
+        HAS_C: tl.constexpr,
+        BLOCK_M: tl.constexpr,
+        BLOCK_D: tl.constexpr,
+    ):
         """dx for rows [p rows_per_prog, (p + 1) rows_per_prog) of member e (p, e = program ids) and, when HAS_DW,
         this program's partial dweight = sum over those rows of g * x_hat, stored in dwp[e, p, :] ((E, P, D)).
         HAS_C: mean(gw * x_hat) per row precomputed in c (D > BLOCK_D); else computed from the tile (D <= BLOCK_D)."""
@@ -167,7 +200,7 @@ if HAS_TRITON:
         r_end = tl.minimum(r_start + rows_per_prog, R)
         offs_m = tl.arange(0, BLOCK_M)
         offs_d = tl.arange(0, BLOCK_D)
-        for d0 in range(0, D, BLOCK_D):                 # one iteration unless HAS_C
+        for d0 in range(0, D, BLOCK_D):  # one iteration unless HAS_C
             cols = d0 + offs_d
             col_ok = cols < D
             if HAS_W:
@@ -194,7 +227,7 @@ if HAS_TRITON:
                 dx = rstd[:, None] * (gw - x_hat * c[:, None])
                 tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
                 if HAS_DW:
-                    dw_acc += tl.sum(g * x_hat, 0)          # masked rows / columns load 0: contribute 0
+                    dw_acc += tl.sum(g * x_hat, 0)  # masked rows / columns load 0: contribute 0
             if HAS_DW:
                 tl.store(dwp_ptr + (e * P + p) * D + cols, dw_acc, mask=col_ok)
 
@@ -222,14 +255,26 @@ def _forward(x2: Tensor, w: Tensor | None, E: int, eps: float, max_block_d: int)
     y = torch.empty_like(x2)
     rstd = torch.empty(M, dtype=torch.float32, device=x2.device)
     grid = (triton.cdiv(R, block_m), E)
-    _rms_fwd_kernel[grid](x2, w if w is not None else x2, y, rstd, R, D, float(eps),
-                          HAS_W=w is not None, SINGLE=block_d >= D, BLOCK_M=block_m, BLOCK_D=block_d,
-                          num_warps=warps)
+    _rms_fwd_kernel[grid](
+        x2,
+        w if w is not None else x2,
+        y,
+        rstd,
+        R,
+        D,
+        float(eps),
+        HAS_W=w is not None,
+        SINGLE=block_d >= D,
+        BLOCK_M=block_m,
+        BLOCK_D=block_d,
+        num_warps=warps,
+    )
     return y, rstd
 
 
-def _backward(g2: Tensor, x2: Tensor, w: Tensor | None, rstd: Tensor, E: int, need_dw: bool, max_block_d: int
-              ) -> tuple[Tensor, Tensor | None]:
+def _backward(
+    g2: Tensor, x2: Tensor, w: Tensor | None, rstd: Tensor, E: int, need_dw: bool, max_block_d: int
+) -> tuple[Tensor, Tensor | None]:
     """Run the backward kernel(s); returns dx (M, D) in x2's dtype and, when need_dw, dweight float32 (E, D)."""
     M, D = x2.shape
     R = M // E
@@ -240,15 +285,41 @@ def _backward(g2: Tensor, x2: Tensor, w: Tensor | None, rstd: Tensor, E: int, ne
     P = triton.cdiv(R, rows_per_prog)
     dx = torch.empty_like(x2)
     has_c = block_d < D
-    c = torch.empty(M, dtype=torch.float32, device=x2.device) if has_c else rstd     # placeholder when unused
+    c = torch.empty(M, dtype=torch.float32, device=x2.device) if has_c else rstd  # placeholder when unused
     if has_c:
-        _rms_bwd_dot_kernel[(n_row_blocks, E)](x2, w if w is not None else x2, g2, rstd, c, R, D,
-                                               HAS_W=w is not None, BLOCK_M=block_m, BLOCK_D=block_d,
-                                               num_warps=warps)
+        _rms_bwd_dot_kernel[(n_row_blocks, E)](
+            x2,
+            w if w is not None else x2,
+            g2,
+            rstd,
+            c,
+            R,
+            D,
+            HAS_W=w is not None,
+            BLOCK_M=block_m,
+            BLOCK_D=block_d,
+            num_warps=warps,
+        )
     partial = torch.empty(E, P, D, dtype=torch.float32, device=x2.device) if need_dw else rstd
-    _rms_bwd_kernel[(P, E)](x2, w if w is not None else x2, g2, rstd, c, dx, partial, R, D, rows_per_prog, P,
-                            HAS_W=w is not None, HAS_DW=need_dw, HAS_C=has_c, BLOCK_M=block_m, BLOCK_D=block_d,
-                            num_warps=warps)
+    _rms_bwd_kernel[(P, E)](
+        x2,
+        w if w is not None else x2,
+        g2,
+        rstd,
+        c,
+        dx,
+        partial,
+        R,
+        D,
+        rows_per_prog,
+        P,
+        HAS_W=w is not None,
+        HAS_DW=need_dw,
+        HAS_C=has_c,
+        BLOCK_M=block_m,
+        BLOCK_D=block_d,
+        num_warps=warps,
+    )
     return dx, (partial.sum(dim=1) if need_dw else None)
 
 
@@ -280,8 +351,9 @@ class _RMSNormFn(torch.autograd.Function):
         return dx.view(ctx.x_shape), dw, None, None
 
 
-def rms_norm_triton(x: Tensor, weight: Tensor | None = None, eps: float = EPS, *,
-                    max_block_d: int = MAX_BLOCK_D) -> Tensor:
+def rms_norm_triton(
+    x: Tensor, weight: Tensor | None = None, eps: float = EPS, *, max_block_d: int = MAX_BLOCK_D
+) -> Tensor:
     """RMSNorm through the fused Triton kernels (differentiable in x and weight; see the module docstring).
     max_block_d: widest row held in one tile (a power of two); wider rows loop over D (tests lower it to exercise
     that path). Returns a tensor of x's shape and dtype."""
@@ -289,8 +361,10 @@ def rms_norm_triton(x: Tensor, weight: Tensor | None = None, eps: float = EPS, *
     if not HAS_TRITON:
         raise ValueError("backend 'triton' needs the triton package, which cannot be imported here")
     if not x.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
-        raise ValueError(f"backend 'triton' needs CUDA tensors (got {x.device}) or TRITON_INTERPRET=1 set before "
-                         "parametrizations.rmsnorm is imported; use backend 'torch' or 'auto'")
+        raise ValueError(
+            f"backend 'triton' needs CUDA tensors (got {x.device}) or TRITON_INTERPRET=1 set before "
+            "parametrizations.rmsnorm is imported; use backend 'torch' or 'auto'"
+        )
     if weight is not None and weight.device != x.device:
         raise ValueError(f"x and weight must be on one device, got {x.device} and {weight.device}")
     if max_block_d < 16 or max_block_d & (max_block_d - 1):

@@ -10,6 +10,7 @@ Every number here is a plain Python float. Shapes and roles are described in doc
 behind every rule in docs/parametrization.md; the learning-rate, eps and weight-decay rules live in
 `parametrizations.optim`.
 """
+
 from __future__ import annotations
 
 import math
@@ -91,13 +92,16 @@ def get_preset(name: str, **overrides) -> Parametrization:
     for k in overrides:
         if k not in known:
             raise ConfigError(k, f"is not a parametrization field; fields are {', '.join(sorted(known))}")
-    for k in ("alpha_A", "alpha_L"):        # validated before the name is formatted with them
+    for k in ("alpha_A", "alpha_L"):  # validated before the name is formatted with them
         if k in overrides:
             check_float(k, overrides[k])
     base = PRESETS[name]
     # a changed exponent or centring makes another parametrization: say so in its name (file names, tables)
-    renamed = "".join(f"-{k}{overrides[k]:g}" if k != "centre" else f"-{overrides[k]}"
-                      for k in ("alpha_A", "alpha_L", "centre") if k in overrides and overrides[k] != getattr(base, k))
+    renamed = "".join(
+        f"-{k}{overrides[k]:g}" if k != "centre" else f"-{overrides[k]}"
+        for k in ("alpha_A", "alpha_L", "centre")
+        if k in overrides and overrides[k] != getattr(base, k)
+    )
     return replace(base, name=name + renamed, **overrides) if overrides else base
 
 
@@ -133,29 +137,29 @@ HIDDEN_ROLES = ("v", "o", "mlp_in", "mlp_out")
 # docs/parametrization.md; `tests/test_coord_check.py` measures it.
 RULE_NOTES: dict[tuple[str, str], str] = {
     ("sgd", "embed"): "std l^(a_L-1/2), mult l^-(a_L-1/2)/sqrt(D_in): h0 = O(1); grad mult*delta -> dh0 = eta*mult^2 "
-                      "*delta ~ eta0 gamma0, flat in d and L",
+    "*delta ~ eta0 gamma0, flat in d and L",
     ("sgd", "pos"): "as embed (a table read by one-hot positions, D_in = 1)",
     ("sgd", "q"): "std N^(1-a_A), mult N^(a_A-1)/sqrt(d): q = O(1) at init; dq = eta*mult^2*d*dL/dq ~ "
-                  "N^(a_A-1) eta0 gamma0 l^(a_L-1), so dA = N^-a_A (dq.k) = O(1) (Table 3)",
+    "N^(a_A-1) eta0 gamma0 l^(a_L-1), so dA = N^-a_A (dq.k) = O(1) (Table 3)",
     ("sgd", "k"): "as q",
     ("sgd", "hidden"): "std 1, mult 1/sqrt(fan_in): dW = eta*branch*delta*u/sqrt(d) -> branch output moves "
-                       "eta0 gamma0 l^(a_L-1), the stream l^-a_L times that per block",
+    "eta0 gamma0 l^(a_L-1), the stream l^-a_L times that per block",
     ("sgd", "readout"): "std l^(a_L-1/2), mult l^-(a_L-1/2)/(gamma0 d) (mean field): df from its own update "
-                        "= eta*mult^2*d = eta0; from the features delta-aligned sum d*mult*std*dh = dh/gamma0",
+    "= eta*mult^2*d = eta0; from the features delta-aligned sum d*mult*std*dh = dh/gamma0",
     ("adam", "embed"): "std d^-1/2 l^(a_L-1), mult sqrt(d) l^(1-a_L)/sqrt(D_in): Adam moves each entry by eta, so "
-                       "dh0 = mult*eta*O(D_in) ~ eta0 gamma0, flat in d and L; std*mult = 1/sqrt(D_in) keeps h0 O(1)",
+    "dh0 = mult*eta*O(D_in) ~ eta0 gamma0, flat in d and L; std*mult = 1/sqrt(D_in) keeps h0 O(1)",
     ("adam", "pos"): "as embed (D_in = 1)",
     ("adam", "q"): "std N^(1-a_A), mult N^(a_A-1)/sqrt(d): dq = mult*eta*d (sign-aligned) = N^(a_A-1) eta0 gamma0 "
-                   "l^(a_L-1), so dA = N^-a_A (dq.k) = O(1) (Table 3)",
+    "l^(a_L-1), so dA = N^-a_A (dq.k) = O(1) (Table 3)",
     ("adam", "k"): "as q",
     ("adam", "hidden"): "std 1, mult 1/sqrt(fan_in): dW = eta per entry, aligned with u -> branch output moves "
-                        "mult*eta*d = eta0 gamma0 l^(a_L-1), the stream l^-a_L times that per block",
+    "mult*eta*d = eta0 gamma0 l^(a_L-1), the stream l^-a_L times that per block",
     ("adam", "readout"): "std d^-1/2 l^(a_L-1), mult l^(1-a_L)/(gamma0 sqrt(d)) (the C4 form): df from its own "
-                         "update = mult*eta*d = eta0; from features std*mult*d*dh = dh/gamma0. Std 1 with mult "
-                         "d^-1/2/gamma0 would pass the features' Theta(1) move, aligned with sign(w(0)), as "
-                         "d^+1/2 (measured N^+0.40 after 20 steps: no width limit)",
+    "update = mult*eta*d = eta0; from features std*mult*d*dh = dh/gamma0. Std 1 with mult "
+    "d^-1/2/gamma0 would pass the features' Theta(1) move, aligned with sign(w(0)), as "
+    "d^+1/2 (measured N^+0.40 after 20 steps: no width limit)",
     ("standard", "any"): "SP: std 1/sqrt(fan_in) (1 for tables), mult 1, lr eta0 at every size: the negative "
-                         "control, whose updates grow with width",
+    "control, whose updates grow with width",
 }
 
 
@@ -218,43 +222,62 @@ def abc(p: Parametrization, role: str, fan_in: int, *, d: int, N: int, L: int, o
 # stored as w with value v = mult * w moves by dv = mult^2 eta dL/dv under SGD and dv = mult eta under Adam (one
 # entry, sign-like). Each rule below picks mult so that dv is the size its place in the network needs.
 VARIANT_NOTES: dict[str, dict[str, str]] = {
-    "gain": {"sgd": "init 1, mult 1: dL/dv ~ l^-a_L/(gamma0 d) per entry, so dv = eta0 gamma0 l^(a_L-1), the move of a "
-                    "hidden branch (a gain is a weight with fan-in 1; muP's vector rule). Measured: along H the "
-                    "attention sites' changes grow ~H^+0.3 with it (docs/variants.md, Findings)",
-             "adam": "init 1, mult sqrt(d): Adam moves w by eta, so dv = sqrt(d) eta = eta0 gamma0 l^(a_L-1), the move "
-                     "of a hidden branch"},
-    "gain_out": {"sgd": "init 1, mult l^(1/2-a_L): the final norm's gain sees delta without a branch factor; dv = "
-                        "eta0 gamma0, so the output moves eta0 (as the embedding rule)",
-                 "adam": "init 1, mult sqrt(d) l^(1-a_L): dv = eta0 gamma0, so the output moves eta0 (as the "
-                         "embedding rule)"},
-    "qk_gain": {"sgd": "init 1, mult N^(a_A-1) H_l^-1/2: one N-vector shared by the layer's H_l heads sums H_l "
-                       "head gradients, so dv = N^(a_A-1) eta0 gamma0 l^(a_L-1) like dq (Table 3) at every H",
-                "adam": "init 1, mult sqrt(d) N^(a_A-1): dv = N^(a_A-1) eta0 gamma0 l^(a_L-1), the move of q that "
-                        "keeps dA = O(1) (Table 3); Adam ignores the H_l-fold gradient sum"},
-    "ngpt_sqk": {"sgd": "init 1, mult N^(a_A-1): a per-head, per-coordinate gain on q, k: dv = N^(a_A-1) eta0 gamma0 "
-                        "l^(a_L-1), the move of q that keeps dA = O(1) (Table 3)",
-                 "adam": "init 1, mult sqrt(d) N^(a_A-1): dv = N^(a_A-1) eta0 gamma0 l^(a_L-1) (Table 3)"},
-    "eigen": {"sgd": "init beta0 l^-a_L, mult l^-a_L: the eigen learning rate is nGPT's residual branch scale "
-                     "(nGPT's 0.05 ~ 1/L is a_L = 1); dv = eta0 gamma0 / l, one block's share of the stream's move",
-              "adam": "init beta0 l^-a_L, mult sqrt(d) l^-a_L: dv = eta0 gamma0 / l, one block's share of the "
-                      "stream's move (nGPT's 0.05 ~ 1/L is a_L = 1)"},
-    "ngpt_sz": {"sgd": "init 1, mult d^-1/2 l^(1/2-a_L): the logit gain's gradient is O(1/gamma0) once the features "
-                       "align; dv = eta0 gamma0, so the output moves eta0",
-                "adam": "init 1, mult sqrt(d) l^(1-a_L): dv = eta0 gamma0, so the output moves eta0"},
-    "laurel_a": {"sgd": "init 1, mult d^-1/2: a scalar on the branch sums d coordinates (d/(gamma0 d) aligned), so dv "
-                        "= eta0 gamma0 l^(a_L-1), the relative move of a hidden branch",
-                 "adam": "init 1, mult sqrt(d): dv = eta0 gamma0 l^(a_L-1), the relative move of a hidden branch"},
-    "laurel_res": {"sgd": "init 1 (RW beta) or 0 (PA gamma), mult d^-1/2 l^-a_L: a scalar on the residual stream "
-                          "must move O(1/L) per layer so that the product over L layers stays O(1): dv = eta0 gamma0/l",
-                   "adam": "init 1 (RW beta) or 0 (PA gamma), mult sqrt(d) l^-a_L: dv = eta0 gamma0 / l per layer, "
-                           "so the product over L layers stays O(1)"},
-    "laurel_A": {"sgd": "std 1, mult d^-1/2: A x is a hidden pre-activation of width r (hidden rule, fan-in d); "
-                        "the B A x term carries the branch multiplier beta0 l^-a_L",
-                 "adam": "std 1, mult d^-1/2: A x moves mult eta d = eta0 gamma0 l^(a_L-1) (hidden rule, fan-in d)"},
-    "laurel_B": {"sgd": "init 0 (LoRA), mult r^-1/2: the hidden rule with fan-in r; B A x moves "
-                        "eta0 gamma0 l^(a_L-1) like a branch output",
-                 "adam": "init 0 (LoRA), mult sqrt(d)/r: the fan-in r is fixed, so Adam's per-entry move eta must be "
-                         "summed over r entries and lifted by sqrt(d): B A x moves eta0 gamma0 l^(a_L-1)"},
+    "gain": {
+        "sgd": "init 1, mult 1: dL/dv ~ l^-a_L/(gamma0 d) per entry, so dv = eta0 gamma0 l^(a_L-1), the move of a "
+        "hidden branch (a gain is a weight with fan-in 1; muP's vector rule). Measured: along H the "
+        "attention sites' changes grow ~H^+0.3 with it (docs/variants.md, Findings)",
+        "adam": "init 1, mult sqrt(d): Adam moves w by eta, so dv = sqrt(d) eta = eta0 gamma0 l^(a_L-1), the move "
+        "of a hidden branch",
+    },
+    "gain_out": {
+        "sgd": "init 1, mult l^(1/2-a_L): the final norm's gain sees delta without a branch factor; dv = "
+        "eta0 gamma0, so the output moves eta0 (as the embedding rule)",
+        "adam": "init 1, mult sqrt(d) l^(1-a_L): dv = eta0 gamma0, so the output moves eta0 (as the embedding rule)",
+    },
+    "qk_gain": {
+        "sgd": "init 1, mult N^(a_A-1) H_l^-1/2: one N-vector shared by the layer's H_l heads sums H_l "
+        "head gradients, so dv = N^(a_A-1) eta0 gamma0 l^(a_L-1) like dq (Table 3) at every H",
+        "adam": "init 1, mult sqrt(d) N^(a_A-1): dv = N^(a_A-1) eta0 gamma0 l^(a_L-1), the move of q that "
+        "keeps dA = O(1) (Table 3); Adam ignores the H_l-fold gradient sum",
+    },
+    "ngpt_sqk": {
+        "sgd": "init 1, mult N^(a_A-1): a per-head, per-coordinate gain on q, k: dv = N^(a_A-1) eta0 gamma0 "
+        "l^(a_L-1), the move of q that keeps dA = O(1) (Table 3)",
+        "adam": "init 1, mult sqrt(d) N^(a_A-1): dv = N^(a_A-1) eta0 gamma0 l^(a_L-1) (Table 3)",
+    },
+    "eigen": {
+        "sgd": "init beta0 l^-a_L, mult l^-a_L: the eigen learning rate is nGPT's residual branch scale "
+        "(nGPT's 0.05 ~ 1/L is a_L = 1); dv = eta0 gamma0 / l, one block's share of the stream's move",
+        "adam": "init beta0 l^-a_L, mult sqrt(d) l^-a_L: dv = eta0 gamma0 / l, one block's share of the "
+        "stream's move (nGPT's 0.05 ~ 1/L is a_L = 1)",
+    },
+    "ngpt_sz": {
+        "sgd": "init 1, mult d^-1/2 l^(1/2-a_L): the logit gain's gradient is O(1/gamma0) once the features "
+        "align; dv = eta0 gamma0, so the output moves eta0",
+        "adam": "init 1, mult sqrt(d) l^(1-a_L): dv = eta0 gamma0, so the output moves eta0",
+    },
+    "laurel_a": {
+        "sgd": "init 1, mult d^-1/2: a scalar on the branch sums d coordinates (d/(gamma0 d) aligned), so dv "
+        "= eta0 gamma0 l^(a_L-1), the relative move of a hidden branch",
+        "adam": "init 1, mult sqrt(d): dv = eta0 gamma0 l^(a_L-1), the relative move of a hidden branch",
+    },
+    "laurel_res": {
+        "sgd": "init 1 (RW beta) or 0 (PA gamma), mult d^-1/2 l^-a_L: a scalar on the residual stream "
+        "must move O(1/L) per layer so that the product over L layers stays O(1): dv = eta0 gamma0/l",
+        "adam": "init 1 (RW beta) or 0 (PA gamma), mult sqrt(d) l^-a_L: dv = eta0 gamma0 / l per layer, "
+        "so the product over L layers stays O(1)",
+    },
+    "laurel_A": {
+        "sgd": "std 1, mult d^-1/2: A x is a hidden pre-activation of width r (hidden rule, fan-in d); "
+        "the B A x term carries the branch multiplier beta0 l^-a_L",
+        "adam": "std 1, mult d^-1/2: A x moves mult eta d = eta0 gamma0 l^(a_L-1) (hidden rule, fan-in d)",
+    },
+    "laurel_B": {
+        "sgd": "init 0 (LoRA), mult r^-1/2: the hidden rule with fan-in r; B A x moves "
+        "eta0 gamma0 l^(a_L-1) like a branch output",
+        "adam": "init 0 (LoRA), mult sqrt(d)/r: the fan-in r is fixed, so Adam's per-entry move eta must be "
+        "summed over r entries and lifted by sqrt(d): B A x moves eta0 gamma0 l^(a_L-1)",
+    },
 }
 
 
@@ -279,7 +302,7 @@ def vector_mult(p: Parametrization, role: str, *, d: int, N: int, L: int, optimi
         return 1.0
     adam = is_adam(optimizer)
     ell = depth_ratio(p, L)
-    lift = math.sqrt(d) if adam else 1.0          # Adam moves every entry by eta ~ d^-1/2: lifted back by sqrt(d)
+    lift = math.sqrt(d) if adam else 1.0  # Adam moves every entry by eta ~ d^-1/2: lifted back by sqrt(d)
     if role == "gain":
         return lift
     if role == "gain_out":

@@ -27,6 +27,7 @@ L-dependent init std) and their first blocks, and several block draws can share 
 paired depth design, `dmft.depth`). The embedding, positions and readout are drawn one residual coordinate at a
 time, so a narrower model's are the leading coordinates of a wider one's (N = 4 is the first half of N = 8).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -48,9 +49,9 @@ from .variants import DEFAULTS, LAUREL_DEFAULT, LAUREL_FORMS, MLPS, NORMS, VARIA
 LN_EPS = 1e-6  # LN_Fixed in the official code
 # Upper bounds of the sizes, far above anything that fits in memory (probes.experiment.config.check_fits refuses what does
 # not fit); they keep the per-layer shape lists and the size arithmetic cheap before that check.
-MAX_SIZE = 1 << 20          # N, H, seq_len, d_in, per-layer heads and MLP widths
-MAX_DEPTH = 10_000          # L (one shape entry per layer)
-MAX_VOCAB = 1 << 32         # vocab_size, n_classes
+MAX_SIZE = 1 << 20  # N, H, seq_len, d_in, per-layer heads and MLP widths
+MAX_DEPTH = 10_000  # L (one shape entry per layer)
+MAX_VOCAB = 1 << 32  # vocab_size, n_classes
 MAX_FFN_MULT = 1024.0
 # Tasks: "lm" (causal, token table) and the image tasks, which share one front end (patches -> linear embedding,
 # readout mean-pooled over patches): "vision" (synthetic or CIFAR) and "digits" (scikit-learn's 8x8 digits).
@@ -112,8 +113,15 @@ class ModelConfig:
     ffn_divisor: int = 1
 
     def __post_init__(self) -> None:
-        for name, hi in (("N", MAX_SIZE), ("H", MAX_SIZE), ("L", MAX_DEPTH), ("seq_len", MAX_SIZE),
-                         ("vocab_size", MAX_VOCAB), ("n_classes", MAX_VOCAB), ("d_in", MAX_SIZE)):
+        for name, hi in (
+            ("N", MAX_SIZE),
+            ("H", MAX_SIZE),
+            ("L", MAX_DEPTH),
+            ("seq_len", MAX_SIZE),
+            ("vocab_size", MAX_VOCAB),
+            ("n_classes", MAX_VOCAB),
+            ("d_in", MAX_SIZE),
+        ):
             check_int(name, getattr(self, name), 1, hi)
         check_choice("task", self.task, TASKS)
         check_choice("axis", self.axis, ("N", "H", "L"))
@@ -126,8 +134,9 @@ class ModelConfig:
                 check_int_list(name, getattr(self, name), 1, MAX_SIZE, max_len=MAX_DEPTH)
         base = self.lws_base_H or self.H
         if self.H % base:
-            raise ConfigError("lws_base_H", f"must divide H: H={self.H} must be a positive multiple of "
-                                            f"lws_base_H={base}")
+            raise ConfigError(
+                "lws_base_H", f"must divide H: H={self.H} must be a positive multiple of lws_base_H={base}"
+            )
         check_choice("variant", self.variant, VARIANTS)
         if self.norm is not None:
             check_choice("norm", self.norm, NORMS)
@@ -147,13 +156,17 @@ class ModelConfig:
         check_int("ffn_divisor", self.ffn_divisor, 1, MAX_SIZE)
         o = self.block_options()
         if o.tie and is_vision(self.task):
-            raise ConfigError("tie_embeddings", f"needs task lm (an image task has no token table to tie), got "
-                                                f"task {self.task}")
+            raise ConfigError(
+                "tie_embeddings", f"needs task lm (an image task has no token table to tie), got task {self.task}"
+            )
         if o.rope and self.N % 2:
             raise ConfigError("N", f"must be even with RoPE (it rotates pairs of coordinates), got N={self.N}")
         if self.lws == "isotropic" and base % o.kv_group:
-            raise ConfigError("kv_group", f"must divide the heads of a layer: H={base} heads are not a multiple of "
-                                          f"the GQA group size {o.kv_group}")
+            raise ConfigError(
+                "kv_group",
+                f"must divide the heads of a layer: H={base} heads are not a multiple of "
+                f"the GQA group size {o.kv_group}",
+            )
 
     def block_options(self) -> BlockOptions:
         """The block options: each given field, else the variant's default (`parametrizations.variants`)."""
@@ -165,11 +178,22 @@ class ModelConfig:
 
         tie = pick("tie_embeddings")
         if self.tie_embeddings is None and is_vision(self.task):
-            tie = False                     # the variant's tying applies to the LM only
+            tie = False  # the variant's tying applies to the LM only
         form = self.laurel or LAUREL_DEFAULT
         laurel = frozenset(form.split("+")) if self.variant == "laurel" else frozenset()
-        return BlockOptions(self.variant, pick("norm"), pick("qk_norm"), pick("rope"), pick("kv_group"), pick("mlp"),
-                            tie, self.variant == "ngpt", laurel, self.laurel_rank, self.laurel_k)
+        return BlockOptions(
+            self.variant,
+            pick("norm"),
+            pick("qk_norm"),
+            pick("rope"),
+            pick("kv_group"),
+            pick("mlp"),
+            tie,
+            self.variant == "ngpt",
+            laurel,
+            self.laurel_rank,
+            self.laurel_k,
+        )
 
     @property
     def d_model(self) -> int:
@@ -190,8 +214,14 @@ class ModelConfig:
         """Per-layer heads and MLP widths: rounded at H = lws_base_H, then multiplied by H / lws_base_H."""
         base = self.lws_base_H or self.H
         g = self.block_options().kv_group
-        shapes = resolve(self.profile(), self.L, self.N * base, self.N,
-                         head_multiple_of=1 if self.lws == "isotropic" else g, ffn_divisor=self.ffn_divisor)
+        shapes = resolve(
+            self.profile(),
+            self.L,
+            self.N * base,
+            self.N,
+            head_multiple_of=1 if self.lws == "isotropic" else g,
+            ffn_divisor=self.ffn_divisor,
+        )
         factor = self.H // base
         return shapes.scaled(head_factor=factor, ffn_factor=factor) if factor != 1 else shapes
 
@@ -206,7 +236,7 @@ def layer_norm(h: torch.Tensor) -> torch.Tensor:
 
 def attention_logits(q: torch.Tensor, k: torch.Tensor, scale: float, causal: bool) -> torch.Tensor:
     """A = scale * q k^T per head, (..., H, S, S) from q, k (..., H, S, N); entries s' > s are -inf when causal."""
-    A = scale * (q @ k.transpose(-2, -1))                         # (..., H, S, S)
+    A = scale * (q @ k.transpose(-2, -1))  # (..., H, S, S)
     if causal:
         S = q.shape[-2]
         mask = torch.ones(S, S, dtype=torch.bool, device=q.device).triu(1)
@@ -233,14 +263,28 @@ class Block(nn.Module):
     mlp_out: ScaledLinear
     attn_scale: float
 
-    def __init__(self, d: int, H_l: int, N: int, d_ff: int, p: Parametrization, L: int, optimizer: str, causal: bool,
-                 ensemble: int | None = None, opts: BlockOptions | None = None):
+    def __init__(
+        self,
+        d: int,
+        H_l: int,
+        N: int,
+        d_ff: int,
+        p: Parametrization,
+        L: int,
+        optimizer: str,
+        causal: bool,
+        ensemble: int | None = None,
+        opts: BlockOptions | None = None,
+    ):
         super().__init__()
         opts = opts or ModelConfig().block_options()
         self.H, self.N, self.causal, self.opts = H_l, N, causal, opts
         if H_l % opts.kv_group:
-            raise ConfigError("kv_group", f"must divide every layer's heads: a layer has {H_l} heads, not a multiple "
-                                          f"of the GQA group size {opts.kv_group}")
+            raise ConfigError(
+                "kv_group",
+                f"must divide every layer's heads: a layer has {H_l} heads, not a multiple "
+                f"of the GQA group size {opts.kv_group}",
+            )
         self.H_kv = H_l // opts.kv_group
 
         def lin(fan_in: int, fan_out: int, role: str) -> ScaledLinear:
@@ -248,30 +292,34 @@ class Block(nn.Module):
             return ScaledLinear(fan_in, fan_out, role, std, mult, ensemble)
 
         def vec(n: int, role: str, init: float = 1.0) -> ScaledVector:
-            return ScaledVector(n, role, init, vector_mult(p, role, d=d, N=N, L=L, optimizer=optimizer, H_l=H_l),
-                                ensemble)
+            return ScaledVector(
+                n, role, init, vector_mult(p, role, d=d, N=N, L=L, optimizer=optimizer, H_l=H_l), ensemble
+            )
 
         self.q = lin(d, H_l * N, "q")
-        self.k, self.v = lin(d, self.H_kv * N, "k"), lin(d, self.H_kv * N, "v")   # GQA: H_l / kv_group KV heads
+        self.k, self.v = lin(d, self.H_kv * N, "k"), lin(d, self.H_kv * N, "v")  # GQA: H_l / kv_group KV heads
         self.o = lin(H_l * N, d, "o")
         gated = opts.mlp == "swiglu"
         self.mlp_in, self.mlp_out = lin(d, 2 * d_ff if gated else d_ff, "mlp_in"), lin(d_ff, d, "mlp_out")
-        self.branch = float(branch_multiplier(p, L))       # beta0 (L/L0)^-alpha_L
-        self.attn_scale = float(attention_scale(p, N))     # N^-alpha_A
+        self.branch = float(branch_multiplier(p, L))  # beta0 (L/L0)^-alpha_L
+        self.attn_scale = float(attention_scale(p, N))  # N^-alpha_A
         if opts.ngpt:
             # nGPT's eigen learning rates of the attention and MLP branches (nGPT calls them alpha_A, alpha_M; not
             # the paper's exponent alpha_A) start at the branch multiplier (spec.VARIANT_NOTES "eigen")
             self.eigen_lr_attn, self.eigen_lr_mlp = vec(d, "eigen", self.branch), vec(d, "eigen", self.branch)
             self.s_qk = vec(H_l * N, "ngpt_sqk")
-            self.s_uv = vec(2 * d_ff if gated else d_ff, "gain")   # one per output of mlp_in
+            self.s_uv = vec(2 * d_ff if gated else d_ff, "gain")  # one per output of mlp_in
         elif opts.norm == "rms":
             self.norm_attn, self.norm_mlp = vec(d, "gain"), vec(d, "gain")
         if opts.qk_norm and not opts.ngpt:
-            self.q_norm, self.k_norm = vec(N, "qk_gain"), vec(N, "qk_gain")   # one N-vector shared by the heads
+            self.q_norm, self.k_norm = vec(N, "qk_gain"), vec(N, "qk_gain")  # one N-vector shared by the heads
         if opts.laurel:
             from .laurel import Laurel
-            self.laurel_attn, self.laurel_mlp = (Laurel(opts.laurel, d, opts.laurel_rank, opts.laurel_k, p, N, L,
-                                                        optimizer, self.branch, ensemble) for _ in range(2))
+
+            self.laurel_attn, self.laurel_mlp = (
+                Laurel(opts.laurel, d, opts.laurel_rank, opts.laurel_k, p, N, L, optimizer, self.branch, ensemble)
+                for _ in range(2)
+            )
 
     def pre_norm(self, h: torch.Tensor, which: str) -> torch.Tensor:
         """The branch input: LN (paper), RMSNorm with a gain (OpenELM), or h itself (nGPT: h is normalised)."""
@@ -290,7 +338,7 @@ class Block(nn.Module):
         its own (q, k) pair (the probes' variance over heads is over query heads)."""
         *lead, S, _ = u.shape
         o = self.opts
-        q = self.q(u).view(*lead, S, self.H, self.N).transpose(-3, -2)     # (..., H, S, N)
+        q = self.q(u).view(*lead, S, self.H, self.N).transpose(-3, -2)  # (..., H, S, N)
         k = self.k(u).view(*lead, S, self.H_kv, self.N).transpose(-3, -2)  # (..., H_kv, S, N)
         v = self.v(u).view(*lead, S, self.H_kv, self.N).transpose(-3, -2)  # (..., H_kv, S, N)
         if o.qk_norm and not o.ngpt:
@@ -298,10 +346,10 @@ class Block(nn.Module):
         if o.rope:
             q, k = rope(q), rope(k)
         if o.kv_group > 1:
-            k = k.repeat_interleave(o.kv_group, dim=-3)                    # (..., H, S, N)
-            v = v.repeat_interleave(o.kv_group, dim=-3)                    # (..., H, S, N)
+            k = k.repeat_interleave(o.kv_group, dim=-3)  # (..., H, S, N)
+            v = v.repeat_interleave(o.kv_group, dim=-3)  # (..., H, S, N)
         if o.ngpt:
-            s_qk = self.s_qk.value_for(q, (self.H, 1, self.N))              # per head and coordinate
+            s_qk = self.s_qk.value_for(q, (self.H, 1, self.N))  # per head and coordinate
             q, k = s_qk * normalise(q), s_qk * normalise(k)
         return q, k, v
 
@@ -320,18 +368,22 @@ class Block(nn.Module):
         *lead, S, _ = u.shape
         if attention_maps and taps is not None:
             A, v = self.attention_variables(u, taps)
-            P = torch.softmax(A, dim=-1)                          # (..., H, S, S)
+            P = torch.softmax(A, dim=-1)  # (..., H, S, S)
             taps["A"], taps["P"] = A, P
-            o = P @ v                                             # (..., H, S, N)
+            o = P @ v  # (..., H, S, N)
         else:
             q, k, v = self.heads_qkv(u)
             if taps is not None:
                 taps["q"], taps["k"], taps["v"] = q, k, v
             # the scale is passed explicitly: SDPA's default would be N^-1/2 whatever alpha_A is. 4-D inputs
             # (an ensemble's (E, B) flattened) keep the fused CPU kernel; 5-D ones fall back to the math path.
-            o = F.scaled_dot_product_attention(q.reshape(-1, *q.shape[-3:]), k.reshape(-1, *k.shape[-3:]),
-                                               v.reshape(-1, *v.shape[-3:]), is_causal=self.causal,
-                                               scale=self.attn_scale).view(q.shape)   # (..., H, S, N)
+            o = F.scaled_dot_product_attention(
+                q.reshape(-1, *q.shape[-3:]),
+                k.reshape(-1, *k.shape[-3:]),
+                v.reshape(-1, *v.shape[-3:]),
+                is_causal=self.causal,
+                scale=self.attn_scale,
+            ).view(q.shape)  # (..., H, S, N)
         o = o.transpose(-3, -2).reshape(*lead, S, self.H * self.N)  # (..., S, H*N)
         return self.o(o)
 
@@ -346,36 +398,42 @@ class Block(nn.Module):
         if taps is not None:
             taps["mlp_hidden"] = z
         if self.opts.mlp == "swiglu":
-            z1, z2 = z.chunk(2, dim=-1)                           # (..., S, d_ff) each
+            z1, z2 = z.chunk(2, dim=-1)  # (..., S, d_ff) each
             return self.mlp_out(F.silu(z1) * z2)
         if self.opts.mlp == "pattention":
             return self.mlp_out(F.gelu(rms_norm(z)))
         return self.mlp_out(F.gelu(z, approximate="tanh"))
 
-    def forward(self, h: torch.Tensor, taps: dict | None = None, attention_maps: bool = False,
-                history: list[torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        h: torch.Tensor,
+        taps: dict | None = None,
+        attention_maps: bool = False,
+        history: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """h (..., S, d) after this block. history: the stream states at the previous residual adds (LAUREL PA;
         this block appends its own)."""
         a = self.mhsa(self.pre_norm(h, "attn"), taps, attention_maps)
         if self.opts.ngpt:
-            a = normalise(a)                                      # h_A = Norm(ATTN(h))
+            a = normalise(a)  # h_A = Norm(ATTN(h))
         h = self.residual(h, a, "attn", history)
         m = self.mlp(self.pre_norm(h, "mlp"), taps)
         if self.opts.ngpt:
-            m = normalise(m)                                      # h_M = Norm(MLP(h))
+            m = normalise(m)  # h_M = Norm(MLP(h))
         h = self.residual(h, m, "mlp", history)
         if taps is not None:
             taps["attn_out"], taps["mlp_out"], taps["h"] = a, m, h
         return h
 
-    def residual(self, h: torch.Tensor, out: torch.Tensor, which: str, history: list[torch.Tensor] | None
-                 ) -> torch.Tensor:
+    def residual(
+        self, h: torch.Tensor, out: torch.Tensor, which: str, history: list[torch.Tensor] | None
+    ) -> torch.Tensor:
         """The residual add of branch output `out` ("attn" or "mlp") to h: h + beta0 (L/L0)^-alpha_L out (paper),
         Norm(h + |alpha| (out - h)) with the branch's eigen learning rate (nGPT), or LAUREL's learned residual; the
         new h is appended to `history` (LAUREL PA) when given."""
         if self.opts.ngpt:
             alpha = (self.eigen_lr_attn if which == "attn" else self.eigen_lr_mlp).value_for(h, (h.shape[-1],)).abs()
-            h = normalise(h + alpha * (out - h))                  # h <- Norm(h + |alpha| (h_branch - h))
+            h = normalise(h + alpha * (out - h))  # h <- Norm(h + |alpha| (h_branch - h))
         elif self.opts.laurel:
             h = (self.laurel_attn if which == "attn" else self.laurel_mlp)(h, self.branch * out, history)
         else:
@@ -390,8 +448,10 @@ def check_centre(cfg: ModelConfig, p: Parametrization) -> None:
     of its own that stays at zero (not a tied table, not nGPT's renormalised rows)."""
     opts = cfg.block_options()
     if p.centre == "zero_readout" and (opts.tie or opts.ngpt):
-        raise ConfigError("centre", f"zero_readout cannot zero a {'tied' if opts.tie else 'renormalised (nGPT)'} "
-                                    f"readout; use centre copy")
+        raise ConfigError(
+            "centre",
+            f"zero_readout cannot zero a {'tied' if opts.tie else 'renormalised (nGPT)'} readout; use centre copy",
+        )
 
 
 class LWSTransformer(nn.Module):
@@ -427,7 +487,7 @@ class LWSTransformer(nn.Module):
             self.embed = ScaledLinear(cfg.d_in, d, "embed", *ab("embed", cfg.d_in), ensemble, nest_dim=0)
         else:
             self.embed = ScaledTable(cfg.vocab_size, d, "embed", *ab("embed", 1), ensemble, nest_dim=1)
-        if not opts.rope:                                     # RoPE replaces the learned positions
+        if not opts.rope:  # RoPE replaces the learned positions
             self.pos = ScaledTable(cfg.seq_len, d, "pos", *ab("pos", 1), ensemble, nest_dim=1)
         self.blocks = nn.ModuleList(
             Block(d, H_l, cfg.N, d_ff, p, cfg.L, optimizer, causal=cfg.task == "lm", ensemble=ensemble, opts=opts)
@@ -436,29 +496,29 @@ class LWSTransformer(nn.Module):
         n_out = cfg.n_classes if is_vision(cfg.task) else cfg.vocab_size
 
         def vec(n: int, role: str) -> ScaledVector:
-            return ScaledVector(n, role, 1.0, vector_mult(p, role, d=d, N=cfg.N, L=cfg.L, optimizer=optimizer),
-                                ensemble)
+            return ScaledVector(
+                n, role, 1.0, vector_mult(p, role, d=d, N=cfg.N, L=cfg.L, optimizer=optimizer), ensemble
+            )
 
         if opts.tie:
             # the token table read back with the readout's own multiplier: the abc rules give embedding and readout
             # the same init std (SGD l^(a_L-1/2), Adam d^-1/2 l^(a_L-1)), so one table serves both (docs/variants.md)
-            assert isinstance(self.embed, ScaledTable)         # tie_embeddings is refused for images (ModelConfig)
+            assert isinstance(self.embed, ScaledTable)  # tie_embeddings is refused for images (ModelConfig)
             self.readout = TiedReadout(self.embed, ab("readout", d)[1])
         else:
             self.readout = ScaledLinear(d, n_out, "readout", *ab("readout", d), ensemble, nest_dim=1)
         if opts.ngpt:
-            self.s_z = vec(n_out, "ngpt_sz")                  # nGPT's logit scale s_z
+            self.s_z = vec(n_out, "ngpt_sz")  # nGPT's logit scale s_z
         elif opts.norm == "rms":
-            self.norm_out = vec(d, "gain_out")                # the final RMSNorm's gain
+            self.norm_out = vec(d, "gain_out")  # the final RMSNorm's gain
         self.param_roles = {name: self._role_of(name) for name, _ in self.named_parameters()}
 
     def _role_of(self, name: str) -> str:
         module = self.get_submodule(name.rsplit(".", 1)[0])
-        assert isinstance(module, ScaledWeight)                # every parameter lives in a ScaledWeight
+        assert isinstance(module, ScaledWeight)  # every parameter lives in a ScaledWeight
         return module.role
 
-    def reset_parameters(self, seed: int | Sequence[int], io_seed: int | Sequence[int] | None = None
-                         ) -> LWSTransformer:
+    def reset_parameters(self, seed: int | Sequence[int], io_seed: int | Sequence[int] | None = None) -> LWSTransformer:
         """Draw every weight from its init law, each from its own generator keyed by `init_key`: the blocks by
         `seed`, the embedding, positions and readout by `io_seed` (None: = seed). In an ensemble both are lists,
         one entry per member, and member e gets exactly the weights of a separate model with seed seeds[e] and
@@ -472,8 +532,9 @@ class LWSTransformer(nn.Module):
         for e, (s, io) in enumerate(zip(seeds, io_seeds)):
             for name, module in self.named_modules():
                 if isinstance(module, ScaledWeight):
-                    module.reset_parameters(keyed_generator(*init_key(name, s, io)),
-                                            None if self.ensemble is None else e)
+                    module.reset_parameters(
+                        keyed_generator(*init_key(name, s, io)), None if self.ensemble is None else e
+                    )
         if self.p.centre == "zero_readout":
             with torch.no_grad():
                 self.readout.weight.zero_()
@@ -491,12 +552,23 @@ class LWSTransformer(nn.Module):
         d = self.cfg.d_model
         out: list[tuple[ScaledWeight, int, float]] = []
         for blk in cast(Iterable[Block], self.blocks):
-            out += [(blk.q, -1, 1.0), (blk.k, -1, 1.0), (blk.v, -1, 1.0), (blk.mlp_in, -1, 1.0),
-                    (blk.o, -2, 1.0), (blk.mlp_out, -2, 1.0)]
-        out.append((self.embed, -1 if isinstance(self.embed, ScaledTable) else -2,
-                    self.embed.init_std * self.embed.mult * d ** 0.5))
+            out += [
+                (blk.q, -1, 1.0),
+                (blk.k, -1, 1.0),
+                (blk.v, -1, 1.0),
+                (blk.mlp_in, -1, 1.0),
+                (blk.o, -2, 1.0),
+                (blk.mlp_out, -2, 1.0),
+            ]
+        out.append(
+            (
+                self.embed,
+                -1 if isinstance(self.embed, ScaledTable) else -2,
+                self.embed.init_std * self.embed.mult * d**0.5,
+            )
+        )
         if isinstance(self.readout, ScaledLinear):
-            out.append((self.readout, -1, self.readout.init_std * self.readout.mult * d ** 0.5))
+            out.append((self.readout, -1, self.readout.init_std * self.readout.mult * d**0.5))
         return out
 
     @torch.no_grad()
@@ -528,16 +600,16 @@ class LWSTransformer(nn.Module):
         if S > self.cfg.seq_len:
             raise ValueError(f"input has {S} tokens but the model was built for seq_len={self.cfg.seq_len}")
         if self.ensemble is not None and is_vision(self.cfg.task):
-            x = x.expand(self.ensemble, *x.shape)                 # (E, B, S, d_in), shared patches, no copy
-        h = self.embed(x)                                         # (B, S, d) or (E, B, S, d)
+            x = x.expand(self.ensemble, *x.shape)  # (E, B, S, d_in), shared patches, no copy
+        h = self.embed(x)  # (B, S, d) or (E, B, S, d)
         if not self.opts.rope:
-            pos = self.pos(torch.arange(S, device=x.device))      # (S, d) or (E, S, d)
+            pos = self.pos(torch.arange(S, device=x.device))  # (S, d) or (E, S, d)
             h = h + (pos if self.ensemble is None else pos.unsqueeze(1))
-        return normalise(h) if self.opts.ngpt else h              # nGPT: the stream starts normalised
+        return normalise(h) if self.opts.ngpt else h  # nGPT: the stream starts normalised
 
     def forward(self, x: torch.Tensor, taps: list | None = None, attention_maps: bool = False) -> torch.Tensor:
         h = self.embed_tokens(x)
-        history = [h] if "pa" in self.opts.laurel else None     # LAUREL PA: stream states at the residual adds
+        history = [h] if "pa" in self.opts.laurel else None  # LAUREL PA: stream states at the residual adds
         for block in self.blocks:
             if taps is None:
                 h = block(h, history=history)
@@ -545,16 +617,16 @@ class LWSTransformer(nn.Module):
                 taps.append({})
                 h = block(h, taps[-1], attention_maps, history)
         if self.opts.ngpt:
-            u = h                                                 # nGPT: no final norm, h is normalised
+            u = h  # nGPT: no final norm, h is normalised
         elif self.opts.norm == "rms":
             u = rms_norm(h, self.norm_out.value())
         else:
             u = layer_norm(h)
         if is_vision(self.cfg.task):
-            u = u.mean(dim=-2)                                    # (..., B, d), mean over patches
+            u = u.mean(dim=-2)  # (..., B, d), mean over patches
         f = self.readout(u)
         if self.opts.ngpt:
-            f = f * self.s_z.value_for(f, (f.shape[-1],))        # logits = s_z * (W_out h)
+            f = f * self.s_z.value_for(f, (f.shape[-1],))  # logits = s_z * (W_out h)
         return f
 
 
@@ -575,9 +647,15 @@ def init_key(name: str, seed: int, io_seed: int) -> tuple[int | str, ...]:
     return ("io", io_seed, name)
 
 
-def build_model(cfg: ModelConfig, p: Parametrization, optimizer: str, seed: int | Sequence[int],
-                device: str | torch.device = "cpu", ensemble: int | None = None,
-                io_seed: int | Sequence[int] | None = None) -> LWSTransformer:
+def build_model(
+    cfg: ModelConfig,
+    p: Parametrization,
+    optimizer: str,
+    seed: int | Sequence[int],
+    device: str | torch.device = "cpu",
+    ensemble: int | None = None,
+    io_seed: int | Sequence[int] | None = None,
+) -> LWSTransformer:
     """Build and initialise the model on `device` (weights drawn on the CPU, so every device sees the same init).
     With `ensemble` = E, `seed` (and `io_seed`, when given) is a list of E seeds, one per member. io_seed keys
     the embedding, positions and readout (None: the seed itself; `LWSTransformer.reset_parameters`)."""

@@ -17,6 +17,7 @@
 The OpenELM options are also fields of `ModelConfig` on their own (None: the variant's default), so e.g. the
 paper's block with RoPE alone, or LAUREL on OpenELM's block, can be built.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -43,12 +44,32 @@ MODEL_PRESETS: dict[str, dict[str, object]] = {
     # OpenELM-270M (apple/corenet openelm_270M.yaml): 16 layers, d_model 1280, head dim 64, qkv multipliers
     # 0.5 -> 1.0 and FFN multipliers 0.5 -> 4.0 rounded by make_divisible (heads to multiples of 64 * 4, d_ff to 256),
     # GQA group 4, tied 32000-token embeddings, context 2048: query heads 12 x 5, 16 x 7, 20 x 4; d_ff 768 -> 5120.
-    "openelm-270m": dict(variant="openelm", task="lm", N=64, H=20, L=16, lws="openelm", kv_group=4, ffn_divisor=256,
-                         vocab_size=32000, seq_len=2048),
+    "openelm-270m": dict(
+        variant="openelm",
+        task="lm",
+        N=64,
+        H=20,
+        L=16,
+        lws="openelm",
+        kv_group=4,
+        ffn_divisor=256,
+        vocab_size=32000,
+        seq_len=2048,
+    ),
     # The same block and profile at CPU size: d_model 128, head dim 16, 4 layers, GQA group 2 (heads 4, 6, 6, 8;
     # d_ff 64 -> 512), byte-level LM.
-    "openelm-small": dict(variant="openelm", task="lm", N=16, H=8, L=4, lws="openelm", kv_group=2, ffn_divisor=16,
-                          vocab_size=256, seq_len=64),
+    "openelm-small": dict(
+        variant="openelm",
+        task="lm",
+        N=16,
+        H=8,
+        L=4,
+        lws="openelm",
+        kv_group=2,
+        ffn_divisor=16,
+        vocab_size=256,
+        seq_len=64,
+    ),
 }
 
 
@@ -83,7 +104,10 @@ class BlockOptions:
         if self.tie:
             parts.append("tied embeddings")
         if self.laurel:
-            parts.append("LAUREL " + "+".join(p for p in LAUREL_PARTS if p in self.laurel)
-                         + (f" rank {self.laurel_rank}" if "lr" in self.laurel else "")
-                         + (f" k {self.laurel_k}" if "pa" in self.laurel else ""))
+            parts.append(
+                "LAUREL "
+                + "+".join(p for p in LAUREL_PARTS if p in self.laurel)
+                + (f" rank {self.laurel_rank}" if "lr" in self.laurel else "")
+                + (f" k {self.laurel_k}" if "pa" in self.laurel else "")
+            )
         return " ".join(parts[:1]) + " " + ", ".join(parts[1:])

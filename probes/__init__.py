@@ -15,18 +15,37 @@ The face of the package, loaded lazily (a name's module is imported on first use
     cfg = make_run_config(model={"task": "vision", "N": 8, "H": 4, "L": 2}, param={"preset": "mup"})
     ds = run_sweep(cfg, "N", [4, 8, 16], seeds=2, out="runs/mup-N.nc")
 """
+
 from __future__ import annotations
 
 import importlib
 
 _FACE = {
-    "make_run_config": "experiment.config", "RunConfig": "experiment.run", "train": "experiment.run",
-    "run_dataset": "experiment.dataset", "save": "experiment.dataset", "load": "experiment.dataset",
-    "run_sweep": "grid.sweep", "coord_config": "grid.sweep", "run_lr_grid": "grid.lr_grid",
-    "train_own_model": "experiment.own_run", "project_root": "experiment.out_paths",
+    "make_run_config": "experiment.config",
+    "RunConfig": "experiment.run",
+    "train": "experiment.run",
+    "run_dataset": "experiment.dataset",
+    "save": "experiment.dataset",
+    "load": "experiment.dataset",
+    "run_sweep": "grid.sweep",
+    "coord_config": "grid.sweep",
+    "run_lr_grid": "grid.lr_grid",
+    "train_own_model": "experiment.own_run",
+    "project_root": "experiment.out_paths",
 }
-__all__ = ["RunConfig", "coord_config", "load", "make_run_config", "project_root", "run_dataset", "run_lr_grid",
-           "run_sweep", "save", "train", "train_own_model"]
+__all__ = [
+    "RunConfig",
+    "coord_config",
+    "load",
+    "make_run_config",
+    "project_root",
+    "run_dataset",
+    "run_lr_grid",
+    "run_sweep",
+    "save",
+    "train",
+    "train_own_model",
+]
 
 
 def __getattr__(name: str):

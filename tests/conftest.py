@@ -5,6 +5,7 @@ small kernels by one to two orders of magnitude. `DMFT_PROBE_TEST_THREADS=2` run
 (no test may depend on the thread count: none sits on a floating-point edge). An OMP_NUM_THREADS already set
 is kept unless DMFT_PROBE_TEST_THREADS is given. Subprocesses (CLI tests) and notebook kernels inherit
 OMP_NUM_THREADS."""
+
 import os
 
 THREADS_ENV = "DMFT_PROBE_TEST_THREADS"

@@ -1,6 +1,7 @@
 """Helpers shared by test files (not tests): the CLI run in this process, and a test file re-run as a script under
 Triton's CPU interpreter. Test files import it as `helpers` (pytest puts tests/ on sys.path; so does running a
 test file as a script)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -26,6 +27,7 @@ class Hang(BaseException):
 @contextlib.contextmanager
 def watchdog(seconds: int):
     """Fail (Hang) instead of hanging, e.g. on a FIFO opened for reading or writing, or on an unbounded loop."""
+
     def on_alarm(signum, frame):
         raise Hang(f"no answer in {seconds} s: the command hangs")
 
@@ -64,7 +66,8 @@ def interpreter_outputs(script: str, path: Path) -> dict:
     its Triton outputs to `path` with torch.save. Returns what it saved; fails the test when the run fails."""
     pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": pythonpath}
-    proc = subprocess.run([sys.executable, script, str(path)], env=env, cwd=ROOT, capture_output=True,
-                          text=True, timeout=300, check=False)
+    proc = subprocess.run(
+        [sys.executable, script, str(path)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
+    )
     assert proc.returncode == 0, f"interpreter run failed:\n{proc.stdout}\n{proc.stderr}"
     return torch.load(path)

@@ -4,6 +4,7 @@ or file, exit status 2, nothing printed before it, no traceback and nothing left
 
 The CLI runs in this process (`helpers.invoke`). The odd datasets of `plot` and `check` are made from a real tiny
 sweep and run written by the CLI, changed, and saved through `probes.experiment.dataset.save` (so their checksums match)."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,6 @@ from probes.grid.reproduce import PRESETS
 MAX_STEPS, MAX_REPEATS, MAX_ENSEMBLE = 10000, 100, 64
 CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 TINY = ["--task", "vision", "--N", "2", "--H", "2", "--L", "1", "--batch-size", "2"]
-
-
 
 
 def files_in(folder: Path) -> set[str]:
@@ -54,11 +53,44 @@ def real(tmp_path_factory):
     """A tiny trained sweep along N (2, 4, 8 x 2 seeds, 2 steps, probes at every step) and a tiny run, both written
     by the CLI."""
     root = tmp_path_factory.mktemp("real")
-    code, _, err = invoke(["sweep", *TINY, "--axis", "N", "--values", "2,4,8", "--seeds", "2", "--steps", "2",
-                           "--probe-every", "1", "--workers", "1", "--out", root / "sweep.nc"], cwd=root)
+    code, _, err = invoke(
+        [
+            "sweep",
+            *TINY,
+            "--axis",
+            "N",
+            "--values",
+            "2,4,8",
+            "--seeds",
+            "2",
+            "--steps",
+            "2",
+            "--probe-every",
+            "1",
+            "--workers",
+            "1",
+            "--out",
+            root / "sweep.nc",
+        ],
+        cwd=root,
+    )
     assert code == 0, err
-    code, _, err = invoke(["run", *TINY, "--steps", "2", "--probe-every", "1", "--probe-samples", "4",
-                           "--no-progress", "--out", root / "run.nc"], cwd=root)
+    code, _, err = invoke(
+        [
+            "run",
+            *TINY,
+            "--steps",
+            "2",
+            "--probe-every",
+            "1",
+            "--probe-samples",
+            "4",
+            "--no-progress",
+            "--out",
+            root / "run.nc",
+        ],
+        cwd=root,
+    )
     assert code == 0, err
     return {"sweep": root / "sweep.nc", "run": root / "run.nc"}
 
@@ -84,36 +116,64 @@ def edited(src: Path, dst: Path, config=None, data=None, attrs=None) -> Path:
 # ------------------------------------------------------------------------------------------------ 4. coord --csv
 
 
-@pytest.mark.parametrize("where, why", [("missing/c.csv", "does not exist"), ("afolder", "is a folder"),
-                                        ("fifo.csv", "not a regular file"), ("/dev/full", "not a regular file"),
-                                        ("", "not a file name")])
+@pytest.mark.parametrize(
+    "where, why",
+    [
+        ("missing/c.csv", "does not exist"),
+        ("afolder", "is a folder"),
+        ("fifo.csv", "not a regular file"),
+        ("/dev/full", "not a regular file"),
+        ("", "not a file name"),
+    ],
+)
 def test_coord_refuses_a_bad_csv_before_any_training(tmp_path, where, why):
     """--csv was checked after all training: a missing folder or /dev/full left c.nc and its parts, a FIFO hung."""
     (tmp_path / "afolder").mkdir()
     os.mkfifo(tmp_path / "fifo.csv")
     csv = where if where.startswith("/") or not where else tmp_path / where
-    assert_refused(["coord", *TINY, "--values", "2,4,8", "--seeds", "2", "--steps", "0,1", "--workers", "1",
-                    "--out", tmp_path / "c.nc", "--csv", csv], ["--csv", why], tmp_path)
+    assert_refused(
+        [
+            "coord",
+            *TINY,
+            "--values",
+            "2,4,8",
+            "--seeds",
+            "2",
+            "--steps",
+            "0,1",
+            "--workers",
+            "1",
+            "--out",
+            tmp_path / "c.nc",
+            "--csv",
+            csv,
+        ],
+        ["--csv", why],
+        tmp_path,
+    )
 
 
 # ------------------------------------------------------------------------------------------------ 7. bench
 
 
-@pytest.mark.parametrize("args, names", [
-    (["--sizes", ""], ["--sizes", "empty"]),
-    (["--sizes", ","], ["--sizes", "empty"]),
-    (["--sizes", "default,huge"], ["--sizes", "huge"]),
-    (["--steps", "0"], "--steps"),
-    (["--steps", str(MAX_STEPS + 1)], ["--steps", str(MAX_STEPS)]),
-    (["--repeats", "0"], "--repeats"),
-    (["--repeats", "1000000000"], ["--repeats", str(MAX_REPEATS)]),
-    (["--ensemble", "0"], "--ensemble"),
-    (["--ensemble", "1000000000"], ["--ensemble", str(MAX_ENSEMBLE)]),
-    (["--threads", "0"], "--threads"),
-    (["--threads", "100000"], "--threads"),
-    (["--threads", str(CPUS + 1)], ["--threads", str(CPUS)]),
-    (["--device", "gpu"], "--device"),
-])
+@pytest.mark.parametrize(
+    "args, names",
+    [
+        (["--sizes", ""], ["--sizes", "empty"]),
+        (["--sizes", ","], ["--sizes", "empty"]),
+        (["--sizes", "default,huge"], ["--sizes", "huge"]),
+        (["--steps", "0"], "--steps"),
+        (["--steps", str(MAX_STEPS + 1)], ["--steps", str(MAX_STEPS)]),
+        (["--repeats", "0"], "--repeats"),
+        (["--repeats", "1000000000"], ["--repeats", str(MAX_REPEATS)]),
+        (["--ensemble", "0"], "--ensemble"),
+        (["--ensemble", "1000000000"], ["--ensemble", str(MAX_ENSEMBLE)]),
+        (["--threads", "0"], "--threads"),
+        (["--threads", "100000"], "--threads"),
+        (["--threads", str(CPUS + 1)], ["--threads", str(CPUS)]),
+        (["--device", "gpu"], "--device"),
+    ],
+)
 def test_bench_bounds_every_option_and_names_it(tmp_path, args, names):
     """`bench --sizes ""` crashed with StopIteration, --repeats 1000000000 ran without bound, --ensemble 1000000000
     and --threads 100000 crashed, and no message named its flag."""
@@ -147,18 +207,20 @@ def assert_plotted(dataset: Path, out: Path) -> list[str]:
 
 def test_plot_a_huge_alpha_is_a_note_not_an_overflow(tmp_path, real):
     """alpha_A = 1e308 makes the predicted exponent 1 - 2 alpha_A = -inf: an OverflowError traceback before."""
+
     def huge(cfg):
         cfg["param"]["alpha_A"] = 1e308
+
     path = edited(real["sweep"], tmp_path / "huge.nc", config=huge, attrs=lambda a: a.update(alpha_A=1e308))
     notes = assert_plotted(path, tmp_path / "fig")
-    assert all(len(n.split(":")) >= 3 for n in notes), notes            # "note: <figure>: <what>"
+    assert all(len(n.split(":")) >= 3 for n in notes), notes  # "note: <figure>: <what>"
 
 
 def test_plot_all_zero_data_draws_what_it_can_and_notes_the_rest(tmp_path, real):
     """All-zero data gave "Data cannot be log-scaled" naming no file and left a partial figure folder."""
     path = edited(real["sweep"], tmp_path / "zero.nc", data=np.zeros_like)
     notes = assert_plotted(path, tmp_path / "fig")
-    assert all(n.split(":")[1].strip() for n in notes), notes              # each note names its figure
+    assert all(n.split(":")[1].strip() for n in notes), notes  # each note names its figure
     assert not any("Warning" in n for n in notes), notes
     assert "note: exponents: drawn on linear axes (no positive values for a log scale)" in notes
     assert (tmp_path / "fig" / "exponents.png").is_file() and (tmp_path / "fig" / "verdicts.png").is_file()
@@ -167,8 +229,12 @@ def test_plot_all_zero_data_draws_what_it_can_and_notes_the_rest(tmp_path, real)
 def test_plot_warnings_become_notes(tmp_path, real):
     """A run with a huge alpha_A: scipy's divide-by-zero RuntimeWarning and plot_dataset's own UserWarning reached
     stderr raw ("cli.py:589: UserWarning")."""
-    path = edited(real["run"], tmp_path / "run.nc", config=lambda c: c["param"].update(alpha_A=1e300),
-                  attrs=lambda a: a.update(alpha_A=1e300))
+    path = edited(
+        real["run"],
+        tmp_path / "run.nc",
+        config=lambda c: c["param"].update(alpha_A=1e300),
+        attrs=lambda a: a.update(alpha_A=1e300),
+    )
     notes = assert_plotted(path, tmp_path / "fig")
     assert any(n.startswith("note: attention_density: ") for n in notes), notes
 
@@ -220,8 +286,10 @@ def later(kind: str) -> str:
     return [j.name for j in PRESETS["smoke"].jobs if j.kind == kind][-1]
 
 
-@pytest.mark.parametrize("case", ["junk lr grid", "junk sweep", "junk manifest", "other grid", "lr grid as sweep",
-                                  "stray junk", "verdicts folder"])
+@pytest.mark.parametrize(
+    "case",
+    ["junk lr grid", "junk sweep", "junk manifest", "other grid", "lr grid as sweep", "stray junk", "verdicts folder"],
+)
 def test_reproduce_checks_every_output_before_any_training(tmp_path, real, case):
     """`r/lr-N-mup.nc` holding junk was refused after 108 s of training five sweeps: every output that exists is
     now checked first (a loadable dataset of the job's kind and grid, a store that can resume)."""
@@ -237,16 +305,16 @@ def test_reproduce_checks_every_output_before_any_training(tmp_path, real, case)
         (out / f"{later('sweep')}.nc.parts").mkdir()
         bad = out / f"{later('sweep')}.nc.parts" / "manifest.json"
         bad.write_text("{not json")
-    elif case == "other grid":               # a real sweep along N, but 2, 4, 8 x 2 seeds of another setting
+    elif case == "other grid":  # a real sweep along N, but 2, 4, 8 x 2 seeds of another setting
         bad = out / "N-mup-sqrt.nc"
         shutil.copy(real["sweep"], bad)
     elif case == "lr grid as sweep":
         bad = out / f"{later('lr_grid')}.nc"
         shutil.copy(real["sweep"], bad)
-    elif case == "stray junk":               # not a job's output, but the verdict table reads every dataset
+    elif case == "stray junk":  # not a job's output, but the verdict table reads every dataset
         bad = out / "zz-mine.nc"
         bad.write_bytes(b"junk" * 100)
-    else:                                    # the table is written at the end, over a file
+    else:  # the table is written at the end, over a file
         bad = out / "verdicts.md"
         bad.mkdir()
     assert_refused(["reproduce", "--preset", "smoke", "--out", out], ["--out", bad.name], tmp_path)
@@ -255,11 +323,14 @@ def test_reproduce_checks_every_output_before_any_training(tmp_path, real, case)
 @pytest.mark.parametrize("command", ["reproduce", "variants", "plot"])
 def test_an_empty_out_is_refused(tmp_path, real, command):
     """`variants --out ""` and `reproduce --out ""` wrote into the current folder (so did `plot --out ""`)."""
-    args = {"reproduce": ["reproduce", "--preset", "smoke"], "variants": ["variants", "--quick"],
-            "plot": ["plot", real["run"]]}[command]
+    args = {
+        "reproduce": ["reproduce", "--preset", "smoke"],
+        "variants": ["variants", "--quick"],
+        "plot": ["plot", real["run"]],
+    }[command]
     assert_refused([*args, "--out", ""], "--out", tmp_path)
     assert_refused([*args, "--out", "  "], "--out", tmp_path)
-    assert_refused([*args, "--out", "a" * 300], ["--out", "too long"], tmp_path)     # was a raw "[Errno 36]"
+    assert_refused([*args, "--out", "a" * 300], ["--out", "too long"], tmp_path)  # was a raw "[Errno 36]"
 
 
 @pytest.mark.parametrize("command", ["check", "plot"])
@@ -275,7 +346,7 @@ def test_an_out_that_cannot_be_made_is_refused(tmp_path, command):
     (tmp_path / "afile").write_text("x")
     args = ["reproduce", "--preset", "smoke"] if command == "reproduce" else ["variants", "--quick"]
     assert_refused([*args, "--out", tmp_path / "afile" / "sub"], ["--out", "afile"], tmp_path)
-    if os.geteuid() != 0:             # root writes into read-only folders
+    if os.geteuid() != 0:  # root writes into read-only folders
         ro = tmp_path / "ro"
         ro.mkdir()
         ro.chmod(0o555)
@@ -291,5 +362,21 @@ def test_variants_checks_every_cell_store_before_opening_any(tmp_path):
     parts = out / "coord-laurel-adam-N.nc.parts"
     parts.mkdir(parents=True)
     (parts / "manifest.json").write_text("[1, 2")
-    assert_refused(["variants", "--quick", "--variants", "paper,laurel", "--axes", "N", "--optimizers", "adam",
-                    "--workers", "1", "--out", out], ["--out", "coord-laurel-adam-N.nc.parts"], tmp_path)
+    assert_refused(
+        [
+            "variants",
+            "--quick",
+            "--variants",
+            "paper,laurel",
+            "--axes",
+            "N",
+            "--optimizers",
+            "adam",
+            "--workers",
+            "1",
+            "--out",
+            out,
+        ],
+        ["--out", "coord-laurel-adam-N.nc.parts"],
+        tmp_path,
+    )

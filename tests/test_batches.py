@@ -1,4 +1,5 @@
 """Tests for probes.experiment.batches.BatchStream: the same batches as per-step split.batch, held on the device."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,7 +10,7 @@ from probes.experiment.batches import BatchStream
 from probes.experiment.data import ImageSplit, Split, TokenSplit, synthetic_vision
 
 STEPS = 10
-CHUNKS = (1, 3, 4, 16)   # 3 and 4 do not divide STEPS; 16 > STEPS
+CHUNKS = (1, 3, 4, 16)  # 3 and 4 do not divide STEPS; 16 > STEPS
 
 
 def gen(seed: int) -> torch.Generator:
@@ -96,7 +97,7 @@ def test_batch_size_one() -> None:
 
 
 def test_image_chunk_gathers_unique_rows_only() -> None:
-    split = hwc_split(True)   # 25 rows, so 16*5 draws repeat rows
+    split = hwc_split(True)  # 25 rows, so 16*5 draws repeat rows
     stream = BatchStream(split, 5, gen(3), "cpu", chunk=16)
     stream.next()
     images = stream._data["images"]

@@ -1,5 +1,6 @@
 """`bench.training` (the `dmft-probe bench` table): structure and equivalences only, never timings (benchmarks
 are not tests; shared machines are noisy)."""
+
 import math
 
 import pytest
@@ -26,8 +27,7 @@ def test_run_bench_quick_prints_every_row():
     """A tiny run (quick model, 2 steps, 1 repeat, 2 seeds): every row is in the table and in the result, each
     with a finite positive ratio or marked skipped / n/a with a reason."""
     lines: list[str] = []
-    rows = run_bench(device="cpu", sizes=("default",), steps=2, repeats=1, ensemble=2, echo=lines.append,
-                     quick=True)
+    rows = run_bench(device="cpu", sizes=("default",), steps=2, repeats=1, ensemble=2, echo=lines.append, quick=True)
     text = "\n".join(lines)
     assert lines[0].startswith("machine: cpu") and "torch" in lines[0] and "threads" in lines[0]
     assert "settings:" in text
@@ -49,9 +49,16 @@ def test_run_bench_quick_prints_every_row():
         assert len(rms) == 1 and rms[0].status == "skipped" and rms[0].note.startswith("skipped: no CUDA device")
 
 
-@pytest.mark.parametrize("model", [{}, {"N": 64}, {"N": 8, "H": 2, "L": 3, "ffn_mult": 2.0},
-                                   {"N": 4, "H": 6, "L": 4, "lws": "openelm"},
-                                   {"task": "vision", "N": 4, "seq_len": 16}])
+@pytest.mark.parametrize(
+    "model",
+    [
+        {},
+        {"N": 64},
+        {"N": 8, "H": 2, "L": 3, "ffn_mult": 2.0},
+        {"N": 4, "H": 6, "L": 4, "lws": "openelm"},
+        {"task": "vision", "N": 4, "seq_len": 16},
+    ],
+)
 def test_plain_transformer_has_our_shapes(model):
     """The plain baseline has exactly our parameters: the same names, shapes and count, and the same output."""
     cfg = ModelConfig(**model)
@@ -102,8 +109,9 @@ def test_time_head_stats_reports_both_backends():
         calls.append(backend)
         return head_stats(q, k, scale, causal, q0, k0, backend="torch")
 
-    res = time_head_stats(both_torch, torch.device("cpu"), repeats=2, shape={"B": 1, "H": 3, "S": 8, "N": 4},
-                          calls=2, echo=lambda s: None)
+    res = time_head_stats(
+        both_torch, torch.device("cpu"), repeats=2, shape={"B": 1, "H": 3, "S": 8, "N": 4}, calls=2, echo=lambda s: None
+    )
     assert set(res) == {"triton", "torch"}
     for r in res.values():
         assert len(r["ms"]) == 2 and all(t > 0 for t in r["ms"]) and r["peak_mib"] is None
@@ -111,8 +119,10 @@ def test_time_head_stats_reports_both_backends():
 
 
 def test_format_table_marks_missing_rows():
-    rows = [BenchRow("r", "default", "A", "B", None, None, "s", None, ">= 3", "n/a", "n/a (probes.x missing)"),
-            BenchRow("r2", "d256", "A", "B", 2.0, 1.0, "s", 2.0, "", "info")]
+    rows = [
+        BenchRow("r", "default", "A", "B", None, None, "s", None, ">= 3", "n/a", "n/a (probes.x missing)"),
+        BenchRow("r2", "d256", "A", "B", 2.0, 1.0, "s", 2.0, "", "info"),
+    ]
     lines = format_table(rows)
     assert len(lines) == 4 and "n/a (probes.x missing)" in lines[2] and "info" in lines[3]
 
@@ -128,7 +138,9 @@ def test_ensemble_row_without_ensemble_module(monkeypatch):
 
     from bench import training as benchmark
 
-    monkeypatch.setitem(sys.modules, "probes.experiment.ensemble", None)      # makes `import probes.experiment.ensemble` fail
+    monkeypatch.setitem(
+        sys.modules, "probes.experiment.ensemble", None
+    )  # makes `import probes.experiment.ensemble` fail
     cfg = bench_config("default", "cpu", steps=2, quick=True)
     row = benchmark._bench_ensemble(cfg, "default", 2, 1, torch.device("cpu"), lambda s: None)
     assert (row.status, row.note, row.ratio) == ("n/a", "n/a (probes.experiment.ensemble missing)", None)

@@ -1,4 +1,5 @@
 """The CLI end to end, in subprocesses: a real run writes a dataset; bad input exits 2 with one line."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +13,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "cli.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_run_writes_a_dataset_xarray_can_open(tmp_path):
@@ -24,15 +26,17 @@ def test_run_writes_a_dataset_xarray_can_open(tmp_path):
     ds = xr.open_dataset(out)
     assert int(ds.N) == 4 and ds.attrs["axis"] == "N" and ds.attrs["parametrization"] == "mup"
     assert ds.sizes["train_step"] == 20 and list(ds.step.values) == [0, 10, 20]
-    assert float(ds.heldout_loss[-1]) < float(ds.heldout_loss[0])          # it learned something
-    assert [p.name for p in tmp_path.iterdir()] == ["run.nc"]               # no temporary files left
-    load(out)                                                              # passes the schema check
+    assert float(ds.heldout_loss[-1]) < float(ds.heldout_loss[0])  # it learned something
+    assert [p.name for p in tmp_path.iterdir()] == ["run.nc"]  # no temporary files left
+    load(out)  # passes the schema check
 
 
 def test_run_on_vision_with_config_file_and_overrides(tmp_path):
     conf = tmp_path / "c.toml"
-    conf.write_text('[model]\nN = 4\nH = 2\nL = 3\ntask = "vision"\n[param]\npreset = "mup-sqrt"\n'
-                    '[optim]\nname = "sgd-momentum"\neta0 = 0.05\n[run]\nsteps = 5\n[probes]\nevery = 5\n')
+    conf.write_text(
+        '[model]\nN = 4\nH = 2\nL = 3\ntask = "vision"\n[param]\npreset = "mup-sqrt"\n'
+        '[optim]\nname = "sgd-momentum"\neta0 = 0.05\n[run]\nsteps = 5\n[probes]\nevery = 5\n'
+    )
     out = tmp_path / "v.nc"
     r = cli("run", "--config", str(conf), "--axis", "H", "--scale", "4", "--no-progress", "--out", str(out))
     assert r.returncode == 0, r.stderr
@@ -48,7 +52,7 @@ def test_describe_prints_every_parameter():
         assert name in r.stdout
     # SGD readout multiplier (L/L0)^-(alpha_L-1/2)/(gamma0 d) = 2^-0.5 / (0.5 * 16)
     row = next(line for line in r.stdout.splitlines() if "readout.weight" in line)
-    assert f"{2 ** -0.5 / 8:.4g}" in row
+    assert f"{2**-0.5 / 8:.4g}" in row
 
 
 BAD = [
@@ -87,7 +91,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path, args, names):
     assert len(lines) == 1, r.stderr
     assert lines[0].startswith("error: ") and names in lines[0], lines[0]
     assert "Traceback" not in r.stderr
-    assert not (tmp_path / "runs").exists()                                # nothing written
+    assert not (tmp_path / "runs").exists()  # nothing written
 
 
 def test_sweep_is_resumable_and_check_prints_verdicts(tmp_path):
@@ -95,10 +99,10 @@ def test_sweep_is_resumable_and_check_prints_verdicts(tmp_path):
     args = ("sweep", "--axis", "N", "--values", "4,8,16", "--seeds", "2", "--init-only", "--out", str(out))
     r = cli(*args)
     assert r.returncode == 0, r.stderr
-    parts = sorted((tmp_path / "s.nc.parts").glob("*.nc"))             # beside manifest.json
+    parts = sorted((tmp_path / "s.nc.parts").glob("*.nc"))  # beside manifest.json
     assert len(parts) == 6
-    parts[0].unlink()                                            # lost point
-    parts[1].write_bytes(parts[1].read_bytes()[:100])            # corrupt leftover
+    parts[0].unlink()  # lost point
+    parts[1].write_bytes(parts[1].read_bytes()[:100])  # corrupt leftover
     r = cli(*args)
     assert r.returncode == 0, r.stderr
     assert r.stderr.count("already done, skipped") == 4
@@ -124,11 +128,23 @@ def test_a_diverging_run_stops_with_a_clear_status(tmp_path):
     steps) stays finite up to eta0 = 1e2 and diverges from 1e3 on (measured on an AMD EPYC, eta0 in decades;
     at step 20 at 1e3, step 1 at 1e25), so eta0 = 1e25 is 22 orders of magnitude past the edge."""
     out = tmp_path / "div.nc"
-    r = cli("run", "--param", "sp", "--optimizer", "sgd", "--eta0", "1e25", "--steps", "40", "--no-progress",
-            "--out", str(out))
+    r = cli(
+        "run",
+        "--param",
+        "sp",
+        "--optimizer",
+        "sgd",
+        "--eta0",
+        "1e25",
+        "--steps",
+        "40",
+        "--no-progress",
+        "--out",
+        str(out),
+    )
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "diverged at step" in r.stderr
-    ds = load(out)                                  # what was finished is kept, and says so
+    ds = load(out)  # what was finished is kept, and says so
     assert ds.attrs["status"] == "diverged" and 0 <= ds.attrs["diverged_at"] < 40
     assert ds.sizes["train_step"] < 40
 
@@ -137,9 +153,37 @@ def test_coord_command_prints_verdicts_writes_a_dataset_and_plots(tmp_path):
     """`dmft-probe coord` end to end (small): the knobs on the command line land in the dataset, the verdict table
     names every site with the logits, and `plot` draws the coordinate-check panels."""
     out = tmp_path / "c.nc"
-    r = cli("coord", "--axis", "H", "--values", "2,4,8", "--steps", "0,2", "--seeds", "2", "--N", "4", "--L", "1",
-            "--task", "vision", "--alpha-A", "0.75", "--alpha-L", "0.5", "--L0", "2", "--centre", "zero_readout",
-            "--probe-samples", "8", "--out", str(out), "--csv", str(tmp_path / "c.csv"))
+    r = cli(
+        "coord",
+        "--axis",
+        "H",
+        "--values",
+        "2,4,8",
+        "--steps",
+        "0,2",
+        "--seeds",
+        "2",
+        "--N",
+        "4",
+        "--L",
+        "1",
+        "--task",
+        "vision",
+        "--alpha-A",
+        "0.75",
+        "--alpha-L",
+        "0.5",
+        "--L0",
+        "2",
+        "--centre",
+        "zero_readout",
+        "--probe-samples",
+        "8",
+        "--out",
+        str(out),
+        "--csv",
+        str(tmp_path / "c.csv"),
+    )
     assert r.returncode == 0, r.stderr
     for site in ("embed", "q", "k", "v", "A", "softmax_A", "attn_out", "mlp_hidden", "mlp_out", "h", "logits"):
         assert any(line.split()[1:3] == [site, "init"] for line in r.stdout.splitlines()), site
@@ -148,8 +192,13 @@ def test_coord_command_prints_verdicts_writes_a_dataset_and_plots(tmp_path):
     assert list(ds.step.values) == [0, 2] and ds.sizes["H"] == 3 and ds.sizes["seed"] == 2
     assert (ds.attrs["alpha_A"], ds.attrs["alpha_L"]) == (0.75, 0.5)
     import json
+
     param = json.loads(ds.attrs["config"])["param"]
-    assert param["L0"] == 2 and param["centre"] == "zero_readout" and param["name"] == "mup-alpha_A0.75-alpha_L0.5-zero_readout"
+    assert (
+        param["L0"] == 2
+        and param["centre"] == "zero_readout"
+        and param["name"] == "mup-alpha_A0.75-alpha_L0.5-zero_readout"
+    )
     assert (tmp_path / "c.csv").read_text().startswith("key,row,quantity,axis,setting,estimator,estimate,lo,hi,band")
     r = cli("plot", str(out), "--out", str(tmp_path / "fig"))
     assert r.returncode == 0, r.stderr
@@ -159,8 +208,20 @@ def test_coord_command_prints_verdicts_writes_a_dataset_and_plots(tmp_path):
 def test_sweep_takes_the_exponents_on_the_command_line(tmp_path):
     """The issue's example: an init-only sweep at alpha_A = 0.75, then check: P1 predicts N^(1-2*0.75) = N^-0.5."""
     out = tmp_path / "s.nc"
-    r = cli("sweep", "--axis", "N", "--values", "4,8,16", "--seeds", "2", "--init-only", "--alpha-A", "0.75",
-            "--out", str(out))
+    r = cli(
+        "sweep",
+        "--axis",
+        "N",
+        "--values",
+        "4,8,16",
+        "--seeds",
+        "2",
+        "--init-only",
+        "--alpha-A",
+        "0.75",
+        "--out",
+        str(out),
+    )
     assert r.returncode == 0, r.stderr
     r = cli("check", str(out))
     assert r.returncode == 0, r.stderr

@@ -1,4 +1,5 @@
 """P9, P11 and P12 verdicts (dmft.compare) on hand-made sweep datasets whose answer is known by construction."""
+
 import json
 
 import numpy as np
@@ -12,17 +13,29 @@ from dmft.predictions import P12_DELTA
 def sweep(axis: str, sizes, loss=None, kernel=None, alpha_A=1.0, alpha_L=1.0, name="mup", seeds=6, steps=3):
     """A minimal trained sweep dataset: heldout_loss (axis, seed, step) and kernel_pooled (axis, seed, step, depth,
     sample, sample_), with the config attribute dmft.check.read_run_attrs reads."""
-    cfg = {"param": {"alpha_A": alpha_A, "alpha_L": alpha_L, "beta0": 1.0, "L0": 1.0, "standard": False,
-                     "name": name, "gamma0": 1.0},
-           "model": {"task": "digits", "N": 8, "H": 4, "L": 2, "axis": axis}, "optim": {"name": "sgd", "eta0": 0.5},
-           "steps": 30}
+    cfg = {
+        "param": {
+            "alpha_A": alpha_A,
+            "alpha_L": alpha_L,
+            "beta0": 1.0,
+            "L0": 1.0,
+            "standard": False,
+            "name": name,
+            "gamma0": 1.0,
+        },
+        "model": {"task": "digits", "N": 8, "H": 4, "L": 2, "axis": axis},
+        "optim": {"name": "sgd", "eta0": 0.5},
+        "steps": 30,
+    }
     coords = {axis: np.asarray(sizes), "seed": np.arange(seeds), "step": np.arange(steps)}
     data = {}
     if loss is not None:
         data["heldout_loss"] = ((axis, "seed", "step"), np.repeat(np.asarray(loss, float)[..., None], steps, -1))
     if kernel is not None:
-        data["kernel_pooled"] = ((axis, "seed", "step", "depth", "sample", "sample_"),
-                                 np.repeat(np.asarray(kernel, float)[:, :, None], steps, 2))
+        data["kernel_pooled"] = (
+            (axis, "seed", "step", "depth", "sample", "sample_"),
+            np.repeat(np.asarray(kernel, float)[:, :, None], steps, 2),
+        )
     return xr.Dataset(data, coords=coords, attrs={"config": json.dumps(cfg), "sweep_axis": axis})
 
 
@@ -45,8 +58,8 @@ def test_p9_reads_which_alpha_L_has_the_lower_loss_at_the_largest_L():
 
 def test_p9_pairs_only_sweeps_that_differ_in_alpha_L_alone():
     a = sweep("L", [1, 2, 4], loss=np.ones((3, 6)), alpha_L=1.0)
-    b = sweep("L", [1, 2, 4], loss=np.ones((3, 6)), alpha_L=0.5, alpha_A=0.5)     # alpha_A differs too
-    c = sweep("L", [1, 2, 8], loss=np.ones((3, 6)), alpha_L=0.5)                   # other sizes
+    b = sweep("L", [1, 2, 4], loss=np.ones((3, 6)), alpha_L=0.5, alpha_A=0.5)  # alpha_A differs too
+    c = sweep("L", [1, 2, 8], loss=np.ones((3, 6)), alpha_L=0.5)  # other sizes
     assert not compare.comparable(a, b, "alpha_L") and not compare.comparable(a, c, "alpha_L")
     assert not compare.comparable(a, a, "alpha_L")
 
@@ -96,7 +109,7 @@ def test_p12_is_an_equivalence_test_with_a_stated_margin():
 def test_p12_leaves_diverged_seeds_out():
     shared = 0.05 * RNG.standard_normal((3, 6, 2, 5, 5))
     K = kernels(0.0, shared, 0.01)
-    K[0, 2] = np.nan                                             # seed 2 of the smallest N diverged
+    K[0, 2] = np.nan  # seed 2 of the smallest N diverged
     one = sweep("N", [4, 8, 16], kernel=K)
     half = sweep("N", [4, 8, 16], kernel=kernels(0.0, shared, 0.01), alpha_A=0.5, name="mup-sqrt")
     v = compare.p12_verdict(one, half)

@@ -4,6 +4,7 @@ correction) and seed-variance rates, on synthetic sweeps with known answers, and
 Synthetic sweeps: Q(n, seed) = Q_oo + c/n + sigma n^noise_exp z (z standard normal, independent per entry, seed,
 step), entries (sample, output) as `probe_outputs`. With noise_exp = -1/2 the expected mean-square distance from
 the limit is sigma^2/n + c^2/n^2, and the seed variance sigma^2/n."""
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -13,8 +14,18 @@ from dmft import convergence as cv
 SIZES = (8, 16, 32, 64, 128)
 
 
-def synthetic(sizes=SIZES, seeds=24, sigma=1.0, c=0.3, gen=0, noise_exp=-0.5, entries=(8, 5), steps=(0, 10),
-              axis="H", zero_step0=False) -> tuple[xr.Dataset, np.ndarray]:
+def synthetic(
+    sizes=SIZES,
+    seeds=24,
+    sigma=1.0,
+    c=0.3,
+    gen=0,
+    noise_exp=-0.5,
+    entries=(8, 5),
+    steps=(0, 10),
+    axis="H",
+    zero_step0=False,
+) -> tuple[xr.Dataset, np.ndarray]:
     """A sweep dataset with `probe_outputs` (axis, seed, step, sample, output) and `heldout_loss` (axis, seed,
     step), and the true limit Q_oo of the outputs (sample, output)."""
     rng = np.random.default_rng(gen)
@@ -22,15 +33,21 @@ def synthetic(sizes=SIZES, seeds=24, sigma=1.0, c=0.3, gen=0, noise_exp=-0.5, en
     q_inf = rng.normal(size=entries)
     bias = c * rng.normal(size=entries)
     z = rng.normal(size=(len(sizes), seeds, len(steps)) + tuple(entries))
-    q = q_inf + bias / n + sigma * n ** noise_exp * z
+    q = q_inf + bias / n + sigma * n**noise_exp * z
     if zero_step0:
-        q[:, :, 0] = 0.0                          # centred outputs at init: f - f0 = 0
-    loss = 1.0 + 0.5 / n[..., 0, 0] + sigma * n[..., 0, 0] ** noise_exp * rng.normal(size=(len(sizes), seeds,
-                                                                                              len(steps)))
+        q[:, :, 0] = 0.0  # centred outputs at init: f - f0 = 0
+    loss = (
+        1.0 + 0.5 / n[..., 0, 0] + sigma * n[..., 0, 0] ** noise_exp * rng.normal(size=(len(sizes), seeds, len(steps)))
+    )
     coords = {axis: np.asarray(sizes), "seed": np.arange(seeds), "step": np.asarray(steps)}
-    ds = xr.Dataset({"probe_outputs": ((axis, "seed", "step", "sample", "output"), q, {"units": "1"}),
-                     "heldout_loss": ((axis, "seed", "step"), loss, {"units": "nats"})},
-                    coords=coords, attrs={"sweep_axis": axis, "task": "vision"})
+    ds = xr.Dataset(
+        {
+            "probe_outputs": ((axis, "seed", "step", "sample", "output"), q, {"units": "1"}),
+            "heldout_loss": ((axis, "seed", "step"), loss, {"units": "nats"}),
+        },
+        coords=coords,
+        attrs={"sweep_axis": axis, "task": "vision"},
+    )
     return ds, q_inf
 
 
@@ -73,8 +90,9 @@ def test_the_two_limit_estimates_agree_where_they_should():
 def test_pure_bias_richardson_is_exact_and_largest_has_its_documented_bias():
     ds, q_inf = synthetic(seeds=4, sigma=0.0, c=1.0)
     lim = cv.limit_estimate(ds.probe_outputs, "H", "richardson")
-    np.testing.assert_allclose(lim.transpose("step", "sample", "output").values, np.broadcast_to(q_inf, lim.shape),
-                               rtol=0, atol=1e-10)
+    np.testing.assert_allclose(
+        lim.transpose("step", "sample", "output").values, np.broadcast_to(q_inf, lim.shape), rtol=0, atol=1e-10
+    )
     r = cv.convergence_rate(ds, "probe_outputs", method="richardson", n_boot=200)
     assert abs(r.slope + 2.0) < 1e-10 and abs(r.lo + 2.0) < 1e-10 and abs(r.hi + 2.0) < 1e-10
     # "largest": the distance of size n is c^2 (1/n - 1/n_max)^2, fitted over the sizes below n_max only (the
@@ -102,11 +120,14 @@ def test_the_floor_correction_removes_the_flattening_of_a_noisy_largest_size():
         # are paired across sizes; mean over entries), over S
         d = ds.probe_outputs.sel(step=10) - ds.probe_outputs.sel(step=10).mean("seed")
         top = d.sel(H=SIZES[-1])
-        floor = [float(((top ** 2).sum("seed") - 2 * (d.sel(H=n) * top).sum("seed")).mean()) / 2 for n in SIZES[:-1]]
+        floor = [float(((top**2).sum("seed") - 2 * (d.sel(H=n) * top).sum("seed")).mean()) / 2 for n in SIZES[:-1]]
         np.testing.assert_allclose(a.floor.sel(step=10, H=list(SIZES[:-1])).values, floor, rtol=1e-10)
         np.testing.assert_allclose(a.mean_distance.values, b.mean_distance.values, rtol=1e-12)
-        np.testing.assert_allclose(a.fitted_distance.sel(H=list(SIZES[:-1])).values,
-                                   (b.mean_distance - a.floor).sel(H=list(SIZES[:-1])).values, rtol=1e-12)
+        np.testing.assert_allclose(
+            a.fitted_distance.sel(H=list(SIZES[:-1])).values,
+            (b.mean_distance - a.floor).sel(H=list(SIZES[:-1])).values,
+            rtol=1e-12,
+        )
         assert np.isnan(a.fitted_distance.sel(H=SIZES[-1])).all()
     # Measured over these 10 generator seeds: corrected -1.015 (sd 0.046 per seed, 0.015 for the mean), uncorrected
     # -0.924 (sd 0.038); expected for the uncorrected fit from the floor alone: -0.907. Thresholds at ~3 sd of the mean.
@@ -139,8 +160,9 @@ def test_seed_variance_rate_recovers_the_noise_exponent(noise_exp, expected):
     direct = ds.probe_outputs.var("seed", ddof=1).mean(("sample", "output")).transpose("H", "step")
     np.testing.assert_allclose(r.variance.values, direct.values, rtol=1e-10)
     loss = cv.seed_variance_rate(ds, "heldout_loss", n_boot=200)
-    np.testing.assert_allclose(loss.variance.values, ds.heldout_loss.var("seed", ddof=1).transpose("H", "step"),
-                               rtol=1e-10)
+    np.testing.assert_allclose(
+        loss.variance.values, ds.heldout_loss.var("seed", ddof=1).transpose("H", "step"), rtol=1e-10
+    )
     assert loss.units == "(nats)^2"
 
 
@@ -172,10 +194,10 @@ def test_an_unresolved_distance_makes_the_interval_unbounded_not_an_error():
     ds, _ = synthetic(seeds=3, c=0.0, gen=0)
     r = cv.convergence_rate(ds, "heldout_loss")
     assert r.lo == -np.inf and r.hi == np.inf and np.isfinite(r.slope), r.text()
-    assert float(r.boot_unresolved.sel(step=10)) == 1 / 3                  # one of the 3 replicates
+    assert float(r.boot_unresolved.sel(step=10)) == 1 / 3  # one of the 3 replicates
     assert "not resolved above the noise" in r.text()
     other = cv.convergence_rate(ds, "heldout_loss", method="richardson")
-    assert bool(cv.agreement(r, other))                                    # an unbounded interval overlaps any
+    assert bool(cv.agreement(r, other))  # an unbounded interval overlaps any
 
 
 # ---- what is left out, and what is refused --------------------------------------------------------------------
@@ -202,7 +224,7 @@ def test_diverged_points_are_left_out():
     clean = ds.copy(deep=True)
     clean.probe_outputs.loc[{"H": 32, "seed": 3}] = np.nan
     clean.heldout_loss.loc[{"H": 32, "seed": 3}] = np.nan
-    clean.probe_outputs.loc[{"H": 64, "seed": 5}] = np.nan            # NaN at one step: left out at every step
+    clean.probe_outputs.loc[{"H": 64, "seed": 5}] = np.nan  # NaN at one step: left out at every step
     for method in cv.METHODS:
         r = cv.convergence_rate(bad, "probe_outputs", method=method, n_boot=200)
         ref = cv.convergence_rate(clean, "probe_outputs", method=method, n_boot=200)
@@ -235,9 +257,9 @@ def test_bad_input_is_refused_with_one_clear_message():
     three = ds.sel(H=[8, 16, 32])
     with pytest.raises(ValueError, match="fewer than 4 usable sizes, got 3.*largest"):
         cv.convergence_rate(three, "probe_outputs")
-    cv.convergence_rate(three, "probe_outputs", method="richardson", n_boot=50)     # 3 sizes are enough here
+    cv.convergence_rate(three, "probe_outputs", method="richardson", n_boot=50)  # 3 sizes are enough here
     two = ds.sel(H=[8, 16, 32]).copy(deep=True)
-    two.probe_outputs.loc[{"H": 8}] = np.nan                                        # no usable seed at H=8
+    two.probe_outputs.loc[{"H": 8}] = np.nan  # no usable seed at H=8
     with pytest.raises(ValueError, match=r"fewer than 3 usable sizes, got 2 \(16, 32\) \(H=8 left out"):
         cv.convergence_rate(two, "probe_outputs", method="richardson")
     with pytest.raises(ValueError, match="at least 3 sizes with 2 or more usable seeds"):
@@ -263,7 +285,7 @@ def test_a_quantity_identically_zero_at_step_0_gives_nan_with_a_reason():
     f = cv.convergence_rate(floored, "heldout_loss", n_boot=100)
     assert np.isnan(f.slope) and "floor-corrected distance is <= 0 at H=8, 16, 32, 64" in f.reason, f.text()
     raw = cv.convergence_rate(floored, "heldout_loss", corrected=False, n_boot=100)
-    assert raw.slope == pytest.approx(0.0, abs=1e-12)          # uncorrected: 0.01 + 1 at every size, flat
+    assert raw.slope == pytest.approx(0.0, abs=1e-12)  # uncorrected: 0.01 + 1 at every size, flat
 
 
 def test_distances_match_the_entrywise_definition():
@@ -291,10 +313,12 @@ def test_along_L_kernels_are_compared_at_the_last_depth_of_each_model():
     k = np.full((len(sizes), S, 2, 17, P, P), np.nan)
     for i, L in enumerate(sizes):
         for d in range(L + 1):
-            k[i, :, :, d] = d / L + 0.5 / L + L ** -0.5 * rng.normal(size=(S, 2, P, P))
-    ds = xr.Dataset({"kernel_pooled": (("L", "seed", "step", "depth", "sample", "sample_"), k, {"units": "1"})},
-                    coords={"L": sizes, "seed": np.arange(S), "step": [0, 5], "depth": np.arange(17)},
-                    attrs={"sweep_axis": "L", "task": "vision"})
+            k[i, :, :, d] = d / L + 0.5 / L + L**-0.5 * rng.normal(size=(S, 2, P, P))
+    ds = xr.Dataset(
+        {"kernel_pooled": (("L", "seed", "step", "depth", "sample", "sample_"), k, {"units": "1"})},
+        coords={"L": sizes, "seed": np.arange(S), "step": [0, 5], "depth": np.arange(17)},
+        attrs={"sweep_axis": "L", "task": "vision"},
+    )
     r = cv.convergence_rate(ds, "kernel_pooled", method="richardson", n_boot=300)
     assert r.selection.startswith("last depth of each model") and "depth" not in r.limit.dims
     last = xr.concat([ds.kernel_pooled.sel(L=[L], depth=L, drop=True) for L in sizes], "L")
@@ -302,7 +326,7 @@ def test_along_L_kernels_are_compared_at_the_last_depth_of_each_model():
     np.testing.assert_allclose(r.limit.values, lim.values, rtol=1e-10)
     assert r.lo <= -1.0 <= r.hi, r.text()
     d2 = cv.convergence_rate(ds, "kernel_pooled", method="richardson", depth=2, n_boot=50)
-    assert d2.selection == "depth 2" and list(d2.sizes) == sizes                     # every model has depth 2
+    assert d2.selection == "depth 2" and list(d2.sizes) == sizes  # every model has depth 2
     with pytest.raises(ValueError, match="indexed by depth, not layer"):
         cv.convergence_rate(ds, "kernel_pooled", layer=0)
 
@@ -320,11 +344,16 @@ def tiny_sweep() -> xr.Dataset:
     from probes.experiment.ensemble import train_seeds
     from probes.grid.sweep import value_config
 
-    cfg = make_run_config(model={"N": 4, "H": 1, "L": 1, "task": "vision", "axis": "H"},
-                          optim={"name": "sgd-momentum"}, run={"steps": 20, "batch_size": 16},
-                          probes={"every": 10, "n_samples": 8})
-    per_size = [combine_runs([run_dataset(r) for r in train_seeds(value_config(cfg, "H", v), [0, 1])], "seed")
-                for v in (1, 2, 4, 8)]
+    cfg = make_run_config(
+        model={"N": 4, "H": 1, "L": 1, "task": "vision", "axis": "H"},
+        optim={"name": "sgd-momentum"},
+        run={"steps": 20, "batch_size": 16},
+        probes={"every": 10, "n_samples": 8},
+    )
+    per_size = [
+        combine_runs([run_dataset(r) for r in train_seeds(value_config(cfg, "H", v), [0, 1])], "seed")
+        for v in (1, 2, 4, 8)
+    ]
     ds = combine_runs(per_size, "H")
     ds.attrs["sweep_axis"] = "H"
     return ds
@@ -337,4 +366,4 @@ def test_a_real_tiny_sweep_gives_finite_slopes(tiny_sweep):
             assert r.step == 20 and np.isfinite(r.slope), r.text()
             assert r.axis == "H" and list(r.sizes) == [1, 2, 4, 8]
     r = cv.convergence_rate(tiny_sweep, "heldout_loss", n_boot=50)
-    assert "same at every size and seed" in r.reasons[0]          # zero readout: the loss at init is log(10)
+    assert "same at every size and seed" in r.reasons[0]  # zero readout: the loss at init is log(10)

@@ -13,6 +13,7 @@ adam 0.07. The logits' change along N: sgd -0.10, -0.06, -0.03, -0.07 and adam -
 3, 10, 30. The A and softmax(A) change along N at alpha_A = 1: -0.48 to -0.59 up to step 10 (expected -1/2 at early
 times; by step 30 SGD stays at -0.50 and Adam relaxes to -0.33).
 """
+
 import numpy as np
 import pytest
 
@@ -34,11 +35,16 @@ FLAT = 0.15
 
 
 def coord(tmp_path, preset, optimizer, axis, steps=STEPS, seeds=3, eta0=None, values=None, seed=0, **param):
-    cfg = make_run_config(model=BASE, param={"preset": preset, **param},
-                          optim={"name": optimizer, "eta0": eta0 or ETA0[optimizer]},
-                          run={"batch_size": 32, "seed": seed}, probes={"n_samples": 16})
-    ds = run_sweep(coord_config(cfg, steps), axis, values or AXES[axis], seeds,
-                   tmp_path / f"{preset}-{optimizer}-{axis}.nc")
+    cfg = make_run_config(
+        model=BASE,
+        param={"preset": preset, **param},
+        optim={"name": optimizer, "eta0": eta0 or ETA0[optimizer]},
+        run={"batch_size": 32, "seed": seed},
+        probes={"n_samples": 16},
+    )
+    ds = run_sweep(
+        coord_config(cfg, steps), axis, values or AXES[axis], seeds, tmp_path / f"{preset}-{optimizer}-{axis}.nc"
+    )
     return ds, coord_verdicts(ds)
 
 
@@ -63,8 +69,19 @@ def test_coordinates_at_init(tmp_path, preset, axis):
     # A ~ N^(1/2-alpha_A) and the raw logits ~ d^-1/2 along N and H; the largest gap is the logits along L, -0.08)
     _, rows = coord(tmp_path, preset, "adam", axis, steps=[0], seeds=2)
     init = rows_of(rows, "init")
-    assert {v.row.split()[0] for v in init} >= {"embed", "q", "k", "v", "A", "softmax_A", "attn_out", "mlp_hidden",
-                                                "mlp_out", "h", "logits"}
+    assert {v.row.split()[0] for v in init} >= {
+        "embed",
+        "q",
+        "k",
+        "v",
+        "A",
+        "softmax_A",
+        "attn_out",
+        "mlp_hidden",
+        "mlp_out",
+        "h",
+        "logits",
+    }
     assert not off(init), f"{preset} along {axis}: init coordinates refuted: {off(init)}"
     far = [(v.row, round(v.estimate, 3)) for v in init if abs(v.estimate - expected(v)) > FLAT]
     assert not far, f"{preset} along {axis}: init slopes farther than {FLAT} from their expectation: {far}"
@@ -82,7 +99,7 @@ def test_mup_updates_have_a_width_limit(tmp_path, optimizer, axis):
     assert {v.row.split()[0] for v in late} >= {"logits", "h", "attn_out", "mlp_out", "q", "k", "v", "A", "embed"}
     far = [(v.row, round(v.estimate, 3)) for v in late if abs(v.estimate - expected(v)) > FLAT]
     assert not far, f"mup/{optimizer}: change slopes farther than {FLAT} from their expectation: {far}"
-    judged = rows_of(rows, "init") + late       # the early steps are a transient (dmft.variant_verdicts)
+    judged = rows_of(rows, "init") + late  # the early steps are a transient (dmft.variant_verdicts)
     assert not off(judged), off(judged)
     moved = ds.io_update_rms.sel(io_site="logits").isel(step=-1)
     assert float(moved.min()) > 1e-2, "the logits did not move: the check would be vacuous"
@@ -103,8 +120,9 @@ def test_sp_is_flagged(tmp_path, optimizer):
 DEPTH_SEEDS = 8
 
 
-@pytest.mark.parametrize("preset,optimizer", [("mup", "adam"), ("depth-sqrt", "adam"), ("mup", "sgd"),
-                                              ("depth-sqrt", "sgd")])
+@pytest.mark.parametrize(
+    "preset,optimizer", [("mup", "adam"), ("depth-sqrt", "adam"), ("mup", "sgd"), ("depth-sqrt", "sgd")]
+)
 def test_depth_exponents(tmp_path, preset, optimizer):
     """Along L = 2..16 (block sites read at the last block), what the check can show at these sizes: W_Q, W_K move
     by L^(alpha_L - 1) of their size (P8), their interval excluding the other alpha_L's exponent (0 at alpha_L =
@@ -126,7 +144,7 @@ def test_depth_exponents(tmp_path, preset, optimizer):
     0.025 at L = 1, then 0.039, 0.049, 0.056, 0.048, 0.059 for L = 2..32)."""
     _, rows = coord(tmp_path, preset, optimizer, "L", steps=[0, 10], seeds=DEPTH_SEEDS, values=[2, 4, 8, 16])
     alpha_L = {"mup": 1.0, "depth-sqrt": 0.5}[preset]
-    other = {1.0: -0.5, 0.5: 0.0}[alpha_L]          # the W_Q, W_K exponent of the other alpha_L
+    other = {1.0: -0.5, 0.5: 0.0}[alpha_L]  # the W_Q, W_K exponent of the other alpha_L
     w = [v for v in rows_of(rows, "change") if v.row.split()[0] in ("W_q", "W_k")]
     assert len(w) == 2 and all(v.prediction.name == f"{alpha_L - 1:+g}" for v in w), [v.prediction for v in w]
     alt = [next(a for a in v.alternatives if a.name == f"{other:+g}") for v in w]
@@ -166,13 +184,14 @@ def test_a_broken_adam_readout_is_flagged(tmp_path, monkeypatch):
 SIZES = [4, 8, 16, 32, 64]
 
 
-def outcomes(rate: float, seeds: int, cv: float, reps: int = 200, expected: float = 0.0, c: float = 0.0,
-             sizes=SIZES) -> dict[str, int]:
+def outcomes(
+    rate: float, seeds: int, cv: float, reps: int = 200, expected: float = 0.0, c: float = 0.0, sizes=SIZES
+) -> dict[str, int]:
     """How often a coordinate-check row comes out consistent / refuted / underpowered over `reps` synthetic sweeps
     (`dmft.synthetic.positive`: a per-seed RMS ~ n^rate (1 + c/n) with log-normal noise of coefficient of
     variation cv, one seed's draws correlated 0.5 across sizes) judged against the expected exponent."""
     ys = synthetic.positive(rate, cv, sizes, seeds, np.random.default_rng(1), reps=reps, rho_sizes=0.5)
-    ys = ys * (1 + c / np.asarray(sizes, float))[:, None]               # (reps, size, seed) x (size, 1)
+    ys = ys * (1 + c / np.asarray(sizes, float))[:, None]  # (reps, size, seed) x (size, 1)
     rows = [coord_row("x", "change", 10, "N", "synthetic", sizes, y, CoordExpectation(expected, "")) for y in ys]
     return {o: sum(v.outcome == o for v in rows) for o in (CONSISTENT, REFUTED, "underpowered")}
 
@@ -218,7 +237,7 @@ def test_a_site_that_approaches_its_limit_as_1_plus_c_over_n_is_rarely_refuted(c
     got = outcomes(0.0, 8, 0.05, c=c, sizes=sizes)
     assert got[REFUTED] <= (10 if len(sizes) == 5 else 36), got
     assert got[REFUTED] < one_term_refuted(c, sizes) or got[REFUTED] <= 5, got
-    assert got[CONSISTENT] >= 100, got      # measured 120-200 of 200
+    assert got[CONSISTENT] >= 100, got  # measured 120-200 of 200
 
 
 def test_a_correct_exponent_is_consistent_at_enough_seeds():
@@ -230,14 +249,20 @@ def test_a_correct_exponent_is_consistent_at_enough_seeds():
     assert got[REFUTED] == 0, got
     assert got[CONSISTENT] >= 150, got
     wrong = outcomes(0.2, 8, 0.05, c=1.0)
-    assert wrong[CONSISTENT] <= 5 and wrong[REFUTED] >= 170, wrong    # measured 1 and 189
+    assert wrong[CONSISTENT] <= 5 and wrong[REFUTED] >= 170, wrong  # measured 1 and 189
 
 
 def test_trend_reads_the_interval_against_the_band():
     """flat inside [-band, band], grows above, shrinks below, unresolved across an edge (no constant)."""
     rng = np.random.default_rng(0)
-    flat = coord_row("x", "change", 10, "N", "s", SIZES, synthetic.positive(0.0, 0.05, SIZES, 8, rng), CoordExpectation(0.0, ""))
-    grows = coord_row("x", "change", 10, "N", "s", SIZES, synthetic.positive(0.4, 0.05, SIZES, 8, rng), CoordExpectation(0.0, ""))
-    shrinks = coord_row("x", "change", 10, "N", "s", SIZES, synthetic.positive(-0.4, 0.05, SIZES, 8, rng), CoordExpectation(0.0, ""))
+    flat = coord_row(
+        "x", "change", 10, "N", "s", SIZES, synthetic.positive(0.0, 0.05, SIZES, 8, rng), CoordExpectation(0.0, "")
+    )
+    grows = coord_row(
+        "x", "change", 10, "N", "s", SIZES, synthetic.positive(0.4, 0.05, SIZES, 8, rng), CoordExpectation(0.0, "")
+    )
+    shrinks = coord_row(
+        "x", "change", 10, "N", "s", SIZES, synthetic.positive(-0.4, 0.05, SIZES, 8, rng), CoordExpectation(0.0, "")
+    )
     assert (trend(flat), trend(grows), trend(shrinks)) == ("flat", "grows", "shrinks")
     assert grows.lo > grows.band and shrinks.hi < -shrinks.band and -flat.band <= flat.lo <= flat.hi <= flat.band

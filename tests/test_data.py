@@ -1,4 +1,5 @@
 """Tests for probes.experiment.data: stdlib byte corpus, synthetic vision, and loaders for fake local files."""
+
 from __future__ import annotations
 
 import os
@@ -30,6 +31,7 @@ def gen(seed: int) -> torch.Generator:
 
 
 # ---------------------------------------------------------------- stdlib byte corpus
+
 
 @pytest.fixture(scope="module")
 def corpus() -> Task:
@@ -95,13 +97,21 @@ def test_lm_fixed_and_generator_determinism(corpus: Task) -> None:
 
 # ---------------------------------------------------------------- synthetic vision + patchify
 
+
 def test_patchify_hand_computed() -> None:
     img = torch.arange(32, dtype=torch.float32).reshape(1, 2, 4, 4)
     out = patchify(img, 2)
-    expected = torch.tensor([[[0, 1, 4, 5, 16, 17, 20, 21],
-                              [2, 3, 6, 7, 18, 19, 22, 23],
-                              [8, 9, 12, 13, 24, 25, 28, 29],
-                              [10, 11, 14, 15, 26, 27, 30, 31]]], dtype=torch.float32)
+    expected = torch.tensor(
+        [
+            [
+                [0, 1, 4, 5, 16, 17, 20, 21],
+                [2, 3, 6, 7, 18, 19, 22, 23],
+                [8, 9, 12, 13, 24, 25, 28, 29],
+                [10, 11, 14, 15, 26, 27, 30, 31],
+            ]
+        ],
+        dtype=torch.float32,
+    )
     assert out.shape == (1, 4, 8) and torch.equal(out, expected)
     assert torch.equal(patchify(img, 4), img.reshape(1, 1, 32))
     with pytest.raises(DataError, match="patch=3"):
@@ -141,6 +151,7 @@ def test_synthetic_vision_is_learnable() -> None:
 
 # ---------------------------------------------------------------- CIFAR-10 python pickles
 
+
 def write_cifar10(root: Path, n_train: tuple[int, ...] = (20, 20), n_test: int = 10) -> tuple[np.ndarray, ...]:
     rng = np.random.default_rng(0)
     root.mkdir(parents=True, exist_ok=True)
@@ -149,11 +160,18 @@ def write_cifar10(root: Path, n_train: tuple[int, ...] = (20, 20), n_test: int =
         data, lab = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8), rng.integers(0, 10, n)
         train.append(data)
         labels.append(lab)
-        d = {b"batch_label": f"training batch {i} of 5".encode(), b"labels": lab.tolist(),
-             b"data": data, b"filenames": [b"x.png"] * n}
+        d = {
+            b"batch_label": f"training batch {i} of 5".encode(),
+            b"labels": lab.tolist(),
+            b"data": data,
+            b"filenames": [b"x.png"] * n,
+        }
         (root / f"data_batch_{i}").write_bytes(pickle.dumps(d, protocol=2))
-    d = {b"batch_label": b"testing batch 1 of 1", b"labels": rng.integers(0, 10, n_test).tolist(),
-         b"data": rng.integers(0, 256, size=(n_test, 3072), dtype=np.uint8)}
+    d = {
+        b"batch_label": b"testing batch 1 of 1",
+        b"labels": rng.integers(0, 10, n_test).tolist(),
+        b"data": rng.integers(0, 256, size=(n_test, 3072), dtype=np.uint8),
+    }
     (root / "test_batch").write_bytes(pickle.dumps(d, protocol=2))
     return np.concatenate(train), np.concatenate(labels)
 
@@ -206,6 +224,7 @@ def test_cifar10_errors(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- CIFAR-5M npz
+
 
 def write_npz(path: Path, n: int, seed: int, brightness: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
@@ -270,6 +289,7 @@ def test_cifar5m_errors(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- nanoGPT token .bin
 
+
 def write_bin(path: Path, tokens: np.ndarray, dtype: str = "uint16") -> None:
     mm = np.memmap(path, dtype=dtype, mode="w+", shape=tokens.shape)
     mm[:] = tokens
@@ -327,6 +347,7 @@ def test_token_bin_errors(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- dispatch
 
+
 def test_load_task_dispatch(tmp_path: Path) -> None:
     lm = load_task("lm", seq_len=16)
     assert lm.kind == "lm" and "stdlib" in lm.description and lm.train.batch(2, gen(0))[0].shape == (2, 16)
@@ -344,6 +365,7 @@ def test_load_task_dispatch(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- scikit-learn digits (--task digits)
 
+
 @pytest.fixture(scope="module")
 def digits_task() -> Task:
     return load_task("digits")
@@ -354,7 +376,7 @@ def test_digits_real_load(digits_task: Task) -> None:
 
     t = digits_task
     assert t.kind == "digits" and t.n_classes == 10 and t.vocab_size is None
-    assert (t.seq_len, t.d_in) == (16, 4)                  # default patch 2: (8/2)^2 tokens of 2*2 features
+    assert (t.seq_len, t.d_in) == (16, 4)  # default patch 2: (8/2)^2 tokens of 2*2 features
     assert (len(t.train), len(t.heldout)) == (1500, 297)
     x, y = t.train.fixed(len(t.train), seed=0)
     xh, yh = t.heldout.fixed(len(t.heldout), seed=0)
@@ -365,9 +387,9 @@ def test_digits_real_load(digits_task: Task) -> None:
     assert abs(float(x.mean())) < 1e-5 and abs(float(x.std(unbiased=False)) - 1) < 1e-5
     raw = load_digits()
     imgs, labels = raw.images.astype(np.float32), raw.target
-    perm = np.random.default_rng(0).permutation(len(imgs))           # the documented fixed split
+    perm = np.random.default_rng(0).permutation(len(imgs))  # the documented fixed split
     mean, std = imgs[perm[:-297]].mean(dtype=np.float64), imgs[perm[:-297]].std(dtype=np.float64)
-    want = (torch.from_numpy(imgs[perm[-297:]])[:, None] - mean) / std               # (297, 1, 8, 8)
+    want = (torch.from_numpy(imgs[perm[-297:]])[:, None] - mean) / std  # (297, 1, 8, 8)
     got_x, got_y = t.heldout._get(np.arange(297))
     torch.testing.assert_close(got_x, patchify(want.float(), 2), rtol=1e-5, atol=1e-5)
     assert np.array_equal(got_y.numpy(), labels[perm[-297:]])
@@ -376,14 +398,14 @@ def test_digits_real_load(digits_task: Task) -> None:
 
 
 def test_digits_is_deterministic_and_seed_independent(digits_task: Task) -> None:
-    again = load_task("digits", seed=7)                   # seeds never change a real data set's split
+    again = load_task("digits", seed=7)  # seeds never change a real data set's split
     for a, b in ((digits_task.train, again.train), (digits_task.heldout, again.heldout)):
         assert all(torch.equal(u, v) for u, v in zip(a.fixed(len(a), 0), b.fixed(len(b), 0)))
         assert all(torch.equal(u, v) for u, v in zip(a.batch(9, gen(3)), b.batch(9, gen(3))))
     from probes.experiment.batches import BatchStream  # the training loop's batches: the same draws
 
     stream, per_step = BatchStream(digits_task.train, 6, gen(4), "cpu", chunk=3), gen(4)
-    for _ in range(4):                                      # across a chunk boundary
+    for _ in range(4):  # across a chunk boundary
         assert all(torch.equal(u, v) for u, v in zip(stream.next(), digits_task.train.batch(6, per_step)))
     four = load_task("digits", patch=4)
     assert (four.seq_len, four.d_in) == (4, 16) and four.train.batch(3, gen(0))[0].shape == (3, 4, 16)
@@ -398,8 +420,12 @@ def test_digits_trains_for_real() -> None:
     from probes.experiment.dataset import run_dataset
     from probes.experiment.run import train
 
-    cfg = make_run_config(model={"task": "digits", "N": 4, "H": 2, "L": 1}, optim={"eta0": 0.1},
-                          run={"steps": 40, "batch_size": 32}, probes={"every": 10, "n_samples": 8})
+    cfg = make_run_config(
+        model={"task": "digits", "N": 4, "H": 2, "L": 1},
+        optim={"eta0": 0.1},
+        run={"steps": 40, "batch_size": 32},
+        probes={"every": 10, "n_samples": 8},
+    )
     assert cfg.patch == 2 and cfg.model.task == "digits"
     res = train(cfg)
     assert res.status == "ok" and np.isfinite(res.train_loss).all() and np.isfinite(res.heldout_loss).all()
@@ -417,14 +443,15 @@ def _cli(*args: str, cwd: Path):
     import sys
 
     root = Path(__file__).resolve().parents[1]
-    return subprocess.run([sys.executable, str(root / "cli.py"), *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, str(root / "cli.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
 
 
 DIGITS_BAD = [
     (["--data", "{tmp}"], "", ["--data", "digits task", "no data path"]),
     ([], "[run]\npatch = 3\n", ["[run] patch", "image size 8 of the digits task"]),
-    ([], "[run]\npatch = 16\n", ["[run] patch", "image size 8 of the digits task"]),   # fine for 16x16 synthetic
+    ([], "[run]\npatch = 16\n", ["[run] patch", "image size 8 of the digits task"]),  # fine for 16x16 synthetic
     (["--probe-samples", "298"], "", ["--probe-samples", "<= 297", "held-out images of the digits task"]),
 ]
 
@@ -436,8 +463,23 @@ def test_digits_bad_input_exits_2_with_one_line(tmp_path: Path, args, config, na
         (tmp_path / "c.toml").write_text(config)
         extra = ["--config", str(tmp_path / "c.toml")]
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
-    r = _cli("run", "--task", "digits", "--N", "4", "--H", "2", "--L", "1", "--steps", "2", "--no-progress",
-             *args, *extra, cwd=tmp_path)
+    r = _cli(
+        "run",
+        "--task",
+        "digits",
+        "--N",
+        "4",
+        "--H",
+        "2",
+        "--L",
+        "1",
+        "--steps",
+        "2",
+        "--no-progress",
+        *args,
+        *extra,
+        cwd=tmp_path,
+    )
     assert r.returncode == 2, (r.returncode, r.stderr)
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
@@ -449,8 +491,23 @@ def test_digits_runs_from_the_command_line(tmp_path: Path) -> None:
     from probes.experiment.dataset import load
 
     out = tmp_path / "d.nc"
-    r = _cli("run", "--task", "digits", "--N", "4", "--H", "2", "--L", "1", "--steps", "4", "--no-progress",
-             "--out", str(out), cwd=tmp_path)
+    r = _cli(
+        "run",
+        "--task",
+        "digits",
+        "--N",
+        "4",
+        "--H",
+        "2",
+        "--L",
+        "1",
+        "--steps",
+        "4",
+        "--no-progress",
+        "--out",
+        str(out),
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     ds = load(out)
     assert ds.attrs["task"] == "digits" and ds.probe_inputs.shape[1:] == (16, 4)
@@ -461,8 +518,22 @@ def test_digits_runs_from_the_command_line(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- --data contents checked before any work
 
 COMMANDS = {
-    "run": ["run", "--N", "2", "--H", "2", "--L", "1", "--steps", "1", "--batch-size", "2", "--probe-samples", "2",
-            "--no-progress"],
+    "run": [
+        "run",
+        "--N",
+        "2",
+        "--H",
+        "2",
+        "--L",
+        "1",
+        "--steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--probe-samples",
+        "2",
+        "--no-progress",
+    ],
     "sweep": ["sweep", "--H", "2", "--L", "1", "--values", "2,4,8", "--seeds", "1", "--steps", "1", "--workers", "1"],
     "coord": ["coord", "--H", "2", "--L", "1", "--values", "2,4,8", "--seeds", "1", "--steps", "0,1", "--workers", "2"],
 }
@@ -470,7 +541,7 @@ COMMANDS = {
 
 def bad_data(tmp: Path, kind: str) -> tuple[str, Path, list[str]]:
     """(task, a --data path whose contents are bad, what the error line names besides --data)."""
-    if kind == "garbage":                       # a CIFAR-10 folder whose first batch is not a pickle of a batch
+    if kind == "garbage":  # a CIFAR-10 folder whose first batch is not a pickle of a batch
         write_cifar10(tmp / "cifar")
         (tmp / "cifar" / "data_batch_1").write_bytes(b"garbage\n" * 100)
         return "vision", tmp / "cifar", ["data_batch_1", "not a CIFAR-10 python batch"]
@@ -478,7 +549,7 @@ def bad_data(tmp: Path, kind: str) -> tuple[str, Path, list[str]]:
         write_npz(tmp / "c.npz", 50, seed=0)
         (tmp / "c.npz").write_bytes((tmp / "c.npz").read_bytes()[:4000])
         return "vision", tmp / "c.npz", ["c.npz", "cannot read array"]
-    if kind == "small-heldout":                 # 10 test images: fewer than the 64 held-out images a run draws
+    if kind == "small-heldout":  # 10 test images: fewer than the 64 held-out images a run draws
         write_cifar10(tmp / "cifar")
         return "vision", tmp / "cifar", ["cifar has 10 held-out images", "--heldout-batch"]
     (tmp / "tok").mkdir()
@@ -486,7 +557,7 @@ def bad_data(tmp: Path, kind: str) -> tuple[str, Path, list[str]]:
     if kind == "odd-bin":
         (tmp / "tok" / "val.bin").write_bytes(b"\x01" * 1001)
         return "lm", tmp / "tok", ["val.bin", "1001 bytes"]
-    write_bin(tmp / "tok" / "val.bin", np.arange(5))                      # "short-bin": 5 tokens, seq_len 8
+    write_bin(tmp / "tok" / "val.bin", np.arange(5))  # "short-bin": 5 tokens, seq_len 8
     return "lm", tmp / "tok", ["val.bin", "seq_len + 1 = 9"]
 
 
@@ -498,8 +569,9 @@ def test_bad_data_contents_are_refused_before_any_work(tmp_path: Path, command: 
 
     task, data, names = bad_data(tmp_path, kind)
     out = tmp_path / "o.nc"
-    code, stdout, stderr = invoke([*COMMANDS[command], "--task", task, "--seq-len", "8", "--data", data,
-                                   "--out", out], cwd=tmp_path)
+    code, stdout, stderr = invoke(
+        [*COMMANDS[command], "--task", task, "--seq-len", "8", "--data", data, "--out", out], cwd=tmp_path
+    )
     lines = [ln for ln in stderr.splitlines() if ln.strip()]
     assert code == 2 and len(lines) == 1 and stdout == "", (code, stderr, stdout)
     assert lines[0].startswith("error: --data"), lines[0]
@@ -513,8 +585,9 @@ def test_bad_data_from_a_config_file_names_its_key(tmp_path: Path) -> None:
     _, data, names = bad_data(tmp_path, "garbage")
     (tmp_path / "cfg.toml").write_text(f'[model]\ntask = "vision"\n[run]\ndata_path = "{data}"\n')
     for command in ("sweep", "coord", "run"):
-        code, stdout, stderr = invoke([*COMMANDS[command], "--config", tmp_path / "cfg.toml", "--out",
-                                       tmp_path / "o.nc"], cwd=tmp_path)
+        code, stdout, stderr = invoke(
+            [*COMMANDS[command], "--config", tmp_path / "cfg.toml", "--out", tmp_path / "o.nc"], cwd=tmp_path
+        )
         lines = stderr.splitlines()
         assert code == 2 and len(lines) == 1 and stdout == "", stderr
         assert lines[0].startswith(f"error: [run] data_path in {tmp_path / 'cfg.toml'}: ") and names[0] in lines[0]
@@ -534,20 +607,35 @@ def test_a_run_reads_its_data_once(tmp_path: Path, monkeypatch) -> None:
     reads: list[str] = []
     real = probes.experiment.data.read_cifar_batch
     monkeypatch.setattr(probes.experiment.data, "read_cifar_batch", lambda p: reads.append(Path(p).name) or real(p))
-    code, _, stderr = invoke([*COMMANDS["run"], "--task", "vision", "--data", tmp_path / "cifar", "--config",
-                              tmp_path / "cfg.toml", "--out", tmp_path / "o.nc"], cwd=tmp_path)
+    code, _, stderr = invoke(
+        [
+            *COMMANDS["run"],
+            "--task",
+            "vision",
+            "--data",
+            tmp_path / "cifar",
+            "--config",
+            tmp_path / "cfg.toml",
+            "--out",
+            tmp_path / "o.nc",
+        ],
+        cwd=tmp_path,
+    )
     assert code == 0, stderr
     assert sorted(reads) == ["data_batch_1", "data_batch_2", "test_batch"]
-    cfg = make_run_config(model={"task": "vision"}, run={"data_path": str(tmp_path / "cifar"), "heldout_batch": 8},
-                          probes={"n_samples": 2})
+    cfg = make_run_config(
+        model={"task": "vision"},
+        run={"data_path": str(tmp_path / "cifar"), "heldout_batch": 8},
+        probes={"n_samples": 2},
+    )
     first = load_task("vision", cfg.data_path)
-    assert len(reads) == 3                                                # the run's task, not read again
-    assert load_task("vision", cfg.data_path) is first                   # remembered by the run's check
-    assert load_task("vision", cfg.data_path, patch=8) is not first       # other loader arguments: read again
-    write_cifar10(tmp_path / "cifar", n_train=(20, 20), n_test=20)        # rewritten: new mtime, read again
+    assert len(reads) == 3  # the run's task, not read again
+    assert load_task("vision", cfg.data_path) is first  # remembered by the run's check
+    assert load_task("vision", cfg.data_path, patch=8) is not first  # other loader arguments: read again
+    write_cifar10(tmp_path / "cifar", n_train=(20, 20), n_test=20)  # rewritten: new mtime, read again
     os.utime(tmp_path / "cifar" / "test_batch", ns=(0, 0))
     assert load_task("vision", cfg.data_path) is not first
     reads.clear()
     check_data_contents(cfg, keep=False)
     check_data_contents(cfg, keep=False)
-    assert len(reads) == 6                                                # nothing kept: read each time
+    assert len(reads) == 6  # nothing kept: read each time

@@ -1,6 +1,7 @@
 """conv-L by a paired design: keyed initialisation (the embedding, positions and readout of a seed are one draw at
 every depth and width; blocks are keyed by seed and layer), io groups of seeds in a sweep (`--io-seeds`), and the
 depth exponents of `dmft.depth` (variance over block draws, paired squared bias)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -39,12 +40,13 @@ def test_a_seeds_embedding_positions_and_readout_are_one_draw_at_every_depth(tas
     shallow, deep, other = model(1, task=task), model(5, task=task), model(5, seed=4, task=task)
     for name in IO:
         a, b = getattr(shallow, name), getattr(deep, name)
-        assert a.init_std != pytest.approx(b.init_std)              # the scale does depend on L here
+        assert a.init_std != pytest.approx(b.init_std)  # the scale does depend on L here
         torch.testing.assert_close(unit(a), unit(b), rtol=1e-6, atol=0)
-        assert not torch.allclose(unit(b), unit(getattr(other, name)))   # and on the seed
-    for name in BLOCK:                                               # block 0 is the same draw at both depths
-        torch.testing.assert_close(unit(getattr(shallow.blocks[0], name)), unit(getattr(deep.blocks[0], name)),
-                                   rtol=1e-6, atol=0)
+        assert not torch.allclose(unit(b), unit(getattr(other, name)))  # and on the seed
+    for name in BLOCK:  # block 0 is the same draw at both depths
+        torch.testing.assert_close(
+            unit(getattr(shallow.blocks[0], name)), unit(getattr(deep.blocks[0], name)), rtol=1e-6, atol=0
+        )
 
 
 def test_the_io_seed_keys_the_io_weights_and_the_seed_the_blocks():
@@ -62,7 +64,7 @@ def test_a_narrower_models_io_weights_are_the_leading_coordinates_of_a_wider_one
     narrow, wide = model(2, N=4, task=task), model(2, N=8, task=task)
     for name in IO:
         a, b = unit(getattr(narrow, name)), unit(getattr(wide, name))
-        d_dim = 0 if name == "embed" and task == "vision" else 1      # the dim along the residual width
+        d_dim = 0 if name == "embed" and task == "vision" else 1  # the dim along the residual width
         torch.testing.assert_close(a, b.narrow(d_dim, 0, a.shape[d_dim]), rtol=1e-6, atol=0)
 
 
@@ -92,10 +94,12 @@ def paired_init_sweep(preset: str, depths: list[int], groups: int, draws: int) -
         cfg = ModelConfig(N=4, H=2, L=L, task="vision", seq_len=16, d_in=12, n_classes=10)
         m = build_model(cfg, get_preset(preset), "adam", seeds, ensemble=len(seeds), io_seed=io)
         with torch.no_grad():
-            outputs.append(m(x).numpy())                              # (seed, sample, output)
+            outputs.append(m(x).numpy())  # (seed, sample, output)
     f = np.stack(outputs)[:, :, None]
-    return xr.Dataset({"probe_outputs": (("L", "seed", "step", "sample", "output"), f)},
-                      coords={"L": depths, "seed": seeds, "io_seed": ("seed", io), "step": [0]})
+    return xr.Dataset(
+        {"probe_outputs": (("L", "seed", "step", "sample", "output"), f)},
+        coords={"L": depths, "seed": seeds, "io_seed": ("seed", io), "step": [0]},
+    )
 
 
 @pytest.mark.parametrize("preset,predicted", [("mup", -1.0), ("depth-sqrt", 0.0)])
@@ -114,8 +118,7 @@ def test_the_variance_over_block_draws_falls_as_1_over_L_at_alpha_L_1_and_is_fla
 # ---- the paired squared bias (synthetic: a known truth) ---------------------------------------------------------
 
 
-def synthetic_paired(depths: list[int], groups: int, draws: int, c: float, noise: float, seed: int = 0
-                     ) -> xr.Dataset:
+def synthetic_paired(depths: list[int], groups: int, draws: int, c: float, noise: float, seed: int = 0) -> xr.Dataset:
     """Q(L, s) = a_g + c b_g / L + noise * z(L, s) / sqrt(L) per entry (4 entries): the block-draw mean of io group g
     has an O(1/L) bias, so the paired squared bias is c^2 b_g^2 (1/L - 1/L_ref)^2 exactly."""
     rng = np.random.default_rng(seed)
@@ -123,10 +126,15 @@ def synthetic_paired(depths: list[int], groups: int, draws: int, c: float, noise
     seeds = np.arange(groups * draws)
     io = seeds % groups
     Ls = np.asarray(depths, dtype=float)
-    q = (a[io][None] + c * b[io][None] / Ls[:, None, None]
-         + noise * rng.normal(size=(len(Ls), len(seeds), 4)) / np.sqrt(Ls)[:, None, None])
-    return xr.Dataset({"probe_outputs": (("L", "seed", "step", "sample", "output"), q[:, :, None, :, None])},
-                      coords={"L": depths, "seed": seeds, "io_seed": ("seed", io), "step": [5]})
+    q = (
+        a[io][None]
+        + c * b[io][None] / Ls[:, None, None]
+        + noise * rng.normal(size=(len(Ls), len(seeds), 4)) / np.sqrt(Ls)[:, None, None]
+    )
+    return xr.Dataset(
+        {"probe_outputs": (("L", "seed", "step", "sample", "output"), q[:, :, None, :, None])},
+        coords={"L": depths, "seed": seeds, "io_seed": ("seed", io), "step": [5]},
+    )
 
 
 def test_the_paired_squared_bias_recovers_the_euler_exponent_minus_2():
@@ -136,7 +144,7 @@ def test_the_paired_squared_bias_recovers_the_euler_exponent_minus_2():
     r = paired_bias_rate(synthetic_paired([1, 2, 4, 8, 16], 8, 6, c=1.0, noise=0.1), n_boot=500)
     assert r.reference == 16 and r.sizes == (1, 2, 4, 8) and r.step == 5
     assert abs(r.estimate + 2) < 0.25, r
-    assert np.polyfit(np.log(r.sizes), np.log(r.values), 1)[0] < -2.3     # the plain slope is steeper
+    assert np.polyfit(np.log(r.sizes), np.log(r.values), 1)[0] < -2.3  # the plain slope is steeper
     assert r.lo <= r.estimate <= r.hi
 
 
@@ -151,11 +159,17 @@ def test_the_paired_noise_correction_is_unbiased_when_depths_share_their_draws()
     G, B, depths = 1000, 4, np.array([1.0, 2.0, 4.0, 8.0])
     a, b = rng.normal(size=(G, 4)), rng.normal(size=(G, 4))
     io = np.arange(G * B) % G
-    q = (a[io][None] + b[io][None] / depths[:, None, None] + rng.normal(size=(G * B, 4))[None]
-         + 0.3 * rng.normal(size=(len(depths), G * B, 4)))
-    ds = xr.Dataset({"probe_outputs": (("L", "seed", "step", "sample", "output"), q[:, :, None, :, None])},
-                    coords={"L": depths.astype(int), "seed": np.arange(G * B), "io_seed": ("seed", io), "step": [0]})
-    truth = np.mean(b ** 2) * (1 / depths[:-1] - 1 / 8) ** 2
+    q = (
+        a[io][None]
+        + b[io][None] / depths[:, None, None]
+        + rng.normal(size=(G * B, 4))[None]
+        + 0.3 * rng.normal(size=(len(depths), G * B, 4))
+    )
+    ds = xr.Dataset(
+        {"probe_outputs": (("L", "seed", "step", "sample", "output"), q[:, :, None, :, None])},
+        coords={"L": depths.astype(int), "seed": np.arange(G * B), "io_seed": ("seed", io), "step": [0]},
+    )
+    truth = np.mean(b**2) * (1 / depths[:-1] - 1 / 8) ** 2
     ratio = np.array(paired_bias_rate(ds, n_boot=100).values) / truth
     assert np.all(np.abs(ratio - 1) < 0.35), ratio
 
@@ -163,20 +177,22 @@ def test_the_paired_noise_correction_is_unbiased_when_depths_share_their_draws()
 def test_bias_exponent_is_exact_on_the_model_form():
     sizes, ref = np.array([1.0, 2.0, 4.0, 8.0]), 32.0
     for q in (0.5, 1.0, 2.0):
-        values = 3.0 * (sizes ** -q - ref ** -q) ** 2
+        values = 3.0 * (sizes**-q - ref**-q) ** 2
         assert bias_exponent(sizes, values, ref) == pytest.approx(-2 * q, abs=0.005)
 
 
 def test_both_rates_come_per_probe_step_from_one_call():
-    ds = xr.concat([synthetic_paired([1, 2, 4, 8], 4, 4, 1.0, 0.3, seed=s).assign_coords(step=[t])
-                    for s, t in ((0, 0), (1, 10))], dim="step")
+    ds = xr.concat(
+        [synthetic_paired([1, 2, 4, 8], 4, 4, 1.0, 0.3, seed=s).assign_coords(step=[t]) for s, t in ((0, 0), (1, 10))],
+        dim="step",
+    )
     out = depth_rates(ds, n_boot=200)
     assert [s.step for s in out] == [0, 10]
     assert all(s.variance.n_sizes == 4 and s.bias.n_sizes == 3 for s in out)
 
 
 def test_a_sweep_without_io_groups_is_refused_with_a_reason():
-    ds = synthetic_paired([1, 2, 4], 4, 1, 1.0, 0.3)                 # every seed its own io seed
+    ds = synthetic_paired([1, 2, 4], 4, 1, 1.0, 0.3)  # every seed its own io seed
     with pytest.raises(ValueError, match="no io seed has 2 seeds.*--io-seeds"):
         depth_rates(ds)
     with pytest.raises(ValueError, match="no io_seed coordinate"):
@@ -186,8 +202,26 @@ def test_a_sweep_without_io_groups_is_refused_with_a_reason():
 
 # ---- the sweep: --io-seeds, the io_seed coordinate, the store's config ------------------------------------------
 
-SWEEP = ["sweep", "--axis", "L", "--values", "1,2,3", "--seeds", "3", "--init-only", "--task", "vision", "--N", "2",
-         "--H", "2", "--centre", "none", "--workers", "1"]
+SWEEP = [
+    "sweep",
+    "--axis",
+    "L",
+    "--values",
+    "1,2,3",
+    "--seeds",
+    "3",
+    "--init-only",
+    "--task",
+    "vision",
+    "--N",
+    "2",
+    "--H",
+    "2",
+    "--centre",
+    "none",
+    "--workers",
+    "1",
+]
 
 
 def test_a_paired_sweep_records_io_seeds_and_another_assignment_is_a_different_sweep(tmp_path: Path):
@@ -196,7 +230,7 @@ def test_a_paired_sweep_records_io_seeds_and_another_assignment_is_a_different_s
     assert code == 0, err
     ds = load(out)
     assert ds["io_seed"].dims == ("seed",) and list(ds["io_seed"].values) == [0, 1, 0]
-    r = block_variance_rate(ds, n_boot=200)              # io seed 0 has 2 block draws, io seed 1 one (left out)
+    r = block_variance_rate(ds, n_boot=200)  # io seed 0 has 2 block draws, io seed 1 one (left out)
     assert (r.n_io, r.n_draws, r.n_seeds, r.sizes) == (1, 2, 2, (1, 2, 3)) and np.isfinite(r.values).all()
     before = sorted(p.name for p in tmp_path.rglob("*"))
     code, stdout, err = invoke([*SWEEP, "--io-seeds", "0", "--out", out], cwd=tmp_path)

@@ -21,6 +21,7 @@ a test there passes on one machine and fails on another.
   from 1e6 on, once at step 5). Margin: 1e-2 is 6 orders of magnitude below the first divergence, 1e25 is 21
   orders above the last eta0 where a seed stayed finite.
 """
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -37,21 +38,24 @@ from probes.experiment.faults import Fault, fault_for, parse
 from probes.experiment.run import train, train_ensemble
 from probes.hooks.recorder import ProbeRecorder
 
-SIZES = [2, 4, 8, 16]            # N; H = 2 -> d = 4, 8, 16, 32
+SIZES = [2, 4, 8, 16]  # N; H = 2 -> d = 4, 8, 16, 32
 DIVERGING = [16]
-SWEEP_ETA0 = 0.01                # 4.4 orders of magnitude inside the stable range (module docstring)
+SWEEP_ETA0 = 0.01  # 4.4 orders of magnitude inside the stable range (module docstring)
 STEPS = 20
 SEEDS = 2
-INJECTED_AT = 7                  # not a log step: found at log step 10 through the training loss
+INJECTED_AT = 7  # not a log step: found at log step 10 through the training loss
 FAULT = f"N={DIVERGING[0]}@{INJECTED_AT}"
-SAFE_ETA0, ABSURD_ETA0 = 1e-2, 1e25      # the real overflow test (module docstring)
+SAFE_ETA0, ABSURD_ETA0 = 1e-2, 1e25  # the real overflow test (module docstring)
 
 
 def sp_sgd(eta0: float, steps: int = STEPS, **model):
-    return make_run_config(model={"N": 4, "H": 2, "L": 1, "task": "vision", **model},
-                           param={"preset": "sp"}, optim={"name": "sgd", "eta0": eta0},
-                           run={"steps": steps, "batch_size": 8, "heldout_batch": 16},
-                           probes={"every": 5, "n_samples": 4, "n_points": 2})
+    return make_run_config(
+        model={"N": 4, "H": 2, "L": 1, "task": "vision", **model},
+        param={"preset": "sp"},
+        optim={"name": "sgd", "eta0": eta0},
+        run={"steps": steps, "batch_size": 8, "heldout_batch": 16},
+        probes={"every": 5, "n_samples": 4, "n_points": 2},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +73,7 @@ def sweep(tmp_path_factory):
 
 
 def test_a_sweep_records_each_diverged_point_and_finishes_the_rest(sweep):
-    ds = load(sweep)                                         # the merged file, read back through h5netcdf
+    ds = load(sweep)  # the merged file, read back through h5netcdf
     assert ds.status.dims == ("N", "seed") and ds.diverged_at.dims == ("N", "seed")
     assert ds.status.dtype.kind == "i" and ds.diverged_at.dtype.kind == "i"
     assert ds.status.attrs["flag_meanings"] == "ok diverged" and list(ds.status.attrs["flag_values"]) == [0, 1]
@@ -77,7 +81,7 @@ def test_a_sweep_records_each_diverged_point_and_finishes_the_rest(sweep):
         status, at = ds.status.sel(N=n).values, ds.diverged_at.sel(N=n).values
         if n in DIVERGING:
             assert (status == 1).all(), (n, status)
-            assert (at == INJECTED_AT).all(), (n, at)               # exactly the injected step
+            assert (at == INJECTED_AT).all(), (n, at)  # exactly the injected step
         else:
             assert (status == 0).all() and (at == -1).all(), (n, status, at)
             # finished: every log step, finite losses and probes
@@ -90,7 +94,7 @@ def test_a_sweep_records_each_diverged_point_and_finishes_the_rest(sweep):
         at = int(wide.diverged_at.isel(seed=s))
         kept = wide.step.values[np.isfinite(wide.heldout_loss.isel(seed=s).values)]
         assert 0 in kept and kept.max() <= at
-        assert list(kept) == [0, 5]                          # found at log step 10; nothing of it kept
+        assert list(kept) == [0, 5]  # found at log step 10; nothing of it kept
     # each part file keeps its run's status as attrs too (unchanged for single runs), and says it was injected
     part = load(sweep.with_name(sweep.name + ".parts") / f"N{DIVERGING[0]}-seed0.nc")
     assert part.attrs["status"] == "diverged" and part.attrs["diverged_at"] == int(wide.diverged_at.isel(seed=0))
@@ -116,7 +120,9 @@ def test_check_fits_over_the_points_that_did_not_diverge_and_names_the_rest(swee
     trained = [v for v in verdicts if v.quantity in ("attn_var_trained", "feature_update")]
     assert trained
     for v in trained:
-        assert v.diverged == SEEDS and v.diverged_points == f"N={DIVERGING[0]} diverged (seeds 0-1 at step {INJECTED_AT})"
+        assert (
+            v.diverged == SEEDS and v.diverged_points == f"N={DIVERGING[0]} diverged (seeds 0-1 at step {INJECTED_AT})"
+        )
         assert np.isfinite(v.estimate) and v.outcome != "not measured"
         assert "left out of the fit" in v.note
     init = next(v for v in verdicts if v.quantity == "attn_var_init")
@@ -159,7 +165,7 @@ def test_plots_mark_the_diverged_points(sweep):
     assert any("diverged run" in t for t in texts) and f"{DIVERGING[0]} ({SEEDS} of {SEEDS} diverged)" in texts
     plt.close(fig)
     part = load(sweep.with_name(sweep.name + ".parts") / f"N{DIVERGING[0]}-seed0.nc")
-    fig = plots.loss_curves(part)                            # one diverged run
+    fig = plots.loss_curves(part)  # one diverged run
     assert int(part.diverged_at) == INJECTED_AT and f"diverged at step {INJECTED_AT}" in legend_texts(fig.axes[0])
     plt.close(fig)
     fig = plots.verdict_figure(ds)
@@ -183,9 +189,12 @@ def test_the_fault_hook_reads_its_rules_and_refuses_a_malformed_one_before_any_w
     import probes.experiment.run as run_module
 
     rules = parse(" N=8 , seed=1 @ 3;H=4@0;N=8@2")
-    assert [(dict(f.match), f.step, f.text) for f in rules] == [({"N": 8, "seed": 1}, 3, "N=8 , seed=1 @ 3"),
-                                                               ({"H": 4}, 0, "H=4@0"), ({"N": 8}, 2, "N=8@2")]
-    assert fault_for(rules, {"N": 8, "H": 2, "L": 1, "seed": 1}).text == "N=8@2"     # the earliest step wins
+    assert [(dict(f.match), f.step, f.text) for f in rules] == [
+        ({"N": 8, "seed": 1}, 3, "N=8 , seed=1 @ 3"),
+        ({"H": 4}, 0, "H=4@0"),
+        ({"N": 8}, 2, "N=8@2"),
+    ]
+    assert fault_for(rules, {"N": 8, "H": 2, "L": 1, "seed": 1}).text == "N=8@2"  # the earliest step wins
     assert fault_for(rules, {"N": 8, "H": 4, "L": 1, "seed": 1}).text == "H=4@0"
     assert fault_for(rules, {"N": 4, "H": 2, "L": 1, "seed": 1}) is None
     assert parse("") == [] and parse("  ") == []
@@ -195,10 +204,18 @@ def test_the_fault_hook_reads_its_rules_and_refuses_a_malformed_one_before_any_w
         raise AssertionError("the run started before its test hook was checked")
 
     monkeypatch.setattr(run_module, "setup", no_work)
-    for bad, why in [("N=4", "needs exactly one '@STEP'"), ("N=4@x", "STEP that is not"), ("Q=4@2", "key 'Q'"),
-                     ("N=4,N=8@1", "gives N twice"), ("N=4@1;", "is empty"), ("@3", "not key="),
-                     ("N=-1@2", "not key="), ("N=4@1@2", "exactly one"), ("seed=1.5@2", "not key="),
-                     ("N=4@2x", "STEP that is not")]:
+    for bad, why in [
+        ("N=4", "needs exactly one '@STEP'"),
+        ("N=4@x", "STEP that is not"),
+        ("Q=4@2", "key 'Q'"),
+        ("N=4,N=8@1", "gives N twice"),
+        ("N=4@1;", "is empty"),
+        ("@3", "not key="),
+        ("N=-1@2", "not key="),
+        ("N=4@1@2", "exactly one"),
+        ("seed=1.5@2", "not key="),
+        ("N=4@2x", "STEP that is not"),
+    ]:
         monkeypatch.setenv(FAULT_ENV, bad)
         with pytest.raises(ValueError) as e:
             train(sp_sgd(SWEEP_ETA0, steps=2))
@@ -213,11 +230,14 @@ def test_an_injected_fault_stops_a_run_at_exactly_its_step_and_says_so(monkeypat
     cfg = sp_sgd(SWEEP_ETA0, steps=10)
     monkeypatch.delenv(FAULT_ENV, raising=False)
     clean = run_dataset(train(cfg))
-    cases = {"N=4@3": ("training loss", [0], 5), "N=4,H=2,L=1,seed=0@5": ("held-out loss", [0], 5),
-             "N=4@0": ("held-out loss", [], 0)}
+    cases = {
+        "N=4@3": ("training loss", [0], 5),
+        "N=4,H=2,L=1,seed=0@5": ("held-out loss", [0], 5),
+        "N=4@0": ("held-out loss", [], 0),
+    }
     for rule, (on, log_steps, found_at) in cases.items():
         at = int(rule.split("@")[1])
-        monkeypatch.setenv(FAULT_ENV, f"N=2@1;{rule};seed=1@0")          # the other rules match nothing here
+        monkeypatch.setenv(FAULT_ENV, f"N=2@1;{rule};seed=1@0")  # the other rules match nothing here
         r = train(cfg)
         assert r.status == "diverged" and r.diverged_at == at and r.steps_done == found_at, rule
         assert r.log_steps == log_steps and r.extra["recorder"].steps == log_steps
@@ -227,10 +247,10 @@ def test_an_injected_fault_stops_a_run_at_exactly_its_step_and_says_so(monkeypat
         assert ds.attrs["diverged_on"] == r.extra["diverged_on"]
         kept = len(r.train_loss)
         assert kept == found_at
-        np.testing.assert_array_equal(ds.train_loss.values[:at], clean.train_loss.values[:at])   # untouched before
+        np.testing.assert_array_equal(ds.train_loss.values[:at], clean.train_loss.values[:at])  # untouched before
         if at < kept:
             assert np.isnan(ds.train_loss.values[at])
-    monkeypatch.setenv(FAULT_ENV, "N=8@3;N=4,seed=1@3;N=4@11")            # never fires for this run
+    monkeypatch.setenv(FAULT_ENV, "N=8@3;N=4,seed=1@3;N=4@11")  # never fires for this run
     untouched = run_dataset(train(cfg))
     assert "injected_fault" not in untouched.attrs and untouched.attrs["status"] == "ok"
     for v in clean.data_vars:
@@ -262,7 +282,7 @@ def test_a_real_overflow_diverges_within_the_run_and_a_tiny_eta0_stays_finite():
             r = train(cfg)
             assert r.status == "diverged" and 0 <= r.diverged_at < 6, (N, seed, r.status, r.diverged_at)
             assert "injected" not in r.extra["diverged_on"] and "injected_fault" not in r.extra
-            assert r.log_steps[0] == 0 and max(r.log_steps) <= r.diverged_at      # the step-0 record at init kept
+            assert r.log_steps[0] == 0 and max(r.log_steps) <= r.diverged_at  # the step-0 record at init kept
             ds = run_dataset(r)
             assert np.isfinite(ds.heldout_loss.values).all() and "injected_fault" not in ds.attrs
             ok = train(replace(cfg, optim=replace(cfg.optim, eta0=SAFE_ETA0)))
@@ -294,7 +314,7 @@ def test_a_run_whose_probes_turn_non_finite_stops_as_diverged(monkeypatch):
     r = train(cfg)
     assert clean.status == "ok" and r.status == "diverged" and r.diverged_at == 10 and r.steps_done == 10
     assert "probes (h_rms)" in r.extra["diverged_on"]
-    assert r.log_steps == [0, 5] and r.extra["recorder"].steps == [0, 5]       # nothing of step 10 kept
+    assert r.log_steps == [0, 5] and r.extra["recorder"].steps == [0, 5]  # nothing of step 10 kept
     assert np.isfinite(r.train_loss).all() and len(r.train_loss) == 10
     ds = run_dataset(r)
     assert ds.attrs["status"] == "diverged" and ds.attrs["diverged_at"] == 10 and int(ds.diverged_at) == 10
@@ -319,10 +339,13 @@ def test_a_run_whose_probes_turn_non_finite_stops_as_diverged(monkeypatch):
 def test_statistics_that_are_nan_by_construction_do_not_stop_a_run():
     """A one-head layer (variance over heads undefined, attn_raw padded) and a zero-initialised readout
     (io_movement 0/0) are not divergence."""
-    cfg = make_run_config(model={"N": 4, "H": 2, "L": 2, "task": "vision", "lws": "explicit", "lws_heads": (2, 1),
-                                 "lws_d_ff": (8, 8)},
-                          param={"preset": "mup", "centre": "zero_readout"}, optim={"name": "sgd", "eta0": 0.5},
-                          run={"steps": 6, "batch_size": 8}, probes={"every": 3, "n_samples": 4, "n_points": 2})
+    cfg = make_run_config(
+        model={"N": 4, "H": 2, "L": 2, "task": "vision", "lws": "explicit", "lws_heads": (2, 1), "lws_d_ff": (8, 8)},
+        param={"preset": "mup", "centre": "zero_readout"},
+        optim={"name": "sgd", "eta0": 0.5},
+        run={"steps": 6, "batch_size": 8},
+        probes={"every": 3, "n_samples": 4, "n_points": 2},
+    )
     r = train(cfg)
     assert r.status == "ok", r.extra["diverged_on"]
     ds = run_dataset(r)
@@ -335,12 +358,12 @@ def test_best_eta0_reports_the_largest_stable_eta0():
     from dmft.transfer import best_eta0
 
     etas = np.array([0.1, 0.2, 0.4, 0.8, 1.6])
-    centres = np.array([0.4, 1.6, 0.4])                  # the loss is lowest at these eta0, per size
+    centres = np.array([0.4, 1.6, 0.4])  # the loss is lowest at these eta0, per size
     loss = (np.log2(etas)[:, None, None] - np.log2(centres)[None, :, None]) ** 2 + np.zeros((1, 1, 4))
-    loss += 0.01 * np.random.default_rng(0).standard_normal(loss.shape)     # (eta0, N, seed)
-    loss[3:, 0] = np.nan                       # N=4: 0.8 and 1.6 diverge
-    loss[4, 1, 3] = np.inf                     # N=16: one seed of its optimum 1.6 diverges
-    loss[:, 2] = np.nan                        # N=64: every eta0 diverges
+    loss += 0.01 * np.random.default_rng(0).standard_normal(loss.shape)  # (eta0, N, seed)
+    loss[3:, 0] = np.nan  # N=4: 0.8 and 1.6 diverge
+    loss[4, 1, 3] = np.inf  # N=16: one seed of its optimum 1.6 diverges
+    loss[:, 2] = np.nan  # N=64: every eta0 diverges
     t = best_eta0(xr.DataArray(loss, dims=("eta0", "N", "seed"), coords={"eta0": etas, "N": [4, 16, 64]}), "N")
     assert list(t.best[:2]) == [0.4, 0.8] and np.isnan(t.best[2])
     assert list(t.stable[:2]) == [0.4, 0.8] and np.isnan(t.stable[2]) and list(t.stable_edge) == [True, True, True]
@@ -349,8 +372,14 @@ def test_best_eta0_reports_the_largest_stable_eta0():
     line = t.line()
     assert "largest stable eta0: N=4: 0.4 (0.8 diverged), N=16: 0.8 (1.6 diverged)" in line
     assert "N=64: none (every eta0 diverged)" in line and "N=64: none (the smallest, 0.1, diverged)" in line
-    nothing = best_eta0(xr.DataArray(np.ones((len(etas), 2, 2)) + etas[:, None, None],   # nothing diverged
-                                     dims=("eta0", "N", "seed"), coords={"eta0": etas, "N": [4, 16]}), "N")
+    nothing = best_eta0(
+        xr.DataArray(
+            np.ones((len(etas), 2, 2)) + etas[:, None, None],  # nothing diverged
+            dims=("eta0", "N", "seed"),
+            coords={"eta0": etas, "N": [4, 16]},
+        ),
+        "N",
+    )
     assert list(nothing.stable) == [1.6, 1.6] and not nothing.stable_edge.any()
     assert "N=4: >= 1.6 (none diverged)" in nothing.line()
 
@@ -384,8 +413,12 @@ def test_a_point_that_diverges_at_step_0_is_kept_with_nothing_recorded(tmp_path,
     from probes.grid.sweep import run_sweep
 
     _poison_readout_at_n8(monkeypatch, {0})
-    cfg = make_run_config(model={"N": 4, "H": 2, "L": 1, "task": "vision"}, optim={"name": "sgd", "eta0": 0.5},
-                          run={"steps": 4, "batch_size": 8}, probes={"every": 2, "n_samples": 4, "n_points": 2})
+    cfg = make_run_config(
+        model={"N": 4, "H": 2, "L": 1, "task": "vision"},
+        optim={"name": "sgd", "eta0": 0.5},
+        run={"steps": 4, "batch_size": 8},
+        probes={"every": 2, "n_samples": 4, "n_points": 2},
+    )
     run_sweep(cfg, "N", [2, 4, 8], 2, tmp_path / "s.nc")
     ds = load(tmp_path / "s.nc")
     assert ds.status.values.tolist() == [[0, 0], [0, 0], [1, 0]]
@@ -404,11 +437,15 @@ def test_a_point_whose_every_seed_diverges_at_step_0_still_merges(tmp_path, monk
     from probes.grid.sweep import run_sweep
 
     _poison_readout_at_n8(monkeypatch, {0, 1})
-    cfg = make_run_config(model={"N": 4, "H": 2, "L": 1, "task": "vision"}, optim={"name": "sgd", "eta0": 0.5},
-                          run={"steps": 4, "batch_size": 8}, probes={"every": 2, "n_samples": 4, "n_points": 2})
+    cfg = make_run_config(
+        model={"N": 4, "H": 2, "L": 1, "task": "vision"},
+        optim={"name": "sgd", "eta0": 0.5},
+        run={"steps": 4, "batch_size": 8},
+        probes={"every": 2, "n_samples": 4, "n_points": 2},
+    )
     run_sweep(cfg, "N", [2, 4, 8], 2, tmp_path / "s.nc", ensemble=ensemble)
     ds = load(tmp_path / "s.nc")
     assert ds.status.values.tolist() == [[0, 0], [0, 0], [1, 1]]
     assert ds.diverged_at.values.tolist() == [[-1, -1], [-1, -1], [0, 0]]
     assert np.isnan(ds.h_rms.sel(N=8)).all() and np.isfinite(ds.h_rms.sel(N=[2, 4])).all()
-    assert ds.sizes["depth"] == 2                          # L = 1: h^0 and h^1, from the runs that recorded them
+    assert ds.sizes["depth"] == 2  # L = 1: h^0 and h^1, from the runs that recorded them

@@ -3,6 +3,7 @@ compared with (probes.experiment.run, --train-size / --batch full / --loss): the
 an independently computed NTK, t = 0 against the initialisation solver, the iteration, the Monte Carlo machinery
 against the exact one, the dataset, the command and its bad input. The finite networks' convergence to the solver
 is tests/test_dynamics_convergence.py."""
+
 import json
 import math
 import subprocess
@@ -25,12 +26,12 @@ SGD = OptimConfig(name="sgd", eta0=0.3)
 
 @pytest.fixture(scope="module")
 def task():
-    return digits(patch=8)                  # one token of 64 features per image: the solver's stage 1
+    return digits(patch=8)  # one token of 64 features per image: the solver's stage 1
 
 
 @pytest.fixture(scope="module")
 def task4():
-    return digits(patch=4)                  # S = 4 tokens of 16 features per image: stage 2
+    return digits(patch=4)  # S = 4 tokens of 16 features per image: stage 2
 
 
 @pytest.fixture(params=["S=1", "S=4"])
@@ -58,10 +59,10 @@ def test_rates_come_from_the_parametrization():
     (L/L0)^-alpha_L, unit init scales; a zero readout has no readout variance. Other optimizers and SP refused."""
     p = get_preset("mup", gamma0=0.5, beta0=2.0, alpha_L=0.5)
     r = mean_field_rates(p, OptimConfig(name="sgd", eta0=0.3), L=4, d_in=64)
-    assert r.b == pytest.approx(2.0 * 4 ** -0.5)
+    assert r.b == pytest.approx(2.0 * 4**-0.5)
     assert (r.c_embed, r.c_pos, r.c_read) == pytest.approx((0.3, 0.3, 0.3))
     for kind in ("attn", "mlp"):
-        assert r.c_in[kind] == pytest.approx(0.3) and r.c_out[kind] == pytest.approx(0.3)   # l^(2 alpha_L - 1) = 1
+        assert r.c_in[kind] == pytest.approx(0.3) and r.c_out[kind] == pytest.approx(0.3)  # l^(2 alpha_L - 1) = 1
     assert (r.s_embed, r.s_pos, r.sigma_w2) == pytest.approx((1.0, 1.0, 1.0))
     r1 = mean_field_rates(get_preset("mup"), OptimConfig(name="sgd", eta0=0.3), L=4, d_in=64)
     assert r1.c_in["mlp"] == pytest.approx(0.3 * 4) and r1.b == pytest.approx(0.25)
@@ -75,8 +76,10 @@ def test_rates_come_from_the_parametrization():
 def test_solver_imports_no_model_code():
     """No agreement by construction: importing the solver (and its dataset writer) loads neither the finite network
     (parametrizations.transformer) nor probes."""
-    code = ("import sys, dmft.dynamics, dmft.dynamics.output, dmft.dynamics.distance; "
-            "print(sorted(m for m in sys.modules if m.startswith('probes') or m == 'parametrizations.transformer'))")
+    code = (
+        "import sys, dmft.dynamics, dmft.dynamics.output, dmft.dynamics.distance; "
+        "print(sorted(m for m in sys.modules if m.startswith('probes') or m == 'parametrizations.transformer'))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -91,8 +94,9 @@ def test_initial_kernels_equal_the_initialisation_solver(any_task, L, beta0):
     both settings is 2.7e-3 (one token) and 4.8e-3 (S = 4); it scales as samples^-1/2. The bound is 1e-2."""
     prob = problem(any_task, L=L, steps=0, beta0=beta0)
     sol = solve(prob, SolverConfig(n_samples=40_000, max_iter=0))
-    ref = infinite_head_kernels(prob.tokens(prob.x_train), task="digits", N=4, L=L, alpha_A=1.0, beta0=beta0,
-                                optimizer="sgd", mode="N_inf").kernel_pooled.values
+    ref = infinite_head_kernels(
+        prob.tokens(prob.x_train), task="digits", N=4, L=L, alpha_A=1.0, beta0=beta0, optimizer="sgd", mode="N_inf"
+    ).kernel_pooled.values
     got = sol.params["kernel_pooled"][:, 0].numpy()
     assert np.abs(got[0] - ref[0]).max() < 1e-12
     rel = np.abs(got - ref).max(axis=(1, 2)) / np.abs(ref).max(axis=(1, 2))
@@ -102,8 +106,8 @@ def test_initial_kernels_equal_the_initialisation_solver(any_task, L, beta0):
 # ------------------------------------------------------------------------------------------- lazy limit
 def _gelu_prime(z: np.ndarray) -> np.ndarray:
     k, c = math.sqrt(2 / math.pi), 0.044715
-    th = np.tanh(k * (z + c * z ** 3))
-    return 0.5 * (1 + th) + 0.5 * z * (1 - th ** 2) * k * (1 + 3 * c * z ** 2)
+    th = np.tanh(k * (z + c * z**3))
+    return 0.5 * (1 + th) + 0.5 * z * (1 - th**2) * k * (1 + 3 * c * z**2)
 
 
 def _derivative_kernel(Phi: np.ndarray, n_gh: int = 48) -> np.ndarray:
@@ -116,7 +120,7 @@ def _derivative_kernel(Phi: np.ndarray, n_gh: int = 48) -> np.ndarray:
         for b in range(len(s)):
             rho = np.clip(Phi[a, b] / (s[a] * s[b]), -1, 1)
             za = s[a] * x[:, None]
-            zb = s[b] * (rho * x[:, None] + math.sqrt(1 - rho ** 2) * x[None, :])
+            zb = s[b] * (rho * x[:, None] + math.sqrt(1 - rho**2) * x[None, :])
             out[a, b] = (_gelu_prime(za) * _gelu_prime(zb) * w[:, None] * w[None, :]).sum()
     return out
 
@@ -128,10 +132,10 @@ def analytic_ntk(x: np.ndarray, L: int, rates) -> np.ndarray:
     (M S, M S); attention at init is uniform (A(0) = 0 at alpha_A = 1), W_O softmax(A) W_V, linear; W_Q and W_K
     do not enter (their gradient carries E[xi (v - psi)] = 0 at init); the readout sees the token mean of LN(h)."""
     M, S = x.shape[:2]
-    H = embedding_kernel(x, "digits", get_preset("mup"), N=4, L=L, optimizer="sgd")     # (M S, M S)
-    mix = np.kron(np.eye(M), np.full((S, S), 1.0 / S))           # uniform softmax over each sample's keys
-    tok_sum = np.kron(np.eye(M), np.ones((1, S)))                  # (M, M S): sum over a sample's tokens
-    b2 = rates.b ** 2
+    H = embedding_kernel(x, "digits", get_preset("mup"), N=4, L=L, optimizer="sgd")  # (M S, M S)
+    mix = np.kron(np.eye(M), np.full((S, S), 1.0 / S))  # uniform softmax over each sample's keys
+    tok_sum = np.kron(np.eye(M), np.ones((1, S)))  # (M, M S): sum over a sample's tokens
+    b2 = rates.b**2
     Hs, Phis, Psis = [H], [], []
     for k in range(1, 2 * L + 1):
         Phi = layer_norm_kernel(H)
@@ -141,16 +145,20 @@ def analytic_ntk(x: np.ndarray, L: int, rates) -> np.ndarray:
         H = H + b2 * Psi
         Hs.append(H)
     sig = [np.sqrt(np.diag(h) + 1e-6) for h in Hs]
-    G = rates.sigma_w2 / np.outer(S * sig[-1], S * sig[-1])      # below the readout's token mean and LayerNorm
-    K = rates.c_read * tok_sum @ layer_norm_kernel(H) @ tok_sum.T / S ** 2
+    G = rates.sigma_w2 / np.outer(S * sig[-1], S * sig[-1])  # below the readout's token mean and LayerNorm
+    K = rates.c_read * tok_sum @ layer_norm_kernel(H) @ tok_sum.T / S**2
     for k in range(2 * L, 0, -1):
         kind = "attn" if k % 2 else "mlp"
         Gz = mix.T @ G @ mix if k % 2 else _derivative_kernel(Phis[k - 1]) * G
         K = K + b2 * tok_sum @ (rates.c_out[kind] * Psis[k - 1] * G + rates.c_in[kind] * Phis[k - 1] * Gz) @ tok_sum.T
         G = G + b2 * Gz / np.outer(sig[k - 1], sig[k - 1])
     xf = x.reshape(M * S, -1)
-    return K + tok_sum @ ((rates.c_embed * xf @ xf.T / xf.shape[1] + rates.c_pos * np.tile(np.eye(S), (M, M))) * G) \
+    return (
+        K
+        + tok_sum
+        @ ((rates.c_embed * xf @ xf.T / xf.shape[1] + rates.c_pos * np.tile(np.eye(S), (M, M))) * G)
         @ tok_sum.T
+    )
 
 
 def test_lazy_limit_is_kernel_gradient_descent_with_the_initial_ntk(any_task):
@@ -174,12 +182,13 @@ def test_lazy_limit_is_kernel_gradient_descent_with_the_initial_ntk(any_task):
     f = np.zeros((T + 1, len(x), 10))
     for t in range(T):
         f[t + 1] = f[t] + K[:, :P] @ (Y - f[t, :P]) / P
-    assert np.abs(f[:, :P] - closed).max() < 1e-12                  # the recursion is the closed form
+    assert np.abs(f[:, :P] - closed).max() < 1e-12  # the recursion is the closed form
     got = sol.params["f"].numpy()
-    assert np.abs(f).max() > 0.3                                     # learning happened
+    assert np.abs(f).max() > 0.3  # learning happened
     assert np.abs(got - f).max() < 5e-3
-    rich = solve(problem(any_task, P=P, L=L, steps=T, gamma0=1.0, loss="mse"),
-                 SolverConfig(n_samples=10_000, max_iter=0))
+    rich = solve(
+        problem(any_task, P=P, L=L, steps=T, gamma0=1.0, loss="mse"), SolverConfig(n_samples=10_000, max_iter=0)
+    )
     kr = rich.params["kernel_pooled"].numpy()
     assert np.abs(kr - kr[:, :1]).max() / np.abs(kr).max() > 0.05
 
@@ -198,8 +207,9 @@ def test_iteration_from_zero_converges_to_the_causal_sweep(any_task):
     causal = solve(prob, cfg)
     assert causal.converged and causal.residual < 1e-12
     for damping in (1.0, 0.8):
-        it = solve(prob, SolverConfig(n_samples=2000, init="zero", damping=damping, max_iter=200, tol=1e-10,
-                                           ridge=1e-8))
+        it = solve(
+            prob, SolverConfig(n_samples=2000, init="zero", damping=damping, max_iter=200, tol=1e-10, ridge=1e-8)
+        )
         assert it.converged and it.iterations > 5
         assert torch.allclose(it.params["f"], causal.params["f"], atol=1e-8)
         assert torch.allclose(it.params["kernel_pooled"], causal.params["kernel_pooled"], atol=1e-8)
@@ -225,10 +235,19 @@ def test_monte_carlo_machinery_agrees_with_the_exact_linear_site(any_task):
     assert ((mc.params["kernel_pooled"] - kp).abs().max() / kp.abs().max()) < (1e-2 if prob.S == 1 else 2e-2)
 
 
-@pytest.mark.parametrize("field, value, match", [
-    ("n_samples", 1, "--samples"), ("damping", 0.0, "--damping"), ("damping", 1.5, "--damping"),
-    ("max_iter", -1, "--max-iter"), ("tol", float("nan"), "--tol"), ("init", "lazy", "init"),
-    ("ln_normaliser", "batch", "ln_normaliser"), ("seed", -1, "--solver-seed")])
+@pytest.mark.parametrize(
+    "field, value, match",
+    [
+        ("n_samples", 1, "--samples"),
+        ("damping", 0.0, "--damping"),
+        ("damping", 1.5, "--damping"),
+        ("max_iter", -1, "--max-iter"),
+        ("tol", float("nan"), "--tol"),
+        ("init", "lazy", "init"),
+        ("ln_normaliser", "batch", "ln_normaliser"),
+        ("seed", -1, "--solver-seed"),
+    ],
+)
 def test_solver_config_refuses_bad_values(field, value, match):
     with pytest.raises(ValueError, match=match):
         SolverConfig(**{field: value})
@@ -245,15 +264,33 @@ def test_solution_dataset_uses_the_probe_names_and_units(any_task):
     from probes.hooks.recorder import ProbeConfig
 
     prob = problem(any_task, P=3, n_test=2, steps=2)
-    cfg = RunConfig(model=ModelConfig(N=2, H=1, L=1, task="digits"), param=get_preset("mup"), optim=SGD, steps=2,
-                    patch=8 // math.isqrt(prob.S), train_size=3, batch="full", heldout_batch=2,
-                    probes=ProbeConfig(every=1))
+    cfg = RunConfig(
+        model=ModelConfig(N=2, H=1, L=1, task="digits"),
+        param=get_preset("mup"),
+        optim=SGD,
+        steps=2,
+        patch=8 // math.isqrt(prob.S),
+        train_size=3,
+        batch="full",
+        heldout_batch=2,
+        probes=ProbeConfig(every=1),
+    )
     finite = run_dataset(train(cfg))
     ds = solution_dataset(solve(prob, SolverConfig(n_samples=500)), dict(finite.attrs))
     validate(ds)
     shared = (set(ds.data_vars) & set(finite.data_vars)) - {"grad_norm"}
-    assert {"train_loss", "heldout_loss", "kernel_pooled", "kernel_grad", "probe_outputs", "test_outputs",
-            "train_labels", "test_labels", "probe_inputs", "status"} <= shared
+    assert {
+        "train_loss",
+        "heldout_loss",
+        "kernel_pooled",
+        "kernel_grad",
+        "probe_outputs",
+        "test_outputs",
+        "train_labels",
+        "test_labels",
+        "probe_inputs",
+        "status",
+    } <= shared
     for name in shared:
         assert ds[name].dims == finite[name].dims, name
         for a in ("long_name", "units"):
@@ -271,9 +308,34 @@ def test_full_batch_run_is_deterministic_and_records_every_step(tmp_path):
     training samples, the held-out outputs are kept at every probe step; the config records the new settings."""
     from probes.experiment.dataset import load
 
-    args = ["run", "--task", "digits", "--patch", "8", "--N", "4", "--H", "2", "--L", "1", "--steps", "3",
-            "--optimizer", "sgd", "--eta0", "0.5", "--train-size", "5", "--batch", "full", "--loss", "mse",
-            "--probe-every", "1", "--no-progress"]
+    args = [
+        "run",
+        "--task",
+        "digits",
+        "--patch",
+        "8",
+        "--N",
+        "4",
+        "--H",
+        "2",
+        "--L",
+        "1",
+        "--steps",
+        "3",
+        "--optimizer",
+        "sgd",
+        "--eta0",
+        "0.5",
+        "--train-size",
+        "5",
+        "--batch",
+        "full",
+        "--loss",
+        "mse",
+        "--probe-every",
+        "1",
+        "--no-progress",
+    ]
     for name in ("a.nc", "b.nc"):
         code, _, err = invoke(args + ["--out", str(tmp_path / name)])
         assert code == 0, err
@@ -303,14 +365,17 @@ def test_default_run_config_is_unchanged():
     assert RunConfig(train_size=4).to_dict()["train_size"] == 4
 
 
-@pytest.mark.parametrize("args, match", [
-    (["--batch", "full"], "--batch"),
-    (["--train-size", "4", "--task", "lm"], "--train-size"),
-    (["--train-size", "1501", "--task", "digits"], "--train-size"),
-    (["--train-size", "0", "--task", "digits"], "--train-size"),
-    (["--batch", "half", "--train-size", "4", "--task", "digits"], "--batch"),
-    (["--loss", "l1", "--task", "digits"], "--loss"),
-])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["--batch", "full"], "--batch"),
+        (["--train-size", "4", "--task", "lm"], "--train-size"),
+        (["--train-size", "1501", "--task", "digits"], "--train-size"),
+        (["--train-size", "0", "--task", "digits"], "--train-size"),
+        (["--batch", "half", "--train-size", "4", "--task", "digits"], "--batch"),
+        (["--loss", "l1", "--task", "digits"], "--loss"),
+    ],
+)
 def test_run_refuses_bad_full_batch_options(tmp_path, args, match):
     """Bad full-batch options: one line naming the option, exit 2, nothing written."""
     code, out, err = invoke(["run", "--N", "2", "--H", "1", "--L", "1", "--steps", "1", *args], cwd=tmp_path)
@@ -326,8 +391,27 @@ def test_solve_command_writes_a_dataset(tmp_path):
     from probes.experiment.dataset import load
 
     out = tmp_path / "lim.nc"
-    code, stdout, err = invoke(["solve", "--task", "digits", "--patch", "8", "--train-size", "4", "--L", "1",
-                                "--steps", "2", "--eta0", "0.5", "--samples", "500", "--out", out])
+    code, stdout, err = invoke(
+        [
+            "solve",
+            "--task",
+            "digits",
+            "--patch",
+            "8",
+            "--train-size",
+            "4",
+            "--L",
+            "1",
+            "--steps",
+            "2",
+            "--eta0",
+            "0.5",
+            "--samples",
+            "500",
+            "--out",
+            out,
+        ]
+    )
     assert code == 0, err
     assert "self-consistency residual" in stdout and f"dataset: {out}" in stdout
     ds = load(out)
@@ -336,22 +420,38 @@ def test_solve_command_writes_a_dataset(tmp_path):
     assert ds.attrs["residual"] < 1e-12 and ds.sizes["sample"] == 4 and ds.sizes["step"] == 3
 
 
-@pytest.mark.parametrize("args, match", [
-    (["--optimizer", "adam"], "--optimizer"),
-    (["--patch", "4", "--param", "mup-sqrt"], "--param"),
-    (["--task", "lm"], "--train-size"),
-    (["--param", "sp"], "--param"),
-    (["--samples", "1"], "--samples"),
-    (["--damping", "0"], "--damping"),
-    (["--batch", "random"], "--batch"),
-    (["--variant", "ngpt"], "--variant"),
-    (["--lws", "openelm", "--L", "2"], "--lws"),
-    (["--out", "x.txt"], "--out"),
-])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["--optimizer", "adam"], "--optimizer"),
+        (["--patch", "4", "--param", "mup-sqrt"], "--param"),
+        (["--task", "lm"], "--train-size"),
+        (["--param", "sp"], "--param"),
+        (["--samples", "1"], "--samples"),
+        (["--damping", "0"], "--damping"),
+        (["--batch", "random"], "--batch"),
+        (["--variant", "ngpt"], "--variant"),
+        (["--lws", "openelm", "--L", "2"], "--lws"),
+        (["--out", "x.txt"], "--out"),
+    ],
+)
 def test_solve_refuses_bad_input(tmp_path, args, match):
     """One line naming the option, exit 2, nothing printed before it, no runs/ folder or file left."""
-    base = ["solve", "--task", "digits", "--patch", "8", "--train-size", "4", "--L", "1", "--steps", "1",
-            "--samples", "100"]
+    base = [
+        "solve",
+        "--task",
+        "digits",
+        "--patch",
+        "8",
+        "--train-size",
+        "4",
+        "--L",
+        "1",
+        "--steps",
+        "1",
+        "--samples",
+        "100",
+    ]
     code, out, err = invoke(base + args, cwd=tmp_path)
     assert code == 2 and out == "" and err.startswith("error: ") and err.count("\n") == 1, (code, out, err)
     assert match in err
@@ -365,27 +465,66 @@ def test_check_with_a_limit_adds_the_rows_against_the_computed_limit(tmp_path):
     (other training samples) is refused in one line, exit 2."""
     common = ["--task", "digits", "--patch", "4", "--L", "1", "--steps", "2", "--eta0", "0.5", "--H", "2"]
     sweep, lim, other = tmp_path / "sweep.nc", tmp_path / "lim.nc", tmp_path / "other.nc"
-    code, _, err = invoke(["sweep", "--axis", "N", "--values", "8,16,32", "--seeds", "3", "--batch", "full",
-                           "--optimizer", "sgd", "--probe-every", "1", "--train-size", "4", "--out", sweep] + common)
+    code, _, err = invoke(
+        [
+            "sweep",
+            "--axis",
+            "N",
+            "--values",
+            "8,16,32",
+            "--seeds",
+            "3",
+            "--batch",
+            "full",
+            "--optimizer",
+            "sgd",
+            "--probe-every",
+            "1",
+            "--train-size",
+            "4",
+            "--out",
+            sweep,
+        ]
+        + common
+    )
     assert code == 0, err
     for path, extra in ((lim, ["--train-size", "4"]), (other, ["--train-size", "5"])):
         code, _, err = invoke(["solve", "--samples", "500", "--out", path] + common + extra)
         assert code == 0, err
     code, out, err = invoke(["check", sweep, "--limit", lim])
     assert code == 0, err
-    for row in ("msd outputs", "bias ratio outputs", "msd kernels", "msd grad_kernels", "seed_var outputs @1",
-                "bias2 outputs @2",
-                "P6 msd outputs vs computed limit", "P6 bias ratio outputs vs computed limit"):
+    for row in (
+        "msd outputs",
+        "bias ratio outputs",
+        "msd kernels",
+        "msd grad_kernels",
+        "seed_var outputs @1",
+        "bias2 outputs @2",
+        "P6 msd outputs vs computed limit",
+        "P6 bias ratio outputs vs computed limit",
+    ):
         assert row in out, row
     code, out, err = invoke(["check", sweep, "--limit", other])
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "training samples" in err, err
 
 
 def test_check_solvable_names_what_is_not_covered():
-    base = {"model": {"task": "digits", "variant": "paper", "norm": None, "mlp": None, "kv_group": None,
-                      "rope": None, "tie_embeddings": None, "lws": "isotropic", "ffn_mult": 1.0}, "batch": "full"}
+    base = {
+        "model": {
+            "task": "digits",
+            "variant": "paper",
+            "norm": None,
+            "mlp": None,
+            "kv_group": None,
+            "rope": None,
+            "tie_embeddings": None,
+            "lws": "isotropic",
+            "ffn_mult": 1.0,
+        },
+        "batch": "full",
+    }
     check_solvable(base, 1)
-    check_solvable(base, 4)                  # several tokens: stage 2 (alpha_A = 1 is checked by mean_field_rates)
+    check_solvable(base, 4)  # several tokens: stage 2 (alpha_A = 1 is checked by mean_field_rates)
     with pytest.raises(ValueError, match="alpha_A = 1"):
         mean_field_rates(get_preset("mup-sqrt"), SGD, 1, 16, tokens=4)
     with pytest.raises(ValueError, match="ffn_mult"):
@@ -420,7 +559,11 @@ def test_memory_estimate_bounds_the_measured_peak(P, T, L, n, S):
     problems; without it the S = 4 case read 114 MiB against a peak of 127). The peak was 548 MiB (above the old
     estimate of 243) while each sweep's Monte Carlo samples stayed alive through a reference cycle until the next
     one's."""
-    out = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(P), str(T), str(L), str(n), str(S)],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", MEMORY_CHILD, str(P), str(T), str(L), str(n), str(S)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     peak, estimate = json.loads(out.stdout.strip().splitlines()[-1])
-    assert peak <= estimate, (peak / 2 ** 20, estimate / 2 ** 20)
+    assert peak <= estimate, (peak / 2**20, estimate / 2**20)

@@ -18,6 +18,7 @@ eta0 = 0.5 and 12 steps, where the attention variables A(t) move enough to be re
 kernels, the gradient kernels and the head mean of A at 16 fixed (sample, s, s') points are compared with the
 solver's, and a solver with A frozen at 0 is refuted by the A comparison.
 """
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -107,8 +108,11 @@ def test_finite_networks_converge_to_the_limit(finite, regime):
         assert np.abs(loss - lazy_loss).max() > 0.05, (loss, lazy_loss)
 
 
-@pytest.mark.parametrize("variant", [{"responses": False}, {"ln_normaliser": "frozen"}, {"ln_projection": False}],
-                         ids=["no-response-functions", "frozen-layernorm-normaliser", "no-layernorm-projection"])
+@pytest.mark.parametrize(
+    "variant",
+    [{"responses": False}, {"ln_normaliser": "frozen"}, {"ln_projection": False}],
+    ids=["no-response-functions", "frozen-layernorm-normaliser", "no-layernorm-projection"],
+)
 def test_finite_networks_do_not_converge_to_a_broken_limit(finite, variant):
     """The rich runs against a solver with one term of the equations wrong: the bias ratio at d = 1024 refutes
     "this limit" (measured 8.3 / 9.3 without the responses, 2.0 / 2.3 with the frozen normaliser, 35 / 38 without
@@ -135,9 +139,11 @@ def test_stage2_finite_networks_converge_to_the_limit(finite2):
     -0.92] / -1.00 [-1.05, -0.96]; gradient kernels -0.97 [-1.02, -0.91] / -1.13 [-1.29, -0.98] (band 1.1:
     underpowered); bias ratios between -0.006 and 0.054. The limit's A reaches 0.097."""
     fin, lim = finite2
-    assert np.abs(lim["attention"].values).max() > 0.05            # A(t) moves: the check is not at A = 0
-    results = {name: verdicts(fin[name].rename(name), lim[name], "stage 2")
-               for name in ("outputs", "kernels", "grad_kernels", "attention")}
+    assert np.abs(lim["attention"].values).max() > 0.05  # A(t) moves: the check is not at A = 0
+    results = {
+        name: verdicts(fin[name].rename(name), lim[name], "stage 2")
+        for name in ("outputs", "kernels", "grad_kernels", "attention")
+    }
     msg = " | ".join(f"{name}: {text(rows)}" for name, rows in results.items())
     for name in ("outputs", "kernels", "attention"):
         rows = results[name]
@@ -146,9 +152,11 @@ def test_stage2_finite_networks_converge_to_the_limit(finite2):
     assert_gradient_kernels_approach(results["grad_kernels"], msg)
 
 
-@pytest.mark.parametrize("variant, quantity", [({"attention": "frozen"}, "attention"),
-                                               ({"responses": False}, "outputs")],
-                         ids=["frozen-attention", "no-response-functions"])
+@pytest.mark.parametrize(
+    "variant, quantity",
+    [({"attention": "frozen"}, "attention"), ({"responses": False}, "outputs")],
+    ids=["frozen-attention", "no-response-functions"],
+)
 def test_stage2_finite_networks_do_not_converge_to_a_broken_limit(finite2, variant, quantity):
     """The stage-2 runs against a solver with A(t) frozen at 0 (uniform attention, as at t = 0) or without the
     response functions: the bias ratio of the named quantity at N = 512 refutes "this limit". Measured, seeds 0-31

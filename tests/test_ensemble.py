@@ -1,4 +1,5 @@
 """Seed ensembles reproduce separate runs: initialisation, losses and every probe variable, per seed."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -25,8 +26,11 @@ from probes.experiment.run import train, train_ensemble
 
 
 def config(task: str = "lm", steps: int = 12, **model):
-    return make_run_config(model={"N": 8, "H": 3, "L": 2, "task": task, "seq_len": 12, **model},
-                           run={"steps": steps, "batch_size": 6}, probes={"every": 4, "n_samples": 5})
+    return make_run_config(
+        model={"N": 8, "H": 3, "L": 2, "task": task, "seq_len": 12, **model},
+        run={"steps": steps, "batch_size": 6},
+        probes={"every": 4, "n_samples": 5},
+    )
 
 
 def assert_same_run(a, b) -> None:
@@ -43,11 +47,14 @@ def assert_same_run(a, b) -> None:
         np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5 * scale + 1e-12, err_msg=v)
 
 
-@pytest.mark.parametrize("task,optimizer,model", [
-    ("lm", "adam", {}),
-    ("vision", "sgd-momentum", {}),
-    ("vision", "adamw", {"lws": "explicit", "lws_heads": (3, 1), "lws_d_ff": (8, 20)}),   # ragged LWS heads
-])
+@pytest.mark.parametrize(
+    "task,optimizer,model",
+    [
+        ("lm", "adam", {}),
+        ("vision", "sgd-momentum", {}),
+        ("vision", "adamw", {"lws": "explicit", "lws_heads": (3, 1), "lws_d_ff": (8, 20)}),  # ragged LWS heads
+    ],
+)
 def test_an_ensemble_reproduces_separate_runs(task, optimizer, model):
     cfg = replace(config(task, **model), optim=replace(config().optim, name=optimizer))
     seeds = [0, 3, 7]
@@ -57,7 +64,7 @@ def test_an_ensemble_reproduces_separate_runs(task, optimizer, model):
         alone = train(replace(cfg, seed=seed))
         assert_same_run(r, alone)
         assert r.extra["ensemble"] == 3
-        for w, w_alone in zip(r.model.parameters(), alone.model.parameters()):   # final weights, member view
+        for w, w_alone in zip(r.model.parameters(), alone.model.parameters()):  # final weights, member view
             torch.testing.assert_close(w, w_alone, rtol=1e-4, atol=1e-6)
 
 
@@ -101,29 +108,33 @@ def test_the_grouping_is_a_rule_of_the_config_not_the_free_memory(monkeypatch):
     cfg = config(steps=3)
     seeds = list(range(40))
     per_member = member_bytes(cfg)
-    assert 0 < per_member and ENSEMBLE_MAX_MEMBERS * per_member < ENSEMBLE_BUDGET_BYTES      # a tiny model
+    assert 0 < per_member and ENSEMBLE_MAX_MEMBERS * per_member < ENSEMBLE_BUDGET_BYTES  # a tiny model
     want = [tuple(range(0, 16)), tuple(range(16, 32)), tuple(range(32, 40))]
     warned: list[str] = []
     for free in (64 << 30, 2 * ENSEMBLE_MAX_MEMBERS * per_member):
         monkeypatch.setattr("probes.experiment.ensemble.free_bytes", lambda device, free=free: free)
         assert plan_groups(cfg, seeds, "auto", warned.append) == want
-        assert plan_groups(cfg, [3, 1, 2], "auto", warned.append) == [(3, 1, 2)]        # in the order given
+        assert plan_groups(cfg, [3, 1, 2], "auto", warned.append) == [(3, 1, 2)]  # in the order given
         assert plan_groups(cfg, seeds[:3], "off", warned.append) == [(0,), (1,), (2,)]
     assert warned == []
     assert group_size(cfg, 5) == 5 and group_size(cfg, 100) == ENSEMBLE_MAX_MEMBERS
-    monkeypatch.setattr("probes.experiment.ensemble.ENSEMBLE_BUDGET_BYTES", 3 * per_member)          # the budget, from the config
+    monkeypatch.setattr(
+        "probes.experiment.ensemble.ENSEMBLE_BUDGET_BYTES", 3 * per_member
+    )  # the budget, from the config
     assert group_size(cfg, 100) == 3 and plan_groups(cfg, [0, 1, 2, 3, 4], "auto", warned.append) == [(0, 1, 2), (3, 4)]
     assert warned == []
 
 
 def test_free_memory_only_caps_a_group_and_says_so(monkeypatch):
     cfg = config(steps=3)
-    monkeypatch.setattr("probes.experiment.ensemble.free_bytes", lambda device: 4 * member_bytes(cfg))   # half of it: 2 members
+    monkeypatch.setattr(
+        "probes.experiment.ensemble.free_bytes", lambda device: 4 * member_bytes(cfg)
+    )  # half of it: 2 members
     warned: list[str] = []
     assert plan_groups(cfg, [0, 1, 2], "auto", warned.append) == [(0, 1), (2,)]
     assert len(warned) == 1 and warned[0].startswith("warning:") and "groups of 2" in warned[0]
     assert "3 seeds" in warned[0] and "N=8" in warned[0]
-    results = train_seeds(cfg, [0, 1, 2], "auto", warn=warned.append)         # groups of 2, then 1
+    results = train_seeds(cfg, [0, 1, 2], "auto", warn=warned.append)  # groups of 2, then 1
     assert [r.config.seed for r in results] == [0, 1, 2]
     assert [r.extra["ensemble"] for r in results] == [2, 2, 0]
     with pytest.raises(ValueError, match="--ensemble"):
@@ -134,7 +145,7 @@ def test_the_default_mode_is_the_environment_variable_else_auto(monkeypatch):
     monkeypatch.delenv("DMFT_PROBE_ENSEMBLE", raising=False)
     assert resolve_mode(None) == "auto" and resolve_mode("off") == "off"
     monkeypatch.setenv("DMFT_PROBE_ENSEMBLE", "off")
-    assert resolve_mode(None) == "off" and resolve_mode("auto") == "auto"           # an explicit mode wins
+    assert resolve_mode(None) == "off" and resolve_mode("auto") == "auto"  # an explicit mode wins
     assert plan_groups(config(steps=3), [0, 1], None) == [(0,), (1,)]
     monkeypatch.setenv("DMFT_PROBE_ENSEMBLE", "sometimes")
     with pytest.raises(ValueError, match="^DMFT_PROBE_ENSEMBLE must be one of auto, off, got 'sometimes'$"):
@@ -163,7 +174,7 @@ def test_precision_is_opt_in_and_checked():
         train(replace(config(steps=1), precision="tf32"))
     bf16 = train(replace(config(steps=4), precision="bf16"))
     fp32 = train(config(steps=4))
-    assert bf16.status == "ok" and bf16.train_loss != fp32.train_loss    # it really ran in bf16
+    assert bf16.status == "ok" and bf16.train_loss != fp32.train_loss  # it really ran in bf16
     np.testing.assert_allclose(bf16.train_loss, fp32.train_loss, rtol=2e-2)
 
 

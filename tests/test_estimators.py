@@ -2,6 +2,7 @@
 distance, plateau) on exact and synthetic sweeps, and the coverage of their 95% intervals at the cpu preset's
 geometry (docs/predictions.md, "The verdict rule"; the measurements: `python bench/verdict_calibration.py
 coverage`). Everything is seeded numpy and vectorised over repetitions."""
+
 import numpy as np
 import pytest
 
@@ -16,13 +17,15 @@ def targets(t: synthetic.Truth, sizes=SIZES) -> dict:
     """The population value of each estimate: the least-squares slope of log E[estimate] against log size (the
     estimates are unbiased per size), and the plateau ratio of the true variance."""
     v = synthetic.variance(t, sizes)
-    mu = t.bias * sizes ** -t.bias_order                       # the bias pattern has mean square 1
+    mu = t.bias * sizes**-t.bias_order  # the bias pattern has mean square 1
     b = (np.diff(mu) / np.diff(np.log(sizes))) ** 2
     r = est.richardson_weights(sizes)
-    return {"variance": fit.loglog_rows(sizes, v)[0],
-            "bias": fit.loglog_rows(np.sqrt(sizes[1:] * sizes[:-1]), b)[0],
-            "distance": fit.loglog_rows(sizes[:-1], (mu[:-1] - mu[-1]) ** 2 + v[:-1])[0],
-            "plateau": (r @ v) / v[0]}
+    return {
+        "variance": fit.loglog_rows(sizes, v)[0],
+        "bias": fit.loglog_rows(np.sqrt(sizes[1:] * sizes[:-1]), b)[0],
+        "distance": fit.loglog_rows(sizes[:-1], (mu[:-1] - mu[-1]) ** 2 + v[:-1])[0],
+        "plateau": (r @ v) / v[0],
+    }
 
 
 def intervals(q: np.ndarray, sizes=SIZES) -> dict:
@@ -47,11 +50,11 @@ def test_estimates_of_an_exact_sweep_are_exact():
     at every size in units of sqrt(v(n)): the seed variance is v(n) exactly. The plateau ratio of v_inf + c/n is
     v_inf / v(n_min), and so is every two-point local estimate."""
     for q_order in (1.0, 0.5):
-        mu = 2.0 * SIZES ** -q_order
+        mu = 2.0 * SIZES**-q_order
         q = np.broadcast_to(mu[:, None, None], (4, 6, 3))
         m = est.moments(q, est.jackknife_weights(6))
         x, b = est.bias_pairs(m, SIZES)
-        np.testing.assert_allclose(fit.loglog_rows(x, b)[0], -2 * q_order, atol=1e-9)     # every jackknife row
+        np.testing.assert_allclose(fit.loglog_rows(x, b)[0], -2 * q_order, atol=1e-9)  # every jackknife row
         fitted, d = est.distance(m, SIZES, "largest")
         np.testing.assert_allclose(d[0, fitted], (mu[:-1] - mu[-1]) ** 2, rtol=1e-9)
     v = synthetic.variance(synthetic.Truth(rate=-1.0), SIZES)
@@ -69,7 +72,7 @@ def test_noise_corrections_are_unbiased_with_seeds_paired_across_sizes():
     t = synthetic.Truth(rate=-1.0, bias=1.0, rho_entries=0.3, rho_sizes=0.8)
     q = synthetic.sweep(t, SIZES, 4, 8, np.random.default_rng(3), reps=4000)
     m = est.moments(q, est.jackknife_weights(4)[:1])
-    mu = SIZES ** -1.0
+    mu = SIZES**-1.0
     truth = (np.diff(mu) / np.diff(np.log(SIZES))) ** 2
     b = est.bias_pairs(m, SIZES)[1][:, 0]
     se = b.std(axis=0) / np.sqrt(len(b))
@@ -80,7 +83,7 @@ def test_noise_corrections_are_unbiased_with_seeds_paired_across_sizes():
     w[np.arange(3), np.arange(1, 4)], w[np.arange(3), np.arange(3)] = 1, -1
     w /= np.diff(np.log(SIZES))[:, None]
     comb = np.einsum("pn,...Jne->...Jpe", w, m.mean)
-    b_naive = (np.mean(comb ** 2, axis=-1) - np.einsum("pj,...Jjk,pk->...Jp", w, naive, w))[:, 0]
+    b_naive = (np.mean(comb**2, axis=-1) - np.einsum("pj,...Jjk,pk->...Jp", w, naive, w))[:, 0]
     assert np.all(b_naive.mean(axis=0) - truth < -10 * se)
 
 
@@ -93,7 +96,7 @@ def test_a_seed_left_out_at_some_sizes_is_left_out_there_only():
     m = est.moments(q, est.jackknife_weights(5))
     np.testing.assert_allclose(m.count[0], [5, 5, 5, 4])
     np.testing.assert_allclose(m.mean[0, 3], np.delete(q[3], 1, axis=0).mean(axis=0), rtol=1e-12)
-    keep = [0, 2, 3, 4]                                          # seeds present at sizes 0 and 3
+    keep = [0, 2, 3, 4]  # seeds present at sizes 0 and 3
     d0, d3 = q[0, keep] - q[0, keep].mean(0), q[3, keep] - q[3, keep].mean(0)
     np.testing.assert_allclose(m.cov[0, 0, 3], np.mean(np.sum(d0 * d3, axis=0)) / 3, rtol=1e-12)
     # leaving seed 1 out changes nothing at size 3 (it is not there)
@@ -107,8 +110,11 @@ def test_the_dataset_path_runs_the_same_engine():
     q = synthetic.sweep(t, SIZES, 6, 16, np.random.default_rng(5))
     ds = synthetic.to_dataset(q, SIZES)
     ref = intervals(q[None])
-    for kind, r in (("variance", cv.seed_variance_rate(ds, "probe_outputs")),
-                    ("bias", cv.bias_rate(ds, "probe_outputs")), ("distance", cv.convergence_rate(ds, "probe_outputs"))):
+    for kind, r in (
+        ("variance", cv.seed_variance_rate(ds, "probe_outputs")),
+        ("bias", cv.bias_rate(ds, "probe_outputs")),
+        ("distance", cv.convergence_rate(ds, "probe_outputs")),
+    ):
         np.testing.assert_allclose([r.slope, r.lo, r.hi], [x[0] for x in ref[kind]], rtol=1e-9)
         assert r.band == pytest.approx(float(fit.band_of(np.array(r.slope), np.array(r.local))))
     p = cv.plateau_test(ds, "probe_outputs")
@@ -140,7 +146,20 @@ def test_an_unbounded_interval_makes_an_underpowered_verdict_that_says_why():
 
     lo, hi = fit.jackknife_interval(np.array(-1.0), np.array([-1.1, np.nan, -0.9]), 0.95)
     assert (lo, hi) == (-np.inf, np.inf)
-    v = verdict.Verdict("P6", "Var_seed f", "probe_outputs", "N", "mup", "slope of the seed variance", -1.0,
-                        float(lo), float(hi), verdict.point("N^-1", -1.0, 0.2), (verdict.point("flat", 0.0, 0.2),),
-                        band=0.2, band_source=fit.BAND_SOURCE, n_seeds=3)
+    v = verdict.Verdict(
+        "P6",
+        "Var_seed f",
+        "probe_outputs",
+        "N",
+        "mup",
+        "slope of the seed variance",
+        -1.0,
+        float(lo),
+        float(hi),
+        verdict.point("N^-1", -1.0, 0.2),
+        (verdict.point("flat", 0.0, 0.2),),
+        band=0.2,
+        band_source=fit.BAND_SOURCE,
+        n_seeds=3,
+    )
     assert v.outcome == verdict.UNDERPOWERED and "unbounded" in v.needs

@@ -3,6 +3,7 @@ unit that raises or whose worker dies and goes on; the options are checked up fr
 exit 2, also for --executor ray without ray); every Ray address is checked before anything is printed or written
 (its form, `auto` resolved as Ray does, a TCP connection and a gRPC handshake, the Ray Client for ray://); a sweep
 on Ray gives the dataset of the local executor, bit for bit."""
+
 import http.server
 import os
 import socket
@@ -35,7 +36,7 @@ def square_or_fail(unit):
     if unit == "raise":
         raise KeyError("no such unit")
     if unit == "die":
-        os._exit(3)                                       # the worker process dies
+        os._exit(3)  # the worker process dies
     return unit * unit
 
 
@@ -65,7 +66,7 @@ def test_the_local_pool_runs_every_job_and_reports_one_that_raises():
     events, results, errors, most = run_all(LocalPool(2, threads=None), [1, 2, "raise", 3, 4])
     assert results == {1: 1, 2: 4, 3: 9, 4: 16}
     assert errors == {"raise": "KeyError: 'no such unit'"}
-    assert most == 2                                       # never more units handed out than workers
+    assert most == 2  # never more units handed out than workers
     for unit in (1, 2, "raise", 3, 4):
         assert events.index(("start", unit)) < events.index(("done", unit))
 
@@ -112,8 +113,9 @@ def test_bad_executor_options_name_the_option(options, flag):
 
 
 def cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300, env=env)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "cli.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=300, env=env
+    )
 
 
 def test_executor_ray_without_ray_is_one_line_and_exit_2(tmp_path):
@@ -121,8 +123,18 @@ def test_executor_ray_without_ray_is_one_line_and_exit_2(tmp_path):
     shim.mkdir(parents=True)
     (shim / "__init__.py").write_text("raise ImportError(\"No module named 'ray'\")\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "shim"), os.environ.get("PYTHONPATH", "")])}
-    r = cli("sweep", "--values", "2,4,8", "--init-only", "--executor", "ray", "--out", str(tmp_path / "s.nc"),
-            cwd=tmp_path, env=env)
+    r = cli(
+        "sweep",
+        "--values",
+        "2,4,8",
+        "--init-only",
+        "--executor",
+        "ray",
+        "--out",
+        str(tmp_path / "s.nc"),
+        cwd=tmp_path,
+        env=env,
+    )
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip().splitlines() == [f"error: {RAY_MISSING}"]
     assert not (tmp_path / "s.nc.parts").exists()
@@ -151,8 +163,31 @@ def test_a_sweep_on_ray_equals_the_local_sweep(tmp_path):
     (ray_tmp / "ray" / "ray_current_cluster").write_text("127.0.0.1:1")
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_TMPDIR": str(ray_tmp)}
     try:
-        r = cli("sweep", "--axis", "N", "--values", "2,4,8", "--seeds", "2", "--task", "vision", "--H", "2", "--L",
-                "1", "--steps", "20", "--executor", "ray", "--ray-cpus", "2", "--out", str(out), cwd=tmp_path, env=env)
+        r = cli(
+            "sweep",
+            "--axis",
+            "N",
+            "--values",
+            "2,4,8",
+            "--seeds",
+            "2",
+            "--task",
+            "vision",
+            "--H",
+            "2",
+            "--L",
+            "1",
+            "--steps",
+            "20",
+            "--executor",
+            "ray",
+            "--ray-cpus",
+            "2",
+            "--out",
+            str(out),
+            cwd=tmp_path,
+            env=env,
+        )
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
     assert r.returncode == 0, r.stderr
@@ -206,7 +241,7 @@ class Server:
         self.sock.close()
 
 
-HTTP2_SETTINGS = bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])         # what a gRPC server (Ray's GCS) sends first
+HTTP2_SETTINGS = bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])  # what a gRPC server (Ray's GCS) sends first
 
 
 @pytest.fixture
@@ -225,9 +260,12 @@ def test_ray_address_file_is_where_ray_records_its_cluster(no_ray_cluster):
 
 
 def test_auto_without_a_cluster_is_refused(no_ray_cluster):
-    with pytest.raises(ValueError, match=r"^--ray-address auto: no running Ray cluster found on this machine "
-                                         r"\(RAY_ADDRESS is not set and .*ray_current_cluster does not exist\); "
-                                         r"start one with `ray start --head`"):
+    with pytest.raises(
+        ValueError,
+        match=r"^--ray-address auto: no running Ray cluster found on this machine "
+        r"\(RAY_ADDRESS is not set and .*ray_current_cluster does not exist\); "
+        r"start one with `ray start --head`",
+    ):
         check_reachable("auto", timeout_s=2)
 
 
@@ -235,15 +273,21 @@ def test_auto_follows_ray_address_then_the_address_file(no_ray_cluster, grpc_lik
     no_ray_cluster.parent.mkdir(parents=True)
     no_ray_cluster.write_text(f"127.0.0.1:{grpc_like.port}\n")
     assert check_reachable("auto", timeout_s=5) == f"127.0.0.1:{grpc_like.port}"
-    no_ray_cluster.write_text("127.0.0.1:1")                    # a cluster that has gone: refused, saying where from
-    with pytest.raises(ValueError, match=r"--ray-address auto \(127.0.0.1:1 from .*ray_current_cluster\): no Ray "
-                                         r"cluster answers there"):
+    no_ray_cluster.write_text("127.0.0.1:1")  # a cluster that has gone: refused, saying where from
+    with pytest.raises(
+        ValueError,
+        match=r"--ray-address auto \(127.0.0.1:1 from .*ray_current_cluster\): no Ray "
+        r"cluster answers there",
+    ):
         check_reachable("auto", timeout_s=2)
-    monkeypatch.setenv("RAY_ADDRESS", f"localhost:{grpc_like.port}")   # RAY_ADDRESS comes first
+    monkeypatch.setenv("RAY_ADDRESS", f"localhost:{grpc_like.port}")  # RAY_ADDRESS comes first
     assert check_reachable("auto", timeout_s=5) == f"localhost:{grpc_like.port}"
-    monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:8265")          # the dashboard (units API) address
-    with pytest.raises(ValueError, match=r"--ray-address auto: RAY_ADDRESS holds 'http://127.0.0.1:8265', not "
-                                         r"host:port or ray://host:port"):
+    monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:8265")  # the dashboard (units API) address
+    with pytest.raises(
+        ValueError,
+        match=r"--ray-address auto: RAY_ADDRESS holds 'http://127.0.0.1:8265', not "
+        r"host:port or ray://host:port",
+    ):
         check_reachable("auto", timeout_s=2)
 
 
@@ -256,8 +300,11 @@ def test_a_port_that_is_not_a_ray_cluster_is_refused(grpc_like):
     hangs_up = Server(b"")
     try:
         for port in (web.server_address[1], hangs_up.port):
-            with pytest.raises(ValueError, match=rf"^--ray-address 127.0.0.1:{port}: something listens there but "
-                                                 r"it is not a Ray cluster \(.*\); give the head's GCS port"):
+            with pytest.raises(
+                ValueError,
+                match=rf"^--ray-address 127.0.0.1:{port}: something listens there but "
+                r"it is not a Ray cluster \(.*\); give the head's GCS port",
+            ):
                 check_reachable(f"127.0.0.1:{port}", timeout_s=5)
     finally:
         web.shutdown()
@@ -265,8 +312,19 @@ def test_a_port_that_is_not_a_ray_cluster_is_refused(grpc_like):
         hangs_up.close()
 
 
-BAD_ADDRESSES = ["localhost", "foo:bar", "", " ", "ray://", "ray://localhost", "http://127.0.0.1:8265",
-                 "127.0.0.1:0", "127.0.0.1:70000", "127.0.0.1:6379/x", "a b:6379"]
+BAD_ADDRESSES = [
+    "localhost",
+    "foo:bar",
+    "",
+    " ",
+    "ray://",
+    "ray://localhost",
+    "http://127.0.0.1:8265",
+    "127.0.0.1:0",
+    "127.0.0.1:70000",
+    "127.0.0.1:6379/x",
+    "a b:6379",
+]
 
 
 @pytest.mark.parametrize("address", BAD_ADDRESSES)
@@ -280,56 +338,122 @@ def test_a_ray_url_without_the_ray_client_is_refused_up_front(tmp_path, grpc_lik
     after the sweep had started. `import grpc` fails here whatever is installed (None in sys.modules)."""
     monkeypatch.setitem(sys.modules, "grpc", None)
     address = f"ray://127.0.0.1:{grpc_like.port}"
-    code, out, err = invoke(["sweep", "--values", "2,4,8", "--init-only", "--executor", "ray", "--ray-address", address,
-                             "--out", "s.nc"], cwd=tmp_path)
+    code, out, err = invoke(
+        ["sweep", "--values", "2,4,8", "--init-only", "--executor", "ray", "--ray-address", address, "--out", "s.nc"],
+        cwd=tmp_path,
+    )
     assert code == 2 and out == ""
-    assert err.splitlines() == [f"error: --ray-address {address}: a ray:// address needs the Ray Client (the grpc "
-                                "package): pip install 'ray[client]'"]
+    assert err.splitlines() == [
+        f"error: --ray-address {address}: a ray:// address needs the Ray Client (the grpc "
+        "package): pip install 'ray[client]'"
+    ]
     assert list(tmp_path.iterdir()) == []
 
 
 def test_without_an_address_ray_address_in_the_environment_is_refused(monkeypatch):
     """No --ray-address starts a local instance; Ray would connect to RAY_ADDRESS instead (and refuse --ray-cpus)."""
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
-    with pytest.raises(ValueError, match=r"^--executor ray without --ray-address starts a local Ray instance, but "
-                                         r"RAY_ADDRESS is set \('10.0.0.1:6379'\): pass --ray-address auto"):
+    with pytest.raises(
+        ValueError,
+        match=r"^--executor ray without --ray-address starts a local Ray instance, but "
+        r"RAY_ADDRESS is set \('10.0.0.1:6379'\): pass --ray-address auto",
+    ):
         check_executor("ray")
 
 
 COMMANDS = {
-    "sweep": ["sweep", "--values", "2,4,8", "--seeds", "1", "--task", "vision", "--H", "2", "--L", "1", "--steps",
-              "1", "--out", "o.nc"],
-    "coord": ["coord", "--values", "2,4,8", "--seeds", "1", "--task", "vision", "--H", "2", "--L", "1", "--steps",
-              "0,1", "--out", "o.nc"],
+    "sweep": [
+        "sweep",
+        "--values",
+        "2,4,8",
+        "--seeds",
+        "1",
+        "--task",
+        "vision",
+        "--H",
+        "2",
+        "--L",
+        "1",
+        "--steps",
+        "1",
+        "--out",
+        "o.nc",
+    ],
+    "coord": [
+        "coord",
+        "--values",
+        "2,4,8",
+        "--seeds",
+        "1",
+        "--task",
+        "vision",
+        "--H",
+        "2",
+        "--L",
+        "1",
+        "--steps",
+        "0,1",
+        "--out",
+        "o.nc",
+    ],
     "variants": ["variants", "--quick", "--variants", "paper", "--axes", "N", "--optimizers", "sgd", "--out", "o"],
 }
-CLI_CASES = [("sweep", a) for a in ["auto", "localhost", "foo:bar", "", "ray://127.0.0.1:1", "127.0.0.1:1"]] + \
-            [("coord", "auto"), ("coord", "localhost"), ("variants", "auto"), ("variants", "ray://127.0.0.1:1")]
+CLI_CASES = [("sweep", a) for a in ["auto", "localhost", "foo:bar", "", "ray://127.0.0.1:1", "127.0.0.1:1"]] + [
+    ("coord", "auto"),
+    ("coord", "localhost"),
+    ("variants", "auto"),
+    ("variants", "ray://127.0.0.1:1"),
+]
 
 
 @pytest.mark.parametrize("command,address", CLI_CASES, ids=[f"{c}-{a!r}" for c, a in CLI_CASES])
 def test_a_bad_ray_address_stops_the_command_before_anything_is_printed_or_written(
-        command, address, tmp_path, no_ray_cluster):
+    command, address, tmp_path, no_ray_cluster
+):
     code, out, err = invoke([*COMMANDS[command], "--executor", "ray", "--ray-address", address], cwd=tmp_path)
     assert code == 2 and out == ""
     assert len(err.splitlines()) == 1 and err.startswith("error: --ray-address"), err
-    assert list(tmp_path.iterdir()) == []                   # no store, no dataset, no runs/ folder
+    assert list(tmp_path.iterdir()) == []  # no store, no dataset, no runs/ folder
 
 
 def test_a_cluster_that_refuses_this_driver_stops_the_command_before_anything_is_printed_or_written(
-        tmp_path, grpc_like):
+    tmp_path, grpc_like
+):
     """The address passes every check, but ray.init fails (here: the cluster wants Ray's auth token and there is
     none, which Ray finds before it sends anything). The command joins the cluster while it checks its options, so
     the failure is one line, exit 2, with no header, no store and no dataset."""
-    pytest.importorskip("ray._private.authentication.authentication_token_setup",
-                        reason="a Ray without token authentication (RAY_AUTH_MODE)")
+    pytest.importorskip(
+        "ray._private.authentication.authentication_token_setup",
+        reason="a Ray without token authentication (RAY_AUTH_MODE)",
+    )
     home = tmp_path / "home"
     home.mkdir()
     drop = ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
     env = {k: v for k, v in os.environ.items() if k not in drop} | {"RAY_AUTH_MODE": "token", "HOME": str(home)}
     address = f"127.0.0.1:{grpc_like.port}"
-    r = cli("sweep", "--values", "2,4,8", "--seeds", "1", "--task", "vision", "--H", "2", "--L", "1", "--steps", "1",
-            "--executor", "ray", "--ray-address", address, "--out", "o.nc", cwd=tmp_path, env=env)
+    r = cli(
+        "sweep",
+        "--values",
+        "2,4,8",
+        "--seeds",
+        "1",
+        "--task",
+        "vision",
+        "--H",
+        "2",
+        "--L",
+        "1",
+        "--steps",
+        "1",
+        "--executor",
+        "ray",
+        "--ray-address",
+        address,
+        "--out",
+        "o.nc",
+        cwd=tmp_path,
+        env=env,
+    )
     assert r.returncode == 2 and r.stdout == ""
     lines = r.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: --ray-address {address}: cannot connect ("), r.stderr

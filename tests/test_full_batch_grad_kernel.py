@@ -2,6 +2,7 @@
 kernel_grad[t, l, mu, nu] = ebar_l(mu) . ebar_l(nu) / d, ebar_l(mu) = -gamma0 d sum_s dLoss/dh_l(mu, s), taken
 from the training step's own backward. Checked against autograd on a model rebuilt from the seed (step 0) and on
 a separate run trained the same number of steps (a later step); absent from every other run."""
+
 from dataclasses import replace
 
 import numpy as np
@@ -18,15 +19,24 @@ from probes.experiment.run import RunConfig, train, train_ensemble
 from probes.hooks.recorder import ProbeConfig
 
 SEEDS = [0, 1]
-GAMMA0 = 2.0          # not 1, so that a lost gamma0 factor shows
+GAMMA0 = 2.0  # not 1, so that a lost gamma0 factor shows
 P, STEPS = 6, 3
 
 
 def full_batch_config(**run) -> RunConfig:
     """digits in 4x4 patches (S = 4 tokens, so a mean over tokens differs from the sum), d = 32, L = 2, SGD."""
-    return RunConfig(model=ModelConfig(N=16, H=2, L=2, task="digits"), param=get_preset("mup", gamma0=GAMMA0),
-                     optim=OptimConfig(name="sgd", eta0=0.5), steps=STEPS, patch=4, train_size=P, batch="full",
-                     heldout_batch=4, probes=ProbeConfig(every=1), **run)
+    return RunConfig(
+        model=ModelConfig(N=16, H=2, L=2, task="digits"),
+        param=get_preset("mup", gamma0=GAMMA0),
+        optim=OptimConfig(name="sgd", eta0=0.5),
+        steps=STEPS,
+        patch=4,
+        train_size=P,
+        batch="full",
+        heldout_batch=4,
+        probes=ProbeConfig(every=1),
+        **run,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -50,14 +60,14 @@ def kernels_by_autograd(model, model0, x: torch.Tensor, y: torch.Tensor, gamma0:
     for blk in model.blocks:
         h = blk(h)
         hs.append(h)
-    f = model.readout(F.layer_norm(h, (d,), eps=1e-6).mean(1))    # (P, C)
+    f = model.readout(F.layer_norm(h, (d,), eps=1e-6).mean(1))  # (P, C)
     with torch.no_grad():
         torch.testing.assert_close(f, model(x), rtol=0, atol=1e-6)  # the same function the run trains
         f0 = model0(x)
     loss = F.cross_entropy(f - f0, y)
     out = []
-    for g in torch.autograd.grad(loss, hs):                       # L+1 x (P, S, d)
-        ebar = (-gamma0 * d * g).sum(1)                            # (P, d)
+    for g in torch.autograd.grad(loss, hs):  # L+1 x (P, S, d)
+        ebar = (-gamma0 * d * g).sum(1)  # (P, d)
         out.append((ebar @ ebar.T / d).numpy())
     return np.stack(out)
 
@@ -74,19 +84,21 @@ def test_full_batch_run_records_the_gradient_kernel(ensemble, tmp_path):
     for r in ensemble:
         k = r.extra["full_batch"]["kernel_grad"]
         assert k.shape == (STEPS, L + 1, P, P) and k.dtype == np.float32 and np.isfinite(k).all()
-        scale = np.abs(k).max(axis=(-1, -2), keepdims=True)        # (T, L+1, 1, 1)
+        scale = np.abs(k).max(axis=(-1, -2), keepdims=True)  # (T, L+1, 1, 1)
         np.testing.assert_allclose(k, np.swapaxes(k, -1, -2), rtol=0, atol=1e-6 * scale.max())
-        eig = np.linalg.eigvalsh(0.5 * (k + np.swapaxes(k, -1, -2)).astype(np.float64))   # (T, L+1, P)
+        eig = np.linalg.eigvalsh(0.5 * (k + np.swapaxes(k, -1, -2)).astype(np.float64))  # (T, L+1, P)
         assert (eig >= -1e-6 * scale[..., 0]).all()
         assert (np.diagonal(k, axis1=-2, axis2=-1) > 0).all()
     a, b = (r.extra["full_batch"]["kernel_grad"] for r in ensemble)
-    assert not np.allclose(a, b)                                  # each member its own
+    assert not np.allclose(a, b)  # each member its own
     ds = validate(run_dataset(ensemble[0]))
     dims, long_name, units = FULL_BATCH_VARS["kernel_grad"]
     assert ds.kernel_grad.dims == dims == ("train_step", "depth", "sample", "sample_")
     assert ds.kernel_grad.attrs["long_name"] == long_name and ds.kernel_grad.attrs["units"] == units == "1"
-    assert long_name == ("residual-stream gradient kernel over the training samples, e.e'/d with e = -gamma0 d "
-                         "dLoss/dh summed over tokens")
+    assert long_name == (
+        "residual-stream gradient kernel over the training samples, e.e'/d with e = -gamma0 d "
+        "dLoss/dh summed over tokens"
+    )
     assert ds.sizes["train_step"] == STEPS and list(ds.depth.values) == list(range(L + 1))
     back = load(save(ds, tmp_path / "run.nc"))
     np.testing.assert_array_equal(back.kernel_grad.values, ensemble[0].extra["full_batch"]["kernel_grad"])
@@ -100,7 +112,7 @@ def test_gradient_kernel_equals_autograd_at_the_first_and_a_later_step(ensemble)
     1e-5 of the largest entry at step 0 (the run and the reference sum the same products in another order,
     batched over members in the run); 1e-4 at step 2, where the two trainings' weights already differ by
     round-off (bmm over members against mm)."""
-    cfg = ensemble[0].config                                       # the resolved config (digits sizes)
+    cfg = ensemble[0].config  # the resolved config (digits sizes)
     x, y = training_set(cfg)
     for seed, r in zip(SEEDS, ensemble):
         model = build_model(cfg.model, cfg.param, cfg.optim.name, seed, io_seed=seed)
@@ -112,8 +124,9 @@ def test_gradient_kernel_equals_autograd_at_the_first_and_a_later_step(ensemble)
     model0 = build_model(cfg.model, cfg.param, cfg.optim.name, seed, io_seed=seed).requires_grad_(False)
     ref = kernels_by_autograd(single.model, model0, x, y, cfg.param.gamma0)
     assert_kernels_close(ensemble[1].extra["full_batch"]["kernel_grad"][2], ref, 1e-4)
-    assert_kernels_close(single.extra["full_batch"]["kernel_grad"], ensemble[1].extra["full_batch"]["kernel_grad"][:2],
-                         1e-4)
+    assert_kernels_close(
+        single.extra["full_batch"]["kernel_grad"], ensemble[1].extra["full_batch"]["kernel_grad"][:2], 1e-4
+    )
 
 
 def test_only_full_batch_runs_with_probes_record_it():

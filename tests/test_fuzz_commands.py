@@ -24,6 +24,7 @@ finished variants cell) are made once per module by the CLI; a case copies what 
 are all refused (a real preset trains for minutes): each asserts that no training happened (exit 2, nothing
 written). Ray is never started: every Ray address is one where nothing answers (RAY_ADDRESS is set to one too, so
 `--ray-address auto` and a Ray executor without an address are refused the same way on every machine)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -52,16 +53,16 @@ from test_security import evil_folder
 
 from probes.experiment.dataset import load, save
 
-CASE_SECONDS = 120                       # the watchdog of one case (a tiny valid case takes seconds)
+CASE_SECONDS = 120  # the watchdog of one case (a tiny valid case takes seconds)
 CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-NOWHERE = "127.0.0.1:1"                  # a TCP port where nothing listens (connection refused at once)
+NOWHERE = "127.0.0.1:1"  # a TCP port where nothing listens (connection refused at once)
 TINY = ("--task", "vision", "--N", "2", "--H", "2", "--L", "1", "--batch-size", "2")
 
 
 # ------------------------------------------------------------------------------------------------ choices
 
 
-OMIT, PRESENT = "<omit>", "<present>"    # an option left out; a flag given
+OMIT, PRESENT = "<omit>", "<present>"  # an option left out; a flag given
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ def path(kind: str, suffix: str = "") -> tuple:
 
 
 INTS_BAD = ("0", "-1", "1000000000", "x", "1.5", "")
-MANY = ",".join(str(v) for v in range(1, 1002))          # 1001 sizes: over the cap of 1000
+MANY = ",".join(str(v) for v in range(1, 1002))  # 1001 sizes: over the cap of 1000
 
 # The model, parametrization and run options of sweep and coord (cli.MODEL, PARAM, OPTIM, RUN).
 MODEL_OPTIONS: dict[str, list[Choice]] = {
@@ -116,35 +117,78 @@ MODEL_OPTIONS: dict[str, list[Choice]] = {
     "--device": ok("cpu") + any_("auto", "cuda") + bad("gpu", "", "cuda:99", "mps"),
     "--precision": ok("fp32") + any_("bf16", "tf32") + bad("fp64", ""),
     "--seq-len": any_("8", "0") + bad("x"),
-    "--seed": bad("1", names=("--seed",)),                                 # run's option, not sweep's
+    "--seed": bad("1", names=("--seed",)),  # run's option, not sweep's
     "--bogus": bad("1", names=("--bogus",)),
-    "--data": ok(OMIT) + any_(("data", "cifar-ok")) + bad(*[("data", k) for k in (
-        "garbage", "truncated-npz", "small-heldout", "odd-bin", "short-bin", "payload")], names=("--data",)),
-    "--config": ok(OMIT) + [Choice(("config", "generated"), "any", ("--config", "[", "gen."))] + bad(*[("cfgtext", t) for t in (
-        "garbage", "wrong-type", "unknown-key", "unknown-section", "list")], names=("--config", "[", "cfg.")),
+    "--data": ok(OMIT)
+    + any_(("data", "cifar-ok"))
+    + bad(
+        *[("data", k) for k in ("garbage", "truncated-npz", "small-heldout", "odd-bin", "short-bin", "payload")],
+        names=("--data",),
+    ),
+    "--config": ok(OMIT)
+    + [Choice(("config", "generated"), "any", ("--config", "[", "gen."))]
+    + bad(
+        *[("cfgtext", t) for t in ("garbage", "wrong-type", "unknown-key", "unknown-section", "list")],
+        names=("--config", "[", "cfg."),
+    ),
 }
 RAY_ADDRESSES = (NOWHERE, f"ray://{NOWHERE}", "localhost", "auto", "", "http://x:1", "127.0.0.1:99999", "junk")
 EXECUTOR_OPTIONS: dict[str, list[Choice]] = {
     "--ensemble": ok(OMIT, "auto", "off") + bad("junk", "", "AUTO"),
     "--workers": ok("1", OMIT) + slow("2", "1000000") + bad("0", "-1", "x"),
-    "--executor": ok("local") + bad("ray", names=("--executor", "--workers", "--ray-address", "RAY_ADDRESS"))
+    "--executor": ok("local")
+    + bad("ray", names=("--executor", "--workers", "--ray-address", "RAY_ADDRESS"))
     + bad("junk", ""),
     "--ray-address": ok(OMIT) + bad(*RAY_ADDRESSES, names=("--ray-address",)),
     "--ray-cpus": ok(OMIT) + bad("2", "0"),
 }
 STORE_OUT = ("--out",)
-OUT_NC: list[Choice] = (ok(path("fresh", ".nc"), path("nested", ".nc")) + any_(path("fresh", ".zarr"), path("ro", ".nc"),
-                        path("store", ".nc"), path("file", ".nc"))
-                        + bad(*[path(k, s) for k, s in (("fifo", ".nc"), ("folder", ""), ("folder", ".nc"),
-                                                        ("empty", ""), ("blank", ""), ("long", ".nc"),
-                                                        ("parts-file", ".nc"), ("under-file", ".nc"), ("dot", ""),
-                                                        ("fresh", ".txt"))], names=STORE_OUT))
-OUT_FILE = (ok(OMIT, path("fresh", ".csv"), path("file", ".csv"))
-            + bad(*[path(k, s) for k, s in (("folder", ""), ("fifo", ".csv"), ("missing-folder", ".csv"),
-                                             ("empty", ""), ("under-file", ".csv"), ("devfull", ""))]))
-OUT_FOLDER_PLOT = (ok(path("fresh", ""), path("nested", ""), path("full-folder", "")) + any_(path("ro", ""))
-                   + bad(*[path(k, s) for k, s in (("file", ""), ("fifo", ""), ("empty", ""), ("blank", ""),
-                                                    ("long", ""), ("under-file", ""))], names=("--out",)))
+OUT_NC: list[Choice] = (
+    ok(path("fresh", ".nc"), path("nested", ".nc"))
+    + any_(path("fresh", ".zarr"), path("ro", ".nc"), path("store", ".nc"), path("file", ".nc"))
+    + bad(
+        *[
+            path(k, s)
+            for k, s in (
+                ("fifo", ".nc"),
+                ("folder", ""),
+                ("folder", ".nc"),
+                ("empty", ""),
+                ("blank", ""),
+                ("long", ".nc"),
+                ("parts-file", ".nc"),
+                ("under-file", ".nc"),
+                ("dot", ""),
+                ("fresh", ".txt"),
+            )
+        ],
+        names=STORE_OUT,
+    )
+)
+OUT_FILE = ok(OMIT, path("fresh", ".csv"), path("file", ".csv")) + bad(
+    *[
+        path(k, s)
+        for k, s in (
+            ("folder", ""),
+            ("fifo", ".csv"),
+            ("missing-folder", ".csv"),
+            ("empty", ""),
+            ("under-file", ".csv"),
+            ("devfull", ""),
+        )
+    ]
+)
+OUT_FOLDER_PLOT = (
+    ok(path("fresh", ""), path("nested", ""), path("full-folder", ""))
+    + any_(path("ro", ""))
+    + bad(
+        *[
+            path(k, s)
+            for k, s in (("file", ""), ("fifo", ""), ("empty", ""), ("blank", ""), ("long", ""), ("under-file", ""))
+        ],
+        names=("--out",),
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -165,108 +209,238 @@ def base_of(*pairs) -> dict[str, Choice]:
     return {flag: Choice(value) for flag, value in pairs}
 
 
-SWEEP = Spec("sweep", base_of(*zip(TINY[::2], TINY[1::2]), ("--axis", "N"), ("--values", "2,4,8"), ("--seeds", "2"),
-                              ("--steps", "1"), ("--init-only", PRESENT), ("--workers", "1"),
-                              ("--out", path("fresh", ".nc"))),
-             {**MODEL_OPTIONS, **EXECUTOR_OPTIONS,
-              "--axis": ok("N", "H", "L") + bad("Q", "", "n"),
-              "--values": ok("2,4,8", "1,2,3", " 2, 4 ,8", "2,,4,8", "8,4,2")
-              + bad("2,2,4", "-2,4,8", "2,4,1000000000", "", "a,b,c", "2,4", "0,2,4", "2;4;8", "1e9", MANY,
-                    names=("--values",)),
-              "--seeds": ok("1", "2") + slow("1000") + bad("0", "-1", "1000000000", "1001", "x", ""),
-              "--steps": ok("0", "1", "2") + bad("-1", "1000000000", "x"),
-              "--probe-every": ok(OMIT, "1", "2") + bad("0", "-1", "1000000000", "x"),
-              "--init-only": ok(PRESENT, OMIT),
-              "--out": OUT_NC,
-              "--overwrite": ok(OMIT) + any_(PRESENT),
-              "--rebuild-manifest": ok(OMIT) + any_(PRESENT)},
-             valid_percent=10, examples=130, every=43)
+SWEEP = Spec(
+    "sweep",
+    base_of(
+        *zip(TINY[::2], TINY[1::2]),
+        ("--axis", "N"),
+        ("--values", "2,4,8"),
+        ("--seeds", "2"),
+        ("--steps", "1"),
+        ("--init-only", PRESENT),
+        ("--workers", "1"),
+        ("--out", path("fresh", ".nc")),
+    ),
+    {
+        **MODEL_OPTIONS,
+        **EXECUTOR_OPTIONS,
+        "--axis": ok("N", "H", "L") + bad("Q", "", "n"),
+        "--values": ok("2,4,8", "1,2,3", " 2, 4 ,8", "2,,4,8", "8,4,2")
+        + bad(
+            "2,2,4", "-2,4,8", "2,4,1000000000", "", "a,b,c", "2,4", "0,2,4", "2;4;8", "1e9", MANY, names=("--values",)
+        ),
+        "--seeds": ok("1", "2") + slow("1000") + bad("0", "-1", "1000000000", "1001", "x", ""),
+        "--steps": ok("0", "1", "2") + bad("-1", "1000000000", "x"),
+        "--probe-every": ok(OMIT, "1", "2") + bad("0", "-1", "1000000000", "x"),
+        "--init-only": ok(PRESENT, OMIT),
+        "--out": OUT_NC,
+        "--overwrite": ok(OMIT) + any_(PRESENT),
+        "--rebuild-manifest": ok(OMIT) + any_(PRESENT),
+    },
+    valid_percent=10,
+    examples=130,
+    every=43,
+)
 
-COORD = Spec("coord", base_of(*zip(TINY[::2], TINY[1::2]), ("--axis", "N"), ("--values", "2,4,8"), ("--seeds", "1"),
-                              ("--steps", "0,1"), ("--probe-samples", "2"), ("--workers", "1"),
-                              ("--out", path("fresh", ".nc"))),
-             {**MODEL_OPTIONS, **EXECUTOR_OPTIONS,
-              "--axis": ok("N", "H", "L") + bad("Q", ""),
-              "--values": ok("2,4,8", "1,2,3") + bad("2,2,4", "-2,4,8", "2,4,1000000000", "", "a,b,c", "2,4",
-                                                      names=("--values",)),
-              "--seeds": ok("1", "2") + bad("0", "-1", "1000000000", "x"),
-              "--steps": ok("0,1", "0,1,2", "1", "0", "2,0,1")
-              + bad("", "-1,1", "0,1000000000", "x", "0;1", "1.5", names=("--steps",)),
-              "--probe-samples": ok("2", "3") + bad("0", "-1", "1000000", "x"),
-              "--out": OUT_NC,
-              "--csv": [replace(c, names=c.names or ("--csv",)) for c in OUT_FILE],
-              "--overwrite": ok(OMIT) + any_(PRESENT),
-              "--rebuild-manifest": ok(OMIT) + any_(PRESENT)},
-             valid_percent=8, examples=100, every=33)
+COORD = Spec(
+    "coord",
+    base_of(
+        *zip(TINY[::2], TINY[1::2]),
+        ("--axis", "N"),
+        ("--values", "2,4,8"),
+        ("--seeds", "1"),
+        ("--steps", "0,1"),
+        ("--probe-samples", "2"),
+        ("--workers", "1"),
+        ("--out", path("fresh", ".nc")),
+    ),
+    {
+        **MODEL_OPTIONS,
+        **EXECUTOR_OPTIONS,
+        "--axis": ok("N", "H", "L") + bad("Q", ""),
+        "--values": ok("2,4,8", "1,2,3")
+        + bad("2,2,4", "-2,4,8", "2,4,1000000000", "", "a,b,c", "2,4", names=("--values",)),
+        "--seeds": ok("1", "2") + bad("0", "-1", "1000000000", "x"),
+        "--steps": ok("0,1", "0,1,2", "1", "0", "2,0,1")
+        + bad("", "-1,1", "0,1000000000", "x", "0;1", "1.5", names=("--steps",)),
+        "--probe-samples": ok("2", "3") + bad("0", "-1", "1000000", "x"),
+        "--out": OUT_NC,
+        "--csv": [replace(c, names=c.names or ("--csv",)) for c in OUT_FILE],
+        "--overwrite": ok(OMIT) + any_(PRESENT),
+        "--rebuild-manifest": ok(OMIT) + any_(PRESENT),
+    },
+    valid_percent=8,
+    examples=100,
+    every=33,
+)
 
-VARIANTS = Spec("variants", base_of(("--quick", PRESENT), ("--variants", "paper"), ("--axes", "N"),
-                                    ("--optimizers", "adam"), ("--seeds", "1"), ("--workers", "1"),
-                                    ("--out", path("cell", ""))),
-                {"--quick": ok(PRESENT) + slow(OMIT),
-                 "--variants": ok("paper", " paper ", "paper,paper") + slow("paper,ngpt", "laurel")
-                 + bad("", ",", "junk", "paper,junk", names=("--variants",)),
-                 "--axes": ok("N", "N,N") + slow("H", "N,H") + bad("Q", "", "n", names=("--axes",)),
-                 "--optimizers": ok("adam") + slow("sgd") + bad("lion", "", names=("--optimizers",)),
-                 "--seeds": ok("1") + slow("2", OMIT) + bad("0", "-1", "1000000000", "1001", "x"),
-                 "--markdown": ok(OMIT, path("fresh", ".md"), path("file", ".md"))
-                 + bad(*[path(k, s) for k, s in (("folder", ""), ("fifo", ".md"), ("missing-folder", ".md"),
-                                                  ("empty", ""), ("devfull", ""))], names=("--markdown",)),
-                 "--out": ok(path("cell", "")) + slow(OMIT, path("fresh", ""), path("nested", ""))
-                 + bad(*[path(k, s) for k, s in (("empty", ""), ("blank", ""), ("file", ""), ("fifo", ""),
-                                                  ("long", ""), ("under-file", ""), ("cell-junk-manifest", ""))],
-                       names=("--out",)),
-                 "--ensemble": ok(OMIT, "auto", "off") + bad("junk", ""),
-                 "--workers": ok("1", "2", OMIT) + bad("0", "-1", "x"),
-                 "--executor": ok("local") + bad("ray", names=("--executor", "--workers", "RAY_ADDRESS"))
-                 + bad("junk"),
-                 "--ray-address": ok(OMIT) + bad(NOWHERE, "auto", "localhost", names=("--ray-address",)),
-                 "--ray-cpus": ok(OMIT) + bad("2")},
-                valid_percent=20, examples=50, every=25)
+VARIANTS = Spec(
+    "variants",
+    base_of(
+        ("--quick", PRESENT),
+        ("--variants", "paper"),
+        ("--axes", "N"),
+        ("--optimizers", "adam"),
+        ("--seeds", "1"),
+        ("--workers", "1"),
+        ("--out", path("cell", "")),
+    ),
+    {
+        "--quick": ok(PRESENT) + slow(OMIT),
+        "--variants": ok("paper", " paper ", "paper,paper")
+        + slow("paper,ngpt", "laurel")
+        + bad("", ",", "junk", "paper,junk", names=("--variants",)),
+        "--axes": ok("N", "N,N") + slow("H", "N,H") + bad("Q", "", "n", names=("--axes",)),
+        "--optimizers": ok("adam") + slow("sgd") + bad("lion", "", names=("--optimizers",)),
+        "--seeds": ok("1") + slow("2", OMIT) + bad("0", "-1", "1000000000", "1001", "x"),
+        "--markdown": ok(OMIT, path("fresh", ".md"), path("file", ".md"))
+        + bad(
+            *[
+                path(k, s)
+                for k, s in (("folder", ""), ("fifo", ".md"), ("missing-folder", ".md"), ("empty", ""), ("devfull", ""))
+            ],
+            names=("--markdown",),
+        ),
+        "--out": ok(path("cell", ""))
+        + slow(OMIT, path("fresh", ""), path("nested", ""))
+        + bad(
+            *[
+                path(k, s)
+                for k, s in (
+                    ("empty", ""),
+                    ("blank", ""),
+                    ("file", ""),
+                    ("fifo", ""),
+                    ("long", ""),
+                    ("under-file", ""),
+                    ("cell-junk-manifest", ""),
+                )
+            ],
+            names=("--out",),
+        ),
+        "--ensemble": ok(OMIT, "auto", "off") + bad("junk", ""),
+        "--workers": ok("1", "2", OMIT) + bad("0", "-1", "x"),
+        "--executor": ok("local") + bad("ray", names=("--executor", "--workers", "RAY_ADDRESS")) + bad("junk"),
+        "--ray-address": ok(OMIT) + bad(NOWHERE, "auto", "localhost", names=("--ray-address",)),
+        "--ray-cpus": ok(OMIT) + bad("2"),
+    },
+    valid_percent=20,
+    examples=50,
+    every=25,
+)
 
 # Every reproduce case is refused: a preset trains for minutes, so a case without a bad choice would be slow.
-REPRODUCE = Spec("reproduce", base_of(("--preset", "smoke"), ("--out", path("fresh", ""))),
-                 {"--preset": ok("smoke", "cpu") + bad("junk", "", "CPU", "smoke ", names=("--preset",)),
-                  "--out": slow(OMIT, path("fresh", ""), path("nested", ""), path("ro", ""))
-                  + bad(*[path(k, "") for k in ("empty", "blank", "file", "fifo", "long", "under-file",
-                                                 "r-junk-nc", "r-junk-manifest", "r-other-grid", "r-lr-as-sweep",
-                                                 "r-verdicts-dir")], names=("--out",)),
-                  "--ensemble": ok(OMIT, "auto", "off") + bad("junk", "", names=("--ensemble",)),
-                  "--steps": bad("1", names=("--steps",))},
-                 valid_percent=0, examples=50, every=25)
+REPRODUCE = Spec(
+    "reproduce",
+    base_of(("--preset", "smoke"), ("--out", path("fresh", ""))),
+    {
+        "--preset": ok("smoke", "cpu") + bad("junk", "", "CPU", "smoke ", names=("--preset",)),
+        "--out": slow(OMIT, path("fresh", ""), path("nested", ""), path("ro", ""))
+        + bad(
+            *[
+                path(k, "")
+                for k in (
+                    "empty",
+                    "blank",
+                    "file",
+                    "fifo",
+                    "long",
+                    "under-file",
+                    "r-junk-nc",
+                    "r-junk-manifest",
+                    "r-other-grid",
+                    "r-lr-as-sweep",
+                    "r-verdicts-dir",
+                )
+            ],
+            names=("--out",),
+        ),
+        "--ensemble": ok(OMIT, "auto", "off") + bad("junk", "", names=("--ensemble",)),
+        "--steps": bad("1", names=("--steps",)),
+    },
+    valid_percent=0,
+    examples=50,
+    every=25,
+)
 
-BENCH = Spec("bench", base_of(("--quick", PRESENT), ("--sizes", "vision-d32"), ("--steps", "1"), ("--repeats", "1"),
-                              ("--ensemble", "1"), ("--threads", "1"), ("--device", "cpu")),
-             {"--quick": ok(PRESENT) + slow(OMIT),
-              "--sizes": ok("default", "vision-d32,default", " vision-d32 ", "vision-d32,vision-d32", "d256")
-              + bad("", ",", "junk", "default,junk", " ", names=("--sizes",)),
-              "--steps": ok("1", "2") + bad("0", "-1", "10001", "1000000000", "x"),
-              "--repeats": ok("1", "2") + bad("0", "101", "1000000000", "x"),
-              "--ensemble": ok("1", "2") + bad("0", "65", "1000000000", "x"),
-              "--threads": ok(OMIT, "1") + bad("0", str(CPUS + 1), "100000", "x"),
-              "--device": ok("cpu") + any_("auto", "cuda") + bad("gpu", "", "cuda:x", "mps")},
-             valid_percent=25, examples=60, every=20)
+BENCH = Spec(
+    "bench",
+    base_of(
+        ("--quick", PRESENT),
+        ("--sizes", "vision-d32"),
+        ("--steps", "1"),
+        ("--repeats", "1"),
+        ("--ensemble", "1"),
+        ("--threads", "1"),
+        ("--device", "cpu"),
+    ),
+    {
+        "--quick": ok(PRESENT) + slow(OMIT),
+        "--sizes": ok("default", "vision-d32,default", " vision-d32 ", "vision-d32,vision-d32", "d256")
+        + bad("", ",", "junk", "default,junk", " ", names=("--sizes",)),
+        "--steps": ok("1", "2") + bad("0", "-1", "10001", "1000000000", "x"),
+        "--repeats": ok("1", "2") + bad("0", "101", "1000000000", "x"),
+        "--ensemble": ok("1", "2") + bad("0", "65", "1000000000", "x"),
+        "--threads": ok(OMIT, "1") + bad("0", str(CPUS + 1), "100000", "x"),
+        "--device": ok("cpu") + any_("auto", "cuda") + bad("gpu", "", "cuda:x", "mps"),
+    },
+    valid_percent=25,
+    examples=60,
+    every=20,
+)
 
 DATASET_NAMES = ("DATASET", "junk.nc", "missing.nc", "ds-fifo.nc", "two.nc", "noparam.nc", "/ds")
-CHECK = Spec("check", base_of(("", ("dataset", "sweep")), ("--mc-heads", "16")),
-             {"": ok(*[("dataset", k) for k in ("sweep", "lr", "zarr", "folder")]) + any_(("dataset", "run"))
-              + bad(*[("dataset", k) for k in ("junk", "missing", "fifo", "empty-path", "empty-folder", "two",
-                                                "noparam")], names=DATASET_NAMES),
-              "--mc-heads": ok("16", "64") + any_(OMIT) + bad("0", "-5", "1000000000000", "x", "10000001"),
-              "--csv": [replace(c, names=c.names or ("--csv",)) for c in OUT_FILE],
-              "--nc": [replace(c, value=path(c.value[1], ".nc") if isinstance(c.value, tuple) and c.value[2] else
-                               c.value, names=c.names or ("--nc",)) for c in OUT_FILE],
-              "--markdown": [replace(c, value=path(c.value[1], ".md") if isinstance(c.value, tuple) and c.value[2]
-                                     else c.value, names=c.names or ("--markdown",)) for c in OUT_FILE]},
-             valid_percent=40, examples=60, every=20)
+CHECK = Spec(
+    "check",
+    base_of(("", ("dataset", "sweep")), ("--mc-heads", "16")),
+    {
+        "": ok(*[("dataset", k) for k in ("sweep", "lr", "zarr", "folder")])
+        + any_(("dataset", "run"))
+        + bad(
+            *[("dataset", k) for k in ("junk", "missing", "fifo", "empty-path", "empty-folder", "two", "noparam")],
+            names=DATASET_NAMES,
+        ),
+        "--mc-heads": ok("16", "64") + any_(OMIT) + bad("0", "-5", "1000000000000", "x", "10000001"),
+        "--csv": [replace(c, names=c.names or ("--csv",)) for c in OUT_FILE],
+        "--nc": [
+            replace(
+                c,
+                value=path(c.value[1], ".nc") if isinstance(c.value, tuple) and c.value[2] else c.value,
+                names=c.names or ("--nc",),
+            )
+            for c in OUT_FILE
+        ],
+        "--markdown": [
+            replace(
+                c,
+                value=path(c.value[1], ".md") if isinstance(c.value, tuple) and c.value[2] else c.value,
+                names=c.names or ("--markdown",),
+            )
+            for c in OUT_FILE
+        ],
+    },
+    valid_percent=40,
+    examples=60,
+    every=20,
+)
 
-PLOT = Spec("plot", base_of(("", ("dataset", "run")), ("--out", path("fresh", ""))),
-            {"": ok(*[("dataset", k) for k in ("run", "sweep", "huge", "zero")])
-             + any_(("dataset", "zarr"), ("dataset", "lr"), ("dataset", "two"))
-             + bad(*[("dataset", k) for k in ("junk", "missing", "fifo", "empty-path", "empty-folder", "noparam")],
-                   names=DATASET_NAMES),
-             "--out": OUT_FOLDER_PLOT,
-             "--format": ok(OMIT, "png", "pdf", "PNG") + bad("svg", "", "jpg")},
-            valid_percent=12, examples=60, every=20)
+PLOT = Spec(
+    "plot",
+    base_of(("", ("dataset", "run")), ("--out", path("fresh", ""))),
+    {
+        "": ok(*[("dataset", k) for k in ("run", "sweep", "huge", "zero")])
+        + any_(("dataset", "zarr"), ("dataset", "lr"), ("dataset", "two"))
+        + bad(
+            *[("dataset", k) for k in ("junk", "missing", "fifo", "empty-path", "empty-folder", "noparam")],
+            names=DATASET_NAMES,
+        ),
+        "--out": OUT_FOLDER_PLOT,
+        "--format": ok(OMIT, "png", "pdf", "PNG") + bad("svg", "", "jpg"),
+    },
+    valid_percent=12,
+    examples=60,
+    every=20,
+)
 
 SPECS = {s.command: s for s in (SWEEP, COORD, VARIANTS, REPRODUCE, BENCH, CHECK, PLOT)}
 FOLDER_GOOD = ("sweep.nc", "lr.nc", "s.zarr", "notes.txt", ".hidden.nc", "sub", "s.nc.parts")
@@ -309,8 +483,11 @@ def relabel(case: Case) -> Case:
             if any(f in FOLDER_BAD for f in case.folder) or not datasets:
                 labels[""] = "bad"
         md = value.get("--markdown", OMIT)
-        if md != OMIT and labels.get("--markdown") != "bad" and value[""] not in (("dataset", "folder"),
-                                                                                   ("dataset", "empty-folder")):
+        if (
+            md != OMIT
+            and labels.get("--markdown") != "bad"
+            and value[""] not in (("dataset", "folder"), ("dataset", "empty-folder"))
+        ):
             labels["--markdown"] = "bad"
     case.labels = labels
     return case
@@ -351,7 +528,7 @@ def cases(draw, spec: Spec) -> Case:
     while (n_bad or case.slow()) and len(case.bad_options()) < max(n_bad, 1):
         flag = draw(st.sampled_from([f for f in flags if any(c.label == "bad" for c in spec.options[f])]))
         if flag == "" and spec.command == "check" and draw(st.booleans()):
-            case.folder += (draw(st.sampled_from(FOLDER_BAD)),)        # a bad file in a DATASET folder
+            case.folder += (draw(st.sampled_from(FOLDER_BAD)),)  # a bad file in a DATASET folder
             options[""] = Choice(("dataset", "folder"))
         else:
             options[flag] = draw(st.sampled_from([c for c in spec.options[flag] if c.label == "bad"]))
@@ -365,9 +542,9 @@ def cases(draw, spec: Spec) -> Case:
 CONFIG_TEXTS = {
     "garbage": ("\x00\x01 not toml [[[", ".toml"),
     "wrong-type": ('[model]\nN = "x"\n', ".toml"),
-    "unknown-key": ('[model]\nbogus = 1\n', ".toml"),
-    "unknown-section": ('[nosuch]\nN = 1\n', ".toml"),
-    "list": ('[1, 2]', ".json"),
+    "unknown-key": ("[model]\nbogus = 1\n", ".toml"),
+    "unknown-section": ("[nosuch]\nN = 1\n", ".toml"),
+    "list": ("[1, 2]", ".json"),
 }
 
 
@@ -417,16 +594,16 @@ def _tmp_path(tmp: Path, flag: str, kind: str, suffix: str, shared: dict) -> str
         (tmp / "ro").mkdir(exist_ok=True)
         (tmp / "ro").chmod(0o555)
         return str(tmp / "ro" / f"{stem}{suffix}")
-    if kind == "store":                                  # the shared init-only sweep and its store, copied
+    if kind == "store":  # the shared init-only sweep and its store, copied
         shutil.copy(shared["sweep"], tmp / "s.nc")
         shutil.copytree(shared["store"], tmp / "s.nc.parts")
         return str(tmp / "s.nc")
-    if kind.startswith("cell"):                          # the shared finished variants cell, copied
+    if kind.startswith("cell"):  # the shared finished variants cell, copied
         shutil.copytree(shared["cell"], tmp / "vt")
         if kind == "cell-junk-manifest":
             (next((tmp / "vt").glob("*.parts")) / "manifest.json").write_text("{not json")
         return str(tmp / "vt")
-    if kind.startswith("r-"):                            # a reproduce folder holding something it cannot use
+    if kind.startswith("r-"):  # a reproduce folder holding something it cannot use
         r = tmp / "r"
         r.mkdir()
         if kind == "r-junk-nc":
@@ -522,8 +699,9 @@ def materialise(case: Case, tmp: Path, shared: dict) -> list[str]:
 
 def shown(case: Case) -> str:
     """The case as a short text for failure messages."""
-    parts = [case.command] + [f"{flag or 'DATASET'}={c.value}[{case.labels.get(flag)}]"
-                              for flag, c in case.options.items() if c.value != OMIT]
+    parts = [case.command] + [
+        f"{flag or 'DATASET'}={c.value}[{case.labels.get(flag)}]" for flag, c in case.options.items() if c.value != OMIT
+    ]
     return " ".join(parts) + (f" folder={case.folder}" if case.folder else "")
 
 
@@ -555,8 +733,17 @@ def default_warning_filters():
 NAMED = r"--[A-Za-z][\w-]*|\[(model|param|optim|run|probes|nosuch)\]|DATASET"
 
 
-def assert_outcome(case: Case, tmp: Path, before: dict, shared: dict, shared_before: dict, code: int, stdout: str,
-                   stderr: str, raw_warnings: list[str]) -> None:
+def assert_outcome(
+    case: Case,
+    tmp: Path,
+    before: dict,
+    shared: dict,
+    shared_before: dict,
+    code: int,
+    stdout: str,
+    stderr: str,
+    raw_warnings: list[str],
+) -> None:
     """The properties of the module docstring for one finished case."""
     where = (shown(case), code, stdout[-1500:], stderr[-1500:])
     lines = [ln for ln in stderr.splitlines() if ln.strip()]
@@ -570,13 +757,19 @@ def assert_outcome(case: Case, tmp: Path, before: dict, shared: dict, shared_bef
         assert stdout == "", where
         assert re.search(NAMED, lines[0]) or str(tmp) in lines[0] or str(shared["root"]) in lines[0], where
         bad_options = case.bad_options()
-        if len(bad_options) == 1:         # names that option, or one whose outcome is not predicted
-            names = [n for flag in bad_options + [f for f, label in case.labels.items() if label == "any"]
-                     for n in names_of(case, flag)]
+        if len(bad_options) == 1:  # names that option, or one whose outcome is not predicted
+            names = [
+                n
+                for flag in bad_options + [f for f, label in case.labels.items() if label == "any"]
+                for n in names_of(case, flag)
+            ]
             assert any(n in lines[0] for n in names), (names, where)
         after = files_in(tmp)
-        assert after == before, ({k: after.get(k) for k in set(after) ^ set(before)} or
-                                 {k: (before[k], after[k]) for k in after if before[k] != after[k]}, where)
+        assert after == before, (
+            {k: after.get(k) for k in set(after) ^ set(before)}
+            or {k: (before[k], after[k]) for k in after if before[k] != after[k]},
+            where,
+        )
     if case.bad_options():
         assert code == 2, ("refused?", where)
     assert not [p for p in tmp.rglob(".tmp-*")], where
@@ -615,8 +808,16 @@ def run_in_subprocess(case: Case, shared: dict, shared_before: dict) -> int:
     with case_folder() as tmp:
         args = materialise(case, tmp, shared)
         before = files_in(tmp)
-        proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), *args[0:]], cwd=tmp, env=env, text=True,
-                              capture_output=True, stdin=subprocess.DEVNULL, timeout=CASE_SECONDS, check=False)
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "cli.py"), *args[0:]],
+            cwd=tmp,
+            env=env,
+            text=True,
+            capture_output=True,
+            stdin=subprocess.DEVNULL,
+            timeout=CASE_SECONDS,
+            check=False,
+        )
         assert_outcome(case, tmp, before, shared, shared_before, proc.returncode, proc.stdout, proc.stderr, [])
     return proc.returncode
 
@@ -641,19 +842,46 @@ def shared(tmp_path_factory) -> dict:
     (2, 4, 8 x 2 seeds) and its store, a run, the sweep as .zarr, a 2-size sweep, a sweep without [param], an
     all-zero sweep and a run with a huge alpha_A."""
     root = tmp_path_factory.mktemp("shared")
-    code, _, err = invoke(["sweep", *TINY, "--axis", "N", "--values", "2,4,8", "--seeds", "2", "--init-only",
-                           "--workers", "1", "--out", root / "sweep.nc"], cwd=root)
+    code, _, err = invoke(
+        [
+            "sweep",
+            *TINY,
+            "--axis",
+            "N",
+            "--values",
+            "2,4,8",
+            "--seeds",
+            "2",
+            "--init-only",
+            "--workers",
+            "1",
+            "--out",
+            root / "sweep.nc",
+        ],
+        cwd=root,
+    )
     assert code == 0, err
-    code, _, err = invoke(["run", *TINY, "--steps", "1", "--probe-samples", "2", "--no-progress",
-                           "--out", root / "run.nc"], cwd=root)
+    code, _, err = invoke(
+        ["run", *TINY, "--steps", "1", "--probe-samples", "2", "--no-progress", "--out", root / "run.nc"], cwd=root
+    )
     assert code == 0, err
     sweep = load(root / "sweep.nc").load()
-    paths = {"root": root, "sweep": root / "sweep.nc", "store": root / "sweep.nc.parts", "run": root / "run.nc",
-             "zarr": save(sweep, root / "s.zarr"), "two": save(sweep.isel(N=[0, 1]), root / "two.nc"),
-             "noparam": edited(root / "sweep.nc", root / "noparam.nc", config=lambda c: c.pop("param")),
-             "zero": edited(root / "sweep.nc", root / "zero.nc", data=np.zeros_like),
-             "huge": edited(root / "run.nc", root / "huge.nc", config=lambda c: c["param"].update(alpha_A=1e300),
-                            attrs=lambda a: a.update(alpha_A=1e300))}
+    paths = {
+        "root": root,
+        "sweep": root / "sweep.nc",
+        "store": root / "sweep.nc.parts",
+        "run": root / "run.nc",
+        "zarr": save(sweep, root / "s.zarr"),
+        "two": save(sweep.isel(N=[0, 1]), root / "two.nc"),
+        "noparam": edited(root / "sweep.nc", root / "noparam.nc", config=lambda c: c.pop("param")),
+        "zero": edited(root / "sweep.nc", root / "zero.nc", data=np.zeros_like),
+        "huge": edited(
+            root / "run.nc",
+            root / "huge.nc",
+            config=lambda c: c["param"].update(alpha_A=1e300),
+            attrs=lambda a: a.update(alpha_A=1e300),
+        ),
+    }
     return paths
 
 
@@ -663,8 +891,9 @@ def with_lr_grid(shared) -> dict:
     from probes.experiment.config import make_run_config
     from probes.grid.lr_grid import run_lr_grid
 
-    cfg = make_run_config(model={"task": "vision", "N": 2, "H": 2, "L": 1}, run={"steps": 2, "batch_size": 2},
-                          probes={"enabled": False})
+    cfg = make_run_config(
+        model={"task": "vision", "N": 2, "H": 2, "L": 1}, run={"steps": 2, "batch_size": 2}, probes={"enabled": False}
+    )
     path = shared["root"] / "lr.nc"
     if not path.exists():
         run_lr_grid(cfg, "N", [2, 4, 8], [0.01, 0.1, 1.0], 2, out=path, ensemble="auto", progress=False)
@@ -676,8 +905,25 @@ def with_cell(shared) -> dict:
     """`shared` and a finished variants folder of one quick cell (paper, adam, along N, 1 seed)."""
     out = shared["root"] / "vt"
     if not out.exists():
-        code, _, err = invoke(["variants", "--quick", "--variants", "paper", "--axes", "N", "--optimizers", "adam",
-                               "--seeds", "1", "--workers", "1", "--out", out], cwd=shared["root"])
+        code, _, err = invoke(
+            [
+                "variants",
+                "--quick",
+                "--variants",
+                "paper",
+                "--axes",
+                "N",
+                "--optimizers",
+                "adam",
+                "--seeds",
+                "1",
+                "--workers",
+                "1",
+                "--out",
+                out,
+            ],
+            cwd=shared["root"],
+        )
         assert code == 0, err
     return {**shared, "cell": out}
 
@@ -694,8 +940,13 @@ def fuzz(spec: Spec, shared: dict) -> None:
     shared_before = files_in(shared["root"])
     t0 = time.perf_counter()
 
-    @settings(max_examples=spec.examples, deadline=None, derandomize=True, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=spec.examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(cases(spec))
     def one(case: Case) -> None:
         start = time.process_time()
@@ -710,10 +961,12 @@ def fuzz(spec: Spec, shared: dict) -> None:
     for case, code in sample:
         got = run_in_subprocess(case, shared, shared_before)
         assert got == code, (shown(case), "in process", code, "in a subprocess", got)
-    print(f"\nfuzz {spec.command}: {sum(counts.values())} cases in {t1 - t0:.1f} s (exit 0: {counts[0]}, exit 1: "
-          f"{counts[1]}, exit 2: {counts[2]}); {len(sample)} again in a subprocess in {time.perf_counter() - t1:.1f} s")
+    print(
+        f"\nfuzz {spec.command}: {sum(counts.values())} cases in {t1 - t0:.1f} s (exit 0: {counts[0]}, exit 1: "
+        f"{counts[1]}, exit 2: {counts[2]}); {len(sample)} again in a subprocess in {time.perf_counter() - t1:.1f} s"
+    )
     if os.environ.get("DMFT_PROBE_FUZZ_SLOWEST"):
-        for seconds, code, text in sorted(slowest, reverse=True)[:int(os.environ["DMFT_PROBE_FUZZ_SLOWEST"])]:
+        for seconds, code, text in sorted(slowest, reverse=True)[: int(os.environ["DMFT_PROBE_FUZZ_SLOWEST"])]:
             print(f"  {seconds:.1f} s CPU  exit {code}  {text}")
     assert sum(counts.values()) >= spec.examples
 

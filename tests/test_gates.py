@@ -2,6 +2,7 @@
 on this tree, and fail on an upward import. `lint-imports` runs as a subprocess on a copy of the packages, so
 the upward import is written into real files without touching the repository. Skipped only where lint-imports
 is not installed (it is in the dev extra)."""
+
 import shutil
 import subprocess
 import sys
@@ -52,11 +53,14 @@ def test_contracts_hold(tmp_path):
     assert "3 kept, 0 broken" in r.stdout
 
 
-@pytest.mark.parametrize("module, upward, contract", [
-    ("parametrizations/describe.py", "import dmft.verdict", "parametrizations is not allowed to import dmft"),
-    ("probes/hooks/recorder.py", "import probes.grid.store", "probes.hooks is not allowed to import probes.grid"),
-    ("dmft/verdict.py", "import cli", "dmft is not allowed to import cli"),
-])
+@pytest.mark.parametrize(
+    "module, upward, contract",
+    [
+        ("parametrizations/describe.py", "import dmft.verdict", "parametrizations is not allowed to import dmft"),
+        ("probes/hooks/recorder.py", "import probes.grid.store", "probes.hooks is not allowed to import probes.grid"),
+        ("dmft/verdict.py", "import cli", "dmft is not allowed to import cli"),
+    ],
+)
 def test_an_upward_import_breaks_a_contract(tmp_path, module, upward, contract):
     tree = _copy_tree(tmp_path)
     with open(tree / module, "a") as f:

@@ -6,6 +6,7 @@ switched on inside a pytest process that may already have imported the module. T
 therefore computed in one subprocess (this file run as a script, with TRITON_INTERPRET=1 in its environment)
 and saved to a file; the tests here load them and compare with the fallback.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,8 @@ from helpers import interpreter_outputs
 from probes.hooks.head_stats import HAS_TRITON, STAT_NAMES, head_stats, head_stats_torch
 
 ROOT = Path(__file__).resolve().parents[1]
-RTOL = 1e-5            # float32 relative error, ||a - b|| / ||b||, per output
-STAB_RTOL = 1e-4       # large-offset input: Welford / two-pass M2 against float64
+RTOL = 1e-5  # float32 relative error, ||a - b|| / ||b||, per output
+STAB_RTOL = 1e-4  # large-offset input: Welford / two-pass M2 against float64
 
 # (B, H, S, N, causal, with reference q0/k0, dtype): ragged head counts (H = 1, 2, 3, 5, 8 as in layer-wise
 # scaled models whose layers differ in H), S below / equal to / not a multiple of the 32-wide block, N padded
@@ -37,24 +38,26 @@ CASES = {
 }
 
 
-def make_inputs(B: int, H: int, S: int, N: int, seed: int = 0, dtype: torch.dtype = torch.float32
-                ) -> tuple[torch.Tensor, ...]:
+def make_inputs(
+    B: int, H: int, S: int, N: int, seed: int = 0, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, ...]:
     """q, k, q0, k0, each (B, H, S, N) non-contiguous (a (B, S, H, N) tensor transposed, as after a head split);
     q0, k0 are q, k plus an O(1) perturbation."""
     g = torch.Generator().manual_seed(seed)
-    q, k, dq, dk = (torch.randn(B, S, H, N, generator=g) for _ in range(4))        # (B, S, H, N)
+    q, k, dq, dk = (torch.randn(B, S, H, N, generator=g) for _ in range(4))  # (B, S, H, N)
     out = (q, k, q + 0.5 * dq, k + 0.5 * dk)
-    return tuple(t.to(dtype).transpose(1, 2) for t in out)                           # (B, H, S, N)
+    return tuple(t.to(dtype).transpose(1, 2) for t in out)  # (B, H, S, N)
 
 
-def offset_inputs(B: int = 2, H: int = 8, S: int = 19, N: int = 8, seed: int = 0
-                  ) -> tuple[torch.Tensor, torch.Tensor, float]:
+def offset_inputs(
+    B: int = 2, H: int = 8, S: int = 19, N: int = 8, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, float]:
     """q, k, scale with A = 1001.3 (common to all heads) + a per-head part of spread ~1. All entries are
     multiples of 1/4 and scale = 1/8, so A is exact in float32: the only rounding left is the variance's own."""
     g = torch.Generator().manual_seed(seed)
     q = torch.randint(-12, 13, (B, H, S, N), generator=g).float() / 4
     k = torch.randint(-12, 13, (B, H, S, N), generator=g).float() / 4
-    q[..., 0] = 89.5                  # scale * 89.5^2 = 1001.28
+    q[..., 0] = 89.5  # scale * 89.5^2 = 1001.28
     k[..., 0] = 89.5
     return q, k, 0.125
 
@@ -65,10 +68,10 @@ def reference(q, k, scale, causal, q0=None, k0=None) -> dict[str, tuple[torch.Te
     masked = torch.ones(S, S, dtype=torch.bool).triu(1) if causal else torch.zeros(S, S, dtype=torch.bool)
 
     def logits_probs(q, k):
-        A = scale * (q.double() @ k.double().transpose(-1, -2))                      # (B, H, S, S)
+        A = scale * (q.double() @ k.double().transpose(-1, -2))  # (B, H, S, S)
         return A.masked_fill(masked, 0.0), torch.softmax(A.masked_fill(masked, float("-inf")), dim=-1)
 
-    def stats(x):                                                                   # x: (B, H, S, S)
+    def stats(x):  # x: (B, H, S, S)
         return x.mean(dim=1), x.var(dim=1, unbiased=False) * x.shape[1]
 
     A, P = logits_probs(q, k)
@@ -91,7 +94,7 @@ def case_inputs(name: str):
     """(q, k, scale, causal, q0, k0) of a CASES entry."""
     B, H, S, N, causal, ref, dtype = CASES[name]
     q, k, q0, k0 = make_inputs(B, H, S, N, seed=len(name), dtype=dtype)
-    return q, k, N ** -0.5, causal, (q0 if ref else None), (k0 if ref else None)
+    return q, k, N**-0.5, causal, (q0 if ref else None), (k0 if ref else None)
 
 
 def assert_close(got: dict, want: dict, rtol: float) -> None:
@@ -110,7 +113,7 @@ def check_mask_and_rows(out: dict, causal: bool) -> None:
     for name, (mean, m2) in out.items():
         if causal:
             assert (mean[:, masked] == 0).all() and (m2[:, masked] == 0).all(), name
-    row_sums = out["P"][0].double().sum(dim=-1)                                      # (B, S)
+    row_sums = out["P"][0].double().sum(dim=-1)  # (B, S)
     assert torch.allclose(row_sums, torch.ones_like(row_sums), rtol=0, atol=1e-5)
 
 
@@ -145,11 +148,11 @@ def test_fallback_matches_float64(H, S, N, causal, with_ref):
     q, k, q0, k0 = make_inputs(2, H, S, N, seed=H * S + N)
     if not with_ref:
         q0 = k0 = None
-    got = head_stats_torch(q, k, N ** -0.5, causal, q0, k0)
-    assert_close(got, reference(q, k, N ** -0.5, causal, q0, k0), RTOL)
+    got = head_stats_torch(q, k, N**-0.5, causal, q0, k0)
+    assert_close(got, reference(q, k, N**-0.5, causal, q0, k0), RTOL)
     assert set(got) == set(STAT_NAMES if with_ref else STAT_NAMES[:2])
     check_mask_and_rows(got, causal)
-    assert_close(head_stats(q, k, N ** -0.5, causal, q0, k0), got, 1e-12)    # "auto" on CPU = torch
+    assert_close(head_stats(q, k, N**-0.5, causal, q0, k0), got, 1e-12)  # "auto" on CPU = torch
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -167,9 +170,9 @@ def test_triton_mask_and_rows(name, triton_out):
 @pytest.mark.parametrize("backend", ["torch", "triton"])
 def test_large_offset_is_stable(backend, causal, request):
     q, k, scale = offset_inputs()
-    A = scale * (q.double() @ k.double().transpose(-1, -2))                          # (B, H, S, S)
-    assert torch.equal((scale * (q @ k.transpose(-1, -2))).double(), A)              # exact in float32
-    assert A.mean() > 900 and 0.5 < A.std(dim=1).mean() < 2        # offset ~1e3, spread ~1 across heads
+    A = scale * (q.double() @ k.double().transpose(-1, -2))  # (B, H, S, S)
+    assert torch.equal((scale * (q @ k.transpose(-1, -2))).double(), A)  # exact in float32
+    assert A.mean() > 900 and 0.5 < A.std(dim=1).mean() < 2  # offset ~1e3, spread ~1 across heads
     want = reference(q, k, scale, causal)
     if backend == "torch":
         got = head_stats_torch(q, k, scale, causal)
@@ -180,7 +183,7 @@ def test_large_offset_is_stable(backend, causal, request):
     assert rel_err(got["A"][0], want["A"][0]) < RTOL
     # the naive float32 E[x^2] - E[x]^2 on the same (exact) A is off by far more: the test detects it
     A32 = A.float()
-    naive = (A32.square().mean(dim=1) - A32.mean(dim=1).square()) * A.shape[1]        # (B, S, S)
+    naive = (A32.square().mean(dim=1) - A32.mean(dim=1).square()) * A.shape[1]  # (B, S, S)
     if causal:
         naive = naive.masked_fill(torch.ones(A.shape[-1], A.shape[-1], dtype=torch.bool).triu(1), 0.0)
     assert rel_err(naive, want["A"][1]) > 100 * STAB_RTOL

@@ -2,6 +2,7 @@
 
 The install hint of --executor, `pip install -e '.[ray]'`, once showed as `pip install -e '.'` (issue 21).
 """
+
 import re
 
 import pytest

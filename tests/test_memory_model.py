@@ -1,6 +1,7 @@
 """The one memory model counts the model's real parameters: `parametrizations.counts.parameter_count` against
 sum(p.numel()) of built models (GeLU, SwiGLU, Pattention MLPs; GQA; tied readouts; nGPT and LAUREL vectors), and the
 two estimates built on it (`memory.member_bytes`, `config.memory_parts(what="model")`) carry exactly those weights."""
+
 from dataclasses import replace
 
 import pytest
@@ -39,20 +40,22 @@ def test_parameter_count_is_the_models(fields):
 
 
 def test_swiglu_has_3_d_f_mlp_weights_and_gelu_2():
-    d, f = 64, 64                                          # the default model: d = N*H = 64, d_ff = d
+    d, f = 64, 64  # the default model: d = N*H = 64, d_ff = d
     gelu, swiglu = ModelConfig(), ModelConfig(mlp="swiglu")
-    assert numel(swiglu) - numel(gelu) == 2 * d * f        # 3 d f against 2 d f in each of the 2 blocks
+    assert numel(swiglu) - numel(gelu) == 2 * d * f  # 3 d f against 2 d f in each of the 2 blocks
     assert parameter_count(swiglu) - parameter_count(gelu) == 2 * d * f
 
 
 @pytest.mark.parametrize("mlp", ["gelu", "swiglu"])
 def test_the_memory_estimates_carry_the_models_weights(mlp):
     # the sizes of the bundled vision set (16x16 images, patch 4: 16 tokens of 48 features), which memory_parts uses
-    cfg = make_run_config(None, model={"N": 4, "H": 2, "L": 2, "task": "vision", "seq_len": 16}, probes={"enabled": False})
+    cfg = make_run_config(
+        None, model={"N": 4, "H": 2, "L": 2, "task": "vision", "seq_len": 16}, probes={"enabled": False}
+    )
     cfg = replace(cfg, model=replace(cfg.model, mlp=mlp))
     n = numel(cfg.model)
     one, two = member_bytes(replace(cfg, batch_size=1)), member_bytes(replace(cfg, batch_size=2))
-    assert 2 * one - two == 5 * FLOAT * n                 # W, grad, Adam's m and v, W(0); the rest grows with B
+    assert 2 * one - two == 5 * FLOAT * n  # W, grad, Adam's m and v, W(0); the rest grows with B
     assert memory_parts(cfg, what="model")["weights"][0] == FLOAT * n
 
 

@@ -1,4 +1,5 @@
 """Every notebook executes headless with its small parameters and ends with its measured-vs-predicted statement."""
+
 from pathlib import Path
 
 import nbformat
@@ -29,11 +30,16 @@ def test_run_folders_do_not_depend_on_the_working_directory(tmp_path):
     for path in NOTEBOOKS:
         code = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
         assert "OUT = project_root() / out_dir" in code, path.name
-        deep = [line for line in code.splitlines() if line.strip().startswith("from ") and
-                line.split()[1].startswith(("probes.", "dmft.", "parametrizations."))]
+        deep = [
+            line
+            for line in code.splitlines()
+            if line.strip().startswith("from ")
+            and line.split()[1].startswith(("probes.", "dmft.", "parametrizations."))
+        ]
         assert not deep, f"{path.name} imports past the faces: {deep}"
     assert "src = project_root() / source" in "".join(
-        c.source for c in nbformat.read(ROOT / "notebooks" / "07_trained_convergence.ipynb", as_version=4).cells)
+        c.source for c in nbformat.read(ROOT / "notebooks" / "07_trained_convergence.ipynb", as_version=4).cells
+    )
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])

@@ -4,6 +4,7 @@
 Before, coord printed only its site rows ("no row refuted"), check the registry rows (P3 not consistent, with a
 KS p over dependent points) and plot its own KS p over other values of A. A real coordinate check is written to
 disk once per module; the failing case edits its parts (the logits' RMS times N^2) and merges them again."""
+
 import shutil
 from pathlib import Path
 
@@ -21,8 +22,29 @@ from dmft.check import p3_ks_pvalues
 from dmft.plots.export import figure_jobs
 from probes.experiment.dataset import load, save
 
-COORD = ["coord", "--axis", "N", "--values", "4,8,16", "--steps", "0,1", "--seeds", "3", "--task", "vision",
-         "--H", "2", "--L", "1", "--probe-samples", "8", "--workers", "1", "--out", "c.nc"]
+COORD = [
+    "coord",
+    "--axis",
+    "N",
+    "--values",
+    "4,8,16",
+    "--steps",
+    "0,1",
+    "--seeds",
+    "3",
+    "--task",
+    "vision",
+    "--H",
+    "2",
+    "--L",
+    "1",
+    "--probe-samples",
+    "8",
+    "--workers",
+    "1",
+    "--out",
+    "c.nc",
+]
 
 
 def run(args, cwd: Path) -> str:
@@ -34,8 +56,10 @@ def run(args, cwd: Path) -> str:
 def csv_verdicts(path: Path) -> dict[str, str]:
     """{row label (dmft.rows.row_label): outcome} from a verdict CSV of coord or check."""
     df = pd.read_csv(path, keep_default_na=False)
-    return {f"{'*' if str(p) == 'True' else ''}{k} {r} ({s}, {a})": o
-            for p, k, r, s, a, o in zip(df.primary, df.key, df.row, df.setting, df.axis, df.outcome)}
+    return {
+        f"{'*' if str(p) == 'True' else ''}{k} {r} ({s}, {a})": o
+        for p, k, r, s, a, o in zip(df.primary, df.key, df.row, df.setting, df.axis, df.outcome)
+    }
 
 
 def plot_verdicts(ds) -> tuple[dict[str, str], dict[str, str], str]:
@@ -46,7 +70,7 @@ def plot_verdicts(ds) -> tuple[dict[str, str], dict[str, str], str]:
     rows = {}
     for t in fig.axes[0].get_yticklabels():
         label, verdict = t.get_text().rsplit(": ", 1)
-        rows[label] = verdict.split(" ", 1)[1]                  # "✓ consistent" -> "consistent"
+        rows[label] = verdict.split(" ", 1)[1]  # "✓ consistent" -> "consistent"
     plt.close(fig)
     fig = jobs["exponents"]()
     panels = {}
@@ -72,10 +96,10 @@ def three_verdicts(folder: Path, coord_args: list) -> tuple[dict, dict, tuple]:
 
 def assert_one_verdict(coord: dict, check: dict, plot: tuple) -> None:
     rows, panels, density = plot
-    assert list(coord) == list(check) == list(rows)                 # the same rows, in the same order
-    assert coord == check == rows                                   # and each row's one verdict
-    assert any(k.startswith("*P3 ") for k in check) and any(" change @1 " in k for k in check)   # both families
-    for name, verdict in panels.items():                            # the exponent panels: the same verdicts
+    assert list(coord) == list(check) == list(rows)  # the same rows, in the same order
+    assert coord == check == rows  # and each row's one verdict
+    assert any(k.startswith("*P3 ") for k in check) and any(" change @1 " in k for k in check)  # both families
+    for name, verdict in panels.items():  # the exponent panels: the same verdicts
         assert [o for k, o in check.items() if k.lstrip("*").startswith(name + " (")] == [verdict], name
     assert len(panels) >= 4
     p3 = next((k, o) for k, o in check.items() if k.startswith("*P3 "))
@@ -98,7 +122,7 @@ def dataset(tmp_path_factory):
 def test_coord_check_and_plot_give_every_row_one_verdict(dataset):
     _, (coord, check, plot) = dataset
     assert_one_verdict(coord, check, plot)
-    assert sum(k.startswith("coord ") for k in coord) >= 20          # the site rows, in check's table too
+    assert sum(k.startswith("coord ") for k in coord) >= 20  # the site rows, in check's table too
 
 
 def test_the_density_figure_quotes_p3s_ks_p_values(dataset):
@@ -106,7 +130,7 @@ def test_the_density_figure_quotes_p3s_ks_p_values(dataset):
     folder, (_, _, (_, _, density)) = dataset
     ds = load(folder / "c.nc")
     pvals = p3_ks_pvalues(ds, "N")
-    for size in (4.0, 16.0):                                        # the smallest and largest size are drawn
+    for size in (4.0, 16.0):  # the smallest and largest size are drawn
         assert f"KS p = {pvals[size]:.2g})" in density
     note = pd.read_csv(folder / "check.csv", keep_default_na=False).query("key == 'P3'").note.iloc[0]
     assert "one point per head" in note and f"4: {pvals[4.0]:.3g}" in note

@@ -1,6 +1,7 @@
 """The one option table (`probes.experiment.options`) and the CLI cannot drift apart: every entry is an option of
 each command it belongs to, with the table's flag; every option of a config command is in the table or in
 NOT_CONFIG; and the config loader names a value by the table's flag."""
+
 import pytest
 import typer
 
@@ -39,7 +40,7 @@ def test_every_option_of_a_config_command_is_in_the_table():
     for command in CONFIG_COMMANDS:
         table = {f for o in OPTIONS if command in commands_of(o) for f in (o.decl or o.flag).replace("/", " ").split()}
         for f, p in flags(command).items():
-            if {*p.opts, *p.secondary_opts} & set(NOT_CONFIG):       # the command's own (--progress/--no-progress)
+            if {*p.opts, *p.secondary_opts} & set(NOT_CONFIG):  # the command's own (--progress/--no-progress)
                 continue
             assert f in table, f"{command} {f} sets no key of the option table (probes.experiment.options)"
 

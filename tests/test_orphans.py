@@ -2,6 +2,7 @@
 processes and the multiprocessing resource tracker exit too, instead of going on with their jobs (and writing
 parts) for minutes. A real parent process runs `probes.grid.executors.LocalPool` with two jobs that would sleep for
 ten minutes; only the parent is killed. Linux only: the processes are found through /proc."""
+
 import os
 import signal
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DEADLINE_S = 30.0                                          # generous: the workers poll their parent every 0.5 s
+DEADLINE_S = 30.0  # generous: the workers poll their parent every 0.5 s
 
 PARENT = '''
 import sys, time
@@ -31,8 +32,10 @@ if __name__ == "__main__":
     LocalPool(2, threads=None).run(sleep_long, [0, 1], lambda job: None, lambda job, result, error: None)
 '''
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
-                                reason="finds the processes through /proc (Linux); watch_parent itself is portable")
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"),
+    reason="finds the processes through /proc (Linux); watch_parent itself is portable",
+)
 
 
 def stat(pid: int) -> tuple[int, str, int] | None:
@@ -41,7 +44,7 @@ def stat(pid: int) -> tuple[int, str, int] | None:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = text[text.rindex(")") + 2:].split()         # after "pid (comm) "
+    fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) "
     return int(fields[1]), fields[0], int(fields[19])
 
 
@@ -73,11 +76,12 @@ def test_killing_the_parent_ends_its_workers_and_the_resource_tracker(tmp_path):
     script.write_text(PARENT)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
     log = (tmp_path / "parent.log").open("w")
-    parent = subprocess.Popen([sys.executable, str(script), str(tmp_path)], cwd=tmp_path, env=env,
-                              stdout=log, stderr=subprocess.STDOUT)
+    parent = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path)], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
     procs: dict[tuple[int, int], str] = {}
     try:
-        deadline = time.monotonic() + 120                   # two Python processes start (slowly on a busy machine)
+        deadline = time.monotonic() + 120  # two Python processes start (slowly on a busy machine)
         while len(list(tmp_path.glob("started-*"))) < 2:
             assert parent.poll() is None, (tmp_path / "parent.log").read_text()
             assert time.monotonic() < deadline, "the two jobs did not start"
@@ -87,7 +91,7 @@ def test_killing_the_parent_ends_its_workers_and_the_resource_tracker(tmp_path):
         trackers = [p for p, cmd in procs.items() if "resource_tracker" in cmd]
         assert len(workers) == 2 and len(trackers) == 1, procs
 
-        parent.send_signal(signal.SIGKILL)                  # the parent only
+        parent.send_signal(signal.SIGKILL)  # the parent only
         parent.wait()
         deadline = time.monotonic() + DEADLINE_S
         while any(alive(p) for p in procs) and time.monotonic() < deadline:
@@ -97,7 +101,7 @@ def test_killing_the_parent_ends_its_workers_and_the_resource_tracker(tmp_path):
         if parent.poll() is None:
             parent.kill()
             parent.wait()
-        for p in procs:                                     # a failing run must not leave them behind either
+        for p in procs:  # a failing run must not leave them behind either
             if alive(p):
                 os.kill(p[0], signal.SIGKILL)
         log.close()

@@ -5,6 +5,7 @@ pre-LN block on the vision task: patch embedding, learned positions, LN without 
 readout) and no parametrization of its own: nn.Linear, nn.Embedding and F.scaled_dot_product_attention with the
 standard 1/sqrt(N) scale until `apply_parametrization` sets it. Its roles are marked by name patterns.
 """
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -23,7 +24,7 @@ class Attention(nn.Module):
         self.q, self.k, self.v = (nn.Linear(d, H * N, bias=False) for _ in range(3))
         self.o = nn.Linear(H * N, d, bias=False)
         self.H, self.N = H, N
-        self.attn_scale = N ** -0.5            # standard; the parametrization sets N^-alpha_A
+        self.attn_scale = N**-0.5  # standard; the parametrization sets N^-alpha_A
 
     def forward(self, u):
         B, S, _ = u.shape
@@ -72,10 +73,20 @@ class Net(nn.Module):
         return self.readout(ln(h).mean(-2))
 
 
-ROLES = {"embed.weight": "embed", "pos.weight": "pos", "readout.weight": "readout",
-         "blocks.*.attn.q.weight": "q", "blocks.*.attn.k.weight": "k", "blocks.*.attn.v.weight": "v",
-         "blocks.*.attn.o.weight": "o", "blocks.*.mlp.mlp_in.weight": "mlp_in", "blocks.*.mlp.mlp_out.weight": "mlp_out",
-         "blocks.*": "block", "blocks.*.attn": "attention", "blocks.*.mlp": "mlp"}
+ROLES = {
+    "embed.weight": "embed",
+    "pos.weight": "pos",
+    "readout.weight": "readout",
+    "blocks.*.attn.q.weight": "q",
+    "blocks.*.attn.k.weight": "k",
+    "blocks.*.attn.v.weight": "v",
+    "blocks.*.attn.o.weight": "o",
+    "blocks.*.mlp.mlp_in.weight": "mlp_in",
+    "blocks.*.mlp.mlp_out.weight": "mlp_out",
+    "blocks.*": "block",
+    "blocks.*.attn": "attention",
+    "blocks.*.mlp": "mlp",
+}
 
 
 def build(m: ModelConfig, roles=ROLES):
@@ -96,8 +107,10 @@ def test_copy_is_the_built_in_model(optimizer):
     x, y = torch.randn(5, 16, 48), torch.randint(0, 10, (5,))
     assert torch.equal(own.model(x), ref(x))
     opt = OptimConfig(name=optimizer, eta0=0.05)
-    want = {r["name"].replace("blocks.0.", "").replace("blocks.1.", ""): (r["lr"], r.get("eps"))
-            for r in param_rules(ref, p, opt)}
+    want = {
+        r["name"].replace("blocks.0.", "").replace("blocks.1.", ""): (r["lr"], r.get("eps"))
+        for r in param_rules(ref, p, opt)
+    }
     groups = own.param_groups(opt)
     got = {}
     for r in own.rules:
@@ -114,8 +127,13 @@ def test_copy_is_the_built_in_model(optimizer):
 
 
 SIZES, SEEDS, STEPS = [4, 8, 16], 2, [0, 1, 3]
-SECTIONS = {"model": {"task": "vision", "N": 8, "H": 4, "L": 2}, "param": {"preset": "mup"},
-            "optim": {"name": "adam", "eta0": 0.05}, "run": {"batch_size": 32}, "probes": {"n_samples": 16}}
+SECTIONS = {
+    "model": {"task": "vision", "N": 8, "H": 4, "L": 2},
+    "param": {"preset": "mup"},
+    "optim": {"name": "adam", "eta0": 0.05},
+    "run": {"batch_size": 32},
+    "probes": {"n_samples": 16},
+}
 
 
 def test_coord_of_a_copy_gives_the_built_in_verdicts(tmp_path):
@@ -134,8 +152,9 @@ def test_coord_of_a_copy_gives_the_built_in_verdicts(tmp_path):
 
     # at init, with 4 sizes and 4 seeds (2 seeds over 3 sizes leave the logits' row underpowered either way)
     def logits_init(roles):
-        _, rows = coord_check_model(lambda m: build(m, roles), axis="N", values=[4, 8, 16, 32], seeds=4, steps=[0],
-                                    **SECTIONS)
+        _, rows = coord_check_model(
+            lambda m: build(m, roles), axis="N", values=[4, 8, 16, 32], seeds=4, steps=[0], **SECTIONS
+        )
         return next(v for v in rows if v.row == "logits init")
 
     good, bad = logits_init(ROLES), logits_init({**ROLES, "readout.weight": "hidden"})
@@ -146,6 +165,7 @@ def test_coord_of_a_copy_gives_the_built_in_verdicts(tmp_path):
 def test_roles_are_checked():
     """A parameter with no role, a parameter with two, a pattern that matches nothing, a matrix marked vector and an
     attention module that cannot take the scale are refused with a line naming them."""
+
     def apply(roles, net=None):
         apply_parametrization(net or build(CFG)[0], roles, N=8, H=4, L=2)
 
@@ -174,16 +194,21 @@ def test_coarse_roles_and_vectors():
     """The five coarse roles put a model with biases and a LayerNorm under the parametrization: matrices get the
     abc std of their role, vectors keep their value (nn.Linear's bias, the LayerNorm gain at 1) with the gain rule's multiplier."""
     net = nn.Sequential(nn.Linear(3, 32), nn.LayerNorm(32), nn.Linear(32, 32), nn.Linear(32, 5))
-    roles = {"0.weight": "embedding", "2.weight": "hidden", "3.weight": "readout", "*.bias": "vector",
-             "1.weight": "vector"}
+    roles = {
+        "0.weight": "embedding",
+        "2.weight": "hidden",
+        "3.weight": "readout",
+        "*.bias": "vector",
+        "1.weight": "vector",
+    }
     bias = net[0].bias.detach().clone()
     own = apply_parametrization(net, roles, N=8, H=4, L=1, preset="mup", optimizer="adam")
     by = {r.name: r for r in own.rules}
-    assert by["2.weight"].init_std == 1.0 and by["2.weight"].mult == pytest.approx(32 ** -0.5)
-    assert float(net[2].weight.detach().std()) == pytest.approx(32 ** -0.5, rel=0.1)      # the module sees mult * w
+    assert by["2.weight"].init_std == 1.0 and by["2.weight"].mult == pytest.approx(32**-0.5)
+    assert float(net[2].weight.detach().std()) == pytest.approx(32**-0.5, rel=0.1)  # the module sees mult * w
     torch.testing.assert_close(net[1].weight.detach(), torch.ones(32))
     torch.testing.assert_close(net[0].bias.detach(), bias)
-    assert by["1.weight"].mult == pytest.approx(32 ** 0.5)                      # Adam's gain rule: sqrt(d)
-    assert len(own.param_groups(OptimConfig(name="adam"))) > 1                   # per-role eps
+    assert by["1.weight"].mult == pytest.approx(32**0.5)  # Adam's gain rule: sqrt(d)
+    assert len(own.param_groups(OptimConfig(name="adam"))) > 1  # per-role eps
     with pytest.raises(ValueError, match="put under the parametrization for adam, got sgd"):
         own.param_groups(OptimConfig(name="sgd"))

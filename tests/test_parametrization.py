@@ -1,4 +1,5 @@
 """The multipliers, init stds and learning rates of every preset and optimizer equal docs/parametrization.md / the paper's Table 1."""
+
 import math
 
 import pytest
@@ -10,7 +11,7 @@ from parametrizations.optim import OptimConfig, build_optimizer, global_lr
 from parametrizations.spec import PRESETS, get_preset
 from parametrizations.transformer import ModelConfig, build_model
 
-SIZES = [(4, 2, 1), (8, 4, 3), (16, 8, 8), (32, 2, 16)]   # (N, H, L)
+SIZES = [(4, 2, 1), (8, 4, 3), (16, 8, 8), (32, 2, 16)]  # (N, H, L)
 OPTS = ["sgd", "sgd-momentum", "adam", "adamw"]
 
 
@@ -21,25 +22,25 @@ def expected(preset: str, opt: str, role: str, fan_in: int, N: int, H: int, L: i
     if p.standard:
         if role in ("embed", "pos") and fan_in == 1:
             return 1.0, 1.0
-        return fan_in ** -0.5, 1.0
+        return fan_in**-0.5, 1.0
     adam = opt.startswith("adam")
     table = {
         "q": (N ** (1 - aA), N ** (aA - 1) / math.sqrt(d)),
         "k": (N ** (1 - aA), N ** (aA - 1) / math.sqrt(d)),
         "v": (1.0, 1 / math.sqrt(d)),
-        "o": (1.0, 1 / math.sqrt(d)),          # isotropic: H_l N = d
+        "o": (1.0, 1 / math.sqrt(d)),  # isotropic: H_l N = d
         "mlp_in": (1.0, 1 / math.sqrt(d)),
-        "mlp_out": (1.0, 1 / math.sqrt(d)),    # d_ff = d
+        "mlp_out": (1.0, 1 / math.sqrt(d)),  # d_ff = d
     }
     if role in table:
         return table[role]
     if role in ("embed", "pos"):
-        if adam:   # Adam moves entries by eta ~ l^(aL-1): the multiplier carries l^(1-aL)
-            return d ** -0.5 * ell ** (aL - 1), math.sqrt(d) * ell ** (1 - aL) / math.sqrt(fan_in)
+        if adam:  # Adam moves entries by eta ~ l^(aL-1): the multiplier carries l^(1-aL)
+            return d**-0.5 * ell ** (aL - 1), math.sqrt(d) * ell ** (1 - aL) / math.sqrt(fan_in)
         return math.sqrt(ell ** (2 * aL - 1)), ell ** (-(aL - 0.5)) / math.sqrt(fan_in)
     assert role == "readout"
-    if adam:   # the C4 form: std x multiplier = 1/(gamma0 d)
-        return d ** -0.5 * ell ** (aL - 1), d ** -0.5 * ell ** (1 - aL) / g0
+    if adam:  # the C4 form: std x multiplier = 1/(gamma0 d)
+        return d**-0.5 * ell ** (aL - 1), d**-0.5 * ell ** (1 - aL) / g0
     return math.sqrt(ell ** (2 * aL - 1)), ell ** (-(aL - 0.5)) / (g0 * d)
 
 
@@ -53,7 +54,9 @@ def test_multipliers_and_lr_match_table1(preset, opt, task):
         model = build_model(cfg, p, opt, seed=0)
         d, ell = N * H, L / p.L0
         for row in describe(model, p, OptimConfig(name=opt, eta0=0.1)):
-            fan_in = row.shape[1] if row.role not in ("embed", "pos") or (task == "vision" and row.role == "embed") else 1
+            fan_in = (
+                row.shape[1] if row.role not in ("embed", "pos") or (task == "vision" and row.role == "embed") else 1
+            )
             std, mult = expected(preset, opt, row.role, fan_in, N, H, L, cfg.d_in)
             assert row.init_std == pytest.approx(std, rel=1e-12), (row.name, N, H, L)
             assert row.mult == pytest.approx(mult, rel=1e-12), (row.name, N, H, L)
@@ -62,14 +65,14 @@ def test_multipliers_and_lr_match_table1(preset, opt, task):
         if p.standard:
             want = 0.1
         elif opt.startswith("adam"):
-            want = 0.1 * p.gamma0 * d ** -0.5 * ell ** (p.alpha_L - 1)
+            want = 0.1 * p.gamma0 * d**-0.5 * ell ** (p.alpha_L - 1)
         else:
-            want = 0.1 * p.gamma0 ** 2 * d * ell ** (2 * p.alpha_L - 1)
+            want = 0.1 * p.gamma0**2 * d * ell ** (2 * p.alpha_L - 1)
         assert lr == pytest.approx(want, rel=1e-12)
         # the residual branch and the attention scale
         branch = p.beta0 if p.standard else p.beta0 * ell ** (-p.alpha_L)
         assert all(b.branch == pytest.approx(branch) for b in model.blocks)
-        assert all(b.attn_scale == pytest.approx(N ** -p.alpha_A) for b in model.blocks)
+        assert all(b.attn_scale == pytest.approx(N**-p.alpha_A) for b in model.blocks)
 
 
 @pytest.mark.parametrize("opt", OPTS)
@@ -89,11 +92,14 @@ def test_optimizer_groups_carry_lr_eps_and_decay(opt):
     for group in optim.param_groups:
         assert group["lr"] == pytest.approx(lr)
         if oc.weight_decay:
-            assert group["lr"] * group["weight_decay"] == pytest.approx(0.2 * 0.1)   # decay per step = eta0 * wd
+            assert group["lr"] * group["weight_decay"] == pytest.approx(0.2 * 0.1)  # decay per step = eta0 * wd
         if opt.startswith("adam"):
             roles = set(group["roles"])
-            want = (1 / (0.5 * math.sqrt(d)) if roles <= {"embed", "pos", "readout"} else
-                    ell ** -1 / (0.5 * d ** 1.5) / (math.sqrt(N) if roles <= {"q", "k"} else 1))
+            want = (
+                1 / (0.5 * math.sqrt(d))
+                if roles <= {"embed", "pos", "readout"}
+                else ell**-1 / (0.5 * d**1.5) / (math.sqrt(N) if roles <= {"q", "k"} else 1)
+            )
             assert group["eps"] == pytest.approx(1e-20 * want)
         else:
             assert "eps" not in group
@@ -127,7 +133,8 @@ def test_adam_eps_follows_the_gradient_scale(preset):
         for name, w in model.named_parameters():
             role = model.param_roles[name]
             out.setdefault("io" if role in ("embed", "pos", "readout") else role, []).append(
-                w.grad.pow(2).mean().sqrt().item() / eps_multiplier(p, role, cfg.d_model, L, N))
+                w.grad.pow(2).mean().sqrt().item() / eps_multiplier(p, role, cfg.d_model, L, N)
+            )
         return {k: sum(v) / len(v) for k, v in out.items()}
 
     for axis, sizes in (("N", [8, 16, 32, 64]), ("H", [2, 4, 8, 16]), ("L", [1, 2, 4, 8])):
@@ -175,11 +182,11 @@ def test_attention_variables_follow_the_equations():
             u = torch.nn.functional.layer_norm(h0, (N * H,), eps=1e-6)
             blk = model.blocks[0]
             d = N * H
-            q = (N ** (p.alpha_A - 1) / math.sqrt(d)) * u @ blk.q.weight.T      # (B, S, H*N)
+            q = (N ** (p.alpha_A - 1) / math.sqrt(d)) * u @ blk.q.weight.T  # (B, S, H*N)
             k = (N ** (p.alpha_A - 1) / math.sqrt(d)) * u @ blk.k.weight.T
             q = q.view(2, 6, H, N).transpose(1, 2)
             k = k.view(2, 6, H, N).transpose(1, 2)
-            A = N ** -p.alpha_A * q @ k.transpose(-1, -2)
+            A = N**-p.alpha_A * q @ k.transpose(-1, -2)
         mask = torch.ones(6, 6, dtype=torch.bool).tril()
         assert torch.allclose(taps[0]["A"][..., mask], A[..., mask], atol=1e-5)
         assert torch.isinf(taps[0]["A"][..., ~mask]).all()

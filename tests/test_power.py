@@ -3,6 +3,7 @@
 What plan's numbers mean is tested against independent simulations in tests/test_verdict_rule.py; here: the rows
 it plans per axis, the seeds search, the noise it measures on a sweep (a synthetic one with known correlations,
 and a real tiny one written by the CLI), and bad input (one `error:` line naming the option, exit 2)."""
+
 import numpy as np
 import pytest
 from helpers import invoke
@@ -61,8 +62,27 @@ def test_noise_from_a_sweep_recovers_its_correlations():
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("plan")
-    code, _, err = invoke(["sweep", *TINY, "--axis", "H", "--values", "1,2,4", "--seeds", "3", "--steps", "2",
-                           "--probe-every", "1", "--workers", "1", "--out", root / "sweep.nc"], cwd=root)
+    code, _, err = invoke(
+        [
+            "sweep",
+            *TINY,
+            "--axis",
+            "H",
+            "--values",
+            "1,2,4",
+            "--seeds",
+            "3",
+            "--steps",
+            "2",
+            "--probe-every",
+            "1",
+            "--workers",
+            "1",
+            "--out",
+            root / "sweep.nc",
+        ],
+        cwd=root,
+    )
     assert code == 0, err
     return root / "sweep.nc"
 
@@ -74,8 +94,7 @@ def test_plan_from_a_real_sweep(tiny, tmp_path):
     assert code == 0 and err == "", err
     assert "along H = 1, 2, 4, 3 seeds" in out and "measured: probe_outputs at step 2" in out
     assert "P5 seed variance" in out and "P5 plateau" in out
-    code, out, _ = invoke(["plan", "--from", tiny, "--reps", "200", "--seeds", "8", "--rho-sizes", "0.2"],
-                          cwd=tmp_path)
+    code, out, _ = invoke(["plan", "--from", tiny, "--reps", "200", "--seeds", "8", "--rho-sizes", "0.2"], cwd=tmp_path)
     assert code == 0 and "8 seeds" in out and "correlation across sizes 0.20" in out and "given: rho_sizes" in out
     assert list(tmp_path.iterdir()) == []
 
@@ -88,22 +107,25 @@ def test_plan_is_deterministic():
     assert row.split()[4:7] == ["+0", "vs", "-1"] and "plateau vs converges" in a[1]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--axis", "X"], "--axis must be N, H or L"),
-    (["--sizes", "4,8"], "--sizes must be at least 3 increasing positive sizes, got 4, 8"),
-    (["--sizes", "4,x,8"], "--sizes must be a comma-separated list of integers"),
-    (["--sizes", "8,4,2"], "--sizes must be at least 3 increasing"),
-    (["--seeds", "1"], "--seeds must be an integer in [2, 64]"),
-    (["--reps", "10"], "--reps must be an integer in [100, 100000]"),
-    (["--band", "-0.1"], "--band must be a number >= 0"),
-    (["--rho-entries", "1"], "--rho-entries must be in [0, 1)"),
-    (["--cv", "0"], "--cv must be in (0, 10]"),
-    (["--bias", "-1"], "--bias must be in [0, 100]"),
-    (["--entries", "0"], "--entries must be a positive integer"),
-    (["--param", "nope"], "--param: preset must be one of"),
-    (["--step", "3"], "--step and --quantity need --from"),
-    (["--from", "missing.nc"], "--from: no such file or folder missing.nc"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--axis", "X"], "--axis must be N, H or L"),
+        (["--sizes", "4,8"], "--sizes must be at least 3 increasing positive sizes, got 4, 8"),
+        (["--sizes", "4,x,8"], "--sizes must be a comma-separated list of integers"),
+        (["--sizes", "8,4,2"], "--sizes must be at least 3 increasing"),
+        (["--seeds", "1"], "--seeds must be an integer in [2, 64]"),
+        (["--reps", "10"], "--reps must be an integer in [100, 100000]"),
+        (["--band", "-0.1"], "--band must be a number >= 0"),
+        (["--rho-entries", "1"], "--rho-entries must be in [0, 1)"),
+        (["--cv", "0"], "--cv must be in (0, 10]"),
+        (["--bias", "-1"], "--bias must be in [0, 100]"),
+        (["--entries", "0"], "--entries must be a positive integer"),
+        (["--param", "nope"], "--param: preset must be one of"),
+        (["--step", "3"], "--step and --quantity need --from"),
+        (["--from", "missing.nc"], "--from: no such file or folder missing.nc"),
+    ],
+)
 def test_bad_input_is_one_line_naming_the_option(args, message, tmp_path):
     code, out, err = invoke(["plan", *args], cwd=tmp_path)
     assert code == 2 and out == "", out

@@ -13,9 +13,13 @@ from probes.experiment.run import train
 
 def tiny(task="lm", preset="mup-sqrt", steps=4, probes=True, **model):
     m = {"N": 4, "H": 3, "L": 2, "task": task, "seq_len": 6, **model}
-    cfg = make_run_config(model=m, param={"preset": preset}, optim={"name": "adam", "eta0": 0.2},
-                          run={"steps": steps, "batch_size": 8},
-                          probes={"enabled": probes, "every": 1, "n_samples": 5, "n_points": 3})
+    cfg = make_run_config(
+        model=m,
+        param={"preset": preset},
+        optim={"name": "adam", "eta0": 0.2},
+        run={"steps": steps, "batch_size": 8},
+        probes={"enabled": probes, "every": 1, "n_samples": 5, "n_points": 3},
+    )
     return train(cfg)
 
 
@@ -29,12 +33,12 @@ def by_hand(model, x):
         for blk in model.blocks:
             u = F.layer_norm(h, (d,), eps=1e-6)
             B, S, _ = u.shape
-            q = blk.q.mult * u @ blk.q.weight.T                     # (B, S, H*N)
+            q = blk.q.mult * u @ blk.q.weight.T  # (B, S, H*N)
             k = blk.k.mult * u @ blk.k.weight.T
-            q = q.view(B, S, blk.H, N).transpose(1, 2)              # (B, H, S, N)
+            q = q.view(B, S, blk.H, N).transpose(1, 2)  # (B, H, S, N)
             k = k.view(B, S, blk.H, N).transpose(1, 2)
-            As.append(N ** -model.p.alpha_A * q @ k.transpose(-1, -2))
-            h = blk(h)                                              # the fused (SDPA) path
+            As.append(N**-model.p.alpha_A * q @ k.transpose(-1, -2))
+            h = blk(h)  # the fused (SDPA) path
             hs.append(h)
     return hs, As
 
@@ -50,12 +54,16 @@ def test_recorded_quantities_equal_direct_computation(task):
     last = ds.isel(step=-1)
     for l, h in enumerate(hs):
         pooled = h.mean(1)
-        np.testing.assert_allclose(last.kernel_pooled.sel(depth=l), (pooled @ pooled.T / d).numpy(), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            last.kernel_pooled.sel(depth=l), (pooled @ pooled.T / d).numpy(), rtol=1e-4, atol=1e-5
+        )
         np.testing.assert_allclose(last.kernel_spatial.sel(depth=l), (h[0] @ h[0].T / d).numpy(), rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(last.h_rms.sel(depth=l), h.pow(2).mean().sqrt().item(), rtol=1e-4)
         if task == "lm":
             lt = h[:, -1]
-            np.testing.assert_allclose(last.kernel_last_token.sel(depth=l), (lt @ lt.T / d).numpy(), rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(
+                last.kernel_last_token.sel(depth=l), (lt @ lt.T / d).numpy(), rtol=1e-4, atol=1e-5
+            )
     S = x.shape[1]
     valid = torch.ones(S, S, dtype=torch.bool)
     if task == "lm":
@@ -63,13 +71,19 @@ def test_recorded_quantities_equal_direct_computation(task):
     model0 = build_model(model.cfg, model.p, "adam", seed=res.config.seed)
     _, As0 = by_hand(model0, x)
     for l, (A, A0) in enumerate(zip(As, As0)):
-        var = torch.var(A, dim=1)[:, valid].mean().item()          # unbiased variance over heads
+        var = torch.var(A, dim=1)[:, valid].mean().item()  # unbiased variance over heads
         np.testing.assert_allclose(last.attn_var_heads.sel(layer=l), var, rtol=1e-3)
-        np.testing.assert_allclose(last.attn_mean_heads.sel(layer=l), A.mean(1)[:, valid].mean().item(), rtol=1e-3, atol=1e-6)
+        np.testing.assert_allclose(
+            last.attn_mean_heads.sel(layer=l), A.mean(1)[:, valid].mean().item(), rtol=1e-3, atol=1e-6
+        )
         dA = A - A0
-        np.testing.assert_allclose(last.dA_var_heads.sel(layer=l), torch.var(dA, dim=1)[:, valid].mean().item(), rtol=1e-3)
+        np.testing.assert_allclose(
+            last.dA_var_heads.sel(layer=l), torch.var(dA, dim=1)[:, valid].mean().item(), rtol=1e-3
+        )
         P = torch.softmax(A.masked_fill(~valid, float("-inf")), dim=-1)
-        np.testing.assert_allclose(last.attn_prob_var_heads.sel(layer=l), torch.var(P, dim=1)[:, valid].mean().item(), rtol=1e-3)
+        np.testing.assert_allclose(
+            last.attn_prob_var_heads.sel(layer=l), torch.var(P, dim=1)[:, valid].mean().item(), rtol=1e-3
+        )
         for i in range(ds.sizes["point"]):
             p = ds.isel(point=i)
             want = A[int(p.point_sample), :, int(p.point_s), int(p.point_s_)].numpy()
@@ -107,7 +121,7 @@ def test_lws_layers_pad_heads_with_nan():
     raw = ds.attn_raw.isel(step=-1)
     assert np.isfinite(raw.sel(layer=0)).all() and np.isnan(raw.sel(layer=1, head=[1, 2])).all()
     assert np.isfinite(raw.sel(layer=1, head=0)).all()
-    assert np.isnan(ds.attn_var_heads.sel(layer=1)).all()        # one head: no variance over heads
+    assert np.isnan(ds.attn_var_heads.sel(layer=1)).all()  # one head: no variance over heads
 
 
 def test_probe_schedule_always_has_first_and_last_step():
@@ -180,15 +194,21 @@ def centred_by_hand(model, model0, x, lm):
     return (f[:, -1] if lm else f).numpy()
 
 
-@pytest.mark.parametrize("task,centre", [("lm", "copy"), ("vision", "copy"), ("digits", "copy"),
-                                         ("vision", "zero_readout"), ("vision", "none")])
+@pytest.mark.parametrize(
+    "task,centre",
+    [("lm", "copy"), ("vision", "copy"), ("digits", "copy"), ("vision", "zero_readout"), ("vision", "none")],
+)
 def test_probe_outputs_are_what_the_loss_sees(task, centre):
     from probes.experiment.run import centred_loss
 
     m = {"N": 4, "H": 3, "L": 2, "task": task, "seq_len": 6}
-    cfg = make_run_config(model=m, param={"preset": "mup-sqrt", "centre": centre},
-                          optim={"name": "adam", "eta0": 0.2}, run={"steps": 4, "batch_size": 8},
-                          probes={"every": 2, "n_samples": 5, "n_points": 3})
+    cfg = make_run_config(
+        model=m,
+        param={"preset": "mup-sqrt", "centre": centre},
+        optim={"name": "adam", "eta0": 0.2},
+        run={"steps": 4, "batch_size": 8},
+        probes={"every": 2, "n_samples": 5, "n_points": 3},
+    )
     res = train(cfg)
     ds = run_dataset(res)
     model, x = res.model, res.extra["recorder"].x
@@ -200,14 +220,14 @@ def test_probe_outputs_are_what_the_loss_sees(task, centre):
     model0 = build_model(model.cfg, model.p, "adam", seed=res.config.seed) if centre == "copy" else None
     want = centred_by_hand(model, model0, x, task == "lm")
     np.testing.assert_allclose(out.isel(step=-1).values, want, rtol=1e-5, atol=1e-6)
-    assert float(np.abs(want).max()) > 1e-3                                   # the outputs have moved
+    assert float(np.abs(want).max()) > 1e-3  # the outputs have moved
     first = out.isel(step=0).values
     if centre == "none":
         init = build_model(model.cfg, model.p, "adam", seed=res.config.seed)
         np.testing.assert_allclose(first, centred_by_hand(init, None, x, False), rtol=1e-5, atol=1e-6)
     else:
-        assert np.abs(first).max() == 0                                      # centred: f(theta_0) - f(theta_0)
-    if task != "lm":   # the cross-entropy of the recorded outputs is the centred loss of the probe batch
+        assert np.abs(first).max() == 0  # centred: f(theta_0) - f(theta_0)
+    if task != "lm":  # the cross-entropy of the recorded outputs is the centred loss of the probe batch
         y = torch.arange(5) % C
         loss = centred_loss(model, model0, x, y).item()
         assert F.cross_entropy(torch.from_numpy(out.isel(step=-1).values), y).item() == pytest.approx(loss, rel=1e-5)
@@ -216,8 +236,12 @@ def test_probe_outputs_are_what_the_loss_sees(task, centre):
 def test_probe_outputs_of_a_seed_ensemble_are_each_members_own():
     from probes.experiment.run import train_ensemble
 
-    cfg = make_run_config(model={"N": 4, "H": 2, "L": 1, "task": "vision"}, optim={"name": "adam", "eta0": 0.2},
-                          run={"steps": 3, "batch_size": 8}, probes={"every": 3, "n_samples": 4, "n_points": 2})
+    cfg = make_run_config(
+        model={"N": 4, "H": 2, "L": 1, "task": "vision"},
+        optim={"name": "adam", "eta0": 0.2},
+        run={"steps": 3, "batch_size": 8},
+        probes={"every": 3, "n_samples": 4, "n_points": 2},
+    )
     results = train_ensemble(cfg, [0, 5])
     outs = []
     for res in results:
@@ -226,4 +250,4 @@ def test_probe_outputs_of_a_seed_ensemble_are_each_members_own():
         want = centred_by_hand(res.model, model0, res.extra["recorder"].x, False)
         np.testing.assert_allclose(ds.probe_outputs.isel(step=-1).values, want, rtol=1e-4, atol=1e-6)
         outs.append(want)
-    assert not np.allclose(outs[0], outs[1])                                 # two different members
+    assert not np.allclose(outs[0], outs[1])  # two different members

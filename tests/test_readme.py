@@ -11,6 +11,7 @@ test fails when either names a command the README no longer has:
 
 `dmft-probe` resolves to this checkout's CLI (a shim on PATH), so the test needs no install.
 """
+
 from __future__ import annotations
 
 import os
@@ -31,8 +32,10 @@ LINK = re.compile(r"\]\(((?!https?://|#)[^)#\s]+)(?:#[^)]*)?\)")
 
 # Blocks that install packages or start a server: `bash -n` only (their first command identifies them).
 SYNTAX_ONLY = (
-    ("python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 -e . && .venv/bin/dmft-probe run --scale 4 "
-     "--out runs/quick.nc"),
+    (
+        "python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 -e . && .venv/bin/dmft-probe run --scale 4 "
+        "--out runs/quick.nc"
+    ),
     'python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 -e ".[dev,ray]" && .venv/bin/python -m pytest',
     'python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 -e ".[dev,lab]" && .venv/bin/jupyter lab notebooks/',
     ".venv/bin/jupyter lab --allow-root notebooks/",
@@ -41,16 +44,13 @@ SYNTAX_ONLY = (
 # README command -> the faster variant run here (the README gives each one's measured time on 2 cores).
 SHORT = {
     # 36 s on 2 loaded cores (200 steps) -> 20 steps
-    "dmft-probe run --scale 4 --out runs/quick.nc":
-        "dmft-probe run --scale 4 --steps 20 --out runs/quick.nc",
+    "dmft-probe run --scale 4 --out runs/quick.nc": "dmft-probe run --scale 4 --steps 20 --out runs/quick.nc",
     # 3 min (5 sizes x 8 seeds to step 10) -> 3 sizes x 2 seeds to step 1
     "dmft-probe coord --axis N --values 4,8,16,32,64 --steps 0,1,3,10 --task vision --optimizer adam "
-    "--out runs/coord-N.nc":
-        "dmft-probe coord --axis N --values 4,8,16 --steps 0,1 --seeds 2 --task vision --optimizer adam "
-        "--out runs/coord-N.nc",
+    "--out runs/coord-N.nc": "dmft-probe coord --axis N --values 4,8,16 --steps 0,1 --seeds 2 --task vision --optimizer adam "
+    "--out runs/coord-N.nc",
     # 51 s (5 sizes x 4 seeds at init) -> 3 sizes x 3 seeds
-    "dmft-probe sweep --axis N --values 4,8,16,32,64 --seeds 4 --init-only --param mup --out runs/init-N.nc":
-        "dmft-probe sweep --axis N --values 4,8,16 --seeds 3 --init-only --param mup --out runs/init-N.nc",
+    "dmft-probe sweep --axis N --values 4,8,16,32,64 --seeds 4 --init-only --param mup --out runs/init-N.nc": "dmft-probe sweep --axis N --values 4,8,16 --seeds 3 --init-only --param mup --out runs/init-N.nc",
 }
 
 
@@ -126,8 +126,7 @@ def test_readme_blocks_run_and_make_the_files_they_name(tmp_path):
             path = tmp_path / f"block{i}.py"
             path.write_text(text, encoding="utf-8")
             argv = [sys.executable, str(path)]
-        result = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True, timeout=600,
-                                check=False)
+        result = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True, timeout=600, check=False)
         assert result.returncode == 0, f"README block {i} ({lang}) failed:\n{text}\n{result.stdout}\n{result.stderr}"
         missing = [p for p in MADE.findall(text) if not (work / p).exists()]
         assert missing == [], f"README block {i} names {missing}, which it did not make:\n{text}"
@@ -135,8 +134,11 @@ def test_readme_blocks_run_and_make_the_files_they_name(tmp_path):
     assert ran >= 4, "the worked example's blocks were not found"
 
 
-@pytest.mark.parametrize("text", [
-    "dmft-probe run --scale 4 \\\n    --out runs/a.nc  # a comment\n# only a comment\n\ndmft-probe check runs/a.nc",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "dmft-probe run --scale 4 \\\n    --out runs/a.nc  # a comment\n# only a comment\n\ndmft-probe check runs/a.nc",
+    ],
+)
 def test_commands_join_continuations_and_drop_comments(text):
     assert commands(text) == ["dmft-probe run --scale 4 --out runs/a.nc", "dmft-probe check runs/a.nc"]

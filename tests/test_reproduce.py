@@ -1,6 +1,7 @@
 """`dmft-probe reproduce` and `dmft-probe check FOLDER`: the smoke preset runs every job for real (toy sizes),
 writes one table with a line for every prediction P1-P12, reuses finished datasets, and refuses bad input with
 one line and exit status 2."""
+
 import re
 
 import pytest
@@ -31,10 +32,10 @@ def test_smoke_preset_writes_every_dataset_and_a_line_per_prediction(smoke):
     measured = {k: line for k, line in zip(keys, rows[1:])}
     # every prediction the preset's jobs are made for has a measured row, not "not measured"
     for key in ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "P10", "P11", "P12", "conv-L", "coord"):
-        if key == "P7" and "underpowered" in measured[key]:     # toy grid: no interior optimum, no exponent
+        if key == "P7" and "underpowered" in measured[key]:  # toy grid: no interior optimum, no exponent
             assert "eta0* exponent" in measured[key], measured[key]
         else:
-            primary = "|".join(measured[key].split("|")[5:8])      # primary: measured, band, verdict
+            primary = "|".join(measured[key].split("|")[5:8])  # primary: measured, band, verdict
             assert "not measured" not in primary, measured[key]
         # the primary row's verdict under the one rule (dmft.verdict)
         assert re.search(r"[✓✗?] (consistent|refuted|underpowered)", measured[key]), measured[key]
@@ -60,10 +61,13 @@ def test_check_reads_a_folder_and_writes_the_summary(smoke, tmp_path):
     assert "P7" in (tmp_path / "all.csv").read_text()
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["reproduce", "--preset", "gpu-huge"], "--preset must be one of"),
-    (["reproduce", "--preset", "smoke", "--ensemble", "sometimes"], "--ensemble must be one of"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["reproduce", "--preset", "gpu-huge"], "--preset must be one of"),
+        (["reproduce", "--preset", "smoke", "--ensemble", "sometimes"], "--ensemble must be one of"),
+    ],
+)
 def test_reproduce_refuses_bad_options_in_one_line(args, needle, tmp_path):
     res = runner.invoke(app, args + ["--out", str(tmp_path / "x")])
     assert res.exit_code == 2 and needle in res.output and len(res.output.strip().splitlines()) == 1, res.output

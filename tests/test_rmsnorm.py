@@ -6,6 +6,7 @@ be switched on inside a pytest process that may already have imported the module
 dweight) are therefore computed in one subprocess (this file run as a script, with TRITON_INTERPRET=1 in its
 environment) and saved to a file; the tests here rebuild the same inputs and compare with `rms_norm_torch`.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,7 +31,7 @@ ATOL = 1e-6
 # half precision: both round the same float32 values once, so they differ by at most one ulp of the output dtype
 # where the float32 values straddle a rounding boundary (fp16: 2^-10; bf16: 2^-7 relative, the interpreter's
 # float32 -> bfloat16 cast truncating where the GPU rounds to nearest).
-HALF_TOL = {torch.float16: 2.0 ** -10, torch.bfloat16: 2.0 ** -7}
+HALF_TOL = {torch.float16: 2.0**-10, torch.bfloat16: 2.0**-7}
 # relative (norm) error against float64 for inputs with a large common offset
 OFFSET_RTOL = 1e-5
 
@@ -66,7 +67,7 @@ CASES: dict[str, tuple[tuple[int, ...], str | None, torch.dtype, str, int]] = {
     "D48-D-fp16": ((2, 5, 48), "D", torch.float16, "contig", 8192),
     "D48-ED-bf16": ((3, 2, 5, 48), "ED", torch.bfloat16, "contig", 8192),
 }
-DETERMINISM_CASE = "D100-ED"        # run twice in the subprocess: bitwise equal dweight (no atomics)
+DETERMINISM_CASE = "D100-ED"  # run twice in the subprocess: bitwise equal dweight (no atomics)
 
 
 def make_inputs(name: str) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
@@ -77,7 +78,7 @@ def make_inputs(name: str) -> tuple[torch.Tensor, torch.Tensor | None, torch.Ten
     D = shape[-1]
 
     def draw() -> torch.Tensor:
-        if layout == "noncontig":                       # (..., D, S) transposed to (..., S, D): strides (.., 1, S)
+        if layout == "noncontig":  # (..., D, S) transposed to (..., S, D): strides (.., 1, S)
             return torch.randn(*shape[:-2], D, shape[-2], generator=gen).transpose(-1, -2)
         return torch.randn(*shape, generator=gen)
 
@@ -124,8 +125,7 @@ def assert_close(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor], rt
         a = got[k]
         assert a.shape == b.shape and a.dtype == b.dtype, (k, a.shape, b.shape, a.dtype, b.dtype)
         scale = b.double().abs().max().item()
-        torch.testing.assert_close(a.double(), b.double(), rtol=rtol, atol=atol * scale,
-                                   msg=lambda m, k=k: f"{k}: {m}")
+        torch.testing.assert_close(a.double(), b.double(), rtol=rtol, atol=atol * scale, msg=lambda m, k=k: f"{k}: {m}")
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -210,6 +210,7 @@ def test_dweight_is_deterministic(triton_out):
 def test_auto_on_cpu_uses_torch(monkeypatch):
     """backend="auto" with CPU tensors is the torch reference (no interpreter needed: the fused path is never
     entered), gradients included; "torch" is the same."""
+
     def fail(*args, **kwargs):
         raise AssertionError("the fused path was taken for CPU tensors")
 
@@ -224,8 +225,17 @@ def test_auto_on_cpu_uses_torch(monkeypatch):
     assert type(rms_norm(x, weight).grad_fn).__name__ != "_RMSNormFnBackward"
 
 
-@pytest.mark.parametrize("x_shape,w_shape", [((2, 3, 16), (15,)), ((2, 3, 16), (3, 16)), ((2, 3, 16), (2, 3, 16)),
-                                             ((16,), (1, 16)), ((2, 3, 16), (2, 8)), ((2, 3, 16), ())])
+@pytest.mark.parametrize(
+    "x_shape,w_shape",
+    [
+        ((2, 3, 16), (15,)),
+        ((2, 3, 16), (3, 16)),
+        ((2, 3, 16), (2, 3, 16)),
+        ((16,), (1, 16)),
+        ((2, 3, 16), (2, 8)),
+        ((2, 3, 16), ()),
+    ],
+)
 @pytest.mark.parametrize("backend", ["torch", "auto", "triton"])
 def test_bad_weight_shape(x_shape, w_shape, backend):
     """A weight that is neither (D,) nor (E, D) with x (E, ..., D): one-line ValueError naming both shapes (raised

@@ -5,6 +5,7 @@ paths of the wrong kind (a FIFO, a file where a .zarr folder goes) are refused b
 Real files in tmp_path; the only injected fault is ENOSPC at the one os.write that puts netCDF bytes on disk.
 A real write failure is also produced without mocks, through the file-size limit (RLIMIT_FSIZE: EFBIG), and
 through a tiny tmpfs when this machine lets the tests mount one."""
+
 import errno
 import os
 import resource
@@ -25,16 +26,18 @@ from probes.experiment.out_paths import prepare_out_path
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ("--steps", "2", "--N", "2", "--H", "2", "--L", "1", "--seq-len", "8", "--no-progress")
-HEADER = " steps on "            # the line `run` prints just before training starts
+HEADER = " steps on "  # the line `run` prints just before training starts
 
 
 def cli(*args: str, cwd: Path = ROOT, pre: str = "", **kw) -> subprocess.CompletedProcess:
     """The CLI in a subprocess; `pre` is Python run first in that process (the ENOSPC injection)."""
     argv = [sys.executable, str(ROOT / "cli.py"), *args]
     if pre:
-        code = (f"import sys, runpy\nsys.path.insert(0, {str(ROOT)!r})\n{pre}\n"
-                f"sys.argv = [{str(ROOT / 'cli.py')!r}, *{list(args)!r}]\n"
-                f"runpy.run_path({str(ROOT / 'cli.py')!r}, run_name='__main__')")
+        code = (
+            f"import sys, runpy\nsys.path.insert(0, {str(ROOT)!r})\n{pre}\n"
+            f"sys.argv = [{str(ROOT / 'cli.py')!r}, *{list(args)!r}]\n"
+            f"runpy.run_path({str(ROOT / 'cli.py')!r}, run_name='__main__')"
+        )
         argv = [sys.executable, "-c", code]
     return subprocess.run(argv, check=False, cwd=cwd, capture_output=True, text=True, timeout=300, **kw)
 
@@ -58,6 +61,7 @@ def run_ds():
 
 # ---- nothing overwritten silently -----------------------------------------------------------------------------
 
+
 def test_existing_out_is_kept_unless_overwrite(tmp_path):
     out = tmp_path / "run.nc"
     r = cli("run", *TINY, "--out", str(out))
@@ -68,7 +72,7 @@ def test_existing_out_is_kept_unless_overwrite(tmp_path):
     assert r.returncode == 2, r.stderr
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "--out" in lines[0] and "--overwrite" in lines[0], r.stderr
-    assert HEADER not in r.stderr                                    # refused before training
+    assert HEADER not in r.stderr  # refused before training
     assert out.read_bytes() == before
     r = cli("run", *TINY, "--seed", "1", "--out", str(out), "--overwrite")
     assert r.returncode == 0, r.stderr
@@ -90,19 +94,20 @@ def test_sweep_and_coord_refuse_an_existing_out_without_parts(tmp_path, command)
 
 def test_prepare_out_path_rules(tmp_path):
     out = tmp_path / "a.nc"
-    assert prepare_out_path(out) == out                               # absent: fine
+    assert prepare_out_path(out) == out  # absent: fine
     out.write_text("x")
     with pytest.raises(ValueError, match="--out.*exists.*--overwrite"):
         prepare_out_path(out)
     assert prepare_out_path(out, overwrite=True) == out
-    assert prepare_out_path(out, resuming=True) == out                # a sweep rewrites it from its parts
-    assert prepare_out_path(tmp_path / "new" / "deeper" / "b.nc").parent.is_dir()   # missing parents are made
+    assert prepare_out_path(out, resuming=True) == out  # a sweep rewrites it from its parts
+    assert prepare_out_path(tmp_path / "new" / "deeper" / "b.nc").parent.is_dir()  # missing parents are made
     (tmp_path / "afile").write_text("x")
     with pytest.raises(ValueError, match="--out.*afile.*not a folder"):
         prepare_out_path(tmp_path / "afile" / "c.nc")
 
 
 # ---- the wrong kind of path, refused before any work ---------------------------------------------------------
+
 
 def test_zarr_out_that_is_a_file_is_refused_before_training(tmp_path):
     out = tmp_path / "x.zarr"
@@ -111,11 +116,11 @@ def test_zarr_out_that_is_a_file_is_refused_before_training(tmp_path):
     assert r.returncode == 2, r.stderr
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "--out" in lines[0] and "x.zarr is a file" in lines[0] and "folder" in lines[0], r.stderr
-    assert HEADER not in r.stderr                                    # refused before training
+    assert HEADER not in r.stderr  # refused before training
     with pytest.raises(ValueError, match="--out.*x.zarr is a file; a .zarr output is a folder"):
-        prepare_out_path(out)                                         # the kind is named, not only "exists"
+        prepare_out_path(out)  # the kind is named, not only "exists"
     assert out.read_text() == "a regular file"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.zarr"]   # no temporary folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.zarr"]  # no temporary folder
 
 
 def test_wrong_kinds_of_out_path(tmp_path):
@@ -126,7 +131,7 @@ def test_wrong_kinds_of_out_path(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(ValueError, match="--out.*FIFO"):
         prepare_out_path(fifo, overwrite=True)
-    with pytest.raises(DatasetError, match="f.nc.*cannot write"):    # save refuses it too, without blocking
+    with pytest.raises(DatasetError, match="f.nc.*cannot write"):  # save refuses it too, without blocking
         save(xr.Dataset({"a": ("x", [1.0])}), fifo)
     (tmp_path / "z.zarr").write_text("x")
     with pytest.raises(DatasetError, match="z.zarr.*not a folder"):
@@ -135,6 +140,7 @@ def test_wrong_kinds_of_out_path(tmp_path):
 
 
 # ---- failed saves: exit 2, one line, no temporary file --------------------------------------------------------
+
 
 def full_disk_write():
     """An os.write for probes.experiment.dataset._os_write: the first call writes half its bytes, the next raises ENOSPC."""
@@ -145,6 +151,7 @@ def full_disk_write():
         if len(calls) > 1:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return os.write(fd, bytes(data[: max(1, len(data) // 2)]))
+
     write.calls = calls
     return write
 
@@ -156,15 +163,20 @@ def test_disk_full_during_save_raises_and_leaves_no_temp(tmp_path, run_ds, monke
     monkeypatch.setattr(dsmod, "_os_write", write)
     with pytest.raises(DatasetError, match=r"run.nc: cannot write: No space left on device"):
         save(run_ds, out)
-    assert len(write.calls) == 2                                      # it failed mid-write
-    assert out.read_bytes() == before                                 # the old dataset is intact
+    assert len(write.calls) == 2  # it failed mid-write
+    assert out.read_bytes() == before  # the old dataset is intact
     assert temps(tmp_path) == []
 
 
 def test_disk_full_in_the_cli_exits_2_with_one_line(tmp_path):
     out = tmp_path / "run.nc"
-    r = cli("run", *TINY, "--out", str(out),
-            pre="import tests.test_saves as t, probes.experiment.dataset as d; d._os_write = t.full_disk_write()")
+    r = cli(
+        "run",
+        *TINY,
+        "--out",
+        str(out),
+        pre="import tests.test_saves as t, probes.experiment.dataset as d; d._os_write = t.full_disk_write()",
+    )
     assert r.returncode == 2, (r.returncode, r.stderr)
     lines = error_lines(r)
     assert len(lines) == 1 and lines[0].endswith("run.nc: cannot write: No space left on device"), r.stderr
@@ -173,8 +185,9 @@ def test_disk_full_in_the_cli_exits_2_with_one_line(tmp_path):
 
 def _fsize_limit(limit: int):
     def pre():
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)                # EFBIG from write() instead of a kill
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG from write() instead of a kill
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
     return pre
 
 
@@ -182,8 +195,14 @@ def test_a_real_write_failure_exits_2_without_a_crash(tmp_path):
     """No mocks: the file-size limit makes the kernel refuse the write (EFBIG), as a full disk would. Before
     the fix this path printed the error and then died with SIGSEGV (exit 139) at interpreter exit."""
     out = tmp_path / "run.nc"
-    r = cli("run", *TINY, "--out", str(out), preexec_fn=_fsize_limit(16 * 1024),
-            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    r = cli(
+        "run",
+        *TINY,
+        "--out",
+        str(out),
+        preexec_fn=_fsize_limit(16 * 1024),
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+    )
     assert r.returncode == 2, (r.returncode, r.stderr)
     lines = error_lines(r)
     assert len(lines) == 1 and "run.nc: cannot write: File too large" in lines[0], r.stderr
@@ -206,7 +225,7 @@ def tiny_tmpfs(tmp_path):
 
 
 def test_a_really_full_disk_exits_2_without_a_crash(tiny_tmpfs):
-    (tiny_tmpfs / "filler").write_bytes(b"\0" * (256 - 24) * 1024)   # leave about 24 KiB
+    (tiny_tmpfs / "filler").write_bytes(b"\0" * (256 - 24) * 1024)  # leave about 24 KiB
     r = cli("run", *TINY, "--out", str(tiny_tmpfs / "run.nc"))
     assert r.returncode == 2, (r.returncode, r.stderr)
     lines = error_lines(r)
@@ -216,31 +235,32 @@ def test_a_really_full_disk_exits_2_without_a_crash(tiny_tmpfs):
 
 def test_failed_zarr_save_removes_its_temporary_folder(tmp_path, run_ds):
     bad = run_ds.copy()
-    bad.attrs["not_serialisable"] = object()                          # zarr refuses it after the folder exists
+    bad.attrs["not_serialisable"] = object()  # zarr refuses it after the folder exists
     with pytest.raises(DatasetError, match="x.zarr: cannot write"):
         save(bad, tmp_path / "x.zarr")
     assert list(tmp_path.iterdir()) == []
-    save(run_ds, tmp_path / "x.zarr")                                 # a good one; then replace it
+    save(run_ds, tmp_path / "x.zarr")  # a good one; then replace it
     save(run_ds.assign_attrs(title="second"), tmp_path / "x.zarr")
     assert load(tmp_path / "x.zarr").attrs["title"] == "second"
     with pytest.raises(DatasetError):
         save(bad, tmp_path / "x.zarr")
-    assert load(tmp_path / "x.zarr").attrs["title"] == "second"       # a failed replace keeps the old one
+    assert load(tmp_path / "x.zarr").attrs["title"] == "second"  # a failed replace keeps the old one
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.zarr"]
 
 
 # ---- stale temporaries of killed saves ------------------------------------------------------------------------
 
+
 def test_stale_temps_are_removed_and_fresh_ones_kept(tmp_path):
     old = time.time() - 3600
     stale_nc = tmp_path / ".tmp-k1ll3d00.nc"
-    stale_nc.write_bytes(b"")                                         # what SIGKILL during a save leaves
+    stale_nc.write_bytes(b"")  # what SIGKILL during a save leaves
     stale_zarr = tmp_path / ".tmp-k1ll3d01.zarr"
     (stale_zarr / "a").mkdir(parents=True)
     (stale_zarr / "a" / "0").write_bytes(b"x")
     for p in (stale_zarr / "a" / "0", stale_zarr / "a", stale_zarr, stale_nc):
         os.utime(p, (old, old))
-    fresh = tmp_path / ".tmp-inflight.nc"                             # another worker's save, in flight
+    fresh = tmp_path / ".tmp-inflight.nc"  # another worker's save, in flight
     fresh.write_bytes(b"partial")
     others = [tmp_path / "run.nc", tmp_path / ".tmp-notes.txt", tmp_path / "tmp-x.nc", tmp_path / ".tmp-.nc"]
     for p in others:
@@ -253,11 +273,12 @@ def test_stale_temps_are_removed_and_fresh_ones_kept(tmp_path):
     assert cleanup_stale_temps(tmp_path / "absent") == []
     stale_nc.write_bytes(b"")
     os.utime(stale_nc, (old, old))
-    save(xr.Dataset({"a": ("x", [1.0])}), tmp_path / "next.nc")       # the next save in the folder, too
-    assert not stale_nc.exists() and temps(tmp_path) == [".tmp-.nc", ".tmp-notes.txt"]   # decoys kept
+    save(xr.Dataset({"a": ("x", [1.0])}), tmp_path / "next.nc")  # the next save in the folder, too
+    assert not stale_nc.exists() and temps(tmp_path) == [".tmp-.nc", ".tmp-notes.txt"]  # decoys kept
 
 
 # ---- corruption is detected ------------------------------------------------------------------------------------
+
 
 def test_zeroed_middle_of_a_file_fails_load(tmp_path, run_ds):
     out = save(run_ds, tmp_path / "run.nc")
@@ -274,9 +295,9 @@ def test_checksum_catches_changed_data_that_hdf5_reads_fine(tmp_path, run_ds):
     raw = out.read_bytes()
     values = np.ascontiguousarray(run_ds.kernel_pooled.values).tobytes()
     at = raw.find(values)
-    assert at > 0 and raw.find(values, at + 1) < 0                   # stored once, contiguous
+    assert at > 0 and raw.find(values, at + 1) < 0  # stored once, contiguous
     flipped = bytearray(raw)
-    flipped[at + len(values) // 2] ^= 0x01                            # one bit of one value
+    flipped[at + len(values) // 2] ^= 0x01  # one bit of one value
     out.write_bytes(bytes(flipped))
     with pytest.raises(DatasetError, match="run.nc: variable kernel_pooled is corrupt"):
         load(out)
@@ -295,12 +316,12 @@ def test_truncated_file_fails_load(tmp_path, run_ds):
 def test_checksums_round_trip_and_old_files_still_load(tmp_path, run_ds):
     for name in ("run.nc", "run.zarr"):
         back = load(save(run_ds, tmp_path / name))
-        assert not any("checksum" in v.attrs for v in back.variables.values())   # stripped in memory
+        assert not any("checksum" in v.attrs for v in back.variables.values())  # stripped in memory
     on_disk = xr.open_dataset(tmp_path / "run.nc", engine="h5netcdf")
     assert on_disk.heldout_loss.attrs["checksum"].startswith("crc32:")
-    assert on_disk.site.attrs["checksum"].startswith("crc32:")                     # coordinates too
+    assert on_disk.site.attrs["checksum"].startswith("crc32:")  # coordinates too
     on_disk.close()
-    run_ds.to_netcdf(tmp_path / "old.nc", engine="h5netcdf")          # written before checksums existed
+    run_ds.to_netcdf(tmp_path / "old.nc", engine="h5netcdf")  # written before checksums existed
     assert int(load(tmp_path / "old.nc").N) == int(run_ds.N)
 
 
@@ -332,18 +353,22 @@ def test_nan_payloads_and_strings_checksum_stably(tmp_path, run_ds):
 
 # ---- load never blocks on a FIFO -------------------------------------------------------------------------------
 
+
 def test_load_refuses_a_fifo_quickly(tmp_path):
     """In a subprocess with a timeout: opening a FIFO with h5py blocks forever (holding h5py's lock, so a
     thread could not be abandoned either)."""
     fifo = tmp_path / "pipe.nc"
     os.mkfifo(fifo)
-    code = ("import sys, time; from probes.experiment.dataset import load, DatasetError\n"
-            "t = time.perf_counter()\n"
-            "try:\n    load(sys.argv[1])\nexcept DatasetError as e:\n"
-            "    print(f'{time.perf_counter() - t:.3f}', e)")
+    code = (
+        "import sys, time; from probes.experiment.dataset import load, DatasetError\n"
+        "t = time.perf_counter()\n"
+        "try:\n    load(sys.argv[1])\nexcept DatasetError as e:\n"
+        "    print(f'{time.perf_counter() - t:.3f}', e)"
+    )
     try:
-        r = subprocess.run([sys.executable, "-c", code, str(fifo)], check=False, cwd=ROOT, capture_output=True, text=True,
-                           timeout=120)
+        r = subprocess.run(
+            [sys.executable, "-c", code, str(fifo)], check=False, cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
     except subprocess.TimeoutExpired:
         pytest.fail("load() blocked on a FIFO")
     assert r.returncode == 0, r.stderr
@@ -362,10 +387,19 @@ def test_a_combined_l_sweep_with_nan_padded_integer_coordinates_round_trips(tmp_
     from probes.experiment.dataset import combine_runs, load, run_dataset, save
     from probes.experiment.run import train
 
-    runs = [run_dataset(train(make_run_config(model={"N": 2, "H": 2, "L": L, "task": "vision"},
-                                              run={"steps": 1, "batch_size": 2},
-                                              probes={"n_samples": 2, "every": 1}))) for L in (1, 2)]
-    for ds in runs:                                  # as a sweep does: the parts come back from disk
+    runs = [
+        run_dataset(
+            train(
+                make_run_config(
+                    model={"N": 2, "H": 2, "L": L, "task": "vision"},
+                    run={"steps": 1, "batch_size": 2},
+                    probes={"n_samples": 2, "every": 1},
+                )
+            )
+        )
+        for L in (1, 2)
+    ]
+    for ds in runs:  # as a sweep does: the parts come back from disk
         save(ds, tmp_path / f"L{int(ds.L)}.nc")
     merged = combine_runs([load(tmp_path / f"L{L}.nc") for L in (1, 2)], "L")
     save(merged, tmp_path / "m.nc")
@@ -374,6 +408,7 @@ def test_a_combined_l_sweep_with_nan_padded_integer_coordinates_round_trips(tmp_
 
 
 # ---- the one atomic writer (probes.experiment.atomic): datasets, store manifests and the command line's tables --
+
 
 def test_write_atomic_replaces_whole_or_not_at_all(tmp_path):
     from probes.experiment.atomic import TEMP_PREFIX, write_atomic
@@ -391,7 +426,7 @@ def test_write_atomic_replaces_whole_or_not_at_all(tmp_path):
     seen = []
     write_atomic(path, lambda tmp: (seen.append(tmp.name), tmp.write_text("new\n")))
     assert path.read_text() == "new\n" and [p.name for p in tmp_path.iterdir()] == ["table.csv"]
-    assert seen[0].startswith(TEMP_PREFIX) and seen[0].endswith(".csv")      # next to it, a name cleanup knows
+    assert seen[0].startswith(TEMP_PREFIX) and seen[0].endswith(".csv")  # next to it, a name cleanup knows
     umask = os.umask(0)
     os.umask(umask)
-    assert path.stat().st_mode & 0o777 == 0o666 & ~umask                      # not mkstemp's 0600
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600

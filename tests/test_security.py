@@ -7,6 +7,7 @@ that the command refused the file with one line naming --data (or the config key
 The same for a CIFAR-5M .npz holding a pickled object array and a .zarr store whose codec is numcodecs' pickle.
 Real-format CIFAR-10 batches (as Python 2's cPickle wrote them, and at protocols 2 and 5 from Python 3) still load
 through the restricted unpickler and give the same arrays as plain pickle."""
+
 from __future__ import annotations
 
 import builtins
@@ -52,16 +53,21 @@ def payloads(marker: Path) -> dict[str, Payload]:
         "builtins.exec": Payload(builtins.exec, touch),
         "builtins.eval": Payload(builtins.eval, touch),
         "subprocess.call": Payload(subprocess.call, ["touch", str(marker)]),
-        "numpy runstring": Payload(__import__("numpy.testing._private.utils", fromlist=["runstring"]).runstring,
-                                   touch, {}),
+        "numpy runstring": Payload(
+            __import__("numpy.testing._private.utils", fromlist=["runstring"]).runstring, touch, {}
+        ),
     }
 
 
 def batch(n: int, seed: int) -> dict:
     """A real-format CIFAR-10 batch of n images (keys and strings as Python 2 bytes)."""
     rng = np.random.default_rng(seed)
-    return {b"batch_label": f"training batch {seed} of 5".encode(), b"labels": rng.integers(0, 10, n).tolist(),
-            b"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8), b"filenames": [b"x_%d.png" % i for i in range(n)]}
+    return {
+        b"batch_label": f"training batch {seed} of 5".encode(),
+        b"labels": rng.integers(0, 10, n).tolist(),
+        b"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
+        b"filenames": [b"x_%d.png" % i for i in range(n)],
+    }
 
 
 def write_folder(folder: Path, train, test, protocol: int = 2) -> Path:
@@ -96,7 +102,9 @@ def assert_refused(args: list, names: list[str], tmp: Path, marker: Path) -> str
 
 @pytest.mark.parametrize("protocol", [0, 2, pickle.HIGHEST_PROTOCOL])
 @pytest.mark.parametrize("where", ["top", "nested"])
-@pytest.mark.parametrize("gadget", ["os.system", "builtins.exec", "builtins.eval", "subprocess.call", "numpy runstring"])
+@pytest.mark.parametrize(
+    "gadget", ["os.system", "builtins.exec", "builtins.eval", "subprocess.call", "numpy runstring"]
+)
 def test_a_pickle_payload_is_refused_and_never_runs(tmp_path, gadget, where, protocol):
     marker = tmp_path / "MARKER"
     folder = evil_folder(tmp_path, marker, gadget, where, protocol)
@@ -111,14 +119,17 @@ def test_a_pickle_payload_is_refused_and_never_runs(tmp_path, gadget, where, pro
     assert marker.exists()
 
 
-@pytest.mark.parametrize("obj,what", [
-    ({b"data": np.array([1, "x"], dtype=object)}, "an array of dtype object"),
-    ({b"data": (1, 2)}, "a tuple"),
-    ({b"data": 1.5}, "a float"),
-    ({b"data": {3: b"x"}}, "a dict key of type int"),
-    ({b"data": np.zeros(3, dtype=[("a", "u1"), ("b", "f4")])}, "an array of dtype"),
-    ([1, 2], "a top-level list"),
-])
+@pytest.mark.parametrize(
+    "obj,what",
+    [
+        ({b"data": np.array([1, "x"], dtype=object)}, "an array of dtype object"),
+        ({b"data": (1, 2)}, "a tuple"),
+        ({b"data": 1.5}, "a float"),
+        ({b"data": {3: b"x"}}, "a dict key of type int"),
+        ({b"data": np.zeros(3, dtype=[("a", "u1"), ("b", "f4")])}, "an array of dtype"),
+        ([1, 2], "a top-level list"),
+    ],
+)
 def test_anything_but_plain_data_is_refused(tmp_path, obj, what):
     path = tmp_path / "data_batch_1"
     for protocol in (2, pickle.HIGHEST_PROTOCOL):
@@ -129,7 +140,7 @@ def test_anything_but_plain_data_is_refused(tmp_path, obj, what):
 
 def test_many_references_to_one_list_are_checked_once(tmp_path):
     deep: list = [1]
-    for _ in range(60):                      # 2^60 paths through the references, 61 lists
+    for _ in range(60):  # 2^60 paths through the references, 61 lists
         deep = [deep, deep]
     path = tmp_path / "data_batch_1"
     path.write_bytes(pickle.dumps({b"data": deep}, protocol=2))
@@ -143,8 +154,14 @@ class _Py2Pickler(pickle._Pickler):
     dispatch = dict(pickle._Pickler.dispatch)
 
     def _py2_str(self, b: bytes) -> None:
-        self.write((pickle.SHORT_BINSTRING + bytes([len(b)]) if len(b) < 256 else
-                    pickle.BINSTRING + len(b).to_bytes(4, "little")) + b)
+        self.write(
+            (
+                pickle.SHORT_BINSTRING + bytes([len(b)])
+                if len(b) < 256
+                else pickle.BINSTRING + len(b).to_bytes(4, "little")
+            )
+            + b
+        )
 
     dispatch[bytes] = lambda self, b: self._py2_str(b)
     dispatch[str] = lambda self, s: self._py2_str(s.encode("latin-1"))
@@ -162,14 +179,17 @@ def py2_pickle(obj) -> bytes:
     buf = io.BytesIO()
     _Py2Pickler(buf, protocol=2).dump(obj)
     data = buf.getvalue().replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
-    assert b"cnumpy.core.multiarray\n_reconstruct\n" in data and b"U\x04data" in data   # py2 str keys
+    assert b"cnumpy.core.multiarray\n_reconstruct\n" in data and b"U\x04data" in data  # py2 str keys
     return data
 
 
 @pytest.mark.parametrize("flavour", ["python2", "protocol2", "newest"])
 def test_real_format_batches_load_as_plain_pickle_loads_them(tmp_path, flavour):
-    dump = {"python2": py2_pickle, "protocol2": lambda o: pickle.dumps(o, protocol=2),
-            "newest": lambda o: pickle.dumps(o, protocol=pickle.HIGHEST_PROTOCOL)}[flavour]
+    dump = {
+        "python2": py2_pickle,
+        "protocol2": lambda o: pickle.dumps(o, protocol=2),
+        "newest": lambda o: pickle.dumps(o, protocol=pickle.HIGHEST_PROTOCOL),
+    }[flavour]
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()
     batches = {"data_batch_1": batch(20, 1), "data_batch_2": batch(20, 2), "test_batch": batch(20, 3)}
@@ -196,36 +216,85 @@ def test_real_format_batches_load_as_plain_pickle_loads_them(tmp_path, flavour):
 def test_run_refuses_the_payload_before_any_work(tmp_path):
     marker = tmp_path / "MARKER"
     folder = evil_folder(tmp_path, marker)
-    line = assert_refused(["run", *TINY, "--steps", "1", "--no-progress", "--data", folder, "--out", tmp_path / "r.nc"],
-                          ["--data", "data_batch_1", "refused pickle global posix.system", PLAIN], tmp_path, marker)
+    line = assert_refused(
+        ["run", *TINY, "--steps", "1", "--no-progress", "--data", folder, "--out", tmp_path / "r.nc"],
+        ["--data", "data_batch_1", "refused pickle global posix.system", PLAIN],
+        tmp_path,
+        marker,
+    )
     assert line.startswith("error: --data: ")
 
 
 def test_run_in_a_subprocess_refuses_the_payload(tmp_path):
     marker = tmp_path / "MARKER"
     folder = evil_folder(tmp_path, marker, "subprocess.call", "nested")
-    r = subprocess.run([sys.executable, str(ROOT / "cli.py"), "run", *TINY, "--steps", "1", "--no-progress",
-                        "--data", str(folder)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "cli.py"), "run", *TINY, "--steps", "1", "--no-progress", "--data", str(folder)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     lines = r.stderr.splitlines()
     assert r.returncode == 2 and len(lines) == 1 and r.stdout == "", r.stderr
-    assert lines[0].startswith("error: --data: ") and "refused pickle global commands.call" in lines[0]   # py2 name
+    assert lines[0].startswith("error: --data: ") and "refused pickle global commands.call" in lines[0]  # py2 name
     assert not marker.exists() and not (tmp_path / "runs").exists()
 
 
 def test_sweep_with_the_path_in_its_config_refuses_the_payload(tmp_path):
     marker = tmp_path / "MARKER"
     folder = evil_folder(tmp_path, marker, "builtins.exec")
-    (tmp_path / "cfg.toml").write_text(f"[model]\ntask = \"vision\"\n[run]\ndata_path = {json.dumps(str(folder))}\n")
-    assert_refused(["sweep", "--H", "2", "--L", "1", "--values", "2,4,8", "--seeds", "1", "--steps", "1",
-                    "--workers", "1", "--config", tmp_path / "cfg.toml", "--out", tmp_path / "s.nc"],
-                   ["[run] data_path in", "cfg.toml", "refused pickle global __builtin__.exec"], tmp_path, marker)
+    (tmp_path / "cfg.toml").write_text(f'[model]\ntask = "vision"\n[run]\ndata_path = {json.dumps(str(folder))}\n')
+    assert_refused(
+        [
+            "sweep",
+            "--H",
+            "2",
+            "--L",
+            "1",
+            "--values",
+            "2,4,8",
+            "--seeds",
+            "1",
+            "--steps",
+            "1",
+            "--workers",
+            "1",
+            "--config",
+            tmp_path / "cfg.toml",
+            "--out",
+            tmp_path / "s.nc",
+        ],
+        ["[run] data_path in", "cfg.toml", "refused pickle global __builtin__.exec"],
+        tmp_path,
+        marker,
+    )
 
 
 def test_coord_with_two_workers_refuses_the_payload_in_the_main_process(tmp_path):
     marker = tmp_path / "MARKER"
     folder = evil_folder(tmp_path, marker)
-    assert_refused(["coord", *TINY, "--values", "2,4,8", "--seeds", "1", "--steps", "0,1", "--workers", "2",
-                    "--data", folder, "--out", tmp_path / "c.nc"], ["--data", "refused pickle global"], tmp_path, marker)
+    assert_refused(
+        [
+            "coord",
+            *TINY,
+            "--values",
+            "2,4,8",
+            "--seeds",
+            "1",
+            "--steps",
+            "0,1",
+            "--workers",
+            "2",
+            "--data",
+            folder,
+            "--out",
+            tmp_path / "c.nc",
+        ],
+        ["--data", "refused pickle global"],
+        tmp_path,
+        marker,
+    )
 
 
 # ------------------------------------------------------------------------------------------------ CIFAR-5M .npz
@@ -236,12 +305,16 @@ def test_an_npz_with_a_pickled_object_array_is_refused(tmp_path):
     path = tmp_path / "cifar5m_part0.npz"
     labels = np.empty(50, dtype=object)
     labels[:] = [payloads(marker)["os.system"]] * 50
-    np.savez(path, X=np.zeros((50, 32, 32, 3), np.uint8), Y=labels)        # numpy pickles the object array
+    np.savez(path, X=np.zeros((50, 32, 32, 3), np.uint8), Y=labels)  # numpy pickles the object array
     with pytest.raises(DataError, match="'Y' holds pickled Python objects; refused"):
         load_task("vision", str(path))
     assert not marker.exists()
-    assert_refused(["run", *TINY, "--steps", "1", "--no-progress", "--data", path, "--out", tmp_path / "r.nc"],
-                   ["--data", "cifar5m_part0.npz", "pickled Python objects"], tmp_path, marker)
+    assert_refused(
+        ["run", *TINY, "--steps", "1", "--no-progress", "--data", path, "--out", tmp_path / "r.nc"],
+        ["--data", "cifar5m_part0.npz", "pickled Python objects"],
+        tmp_path,
+        marker,
+    )
 
 
 # ------------------------------------------------------------------------------------------------ zarr datasets
@@ -250,19 +323,34 @@ def test_an_npz_with_a_pickled_object_array_is_refused(tmp_path):
 def pickle_zarr(path: Path, marker: Path, codec: str = "compressor") -> Path:
     """A zarr v2 store (consolidated, as xarray opens it) whose one array decodes its chunk with numcodecs' pickle,
     the chunk carrying the os.system payload (as a compressor after vlen-utf8, zarr 3.1 unpickles it)."""
-    array = {"shape": [1], "chunks": [1], "dtype": "|O", "fill_value": None, "order": "C", "zarr_format": 2,
-             "dimension_separator": ".", "filters": [{"id": "vlen-utf8"}], "compressor": None}
+    array = {
+        "shape": [1],
+        "chunks": [1],
+        "dtype": "|O",
+        "fill_value": None,
+        "order": "C",
+        "zarr_format": 2,
+        "dimension_separator": ".",
+        "filters": [{"id": "vlen-utf8"}],
+        "compressor": None,
+    }
     if codec == "compressor":
         array["compressor"] = {"id": "pickle", "protocol": 5}
-    else:                                    # what numcodecs' Pickle object codec writes (zarr 2)
+    else:  # what numcodecs' Pickle object codec writes (zarr 2)
         array["filters"] = [{"id": "pickle", "protocol": 5}]
     attrs = {"_ARRAY_DIMENSIONS": ["x"]}
     (path / "a").mkdir(parents=True)
     (path / "a" / "0").write_bytes(pickle.dumps(payloads(marker)["os.system"]))
     for name, meta in ((".zgroup", {"zarr_format": 2}), (".zattrs", {}), ("a/.zarray", array), ("a/.zattrs", attrs)):
         (path / name).write_text(json.dumps(meta))
-    (path / ".zmetadata").write_text(json.dumps({"zarr_consolidated_format": 1, "metadata": {
-        ".zgroup": {"zarr_format": 2}, ".zattrs": {}, "a/.zarray": array, "a/.zattrs": attrs}}))
+    (path / ".zmetadata").write_text(
+        json.dumps(
+            {
+                "zarr_consolidated_format": 1,
+                "metadata": {".zgroup": {"zarr_format": 2}, ".zattrs": {}, "a/.zarray": array, "a/.zattrs": attrs},
+            }
+        )
+    )
     return path
 
 
@@ -286,25 +374,34 @@ def test_the_pickle_zarr_refused_in_a_subprocess_that_allows_unpickling(tmp_path
     marker = tmp_path / "MARKER"
     store = pickle_zarr(tmp_path / "evil.zarr", marker)
     env = {**os.environ, "NUMCODECS_ALLOW_UNSAFE_PICKLE_DECODE": "1"}
-    r = subprocess.run([sys.executable, str(ROOT / "cli.py"), "check", str(store)], cwd=tmp_path, env=env,
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "cli.py"), "check", str(store)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     lines = r.stderr.splitlines()
-    assert r.returncode == 2 and len(lines) == 1 and "refused compressor \"pickle\"" in lines[0], r.stderr
+    assert r.returncode == 2 and len(lines) == 1 and 'refused compressor "pickle"' in lines[0], r.stderr
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("meta,what", [
-    ({"dtype": "<f8", "compressor": {"id": "pickle"}, "filters": None}, 'compressor "pickle"'),
-    ({"dtype": "|O", "compressor": None, "filters": [{"id": "msgpack2"}]}, 'filter "msgpack2"'),
-    ({"dtype": "<f8", "compressor": None, "filters": [{"id": "vlen-utf8"}]}, 'filter "vlen-utf8"'),
-    ({"dtype": "|O", "compressor": None, "filters": [{"id": "vlen-utf8"}, {"id": "pickle"}]}, 'filter "vlen-utf8"'),
-    ({"dtype": "|O", "compressor": None, "filters": [{"id": "vlen-bytes"}]}, 'filter "vlen-bytes"'),
-    ({"dtype": "|O", "compressor": {"id": "pickle"}, "filters": [{"id": "vlen-utf8"}]}, 'compressor "pickle"'),
-    ({"dtype": "|O", "compressor": None, "filters": None}, 'data type "|O"'),
-    ({"dtype": [["a", "<f8"]], "compressor": None, "filters": None}, "data type"),
-    ({"dtype": "<M8[ns]", "compressor": {"id": "zstd"}, "filters": None}, "data type"),
-    ({"dtype": "<f8", "compressor": {"id": "someplugin"}, "filters": None}, 'compressor "someplugin"'),
-])
+@pytest.mark.parametrize(
+    "meta,what",
+    [
+        ({"dtype": "<f8", "compressor": {"id": "pickle"}, "filters": None}, 'compressor "pickle"'),
+        ({"dtype": "|O", "compressor": None, "filters": [{"id": "msgpack2"}]}, 'filter "msgpack2"'),
+        ({"dtype": "<f8", "compressor": None, "filters": [{"id": "vlen-utf8"}]}, 'filter "vlen-utf8"'),
+        ({"dtype": "|O", "compressor": None, "filters": [{"id": "vlen-utf8"}, {"id": "pickle"}]}, 'filter "vlen-utf8"'),
+        ({"dtype": "|O", "compressor": None, "filters": [{"id": "vlen-bytes"}]}, 'filter "vlen-bytes"'),
+        ({"dtype": "|O", "compressor": {"id": "pickle"}, "filters": [{"id": "vlen-utf8"}]}, 'compressor "pickle"'),
+        ({"dtype": "|O", "compressor": None, "filters": None}, 'data type "|O"'),
+        ({"dtype": [["a", "<f8"]], "compressor": None, "filters": None}, "data type"),
+        ({"dtype": "<M8[ns]", "compressor": {"id": "zstd"}, "filters": None}, "data type"),
+        ({"dtype": "<f8", "compressor": {"id": "someplugin"}, "filters": None}, 'compressor "someplugin"'),
+    ],
+)
 def test_zarr_v2_metadata_outside_the_allow_list_is_refused(tmp_path, meta, what):
     (tmp_path / "s.zarr" / "a").mkdir(parents=True)
     (tmp_path / "s.zarr" / "a" / ".zarray").write_text(json.dumps({"shape": [1], "chunks": [1], **meta}))
@@ -312,21 +409,31 @@ def test_zarr_v2_metadata_outside_the_allow_list_is_refused(tmp_path, meta, what
         check_zarr_store(tmp_path / "s.zarr")
 
 
-@pytest.mark.parametrize("codecs,dtype,what", [
-    ([{"name": "bytes"}, {"name": "numcodecs.pickle"}], "float64", 'codec "numcodecs.pickle"'),
-    ([{"name": "sharding_indexed", "configuration": {"codecs": [{"name": "numcodecs.pickle"}]}}], "float64",
-     'codec "numcodecs.pickle"'),
-    ([{"name": "vlen-utf8"}], "float64", 'codec "vlen-utf8"'),
-    ([{"name": "vlen-utf8"}, {"name": "numcodecs.pickle"}], "string", 'codec "numcodecs.pickle"'),
-    ([{"name": "bytes"}], "object", "data type"),
-])
+@pytest.mark.parametrize(
+    "codecs,dtype,what",
+    [
+        ([{"name": "bytes"}, {"name": "numcodecs.pickle"}], "float64", 'codec "numcodecs.pickle"'),
+        (
+            [{"name": "sharding_indexed", "configuration": {"codecs": [{"name": "numcodecs.pickle"}]}}],
+            "float64",
+            'codec "numcodecs.pickle"',
+        ),
+        ([{"name": "vlen-utf8"}], "float64", 'codec "vlen-utf8"'),
+        ([{"name": "vlen-utf8"}, {"name": "numcodecs.pickle"}], "string", 'codec "numcodecs.pickle"'),
+        ([{"name": "bytes"}], "object", "data type"),
+    ],
+)
 def test_zarr_v3_metadata_outside_the_allow_list_is_refused(tmp_path, codecs, dtype, what):
     (tmp_path / "s.zarr" / "a").mkdir(parents=True)
     node = {"zarr_format": 3, "node_type": "array", "data_type": dtype, "codecs": codecs}
     (tmp_path / "s.zarr" / "a" / "zarr.json").write_text(json.dumps(node))
     with pytest.raises(UnsafeStore, match="refused " + what):
         check_zarr_store(tmp_path / "s.zarr")
-    group = {"zarr_format": 3, "node_type": "group", "consolidated_metadata": {"kind": "inline", "metadata": {"a": node}}}
+    group = {
+        "zarr_format": 3,
+        "node_type": "group",
+        "consolidated_metadata": {"kind": "inline", "metadata": {"a": node}},
+    }
     (tmp_path / "c.zarr").mkdir()
     (tmp_path / "c.zarr" / "zarr.json").write_text(json.dumps(group))
     with pytest.raises(UnsafeStore, match=r"zarr.json \(a\): refused " + what):
@@ -340,9 +447,16 @@ def test_what_save_and_zarr_write_passes_the_check(tmp_path):
 
     from probes.experiment.dataset import save
 
-    ds = xr.Dataset({"f": ("x", np.arange(3.0)), "b": ("x", np.array([True, False, True])),
-                     "s": ("x", np.array(["a", "bc", "def"])), "y": ("x", np.array([b"a", b"b", b"c"])),
-                     "i": ("x", np.arange(3, dtype=np.int8)), "o": ("x", np.array(["p", "qr", "s"], dtype=object))})
+    ds = xr.Dataset(
+        {
+            "f": ("x", np.arange(3.0)),
+            "b": ("x", np.array([True, False, True])),
+            "s": ("x", np.array(["a", "bc", "def"])),
+            "y": ("x", np.array([b"a", b"b", b"c"])),
+            "i": ("x", np.arange(3, dtype=np.int8)),
+            "o": ("x", np.array(["p", "qr", "s"], dtype=object)),
+        }
+    )
     save(ds, tmp_path / "v2.zarr")
     check_zarr_store(tmp_path / "v2.zarr")
     ds.to_zarr(tmp_path / "v3.zarr", zarr_format=3, consolidated=True)

@@ -1,4 +1,5 @@
 """dmft.solvers against exact integrals and against the model at init (P1, P3, P4, P5 of docs/predictions.md)."""
+
 import numpy as np
 import pytest
 import torch
@@ -47,7 +48,7 @@ def test_variance_gamma_pdf_normalised_variance_and_cdf(N, alpha_A):
     np.testing.assert_allclose(law.cdf(a), ref, atol=1e-8)
     np.testing.assert_allclose(law.cdf(-a), 1 - law.cdf(a), atol=1e-12)
     x = law.rvs(20000, rng=N)
-    assert law.ks_test(x)[1] > 1e-4                 # uniform under the right law: fails by chance 1 in 10^4, no edge
+    assert law.ks_test(x)[1] > 1e-4  # uniform under the right law: fails by chance 1 in 10^4, no edge
     assert np.var(x) == pytest.approx(law.var(), rel=0.05)
     hist, edges = np.histogram(x, bins=np.linspace(-2, 2, 21) * law.std())
     expected = len(x) * np.diff(law.cdf(edges))
@@ -60,11 +61,11 @@ def test_closed_form_special_cases_and_gaussian_limit():
     np.testing.assert_allclose(attention_law(2, 1.0, c=2.0).pdf(a), np.exp(-a) / 2, rtol=1e-12)  # scale 1: Laplace
     np.testing.assert_allclose(attention_law(1000, 0.5).pdf([0.0, 1.0]), stats.norm.pdf([0.0, 1.0]), rtol=2e-3)
     assert attention_law(4, 0.5, c=3.0).var() == pytest.approx(9.0)
-    assert gaussian_limit(64, 1.0).std() == pytest.approx(64 ** -0.5)
+    assert gaussian_limit(64, 1.0).std() == pytest.approx(64**-0.5)
     assert gaussian_limit(64, 0.5, c=2.0).std() == pytest.approx(2.0)
     grid = np.linspace(-5, 5, 201)
     sup = {N: np.max(np.abs(attention_law(N, 0.5).cdf(grid) - gaussian_limit(N, 0.5).cdf(grid))) for N in (1, 16)}
-    assert sup[16] < 0.015 < 0.05 < sup[1]         # CLT in N (Fig. 3c): measured 0.0086 and 0.107
+    assert sup[16] < 0.015 < 0.05 < sup[1]  # CLT in N (Fig. 3c): measured 0.0086 and 0.107
     x1 = attention_law(1, 0.5).rvs(20000, rng=0)
     assert stats.kstest(x1, gaussian_limit(1, 0.5).cdf).pvalue < 1e-6
 
@@ -101,8 +102,9 @@ def test_model_attention_variables_follow_the_variance_gamma_law(preset):
     ALPHA = 1e-4
     for N, a in samples.items():
         assert attention_law(N, alpha_A).ks_test(a)[1] > ALPHA, N
-        rel_sd = np.sqrt((2 + 6 / N) / len(a))      # sd of a sample variance, excess kurtosis 6/N (VG law)
+        rel_sd = np.sqrt((2 + 6 / N) / len(a))  # sd of a sample variance, excess kurtosis 6/N (VG law)
         assert np.var(a) == pytest.approx(N ** (1 - 2 * alpha_A), rel=4 * rel_sd)  # P1
+
     # power at the same ALPHA: a law of the wrong N with the right variance (only the shape differs) is rejected.
     # Measured p: N = 1 heads against the N = 2 law 3e-8; N = 2 heads against the N = 1 law 7e-7.
     def same_variance(n_law: int, N: int):
@@ -110,7 +112,7 @@ def test_model_attention_variables_follow_the_variance_gamma_law(preset):
 
     assert same_variance(2, 1).ks_test(samples[1])[1] < ALPHA
     assert same_variance(1, 2).ks_test(samples[2])[1] < ALPHA
-    a1 = samples[1] * (16 ** (alpha_A - 0.5))      # rescaled to the N = 16 variance, so only the shape differs
+    a1 = samples[1] * (16 ** (alpha_A - 0.5))  # rescaled to the N = 16 variance, so only the shape differs
     assert attention_law(16, alpha_A).ks_test(a1)[1] < ALPHA
     assert stats.kstest(a1, gaussian_limit(16, alpha_A).cdf).pvalue < ALPHA
 
@@ -118,12 +120,12 @@ def test_model_attention_variables_follow_the_variance_gamma_law(preset):
 # ------------------------------------------------------------------------------------- kernel recursion pieces
 def test_mlp_kernel_quadrature_and_embedding_kernel(vision_x):
     def gelu(z):
-        return 0.5 * z * (1 + np.tanh(np.sqrt(2 / np.pi) * (z + 0.044715 * z ** 3)))
+        return 0.5 * z * (1 + np.tanh(np.sqrt(2 / np.pi) * (z + 0.044715 * z**3)))
 
     e2 = integrate.quad(lambda z: gelu(z) ** 2 * stats.norm.pdf(z), -np.inf, np.inf)[0]
     e1 = integrate.quad(lambda z: gelu(z) * stats.norm.pdf(z), -np.inf, np.inf)[0]
     K = mlp_kernel(np.array([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]))
-    np.testing.assert_allclose([K[0, 0], K[0, 1], K[0, 2]], [e2, e2, e1 ** 2], rtol=1e-9)
+    np.testing.assert_allclose([K[0, 0], K[0, 1], K[0, 2]], [e2, e2, e1**2], rtol=1e-9)
     x = vision_x.numpy().astype(np.float64)
     for preset in ("mup", "sp"):
         Phi = embedding_kernel(x, "vision", get_preset(preset), N=4).reshape(6, S, 6, S)
@@ -140,14 +142,15 @@ def attention_head_contributions(N, preset, task, x, d=2048):
         u = layer_norm(m.embed_tokens(x)).double()
         m(x, taps, attention_maps=True)
     P = x.shape[0]
-    Pu = u.reshape(P * S, d) @ u.reshape(P * S, d).T / d                        # (P*S, P*S)
-    p = taps[0]["P"].double().transpose(0, 1)                                  # (H, P, S, S)
+    Pu = u.reshape(P * S, d) @ u.reshape(P * S, d).T / d  # (P*S, P*S)
+    p = taps[0]["P"].double().transpose(0, 1)  # (H, P, S, S)
     per = torch.einsum("hxsa,xayb,hytb->hxsyt", p, Pu.reshape(P, S, P, S), p).reshape(p.shape[0], P * S, P * S)
     return Pu.numpy(), per.numpy()
 
 
-@pytest.mark.parametrize("N,preset,task", [(1, "mup-sqrt", "vision"), (4, "mup-sqrt", "vision"), (4, "mup", "vision"),
-                                           (4, "mup-sqrt", "lm")])
+@pytest.mark.parametrize(
+    "N,preset,task", [(1, "mup-sqrt", "vision"), (4, "mup-sqrt", "vision"), (4, "mup", "vision"), (4, "mup-sqrt", "lm")]
+)
 def test_attention_expectation_matches_model_heads_exactly(N, preset, task, vision_x, lm_x):
     """P5 head by head: given the realised u, each model head's q, k coordinates are exactly GP(0, u u^T/d), so the
     head average of p Phi_u p^T is an unbiased H-sample estimate of the solver's K_attn(Phi_u) at ANY d: the mean
@@ -163,8 +166,8 @@ def test_attention_expectation_matches_model_heads_exactly(N, preset, task, visi
         K = attention_kernel(Pu, 3, S, causal=task == "lm", n_heads_mc=n_mc, gen=torch.Generator().manual_seed(1), **kw)
         return np.mean(((knet - K) / np.where(ok, se, 1))[ok] ** 2)
 
-    assert z2(N=N, alpha_A=get_preset(preset).alpha_A, mode="finite_N") < 1.6      # measured 0.93-1.19
-    assert z2(N=N, alpha_A=1.0, mode="N_inf") > 8                                   # measured 14-40
+    assert z2(N=N, alpha_A=get_preset(preset).alpha_A, mode="finite_N") < 1.6  # measured 0.93-1.19
+    assert z2(N=N, alpha_A=1.0, mode="N_inf") > 8  # measured 14-40
 
 
 # --------------------------------------------------------------------------- P4: finite H -> solver, MSE ~ 1/H
@@ -174,10 +177,10 @@ def network_kernels(model, x):
     with torch.no_grad():
         h0 = model.embed_tokens(x)
         model(x, taps)
-    hs = torch.stack([h0] + [t["h"] for t in taps]).double()                    # (L+1, P, S, d)
+    hs = torch.stack([h0] + [t["h"] for t in taps]).double()  # (L+1, P, S, d)
     d = hs.shape[-1]
     pooled, last = hs.mean(2), hs[:, :, -1]
-    gram = lambda h: h @ h.transpose(1, 2) / d                                  # noqa: E731
+    gram = lambda h: h @ h.transpose(1, 2) / d  # noqa: E731
     return gram(pooled), gram(hs[:, 0]), gram(last)
 
 
@@ -209,7 +212,7 @@ def test_finite_head_kernels_converge_to_solver_at_rate_one_over_H(task, preset,
     # the Monte Carlo error of the solver is negligible against the finite-H deviation at the largest H
     ds1 = infinite_head_kernels(x.numpy(), seed=1, **kw)
     mc_mse = np.mean(np.concatenate([(ds[n].values - ds1[n].values).ravel() for n in names]) ** 2) / 2
-    assert mc_mse < 1e-4 * mse[-1].mean()                                                # measured 1e-7 to 5e-6 of it
+    assert mc_mse < 1e-4 * mse[-1].mean()  # measured 1e-7 to 5e-6 of it
     assert ds.kernel_pooled.dims == ("depth", "sample", "sample_") and ds.attrs["N"] == N and ds.sizes["depth"] == L + 1
 
 
@@ -219,10 +222,31 @@ def test_finite_N_solver_approaches_N_inf(alpha_A, Ns, shrink, vision_x):
     """RMS(K_attn(N) - K_attn(N -> oo)) falls with N: alpha_A = 1 like 1/N (measured 0.0138, 0.0032, 0.00075, 0.00019),
     alpha_A = 1/2 (measured 0.0069, 0.0025, 0.00078) down to the Monte Carlo floor (~3e-4 at 8192 heads)."""
     Pu = layer_norm_kernel(embedding_kernel(vision_x[:2].numpy(), "vision", Parametrization(), N=1))
-    K = {N: attention_kernel(Pu, 2, S, N=N, alpha_A=alpha_A, causal=False, mode="finite_N", n_heads_mc=8192,
-                             gen=torch.Generator().manual_seed(2)) for N in Ns}
-    Kinf = attention_kernel(Pu, 2, S, N=1, alpha_A=alpha_A, causal=False, mode="N_inf", n_heads_mc=8192,
-                            gen=torch.Generator().manual_seed(0))
+    K = {
+        N: attention_kernel(
+            Pu,
+            2,
+            S,
+            N=N,
+            alpha_A=alpha_A,
+            causal=False,
+            mode="finite_N",
+            n_heads_mc=8192,
+            gen=torch.Generator().manual_seed(2),
+        )
+        for N in Ns
+    }
+    Kinf = attention_kernel(
+        Pu,
+        2,
+        S,
+        N=1,
+        alpha_A=alpha_A,
+        causal=False,
+        mode="N_inf",
+        n_heads_mc=8192,
+        gen=torch.Generator().manual_seed(0),
+    )
     dev = [np.sqrt(np.mean((K[N] - Kinf) ** 2)) for N in Ns]
     assert all(b < a for a, b in zip(dev, dev[1:])), dev
     assert dev[-1] < shrink * dev[0], dev
@@ -233,9 +257,15 @@ def test_finite_N_solver_approaches_N_inf(alpha_A, Ns, shrink, vision_x):
 def test_invalid_inputs_raise(vision_x, lm_x):
     x, tok = vision_x.numpy(), lm_x.numpy()
     base = dict(task="vision", N=4, L=1, alpha_A=0.5, n_heads_mc=16)
-    bad = [(dict(base, task="audio"), "task"), (dict(base, mode="N_big"), "mode"), (dict(base, N=0), "N"),
-           (dict(base, L=0), "L"), (dict(base, mode="N_inf", alpha_A=0.75), "supports alpha_A"),
-           (dict(base, d_ff_ratio=0), "d_ff_ratio"), (dict(base, alpha_L=-1.0), "alpha_L")]
+    bad = [
+        (dict(base, task="audio"), "task"),
+        (dict(base, mode="N_big"), "mode"),
+        (dict(base, N=0), "N"),
+        (dict(base, L=0), "L"),
+        (dict(base, mode="N_inf", alpha_A=0.75), "supports alpha_A"),
+        (dict(base, d_ff_ratio=0), "d_ff_ratio"),
+        (dict(base, alpha_L=-1.0), "alpha_L"),
+    ]
     for kw, msg in bad:
         with pytest.raises(ValueError, match=msg):
             infinite_head_kernels(x, **kw)

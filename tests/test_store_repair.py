@@ -12,6 +12,7 @@
 
 Real runs (ensemble "auto" given explicitly, so the file passes with DMFT_PROBE_ENSEMBLE=off too), through the CLI
 in this process (`helpers.invoke`, --workers 1: the test process's one torch thread, as the reference)."""
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,25 @@ PROVENANCE = ("wall_s", "git_revision", "package_version", "torch_version", "pyt
 
 
 def sweep_args(out: Path, *extra: str) -> list[str]:
-    return ["sweep", "--axis", "N", "--values", "2,4,8", "--seeds", "3", *MODEL, "--steps", str(STEPS),
-            "--probe-every", "5", "--workers", "1", "--out", str(out), *extra]
+    return [
+        "sweep",
+        "--axis",
+        "N",
+        "--values",
+        "2,4,8",
+        "--seeds",
+        "3",
+        *MODEL,
+        "--steps",
+        str(STEPS),
+        "--probe-every",
+        "5",
+        "--workers",
+        "1",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def content(ds: xr.Dataset) -> xr.Dataset:
@@ -47,16 +65,22 @@ def content(ds: xr.Dataset) -> xr.Dataset:
 
 def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
     """Every file under `folder`: its bytes and its modification time (ns)."""
-    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> tuple[Path, xr.Dataset]:
     """The uninterrupted 3-size x 3-seed sweep, ensemble auto (one group of 3 seeds per size)."""
     out = tmp_path_factory.mktemp("reference") / "ref.nc"
-    cfg = make_run_config(model={"H": 2, "L": 1, "task": "vision", "axis": "N"},
-                          run={"steps": STEPS, "batch_size": 8}, probes={"every": 5})
+    cfg = make_run_config(
+        model={"H": 2, "L": 1, "task": "vision", "axis": "N"},
+        run={"steps": STEPS, "batch_size": 8},
+        probes={"every": 5},
+    )
     return out, run_sweep(cfg, "N", [2, 4, 8], 3, out, ensemble="auto")
 
 
@@ -79,11 +103,13 @@ def error_line(code: int, stdout: str, stderr: str) -> str:
 
 # ---- bit-identical redo -------------------------------------------------------------------------------------------
 
+
 def test_the_manifest_and_each_part_record_the_seed_group(reference):
     m = manifest(reference[0])
     assert m["ensemble"] == "auto" and m["merged"] == {"values": [2, 4, 8], "seeds": [0, 1, 2]}
     assert {name: p["group"] for name, p in m["points"].items()} == {
-        f"N{v}-seed{s}": [0, 1, 2] for v in (2, 4, 8) for s in (0, 1, 2)}
+        f"N{v}-seed{s}": [0, 1, 2] for v in (2, 4, 8) for s in (0, 1, 2)
+    }
     part = load(parts_dir(reference[0]) / "N4-seed1.nc")
     assert json.loads(part.attrs["ensemble_group"]) == [0, 1, 2] and part.attrs["ensemble_mode"] == "auto"
 
@@ -96,10 +122,10 @@ def test_corrupt_missing_and_truncated_parts_are_redone_in_their_group_bit_for_b
     folder = parts_dir(out)
     zeroed, deleted, truncated = folder / "N2-seed1.nc", folder / "N4-seed0.nc", folder / "N8-seed2.nc"
     data = bytearray(zeroed.read_bytes())
-    data[len(data) // 2:len(data) // 2 + 4096] = bytes(4096)
+    data[len(data) // 2 : len(data) // 2 + 4096] = bytes(4096)
     zeroed.write_bytes(bytes(data))
     deleted.unlink()
-    truncated.write_bytes(truncated.read_bytes()[:truncated.stat().st_size // 2])
+    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
     before = snapshot(folder)
     code, _, err = invoke(sweep_args(out, "--ensemble", "auto"), cwd=tmp_path)
     assert code == 0, err
@@ -113,14 +139,15 @@ def test_corrupt_missing_and_truncated_parts_are_redone_in_their_group_bit_for_b
     assert rewritten == {"N2-seed1.nc", "N4-seed0.nc", "N8-seed2.nc"}
     xr.testing.assert_identical(content(load(out)), content(reference[1]))
     assert manifest(out)["points"] == manifest(reference[0])["points"] | {
-        n: manifest(out)["points"][n] for n in ("N2-seed1", "N4-seed0", "N8-seed2")}
+        n: manifest(out)["points"][n] for n in ("N2-seed1", "N4-seed0", "N8-seed2")
+    }
     assert all(p["group"] == [0, 1, 2] and p["status"] == "done" for p in manifest(out)["points"].values())
 
 
 @pytest.mark.parametrize("how", ["option", "environment"])
 def test_resuming_with_another_ensemble_mode_is_refused(tmp_path, reference, monkeypatch, how):
     out = copy_store(reference, tmp_path)
-    (parts_dir(out) / "N4-seed0.nc").unlink()                     # a point to redo
+    (parts_dir(out) / "N4-seed0.nc").unlink()  # a point to redo
     before = snapshot(parts_dir(out))
     if how == "option":
         args = sweep_args(out, "--ensemble", "off")
@@ -135,6 +162,7 @@ def test_resuming_with_another_ensemble_mode_is_refused(tmp_path, reference, mon
 
 # ---- a manifest with wrong types ----------------------------------------------------------------------------------
 
+
 def _set(path: list, value):
     def edit(m: dict) -> dict:
         target = m
@@ -142,6 +170,7 @@ def _set(path: list, value):
             target = target[key]
         target[path[-1]] = value
         return m
+
     return edit
 
 
@@ -152,6 +181,7 @@ def _drop(path: list):
             target = target[key]
         del target[path[-1]]
         return m
+
     return edit
 
 
@@ -180,8 +210,12 @@ BAD_MANIFESTS = {
     "merged a list": (_set(["merged"], [2, 4]), "merged"),
     "top level a list": (lambda m: [m], "top level"),
 }
-RAW_MANIFESTS = {"invalid JSON": (b'{"format": 1, "axis": ', "JSON"), "empty": (b"", "JSON"),
-                 "not UTF-8": (b"\xff\xfe{}", "UTF-8"), "deep nesting": (b"[" * 100000 + b"]" * 100000, "nested")}
+RAW_MANIFESTS = {
+    "invalid JSON": (b'{"format": 1, "axis": ', "JSON"),
+    "empty": (b"", "JSON"),
+    "not UTF-8": (b"\xff\xfe{}", "UTF-8"),
+    "deep nesting": (b"[" * 100000 + b"]" * 100000, "nested"),
+}
 
 
 @pytest.mark.parametrize("variant", list(BAD_MANIFESTS) + list(RAW_MANIFESTS))
@@ -198,7 +232,7 @@ def test_a_bad_manifest_is_one_line_with_a_repair_that_keeps_the_parts(tmp_path,
     line = error_line(*invoke(sweep_args(out, "--ensemble", "auto"), cwd=tmp_path))
     assert line.startswith(f"error: --out: {path} is not a valid sweep manifest (") and named in line, line
     assert "--rebuild-manifest" in line and "remove" not in line and "delete" not in line
-    assert snapshot(tmp_path) == before                             # nothing trained, written or removed
+    assert snapshot(tmp_path) == before  # nothing trained, written or removed
 
 
 def test_parts_without_a_manifest_are_refused_with_the_repair(tmp_path, reference):
@@ -212,6 +246,7 @@ def test_parts_without_a_manifest_are_refused_with_the_repair(tmp_path, referenc
 
 # ---- --rebuild-manifest -------------------------------------------------------------------------------------------
 
+
 def test_rebuild_manifest_after_it_was_deleted_gives_the_same_store_and_dataset(tmp_path, reference):
     out = copy_store(reference, tmp_path)
     (parts_dir(out) / MANIFEST).unlink()
@@ -220,9 +255,9 @@ def test_rebuild_manifest_after_it_was_deleted_gives_the_same_store_and_dataset(
     assert code == 0, err
     assert err.count("already done, skipped") == 9 and ": ok (" not in err and "warning" not in err
     rebuilt, original = manifest(out), manifest(reference[0])
-    assert rebuilt["points"] == original["points"]                  # statuses, groups, sha256 and bytes
+    assert rebuilt["points"] == original["points"]  # statuses, groups, sha256 and bytes
     assert {k: v for k, v in rebuilt.items() if k != "points"} == {k: v for k, v in original.items() if k != "points"}
-    assert {n: b for n, b in snapshot(parts_dir(out)).items() if n != MANIFEST} == parts    # no part rewritten
+    assert {n: b for n, b in snapshot(parts_dir(out)).items() if n != MANIFEST} == parts  # no part rewritten
     xr.testing.assert_identical(content(load(out)), content(reference[1]))
 
 
@@ -235,9 +270,29 @@ def test_rebuild_manifest_names_untrusted_parts_and_redoes_their_points_in_the_r
     folder = parts_dir(out)
     (folder / MANIFEST).write_text('{"format": 1, "seeds": null')
     other = tmp_path / "other.nc"
-    code, _, err = invoke(["sweep", "--axis", "N", "--values", "2,3,4", "--seeds", "3", *MODEL, "--steps", "3",
-                           "--probe-every", "5", "--workers", "1", "--ensemble", "auto", "--out", str(other)],
-                          cwd=tmp_path)
+    code, _, err = invoke(
+        [
+            "sweep",
+            "--axis",
+            "N",
+            "--values",
+            "2,3,4",
+            "--seeds",
+            "3",
+            *MODEL,
+            "--steps",
+            "3",
+            "--probe-every",
+            "5",
+            "--workers",
+            "1",
+            "--ensemble",
+            "auto",
+            "--out",
+            str(other),
+        ],
+        cwd=tmp_path,
+    )
     assert code == 0, err
     shutil.copy(parts_dir(other) / "N4-seed2.nc", folder / "N4-seed2.nc")
     (folder / "junk.nc").write_bytes(b"not a dataset")

@@ -9,6 +9,7 @@
   exit 2, one stderr line naming the option, nothing printed before it, nothing left on disk.
 
 Tiny grids (--init-only, or one training step), so every case takes seconds at most."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,20 @@ MODEL = ["--task", "vision", "--H", "2", "--L", "1", "--batch-size", "8", "--wor
 
 
 def sweep(out: Path, values: str, seeds: int, *extra: str) -> list[str]:
-    return ["sweep", "--axis", "N", "--values", values, "--seeds", str(seeds), "--init-only", *MODEL,
-            "--out", str(out), *extra]
+    return [
+        "sweep",
+        "--axis",
+        "N",
+        "--values",
+        values,
+        "--seeds",
+        str(seeds),
+        "--init-only",
+        *MODEL,
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -46,6 +59,7 @@ def refused(code: int, stdout: str, stderr: str) -> str:
 
 # ---- nothing replaced without --overwrite ------------------------------------------------------------------------
 
+
 def test_a_grid_that_leaves_out_the_merged_one_is_refused_and_an_extension_is_not(tmp_path):
     """The README sequence that replaced a result: N = 4,8,16 x 2 seeds merged, then N = 2..9 x 1 seed on the same
     --out (which reuses N = 4 and 8) is refused, and so is the same sizes with fewer seeds; the old grid plus new
@@ -61,13 +75,12 @@ def test_a_grid_that_leaves_out_the_merged_one_is_refused_and_an_extension_is_no
     assert "new --out" in line and "--overwrite" in line and "finished parts stay" in line
     line = refused(*invoke(sweep(out, "4,8,16", 1), cwd=tmp_path))
     assert "leaves out seeds [1]" in line and "(--values 4,8,16 --seeds 2)" in line
-    assert snapshot(tmp_path) == before                                    # nothing trained, written or removed
-    code, _, err = invoke(sweep(out, "4,8,16,32", 2), cwd=tmp_path)        # a pure extension
+    assert snapshot(tmp_path) == before  # nothing trained, written or removed
+    code, _, err = invoke(sweep(out, "4,8,16,32", 2), cwd=tmp_path)  # a pure extension
     assert code == 0, err
     assert err.count("already done, skipped") == 6
     assert grid(out) == ([4, 8, 16, 32], [0, 1])
-    assert json.loads((parts_dir(out) / MANIFEST).read_text())["merged"] == {"values": [4, 8, 16, 32],
-                                                                             "seeds": [0, 1]}
+    assert json.loads((parts_dir(out) / MANIFEST).read_text())["merged"] == {"values": [4, 8, 16, 32], "seeds": [0, 1]}
 
 
 def test_overwrite_rewrites_the_merged_output_with_exactly_this_grid_and_keeps_the_parts(tmp_path):
@@ -79,11 +92,11 @@ def test_overwrite_rewrites_the_merged_output_with_exactly_this_grid_and_keeps_t
     assert code == 0, err
     assert grid(out) == ([2, 3, 4], [0])
     after = snapshot(parts_dir(out))
-    assert {n: after[n] for n in parts} == parts and len(after) == len(parts) + 2 + 1     # + N2, N3, manifest
+    assert {n: after[n] for n in parts} == parts and len(after) == len(parts) + 2 + 1  # + N2, N3, manifest
     # the record is now the new grid: the old one (without 2, 3) is refused in its turn
     line = refused(*invoke(sweep(out, "4,8,16", 1), cwd=tmp_path))
     assert "leaves out N = [2, 3]" in line
-    out.unlink()                                                          # no merged output: any grid goes
+    out.unlink()  # no merged output: any grid goes
     code, _, err = invoke(sweep(out, "4,8,16", 1), cwd=tmp_path)
     assert code == 0, err
     assert err.count("already done, skipped") == 3 and grid(out) == ([4, 8, 16], [0])
@@ -111,7 +124,7 @@ def test_coord_keeps_its_merged_grid_too(tmp_path):
     line = refused(*invoke([*args, "--values", "3,4,5"], cwd=tmp_path))
     assert "leaves out N = [2]" in line and "(--values 2,3,4,5 --seeds 1)" in line and "--overwrite" in line
     assert snapshot(tmp_path) == before
-    (parts_dir(out) / MANIFEST).write_text("{")                       # coord repairs its store the same way
+    (parts_dir(out) / MANIFEST).write_text("{")  # coord repairs its store the same way
     assert "--rebuild-manifest" in refused(*invoke([*args, "--values", "2,3,4"], cwd=tmp_path))
     code, stdout, err = invoke([*args, "--values", "2,3,4", "--rebuild-manifest"], cwd=tmp_path)
     assert code == 0, err
@@ -140,17 +153,47 @@ BAD = [
     ("sweep --seeds 1e9", [*SWEEP, "--seeds", "1000000000", "--out", "s.nc"], "--seeds must be <= 1000", None),
     ("coord --seeds 1e9", [*COORD, "--seeds", "1000000000", "--out", "c.nc"], "--seeds must be", None),
     ("variants --seeds 1e9", ["variants", "--seeds", "1000000000", "--quick", "--out", "v"], "--seeds must be", None),
-    ("sweep 1001 sizes", ["sweep", "--values", ",".join(map(str, range(1, 1002))), "--init-only", *MODEL,
-                          "--out", "s.nc"], "--values: at most 1000 sizes", None),
-    ("sweep 101000 points", ["sweep", "--values", ",".join(map(str, range(1, 1001))), "--seeds", "101", "--init-only",
-                             *MODEL, "--out", "s.nc"], "--values x --seeds: at most 100000 grid points", None),
-    ("coord --steps 1e9", ["coord", "--values", "2,3,4", "--steps", "0,1000000000", *MODEL, "--out", "c.nc"],
-     "--steps: 1000000000 is more than", None),
+    (
+        "sweep 1001 sizes",
+        ["sweep", "--values", ",".join(map(str, range(1, 1002))), "--init-only", *MODEL, "--out", "s.nc"],
+        "--values: at most 1000 sizes",
+        None,
+    ),
+    (
+        "sweep 101000 points",
+        [
+            "sweep",
+            "--values",
+            ",".join(map(str, range(1, 1001))),
+            "--seeds",
+            "101",
+            "--init-only",
+            *MODEL,
+            "--out",
+            "s.nc",
+        ],
+        "--values x --seeds: at most 100000 grid points",
+        None,
+    ),
+    (
+        "coord --steps 1e9",
+        ["coord", "--values", "2,3,4", "--steps", "0,1000000000", *MODEL, "--out", "c.nc"],
+        "--steps: 1000000000 is more than",
+        None,
+    ),
     ("coord N=1e9", ["coord", "--values", "2,3,1000000000", *MODEL, "--out", "c.nc"], "--values: N=1000000000", None),
-    ("sweep N=1e9", ["sweep", "--values", "2,3,1000000000", "--init-only", *MODEL, "--out", "s.nc"],
-     "--values: N=1000000000", None),
-    ("sweep L=1e5", ["sweep", "--axis", "L", "--values", "1,2,100000", *MODEL, "--out", "s.nc"], "--values: L=100000",
-     None),
+    (
+        "sweep N=1e9",
+        ["sweep", "--values", "2,3,1000000000", "--init-only", *MODEL, "--out", "s.nc"],
+        "--values: N=1000000000",
+        None,
+    ),
+    (
+        "sweep L=1e5",
+        ["sweep", "--axis", "L", "--values", "1,2,100000", *MODEL, "--out", "s.nc"],
+        "--values: L=100000",
+        None,
+    ),
     ("sweep --out ''", [*SWEEP, "--out", ""], "--out: no file name", None),
     ("coord --out ''", [*COORD, "--out", ""], "--out: no file name", None),
     ("sweep --out 300 chars", [*SWEEP, "--out", "a" * 300 + ".nc"], "--out: the file name is 309 bytes long", None),

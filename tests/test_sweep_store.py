@@ -5,6 +5,7 @@ worker raises is marked failed while the others go on.
 
 The reference is the same sweep run uninterrupted in the test process (`run_sweep`, one torch thread, as the CLI
 subprocesses and pool workers use)."""
+
 import json
 import os
 import shutil
@@ -31,8 +32,9 @@ PROVENANCE = ("wall_s", "git_revision", "package_version", "torch_version", "pyt
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "cli.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
 
 
 def sweep_args(out: Path, *extra: str, steps: int = STEPS) -> list[str]:
@@ -75,15 +77,20 @@ def copy_store(reference: tuple[Path, xr.Dataset], out: Path) -> None:
 def test_a_sweep_killed_mid_run_resumes_to_the_uninterrupted_dataset(tmp_path, reference, workers):
     out = tmp_path / "s.nc"
     args = sweep_args(out, "--workers", workers)
-    proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), *args], cwd=tmp_path, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "cli.py"), *args],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while not {"done", "running"} <= set(statuses(out).values()):
             assert proc.poll() is None, "the sweep ended before it could be killed mid-run"
             assert time.monotonic() < deadline
             time.sleep(0.005)
-        os.killpg(proc.pid, signal.SIGKILL)                   # the sweep and its pool workers
+        os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its pool workers
     finally:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -108,9 +115,9 @@ def test_corrupt_parts_are_named_and_redone(tmp_path, reference):
     out = tmp_path / "s.nc"
     copy_store(reference, out)
     truncated, zeroed = parts_dir(out) / "N4-seed1.nc", parts_dir(out) / "N8-seed0.nc"
-    truncated.write_bytes(truncated.read_bytes()[:truncated.stat().st_size // 2])
+    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
     data = bytearray(zeroed.read_bytes())
-    data[len(data) // 2:len(data) // 2 + 4096] = bytes(4096)
+    data[len(data) // 2 : len(data) // 2 + 4096] = bytes(4096)
     zeroed.write_bytes(bytes(data))
     (parts_dir(out) / ".tmp-killedsave.nc").write_bytes(b"half a file")
     r = cli(*sweep_args(out, "--workers", "1"), cwd=tmp_path)
@@ -124,9 +131,11 @@ def test_corrupt_parts_are_named_and_redone(tmp_path, reference):
     assert temporaries(tmp_path) == []
 
 
-@pytest.mark.parametrize("change,setting", [(["--steps", str(STEPS + 1)], "steps"),
-                                            (["--param", "mup-sqrt"], "param.name")],
-                         ids=["--steps", "--param"])
+@pytest.mark.parametrize(
+    "change,setting",
+    [(["--steps", str(STEPS + 1)], "steps"), (["--param", "mup-sqrt"], "param.name")],
+    ids=["--steps", "--param"],
+)
 def test_a_changed_setting_is_refused_before_any_work(tmp_path, reference, change, setting):
     out = tmp_path / "s.nc"
     copy_store(reference, out)
@@ -142,8 +151,8 @@ def test_a_changed_setting_is_refused_before_any_work(tmp_path, reference, chang
     assert len(lines) == 1 and lines[0].startswith("error: --out") and setting in lines[0], r.stderr
     old, new = (str(STEPS), str(STEPS + 1)) if setting == "steps" else ('"mup"', '"mup-sqrt"')
     assert f"{old} -> {new}" in lines[0]
-    assert f"{setting} ({change[0]})" in lines[0]             # the flag, from the option table
-    assert {p.name: p.read_bytes() for p in parts_dir(out).iterdir()} == before      # nothing trained or written
+    assert f"{setting} ({change[0]})" in lines[0]  # the flag, from the option table
+    assert {p.name: p.read_bytes() for p in parts_dir(out).iterdir()} == before  # nothing trained or written
     assert not out.exists()
 
 
@@ -159,8 +168,9 @@ def test_more_values_train_only_the_new_points(tmp_path, reference):
     assert [line.split(":")[0] for line in trained] == ["N=16 seed=0", "N=16 seed=1"]
     ds = load(out)
     assert list(ds.N.values) == [2, 4, 8, 16]
-    xr.testing.assert_identical(content(ds.sel(N=[2, 4, 8])).drop_vars("config_json"),
-                                content(reference[1]).drop_vars("config_json"))
+    xr.testing.assert_identical(
+        content(ds.sel(N=[2, 4, 8])).drop_vars("config_json"), content(reference[1]).drop_vars("config_json")
+    )
     manifest = json.loads((parts_dir(out) / MANIFEST).read_text())
     assert manifest["values"] == [2, 4, 8, 16] and manifest["seeds"] == [0, 1]
 
@@ -183,8 +193,14 @@ def test_a_failing_point_is_marked_failed_and_the_others_go_on(tmp_path, monkeyp
     monkeypatch.setattr(sweep, "train_group", flaky)
     with pytest.raises(SweepFailed, match="2 of 6 points failed"):
         run_sweep(cfg, "N", [2, 4, 8], 2, out, init_only=True, on_point=said.append)
-    assert statuses(out) == {"N2-seed0": "done", "N2-seed1": "done", "N4-seed0": "failed", "N4-seed1": "failed",
-                             "N8-seed0": "done", "N8-seed1": "done"}
+    assert statuses(out) == {
+        "N2-seed0": "done",
+        "N2-seed1": "done",
+        "N4-seed0": "failed",
+        "N4-seed1": "failed",
+        "N8-seed0": "done",
+        "N8-seed1": "done",
+    }
     point = json.loads((parts_dir(out) / MANIFEST).read_text())["points"]["N4-seed0"]
     assert point["message"] == "RuntimeError: out of cheese" and "Traceback" in point["detail"]
     assert "N=4 seed=0: failed: RuntimeError: out of cheese" in said
@@ -198,6 +214,7 @@ def test_a_failing_point_is_marked_failed_and_the_others_go_on(tmp_path, monkeyp
 
 # ---- seed-to-seed variances of the merged sweep (probes.experiment.dataset.seed_variances) ---------------------------------
 
+
 def seed_var_by_hand(a, seed_axis: int = 1):
     """numpy: variance over seeds (ddof 1) of the finite values, NaN below 2 finite seeds."""
     import warnings
@@ -207,7 +224,7 @@ def seed_var_by_hand(a, seed_axis: int = 1):
     a = np.where(np.isfinite(a), a, np.nan)
     n = np.isfinite(a).sum(seed_axis)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)                # fewer than 2 finite seeds
+        warnings.simplefilter("ignore", RuntimeWarning)  # fewer than 2 finite seeds
         v = np.nanvar(a, axis=seed_axis, ddof=1)
     return np.where(n >= 2, v, np.nan)
 
@@ -217,25 +234,31 @@ def test_seed_variances_of_a_real_sweep_and_its_extension(tmp_path):
     by a seed recomputes them from all parts; the saved file's checksums verify."""
     import numpy as np
 
-    cfg = make_run_config(model={"H": 2, "L": 1, "task": "vision", "axis": "N"}, run={"steps": 4, "batch_size": 8},
-                          probes={"every": 2, "n_samples": 4, "n_points": 2})
+    cfg = make_run_config(
+        model={"H": 2, "L": 1, "task": "vision", "axis": "N"},
+        run={"steps": 4, "batch_size": 8},
+        probes={"every": 2, "n_samples": 4, "n_points": 2},
+    )
     out = tmp_path / "v.nc"
     two = run_sweep(cfg, "N", [2, 4, 8], 2, out)
-    three = run_sweep(cfg, "N", [2, 4, 8], 3, out)                    # extends the store by seed 2
+    three = run_sweep(cfg, "N", [2, 4, 8], 3, out)  # extends the store by seed 2
     for ds, seeds in ((two, 2), (three, 3)):
         assert ds.sizes["seed"] == seeds
         assert ds.output_seed_var.dims == ("N", "step") and ds.loss_seed_var.dims == ("N", "step")
         assert ds.output_seed_var.attrs["units"] == "1" and ds.loss_seed_var.attrs["units"] == "nats^2"
         outputs = ds.probe_outputs.transpose("N", "seed", "step", "sample", "output").values
-        want = seed_var_by_hand(outputs).mean(axis=(-2, -1))          # (N, step)
+        want = seed_var_by_hand(outputs).mean(axis=(-2, -1))  # (N, step)
         np.testing.assert_allclose(ds.output_seed_var.values, want, rtol=1e-10, atol=0)
-        np.testing.assert_allclose(ds.loss_seed_var.values,
-                                   seed_var_by_hand(ds.heldout_loss.transpose("N", "seed", "step").values),
-                                   rtol=1e-10, atol=0)
-        assert (ds.output_seed_var.isel(step=0) == 0).all()           # centred outputs start at 0 for every seed
+        np.testing.assert_allclose(
+            ds.loss_seed_var.values,
+            seed_var_by_hand(ds.heldout_loss.transpose("N", "seed", "step").values),
+            rtol=1e-10,
+            atol=0,
+        )
+        assert (ds.output_seed_var.isel(step=0) == 0).all()  # centred outputs start at 0 for every seed
         assert (ds.output_seed_var.isel(step=-1) > 0).all() and (ds.loss_seed_var.isel(step=-1) > 0).all()
-    assert not np.allclose(two.output_seed_var.values, three.output_seed_var.values)    # recomputed, not kept
-    back = load(out)                                                  # checksums verify
+    assert not np.allclose(two.output_seed_var.values, three.output_seed_var.values)  # recomputed, not kept
+    back = load(out)  # checksums verify
     xr.testing.assert_identical(back.output_seed_var, three.output_seed_var)
     xr.testing.assert_identical(back.loss_seed_var, three.loss_seed_var)
 
@@ -254,20 +277,23 @@ def test_seed_variances_leave_diverged_seeds_out(tmp_path, monkeypatch):
     from probes.experiment.run import train
 
     def point(N: int, seed: int, eta0: float):
-        cfg = make_run_config(model={"N": N, "H": 2, "L": 1, "task": "vision"}, param={"preset": "sp"},
-                              optim={"name": "sgd", "eta0": eta0},
-                              run={"steps": 10, "batch_size": 8, "heldout_batch": 16, "seed": seed},
-                              probes={"every": 2, "n_samples": 4, "n_points": 2})
+        cfg = make_run_config(
+            model={"N": N, "H": 2, "L": 1, "task": "vision"},
+            param={"preset": "sp"},
+            optim={"name": "sgd", "eta0": eta0},
+            run={"steps": 10, "batch_size": 8, "heldout_batch": 16, "seed": seed},
+            probes={"every": 2, "n_samples": 4, "n_points": 2},
+        )
         return run_dataset(train(cfg))
 
-    AT = 5                                              # not a log step (every 2): found at log step 6
+    AT = 5  # not a log step (every 2): found at log step 6
     monkeypatch.setenv(ENV, f"N=4,seed=2@{AT};N=8,seed=1@{AT};N=8,seed=2@{AT}")
     merged = combine_runs([combine_runs([point(N, s, 1e-2) for s in range(3)], "seed") for N in (4, 8)], "N")
     assert merged.status.values.tolist() == [[0, 0, 1], [0, 1, 1]]
     assert merged.diverged_at.values.tolist() == [[-1, -1, AT], [-1, AT, AT]]
     at = int(merged.diverged_at.sel(N=4, seed=2))
     merged = merged.copy(deep=True)
-    merged["probe_outputs"].loc[dict(N=4, seed=0, step=0, sample=0, output=0)] = np.inf   # inf counts as missing
+    merged["probe_outputs"].loc[dict(N=4, seed=0, step=0, sample=0, output=0)] = np.inf  # inf counts as missing
     sv = seed_variances(merged, "N")
     outputs = merged.probe_outputs.transpose("N", "seed", "step", "sample", "output").values
     np.testing.assert_allclose(sv.output_seed_var.values, seed_var_by_hand(outputs).mean(axis=(-2, -1)), rtol=1e-10)
@@ -276,13 +302,15 @@ def test_seed_variances_leave_diverged_seeds_out(tmp_path, monkeypatch):
     late = merged.step.values >= at
     assert late.any() and (~late).any()
     # N=4 after the divergence: the two finite seeds only; before it: all three
-    np.testing.assert_allclose(sv.loss_seed_var.sel(N=4).values[late], np.var(losses[0, :2][:, late], axis=0, ddof=1),
-                               rtol=1e-12)
-    np.testing.assert_allclose(sv.loss_seed_var.sel(N=4).values[~late], np.var(losses[0][:, ~late], axis=0, ddof=1),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        sv.loss_seed_var.sel(N=4).values[late], np.var(losses[0, :2][:, late], axis=0, ddof=1), rtol=1e-12
+    )
+    np.testing.assert_allclose(
+        sv.loss_seed_var.sel(N=4).values[~late], np.var(losses[0][:, ~late], axis=0, ddof=1), rtol=1e-12
+    )
     assert np.isfinite(sv.output_seed_var.sel(N=4)).all()
     # N=8 after the divergence: one finite seed, no variance
     assert np.isnan(sv.loss_seed_var.sel(N=8).values[late]).all()
     assert np.isnan(sv.output_seed_var.sel(N=8).values[late]).all()
     assert np.isfinite(sv.loss_seed_var.sel(N=8).values[~late]).all()
-    assert not seed_variances(merged.isel(seed=[0]), "N").data_vars                 # one seed: nothing
+    assert not seed_variances(merged.isel(seed=[0]), "N").data_vars  # one seed: nothing

@@ -6,6 +6,7 @@ values 2026-12-01, after the Adam readout fix). The fit is `dmft.fit.slope_fit`:
 before, with the 95% joint-jackknife interval (t quantile); the intervals quoted in brackets were measured with
 the per-size seed bootstrap it replaced.
 """
+
 import numpy as np
 import pytest
 
@@ -21,9 +22,13 @@ LS = [1, 2, 4, 8, 16]
 
 
 def sweep(tmp_path, preset, axis, values, seeds=4, init_only=True, N=8, **kw):
-    cfg = make_run_config(model={"N": N, "H": 4, "L": 2, "task": "vision"}, param={"preset": preset},
-                          optim={"name": "adam", "eta0": kw.pop("eta0", 0.05)},
-                          run={"steps": kw.pop("steps", 200), "batch_size": 32}, probes={"every": 50, "n_samples": 16})
+    cfg = make_run_config(
+        model={"N": N, "H": 4, "L": 2, "task": "vision"},
+        param={"preset": preset},
+        optim={"name": "adam", "eta0": kw.pop("eta0", 0.05)},
+        run={"steps": kw.pop("steps", 200), "batch_size": 32},
+        probes={"every": 50, "n_samples": 16},
+    )
     return run_sweep(cfg, axis, values, seeds, tmp_path / f"{preset}-{axis}.nc", init_only=init_only)
 
 
@@ -135,8 +140,9 @@ def test_init_only_sweep_check_is_consistent(tmp_path, preset):
     assert {v.key for v in verdicts} == {"P1", "P3"}
     # the predictions are true at init: never refuted; at 4 seeds (t quantile of 3 degrees of freedom) a row may
     # be underpowered, and then it says what would decide it
-    assert all(v.outcome in ("consistent", "underpowered") for v in verdicts), \
-        [(v.key, v.measured(), v.outcome) for v in verdicts]
+    assert all(v.outcome in ("consistent", "underpowered") for v in verdicts), [
+        (v.key, v.measured(), v.outcome) for v in verdicts
+    ]
     assert all(v.needs for v in verdicts if v.outcome == "underpowered")
 
 

@@ -8,6 +8,7 @@ seed variance is -1.00 at step 30 and -0.50 at step 300 (H = 2..16); with gamma0
 -0.08. So these sweeps (gamma0 = 1, the default) train for 30 steps (batch 16, SGD with momentum) and test
 every probe step after initialisation (10, 20, 30).
 """
+
 import numpy as np
 import pytest
 
@@ -23,11 +24,17 @@ def sweep(axis: str, sizes, preset: str, base: dict):
     from probes.experiment.ensemble import train_seeds
     from probes.grid.sweep import value_config
 
-    cfg = make_run_config(model={**base, "task": "digits", "axis": axis}, param={"preset": preset},
-                          optim={"name": "sgd-momentum", "eta0": 0.5}, run={"steps": STEPS, "batch_size": 16},
-                          probes={"every": EVERY, "n_samples": 16})
-    per = [combine_runs([run_dataset(r) for r in train_seeds(value_config(cfg, axis, v), list(range(SEEDS)))],
-                        "seed") for v in sizes]
+    cfg = make_run_config(
+        model={**base, "task": "digits", "axis": axis},
+        param={"preset": preset},
+        optim={"name": "sgd-momentum", "eta0": 0.5},
+        run={"steps": STEPS, "batch_size": 16},
+        probes={"every": EVERY, "n_samples": 16},
+    )
+    per = [
+        combine_runs([run_dataset(r) for r in train_seeds(value_config(cfg, axis, v), list(range(SEEDS)))], "seed")
+        for v in sizes
+    ]
     ds = combine_runs(per, axis)
     ds.attrs["sweep_axis"] = axis
     return ds
@@ -101,8 +108,10 @@ def test_at_alpha_A_one_half_the_network_stays_random_in_N(along_N_sqrt, along_N
     slower to get there: -0.49 at step 30 and -0.40 at step 300, against -1.02 and -0.32 at alpha_A = 1.)"""
     r = C.seed_variance_rate(along_N_sqrt, "probe_outputs", "N", step=30)
     one = C.seed_variance_rate(along_N, "probe_outputs", "N", step=30)
-    print("alpha_A = 1/2, seed variance of the outputs vs N, slope by step:", np.round(slopes(
-        C.seed_variance_rate(along_N_sqrt, "probe_outputs", "N")), 2))
+    print(
+        "alpha_A = 1/2, seed variance of the outputs vs N, slope by step:",
+        np.round(slopes(C.seed_variance_rate(along_N_sqrt, "probe_outputs", "N")), 2),
+    )
     # the prediction's rule (dmft.predictions.trained_rate, tol 0.25): 0 inside the widened 95% interval, and -1
     # outside it (so the row is not "inconclusive")
     assert r.lo - 0.25 <= 0 <= r.hi + 0.25, (r.slope, r.lo, r.hi)

@@ -1,6 +1,7 @@
 """Learning-rate transfer (P7): dmft.transfer.best_eta0 and the continuous optimum eta0* with its exponent and verdict
 (fit_optimum, p7_verdict) on hand-made loss tables whose optimum is known, probes.grid.lr_grid.run_lr_grid on a tiny grid
 (statuses: ok, diverged, unstable), and P7 measured on a small seeded grid."""
+
 import json
 
 import numpy as np
@@ -33,7 +34,7 @@ def grid(centres, noise=0.01, seeds=4, diverge=()):
 def test_an_optimum_that_stays_put_transfers():
     t = best_eta0(grid([0.4, 0.4, 0.4]), "N")
     assert list(t.best) == [0.4, 0.4, 0.4] and t.steps == 0 and t.stays
-    assert np.all(t.freq.max(axis=1) > 0.95)          # noise 0.01 against a curvature of 1 per grid step
+    assert np.all(t.freq.max(axis=1) > 0.95)  # noise 0.01 against a curvature of 1 per grid step
     assert "stays within one grid step" in t.line()
 
 
@@ -44,10 +45,10 @@ def test_a_drifting_optimum_is_reported_in_grid_steps():
 
 
 def test_diverged_points_never_win_and_noisy_seeds_spread_the_bootstrap():
-    t = best_eta0(grid([0.4, 0.4], diverge=[(0, 2)]), "N")   # the true optimum of N=4 diverged
+    t = best_eta0(grid([0.4, 0.4], diverge=[(0, 2)]), "N")  # the true optimum of N=4 diverged
     assert t.best[0] in (0.2, 0.8)
-    flat = best_eta0(grid([0.4, 0.4], noise=5.0), "N")      # noise far above the curvature: no clear argmin
-    assert ((flat.freq > 0.05).sum(axis=1) >= 2).any()       # the support spreads over several eta0
+    flat = best_eta0(grid([0.4, 0.4], noise=5.0), "N")  # noise far above the curvature: no clear argmin
+    assert ((flat.freq > 0.05).sum(axis=1) >= 2).any()  # the support spreads over several eta0
 
 
 def test_missing_dims_are_named():
@@ -56,6 +57,7 @@ def test_missing_dims_are_named():
 
 
 # ---- best_eta0's per-resample argmins ------------------------------------------------------------------------
+
 
 def test_the_bootstrap_argmins_are_kept_and_match_the_frequencies():
     t = best_eta0(grid([0.4, 0.4], noise=0.5), "N", n_boot=200)
@@ -66,8 +68,8 @@ def test_the_bootstrap_argmins_are_kept_and_match_the_frequencies():
 
 # ---- P7 as an exponent: eta0* on hand-made loss tables (no training) -----------------------------------------
 
-QUARTER = 10 ** (np.arange(-6, 7) / 4)            # a quarter-decade grid, 0.0316 .. 31.6 (13 points)
-BAND = 0.125 / np.log10(16)                       # half a grid step over log10(64 / 4)
+QUARTER = 10 ** (np.arange(-6, 7) / 4)  # a quarter-decade grid, 0.0316 .. 31.6 (13 points)
+BAND = 0.125 / np.log10(16)  # half a grid step over log10(64 / 4)
 
 
 def table(log_opt, noise=0.0, seeds=4, unstable_above=(), shift=None, rng_seed=0):
@@ -115,11 +117,16 @@ def test_the_p7_row_is_one_verdict_with_its_band_and_per_size_optimum():
     assert (v.n_sizes, v.n_seeds, v.primary) == (3, 5, True) and v.estimate == pytest.approx(opt.exponent)
     assert v.note.startswith("eta0* per size: N=4: 1.2") and "N=64: 1.2" in v.note
     assert "(support 100%)" in v.note and v.note.endswith("support 100% of 1000 resamples")
-    assert not p7_verdict(opt, True, "sp").primary          # SP is the control: listed, not counted
+    assert not p7_verdict(opt, True, "sp").primary  # SP is the control: listed, not counted
 
 
-@pytest.mark.parametrize("log_opt, words", [([0.1, 0.1, 1.7], "the largest eta0 of the grid, 31.6"),
-                                            ([-1.7, 0.1, 0.1], "the smallest eta0 of the grid, 0.0316")])
+@pytest.mark.parametrize(
+    "log_opt, words",
+    [
+        ([0.1, 0.1, 1.7], "the largest eta0 of the grid, 31.6"),
+        ([-1.7, 0.1, 0.1], "the smallest eta0 of the grid, 0.0316"),
+    ],
+)
 def test_an_optimum_at_the_edge_of_the_grid_is_not_a_verdict(log_opt, words):
     opt = fit_optimum(table(log_opt, noise=0.002), "N")
     for standard in (False, True):
@@ -135,7 +142,7 @@ def test_an_optimum_next_to_a_blow_up_is_not_a_verdict():
     v = p7_verdict(opt, False, "mup")
     assert v.outcome == "underpowered" and np.isnan(opt.exponent) and opt.support == 0
     assert "N=64: the minimum 0.316 is next to an unstable eta0 (0.562): the edge of stability" in v.needs
-    assert "N=64: 0.562, 1, 1.78, 3.16" in v.diverged_points and v.diverged == 8      # (size, eta0) points
+    assert "N=64: 0.562, 1, 1.78, 3.16" in v.diverged_points and v.diverged == 8  # (size, eta0) points
 
 
 def test_low_bootstrap_support_gives_underpowered():
@@ -143,14 +150,14 @@ def test_low_bootstrap_support_gives_underpowered():
     # two lower it by 0.02: the seed mean keeps the interior minimum 1, but resamples with three or four of the
     # lowering seeds (5/16 of them) move it to 1.78, next to the blow-up
     vals = table([0.1, 0.1, 0.125], unstable_above=[(2, 0.3)])
-    vals[7, 2] += np.array([0.03, -0.02, 0.03, -0.02])           # QUARTER[7] = 10^0.25 = 1.78
+    vals[7, 2] += np.array([0.03, -0.02, 0.03, -0.02])  # QUARTER[7] = 10^0.25 = 1.78
     opt = fit_optimum(vals, "N", n_boot=4000)
     assert np.isfinite(opt.exponent) and opt.reasons == ("", "", "")
     assert opt.support == pytest.approx(11 / 16, abs=0.03) and list(opt.size_support[:2]) == [1, 1]
     v = p7_verdict(opt, False, "mup")
     pct = f"{100 * opt.support:.0f}%"
     assert v.outcome == "underpowered" and f"bootstrap support {pct} < 90%" in v.needs and f"N=64 {pct}" in v.needs
-    assert decide(v.lo, v.hi, v.prediction, v.alternatives) == "consistent"     # the interval alone would pass
+    assert decide(v.lo, v.hi, v.prediction, v.alternatives) == "consistent"  # the interval alone would pass
 
 
 def test_the_continuous_fit_resolves_a_drift_smaller_than_a_grid_step():
@@ -188,10 +195,15 @@ def test_fit_optimum_refuses_tables_it_cannot_fit():
 
 # ---- run_lr_grid: a tiny grid ---------------------------------------------------------------------------------
 
+
 def tiny_base(preset="sp", optimizer="sgd", steps=4):
-    return make_run_config(model={"task": "vision", "N": 2, "H": 1, "L": 1}, param={"preset": preset},
-                           optim={"name": optimizer, "eta0": 0.1},
-                           run={"steps": steps, "batch_size": 4, "heldout_batch": 8}, probes={"every": 2})
+    return make_run_config(
+        model={"task": "vision", "N": 2, "H": 1, "L": 1},
+        param={"preset": preset},
+        optim={"name": optimizer, "eta0": 0.1},
+        run={"steps": steps, "batch_size": 4, "heldout_batch": 8},
+        probes={"every": 2},
+    )
 
 
 # 1e12 diverges (SP, SGD, no probes, 4 steps) at N = 3, far from the edge: measured on an AMD EPYC (seeds 0-1,
@@ -214,12 +226,16 @@ def test_the_grid_dataset_has_its_dims_attrs_and_losses(tiny):
     assert ds.status.dims == ("eta0", "N", "seed") and list(ds.seed.values) == [0, 1]
     assert ds.attrs["kind"] == "lr_grid" and ds.attrs["sweep_axis"] == "N"
     assert list(ds.attrs["grid_eta0"]) == [0.01, 0.1, 1e12] and list(ds.attrs["grid_sizes"]) == [1, 2, 3]
-    a = read_run_attrs(ds)                             # the parametrization is readable as from a sweep
+    a = read_run_attrs(ds)  # the parametrization is readable as from a sweep
     assert a["name"] == "sp" and a["standard"] and a["task"] == "vision" and a["trained"]
     cfg = json.loads(ds.attrs["config"])
     assert cfg["probes"]["enabled"] is False and cfg["model"]["axis"] == "N"
-    assert ds.status.attrs["flag_meanings"] == "ok diverged unstable" and list(ds.status.attrs["flag_values"]) == [0, 1, 2]
-    assert ds.attrs["chance_loss"] == pytest.approx(np.log(10))          # the vision task's 10 classes
+    assert ds.status.attrs["flag_meanings"] == "ok diverged unstable" and list(ds.status.attrs["flag_values"]) == [
+        0,
+        1,
+        2,
+    ]
+    assert ds.attrs["chance_loss"] == pytest.approx(np.log(10))  # the vision task's 10 classes
     ok, diverged = ds.status.values == 0, ds.status.values == 1
     assert np.isfinite(ds.final_loss.values[~diverged]).all()
     assert np.allclose(ds.final_loss.values[~diverged], ds.heldout_loss.isel(step=-1).values[~diverged])
@@ -227,14 +243,14 @@ def test_the_grid_dataset_has_its_dims_attrs_and_losses(tiny):
     assert np.isnan(ds.final_loss.values[diverged]).all() and (ds.diverged_at.values[diverged] >= 0).all()
     assert (ds.diverged_at.values[~diverged] == -1).all()
     assert ds.attrs["n_diverged"] == diverged.sum() and ds.attrs["n_unstable"] == (ds.status.values == 2).sum()
-    assert ds.lr.sel(eta0=0.1).values.tolist() == [0.1, 0.1, 0.1]   # SP: the global lr is eta0 at every size
+    assert ds.lr.sel(eta0=0.1).values.tolist() == [0.1, 0.1, 0.1]  # SP: the global lr is eta0 at every size
     losses = losses_of(ds)
     assert losses.dims == ("eta0", "N", "seed") and np.isnan(losses.values[~ok]).all()
     assert np.isfinite(losses.values[ok]).all()
     assert best_eta0(losses, "N").best.shape == (3,)
-    back = load_lr_grid(out)                            # saved, checksummed, loadable
+    back = load_lr_grid(out)  # saved, checksummed, loadable
     assert np.array_equal(back.final_loss.values, ds.final_loss.values, equal_nan=True)
-    load(out)                                           # and a valid dmft-probe dataset for probes.experiment.dataset.load
+    load(out)  # and a valid dmft-probe dataset for probes.experiment.dataset.load
 
 
 def test_a_run_that_ends_above_chance_is_unstable_like_a_divergence():
@@ -243,7 +259,7 @@ def test_a_run_that_ends_above_chance_is_unstable_like_a_divergence():
     ds = run_lr_grid(tiny_base(), "N", [1, 2, 3], [0.01, 0.1, 1e3], 2, progress=False)
     high = ds.sel(eta0=1e3, N=[2, 3])
     assert (high.status.values == 2).all() and (high.final_loss.values > 10 * np.log(10)).all()
-    assert (high.diverged_at.values == -1).all()                      # it did not blow up to NaN/inf
+    assert (high.diverged_at.values == -1).all()  # it did not blow up to NaN/inf
     flat = ds.sel(eta0=1e3, N=1)
     assert flat.final_loss.values == pytest.approx(np.log(10), rel=1e-6) and (flat.status.values == 0).all()
     assert np.isnan(losses_of(ds).sel(eta0=1e3, N=[2, 3]).values).all()
@@ -252,18 +268,31 @@ def test_a_run_that_ends_above_chance_is_unstable_like_a_divergence():
 def test_a_grid_written_before_the_unstable_status_is_read_with_the_chance_level():
     # an older grid: status 0 for every finite run, whatever its loss, and no chance_loss attr
     vals = table([0.1, 0.1, 0.1], seeds=2)
-    vals[-1, 1, 0] = 1509.0                          # an SP-like run at 1509 nats that was never flagged
-    ds = xr.Dataset({"final_loss": vals, "status": vals.notnull().astype(np.int8) * 0},
-                    attrs={"kind": "lr_grid", "sweep_axis": "N",
-                           "config": json.dumps({"model": {"task": "digits", "n_classes": 10, "vocab_size": 256}})})
+    vals[-1, 1, 0] = 1509.0  # an SP-like run at 1509 nats that was never flagged
+    ds = xr.Dataset(
+        {"final_loss": vals, "status": vals.notnull().astype(np.int8) * 0},
+        attrs={
+            "kind": "lr_grid",
+            "sweep_axis": "N",
+            "config": json.dumps({"model": {"task": "digits", "n_classes": 10, "vocab_size": 256}}),
+        },
+    )
     losses = losses_of(ds)
-    assert np.isnan(losses.values[-1, 1, 0]) and np.isnan(losses.values[0]).all()    # 2.35 nats at eta0 = 0.0316
+    assert np.isnan(losses.values[-1, 1, 0]) and np.isnan(losses.values[0]).all()  # 2.35 nats at eta0 = 0.0316
     assert np.isfinite(losses.values[1:-1]).all() and np.count_nonzero(np.isnan(losses.values)) == 3 * 2 + 1
-    assert losses_of(ds.assign_attrs(chance_loss=2000.0)).values[-1, 1, 0] == 1509.0    # the stored level wins
+    assert losses_of(ds.assign_attrs(chance_loss=2000.0)).values[-1, 1, 0] == 1509.0  # the stored level wins
 
 
-@pytest.mark.parametrize("status, final, code", [("ok", 2.0, 0), ("ok", 2.31, 2), ("ok", 1509.0, 2),
-                                                 ("ok", float(np.float32(np.log(10))), 0), ("diverged", np.nan, 1)])
+@pytest.mark.parametrize(
+    "status, final, code",
+    [
+        ("ok", 2.0, 0),
+        ("ok", 2.31, 2),
+        ("ok", 1509.0, 2),
+        ("ok", float(np.float32(np.log(10))), 0),
+        ("diverged", np.nan, 1),
+    ],
+)
 def test_run_status(status, final, code):
     assert lr_grid.run_status(status, final, float(np.log(10))) == code
 
@@ -275,19 +304,22 @@ def test_a_finished_grid_is_returned_without_training(tiny, monkeypatch):
         raise AssertionError("the grid was recomputed")
 
     monkeypatch.setattr(grid_sweep, "train_group", no_training)
-    again = run_lr_grid(tiny_base(), **{**TINY, "sizes": [3, 2, 1]}, out=out, progress=False)   # order is irrelevant
+    again = run_lr_grid(tiny_base(), **{**TINY, "sizes": [3, 2, 1]}, out=out, progress=False)  # order is irrelevant
     assert np.array_equal(again.final_loss.values, ds.final_loss.values, equal_nan=True)
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"base": tiny_base(optimizer="sgd-momentum")}, r"optim.name \(--optimizer\): \"sgd\" -> \"sgd-momentum\""),
-    ({"base": tiny_base(preset="mup")}, r"param.name"),
-    ({"base": tiny_base(steps=6)}, r"steps \(--steps\): 4 -> 6"),
-    ({"etas": [0.01, 0.1, 1.0]}, r"etas: \['0.01', '0.1', '1e\+12'\] -> \['0.01', '0.1', '1'\]"),
-    ({"sizes": [1, 2, 4]}, r"sizes: \[1, 2, 3\] -> \[1, 2, 4\]"),
-    ({"seeds": 3}, r"seeds: \[0, 1\] -> \[0, 1, 2\]"),
-    ({"axis": "H"}, r"axis: N -> H"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"base": tiny_base(optimizer="sgd-momentum")}, r"optim.name \(--optimizer\): \"sgd\" -> \"sgd-momentum\""),
+        ({"base": tiny_base(preset="mup")}, r"param.name"),
+        ({"base": tiny_base(steps=6)}, r"steps \(--steps\): 4 -> 6"),
+        ({"etas": [0.01, 0.1, 1.0]}, r"etas: \['0.01', '0.1', '1e\+12'\] -> \['0.01', '0.1', '1'\]"),
+        ({"sizes": [1, 2, 4]}, r"sizes: \[1, 2, 3\] -> \[1, 2, 4\]"),
+        ({"seeds": 3}, r"seeds: \[0, 1\] -> \[0, 1, 2\]"),
+        ({"axis": "H"}, r"axis: N -> H"),
+    ],
+)
 def test_a_grid_made_with_other_settings_is_refused(tiny, monkeypatch, change, message):
     _, out = tiny
     monkeypatch.setattr(grid_sweep, "train_group", lambda *a, **k: pytest.fail("trained before refusing"))
@@ -304,25 +336,28 @@ def test_an_out_that_is_not_a_grid_is_refused(tmp_path):
         run_lr_grid(tiny_base(), **TINY, out=bad, progress=False)
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"axis": "D"}, "--axis must be N, H or L"),
-    ({"sizes": [1, 2]}, "--values needs at least 3 sizes"),
-    ({"sizes": [1, 2, 2]}, "--values must be distinct positive integers"),
-    ({"sizes": [0, 1, 2]}, "--values must be distinct positive integers"),
-    ({"etas": [0.1, 1.0]}, "--etas needs at least 3"),
-    ({"etas": [0.1, 1.0, -1.0]}, "--etas must be positive finite"),
-    ({"etas": [0.1, 1.0, float("nan")]}, "--etas must be positive finite"),
-    ({"etas": [0.1, 1.0, float("inf")]}, "--etas must be positive finite"),
-    ({"etas": [0.1, 1.0, 0.0]}, "--etas must be positive finite"),
-    ({"etas": [0.1, 1.0, 1.0]}, "--etas must be distinct"),
-    ({"seeds": 1}, "--seeds must be >= 2"),
-    ({"seeds": [3]}, "--seeds needs at least 2"),
-    ({"seeds": [1, 1]}, "--seeds must be distinct"),
-    ({"ensemble": "maybe"}, "--ensemble must be one of"),
-    ({"sizes": [1, 2, 1 << 40]}, r"--values: N=1099511627776 is not a valid model"),
-    ({"axis": "H", "sizes": [1, 2, 1 << 16]}, r"--H 65536.*needs about .* of memory"),
-    ({"etas": [0.1, 1.0, 1e300]}, r"--eta0 1e\+300.*outside the usable range"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"axis": "D"}, "--axis must be N, H or L"),
+        ({"sizes": [1, 2]}, "--values needs at least 3 sizes"),
+        ({"sizes": [1, 2, 2]}, "--values must be distinct positive integers"),
+        ({"sizes": [0, 1, 2]}, "--values must be distinct positive integers"),
+        ({"etas": [0.1, 1.0]}, "--etas needs at least 3"),
+        ({"etas": [0.1, 1.0, -1.0]}, "--etas must be positive finite"),
+        ({"etas": [0.1, 1.0, float("nan")]}, "--etas must be positive finite"),
+        ({"etas": [0.1, 1.0, float("inf")]}, "--etas must be positive finite"),
+        ({"etas": [0.1, 1.0, 0.0]}, "--etas must be positive finite"),
+        ({"etas": [0.1, 1.0, 1.0]}, "--etas must be distinct"),
+        ({"seeds": 1}, "--seeds must be >= 2"),
+        ({"seeds": [3]}, "--seeds needs at least 2"),
+        ({"seeds": [1, 1]}, "--seeds must be distinct"),
+        ({"ensemble": "maybe"}, "--ensemble must be one of"),
+        ({"sizes": [1, 2, 1 << 40]}, r"--values: N=1099511627776 is not a valid model"),
+        ({"axis": "H", "sizes": [1, 2, 1 << 16]}, r"--H 65536.*needs about .* of memory"),
+        ({"etas": [0.1, 1.0, 1e300]}, r"--eta0 1e\+300.*outside the usable range"),
+    ],
+)
 def test_bad_grids_are_refused_in_one_line_before_any_work(monkeypatch, tmp_path, change, message):
     monkeypatch.setattr(grid_sweep, "train_group", lambda *a, **k: pytest.fail("trained before refusing"))
     with pytest.raises(ValueError, match=message) as e:
@@ -361,15 +396,19 @@ def test_p7_on_a_small_seeded_grid_mup_stays_and_sp_falls(preset, standard):
     every optimum inside the grid with a stable neighbour on each side, so every size has an interior eta0*; the
     muP exponent lies near 0 and SP's well below it (the argmins alone put them 0 and -0.83 apart, and the
     parabola moves each eta0* by less than half a grid step, 0.21 in exponent, from its argmin)."""
-    base = make_run_config(model={"task": "vision", "N": 4, "H": 2, "L": 1}, param={"preset": preset},
-                           optim={"name": "adam", "eta0": 0.1}, run={"steps": 40, "batch_size": 16},
-                           probes={"every": 40})
+    base = make_run_config(
+        model={"task": "vision", "N": 4, "H": 2, "L": 1},
+        param={"preset": preset},
+        optim={"name": "adam", "eta0": 0.1},
+        run={"steps": 40, "batch_size": 16},
+        probes={"every": 40},
+    )
     ds = run_lr_grid(base, "N", [4, 16, 64], P7_ETAS, 3, progress=False)
     opt = fit_optimum(losses_of(ds), "N")
     assert all(why == "" for why in opt.reasons), opt.line()
     v = p7_verdict(opt, read_run_attrs(ds)["standard"], preset)
     assert isinstance(v, Verdict) and v.key == "P7" and v.estimate == pytest.approx(opt.exponent)
-    assert v.band == pytest.approx(0.25 / np.log10(16)), v.band_source        # half a half-decade over N = 4..64
+    assert v.band == pytest.approx(0.25 / np.log10(16)), v.band_source  # half a half-decade over N = 4..64
     if standard:
         assert opt.exponent < -0.4 and list(opt.eta_star) == sorted(opt.eta_star, reverse=True), opt.line()
     else:
@@ -377,6 +416,7 @@ def test_p7_on_a_small_seeded_grid_mup_stays_and_sp_falls(preset, standard):
 
 
 # ---- resume: the grid's points live in sweep stores (<out>.parts/), as a sweep's do ----------------------------
+
 
 def test_an_interrupted_grid_resumes_from_its_store_without_redoing_finished_points(tiny, tmp_path, monkeypatch):
     """Ctrl-C after 4 of the 9 (eta0, size) seed groups: those 4 are in the stores on disk; the rerun trains only
@@ -392,6 +432,7 @@ def test_an_interrupted_grid_resumes_from_its_store_without_redoing_finished_poi
                 raise KeyboardInterrupt
             trained.append((cfg.optim.eta0, cfg.model.N, tuple(group)))
             return real(cfg, group)
+
         return train
 
     monkeypatch.setattr(grid_sweep, "train_group", interrupted_after(4))
@@ -399,16 +440,18 @@ def test_an_interrupted_grid_resumes_from_its_store_without_redoing_finished_poi
         run_lr_grid(tiny_base(), **TINY, out=out, progress=False)
     assert not out.exists()
     first = list(trained)
-    assert len(first) == 4 and all(len(g) == 2 for _, _, g in first)      # both seeds of a cell train as one group
+    assert len(first) == 4 and all(len(g) == 2 for _, _, g in first)  # both seeds of a cell train as one group
     manifests = sorted(lr_grid.parts_dir(out).glob("eta0-*.parts/manifest.json"))
     assert len(manifests) == 3
-    done = sum(p["status"] in ("done", "diverged") for m in manifests for p in json.loads(m.read_text())["points"].values())
+    done = sum(
+        p["status"] in ("done", "diverged") for m in manifests for p in json.loads(m.read_text())["points"].values()
+    )
     assert done == 8
 
     trained.clear()
     monkeypatch.setattr(grid_sweep, "train_group", interrupted_after(99))
     ds = run_lr_grid(tiny_base(), **TINY, out=out, progress=False)
-    assert len(trained) == 5 and not set(first) & set(trained)           # nothing finished was trained again
+    assert len(trained) == 5 and not set(first) & set(trained)  # nothing finished was trained again
     assert {(e, n) for e, n, _ in first + trained} == {(e, n) for e in TINY["etas"] for n in TINY["sizes"]}
     for v in ("final_loss", "heldout_loss", "train_loss", "status", "diverged_at", "lr"):
         assert np.array_equal(ds[v].values, reference[v].values, equal_nan=True), v
@@ -423,11 +466,11 @@ def test_a_store_made_with_other_settings_is_refused_before_any_work(tmp_path, m
 
     monkeypatch.setattr(grid_sweep, "train_group", stop)
     with pytest.raises(KeyboardInterrupt):
-        run_lr_grid(tiny_base(), **TINY, out=out, progress=False)        # the stores exist, nothing finished
+        run_lr_grid(tiny_base(), **TINY, out=out, progress=False)  # the stores exist, nothing finished
     monkeypatch.setattr(grid_sweep, "train_group", lambda *a, **k: pytest.fail("trained before refusing"))
     with pytest.raises(ValueError, match=r"steps \(--steps\): 4 -> 6") as e:
         run_lr_grid(tiny_base(steps=6), **TINY, out=out, progress=False)
     assert "\n" not in str(e.value) and "--out" in str(e.value)
-    with pytest.raises(ValueError, match=r"eta0-0.01.parts was swept with other settings"):   # reproduce's preflight
+    with pytest.raises(ValueError, match=r"eta0-0.01.parts was swept with other settings"):  # reproduce's preflight
         check_lr_grid_out(tiny_base(steps=6), "N", TINY["sizes"], TINY["etas"], TINY["seeds"], out)
-    check_lr_grid_out(tiny_base(), "N", TINY["sizes"], TINY["etas"], TINY["seeds"], out)     # resumable: accepted
+    check_lr_grid_out(tiny_base(), "N", TINY["sizes"], TINY["etas"], TINY["seeds"], out)  # resumable: accepted

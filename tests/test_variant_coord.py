@@ -40,6 +40,7 @@ The wrong parametrizations, offending slopes (expected):
 Time: 2 min 0 s to 2 min 16 s wall, 1 min 54 s to 2 min 0 s CPU for the file on a shared 2-core machine
 (`pytest tests/test_variant_coord.py -n 0`); no test over 11 s.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -66,11 +67,17 @@ SEEDS = 2
 SITES = {"logits", "h", "attn_out", "mlp_out", "q", "k", "v", "A", "embed"}
 
 
-def coord(tmp_path, variant: str, axis: str, values: list[int], steps: list[int], tag: str = "", seeds: int = SEEDS,
-          **model):
+def coord(
+    tmp_path, variant: str, axis: str, values: list[int], steps: list[int], tag: str = "", seeds: int = SEEDS, **model
+):
     """A coordinate-check sweep of `variant` under mup / Adam (eta0 0.05) along `axis`; (dataset, verdict rows)."""
-    cfg = make_run_config(model={**BASE, "variant": variant, **model}, param={"preset": "mup"},
-                          optim={"name": "adam", "eta0": 0.05}, run={"batch_size": 32}, probes={"n_samples": 16})
+    cfg = make_run_config(
+        model={**BASE, "variant": variant, **model},
+        param={"preset": "mup"},
+        optim={"name": "adam", "eta0": 0.05},
+        run={"batch_size": 32},
+        probes={"n_samples": 16},
+    )
     ds = run_sweep(coord_config(cfg, steps), axis, values, seeds, tmp_path / f"{variant}{tag}-{axis}.nc")
     return ds, coord_verdicts(ds)
 
@@ -126,8 +133,11 @@ def test_variant_has_a_width_limit(tmp_path, variant):
     assert float(moved.min()) > 1e-2, "the logits did not move: the check would be vacuous"
 
 
-INIT_CASES = [pytest.param(v, axis, values, id=f"{v}-{axis}") for v in VARIANTS
-              for axis, values in (("H", [2, 8, 32]), ("L", [1, 4, 16]))]
+INIT_CASES = [
+    pytest.param(v, axis, values, id=f"{v}-{axis}")
+    for v in VARIANTS
+    for axis, values in (("H", [2, 8, 32]), ("L", [1, 4, 16]))
+]
 # nGPT's mean-pooled logits at init shrink with depth: RMS 0.162, 0.137, 0.098, 0.079, 0.063, 0.058, 0.054, 0.048 at
 # L = 1, 2, 4, ..., 128 (2 seeds; slope -0.34 over 1, 4, 16, -0.26 over 4..32, about -0.1 over 32..128): flattening,
 # so a slow approach to a limit rather than a missing one. It is not the readout's init rule (std x mult =
@@ -138,8 +148,14 @@ INIT_CASES = [pytest.param(v, axis, values, id=f"{v}-{axis}") for v in VARIANTS
 # slopes): refuted. The band now covers the depth limit's O(1/L) Euler correction (the two-term model).
 INIT_CASES[[p.id for p in INIT_CASES].index("openelm-L")] = pytest.param("openelm", "L", [1, 4, 16], id="openelm-L")
 INIT_CASES[[p.id for p in INIT_CASES].index("ngpt-L")] = pytest.param(
-    "ngpt", "L", [1, 4, 16], id="ngpt-L", marks=pytest.mark.xfail(
-        strict=True, reason="nGPT logits at init ~ L^-0.34 over L = 1, 4, 16 (pre-asymptotic; reported)"))
+    "ngpt",
+    "L",
+    [1, 4, 16],
+    id="ngpt-L",
+    marks=pytest.mark.xfail(
+        strict=True, reason="nGPT logits at init ~ L^-0.34 over L = 1, 4, 16 (pre-asymptotic; reported)"
+    ),
+)
 
 
 @pytest.mark.parametrize("variant,axis,values", INIT_CASES)
@@ -155,7 +171,7 @@ def test_init_along_H_and_L(tmp_path, variant, axis, values):
 # ================================================================================ wrong parametrizations are flagged
 
 LM = {"task": "lm", "seq_len": 16}
-LM_VALUES = [8, 16, 32, 64]      # d = 32..256: at d = 16..128 the correct tied LM fails too (module docstring)
+LM_VALUES = [8, 16, 32, 64]  # d = 32..256: at d = 16..128 the correct tied LM fails too (module docstring)
 
 
 def test_openelm_tied_lm_has_a_width_limit(tmp_path):
@@ -179,12 +195,13 @@ def test_openelm_naive_tied_readout_is_flagged(tmp_path, monkeypatch):
 
     monkeypatch.setattr(TiedReadout, "__init__", naive)
     model = build_model(ModelConfig(variant="openelm", N=8, H=4, L=2, **LM), get_preset("mup"), "adam", 0)
-    assert model.readout.mult == model.embed.mult      # the patch took
+    assert model.readout.mult == model.embed.mult  # the patch took
     _, rows = coord(tmp_path, "openelm", "N", LM_VALUES, STEPS, **LM)
     assert_flagged(rows, {"logits"})
     logits = [v for v in judged(rows) if site(v) == "logits"]
-    assert logits and all(v.outcome == "refuted" and v.estimate > 0.3 for v in logits), \
-        [(v.row, v.measured(), v.band, v.outcome) for v in logits]
+    assert logits and all(v.outcome == "refuted" and v.estimate > 0.3 for v in logits), [
+        (v.row, v.measured(), v.band, v.outcome) for v in logits
+    ]
 
 
 def test_ngpt_unit_norm_readout_is_flagged(tmp_path, monkeypatch):
@@ -205,7 +222,7 @@ def test_ngpt_unit_norm_readout_is_flagged(tmp_path, monkeypatch):
 
 
 LAUREL_L = [1, 2, 4, 8]
-LAUREL_DEPTH = [2, 4, 8]        # as the paper block's depth check: L = 1's only block reads the embedding directly
+LAUREL_DEPTH = [2, 4, 8]  # as the paper block's depth check: L = 1's only block reads the embedding directly
 LAUREL_SEEDS = 8
 # At 2 seeds (t quantile 12.7) the unit-norm nGPT readout and LAUREL's res-depth mistake were not refuted at their
 # sites (only softmax_A init, then refuted by the one-term fit); 8 seeds, not measured across seed sets.
@@ -241,8 +258,12 @@ def test_laurel_has_a_depth_limit(tmp_path):
 # With the one-term band this test passed on "h init" -0.042 [-0.051, -0.033] (band 0.029): the stream's O(1/L)
 # approach at init, which the mistake does not touch, a false refutation. A check that flags super-power-law growth
 # needs a rule for local slopes that move away from the prediction (docs/predictions.md, "Coordinate check"); open.
-RES_DEPTH = pytest.param("res-depth", marks=pytest.mark.xfail(
-    strict=True, reason="a geometric blow-up along L has a local-slope band of 3.8: h change underpowered"))
+RES_DEPTH = pytest.param(
+    "res-depth",
+    marks=pytest.mark.xfail(
+        strict=True, reason="a geometric blow-up along L has a local-slope band of 3.8: h change underpowered"
+    ),
+)
 
 
 @pytest.mark.parametrize("mistake", ["lr-branch", RES_DEPTH])
@@ -276,7 +297,7 @@ def test_laurel_without_depth_factors_is_flagged(tmp_path, monkeypatch, mistake)
         sites = {"h"}
     model = build_model(ModelConfig(variant="laurel", **{**BASE, "L": 4}), get_preset("mup"), "adam", 0)
     lau = model.blocks[0].laurel_attn
-    assert (lau.branch == 1.0) if mistake == "lr-branch" else (lau.b.mult == lau.a.mult)   # the patch took
+    assert (lau.branch == 1.0) if mistake == "lr-branch" else (lau.b.mult == lau.a.mult)  # the patch took
     _, rows = coord(tmp_path, "laurel", "L", LAUREL_L, STEPS, tag=f"-{mistake}", seeds=FLAG_SEEDS)
     assert_flagged(rows, sites)
 
@@ -308,20 +329,30 @@ def test_paper_variant_is_unchanged():
     """ModelConfig() defaults give the paper's block (LN, no QK-norm, learned positions, MHA, GELU MLP, untied
     readout, no nGPT, no LAUREL) and a paper model has exactly the parameters it had before the variants."""
     o = ModelConfig().block_options()
-    assert (o.variant, o.norm, o.qk_norm, o.rope, o.kv_group, o.mlp, o.tie, o.ngpt, o.laurel) == \
-        ("paper", "ln", False, False, 1, "gelu", False, False, frozenset())
+    assert (o.variant, o.norm, o.qk_norm, o.rope, o.kv_group, o.mlp, o.tie, o.ngpt, o.laurel) == (
+        "paper",
+        "ln",
+        False,
+        False,
+        1,
+        "gelu",
+        False,
+        False,
+        frozenset(),
+    )
     for task in ("lm", "vision"):
         cfg = ModelConfig(task=task, L=3)
         model = build_model(cfg, get_preset("mup"), "adam", 0)
         names = {n for n, _ in model.named_parameters()}
         old = {"embed.weight", "pos.weight", "readout.weight"} | {
-            f"blocks.{i}.{m}.weight" for i in range(3) for m in ("q", "k", "v", "o", "mlp_in", "mlp_out")}
+            f"blocks.{i}.{m}.weight" for i in range(3) for m in ("q", "k", "v", "o", "mlp_in", "mlp_out")
+        }
         assert names == old, (task, sorted(names ^ old))
         assert not any(isinstance(m, (ScaledVector, TiedReadout)) for m in model.modules())
         assert isinstance(model.readout, ScaledLinear)
         assert isinstance(model.embed, ScaledTable if task == "lm" else ScaledLinear)
         d = cfg.d_model
-        for blk in model.blocks:      # MHA, ungated MLP of width d_ff = d (ffn_mult 1)
+        for blk in model.blocks:  # MHA, ungated MLP of width d_ff = d (ffn_mult 1)
             assert blk.q.weight.shape == blk.k.weight.shape == blk.v.weight.shape == (d, d)
             assert blk.mlp_in.weight.shape == (d, d) and blk.mlp_out.weight.shape == (d, d)
         assert model.param_roles == {n: n.rsplit(".", 2)[-2] for n in names}

@@ -4,6 +4,7 @@ The command runs for real on a tiny grid (--quick: N = 4, 8, 16, 8 seeds, probes
 and laurel, Adam) in this process (--workers 1); `dmft.variant_verdicts.variant_summary` is then checked on that real
 dataset with one site's change made to grow on purpose. Seeded, CPU.
 """
+
 import time
 
 import pytest
@@ -31,7 +32,7 @@ def table(tmp_path_factory):
 
 def _rows(markdown: str) -> list[list[str]]:
     lines = [line for line in markdown.splitlines() if line.startswith("| ")]
-    return [[c.strip() for c in line.strip("|").split("|")] for line in lines[1:]]      # without the header
+    return [[c.strip() for c in line.strip("|").split("|")] for line in lines[1:]]  # without the header
 
 
 def test_each_cell_has_a_dataset_and_a_table_row(table):
@@ -85,7 +86,7 @@ def test_variant_summary_flips_on_a_judged_deviation_only(table):
     base = variant_summary(ds)
     cell = cell_of(base)
     assert (cell.key, cell.axis, cell.setting) == ("paper", "N", "adam")
-    assert cell.note.startswith(f"{11 + 11} judged rows:")     # every site at init, and its change at step 10
+    assert cell.note.startswith(f"{11 + 11} judged rows:")  # every site at init, and its change at step 10
     rows = {v.row: v for v in coord_verdicts(ds)}
     assert rows["mlp_out change @10"].outcome != REFUTED and rows["logits change @1"].outcome != REFUTED
 
@@ -109,13 +110,16 @@ def test_variant_summary_flips_on_a_judged_deviation_only(table):
     assert "no probe step >= 10: the feature changes were not judged" in untrained.note
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--variants", "paper,gpt5"], "--variants: unknown 'gpt5'"),
-    (["--axes", "N,D"], "--axes: unknown 'D'"),
-    (["--optimizers", "lion"], "--optimizers: unknown 'lion'"),
-    (["--markdown", "/nonexistent-folder/t.md"], "--markdown: folder /nonexistent-folder does not exist"),
-    (["--seeds", "0"], "--seeds must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--variants", "paper,gpt5"], "--variants: unknown 'gpt5'"),
+        (["--axes", "N,D"], "--axes: unknown 'D'"),
+        (["--optimizers", "lion"], "--optimizers: unknown 'lion'"),
+        (["--markdown", "/nonexistent-folder/t.md"], "--markdown: folder /nonexistent-folder does not exist"),
+        (["--seeds", "0"], "--seeds must be >= 1"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(args, needle, tmp_path):
     res = runner.invoke(app, ["variants", "--quick", "--out", str(tmp_path / "x")] + args)
     assert res.exit_code == 2 and needle in res.output, res.output

@@ -3,6 +3,7 @@ re-implementation of its equations from the raw weights (with every trivially-in
 that every term is exercised, and a check that dropping any one term would be caught), nGPT's renormalisation
 after every optimizer step, the OpenELM-270M preset's shapes and parameter count, seed ensembles, the probes of
 each variant, bad input on the command line and the roles `describe` prints."""
+
 from __future__ import annotations
 
 import copy
@@ -26,8 +27,8 @@ from probes.experiment.data import load_task
 from probes.experiment.dataset import run_dataset
 from probes.experiment.run import train
 
-EPS = 1e-6          # RMSNorm / LN / nGPT Norm eps (inside the mean square), as OpenELM
-THETA = 1e4         # RoPE base
+EPS = 1e-6  # RMSNorm / LN / nGPT Norm eps (inside the mean square), as OpenELM
+THETA = 1e4  # RoPE base
 P_MUP = get_preset("mup")
 
 
@@ -66,7 +67,7 @@ def ln(x: torch.Tensor) -> torch.Tensor:
 
 
 def gelu_tanh(z: torch.Tensor) -> torch.Tensor:
-    return 0.5 * z * (1 + torch.tanh(math.sqrt(2 / math.pi) * (z + 0.044715 * z ** 3)))
+    return 0.5 * z * (1 + torch.tanh(math.sqrt(2 / math.pi) * (z + 0.044715 * z**3)))
 
 
 def gelu_erf(z: torch.Tensor) -> torch.Tensor:
@@ -82,7 +83,7 @@ def rope_ref(x: torch.Tensor) -> torch.Tensor:
     S, N = x.shape[-2:]
     half = N // 2
     i = torch.arange(half, dtype=torch.float64)
-    ang = torch.arange(S, dtype=torch.float64)[:, None] * THETA ** (-2 * i / N)       # (S, N/2)
+    ang = torch.arange(S, dtype=torch.float64)[:, None] * THETA ** (-2 * i / N)  # (S, N/2)
     c, s = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
     x1, x2 = x[..., :half], x[..., half:]
     return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1)
@@ -98,15 +99,16 @@ def attend(q, k, v, scale: float, causal: bool) -> torch.Tensor:
     return (P / P.sum(-1, keepdim=True)) @ v
 
 
-def reference(model: LWSTransformer, x: torch.Tensor, drop: frozenset = frozenset(), trace: dict | None = None
-              ) -> torch.Tensor:
+def reference(
+    model: LWSTransformer, x: torch.Tensor, drop: frozenset = frozenset(), trace: dict | None = None
+) -> torch.Tensor:
     """The logits of a single (non-ensemble) model, from its raw weights. trace: filled with per-layer "q", "k"
     (B, H_l, S, N; after QK-norm, RoPE, GQA repetition and nGPT's scaling) and the stream "h" after every block."""
     cfg, o, p = model.cfg, model.opts, model.p
     N, L = cfg.N, cfg.L
     causal = cfg.task == "lm"
-    branch = p.beta0 * (L / p.L0) ** (-p.alpha_L)          # beta0 (L/L0)^-alpha_L
-    scale = N ** (-p.alpha_A)                              # N^-alpha_A
+    branch = p.beta0 * (L / p.L0) ** (-p.alpha_L)  # beta0 (L/L0)^-alpha_L
+    scale = N ** (-p.alpha_A)  # N^-alpha_A
     B, S = x.shape[:2]
     h = x @ eff(model.embed).T if is_vision(cfg.task) else eff(model.embed)[x]
     if not o.rope:
@@ -131,13 +133,13 @@ def reference(model: LWSTransformer, x: torch.Tensor, drop: frozenset = frozense
         elif o.laurel:
             fx = branch * f
             res = h
-            if "lr" in o.laurel and "lr" not in drop:                 # + beta0 l^-alpha_L B A x
+            if "lr" in o.laurel and "lr" not in drop:  # + beta0 l^-alpha_L B A x
                 res = res + branch * ((h @ eff(lau.A).T) @ eff(lau.B).T)
-            if "pa" in o.laurel and "pa" not in drop:                 # + sum_{j<k} gamma_j x_{i-j}
+            if "pa" in o.laurel and "pa" not in drop:  # + sum_{j<k} gamma_j x_{i-j}
                 gam = eff(lau.gamma)
                 for j in range(min(o.laurel_k, len(history))):
                     res = res + gam[j] * history[-1 - j]
-            if "rw" in o.laurel:                                      # a f + b (...)
+            if "rw" in o.laurel:  # a f + b (...)
                 a = 1 if "rw_a" in drop else eff(lau.a)
                 b = 1 if "rw_b" in drop else eff(lau.b)
                 new = a * fx + b * res
@@ -160,7 +162,7 @@ def reference(model: LWSTransformer, x: torch.Tensor, drop: frozenset = frozense
             q, k = norm(q) * gq, norm(k) * gk
         if o.rope and "rope" not in drop:
             q, k = rope_ref(q), rope_ref(k)
-        if "gqa_order" in drop:                      # KV heads tiled instead of each repeated for its group
+        if "gqa_order" in drop:  # KV heads tiled instead of each repeated for its group
             k, v = k.repeat(1, g, 1, 1), v.repeat(1, g, 1, 1)
         else:
             k, v = k.repeat_interleave(g, dim=1), v.repeat_interleave(g, dim=1)
@@ -180,7 +182,7 @@ def reference(model: LWSTransformer, x: torch.Tensor, drop: frozenset = frozense
         if o.mlp == "swiglu":
             d_ff = z.shape[-1] // 2
             act = silu(z[..., :d_ff]) * z[..., d_ff:]
-        elif o.mlp == "pattention":                  # GeLU of the scores normalised to RMS 1 over the d_ff tokens
+        elif o.mlp == "pattention":  # GeLU of the scores normalised to RMS 1 over the d_ff tokens
             act = gelu_erf(z if "pattention_norm" in drop else norm(z))
         else:
             act = gelu_tanh(z)
@@ -196,7 +198,7 @@ def reference(model: LWSTransformer, x: torch.Tensor, drop: frozenset = frozense
         u = ln(h)
     if is_vision(cfg.task):
         u = u.mean(dim=-2)
-    W_out = model.embed.weight if o.tie else model.readout.weight     # tied: the token table itself
+    W_out = model.embed.weight if o.tie else model.readout.weight  # tied: the token table itself
     f = u @ (model.readout.mult * W_out).T
     if o.ngpt and "s_z" not in drop:
         f = f * eff(model.s_z)
@@ -224,8 +226,19 @@ def perturb(model: torch.nn.Module, seed: int = 123) -> torch.nn.Module:
 
 
 def tiny_cfg(variant: str, task: str = "lm", **kw) -> ModelConfig:
-    base = {"N": 4, "H": 4, "L": 2, "task": task, "seq_len": 5, "vocab_size": 13, "n_classes": 5, "d_in": 6,
-            "variant": variant, "laurel_rank": 2, "laurel_k": 3}
+    base = {
+        "N": 4,
+        "H": 4,
+        "L": 2,
+        "task": task,
+        "seq_len": 5,
+        "vocab_size": 13,
+        "n_classes": 5,
+        "d_in": 6,
+        "variant": variant,
+        "laurel_rank": 2,
+        "laurel_k": 3,
+    }
     return ModelConfig(**{**base, **kw})
 
 
@@ -254,9 +267,15 @@ CASES = [
     ("ngpt-vision", {"variant": "ngpt", "task": "vision"}, ["s_qk", "s_uv", "s_z", "ngpt_branch_norm"], F32_TOL),
     ("tokenformer", {"variant": "tokenformer"}, ["pattention_norm"], F32_TOL),
     ("paper", {"variant": "paper"}, ["causal"], F64_TOL),
-] + [(f"laurel-{form}", {"variant": "laurel", "laurel": form},
-      [t for part in form.split("+") for t in ({"rw": ["rw_a", "rw_b"]}.get(part, [part]))], F64_TOL)
-     for form in LAUREL_FORMS]
+] + [
+    (
+        f"laurel-{form}",
+        {"variant": "laurel", "laurel": form},
+        [t for part in form.split("+") for t in ({"rw": ["rw_a", "rw_b"]}.get(part, [part]))],
+        F64_TOL,
+    )
+    for form in LAUREL_FORMS
+]
 
 
 def build_perturbed(overrides: dict, dtype=torch.float64, seed: int = 0) -> tuple[LWSTransformer, torch.Tensor]:
@@ -273,9 +292,9 @@ def test_forward_equals_the_equations(overrides, terms, tol):
     model, x = build_perturbed(overrides)
     o = model.opts
     if overrides.get("lws") == "openelm":
-        assert len(set(model.shapes.heads)) > 1 and len(set(model.shapes.d_ff)) > 1     # heads differ per layer
+        assert len(set(model.shapes.heads)) > 1 and len(set(model.shapes.d_ff)) > 1  # heads differ per layer
     if o.kv_group > 1:
-        assert all(b.H_kv < b.H for b in model.blocks)                                  # GQA really on
+        assert all(b.H_kv < b.H for b in model.blocks)  # GQA really on
     if o.tie:
         assert isinstance(model.readout, TiedReadout) and "readout.weight" not in dict(model.named_parameters())
     with torch.no_grad():
@@ -329,7 +348,7 @@ def test_ngpt_matrices_keep_their_norm_after_every_step(optimizer, eta0):
     runs = {}
     for renormalise in (True, False):
         model = build_model(cfg, P_MUP, optimizer, 0)
-        assert_ngpt_norms(model)                                              # at init
+        assert_ngpt_norms(model)  # at init
         opt = build_optimizer(model, P_MUP, OptimConfig(name=optimizer, eta0=eta0))
         errors = []
         for _ in range(5):
@@ -339,7 +358,7 @@ def test_ngpt_matrices_keep_their_norm_after_every_step(optimizer, eta0):
             opt.step()
             if renormalise:
                 model.after_step()
-                assert_ngpt_norms(model)                                      # after EVERY step
+                assert_ngpt_norms(model)  # after EVERY step
             errors.append(max_norm_error(model))
         runs[renormalise] = errors
     assert max(runs[True]) < 1e-5
@@ -349,13 +368,16 @@ def test_ngpt_matrices_keep_their_norm_after_every_step(optimizer, eta0):
 
 
 def test_ngpt_norms_through_the_training_loop():
-    cfg = make_run_config(model={"N": 4, "H": 2, "L": 2, "seq_len": 6, "variant": "ngpt"},
-                          run={"steps": 5, "batch_size": 4}, probes={"enabled": False})
+    cfg = make_run_config(
+        model={"N": 4, "H": 2, "L": 2, "seq_len": 6, "variant": "ngpt"},
+        run={"steps": 5, "batch_size": 4},
+        probes={"enabled": False},
+    )
     for optimizer in ("sgd", "adam"):
         res = train(replace(cfg, optim=replace(cfg.optim, name=optimizer, eta0=0.5 if optimizer == "sgd" else 0.05)))
         assert res.status == "ok" and res.steps_done == 5
         w0 = build_model(res.model.cfg, res.config.param, optimizer, res.config.seed)
-        assert not torch.equal(res.model.blocks[0].q.weight, w0.blocks[0].q.weight)        # it trained
+        assert not torch.equal(res.model.blocks[0].q.weight, w0.blocks[0].q.weight)  # it trained
         assert_ngpt_norms(res.model)
 
 
@@ -376,21 +398,27 @@ def test_openelm_270m_preset_on_the_meta_device():
         n_kv = n_q // 4
         assert blk.q.weight.shape == (n_q * hd, d) and blk.o.weight.shape == (d, n_q * hd)
         assert blk.k.weight.shape == (n_kv * hd, d) and blk.v.weight.shape == (n_kv * hd, d)
-        assert blk.mlp_in.weight.shape == (2 * f, d) and blk.mlp_out.weight.shape == (d, f)     # SwiGLU
+        assert blk.mlp_in.weight.shape == (2 * f, d) and blk.mlp_out.weight.shape == (d, f)  # SwiGLU
         assert blk.q_norm.weight.shape == (hd,) and blk.k_norm.weight.shape == (hd,)
     params = dict(model.named_parameters())
     assert isinstance(model.readout, TiedReadout) and model.readout.weight is model.embed.weight
     assert "readout.weight" not in params and not any(n.startswith("pos") for n in params)
     assert params["embed.weight"].shape == (32000, d)
-    formula = sum(d * (n_q + 2 * (n_q // 4)) * hd + n_q * hd * d + 3 * d * f + 2 * d + 2 * hd
-                  for n_q, f in zip(heads, d_ff)) + 32000 * d + d
+    formula = (
+        sum(d * (n_q + 2 * (n_q // 4)) * hd + n_q * hd * d + 3 * d * f + 2 * d + 2 * hd for n_q, f in zip(heads, d_ff))
+        + 32000 * d
+        + d
+    )
     assert formula == 271_527_168
     assert sum(p.numel() for p in model.parameters()) == formula
 
 
 def test_openelm_small_preset_trains_with_probes():
-    cfg = make_run_config(model={"preset": "openelm-small"}, run={"steps": 3, "batch_size": 2},
-                          probes={"every": 1, "n_samples": 3, "n_points": 3})
+    cfg = make_run_config(
+        model={"preset": "openelm-small"},
+        run={"steps": 3, "batch_size": 2},
+        probes={"every": 1, "n_samples": 3, "n_points": 3},
+    )
     # corenet rounds the linspace multipliers to 2 decimals: 0.83 * 128 = 106.24 rounds to 96 = 6 heads of 16
     assert list(cfg.model.shapes().heads) == [4, 6, 6, 8] and list(cfg.model.shapes().d_ff) == [64, 208, 368, 512]
     res = train(cfg)
@@ -407,7 +435,9 @@ def test_openelm_small_preset_trains_with_probes():
 # ================================================================================================ 4. ensembles
 
 ENSEMBLE_CASES = [{"variant": v} for v in ("paper", "openelm", "ngpt", "laurel", "tokenformer")] + [
-    {"variant": "ngpt", "task": "vision"}, {"variant": "openelm", "lws": "openelm", "L": 4, "H": 8}]
+    {"variant": "ngpt", "task": "vision"},
+    {"variant": "openelm", "lws": "openelm", "L": 4, "H": 8},
+]
 
 
 @pytest.mark.parametrize("overrides", ENSEMBLE_CASES, ids=lambda o: "-".join(map(str, o.values())))
@@ -426,7 +456,7 @@ def test_ensemble_members_equal_separate_models(overrides):
     with torch.no_grad():
         out = ens(x)
         for e in (0, 1):
-            close(out[e], build_model(cfg, P_MUP, "adam", e)(x))           # member e = the model of seed e
+            close(out[e], build_model(cfg, P_MUP, "adam", e)(x))  # member e = the model of seed e
         # members with different vectors (gains, eigen rates, LAUREL weights, s_qk, ...): the per-member
         # broadcasting of every vector is exercised; member(e) and the equations give member e's logits
         perturb(ens)
@@ -442,17 +472,25 @@ def test_ensemble_members_equal_separate_models(overrides):
 
 
 def probe_run(variant: str, **model):
-    cfg = make_run_config(model={"N": 4, "H": 4, "L": 2, "seq_len": 6, "variant": variant, **model},
-                          run={"steps": 3, "batch_size": 4},
-                          probes={"every": 1, "n_samples": 3, "n_points": 3})
+    cfg = make_run_config(
+        model={"N": 4, "H": 4, "L": 2, "seq_len": 6, "variant": variant, **model},
+        run={"steps": 3, "batch_size": 4},
+        probes={"every": 1, "n_samples": 3, "n_points": 3},
+    )
     return train(cfg)
 
 
-@pytest.mark.parametrize("variant,model", [
-    ("openelm", {"H": 6, "kv_group": 3}),                                    # 6 query heads, 2 KV heads
-    ("openelm", {"H": 8, "L": 4, "lws": "openelm"}),                          # query heads 4, 6, 6, 8; KV 2, 3, 3, 4
-    ("ngpt", {}), ("laurel", {}), ("tokenformer", {}),
-], ids=["openelm-gqa3", "openelm-lws", "ngpt", "laurel", "tokenformer"])
+@pytest.mark.parametrize(
+    "variant,model",
+    [
+        ("openelm", {"H": 6, "kv_group": 3}),  # 6 query heads, 2 KV heads
+        ("openelm", {"H": 8, "L": 4, "lws": "openelm"}),  # query heads 4, 6, 6, 8; KV 2, 3, 3, 4
+        ("ngpt", {}),
+        ("laurel", {}),
+        ("tokenformer", {}),
+    ],
+    ids=["openelm-gqa3", "openelm-lws", "ngpt", "laurel", "tokenformer"],
+)
 def test_probes_of_each_variant(variant, model):
     res = probe_run(variant, **model)
     assert res.status == "ok"
@@ -468,8 +506,8 @@ def test_probes_of_each_variant(variant, model):
     for blk, t, H in zip(m.blocks, taps, heads):
         assert t["q"].shape[1] == H and t["k"].shape[1] == H and t["v"].shape[1] == H
         if variant == "openelm":
-            assert blk.k.weight.shape[0] == H // m.opts.kv_group * m.cfg.N < H * m.cfg.N      # fewer KV heads
-    raw = ds.attn_raw.isel(step=-1, point=0)                                       # (layer, head), NaN-padded
+            assert blk.k.weight.shape[0] == H // m.opts.kv_group * m.cfg.N < H * m.cfg.N  # fewer KV heads
+    raw = ds.attn_raw.isel(step=-1, point=0)  # (layer, head), NaN-padded
     assert raw.notnull().sum("head").values.tolist() == heads
     # attn_var_heads against the equations: A = N^-alpha_A q k^T from the reference's q, k (float64), unbiased
     # variance over the query heads, averaged over the unmasked pairs and samples (float32 run: rtol 1e-3, as
@@ -480,7 +518,7 @@ def test_probes_of_each_variant(variant, model):
     S = rec.x.shape[1]
     valid = torch.ones(S, S, dtype=torch.bool).tril()
     for l, (q, k) in enumerate(zip(trace["q"], trace["k"])):
-        A = m.cfg.N ** -res.config.param.alpha_A * q @ k.transpose(-1, -2)          # (P, H, S, S)
+        A = m.cfg.N**-res.config.param.alpha_A * q @ k.transpose(-1, -2)  # (P, H, S, S)
         want = torch.var(A, dim=1)[:, valid].mean().item()
         np.testing.assert_allclose(ds.attn_var_heads.isel(step=-1, layer=l), want, rtol=1e-3)
     if variant == "ngpt":
@@ -489,20 +527,19 @@ def test_probes_of_each_variant(variant, model):
             r = t["h"].pow(2).mean(-1).sqrt()
             torch.testing.assert_close(r, torch.ones_like(r), rtol=1e-5, atol=0)
         np.testing.assert_allclose(ds.h_rms.values, 1.0, rtol=1e-5)
-        diag = np.diagonal(ds.kernel_spatial.values, axis1=-2, axis2=-1)             # K(s, s) = |h_s|^2 / d
+        diag = np.diagonal(ds.kernel_spatial.values, axis1=-2, axis2=-1)  # K(s, s) = |h_s|^2 / d
         np.testing.assert_allclose(diag, 1.0, rtol=1e-5)
 
 
 # ================================================================================================ 6, 7. the CLI
 
 
-
 BAD = [
     (["--variant", "nope"], ["--variant", "nope"]),
-    (["--variant", "openelm", "--kv-group", "3"], ["--kv-group", "3"]),            # H = 4 heads
-    (["--variant", "openelm", "--N", "7"], ["--N", "even"]),                        # RoPE rotates pairs
+    (["--variant", "openelm", "--kv-group", "3"], ["--kv-group", "3"]),  # H = 4 heads
+    (["--variant", "openelm", "--N", "7"], ["--N", "even"]),  # RoPE rotates pairs
     (["--model-preset", "nope"], ["--model-preset", "openelm-270m"]),
-    (["--config", "{tmp}/tie.toml"], ["tie_embeddings", "tie.toml"]),               # vision + tied embeddings
+    (["--config", "{tmp}/tie.toml"], ["tie_embeddings", "tie.toml"]),  # vision + tied embeddings
     (["--variant", "laurel", "--laurel", "rw+xx"], ["--laurel", "rw+lr+pa"]),
     (["--variant", "ngpt", "--centre", "zero_readout"], ["centre", "zero_readout"]),  # refused when built
 ]
@@ -522,26 +559,49 @@ def test_bad_variant_input_exits_2_with_one_line(tmp_path, args, names):
 
 def test_run_refuses_ngpt_with_zero_readout_before_any_work(tmp_path):
     """make_run_config refuses the combination, before `run` prints anything or writes a file."""
-    code, stdout, stderr = invoke(["run", "--variant", "ngpt", "--centre", "zero_readout", "--N", "4", "--H", "2",
-                                   "--L", "1", "--seq-len", "8", "--steps", "1", "--no-progress",
-                                   "--out", tmp_path / "r.nc"], cwd=tmp_path)
+    code, stdout, stderr = invoke(
+        [
+            "run",
+            "--variant",
+            "ngpt",
+            "--centre",
+            "zero_readout",
+            "--N",
+            "4",
+            "--H",
+            "2",
+            "--L",
+            "1",
+            "--seq-len",
+            "8",
+            "--steps",
+            "1",
+            "--no-progress",
+            "--out",
+            tmp_path / "r.nc",
+        ],
+        cwd=tmp_path,
+    )
     lines = [ln for ln in stderr.splitlines() if ln.strip()]
     assert code == 2 and len(lines) == 1 and "--centre" in lines[0], stderr
     assert stdout == "" and not (tmp_path / "r.nc").exists()
 
 
-@pytest.mark.parametrize("variant,roles", [
-    ("openelm", ("gain", "gain_out", "qk_gain")),
-    ("ngpt", ("eigen", "ngpt_sqk", "ngpt_sz")),
-    ("laurel", ("laurel_a", "laurel_res", "laurel_A", "laurel_B")),
-])
+@pytest.mark.parametrize(
+    "variant,roles",
+    [
+        ("openelm", ("gain", "gain_out", "qk_gain")),
+        ("ngpt", ("eigen", "ngpt_sqk", "ngpt_sz")),
+        ("laurel", ("laurel_a", "laurel_res", "laurel_A", "laurel_B")),
+    ],
+)
 def test_describe_prints_the_variant_roles_with_their_reasons(variant, roles):
     code, stdout, stderr = invoke(["describe", "--variant", variant, "--N", "4", "--H", "2", "--L", "2"])
     assert code == 0, stderr
     table_roles = {ln.split("│")[2].strip() for ln in stdout.splitlines() if ln.count("│") >= 3}
     for role in roles:
         assert role in table_roles, (role, sorted(table_roles))
-        assert f"{role:8s} {VARIANT_NOTES[role]['adam']}" in stdout, role           # adam: the default optimizer
+        assert f"{role:8s} {VARIANT_NOTES[role]['adam']}" in stdout, role  # adam: the default optimizer
     code, stdout, stderr = invoke(["describe", "--variant", variant, "--N", "4", "--H", "2", "--optimizer", "sgd"])
     assert code == 0, stderr
     for role in roles:
@@ -563,13 +623,16 @@ def test_check_of_a_depth_sweep(tmp_path, variant, fitted):
     from dmft.check import check
     from probes.grid.sweep import run_sweep
 
-    cfg = make_run_config(model={"N": 8, "H": 4, "L": 2, "task": "vision", "variant": variant},
-                          run={"batch_size": 8}, probes={"n_samples": 4})
+    cfg = make_run_config(
+        model={"N": 8, "H": 4, "L": 2, "task": "vision", "variant": variant},
+        run={"batch_size": 8},
+        probes={"n_samples": 4},
+    )
     ds = run_sweep(cfg, "L", [1, 2, 4], 2, tmp_path / f"{variant}-L.nc", init_only=True)
     p10 = [v for v in check(ds) if v.key == "P10"]
     assert p10, "no P10 verdict"
     for v in p10:
         if fitted:
             assert v.outcome != "not measured" and np.isfinite(v.estimate), v
-        else:   # nGPT's stream is normalised: its growth is 0 up to rounding, its seed mean not resolved above 0
+        else:  # nGPT's stream is normalised: its growth is 0 up to rounding, its seed mean not resolved above 0
             assert v.outcome == "not measured" and not v.consistent and "not resolved above 0" in v.note, v

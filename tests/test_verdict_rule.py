@@ -9,6 +9,7 @@ wrong comes out consistent in at most 5% of the repetitions; a row whose predict
 at least as often as `dmft.power` (what `dmft-probe plan` prints) predicts, minus 10 points: plan simulates with
 its own random streams (seed 0), this file with others (seed 2024). Measured rates are quoted where asserted.
 """
+
 import numpy as np
 import pytest
 
@@ -24,8 +25,9 @@ def truth(rate: float, c: float, plateau: float = 0.0) -> synthetic.Truth:
     return synthetic.Truth(rate=rate, bias=c, plateau=plateau, rho_entries=RHO_E, rho_sizes=RHO_N)
 
 
-def outcomes(kind: str, t: synthetic.Truth | tuple, prediction, alternatives, seeds: int = SEEDS, sizes=SIZES,
-             seed: int = 2024) -> dict:
+def outcomes(
+    kind: str, t: synthetic.Truth | tuple, prediction, alternatives, seeds: int = SEEDS, sizes=SIZES, seed: int = 2024
+) -> dict:
     """Fractions of each outcome of the rule over REPS sweeps of truth t (a Truth, or ("positive", rate, cv)).
     prediction, alternatives: exponents (slope rows) or "plateau" / "converges" (the plateau row)."""
     rng = np.random.default_rng(seed)
@@ -84,7 +86,7 @@ def test_the_true_rate_is_consistent_as_often_as_plan_says(rate, c):
     seen = outcomes("variance", truth(rate, c), rate, [other])[verdict.CONSISTENT]
     planned = plan_power("variance", rate, [other], rate=rate, bias=bias_ratio(c, rate))
     assert seen >= planned - 0.10, (seen, planned)
-    assert planned > 0.15                                     # not a vacuous comparison
+    assert planned > 0.15  # not a vacuous comparison
 
 
 @pytest.mark.parametrize("rate, c", [(-1.0, 1.0), (-0.5, 1.0), (0.0, 1.0), (-1.0, 3.0)])
@@ -188,10 +190,12 @@ def test_a_signed_quantity_needs_its_seed_mean_resolved_above_zero():
             continue
         f = fit.slope_fit(SIZES, v)
         fitted, covered = fitted + 1, covered + (f.lo <= -0.5 <= f.hi)
-    assert flagged <= 20                          # 10%: 5.8 binomial sd above the measured 3%
-    assert covered >= 0.88 * fitted               # 4.4 binomial sd below the measured 95%
-    zero_mean = [_unresolved_sizes(SIZES, 0.7 * SIZES[:, None] ** -0.5 * rng.standard_normal((len(SIZES), 12)))
-                 for _ in range(200)]
+    assert flagged <= 20  # 10%: 5.8 binomial sd above the measured 3%
+    assert covered >= 0.88 * fitted  # 4.4 binomial sd below the measured 95%
+    zero_mean = [
+        _unresolved_sizes(SIZES, 0.7 * SIZES[:, None] ** -0.5 * rng.standard_normal((len(SIZES), 12)))
+        for _ in range(200)
+    ]
     assert all(zero_mean)
     with pytest.raises(ValueError, match="seed mean is <= 0"):
         fit.slope_fit(SIZES, np.array([[1.0, -2.0], [1.0, 0.5], [1.0, 0.5], [1.0, 0.5]]))

@@ -4,6 +4,7 @@
 probe datasets' variable names and units. The solver reads only the parametrization's numbers
 (`parametrizations.spec`, `parametrizations.optim`): it never builds or calls the finite network.
 """
+
 from .setup import LN_EPS, Problem, Rates, check_solvable, mean_field_rates
 from .solver import Solution, SolverConfig, solve
 

@@ -9,6 +9,7 @@ largest value (`dmft.dynamics.distance`), over every shared step together; then 
 squared bias at each shared probe step apart (rows "... @t"). The mean-square distance of the outputs is also P6's
 row against the computed limit (alpha_A = 1: N^-1), next to P6's extrapolated rows of `dmft.report`.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,13 +55,16 @@ def check_pair(sweep: xr.Dataset, lim: xr.Dataset, axis: str) -> None:
         raise ValueError(f"the limit is along N{' at fixed H' if S > 1 else ' or H'}; the sweep is along {axis}")
     x_s = _first(sweep["probe_inputs"], ("sample", "token", "feature"))
     y_s = _first(sweep["train_labels"], ("sample",))
-    if x_s.shape != lim["probe_inputs"].shape or not np.allclose(x_s, lim["probe_inputs"].values, atol=1e-6) \
-            or not np.array_equal(y_s, lim["train_labels"].values):
-        raise ValueError("the sweep's training samples are not the solution's (same --task, --patch and "
-                         "--train-size?)")
+    if (
+        x_s.shape != lim["probe_inputs"].shape
+        or not np.allclose(x_s, lim["probe_inputs"].values, atol=1e-6)
+        or not np.array_equal(y_s, lim["train_labels"].values)
+    ):
+        raise ValueError("the sweep's training samples are not the solution's (same --task, --patch and --train-size?)")
     if sweep.sizes["test_sample"] != lim.sizes["test_sample"]:
-        raise ValueError(f"the sweep has {sweep.sizes['test_sample']} held-out samples, the solution "
-                         f"{lim.sizes['test_sample']}")
+        raise ValueError(
+            f"the sweep has {sweep.sizes['test_sample']} held-out samples, the solution {lim.sizes['test_sample']}"
+        )
     if not len(np.intersect1d(sweep["step"].values, lim["step"].values)):
         raise ValueError("the sweep and the solution share no probe step")
 
@@ -88,13 +92,15 @@ def limit_verdicts(sweep: xr.Dataset, lim: xr.Dataset, setting: str = "") -> lis
         rows += rate_verdicts(dist, axis, name, setting)
         rows.append(bias_ratio_verdict(dist, axis, name, setting))
         if name == "outputs" and axis == "N":
-            p6 = [v for v in rate_verdicts(dist, axis, "outputs vs computed limit", setting, key="P6")
-                  if v.row.startswith("msd")]
+            p6 = [
+                v
+                for v in rate_verdicts(dist, axis, "outputs vs computed limit", setting, key="P6")
+                if v.row.startswith("msd")
+            ]
             p6.append(bias_ratio_verdict(dist, axis, "outputs vs computed limit", setting, key="P6"))
     per_step = []
     steps = np.intersect1d(mine["outputs"]["step"].values, theirs["outputs"]["step"].values)
     for t in steps[steps > 0]:
         dist = limit_distances(mine["outputs"].sel(step=[t]), theirs["outputs"].sel(step=[t]), axis)
-        per_step += [v for v in rate_verdicts(dist, axis, f"outputs @{int(t)}", setting)
-                     if not v.row.startswith("msd")]
+        per_step += [v for v in rate_verdicts(dist, axis, f"outputs @{int(t)}", setting) if not v.row.startswith("msd")]
     return rows + per_step + p6

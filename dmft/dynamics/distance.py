@@ -9,6 +9,7 @@ Inputs are xarray objects with the dataset names of `probes.experiment.dataset` 
 every width (keyed init: the narrower model's weights are the leading part of the wider one's), so the interval
 of every rate is the joint jackknife over seeds (`dmft.estimators`), as for every other slope row.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,8 +21,11 @@ from dmft import estimators, fit
 from dmft.verdict import NOT_MEASURED, Verdict, above, below, point
 
 # what each estimate is, and its predicted exponent against width (module docstring)
-KINDS = {"seed_var": ("seed variance", -1.0), "bias2": ("squared bias (seed mean - limit)", -2.0),
-         "msd": ("mean-square distance to the limit", -1.0)}
+KINDS = {
+    "seed_var": ("seed variance", -1.0),
+    "bias2": ("squared bias (seed mean - limit)", -2.0),
+    "msd": ("mean-square distance to the limit", -1.0),
+}
 # the bias ratio's margin: "this limit" allows a bias below half the seed sd at the largest width (ratio <= 1/4).
 # For the limit the finite networks converge to, the ratio falls as width^-1; for another limit it grows as width
 BIAS_RATIO_MARGIN = 0.25
@@ -54,16 +58,17 @@ def limit_distances(finite: xr.DataArray, limit: xr.DataArray, axis: str, seed_d
     f = finite.sel(step=steps).transpose(axis, seed_dim, *other).astype(float)
     g = limit.sel(step=steps).transpose(*other).astype(float)
     n, S = f.sizes[axis], f.sizes[seed_dim]
-    q = (f - g).values.reshape(n, S, -1)                                 # (size, seed, entry): finite - limit
+    q = (f - g).values.reshape(n, S, -1)  # (size, seed, entry): finite - limit
     m = estimators.moments(q, estimators.jackknife_weights(S))
-    v = estimators.seed_variance(m)                                      # (J, n)
-    sq = np.mean(m.mean ** 2, axis=-1)                                   # ||seed mean - limit||^2, (J, n)
+    v = estimators.seed_variance(m)  # (J, n)
+    sq = np.mean(m.mean**2, axis=-1)  # ||seed mean - limit||^2, (J, n)
     c = m.count
     return LimitDistances(np.asarray(f[axis].values, dtype=float), v, sq - v / c, sq + (c - 1) / c * v, S)
 
 
-def rate_verdicts(dist: LimitDistances, axis: str, quantity: str, setting: str, level: float = 0.95,
-                  key: str = "limit") -> list[Verdict]:
+def rate_verdicts(
+    dist: LimitDistances, axis: str, quantity: str, setting: str, level: float = 0.95, key: str = "limit"
+) -> list[Verdict]:
     """One `Verdict` per estimate (KINDS): the log-log slope against width with its joint jackknife interval and
     the band of its local slopes, against the predicted exponent and the alternative 0 (no approach)."""
     out = []
@@ -72,24 +77,62 @@ def rate_verdicts(dist: LimitDistances, axis: str, quantity: str, setting: str, 
         band = float(r.band)
         b = band if np.isfinite(band) else 0.0
         note = "" if np.isfinite(r.slope) else f"the {what} is <= 0 at some width (not resolved above the noise)"
-        out.append(Verdict(key, f"{name} {quantity}", quantity, axis, setting, f"slope of the {what}",
-                           float(r.slope), float(r.lo), float(r.hi), point(f"width^{exponent:g}", exponent, b),
-                           (point("no approach", 0.0, b),), band=band, band_source=fit.BAND_SOURCE, level=level,
-                           local=tuple(float(x) for x in r.local), n_sizes=len(dist.sizes), n_seeds=dist.n_seeds,
-                           note=note, outcome="" if np.isfinite(r.slope) else NOT_MEASURED))
+        out.append(
+            Verdict(
+                key,
+                f"{name} {quantity}",
+                quantity,
+                axis,
+                setting,
+                f"slope of the {what}",
+                float(r.slope),
+                float(r.lo),
+                float(r.hi),
+                point(f"width^{exponent:g}", exponent, b),
+                (point("no approach", 0.0, b),),
+                band=band,
+                band_source=fit.BAND_SOURCE,
+                level=level,
+                local=tuple(float(x) for x in r.local),
+                n_sizes=len(dist.sizes),
+                n_seeds=dist.n_seeds,
+                note=note,
+                outcome="" if np.isfinite(r.slope) else NOT_MEASURED,
+            )
+        )
     return out
 
 
-def bias_ratio_verdict(dist: LimitDistances, axis: str, quantity: str, setting: str, level: float = 0.95,
-                       margin: float = BIAS_RATIO_MARGIN, key: str = "limit") -> Verdict:
+def bias_ratio_verdict(
+    dist: LimitDistances,
+    axis: str,
+    quantity: str,
+    setting: str,
+    level: float = 0.95,
+    margin: float = BIAS_RATIO_MARGIN,
+    key: str = "limit",
+) -> Verdict:
     """Whether the finite networks converge to THIS limit: bias^2 / seed variance at the largest width, with its
     joint jackknife interval, against "this limit" (<= margin) and "another limit" (> margin). The slope rows
     cannot say it alone: the distance to a wrong limit falls as width^-1 until the bias dominates, and its drifting
     local slopes widen the band."""
-    ratio = dist.bias2[:, -1] / dist.seed_var[:, -1]                    # (1 + S,): row 0 and the replicates
+    ratio = dist.bias2[:, -1] / dist.seed_var[:, -1]  # (1 + S,): row 0 and the replicates
     lo, hi = fit.jackknife_interval(ratio[0], ratio[1:], level)
-    return Verdict(key, f"bias ratio {quantity}", quantity, axis, setting,
-                   f"squared bias / seed variance at {axis} = {dist.sizes[-1]:g}", float(ratio[0]), float(lo),
-                   float(hi), below("this limit", margin), (above("another limit", margin),), band=margin,
-                   band_source="stated: a bias below half the seed sd", level=level, n_sizes=len(dist.sizes),
-                   n_seeds=dist.n_seeds)
+    return Verdict(
+        key,
+        f"bias ratio {quantity}",
+        quantity,
+        axis,
+        setting,
+        f"squared bias / seed variance at {axis} = {dist.sizes[-1]:g}",
+        float(ratio[0]),
+        float(lo),
+        float(hi),
+        below("this limit", margin),
+        (above("another limit", margin),),
+        band=margin,
+        band_source="stated: a bias below half the seed sd",
+        level=level,
+        n_sizes=len(dist.sizes),
+        n_seeds=dist.n_seeds,
+    )

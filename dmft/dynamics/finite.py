@@ -7,6 +7,7 @@ data seed 0; one token per image with the default patch 8, S = (8 / patch)^2 tok
 only part of `dmft.dynamics` that imports the finite network's code; the solver itself never does (the package's
 `__init__` does not import this module).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -24,7 +25,8 @@ from probes.hooks.recorder import ProbeConfig, probe_points
 from .setup import Problem, mean_field_rates
 from .solver import SolverConfig, solve
 
-POINTS = 16            # the (sample, s, s') points at which the finite runs record A per head
+POINTS = 16  # the (sample, s, s') points at which the finite runs record A per head
+
 
 @dataclass(frozen=True)
 class Setting:
@@ -58,28 +60,48 @@ def finite_runs(s: Setting, widths, seeds) -> dict[str, xr.DataArray]:
     p, opt = s.parametrization()
     outs, kers, grads, attn, losses = [], [], [], [], []
     for d in widths:
-        cfg = RunConfig(model=ModelConfig(N=int(d), H=s.H, L=s.L, task="digits"), param=p, optim=opt, steps=s.steps,
-                        patch=s.patch, train_size=s.P, batch="full", heldout_batch=s.n_test, loss=s.loss,
-                        probes=ProbeConfig(every=1, n_points=POINTS))
+        cfg = RunConfig(
+            model=ModelConfig(N=int(d), H=s.H, L=s.L, task="digits"),
+            param=p,
+            optim=opt,
+            steps=s.steps,
+            patch=s.patch,
+            train_size=s.P,
+            batch="full",
+            heldout_batch=s.n_test,
+            loss=s.loss,
+            probes=ProbeConfig(every=1, n_points=POINTS),
+        )
         res = train_ensemble(cfg, list(seeds))
         bad = [r.status for r in res if r.status != "ok"]
         if bad:
             raise RuntimeError(f"N = {d}: {len(bad)} runs did not finish ({bad[0]})")
         arrays = [r.extra["recorder"].arrays() for r in res]
-        outs.append(np.stack([np.concatenate([a["probe_outputs"], r.extra["full_batch"]["test_outputs"]], 1)
-                              for a, r in zip(arrays, res)]))          # (seed, step, P + n_test, C)
-        kers.append(np.stack([a["kernel_pooled"] for a in arrays]))    # (seed, step, depth, P, P)
-        grads.append(np.stack([r.extra["full_batch"]["kernel_grad"] for r in res]))   # (seed, step < T, depth, P, P)
-        attn.append(np.stack([np.nanmean(a["attn_raw"], -1) for a in arrays]))       # (seed, step, layer, point)
+        outs.append(
+            np.stack(
+                [
+                    np.concatenate([a["probe_outputs"], r.extra["full_batch"]["test_outputs"]], 1)
+                    for a, r in zip(arrays, res)
+                ]
+            )
+        )  # (seed, step, P + n_test, C)
+        kers.append(np.stack([a["kernel_pooled"] for a in arrays]))  # (seed, step, depth, P, P)
+        grads.append(np.stack([r.extra["full_batch"]["kernel_grad"] for r in res]))  # (seed, step < T, depth, P, P)
+        attn.append(np.stack([np.nanmean(a["attn_raw"], -1) for a in arrays]))  # (seed, step, layer, point)
         losses.append(np.stack([np.asarray(r.train_loss, dtype=float) for r in res]))
     c = {"N": list(widths), "seed": list(seeds), "step": np.arange(s.steps + 1)}
-    out = {"outputs": xr.DataArray(np.stack(outs), dims=("N", "seed", "step", "sample", "output"), coords=c),
-           "kernels": xr.DataArray(np.stack(kers), dims=("N", "seed", "step", "depth", "sample", "sample_"),
-                                   coords=c),
-           "grad_kernels": xr.DataArray(np.stack(grads), dims=("N", "seed", "step", "depth", "sample", "sample_"),
-                                        coords={**c, "step": np.arange(s.steps)}),
-           "train_loss": xr.DataArray(np.stack(losses), dims=("N", "seed", "train_step"),
-                                       coords={"N": list(widths), "seed": list(seeds)})}
+    out = {
+        "outputs": xr.DataArray(np.stack(outs), dims=("N", "seed", "step", "sample", "output"), coords=c),
+        "kernels": xr.DataArray(np.stack(kers), dims=("N", "seed", "step", "depth", "sample", "sample_"), coords=c),
+        "grad_kernels": xr.DataArray(
+            np.stack(grads),
+            dims=("N", "seed", "step", "depth", "sample", "sample_"),
+            coords={**c, "step": np.arange(s.steps)},
+        ),
+        "train_loss": xr.DataArray(
+            np.stack(losses), dims=("N", "seed", "train_step"), coords={"N": list(widths), "seed": list(seeds)}
+        ),
+    }
     if s.patch < 8:
         out["attention"] = xr.DataArray(np.stack(attn), dims=("N", "seed", "step", "layer", "point"), coords=c)
     return out
@@ -97,22 +119,38 @@ def limit(s: Setting, n_samples: int = 10_000, **variant) -> dict[str, xr.DataAr
     loss at steps 0..T} on the same digits as `finite_runs`; variant: SolverConfig fields (e.g. responses=False, a
     deliberately broken solver)."""
     task = digits(patch=s.patch)
-    xtr, ytr = task.train.fixed(s.P, seed=0)                 # what probes.experiment.run trains on (data_seed 0), (P, S, D_in)
-    xte, yte = task.heldout.fixed(s.n_test, seed=0)          # its held-out batch
+    xtr, ytr = task.train.fixed(s.P, seed=0)  # what probes.experiment.run trains on (data_seed 0), (P, S, D_in)
+    xte, yte = task.heldout.fixed(s.n_test, seed=0)  # its held-out batch
     p, opt = s.parametrization()
-    prob = Problem(xtr.numpy(), ytr.numpy(), xte.numpy(), yte.numpy(), 10, s.L, s.steps, s.loss,
-                   mean_field_rates(p, opt, L=s.L, d_in=xtr.shape[-1], tokens=xtr.shape[1], H=s.H))
+    prob = Problem(
+        xtr.numpy(),
+        ytr.numpy(),
+        xte.numpy(),
+        yte.numpy(),
+        10,
+        s.L,
+        s.steps,
+        s.loss,
+        mean_field_rates(p, opt, L=s.L, d_in=xtr.shape[-1], tokens=xtr.shape[1], H=s.H),
+    )
     sol = solve(prob, SolverConfig(n_samples=n_samples, max_iter=0, **variant))
     step = {"step": np.arange(s.steps + 1)}
-    out = {"outputs": xr.DataArray(sol.params["f"].numpy(), dims=("step", "sample", "output"), coords=step),
-           "kernels": xr.DataArray(sol.params["kernel_pooled"].permute(1, 0, 2, 3).numpy(),
-                                   dims=("step", "depth", "sample", "sample_"), coords=step),
-           "grad_kernels": xr.DataArray(sol.params["kernel_grad"].permute(1, 0, 2, 3).numpy(),
-                                        dims=("step", "depth", "sample", "sample_"),
-                                        coords={"step": np.arange(s.steps)}),
-           "train_loss": xr.DataArray(sol.losses()[0].numpy(), dims="step", coords=step)}
+    out = {
+        "outputs": xr.DataArray(sol.params["f"].numpy(), dims=("step", "sample", "output"), coords=step),
+        "kernels": xr.DataArray(
+            sol.params["kernel_pooled"].permute(1, 0, 2, 3).numpy(),
+            dims=("step", "depth", "sample", "sample_"),
+            coords=step,
+        ),
+        "grad_kernels": xr.DataArray(
+            sol.params["kernel_grad"].permute(1, 0, 2, 3).numpy(),
+            dims=("step", "depth", "sample", "sample_"),
+            coords={"step": np.arange(s.steps)},
+        ),
+        "train_loss": xr.DataArray(sol.losses()[0].numpy(), dims="step", coords=step),
+    }
     if prob.S > 1:
         pts = attention_points(s)
-        A = sol.params["attn"][:, :, pts[:, 0], pts[:, 1], pts[:, 2]].permute(1, 0, 2)   # (step, layer, point)
+        A = sol.params["attn"][:, :, pts[:, 0], pts[:, 1], pts[:, 2]].permute(1, 0, 2)  # (step, layer, point)
         out["attention"] = xr.DataArray(A.numpy(), dims=("step", "layer", "point"), coords=step)
     return out

@@ -22,6 +22,7 @@ One sweep runs every site through t = 0..T in causal order. With `params` None (
 each order parameter is used as soon as this sweep has estimated it; given `params` (the Jacobi sweep of the
 iteration) every site uses those and the sweep returns fresh estimates of all of them.
 """
+
 from __future__ import annotations
 
 import functools
@@ -38,8 +39,13 @@ INITS = ("causal", "zero")
 LN_NORMALISERS = ("exact", "frozen", "none")
 ATTENTION = ("learned", "frozen")
 # the command-line options of the settings `dmft-probe solve` exposes (messages name them)
-FLAGS = {"n_samples": "--samples", "seed": "--solver-seed", "damping": "--damping", "max_iter": "--max-iter",
-         "tol": "--tol"}
+FLAGS = {
+    "n_samples": "--samples",
+    "seed": "--solver-seed",
+    "damping": "--damping",
+    "max_iter": "--max-iter",
+    "tol": "--tol",
+}
 
 
 class SolverDiverged(RuntimeError):
@@ -118,8 +124,29 @@ class SolverConfig:
 
 # ------------------------------------------------------------------------------------------- order parameters
 SYMMETRIC = ("Phi", "Psi", "G", "Gz", "Gz_q", "Gz_k", "Phi_out")
-ITERATED = ("sigma", "Phi", "Psi", "G", "Gz", "A_in", "A_out", "B_in", "B_out", "kappa", "kappa_out", "Phi_out", "f",
-            "Gz_q", "Gz_k", "A_in_q", "A_in_k", "B_in_q", "B_in_k", "attn", "attn_D")
+ITERATED = (
+    "sigma",
+    "Phi",
+    "Psi",
+    "G",
+    "Gz",
+    "A_in",
+    "A_out",
+    "B_in",
+    "B_out",
+    "kappa",
+    "kappa_out",
+    "Phi_out",
+    "f",
+    "Gz_q",
+    "Gz_k",
+    "A_in_q",
+    "A_in_k",
+    "B_in_q",
+    "B_in_k",
+    "attn",
+    "attn_D",
+)
 # the input roles of a branch: (role, suffix of its order parameters and source families); attention with more
 # than one token has three (W_Q, W_K, W_V), everything else one
 ROLES_ONE = (("in", ""),)
@@ -137,14 +164,31 @@ def zero_params(prob: Problem, dtype: torch.dtype, device: torch.device) -> dict
     def z(*shape):
         return torch.zeros(*shape, dtype=dtype, device=device)
 
-    return {"sigma": torch.ones(K + 1, T + 1, M * S, dtype=dtype, device=device), "Phi": z(K, F, F),
-            "Psi": z(K, F, F), "G": z(K, B, B), "Gz": z(K, B, B), "A_in": z(K, F, B), "A_out": z(K, F, B),
-            "B_in": z(K, B, Ftr), "B_out": z(K, B, Ftr), "kappa": z(K, T, P * S), "kappa_out": z(T, P * S),
-            "Phi_out": z((T + 1) * M, (T + 1) * M), "f": z(T + 1, M, C),
-            "kernel_pooled": z(prob.L + 1, T + 1, P, P), "kernel_grad": z(prob.L + 1, T, P, P),
-            "Gz_q": z(Lq, B, B), "Gz_k": z(Lq, B, B), "A_in_q": z(Lq, F, B), "A_in_k": z(Lq, F, B),
-            "B_in_q": z(Lq, B, Ftr), "B_in_k": z(Lq, B, Ftr), "attn": z(Lq, T + 1, M, S, S),
-            "attn_D": z(Lq, T, P, S, S)}
+    return {
+        "sigma": torch.ones(K + 1, T + 1, M * S, dtype=dtype, device=device),
+        "Phi": z(K, F, F),
+        "Psi": z(K, F, F),
+        "G": z(K, B, B),
+        "Gz": z(K, B, B),
+        "A_in": z(K, F, B),
+        "A_out": z(K, F, B),
+        "B_in": z(K, B, Ftr),
+        "B_out": z(K, B, Ftr),
+        "kappa": z(K, T, P * S),
+        "kappa_out": z(T, P * S),
+        "Phi_out": z((T + 1) * M, (T + 1) * M),
+        "f": z(T + 1, M, C),
+        "kernel_pooled": z(prob.L + 1, T + 1, P, P),
+        "kernel_grad": z(prob.L + 1, T, P, P),
+        "Gz_q": z(Lq, B, B),
+        "Gz_k": z(Lq, B, B),
+        "A_in_q": z(Lq, F, B),
+        "A_in_k": z(Lq, F, B),
+        "B_in_q": z(Lq, B, Ftr),
+        "B_in_k": z(Lq, B, Ftr),
+        "attn": z(Lq, T + 1, M, S, S),
+        "attn_D": z(Lq, T, P, S, S),
+    }
 
 
 def residual(old: dict[str, torch.Tensor], new: dict[str, torch.Tensor]) -> float:
@@ -161,7 +205,7 @@ def residual(old: dict[str, torch.Tensor], new: dict[str, torch.Tensor]) -> floa
 def train_cols(row: torch.Tensor, t_end: int, M: int, P: int) -> torch.Tensor:
     """The columns (s, nu) with s < t_end, nu < P (training samples) of a row over forward indices s*M + mu:
     (m, t_end*P), column s*P + nu."""
-    return row[:, :t_end * M].reshape(row.shape[0], t_end, M)[:, :, :P].reshape(row.shape[0], t_end * P)
+    return row[:, : t_end * M].reshape(row.shape[0], t_end, M)[:, :, :P].reshape(row.shape[0], t_end * P)
 
 
 def sample_blocks(X: torch.Tensor, n: int, S: int) -> torch.Tensor:
@@ -199,13 +243,13 @@ class Sweep:
         self.T, self.M, self.P, self.C, self.K, self.S = T, M, P, C, K, S
         self.Mt, self.Pt = M * S, P * S
         Mt, Pt = self.Mt, self.Pt
-        gram = torch.as_tensor(prob.input_gram(), dtype=self.dtype, device=self.device)        # (Mt, Mt)
-        same_pos = torch.eye(S, dtype=self.dtype, device=self.device).repeat(M, M)            # delta_(s, s')
-        self.K0 = r.s_embed * gram + r.s_pos * same_pos                   # (S1): Cov h_0(0), token-level
-        self.Kupd = (r.c_embed * gram + r.c_pos * same_pos)[:, :Pt]       # (S1): the embedding and position update
+        gram = torch.as_tensor(prob.input_gram(), dtype=self.dtype, device=self.device)  # (Mt, Mt)
+        same_pos = torch.eye(S, dtype=self.dtype, device=self.device).repeat(M, M)  # delta_(s, s')
+        self.K0 = r.s_embed * gram + r.s_pos * same_pos  # (S1): Cov h_0(0), token-level
+        self.Kupd = (r.c_embed * gram + r.c_pos * same_pos)[:, :Pt]  # (S1): the embedding and position update
         self.y = torch.as_tensor(prob.y_train, dtype=torch.long, device=self.device)
         self.y_test = torch.as_tensor(prob.y_test, dtype=torch.long, device=self.device)
-        self.c_role = {"q": r.c_qk, "k": r.c_qk} if r.c_qk is not None else {}   # W_Q, W_K: only when S > 1
+        self.c_role = {"q": r.c_qk, "k": r.c_qk} if r.c_qk is not None else {}  # W_Q, W_K: only when S > 1
         fams = [("h0", 1, Mt), ("w0", 1, C)]
         for k in range(1, K + 1):
             fams += [(f"uo{k}", T + 1, Mt)] + [(f"ri{k}{sfx[1:]}", T, Pt) for _, sfx in self.roles(k)]
@@ -213,7 +257,7 @@ class Sweep:
         self.hidden: dict[int, ExactSite | MonteCarloSite] = {}
         for k in range(1, K + 1):
             hf = [("ui", T + 1, Mt), ("ro", T, Pt)] + [(f"ui{sfx[1:]}", T + 1, Mt) for _, sfx in self.roles(k)[1:]]
-            if k % 2 and cfg.exact_linear:            # attention branch: linear given A(t), exact
+            if k % 2 and cfg.exact_linear:  # attention branch: linear given A(t), exact
                 self.hidden[k] = ExactSite(hf, functools.partial(self._hidden_cov, k), self.dtype, self.device)
             else:
                 seed = cfg.seed * 7919 + k + (draw * 104729 if cfg.resample else 0)
@@ -264,8 +308,8 @@ class Sweep:
         s, T, M, P, C, K = self.stream, self.T, self.M, self.P, self.C, self.K
         Mt, Pt = self.Mt, self.Pt
         self.u = [s.zeros(0)] + [s.zeros(T + 1, Mt) for _ in range(K + 1)]  # u[k], k = 1..K; u[K+1]: LN(h_2L)
-        self.u_out = s.zeros(T + 1, M)                                    # the readout's input, mean over tokens
-        self.e = [s.zeros(T, Pt) for _ in range(K + 1)]                     # e[k] at stream position k
+        self.u_out = s.zeros(T + 1, M)  # the readout's input, mean over tokens
+        self.e = [s.zeros(T, Pt) for _ in range(K + 1)]  # e[k] at stream position k
         # hidden fields per branch: the branch input z (W_V u for attention), psi (the value mixed by softmax(A)
         # for attention, gelu(z) for the MLP) and gz; attention with S > 1 also q, k and their backward fields
         self.z = {k: h.zeros(T + 1, Mt) for k, h in self.hidden.items()}
@@ -273,7 +317,7 @@ class Sweep:
         self.gz = {(k, sfx): h.zeros(T, Pt) for k, h in self.hidden.items() for _, sfx in self.roles(k)}
         self.qk = {(k, sfx): h.zeros(T + 1, Mt) for k, h in self.hidden.items() for _, sfx in self.roles(k)[1:]}
         self.delta = torch.zeros(T, P, C, dtype=self.dtype, device=self.device)
-        self.w_acc = s.zeros(C)                                           # sum_s u_out(s) Delta(s), (S7)
+        self.w_acc = s.zeros(C)  # sum_s u_out(s) Delta(s), (S7)
         for t in range(T + 1):
             self.forward(t)
             if t < T:
@@ -298,8 +342,10 @@ class Sweep:
         elif self.cfg.ln_normaliser == "frozen" and t > 0:
             est = self.fresh["sigma"][k, 0].clone()
         if not torch.isfinite(est).all():
-            raise SolverDiverged(f"the DMFT solution is not finite at step {t} (the LayerNorm normalisers); a "
-                                 f"smaller --eta0 keeps it stable")
+            raise SolverDiverged(
+                f"the DMFT solution is not finite at step {t} (the LayerNorm normalisers); a "
+                f"smaller --eta0 keeps it stable"
+            )
         return self.take("sigma", (k, t), est)
 
     def _pooled_kernel(self, name: str, depth: int, t: int, X: torch.Tensor) -> None:
@@ -312,39 +358,41 @@ class Sweep:
         """Forward fields of every site at time t, over training and test samples, then the outputs f(t)."""
         s, r, M, P, g0 = self.stream, self.prob.rates, self.M, self.P, self.prob.rates.gamma0
         Mt, Pt = self.Mt, self.Pt
-        h = s.source("h0", 0)                                             # (S1)
+        h = s.source("h0", 0)  # (S1)
         if t:
             h = h + g0 * self.e[0][:, :t].sum(1) @ self.Kupd.T
         self._pooled_kernel("kernel_pooled", 0, t, h[:, :Pt])
         sigma = self._sigma(0, t, h)
         for k in range(1, self.K + 1):
             kind = "attn" if k % 2 else "mlp"
-            u = h / sigma                                                 # (S2)
+            u = h / sigma  # (S2)
             self.u[k][:, t] = u
-            phi_row = self.take_row("Phi", k - 1, t, Mt, s.mean_outer(u, self.u[k][:, :t + 1].reshape(s.rows, -1)))
+            phi_row = self.take_row("Phi", k - 1, t, Mt, s.mean_outer(u, self.u[k][:, : t + 1].reshape(s.rows, -1)))
             a_in = {}
             for _, sfx in self.roles(k):
                 key, i = self.op("A_in", sfx, k)
-                a_in[sfx] = self._response(key, (i, slice(t * Mt, (t + 1) * Mt), slice(0, t * Pt)),
-                                           s.response(u, f"ri{k}{sfx[1:]}", t, Pt))
+                a_in[sfx] = self._response(
+                    key, (i, slice(t * Mt, (t + 1) * Mt), slice(0, t * Pt)), s.response(u, f"ri{k}{sfx[1:]}", t, Pt)
+                )
             psi_row, a_out = self.hidden_forward(k, t, kind, phi_row, a_in)
-            gamma = a_out + g0 * r.c_out[kind] * r.b * train_cols(psi_row, t, Mt, Pt)        # (S3)
+            gamma = a_out + g0 * r.c_out[kind] * r.b * train_cols(psi_row, t, Mt, Pt)  # (S3)
             a = s.source(f"uo{k}", t) + self.e[k][:, :t].reshape(s.rows, -1) @ gamma.T
             h = h + r.b * a
             sigma = self._sigma(k, t, h)
             if k % 2 == 0:
-                self._pooled_kernel("kernel_pooled", k // 2, t, h[:, :Pt])                    # H_{2l} on training
+                self._pooled_kernel("kernel_pooled", k // 2, t, h[:, :Pt])  # H_{2l} on training
         self.u[self.K + 1][:, t] = h / sigma
-        u_out = self._pooled(h / sigma, M)                                # (S2): LN per token, mean over tokens
+        u_out = self._pooled(h / sigma, M)  # (S2): LN per token, mean over tokens
         self.u_out[:, t] = u_out
-        phi_out = self.take_row("Phi_out", None, t, M, s.mean_outer(u_out, self.u_out[:, :t + 1].reshape(s.rows, -1)))
-        w_coef = s.coefficients(u_out, "w0")                              # (C, M): d u_out / d w0
-        f = r.sigma_w2 / g0 * w_coef.T                                    # (S8)
+        phi_out = self.take_row("Phi_out", None, t, M, s.mean_outer(u_out, self.u_out[:, : t + 1].reshape(s.rows, -1)))
+        w_coef = s.coefficients(u_out, "w0")  # (C, M): d u_out / d w0
+        f = r.sigma_w2 / g0 * w_coef.T  # (S8)
         if t:
             f = f + r.c_read * train_cols(phi_out, t, M, P) @ self.delta[:t].reshape(t * P, self.C)
         if not torch.isfinite(f).all():
-            raise SolverDiverged(f"the DMFT solution is not finite at step {t} (the outputs); a smaller --eta0 "
-                                 f"keeps it stable")
+            raise SolverDiverged(
+                f"the DMFT solution is not finite at step {t} (the outputs); a smaller --eta0 keeps it stable"
+            )
         f = self.take("f", t, f)
         if t < self.T:
             self.delta[t] = loss_and_delta(f[:P], self.y, self.prob.loss)[1]
@@ -355,8 +403,9 @@ class Sweep:
             value = torch.zeros_like(value)
         return self.take(name, index, value)
 
-    def _input_field(self, k: int, t: int, sfx: str, kind: str, phi_row: torch.Tensor, a_in: torch.Tensor
-                     ) -> torch.Tensor:
+    def _input_field(
+        self, k: int, t: int, sfx: str, kind: str, phi_row: torch.Tensor, a_in: torch.Tensor
+    ) -> torch.Tensor:
         """(H1) for one input role: its source + sum_{s<t} (A_in + gamma0 c b Phi) g(s), at time t (rows, Mt)."""
         hs, r, g0 = self.hidden[k], self.prob.rates, self.prob.rates.gamma0
         src = hs.source("ui" + sfx[1:], t, phi_row)
@@ -368,8 +417,9 @@ class Sweep:
         """softmax over keys of the used A(t) of branch k's block on the first n samples: (n, S, S)."""
         return torch.softmax(self.used["attn"][(k - 1) // 2, t, :n], dim=-1)
 
-    def hidden_forward(self, k: int, t: int, kind: str, phi_row: torch.Tensor, a_in: dict[str, torch.Tensor]
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    def hidden_forward(
+        self, k: int, t: int, kind: str, phi_row: torch.Tensor, a_in: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The hidden site of branch k at time t (H1): z = ui + sum (A_in + gamma0 c_in b Phi) gz, psi(z); with
         S > 1 tokens the attention branch also has q, k (the same form), A(t) = E[q k^T] per sample (A1) and
         psi = softmax(A) z (A2). Returns (the used Psi row t, the used A_out block (t, <t))."""
@@ -379,69 +429,80 @@ class Sweep:
         if kind == "mlp":
             psi = gelu(z)
         elif S == 1:
-            psi = z                                                       # one key: softmax(A) = 1
+            psi = z  # one key: softmax(A) = 1
         else:
             q, kk = (self._input_field(k, t, sfx, kind, phi_row, a_in[sfx]) for sfx in ("_q", "_k"))
             self.qk[k, "_q"][:, t], self.qk[k, "_k"][:, t] = q, kk
-            A = sample_blocks(hs.mean_outer(q, kk), M, S)                 # (A1): (M, S, S), A[mu, s, s']
+            A = sample_blocks(hs.mean_outer(q, kk), M, S)  # (A1): (M, S, S), A[mu, s, s']
             if self.cfg.attention == "frozen":
                 A = torch.zeros_like(A)
             self.take("attn", ((k - 1) // 2, t), A)
-            p = self._softmax(k, t, M)                                    # (M, S, S)
-            psi = torch.einsum("rmj,msj->rms", z.reshape(hs.rows, M, S), p).reshape(hs.rows, Mt)   # (A2)
+            p = self._softmax(k, t, M)  # (M, S, S)
+            psi = torch.einsum("rmj,msj->rms", z.reshape(hs.rows, M, S), p).reshape(hs.rows, Mt)  # (A2)
         self.psi[k][:, t] = psi
-        psi_row = self.take_row("Psi", k - 1, t, Mt, hs.mean_outer(psi, self.psi[k][:, :t + 1].reshape(hs.rows, -1)))
+        psi_row = self.take_row("Psi", k - 1, t, Mt, hs.mean_outer(psi, self.psi[k][:, : t + 1].reshape(hs.rows, -1)))
         cv = gelu(hs.gauss["ui"].samples[:, t]) if kind == "mlp" and isinstance(hs, MonteCarloSite) else None
-        a_out = self._response("A_out", (k - 1, slice(t * Mt, (t + 1) * Mt), slice(0, t * Pt)),
-                               hs.response(psi, "ro", t, Pt, cv))
+        a_out = self._response(
+            "A_out", (k - 1, slice(t * Mt, (t + 1) * Mt), slice(0, t * Pt)), hs.response(psi, "ro", t, Pt, cv)
+        )
         return psi_row, a_out
 
     def backward(self, t: int) -> None:
         """Backward fields at time t (training samples), from the readout down to the embedding."""
         s, r, P, g0, K, S = self.stream, self.prob.rates, self.P, self.prob.rates.gamma0, self.K, self.S
         Pt = self.Pt
-        u_tok = self.u[K + 1][:, t, :Pt]                                   # LN(h_2L) per training token
+        u_tok = self.u[K + 1][:, t, :Pt]  # LN(h_2L) per training token
         if t:
             self.w_acc = self.w_acc + self.u_out[:, t - 1, :P] @ self.delta[t - 1]
-        w = s.source("w0", 0) + g0 * r.c_read * self.w_acc                 # (S7)
-        e_out = (w @ self.delta[t].T).repeat_interleave(S, dim=1)          # (rows, Pt): e_out of each token's sample
+        w = s.source("w0", 0) + g0 * r.c_read * self.w_acc  # (S7)
+        e_out = (w @ self.delta[t].T).repeat_interleave(S, dim=1)  # (rows, Pt): e_out of each token's sample
         kap = s.mean_pairs(u_tok, e_out) if self.cfg.ln_projection else self._zeros(Pt)
         kap = self.take("kappa_out", t, kap)
         sig = self.used["sigma"][K, t, :Pt]
-        e = (e_out - u_tok * kap) / (S * sig)                              # (S6): the token mean, then LN per token
+        e = (e_out - u_tok * kap) / (S * sig)  # (S6): the token mean, then LN per token
         self.e[K][:, t] = e
         self._pooled_kernel("kernel_grad", self.prob.L, t, e)
         for k in range(K, 0, -1):
             kind = "attn" if k % 2 else "mlp"
-            g_row = self.take_row("G", k - 1, t, Pt, s.mean_outer(e, self.e[k][:, :t + 1].reshape(s.rows, -1)))
-            b_out = self._response("B_out", (k - 1, slice(t * Pt, (t + 1) * Pt), slice(0, (t + 1) * Pt)),
-                                   s.response(e, f"uo{k}", t + 1, Pt))
+            g_row = self.take_row("G", k - 1, t, Pt, s.mean_outer(e, self.e[k][:, : t + 1].reshape(s.rows, -1)))
+            b_out = self._response(
+                "B_out",
+                (k - 1, slice(t * Pt, (t + 1) * Pt), slice(0, (t + 1) * Pt)),
+                s.response(e, f"uo{k}", t + 1, Pt),
+            )
             rows = self.hidden_backward(k, t, kind, g_row, b_out)
             u = self.u[k]
             zeta = s.zeros(Pt)
             for (role, sfx), (gz_row, b_in) in zip(self.roles(k), rows):
                 c = r.c_in[kind] if not sfx else self.c_role[role]
-                zeta = zeta + (s.source(f"ri{k}{sfx[1:]}", t) + u[:, :t + 1, :Pt].reshape(s.rows, -1) @ b_in.T
-                               + g0 * c * r.b * u[:, :t, :Pt].reshape(s.rows, -1) @ gz_row[:, :t * Pt].T)  # (S5)
+                zeta = zeta + (
+                    s.source(f"ri{k}{sfx[1:]}", t)
+                    + u[:, : t + 1, :Pt].reshape(s.rows, -1) @ b_in.T
+                    + g0 * c * r.b * u[:, :t, :Pt].reshape(s.rows, -1) @ gz_row[:, : t * Pt].T
+                )  # (S5)
             kap = s.mean_pairs(u[:, t, :Pt], zeta) if self.cfg.ln_projection else self._zeros(Pt)
             kap = self.take("kappa", (k - 1, t), kap)
             sig = self.used["sigma"][k - 1, t, :Pt]
-            e = e + r.b / sig * (zeta - u[:, t, :Pt] * kap)                   # (S6)
+            e = e + r.b / sig * (zeta - u[:, t, :Pt] * kap)  # (S6)
             self.e[k - 1][:, t] = e
             if k % 2:
                 self._pooled_kernel("kernel_grad", (k - 1) // 2, t, e)
 
-    def hidden_backward(self, k: int, t: int, kind: str, g_row: torch.Tensor, b_out: torch.Tensor
-                        ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def hidden_backward(
+        self, k: int, t: int, kind: str, g_row: torch.Tensor, b_out: torch.Tensor
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The hidden site of branch k at time t (H2, H3): xi = ro + sum B_out psi + gamma0 c_out b sum G psi, and
         the backward field of each input role: gz = psi'(z) xi (MLP), xi (attention, one token), and with S > 1
         (A3)-(A5): g_v = softmax(A)^T xi, D = softmax(A) * E[xi (v - psi)], g_q = D k, g_k = D^T q. Returns per
         role (in `roles(k)` order) (the used Gz row t, the used B_in block (t, <=t))."""
         hs, r, P, Pt, S, g0 = self.hidden[k], self.prob.rates, self.P, self.Pt, self.S, self.prob.rates.gamma0
         ro = hs.source("ro", t, g_row)
-        psi = self.psi[k][:, :t + 1, :Pt]
-        xi = (ro + psi.reshape(hs.rows, -1) @ b_out.T
-              + g0 * r.c_out[kind] * r.b * psi[:, :t].reshape(hs.rows, -1) @ g_row[:, :t * Pt].T)
+        psi = self.psi[k][:, : t + 1, :Pt]
+        xi = (
+            ro
+            + psi.reshape(hs.rows, -1) @ b_out.T
+            + g0 * r.c_out[kind] * r.b * psi[:, :t].reshape(hs.rows, -1) @ g_row[:, : t * Pt].T
+        )
         cv = None
         if kind == "mlp":
             grads = {"": gelu_prime(self.z[k][:, t, :Pt]) * xi}
@@ -450,26 +511,31 @@ class Sweep:
         elif S == 1:
             grads = {"": xi}
         else:
-            p = self._softmax(k, t, P)                                          # (P, S, S)
+            p = self._softmax(k, t, P)  # (P, S, S)
             n = hs.rows
             v, o = self.z[k][:, t, :Pt], self.psi[k][:, t, :Pt]
             q, kk = self.qk[k, "_q"][:, t, :Pt], self.qk[k, "_k"][:, t, :Pt]
             # (A4): E[xi(s) (v(s') - psi(s))] per sample, then D = softmax(A) * it, (P, S, S)
             corr = sample_blocks(hs.mean_outer(xi, v), P, S) - hs.mean_pairs(xi, o).reshape(P, S, 1)
             D = self.take("attn_D", ((k - 1) // 2, t), p * corr)
-            x3, q3, k3 = (X.reshape(n, P, S) for X in (xi, q, kk))              # (rows, P, S)
-            grads = {"": torch.einsum("rns,nsj->rnj", x3, p).reshape(n, Pt),     # (A3): g_v = softmax(A)^T xi
-                     "_q": torch.einsum("rnj,nsj->rns", k3, D).reshape(n, Pt),   # (A5): g_q = D k
-                     "_k": torch.einsum("rns,nsj->rnj", q3, D).reshape(n, Pt)}   # (A5): g_k = D^T q
+            x3, q3, k3 = (X.reshape(n, P, S) for X in (xi, q, kk))  # (rows, P, S)
+            grads = {
+                "": torch.einsum("rns,nsj->rnj", x3, p).reshape(n, Pt),  # (A3): g_v = softmax(A)^T xi
+                "_q": torch.einsum("rnj,nsj->rns", k3, D).reshape(n, Pt),  # (A5): g_q = D k
+                "_k": torch.einsum("rns,nsj->rnj", q3, D).reshape(n, Pt),
+            }  # (A5): g_k = D^T q
         out = []
         for _role, sfx in self.roles(k):
             g = grads[sfx]
             self.gz[k, sfx][:, t] = g
             key, i = self.op("Gz", sfx, k)
-            gz_row = self.take_row(key, i, t, Pt, hs.mean_outer(g, self.gz[k, sfx][:, :t + 1].reshape(hs.rows, -1)))
+            gz_row = self.take_row(key, i, t, Pt, hs.mean_outer(g, self.gz[k, sfx][:, : t + 1].reshape(hs.rows, -1)))
             key, i = self.op("B_in", sfx, k)
-            b_in = self._response(key, (i, slice(t * Pt, (t + 1) * Pt), slice(0, (t + 1) * Pt)),
-                                  hs.response(g, "ui" + sfx[1:], t + 1, Pt, cv if not sfx else None))
+            b_in = self._response(
+                key,
+                (i, slice(t * Pt, (t + 1) * Pt), slice(0, (t + 1) * Pt)),
+                hs.response(g, "ui" + sfx[1:], t + 1, Pt, cv if not sfx else None),
+            )
             out.append((gz_row, b_in))
         return out
 
@@ -496,7 +562,7 @@ class Solution:
     def outputs(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(training outputs (T+1, P, C), test outputs (T+1, P_test, C))."""
         f = self.params["f"]
-        return f[:, :self.problem.P], f[:, self.problem.P:]
+        return f[:, : self.problem.P], f[:, self.problem.P :]
 
     def losses(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(training loss (T+1,), test loss (T+1,)) of the outputs."""
@@ -504,8 +570,11 @@ class Solution:
         y = torch.as_tensor(self.problem.y_train, dtype=torch.long)
         yt = torch.as_tensor(self.problem.y_test, dtype=torch.long)
         tr = torch.stack([loss_and_delta(ftr[t].cpu(), y, self.problem.loss)[0] for t in range(len(ftr))])
-        te = torch.stack([loss_and_delta(fte[t].cpu(), yt, self.problem.loss)[0] for t in range(len(fte))]) \
-            if len(yt) else torch.full((len(ftr),), math.nan, dtype=ftr.dtype)
+        te = (
+            torch.stack([loss_and_delta(fte[t].cpu(), yt, self.problem.loss)[0] for t in range(len(fte))])
+            if len(yt)
+            else torch.full((len(ftr),), math.nan, dtype=ftr.dtype)
+        )
         return tr, te
 
 

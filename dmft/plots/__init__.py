@@ -21,6 +21,7 @@ of `dmft` (fits, verdicts, the law of A).
     save_figure          write PNG/PDF and close
     plot_dataset         every figure that applies to a dataset, written to a folder
 """
+
 from __future__ import annotations
 
 from .convergence import convergence_plot, rate_by_step_plot, seed_variance_plot
@@ -31,5 +32,19 @@ from .kernels import kernel_grid, kernel_panels
 from .training import coord_check_panels, loss_curves, lr_transfer
 from .verdicts import verdict_rows_figure
 
-__all__ = ['exponent_plot', 'verdict_figure', 'verdict_rows_figure', 'kernel_grid', 'kernel_panels', 'attention_density', 'loss_curves', 'lr_transfer', 'coord_check_panels', 'save_figure', 'plot_dataset',
-           'convergence_plot', 'rate_by_step_plot', 'seed_variance_plot']
+__all__ = [
+    "exponent_plot",
+    "verdict_figure",
+    "verdict_rows_figure",
+    "kernel_grid",
+    "kernel_panels",
+    "attention_density",
+    "loss_curves",
+    "lr_transfer",
+    "coord_check_panels",
+    "save_figure",
+    "plot_dataset",
+    "convergence_plot",
+    "rate_by_step_plot",
+    "seed_variance_plot",
+]

@@ -1,4 +1,5 @@
 """Shared style of the figures: labels in the paper's symbols, log2 axes, legends, subplot grids."""
+
 from __future__ import annotations
 
 import math
@@ -89,8 +90,9 @@ def _subplots(n: int, ncols: int, panel=(4.4, 3.5), **kw) -> tuple[Figure, np.nd
     ncols = max(1, min(ncols, n))
     nrows = math.ceil(n / ncols)
     with sns.axes_style(STYLE):
-        fig, axes = plt.subplots(nrows, ncols, figsize=(panel[0] * ncols, panel[1] * nrows), squeeze=False,
-                                 layout="constrained", **kw)
+        fig, axes = plt.subplots(
+            nrows, ncols, figsize=(panel[0] * ncols, panel[1] * nrows), squeeze=False, layout="constrained", **kw
+        )
     axes = axes.ravel()
     for extra in axes[n:]:
         extra.remove()
@@ -109,12 +111,13 @@ def _tidy_log_y(ax: Axes) -> None:
     that leaves fewer than three), instead of one or two powers of two."""
     lo, hi = ax.get_ylim()
     if not (lo > 0 and hi > lo) or hi / lo >= 8:
-        if isinstance(ax.yaxis.get_major_locator(), mticker.FixedLocator):   # set by an earlier call: undo
+        if isinstance(ax.yaxis.get_major_locator(), mticker.FixedLocator):  # set by an earlier call: undo
             ax.set_yscale("log", base=2)
         return
     for subs in ((1.0, 2.0, 5.0), (1.0, 1.5, 2.0, 3.0, 5.0, 7.0), tuple(np.arange(1.0, 10.0, 0.5))):
-        ticks = [m * 10.0 ** k for k in range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1)
-                 for m in subs]
+        ticks = [
+            m * 10.0**k for k in range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1) for m in subs
+        ]
         ticks = [t for t in ticks if lo <= t <= hi]
         if len(ticks) >= 3:
             break
@@ -165,7 +168,7 @@ def _axes_state(ax: Axes) -> dict[str, Any]:
 def _figure_of(ax: Axes) -> Figure:
     """The top-level Figure that `ax` is drawn in (`ax.figure` may be a SubFigure)."""
     fig = ax.figure
-    if not isinstance(fig, Figure):                       # a SubFigure: the Figure it is part of
+    if not isinstance(fig, Figure):  # a SubFigure: the Figure it is part of
         fig = fig.figure
     assert isinstance(fig, Figure), "the Axes belongs to no figure"
     return fig
@@ -177,7 +180,7 @@ def _legend(ax: Axes, outside: bool = False, below: bool = False, **kw) -> None:
     kw.setdefault("fontsize", "small")
     if outside:
         kw.update(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
-    elif below:   # clear the tick labels and the x label: ~34 points, in units of the legend's font size
+    elif below:  # clear the tick labels and the x label: ~34 points, in units of the legend's font size
         size = FontProperties(size=kw["fontsize"]).get_size_in_points()
         kw.update(loc="upper center", bbox_to_anchor=(0.5, 0.0), borderaxespad=34.0 / size, frameon=False)
     kw.setdefault("framealpha", 0.85)

@@ -1,4 +1,5 @@
 """Exponent plots: a quantity against size with its fitted slope, its interval's band and predicted exponents."""
+
 from __future__ import annotations
 
 import warnings
@@ -25,8 +26,18 @@ from ._style import (
 )
 
 
-def exponent_plot(sizes, values, fit=None, predicted=None, *, axis: str = "N", ylabel: str = "", label=None,
-                  ax: Axes | None = None, diverged=None) -> Axes:
+def exponent_plot(
+    sizes,
+    values,
+    fit=None,
+    predicted=None,
+    *,
+    axis: str = "N",
+    ylabel: str = "",
+    label=None,
+    ax: Axes | None = None,
+    diverged=None,
+) -> Axes:
     """Log-log (base 2) plot of a measured quantity against size, with its fitted and predicted exponents.
 
     sizes: (n_sizes,); values: (n_sizes, n_seeds) or (n_sizes,) (non-positive and NaN values are not drawn).
@@ -50,7 +61,7 @@ def exponent_plot(sizes, values, fit=None, predicted=None, *, axis: str = "N", y
         raise ValueError(f"values has {values.shape[0]} rows for {len(sizes)} sizes")
     state = _axes_state(ax)
     k = state["exponent_calls"] = state.get("exponent_calls", -1) + 1
-    hue = (0, 2, 4, 5, 6, 9)[k % 6]                 # data hues; orange/red are kept for the predictions
+    hue = (0, 2, 4, 5, 6, 9)[k % 6]  # data hues; orange/red are kept for the predictions
     dark = sns.color_palette("dark")[hue]
     light = sns.color_palette("pastel")[hue]
     cb = sns.color_palette("colorblind")
@@ -60,17 +71,32 @@ def exponent_plot(sizes, values, fit=None, predicted=None, *, axis: str = "N", y
     means = np.array([row[g].mean() if g.any() else np.nan for row, g in zip(values, good)])
     if values.shape[1] > 1:
         xs = np.repeat(sizes, values.shape[1]).reshape(values.shape)
-        ax.scatter(xs[good], values[good], s=18, color=light, edgecolor="none", alpha=0.9, zorder=2,
-                   label=f"{label}, per seed" if label else "per seed")
+        ax.scatter(
+            xs[good],
+            values[good],
+            s=18,
+            color=light,
+            edgecolor="none",
+            alpha=0.9,
+            zorder=2,
+            label=f"{label}, per seed" if label else "per seed",
+        )
     ok = np.isfinite(means)
     ax.plot(sizes[ok], means[ok], "o", ms=6.5, color=dark, zorder=4, label=label or "seed mean")
 
     xs = np.geomspace(sizes.min(), sizes.max(), 64) if len(sizes) else np.array([])
     if fit is not None and ok.sum() >= 2:
-        bounded = bool(np.isfinite([fit.lo, fit.hi]).all())       # no interval with one seed (or unbounded)
+        bounded = bool(np.isfinite([fit.lo, fit.hi]).all())  # no interval with one seed (or unbounded)
         ci = f" [{fit.lo:+.2f}, {fit.hi:+.2f}]" if bounded else " (no interval)"
-        ax.plot(xs, fit.constant * xs ** fit.slope, "-", color=dark, lw=1.6, zorder=3,
-                label=f"fit: slope {fit.slope:+.2f}{ci}")
+        ax.plot(
+            xs,
+            fit.constant * xs**fit.slope,
+            "-",
+            color=dark,
+            lw=1.6,
+            zorder=3,
+            label=f"fit: slope {fit.slope:+.2f}{ci}",
+        )
         if bounded:
             lx, ly = np.log(sizes[ok]).mean(), np.log(means[ok]).mean()
             band = np.exp(ly + np.outer([fit.lo, fit.hi], np.log(xs) - lx))
@@ -82,15 +108,32 @@ def exponent_plot(sizes, values, fit=None, predicted=None, *, axis: str = "N", y
         styles = ["--", (0, (5, 2, 1, 2)), ":", (0, (3, 1, 1, 1, 1, 1))]
         for j, (name, e) in enumerate(hyps.items()):
             text = f"predicted {_power_tex(axis, e)}" + (f" ({name})" if name else "")
-            colour = other[j % len(other)] if k == 0 else dark    # later data: predictions in their colour
-            ax.plot(xs, y0 * (xs / x0) ** e, linestyle=styles[j % len(styles)], color=colour,
-                    lw=1.5, alpha=1.0 if k == 0 else 0.75, zorder=3, label=text)
+            colour = other[j % len(other)] if k == 0 else dark  # later data: predictions in their colour
+            ax.plot(
+                xs,
+                y0 * (xs / x0) ** e,
+                linestyle=styles[j % len(styles)],
+                color=colour,
+                lw=1.5,
+                alpha=1.0 if k == 0 else 0.75,
+                zorder=3,
+                label=text,
+            )
     if diverged is not None and len(diverged):
         at, counts = np.unique(np.asarray(diverged, dtype=float), return_counts=True)
         text = ", ".join(f"{s:g} ({c} seed{'s' if c > 1 else ''})" for s, c in zip(at, counts))
-        ax.plot(at, np.full(len(at), 0.02), "x", ms=7, mew=1.6, color="firebrick", zorder=5,
-                transform=ax.get_xaxis_transform(), clip_on=False,
-                label=f"diverged, not drawn: {axis}={text}")
+        ax.plot(
+            at,
+            np.full(len(at), 0.02),
+            "x",
+            ms=7,
+            mew=1.6,
+            color="firebrick",
+            zorder=5,
+            transform=ax.get_xaxis_transform(),
+            clip_on=False,
+            label=f"diverged, not drawn: {axis}={text}",
+        )
     _log2(ax)
     _tidy_log_y(ax)
     if len(sizes):
@@ -121,8 +164,11 @@ def _predicted_for(verdict) -> float | dict | None:
     if pred is None:
         return None
     if verdict.key == "P2":
-        return {_short_hypothesis(r.name): centre(r) for r in (verdict.prediction, *verdict.alternatives)
-                if centre(r) is not None}
+        return {
+            _short_hypothesis(r.name): centre(r)
+            for r in (verdict.prediction, *verdict.alternatives)
+            if centre(r) is not None
+        }
     return pred
 
 
@@ -152,14 +198,17 @@ def verdict_figure(ds: xr.Dataset, verdicts=None, n_heads_mc: int = P4_MC_HEADS,
     axis = measure.sweep_axis(ds)
     a = read_run_attrs(ds)
     cache: dict = {} if limit is None else {"limit": limit}
-    if axis == "H" and "limit" not in cache:      # P4 applies: one solver run shared by the rows and the panel
+    if axis == "H" and "limit" not in cache:  # P4 applies: one solver run shared by the rows and the panel
         cache["limit"] = kernel_limit(ds, a, n_heads_mc)
     if verdicts is None:
         verdicts = dataset_verdicts(ds, n_heads_mc=n_heads_mc, kernel_limit=cache.get("limit"))
     points = divergence.diverged_points(ds, axis)
     sites = [v for v in verdicts if is_site_row(v)]
-    slopes = [v for v in verdicts if not is_site_row(v)
-              and (v.quantity in measure.QUANTITIES or v.quantity == "kernel_mse_init")]
+    slopes = [
+        v
+        for v in verdicts
+        if not is_site_row(v) and (v.quantity in measure.QUANTITIES or v.quantity == "kernel_mse_init")
+    ]
     others = [v for v in verdicts if v not in slopes and v not in sites]
     fig, axes = _subplots(max(len(slopes), 1), 3 if len(slopes) != 4 else 2, panel=(4.4, 4.5))
     for v, ax in zip(slopes, axes):
@@ -169,32 +218,45 @@ def verdict_figure(ds: xr.Dataset, verdicts=None, n_heads_mc: int = P4_MC_HEADS,
             sizes, values = measure.kernel_mse_init(ds, axis, cache["limit"])
         else:
             sizes, values = measure.QUANTITIES[v.quantity](ds, axis)
-        values, left_out = stable_values(not v.quantity.endswith("_init"), sizes, values, points,
-                                         ds["seed"].values)
+        values, left_out = stable_values(not v.quantity.endswith("_init"), sizes, values, points, ds["seed"].values)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 found = slope_fit(sizes, values)
             fit = found if np.isfinite(found.slope) else None
-        except ValueError:            # fewer than 3 usable sizes: the points alone
+        except ValueError:  # fewer than 3 usable sizes: the points alone
             fit = None
-        exponent_plot(sizes, values, fit, _predicted_for(v), axis=axis,
-                      ylabel=QUANTITY_LABELS.get(v.quantity, v.quantity), ax=ax,
-                      diverged=[p.size for p in left_out])
+        exponent_plot(
+            sizes,
+            values,
+            fit,
+            _predicted_for(v),
+            axis=axis,
+            ylabel=QUANTITY_LABELS.get(v.quantity, v.quantity),
+            ax=ax,
+            diverged=[p.size for p in left_out],
+        )
         if fit is None:
             why = "fewer than 3 sizes with finite values"
             if left_out:
                 why = f"fewer than 3 sizes left, {divergence.describe(left_out, axis)}"
-            ax.text(0.03, 0.06, f"no slope: {why}", transform=ax.transAxes, fontsize="small", color="firebrick",
-                    wrap=True)
-        ax.set_title(f"{v.key} {v.quantity}: {v.mark} {v.outcome}\n{v.row}: {v.measured()}", fontsize="medium",
-                     color=OUTCOME_COLOURS[v.outcome])
+            ax.text(
+                0.03, 0.06, f"no slope: {why}", transform=ax.transAxes, fontsize="small", color="firebrick", wrap=True
+            )
+        ax.set_title(
+            f"{v.key} {v.quantity}: {v.mark} {v.outcome}\n{v.row}: {v.measured()}",
+            fontsize="medium",
+            color=OUTCOME_COLOURS[v.outcome],
+        )
     if not slopes:
-        axes[0].text(0.5, 0.5, "no slope predictions apply to this sweep", ha="center", va="center",
-                     transform=axes[0].transAxes)
+        axes[0].text(
+            0.5, 0.5, "no slope predictions apply to this sweep", ha="center", va="center", transform=axes[0].transAxes
+        )
         axes[0].set_axis_off()
-    title = (f"{a['name']} ($\\alpha_A$ = {a['alpha_A']:g}, $\\alpha_L$ = {a['alpha_L']:g}), "
-             f"sweep over {_sym(axis)}, {'trained' if a['trained'] else 'at initialisation'}")
+    title = (
+        f"{a['name']} ($\\alpha_A$ = {a['alpha_A']:g}, $\\alpha_L$ = {a['alpha_L']:g}), "
+        f"sweep over {_sym(axis)}, {'trained' if a['trained'] else 'at initialisation'}"
+    )
     for v in others:
         title += f"\n{v.key} {v.quantity}: {v.mark} {v.outcome} ({v.row}: {v.measured()})"
     if sites:

@@ -1,4 +1,5 @@
 """Writing figures: save_figure and plot_dataset (every figure that applies to a dataset)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -83,8 +84,10 @@ def notes_from_warnings(notes: list[str]) -> Iterator[None]:
             try:
                 yield
             finally:
-                notes += [f"warning: {str(w.message).splitlines()[0] if str(w.message) else w.category.__name__}"
-                          for w in caught]
+                notes += [
+                    f"warning: {str(w.message).splitlines()[0] if str(w.message) else w.category.__name__}"
+                    for w in caught
+                ]
     finally:
         log.removeHandler(handler)
         log.propagate = propagate
@@ -145,9 +148,13 @@ def _run_attention_figure(ds: xr.Dataset) -> Figure:
     """One run: A at step 0 pooled over layers, fixed points and heads, against the law at the run's N."""
     x = ds.attn_raw.isel(step=0).values.ravel()
     N = int(ds["N"])
-    ax = attention_density(x, N, float(ds.attrs["alpha_A"]),
-                           title=rf"$A(0)$ over heads, layers and points, $N = {N}$, "
-                                 rf"$\alpha_A = {float(ds.attrs['alpha_A']):g}$")
+    ax = attention_density(
+        x,
+        N,
+        float(ds.attrs["alpha_A"]),
+        title=rf"$A(0)$ over heads, layers and points, $N = {N}$, "
+        rf"$\alpha_A = {float(ds.attrs['alpha_A']):g}$",
+    )
     return _figure_of(ax)
 
 
@@ -166,13 +173,20 @@ def _sweep_attention_figure(ds: xr.Dataset, axis: str, rows: Callable[[], dict] 
     pvals = p3_ks_pvalues(ds, axis, a)
     for ax, s in zip(axes, chosen):
         N = int(s) if axis == "N" else int(a["N"])
-        attention_density(samples[s], N, float(a["alpha_A"]), ax=ax, pvalue=pvals.get(s, float("nan")),
-                          title=rf"${axis} = {int(s)}$" + ("" if axis == "N" else rf", $N = {N}$")
-                                + rf", $\alpha_A = {float(a['alpha_A']):g}$")
+        attention_density(
+            samples[s],
+            N,
+            float(a["alpha_A"]),
+            ax=ax,
+            pvalue=pvals.get(s, float("nan")),
+            title=rf"${axis} = {int(s)}$"
+            + ("" if axis == "N" else rf", $N = {N}$")
+            + rf", $\alpha_A = {float(a['alpha_A']):g}$",
+        )
     title = r"$A(0)$ over heads at one point (layers and seeds pooled)"
     try:
         p3 = [v for v in (rows() if rows else {"rows": []})["rows"] if v.key == "P3"]
-    except ValueError as e:              # the dataset has no rows (e.g. fewer than 3 sizes): say why
+    except ValueError as e:  # the dataset has no rows (e.g. fewer than 3 sizes): say why
         title += f"\nP3: not measured ({str(e).splitlines()[0]})"
     else:
         for v in p3:
@@ -194,6 +208,7 @@ def _rows_of(ds: xr.Dataset, axis: str) -> Callable[[], dict]:
             limit = kernel_limit(ds, None, MC_HEADS) if axis == "H" else None
             memo.update(limit=limit, rows=dataset_verdicts(ds, n_heads_mc=MC_HEADS, kernel_limit=limit))
         return memo
+
     return get
 
 
@@ -202,9 +217,12 @@ def _verdicts_figure(ds: xr.Dataset, axis: str, rows: Callable[[], dict]) -> Fig
     from ..check import read_run_attrs
 
     a = read_run_attrs(ds)
-    return verdict_rows_figure(rows()["rows"], title=f"{a['name']} (alpha_A = {a['alpha_A']:g}, alpha_L = "
-                               f"{a['alpha_L']:g}), sweep over {axis}, "
-                               f"{'trained' if a['trained'] else 'at initialisation'}")
+    return verdict_rows_figure(
+        rows()["rows"],
+        title=f"{a['name']} (alpha_A = {a['alpha_A']:g}, alpha_L = "
+        f"{a['alpha_L']:g}), sweep over {axis}, "
+        f"{'trained' if a['trained'] else 'at initialisation'}",
+    )
 
 
 def _run_coord_figure(ds: xr.Dataset) -> Figure:
@@ -256,18 +274,22 @@ def figure_jobs(ds: xr.Dataset) -> list[tuple[str, Callable[[], Figure | Axes]]]
     if axis is None:
         jobs.append(("loss", lambda: loss_curves(ds)))
         if probes:
-            jobs += [("kernels", lambda: kernel_panels(ds, "kernel_pooled")),
-                     ("kernels_spatial", lambda: kernel_panels(ds, "kernel_spatial")),
-                     ("attention_density", lambda: _run_attention_figure(ds)),
-                     ("coord_rms_over_steps", lambda: _run_coord_figure(ds))]
+            jobs += [
+                ("kernels", lambda: kernel_panels(ds, "kernel_pooled")),
+                ("kernels_spatial", lambda: kernel_panels(ds, "kernel_spatial")),
+                ("attention_density", lambda: _run_attention_figure(ds)),
+                ("coord_rms_over_steps", lambda: _run_coord_figure(ds)),
+            ]
     else:
         trained = _is_trained(ds)
-        rows = _rows_of(ds, axis)          # one list of rows for every figure: the rows check prints
+        rows = _rows_of(ds, axis)  # one list of rows for every figure: the rows check prints
         if probes:
             jobs.append(("verdicts", lambda: _verdicts_figure(ds, axis, rows)))
             jobs.append(("exponents", lambda: verdict_figure(ds, rows()["rows"], limit=rows()["limit"])))
-            jobs += [("kernels", lambda: kernel_panels(ds, "kernel_pooled")),
-                     ("kernels_spatial", lambda: kernel_panels(ds, "kernel_spatial"))]
+            jobs += [
+                ("kernels", lambda: kernel_panels(ds, "kernel_pooled")),
+                ("kernels_spatial", lambda: kernel_panels(ds, "kernel_spatial")),
+            ]
         if trained:
             jobs.append(("loss", lambda: loss_curves(ds, axis=axis)))
             if probes:

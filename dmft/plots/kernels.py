@@ -1,4 +1,5 @@
 """Kernel heat maps (the paper's Fig. 6b-c / 7b-c)."""
+
 from __future__ import annotations
 
 import math
@@ -25,8 +26,14 @@ def _colour_scale(arrays: list[xr.DataArray], vmax: float | None) -> tuple[str, 
     return "rocket", min(0.0, float(finite.min())), top
 
 
-def kernel_grid(kernels: Mapping[str, xr.DataArray], *, title: str = "", vmax: float | None = None,
-                ncols: int | None = None, share: str = "all") -> Figure:
+def kernel_grid(
+    kernels: Mapping[str, xr.DataArray],
+    *,
+    title: str = "",
+    vmax: float | None = None,
+    ncols: int | None = None,
+    share: str = "all",
+) -> Figure:
     """Heat maps of 2-D kernels (the paper's Fig. 6b-c / 7b-c), one square panel per entry, on one colour scale.
 
     kernels: {panel title: 2-D DataArray (or array)}, e.g. {"N=4, step 0": K, ...}; the name of the first
@@ -49,18 +56,29 @@ def kernel_grid(kernels: Mapping[str, xr.DataArray], *, title: str = "", vmax: f
     nrows = math.ceil(n / ncols)
     extra_w = {"all": 1.0, "row": 1.0, "panel": 0.9 * ncols}[share]
     with sns.axes_style("white"):
-        fig, axes = plt.subplots(nrows, ncols, figsize=(2.7 * ncols + extra_w, 3.0 * nrows + (0.5 if title else 0.2)),
-                                 squeeze=False, layout="constrained")
+        fig, axes = plt.subplots(
+            nrows,
+            ncols,
+            figsize=(2.7 * ncols + extra_w, 3.0 * nrows + (0.5 if title else 0.2)),
+            squeeze=False,
+            layout="constrained",
+        )
     axes = axes.ravel()
     for extra in axes[n:]:
         extra.remove()
     names, values = list(arrays), list(arrays.values())
     first = values[0]
-    kind = first.name if first.name in KERNEL_LABELS else (
-        "kernel_spatial" if str(first.dims[0]).startswith("token") else "kernel_pooled")
+    kind = (
+        first.name
+        if first.name in KERNEL_LABELS
+        else ("kernel_spatial" if str(first.dims[0]).startswith("token") else "kernel_pooled")
+    )
     cbar_label, ylabel, xlabel = KERNEL_LABELS[kind]
-    groups = {"all": [list(range(n))], "row": [list(range(r * ncols, min(n, (r + 1) * ncols))) for r in range(nrows)],
-              "panel": [[i] for i in range(n)]}[share]
+    groups = {
+        "all": [list(range(n))],
+        "row": [list(range(r * ncols, min(n, (r + 1) * ncols))) for r in range(nrows)],
+        "panel": [[i] for i in range(n)],
+    }[share]
     for group in groups:
         cmap, lo, hi = _colour_scale([values[i] for i in group], vmax)
         im: AxesImage | None = None
@@ -71,9 +89,13 @@ def kernel_grid(kernels: Mapping[str, xr.DataArray], *, title: str = "", vmax: f
             ax.set_title(names[i], fontsize="medium")
             ax.set_ylabel(ylabel if i % ncols == 0 else "")
             ax.set_xlabel(xlabel if i + ncols >= n else "")
-        assert im is not None                                   # every group has a panel
-        cbar = fig.colorbar(im, ax=[axes[i] for i in group], shrink=0.9 if share == "all" and nrows > 1 else 1.0,
-                            aspect=20 * (nrows if share == "all" else 1) ** 0.5)
+        assert im is not None  # every group has a panel
+        cbar = fig.colorbar(
+            im,
+            ax=[axes[i] for i in group],
+            shrink=0.9 if share == "all" and nrows > 1 else 1.0,
+            aspect=20 * (nrows if share == "all" else 1) ** 0.5,
+        )
         cbar.set_label(cbar_label)
     if title:
         fig.suptitle(title)
@@ -83,7 +105,7 @@ def kernel_grid(kernels: Mapping[str, xr.DataArray], *, title: str = "", vmax: f
 def _finite_depths(da: xr.DataArray) -> xr.DataArray:
     """Drop depths that are all NaN (the padding of shallower runs in an L sweep)."""
     keep = xr.apply_ufunc(np.isfinite, da).any([d for d in da.dims if d != "depth"]).values
-    return da.isel(depth=np.flatnonzero(keep)) if keep.any() else da    # all NaN: a run diverged at step 0
+    return da.isel(depth=np.flatnonzero(keep)) if keep.any() else da  # all NaN: a run diverged at step 0
 
 
 def kernel_panels(ds: xr.Dataset, kind: str = "kernel_pooled", depth: int = -1) -> Figure:
@@ -98,6 +120,7 @@ def kernel_panels(ds: xr.Dataset, kind: str = "kernel_pooled", depth: int = -1) 
     Returns the Figure.
     """
     from ..divergence import diverged_points
+
     if kind not in ds:
         raise ValueError(f"the dataset has no {kind} (probes not recorded?)")
     axis = _sweep_axis_of(ds)
@@ -115,6 +138,7 @@ def kernel_panels(ds: xr.Dataset, kind: str = "kernel_pooled", depth: int = -1) 
         if size not in diverged or (at is not None and 0 <= at and int(steps[i]) < at):
             return ""
         return f" (diverged at step {at})" if at is not None and at >= 0 else " (diverged)"
+
     kernels = {}
     depths = set()
     if axis is None:
@@ -135,9 +159,11 @@ def kernel_panels(ds: xr.Dataset, kind: str = "kernel_pooled", depth: int = -1) 
         where = rf"$\ell = {depths.pop()}$"
     else:
         where = r"$\ell = L$" if depth == -1 else f"depth index {depth}"
-    name = {"kernel_pooled": r"pooled kernel $\Phi^\ell(x, x') = h \cdot h'/d$ (tokens averaged)",
-            "kernel_spatial": r"token kernel $\Phi^\ell(s, s') = h_s \cdot h_{s'}/d$ of sample 0",
-            "kernel_last_token": r"last-token kernel $\Phi^\ell(x, x')$"}.get(kind, kind)
+    name = {
+        "kernel_pooled": r"pooled kernel $\Phi^\ell(x, x') = h \cdot h'/d$ (tokens averaged)",
+        "kernel_spatial": r"token kernel $\Phi^\ell(s, s') = h_s \cdot h_{s'}/d$ of sample 0",
+        "kernel_last_token": r"last-token kernel $\Phi^\ell(x, x')$",
+    }.get(kind, kind)
     title = f"{name} at {where}" + ("" if axis is None else ", seed 0")
     return kernel_grid(kernels, title=title, ncols=ncols, share=share)
 

@@ -1,4 +1,5 @@
 """Training figures: loss curves, learning-rate transfer, muP-style coordinate checks."""
+
 from __future__ import annotations
 
 import itertools
@@ -47,10 +48,15 @@ def loss_curves(ds: xr.Dataset, *, axis: str | None = None) -> Figure:
     mask = diverged_mask(ds)
     if axis is None:
         if "train_loss" in ds and ds.sizes.get("train_step", 0):
-            ax.plot(ds.train_step.values + 1, ds.train_loss.values, color=sns.color_palette("pastel")[0], lw=0.8,
-                    label="training batch", zorder=1)
-        ax.plot(steps, loss.values, "o-", ms=3, color=sns.color_palette("dark")[0], lw=1.6, label="held-out",
-                zorder=2)
+            ax.plot(
+                ds.train_step.values + 1,
+                ds.train_loss.values,
+                color=sns.color_palette("pastel")[0],
+                lw=0.8,
+                label="training batch",
+                zorder=1,
+            )
+        ax.plot(steps, loss.values, "o-", ms=3, color=sns.color_palette("dark")[0], lw=1.6, label="held-out", zorder=2)
         pts = diverged_points(ds)
         if pts:
             y = loss.values.astype(float)
@@ -64,7 +70,7 @@ def loss_curves(ds: xr.Dataset, *, axis: str | None = None) -> Figure:
         _legend(ax, loc="upper right")
     else:
         sizes = ds[axis].values
-        colors = sns.color_palette("rocket", len(sizes) + 1)[: len(sizes)]   # skip the near-white end
+        colors = sns.color_palette("rocket", len(sizes) + 1)[: len(sizes)]  # skip the near-white end
         any_diverged = False
         for v, c in zip(sizes, colors):
             lv = loss.sel({axis: v})
@@ -72,9 +78,12 @@ def loss_curves(ds: xr.Dataset, *, axis: str | None = None) -> Figure:
             if "seed" in lv.dims:
                 bad = np.zeros(lv.sizes["seed"], dtype=bool)
                 if mask is not None and "seed" in mask.dims:
-                    bad = mask.sel({axis: v}).transpose("seed").values.astype(bool) if axis in mask.dims else \
-                        mask.transpose("seed").values.astype(bool)
-                for j in np.flatnonzero(bad):                 # diverged seeds: dashed, x at the last logged loss
+                    bad = (
+                        mask.sel({axis: v}).transpose("seed").values.astype(bool)
+                        if axis in mask.dims
+                        else mask.transpose("seed").values.astype(bool)
+                    )
+                for j in np.flatnonzero(bad):  # diverged seeds: dashed, x at the last logged loss
                     y = lv.isel(seed=j).values.astype(float)
                     ok = np.isfinite(y)
                     if ok.any():
@@ -98,8 +107,12 @@ def loss_curves(ds: xr.Dataset, *, axis: str | None = None) -> Figure:
         if any_diverged:
             _mark_diverged_note(ax, "diverged run (dashed; x: last logged loss), not in the mean")
         n_seeds = ds.sizes.get("seed", 1)
-        ax.set_title("seed mean" + (f", band: min-max over {n_seeds} seeds" if n_seeds > 1 else "")
-                     + (" that did not diverge" if any_diverged else ""), fontsize="medium")
+        ax.set_title(
+            "seed mean"
+            + (f", band: min-max over {n_seeds} seeds" if n_seeds > 1 else "")
+            + (" that did not diverge" if any_diverged else ""),
+            fontsize="medium",
+        )
         _legend(ax, title=_sym(axis), loc="upper right", ncols=2 if len(sizes) > 5 else 1)
     ax.set_xlabel("step $t$")
     ax.set_ylabel(r"held-out loss $\mathcal{L}$ (nats)")
@@ -119,7 +132,7 @@ def lr_transfer(losses: xr.DataArray, *, axis: str = "N") -> Axes:
     if "step" in da.dims:
         da = da.isel(step=-1)
     if "seed" in da.dims:
-        da = da.mean("seed")             # NaN/inf in any seed propagates: the point counts as diverged
+        da = da.mean("seed")  # NaN/inf in any seed propagates: the point counts as diverged
     extra = [d for d in da.dims if d not in ("eta0", axis)]
     if extra:
         raise ValueError(f"lr_transfer: unexpected dims {extra} (select or average them first)")
@@ -133,8 +146,17 @@ def lr_transfer(losses: xr.DataArray, *, axis: str = "N") -> Axes:
         ok = np.isfinite(row)
         if (~ok).any():
             any_diverged = True
-            ax.plot(eta[~ok], np.full(int((~ok).sum()), 0.97), "x", ms=7, mew=1.6, color=c, zorder=5,
-                    transform=ax.get_xaxis_transform(), clip_on=False)
+            ax.plot(
+                eta[~ok],
+                np.full(int((~ok).sum()), 0.97),
+                "x",
+                ms=7,
+                mew=1.6,
+                color=c,
+                zorder=5,
+                transform=ax.get_xaxis_transform(),
+                clip_on=False,
+            )
         if not ok.any():
             ax.plot([], [], "-", color=c, lw=1.5, label=f"{v:g} (every eta0 diverged)")
             continue
@@ -147,7 +169,7 @@ def lr_transfer(losses: xr.DataArray, *, axis: str = "N") -> Axes:
         ax.plot([], [], "x", ms=7, mew=1.6, color="grey", label="diverged (top edge)")
     ax.set_xscale("log")
     etas = np.asarray(losses["eta0"].values, dtype=float)
-    ax.xaxis.set_major_locator(mticker.FixedLocator(etas.tolist()))          # one tick per grid value
+    ax.xaxis.set_major_locator(mticker.FixedLocator(etas.tolist()))  # one tick per grid value
     ax.xaxis.set_major_formatter(mticker.FixedFormatter([f"{e:g}" for e in etas]))
     ax.xaxis.set_minor_locator(mticker.NullLocator())
     ax.set_xlabel(r"base learning rate $\eta_0$")
@@ -203,7 +225,7 @@ def _coord_over_steps(ds: xr.Dataset, quantity: str, ax: Axes) -> Axes:
     return ax
 
 
-_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*", "<", ">", "h")   # one per site, with the colour
+_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*", "<", ">", "h")  # one per site, with the colour
 
 
 def coord_check_panels(ds: xr.Dataset, *, axis: str | None = None, max_steps: int = 5) -> Figure:
@@ -245,7 +267,7 @@ def coord_check_panels(ds: xr.Dataset, *, axis: str | None = None, max_steps: in
                     mean = np.array([row[g].mean() for row, g in zip(vals, good)])
                     try:
                         slope = slope_fit(sizes, np.where(good, vals, np.nan)).slope
-                    except ValueError:        # fewer than 3 sizes with data
+                    except ValueError:  # fewer than 3 sizes with data
                         slope = np.nan
                 if vals.shape[1] > 1:
                     xs = np.repeat(sizes, vals.shape[1]).reshape(vals.shape)

@@ -1,5 +1,6 @@
 """The verdict figure: every row of a dataset (`dmft.rows.dataset_verdicts`) on one panel, failures and rows that
 were not measured included, each with the verdict `dmft-probe check` and `dmft-probe coord` print for it."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,8 +10,12 @@ from ._style import _subplots
 
 __all__ = ["OUTCOME_COLOURS", "verdict_rows_figure"]
 
-OUTCOME_COLOURS = {"consistent": "#1b7837", "refuted": "firebrick", "underpowered": "#b8860b",
-                   "not measured": "dimgrey"}
+OUTCOME_COLOURS = {
+    "consistent": "#1b7837",
+    "refuted": "firebrick",
+    "underpowered": "#b8860b",
+    "not measured": "dimgrey",
+}
 
 
 def _limits(rows) -> tuple[float, float]:
@@ -50,10 +55,19 @@ def verdict_rows_figure(rows, title: str = "") -> Figure:
                 ax.plot([max(v.lo, left), min(v.hi, right)], [y, y], "-", lw=1.8, color=colour, zorder=2)
             ax.plot([v.estimate], [y], "o", ms=5, color=colour, zorder=3)
         else:
-            ax.text((left + right) / 2, y, "not measured", ha="center", va="center", fontsize="x-small",
-                    color=colour, zorder=3)
-        ax.annotate(v.measured(), (1.01, y), xycoords=("axes fraction", "data"), va="center", fontsize="x-small",
-                    color=colour)
+            ax.text(
+                (left + right) / 2,
+                y,
+                "not measured",
+                ha="center",
+                va="center",
+                fontsize="x-small",
+                color=colour,
+                zorder=3,
+            )
+        ax.annotate(
+            v.measured(), (1.01, y), xycoords=("axes fraction", "data"), va="center", fontsize="x-small", color=colour
+        )
         labels.append(f"{row_label(v)}: {v.mark} {v.outcome}")
     ax.set_yticks(range(n - 1, -1, -1), labels, fontsize="x-small")
     for tick, v in zip(ax.get_yticklabels(), rows):

@@ -6,6 +6,7 @@ survives a power cut. Every dataset (`probes.experiment.dataset.save`), the swee
 Temporary names start with TEMP_PREFIX (`.tmp-`); those of datasets (`.tmp-XXXXXXXX.nc`, `.tmp-XXXXXXXX.zarr`) are
 what `cleanup_stale_temps` removes once a killed writer left them behind.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,12 +17,20 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["STALE_TEMP_AGE_S", "TEMP_NAME", "TEMP_PREFIX", "cleanup_stale_temps", "fsync_dir", "fsync_tree",
-           "write_atomic", "write_folder_atomic"]
+__all__ = [
+    "STALE_TEMP_AGE_S",
+    "TEMP_NAME",
+    "TEMP_PREFIX",
+    "cleanup_stale_temps",
+    "fsync_dir",
+    "fsync_tree",
+    "write_atomic",
+    "write_folder_atomic",
+]
 
 TEMP_PREFIX = ".tmp-"
 STALE_TEMP_AGE_S = 60.0
-TEMP_NAME = re.compile(r"^\.tmp-[A-Za-z0-9_]+\.(nc|zarr)$")   # what mkstemp/mkdtemp make for a dataset
+TEMP_NAME = re.compile(r"^\.tmp-[A-Za-z0-9_]+\.(nc|zarr)$")  # what mkstemp/mkdtemp make for a dataset
 
 
 def fsync_dir(folder: Path) -> None:
@@ -105,7 +114,7 @@ def write_folder_atomic(path: str | os.PathLike, write: Callable[[Path], object]
         tmp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, suffix=path.suffix, dir=parent))
         write(tmp)
         fsync_tree(tmp)
-        if path.exists():            # move the previous folder aside, then put the new one in place
+        if path.exists():  # move the previous folder aside, then put the new one in place
             old = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, suffix=path.suffix, dir=parent))
             os.replace(path, old)
         os.replace(tmp, path)
@@ -113,7 +122,7 @@ def write_folder_atomic(path: str | os.PathLike, write: Callable[[Path], object]
         fsync_dir(parent)
     except BaseException:
         if old is not None and tmp is not None and not path.exists():
-            os.replace(old, path)    # put the previous folder back
+            os.replace(old, path)  # put the previous folder back
             old = None
         raise
     finally:

@@ -1,4 +1,5 @@
 """Training batches drawn ahead in chunks and kept on the device (see :class:`BatchStream`)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,7 +20,7 @@ def _compact_tokens(a: np.ndarray) -> np.ndarray:
         return a
     if a.dtype == np.uint16:
         return a.astype(np.int32)
-    return a.astype(np.int64)      # uint32/uint64/float/bool: exactly what TokenSplit.batch does
+    return a.astype(np.int64)  # uint32/uint64/float/bool: exactly what TokenSplit.batch does
 
 
 class BatchStream:
@@ -38,8 +39,9 @@ class BatchStream:
     :class:`ImageSplit` fall back to ``split.batch`` per step plus a non-blocking copy.
     """
 
-    def __init__(self, split: Split, batch_size: int, generator: torch.Generator,
-                 device: torch.device | str, chunk: int = 256) -> None:
+    def __init__(
+        self, split: Split, batch_size: int, generator: torch.Generator, device: torch.device | str, chunk: int = 256
+    ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}: must be >= 1")
         if chunk < 1:
@@ -49,13 +51,16 @@ class BatchStream:
         self._pin = self.device.type == "cuda"
         if isinstance(split, TokenSplit) and type(split).batch is TokenSplit.batch:
             self.kind = "tokens"
-        elif (isinstance(split, ImageSplit) and type(split).batch is ImageSplit.batch
-              and type(split)._get is ImageSplit._get):
+        elif (
+            isinstance(split, ImageSplit)
+            and type(split).batch is ImageSplit.batch
+            and type(split)._get is ImageSplit._get
+        ):
             self.kind = "images"
         else:
             self.kind = "generic"
         self._data: dict[str, Tensor] = {}
-        self._step = chunk   # steps of the current chunk already returned; == chunk means "draw a new one"
+        self._step = chunk  # steps of the current chunk already returned; == chunk means "draw a new one"
 
     def _to_device(self, t: Tensor) -> Tensor:
         """Return CPU tensor ``t`` on the device (pinned + non-blocking copy on CUDA)."""
@@ -85,11 +90,13 @@ class BatchStream:
             idx = self._draw(len(s))
             rows = idx if s.index is None else s.index[idx]
             uniq, inv = np.unique(rows, return_inverse=True)
-            self._data = {"images": self._upload(np.asarray(s.images[uniq])),
-                          "inv": self._upload(inv.reshape(-1).astype(np.int64)),
-                          "off": self._upload(np.asarray(s.offset[rows])),
-                          "scl": self._upload(np.asarray(s.scale[rows])),
-                          "y": self._upload(np.asarray(s.labels[rows]).astype(np.int64))}
+            self._data = {
+                "images": self._upload(np.asarray(s.images[uniq])),
+                "inv": self._upload(inv.reshape(-1).astype(np.int64)),
+                "off": self._upload(np.asarray(s.offset[rows])),
+                "scl": self._upload(np.asarray(s.scale[rows])),
+                "y": self._upload(np.asarray(s.labels[rows]).astype(np.int64)),
+            }
         self._step = 0
 
     def next(self) -> tuple[Tensor, Tensor]:
@@ -115,4 +122,3 @@ class BatchStream:
             x = x.permute(0, 3, 1, 2)
         off, scl = d["off"][lo:hi].view(-1, 1, 1, 1), d["scl"][lo:hi].view(-1, 1, 1, 1)
         return patchify((x - off) / scl, s.patch), d["y"][lo:hi]
-

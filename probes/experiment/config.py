@@ -30,6 +30,7 @@ or the config-file key ([param] gamma0 in run.toml) the value came from:
 The contents of --data are read by `check_data_contents`, which the commands call next, before any header or
 output (make_run_config itself never reads data files).
 """
+
 from __future__ import annotations
 
 import json
@@ -61,20 +62,30 @@ RUN_KEYS = {f.name for f in fields(RunConfig)} - {"model", "param", "optim", "pr
 PROBE_KEYS = {f.name for f in fields(ProbeConfig)}
 PARAM_KEYS = {"preset", "alpha_A", "alpha_L", "beta0", "gamma0", "L0", "centre"}
 SECTION_KEYS = {"model": MODEL_KEYS, "param": PARAM_KEYS, "optim": OPTIM_KEYS, "run": RUN_KEYS, "probes": PROBE_KEYS}
-SECTION_CLASSES = {"model": ModelConfig, "param": Parametrization, "optim": OptimConfig, "run": RunConfig,
-                   "probes": ProbeConfig}
+SECTION_CLASSES = {
+    "model": ModelConfig,
+    "param": Parametrization,
+    "optim": OptimConfig,
+    "run": RunConfig,
+    "probes": ProbeConfig,
+}
 MAX_CONFIG_BYTES = 1 << 20
 
 # The default data sets (probes.experiment.data): the synthetic vision task's images and held-out split, and the longest
 # window the embedded stdlib corpus's held-out split (about 200 KB) certainly holds.
 SYNTHETIC_IMAGE, SYNTHETIC_CHANNELS, SYNTHETIC_CLASSES, SYNTHETIC_HELDOUT = 16, 3, 10, 1024
 # scikit-learn's digits (probes.experiment.data.digits): 8x8 grey images, 10 classes, 297 held out
-DIGITS_IMAGE, DIGITS_CHANNELS, DIGITS_CLASSES, DIGITS_HELDOUT = _data.DIGITS_IMAGE, 1, _data.DIGITS_CLASSES, \
-    _data.DIGITS_HELDOUT
+DIGITS_IMAGE, DIGITS_CHANNELS, DIGITS_CLASSES, DIGITS_HELDOUT = (
+    _data.DIGITS_IMAGE,
+    1,
+    _data.DIGITS_CLASSES,
+    _data.DIGITS_HELDOUT,
+)
 # the bundled image sets, by task: (what they are called in messages, image side, channels, classes, held-out images)
-BUNDLED_IMAGES = {"vision": ("the synthetic vision task", SYNTHETIC_IMAGE, SYNTHETIC_CHANNELS, SYNTHETIC_CLASSES,
-                             SYNTHETIC_HELDOUT),
-                  "digits": ("the digits task", DIGITS_IMAGE, DIGITS_CHANNELS, DIGITS_CLASSES, DIGITS_HELDOUT)}
+BUNDLED_IMAGES = {
+    "vision": ("the synthetic vision task", SYNTHETIC_IMAGE, SYNTHETIC_CHANNELS, SYNTHETIC_CLASSES, SYNTHETIC_HELDOUT),
+    "digits": ("the digits task", DIGITS_IMAGE, DIGITS_CHANNELS, DIGITS_CLASSES, DIGITS_HELDOUT),
+}
 STDLIB_MAX_SEQ_LEN, STDLIB_VOCAB = 65536, 256
 # training images of the bundled sets (the largest --train-size they allow)
 BUNDLED_TRAIN = {"vision": 4096, "digits": 1797 - DIGITS_HELDOUT}
@@ -88,10 +99,10 @@ class Names:
     """Where each value came from, to name it in a message: the command-line option when it was given there,
     the config-file key when the file set it, else the option (or key) of its default."""
 
-    cli: dict                                  # {section: {key: value}} given on the command line
-    file: dict                                 # {section: {key: value}} from the config file
-    path: str | None = None                    # the config file
-    special: dict | None = None                # {(section, key): option} e.g. the axis size set by --scale
+    cli: dict  # {section: {key: value}} given on the command line
+    file: dict  # {section: {key: value}} from the config file
+    path: str | None = None  # the config file
+    special: dict | None = None  # {(section, key): option} e.g. the axis size set by --scale
 
     def name(self, section: str, key: str, full: bool = True) -> str:
         """The option (with its config key when they differ and `full`: "--alpha-A ([param] alpha_A)") or the
@@ -118,8 +129,12 @@ class _Defaults(Names):
 
     def given(self, section: str, key: str) -> bool:
         obj = getattr(self.cfg, section) if section != "run" else self.cfg
-        default = {"model": ModelConfig(), "param": Parametrization(), "optim": OptimConfig(),
-                   "probes": ProbeConfig()}.get(section, RunConfig())
+        default = {
+            "model": ModelConfig(),
+            "param": Parametrization(),
+            "optim": OptimConfig(),
+            "probes": ProbeConfig(),
+        }.get(section, RunConfig())
         if section == "param" and key == "preset":
             return self.cfg.param.name != "mup"
         return getattr(obj, key, None) != getattr(default, key, None)
@@ -165,22 +180,26 @@ def read_config_file(path: str | Path) -> dict:
         raise ValueError(f"--config: cannot read {path} ({e.strerror or type(e).__name__})") from None
     try:
         data = json.loads(text) if kind == "JSON" else tomllib.loads(text)
-    except (ValueError, RecursionError) as e:   # json.JSONDecodeError and tomllib.TOMLDecodeError are ValueErrors
+    except (ValueError, RecursionError) as e:  # json.JSONDecodeError and tomllib.TOMLDecodeError are ValueErrors
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ValueError(f"--config: {path} is not valid {kind} ({msg})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"--config: {path} must hold a table of sections ({', '.join(SECTION_KEYS)}), "
-                         f"got {type(data).__name__}")
+        raise ValueError(
+            f"--config: {path} must hold a table of sections ({', '.join(SECTION_KEYS)}), got {type(data).__name__}"
+        )
     for section, values in data.items():
         if section not in SECTION_KEYS:
-            raise ValueError(f"--config: unknown section [{short(section)}] in {path}; sections are "
-                             f"{', '.join(SECTION_KEYS)}")
+            raise ValueError(
+                f"--config: unknown section [{short(section)}] in {path}; sections are {', '.join(SECTION_KEYS)}"
+            )
         if not isinstance(values, dict):
             raise ValueError(f"--config: [{section}] in {path} must be a table of keys, got {short(values)}")
         unknown = set(values) - SECTION_KEYS[section]
         if unknown:
-            raise ValueError(f"--config: unknown key(s) {short(', '.join(sorted(unknown)), 100)} in [{section}] "
-                             f"of {path}; keys are {', '.join(sorted(SECTION_KEYS[section]))}")
+            raise ValueError(
+                f"--config: unknown key(s) {short(', '.join(sorted(unknown)), 100)} in [{section}] "
+                f"of {path}; keys are {', '.join(sorted(SECTION_KEYS[section]))}"
+            )
     return data
 
 
@@ -191,8 +210,8 @@ def _field_types() -> dict[str, dict[str, object]]:
     """{section: {key: type}} from the dataclass annotations (PEP 604 unions, tuples)."""
     out = {s: typing.get_type_hints(cls) for s, cls in SECTION_CLASSES.items()}
     out["param"] = {k: (str if k == "preset" else out["param"][k]) for k in PARAM_KEYS}
-    out["model"]["d_model"] = int          # --d-model: a check, not a field
-    out["model"]["preset"] = str           # --model-preset: a set of model fields (parametrizations.variants)
+    out["model"]["d_model"] = int  # --d-model: a check, not a field
+    out["model"]["preset"] = str  # --model-preset: a set of model fields (parametrizations.variants)
     return out
 
 
@@ -212,7 +231,7 @@ def convert(value, tp):
     if tp is float and is_int(value):
         try:
             return float(value)
-        except OverflowError:                       # an int beyond float's range: the dataclass refuses it
+        except OverflowError:  # an int beyond float's range: the dataclass refuses it
             return value
     if origin is tuple and isinstance(value, list):
         return tuple(convert(v, args[0]) for v in value)
@@ -226,15 +245,25 @@ def _nullable(tp) -> bool:
 # ----------------------------------------------------------------------------------------------- make_run_config
 
 
-def make_run_config(config_file: str | None = None, *, scale: int | None = None, model: dict | None = None,
-                    param: dict | None = None, optim: dict | None = None, run: dict | None = None,
-                    probes: dict | None = None, fits: str | None = None) -> RunConfig:
+def make_run_config(
+    config_file: str | None = None,
+    *,
+    scale: int | None = None,
+    model: dict | None = None,
+    param: dict | None = None,
+    optim: dict | None = None,
+    run: dict | None = None,
+    probes: dict | None = None,
+    fits: str | None = None,
+) -> RunConfig:
     """Merge defaults < file < overrides (None values are ignored) and validate everything (module docstring);
     returns the RunConfig. fits: "run" also checks that the run fits in memory (`check_fits`), "model" that the
     model alone does (describe); None checks neither (sweeps check their grid points themselves)."""
     data = read_config_file(config_file) if config_file is not None else {}
-    cli = {s: {k: v for k, v in (over or {}).items() if v is not None}
-           for s, over in (("model", model), ("param", param), ("optim", optim), ("run", run), ("probes", probes))}
+    cli = {
+        s: {k: v for k, v in (over or {}).items() if v is not None}
+        for s, over in (("model", model), ("param", param), ("optim", optim), ("run", run), ("probes", probes))
+    }
     names = Names(cli, data, str(config_file) if config_file is not None else None, {})
     if scale is not None:
         axis = cli["model"].get("axis", data.get("model", {}).get("axis", "N"))
@@ -258,7 +287,7 @@ def make_run_config(config_file: str | None = None, *, scale: int | None = None,
                 raise ValueError(f"{names.name(s, k)} is not a {s} setting")
         sections[s] = {**file_values, **{k: convert(v, FIELD_TYPES[s][k]) for k, v in cli[s].items()}}
         overridden = set(file_values) & set(cli[s])
-        if overridden:      # a file's value the command line overrides is still checked: the file is wrong
+        if overridden:  # a file's value the command line overrides is still checked: the file is wrong
             _check_file_values(s, file_values, overridden, config_file)
 
     def build(section: str, fn, **kw):
@@ -273,8 +302,8 @@ def make_run_config(config_file: str | None = None, *, scale: int | None = None,
     preset = m.pop("preset", None)
     if preset is not None:
         if not isinstance(preset, str) or preset not in MODEL_PRESETS:
-            raise one_of_error(names.name('model', 'preset'), preset, MODEL_PRESETS)
-        m = {**MODEL_PRESETS[preset], **m}     # the preset's fields, under anything given explicitly
+            raise one_of_error(names.name("model", "preset"), preset, MODEL_PRESETS)
+        m = {**MODEL_PRESETS[preset], **m}  # the preset's fields, under anything given explicitly
     model_cfg = build("model", ModelConfig, **m)
     try:
         model_cfg.shapes()
@@ -285,7 +314,7 @@ def make_run_config(config_file: str | None = None, *, scale: int | None = None,
     if d_model is not None and d_model != model_cfg.d_model:
         raise ValueError(f"--d-model {d_model} does not match N*H = {model_cfg.N}*{model_cfg.H} = {model_cfg.d_model}")
     param_cfg = build("param", get_preset, name=p.pop("preset", "mup"), **p)
-    build("param", check_centre, cfg=model_cfg, p=param_cfg)      # before any output: the model would refuse it
+    build("param", check_centre, cfg=model_cfg, p=param_cfg)  # before any output: the model would refuse it
     optim_cfg = build("optim", OptimConfig, **o)
     cfg = build("run", RunConfig, model=model_cfg, param=param_cfg, optim=optim_cfg, probes=probe_cfg, **r)
     check_run(cfg, names)
@@ -326,17 +355,22 @@ def check_run(cfg: RunConfig, names: Names | None = None) -> None:
     except ConfigError as e:
         raise _relabel(names, "run", e) from None
     if cfg.precision == "tf32" and device.type != "cuda":
-        raise ValueError(f"{names.name('run', 'precision')} tf32 needs a CUDA device (--device cuda), "
-                         f"the run is on {device.type}")
+        raise ValueError(
+            f"{names.name('run', 'precision')} tf32 needs a CUDA device (--device cuda), the run is on {device.type}"
+        )
     m = cfg.model
     if cfg.train_size is not None and not is_vision(m.task):
-        raise ValueError(f"{names.name('run', 'train_size')} needs an image task (vision or digits): a training "
-                         f"subset of the {m.task} task is not supported")
+        raise ValueError(
+            f"{names.name('run', 'train_size')} needs an image task (vision or digits): a training "
+            f"subset of the {m.task} task is not supported"
+        )
     if cfg.full_batch and cfg.probes.enabled and cfg.train_size > MAX_PROBE_SAMPLES:
-        raise ValueError(f"{names.name('run', 'train_size')} must be <= {MAX_PROBE_SAMPLES} with --batch full and "
-                         f"probes (they are taken on the training set), got {cfg.train_size}; or use --no-probes")
+        raise ValueError(
+            f"{names.name('run', 'train_size')} must be <= {MAX_PROBE_SAMPLES} with --batch full and "
+            f"probes (they are taken on the training set), got {cfg.train_size}; or use --no-probes"
+        )
     if cfg.data_path is not None and m.task == "digits":
-        check_data_layout(cfg, names)                          # refuses it: the digits take no path
+        check_data_layout(cfg, names)  # refuses it: the digits take no path
     if cfg.data_path is not None:
         check_data_path(str(cfg.data_path), names.name("run", "data_path"))
         check_data_layout(cfg, names)
@@ -344,20 +378,28 @@ def check_run(cfg: RunConfig, names: Names | None = None) -> None:
     if m.task in BUNDLED_IMAGES:
         what, side, _, _, held = BUNDLED_IMAGES[m.task]
         if side % cfg.patch:
-            raise ValueError(f"{names.name('run', 'patch')} must divide the image size {side} of {what}, "
-                             f"got {cfg.patch}")
+            raise ValueError(
+                f"{names.name('run', 'patch')} must divide the image size {side} of {what}, got {cfg.patch}"
+            )
         if cfg.train_size is not None and cfg.train_size > BUNDLED_TRAIN[m.task]:
-            raise ValueError(f"{names.name('run', 'train_size')} must be <= {BUNDLED_TRAIN[m.task]}, the training "
-                             f"images of {what}; got {cfg.train_size}")
+            raise ValueError(
+                f"{names.name('run', 'train_size')} must be <= {BUNDLED_TRAIN[m.task]}, the training "
+                f"images of {what}; got {cfg.train_size}"
+            )
         # the probe batch and the held-out batch are distinct held-out images (Split.fixed)
-        for section, key, n in (("probes", "n_samples", cfg.probes.n_samples if cfg.probes.enabled else 0),
-                                ("run", "heldout_batch", cfg.heldout_batch)):
+        for section, key, n in (
+            ("probes", "n_samples", cfg.probes.n_samples if cfg.probes.enabled else 0),
+            ("run", "heldout_batch", cfg.heldout_batch),
+        ):
             if n > held:
-                raise ValueError(f"{names.name(section, key)} must be <= {held}, the held-out images of {what}; "
-                                 f"got {n}")
+                raise ValueError(
+                    f"{names.name(section, key)} must be <= {held}, the held-out images of {what}; got {n}"
+                )
     elif m.seq_len > STDLIB_MAX_SEQ_LEN:
-        raise ValueError(f"{names.name('model', 'seq_len')} must be <= {STDLIB_MAX_SEQ_LEN} on the embedded stdlib "
-                         f"corpus (give longer token files with --data), got {m.seq_len}")
+        raise ValueError(
+            f"{names.name('model', 'seq_len')} must be <= {STDLIB_MAX_SEQ_LEN} on the embedded stdlib "
+            f"corpus (give longer token files with --data), got {m.seq_len}"
+        )
 
 
 def check_data_layout(cfg: RunConfig, names: Names | None = None) -> None:
@@ -368,30 +410,38 @@ def check_data_layout(cfg: RunConfig, names: Names | None = None) -> None:
     names = names or _Defaults(cfg)
     name = names.name("run", "data_path")
     if cfg.model.task == "digits":
-        raise ValueError(f"{name}: the digits task is bundled with scikit-learn and takes no data path (drop it, or "
-                         f"use --task vision for CIFAR)")
+        raise ValueError(
+            f"{name}: the digits task is bundled with scikit-learn and takes no data path (drop it, or "
+            f"use --task vision for CIFAR)"
+        )
     p = Path(cfg.data_path)
     if cfg.model.task == "vision":
         if p.is_dir() and (any(p.glob("data_batch_*")) or (p / "test_batch").exists()):
             return
         if (p.is_file() and p.suffix == ".npz") or (p.is_dir() and any(p.glob("*.npz"))):
             return
-        raise ValueError(f"{name}: {p} is not a CIFAR-10 python folder (data_batch_*, test_batch) or CIFAR-5M .npz "
-                         f"file(s) for the vision task")
+        raise ValueError(
+            f"{name}: {p} is not a CIFAR-10 python folder (data_batch_*, test_batch) or CIFAR-5M .npz "
+            f"file(s) for the vision task"
+        )
     need = cfg.model.seq_len + 1
     files = [p / "train.bin", p / "val.bin"] if p.is_dir() else [p]
     for f in files:
         try:
             st = os.stat(f)
         except OSError:
-            raise ValueError(f"{name}: folder {p} has no {f.name} (nanoGPT token files train.bin and val.bin)") from None
+            raise ValueError(
+                f"{name}: folder {p} has no {f.name} (nanoGPT token files train.bin and val.bin)"
+            ) from None
         if not stat.S_ISREG(st.st_mode):
             raise ValueError(f"{name}: {f} is not a regular file")
-        n = st.st_size // 2                                   # uint16 tokens
+        n = st.st_size // 2  # uint16 tokens
         splits = [n] if p.is_dir() else [int(n * 0.9), n - int(n * 0.9)]
         if st.st_size % 2 or min(splits) < need:
-            raise ValueError(f"{name}: {f} has {st.st_size} bytes; each split needs at least seq_len + 1 = {need} "
-                             f"uint16 tokens (nanoGPT .bin)")
+            raise ValueError(
+                f"{name}: {f} has {st.st_size} bytes; each split needs at least seq_len + 1 = {need} "
+                f"uint16 tokens (nanoGPT .bin)"
+            )
 
 
 def check_data_path(path: str, name: str = "--data") -> None:
@@ -428,9 +478,10 @@ def check_data_contents(cfg: RunConfig, name: str = "--data", keep: bool = True)
     if cfg.data_path is None:
         return
     try:
-        task = _data.load_task(cfg.model.task, cfg.data_path, seq_len=cfg.model.seq_len, patch=cfg.patch,
-                               seed=cfg.data_seed, remember=keep)
-    except (ValueError, OSError) as e:           # DataError is a ValueError
+        task = _data.load_task(
+            cfg.model.task, cfg.data_path, seq_len=cfg.model.seq_len, patch=cfg.patch, seed=cfg.data_seed, remember=keep
+        )
+    except (ValueError, OSError) as e:  # DataError is a ValueError
         why = (e.strerror and f"{e.filename}: {e.strerror}") if isinstance(e, OSError) else str(e)
         raise ValueError(f"{name}: {(why or type(e).__name__).splitlines()[0]}") from None
     except MemoryError:
@@ -442,11 +493,14 @@ def check_data_contents(cfg: RunConfig, name: str = "--data", keep: bool = True)
             draws.append((cfg.probes.n_samples, _flag("probes", "n_samples")))
         for k, what in draws:
             if k > n:
-                raise ValueError(f"{name}: {cfg.data_path} has {n} held-out images, fewer than the {k} distinct "
-                                 f"ones the run draws ({what})")
+                raise ValueError(
+                    f"{name}: {cfg.data_path} has {n} held-out images, fewer than the {k} distinct "
+                    f"ones the run draws ({what})"
+                )
     if cfg.train_size is not None and cfg.train_size > len(task.train):
-        raise ValueError(f"{name}: {cfg.data_path} has {len(task.train)} training images, fewer than --train-size "
-                         f"{cfg.train_size}")
+        raise ValueError(
+            f"{name}: {cfg.data_path} has {len(task.train)} training images, fewer than --train-size {cfg.train_size}"
+        )
 
 
 def check_out_file(path: str | os.PathLike, name: str) -> None:
@@ -525,16 +579,30 @@ def check_numbers(cfg: RunConfig, names: Names | None = None) -> None:
     shapes = m.shapes()
     d, N, L = m.d_model, m.N, m.L
     adam = is_adam(o.name)
-    checks = []      # (what, value, contributing keys, zero_ok, upper bound only)
+    checks = []  # (what, value, contributing keys, zero_ok, upper bound only)
     lr = safe(global_lr, p, o, d, L)
-    lr_keys = [("optim", "eta0"), ("param", "preset")] + ([] if p.standard else
-                                                          [("param", "gamma0"), *DEPTH_KEYS, *SIZE_KEYS])
+    lr_keys = [("optim", "eta0"), ("param", "preset")] + (
+        [] if p.standard else [("param", "gamma0"), *DEPTH_KEYS, *SIZE_KEYS]
+    )
     checks.append(("global learning rate", lr, lr_keys, False, False))
-    fan_in = {"embed": m.d_in if is_vision(m.task) else 1, "pos": 1, "q": d, "k": d, "v": d,
-              "o": max(shapes.heads) * N, "mlp_in": d, "mlp_out": max(shapes.d_ff), "readout": d}
-    role_keys = {"embed": DEPTH_KEYS + SIZE_KEYS, "pos": DEPTH_KEYS + SIZE_KEYS,
-                 "q": [("param", "alpha_A"), ("model", "N")], "k": [("param", "alpha_A"), ("model", "N")],
-                 "readout": [("param", "gamma0"), *DEPTH_KEYS, *SIZE_KEYS]}
+    fan_in = {
+        "embed": m.d_in if is_vision(m.task) else 1,
+        "pos": 1,
+        "q": d,
+        "k": d,
+        "v": d,
+        "o": max(shapes.heads) * N,
+        "mlp_in": d,
+        "mlp_out": max(shapes.d_ff),
+        "readout": d,
+    }
+    role_keys = {
+        "embed": DEPTH_KEYS + SIZE_KEYS,
+        "pos": DEPTH_KEYS + SIZE_KEYS,
+        "q": [("param", "alpha_A"), ("model", "N")],
+        "k": [("param", "alpha_A"), ("model", "N")],
+        "readout": [("param", "gamma0"), *DEPTH_KEYS, *SIZE_KEYS],
+    }
     for role, fi in fan_in.items():
         try:
             std, mult = abc(p, role, fi, d=d, N=N, L=L, optimizer=o.name)
@@ -543,24 +611,54 @@ def check_numbers(cfg: RunConfig, names: Names | None = None) -> None:
         keys = role_keys.get(role, SIZE_KEYS)
         checks.append((f"{role} init std", float(std), keys, False, False))
         checks.append((f"{role} forward multiplier", float(mult), keys, False, False))
-    checks.append(("residual branch multiplier beta0 (L/L0)^-alpha_L", safe(branch_multiplier, p, L),
-                   [("param", "beta0"), *DEPTH_KEYS, ("model", "L")], False, False))
-    checks.append(("attention scale N^-alpha_A", safe(attention_scale, p, N), [("param", "alpha_A"), ("model", "N")],
-                   False, False))
+    checks.append(
+        (
+            "residual branch multiplier beta0 (L/L0)^-alpha_L",
+            safe(branch_multiplier, p, L),
+            [("param", "beta0"), *DEPTH_KEYS, ("model", "L")],
+            False,
+            False,
+        )
+    )
+    checks.append(
+        (
+            "attention scale N^-alpha_A",
+            safe(attention_scale, p, N),
+            [("param", "alpha_A"), ("model", "N")],
+            False,
+            False,
+        )
+    )
     if adam:
         e0 = eps0_of(p, o)
         for role in ("embed", "q", "v", "readout"):
-            checks.append((f"Adam eps of {role}", safe(lambda role=role: e0 * eps_multiplier(p, role, d, L, N)),
-                           [("optim", "eps0"), ("param", "gamma0"), *DEPTH_KEYS, *SIZE_KEYS], True, True))
+            checks.append(
+                (
+                    f"Adam eps of {role}",
+                    safe(lambda role=role: e0 * eps_multiplier(p, role, d, L, N)),
+                    [("optim", "eps0"), ("param", "gamma0"), *DEPTH_KEYS, *SIZE_KEYS],
+                    True,
+                    True,
+                )
+            )
     if o.weight_decay:
-        checks.append(("weight-decay factor eta0*weight_decay/lr", safe(lambda: o.weight_decay * o.eta0 / lr),
-                       [("optim", "weight_decay"), *lr_keys], False, True))
+        checks.append(
+            (
+                "weight-decay factor eta0*weight_decay/lr",
+                safe(lambda: o.weight_decay * o.eta0 / lr),
+                [("optim", "weight_decay"), *lr_keys],
+                False,
+                True,
+            )
+        )
     for what, value, keys, zero_ok, upper_only in checks:
         low = 0.0 if upper_only else DERIVED_MIN
         ok = math.isfinite(value) and low <= value <= DERIVED_MAX and (value > 0 or zero_ok or upper_only)
         if not ok:
-            raise ValueError(f"{_blame(names, keys, cfg)} ({_sizes(cfg)}) makes the {what} {value:.3g}, outside the "
-                             f"usable range [{DERIVED_MIN:g}, {DERIVED_MAX:g}] of float32 training")
+            raise ValueError(
+                f"{_blame(names, keys, cfg)} ({_sizes(cfg)}) makes the {what} {value:.3g}, outside the "
+                f"usable range [{DERIVED_MIN:g}, {DERIVED_MAX:g}] of float32 training"
+            )
 
 
 # ----------------------------------------------------------------------------------------------- memory
@@ -579,7 +677,7 @@ def _effective(cfg: RunConfig) -> RunConfig:
     bundled = BUNDLED_IMAGES.get(m.task) if cfg.data_path is None else None
     if bundled is not None and bundled[1] % cfg.patch == 0:
         _, side, channels, classes, _ = bundled
-        m = replace(m, seq_len=(side // cfg.patch) ** 2, d_in=channels * cfg.patch ** 2, n_classes=classes)
+        m = replace(m, seq_len=(side // cfg.patch) ** 2, d_in=channels * cfg.patch**2, n_classes=classes)
     elif cfg.data_path is None and m.task == "lm":
         m = replace(m, vocab_size=STDLIB_VOCAB)
     return replace(cfg, model=m)
@@ -595,40 +693,59 @@ def memory_parts(cfg: RunConfig, what: str = "run", members: int = 1) -> dict[st
     m = cfg.model
     sh = m.shapes()
     d, S, L = m.d_model, m.seq_len, m.L
-    B = cfg.train_size if cfg.full_batch else cfg.batch_size      # full batch: every step on the training subset
+    B = cfg.train_size if cfg.full_batch else cfg.batch_size  # full batch: every step on the training subset
     n_out = m.vocab_size if m.task == "lm" else m.n_classes
-    model_keys = SIZE_KEYS + [("model", "seq_len"), ("model", "lws"), ("model", "ffn_mult"),
-                              ("model", "vocab_size"), ("model", "lws_heads"), ("model", "lws_d_ff")]
+    model_keys = SIZE_KEYS + [
+        ("model", "seq_len"),
+        ("model", "lws"),
+        ("model", "ffn_mult"),
+        ("model", "vocab_size"),
+        ("model", "lws_heads"),
+        ("model", "lws_d_ff"),
+    ]
     if what == "model":
         return {"weights": (FLOAT * parameter_count(m), model_keys, True)}
-    if cfg.full_batch and cfg.probes.enabled:     # the probes are taken on the training subset
+    if cfg.full_batch and cfg.probes.enabled:  # the probes are taken on the training subset
         cfg = replace(cfg, probes=replace(cfg.probes, n_samples=min(cfg.train_size, MAX_PROBE_SAMPLES)))
-    parts = {"weights, optimizer state, activations": (members * member_bytes(replace(cfg, batch_size=B)),
-                                                       model_keys + [("run", "train_size" if cfg.full_batch
-                                                                      else "batch_size")], True)}
+    parts = {
+        "weights, optimizer state, activations": (
+            members * member_bytes(replace(cfg, batch_size=B)),
+            model_keys + [("run", "train_size" if cfg.full_batch else "batch_size")],
+            True,
+        )
+    }
     pr = cfg.probes
     if pr.enabled:
         P = pr.n_samples
-        record = ((L + 1) * (2 * P * P + S * S + 1) + L * (6 + 2 * 9 + 6 + pr.n_points * max(sh.heads)) + 8
-                  + P * n_out)                                 # probe_outputs: (sample, output)
+        record = (
+            (L + 1) * (2 * P * P + S * S + 1) + L * (6 + 2 * 9 + 6 + pr.n_points * max(sh.heads)) + 8 + P * n_out
+        )  # probe_outputs: (sample, output)
         probe_keys = [("probes", "n_samples"), ("probes", "n_points"), ("model", "seq_len")] + SIZE_KEYS
         parts["probe pass"] = (members * FLOAT * 3 * (record + P * S * d), probe_keys, True)
         n_rec = pr.n_steps(cfg.steps)
-        parts["recorded probe steps"] = (members * n_rec * (2 * FLOAT * record + 200),
-                                         probe_keys + [("run", "steps"), ("probes", "every"), ("probes", "n_log"),
-                                                       ("probes", "at")], False)
-        if cfg.full_batch:                        # kernel_grad (probes.hooks.grad_kernel): (L+1, P, P) per train step
+        parts["recorded probe steps"] = (
+            members * n_rec * (2 * FLOAT * record + 200),
+            probe_keys + [("run", "steps"), ("probes", "every"), ("probes", "n_log"), ("probes", "at")],
+            False,
+        )
+        if cfg.full_batch:  # kernel_grad (probes.hooks.grad_kernel): (L+1, P, P) per train step
             per_step = members * FLOAT * (L + 1) * P * P
-            held = min(cfg.steps, pr.every) if pr.schedule == "every" else cfg.steps   # on the device till a log
+            held = min(cfg.steps, pr.every) if pr.schedule == "every" else cfg.steps  # on the device till a log
             grad_keys = [("run", "train_size"), ("run", "steps"), ("model", "L")]
             parts["gradient kernels"] = (2 * cfg.steps * per_step, grad_keys, False)
             parts["gradient kernels before a log step"] = (held * per_step, grad_keys, True)
-    parts["held-out forward"] = (members * FLOAT * cfg.heldout_batch * S * (4 * d + 2 * max(sh.d_ff) + 3 * n_out),
-                                 model_keys + [("run", "heldout_batch")], True)
+    parts["held-out forward"] = (
+        members * FLOAT * cfg.heldout_batch * S * (4 * d + 2 * max(sh.d_ff) + 3 * n_out),
+        model_keys + [("run", "heldout_batch")],
+        True,
+    )
     chunk = max(1, min(256, cfg.steps))
     per_sample = 2 * 8 * S if m.task == "lm" else FLOAT * S * m.d_in + 8
-    parts["batches and per-step losses"] = (chunk * B * per_sample + members * cfg.steps * FLOAT,
-                                            [("run", "steps"), ("run", "batch_size")], True)
+    parts["batches and per-step losses"] = (
+        chunk * B * per_sample + members * cfg.steps * FLOAT,
+        [("run", "steps"), ("run", "batch_size")],
+        True,
+    )
     parts["per-step logs"] = (members * cfg.steps * 64, [("run", "steps")], False)
     return parts
 
@@ -652,5 +769,7 @@ def check_fits(cfg: RunConfig, names: Names | None = None, what: str = "run", me
             keys = mine[biggest][1]
             detail = ", ".join(f"{k} {_gib(v[0])}" for k, v in mine.items() if v[0] >= need / 100)
             label = "the model" if what == "model" else "the run"
-            raise ValueError(f"{_blame(names, keys, cfg)}: {label} needs about {_gib(need)} of memory "
-                             f"({detail}; {_sizes(cfg)}), more than the {_gib(have)} available on {dev}")
+            raise ValueError(
+                f"{_blame(names, keys, cfg)}: {label} needs about {_gib(need)} of memory "
+                f"({detail}; {_sizes(cfg)}), more than the {_gib(have)} available on {dev}"
+            )

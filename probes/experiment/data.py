@@ -8,6 +8,7 @@ or cached on disk.
 Nothing read from a data file is run: CIFAR-10 python batches (pickles) go through a restricted unpickler that
 rebuilds only dicts, lists, str, bytes, int and numpy arrays of numbers (`read_cifar_batch`); CIFAR-5M .npz files
 are read with ``allow_pickle=False``; token .bin files are memory-mapped numbers."""
+
 from __future__ import annotations
 
 import hashlib
@@ -23,9 +24,27 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["DataError", "Split", "TokenSplit", "ImageSplit", "Task", "patchify", "stdlib_corpus",
-           "synthetic_vision", "digits", "cifar10_pickle", "cifar5m_npz", "token_bin", "load_task", "TASKS",
-           "DEFAULT_PATCH", "DIGITS_IMAGE", "DIGITS_HELDOUT", "default_patch", "read_cifar_batch"]
+__all__ = [
+    "DataError",
+    "Split",
+    "TokenSplit",
+    "ImageSplit",
+    "Task",
+    "patchify",
+    "stdlib_corpus",
+    "synthetic_vision",
+    "digits",
+    "cifar10_pickle",
+    "cifar5m_npz",
+    "token_bin",
+    "load_task",
+    "TASKS",
+    "DEFAULT_PATCH",
+    "DIGITS_IMAGE",
+    "DIGITS_HELDOUT",
+    "default_patch",
+    "read_cifar_batch",
+]
 
 TASKS = ("lm", "vision", "digits")
 # patch side per image task when none is given: 16x16 synthetic (or 32x32 CIFAR) images -> 4, 8x8 digits -> 2 (16
@@ -38,8 +57,19 @@ def default_patch(task: str) -> int:
     """The patch side (pixels) of `task` when the config gives none: 2 for digits, 4 otherwise."""
     return DEFAULT_PATCH.get(task, 4)
 
-_STDLIB_EXCLUDE = {"site-packages", "dist-packages", "test", "tests", "idlelib", "lib2to3",
-                   "__pycache__", "turtledemo", "encodings", "ensurepip"}
+
+_STDLIB_EXCLUDE = {
+    "site-packages",
+    "dist-packages",
+    "test",
+    "tests",
+    "idlelib",
+    "lib2to3",
+    "__pycache__",
+    "turtledemo",
+    "encodings",
+    "ensurepip",
+}
 
 
 class DataError(ValueError):
@@ -85,8 +115,16 @@ class ImageSplit(Split):
     standardised per batch as ``(x - offset[i]) / scale[i]`` (float32 ``[N]``) and patchified;
     ``index`` (optional int64) selects this split's rows so splits can share one array."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, offset: np.ndarray, scale: np.ndarray,
-                 patch: int, layout: str = "chw", index: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        offset: np.ndarray,
+        scale: np.ndarray,
+        patch: int,
+        layout: str = "chw",
+        index: np.ndarray | None = None,
+    ) -> None:
         self.images, self.labels, self.offset, self.scale = images, labels, offset, scale
         self.patch, self.layout, self.index = patch, layout, index
 
@@ -130,8 +168,9 @@ class ImageSplit(Split):
         a fixed training subset that random batches can be drawn from."""
         pos = self._fixed_rows(n, seed)
         rows = pos if self.index is None else self.index[pos]
-        return ImageSplit(self.images, self.labels, self.offset, self.scale, self.patch, self.layout,
-                          np.asarray(rows, dtype=np.int64))
+        return ImageSplit(
+            self.images, self.labels, self.offset, self.scale, self.patch, self.layout, np.asarray(rows, dtype=np.int64)
+        )
 
 
 @dataclass
@@ -171,7 +210,7 @@ def _moments(arr: np.ndarray, name: str, chunk: int = 8192) -> tuple[float, floa
     """Global mean/std over all elements of ``arr`` (chunked over axis 0, float64 accumulation)."""
     s, ss, count = 0.0, 0.0, 0
     for i in range(0, len(arr), chunk):
-        c = np.asarray(arr[i:i + chunk], dtype=np.float64)
+        c = np.asarray(arr[i : i + chunk], dtype=np.float64)
         s, ss, count = s + float(c.sum()), ss + float(np.square(c).sum()), count + c.size
     mean = s / max(count, 1)
     std = max(ss / max(count, 1) - mean * mean, 0.0) ** 0.5
@@ -220,13 +259,22 @@ def stdlib_corpus(seq_len: int = 64, max_bytes: int = 2_000_000) -> Task:
         return split
 
     tr, he = cat(train, "train"), cat(held, "heldout")
-    desc = (f"stdlib bytes: Python {platform.python_version()} {root}; train {len(train)} files "
-            f"{len(tr)} bytes, heldout {len(held)} files {len(he)} bytes; vocab 256")
+    desc = (
+        f"stdlib bytes: Python {platform.python_version()} {root}; train {len(train)} files "
+        f"{len(tr)} bytes, heldout {len(held)} files {len(he)} bytes; vocab 256"
+    )
     return Task("lm", tr, he, 256, None, seq_len, 0, desc)
 
 
-def synthetic_vision(n_classes: int = 10, image_size: int = 16, channels: int = 3, patch: int = 4,
-                     n_train: int = 4096, n_heldout: int = 1024, seed: int = 0) -> Task:
+def synthetic_vision(
+    n_classes: int = 10,
+    image_size: int = 16,
+    channels: int = 3,
+    patch: int = 4,
+    n_train: int = 4096,
+    n_heldout: int = 1024,
+    seed: int = 0,
+) -> Task:
     """Seeded images: smooth random template per class, cyclic shift (<=4 px), noise (3x template std).
 
     Nearest-class-mean gets ~85% heldout at the defaults, a linear probe ~75%.  Images are standardised
@@ -234,13 +282,16 @@ def synthetic_vision(n_classes: int = 10, image_size: int = 16, channels: int = 
     channels*patch^2]``; labels int64 are balanced (every class appears when ``n >= n_classes``).
     """
     if n_classes < 2 or channels < 1 or n_train < n_classes or n_heldout < 1:
-        raise DataError(f"synthetic_vision: need n_classes>=2, channels>=1, n_train>=n_classes, "
-                        f"n_heldout>=1 (got {n_classes}, {channels}, {n_train}, {n_heldout})")
+        raise DataError(
+            f"synthetic_vision: need n_classes>=2, channels>=1, n_train>=n_classes, "
+            f"n_heldout>=1 (got {n_classes}, {channels}, {n_train}, {n_heldout})"
+        )
     s = patchify(torch.empty(0, channels, image_size, image_size), patch).shape[1]
     rng = np.random.default_rng(seed)
     coarse = torch.from_numpy(rng.standard_normal((n_classes, channels, 4, 4)))
-    templates = torch.nn.functional.interpolate(coarse, size=(image_size, image_size), mode="bicubic",
-                                                align_corners=False).numpy()
+    templates = torch.nn.functional.interpolate(
+        coarse, size=(image_size, image_size), mode="bicubic", align_corners=False
+    ).numpy()
     templates /= templates.std()
 
     def make(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -254,8 +305,10 @@ def synthetic_vision(n_classes: int = 10, image_size: int = 16, channels: int = 
     (xtr, ytr), (xhe, yhe) = make(n_train), make(n_heldout)
     mean, std = _moments(xtr, "synthetic_vision")
     tr, he = (ImageSplit.standardised(x, y, mean, std, patch) for x, y in ((xtr, ytr), (xhe, yhe)))
-    desc = (f"synthetic vision: {n_classes} classes, {channels}x{image_size}x{image_size}, patch {patch}, "
-            f"train {n_train}, heldout {n_heldout}, seed {seed}")
+    desc = (
+        f"synthetic vision: {n_classes} classes, {channels}x{image_size}x{image_size}, patch {patch}, "
+        f"train {n_train}, heldout {n_heldout}, seed {seed}"
+    )
     return Task("vision", tr, he, None, n_classes, s, channels * patch * patch, desc)
 
 
@@ -272,15 +325,17 @@ def digits(patch: int = 2) -> Task:
 
     s = patchify(torch.empty(0, 1, DIGITS_IMAGE, DIGITS_IMAGE), patch).shape[1]
     bunch = load_digits()
-    images = np.asarray(bunch.images, dtype=np.float32)[:, None]          # (1797, 1, 8, 8), values 0..16
+    images = np.asarray(bunch.images, dtype=np.float32)[:, None]  # (1797, 1, 8, 8), values 0..16
     labels = np.asarray(bunch.target, dtype=np.int64)
     perm = np.random.default_rng(0).permutation(len(images))
     tr_ix, he_ix = perm[:-DIGITS_HELDOUT], perm[-DIGITS_HELDOUT:]
     xtr, ytr, xhe, yhe = images[tr_ix], labels[tr_ix], images[he_ix], labels[he_ix]
     mean, std = _moments(xtr, "digits")
     tr, he = (ImageSplit.standardised(x, y, mean, std, patch) for x, y in ((xtr, ytr), (xhe, yhe)))
-    desc = (f"digits (scikit-learn load_digits): {DIGITS_CLASSES} classes, 1x{DIGITS_IMAGE}x{DIGITS_IMAGE}, patch "
-            f"{patch}, train {len(xtr)}, heldout {len(xhe)} (fixed seed-0 permutation), mean {mean:.3f} std {std:.3f}")
+    desc = (
+        f"digits (scikit-learn load_digits): {DIGITS_CLASSES} classes, 1x{DIGITS_IMAGE}x{DIGITS_IMAGE}, patch "
+        f"{patch}, train {len(xtr)}, heldout {len(xhe)} (fixed seed-0 permutation), mean {mean:.3f} std {std:.3f}"
+    )
     return Task("digits", tr, he, None, DIGITS_CLASSES, s, patch * patch, desc)
 
 
@@ -289,7 +344,7 @@ def digits(patch: int = 2) -> Task:
 # it loads. `_CifarUnpickler` admits only the globals that rebuild numpy arrays of numbers (each through a wrapper
 # that checks its arguments; nothing else callable), and `_plain` then checks what was built.
 PLAIN = "only numpy arrays of numbers, dicts, lists, str, bytes and int are loaded"
-NUMERIC_KINDS = "biufc"                     # bool, signed and unsigned int, float, complex
+NUMERIC_KINDS = "biufc"  # bool, signed and unsigned int, float, complex
 
 
 class _Refused(Exception):
@@ -338,7 +393,7 @@ def _frombuffer(buf: object, dtype: object, shape: object, order: object) -> np.
 def _dtype(spec: object, align: object = False, copy: object = False) -> np.dtype:
     """``numpy.dtype`` from a type string (its state, set next by the pickle, is checked in `_plain`)."""
     if not isinstance(spec, (str, bytes)) or type(align) not in (bool, int) or type(copy) not in (bool, int):
-        raise _Refused(f"a dtype from {type(spec).__name__}")       # Python 2 pickled the flags as 0 and 1
+        raise _Refused(f"a dtype from {type(spec).__name__}")  # Python 2 pickled the flags as 0 and 1
     return np.dtype(spec, bool(align), bool(copy))
 
 
@@ -350,9 +405,13 @@ def _latin1(text: object, encoding: object = "utf-8") -> bytes:
 
 
 _CIFAR_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct, ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy.core.numeric", "_frombuffer"): _frombuffer, ("numpy._core.numeric", "_frombuffer"): _frombuffer,
-    ("numpy", "ndarray"): _NDARRAY, ("numpy", "dtype"): _dtype, ("_codecs", "encode"): _latin1,
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy.core.numeric", "_frombuffer"): _frombuffer,
+    ("numpy._core.numeric", "_frombuffer"): _frombuffer,
+    ("numpy", "ndarray"): _NDARRAY,
+    ("numpy", "dtype"): _dtype,
+    ("_codecs", "encode"): _latin1,
 }
 
 
@@ -416,8 +475,12 @@ def _unpickle_cifar(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"{path}: not a CIFAR-10 python batch ({type(e).__name__}: {e})") from None
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         raise DataError(f"{path}: b'data' must be uint8 [n, 3072], got {data.dtype} {data.shape}")
-    if labels.dtype.kind not in "iu" or labels.shape != (len(data),) or labels.min(initial=0) < 0 \
-            or labels.max(initial=0) > 9:
+    if (
+        labels.dtype.kind not in "iu"
+        or labels.shape != (len(data),)
+        or labels.min(initial=0) < 0
+        or labels.max(initial=0) > 9
+    ):
         raise DataError(f"{path}: b'labels' must be {len(data)} ints in [0, 9], got {labels.dtype} {labels.shape}")
     return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
 
@@ -443,8 +506,10 @@ def cifar10_pickle(path: str | Path, patch: int = 4) -> Task:
     xte, yte = _unpickle_cifar(root / "test_batch")
     mean, std = _moments(xtr, str(root))
     tr, he = (ImageSplit.standardised(x, y, mean, std, patch) for x, y in ((xtr, ytr), (xte, yte)))
-    desc = (f"CIFAR-10 {root}: train {len(xtr)} ({', '.join(p.name for p in batches)}), heldout "
-            f"{len(xte)}, patch {patch}, mean {mean:.2f} std {std:.2f}")
+    desc = (
+        f"CIFAR-10 {root}: train {len(xtr)} ({', '.join(p.name for p in batches)}), heldout "
+        f"{len(xte)}, patch {patch}, mean {mean:.2f} std {std:.2f}"
+    )
     return Task("vision", tr, he, None, 10, s, 3 * patch * patch, desc)
 
 
@@ -455,9 +520,11 @@ def _npz(path: Path, key: str) -> np.ndarray:
         with np.load(path, allow_pickle=False) as z:
             return np.asarray(z[key])
     except ValueError as e:
-        if "allow_pickle" in str(e):         # numpy refuses an object array (or a pickle file) without unpickling
-            raise DataError(f"{path}: array {key!r} holds pickled Python objects; refused (only arrays of numbers "
-                            f"are read, never with pickle)") from None
+        if "allow_pickle" in str(e):  # numpy refuses an object array (or a pickle file) without unpickling
+            raise DataError(
+                f"{path}: array {key!r} holds pickled Python objects; refused (only arrays of numbers "
+                f"are read, never with pickle)"
+            ) from None
         raise DataError(f"{path}: cannot read array {key!r} (ValueError: {e})") from None
     except Exception as e:  # on purpose: any unreadable file is a data error
         raise DataError(f"{path}: cannot read array {key!r} ({type(e).__name__}: {e})") from None
@@ -491,8 +558,8 @@ def cifar5m_npz(path: str | Path, patch: int = 4, heldout_fraction: float = 0.1)
             images = np.empty((n, *x.shape[1:]), np.uint8)
         elif x.shape[1:] != images.shape[1:]:
             raise DataError(f"{f}: image shape {x.shape[1:]} differs from earlier parts {images.shape[1:]}")
-        images[start:start + len(x)] = x
-        offset[start:start + len(x)], scale[start:start + len(x)] = _moments(x, str(f))
+        images[start : start + len(x)] = x
+        offset[start : start + len(x)], scale[start : start + len(x)] = _moments(x, str(f))
         start += len(x)
     assert images is not None
     labels = np.concatenate(ys).astype(np.int64)
@@ -503,8 +570,9 @@ def cifar5m_npz(path: str | Path, patch: int = 4, heldout_fraction: float = 0.1)
     if n_held < 1 or n_held >= n:
         raise DataError(f"{root}: {n} images too few for heldout_fraction={heldout_fraction}")
     perm = np.random.default_rng(0).permutation(n)
-    tr, he = (ImageSplit(images, labels, offset, scale, patch, "hwc", np.sort(ix))
-              for ix in (perm[n_held:], perm[:n_held]))
+    tr, he = (
+        ImageSplit(images, labels, offset, scale, patch, "hwc", np.sort(ix)) for ix in (perm[n_held:], perm[:n_held])
+    )
     desc = f"CIFAR-5M {root}: {len(files)} part(s), train {n - n_held}, heldout {n_held}, patch {patch}"
     return Task("vision", tr, he, None, 10, s, 3 * patch * patch, desc)
 
@@ -518,8 +586,7 @@ def _memmap(path: Path, dtype: np.dtype) -> np.ndarray:
     return np.memmap(path, dtype=dtype, mode="r")
 
 
-def token_bin(path: str | Path, seq_len: int = 64, vocab_size: int | None = None,
-              dtype: str = "uint16") -> Task:
+def token_bin(path: str | Path, seq_len: int = 64, vocab_size: int | None = None, dtype: str = "uint16") -> Task:
     """nanoGPT token files: a folder with ``train.bin``/``val.bin`` or one ``.bin`` split 90/10.
 
     Files are memory-mapped (never read into memory).  ``vocab_size`` defaults to max token + 1,
@@ -573,8 +640,14 @@ def _files_key(path: Path) -> tuple:
     return (str(path.resolve()), _stat_key(path), tuple(files))
 
 
-def load_task(task: str, data_path: str | None = None, seq_len: int = 64, patch: int | None = None,
-              seed: int = 0, remember: bool = False) -> Task:
+def load_task(
+    task: str,
+    data_path: str | None = None,
+    seq_len: int = 64,
+    patch: int | None = None,
+    seed: int = 0,
+    remember: bool = False,
+) -> Task:
     """Dispatch: lm -> stdlib corpus / :func:`token_bin`; vision -> synthetic / CIFAR-10 / CIFAR-5M; digits ->
     :func:`digits` (no ``data_path``). ``patch`` None: the task's default (`default_patch`).
 
@@ -589,7 +662,7 @@ def load_task(task: str, data_path: str | None = None, seq_len: int = 64, patch:
     try:
         key = (task, seq_len, patch, seed, _files_key(Path(data_path)))
     except OSError:
-        key = None                           # the loader says what is wrong with the path
+        key = None  # the loader says what is wrong with the path
     if key is not None and key in _REMEMBERED:
         return _REMEMBERED[key]
     loaded = _load_task(task, data_path, seq_len, patch, seed)

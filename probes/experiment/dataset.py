@@ -8,6 +8,7 @@ scalar coordinates, so runs combine with `xr.combine_by_coords` / `xr.concat` al
 `io_seed` (the key of the embedding, positions and readout draws), which a sweep holds along `seed` (a scalar
 when every seed has the same one).
 """
+
 from __future__ import annotations
 
 import io
@@ -27,11 +28,21 @@ import xarray as xr
 from probes.experiment.atomic import TEMP_PREFIX, cleanup_stale_temps, fsync_dir, write_atomic, write_folder_atomic  # noqa: F401 (re-exported)
 from probes.experiment.zarr_check import ALLOWED, UnsafeStore, check_zarr_store
 
-SCHEMA_VERSION = 3   # 2: coord_rms / coord_update_rms / io_rms / io_update_rms replace block_rms / block_update_rms
+SCHEMA_VERSION = 3  # 2: coord_rms / coord_update_rms / io_rms / io_update_rms replace block_rms / block_update_rms
 #                      3: probe_outputs (files of version 2 load without it)
 REQUIRED_VARS = ("train_loss", "heldout_loss", "grad_norm")
-REQUIRED_ATTRS = ("config", "alpha_A", "alpha_L", "beta0", "gamma0", "eta0", "optimizer", "parametrization",
-                  "axis", "schema_version")
+REQUIRED_ATTRS = (
+    "config",
+    "alpha_A",
+    "alpha_L",
+    "beta0",
+    "gamma0",
+    "eta0",
+    "optimizer",
+    "parametrization",
+    "axis",
+    "schema_version",
+)
 
 
 class DatasetError(ValueError):
@@ -54,8 +65,13 @@ def git_revision() -> str:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
         if rev.returncode != 0:
             return "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
         return rev.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -74,11 +90,24 @@ def run_attrs(config: dict, device: str, status: str, extra: dict | None = None)
         "title": "dmft-probe run",
         "schema_version": SCHEMA_VERSION,
         "config": json.dumps(config, sort_keys=True),
-        "parametrization": p["name"], "alpha_A": p["alpha_A"], "alpha_L": p["alpha_L"], "beta0": p["beta0"],
-        "gamma0": p["gamma0"], "L0": p["L0"], "standard": int(p["standard"]), "centre": p["centre"],
-        "eta0": o["eta0"], "optimizer": o["name"], "task": m["task"], "axis": m["axis"], "lws": m["lws"],
-        "status": status, "device": device, "torch_version": str(torch.__version__),
-        "package_version": package_version(), "git_revision": git_revision(),
+        "parametrization": p["name"],
+        "alpha_A": p["alpha_A"],
+        "alpha_L": p["alpha_L"],
+        "beta0": p["beta0"],
+        "gamma0": p["gamma0"],
+        "L0": p["L0"],
+        "standard": int(p["standard"]),
+        "centre": p["centre"],
+        "eta0": o["eta0"],
+        "optimizer": o["name"],
+        "task": m["task"],
+        "axis": m["axis"],
+        "lws": m["lws"],
+        "status": status,
+        "device": device,
+        "torch_version": str(torch.__version__),
+        "package_version": package_version(),
+        "git_revision": git_revision(),
         "python_version": platform.python_version(),
     }
     attrs.update(extra or {})
@@ -95,12 +124,24 @@ def status_vars(status: str, diverged_at: int | None) -> dict:
     did not diverge) of a run."""
     codes = np.asarray(list(STATUS_CODES.values()), dtype=np.int8)
     return {
-        "status": ((), np.int8(STATUS_CODES[status]),
-                   {"long_name": "run status: " + ", ".join(f"{c} {n}" for n, c in STATUS_CODES.items()),
-                    "units": "1", "flag_values": codes, "flag_meanings": " ".join(STATUS_CODES)}),
-        "diverged_at": ((), np.int64(-1 if diverged_at is None else diverged_at),
-                        {"long_name": "optimizer step whose weights gave the first NaN/inf loss or probe "
-                                      "(-1: did not diverge)", "units": "steps"}),
+        "status": (
+            (),
+            np.int8(STATUS_CODES[status]),
+            {
+                "long_name": "run status: " + ", ".join(f"{c} {n}" for n, c in STATUS_CODES.items()),
+                "units": "1",
+                "flag_values": codes,
+                "flag_meanings": " ".join(STATUS_CODES),
+            },
+        ),
+        "diverged_at": (
+            (),
+            np.int64(-1 if diverged_at is None else diverged_at),
+            {
+                "long_name": "optimizer step whose weights gave the first NaN/inf loss or probe (-1: did not diverge)",
+                "units": "steps",
+            },
+        ),
     }
 
 
@@ -112,27 +153,53 @@ def base_dataset(result) -> xr.Dataset:
     units = "nats" if getattr(cfg, "loss", "ce") == "ce" else "1"
     ds = xr.Dataset(
         data_vars={
-            "train_loss": var(("train_step",), result.train_loss, "training loss on the incoming batch, before the update", units),
+            "train_loss": var(
+                ("train_step",), result.train_loss, "training loss on the incoming batch, before the update", units
+            ),
             "heldout_loss": var(("step",), result.heldout_loss, "loss on the fixed held-out batch", units),
-            "grad_norm": var(("step",), result.grad_norm, "global gradient norm at the last step before the log step (0 at step 0)"),
+            "grad_norm": var(
+                ("step",), result.grad_norm, "global gradient norm at the last step before the log step (0 at step 0)"
+            ),
             **status_vars(result.status, result.diverged_at),
         },
         coords={
-            "step": ("step", np.asarray(result.log_steps, dtype=np.int64), {"long_name": "optimizer steps taken", "units": "steps"}),
-            "train_step": ("train_step", np.arange(len(result.train_loss), dtype=np.int64), {"long_name": "optimizer step", "units": "steps"}),
+            "step": (
+                "step",
+                np.asarray(result.log_steps, dtype=np.int64),
+                {"long_name": "optimizer steps taken", "units": "steps"},
+            ),
+            "train_step": (
+                "train_step",
+                np.arange(len(result.train_loss), dtype=np.int64),
+                {"long_name": "optimizer step", "units": "steps"},
+            ),
             "N": ((), m.N, {"long_name": "key/query dimension per head"}),
             "H": ((), m.H, {"long_name": "heads of a full-width layer"}),
             "L": ((), m.L, {"long_name": "depth (blocks)"}),
             "d_model": ((), m.d_model, {"long_name": "residual width N*H"}),
             "seed": ((), cfg.seed, {"long_name": "initialisation seed"}),
-            "io_seed": ((), cfg.io_seed, {"long_name": "seed of the embedding, positions and readout draws (the "
-                                                       "seed itself unless io_seeds groups the seeds)"}),
+            "io_seed": (
+                (),
+                cfg.io_seed,
+                {
+                    "long_name": "seed of the embedding, positions and readout draws (the "
+                    "seed itself unless io_seeds groups the seeds)"
+                },
+            ),
         },
-        attrs=run_attrs(cfg.to_dict(), str(cfg.device), result.status,
-                        {"lr": result.lr, "wall_s": result.wall_s, "steps_done": result.steps_done,
-                         "diverged_at": -1 if result.diverged_at is None else result.diverged_at,
-                         "diverged_on": result.extra.get("diverged_on", ""),
-                         **injected_attrs(result.extra)}),
+        attrs=run_attrs(
+            cfg.to_dict(),
+            str(cfg.device),
+            result.status,
+            {
+                "lr": result.lr,
+                "wall_s": result.wall_s,
+                "steps_done": result.steps_done,
+                "diverged_at": -1 if result.diverged_at is None else result.diverged_at,
+                "diverged_on": result.extra.get("diverged_on", ""),
+                **injected_attrs(result.extra),
+            },
+        ),
     )
     return ds
 
@@ -147,25 +214,52 @@ def injected_attrs(extra: dict) -> dict:
 PROBE_VARS = {
     # name: (dims after `step`, long_name, units)
     "kernel_pooled": (("depth", "sample", "sample_"), "residual-stream kernel pooled over tokens, h.h'/d", "1"),
-    "kernel_spatial": (("depth", "token", "token_"), "token x token residual-stream kernel of probe sample 0, h_s.h_s'/d", "1"),
-    "kernel_last_token": (("depth", "sample", "sample_"), "last-token residual-stream kernel across samples, h.h'/d", "1"),
+    "kernel_spatial": (
+        ("depth", "token", "token_"),
+        "token x token residual-stream kernel of probe sample 0, h_s.h_s'/d",
+        "1",
+    ),
+    "kernel_last_token": (
+        ("depth", "sample", "sample_"),
+        "last-token residual-stream kernel across samples, h.h'/d",
+        "1",
+    ),
     "h_rms": (("depth",), "RMS of the residual stream h^l", "1"),
     "attn_var_heads": (("layer",), "variance over heads of A (ddof=1), mean over (s, s') and samples", "1"),
     "attn_mean_heads": (("layer",), "mean over heads of A, mean over (s, s') and samples", "1"),
     "dA_var_heads": (("layer",), "variance over heads of A(t) - A(0) (ddof=1), mean over (s, s') and samples", "1"),
     "dA_mean_heads": (("layer",), "mean over heads of A(t) - A(0), mean over (s, s') and samples", "1"),
-    "attn_prob_var_heads": (("layer",), "variance over heads of softmax(A) (ddof=1), mean over (s, s') and samples", "1"),
+    "attn_prob_var_heads": (
+        ("layer",),
+        "variance over heads of softmax(A) (ddof=1), mean over (s, s') and samples",
+        "1",
+    ),
     "attn_prob_mean_heads": (("layer",), "mean over heads of softmax(A), mean over (s, s') and samples", "1"),
-    "attn_raw": (("layer", "point", "head"), "A per head at fixed (sample, s, s') points (NaN past the layer's heads)", "1"),
-    "coord_rms": (("layer", "site"), "RMS of a coordinate-check site (q, k, v, A, softmax(A), branch outputs, MLP hidden, h)", "1"),
+    "attn_raw": (
+        ("layer", "point", "head"),
+        "A per head at fixed (sample, s, s') points (NaN past the layer's heads)",
+        "1",
+    ),
+    "coord_rms": (
+        ("layer", "site"),
+        "RMS of a coordinate-check site (q, k, v, A, softmax(A), branch outputs, MLP hidden, h)",
+        "1",
+    ),
     "coord_update_rms": (("layer", "site"), "RMS of the site's change since step 0", "1"),
     "io_rms": (("io_site",), "RMS of the embedding output h^0 and of the raw logits f(theta)", "1"),
-    "io_update_rms": (("io_site",), "RMS of the change since step 0 of h^0 and of the logits f(theta_t) - f(theta_0)", "1"),
+    "io_update_rms": (
+        ("io_site",),
+        "RMS of the change since step 0 of h^0 and of the logits f(theta_t) - f(theta_0)",
+        "1",
+    ),
     "weight_movement": (("layer", "weight"), "||W(t) - W(0)||_F / ||W(0)||_F", "1"),
     "io_movement": (("io",), "||W(t) - W(0)||_F / ||W(0)||_F of the embedding, positions and readout", "1"),
-    "probe_outputs": (("sample", "output"), "outputs the loss sees on the probe batch, f(theta_t) - f(theta_0) "
-                      "(f(theta_t) unless centre = copy): class logits, or the LM's last-token logits over the vocab",
-                      "1"),
+    "probe_outputs": (
+        ("sample", "output"),
+        "outputs the loss sees on the probe batch, f(theta_t) - f(theta_0) "
+        "(f(theta_t) unless centre = copy): class logits, or the LM's last-token logits over the vocab",
+        "1",
+    ),
 }
 
 
@@ -181,7 +275,11 @@ def probe_dataset(recorder, shapes) -> xr.Dataset:
     L = len(shapes.heads)
     pts = recorder.points
     coords = {
-        "step": ("step", np.asarray(recorder.steps, dtype=np.int64), {"long_name": "optimizer steps taken", "units": "steps"}),
+        "step": (
+            "step",
+            np.asarray(recorder.steps, dtype=np.int64),
+            {"long_name": "optimizer steps taken", "units": "steps"},
+        ),
         "depth": ("depth", np.arange(L + 1), {"long_name": "residual stream h^l: 0 = embedding, l = after block l"}),
         "layer": ("layer", np.arange(L), {"long_name": "block index (0-based)"}),
         "n_heads": ("layer", np.asarray(shapes.heads), {"long_name": "heads in the layer (LWS)"}),
@@ -201,12 +299,15 @@ def probe_dataset(recorder, shapes) -> xr.Dataset:
         "io": ("io", list(IO_WEIGHTS), {"long_name": "input/output weight"}),
     }
     if "probe_outputs" in arrays:
-        coords["output"] = ("output", np.arange(arrays["probe_outputs"].shape[-1]),
-                            {"long_name": "output index: class, or vocab entry of the LM's last token"})
+        coords["output"] = (
+            "output",
+            np.arange(arrays["probe_outputs"].shape[-1]),
+            {"long_name": "output index: class, or vocab entry of the LM's last token"},
+        )
     x = recorder.x.detach().cpu().numpy()
-    if x.ndim == 3:   # vision patches
+    if x.ndim == 3:  # vision patches
         data["probe_inputs"] = var(("sample", "token", "feature"), x, "probe batch: standardised patches", "1")
-    else:             # LM tokens
+    else:  # LM tokens
         data["probe_inputs"] = var(("sample", "token"), x, "probe batch: token ids", "1")
     return xr.Dataset(data, coords=coords)
 
@@ -214,26 +315,38 @@ def probe_dataset(recorder, shapes) -> xr.Dataset:
 # Variables of a full-batch run (`probes.experiment.run`, batch "full"); dmft.dynamics writes the same names and units.
 # kernel_grad (`probes.hooks.grad_kernel`) only when the run records probes (its depth and sample coordinates).
 FULL_BATCH_VARS = {
-    "test_outputs": (("step", "test_sample", "output"), "outputs the loss sees on the fixed held-out batch, "
-                     "f(theta_t) - f(theta_0) (f(theta_t) unless centre = copy)", "1"),
+    "test_outputs": (
+        ("step", "test_sample", "output"),
+        "outputs the loss sees on the fixed held-out batch, f(theta_t) - f(theta_0) (f(theta_t) unless centre = copy)",
+        "1",
+    ),
     "train_labels": (("sample",), "class label of each training sample (the probe samples of a full-batch run)", "1"),
     "test_labels": (("test_sample",), "class label of each held-out sample", "1"),
-    "kernel_grad": (("train_step", "depth", "sample", "sample_"), ("residual-stream gradient kernel over the "
-                    "training samples, e.e'/d with e = -gamma0 d dLoss/dh summed over tokens"), "1"),
+    "kernel_grad": (
+        ("train_step", "depth", "sample", "sample_"),
+        (
+            "residual-stream gradient kernel over the "
+            "training samples, e.e'/d with e = -gamma0 d dLoss/dh summed over tokens"
+        ),
+        "1",
+    ),
 }
 
 
 def full_batch_dataset(fb: dict, steps) -> xr.Dataset:
     """The full-batch variables of a run (FULL_BATCH_VARS) from RunResult.extra["full_batch"] (kernel_grad when
     it holds one)."""
-    data = {name: var(dims, fb[name], long_name, units) for name, (dims, long_name, units) in FULL_BATCH_VARS.items()
-            if name in fb}
+    data = {
+        name: var(dims, fb[name], long_name, units)
+        for name, (dims, long_name, units) in FULL_BATCH_VARS.items()
+        if name in fb
+    }
     n_test, C = fb["test_outputs"].shape[1:]
-    coords = {"step": ("step", np.asarray(steps, dtype=np.int64), {"long_name": "optimizer steps taken",
-                                                                    "units": "steps"}),
-              "test_sample": ("test_sample", np.arange(n_test), {"long_name": "held-out sample"}),
-              "output": ("output", np.arange(C), {"long_name": "output index: class, or vocab entry of the LM's "
-                                                            "last token"})}
+    coords = {
+        "step": ("step", np.asarray(steps, dtype=np.int64), {"long_name": "optimizer steps taken", "units": "steps"}),
+        "test_sample": ("test_sample", np.arange(n_test), {"long_name": "held-out sample"}),
+        "output": ("output", np.arange(C), {"long_name": "output index: class, or vocab entry of the LM's last token"}),
+    }
     return xr.Dataset(data, coords=coords)
 
 
@@ -276,7 +389,7 @@ def _with_shared_coords(datasets: list[xr.Dataset], axis: str) -> list[xr.Datase
                 continue
             first = found[0]
             if name in first.dims or all(v.equals(first) for v in found[1:]):
-                missing[name] = first                      # values and attrs only, none of the run's other coords
+                missing[name] = first  # values and attrs only, none of the run's other coords
             else:
                 missing[name] = xr.Variable(first.dims, np.full(first.shape, np.nan), first.attrs)
         out.append(ds.assign_coords(missing) if missing else ds)
@@ -296,9 +409,16 @@ def combine_runs(datasets: list[xr.Dataset], axis: str) -> xr.Dataset:
             at = int(ds.attrs.get("diverged_at", -1))
             ds = ds.assign(status_vars(str(ds.attrs["status"]), None if at < 0 else at))
         parts.append(ds.expand_dims(axis))
-    out = xr.concat(parts, dim=axis, join="outer", combine_attrs="drop_conflicts", data_vars="all", coords="different",
-                    compat="equals")
-    out.attrs["config"] = datasets[0].attrs.get("config", "{}")   # per-run configs: config_json
+    out = xr.concat(
+        parts,
+        dim=axis,
+        join="outer",
+        combine_attrs="drop_conflicts",
+        data_vars="all",
+        coords="different",
+        compat="equals",
+    )
+    out.attrs["config"] = datasets[0].attrs.get("config", "{}")  # per-run configs: config_json
     out.attrs["sweep_axis"] = axis
     return out.sortby(axis)
 
@@ -319,20 +439,23 @@ def seed_variances(ds: xr.Dataset, axis: str) -> xr.Dataset:
         return out
 
     def var_over_seeds(x: xr.DataArray) -> xr.DataArray:
-        x = x.where(np.isfinite(x))                                # inf -> NaN, left out like NaN
+        x = x.where(np.isfinite(x))  # inf -> NaN, left out like NaN
         with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
-            warnings.simplefilter("ignore", RuntimeWarning)          # "degrees of freedom <= 0" below 2 seeds
+            warnings.simplefilter("ignore", RuntimeWarning)  # "degrees of freedom <= 0" below 2 seeds
             v = x.var("seed", ddof=1, skipna=True)
-        return v.where(x.count("seed") >= 2)                       # NaN below 2 finite seeds
+        return v.where(x.count("seed") >= 2)  # NaN below 2 finite seeds
 
     if "probe_outputs" in ds.data_vars:
-        v = var_over_seeds(ds.probe_outputs).mean(("sample", "output"), skipna=False)    # (axis, step)
+        v = var_over_seeds(ds.probe_outputs).mean(("sample", "output"), skipna=False)  # (axis, step)
         out["output_seed_var"] = v.transpose(axis, "step").assign_attrs(
             long_name="variance over seeds (ddof=1) of probe_outputs, mean over probe samples and outputs; finite "
-                      "seeds only", units="1")
-    v = var_over_seeds(ds.heldout_loss)                            # (axis, step)
+            "seeds only",
+            units="1",
+        )
+    v = var_over_seeds(ds.heldout_loss)  # (axis, step)
     out["loss_seed_var"] = v.transpose(axis, "step").assign_attrs(
-        long_name="variance over seeds (ddof=1) of heldout_loss; finite seeds only", units="nats^2")
+        long_name="variance over seeds (ddof=1) of heldout_loss; finite seeds only", units="nats^2"
+    )
     return out
 
 
@@ -386,8 +509,9 @@ def verify_checksums(ds: xr.Dataset, name: str = "dataset") -> xr.Dataset:
     for v, variable in ds.variables.items():
         want = variable.attrs.get(CHECKSUM_ATTR)
         if want is not None and str(want) != checksum(variable.values):
-            raise DatasetError(f"{name}: variable {v} is corrupt (its data does not match the checksum written "
-                               f"with it, {want})")
+            raise DatasetError(
+                f"{name}: variable {v} is corrupt (its data does not match the checksum written with it, {want})"
+            )
     for variable in ds.variables.values():
         variable.attrs.pop(CHECKSUM_ATTR, None)
     return ds
@@ -395,7 +519,7 @@ def verify_checksums(ds: xr.Dataset, name: str = "dataset") -> xr.Dataset:
 
 # ---- save ---------------------------------------------------------------------------------------------------
 
-_os_write = os.write      # the one call that puts netCDF bytes on disk (tests inject ENOSPC here)
+_os_write = os.write  # the one call that puts netCDF bytes on disk (tests inject ENOSPC here)
 _CHUNK = 1 << 20
 
 
@@ -412,7 +536,7 @@ def _netcdf_bytes(ds: xr.Dataset) -> memoryview:
     clean up after a failed write is our own temporary file."""
     buf = io.BytesIO()
     ds.to_netcdf(buf, engine="h5netcdf")
-    return buf.getbuffer()                  # no copy
+    return buf.getbuffer()  # no copy
 
 
 def save(ds: xr.Dataset, path: str | os.PathLike) -> Path:
@@ -435,7 +559,7 @@ def save(ds: xr.Dataset, path: str | os.PathLike) -> Path:
             raise DatasetError(f"{path}: cannot write: exists and is not a folder (a .zarr dataset is a folder)")
         if not zarr and not path.is_file():
             raise DatasetError(f"{path}: cannot write: exists and is not a regular file")
-    cleanup_stale_temps(parent)               # what killed saves left here (a minute old or more)
+    cleanup_stale_temps(parent)  # what killed saves left here (a minute old or more)
     ds = with_checksums(ds)
     if zarr:
         return _save_zarr(ds, path)
@@ -456,7 +580,7 @@ def _write_bytes(tmp: Path, data: memoryview) -> None:
     try:
         view = data
         while view:
-            view = view[_os_write(fd, view[:_CHUNK]):]
+            view = view[_os_write(fd, view[:_CHUNK]) :]
     finally:
         os.close(fd)
 
@@ -488,13 +612,15 @@ def validate(ds: xr.Dataset, name: str = "dataset") -> xr.Dataset:
             version = int(ds.attrs["schema_version"])
         except (TypeError, ValueError):
             raise DatasetError(f"{name}: attribute 'schema_version' is not an integer") from None
-        optional = {"kernel_last_token"} | ({"probe_outputs"} if version < 3 else set())   # older files lack it
+        optional = {"kernel_last_token"} | ({"probe_outputs"} if version < 3 else set())  # older files lack it
         missing = [v for v in PROBE_VARS if v not in ds.data_vars and v not in optional]
         if missing:
             raise DatasetError(f"{name}: probes recorded but variable(s) {', '.join(missing)} missing")
         for v in PROBE_VARS:
-            if v in ds.data_vars and ds[v].dims[-len(PROBE_VARS[v][0]):] != PROBE_VARS[v][0]:
-                raise DatasetError(f"{name}: variable {v} has dims {ds[v].dims}, expected (..., {', '.join(PROBE_VARS[v][0])})")
+            if v in ds.data_vars and ds[v].dims[-len(PROBE_VARS[v][0]) :] != PROBE_VARS[v][0]:
+                raise DatasetError(
+                    f"{name}: variable {v} has dims {ds[v].dims}, expected (..., {', '.join(PROBE_VARS[v][0])})"
+                )
     try:
         json.loads(ds.attrs["config"])
     except (TypeError, ValueError) as e:
@@ -522,7 +648,7 @@ def load(path: str | os.PathLike) -> xr.Dataset:
         raise DatasetError(f"{path}: not a regular file")
     if path.suffix == ".zarr" or is_dir:
         try:
-            check_zarr_store(path)            # before zarr reads a chunk: no codec that unpickles or builds objects
+            check_zarr_store(path)  # before zarr reads a chunk: no codec that unpickles or builds objects
         except UnsafeStore as e:
             raise DatasetError(f"{path}: {e} ({ALLOWED})") from None
         except OSError as e:
@@ -536,6 +662,8 @@ def load(path: str | os.PathLike) -> xr.Dataset:
     except DatasetError:
         raise
     except Exception as e:  # h5py/zarr raise many types for truncated or foreign files
-        raise DatasetError(f"{path}: cannot be read as a dataset ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        raise DatasetError(
+            f"{path}: cannot be read as a dataset ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        ) from None
     verify_checksums(ds, str(path))
     return validate(ds, str(path))

@@ -14,6 +14,7 @@ on the group it trained in, so the grouping is a rule of the config alone, the s
 The mode is "auto" or "off"; where a caller gives none (None), it is the environment variable
 DMFT_PROBE_ENSEMBLE, else "auto" (`resolve_mode`, the one place that decides it).
 """
+
 from __future__ import annotations
 
 import os
@@ -25,14 +26,26 @@ from parametrizations.checks import one_of_error
 from probes.experiment.memory import free_bytes, member_bytes
 from probes.experiment.run import RunConfig, RunResult, resolve_device, train, train_ensemble
 
-__all__ = ["ENSEMBLE_BUDGET_BYTES", "ENSEMBLE_ENV", "ENSEMBLE_MAX_MEMBERS", "ENSEMBLE_MODES", "check_mode", "group_size",
-           "member_bytes", "plan_groups", "resolve_mode", "train_ensemble", "train_group", "train_seeds"]
+__all__ = [
+    "ENSEMBLE_BUDGET_BYTES",
+    "ENSEMBLE_ENV",
+    "ENSEMBLE_MAX_MEMBERS",
+    "ENSEMBLE_MODES",
+    "check_mode",
+    "group_size",
+    "member_bytes",
+    "plan_groups",
+    "resolve_mode",
+    "train_ensemble",
+    "train_group",
+    "train_seeds",
+]
 
 ENSEMBLE_MODES = ("auto", "off")
 ENSEMBLE_ENV = "DMFT_PROBE_ENSEMBLE"
-ENSEMBLE_BUDGET_BYTES = 2 << 30     # member_bytes of one group at most (2 GiB)
-ENSEMBLE_MAX_MEMBERS = 16           # members of one group at most
-FREE_FRACTION = 0.5                 # a group must fit in this fraction of the free memory, or it is made smaller
+ENSEMBLE_BUDGET_BYTES = 2 << 30  # member_bytes of one group at most (2 GiB)
+ENSEMBLE_MAX_MEMBERS = 16  # members of one group at most
+FREE_FRACTION = 0.5  # a group must fit in this fraction of the free memory, or it is made smaller
 
 
 def check_mode(mode: object, name: str = "--ensemble", given: object = None) -> str:
@@ -71,8 +84,9 @@ def _stderr_warning(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
-def plan_groups(cfg: RunConfig, seeds: list[int], mode: str | None = None,
-                warn: Callable[[str], None] | None = None) -> list[tuple[int, ...]]:
+def plan_groups(
+    cfg: RunConfig, seeds: list[int], mode: str | None = None, warn: Callable[[str], None] | None = None
+) -> list[tuple[int, ...]]:
     """The groups the seeds of `cfg` train in, in the order of `seeds`: one seed each (mode "off"), or
     consecutive groups of `group_size` (mode "auto"), made smaller only where this machine cannot hold such a
     group; then warn(line) names the size used (default: the line on stderr)."""
@@ -86,9 +100,10 @@ def plan_groups(cfg: RunConfig, seeds: list[int], mode: str | None = None,
         (warn or _stderr_warning)(
             f"warning: this machine's free memory holds {held} of the {size} seeds that train together by the "
             f"ensemble rule ({cfg.model.axis}={getattr(cfg.model, cfg.model.axis)}): training groups "
-            f"of {held} instead; the numbers then differ from other machines' at round-off")
+            f"of {held} instead; the numbers then differ from other machines' at round-off"
+        )
         size = held
-    return [tuple(seeds[i:i + size]) for i in range(0, len(seeds), size)]
+    return [tuple(seeds[i : i + size]) for i in range(0, len(seeds), size)]
 
 
 def train_group(cfg: RunConfig, group: list[int] | tuple[int, ...]) -> list[RunResult]:
@@ -100,8 +115,9 @@ def train_group(cfg: RunConfig, group: list[int] | tuple[int, ...]) -> list[RunR
     return train_ensemble(cfg, group)
 
 
-def train_seeds(cfg: RunConfig, seeds: list[int], mode: str | None = None,
-                warn: Callable[[str], None] | None = None) -> list[RunResult]:
+def train_seeds(
+    cfg: RunConfig, seeds: list[int], mode: str | None = None, warn: Callable[[str], None] | None = None
+) -> list[RunResult]:
     """One RunResult per seed of `cfg`, in the order of `seeds`, trained in the groups of `plan_groups` (mode:
     "auto", "off" or None for `resolve_mode`'s default)."""
     out: list[RunResult] = []

@@ -18,6 +18,7 @@ empty); spawned pool workers and CLI subprocesses inherit it. A malformed value 
 naming the variable). A run that diverged this way says so: `extra["diverged_on"]` ends with
 "(injected by DMFT_PROBE_INJECT_NONFINITE=<rule>)" and its dataset carries the attr `injected_fault`.
 """
+
 from __future__ import annotations
 
 import os

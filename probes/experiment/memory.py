@@ -6,6 +6,7 @@
 process can use now on a device; every memory check reads it (`probes.experiment.config.check_fits`, the ensemble
 groups, `dmft-probe solve`).
 """
+
 from __future__ import annotations
 
 import os
@@ -17,7 +18,7 @@ from probes.experiment.run import RunConfig
 
 __all__ = ["FLOAT", "free_bytes", "member_bytes"]
 
-FLOAT = 4                           # bytes per float32
+FLOAT = 4  # bytes per float32
 
 
 def member_bytes(cfg: RunConfig) -> int:
@@ -28,7 +29,7 @@ def member_bytes(cfg: RunConfig) -> int:
     shapes = m.shapes()
     d, S, B = m.d_model, m.seq_len, cfg.batch_size
     n_out = m.vocab_size if m.task == "lm" else m.n_classes
-    state = 5 * parameter_count(m)                                           # W, grad, m, v, W(0)
+    state = 5 * parameter_count(m)  # W, grad, m, v, W(0)
     gated = m.block_options().mlp == "swiglu"
     per_layer = [12 * d + (2 * f if gated else f) + 2 * f + 2 * H_l * S for H_l, f in zip(shapes.heads, shapes.d_ff)]
     activations = B * S * (sum(per_layer) + 2 * (n_out if m.task == "lm" else 0))
@@ -51,5 +52,5 @@ def free_bytes(device: torch.device | str) -> int:
         pass
     try:
         return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):   # not a POSIX system: assume 4 GiB
+    except (ValueError, OSError, AttributeError):  # not a POSIX system: assume 4 GiB
         return 4 << 30

@@ -1,4 +1,5 @@
 """Where run outputs go: default names and an early check of --out (before any training is spent)."""
+
 from __future__ import annotations
 
 import os
@@ -36,7 +37,7 @@ def _model_tokens(cfg, axis: str | None = None, sizes=None) -> list[str]:
 
 def _training_tokens(cfg, steps: str) -> list[str]:
     """eta0, gamma0 (when not 1), full batch and its train size, the mse loss (when chosen), then the steps."""
-    tokens = [f"eta{number(cfg.optim.eta0)}"]   # eta0 = 0.05 -> eta0.05
+    tokens = [f"eta{number(cfg.optim.eta0)}"]  # eta0 = 0.05 -> eta0.05
     if float(cfg.param.gamma0) != 1.0:
         tokens.append(f"gamma{number(cfg.param.gamma0)}")
     if getattr(cfg, "batch", "random") == "full":
@@ -111,18 +112,23 @@ def check_out_name(path: Path, companion: str = "") -> None:
     """ValueError naming --out when `path` has no file name, or when its name (with `companion` appended: the
     sweep's `.parts` folder) or the whole path is longer than the file system takes."""
     if not path.name or path.name in (".", ".."):
-        raise ValueError(f"--out: no file name (an empty --out, or a folder such as {str(path)!r}); give a file "
-                         "name ending in .nc or .zarr")
+        raise ValueError(
+            f"--out: no file name (an empty --out, or a folder such as {str(path)!r}); give a file "
+            "name ending in .nc or .zarr"
+        )
     name_max, path_max = _name_max(path)
     longest = len(os.fsencode(path.name + companion))
     if longest > name_max:
         also = f" (with {companion!r} appended for the sweep's parts folder)" if companion else ""
-        raise ValueError(f"--out: the file name is {longest} bytes long{also}; this file system takes at most "
-                         f"{name_max}")
+        raise ValueError(
+            f"--out: the file name is {longest} bytes long{also}; this file system takes at most {name_max}"
+        )
     # room for the store's temporary files and part names inside <out>.parts/
     if len(os.fsencode(str(path.absolute()))) + len(companion) + 64 > path_max:
-        raise ValueError(f"--out: the path is too long ({len(os.fsencode(str(path.absolute())))} bytes; at most "
-                         f"about {path_max - 64 - len(companion)})")
+        raise ValueError(
+            f"--out: the path is too long ({len(os.fsencode(str(path.absolute())))} bytes; at most "
+            f"about {path_max - 64 - len(companion)})"
+        )
 
 
 def prepare_sweep_out(path: str | os.PathLike, overwrite: bool = False) -> Path:
@@ -140,8 +146,10 @@ def prepare_sweep_out(path: str | os.PathLike, overwrite: bool = False) -> Path:
     except OSError as e:
         raise ValueError(f"--out: cannot inspect {parts} ({e.strerror or type(e).__name__})") from None
     if st is not None and not stat.S_ISDIR(st.st_mode):
-        raise ValueError(f"--out: {parts} is {_kind(st.st_mode)}, where the sweep keeps its parts folder: move it "
-                         "away or choose another --out")
+        raise ValueError(
+            f"--out: {parts} is {_kind(st.st_mode)}, where the sweep keeps its parts folder: move it "
+            "away or choose another --out"
+        )
     return prepare_out_path(path, overwrite, resuming=st is not None)
 
 

@@ -9,6 +9,7 @@ marked q, k, v, o, mlp_in, mlp_out matrices and of the blocks, so the run's data
 run_dataset`) holds the coordinate-check variables of a built-in run under the same names. Random batches only
 (no seed ensembles, full batch, torch.compile or reduced precision).
 """
+
 from __future__ import annotations
 
 import copy
@@ -68,8 +69,10 @@ class CoordView:
         for i, s in enumerate(self.sites):
             missing = [w for w in SITE_OF if w not in s]
             if missing:
-                raise ValueError(f"roles: the coordinate check needs block {own.blocks[i]!r}'s matrices marked "
-                                 f"q, k, v, o, mlp_in, mlp_out; none is marked {', '.join(missing)}")
+                raise ValueError(
+                    f"roles: the coordinate check needs block {own.blocks[i]!r}'s matrices marked "
+                    f"q, k, v, o, mlp_in, mlp_out; none is marked {', '.join(missing)}"
+                )
         N = own.N
         heads = tuple(own.stored(r, model).shape[0] // N for r in own.rules if r.rule == "q" and r.block >= 0)
         d_ff = tuple(own.stored(r, model).shape[0] for r in own.rules if r.rule == "mlp_in" and r.block >= 0)
@@ -90,8 +93,9 @@ class CoordView:
         def keep(i: int, site: str) -> Callable:
             def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
                 if site in ("q", "k"):
-                    out = out.view(*out.shape[:-1], -1, N).transpose(-3, -2)     # (..., H, S, N)
+                    out = out.view(*out.shape[:-1], -1, N).transpose(-3, -2)  # (..., H, S, N)
                 caught[i][site] = out
+
             return hook
 
         try:
@@ -123,7 +127,11 @@ def train_own_model(cfg: RunConfig, build: Build) -> RunResult:
     returns a RunResult whose `model` is the run's CoordView (extra["own_model"]: the OwnModel, extra["recorder"]: the
     probes), ready for `probes.experiment.dataset.run_dataset`. A NaN/inf training or held-out loss or probe stops the
     run with status "diverged". ValueError naming the setting for a full-batch, compiled or reduced-precision run."""
-    for key, ok in (("batch", not cfg.full_batch), ("compile", not cfg.compile), ("precision", cfg.precision == "fp32")):
+    for key, ok in (
+        ("batch", not cfg.full_batch),
+        ("compile", not cfg.compile),
+        ("precision", cfg.precision == "fp32"),
+    ):
         if not ok:
             raise ValueError(f"{key}: your own model trains with random batches, eagerly, in fp32 only")
     torch.manual_seed(cfg.seed)
@@ -132,21 +140,39 @@ def train_own_model(cfg: RunConfig, build: Build) -> RunResult:
     device = resolve_device(cfg.device)
     module, roles = build(cfg.model)
     m = cfg.model
-    own = apply_parametrization(module, roles, N=m.N, H=m.H, L=m.L, preset=cfg.param, optimizer=cfg.optim.name,
-                                seed=cfg.seed, io_seed=cfg.io_seed)
+    own = apply_parametrization(
+        module,
+        roles,
+        N=m.N,
+        H=m.H,
+        L=m.L,
+        preset=cfg.param,
+        optimizer=cfg.optim.name,
+        seed=cfg.seed,
+        io_seed=cfg.io_seed,
+    )
     model = own.model.to(device)
     model0 = copy.deepcopy(model).requires_grad_(False).eval() if cfg.param.centre == "copy" else None
     view = CoordView(own, model, m)
     opt = own.build_optimizer(cfg.optim)
     lr = global_lr(cfg.param, cfg.optim, m.d_model, m.L)
-    batches = BatchStream(training_split(cfg, task), cfg.batch_size, torch.Generator().manual_seed(cfg.data_seed + 1),
-                          device, chunk=max(1, min(256, cfg.steps)))
+    batches = BatchStream(
+        training_split(cfg, task),
+        cfg.batch_size,
+        torch.Generator().manual_seed(cfg.data_seed + 1),
+        device,
+        chunk=max(1, min(256, cfg.steps)),
+    )
     xh, yh = (t.to(device) for t in task.heldout.fixed(cfg.heldout_batch, seed=cfg.data_seed))
     recorder = None
     if cfg.probes.enabled:
         x_probe = task.heldout.fixed(cfg.probes.n_samples, seed=cfg.probes.seed)[0].to(device)
-        recorder = ProbeRecorder(view, x_probe, cfg.probes,    # type: ignore[arg-type]
-                                 CoordView(own, model0, m) if model0 is not None else None)   # type: ignore[arg-type]
+        recorder = ProbeRecorder(
+            view,
+            x_probe,
+            cfg.probes,  # type: ignore[arg-type]
+            CoordView(own, model0, m) if model0 is not None else None,
+        )  # type: ignore[arg-type]
     log_at = set(cfg.probes.steps(cfg.steps))
 
     def centred(x: torch.Tensor) -> torch.Tensor:
@@ -171,7 +197,7 @@ def train_own_model(cfg: RunConfig, build: Build) -> RunResult:
             hl = float(loss_of(centred(xh), yh, cfg.loss, None))
         why = "" if math.isfinite(hl) else "held-out loss"
         if not why and recorder is not None:
-            recorder.record(step, view)                           # type: ignore[arg-type]
+            recorder.record(step, view)  # type: ignore[arg-type]
             bad = nonfinite_probes(recorder.records[-1], recorder.heads, cfg.param.centre)[0]
             if bad:
                 recorder.steps.pop()
@@ -194,8 +220,11 @@ def train_own_model(cfg: RunConfig, build: Build) -> RunResult:
             loss.backward()
             gnorm = 0.0
             if step + 1 in log_at:
-                gnorm = float(torch.stack([p.grad.detach().pow(2).sum() for p in model.parameters()
-                                           if p.grad is not None]).sum().sqrt())
+                gnorm = float(
+                    torch.stack([p.grad.detach().pow(2).sum() for p in model.parameters() if p.grad is not None])
+                    .sum()
+                    .sqrt()
+                )
             opt.step()
             train_loss.append(float(loss.detach()))
             if not math.isfinite(train_loss[-1]):
@@ -205,6 +234,17 @@ def train_own_model(cfg: RunConfig, build: Build) -> RunResult:
                 break
     steps_done = log_steps[-1] if log_steps else 0
     extra = {"recorder": recorder, "own_model": own, "ensemble": 0, "diverged_on": diverged_on}
-    return RunResult(cfg, status, steps_done, train_loss, log_steps, heldout, gnorms, lr, time.perf_counter() - t0,
-                     view, diverged_at, extra=extra)                # type: ignore[arg-type]
-
+    return RunResult(
+        cfg,
+        status,
+        steps_done,
+        train_loss,
+        log_steps,
+        heldout,
+        gnorms,
+        lr,
+        time.perf_counter() - t0,
+        view,
+        diverged_at,
+        extra=extra,
+    )  # type: ignore[arg-type]

@@ -14,6 +14,7 @@ Whether a bar shows: `enabled=False` never; otherwise the environment variable D
 stderr is a terminal. The ETA is elapsed / done * (total - done), counted from the first update of this bar (work
 finished before it, e.g. the points a resumed sweep had done, is passed as `done` and not timed).
 """
+
 from __future__ import annotations
 
 import os
@@ -27,8 +28,8 @@ T = TypeVar("T")
 __all__ = ["ENV", "Progress", "format_duration", "progress_wanted"]
 
 ENV = "DMFT_PROBE_PROGRESS"
-REDRAW_S = 0.2           # a terminal's line is redrawn at most this often
-LOG_S = 1.0              # a forced line on a non-terminal is written at most this often
+REDRAW_S = 0.2  # a terminal's line is redrawn at most this often
+LOG_S = 1.0  # a forced line on a non-terminal is written at most this often
 BAR_WIDTH = 20
 
 
@@ -63,8 +64,15 @@ class Progress:
     """A progress line (module docstring) over `total` items of `unit` labelled `label`; `done` items are finished
     already. A context manager; `close()` ends the line. Does nothing when it does not show."""
 
-    def __init__(self, label: str, total: int, unit: str = "", done: int = 0, enabled: bool | None = None,
-                 stream: TextIO | None = None):
+    def __init__(
+        self,
+        label: str,
+        total: int,
+        unit: str = "",
+        done: int = 0,
+        enabled: bool | None = None,
+        stream: TextIO | None = None,
+    ):
         self.label, self.total, self.unit = label, max(int(total), 0), unit
         self.done = self._start_done = min(int(done), self.total)
         self.info = ""
@@ -94,8 +102,10 @@ class Progress:
         fill = int(round(frac * BAR_WIDTH))
         unit = f" {self.unit}" if self.unit else ""
         elapsed = format_duration(time.monotonic() - self._t0)
-        text = (f"{self.label} {self.done}/{self.total}{unit} [{'#' * fill}{'.' * (BAR_WIDTH - fill)}] "
-                f"{100 * frac:3.0f}%  {elapsed} elapsed, ETA {format_duration(self.eta_s())}")
+        text = (
+            f"{self.label} {self.done}/{self.total}{unit} [{'#' * fill}{'.' * (BAR_WIDTH - fill)}] "
+            f"{100 * frac:3.0f}%  {elapsed} elapsed, ETA {format_duration(self.eta_s())}"
+        )
         return f"{text}  {self.info}" if self.info else text
 
     # ---- updating -----------------------------------------------------------------------------------------------
@@ -134,6 +144,7 @@ class Progress:
     def wrap(self, say: Callable[[str], object] | None) -> Callable[[str], None]:
         """say(msg), with the bar's line cleared before and redrawn after (so messages and the bar do not mix);
         a no-op function when `say` is None."""
+
         def wrapped(msg: str) -> None:
             if say is None:
                 return
@@ -141,6 +152,7 @@ class Progress:
             say(msg)
             if self._tty and not self._closed:
                 self._draw()
+
         return wrapped
 
     def close(self) -> None:
@@ -153,7 +165,7 @@ class Progress:
                 self._draw()
                 self._write("\n")
             elif not self._final_written and self.done > self._start_done:
-                self._write(self.line() + "\n")      # the last state, unless written already
+                self._write(self.line() + "\n")  # the last state, unless written already
         self._drawn = False
 
     def __enter__(self) -> Progress:
@@ -190,7 +202,7 @@ class Progress:
         try:
             self.stream.write(text)
             self.stream.flush()
-        except (OSError, ValueError):           # a closed or broken stderr: progress is never worth a crash
+        except (OSError, ValueError):  # a closed or broken stderr: progress is never worth a crash
             self.shown = False
 
 

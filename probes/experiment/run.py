@@ -16,6 +16,7 @@ docs/dmft-dynamics.md).
 Opt-in speed settings, never silent: `precision` tf32 or bf16 (fp32 by default) and `compile` (torch.compile of
 the training loss; the probe pass stays eager), checked against the eager loss on the first batch.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -44,15 +45,15 @@ from probes.experiment.progress import Progress
 from probes.hooks.grad_kernel import StreamGradients
 from probes.hooks.recorder import IO_WEIGHTS, MAX_SEED, MAX_STEP, ProbeConfig, ProbeRecorder
 
-PRECISIONS = ("fp32", "tf32", "bf16")   # fp32 is the default of every theory check; the others are opt-in
-BATCHES = ("random", "full")             # random minibatches of batch_size, or every step on the whole training set
-LOSSES = ("ce", "mse")                   # cross-entropy (the project's default) or 0.5 * squared error to one-hot
+PRECISIONS = ("fp32", "tf32", "bf16")  # fp32 is the default of every theory check; the others are opt-in
+BATCHES = ("random", "full")  # random minibatches of batch_size, or every step on the whole training set
+LOSSES = ("ce", "mse")  # cross-entropy (the project's default) or 0.5 * squared error to one-hot
 # RunConfig fields added with full-batch training: left out of `to_dict` while they hold their defaults, so the
 # configs (and store hashes) of every run made without them are unchanged
 FULL_BATCH_DEFAULTS = {"train_size": None, "batch": "random", "loss": "ce"}
 DEVICE_RE = re.compile(r"cpu|cuda|cuda:\d{1,4}|auto")
 DEVICE_CHOICES = "cpu, cuda, cuda:N, auto"
-MAX_STEPS = MAX_STEP        # 10^8 optimizer steps (the losses buffer is steps x members floats)
+MAX_STEPS = MAX_STEP  # 10^8 optimizer steps (the losses buffer is steps x members floats)
 MAX_BATCH = 1 << 20
 
 
@@ -90,11 +91,15 @@ class RunConfig:
     loss: str = "ce"
 
     def __post_init__(self) -> None:
-        for name, cls in (("model", ModelConfig), ("param", Parametrization), ("optim", OptimConfig),
-                          ("probes", ProbeConfig)):
+        for name, cls in (
+            ("model", ModelConfig),
+            ("param", Parametrization),
+            ("optim", OptimConfig),
+            ("probes", ProbeConfig),
+        ):
             if not isinstance(getattr(self, name), cls):
                 raise ConfigError(name, f"must be a {cls.__name__}, got {type(getattr(self, name)).__name__}")
-        check_int("steps", self.steps, 0, MAX_STEPS)   # 0: probes at initialisation only
+        check_int("steps", self.steps, 0, MAX_STEPS)  # 0: probes at initialisation only
         check_int("batch_size", self.batch_size, 1, MAX_BATCH)
         check_int("heldout_batch", self.heldout_batch, 1, MAX_BATCH)
         check_int("seed", self.seed, 0, MAX_SEED)
@@ -135,10 +140,19 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         """The config as plain data; the full-batch fields only when they differ from their defaults."""
-        rest = {k: v for k, v in asdict(self).items() if k not in ("model", "param", "optim", "probes")
-                and not (k in FULL_BATCH_DEFAULTS and v == FULL_BATCH_DEFAULTS[k])}
-        return {"model": self.model.to_dict(), "param": self.param.to_dict(), "optim": self.optim.to_dict(),
-                "probes": self.probes.to_dict(), **rest}
+        rest = {
+            k: v
+            for k, v in asdict(self).items()
+            if k not in ("model", "param", "optim", "probes")
+            and not (k in FULL_BATCH_DEFAULTS and v == FULL_BATCH_DEFAULTS[k])
+        }
+        return {
+            "model": self.model.to_dict(),
+            "param": self.param.to_dict(),
+            "optim": self.optim.to_dict(),
+            "probes": self.probes.to_dict(),
+            **rest,
+        }
 
 
 @dataclass
@@ -146,7 +160,7 @@ class RunResult:
     """Outcome of a run. history: per-step arrays (train_loss per step; heldout_loss, grad_norm at log steps)."""
 
     config: RunConfig
-    status: str                         # "ok" or "diverged"
+    status: str  # "ok" or "diverged"
     steps_done: int
     train_loss: list[float]
     log_steps: list[int]
@@ -170,12 +184,17 @@ def resolve_device(device: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ConfigError("device", f"{device!r} requested but CUDA is not available to this torch "
-                                        f"({torch.__version__}); use cpu or auto")
+            raise ConfigError(
+                "device",
+                f"{device!r} requested but CUDA is not available to this torch ({torch.__version__}); use cpu or auto",
+            )
         index = int(device.split(":")[1]) if ":" in device else 0
         if index >= torch.cuda.device_count():
-            raise ConfigError("device", f"{device!r} requested but this machine has {torch.cuda.device_count()} "
-                                        f"CUDA device(s) (cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+            raise ConfigError(
+                "device",
+                f"{device!r} requested but this machine has {torch.cuda.device_count()} "
+                f"CUDA device(s) (cuda:0 to cuda:{torch.cuda.device_count() - 1})",
+            )
     return torch.device(device)
 
 
@@ -203,14 +222,15 @@ def loss_of(f: torch.Tensor, y: torch.Tensor, loss: str, ensemble: int | None) -
     C = f.shape[-1]
     target = y if ensemble is None else y.expand(ensemble, *y.shape)
     if loss == "mse":
-        per = 0.5 * (f - F.one_hot(target, C).to(f.dtype)).pow(2).sum(-1).reshape(-1)   # (B*...) or (E*B*...)
+        per = 0.5 * (f - F.one_hot(target, C).to(f.dtype)).pow(2).sum(-1).reshape(-1)  # (B*...) or (E*B*...)
     else:
         per = F.cross_entropy(f.reshape(-1, C), target.reshape(-1), reduction="none")
-    return per.mean() if ensemble is None else per.view(ensemble, -1).mean(1)      # () or (E,)
+    return per.mean() if ensemble is None else per.view(ensemble, -1).mean(1)  # () or (E,)
 
 
-def centred_loss(model: LWSTransformer, model0: LWSTransformer | None, x: torch.Tensor, y: torch.Tensor,
-                 loss: str = "ce") -> torch.Tensor:
+def centred_loss(
+    model: LWSTransformer, model0: LWSTransformer | None, x: torch.Tensor, y: torch.Tensor, loss: str = "ce"
+) -> torch.Tensor:
     """The loss of f(theta) - f(theta_0) (f(theta_0) omitted when model0 is None): cross-entropy (loss "ce", nats)
     or 0.5 * sum over outputs of (f - onehot(y))^2 (loss "mse"), mean over samples; a scalar, or one per member
     (E,) for a seed ensemble (each member's mean loss, so the gradient of their sum is each member's own
@@ -242,9 +262,15 @@ def full_batch_arrays(cfg: RunConfig) -> dict:
         raise ConfigError("train_size", "needs an image task (vision or digits) and a training subset size")
     x, y = task.train.fixed(cfg.train_size, seed=cfg.data_seed)
     xh, yh = task.heldout.fixed(cfg.heldout_batch, seed=cfg.data_seed)
-    return {"x_train": x.numpy(), "y_train": y.numpy(), "x_test": xh.numpy(), "y_test": yh.numpy(),
-            "n_classes": int(task.n_classes), "seq_len": int(task.seq_len),
-            "model": model_config_for_task(cfg.model, task)}
+    return {
+        "x_train": x.numpy(),
+        "y_train": y.numpy(),
+        "x_test": xh.numpy(),
+        "y_test": yh.numpy(),
+        "n_classes": int(task.n_classes),
+        "seq_len": int(task.seq_len),
+        "model": model_config_for_task(cfg.model, task),
+    }
 
 
 def training_split(cfg: RunConfig, task: Task):
@@ -255,7 +281,6 @@ def training_split(cfg: RunConfig, task: Task):
     if not isinstance(task.train, ImageSplit):
         raise ConfigError("train_size", f"needs an image task (vision or digits), not {task.kind}")
     return task.train.subset(cfg.train_size, cfg.data_seed)
-
 
 
 @contextlib.contextmanager
@@ -288,17 +313,20 @@ def check_attention_scale(model: LWSTransformer, device: torch.device) -> None:
     g = torch.Generator(device="cpu").manual_seed(0)
     for i, blk in enumerate(model.blocks):
         assert blk.attn_scale == attention_scale(model.p, model.cfg.N), f"block {i}: attn_scale is not N^-alpha_A"
-        q, k, v = (torch.randn(1, 2, 8, blk.N, generator=g).to(device) for _ in range(3))   # (1, 2, S=8, N)
+        q, k, v = (torch.randn(1, 2, 8, blk.N, generator=g).to(device) for _ in range(3))  # (1, 2, S=8, N)
         fused = F.scaled_dot_product_attention(q, k, v, is_causal=blk.causal, scale=blk.attn_scale)
         explicit = torch.softmax(attention_logits(q, k, blk.attn_scale, blk.causal), dim=-1) @ v
         err = ((fused - explicit).norm() / explicit.norm()).item()
         if not err < 1e-4:
-            raise RuntimeError(f"block {i}: fused attention does not use the scale N^-alpha_A = {blk.attn_scale:.6g} "
-                               f"(relative difference {err:.2e})")
+            raise RuntimeError(
+                f"block {i}: fused attention does not use the scale N^-alpha_A = {blk.attn_scale:.6g} "
+                f"(relative difference {err:.2e})"
+            )
 
 
-def setup(cfg: RunConfig, seeds: list[int] | None = None
-          ) -> tuple[RunConfig, Task, LWSTransformer, LWSTransformer | None, torch.device]:
+def setup(
+    cfg: RunConfig, seeds: list[int] | None = None
+) -> tuple[RunConfig, Task, LWSTransformer, LWSTransformer | None, torch.device]:
     """Load the task, build the model (a seed ensemble when `seeds` is given) and its frozen initial copy;
     returns (cfg with task sizes, task, model, model0, device)."""
     task = load_task(cfg.model.task, cfg.data_path, seq_len=cfg.model.seq_len, patch=cfg.patch, seed=cfg.data_seed)
@@ -307,16 +335,22 @@ def setup(cfg: RunConfig, seeds: list[int] | None = None
     if seeds is None:
         model = build_model(cfg.model, cfg.param, cfg.optim.name, cfg.seed, device, io_seed=cfg.io_seed)
     else:
-        model = build_model(cfg.model, cfg.param, cfg.optim.name, seeds, device, ensemble=len(seeds),
-                            io_seed=[cfg.io_seed_of(s) for s in seeds])
+        model = build_model(
+            cfg.model,
+            cfg.param,
+            cfg.optim.name,
+            seeds,
+            device,
+            ensemble=len(seeds),
+            io_seed=[cfg.io_seed_of(s) for s in seeds],
+        )
     model0 = None
     if cfg.param.centre == "copy":
         model0 = copy.deepcopy(model).requires_grad_(False).eval()
     return cfg, task, model, model0, device
 
 
-def train(cfg: RunConfig, progress: bool = False,
-          on_log: Callable[[int, TrainState], None] | None = None) -> RunResult:
+def train(cfg: RunConfig, progress: bool = False, on_log: Callable[[int, TrainState], None] | None = None) -> RunResult:
     """Train one model. At step 0 and every probe step (cfg.probes schedule) the held-out loss is logged, the
     probe recorder (if cfg.probes.enabled) records, and `on_log(step, state)` is called.
 
@@ -340,34 +374,37 @@ def train_ensemble(cfg: RunConfig, seeds: list[int], progress: bool = False) -> 
     return _train(cfg, [int(s) for s in seeds], progress, None)
 
 
-def _train(cfg: RunConfig, seeds: list[int] | None, progress: bool,
-           on_log: Callable[[int, TrainState], None] | None) -> list[RunResult]:
+def _train(
+    cfg: RunConfig, seeds: list[int] | None, progress: bool, on_log: Callable[[int, TrainState], None] | None
+) -> list[RunResult]:
     """The training loop of one model (seeds None) or of a seed ensemble; one RunResult per member."""
-    faults = faults_from_env()                  # the test hook (probes.experiment.faults); [] unless the variable is set
+    faults = faults_from_env()  # the test hook (probes.experiment.faults); [] unless the variable is set
     torch.manual_seed(cfg.seed if seeds is None else seeds[0])
     cfg, task, model, model0, device = setup(cfg, seeds)
     members = [cfg.seed] if seeds is None else seeds
     E = len(members)
     injected = injected_faults(faults, cfg.model, members)
-    nan_at: dict[int, list[int]] = {}           # step -> members whose losses of that step turn NaN (the hook)
+    nan_at: dict[int, list[int]] = {}  # step -> members whose losses of that step turn NaN (the hook)
     for e, fault in enumerate(injected):
         if fault is not None:
             nan_at.setdefault(fault.step, []).append(e)
     check_attention_scale(model, device)
     opt = build_optimizer(model, cfg.param, cfg.optim)
     lr = global_lr(cfg.param, cfg.optim, cfg.model.d_model, cfg.model.L)
-    full = training_data(cfg, task, device)     # (x, y) of a full-batch run, else None
+    full = training_data(cfg, task, device)  # (x, y) of a full-batch run, else None
     if full is None:
         gen = torch.Generator().manual_seed(cfg.data_seed + 1)
-        batches = BatchStream(training_split(cfg, task), cfg.batch_size, gen, device,
-                              chunk=max(1, min(256, cfg.steps)))
+        batches = BatchStream(training_split(cfg, task), cfg.batch_size, gen, device, chunk=max(1, min(256, cfg.steps)))
     xh, yh = (t.to(device) for t in task.heldout.fixed(cfg.heldout_batch, seed=cfg.data_seed))
     state = TrainState(model, model0, task, device)
     recorder = None
     if cfg.probes.enabled:
         # full batch: the probes (kernels, outputs) are taken on the training set itself
-        x_probe = full[0] if full is not None else \
-            task.heldout.fixed(cfg.probes.n_samples, seed=cfg.probes.seed)[0].to(device)
+        x_probe = (
+            full[0]
+            if full is not None
+            else task.heldout.fixed(cfg.probes.n_samples, seed=cfg.probes.seed)[0].to(device)
+        )
         recorder = ProbeRecorder(model, x_probe, cfg.probes, model0)
     # full batch with probes: the gradient kernels of every training step, from its own backward (kernel_grad)
     grads = StreamGradients(model, cfg.param.gamma0) if full is not None and recorder is not None else None
@@ -377,10 +414,10 @@ def _train(cfg: RunConfig, seeds: list[int] | None, progress: bool,
         return centred_loss(m, m0, x, y, cfg.loss)
 
     if cfg.compile:
-        loss_fn = torch.compile(loss_fn)          # the probe pass stays outside the compiled region
-    test_out: list[list[np.ndarray]] = [[] for _ in members]      # full batch: f - f0 on the held-out batch
-    kernel_grad: list[list[np.ndarray]] = [[] for _ in members]   # full batch: (L+1, P, P) per train step
-    pending: list[torch.Tensor] = []                               # gradient kernels (E, L+1, P, P) not yet logged
+        loss_fn = torch.compile(loss_fn)  # the probe pass stays outside the compiled region
+    test_out: list[list[np.ndarray]] = [[] for _ in members]  # full batch: f - f0 on the held-out batch
+    kernel_grad: list[list[np.ndarray]] = [[] for _ in members]  # full batch: (L+1, P, P) per train step
+    pending: list[torch.Tensor] = []  # gradient kernels (E, L+1, P, P) not yet logged
 
     losses = torch.empty(cfg.steps, E, device=device)
     train_loss: list[list[float]] = [[] for _ in members]
@@ -388,16 +425,16 @@ def _train(cfg: RunConfig, seeds: list[int] | None, progress: bool,
     heldout: list[list[float]] = [[] for _ in members]
     gnorms: list[list[float]] = [[] for _ in members]
     status, diverged_at, diverged_on = ["ok"] * E, [None] * E, [""] * E
-    fired: list[str | None] = [None] * E                          # the injected rule that stopped a member
+    fired: list[str | None] = [None] * E  # the injected rule that stopped a member
     steps_done, n_probes = [0] * E, [0] * E
     alive = list(range(E))
-    logged = 0                                                     # train steps already moved to the host
+    logged = 0  # train steps already moved to the host
     t0 = time.perf_counter()
 
     def diverge(e: int, at: int, step: int, why: str) -> None:
         """Member e stops: diverged at optimizer step `at` (found at log step `step`) because `why` is not finite."""
         fault = injected[e]
-        if fault is not None and at == fault.step:                # the NaN the test hook put there: say so
+        if fault is not None and at == fault.step:  # the NaN the test hook put there: say so
             why, fired[e] = f"{why} (injected by {FAULT_ENV}={fault.text})", fault.text
         status[e], diverged_at[e], diverged_on[e], steps_done[e] = "diverged", at, why, step
         alive.remove(e)
@@ -410,20 +447,20 @@ def _train(cfg: RunConfig, seeds: list[int] | None, progress: bool,
         NaN/inf; it keeps what it recorded before and nothing of log step t."""
         nonlocal logged
         with torch.no_grad():
-            fh = centred_outputs(model, model0, xh)                # (B, C) or (E, B, C)
-            hl = loss_of(fh, yh, cfg.loss, model.ensemble).reshape(-1)   # (E,)
-        vals = torch.stack([hl, gnorm if gnorm is not None else torch.zeros(E, device=device)])   # (2, E)
-        chunk = losses[logged:step].cpu().numpy()                  # (k, E): one transfer per log step
-        kchunk = torch.stack(pending).cpu().numpy() if pending else None   # (k, E, L+1, P, P)
+            fh = centred_outputs(model, model0, xh)  # (B, C) or (E, B, C)
+            hl = loss_of(fh, yh, cfg.loss, model.ensemble).reshape(-1)  # (E,)
+        vals = torch.stack([hl, gnorm if gnorm is not None else torch.zeros(E, device=device)])  # (2, E)
+        chunk = losses[logged:step].cpu().numpy()  # (k, E): one transfer per log step
+        kchunk = torch.stack(pending).cpu().numpy() if pending else None  # (k, E, L+1, P, P)
         pending.clear()
         hl_f, gn_f = vals.cpu().numpy()
         fh_host = fh.float().reshape(E, *fh.shape[-2:]).cpu().numpy() if full is not None else None
-        if nan_at and step in nan_at:                              # the test hook: these weights' held-out loss
+        if nan_at and step in nan_at:  # the test hook: these weights' held-out loss
             hl_f = hl_f.copy()
             hl_f[nan_at[step]] = float("nan")
         first = logged
         logged = step
-        fresh = []                                                 # alive members with finite losses here
+        fresh = []  # alive members with finite losses here
         for e in list(alive):
             ce = chunk[:, e].tolist()
             train_loss[e].extend(ce)
@@ -442,7 +479,7 @@ def _train(cfg: RunConfig, seeds: list[int] | None, progress: bool,
             for e in fresh:
                 if bad_probes[e]:
                     diverge(e, step, step, "probes (" + ", ".join(bad_probes[e]) + ")")
-            if seeds is None and not alive:                        # a single run keeps no record of this step
+            if seeds is None and not alive:  # a single run keeps no record of this step
                 recorder.steps.pop()
                 recorder.records.pop()
         for e in fresh:
@@ -475,15 +512,20 @@ def _train(cfg: RunConfig, seeds: list[int] | None, progress: bool,
             opt.zero_grad(set_to_none=True)
             loss.sum().backward()
             if grads is not None:
-                pending.append(grads.kernels())                    # (E, L+1, P, P), stays on the device
+                pending.append(grads.kernels())  # (E, L+1, P, P), stays on the device
             gnorm = None
-            if step + 1 in log_at:   # gradient norms at log steps only; no work on the other steps
-                gnorm = torch.sqrt(sum(member_sq_norm(p.grad.detach(), model.ensemble)
-                                       for p in model.parameters() if p.grad is not None))         # (E,)
+            if step + 1 in log_at:  # gradient norms at log steps only; no work on the other steps
+                gnorm = torch.sqrt(
+                    sum(
+                        member_sq_norm(p.grad.detach(), model.ensemble)
+                        for p in model.parameters()
+                        if p.grad is not None
+                    )
+                )  # (E,)
             opt.step()
-            model.after_step()                 # nGPT renormalises its matrices; a no-op for the other variants
+            model.after_step()  # nGPT renormalises its matrices; a no-op for the other variants
             losses[step] = loss.detach().float().reshape(-1)
-            if nan_at and step in nan_at:                          # the test hook: this step's training loss
+            if nan_at and step in nan_at:  # the test hook: this step's training loss
                 losses[step, nan_at[step]] = float("nan")
             if bar is not None:
                 bar.advance(1)
@@ -503,16 +545,34 @@ def _train(cfg: RunConfig, seeds: list[int] | None, progress: bool,
         extra = {"recorder": rec, "ensemble": E if seeds is not None else 0, "diverged_on": diverged_on[e]}
         if full is not None:
             C = int(cfg.model.n_classes)
-            extra["full_batch"] = {"test_outputs": np.asarray(test_out[e]).reshape(-1, len(yh), C),
-                                   "test_labels": yh.cpu().numpy(), "train_labels": full[1].cpu().numpy()}
+            extra["full_batch"] = {
+                "test_outputs": np.asarray(test_out[e]).reshape(-1, len(yh), C),
+                "test_labels": yh.cpu().numpy(),
+                "train_labels": full[1].cpu().numpy(),
+            }
             if grads is not None:
                 P = len(full[1])
                 extra["full_batch"]["kernel_grad"] = np.asarray(kernel_grad[e], dtype=np.float32).reshape(
-                    -1, cfg.model.L + 1, P, P)                     # (train_step, depth, P, P)
+                    -1, cfg.model.L + 1, P, P
+                )  # (train_step, depth, P, P)
         if fired[e] is not None:
             extra["injected_fault"] = fired[e]
-        results.append(RunResult(replace(cfg, seed=seed), status[e], steps_done[e], train_loss[e], log_steps[e],
-                                 heldout[e], gnorms[e], lr, wall, single, diverged_at[e], extra=extra))
+        results.append(
+            RunResult(
+                replace(cfg, seed=seed),
+                status[e],
+                steps_done[e],
+                train_loss[e],
+                log_steps[e],
+                heldout[e],
+                gnorms[e],
+                lr,
+                wall,
+                single,
+                diverged_at[e],
+                extra=extra,
+            )
+        )
     return results
 
 
@@ -534,11 +594,11 @@ def nonfinite_probes(record: dict[str, np.ndarray], heads: list[int], centre: st
     E = next(iter(record.values())).shape[0] if record else 0
     bad: list[list[str]] = [[] for _ in range(E)]
     for name, a in record.items():
-        if name.endswith("_var_heads"):                           # (E, L): NaN for a one-head layer
+        if name.endswith("_var_heads"):  # (E, L): NaN for a one-head layer
             a = a[:, heads > 1]
-        elif name == "attn_raw":                                  # (E, L, point, H_max): NaN past the heads
-            valid = np.arange(a.shape[-1])[None, :] < heads[:, None]                 # (L, H_max)
-            a = np.moveaxis(a, 2, 3)[:, valid]                    # (E, valid (layer, head), point)
+        elif name == "attn_raw":  # (E, L, point, H_max): NaN past the heads
+            valid = np.arange(a.shape[-1])[None, :] < heads[:, None]  # (L, H_max)
+            a = np.moveaxis(a, 2, 3)[:, valid]  # (E, valid (layer, head), point)
         elif name == "io_movement" and centre == "zero_readout":  # (E, io): ||W(0)|| = 0 for the readout
             a = a[:, [i for i, w in enumerate(IO_WEIGHTS) if w != "readout"]]
         finite = np.isfinite(a.reshape(E, -1)).all(axis=1)
@@ -552,8 +612,16 @@ def member_sq_norm(t: torch.Tensor, ensemble: int | None) -> torch.Tensor:
     return t.pow(2).sum().reshape(1) if ensemble is None else t.pow(2).flatten(1).sum(1)
 
 
-def check_compiled(loss: torch.Tensor, model: LWSTransformer, model0: LWSTransformer | None, x: torch.Tensor,
-                   y: torch.Tensor, precision: str, device: torch.device, kind: str = "ce") -> None:
+def check_compiled(
+    loss: torch.Tensor,
+    model: LWSTransformer,
+    model0: LWSTransformer | None,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    precision: str,
+    device: torch.device,
+    kind: str = "ce",
+) -> None:
     """RuntimeError unless the compiled step's loss equals the eager one on the first batch (relative 1e-4 in
     float32, 1e-2 under bf16): torch.compile must not change the function (e.g. the attention scale)."""
     with torch.no_grad(), autocast(precision, device):

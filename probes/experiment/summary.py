@@ -1,4 +1,5 @@
 """A short end-of-run summary of a run dataset, for the CLI."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -24,6 +25,8 @@ def summary_lines(ds: xr.Dataset) -> list[str]:
     K0, K1 = K.isel(step=0).values, K.isel(step=-1).values
     with np.errstate(divide="ignore", invalid="ignore"):
         change = np.linalg.norm(K1 - K0) / np.linalg.norm(K0)
-    lines.append(f"pooled kernel change at the last layer ||K(t)-K(0)||/||K(0)|| = {change:.3g}; "
-                 f"weight movement (mean over layers, q/k) = {float(ds.weight_movement.isel(step=-1).sel(weight=['q', 'k']).mean()):.3g}")
+    lines.append(
+        f"pooled kernel change at the last layer ||K(t)-K(0)||/||K(0)|| = {change:.3g}; "
+        f"weight movement (mean over layers, q/k) = {float(ds.weight_movement.isel(step=-1).sel(weight=['q', 'k']).mean()):.3g}"
+    )
     return lines

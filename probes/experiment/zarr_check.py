@@ -10,6 +10,7 @@ filters, numbers, bool, fixed-width unicode, and vlen-utf8 for a variable of obj
 and nothing else) and the common lossless compressors, which turn bytes into bytes.
 
 Nothing here imports zarr: the files are read as JSON (which builds only dicts, lists, str, numbers)."""
+
 from __future__ import annotations
 
 import json
@@ -21,16 +22,42 @@ import numpy as np
 __all__ = ["UnsafeStore", "check_zarr_store", "SAFE_COMPRESSORS"]
 
 SAFE_COMPRESSORS = ("blosc", "zstd", "lz4", "zlib", "gzip", "bz2", "lzma")
-V2_DTYPE_KINDS = "biufcSU"                 # bool, ints, floats, complex, fixed-size bytes and unicode
-V3_CODECS = {"bytes", "transpose", "crc32c", "blosc", "zstd", "gzip", "sharding_indexed",
-             *(f"numcodecs.{c}" for c in SAFE_COMPRESSORS)}
-V3_DATA_TYPES = {"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float16",
-                 "float32", "float64", "complex64", "complex128", "fixed_length_utf32", "null_terminated_bytes"}
-OBJECT_STRINGS = "vlen-utf8"                # the one object codec: UTF-8 text -> str, for dtype "|O" / "string"
+V2_DTYPE_KINDS = "biufcSU"  # bool, ints, floats, complex, fixed-size bytes and unicode
+V3_CODECS = {
+    "bytes",
+    "transpose",
+    "crc32c",
+    "blosc",
+    "zstd",
+    "gzip",
+    "sharding_indexed",
+    *(f"numcodecs.{c}" for c in SAFE_COMPRESSORS),
+}
+V3_DATA_TYPES = {
+    "bool",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "float16",
+    "float32",
+    "float64",
+    "complex64",
+    "complex128",
+    "fixed_length_utf32",
+    "null_terminated_bytes",
+}
+OBJECT_STRINGS = "vlen-utf8"  # the one object codec: UTF-8 text -> str, for dtype "|O" / "string"
 METADATA_FILES = (".zarray", ".zmetadata", "zarr.json")
 MAX_METADATA_BYTES = 64 << 20
-ALLOWED = (f"a .zarr store is read only with the compressors {', '.join(SAFE_COMPRESSORS)} and arrays of numbers, "
-           f"bool or strings")
+ALLOWED = (
+    f"a .zarr store is read only with the compressors {', '.join(SAFE_COMPRESSORS)} and arrays of numbers, "
+    f"bool or strings"
+)
 
 
 class UnsafeStore(ValueError):

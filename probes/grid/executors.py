@@ -17,6 +17,7 @@ seed group of one size.)
   connect to, refusing one that no Ray cluster answers at before any work; `connect_ray` joins it (the CLI does so
   while it checks its options, so a cluster that refuses this process stops the command before any output).
 """
+
 from __future__ import annotations
 
 import multiprocessing
@@ -116,7 +117,7 @@ class InProcess:
 
 
 WORKER_DIED = "a worker process died (killed, or out of memory?) while this ran"
-PR_SET_PDEATHSIG = 1                                      # linux/prctl.h
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 PARENT_POLL_S = 0.5
 
 
@@ -150,7 +151,7 @@ def watch_parent(parent_pid: int | None) -> None:
     daemon thread that polls os.getppid() every PARENT_POLL_S s; exits at once if the parent is already gone."""
     parent = os.getppid() if parent_pid is None else parent_pid
     set_parent_death_signal()
-    if os.getppid() != parent:                            # the parent died before the signal was set
+    if os.getppid() != parent:  # the parent died before the signal was set
         os._exit(1)
     threading.Thread(target=_exit_when_orphaned, args=(parent,), name="watch-parent", daemon=True).start()
 
@@ -167,19 +168,26 @@ class LocalPool:
         self.workers, self.threads, self.start_method = workers, threads, start_method
 
     def describe(self) -> str:
-        threads = "torch's default threads" if self.threads is None else \
-            f"{self.threads} torch thread{'s' if self.threads > 1 else ''}"
+        threads = (
+            "torch's default threads"
+            if self.threads is None
+            else f"{self.threads} torch thread{'s' if self.threads > 1 else ''}"
+        )
         return f"on a local pool of {self.workers} workers x {threads}"
 
     def _pool(self) -> ProcessPoolExecutor:
         """A new pool whose workers exit when this process dies (watch_parent; with forkserver their parent is the
         fork server, which exits when this process does)."""
         parent = os.getpid() if self.start_method == "spawn" else None
-        return ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context(self.start_method),
-                                   initializer=watch_parent, initargs=(parent,))
+        return ProcessPoolExecutor(
+            max_workers=self.workers,
+            mp_context=multiprocessing.get_context(self.start_method),
+            initializer=watch_parent,
+            initargs=(parent,),
+        )
 
     def run(self, fn, units, on_start, on_done) -> None:
-        todo = list(units)[::-1]                          # pop() takes them in order
+        todo = list(units)[::-1]  # pop() takes them in order
         in_flight: dict[Future, Unit] = {}
         pool = None
         clean = False
@@ -202,11 +210,11 @@ class LocalPool:
                         on_done(unit, None, UnitError(WORKER_DIED))
                     except UnitError as e:
                         on_done(unit, None, e)
-                    except Exception as e:                # e.g. a result that could not be pickled
+                    except Exception as e:  # e.g. a result that could not be pickled
                         on_done(unit, None, UnitError(error_line(e)))
                     else:
                         on_done(unit, result, None)
-                if broken:                                # every unit in flight is lost with the pool
+                if broken:  # every unit in flight is lost with the pool
                     for unit in in_flight.values():
                         on_done(unit, None, UnitError(WORKER_DIED))
                     in_flight.clear()
@@ -215,7 +223,7 @@ class LocalPool:
             clean = True
         finally:
             if pool is not None:
-                if not clean:                              # interrupted: do not wait for the units in flight
+                if not clean:  # interrupted: do not wait for the units in flight
                     for p in list((getattr(pool, "_processes", None) or {}).values()):
                         p.terminate()
                 pool.shutdown(wait=clean, cancel_futures=True)
@@ -225,13 +233,17 @@ class RayTasks:
     """One Ray task per unit (num_cpus=1, num_gpus=gpus_per_task), on the cluster at `address` or on a local
     instance started here with `num_cpus` CPUs (None: all of this machine's)."""
 
-    def __init__(self, address: str | None = None, num_cpus: int | None = None, gpus_per_task: float = 0.0,
-                 threads: int = 1):
+    def __init__(
+        self, address: str | None = None, num_cpus: int | None = None, gpus_per_task: float = 0.0, threads: int = 1
+    ):
         self.address, self.num_cpus, self.gpus_per_task, self.threads = address, num_cpus, gpus_per_task, threads
 
     def describe(self) -> str:
-        where = f"the Ray cluster at {self.address}" if self.address else \
-            f"a local Ray instance ({self.num_cpus or cpu_count()} CPUs)"
+        where = (
+            f"the Ray cluster at {self.address}"
+            if self.address
+            else f"a local Ray instance ({self.num_cpus or cpu_count()} CPUs)"
+        )
         gpus = f", {self.gpus_per_task:g} GPU per task" if self.gpus_per_task else ""
         return f"as Ray tasks on {where}{gpus}"
 
@@ -244,9 +256,14 @@ class RayTasks:
             return False
         if self.address:
             return connect_ray(check_reachable(self.address))
-        try:                # "local": never the cluster of RAY_ADDRESS or of `ray start`; the results are small
-            ray.init(address="local", num_cpus=self.num_cpus or cpu_count(), include_dashboard=False,
-                     logging_level="ERROR", object_store_memory=100 * 2 ** 20)
+        try:  # "local": never the cluster of RAY_ADDRESS or of `ray start`; the results are small
+            ray.init(
+                address="local",
+                num_cpus=self.num_cpus or cpu_count(),
+                include_dashboard=False,
+                logging_level="ERROR",
+                object_store_memory=100 * 2**20,
+            )
         except Exception as e:
             raise ValueError(f"--executor ray: cannot start a local Ray instance ({error_line(e)})") from None
         return True
@@ -267,7 +284,7 @@ class RayTasks:
                     unit = refs.pop(ref)
                     try:
                         result = ray.get(ref)
-                    except Exception as e:                  # RayTaskError wraps our UnitError as its cause
+                    except Exception as e:  # RayTaskError wraps our UnitError as its cause
                         cause = getattr(e, "cause", None) or e
                         on_done(unit, None, cause if isinstance(cause, UnitError) else UnitError(error_line(cause)))
                     else:
@@ -332,9 +349,11 @@ def find_ray_address() -> tuple[str, str]:
     except (OSError, UnicodeDecodeError) as e:
         raise ValueError(f"--ray-address auto: cannot read {path} ({error_line(e)})") from None
     if not text:
-        raise ValueError(f"--ray-address auto: no running Ray cluster found on this machine (RAY_ADDRESS is not set "
-                         f"and {path} does not exist); start one with `ray start --head` or leave --ray-address "
-                         "out to start a local instance")
+        raise ValueError(
+            f"--ray-address auto: no running Ray cluster found on this machine (RAY_ADDRESS is not set "
+            f"and {path} does not exist); start one with `ray start --head` or leave --ray-address "
+            "out to start a local instance"
+        )
     return text, str(path)
 
 
@@ -390,8 +409,9 @@ def check_reachable(address: str, timeout_s: float = 10.0) -> str:
     except OSError as e:
         raise ValueError(f"--ray-address {label}: no Ray cluster answers there ({error_line(e)})") from None
     if why is not None:
-        raise ValueError(f"--ray-address {label}: something listens there but it is not a Ray cluster ({why}); "
-                         f"{NOT_RAY}")
+        raise ValueError(
+            f"--ray-address {label}: something listens there but it is not a Ray cluster ({why}); {NOT_RAY}"
+        )
     return address
 
 
@@ -419,15 +439,24 @@ def ray_available() -> bool:
     return True
 
 
-def check_executor(kind: str, workers: int | None = None, ray_address: str | None = None,
-                   ray_cpus: int | None = None, gpus_per_task: float | None = None) -> str | None:
+def check_executor(
+    kind: str,
+    workers: int | None = None,
+    ray_address: str | None = None,
+    ray_cpus: int | None = None,
+    gpus_per_task: float | None = None,
+) -> str | None:
     """ValueError (one line naming the option) for executor options that do not go together or are out of range,
     for --executor ray without the ray package, and for a Ray address no cluster answers at (check_reachable);
     checked before any work. Returns the address Ray will connect to (None: start a local instance)."""
     if kind not in EXECUTORS:
         raise one_of_error("--executor", kind, EXECUTORS)
     if kind == "local":
-        for flag, value in (("--ray-address", ray_address), ("--ray-cpus", ray_cpus), ("--gpus-per-task", gpus_per_task)):
+        for flag, value in (
+            ("--ray-address", ray_address),
+            ("--ray-cpus", ray_cpus),
+            ("--gpus-per-task", gpus_per_task),
+        ):
             if value is not None:
                 raise ValueError(f"{flag} applies to --executor ray only")
         if workers is not None and workers < 1:
@@ -446,15 +475,22 @@ def check_executor(kind: str, workers: int | None = None, ray_address: str | Non
     if ray_address is not None:
         return check_reachable(ray_address)
     if os.environ.get("RAY_ADDRESS"):
-        raise ValueError(f"--executor ray without --ray-address starts a local Ray instance, but RAY_ADDRESS is set "
-                         f"({_shown(os.environ['RAY_ADDRESS'])}): pass --ray-address auto to run on that cluster, "
-                         "or unset RAY_ADDRESS")
+        raise ValueError(
+            f"--executor ray without --ray-address starts a local Ray instance, but RAY_ADDRESS is set "
+            f"({_shown(os.environ['RAY_ADDRESS'])}): pass --ray-address auto to run on that cluster, "
+            "or unset RAY_ADDRESS"
+        )
     return None
 
 
-def make_executor(kind: str = "local", workers: int | None = None, n_jobs: int | None = None,
-                  ray_address: str | None = None, ray_cpus: int | None = None,
-                  gpus_per_task: float | None = None) -> Executor:
+def make_executor(
+    kind: str = "local",
+    workers: int | None = None,
+    n_jobs: int | None = None,
+    ray_address: str | None = None,
+    ray_cpus: int | None = None,
+    gpus_per_task: float | None = None,
+) -> Executor:
     """The executor for the options (checked by check_executor). Local: `workers` (default: one per CPU, one
     torch thread each), never more than `n_jobs`; one worker runs in this process (InProcess)."""
     address = check_executor(kind, workers, ray_address, ray_cpus, gpus_per_task)

@@ -40,6 +40,7 @@ axis, sizes, eta0s and seeds) is returned as it is, without training; one made w
 (ValueError naming the differences) -- delete it or choose another path; a store in `<out>.parts/` made with
 other settings is refused the same way (delete the folder or choose another path).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -64,8 +65,24 @@ from probes.grid.executors import Executor
 from probes.grid.store import SweepStore, config_differences, parts_dir
 from probes.grid.sweep import Sweep, check_grid_fits, run_sweeps, value_config
 
-__all__ = ["CHANCE_RTOL", "KIND", "LR_STATUS", "above_chance", "eta_config", "chance_loss", "check_lr_grid", "check_lr_grid_out", "check_lr_grid_stores", "eta_store_out", "grid_chance",
-           "grid_config", "load_lr_grid", "open_grid_sweeps", "run_lr_grid", "run_status"]
+__all__ = [
+    "CHANCE_RTOL",
+    "KIND",
+    "LR_STATUS",
+    "above_chance",
+    "eta_config",
+    "chance_loss",
+    "check_lr_grid",
+    "check_lr_grid_out",
+    "check_lr_grid_stores",
+    "eta_store_out",
+    "grid_chance",
+    "grid_config",
+    "load_lr_grid",
+    "open_grid_sweeps",
+    "run_lr_grid",
+    "run_status",
+]
 
 KIND = "lr_grid"
 # the run statuses of a grid: a sweep's (probes.experiment.dataset.STATUS_CODES) and "unstable" (ended above chance)
@@ -116,8 +133,9 @@ def _seed_list(base: RunConfig, seeds) -> list[int]:
     return [int(s) for s in out]
 
 
-def check_lr_grid(base: RunConfig, axis: str, sizes, etas, seeds, ensemble: str | None = None
-                  ) -> tuple[list[int], list[float], list[int]]:
+def check_lr_grid(
+    base: RunConfig, axis: str, sizes, etas, seeds, ensemble: str | None = None
+) -> tuple[list[int], list[float], list[int]]:
     """Validate the grid before any work: ValueError, one line naming the option, for an unknown axis or ensemble
     mode, fewer than 3 distinct positive sizes, fewer than 3 distinct positive finite eta0s, fewer than 2 seeds,
     a size that is not a valid model, or an (eta0, size) that would not fit in memory or whose numbers under- or overflow
@@ -126,7 +144,7 @@ def check_lr_grid(base: RunConfig, axis: str, sizes, etas, seeds, ensemble: str 
         raise ValueError(f"base must be a RunConfig, got {type(base).__name__}")
     if axis not in ("N", "H", "L"):
         raise ValueError(f"--axis must be N, H or L, got {axis!r}")
-    resolve_mode(ensemble)                   # None: DMFT_PROBE_ENSEMBLE, else auto
+    resolve_mode(ensemble)  # None: DMFT_PROBE_ENSEMBLE, else auto
     sizes = list(sizes)
     if any(isinstance(v, bool) or not isinstance(v, Integral) or v < 1 for v in sizes) or len(set(sizes)) != len(sizes):
         raise ValueError(f"--values must be distinct positive integers, got {sizes}")
@@ -147,7 +165,7 @@ def check_lr_grid(base: RunConfig, axis: str, sizes, etas, seeds, ensemble: str 
             value_config(cfg, axis, v).model.shapes()
         except ValueError as e:
             raise ValueError(f"--values: {axis}={v} is not a valid model ({str(e).splitlines()[0]})") from None
-    for eta in etas:          # memory per size (its seeds train in groups that fit); numbers per eta0
+    for eta in etas:  # memory per size (its seeds train in groups that fit); numbers per eta0
         try:
             check_grid_fits(replace(cfg, optim=replace(cfg.optim, eta0=eta)), axis, sizes)
         except ValueError as e:
@@ -178,8 +196,9 @@ def _comparable(config: dict, axis: str) -> dict:
     return d
 
 
-def _grid_differences(ds: xr.Dataset, config: dict, axis: str, sizes: list[int], etas: list[float],
-                      seeds: list[int]) -> list[str]:
+def _grid_differences(
+    ds: xr.Dataset, config: dict, axis: str, sizes: list[int], etas: list[float], seeds: list[int]
+) -> list[str]:
     """What differs between a stored grid and the one asked for ('what: old -> new'); [] when it is the same."""
     diffs = []
     old_axis = ds.attrs.get("sweep_axis")
@@ -209,7 +228,7 @@ def _complete(ds: xr.Dataset, axis: str) -> bool:
             return False
     if ds["final_loss"].dims != ("eta0", axis, "seed"):
         return False
-    ok = ds["status"].values != STATUS_CODES["diverged"]       # ok or unstable: a finite final loss
+    ok = ds["status"].values != STATUS_CODES["diverged"]  # ok or unstable: a finite final loss
     return bool(np.isfinite(ds["final_loss"].values[ok]).all())
 
 
@@ -221,8 +240,10 @@ def load_lr_grid(path: str | os.PathLike) -> xr.Dataset:
         raise DatasetError(f"{path}: not an lr grid (kind {ds.attrs.get('kind', 'unset')!r}, expected {KIND!r})")
     axis = ds.attrs.get("sweep_axis")
     if axis not in ("N", "H", "L") or not _complete(ds, axis):
-        raise DatasetError(f"{path}: an incomplete lr grid (variables final_loss, status, heldout_loss with dims "
-                           f"(eta0, {axis}, seed) expected)")
+        raise DatasetError(
+            f"{path}: an incomplete lr grid (variables final_loss, status, heldout_loss with dims "
+            f"(eta0, {axis}, seed) expected)"
+        )
     return ds
 
 
@@ -236,8 +257,10 @@ def _existing(out: Path, config: dict, axis: str, sizes, etas, seeds) -> xr.Data
         raise ValueError(f"--out: {str(e).splitlines()[0]}; delete it or choose another --out") from None
     diffs = _grid_differences(ds, config, axis, sizes, etas, seeds)
     if diffs:
-        raise ValueError(f"--out: {out} holds an lr grid made with other settings ({'; '.join(diffs)}); "
-                         "delete it to recompute or choose another --out")
+        raise ValueError(
+            f"--out: {out} holds an lr grid made with other settings ({'; '.join(diffs)}); "
+            "delete it to recompute or choose another --out"
+        )
     return ds
 
 
@@ -270,8 +293,9 @@ def check_lr_grid_stores(base: RunConfig, axis: str, etas, out: Path) -> None:
     if not (parts.exists() or parts.is_symlink()):
         return
     if not parts.is_dir():
-        raise ValueError(f"--out: {parts} (the stores of {Path(out).name}) is not a folder; move it away or "
-                         "choose another --out")
+        raise ValueError(
+            f"--out: {parts} (the stores of {Path(out).name}) is not a folder; move it away or choose another --out"
+        )
     cfg = grid_config(base, axis)
     for eta in etas:
         check_store(replace(cfg, optim=replace(cfg.optim, eta0=float(eta))), axis, eta_store_out(parts, eta))
@@ -307,8 +331,16 @@ def eta_store_out(parts: Path, eta0: float) -> Path:
     return Path(parts) / f"eta0-{float(eta0)!r}"
 
 
-def open_grid_sweeps(cfg: RunConfig, axis: str, sizes: list[int], etas: list[float], seeds: list[int],
-                     parts: Path, ensemble: str, warn: Callable[[str], None] | None = None) -> list[Sweep]:
+def open_grid_sweeps(
+    cfg: RunConfig,
+    axis: str,
+    sizes: list[int],
+    etas: list[float],
+    seeds: list[int],
+    parts: Path,
+    ensemble: str,
+    warn: Callable[[str], None] | None = None,
+) -> list[Sweep]:
     """One open sweep (`probes.grid.sweep.Sweep`) per eta0 of the grid whose shared config is `cfg`
     (`grid_config`), each on its store in `parts` (`eta_store_out`): the points finished before are skipped, the
     rest planned in seed groups. ValueError (one line) when a store was made with other settings or is held by
@@ -331,9 +363,18 @@ def open_grid_sweeps(cfg: RunConfig, axis: str, sizes: list[int], etas: list[flo
     return sweeps
 
 
-def run_lr_grid(base: RunConfig, axis: str, sizes: list[int], etas: list[float], seeds: int | list[int],
-                out: Path | None = None, ensemble: str | None = None, progress: bool | Progress = True,
-                executor: Executor | None = None, on_point: Callable[[str], None] | None = None) -> xr.Dataset:
+def run_lr_grid(
+    base: RunConfig,
+    axis: str,
+    sizes: list[int],
+    etas: list[float],
+    seeds: int | list[int],
+    out: Path | None = None,
+    ensemble: str | None = None,
+    progress: bool | Progress = True,
+    executor: Executor | None = None,
+    on_point: Callable[[str], None] | None = None,
+) -> xr.Dataset:
     """Train the (eta0, size) grid of `base` along `axis` with `seeds` (an int n: base.seed + 0..n-1; or a list)
     and return its dataset (module docstring). ensemble: "auto" trains the seeds of an (eta0, size) as seed ensembles, "off"
     one after another (the same numbers), None: DMFT_PROBE_ENSEMBLE, else "auto". progress: a bar over the points
@@ -356,7 +397,7 @@ def run_lr_grid(base: RunConfig, axis: str, sizes: list[int], etas: list[float],
     with contextlib.ExitStack() as stack:
         if out is not None:
             parts = parts_dir(out)
-        else:                                  # nothing to resume: the points live in a folder removed at the end
+        else:  # nothing to resume: the points live in a folder removed at the end
             parts = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dmft-probe-lr-grid-")))
         sweeps = open_grid_sweeps(cfg, axis, sizes, etas, seed_list, parts, ensemble, on_point)
         for sweep in sweeps:
@@ -371,8 +412,17 @@ def run_lr_grid(base: RunConfig, axis: str, sizes: list[int], etas: list[float],
     return ds
 
 
-def _grid_dataset(cfg: RunConfig, config: dict, axis: str, sizes: list[int], etas: list[float], seed_list: list[int],
-                  stores: list[SweepStore], ensemble: str, wall: float) -> xr.Dataset:
+def _grid_dataset(
+    cfg: RunConfig,
+    config: dict,
+    axis: str,
+    sizes: list[int],
+    etas: list[float],
+    seed_list: list[int],
+    stores: list[SweepStore],
+    ensemble: str,
+    wall: float,
+) -> xr.Dataset:
     """The lr grid's dataset (module docstring) from the finished points in `stores` (one per eta0, in order)."""
     log_steps = cfg.probes.steps(cfg.steps)
     n_e, n_v, n_s, n_t, n_ts = len(etas), len(sizes), len(seed_list), len(log_steps), cfg.steps
@@ -389,7 +439,7 @@ def _grid_dataset(cfg: RunConfig, config: dict, axis: str, sizes: list[int], eta
         for j, v in enumerate(sizes):
             for k, seed in enumerate(seed_list):
                 r = store.part(v, seed)
-                m = json.loads(r.attrs["config"])["model"]        # the model as built for the task's data
+                m = json.loads(r.attrs["config"])["model"]  # the model as built for the task's data
                 chance = chance_loss(m["task"], m.get("n_classes"), m.get("vocab_size"))
                 idx = [step_index[int(s)] for s in r["step"].values]
                 held = np.asarray(r["heldout_loss"].values, dtype=float)
@@ -404,51 +454,102 @@ def _grid_dataset(cfg: RunConfig, config: dict, axis: str, sizes: list[int], eta
                     diverged_at[i, j, k] = int(r["diverged_at"].values) if "diverged_at" in r else -1
                 lr[i, j] = float(r.attrs["lr"])
 
-    sv = {"long_name": "run status: " + ", ".join(f"{c} {n}" for n, c in LR_STATUS.items())
-                       + " (held-out loss ended above chance_loss)", "units": "1",
-          "flag_values": np.asarray(list(LR_STATUS.values()), dtype=np.int8),
-          "flag_meanings": " ".join(LR_STATUS)}
+    sv = {
+        "long_name": "run status: "
+        + ", ".join(f"{c} {n}" for n, c in LR_STATUS.items())
+        + " (held-out loss ended above chance_loss)",
+        "units": "1",
+        "flag_values": np.asarray(list(LR_STATUS.values()), dtype=np.int8),
+        "flag_meanings": " ".join(LR_STATUS),
+    }
     point = ("eta0", axis, "seed")
     other = [a for a in ("N", "H", "L") if a != axis]
     m = cfg.model
     ds = xr.Dataset(
         data_vars={
-            "heldout_loss": var((*point, "step"), heldout, "loss on the fixed held-out batch (NaN after a divergence)",
-                                "nats"),
+            "heldout_loss": var(
+                (*point, "step"), heldout, "loss on the fixed held-out batch (NaN after a divergence)", "nats"
+            ),
             "final_loss": var(point, final, "held-out loss after the last step (NaN: the run diverged)", "nats"),
             "status": (point, status, sv),
-            "diverged_at": var(point, diverged_at, "optimizer step whose weights gave the first NaN/inf loss "
-                                                  "(-1: did not diverge)", "steps"),
-            "train_loss": var((*point, "train_step"), train, "training loss on the incoming batch, before the update",
-                              "nats"),
-            "grad_norm": var((*point, "step"), grad, "global gradient norm at the last step before the log step "
-                                                    "(0 at step 0)"),
-            "lr": var(("eta0", axis), lr, "global learning rate at (eta0, size) (eta0 under the parametrization's rule)"),
+            "diverged_at": var(
+                point,
+                diverged_at,
+                "optimizer step whose weights gave the first NaN/inf loss (-1: did not diverge)",
+                "steps",
+            ),
+            "train_loss": var(
+                (*point, "train_step"), train, "training loss on the incoming batch, before the update", "nats"
+            ),
+            "grad_norm": var(
+                (*point, "step"), grad, "global gradient norm at the last step before the log step (0 at step 0)"
+            ),
+            "lr": var(
+                ("eta0", axis), lr, "global learning rate at (eta0, size) (eta0 under the parametrization's rule)"
+            ),
         },
         coords={
             "eta0": ("eta0", np.asarray(etas, dtype=float), {"long_name": "base learning rate eta0", "units": "1"}),
-            axis: (axis, np.asarray(sizes, dtype=np.int64), {"long_name": {"N": "key/query dimension per head",
-                                                                           "H": "heads of a full-width layer",
-                                                                           "L": "depth (blocks)"}[axis]}),
+            axis: (
+                axis,
+                np.asarray(sizes, dtype=np.int64),
+                {
+                    "long_name": {
+                        "N": "key/query dimension per head",
+                        "H": "heads of a full-width layer",
+                        "L": "depth (blocks)",
+                    }[axis]
+                },
+            ),
             "seed": ("seed", np.asarray(seed_list, dtype=np.int64), {"long_name": "initialisation seed"}),
-            "step": ("step", np.asarray(log_steps, dtype=np.int64), {"long_name": "optimizer steps taken",
-                                                                     "units": "steps"}),
-            "train_step": ("train_step", np.arange(n_ts, dtype=np.int64), {"long_name": "optimizer step",
-                                                                          "units": "steps"}),
-            "d_model": (axis, np.asarray([value_config(cfg, axis, v).model.d_model for v in sizes], dtype=np.int64),
-                        {"long_name": "residual width N*H"}),
-            **{a: ((), getattr(m, a), {"long_name": {"N": "key/query dimension per head",
-                                                      "H": "heads of a full-width layer",
-                                                      "L": "depth (blocks)"}[a]}) for a in other},
+            "step": (
+                "step",
+                np.asarray(log_steps, dtype=np.int64),
+                {"long_name": "optimizer steps taken", "units": "steps"},
+            ),
+            "train_step": (
+                "train_step",
+                np.arange(n_ts, dtype=np.int64),
+                {"long_name": "optimizer step", "units": "steps"},
+            ),
+            "d_model": (
+                axis,
+                np.asarray([value_config(cfg, axis, v).model.d_model for v in sizes], dtype=np.int64),
+                {"long_name": "residual width N*H"},
+            ),
+            **{
+                a: (
+                    (),
+                    getattr(m, a),
+                    {
+                        "long_name": {
+                            "N": "key/query dimension per head",
+                            "H": "heads of a full-width layer",
+                            "L": "depth (blocks)",
+                        }[a]
+                    },
+                )
+                for a in other
+            },
         },
         attrs=run_attrs(config, str(cfg.device), "ok"),
     )
-    ds.attrs.pop("status", None)                       # per run: the variable `status`
-    ds.attrs.update({"title": "dmft-probe learning-rate grid", "kind": KIND, "sweep_axis": axis, "probes": 0,
-                     "eta0": np.asarray(etas, dtype=float), "grid_eta0": np.asarray(etas, dtype=float),
-                     "grid_sizes": np.asarray(sizes, dtype=np.int64),
-                     "grid_seeds": np.asarray(seed_list, dtype=np.int64), "ensemble": ensemble,
-                     "wall_s": wall, "chance_loss": chance,
-                     "n_diverged": int((status == LR_STATUS["diverged"]).sum()),
-                     "n_unstable": int((status == LR_STATUS["unstable"]).sum())})
+    ds.attrs.pop("status", None)  # per run: the variable `status`
+    ds.attrs.update(
+        {
+            "title": "dmft-probe learning-rate grid",
+            "kind": KIND,
+            "sweep_axis": axis,
+            "probes": 0,
+            "eta0": np.asarray(etas, dtype=float),
+            "grid_eta0": np.asarray(etas, dtype=float),
+            "grid_sizes": np.asarray(sizes, dtype=np.int64),
+            "grid_seeds": np.asarray(seed_list, dtype=np.int64),
+            "ensemble": ensemble,
+            "wall_s": wall,
+            "chance_loss": chance,
+            "n_diverged": int((status == LR_STATUS["diverged"]).sum()),
+            "n_unstable": int((status == LR_STATUS["unstable"]).sum()),
+        }
+    )
     return ds

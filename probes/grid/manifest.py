@@ -19,6 +19,7 @@ seeds it trains with, in order, holding its own; groups of one size never overla
 checks all of it. Each part also carries, as dataset attrs, its `ensemble_group`, `ensemble_mode` and
 `sweep_config` (the comparable config as JSON), from which `rebuild_manifest` writes a fresh manifest.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -38,9 +39,9 @@ FORMAT = 1
 STATUSES = ("pending", "running", "done", "diverged", "failed")
 FINISHED = ("done", "diverged")
 AXES = ("N", "H", "L")
-GROUP_ATTR = "ensemble_group"        # part attrs: the seeds the point trained with (JSON list), the mode, and the
-MODE_ATTR = "ensemble_mode"          # config the sweep asked for (`comparable_config` as JSON; `config` is the
-SWEEP_CONFIG_ATTR = "sweep_config"   # resolved one, with data-dependent sizes filled in)
+GROUP_ATTR = "ensemble_group"  # part attrs: the seeds the point trained with (JSON list), the mode, and the
+MODE_ATTR = "ensemble_mode"  # config the sweep asked for (`comparable_config` as JSON; `config` is the
+SWEEP_CONFIG_ATTR = "sweep_config"  # resolved one, with data-dependent sizes filled in)
 
 
 def leaf_flag(leaf: str) -> str | None:
@@ -48,7 +49,7 @@ def leaf_flag(leaf: str) -> str | None:
     (`probes.experiment.options`); None when only a config file sets it."""
     section, _, key = leaf.rpartition(".")
     section = section or "run"
-    if (section, key) == ("param", "name"):          # a preset and its overrides, spelled by its name
+    if (section, key) == ("param", "name"):  # a preset and its overrides, spelled by its name
         key = "preset"
     return flag_of(section, key)
 
@@ -170,8 +171,9 @@ def _check_point(name: object, p: object, axis: str, values: set[int], seeds: se
     if group is not None:
         _int_list(group, f"point {name}: group", 0)
         if not group or s not in group or not set(group) <= seeds:
-            raise ValueError(f"point {name}: group {_short(group)} must list its own seed {s} and only the "
-                             "manifest's seeds")
+            raise ValueError(
+                f"point {name}: group {_short(group)} must list its own seed {s} and only the manifest's seeds"
+            )
 
 
 def _check_groups(points: dict) -> None:
@@ -184,8 +186,10 @@ def _check_groups(points: dict) -> None:
         for s in group:
             other = seen.setdefault((p["value"], s), (group, name))
             if other[0] != group:
-                raise ValueError(f"points {other[1]} and {name} record different seed groups {other[0]} and "
-                                 f"{group} that share seed {s}")
+                raise ValueError(
+                    f"points {other[1]} and {name} record different seed groups {other[0]} and "
+                    f"{group} that share seed {s}"
+                )
 
 
 def check_manifest(m: object) -> dict:
@@ -206,14 +210,16 @@ def check_manifest(m: object) -> dict:
         raise ValueError(f"base_config must be an object, got {_short(m.get('base_config'))}")
     if not isinstance(m.get("config_hash"), str) or m["config_hash"] != config_hash(m["base_config"]):
         raise ValueError(f"config_hash {_short(m.get('config_hash'))} is not the hash of base_config")
-    if m.get("ensemble") is not None:                  # null: a manifest written before the mode was recorded
+    if m.get("ensemble") is not None:  # null: a manifest written before the mode was recorded
         check_mode(m["ensemble"], "ensemble")
     merged = m.get("merged")
     if merged is not None:
         if not isinstance(merged, dict):
             raise ValueError(f"merged must be an object or null, got {_short(merged)}")
-        if not set(_int_list(merged.get("values"), "merged.values", 1)) <= values or \
-                not set(_int_list(merged.get("seeds"), "merged.seeds", 0)) <= seeds:
+        if (
+            not set(_int_list(merged.get("values"), "merged.values", 1)) <= values
+            or not set(_int_list(merged.get("seeds"), "merged.seeds", 0)) <= seeds
+        ):
             raise ValueError("merged holds values or seeds that are not the manifest's")
     points = m.get("points")
     if not isinstance(points, dict):
@@ -230,9 +236,18 @@ def check_manifest(m: object) -> dict:
 
 def new_manifest(axis: str, comparable: dict, init_only: bool) -> dict:
     """An empty manifest of a sweep along `axis` with the config `comparable`: no values, seeds or points yet."""
-    return {"format": FORMAT, "axis": axis, "values": [], "seeds": [], "init_only": bool(init_only),
-            "config_hash": config_hash(comparable), "base_config": comparable, "ensemble": None,
-            "merged": None, "points": {}}
+    return {
+        "format": FORMAT,
+        "axis": axis,
+        "values": [],
+        "seeds": [],
+        "init_only": bool(init_only),
+        "config_hash": config_hash(comparable),
+        "base_config": comparable,
+        "ensemble": None,
+        "merged": None,
+        "points": {},
+    }
 
 
 def ensemble_diff(old: str, new: str) -> str:
@@ -241,6 +256,7 @@ def ensemble_diff(old: str, new: str) -> str:
 
 
 # ---- a manifest rebuilt from the parts -----------------------------------------------------------------------
+
 
 def part_info(path: Path, axis: str) -> dict:
     """What a part says of itself: value, seed, status, comparable config and its hash, group, mode, sha256
@@ -274,11 +290,22 @@ def part_info(path: Path, axis: str) -> dict:
     mode = ds.attrs.get(MODE_ATTR)
     if mode is not None:
         check_mode(mode, f"attribute {MODE_ATTR}")
-    return {"value": v, "seed": s, "status": status, "comparable": comparable, "hash": config_hash(comparable),
-            "group": group, "mode": mode, "sha256": file_sha256(path), "bytes": path.stat().st_size}
+    return {
+        "value": v,
+        "seed": s,
+        "status": status,
+        "comparable": comparable,
+        "hash": config_hash(comparable),
+        "group": group,
+        "mode": mode,
+        "sha256": file_sha256(path),
+        "bytes": path.stat().st_size,
+    }
 
-def rebuild_manifest(folder: Path, axis: str, comparable: dict, init_only: bool, ensemble: str,
-                     notes: list[str]) -> dict:
+
+def rebuild_manifest(
+    folder: Path, axis: str, comparable: dict, init_only: bool, ensemble: str, notes: list[str]
+) -> dict:
     """A fresh manifest from the parts in `folder`: every part that loads (checksums verified), is named as
     the point it holds and was made with `comparable` becomes a finished point with its sha256, bytes and
     group; the others are named in `notes` and left in place, untrusted. ValueError (nothing changed) when the
@@ -295,33 +322,46 @@ def rebuild_manifest(folder: Path, axis: str, comparable: dict, init_only: bool,
             continue
         v, s = info["value"], info["seed"]
         if path.name != f"{point_name(axis, v, s)}.nc":
-            notes.append(f"warning: {path.name} holds {axis}={v} seed={s}, not the point its name says; not "
-                         "trusted, left in place")
+            notes.append(
+                f"warning: {path.name} holds {axis}={v} seed={s}, not the point its name says; not "
+                "trusted, left in place"
+            )
         elif info["hash"] != want:
             diffs = config_differences(info["comparable"], comparable) or ["the config hash"]
-            notes.append(f"warning: {path.name} was made with other settings ({'; '.join(diffs[:3])}); not "
-                         "trusted, left in place (redoing its point replaces it)")
+            notes.append(
+                f"warning: {path.name} was made with other settings ({'; '.join(diffs[:3])}); not "
+                "trusted, left in place (redoing its point replaces it)"
+            )
         else:
             parts[(v, s)] = info
     other = sorted({i["mode"] for i in parts.values() if i["mode"] not in (None, ensemble)})
     if other:
-        raise ValueError(f"--out: the parts in {folder} were trained with other settings "
-                         f"({ensemble_diff(other[0], ensemble)}); use the same settings to rebuild and resume "
-                         "them or choose another --out")
+        raise ValueError(
+            f"--out: the parts in {folder} were trained with other settings "
+            f"({ensemble_diff(other[0], ensemble)}); use the same settings to rebuild and resume "
+            "them or choose another --out"
+        )
     m = new_manifest(axis, comparable, init_only)
     m["values"] = sorted({v for v, _ in parts})
     m["seeds"] = sorted({s for _, s in parts} | {g for i in parts.values() for g in i["group"] or []})
     points = m["points"]
     for v in m["values"]:
         for s in m["seeds"]:
-            points[point_name(axis, v, s)] = {"value": v, "seed": s, "status": "pending", "message": None,
-                                              "sha256": None, "bytes": None}
+            points[point_name(axis, v, s)] = {
+                "value": v,
+                "seed": s,
+                "status": "pending",
+                "message": None,
+                "sha256": None,
+                "bytes": None,
+            }
     for (v, s), info in sorted(parts.items()):
         group = info["group"]
-        if group is not None and any(points[point_name(axis, v, g)].get("group") not in (None, group)
-                                     for g in group):
-            notes.append(f"warning: {point_name(axis, v, s)}.nc records a seed group {group} that overlaps "
-                         "another part's; not trusted, left in place (redoing its point replaces it)")
+        if group is not None and any(points[point_name(axis, v, g)].get("group") not in (None, group) for g in group):
+            notes.append(
+                f"warning: {point_name(axis, v, s)}.nc records a seed group {group} that overlaps "
+                "another part's; not trusted, left in place (redoing its point replaces it)"
+            )
             continue
         points[point_name(axis, v, s)].update(status=info["status"], sha256=info["sha256"], bytes=info["bytes"])
         for g in group or []:

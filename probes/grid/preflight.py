@@ -12,6 +12,7 @@ it cannot use. `check_sweep_out` and `check_lr_grid_out` look at what already ex
 
 Each refusal is a ValueError of one line naming --out and the file.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,7 +31,7 @@ HINT = "move it away or choose another --out"
 
 
 def _kind(path: Path) -> str | None:
-    """"file", "folder", "other" (a FIFO, socket or device) or None when nothing is at `path` (a broken link is
+    """ "file", "folder", "other" (a FIFO, socket or device) or None when nothing is at `path` (a broken link is
     "other")."""
     try:
         mode = os.stat(path).st_mode
@@ -83,7 +84,7 @@ def check_store(cfg: RunConfig, axis: str, out: Path, init_only: bool = False) -
     try:
         if kind != "file":
             raise ValueError("not a regular file")
-        manifest = check_manifest(json.loads(path.read_text()))      # the store's own schema check
+        manifest = check_manifest(json.loads(path.read_text()))  # the store's own schema check
     except RecursionError:
         raise ValueError(f"--out: {path} is not a readable sweep manifest (nested too deeply); {HINT}") from None
     except (OSError, ValueError) as e:
@@ -144,22 +145,24 @@ def check_sweep_file(cfg: RunConfig, axis: str, values: list[int], seeds: list[i
         raise ValueError(f"--out: {path} holds another sweep ({_listed(diffs)}); {HINT}")
 
 
-def check_sweep_out(cfg: RunConfig, axis: str, values: list[int], seeds: list[int], out: Path,
-                    init_only: bool = False) -> None:
+def check_sweep_out(
+    cfg: RunConfig, axis: str, values: list[int], seeds: list[int], out: Path, init_only: bool = False
+) -> None:
     """The store and the merged file of one sweep (`check_store`, `check_sweep_file`); nothing is written."""
     check_store(cfg, axis, out, init_only)
     check_sweep_file(cfg, axis, values, seeds, Path(out))
 
 
-def check_lr_grid_out(cfg: RunConfig, axis: str, values: list[int], etas: list[float], seeds: int | list[int],
-                      out: Path) -> None:
+def check_lr_grid_out(
+    cfg: RunConfig, axis: str, values: list[int], etas: list[float], seeds: int | list[int], out: Path
+) -> None:
     """A learning-rate grid's output: absent, or this very grid (`probes.grid.lr_grid.check_lr_grid_out`); when
     absent, the stores of an interrupted grid in `<out>.parts/` resumable with its settings
     (`probes.grid.lr_grid.check_lr_grid_stores`)."""
     from probes.grid.lr_grid import check_lr_grid_out as check
     from probes.grid.lr_grid import check_lr_grid_stores
 
-    if _kind(Path(out)) is not None:         # (its folder may not exist yet: the command makes it)
+    if _kind(Path(out)) is not None:  # (its folder may not exist yet: the command makes it)
         check(cfg, axis, values, etas, seeds, Path(out))
     else:
         check_lr_grid_stores(cfg, axis, etas, Path(out))

@@ -8,6 +8,7 @@ sweeps differ in one exponent (P9, P12). The "cpu" preset is sized for 2 CPU cor
 planned before any data (`dmft.report.preset_plan`, written to plan.md); "smoke" runs the same jobs at toy sizes
 in about two minutes (a test of the machinery: its figures mean nothing).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -58,26 +59,39 @@ class Preset:
     noise: dict = field(default_factory=dict)
 
 
-def _jobs(N: tuple[int, ...], H: tuple[int, ...], L: tuple[int, ...], grid_N: tuple[int, ...],
-          etas_mup: tuple[float, ...], etas_sp: tuple[float, ...], io_seeds: int, L_seeds: int,
-          N_model: dict | None = None) -> tuple[Job, ...]:
-    paired = {"io_seeds": io_seeds}      # conv-L's paired design: io groups share embedding, positions, readout
-    n_model = N_model or {}              # the N sweeps' model overrides (cpu: H = 2, so N = 64 is d = 128)
+def _jobs(
+    N: tuple[int, ...],
+    H: tuple[int, ...],
+    L: tuple[int, ...],
+    grid_N: tuple[int, ...],
+    etas_mup: tuple[float, ...],
+    etas_sp: tuple[float, ...],
+    io_seeds: int,
+    L_seeds: int,
+    N_model: dict | None = None,
+) -> tuple[Job, ...]:
+    paired = {"io_seeds": io_seeds}  # conv-L's paired design: io groups share embedding, positions, readout
+    n_model = N_model or {}  # the N sweeps' model overrides (cpu: H = 2, so N = 64 is d = 128)
     return (
-        Job("N-mup", "sweep", "N", N, {"preset": "mup"}, n_model),           # P1-P3, P6 (alpha_A = 1), coord
+        Job("N-mup", "sweep", "N", N, {"preset": "mup"}, n_model),  # P1-P3, P6 (alpha_A = 1), coord
         Job("N-mup-sqrt", "sweep", "N", N, {"preset": "mup-sqrt"}, n_model),  # P1-P3, P6 (alpha_A = 1/2); P12
-        Job("H-mup", "sweep", "H", H, {"preset": "mup"}, {"N": 4}),        # P4, P5, P11, coord (N = 4: Fig. 3)
-        Job("L-mup", "sweep", "L", L, {"preset": "mup"}, run=paired, seeds=L_seeds),   # P8, P10, conv-L (alpha_L = 1)
+        Job("H-mup", "sweep", "H", H, {"preset": "mup"}, {"N": 4}),  # P4, P5, P11, coord (N = 4: Fig. 3)
+        Job("L-mup", "sweep", "L", L, {"preset": "mup"}, run=paired, seeds=L_seeds),  # P8, P10, conv-L (alpha_L = 1)
         Job("L-depth-sqrt", "sweep", "L", L, {"preset": "depth-sqrt"}, run=paired, seeds=L_seeds),  # at 1/2; P9
         Job("lr-N-mup", "lr_grid", "N", grid_N, {"preset": "mup"}, etas=etas_mup),  # P7
-        Job("lr-N-sp", "lr_grid", "N", grid_N, {"preset": "sp"}, etas=etas_sp),     # P7's negative control
+        Job("lr-N-sp", "lr_grid", "N", grid_N, {"preset": "sp"}, etas=etas_sp),  # P7's negative control
     )
 
 
 def _noise(rho_entries: float, rho_sizes: float, bias: float) -> dict:
     """A sweep job's noise as `dmft-probe plan --from` measured it (320 entries: the probe outputs)."""
-    return {"entries": 320, "rho_entries": rho_entries, "rho_sizes": rho_sizes, "bias": bias,
-            "source": "measured on a cpu run (plan --from)"}
+    return {
+        "entries": 320,
+        "rho_entries": rho_entries,
+        "rho_sizes": rho_sizes,
+        "bias": bias,
+        "source": "measured on a cpu run (plan --from)",
+    }
 
 
 def _quarter_decades(k_lo: int, k_hi: int) -> tuple[float, ...]:
@@ -90,9 +104,13 @@ def _quarter_decades(k_lo: int, k_hi: int) -> tuple[float, ...]:
 # trains stably (`python bench/gamma0_stability.py 0.1 0.2,1,5,25` and `... 0.1 2,5 8`; 300 steps, L = 2 and 8:
 # eta0 = 1..5 reach held-out losses 0.14-0.54 with O(1) head variance of A); at gamma0 = 1, eta0 = 0.5 the
 # attention logits grow without bound (Var_h A ~ 1e2 to 1e8 by step 300 over the preset's sizes).
-_BASE = {"model": {"task": "digits", "N": 8, "H": 4, "L": 2}, "param": {"gamma0": 0.1},
-         "optim": {"name": "sgd-momentum", "eta0": 2.0},
-         "run": {"steps": 300, "batch_size": 32}, "probes": {"every": 30, "n_samples": 32}}
+_BASE = {
+    "model": {"task": "digits", "N": 8, "H": 4, "L": 2},
+    "param": {"gamma0": 0.1},
+    "optim": {"name": "sgd-momentum", "eta0": 2.0},
+    "run": {"steps": 300, "batch_size": 32},
+    "probes": {"every": 30, "n_samples": 32},
+}
 # The learning-rate grids train 300 steps, long enough for an interior optimum: at 100 steps the muP optimum was
 # the last eta0 before blow-up; at 300 steps (N = 4, 16, 3 seeds, quarter decades 0.1..56) the held-out loss is
 # lowest at eta0 = 2-4 with stable runs up to 31.6 on both sides of it. muP's grid spans 0.56..31.6 around that
@@ -111,24 +129,53 @@ _BASE = {"model": {"task": "digits", "N": 8, "H": 4, "L": 2}, "param": {"gamma0"
 # SP 0.057, 0.042, 0.030 at N = 4, 8, 16): muP 1..17.8 and SP 0.01..0.18, six quarter decades each, two or more
 # points on each side of every optimum; and the P4 solver runs 2048 heads (dmft.check.MC_HEADS).
 PRESETS: dict[str, Preset] = {
-    "cpu": Preset("cpu", "digits, SGD+momentum, gamma0 0.1, eta0 2, 200 steps, 12 seeds (N sweeps at H = 2; L "
-                         "sweeps: 4 io groups x 3 block draws); learning-rate grids: 300 steps, 3 seeds, quarter "
-                         "decades; 2 CPU cores, under 20 minutes",
-                  {**_BASE, "run": {"steps": 200, "batch_size": 32}, "probes": {"every": 25, "n_samples": 32}}, 12,
-                  _jobs(N=(4, 8, 16, 32, 64), H=(2, 4, 8, 16, 32), L=(1, 2, 4, 6, 12), grid_N=(4, 8, 16),
-                        etas_mup=_quarter_decades(0, 5), etas_sp=_quarter_decades(-8, -3), io_seeds=4, L_seeds=12,
-                        N_model={"H": 2}),
-                  grid_seeds=3, grid_steps=300,
-                  # measured on the run above (`dmft-probe plan --from runs/reproduce-cpu/JOB.nc`: probe_outputs at
-                  # the last step); cv is not measured by --from and stays at its default 0.2
-                  noise={"N-mup": _noise(0.01, 0.08, 0.53), "N-mup-sqrt": _noise(0.01, 0.05, 0.54),
-                         "H-mup": _noise(0.01, 0.06, 0.91), "L-mup": _noise(0.01, 0.36, 0.83),
-                         "L-depth-sqrt": _noise(0.02, 0.28, 0.81)}),
-    "smoke": Preset("smoke", "toy sizes, 12 steps: checks the machinery, the figures mean nothing",
-                    {**_BASE, "run": {"steps": 12, "batch_size": 8}, "probes": {"every": 4, "n_samples": 8}}, 5,
-                    _jobs(N=(2, 4, 8, 16), H=(1, 2, 4, 8), L=(1, 2, 3, 4), grid_N=(2, 4, 8), etas_mup=(0.25, 1.0, 4.0),
-                          etas_sp=(0.25, 1.0, 4.0), io_seeds=3, L_seeds=9),   # 3 io groups x 3 block draws: the
-                    grid_seeds=2),     # two-stage bootstrap had no interval at 2 groups, nor at 2 draws per group
+    "cpu": Preset(
+        "cpu",
+        "digits, SGD+momentum, gamma0 0.1, eta0 2, 200 steps, 12 seeds (N sweeps at H = 2; L "
+        "sweeps: 4 io groups x 3 block draws); learning-rate grids: 300 steps, 3 seeds, quarter "
+        "decades; 2 CPU cores, under 20 minutes",
+        {**_BASE, "run": {"steps": 200, "batch_size": 32}, "probes": {"every": 25, "n_samples": 32}},
+        12,
+        _jobs(
+            N=(4, 8, 16, 32, 64),
+            H=(2, 4, 8, 16, 32),
+            L=(1, 2, 4, 6, 12),
+            grid_N=(4, 8, 16),
+            etas_mup=_quarter_decades(0, 5),
+            etas_sp=_quarter_decades(-8, -3),
+            io_seeds=4,
+            L_seeds=12,
+            N_model={"H": 2},
+        ),
+        grid_seeds=3,
+        grid_steps=300,
+        # measured on the run above (`dmft-probe plan --from runs/reproduce-cpu/JOB.nc`: probe_outputs at
+        # the last step); cv is not measured by --from and stays at its default 0.2
+        noise={
+            "N-mup": _noise(0.01, 0.08, 0.53),
+            "N-mup-sqrt": _noise(0.01, 0.05, 0.54),
+            "H-mup": _noise(0.01, 0.06, 0.91),
+            "L-mup": _noise(0.01, 0.36, 0.83),
+            "L-depth-sqrt": _noise(0.02, 0.28, 0.81),
+        },
+    ),
+    "smoke": Preset(
+        "smoke",
+        "toy sizes, 12 steps: checks the machinery, the figures mean nothing",
+        {**_BASE, "run": {"steps": 12, "batch_size": 8}, "probes": {"every": 4, "n_samples": 8}},
+        5,
+        _jobs(
+            N=(2, 4, 8, 16),
+            H=(1, 2, 4, 8),
+            L=(1, 2, 3, 4),
+            grid_N=(2, 4, 8),
+            etas_mup=(0.25, 1.0, 4.0),
+            etas_sp=(0.25, 1.0, 4.0),
+            io_seeds=3,
+            L_seeds=9,
+        ),  # 3 io groups x 3 block draws: the
+        grid_seeds=2,
+    ),  # two-stage bootstrap had no interval at 2 groups, nor at 2 draws per group
 }
 
 
@@ -147,9 +194,13 @@ def job_config(preset: Preset, job: Job):
         probes["enabled"] = False
         if preset.grid_steps is not None:
             run["steps"] = preset.grid_steps
-    return make_run_config(model={**b.get("model", {}), **job.model, "axis": job.axis},
-                           param={**b.get("param", {}), **job.param}, optim=dict(b.get("optim", {})), run=run,
-                           probes=probes)
+    return make_run_config(
+        model={**b.get("model", {}), **job.model, "axis": job.axis},
+        param={**b.get("param", {}), **job.param},
+        optim=dict(b.get("optim", {})),
+        run=run,
+        probes=probes,
+    )
 
 
 def check_preset(name: str) -> Preset:
@@ -172,22 +223,25 @@ def check_outputs(preset: Preset, configs: list, out: Path) -> None:
 
     out = Path(out)
     check_out_folder(out, "--out")
-    for name in REPORTS:                          # written at the end, through a temporary file renamed over them
+    for name in REPORTS:  # written at the end, through a temporary file renamed over them
         path = out / name
         if (path.exists() or path.is_symlink()) and not path.is_file():
             raise ValueError(f"--out: {path} exists and is not a regular file; move it away or choose another --out")
     for job, cfg in zip(preset.jobs, configs):
         path = out / f"{job.name}.nc"
         if job.kind == "sweep":
-            check_sweep_out(cfg, job.axis, list(job.values), [cfg.seed + s for s in range(job_seeds(preset, job))], path)
-            if not path.exists():                   # a sweep to run: every size fits in memory
+            check_sweep_out(
+                cfg, job.axis, list(job.values), [cfg.seed + s for s in range(job_seeds(preset, job))], path
+            )
+            if not path.exists():  # a sweep to run: every size fits in memory
                 check_grid_fits(cfg, job.axis, list(job.values))
         else:
             check_lr_grid_out(cfg, job.axis, list(job.values), list(job.etas), job_seeds(preset, job), path)
 
 
-def run_preset(name: str, out: Path, say: Callable[[str], None] = print, ensemble: str = "auto",
-               progress: bool | None = None) -> list[Path]:
+def run_preset(
+    name: str, out: Path, say: Callable[[str], None] = print, ensemble: str = "auto", progress: bool | None = None
+) -> list[Path]:
     """Run every job of preset `name` into folder `out` (created; finished datasets are kept and reused); returns
     the dataset paths. say(line) reports progress. Every job's config and every output already in `out` are
     checked before any work (`check_outputs`). progress: one bar over the points of every job with an ETA on
@@ -198,12 +252,14 @@ def run_preset(name: str, out: Path, say: Callable[[str], None] = print, ensembl
     from probes.grid.sweep import check_grid_fits, open_sweep
 
     preset = check_preset(name)
-    configs = [job_config(preset, job) for job in preset.jobs]       # every job validated before any work
+    configs = [job_config(preset, job) for job in preset.jobs]  # every job validated before any work
     out = Path(out)
     check_outputs(preset, configs, out)
     out.mkdir(parents=True, exist_ok=True)
-    sizes = [len(job.values) * job_seeds(preset, job) * (len(job.etas) if job.kind == "lr_grid" else 1)
-             for job in preset.jobs]
+    sizes = [
+        len(job.values) * job_seeds(preset, job) * (len(job.etas) if job.kind == "lr_grid" else 1)
+        for job in preset.jobs
+    ]
     with Progress("reproduce", sum(sizes), unit="points", enabled=progress) as bar:
         say = bar.wrap(say)
         counted = 0
@@ -212,16 +268,25 @@ def run_preset(name: str, out: Path, say: Callable[[str], None] = print, ensembl
             say(f"[{i}/{len(preset.jobs)}] {job.name}: {job.kind} along {job.axis} = {list(job.values)}")
             bar.set_info(job.name)
             if job.kind == "sweep":
-                with open_sweep(cfg, job.axis, list(job.values), job_seeds(preset, job), path, ensemble=ensemble,
-                                on_point=say) as sweep:
-                    if sweep.units or not path.exists():        # a finished, merged sweep is kept as it is
+                with open_sweep(
+                    cfg, job.axis, list(job.values), job_seeds(preset, job), path, ensemble=ensemble, on_point=say
+                ) as sweep:
+                    if sweep.units or not path.exists():  # a finished, merged sweep is kept as it is
                         check_grid_fits(cfg, job.axis, list(job.values))
                         sweep.run(on_point=say, progress=bar)
                     else:
                         say(f"{path.name}: finished, kept")
             else:
-                run_lr_grid(cfg, job.axis, list(job.values), list(job.etas), job_seeds(preset, job), out=path,
-                            ensemble=ensemble, progress=bar)
+                run_lr_grid(
+                    cfg,
+                    job.axis,
+                    list(job.values),
+                    list(job.etas),
+                    job_seeds(preset, job),
+                    out=path,
+                    ensemble=ensemble,
+                    progress=bar,
+                )
             counted += sizes[i - 1]
-            bar.skip(counted - bar.done)                        # a job kept as it was: done, not timed
+            bar.skip(counted - bar.done)  # a job kept as it was: done, not timed
     return [out / f"{job.name}.nc" for job in preset.jobs]

@@ -37,6 +37,7 @@ a store (`SweepStore.open`):
 Points are named by the size and the actual seed (`N8-seed1`). The config hash is the sha256 of the canonical JSON
 (sorted keys, no spaces) of `RunConfig.to_dict()` without the swept size (`model.<axis>`) and the seed.
 """
+
 from __future__ import annotations
 
 import errno
@@ -67,8 +68,9 @@ from probes.grid.manifest import (  # noqa: F401
     rebuild_manifest,
 )
 
-REBUILD_HINT = ("rerun with --rebuild-manifest to rebuild it from the parts' own metadata and checksums, or choose "
-                "another --out")
+REBUILD_HINT = (
+    "rerun with --rebuild-manifest to rebuild it from the parts' own metadata and checksums, or choose another --out"
+)
 
 
 def parts_dir(out: str | os.PathLike) -> Path:
@@ -76,10 +78,11 @@ def parts_dir(out: str | os.PathLike) -> Path:
     file name (e.g. "" or "/")."""
     out = Path(out)
     if not out.name or out.name in (".", ".."):
-        raise ValueError(f"--out: no file name (an empty --out, or a folder such as {str(out)!r}); give a file "
-                         "name ending in .nc or .zarr")
+        raise ValueError(
+            f"--out: no file name (an empty --out, or a folder such as {str(out)!r}); give a file "
+            "name ending in .nc or .zarr"
+        )
     return out.with_name(out.name + ".parts")
-
 
 
 def _grid_in(out: Path, axis: str) -> tuple[list[int], list[int]] | None:
@@ -92,7 +95,7 @@ def _grid_in(out: Path, axis: str) -> tuple[list[int], list[int]] | None:
             ds = xr.open_dataset(out, engine="h5netcdf")
         with ds:
             return sorted(int(v) for v in ds[axis].values), sorted(int(s) for s in ds["seed"].values)
-    except Exception:            # any reader error: h5py, zarr, a missing coordinate
+    except Exception:  # any reader error: h5py, zarr, a missing coordinate
         return None
 
 
@@ -106,7 +109,7 @@ def _lock(folder: Path) -> int | None:
     store works unlocked); ValueError naming --out when another process holds it."""
     try:
         import fcntl
-    except ImportError:          # not POSIX
+    except ImportError:  # not POSIX
         return None
     try:
         fd = os.open(folder, os.O_RDONLY)
@@ -117,9 +120,10 @@ def _lock(folder: Path) -> int | None:
     except OSError as e:
         os.close(fd)
         if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            raise ValueError(f"--out: another sweep is writing to {folder} right now; wait for it to finish "
-                             "or choose another --out") from None
-        return None              # e.g. a file system without flock
+            raise ValueError(
+                f"--out: another sweep is writing to {folder} right now; wait for it to finish or choose another --out"
+            ) from None
+        return None  # e.g. a file system without flock
     return fd
 
 
@@ -127,20 +131,20 @@ def make_folder(folder: Path) -> None:
     """Create the store folder (and its parents); ValueError naming --out when a file is in the way or it
     cannot be created."""
     if (folder.exists() or folder.is_symlink()) and not folder.is_dir():
-        raise ValueError(f"--out: {folder} exists and is not a folder (it is where the sweep's parts go): move it "
-                         "away or choose another --out")
+        raise ValueError(
+            f"--out: {folder} exists and is not a folder (it is where the sweep's parts go): move it "
+            "away or choose another --out"
+        )
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise ValueError(f"--out: cannot create the parts folder {folder} ({e.strerror or type(e).__name__})") \
-            from None
+        raise ValueError(f"--out: cannot create the parts folder {folder} ({e.strerror or type(e).__name__})") from None
 
 
 class SweepStore:
     """An open sweep store (see the module docstring). Use `SweepStore.open(...)`, and `close()` (or `with`)."""
 
-    def __init__(self, folder: Path, manifest: dict, lock_fd: int | None,
-                 warn: Callable[[str], None]):
+    def __init__(self, folder: Path, manifest: dict, lock_fd: int | None, warn: Callable[[str], None]):
         self.folder = folder
         self.manifest = manifest
         self._lock_fd = lock_fd
@@ -151,9 +155,19 @@ class SweepStore:
     # ---- opening ------------------------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, out: str | os.PathLike, cfg: RunConfig, axis: str, values: list[int], seeds: list[int],
-             init_only: bool = False, warn: Callable[[str], None] | None = None, ensemble: str = "auto",
-             overwrite: bool = False, rebuild: bool = False) -> SweepStore:
+    def open(
+        cls,
+        out: str | os.PathLike,
+        cfg: RunConfig,
+        axis: str,
+        values: list[int],
+        seeds: list[int],
+        init_only: bool = False,
+        warn: Callable[[str], None] | None = None,
+        ensemble: str = "auto",
+        overwrite: bool = False,
+        rebuild: bool = False,
+    ) -> SweepStore:
         """Open (or create) the store of the merged output `out` for the grid values x seeds of `cfg` (the config
         every point shares; its size on `axis` and its seed are ignored), trained in ensemble mode `ensemble`
         ("auto" or "off"). Returns the open store, with its finished parts checked and loaded. ValueError (one
@@ -179,8 +193,9 @@ class SweepStore:
             else:
                 stale = sorted(p.name for p in folder.glob("*.nc") if not p.name.startswith(TEMP_PREFIX))
                 if stale:
-                    raise ValueError(f"--out: {folder} holds {len(stale)} part file(s) but no {MANIFEST}; "
-                                     f"{REBUILD_HINT}")
+                    raise ValueError(
+                        f"--out: {folder} holds {len(stale)} part file(s) but no {MANIFEST}; {REBUILD_HINT}"
+                    )
                 manifest = new_manifest(axis, comparable, init_only)
             manifest["ensemble"] = ensemble
             cls._check_merged(manifest, out, folder, values, seeds, overwrite)
@@ -195,7 +210,7 @@ class SweepStore:
         except BaseException:
             if lock_fd is not None:
                 os.close(lock_fd)
-            if created:                     # refused before anything was stored: leave no empty folder behind
+            if created:  # refused before anything was stored: leave no empty folder behind
                 shutil.rmtree(folder, ignore_errors=True)
             raise
 
@@ -220,12 +235,15 @@ class SweepStore:
         raise ValueError(f"--out: {path} is not a valid sweep manifest ({problem}); {REBUILD_HINT}")
 
     @staticmethod
-    def _check_compatible(manifest: dict, folder: Path, axis: str, comparable: dict, init_only: bool,
-                          ensemble: str) -> None:
+    def _check_compatible(
+        manifest: dict, folder: Path, axis: str, comparable: dict, init_only: bool, ensemble: str
+    ) -> None:
         """ValueError naming every setting that differs from the store's (old -> new)."""
         if manifest["axis"] != axis:
-            raise ValueError(f"--axis: {folder} holds a sweep along {manifest['axis']}, not {axis}; use the "
-                             "same --axis to resume it or choose another --out")
+            raise ValueError(
+                f"--axis: {folder} holds a sweep along {manifest['axis']}, not {axis}; use the "
+                "same --axis to resume it or choose another --out"
+            )
         diffs = []
         if manifest["init_only"] != bool(init_only):
             diffs.append(f"--init-only: {'on' if manifest['init_only'] else 'off'} -> {'on' if init_only else 'off'}")
@@ -234,12 +252,15 @@ class SweepStore:
         if manifest.get("ensemble") is not None and manifest["ensemble"] != ensemble:
             diffs.append(ensemble_diff(manifest["ensemble"], ensemble))
         if diffs:
-            raise ValueError(f"--out: {folder} was swept with other settings ({'; '.join(diffs)}); its points "
-                             "would not be comparable: use the same settings to resume it or choose another --out")
+            raise ValueError(
+                f"--out: {folder} was swept with other settings ({'; '.join(diffs)}); its points "
+                "would not be comparable: use the same settings to resume it or choose another --out"
+            )
 
     @staticmethod
-    def _check_merged(manifest: dict, out: Path, folder: Path, values: list[int], seeds: list[int],
-                      overwrite: bool) -> None:
+    def _check_merged(
+        manifest: dict, out: Path, folder: Path, values: list[int], seeds: list[int], overwrite: bool
+    ) -> None:
         """ValueError when `out` exists and the grid values x seeds does not contain the grid merged into it (the
         manifest's record, else `out`'s own coordinates), unless `overwrite`."""
         if overwrite or not (out.exists() or out.is_symlink()):
@@ -247,20 +268,25 @@ class SweepStore:
         axis, rec = manifest["axis"], manifest.get("merged")
         grid = (rec["values"], rec["seeds"]) if rec else _grid_in(out, axis)
         if grid is None:
-            raise ValueError(f"--out: {out} exists and is not a sweep dataset along {axis}; pass --overwrite to "
-                             "replace it or choose another --out")
+            raise ValueError(
+                f"--out: {out} exists and is not a sweep dataset along {axis}; pass --overwrite to "
+                "replace it or choose another --out"
+            )
         old_v, old_s = sorted(grid[0]), sorted(grid[1])
         lost_v, lost_s = sorted(set(old_v) - set(values)), sorted(set(old_s) - set(seeds))
         if not lost_v and not lost_s:
             return
-        lost = " and ".join(t for t in (f"{axis} = {lost_v}" if lost_v else "",
-                                        f"seeds {lost_s}" if lost_s else "") if t)
+        lost = " and ".join(
+            t for t in (f"{axis} = {lost_v}" if lost_v else "", f"seeds {lost_s}" if lost_s else "") if t
+        )
         union_v = sorted(set(old_v) | set(values))
         hint = f"--values {','.join(map(str, union_v))}{_seeds_hint(sorted(set(old_s) | set(seeds)), min(seeds))}"
-        raise ValueError(f"--out: {out} holds the merged grid {axis} = {old_v} x seeds {old_s}, and this grid "
-                         f"({axis} = {sorted(values)} x seeds {sorted(seeds)}) leaves out {lost}: to extend it, give "
-                         f"the old values and seeds plus the new ones ({hint}); or start a new --out; or pass "
-                         f"--overwrite to rewrite it with exactly this grid (the finished parts stay in {folder})")
+        raise ValueError(
+            f"--out: {out} holds the merged grid {axis} = {old_v} x seeds {old_s}, and this grid "
+            f"({axis} = {sorted(values)} x seeds {sorted(seeds)}) leaves out {lost}: to extend it, give "
+            f"the old values and seeds plus the new ones ({hint}); or start a new --out; or pass "
+            f"--overwrite to rewrite it with exactly this grid (the finished parts stay in {folder})"
+        )
 
     def _remove_temporaries(self) -> None:
         """Remove `.tmp-*` files and folders that killed saves left (this process holds the lock)."""
@@ -283,8 +309,9 @@ class SweepStore:
             try:
                 if not path.exists():
                     raise DatasetError(f"{path}: no such file")
-                if point.get("sha256") and (path.stat().st_size != point.get("bytes")
-                                            or file_sha256(path) != point["sha256"]):
+                if point.get("sha256") and (
+                    path.stat().st_size != point.get("bytes") or file_sha256(path) != point["sha256"]
+                ):
                     raise DatasetError(f"{path}: corrupt (its bytes changed since it was written: sha256 mismatch)")
                 self._loaded[name] = load(path)
             except DatasetError as e:
@@ -297,9 +324,17 @@ class SweepStore:
         m["seeds"] = sorted(set(m["seeds"]) | set(int(s) for s in seeds))
         for v in m["values"]:
             for s in m["seeds"]:
-                m["points"].setdefault(point_name(m["axis"], v, s), {
-                    "value": int(v), "seed": int(s), "status": "pending", "message": None, "sha256": None,
-                    "bytes": None})
+                m["points"].setdefault(
+                    point_name(m["axis"], v, s),
+                    {
+                        "value": int(v),
+                        "seed": int(s),
+                        "status": "pending",
+                        "message": None,
+                        "sha256": None,
+                        "bytes": None,
+                    },
+                )
 
     # ---- reading ------------------------------------------------------------------------------------------------
 
@@ -332,7 +367,7 @@ class SweepStore:
         """The dataset of a finished point (loaded once, `probes.experiment.dataset.load`)."""
         name = point_name(self.axis, value, seed)
         if self.manifest["points"][name]["status"] not in FINISHED:
-            raise RuntimeError(f"point {name} is not finished")      # a bug: callers check first
+            raise RuntimeError(f"point {name} is not finished")  # a bug: callers check first
         if name not in self._loaded:
             self._loaded[name] = load(self.part_path(value, seed))
         return self._loaded[name]
@@ -340,7 +375,7 @@ class SweepStore:
     def group(self, value: int, seed: int) -> tuple[int, ...] | None:
         """The seeds the point trains with, in their order, as recorded when it was first handed out (its own
         record, or that of another point of its size whose group holds it); None when none is recorded."""
-        if self._groups is None:                  # (value, seed) -> group, from every point that records one
+        if self._groups is None:  # (value, seed) -> group, from every point that records one
             self._groups = {}
             for p in self.manifest["points"].values():
                 for s in p.get("group") or []:
@@ -350,8 +385,14 @@ class SweepStore:
 
     # ---- writing ------------------------------------------------------------------------------------------------
 
-    def mark(self, points: list[tuple[int, int]], status: str, message: str | None = None,
-             detail: str | None = None, group: tuple[int, ...] | None = None) -> None:
+    def mark(
+        self,
+        points: list[tuple[int, int]],
+        status: str,
+        message: str | None = None,
+        detail: str | None = None,
+        group: tuple[int, ...] | None = None,
+    ) -> None:
         """Set the status of points [(value, seed), ...] (message and detail: a failure's one line and its
         traceback; group: the seeds they train with, recorded) and write the manifest."""
         if status not in STATUSES:
@@ -382,8 +423,10 @@ class SweepStore:
                 point.pop("detail", None)
                 self._loaded[name] = ds
             except DatasetError as e:
-                msg = (f"{str(e).splitlines()[0]} (the worker reported it written: is {self.folder} on a file "
-                       "system that every worker shares?)")
+                msg = (
+                    f"{str(e).splitlines()[0]} (the worker reported it written: is {self.folder} on a file "
+                    "system that every worker shares?)"
+                )
                 point.update(status="failed", message=msg)
                 failed.append((v, s, msg))
         self._write()

@@ -20,6 +20,7 @@ not depend on the executor, the number of workers or the machine's free memory (
 where a machine cannot hold them, with a warning), so on the CPU the merged dataset is the same bit for bit
 whatever runs it (at the same number of torch threads per run).
 """
+
 from __future__ import annotations
 
 import json
@@ -39,13 +40,31 @@ from probes.grid.manifest import GROUP_ATTR, MODE_ATTR, SWEEP_CONFIG_ATTR, compa
 from probes.grid.store import SweepStore, parts_dir
 from probes.hooks.recorder import MAX_PROBE_STEPS, MAX_STEP
 
-__all__ = ["MAX_POINTS", "MAX_SEEDS", "MAX_VALUES", "Sweep", "SweepFailed", "Unit", "PointResult", "check_grid",
-           "check_values", "coord_config", "open_sweep", "parts_dir", "plan_units", "point_path", "run_sweep",
-           "run_sweeps", "run_unit", "sweep_config", "value_config"]
+__all__ = [
+    "MAX_POINTS",
+    "MAX_SEEDS",
+    "MAX_VALUES",
+    "Sweep",
+    "SweepFailed",
+    "Unit",
+    "PointResult",
+    "check_grid",
+    "check_values",
+    "coord_config",
+    "open_sweep",
+    "parts_dir",
+    "plan_units",
+    "point_path",
+    "run_sweep",
+    "run_sweeps",
+    "run_unit",
+    "sweep_config",
+    "value_config",
+]
 
-MAX_SEEDS = 1000          # seeds per size of one sweep
-MAX_VALUES = 1000         # sizes of one sweep
-MAX_POINTS = 100_000      # sizes x seeds of one sweep (the manifest is rewritten as points finish)
+MAX_SEEDS = 1000  # seeds per size of one sweep
+MAX_VALUES = 1000  # sizes of one sweep
+MAX_POINTS = 100_000  # sizes x seeds of one sweep (the manifest is rewritten as points finish)
 
 
 def point_path(out: Path, axis: str, value: int, seed: int) -> Path:
@@ -135,15 +154,24 @@ def run_unit(unit: Unit) -> list[PointResult]:
         ds.attrs[MODE_ATTR] = unit.ensemble
         ds.attrs[SWEEP_CONFIG_ATTR] = json.dumps(comparable_config(unit.cfg, unit.axis), sort_keys=True)
         save(ds, path)
-        out.append(PointResult(int(result.config.seed), result.status, float(result.wall_s),
-                               int(result.extra.get("ensemble") or 0)))
+        out.append(
+            PointResult(
+                int(result.config.seed), result.status, float(result.wall_s), int(result.extra.get("ensemble") or 0)
+            )
+        )
     return out
 
 
-def plan_units(cfg: RunConfig, axis: str, todo: dict[int, list[int]], ensemble: str,
-               part: Callable[[int, int], Path], group_of: Callable[[int, int], tuple[int, ...] | None] | None = None,
-               finished: Callable[[int, int], bool] | None = None,
-               warn: Callable[[str], None] | None = None) -> list[Unit]:
+def plan_units(
+    cfg: RunConfig,
+    axis: str,
+    todo: dict[int, list[int]],
+    ensemble: str,
+    part: Callable[[int, int], Path],
+    group_of: Callable[[int, int], tuple[int, ...] | None] | None = None,
+    finished: Callable[[int, int], bool] | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> list[Unit]:
     """The units of the points to do ({value: [seeds]}), sizes in increasing order: per value, the recorded group
     of each point that has one (group_of(value, seed)), where the points of the group that are `finished` are
     retrained but not written; the other seeds in the groups of `probes.experiment.ensemble.plan_groups` (ensemble "auto":
@@ -156,7 +184,7 @@ def plan_units(cfg: RunConfig, axis: str, todo: dict[int, list[int]], ensemble: 
         if not seeds:
             continue
         vcfg = value_config(cfg, axis, v)
-        groups: dict[tuple[int, ...], None] = {}           # recorded groups, once each, in order
+        groups: dict[tuple[int, ...], None] = {}  # recorded groups, once each, in order
         loose = []
         for s in seeds:
             g = group_of(v, s)
@@ -179,8 +207,17 @@ class Sweep:
     """A sweep with its store open: `units` still to do; `run(executor)` does them and merges. Close it (or use
     `with`) to release the store."""
 
-    def __init__(self, store: SweepStore, cfg: RunConfig, axis: str, values: list[int], seeds: list[int],
-                 out: Path, init_only: bool, warn: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        store: SweepStore,
+        cfg: RunConfig,
+        axis: str,
+        values: list[int],
+        seeds: list[int],
+        out: Path,
+        init_only: bool,
+        warn: Callable[[str], None] | None = None,
+    ):
         self.store, self.cfg, self.axis, self.out = store, cfg, axis, out
         self.values, self.seeds, self.init_only = sorted(values), sorted(seeds), init_only
         todo = {v: [s for s in self.seeds if not store.finished(v, s)] for v in self.values}
@@ -191,8 +228,12 @@ class Sweep:
     def n_points(self) -> int:
         return len(self.values) * len(self.seeds)
 
-    def run(self, executor: Executor | None = None, on_point: Callable[[str], None] | None = None,
-            progress: bool | None | Progress = None) -> xr.Dataset:
+    def run(
+        self,
+        executor: Executor | None = None,
+        on_point: Callable[[str], None] | None = None,
+        progress: bool | None | Progress = None,
+    ) -> xr.Dataset:
         """Do every unit on `executor` (default: this process), record each point as it comes back, then merge
         all points into `out`, record the merged grid and return the merged dataset. SweepFailed (after every unit
         has had its turn) when any point failed; nothing is merged then. progress: a bar over the points with an
@@ -207,7 +248,7 @@ class Sweep:
         # seed variances from the parts of every point, so a resumed or extended sweep recomputes them
         merged = with_seed_variances(self.store.combine(self.values, self.seeds), self.axis)
         merged.attrs["init_only"] = int(self.init_only)
-        merged.attrs.pop(SWEEP_CONFIG_ATTR, None)          # the parts' store metadata; `config` says it all
+        merged.attrs.pop(SWEEP_CONFIG_ATTR, None)  # the parts' store metadata; `config` says it all
         save(merged, self.out)
         self.store.set_merged(self.values, self.seeds)
         return merged
@@ -230,8 +271,9 @@ class Sweep:
                 bar.advance(len(points), info=f"{tag}{ax}={unit.value}: failed")
                 return
             results = results or []
-            bad = self.store.record([(unit.value, r.seed, "diverged" if r.status == "diverged" else "done")
-                                     for r in results])
+            bad = self.store.record(
+                [(unit.value, r.seed, "diverged" if r.status == "diverged" else "done") for r in results]
+            )
             bad_seeds = {s: msg for _, s, msg in bad}
             for r in results:
                 if r.seed in bad_seeds:
@@ -254,9 +296,14 @@ class Sweep:
         self.close()
 
 
-def run_sweeps(sweeps: list[Sweep], executor: Executor | None = None,
-               on_point: Callable[[str], None] | None = None, progress: bool | None | Progress = None,
-               label: str = "sweep", tags: list[str] | None = None) -> None:
+def run_sweeps(
+    sweeps: list[Sweep],
+    executor: Executor | None = None,
+    on_point: Callable[[str], None] | None = None,
+    progress: bool | None | Progress = None,
+    label: str = "sweep",
+    tags: list[str] | None = None,
+) -> None:
     """Run the units of several open sweeps in one go on `executor` (default: this process), so that a pool or a
     Ray cluster gets all of them at once; each point is recorded in its own sweep's store as it comes back and
     reported with on_point(msg) (prefixed by its sweep's tag). progress: a bar `label` over every point of the
@@ -283,17 +330,21 @@ def run_sweeps(sweeps: list[Sweep], executor: Executor | None = None,
             for unit in sweep.units:
                 owner[id(unit)] = handlers
                 units.append(unit)
-        (executor or InProcess()).run(run_unit, units, lambda u: owner[id(u)][0](u),
-                                      lambda u, r, e: owner[id(u)][1](u, r, e))
+        (executor or InProcess()).run(
+            run_unit, units, lambda u: owner[id(u)][0](u), lambda u, r, e: owner[id(u)][1](u, r, e)
+        )
     finally:
         if own:
             bar.close()
     if failures:
         n_points = sum(sw.n_points for sw in sweeps)
-        where = ", ".join(str(sw.store.folder / "manifest.json") for sw in sweeps[:2]) + \
-            (", ..." if len(sweeps) > 2 else "")
-        raise SweepFailed(f"{len(failures)} of {n_points} points failed (first: {failures[0]}); nothing was "
-                          f"merged; messages in {where}; rerun the same command to redo them")
+        where = ", ".join(str(sw.store.folder / "manifest.json") for sw in sweeps[:2]) + (
+            ", ..." if len(sweeps) > 2 else ""
+        )
+        raise SweepFailed(
+            f"{len(failures)} of {n_points} points failed (first: {failures[0]}); nothing was "
+            f"merged; messages in {where}; rerun the same command to redo them"
+        )
 
 
 def sweep_config(base: RunConfig, axis: str, init_only: bool = False) -> RunConfig:
@@ -301,9 +352,18 @@ def sweep_config(base: RunConfig, axis: str, init_only: bool = False) -> RunConf
     return replace(base, steps=0 if init_only else base.steps, model=replace(base.model, axis=axis))
 
 
-def open_sweep(base: RunConfig, axis: str, values: list[int], seeds: int, out: Path, init_only: bool = False,
-               ensemble: str | None = None, on_point: Callable[[str], None] | None = None,
-               overwrite: bool = False, rebuild: bool = False) -> Sweep:
+def open_sweep(
+    base: RunConfig,
+    axis: str,
+    values: list[int],
+    seeds: int,
+    out: Path,
+    init_only: bool = False,
+    ensemble: str | None = None,
+    on_point: Callable[[str], None] | None = None,
+    overwrite: bool = False,
+    rebuild: bool = False,
+) -> Sweep:
     """Check the grid, open (or create) its store and plan the units still to do; returns the open Sweep.
     ValueError (one line, nothing trained) for a bad grid, a size that is not a valid model, a store made with
     other settings (the ensemble mode included: `ensemble`, None for `probes.experiment.ensemble.resolve_mode`'s default), a
@@ -313,10 +373,11 @@ def open_sweep(base: RunConfig, axis: str, values: list[int], seeds: int, out: P
     mode = resolve_mode(ensemble)
     check_grid(axis, values, seeds, mode)
     cfg = sweep_config(base, axis, init_only)
-    check_values(cfg, axis, values)                  # every size is a valid model before anything is written
+    check_values(cfg, axis, values)  # every size is a valid model before anything is written
     seed_list = [base.seed + s for s in range(seeds)]
-    store = SweepStore.open(out, cfg, axis, values, seed_list, init_only, warn=on_point, ensemble=mode,
-                            overwrite=overwrite, rebuild=rebuild)
+    store = SweepStore.open(
+        out, cfg, axis, values, seed_list, init_only, warn=on_point, ensemble=mode, overwrite=overwrite, rebuild=rebuild
+    )
     try:
         return Sweep(store, cfg, axis, values, seed_list, Path(out), init_only, on_point)
     except BaseException:
@@ -334,9 +395,19 @@ def check_grid_fits(base: RunConfig, axis: str, values: list[int], init_only: bo
         check_fits(value_config(cfg, axis, v))
 
 
-def run_sweep(base: RunConfig, axis: str, values: list[int], seeds: int, out: Path, init_only: bool = False,
-              on_point: Callable[[str], None] | None = None, ensemble: str | None = None,
-              executor: Executor | None = None, overwrite: bool = False, rebuild: bool = False) -> xr.Dataset:
+def run_sweep(
+    base: RunConfig,
+    axis: str,
+    values: list[int],
+    seeds: int,
+    out: Path,
+    init_only: bool = False,
+    on_point: Callable[[str], None] | None = None,
+    ensemble: str | None = None,
+    executor: Executor | None = None,
+    overwrite: bool = False,
+    rebuild: bool = False,
+) -> xr.Dataset:
     """Run every (value, seed) point not yet finished, then merge all points into `out`; returns the dataset.
 
     init_only: no training, probes at initialisation only (steps = 0). on_point(msg) reports progress and
@@ -361,5 +432,6 @@ def coord_config(base: RunConfig, steps: list[int]) -> RunConfig:
         raise ValueError(f"--steps: at most {MAX_PROBE_STEPS} probe steps, got {len(set(steps))}")
     if max(steps) > MAX_STEP:
         raise ValueError(f"--steps: {max(steps)} is more than {MAX_STEP}, the most steps a run may take")
-    return replace(base, steps=max(steps), probes=replace(base.probes, enabled=True, schedule="at",
-                                                          at=tuple(sorted(set(steps)))))
+    return replace(
+        base, steps=max(steps), probes=replace(base.probes, enabled=True, schedule="at", at=tuple(sorted(set(steps))))
+    )

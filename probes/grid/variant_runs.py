@@ -16,6 +16,7 @@ test_coord_check.py::test_depth_exponents`). Measured with this grid's settings 
 0, 1, 3, 10, 20): over L = 1, 2, 4, 8 SGD's changes of q, k, v, A, softmax(A) read L^+0.19..+0.37 at step 20
 (24 of 63 rows off); over L = 2, 4, 8, 16 all 63 rows are consistent. Adam passed over both.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -27,8 +28,18 @@ from parametrizations.variants import VARIANTS
 from probes.experiment.run import RunConfig
 from probes.grid.executors import Executor
 
-__all__ = ["VariantGrid", "VARIANT_GRID", "QUICK_GRID", "Cell", "VariantTableFailed", "cell_path", "cell_config",
-           "cell_finished", "plan_cells", "run_variant_table"]
+__all__ = [
+    "VariantGrid",
+    "VARIANT_GRID",
+    "QUICK_GRID",
+    "Cell",
+    "VariantTableFailed",
+    "cell_path",
+    "cell_config",
+    "cell_finished",
+    "plan_cells",
+    "run_variant_table",
+]
 
 
 @dataclass(frozen=True)
@@ -50,12 +61,15 @@ class VariantGrid:
 
 
 VARIANT_GRID = VariantGrid(
-    variants=VARIANTS,                                   # paper, openelm, ngpt, laurel, tokenformer
-    axes={"N": (4, 8, 16, 32), "H": (2, 4, 8, 16), "L": (2, 4, 8, 16)},      # L from 2: see the module docstring
-    optimizers={"sgd": 0.5, "adam": 0.05},               # the eta0 of tests/test_coord_check.py
+    variants=VARIANTS,  # paper, openelm, ngpt, laurel, tokenformer
+    axes={"N": (4, 8, 16, 32), "H": (2, 4, 8, 16), "L": (2, 4, 8, 16)},  # L from 2: see the module docstring
+    optimizers={"sgd": 0.5, "adam": 0.05},  # the eta0 of tests/test_coord_check.py
     model={"task": "vision", "N": 8, "H": 4, "L": 2},
-    param="mup",                                         # alpha_A = 1, alpha_L = 1
-    batch_size=32, probe_samples=16, steps=(0, 1, 3, 10, 20), seeds=8,
+    param="mup",  # alpha_A = 1, alpha_L = 1
+    batch_size=32,
+    probe_samples=16,
+    steps=(0, 1, 3, 10, 20),
+    seeds=8,
 )
 # 8 seeds: the cells are judged by the one verdict rule (dmft.variant_verdicts) on a joint-jackknife interval with a t
 # quantile of seeds - 1 degrees of freedom; at 2 seeds (t = 12.7) no row can be decided, and a +1/2 deviation of one
@@ -102,9 +116,13 @@ def cell_config(grid: VariantGrid, variant: str, axis: str, optimizer: str) -> R
     from probes.experiment.config import make_run_config
     from probes.grid.sweep import coord_config
 
-    cfg = make_run_config(model={**grid.model, "variant": variant, "axis": axis}, param={"preset": grid.param},
-                          optim={"name": optimizer, "eta0": grid.optimizers[optimizer]},
-                          run={"batch_size": grid.batch_size}, probes={"n_samples": grid.probe_samples})
+    cfg = make_run_config(
+        model={**grid.model, "variant": variant, "axis": axis},
+        param={"preset": grid.param},
+        optim={"name": optimizer, "eta0": grid.optimizers[optimizer]},
+        run={"batch_size": grid.batch_size},
+        probes={"n_samples": grid.probe_samples},
+    )
     return coord_config(cfg, list(grid.steps))
 
 
@@ -138,8 +156,9 @@ def plan_cells(out_dir: Path, grid: VariantGrid, variants=None, axes=None, optim
                     try:
                         value_config(cfg, ax, size).model.shapes()
                     except ValueError as e:
-                        raise ValueError(f"--variants: {v} at {ax}={size} is not a valid model "
-                                         f"({str(e).splitlines()[0]})") from None
+                        raise ValueError(
+                            f"--variants: {v} at {ax}={size} is not a valid model ({str(e).splitlines()[0]})"
+                        ) from None
                 check_grid_fits(cfg, ax, list(values))
                 cells.append(Cell(v, ax, opt, values, cfg, cell_path(out_dir, v, opt, ax)))
     return cells
@@ -159,10 +178,14 @@ def cell_finished(cell: Cell, seeds: list[int]) -> bool:
     try:
         manifest = json.loads((parts_dir(cell.path) / MANIFEST).read_text())
         points = manifest["points"]
-        same = (manifest.get("axis") == cell.axis and not manifest.get("init_only")
-                and manifest.get("config_hash") == config_hash(comparable_config(cell.cfg, cell.axis)))
-        return same and all(points.get(point_name(cell.axis, v, s), {}).get("status") in FINISHED
-                            for v in cell.values for s in seeds)
+        same = (
+            manifest.get("axis") == cell.axis
+            and not manifest.get("init_only")
+            and manifest.get("config_hash") == config_hash(comparable_config(cell.cfg, cell.axis))
+        )
+        return same and all(
+            points.get(point_name(cell.axis, v, s), {}).get("status") in FINISHED for v in cell.values for s in seeds
+        )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
 
@@ -177,10 +200,18 @@ def _executor_for(executor: ExecutorArg, n_units: int) -> Executor | None:
     return executor(n_units)
 
 
-def run_variant_table(out_dir: Path, variants=None, axes=None, optimizers=None, seeds: int | None = None,
-                      quick: bool = False, executor: ExecutorArg = None,
-                      on_point: Callable[[str], None] | None = None, ensemble: str = "auto",
-                      on_cell: Callable[[str], None] | None = None) -> dict[tuple[str, str, str], Path]:
+def run_variant_table(
+    out_dir: Path,
+    variants=None,
+    axes=None,
+    optimizers=None,
+    seeds: int | None = None,
+    quick: bool = False,
+    executor: ExecutorArg = None,
+    on_point: Callable[[str], None] | None = None,
+    ensemble: str = "auto",
+    on_cell: Callable[[str], None] | None = None,
+) -> dict[tuple[str, str, str], Path]:
     """Run every cell of the variant table (VARIANT_GRID, or QUICK_GRID when `quick`) not yet finished into
     `out_dir` (created); returns {(variant, axis, optimizer): dataset path} in table order.
 
@@ -205,9 +236,9 @@ def run_variant_table(out_dir: Path, variants=None, axes=None, optimizers=None, 
     check_out_folder(out_dir, "--out")
     cells = plan_cells(out_dir, grid, variants, axes, optimizers)
     say_cell = on_cell or (lambda msg: None)
-    seed_list = [cells[0].cfg.seed + s for s in range(grid.seeds)] if cells else []    # as open_sweep numbers them
+    seed_list = [cells[0].cfg.seed + s for s in range(grid.seeds)] if cells else []  # as open_sweep numbers them
     finished = [cell_finished(c, seed_list) for c in cells]
-    for c, done in zip(cells, finished):      # every store read (not opened) first: a bad one leaves nothing made
+    for c, done in zip(cells, finished):  # every store read (not opened) first: a bad one leaves nothing made
         if not done:
             check_store(c.cfg, c.axis, c.path)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -215,14 +246,20 @@ def run_variant_table(out_dir: Path, variants=None, axes=None, optimizers=None, 
     failed: dict[tuple[str, str, str], str] = {}
     with ExitStack() as stack:
         # every unfinished cell's store is opened (checked against its settings) before any cell trains
-        sweeps = [None if done else
-                  stack.enter_context(open_sweep(c.cfg, c.axis, list(c.values), grid.seeds, c.path,
-                                                 ensemble=ensemble, on_point=on_point))
-                  for c, done in zip(cells, finished)]
+        sweeps = [
+            None
+            if done
+            else stack.enter_context(
+                open_sweep(c.cfg, c.axis, list(c.values), grid.seeds, c.path, ensemble=ensemble, on_point=on_point)
+            )
+            for c, done in zip(cells, finished)
+        ]
         for i, (cell, sweep) in enumerate(zip(cells, sweeps), 1):
-            head = (f"[{i}/{len(cells)}] {cell.variant} / {cell.optimizer} along {cell.axis} = {list(cell.values)} "
-                    f"x {grid.seeds} seeds")
-            if sweep is None or (not sweep.units and cell.path.exists()):    # a finished, merged cell is kept
+            head = (
+                f"[{i}/{len(cells)}] {cell.variant} / {cell.optimizer} along {cell.axis} = {list(cell.values)} "
+                f"x {grid.seeds} seeds"
+            )
+            if sweep is None or (not sweep.units and cell.path.exists()):  # a finished, merged cell is kept
                 say_cell(f"{head}: finished, kept ({cell.path.name})")
                 paths[cell.key] = cell.path
                 continue
@@ -239,6 +276,7 @@ def run_variant_table(out_dir: Path, variants=None, axes=None, optimizers=None, 
             paths[cell.key] = cell.path
     if failed:
         first = next(iter(failed))
-        raise VariantTableFailed(f"{len(failed)} of {len(cells)} cells failed (first: {'/'.join(first)}: "
-                                 f"{failed[first]})", paths, failed)
+        raise VariantTableFailed(
+            f"{len(failed)} of {len(cells)} cells failed (first: {'/'.join(first)}: {failed[first]})", paths, failed
+        )
     return paths

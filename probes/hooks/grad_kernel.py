@@ -11,6 +11,7 @@ kernel_pooled),
 which is what the DMFT solver computes for the same samples (docs/dmft-dynamics.md). In a seed ensemble the
 members' losses are summed before the backward, so each member's stream gets its own member's gradient.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -32,7 +33,7 @@ class StreamGradients:
     def __init__(self, model: LWSTransformer, gamma0: float):
         self.model = model
         self.d = model.cfg.d_model
-        self.scale = float(gamma0) * self.d                 # e = -gamma0 d dLoss/dh
+        self.scale = float(gamma0) * self.d  # e = -gamma0 d dLoss/dh
         self.sums: list[torch.Tensor | None] = [None] * (len(model.blocks) + 1)
 
     def _watch(self, depth: int, h: torch.Tensor) -> None:
@@ -41,15 +42,17 @@ class StreamGradients:
             h.register_hook(lambda g: self._keep(depth, g))
 
     def _keep(self, depth: int, g: torch.Tensor) -> None:
-        self.sums[depth] = g.detach().float().sum(-2)      # dLoss/dh summed over tokens: (E, P, d) or (P, d)
+        self.sums[depth] = g.detach().float().sum(-2)  # dLoss/dh summed over tokens: (E, P, d) or (P, d)
 
     @contextlib.contextmanager
     def attached(self) -> Iterator[StreamGradients]:
         """Hook the model's blocks for the duration of the context (the training loop); removed on exit."""
         blocks = list(self.model.blocks)
         handles = [blocks[0].register_forward_pre_hook(lambda m, args: self._watch(0, args[0]))]
-        handles += [blk.register_forward_hook(lambda m, args, out, depth=depth: self._watch(depth, out))
-                    for depth, blk in enumerate(blocks, 1)]
+        handles += [
+            blk.register_forward_hook(lambda m, args, out, depth=depth: self._watch(depth, out))
+            for depth, blk in enumerate(blocks, 1)
+        ]
         try:
             yield self
         finally:
@@ -63,8 +66,8 @@ class StreamGradients:
         sums = [s for s in self.sums if s is not None]
         if len(sums) < len(self.sums):
             raise RuntimeError("no stream gradient: kernels() needs a training backward since the last call")
-        ebar = -self.scale * torch.stack(sums, -3)    # (E, L+1, P, d) or (L+1, P, d)
+        ebar = -self.scale * torch.stack(sums, -3)  # (E, L+1, P, d) or (L+1, P, d)
         if self.model.ensemble is None:
-            ebar = ebar.unsqueeze(0)                        # (1, L+1, P, d)
+            ebar = ebar.unsqueeze(0)  # (1, L+1, P, d)
         self.sums = [None] * len(self.sums)
-        return ebar @ ebar.transpose(-1, -2) / self.d      # (E, L+1, P, P)
+        return ebar @ ebar.transpose(-1, -2) / self.d  # (E, L+1, P, P)

@@ -26,6 +26,7 @@ Backends: "triton" (CUDA tensors, or CPU tensors under the Triton interpreter, T
 this module is imported), "torch" (a fallback that materialises (B, H, S, S) in float32), and "auto" (triton
 when q is on CUDA and triton imports, else torch).
 """
+
 from __future__ import annotations
 
 import os
@@ -37,13 +38,14 @@ from torch import Tensor
 try:
     import triton
     import triton.language as tl
+
     HAS_TRITON = True
-except ImportError:              # e.g. macOS / Windows: only the torch fallback is available
+except ImportError:  # e.g. macOS / Windows: only the torch fallback is available
     HAS_TRITON = False
 
 STAT_NAMES = ("A", "P", "dA", "dP")
-_BLOCK_M = 32                    # rows (s) per tile; tl.dot needs every block dimension >= 16
-_BLOCK_N = 32                    # columns (s') per tile
+_BLOCK_M = 32  # rows (s) per tile; tl.dot needs every block dimension >= 16
+_BLOCK_N = 32  # columns (s') per tile
 
 Stats = dict[str, tuple[Tensor, Tensor]]
 
@@ -67,29 +69,30 @@ def _check_inputs(q: Tensor, k: Tensor, q0: Tensor | None, k0: Tensor | None) ->
 # ----------------------------------------------------------------------------------------------- fallback
 def _logits_probs(q: Tensor, k: Tensor, scale: float, causal: bool) -> tuple[Tensor, Tensor]:
     """A = scale q k^T and P = softmax_{s'}(A), both float32 (B, H, S, S), masked entries set to 0."""
-    A = scale * torch.matmul(q.float(), k.float().transpose(-1, -2))        # (B, H, S, S)
+    A = scale * torch.matmul(q.float(), k.float().transpose(-1, -2))  # (B, H, S, S)
     if not causal:
         return A, torch.softmax(A, dim=-1)
     S = q.shape[2]
-    masked = torch.ones(S, S, dtype=torch.bool, device=q.device).triu(1)   # (S, S): s' > s
-    P = torch.softmax(A.masked_fill(masked, float("-inf")), dim=-1)        # exactly 0 where masked
+    masked = torch.ones(S, S, dtype=torch.bool, device=q.device).triu(1)  # (S, S): s' > s
+    P = torch.softmax(A.masked_fill(masked, float("-inf")), dim=-1)  # exactly 0 where masked
     return A.masked_fill(masked, 0.0), P
 
 
 def _two_pass(x: Tensor) -> tuple[Tensor, Tensor]:
     """(mean, M2) over dim 1 (heads) of x (B, H, S, S): two (B, S, S) tensors, M2 = sum_h (x_h - mean)^2."""
-    mean = x.mean(dim=1)                                                    # (B, S, S)
+    mean = x.mean(dim=1)  # (B, S, S)
     return mean, (x - mean.unsqueeze(1)).square().sum(dim=1)
 
 
-def head_stats_torch(q: Tensor, k: Tensor, scale: float, causal: bool,
-                     q0: Tensor | None = None, k0: Tensor | None = None) -> Stats:
+def head_stats_torch(
+    q: Tensor, k: Tensor, scale: float, causal: bool, q0: Tensor | None = None, k0: Tensor | None = None
+) -> Stats:
     """PyTorch fallback of `head_stats` (materialises (B, H, S, S) in float32; two-pass variance).
     Returns {"A": (mean, m2), "P": (mean, m2)} plus "dA", "dP" when q0, k0 are given; each float32 (B, S, S)."""
     _check_inputs(q, k, q0, k0)
     A, P = _logits_probs(q, k, scale, causal)
     out = {"A": _two_pass(A), "P": _two_pass(P)}
-    if q0 is not None and k0 is not None:                      # both or neither (_check_inputs)
+    if q0 is not None and k0 is not None:  # both or neither (_check_inputs)
         A0, P0 = _logits_probs(q0, k0, scale, causal)
         out["dA"] = _two_pass(A - A0)
         out["dP"] = _two_pass(P - P0)
@@ -98,12 +101,29 @@ def head_stats_torch(q: Tensor, k: Tensor, scale: float, causal: bool,
 
 # ------------------------------------------------------------------------------------------------ Triton
 if HAS_TRITON:
+
     @triton.jit
-    def _row_lse_kernel(q_ptr, k_ptr, lse_ptr,
-                        sq_b, sq_h, sq_s, sq_n, sk_b, sk_h, sk_s, sk_n,
-                        H, S, N, scale,
-                        CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                        BLOCK_D: tl.constexpr):
+    def _row_lse_kernel(
+        q_ptr,
+        k_ptr,
+        lse_ptr,
+        sq_b,
+        sq_h,
+        sq_s,
+        sq_n,
+        sk_b,
+        sk_h,
+        sk_s,
+        sk_n,
+        H,
+        S,
+        N,
+        scale,
+        CAUSAL: tl.constexpr,
+        BLOCK_M: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_D: tl.constexpr,
+    ):
         """lse[b, h, s] = log sum_{s' unmasked} exp(A[b, h, s, s']) for one (b, h) and one block of s."""
         pid_bh = tl.program_id(0).to(tl.int64)
         pid_m = tl.program_id(1)
@@ -111,10 +131,13 @@ if HAS_TRITON:
         h = pid_bh % H
         offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         offs_d = tl.arange(0, BLOCK_D)
-        q = tl.load(q_ptr + b * sq_b + h * sq_h + offs_m[:, None] * sq_s + offs_d[None, :] * sq_n,
-                    mask=(offs_m[:, None] < S) & (offs_d[None, :] < N), other=0.0).to(tl.float32)
-        m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)     # running row max
-        l_i = tl.zeros([BLOCK_M], tl.float32)                   # running sum of exp(A - m_i)
+        q = tl.load(
+            q_ptr + b * sq_b + h * sq_h + offs_m[:, None] * sq_s + offs_d[None, :] * sq_n,
+            mask=(offs_m[:, None] < S) & (offs_d[None, :] < N),
+            other=0.0,
+        ).to(tl.float32)
+        m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)  # running row max
+        l_i = tl.zeros([BLOCK_M], tl.float32)  # running sum of exp(A - m_i)
         hi = S
         if CAUSAL:
             hi = tl.minimum(S, (pid_m + 1) * BLOCK_M)
@@ -122,9 +145,12 @@ if HAS_TRITON:
         # and m_i is finite after it: no inf - inf
         for start_n in range(0, hi, BLOCK_N):
             offs_n = start_n + tl.arange(0, BLOCK_N)
-            k = tl.load(k_ptr + b * sk_b + h * sk_h + offs_n[:, None] * sk_s + offs_d[None, :] * sk_n,
-                        mask=(offs_n[:, None] < S) & (offs_d[None, :] < N), other=0.0).to(tl.float32)
-            a = tl.dot(q, tl.trans(k), input_precision="ieee") * scale          # (BLOCK_M, BLOCK_N)
+            k = tl.load(
+                k_ptr + b * sk_b + h * sk_h + offs_n[:, None] * sk_s + offs_d[None, :] * sk_n,
+                mask=(offs_n[:, None] < S) & (offs_d[None, :] < N),
+                other=0.0,
+            ).to(tl.float32)
+            a = tl.dot(q, tl.trans(k), input_precision="ieee") * scale  # (BLOCK_M, BLOCK_N)
             valid = offs_n[None, :] < S
             if CAUSAL:
                 valid = valid & (offs_n[None, :] <= offs_m[:, None])
@@ -142,25 +168,82 @@ if HAS_TRITON:
         return mean, m2 + delta * (x - mean)
 
     @triton.jit
-    def _tile_AP(q_ptr, k_ptr, lse_ptr, b, h, sq_b, sq_h, sq_s, sq_n, sk_b, sk_h, sk_s, sk_n,
-                 H, S, N, scale, offs_m, offs_n, offs_d, valid):
+    def _tile_AP(
+        q_ptr,
+        k_ptr,
+        lse_ptr,
+        b,
+        h,
+        sq_b,
+        sq_h,
+        sq_s,
+        sq_n,
+        sk_b,
+        sk_h,
+        sk_s,
+        sk_n,
+        H,
+        S,
+        N,
+        scale,
+        offs_m,
+        offs_n,
+        offs_d,
+        valid,
+    ):
         """The masked (A, P) tile (BLOCK_M, BLOCK_N) of head h of sample b, both 0 where not valid."""
-        q = tl.load(q_ptr + b * sq_b + h * sq_h + offs_m[:, None] * sq_s + offs_d[None, :] * sq_n,
-                    mask=(offs_m[:, None] < S) & (offs_d[None, :] < N), other=0.0).to(tl.float32)
-        k = tl.load(k_ptr + b * sk_b + h * sk_h + offs_n[:, None] * sk_s + offs_d[None, :] * sk_n,
-                    mask=(offs_n[:, None] < S) & (offs_d[None, :] < N), other=0.0).to(tl.float32)
+        q = tl.load(
+            q_ptr + b * sq_b + h * sq_h + offs_m[:, None] * sq_s + offs_d[None, :] * sq_n,
+            mask=(offs_m[:, None] < S) & (offs_d[None, :] < N),
+            other=0.0,
+        ).to(tl.float32)
+        k = tl.load(
+            k_ptr + b * sk_b + h * sk_h + offs_n[:, None] * sk_s + offs_d[None, :] * sk_n,
+            mask=(offs_n[:, None] < S) & (offs_d[None, :] < N),
+            other=0.0,
+        ).to(tl.float32)
         a = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
         lse = tl.load(lse_ptr + (b * H + h) * S + offs_m, mask=offs_m < S, other=0.0)
-        p = tl.exp(tl.where(valid, a - lse[:, None], float("-inf")))         # no overflow where masked
+        p = tl.exp(tl.where(valid, a - lse[:, None], float("-inf")))  # no overflow where masked
         return tl.where(valid, a, 0.0), p
 
     @triton.jit
-    def _head_stats_kernel(q_ptr, k_ptr, lse_ptr, q0_ptr, k0_ptr, lse0_ptr, out_ptr,
-                           sq_b, sq_h, sq_s, sq_n, sk_b, sk_h, sk_s, sk_n,
-                           s0q_b, s0q_h, s0q_s, s0q_n, s0k_b, s0k_h, s0k_s, s0k_n,
-                           so_st, so_b, H, S, N, scale,
-                           CAUSAL: tl.constexpr, HAS_REF: tl.constexpr, BLOCK_M: tl.constexpr,
-                           BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    def _head_stats_kernel(
+        q_ptr,
+        k_ptr,
+        lse_ptr,
+        q0_ptr,
+        k0_ptr,
+        lse0_ptr,
+        out_ptr,
+        sq_b,
+        sq_h,
+        sq_s,
+        sq_n,
+        sk_b,
+        sk_h,
+        sk_s,
+        sk_n,
+        s0q_b,
+        s0q_h,
+        s0q_s,
+        s0q_n,
+        s0k_b,
+        s0k_h,
+        s0k_s,
+        s0k_n,
+        so_st,
+        so_b,
+        H,
+        S,
+        N,
+        scale,
+        CAUSAL: tl.constexpr,
+        HAS_REF: tl.constexpr,
+        BLOCK_M: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_D: tl.constexpr,
+    ):
         """Welford (mean, M2) over heads of A, P (and A - A0, P - P0) for one (s-block, s'-block, b) tile;
         out is (n_stats, 2, B, S, S) contiguous, [stat, 0] = mean, [stat, 1] = M2; so_st = B S S, so_b = S S."""
         pid_m = tl.program_id(0)
@@ -180,16 +263,58 @@ if HAS_TRITON:
         da_mean, da_m2, dp_mean, dp_m2 = zero, zero, zero, zero
         for h in range(n_heads):
             n = tl.cast(h + 1, tl.float32)
-            a, p = _tile_AP(q_ptr, k_ptr, lse_ptr, b, h, sq_b, sq_h, sq_s, sq_n, sk_b, sk_h, sk_s, sk_n,
-                            H, S, N, scale, offs_m, offs_n, offs_d, valid)
+            a, p = _tile_AP(
+                q_ptr,
+                k_ptr,
+                lse_ptr,
+                b,
+                h,
+                sq_b,
+                sq_h,
+                sq_s,
+                sq_n,
+                sk_b,
+                sk_h,
+                sk_s,
+                sk_n,
+                H,
+                S,
+                N,
+                scale,
+                offs_m,
+                offs_n,
+                offs_d,
+                valid,
+            )
             a_mean, a_m2 = _welford(a, a_mean, a_m2, n)
             p_mean, p_m2 = _welford(p, p_mean, p_m2, n)
             if HAS_REF:
-                a0, p0 = _tile_AP(q0_ptr, k0_ptr, lse0_ptr, b, h, s0q_b, s0q_h, s0q_s, s0q_n,
-                                  s0k_b, s0k_h, s0k_s, s0k_n, H, S, N, scale, offs_m, offs_n, offs_d, valid)
+                a0, p0 = _tile_AP(
+                    q0_ptr,
+                    k0_ptr,
+                    lse0_ptr,
+                    b,
+                    h,
+                    s0q_b,
+                    s0q_h,
+                    s0q_s,
+                    s0q_n,
+                    s0k_b,
+                    s0k_h,
+                    s0k_s,
+                    s0k_n,
+                    H,
+                    S,
+                    N,
+                    scale,
+                    offs_m,
+                    offs_n,
+                    offs_d,
+                    valid,
+                )
                 da_mean, da_m2 = _welford(a - a0, da_mean, da_m2, n)
                 dp_mean, dp_m2 = _welford(p - p0, dp_mean, dp_m2, n)
-        so_st = tl.cast(so_st, tl.int64)                # 8 B S^2 may exceed 2^31
+        so_st = tl.cast(so_st, tl.int64)  # 8 B S^2 may exceed 2^31
         ptrs = out_ptr + b * so_b + offs_m[:, None] * S + offs_n[None, :]  # out[0, 0, b] (mean of A)
         in_bounds = (offs_m[:, None] < S) & (offs_n[None, :] < S)
         tl.store(ptrs, a_mean, mask=in_bounds)
@@ -208,13 +333,27 @@ def _row_lse(q: Tensor, k: Tensor, scale: float, causal: bool, block_d: int) -> 
     B, H, S, N = q.shape
     lse = torch.empty(B, H, S, dtype=torch.float32, device=q.device)
     grid = (B * H, triton.cdiv(S, _BLOCK_M))
-    _row_lse_kernel[grid](q, k, lse, *q.stride(), *k.stride(), H, S, N, float(scale),
-                          CAUSAL=causal, BLOCK_M=_BLOCK_M, BLOCK_N=_BLOCK_N, BLOCK_D=block_d)
+    _row_lse_kernel[grid](
+        q,
+        k,
+        lse,
+        *q.stride(),
+        *k.stride(),
+        H,
+        S,
+        N,
+        float(scale),
+        CAUSAL=causal,
+        BLOCK_M=_BLOCK_M,
+        BLOCK_N=_BLOCK_N,
+        BLOCK_D=block_d,
+    )
     return lse
 
 
-def head_stats_triton(q: Tensor, k: Tensor, scale: float, causal: bool,
-                      q0: Tensor | None = None, k0: Tensor | None = None) -> Stats:
+def head_stats_triton(
+    q: Tensor, k: Tensor, scale: float, causal: bool, q0: Tensor | None = None, k0: Tensor | None = None
+) -> Stats:
     """Triton implementation of `head_stats` (never materialises (B, H, S, S)).
     Returns {"A": (mean, m2), "P": (mean, m2)} plus "dA", "dP" when q0, k0 are given; each float32 (B, S, S)
     (views into one (n_stats, 2, B, S, S) buffer)."""
@@ -222,31 +361,59 @@ def head_stats_triton(q: Tensor, k: Tensor, scale: float, causal: bool,
     if not HAS_TRITON:
         raise ValueError("backend 'triton' needs the triton package, which cannot be imported here")
     if not q.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
-        raise ValueError(f"backend 'triton' needs CUDA tensors (got {q.device}) or TRITON_INTERPRET=1 "
-                         "set before probes.hooks.head_stats is imported; use backend 'torch' or 'auto'")
+        raise ValueError(
+            f"backend 'triton' needs CUDA tensors (got {q.device}) or TRITON_INTERPRET=1 "
+            "set before probes.hooks.head_stats is imported; use backend 'torch' or 'auto'"
+        )
     B, H, S, N = q.shape
     has_ref = q0 is not None
-    block_d = max(16, triton.next_power_of_2(N))                 # N padded with masked loads
+    block_d = max(16, triton.next_power_of_2(N))  # N padded with masked loads
     with torch.cuda.device(q.device) if q.is_cuda else nullcontext():
-        lse = _row_lse(q, k, scale, causal, block_d)                            # (B, H, S)
-        if q0 is not None and k0 is not None:                   # has_ref (both or neither: _check_inputs)
-            lse0 = _row_lse(q0, k0, scale, causal, block_d)                     # (B, H, S)
+        lse = _row_lse(q, k, scale, causal, block_d)  # (B, H, S)
+        if q0 is not None and k0 is not None:  # has_ref (both or neither: _check_inputs)
+            lse0 = _row_lse(q0, k0, scale, causal, block_d)  # (B, H, S)
             r_q, r_k = q0, k0
         else:
-            lse0, r_q, r_k = lse, q, k                           # placeholders when there is no reference
+            lse0, r_q, r_k = lse, q, k  # placeholders when there is no reference
         n_stats = 4 if has_ref else 2
         out = torch.empty(n_stats, 2, B, S, S, dtype=torch.float32, device=q.device)
-        grid = (triton.cdiv(S, _BLOCK_M), triton.cdiv(S, _BLOCK_N), B)          # B <= 65535 (grid dim 2)
-        _head_stats_kernel[grid](q, k, lse, r_q, r_k, lse0, out,
-                                 *q.stride(), *k.stride(), *r_q.stride(), *r_k.stride(),
-                                 out.stride(1), out.stride(2), H, S, N, float(scale),
-                                 CAUSAL=causal, HAS_REF=has_ref, BLOCK_M=_BLOCK_M, BLOCK_N=_BLOCK_N,
-                                 BLOCK_D=block_d)
+        grid = (triton.cdiv(S, _BLOCK_M), triton.cdiv(S, _BLOCK_N), B)  # B <= 65535 (grid dim 2)
+        _head_stats_kernel[grid](
+            q,
+            k,
+            lse,
+            r_q,
+            r_k,
+            lse0,
+            out,
+            *q.stride(),
+            *k.stride(),
+            *r_q.stride(),
+            *r_k.stride(),
+            out.stride(1),
+            out.stride(2),
+            H,
+            S,
+            N,
+            float(scale),
+            CAUSAL=causal,
+            HAS_REF=has_ref,
+            BLOCK_M=_BLOCK_M,
+            BLOCK_N=_BLOCK_N,
+            BLOCK_D=block_d,
+        )
     return {name: (out[i, 0], out[i, 1]) for i, name in enumerate(STAT_NAMES[:n_stats])}
 
 
-def head_stats(q: Tensor, k: Tensor, scale: float, causal: bool, q0: Tensor | None = None,
-               k0: Tensor | None = None, backend: str = "auto") -> Stats:
+def head_stats(
+    q: Tensor,
+    k: Tensor,
+    scale: float,
+    causal: bool,
+    q0: Tensor | None = None,
+    k0: Tensor | None = None,
+    backend: str = "auto",
+) -> Stats:
     """Mean and M2 over heads of the attention logits and probabilities of one layer, per (b, s, s').
 
     q, k: (B, H, S, N) (any strides, float32 or lower precision; computed in float32). q0, k0: the same

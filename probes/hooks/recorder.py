@@ -19,6 +19,7 @@ At each probe step it records, on the device, then moves everything to the host 
 No statistic calls .item(); probe passes run under no_grad outside any compiled region. A seed ensemble is
 probed in the same pass: every statistic has a leading member dim, split per member by `member(e)`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -38,10 +39,10 @@ IO_WEIGHTS = ("embed", "pos", "readout")
 SITES = ("q", "k", "v", "A", "softmax_A", "attn_out", "mlp_hidden", "mlp_out", "h")
 IO_SITES = ("embed", "logits")
 # bounds of the probe settings (memory is checked by probes.experiment.config.check_fits)
-MAX_STEP = 10**8              # a probe step (and a run's steps)
-MAX_PROBE_STEPS = 100_000     # n_log, len(at)
-MAX_PROBE_SAMPLES = 4096      # n_samples: the probe pass holds (samples x samples) kernels per depth
-MAX_PROBE_POINTS = 4096       # n_points of attn_raw
+MAX_STEP = 10**8  # a probe step (and a run's steps)
+MAX_PROBE_STEPS = 100_000  # n_log, len(at)
+MAX_PROBE_SAMPLES = 4096  # n_samples: the probe pass holds (samples x samples) kernels per depth
+MAX_PROBE_POINTS = 4096  # n_points of attn_raw
 MAX_SEED = 2**62
 
 
@@ -79,7 +80,7 @@ class ProbeConfig:
         if self.schedule == "every":
             return total // self.every + 1 + (total % self.every != 0)
         if self.schedule == "at":
-            assert self.at is not None                           # checked in __post_init__
+            assert self.at is not None  # checked in __post_init__
             return min(len(self.at), total + 1) + 2
         return min(self.n_log, total + 1) + 2
 
@@ -88,7 +89,7 @@ class ProbeConfig:
         if self.schedule == "every":
             s = set(range(0, total + 1, self.every))
         elif self.schedule == "at":
-            assert self.at is not None                           # checked in __post_init__
+            assert self.at is not None  # checked in __post_init__
             s = {int(v) for v in self.at if int(v) <= total}
         else:
             s = set(np.unique(np.round(np.logspace(0, np.log10(max(total, 1)), self.n_log)).astype(int)).tolist())
@@ -119,8 +120,9 @@ class ProbeRecorder:
     single model). Call `record(step, model)` at each probe step; `arrays(member)` returns the stacked numpy
     arrays of one member (first axis = probe step); `member(e)` is that member's view for `probes.experiment.dataset`."""
 
-    def __init__(self, model: LWSTransformer, x_probe: torch.Tensor, cfg: ProbeConfig,
-                 model0: LWSTransformer | None = None):
+    def __init__(
+        self, model: LWSTransformer, x_probe: torch.Tensor, cfg: ProbeConfig, model0: LWSTransformer | None = None
+    ):
         self.cfg = cfg
         self.x = x_probe
         self.causal = model.cfg.task == "lm"
@@ -140,12 +142,14 @@ class ProbeRecorder:
         self._pts = torch.as_tensor(self.points, device=x_probe.device)
         # W(0): the frozen initial copy's weights when the run keeps one (centre="copy"), else a clone
         initial = model0 if model0 is not None else model
-        self.w0 = {name: self._lead(p.detach() if model0 is not None else p.detach().clone())
-                   for name, p in initial.named_parameters()}
+        self.w0 = {
+            name: self._lead(p.detach() if model0 is not None else p.detach().clone())
+            for name, p in initial.named_parameters()
+        }
         self.model0 = model0
-        self.f0: torch.Tensor | None = None        # f(theta_0) on the probe batch (E, P, C or V), when model0 is kept
-        self.taps0: list[dict] | None = None      # per-block taps at the first probe step (step 0)
-        self.io0: dict[str, torch.Tensor] = {}     # h^0 and the logits at step 0
+        self.f0: torch.Tensor | None = None  # f(theta_0) on the probe batch (E, P, C or V), when model0 is kept
+        self.taps0: list[dict] | None = None  # per-block taps at the first probe step (step 0)
+        self.io0: dict[str, torch.Tensor] = {}  # h^0 and the logits at step 0
         self.steps: list[int] = []
         self.records: list[dict[str, np.ndarray]] = []
 
@@ -169,9 +173,9 @@ class ProbeRecorder:
     def _raw_points(self, q: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Tensor:
         """A = scale q.k at the fixed (sample, s, s') points, (E, n_points, H_l), from q, k (E, P, H_l, S, N)."""
         pi = self._pts
-        qs = q.permute(1, 3, 0, 2, 4)[pi[:, 0], pi[:, 1]]          # (n_points, E, H_l, N)
-        ks = k.permute(1, 3, 0, 2, 4)[pi[:, 0], pi[:, 2]]          # (n_points, E, H_l, N)
-        return (scale * (qs * ks).sum(-1)).transpose(0, 1)         # (E, n_points, H_l)
+        qs = q.permute(1, 3, 0, 2, 4)[pi[:, 0], pi[:, 1]]  # (n_points, E, H_l, N)
+        ks = k.permute(1, 3, 0, 2, 4)[pi[:, 0], pi[:, 2]]  # (n_points, E, H_l, N)
+        return (scale * (qs * ks).sum(-1)).transpose(0, 1)  # (E, n_points, H_l)
 
     @torch.no_grad()
     def stats(self, model: LWSTransformer) -> dict[str, torch.Tensor]:
@@ -181,56 +185,73 @@ class ProbeRecorder:
             self.taps0 = taps
             self.io0 = {"embed": h0, "logits": logits}
         E, P = self.E, self.x.shape[0]
-        hs = [h0] + [t["h"] for t in taps]                          # L+1 x (E, P, S, d)
+        hs = [h0] + [t["h"] for t in taps]  # L+1 x (E, P, S, d)
         out: dict[str, torch.Tensor] = {}
-        pooled = torch.stack([h.mean(2) for h in hs], 1)           # (E, L+1, P, d)
-        out["kernel_pooled"] = pooled @ pooled.transpose(-1, -2) / self.d         # (E, L+1, P, P)
-        spatial = torch.stack([h[:, 0] for h in hs], 1)            # (E, L+1, S, d)
-        out["kernel_spatial"] = spatial @ spatial.transpose(-1, -2) / self.d      # (E, L+1, S, S)
+        pooled = torch.stack([h.mean(2) for h in hs], 1)  # (E, L+1, P, d)
+        out["kernel_pooled"] = pooled @ pooled.transpose(-1, -2) / self.d  # (E, L+1, P, P)
+        spatial = torch.stack([h[:, 0] for h in hs], 1)  # (E, L+1, S, d)
+        out["kernel_spatial"] = spatial @ spatial.transpose(-1, -2) / self.d  # (E, L+1, S, S)
         if self.causal:
-            last = torch.stack([h[:, :, -1] for h in hs], 1)       # (E, L+1, P, d)
-            out["kernel_last_token"] = last @ last.transpose(-1, -2) / self.d     # (E, L+1, P, P)
-        out["h_rms"] = torch.stack([_rms(h) for h in hs], 1)        # (E, L+1)
-        stats: dict[str, list[torch.Tensor]] = {k: [] for k in ("attn_var_heads", "attn_mean_heads", "dA_var_heads", "dA_mean_heads",
-                                 "attn_prob_var_heads", "attn_prob_mean_heads")}
+            last = torch.stack([h[:, :, -1] for h in hs], 1)  # (E, L+1, P, d)
+            out["kernel_last_token"] = last @ last.transpose(-1, -2) / self.d  # (E, L+1, P, P)
+        out["h_rms"] = torch.stack([_rms(h) for h in hs], 1)  # (E, L+1)
+        stats: dict[str, list[torch.Tensor]] = {
+            k: []
+            for k in (
+                "attn_var_heads",
+                "attn_mean_heads",
+                "dA_var_heads",
+                "dA_mean_heads",
+                "attn_prob_var_heads",
+                "attn_prob_mean_heads",
+            )
+        }
         raw, brms, bdrms = [], [], []
         for t, t0, H_l, scale in zip(taps, self.taps0, self.heads, self.scales):
             # mean and M2 over heads of A, softmax(A) and their changes since step 0, per (sample, s, s'),
             # streamed over heads (Triton on CUDA; docs/design.md)
-            hs_ = head_stats(t["q"].flatten(0, 1), t["k"].flatten(0, 1), scale, self.causal,
-                             t0["q"].flatten(0, 1), t0["k"].flatten(0, 1))             # each (E*P, S, S)
+            hs_ = head_stats(
+                t["q"].flatten(0, 1),
+                t["k"].flatten(0, 1),
+                scale,
+                self.causal,
+                t0["q"].flatten(0, 1),
+                t0["k"].flatten(0, 1),
+            )  # each (E*P, S, S)
             mom = {k: (m.view(E, P, self.S, self.S), m2.view(E, P, self.S, self.S)) for k, (m, m2) in hs_.items()}
             for name, key in (("attn", "A"), ("dA", "dA"), ("attn_prob", "P")):
                 m, m2 = mom[key]
-                v = m2 / (H_l - 1) if H_l > 1 else torch.full_like(m, float("nan"))     # unbiased (ddof = 1)
+                v = m2 / (H_l - 1) if H_l > 1 else torch.full_like(m, float("nan"))  # unbiased (ddof = 1)
                 stats[f"{name}_var_heads"].append(self._masked_mean(v))
                 stats[f"{name}_mean_heads"].append(self._masked_mean(m))
             # RMS over heads and unmasked pairs: mean_h x^2 = M2 / H + mean^2
             sq = {k: (m2 / H_l + m.pow(2)) for k, (m, m2) in mom.items()}
             site_rms = {"A": self._masked_mean(sq["A"]).sqrt(), "softmax_A": self._masked_mean(sq["P"]).sqrt()}
             site_drms = {"A": self._masked_mean(sq["dA"]).sqrt(), "softmax_A": self._masked_mean(sq["dP"]).sqrt()}
-            vals = self._raw_points(t["q"], t["k"], scale)         # (E, n_points, H_l)
+            vals = self._raw_points(t["q"], t["k"], scale)  # (E, n_points, H_l)
             raw.append(torch.nn.functional.pad(vals, (0, self.H_max - H_l), value=float("nan")))
             brms.append(torch.stack([site_rms[s] if s in site_rms else _rms(t[s]) for s in SITES], 1))
             bdrms.append(torch.stack([site_drms[s] if s in site_drms else _rms(t[s] - t0[s]) for s in SITES], 1))
-        out.update({k: torch.stack(v, 1) for k, v in stats.items()})   # (E, L)
-        out["attn_raw"] = torch.stack(raw, 1)                       # (E, L, n_points, H_max)
-        out["coord_rms"] = torch.stack(brms, 1)                     # (E, L, site)
-        out["coord_update_rms"] = torch.stack(bdrms, 1)             # (E, L, site)
+        out.update({k: torch.stack(v, 1) for k, v in stats.items()})  # (E, L)
+        out["attn_raw"] = torch.stack(raw, 1)  # (E, L, n_points, H_max)
+        out["coord_rms"] = torch.stack(brms, 1)  # (E, L, site)
+        out["coord_update_rms"] = torch.stack(bdrms, 1)  # (E, L, site)
         io = {"embed": h0, "logits": logits}
-        out["io_rms"] = torch.stack([_rms(io[s]) for s in IO_SITES], 1)                    # (E, io_site)
+        out["io_rms"] = torch.stack([_rms(io[s]) for s in IO_SITES], 1)  # (E, io_site)
         out["io_update_rms"] = torch.stack([_rms(io[s] - self.io0[s]) for s in IO_SITES], 1)  # (E, io_site)
         params = dict(model.named_parameters())
 
         def moved(name: str) -> torch.Tensor:
             w, w0 = self._lead(params[name].detach()), self.w0[name]
-            return (w - w0).flatten(1).norm(dim=1) / w0.flatten(1).norm(dim=1)             # (E,)
+            return (w - w0).flatten(1).norm(dim=1) / w0.flatten(1).norm(dim=1)  # (E,)
 
         zero = torch.zeros(E, device=self.x.device)
-        out["weight_movement"] = torch.stack([
-            torch.stack([moved(f"blocks.{i}.{w}.weight") for w in BLOCK_WEIGHTS], 1) for i in range(len(taps))], 1)
-        out["io_movement"] = torch.stack([moved(f"{w}.weight") if f"{w}.weight" in params else zero
-                                          for w in IO_WEIGHTS], 1)
+        out["weight_movement"] = torch.stack(
+            [torch.stack([moved(f"blocks.{i}.{w}.weight") for w in BLOCK_WEIGHTS], 1) for i in range(len(taps))], 1
+        )
+        out["io_movement"] = torch.stack(
+            [moved(f"{w}.weight") if f"{w}.weight" in params else zero for w in IO_WEIGHTS], 1
+        )
         out["probe_outputs"] = self.centred_outputs(logits)
         return out
 
@@ -240,8 +261,9 @@ class ProbeRecorder:
         keeps the frozen initial copy model0 (centre "copy"; f(theta_0) is computed once and kept), else f(theta_t)
         itself (centre "zero_readout", whose f(theta_0) is 0, or "none"). logits: f(theta_t) (E, P, C) for an image
         task or (E, P, T, V) for the LM. Returns (E, P, C), or the LM's last token (E, P, V); units: logits."""
+
         def last(f: torch.Tensor) -> torch.Tensor:
-            return f[:, :, -1] if self.causal else f                  # LM: (E, P, T, V) -> (E, P, V)
+            return f[:, :, -1] if self.causal else f  # LM: (E, P, T, V) -> (E, P, V)
 
         if self.model0 is None:
             return last(logits)
@@ -252,11 +274,11 @@ class ProbeRecorder:
     def record(self, step: int, model: LWSTransformer) -> None:
         """Compute the statistics and move them to the host in one transfer."""
         stats = self.stats(model)
-        flat = torch.cat([t.reshape(-1).float() for t in stats.values()]).cpu().numpy()   # one transfer
+        flat = torch.cat([t.reshape(-1).float() for t in stats.values()]).cpu().numpy()  # one transfer
         rec, i = {}, 0
         for name, t in stats.items():
             n = t.numel()
-            rec[name] = flat[i:i + n].reshape(tuple(t.shape))       # (E, ...)
+            rec[name] = flat[i : i + n].reshape(tuple(t.shape))  # (E, ...)
             i += n
         self.steps.append(step)
         self.records.append(rec)
