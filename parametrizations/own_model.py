@@ -161,7 +161,7 @@ class OwnModel:
     def stored(self, rule: ParamRule, model: nn.Module | None = None) -> nn.Parameter:
         """The stored w of a parameter (what the optimizer moves) in `model` (default: this one, or a deep copy)."""
         owner = (model or self.model).get_submodule(rule.module)
-        return owner.parametrizations[rule.attr].original  # type: ignore[index,union-attr,return-value]
+        return owner.parametrizations[rule.attr].original  # type: ignore[index,union-attr]
 
     def param_groups(self, opt: OptimConfig) -> list[dict]:
         """Torch param groups of Table 1 (`parametrizations.optim`): the global lr of the optimizer family for every

@@ -19,9 +19,6 @@ from matplotlib.font_manager import FontProperties
 AXES = ("N", "H", "L")
 FORMATS = ("png", "pdf")
 STYLE = "ticks"
-# Monte Carlo heads of the H -> oo kernel solver behind P4 panels: `dmft-probe check`'s default, read from it (a
-# copy of the number drifted to 8192 while check used 2048, and the plot's P4 verdict was another row's)
-
 # y labels of the measured quantities (dmft.measure.QUANTITIES and the P4 kernel MSE), paper symbols
 QUANTITY_LABELS = {
     "attn_var_init": r"$\mathrm{Var}_h[A(0)]$",

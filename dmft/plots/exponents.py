@@ -11,8 +11,10 @@ import xarray as xr
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+# Monte Carlo heads of the H -> oo kernel solver behind P4 panels: `dmft-probe check`'s default, read from it (a
+# copy of the number drifted to 8192 while check used 2048, and the plot's P4 verdict was another row's)
+from ..check import MC_HEADS as P4_MC_HEADS
 from ._style import (
-    P4_MC_HEADS,
     QUANTITY_LABELS,
     _axes_state,
     _legend,
