@@ -143,10 +143,10 @@ def coord_row(
     hyp = coord_hypotheses(exp.exponent)
     name = _row_name(site, kind, step)
     quantity = f"RMS of {site}" + (" change since step 0" if kind == "change" else "")
-    finite = values[np.isfinite(values)]
-    if finite.size == 0 or np.any(finite <= 0):
+
+    def not_measured(note: str) -> Verdict:
+        """The row with no estimate: outcome NOT_MEASURED, the note saying why and the site's expectation."""
         pred, alts = hyp.regions(0.0)
-        note = IDENTICALLY_ZERO if finite.size and not np.any(finite > 0) else PARTLY_ZERO
         return Verdict(
             COORD_KEY,
             name,
@@ -160,29 +160,19 @@ def coord_row(
             pred,
             alts,
             outcome=NOT_MEASURED,
-            note=f"{note if finite.size else 'no finite value'}; {exp.reason}",
+            note=f"{note}; {exp.reason}",
         )
+
+    finite = values[np.isfinite(values)]
+    if finite.size == 0 or np.any(finite <= 0):
+        zero = IDENTICALLY_ZERO if finite.size and not np.any(finite > 0) else PARTLY_ZERO
+        return not_measured(zero if finite.size else "no finite value")
     try:
         f = slope_fit(
             sizes, values, correction=(COORD_CORRECTION, exp.exponent)
         )  # band covers a 1/n approach (docstring)
     except ValueError as e:
-        pred, alts = hyp.regions(0.0)
-        return Verdict(
-            COORD_KEY,
-            name,
-            quantity,
-            axis,
-            setting,
-            ESTIMATOR,
-            np.nan,
-            np.nan,
-            np.nan,
-            pred,
-            alts,
-            outcome=NOT_MEASURED,
-            note=f"{e}; {exp.reason}",
-        )
+        return not_measured(str(e))
     band, source = f.band, f.band_source
     if not band >= SLOPE_RESOLUTION:
         band, source = SLOPE_RESOLUTION, f"float32 resolution (local slopes agree to {f.band:.1g})"

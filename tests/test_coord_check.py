@@ -266,3 +266,20 @@ def test_trend_reads_the_interval_against_the_band():
     )
     assert (trend(flat), trend(grows), trend(shrinks)) == ("flat", "grows", "shrinks")
     assert grows.lo > grows.band and shrinks.hi < -shrinks.band and -flat.band <= flat.lo <= flat.hi <= flat.band
+
+
+def test_a_site_without_an_estimate_is_not_measured_and_says_why():
+    """coord_row's three no-estimate cases: RMS zero at every size, zero at some size, and a fit that cannot be
+    made (one size); each is NOT_MEASURED, never a verdict, and its note names the cause and the expectation."""
+    from dmft.coord import IDENTICALLY_ZERO, PARTLY_ZERO
+    from dmft.verdict import NOT_MEASURED
+
+    sizes = np.array([4, 8, 16])
+    exp = CoordExpectation(0.0, "the reason")
+    zero = coord_row("x", "change", 1, "N", "s", sizes, np.zeros((3, 4)), exp)
+    part = coord_row("x", "change", 1, "N", "s", sizes, np.array([[0.0] * 4, [1.0] * 4, [1.1] * 4]), exp)
+    one = coord_row("x", "init", 0, "N", "s", sizes[:1], np.ones((1, 4)), exp)
+    for v, cause in ((zero, IDENTICALLY_ZERO), (part, PARTLY_ZERO), (one, "")):
+        assert v.outcome == NOT_MEASURED and np.isnan(v.estimate)
+        assert v.note.startswith(cause) and v.note.endswith("; the reason")
+    assert one.note != "; the reason"  # the fit's own error message leads the note
