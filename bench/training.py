@@ -57,6 +57,7 @@ from probes.experiment.run import (
     RunConfig,
     autocast,
     centred_loss,
+    initial_outputs,
     matmul_precision,
     model_config_for_task,
     resolve_device,
@@ -316,11 +317,21 @@ class _Stepper:
 
 def ours_stepper(cfg: RunConfig) -> _Stepper:
     """Our training step: one step of `probes.experiment.run.train` without its log steps (held-out loss, gradient norm and
-    probes every cfg.probes schedule step), built from `setup`, `build_optimizer` and `centred_loss`."""
+    probes every cfg.probes schedule step), built from `setup`, `build_optimizer` and `centred_loss`. Under
+    centre="copy" f(theta_0) comes as train() gets it in a run of cfg's sizes and at least the default length
+    (RunConfig.steps; cfg.steps here is only the timed chunk): looked up in the cache of the training split where
+    train() caches it (`probes.experiment.run.caches_training_split`; the vision sizes: 4096 images, fewer than the
+    200 x 32 a default run draws; its one-off filling is not timed), else the frozen copy's forward every step (the
+    LM token stream, or every size with `probes.experiment.run.FORCE_COPY` set)."""
     torch.manual_seed(cfg.seed)
     cfg, task, model, model0, device = setup(cfg)
     opt = build_optimizer(model, cfg.param, cfg.optim)
-    return _Stepper(cfg, model, lambda x, y: centred_loss(model, model0, x, y), opt, task, device)
+    run_cfg = replace(cfg, steps=max(cfg.steps, RunConfig.steps))  # the run length train()'s cache rule sees
+    with matmul_precision(cfg.precision, device):
+        cached = initial_outputs(run_cfg, model0, task.train, None, None, device)
+    stepper = _Stepper(cfg, model, lambda x, y: centred_loss(model, model0, x, y), opt, task, device)
+    stepper.loss_fn = lambda x, y: centred_loss(model, model0, x, y, f0=cached.of_batch(stepper.batches.index))
+    return stepper
 
 
 def plain_stepper(cfg: RunConfig) -> _Stepper:

@@ -55,7 +55,8 @@ def test_the_memory_estimates_carry_the_models_weights(mlp):
     cfg = replace(cfg, model=replace(cfg.model, mlp=mlp))
     n = numel(cfg.model)
     one, two = member_bytes(replace(cfg, batch_size=1)), member_bytes(replace(cfg, batch_size=2))
-    assert 2 * one - two == 5 * FLOAT * n  # W, grad, Adam's m and v, W(0); the rest grows with B
+    # W, grad, Adam's m and v, W(0), and the cached f(theta_0) on the held-out batch; the rest grows with B
+    assert 2 * one - two == 5 * FLOAT * n + FLOAT * cfg.heldout_batch * cfg.model.n_classes
     assert memory_parts(cfg, what="model")["weights"][0] == FLOAT * n
 
 

@@ -60,6 +60,7 @@ class BatchStream:
         else:
             self.kind = "generic"
         self._data: dict[str, Tensor] = {}
+        self.index: Tensor | None = None  # images: the positions in `split` of the last batch's rows (int64 [B])
         self._step = chunk  # steps of the current chunk already returned; == chunk means "draw a new one"
 
     def _to_device(self, t: Tensor) -> Tensor:
@@ -96,6 +97,7 @@ class BatchStream:
                 "off": self._upload(np.asarray(s.offset[rows])),
                 "scl": self._upload(np.asarray(s.scale[rows])),
                 "y": self._upload(np.asarray(s.labels[rows]).astype(np.int64)),
+                "pos": self._upload(idx.astype(np.int64)),
             }
         self._step = 0
 
@@ -103,7 +105,9 @@ class BatchStream:
         """Return the next training batch ``(x, y)`` on the device, equal to the next ``split.batch`` call.
 
         Tokens: ``x``, ``y`` int64 ``[B, seq_len]``; images: ``x`` ``[B, S, D_in]`` (float32 for float32
-        offsets/scales), ``y`` int64 ``[B]``; other splits: whatever ``split.batch`` returns, on the device."""
+        offsets/scales), ``y`` int64 ``[B]``, and ``self.index`` (int64 ``[B]``, on the device) then holds the
+        positions in the split of its rows (``split.at(self.index)`` gives the same batch); other splits: whatever
+        ``split.batch`` returns, on the device."""
         if self.kind == "generic":
             x, y = self.split.batch(self.batch_size, self.generator)
             return self._to_device(x), self._to_device(y)
@@ -121,4 +125,5 @@ class BatchStream:
         if s.layout == "hwc":
             x = x.permute(0, 3, 1, 2)
         off, scl = d["off"][lo:hi].view(-1, 1, 1, 1), d["scl"][lo:hi].view(-1, 1, 1, 1)
+        self.index = d["pos"][lo:hi]
         return patchify((x - off) / scl, s.patch), d["y"][lo:hi]

@@ -146,6 +146,11 @@ class ImageSplit(Split):
         y = torch.from_numpy(np.asarray(self.labels[rows]).astype(np.int64))
         return patchify((x - off) / scl, self.patch), y
 
+    def at(self, pos: np.ndarray) -> tuple[Tensor, Tensor]:
+        """Return the samples at positions ``pos`` (int ``[n]``, in ``[0, len(self))``) of this split: ``(x float32
+        [n, S, D_in], y int64 [n])``, exactly as `batch` and `fixed` build them."""
+        return self._get(np.asarray(pos))
+
     def batch(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """Return ``(x float32 [B, S, D_in], y int64 [B])`` sampled with replacement."""
         if batch_size < 1:

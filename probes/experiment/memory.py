@@ -16,15 +16,30 @@ import torch
 from parametrizations.counts import parameter_count
 from probes.experiment.run import RunConfig
 
-__all__ = ["FLOAT", "free_bytes", "member_bytes"]
+__all__ = ["FLOAT", "centre_cache_bytes", "free_bytes", "member_bytes"]
 
 FLOAT = 4  # bytes per float32
 
 
+def centre_cache_bytes(cfg: RunConfig) -> int:
+    """The most one member's cached f(theta_0) under centre "copy" can take (bytes; 0 for the other centrings,
+    `probes.experiment.run.InitialOutputs`): the held-out batch's outputs (heldout_batch x n_out, the LM x seq_len)
+    and, on an image task, the training outputs: the full batch or a training split of at most steps x batch_size
+    samples (`caches_training_split` caches no larger one), so at most min(steps x batch_size, train_size) x n_out."""
+    if cfg.param.centre != "copy":
+        return 0
+    m = cfg.model
+    if m.task == "lm":
+        return FLOAT * cfg.heldout_batch * m.seq_len * m.vocab_size
+    rows = cfg.steps * cfg.batch_size if cfg.train_size is None else min(cfg.steps * cfg.batch_size, cfg.train_size)
+    return FLOAT * (cfg.heldout_batch + rows) * m.n_classes
+
+
 def member_bytes(cfg: RunConfig) -> int:
     """A generous estimate of one member's memory (bytes): weights with their gradient, Adam moments and the
-    frozen initial copy (5 x `parameter_count`); the training activations kept for the backward pass; and the probe
-    pass, whose CPU fallback builds per layer A, softmax(A) and their step-0 copies over (samples, H, S, S)."""
+    frozen initial copy (5 x `parameter_count`); the training activations kept for the backward pass; the probe
+    pass, whose CPU fallback builds per layer A, softmax(A) and their step-0 copies over (samples, H, S, S); and the
+    cached f(theta_0) (`centre_cache_bytes`)."""
     m = cfg.model
     shapes = m.shapes()
     d, S, B = m.d_model, m.seq_len, cfg.batch_size
@@ -35,7 +50,7 @@ def member_bytes(cfg: RunConfig) -> int:
     activations = B * S * (sum(per_layer) + 2 * (n_out if m.task == "lm" else 0))
     P = cfg.probes.n_samples if cfg.probes.enabled else 0
     probe = P * S * (6 * max(shapes.heads) * S + 10 * d * (m.L + 1))
-    return FLOAT * (state + activations + probe)
+    return FLOAT * (state + activations + probe) + centre_cache_bytes(cfg)
 
 
 def free_bytes(device: torch.device | str) -> int:

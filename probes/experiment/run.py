@@ -4,6 +4,10 @@ probe statistics; per member in a seed ensemble).
 Training objective (paper Sec. 2; official `shift_fn`): cross-entropy of f(theta_t) - f(theta_0), where the
 readout multiplier already carries 1/gamma0. f(theta_0) comes from a frozen copy of the initial model
 (centre="copy"), from a zero-initialised readout (centre="zero_readout"), or is not removed (centre="none", SP).
+Under "copy" the copy's outputs on the held-out batch, on a full batch and on a finite training split (image tasks,
+when the run draws at least as many samples as the split holds: `caches_training_split`) are computed once and
+looked up (`InitialOutputs`), bit-identical to the copy's forward every step; on the LM token stream the copy's
+no-grad forward runs every step.
 
 Losses accumulate on the device and leave it once per log step (no host sync per step); training batches are
 drawn ahead in chunks and indexed on the device (`probes.experiment.batches`). A seed ensemble (`train_ensemble`) trains E
@@ -55,6 +59,10 @@ DEVICE_RE = re.compile(r"cpu|cuda|cuda:\d{1,4}|auto")
 DEVICE_CHOICES = "cpu, cuda, cuda:N, auto"
 MAX_STEPS = MAX_STEP  # 10^8 optimizer steps (the losses buffer is steps x members floats)
 MAX_BATCH = 1 << 20
+# True: centre="copy" runs the frozen copy's forward every step and at every log step, with no cached f(theta_0)
+# (`initial_outputs`); the tests and the bench compare the two paths with it. Not a user option: both give the same
+# numbers bit for bit.
+FORCE_COPY = False
 
 
 @dataclass
@@ -205,15 +213,16 @@ def model_config_for_task(cfg: ModelConfig, task: Task) -> ModelConfig:
     return replace(cfg, task="lm", seq_len=task.seq_len, vocab_size=task.vocab_size)
 
 
-def centred_outputs(model: LWSTransformer, model0: LWSTransformer | None, x: torch.Tensor) -> torch.Tensor:
-    """f(theta) - f(theta_0) on x (f(theta) when model0 is None; f(theta_0) without gradient): (B, C), or
-    (E, B, C) for a seed ensemble (the LM: (..., T, V))."""
+def centred_outputs(
+    model: LWSTransformer, model0: LWSTransformer | None, x: torch.Tensor, f0: torch.Tensor | None = None
+) -> torch.Tensor:
+    """f(theta) - f(theta_0) on x: (B, C), or (E, B, C) for a seed ensemble (the LM: (..., T, V)). f(theta_0) is
+    `f0` when given (looked up, `InitialOutputs`), else model0(x) without gradient, and omitted when both are None."""
     f = model(x)
-    if model0 is not None:
+    if f0 is None and model0 is not None:
         with torch.no_grad():
             f0 = model0(x)
-        f = f - f0
-    return f
+    return f if f0 is None else f - f0
 
 
 def loss_of(f: torch.Tensor, y: torch.Tensor, loss: str, ensemble: int | None) -> torch.Tensor:
@@ -229,13 +238,102 @@ def loss_of(f: torch.Tensor, y: torch.Tensor, loss: str, ensemble: int | None) -
 
 
 def centred_loss(
-    model: LWSTransformer, model0: LWSTransformer | None, x: torch.Tensor, y: torch.Tensor, loss: str = "ce"
+    model: LWSTransformer,
+    model0: LWSTransformer | None,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss: str = "ce",
+    f0: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The loss of f(theta) - f(theta_0) (f(theta_0) omitted when model0 is None): cross-entropy (loss "ce", nats)
-    or 0.5 * sum over outputs of (f - onehot(y))^2 (loss "mse"), mean over samples; a scalar, or one per member
-    (E,) for a seed ensemble (each member's mean loss, so the gradient of their sum is each member's own
-    gradient)."""
-    return loss_of(centred_outputs(model, model0, x), y, loss, model.ensemble)
+    """The loss of f(theta) - f(theta_0) (f(theta_0): `f0` when given, else model0(x), omitted when both are None):
+    cross-entropy (loss "ce", nats) or 0.5 * sum over outputs of (f - onehot(y))^2 (loss "mse"), mean over samples;
+    a scalar, or one per member (E,) for a seed ensemble (each member's mean loss, so the gradient of their sum is
+    each member's own gradient)."""
+    return loss_of(centred_outputs(model, model0, x, f0), y, loss, model.ensemble)
+
+
+@dataclass
+class InitialOutputs:
+    """f(theta_0) of a run's fixed examples under centre "copy", computed once by the frozen initial model
+    (`initial_outputs`) instead of by its forward at every step. `train`: on the full batch (full=True: (P, C)), or
+    on every position of the training split ((n_split, C)), with a leading E in a seed ensemble; None when the
+    training f(theta_0) is not cached. `heldout`: on the held-out batch ((B_h, C), the LM (B_h, T, V); leading E in
+    an ensemble); None when not cached. Same dtype as the model's outputs; on the run's device."""
+
+    train: torch.Tensor | None = None
+    heldout: torch.Tensor | None = None
+    full: bool = False
+
+    def of_batch(self, index: torch.Tensor | None) -> torch.Tensor | None:
+        """f(theta_0) of a training batch: the whole cache for a full batch, else the cached rows at `index`
+        (positions in the split, int64 (B,) on the device: `BatchStream.index`; gathered on the device, no host
+        sync); None when the training outputs are not cached (the frozen copy's forward then runs)."""
+        if self.train is None:
+            return None
+        if self.full:
+            return self.train
+        assert index is not None, "a cached training split needs the batch's positions (BatchStream.index)"
+        return self.train.index_select(-2, index)  # (B, C) or (E, B, C)
+
+
+def caches_training_split(cfg: RunConfig, split: object) -> bool:
+    """Whether a random-batch run with centre "copy" caches f(theta_0) of its whole training split: the split is
+    finite (an image split: digits, vision, CIFAR, or any with train_size) and holds no more samples than the run
+    draws (len(split) <= steps * batch_size).
+
+    The rule: the cache costs one no-grad forward per sample of the split, once, at init; the frozen copy costs one
+    per sample drawn, steps * batch_size in all. So the cache saves forwards exactly when the split is no larger than
+    what the run draws (and then saves steps * batch_size - len(split)); otherwise it would cost more than it saves
+    (CIFAR-5M's 5M images against a 200-step run of 32: 6400 forwards). Its memory is (E, len(split), C) floats,
+    at most steps * batch_size rows (`probes.experiment.memory.centre_cache_bytes`)."""
+    return isinstance(split, ImageSplit) and len(split) <= cfg.steps * cfg.batch_size
+
+
+def split_outputs(
+    model0: LWSTransformer, split: ImageSplit, batch_size: int, precision: str, device: torch.device
+) -> torch.Tensor:
+    """f(theta_0) of every sample of `split`, in position order: (n, C), or (E, n, C) for a seed ensemble.
+
+    Computed in chunks of batch_size samples (bounded memory), under the run's autocast, the last chunk padded by
+    wrapping around to a full batch_size: each forward has a training batch's shape, so each row is bit for bit the
+    frozen copy's output on any training batch holding that sample (measured on CPU: a row of the same-shape GEMMs
+    does not depend on the other rows of its batch, while a forward of another batch size differs at round-off)."""
+    n = len(split)
+    parts = []
+    with torch.no_grad():
+        for lo in range(0, n, batch_size):
+            pos = np.arange(lo, lo + batch_size) % n  # (B,): wraps past the end, so every chunk has B rows
+            x = split.at(pos)[0].to(device)
+            with autocast(precision, device):
+                parts.append(model0(x)[..., : min(batch_size, n - lo), :])  # (..., rows, C)
+    return torch.cat(parts, dim=-2)  # (n, C) or (E, n, C)
+
+
+def initial_outputs(
+    cfg: RunConfig,
+    model0: LWSTransformer | None,
+    split: object,
+    full: tuple[torch.Tensor, torch.Tensor] | None,
+    xh: torch.Tensor | None,
+    device: torch.device,
+) -> InitialOutputs:
+    """The cached f(theta_0) of a run (`InitialOutputs`): nothing unless centre is "copy" (model0 given) and
+    FORCE_COPY is off; then on the held-out batch `xh` (when given; it is evaluated at step 0 and every log step,
+    so one forward never costs more), on the full batch `full` (one forward of the batch every step would run), and
+    on the training `split` where `caches_training_split` says so. Call it inside the run's `matmul_precision`:
+    each forward is the one the copy would run (the training ones under the run's autocast, the held-out one not)."""
+    if model0 is None or FORCE_COPY:
+        return InitialOutputs()
+    with torch.no_grad():
+        heldout = model0(xh) if xh is not None else None
+        train, is_full = None, full is not None
+        if full is not None:
+            with autocast(cfg.precision, device):
+                train = model0(full[0])  # (P, C) or (E, P, C)
+        elif caches_training_split(cfg, split):
+            assert isinstance(split, ImageSplit)
+            train = split_outputs(model0, split, cfg.batch_size, cfg.precision, device)
+    return InitialOutputs(train, heldout, is_full)
 
 
 def loss_units(loss: str) -> str:
@@ -392,9 +490,10 @@ def _train(
     opt = build_optimizer(model, cfg.param, cfg.optim)
     lr = global_lr(cfg.param, cfg.optim, cfg.model.d_model, cfg.model.L)
     full = training_data(cfg, task, device)  # (x, y) of a full-batch run, else None
+    split = training_split(cfg, task) if full is None else None
     if full is None:
         gen = torch.Generator().manual_seed(cfg.data_seed + 1)
-        batches = BatchStream(training_split(cfg, task), cfg.batch_size, gen, device, chunk=max(1, min(256, cfg.steps)))
+        batches = BatchStream(split, cfg.batch_size, gen, device, chunk=max(1, min(256, cfg.steps)))
     xh, yh = (t.to(device) for t in task.heldout.fixed(cfg.heldout_batch, seed=cfg.data_seed))
     state = TrainState(model, model0, task, device)
     recorder = None
@@ -410,8 +509,10 @@ def _train(
     grads = StreamGradients(model, cfg.param.gamma0) if full is not None and recorder is not None else None
     log_at = set(cfg.probes.steps(cfg.steps))
 
-    def loss_fn(m: LWSTransformer, m0: LWSTransformer | None, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return centred_loss(m, m0, x, y, cfg.loss)
+    def loss_fn(
+        m: LWSTransformer, m0: LWSTransformer | None, x: torch.Tensor, y: torch.Tensor, f0: torch.Tensor | None
+    ) -> torch.Tensor:
+        return centred_loss(m, m0, x, y, cfg.loss, f0)
 
     if cfg.compile:
         loss_fn = torch.compile(loss_fn)  # the probe pass stays outside the compiled region
@@ -447,7 +548,7 @@ def _train(
         NaN/inf; it keeps what it recorded before and nothing of log step t."""
         nonlocal logged
         with torch.no_grad():
-            fh = centred_outputs(model, model0, xh)  # (B, C) or (E, B, C)
+            fh = centred_outputs(model, model0, xh, cached.heldout)  # (B, C) or (E, B, C)
             hl = loss_of(fh, yh, cfg.loss, model.ensemble).reshape(-1)  # (E,)
         vals = torch.stack([hl, gnorm if gnorm is not None else torch.zeros(E, device=device)])  # (2, E)
         chunk = losses[logged:step].cpu().numpy()  # (k, E): one transfer per log step
@@ -501,14 +602,17 @@ def _train(
 
     bar = _progress(progress, cfg.steps)
     hooks = grads.attached() if grads is not None else contextlib.nullcontext()
+    with matmul_precision(cfg.precision, device):
+        cached = initial_outputs(cfg, model0, split, full, xh, device)  # f(theta_0) looked up where data are finite
     with matmul_precision(cfg.precision, device), hooks:
         log(0, None)
         for step in range(cfg.steps):
             x, y = full if full is not None else batches.next()
+            f0 = cached.of_batch(None if full is not None else batches.index)  # None: model0's forward runs
             with autocast(cfg.precision, device):
-                loss = loss_fn(model, model0, x, y)
+                loss = loss_fn(model, model0, x, y, f0)
             if step == 0 and cfg.compile:
-                check_compiled(loss, model, model0, x, y, cfg.precision, device, cfg.loss)
+                check_compiled(loss, model, model0, x, y, cfg.precision, device, cfg.loss, f0)
             opt.zero_grad(set_to_none=True)
             loss.sum().backward()
             if grads is not None:
@@ -621,11 +725,12 @@ def check_compiled(
     precision: str,
     device: torch.device,
     kind: str = "ce",
+    f0: torch.Tensor | None = None,
 ) -> None:
     """RuntimeError unless the compiled step's loss equals the eager one on the first batch (relative 1e-4 in
     float32, 1e-2 under bf16): torch.compile must not change the function (e.g. the attention scale)."""
     with torch.no_grad(), autocast(precision, device):
-        eager = centred_loss(model, model0, x, y, kind)
+        eager = centred_loss(model, model0, x, y, kind, f0)
     err = ((loss.detach() - eager).abs().max() / eager.abs().max()).item()
     tol = 1e-2 if precision == "bf16" else 1e-4
     if not err <= tol:
