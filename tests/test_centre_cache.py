@@ -11,10 +11,10 @@ import probes.experiment.run as run_module
 from probes.experiment.config import make_run_config
 
 
-def config(**run):
+def config(task: str = "digits", **run):
     # batch_size 64 x 24 steps draws 1536 >= the 1500 digits of the training split: the split is cached
     return make_run_config(
-        model={"N": 4, "H": 2, "L": 1, "task": "digits"},
+        model={"N": 4, "H": 2, "L": 1, "task": task, "seq_len": 16},
         run={"steps": 24, "batch_size": 64, "heldout_batch": 16, **run},
         probes={"enabled": False},
     )
@@ -51,8 +51,9 @@ def runs(cfg, seeds, force_copy: bool, monkeypatch) -> tuple[list, int]:
         ({}, None),  # random batches over the whole digits training split
         ({"train_size": 24, "batch": "full"}, None),  # full batch on a fixed subset
         ({"train_size": 100}, [0, 1, 2]),  # a seed ensemble on random batches of a subset
+        ({"task": "lm", "steps": 6, "batch_size": 4}, [0, 1]),  # the token stream: the held-out batch alone cached
     ],
-    ids=["digits-random", "full-batch", "ensemble"],
+    ids=["digits-random", "full-batch", "ensemble", "lm-ensemble"],
 )
 def test_the_cache_trains_bit_for_bit_as_the_frozen_copy(run, seeds, monkeypatch):
     cfg = config(**run)
@@ -60,7 +61,7 @@ def test_the_cache_trains_bit_for_bit_as_the_frozen_copy(run, seeds, monkeypatch
     cached, cache_calls = runs(cfg, seeds, False, monkeypatch)
     log_steps = len(cfg.probes.steps(cfg.steps))
     assert copy_calls == cfg.steps + log_steps  # the copy: one forward per step and per log step
-    assert cache_calls == 0  # the cache: none
+    assert cache_calls == (cfg.steps if cfg.model.task == "lm" else 0)  # the cache: none (the LM: every step)
     for a, b in zip(copied, cached, strict=True):
         assert a.status == b.status == "ok"
         assert torch.equal(torch.tensor(a.train_loss), torch.tensor(b.train_loss))
