@@ -75,3 +75,15 @@ def test_a_split_larger_than_the_run_draws_is_not_cached(monkeypatch):
     _, calls = runs(cfg, None, False, monkeypatch)
     assert calls == cfg.steps  # the held-out batch stays cached; the training batches go through the copy
     assert not run_module.caches_training_split(cfg, [0] * 10)  # not an image split: never cached
+
+
+def test_the_batch_stream_names_the_positions_of_each_batch():
+    from probes.experiment.batches import BatchStream
+    from probes.experiment.data import load_task
+
+    split = load_task("digits", None, patch=2).train
+    stream = BatchStream(split, 8, torch.Generator().manual_seed(3), "cpu", chunk=3)
+    for _ in range(7):  # across chunk refills
+        x, y = stream.next()
+        x_at, y_at = split.at(stream.index.numpy())
+        assert torch.equal(x, x_at) and torch.equal(y, y_at)
