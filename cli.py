@@ -713,8 +713,9 @@ def reproduce(
     preset: str = typer.Option(
         "cpu",
         "--preset",
-        help="cpu (2 CPU cores, under 20 minutes) or smoke (about two minutes; "
-        "checks the machinery, the figures mean nothing)",
+        help="cpu (2 CPU cores, under 20 minutes), smoke (about two minutes; "
+        "checks the machinery, the figures mean nothing) or gpu (the paper's scale on one CUDA device, about "
+        "2 hours of an H100; needs CUDA)",
     ),
     out: str | None = typer.Option(
         None,
@@ -727,10 +728,11 @@ def reproduce(
     """Run a preset's sweeps and learning-rate grids, then write the P1-P12 verdict table (verdicts.md)."""
     from dmft.report import check_other_datasets, plan_markdown, preset_plan, write_report
     from probes.experiment.ensemble import resolve_mode
-    from probes.grid.reproduce import check_outputs, check_preset, job_config, run_preset
+    from probes.grid.reproduce import check_outputs, check_preset, check_preset_device, job_config, run_preset
 
     _check_env()
     chosen = check_preset(preset)
+    check_preset_device(chosen)
     jobs = chosen.jobs
     ensemble = resolve_mode(ensemble)
     out = _out_folder(out, "--out") or Path("runs") / f"reproduce-{preset}"
