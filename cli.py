@@ -975,8 +975,9 @@ def bench(
     quick: bool = typer.Option(False, "--quick", help="one tiny model (a smoke test; figures mean little)"),
 ):
     """Print the performance table: each figure a ratio of two variants measured side by side in this process
-    (ensemble vs sequential seeds, ours vs plain PyTorch, probes on vs off, FLOP/s vs matmul peak, head-statistics
-    kernel vs materialising on CUDA). Not a test: shared machines are noisy."""
+    (ensemble vs sequential seeds, ours vs plain PyTorch, probes on vs off, FLOP/s vs matmul peak, the time to
+    verdict of one sweep size; on CUDA also the head-statistics and RMSNorm kernels and the bf16 MFU at d_model
+    1024). Not a test: shared machines are noisy."""
     from bench.training import check_bench_options, format_table, run_bench
     from parametrizations.checks import ConfigError
     from probes.experiment.run import resolve_device
