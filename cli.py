@@ -713,8 +713,9 @@ def reproduce(
     preset: str = typer.Option(
         "cpu",
         "--preset",
-        help="cpu (2 CPU cores, under 20 minutes) or smoke (about two minutes; "
-        "checks the machinery, the figures mean nothing)",
+        help="cpu (2 CPU cores, under 20 minutes), smoke (about two minutes; "
+        "checks the machinery, the figures mean nothing) or gpu (the paper's scale on one CUDA device, about "
+        "2 hours of an H100; needs CUDA)",
     ),
     out: str | None = typer.Option(
         None,
@@ -727,10 +728,11 @@ def reproduce(
     """Run a preset's sweeps and learning-rate grids, then write the P1-P12 verdict table (verdicts.md)."""
     from dmft.report import check_other_datasets, plan_markdown, preset_plan, write_report
     from probes.experiment.ensemble import resolve_mode
-    from probes.grid.reproduce import check_outputs, check_preset, job_config, run_preset
+    from probes.grid.reproduce import check_outputs, check_preset, check_preset_device, job_config, run_preset
 
     _check_env()
     chosen = check_preset(preset)
+    check_preset_device(chosen)
     jobs = chosen.jobs
     ensemble = resolve_mode(ensemble)
     out = _out_folder(out, "--out") or Path("runs") / f"reproduce-{preset}"
@@ -973,8 +975,9 @@ def bench(
     quick: bool = typer.Option(False, "--quick", help="one tiny model (a smoke test; figures mean little)"),
 ):
     """Print the performance table: each figure a ratio of two variants measured side by side in this process
-    (ensemble vs sequential seeds, ours vs plain PyTorch, probes on vs off, FLOP/s vs matmul peak, head-statistics
-    kernel vs materialising on CUDA). Not a test: shared machines are noisy."""
+    (ensemble vs sequential seeds, ours vs plain PyTorch, probes on vs off, FLOP/s vs matmul peak, the time to
+    verdict of one sweep size; on CUDA also the head-statistics and RMSNorm kernels and the bf16 MFU at d_model
+    1024). Not a test: shared machines are noisy."""
     from bench.training import check_bench_options, format_table, run_bench
     from parametrizations.checks import ConfigError
     from probes.experiment.run import resolve_device

@@ -30,6 +30,16 @@ Rows (A vs B; units; goal on the ratio A / B):
      `parametrizations.rmsnorm.rms_norm(..., backend="torch")` (the naive OpenELM-style chain of kernels) against
      `backend="triton"` (the fused kernels) on float32 x of 8192 rows (B S) x D = 1280 (OpenELM-270M's width) with a
      (D,) gain; ms per call; the ratio torch / fused is the speed-up; informational (no goal).
+  7. time to verdict, seeds ensembled vs sequential: one size of one `dmft-probe reproduce` job, all its seeds,
+     trained and written as the sweep's worker does it (`probes.grid.sweep.run_unit` on the units the sweep plans,
+     `sweep_point_units`), with ensemble mode "auto" (seed ensembles) against "off" (one seed after another); the
+     cpu preset's N-mup job at N = 16 (12 seeds x 200 steps, probes every 25; --quick: the smoke preset's at N = 4);
+     seconds per size, and seconds per seed-step in the note; at most 2 repeats; informational (no goal).
+  8. bf16 MFU at d_model 1024 (CUDA only): achieved FLOP/s of our training step (`training_step_flops` over the
+     seconds per step) at N = 64, H = 16, L = 4 (d_model 1024), byte-level LM, seq_len 256, batch 64, precision
+     bf16, against the FLOP/s of an 8192 x 8192 bf16 matmul measured in the same process (interleaved); the note
+     gives the fraction of the device's nominal dense bf16 peak where known (H100 SXM and H200: 989 TFLOP/s);
+     informational (no goal).
 
 Benchmarks are not tests: the pass/miss flags are informational, and shared machines are noisy.
 """
@@ -42,6 +52,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -76,12 +87,18 @@ __all__ = [
     "PlainTransformer",
     "available_cpus",
     "bench_config",
+    "bf16_matmul_peak_flops",
     "check_bench_options",
     "format_table",
     "matmul_peak_flops",
+    "mfu_config",
+    "nominal_bf16_peak",
     "ours_stepper",
     "plain_stepper",
+    "preset_flops",
     "run_bench",
+    "step_flops_estimate",
+    "sweep_point_units",
     "time_head_stats",
     "time_rmsnorm",
     "training_step_flops",
@@ -106,6 +123,8 @@ ROW_FLOPS = "achieved FLOP/s vs matmul peak"
 ROW_HEAD_TIME = "head-stats triton vs torch: time"
 ROW_HEAD_MEM = "head-stats triton vs torch: peak memory"
 ROW_RMSNORM = "rmsnorm torch vs fused triton: fwd+bwd time"
+ROW_SWEEP_POINT = "time to verdict: one sweep size, ensembled vs sequential seeds"
+ROW_MFU = "bf16 MFU at d_model 1024 (CUDA only)"
 ROW_NAMES = (
     ROW_ENSEMBLE,
     ROW_PLAIN_COPY,
@@ -115,6 +134,8 @@ ROW_NAMES = (
     ROW_HEAD_TIME,
     ROW_HEAD_MEM,
     ROW_RMSNORM,
+    ROW_SWEEP_POINT,
+    ROW_MFU,
 )
 
 WARMUP_STEPS = 3  # untimed training steps before every timed chunk (row 2)
@@ -125,6 +146,18 @@ HEAD_STATS_SHAPE = {"B": 8, "H": 128, "S": 256, "N": 64}  # row 5: the paper's s
 HEAD_STATS_CALLS = 5  # row 5: calls per timed chunk
 RMSNORM_SHAPE = {"rows": 8192, "D": 1280}  # row 6: B S rows of OpenELM-270M's width
 RMSNORM_CALLS = 20  # row 6: forward + backward calls per timed chunk
+# row 7: one size of one job of a `reproduce` preset, all its seeds, as the sweep trains and writes them; --quick
+# takes the smoke preset's (toy sizes, 12 steps, 5 seeds)
+SWEEP_POINT = {"preset": "cpu", "job": "N-mup", "value": 16}
+QUICK_SWEEP_POINT = {"preset": "smoke", "job": "N-mup", "value": 4}
+SWEEP_POINT_MAX_REPEATS = 2  # row 7: at most 2 repeats (one repeat of both modes took 105 s on a shared CPU core)
+# row 8 (CUDA only): bf16 training step at d_model = N H = 1024 (LM task), against a bf16 matmul of MFU_PEAK_N
+MFU_MODEL = {"N": 64, "H": 16, "L": 4, "seq_len": 256}
+MFU_BATCH = 64  # sequences per step: 16384 tokens
+MFU_STEPS = 10  # timed steps per repeat, after WARMUP_STEPS
+MFU_PEAK_N = 8192
+# nominal dense bf16 peaks (FLOP/s, no sparsity) of the devices we know, matched on the CUDA device name
+NOMINAL_BF16_PEAK = {"H100 PCIe": 756e12, "H100 NVL": 835e12, "H100": 989e12, "H200": 989e12}
 # Bounds of the options (`dmft-probe bench --help`): the defaults take minutes; these keep a typo from running for
 # days or allocating without bound. Threads are bounded by the CPUs this process may use (`available_cpus`).
 MAX_STEPS = 10_000  # training steps per timed measurement
@@ -445,6 +478,46 @@ def matmul_peak_flops(device: torch.device, n: int | None = None, repeats: int =
     return [2.0 * n**3 / t for t in times], n
 
 
+def step_flops_estimate(cfg: RunConfig) -> float:
+    """FLOPs of one training step of one seed of `cfg`, from its shapes (nothing is built), counted as
+    `training_step_flops` counts them (matmuls and attention, FlopCounterMode's convention): per token of the
+    batch (B x S), 2 per matmul weight in each forward (two with centre "copy") and 4 in the backward, 2 only for
+    the vision embedding (its input needs no gradient); the attention forward 4 B H_l S^2 N per block, its
+    backward 2.5 times that; the vision readout acts on the mean over patches (B rows, not B S). Standard
+    attention and GeLU MLPs only (ValueError for the variants' blocks)."""
+    from probes.experiment.config import effective_config
+
+    m = effective_config(cfg).model
+    if m.block_options() != ModelConfig(task=m.task).block_options():
+        raise ValueError("step_flops_estimate counts the standard block only")
+    fwd = 2 if cfg.param.centre == "copy" else 1  # forwards per step
+    B, S, d, N = cfg.batch_size, m.seq_len, m.d_model, m.N
+    shapes = m.shapes()
+    blocks = sum(4 * d * H_l * N + 2 * d * f for H_l, f in zip(shapes.heads, shapes.d_ff))
+    attn = sum(4 * B * H_l * S * S * N for H_l in shapes.heads)
+    if is_vision(m.task):
+        tokens = (2 * fwd + 4) * B * S * blocks + (2 * fwd + 2) * B * S * m.d_in * d
+        readout = (2 * fwd + 4) * B * d * m.n_classes
+    else:
+        tokens = (2 * fwd + 4) * B * S * (blocks + d * m.vocab_size)
+        readout = 0
+    return float(tokens + readout + (fwd + 2.5) * attn)
+
+
+def preset_flops(preset: Any) -> dict[str, float]:
+    """FLOPs of every job of a `probes.grid.reproduce.Preset`: per job name, the sum over its sizes of seeds x
+    steps (x eta0 values for a learning-rate grid) x `step_flops_estimate`; probes and held-out logs not counted."""
+    from probes.grid.reproduce import job_config, job_seeds
+    from probes.grid.sweep import value_config
+
+    out = {}
+    for job in preset.jobs:
+        cfg = job_config(preset, job)
+        runs = job_seeds(preset, job) * max(1, len(job.etas)) * cfg.steps
+        out[job.name] = runs * sum(step_flops_estimate(value_config(cfg, job.axis, v)) for v in job.values)
+    return out
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Rows
 # ----------------------------------------------------------------------------------------------------------------
@@ -752,6 +825,135 @@ def _bench_rmsnorm(device: torch.device, repeats: int, echo: Callable[[str], Non
     return _row(ROW_RMSNORM, size, labels, res["torch"], res["triton"], units, None, note)
 
 
+def sweep_point_units(preset: str, job: str, value: int, device: str, mode: str, parts: Path) -> list[Any]:
+    """The units (`probes.grid.sweep.Unit`) of one size of one sweep job of a `reproduce` preset, all its seeds,
+    planned as `probes.grid.sweep.open_sweep` plans them: the job's config (`probes.grid.reproduce.job_config`) on
+    `device`, its seeds per size (`job_seeds`), grouped by ensemble `mode` ("auto": seed ensembles, "off": one
+    seed each); each seed's dataset goes to a part file under the folder `parts`."""
+    from probes.grid.manifest import point_name
+    from probes.grid.reproduce import check_preset, job_config, job_seeds
+    from probes.grid.sweep import plan_units, sweep_config
+
+    chosen = check_preset(preset)
+    the_job = next(j for j in chosen.jobs if j.name == job)
+    cfg = sweep_config(replace(job_config(chosen, the_job), device=device), the_job.axis)
+    seeds = [cfg.seed + s for s in range(job_seeds(chosen, the_job))]
+    return plan_units(
+        cfg, the_job.axis, {value: seeds}, mode, lambda v, s: Path(parts) / f"{point_name(the_job.axis, v, s)}.nc"
+    )
+
+
+def _bench_sweep_point(repeats: int, device: torch.device, echo: Callable[[str], None], quick: bool) -> BenchRow:
+    """Row 7: time to verdict of one sweep size: seconds for every seed of one size of a `reproduce` preset's job
+    (SWEEP_POINT; QUICK_SWEEP_POINT when quick), trained and written as the sweep's worker does it
+    (`probes.grid.sweep.run_unit` on each unit), seeds as ensembles (mode "auto") against one by one ("off")."""
+    import tempfile
+
+    from probes.grid.sweep import run_unit
+
+    point = QUICK_SWEEP_POINT if quick else SWEEP_POINT
+    repeats = min(repeats, SWEEP_POINT_MAX_REPEATS)
+    size = "{preset}/{job} at {value}".format(**point)
+    labels, units_name = ("auto", "off"), "s/size"
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-sweep-point-") as tmp:
+            plans = {
+                mode: sweep_point_units(point["preset"], point["job"], point["value"], str(device), mode, Path(tmp))
+                for mode in labels
+            }
+            cfg = plans["auto"][0].cfg
+            for mode in labels:  # warm-up: first-call costs (data, allocator, lazy imports) of both paths
+                run_unit(replace(plans[mode][0], cfg=replace(cfg, steps=min(cfg.steps, WARMUP_STEPS))))
+
+            def timed(mode: str) -> float:
+                return _time_call(lambda: [run_unit(u) for u in plans[mode]], device)
+
+            runs = _interleaved({m: (lambda m=m: timed(m)) for m in labels}, repeats, echo, "s/size")
+    except Exception as e:  # a failed unit must not stop the other rows
+        return _missing(ROW_SWEEP_POINT, size, labels, units_name, None, "n/a", f"n/a ({type(e).__name__}: {e})")
+    n_seeds = sum(len(u.seeds) for u in plans["off"])
+    seed_steps = n_seeds * cfg.steps
+    per = ", ".join(f"{m} {statistics.median(runs[m]) / seed_steps:.3g}" for m in labels)
+    return _row(
+        ROW_SWEEP_POINT,
+        size,
+        labels,
+        runs["auto"],
+        runs["off"],
+        units_name,
+        None,
+        f"{n_seeds} seeds x {cfg.steps} steps ({len(plans['auto'])} ensemble group(s) under auto), probes every "
+        f"{cfg.probes.every}, datasets written; s per seed-step: {per}; N={cfg.model.N} H={cfg.model.H} L={cfg.model.L} "
+        f"task={cfg.model.task} batch={cfg.batch_size} param={cfg.param.name} optim={cfg.optim.name}",
+    )
+
+
+def mfu_config(device: str) -> RunConfig:
+    """Row 8's run: our default model (`make_run_config`) at MFU_MODEL (d_model = N H = 1024, LM task), batch
+    MFU_BATCH, precision bf16 (autocast of the forward), probes off."""
+    run = {"steps": MFU_STEPS, "device": device, "batch_size": MFU_BATCH, "precision": "bf16"}
+    return make_run_config(model=dict(MFU_MODEL), run=run, probes={"enabled": False})
+
+
+def bf16_matmul_peak_flops(device: torch.device, n: int = MFU_PEAK_N, repeats: int = 5, calls: int = 10) -> list[float]:
+    """Measured FLOP/s (2 n^3 per product) of an n x n bfloat16 matmul, `repeats` chunks of `calls` products
+    after 2 warm-ups. Returns [FLOP/s of each chunk]."""
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    for _ in range(2):
+        a @ b
+    return [2.0 * n**3 * calls / _time_call(lambda: [a @ b for _ in range(calls)], device) for _ in range(repeats)]
+
+
+def nominal_bf16_peak(device_name: str) -> tuple[str, float] | None:
+    """(model, dense bf16 FLOP/s) of the first NOMINAL_BF16_PEAK model named in `device_name`; None if none is."""
+    for model, flops in NOMINAL_BF16_PEAK.items():
+        if model.lower() in device_name.lower():
+            return model, flops
+    return None
+
+
+def _bench_mfu(repeats: int, device: torch.device, echo: Callable[[str], None]) -> BenchRow:
+    """Row 8 (CUDA only): achieved FLOP/s of our bf16 training step at d_model 1024 (`mfu_config`; FLOPs counted
+    by `training_step_flops`, over the seconds per step of MFU_STEPS steps) against the measured bf16 matmul peak,
+    interleaved; the note adds the fraction of the device's nominal dense bf16 peak where it is known."""
+    m = MFU_MODEL
+    size = f"N{m['N']} H{m['H']} L{m['L']} d{m['N'] * m['H']} S{m['seq_len']} B{MFU_BATCH}"
+    labels, units = ("achieved", "bf16 peak"), "FLOP/s"
+    if device.type != "cuda":
+        return _missing(ROW_MFU, size, labels, units, None, "n/a", "n/a (CUDA only): no CUDA device")
+    try:
+        cfg = mfu_config(str(device))
+        check_fits(cfg)
+        stepper = ours_stepper(cfg)
+        flops = training_step_flops(stepper)
+        with matmul_precision(cfg.precision, device):
+            runs = _interleaved(
+                {
+                    "achieved": lambda: flops / _time_steps(stepper, MFU_STEPS, device),
+                    "bf16 peak": lambda: statistics.median(bf16_matmul_peak_flops(device, repeats=1)),
+                },
+                repeats,
+                echo,
+                "FLOP/s",
+            )
+    except Exception as e:
+        return _missing(ROW_MFU, size, labels, units, None, "n/a", f"n/a (bf16 step failed: {type(e).__name__}: {e})")
+    name = torch.cuda.get_device_name(device)
+    nominal = nominal_bf16_peak(name)
+    achieved = statistics.median(runs["achieved"])
+    vs_nominal = (
+        f"{achieved / nominal[1]:.1%} of the nominal {nominal[0]} dense bf16 peak {nominal[1] / 1e12:.0f} TFLOP/s"
+        if nominal
+        else f"no nominal bf16 peak known for {name!r}"
+    )
+    note = (
+        f"{flops / 1e12:.4g} TFLOP/step (fwd + centring fwd + bwd, FlopCounterMode) / median step time of "
+        f"{MFU_STEPS} steps; peak = {MFU_PEAK_N}^2 bf16 matmul; {vs_nominal}"
+    )
+    return _row(ROW_MFU, size, labels, runs["achieved"], runs["bf16 peak"], units, None, note)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The table
 # ----------------------------------------------------------------------------------------------------------------
@@ -860,7 +1062,9 @@ def run_bench(
     threads: torch intra-op threads during the bench (restored afterwards); None keeps torch's setting. 1 by
     default: on a shared 2-core machine two threads per process slowed the sequential runs of row 1 up to 15-fold
     between repeats (tests/conftest.py has the same rule); every figure is measured with the same setting.
-    The defaults took 3 min 20 s on 2 shared CPU cores (load average about 2 from other work).
+    The defaults took 3 min 20 s on 2 shared CPU cores (load average about 2 from other work) before rows 7 and 8;
+    row 7 adds about 3.5 minutes there (one repeat of both modes took 105 s at load average 5); row 8 runs on
+    CUDA only.
     """
     sizes = check_bench_options(sizes, steps, repeats, ensemble, threads)
     old_threads = torch.get_num_threads()
@@ -898,14 +1102,14 @@ def _run_bench(
     train(replace(next(iter(cfgs.values())), steps=1))  # process warm-up: lazy imports, allocator
 
     rows: list[BenchRow] = []
-    echo("[1/6] ensemble vs sequential")
+    echo("[1/8] ensemble vs sequential")
     for s, c in cfgs.items():
         echo(f" size {s}: {ensemble} seeds x {steps} steps, batched vs one after another")
         rows.append(_bench_ensemble(c, s, ensemble, repeats, dev, echo))
         if rows[-1].status in ("n/a", "skipped"):
             echo(f"  {rows[-1].note}")
 
-    echo("[2/6] ours vs plain PyTorch")
+    echo("[2/8] ours vs plain PyTorch")
     steppers: dict[str, tuple[_Stepper, list[float]]] = {}
     for s, c in cfgs.items():
         echo(f" size {s}: {steps} timed steps after {WARMUP_STEPS} warm-up; ours(copy), ours(none), plain")
@@ -913,7 +1117,7 @@ def _run_bench(
         rows += plain_rows
         steppers[s] = (stepper, step_s)
 
-    echo("[3/6] probes on vs off")
+    echo("[3/8] probes on vs off")
     for s, c in cfgs.items():
         echo(
             f" size {s}: train() with probes every {PROBE_EVERY} steps vs off, "
@@ -921,19 +1125,29 @@ def _run_bench(
         )
         rows.append(_bench_probes(c, s, repeats, dev, echo, quick))
 
-    echo("[4/6] achieved FLOP/s")
+    echo("[4/8] achieved FLOP/s")
     peak, peak_n = matmul_peak_flops(dev, 256 if quick else None)
     echo(f"  matmul peak {statistics.median(peak):.4g} FLOP/s ({peak_n}x{peak_n} float32, median of {len(peak)})")
     for s in cfgs:
         rows.append(_bench_flops(*steppers[s], peak, peak_n, s))
 
-    echo("[5/6] head-statistics kernel vs materialising")
+    echo("[5/8] head-statistics kernel vs materialising")
     rows += _bench_head_stats(dev, repeats, echo)
     if rows[-1].note.startswith(("skipped", "n/a")):
         echo(f"  {rows[-1].note}")
 
-    echo("[6/6] RMSNorm fused kernels vs torch (forward + backward)")
+    echo("[6/8] RMSNorm fused kernels vs torch (forward + backward)")
     rows.append(_bench_rmsnorm(dev, repeats, echo))
+    if rows[-1].note.startswith(("skipped", "n/a")):
+        echo(f"  {rows[-1].note}")
+
+    echo("[7/8] time to verdict: one sweep size, seeds ensembled vs one by one")
+    rows.append(_bench_sweep_point(repeats, dev, echo, quick))
+    if rows[-1].note.startswith(("skipped", "n/a")):
+        echo(f"  {rows[-1].note}")
+
+    echo("[8/8] bf16 MFU at d_model 1024 (CUDA only)")
+    rows.append(_bench_mfu(repeats, dev, echo))
     if rows[-1].note.startswith(("skipped", "n/a")):
         echo(f"  {rows[-1].note}")
 

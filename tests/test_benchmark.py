@@ -7,14 +7,21 @@ import pytest
 import torch
 
 from bench.training import (
+    ROW_MFU,
     ROW_NAMES,
+    ROW_SWEEP_POINT,
     BenchRow,
     PlainTransformer,
     bench_config,
     format_table,
+    mfu_config,
+    nominal_bf16_peak,
     ours_stepper,
     plain_stepper,
+    preset_flops,
     run_bench,
+    step_flops_estimate,
+    sweep_point_units,
     time_head_stats,
     training_step_flops,
 )
@@ -47,6 +54,10 @@ def test_run_bench_quick_prints_every_row():
         assert all(r.status == "skipped" and r.note == "skipped: no CUDA device" for r in head)
         rms = [r for r in rows if r.name.startswith("rmsnorm")]
         assert len(rms) == 1 and rms[0].status == "skipped" and rms[0].note.startswith("skipped: no CUDA device")
+        (mfu,) = [r for r in rows if r.name == ROW_MFU]
+        assert mfu.status == "n/a" and mfu.note.startswith("n/a (CUDA only)") and mfu.a is None, mfu
+    (point,) = [r for r in rows if r.name == ROW_SWEEP_POINT]  # a number on every device
+    assert point.status == "info" and point.size == "smoke/N-mup at 4" and "s per seed-step: auto" in point.note, point
 
 
 @pytest.mark.parametrize(
@@ -144,3 +155,59 @@ def test_ensemble_row_without_ensemble_module(monkeypatch):
     cfg = bench_config("default", "cpu", steps=2, quick=True)
     row = benchmark._bench_ensemble(cfg, "default", 2, 1, torch.device("cpu"), lambda s: None)
     assert (row.status, row.note, row.ratio) == ("n/a", "n/a (probes.experiment.ensemble missing)", None)
+
+
+@pytest.mark.parametrize("mode", ["auto", "off"])
+def test_sweep_point_units_are_the_sweeps_units(mode, tmp_path):
+    """Row 7 times the units the sweep itself would run for that size: the same configs and seed groups as
+    `open_sweep` plans for the smoke preset's N-mup job at N = 4, under either ensemble mode."""
+    from probes.grid.reproduce import PRESETS, job_config, job_seeds
+    from probes.grid.sweep import open_sweep
+
+    preset = PRESETS["smoke"]
+    job = next(j for j in preset.jobs if j.name == "N-mup")
+    cfg = job_config(preset, job)
+    with open_sweep(cfg, job.axis, list(job.values), job_seeds(preset, job), tmp_path / "N.nc", ensemble=mode) as sw:
+        theirs = [(u.cfg, u.seeds, u.ensemble) for u in sw.units if u.value == 4]
+    ours = sweep_point_units("smoke", "N-mup", 4, cfg.device, mode, tmp_path / "parts")
+    assert [(u.cfg, u.seeds, u.ensemble) for u in ours] == theirs
+    assert sum(len(u.seeds) for u in ours) == job_seeds(preset, job)
+    assert all(p.startswith(str(tmp_path / "parts")) for u in ours for p in u.parts)
+
+
+def test_mfu_row_config_and_nominal_peaks():
+    """Row 8's run is d_model 1024 under bf16; the nominal peak is matched on the CUDA device name."""
+    cfg = mfu_config("cpu")
+    assert (cfg.model.d_model, cfg.model.seq_len, cfg.precision, cfg.probes.enabled) == (1024, 256, "bf16", False)
+    assert nominal_bf16_peak("NVIDIA H100 80GB HBM3") == ("H100", 989e12)
+    assert nominal_bf16_peak("NVIDIA H100 PCIe") == ("H100 PCIe", 756e12)
+    assert nominal_bf16_peak("NVIDIA H200") == ("H200", 989e12)
+    assert nominal_bf16_peak("Tesla T4") is None
+
+
+@pytest.mark.parametrize("centre", ["copy", "none"])
+@pytest.mark.parametrize(
+    "model", [{"N": 4, "H": 2, "L": 1, "seq_len": 16}, {"N": 4, "H": 3, "L": 2, "task": "vision"}, {"task": "digits"}]
+)
+def test_step_flops_estimate_is_the_counted_flops(model, centre):
+    """The shape-only FLOP count (the gpu preset's budget) equals FlopCounterMode's count of one real step."""
+    from probes.experiment.config import make_run_config
+
+    cfg = make_run_config(
+        model=model, run={"steps": 2, "batch_size": 4}, param={"centre": centre}, probes={"enabled": False}
+    )
+    assert step_flops_estimate(cfg) == training_step_flops(ours_stepper(cfg))
+
+
+def test_preset_flops_sums_every_run():
+    """preset_flops of a job = seeds x steps (x eta0 values) x the per-step count summed over its sizes."""
+    from probes.grid.reproduce import PRESETS, job_config, job_seeds
+    from probes.grid.sweep import value_config
+
+    preset = PRESETS["smoke"]
+    flops = preset_flops(preset)
+    assert set(flops) == {j.name for j in preset.jobs}
+    for job in preset.jobs:
+        cfg = job_config(preset, job)
+        per = sum(step_flops_estimate(value_config(cfg, job.axis, v)) for v in job.values)
+        assert flops[job.name] == job_seeds(preset, job) * max(1, len(job.etas)) * cfg.steps * per > 0

@@ -95,3 +95,49 @@ def test_check_of_one_learning_rate_grid_gives_its_P7_verdict(smoke):
     res = runner.invoke(app, ["check", str(out / "lr-N-sp.nc")])
     assert res.exit_code == 0, res.output
     assert "P7" in res.output and "eta0* exponent" in res.output and "primary rows:" in res.output
+
+
+def test_gpu_preset_configs_build_and_validate_on_cpu():
+    """Every job of the gpu preset builds and validates here (its base says device auto), at the paper's scale,
+    every sweep is a valid grid of valid models, and the preset says it needs CUDA."""
+    from probes.grid.reproduce import check_preset, job_config, job_seeds
+    from probes.grid.sweep import check_grid, check_values, sweep_config
+
+    preset = check_preset("gpu")
+    assert preset.needs_cuda and not PRESETS["cpu"].needs_cuda and not PRESETS["smoke"].needs_cuda
+    assert {j.name for j in preset.jobs} == {j.name for j in PRESETS["cpu"].jobs}
+    top = {}
+    for job in preset.jobs:
+        cfg = job_config(preset, job)
+        assert cfg.device == "auto" and cfg.precision == "fp32" and cfg.model.task == "vision", job.name
+        check_values(sweep_config(cfg, job.axis), job.axis, list(job.values))
+        if job.kind == "sweep":
+            check_grid(job.axis, list(job.values), job_seeds(preset, job))
+            top[job.axis] = max(top.get(job.axis, 0), *job.values)
+    assert top == {"N": 512, "H": 128, "L": 64}
+
+
+def test_gpu_preset_plan_is_computed_on_cpu():
+    """`dmft.report.preset_plan` of the gpu preset (default noise: none measured yet) runs here: every sweep job
+    planned, the init-slope rows (P1, P10) with power >= 0.8 at its seeds."""
+    plans = report.preset_plan(PRESETS["gpu"], reps=100)
+    assert [name for name, _ in plans] == [f"{j.name}.nc" for j in PRESETS["gpu"].jobs if j.kind == "sweep"]
+    for name, rows in plans:
+        assert rows and all(0.0 <= r.power <= 1.0 for r in rows), name
+        init = [r for r in rows if r.row.name.startswith(("P1 ", "P10 "))]
+        assert len(init) == 1 and init[0].power >= 0.8, (name, init)
+    assert "N-mup.nc" in report.plan_markdown(plans)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
+def test_gpu_preset_without_cuda_is_refused_in_one_line(tmp_path):
+    """On a machine without CUDA, `reproduce --preset gpu` says in one line that it needs a GPU (exit 2), before
+    the plan is printed or the folder made; `run_preset` refuses the same way."""
+    from probes.grid.reproduce import run_preset
+
+    res = runner.invoke(app, ["reproduce", "--preset", "gpu", "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
+    assert "--preset gpu needs a CUDA GPU" in res.output and "--preset cpu" in res.output
+    with pytest.raises(ValueError, match="--preset gpu needs a CUDA GPU"):
+        run_preset("gpu", tmp_path / "y", say=lambda s: None, progress=False)
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

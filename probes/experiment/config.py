@@ -671,6 +671,12 @@ def _gib(n: float) -> str:
     return f"{n / 1024:.0f} KiB"
 
 
+def effective_config(cfg: RunConfig) -> RunConfig:
+    """cfg with the data-dependent sizes (seq_len, d_in, n_classes; vocab_size) of the bundled data sets filled in,
+    as `probes.experiment.run.setup` will use them; cfg's own where a --data path decides them."""
+    return _effective(cfg)
+
+
 def _effective(cfg: RunConfig) -> RunConfig:
     """cfg with the data-dependent sizes of the default data sets (what `probes.experiment.run.setup` will use)."""
     m = cfg.model

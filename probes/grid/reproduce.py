@@ -6,7 +6,9 @@ half-way continues where it stopped) or a learning-rate grid (`probes.grid.lr_gr
 file is complete). Every job shares one base setting, changed only in what the job names, so that pairs of
 sweeps differ in one exponent (P9, P12). The "cpu" preset is sized for 2 CPU cores (under 20 minutes), its power
 planned before any data (`dmft.report.preset_plan`, written to plan.md); "smoke" runs the same jobs at toy sizes
-in about two minutes (a test of the machinery: its figures mean nothing).
+in about two minutes (a test of the machinery: its figures mean nothing); "gpu" runs them at the paper's scale
+(N up to 512, H up to 128, L up to 64) on one CUDA device (about 2 hours of an H100, estimated), refused on a
+machine without CUDA (`check_preset_device`).
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ class Preset:
     """base: make_run_config sections shared by every job; seeds: per size (a job may set its own); grid_seeds and
     grid_steps: of the learning-rate grids (no probes, so cheaper per run). noise: per sweep job, the noise
     (`dmft.power.Noise` fields) its power is planned with before any data (`dmft.report.preset_plan`), measured
-    on an earlier run of the preset with `dmft-probe plan --from`."""
+    on an earlier run of the preset with `dmft-probe plan --from`. needs_cuda: runs only where torch has a CUDA
+    device (`check_preset_device`); its base then says device "auto", so its configs build anywhere."""
 
     name: str
     description: str
@@ -57,6 +60,7 @@ class Preset:
     grid_seeds: int = 3
     grid_steps: int | None = None
     noise: dict = field(default_factory=dict)
+    needs_cuda: bool = False
 
 
 def _jobs(
@@ -69,13 +73,15 @@ def _jobs(
     io_seeds: int,
     L_seeds: int,
     N_model: dict | None = None,
+    H_model: dict | None = None,
 ) -> tuple[Job, ...]:
     paired = {"io_seeds": io_seeds}  # conv-L's paired design: io groups share embedding, positions, readout
     n_model = N_model or {}  # the N sweeps' model overrides (cpu: H = 2, so N = 64 is d = 128)
+    h_model = H_model or {"N": 4}  # the H sweep's (cpu: N = 4, Fig. 3)
     return (
         Job("N-mup", "sweep", "N", N, {"preset": "mup"}, n_model),  # P1-P3, P6 (alpha_A = 1), coord
         Job("N-mup-sqrt", "sweep", "N", N, {"preset": "mup-sqrt"}, n_model),  # P1-P3, P6 (alpha_A = 1/2); P12
-        Job("H-mup", "sweep", "H", H, {"preset": "mup"}, {"N": 4}),  # P4, P5, P11, coord (N = 4: Fig. 3)
+        Job("H-mup", "sweep", "H", H, {"preset": "mup"}, h_model),  # P4, P5, P11, coord
         Job("L-mup", "sweep", "L", L, {"preset": "mup"}, run=paired, seeds=L_seeds),  # P8, P10, conv-L (alpha_L = 1)
         Job("L-depth-sqrt", "sweep", "L", L, {"preset": "depth-sqrt"}, run=paired, seeds=L_seeds),  # at 1/2; P9
         Job("lr-N-mup", "lr_grid", "N", grid_N, {"preset": "mup"}, etas=etas_mup),  # P7
@@ -179,6 +185,54 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+# The gpu preset: the paper's scale (N up to 512, H up to 128, L up to 64; its ViTs train on CIFAR-5M, here the
+# synthetic vision task, 16x16 images in 16 patches, so no data is needed) on one CUDA device, in float32 (the
+# theory checks' precision). The base is the cpu preset's (SGD + momentum, gamma0 0.1, eta0 2: stable on digits,
+# not yet checked on this task; the learning-rate grids show where its optimum lies) at N = 32, H = 4, L = 2,
+# batch 128, 2000 steps with probes every 250. Sizes: N sweeps at H = 4 (d = 64..2048), the H sweep at N = 16
+# (d = 64..2048), the L sweeps at N = 32, H = 4 (d = 128). Seeds: 16 per size (the L sweeps' paired design: 4 io
+# groups x 4 block draws), from `dmft.report.preset_plan` with the default noise: at 8 seeds (12 for L) the
+# plateau rows of N-mup-sqrt and L-depth-sqrt had power 0.41 and 0.74 and asked for 16; at 16 every row but the
+# squared-bias ones reaches 0.8 (those stay underpowered at any seed count up to 64 here, as in the cpu preset).
+# Grids: 3 seeds, 6 half-decades of eta0 at N = 16, 64, 256.
+# Budget, estimated before any run (no GPU has run it yet): FLOPs from the shapes, `bench.training.preset_flops`
+# (`step_flops_estimate` per seed-step, equal to FlopCounterMode's count, tests/test_benchmark.py, times seeds,
+# steps and eta0 values): 3.5e16 per N or H sweep (8.3e11 per seed-step at N = 512 or H = 128), 1.4e16 for both
+# L sweeps, 0.8e16 and 0.6e16 for the grids; 1.34e17 in all. At an assumed 20 TFLOP/s achieved (30% of an H100
+# SXM's 67 TFLOP/s float32 peak) that is 112 minutes, plus the small sizes' launch-bound floor (L = 64: a few
+# thousand kernels per step) and the probes: about 2 hours of one H100. `bash bench/gpu_check.sh` runs a slice
+# of it and prints its achieved FLOP/s and the hours the whole preset would take at that rate.
+GPU_BASE = {
+    "model": {"task": "vision", "N": 32, "H": 4, "L": 2},
+    "param": {"gamma0": 0.1},
+    "optim": {"name": "sgd-momentum", "eta0": 2.0},
+    "run": {"steps": 2000, "batch_size": 128, "device": "auto"},  # cuda: needs_cuda refuses a machine without
+    "probes": {"every": 250, "n_samples": 64},
+}
+PRESETS["gpu"] = Preset(
+    "gpu",
+    "synthetic vision (16 patches), SGD+momentum, gamma0 0.1, eta0 2, 2000 steps, fp32 on one CUDA device; "
+    "N 16..512 (H = 4), H 4..128 (N = 16), L 2..64 (N = 32, H = 4), 16 seeds (L: 4 io groups x 4); learning-rate grids at "
+    "N = 16, 64, 256, 3 seeds; about 2 hours of one H100 (estimated)",
+    GPU_BASE,
+    16,
+    _jobs(
+        N=(16, 32, 64, 128, 256, 512),
+        H=(4, 8, 16, 32, 64, 128),
+        L=(2, 4, 8, 16, 32, 64),
+        grid_N=(16, 64, 256),
+        etas_mup=tuple(round(10 ** (k / 2), 6) for k in range(-2, 4)),  # 0.1 .. 31.6
+        etas_sp=tuple(round(10 ** (k / 2), 6) for k in range(-6, 0)),  # 0.001 .. 0.316
+        io_seeds=4,
+        L_seeds=16,
+        N_model={"H": 4},
+        H_model={"N": 16},
+    ),
+    grid_seeds=3,
+    needs_cuda=True,
+)  # noise: none measured yet, so the plan uses dmft.power's default noise
+
+
 # The verdict tables `dmft.report.write_report` writes into the folder.
 REPORTS = ("verdicts.md", "verdicts-full.md", "plan.md")
 
@@ -208,6 +262,19 @@ def check_preset(name: str) -> Preset:
     if name not in PRESETS:
         raise one_of_error("--preset", name, PRESETS)
     return PRESETS[name]
+
+
+def check_preset_device(preset: Preset) -> None:
+    """ValueError (one line naming --preset) when the preset needs CUDA (`Preset.needs_cuda`) and this torch has
+    no CUDA device; its configs and plan are still computed on any machine (`job_config`,
+    `dmft.report.preset_plan`)."""
+    import torch
+
+    if preset.needs_cuda and not torch.cuda.is_available():
+        raise ValueError(
+            f"--preset {preset.name} needs a CUDA GPU, and CUDA is not available to this torch "
+            f"({torch.__version__}); use --preset cpu"
+        )
 
 
 def check_outputs(preset: Preset, configs: list, out: Path) -> None:
@@ -252,6 +319,7 @@ def run_preset(
     from probes.grid.sweep import check_grid_fits, open_sweep
 
     preset = check_preset(name)
+    check_preset_device(preset)
     configs = [job_config(preset, job) for job in preset.jobs]  # every job validated before any work
     out = Path(out)
     check_outputs(preset, configs, out)
