@@ -133,6 +133,11 @@ def _rms(t: torch.Tensor, lead: int = 1) -> torch.Tensor:
     return t.float().pow(2).flatten(lead).mean(lead).sqrt()
 
 
+def _rms_(t: torch.Tensor, lead: int = 1) -> torch.Tensor:
+    """`_rms(t, lead)` of a float32 tensor t that is not needed any more: squares t in place (no temporary)."""
+    return t.pow_(2).flatten(lead).mean(lead).sqrt() if t.dtype == torch.float32 else _rms(t, lead)
+
+
 class ProbeRecorder:
     """Records probes of one run or of a seed ensemble (every statistic carries a leading member dim E, 1 for a
     single model). Call `record(step, model)` at each probe step; `arrays(member)` returns the stacked numpy
@@ -253,10 +258,11 @@ class ProbeRecorder:
         ks = st["k"].permute(2, 4, 0, 1, 3, 5)[pi[:, 0], pi[:, 2]]  # (n_points, G, E, H_l, N)
         vals = (scale * (qs * ks).sum(-1)).permute(1, 2, 0, 3)  # (G, E, n_points, H_l)
         out["attn_raw"] = torch.nn.functional.pad(vals, (0, self.H_max - H_l), value=float("nan"))
-        out["coord_rms"] = torch.stack([site_rms[s] if s in site_rms else _rms(st[s], 2) for s in SITES], 2)
-        out["coord_update_rms"] = torch.stack(
-            [site_drms[s] if s in site_drms else _rms(st[s] - st0[s], 2) for s in SITES], 2
-        )  # (G, E, site)
+        for s in PER_LAYER:  # the change first: _rms_ squares the stacked copy st[s] in place
+            site_drms[s] = _rms_(st[s] - st0[s], 2)
+            site_rms[s] = _rms_(st[s], 2)
+        out["coord_rms"] = torch.stack([site_rms[s] for s in SITES], 2)  # (G, E, site)
+        out["coord_update_rms"] = torch.stack([site_drms[s] for s in SITES], 2)  # (G, E, site)
         return out
 
     @torch.no_grad()
