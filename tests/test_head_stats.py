@@ -17,7 +17,14 @@ import pytest
 import torch
 from helpers import interpreter_outputs
 
-from probes.hooks.head_stats import HAS_TRITON, STAT_NAMES, head_stats, head_stats_torch
+from probes.hooks.head_stats import (
+    HAS_TRITON,
+    STAT_NAMES,
+    head_stats,
+    head_stats_torch,
+    reference_logits,
+    stacked,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RTOL = 1e-5  # float32 relative error, ||a - b|| / ||b||, per output
@@ -210,3 +217,40 @@ def test_errors(monkeypatch):
 
 if __name__ == "__main__":
     _interpreted_main(sys.argv[1])
+
+
+def previous_fallback(q, k, scale, causal, q0, k0):
+    """The torch fallback as it was before the cached reference (masked_fill, out-of-place two-pass)."""
+
+    def logits_probs(q, k):
+        A = scale * torch.matmul(q, k.transpose(-1, -2))
+        if not causal:
+            return A, torch.softmax(A, dim=-1)
+        masked = torch.ones(A.shape[-1], A.shape[-1], dtype=torch.bool).triu(1)
+        return A.masked_fill(masked, 0.0), torch.softmax(A.masked_fill(masked, float("-inf")), dim=-1)
+
+    def two_pass(x):
+        mean = x.mean(dim=1)
+        return mean, (x - mean.unsqueeze(1)).square().sum(dim=1)
+
+    (A, P), (A0, P0) = logits_probs(q, k), logits_probs(q0, k0)
+    return {"A": two_pass(A), "P": two_pass(P), "dA": two_pass(A - A0), "dP": two_pass(P - P0)}
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_cached_reference_equals_recomputed(causal):
+    """ref = reference_logits(q0, k0) and the q0, k0 path give the previous fallback's statistics bit for bit, and
+    `stacked` returns the buffer they are views of (the probe recorder keeps A(0), P(0) from step 0 and reads the stats this way)."""
+    q, k, q0, k0 = make_inputs(3, 4, 12, 8, seed=7)
+    scale = 8**-0.5
+    want = previous_fallback(q, k, scale, causal, q0, k0)
+    got = head_stats_torch(q, k, scale, causal, ref=reference_logits(q0, k0, scale, causal))
+    again = head_stats_torch(q, k, scale, causal, q0, k0)
+    for name in STAT_NAMES:
+        for a, b, c in zip(got[name], want[name], again[name]):
+            assert torch.equal(a, b) and torch.equal(c, b), name
+    buf = stacked(got)
+    assert buf.shape == (4, 2, 3, 12, 12) and buf.data_ptr() == got["A"][0].data_ptr()
+    assert torch.equal(buf, torch.stack([torch.stack(want[n]) for n in STAT_NAMES]))
+    with pytest.raises(ValueError, match="not both"):
+        head_stats_torch(q, k, scale, causal, q0, k0, ref=reference_logits(q0, k0, scale, causal))

@@ -251,3 +251,27 @@ def test_probe_outputs_of_a_seed_ensemble_are_each_members_own():
         np.testing.assert_allclose(ds.probe_outputs.isel(step=-1).values, want, rtol=1e-4, atol=1e-6)
         outs.append(want)
     assert not np.allclose(outs[0], outs[1])  # two different members
+
+
+@pytest.mark.parametrize("task", ["lm", "vision"])
+def test_batched_layers_and_cached_reference_change_nothing(task, monkeypatch):
+    """The recorder computes the head statistics and coordinate RMS of the layers of one shape together and keeps
+    A(0), P(0) from step 0; one layer at a time with A(0), P(0) recomputed from q0, k0 must give every array bit
+    for bit (LWS layers of 3, 1, 3 heads: two shape groups, not in layer order)."""
+    import probes.hooks.recorder as recorder
+    from probes.hooks.recorder import SITES
+
+    model = dict(lws="explicit", lws_heads=(3, 1, 3), lws_d_ff=(8, 16, 8), H=3, L=3)
+    batched = tiny(task, **model).extra["recorder"]
+    assert batched.groups == [[0, 2], [1]] and batched.ref is not None
+    monkeypatch.setattr(recorder, "LAYER_BATCH_BYTES", 1)  # one layer per group
+    monkeypatch.setattr(recorder, "REF_CACHE_BYTES", 0)  # A(0), P(0) from q0, k0 at every probe step
+    single = tiny(task, **model).extra["recorder"]
+    assert single.groups == [[0], [2], [1]] and single.ref is None
+    a, b = batched.arrays(), single.arrays()
+    assert a.keys() == b.keys()
+    # layer order: the one-head layer 1 has no variance over heads, and the stream RMS per block equals h_rms
+    assert np.isnan(a["attn_var_heads"][:, 1]).all() and np.isfinite(a["attn_var_heads"][:, [0, 2]]).all()
+    np.testing.assert_array_equal(a["coord_rms"][:, :, SITES.index("h")], a["h_rms"][:, 1:])
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)

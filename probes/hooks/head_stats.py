@@ -69,34 +69,73 @@ def _check_inputs(q: Tensor, k: Tensor, q0: Tensor | None, k0: Tensor | None) ->
 # ----------------------------------------------------------------------------------------------- fallback
 def _logits_probs(q: Tensor, k: Tensor, scale: float, causal: bool) -> tuple[Tensor, Tensor]:
     """A = scale q k^T and P = softmax_{s'}(A), both float32 (B, H, S, S), masked entries set to 0."""
-    A = scale * torch.matmul(q.float(), k.float().transpose(-1, -2))  # (B, H, S, S)
+    A = torch.matmul(q.float(), k.float().transpose(-1, -2)).mul_(scale)  # (B, H, S, S)
     if not causal:
         return A, torch.softmax(A, dim=-1)
     S = q.shape[2]
     masked = torch.ones(S, S, dtype=torch.bool, device=q.device).triu(1)  # (S, S): s' > s
-    P = torch.softmax(A.masked_fill(masked, float("-inf")), dim=-1)  # exactly 0 where masked
-    return A.masked_fill(masked, 0.0), P
+    bias = torch.zeros(S, S, device=q.device).masked_fill(masked, float("-inf"))  # (S, S): 0, or -inf where masked
+    # A + bias and where() give the values of A.masked_fill(masked, ...) (A + 0 = A) without its slow broadcast
+    # mask; where() writes into A itself (no new (B, H, S, S) buffer)
+    P = torch.softmax(A + bias, dim=-1)  # exactly 0 where masked
+    return torch.where(masked, A.new_zeros(()), A, out=A), P
 
 
-def _two_pass(x: Tensor) -> tuple[Tensor, Tensor]:
-    """(mean, M2) over dim 1 (heads) of x (B, H, S, S): two (B, S, S) tensors, M2 = sum_h (x_h - mean)^2."""
-    mean = x.mean(dim=1)  # (B, S, S)
-    return mean, (x - mean.unsqueeze(1)).square().sum(dim=1)
+def _two_pass(x: Tensor, out: Tensor) -> None:
+    """(mean, M2) over dim 1 (heads) of x (B, H, S, S), written into out (2, B, S, S): M2 = sum_h (x_h - mean)^2."""
+    torch.mean(x, dim=1, out=out[0])  # (B, S, S)
+    torch.sum((x - out[0].unsqueeze(1)).square_(), dim=1, out=out[1])
+
+
+def reference_logits(q0: Tensor, k0: Tensor, scale: float, causal: bool) -> tuple[Tensor, Tensor]:
+    """(A0, P0) of the reference q0, k0 (B, H, S, N): float32 (B, H, S, S) each, masked entries 0, exactly what
+    `head_stats_torch` computes from q0, k0; pass them back as `ref` to skip recomputing them at every call."""
+    _check_inputs(q0, k0, None, None)
+    return _logits_probs(q0, k0, scale, causal)
+
+
+def stacked(stats: Stats) -> Tensor:
+    """The statistics of `head_stats` as one (n_stats, 2, B, S, S) tensor in STAT_NAMES order ([:, 0] the means,
+    [:, 1] the M2s): the buffer both backends write them into (no copy), or a stacked copy of other tensors."""
+    views = [t for name in STAT_NAMES[: len(stats)] for t in stats[name]]
+    base = views[0]._base
+    if base is not None and base.shape == (len(stats), 2, *views[0].shape) and base.is_contiguous():
+        parts = base.flatten(0, 1)  # (n_stats * 2, B, S, S)
+        if all(v.data_ptr() == parts[i].data_ptr() and v.stride() == parts[i].stride() for i, v in enumerate(views)):
+            return base
+    return torch.stack([torch.stack(stats[name]) for name in STAT_NAMES[: len(stats)]])
 
 
 def head_stats_torch(
-    q: Tensor, k: Tensor, scale: float, causal: bool, q0: Tensor | None = None, k0: Tensor | None = None
+    q: Tensor,
+    k: Tensor,
+    scale: float,
+    causal: bool,
+    q0: Tensor | None = None,
+    k0: Tensor | None = None,
+    ref: tuple[Tensor, Tensor] | None = None,
 ) -> Stats:
     """PyTorch fallback of `head_stats` (materialises (B, H, S, S) in float32; two-pass variance).
-    Returns {"A": (mean, m2), "P": (mean, m2)} plus "dA", "dP" when q0, k0 are given; each float32 (B, S, S)."""
+    Returns {"A": (mean, m2), "P": (mean, m2)} plus "dA", "dP" when q0, k0 (or ref) are given; each float32
+    (B, S, S) (views into one (n_stats, 2, B, S, S) buffer, `stacked`). ref: the reference's (A0, P0) from
+    `reference_logits(q0, k0, scale, causal)`, instead of q0, k0 (the same results, bit for bit, without the
+    reference's matmul and softmax)."""
     _check_inputs(q, k, q0, k0)
+    if ref is not None and q0 is not None:
+        raise ValueError("give the reference as q0, k0 or as ref = (A0, P0), not both")
     A, P = _logits_probs(q, k, scale, causal)
-    out = {"A": _two_pass(A), "P": _two_pass(P)}
-    if q0 is not None and k0 is not None:  # both or neither (_check_inputs)
-        A0, P0 = _logits_probs(q0, k0, scale, causal)
-        out["dA"] = _two_pass(A - A0)
-        out["dP"] = _two_pass(P - P0)
-    return out
+    if ref is not None and (ref[0].shape != A.shape or ref[1].shape != A.shape):
+        raise ValueError(f"ref (A0, P0) must be of shape {tuple(A.shape)}, got {tuple(ref[0].shape)}")
+    if ref is None and q0 is not None and k0 is not None:  # both or neither (_check_inputs)
+        ref = _logits_probs(q0, k0, scale, causal)
+    n_stats = 2 if ref is None else 4
+    buf = torch.empty(n_stats, 2, *A.shape[:1], *A.shape[2:], dtype=torch.float32, device=A.device)  # (n, 2, B, S, S)
+    _two_pass(A, buf[0])
+    _two_pass(P, buf[1])
+    if ref is not None:  # A - A0 and P - P0, in place: A and P are not needed any more
+        _two_pass(A.sub_(ref[0]), buf[2])
+        _two_pass(P.sub_(ref[1]), buf[3])
+    return {name: (buf[i, 0], buf[i, 1]) for i, name in enumerate(STAT_NAMES[:n_stats])}
 
 
 # ------------------------------------------------------------------------------------------------ Triton

@@ -31,13 +31,31 @@ import torch
 
 from parametrizations.checks import ConfigError, check_bool, check_choice, check_int, check_int_list
 from parametrizations.transformer import Block, LWSTransformer
-from probes.hooks.head_stats import head_stats
+from probes.hooks.head_stats import HAS_TRITON, head_stats, head_stats_torch, reference_logits, stacked
 
 BLOCK_WEIGHTS = ("q", "k", "v", "o", "mlp_in", "mlp_out")
 IO_WEIGHTS = ("embed", "pos", "readout")
 # per-block coordinate-check sites (dataset dim "site") and the input/output ones (dim "io_site")
 SITES = ("q", "k", "v", "A", "softmax_A", "attn_out", "mlp_hidden", "mlp_out", "h")
 IO_SITES = ("embed", "logits")
+# the taps stacked per group of layers of one shape, and the per-layer statistics (E, L, ...) built from them
+PER_LAYER = ("q", "k", "v", "attn_out", "mlp_hidden", "mlp_out", "h")
+LAYER_STATS = (
+    "attn_var_heads",
+    "attn_mean_heads",
+    "dA_var_heads",
+    "dA_mean_heads",
+    "attn_prob_var_heads",
+    "attn_prob_mean_heads",
+    "attn_raw",
+    "coord_rms",
+    "coord_update_rms",
+)
+# A(0), P(0) of the probe batch are kept from step 0 (torch fallback of head_stats) when they fit in this
+REF_CACHE_BYTES = 64 << 20
+# the head statistics of the layers of one shape are computed together, in chunks of at most this many bytes of
+# (E, P, H_l, S, S) float32 per tensor (the torch fallback holds about four such tensors at once)
+LAYER_BATCH_BYTES = 16 << 20
 # bounds of the probe settings (memory is checked by probes.experiment.config.check_fits)
 MAX_STEP = 10**8  # a probe step (and a run's steps)
 MAX_PROBE_STEPS = 100_000  # n_log, len(at)
@@ -110,9 +128,14 @@ def probe_points(n_samples: int, S: int, n_points: int, causal: bool) -> np.ndar
     return np.asarray(pts, dtype=np.int64)
 
 
-def _rms(t: torch.Tensor) -> torch.Tensor:
-    """RMS over every dim but the leading member dim: (E, ...) -> (E,)."""
-    return t.float().pow(2).flatten(1).mean(1).sqrt()
+def _rms(t: torch.Tensor, lead: int = 1) -> torch.Tensor:
+    """RMS over every dim but the `lead` leading ones: (E, ...) -> (E,), or e.g. (G, E, ...) -> (G, E)."""
+    return t.float().pow(2).flatten(lead).mean(lead).sqrt()
+
+
+def _rms_(t: torch.Tensor, lead: int = 1) -> torch.Tensor:
+    """`_rms(t, lead)` of a float32 tensor t that is not needed any more: squares t in place (no temporary)."""
+    return t.pow_(2).flatten(lead).mean(lead).sqrt() if t.dtype == torch.float32 else _rms(t, lead)
 
 
 class ProbeRecorder:
@@ -148,7 +171,7 @@ class ProbeRecorder:
         }
         self.model0 = model0
         self.f0: torch.Tensor | None = None  # f(theta_0) on the probe batch (E, P, C or V), when model0 is kept
-        self.taps0: list[dict] | None = None  # per-block taps at the first probe step (step 0)
+        self.stacked0: list[dict[str, torch.Tensor]] | None = None  # per layer group, the taps at step 0
         self.io0: dict[str, torch.Tensor] = {}  # h^0 and the logits at step 0
         self.steps: list[int] = []
         self.records: list[dict[str, np.ndarray]] = []
@@ -166,76 +189,107 @@ class ProbeRecorder:
         taps = [{k: self._lead(v) for k, v in t.items()} for t in taps]
         return self._lead(h0), taps, self._lead(logits)
 
-    def _masked_mean(self, t: torch.Tensor) -> torch.Tensor:
-        """Mean of t (E, P, S, S) over samples and the unmasked (s, s') pairs -> (E,)."""
-        return t.flatten(2).index_select(2, self.valid_idx).flatten(1).mean(1)
+    def _start(self, h0: torch.Tensor, taps: list[dict], logits: torch.Tensor) -> None:
+        """Keep what depends only on theta_0 on the (fixed) probe batch, from the first probe pass (step 0): the
+        taps and h^0, logits; the layers grouped by tap shapes (one batched computation per group); per group
+        the stacked taps (the references of the update RMS) and, for the torch fallback of `head_stats` when
+        they fit in REF_CACHE_BYTES, A(0) and P(0) (so they are not recomputed from q0, k0 at every probe step)."""
+        self.io0 = {"embed": h0, "logits": logits}
+        by_key: dict[tuple, list[int]] = {}
+        for i, (t, scale) in enumerate(zip(taps, self.scales)):
+            by_key.setdefault((tuple((s, tuple(v.shape)) for s, v in t.items()), scale), []).append(i)
+        self.groups = []  # layers of one tap shape, at most LAYER_BATCH_BYTES of (E, P, H_l, S, S) float32 each
+        for layers in by_key.values():
+            per_layer = 4 * taps[layers[0]]["q"].shape[:-1].numel() * self.S
+            n = max(1, LAYER_BATCH_BYTES // per_layer)
+            self.groups += [layers[i : i + n] for i in range(0, len(layers), n)]
+        order = [i for g in self.groups for i in g]  # layers in group order
+        self._unorder = None if order == sorted(order) else torch.as_tensor(order, device=self.x.device).argsort()
+        self.stacked0 = [self._stack(taps, g) for g in self.groups]
+        ref_bytes = sum(
+            2 * 4 * st["q"].shape[:-1].numel() * self.S for st in self.stacked0
+        )  # A0, P0: float32 (G, E, P, H_l, S, S) per group
+        self.ref = None
+        if not (self.x.is_cuda and HAS_TRITON) and ref_bytes <= REF_CACHE_BYTES:
+            self.ref = [
+                reference_logits(st["q"].flatten(0, 2), st["k"].flatten(0, 2), self.scales[g[0]], self.causal)
+                for st, g in zip(self.stacked0, self.groups)
+            ]
+        self.w0_norm = {name: w0.flatten(1).norm(dim=1) for name, w0 in self.w0.items()}  # (E,)
 
-    def _raw_points(self, q: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Tensor:
-        """A = scale q.k at the fixed (sample, s, s') points, (E, n_points, H_l), from q, k (E, P, H_l, S, N)."""
+    @staticmethod
+    def _stack(taps: list[dict], layers: list[int]) -> dict[str, torch.Tensor]:
+        """The taps of `layers` (one shape group) stacked: {site: (G, E, P, ...)} for the sites of PER_LAYER."""
+        return {s: torch.stack([taps[i][s] for i in layers]) for s in PER_LAYER}
+
+    def _group_stats(self, j: int, st: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Head statistics, raw A points and per-site RMS (and RMS of the change since step 0) of shape group j,
+        from its stacked taps st {site: (G, E, P, ...)}. Returns {name: (G, E, ...)} tensors."""
+        layers, E, P, S = self.groups[j], self.E, self.x.shape[0], self.S
+        assert self.stacked0 is not None  # set by _start at the first probe step
+        G, H_l, scale, st0 = len(layers), self.heads[layers[0]], self.scales[layers[0]], self.stacked0[j]
+        q, k = st["q"].flatten(0, 2), st["k"].flatten(0, 2)  # (G*E*P, H_l, S, N)
+        # mean and M2 over heads of A, softmax(A) and their changes since step 0, per (sample, s, s'), streamed
+        # over heads on CUDA (Triton; docs/design.md); on the torch fallback A(0), P(0) are kept from step 0
+        if self.ref is not None:
+            mom = head_stats_torch(q, k, scale, self.causal, ref=self.ref[j])
+        else:
+            mom = head_stats(q, k, scale, self.causal, st0["q"].flatten(0, 2), st0["k"].flatten(0, 2))
+        pairs = stacked(mom).view(4, 2, G, E, P, S * S)  # (stat, mean or M2, G, E, P, pairs)
+        if self.causal:
+            pairs = pairs.index_select(-1, self.valid_idx)  # (4, 2, G, E, P, unmasked pairs)
+        m, m2 = pairs[:, 0], pairs[:, 1]  # mean and M2 over heads of A, P, dA, dP: (4, G, E, P, pairs)
+        var = m2[:3] / (H_l - 1) if H_l > 1 else torch.full_like(m[:3], float("nan"))  # unbiased (ddof = 1)
+        sq = m2 / H_l + m.pow(2)  # mean over heads of x^2 = M2 / H + mean^2
+
+        def means(t: torch.Tensor) -> torch.Tensor:
+            return t.flatten(-2).mean(-1)  # mean over samples and unmasked pairs: (n, G, E, P, pairs) -> (n, G, E)
+
+        var_m, mean_m, sq_m = means(var), means(m[:3]), means(sq)
+        out = {}
+        for i, key in enumerate(("A", "P", "dA")):  # STAT_NAMES order
+            name = {"A": "attn", "P": "attn_prob", "dA": "dA"}[key]
+            out[f"{name}_var_heads"], out[f"{name}_mean_heads"] = var_m[i], mean_m[i]
+        rms = sq_m.sqrt()  # RMS over heads and unmasked pairs of A, P, dA, dP: (4, G, E)
+        site_rms = {"A": rms[0], "softmax_A": rms[1]}
+        site_drms = {"A": rms[2], "softmax_A": rms[3]}
         pi = self._pts
-        qs = q.permute(1, 3, 0, 2, 4)[pi[:, 0], pi[:, 1]]  # (n_points, E, H_l, N)
-        ks = k.permute(1, 3, 0, 2, 4)[pi[:, 0], pi[:, 2]]  # (n_points, E, H_l, N)
-        return (scale * (qs * ks).sum(-1)).transpose(0, 1)  # (E, n_points, H_l)
+        qs = st["q"].permute(2, 4, 0, 1, 3, 5)[pi[:, 0], pi[:, 1]]  # (n_points, G, E, H_l, N)
+        ks = st["k"].permute(2, 4, 0, 1, 3, 5)[pi[:, 0], pi[:, 2]]  # (n_points, G, E, H_l, N)
+        vals = (scale * (qs * ks).sum(-1)).permute(1, 2, 0, 3)  # (G, E, n_points, H_l)
+        out["attn_raw"] = torch.nn.functional.pad(vals, (0, self.H_max - H_l), value=float("nan"))
+        for s in PER_LAYER:  # the change first: _rms_ squares the stacked copy st[s] in place
+            site_drms[s] = _rms_(st[s] - st0[s], 2)
+            site_rms[s] = _rms_(st[s], 2)
+        out["coord_rms"] = torch.stack([site_rms[s] for s in SITES], 2)  # (G, E, site)
+        out["coord_update_rms"] = torch.stack([site_drms[s] for s in SITES], 2)  # (G, E, site)
+        return out
 
     @torch.no_grad()
     def stats(self, model: LWSTransformer) -> dict[str, torch.Tensor]:
-        """All probe statistics at the current weights, as device tensors with a leading member dim (no host sync)."""
+        """All probe statistics at the current weights, as device tensors with a leading member dim (no host sync).
+        One forward pass of the probe batch; the statistics are computed batched over depths (the kernels) and
+        over the layers of one tap shape (head statistics, coordinate RMS)."""
         h0, taps, logits = self._forward(model)
-        if self.taps0 is None:
-            self.taps0 = taps
-            self.io0 = {"embed": h0, "logits": logits}
-        E, P = self.E, self.x.shape[0]
-        hs = [h0] + [t["h"] for t in taps]  # L+1 x (E, P, S, d)
+        if self.stacked0 is None:
+            self._start(h0, taps, logits)
+        E = self.E
+        hs = torch.stack([h0] + [t["h"] for t in taps], 1)  # (E, L+1, P, S, d)
         out: dict[str, torch.Tensor] = {}
-        pooled = torch.stack([h.mean(2) for h in hs], 1)  # (E, L+1, P, d)
+        pooled = hs.mean(3)  # (E, L+1, P, d)
         out["kernel_pooled"] = pooled @ pooled.transpose(-1, -2) / self.d  # (E, L+1, P, P)
-        spatial = torch.stack([h[:, 0] for h in hs], 1)  # (E, L+1, S, d)
+        spatial = hs[:, :, 0]  # (E, L+1, S, d)
         out["kernel_spatial"] = spatial @ spatial.transpose(-1, -2) / self.d  # (E, L+1, S, S)
         if self.causal:
-            last = torch.stack([h[:, :, -1] for h in hs], 1)  # (E, L+1, P, d)
+            last = hs[:, :, :, -1]  # (E, L+1, P, d)
             out["kernel_last_token"] = last @ last.transpose(-1, -2) / self.d  # (E, L+1, P, P)
-        out["h_rms"] = torch.stack([_rms(h) for h in hs], 1)  # (E, L+1)
-        stats: dict[str, list[torch.Tensor]] = {
-            k: []
-            for k in (
-                "attn_var_heads",
-                "attn_mean_heads",
-                "dA_var_heads",
-                "dA_mean_heads",
-                "attn_prob_var_heads",
-                "attn_prob_mean_heads",
-            )
-        }
-        raw, brms, bdrms = [], [], []
-        for t, t0, H_l, scale in zip(taps, self.taps0, self.heads, self.scales):
-            # mean and M2 over heads of A, softmax(A) and their changes since step 0, per (sample, s, s'),
-            # streamed over heads (Triton on CUDA; docs/design.md)
-            hs_ = head_stats(
-                t["q"].flatten(0, 1),
-                t["k"].flatten(0, 1),
-                scale,
-                self.causal,
-                t0["q"].flatten(0, 1),
-                t0["k"].flatten(0, 1),
-            )  # each (E*P, S, S)
-            mom = {k: (m.view(E, P, self.S, self.S), m2.view(E, P, self.S, self.S)) for k, (m, m2) in hs_.items()}
-            for name, key in (("attn", "A"), ("dA", "dA"), ("attn_prob", "P")):
-                m, m2 = mom[key]
-                v = m2 / (H_l - 1) if H_l > 1 else torch.full_like(m, float("nan"))  # unbiased (ddof = 1)
-                stats[f"{name}_var_heads"].append(self._masked_mean(v))
-                stats[f"{name}_mean_heads"].append(self._masked_mean(m))
-            # RMS over heads and unmasked pairs: mean_h x^2 = M2 / H + mean^2
-            sq = {k: (m2 / H_l + m.pow(2)) for k, (m, m2) in mom.items()}
-            site_rms = {"A": self._masked_mean(sq["A"]).sqrt(), "softmax_A": self._masked_mean(sq["P"]).sqrt()}
-            site_drms = {"A": self._masked_mean(sq["dA"]).sqrt(), "softmax_A": self._masked_mean(sq["dP"]).sqrt()}
-            vals = self._raw_points(t["q"], t["k"], scale)  # (E, n_points, H_l)
-            raw.append(torch.nn.functional.pad(vals, (0, self.H_max - H_l), value=float("nan")))
-            brms.append(torch.stack([site_rms[s] if s in site_rms else _rms(t[s]) for s in SITES], 1))
-            bdrms.append(torch.stack([site_drms[s] if s in site_drms else _rms(t[s] - t0[s]) for s in SITES], 1))
-        out.update({k: torch.stack(v, 1) for k, v in stats.items()})  # (E, L)
-        out["attn_raw"] = torch.stack(raw, 1)  # (E, L, n_points, H_max)
-        out["coord_rms"] = torch.stack(brms, 1)  # (E, L, site)
-        out["coord_update_rms"] = torch.stack(bdrms, 1)  # (E, L, site)
+        out["h_rms"] = _rms(hs, 2)  # (E, L+1)
+        groups = [self._group_stats(j, self._stack(taps, g)) for j, g in enumerate(self.groups)]
+        for name in LAYER_STATS:  # (G, E, ...) per group -> (E, L, ...) in layer order
+            t = torch.cat([g[name] for g in groups]) if len(groups) > 1 else groups[0][name]
+            if self._unorder is not None:
+                t = t.index_select(0, self._unorder)
+            out[name] = t.movedim(0, 1)
         io = {"embed": h0, "logits": logits}
         out["io_rms"] = torch.stack([_rms(io[s]) for s in IO_SITES], 1)  # (E, io_site)
         out["io_update_rms"] = torch.stack([_rms(io[s] - self.io0[s]) for s in IO_SITES], 1)  # (E, io_site)
@@ -243,7 +297,7 @@ class ProbeRecorder:
 
         def moved(name: str) -> torch.Tensor:
             w, w0 = self._lead(params[name].detach()), self.w0[name]
-            return (w - w0).flatten(1).norm(dim=1) / w0.flatten(1).norm(dim=1)  # (E,)
+            return (w - w0).flatten(1).norm(dim=1) / self.w0_norm[name]  # (E,)
 
         zero = torch.zeros(E, device=self.x.device)
         out["weight_movement"] = torch.stack(
