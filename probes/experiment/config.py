@@ -54,7 +54,7 @@ from probes.experiment import data as _data
 from probes.experiment.memory import FLOAT, free_bytes, member_bytes
 from probes.experiment.options import flag_of
 from probes.experiment.run import RunConfig, resolve_device
-from probes.hooks.recorder import MAX_PROBE_SAMPLES, ProbeConfig
+from probes.hooks.recorder import LAYER_BATCH_BYTES, MAX_PROBE_SAMPLES, REF_CACHE_BYTES, ProbeConfig
 
 MODEL_KEYS = {f.name for f in fields(ModelConfig)} | {"preset"}
 OPTIM_KEYS = {f.name for f in fields(OptimConfig)}
@@ -728,6 +728,15 @@ def memory_parts(cfg: RunConfig, what: str = "run", members: int = 1) -> dict[st
         )  # probe_outputs: (sample, output)
         probe_keys = [("probes", "n_samples"), ("probes", "n_points"), ("model", "seq_len")] + SIZE_KEYS
         parts["probe pass"] = (members * FLOAT * 3 * (record + P * S * d), probe_keys, True)
+        # kept from step 0 (A(0), softmax(A(0)) of every layer, capped at REF_CACHE_BYTES) and the stacked head
+        # statistics of a group of same-shape layers (about four (E, P, H_l, S, S) tensors, each capped at
+        # LAYER_BATCH_BYTES): `probes.hooks.recorder`
+        pairs = members * FLOAT * P * S * S  # bytes of one head's (S, S) map over the probe batch
+        parts["probe pass caches"] = (
+            min(REF_CACHE_BYTES, 2 * pairs * sum(sh.heads)) + 4 * min(LAYER_BATCH_BYTES, pairs * max(sh.heads) * L),
+            probe_keys,
+            True,
+        )
         n_rec = pr.n_steps(cfg.steps)
         parts["recorded probe steps"] = (
             members * n_rec * (2 * FLOAT * record + 200),
