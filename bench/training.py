@@ -16,7 +16,8 @@ Rows (A vs B; units; goal on the ratio A / B):
   2. ours vs plain PyTorch: time per training step of our parametrized model and optimizer (the same work as one
      step of `probes.experiment.run.train`) against a plain PyTorch transformer of the same shapes under a single-group
      `torch.optim.Adam` on the same batches; ms per step, after 3 warm-up steps; once with the default centring
-     (centre="copy": one extra no-grad forward of the frozen initial model per step) and once with centre="none";
+     (centre="copy": f(theta_0) as `train` gets it, looked up from a cache on a finite training split (vision),
+     one extra no-grad forward of the frozen initial model per step on the LM stream) and once with centre="none";
      goal <= 1.10.
   3. probes on vs off: a whole `train` call with probes every 10 steps on a 32-sample probe batch against the
      same call with probes off; seconds per run; goal <= 1.05.
@@ -624,7 +625,7 @@ def _bench_plain(
             runs["plain"],
             "ms/step",
             goal,
-            note + "; ours includes the frozen-copy centring forward",
+            note + "; f(theta_0) as train() gets it: cached on a finite split, else the frozen copy's forward",
         ),
         _row(
             ROW_PLAIN_NONE,
