@@ -40,6 +40,7 @@ from parametrizations.checks import ConfigError, check_bool, check_choice, check
 from parametrizations.optim import OptimConfig, build_optimizer, global_lr
 from parametrizations.spec import Parametrization, attention_scale, get_preset
 from parametrizations.transformer import LWSTransformer, ModelConfig, attention_logits, build_model, is_vision
+from probes.experiment.allocator import hand_back_freed_memory, reuse_freed_memory
 from probes.experiment.batches import BatchStream
 from probes.experiment.data import ImageSplit, Task, default_patch, load_task
 from probes.experiment.faults import ENV as FAULT_ENV
@@ -477,6 +478,7 @@ def _train(
 ) -> list[RunResult]:
     """The training loop of one model (seeds None) or of a seed ensemble; one RunResult per member."""
     faults = faults_from_env()  # the test hook (probes.experiment.faults); [] unless the variable is set
+    reuse_freed_memory()  # large activations reused step to step, not page-faulted in afresh (allocator.py)
     torch.manual_seed(cfg.seed if seeds is None else seeds[0])
     cfg, task, model, model0, device = setup(cfg, seeds)
     members = [cfg.seed] if seeds is None else seeds
@@ -677,6 +679,7 @@ def _train(
                 extra=extra,
             )
         )
+    hand_back_freed_memory()  # the free heap back to the system: free_bytes reads the same after a run
     return results
 
 
