@@ -314,3 +314,52 @@ def test_seed_variances_leave_diverged_seeds_out(tmp_path, monkeypatch):
     assert np.isnan(sv.output_seed_var.sel(N=8).values[late]).all()
     assert np.isfinite(sv.loss_seed_var.sel(N=8).values[~late]).all()
     assert not seed_variances(merged.isel(seed=[0]), "N").data_vars  # one seed: nothing
+
+
+def test_in_process_parts_are_taken_as_written_and_equal_to_reading_them_back(tmp_path, reference, monkeypatch):
+    """An in-process worker hands the store the dataset it saved (`PointResult.written`), so the store does not
+    read each part back; the merged dataset must be the one of a sweep whose store reads every part (a result that
+    crossed a process boundary: pickling drops `written`), and a part changed on disk after its write is read, not
+    taken as written."""
+    import pickle
+
+    from probes.grid import store as store_mod
+    from probes.grid import sweep as sweep_mod
+
+    reads: list[Path] = []
+    real_load = store_mod.load
+    monkeypatch.setattr(store_mod, "load", lambda p: reads.append(Path(p)) or real_load(p))
+    cfg = make_run_config(model={"H": 2, "L": 1, "task": "vision", "axis": "N"}, run={"steps": STEPS})
+    held = run_sweep(cfg, "N", [2, 4, 8], 2, tmp_path / "held.nc")
+    assert reads == []  # every part taken as written: none read back while recording
+    xr.testing.assert_identical(content(held), content(reference[1]))
+
+    real_run_unit = sweep_mod.run_unit
+
+    def across_processes(unit):  # what a pool or Ray worker's results look like when they arrive
+        results = [pickle.loads(pickle.dumps(r)) for r in real_run_unit(unit)]
+        assert all(r.written is None for r in results)
+        return results
+
+    monkeypatch.setattr(sweep_mod, "run_unit", across_processes)
+    read_back = run_sweep(cfg, "N", [2, 4, 8], 2, tmp_path / "read.nc")
+    assert len(reads) == 6  # every part read back
+    xr.testing.assert_identical(content(read_back), content(held))
+    xr.testing.assert_identical(content(load(tmp_path / "read.nc")), content(load(tmp_path / "held.nc")))
+
+    # a part whose bytes changed after the worker wrote them is read (and here refused), not taken as written
+    monkeypatch.setattr(sweep_mod, "run_unit", real_run_unit)
+    out = tmp_path / "changed.nc"
+
+    def tamper(unit):
+        results = real_run_unit(unit)
+        for p in unit.parts:
+            if p:
+                Path(p).write_bytes(b"not a dataset")
+        return results
+
+    monkeypatch.setattr(sweep_mod, "run_unit", tamper)
+    reads.clear()
+    with pytest.raises(SweepFailed):
+        run_sweep(cfg, "N", [2, 4, 8], 2, out)
+    assert len(reads) == 6 and set(statuses(out).values()) == {"failed"}

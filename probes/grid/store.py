@@ -50,7 +50,7 @@ from pathlib import Path
 import xarray as xr
 
 from probes.experiment.atomic import TEMP_PREFIX, write_atomic
-from probes.experiment.dataset import DatasetError, combine_runs, load
+from probes.experiment.dataset import DatasetError, combine_runs, load, validate
 from probes.experiment.run import RunConfig
 from probes.grid.manifest import (  # noqa: F401
     FINISHED,
@@ -139,6 +139,14 @@ def make_folder(folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ValueError(f"--out: cannot create the parts folder {folder} ({e.strerror or type(e).__name__})") from None
+
+
+def _sha_or_empty(path: Path) -> str:
+    """sha256 (hex) of the file at `path`, or "" where it cannot be read as a file."""
+    try:
+        return file_sha256(path) if path.is_file() else ""
+    except OSError:
+        return ""
 
 
 class SweepStore:
@@ -409,17 +417,26 @@ class SweepStore:
                 self._groups = None
         self._write()
 
-    def record(self, finished: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+    def record(
+        self,
+        finished: list[tuple[int, int, str]],
+        written: dict[tuple[int, int], tuple[xr.Dataset, str]] | None = None,
+    ) -> list[tuple[int, int, str]]:
         """Record points [(value, seed, status)] whose parts a worker has written (status done or diverged): each
         part is loaded and its size and sha256 stored. A part that cannot be loaded makes its point failed.
-        Writes the manifest once; returns [(value, seed, failure message)] of the points that failed."""
+        written: {(value, seed): (dataset, sha256)} from a worker of this process (`probes.grid.sweep.PointResult`):
+        where the file's sha256 is still that one, its bytes are the ones written from that dataset, which is taken
+        as it is (schema checked) instead of reading the file back. Writes the manifest once; returns [(value, seed,
+        failure message)] of the points that failed."""
         failed = []
         for v, s, status in finished:
             name, path = point_name(self.axis, v, s), self.part_path(v, s)
             point = self.manifest["points"][name]
             try:
-                ds = load(path)
-                point.update(status=status, message=None, sha256=file_sha256(path), bytes=path.stat().st_size)
+                held = (written or {}).get((v, s))
+                sha = _sha_or_empty(path)  # "": unreadable; load then says why
+                ds = validate(held[0], str(path)) if held is not None and held[1] == sha else load(path)
+                point.update(status=status, message=None, sha256=sha or file_sha256(path), bytes=path.stat().st_size)
                 point.pop("detail", None)
                 self._loaded[name] = ds
             except DatasetError as e:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import xarray as xr
@@ -36,7 +36,7 @@ from probes.experiment.ensemble import plan_groups, resolve_mode, train_group
 from probes.experiment.progress import Progress
 from probes.experiment.run import RunConfig
 from probes.grid.executors import Executor, InProcess, UnitError
-from probes.grid.manifest import GROUP_ATTR, MODE_ATTR, SWEEP_CONFIG_ATTR, comparable_config, point_name
+from probes.grid.manifest import GROUP_ATTR, MODE_ATTR, SWEEP_CONFIG_ATTR, comparable_config, file_sha256, point_name
 from probes.grid.store import SweepStore, parts_dir
 from probes.hooks.recorder import MAX_PROBE_STEPS, MAX_STEP
 
@@ -131,12 +131,19 @@ class Unit:
 @dataclass(frozen=True)
 class PointResult:
     """What a worker reports of one point whose part it wrote: status "ok" or "diverged", wall time (s) and the
-    ensemble size it trained in (0: alone)."""
+    ensemble size it trained in (0: alone). `written`: the dataset the worker saved (with its checksums) and the
+    sha256 of the file it wrote, for the store of the same process (`SweepStore.record` takes the dataset as it is
+    when the file still has that sha256, instead of reading the file back: about 0.5 s a part with h5netcdf). It
+    is never pickled: a result from another process or machine arrives without it, and the store reads the file."""
 
     seed: int
     status: str
     wall_s: float
     ensemble: int
+    written: tuple[xr.Dataset, str] | None = field(default=None, compare=False, repr=False)
+
+    def __reduce__(self):
+        return (PointResult, (self.seed, self.status, self.wall_s, self.ensemble))
 
 
 def run_unit(unit: Unit) -> list[PointResult]:
@@ -153,10 +160,14 @@ def run_unit(unit: Unit) -> list[PointResult]:
         ds.attrs[GROUP_ATTR] = json.dumps(list(unit.seeds))
         ds.attrs[MODE_ATTR] = unit.ensemble
         ds.attrs[SWEEP_CONFIG_ATTR] = json.dumps(comparable_config(unit.cfg, unit.axis), sort_keys=True)
-        save(ds, path)
+        save(ds, path)  # writes a copy with checksums; `ds` stays as `load` returns a file (no checksum attrs)
         out.append(
             PointResult(
-                int(result.config.seed), result.status, float(result.wall_s), int(result.extra.get("ensemble") or 0)
+                int(result.config.seed),
+                result.status,
+                float(result.wall_s),
+                int(result.extra.get("ensemble") or 0),
+                written=(ds, file_sha256(Path(path))),
             )
         )
     return out
@@ -272,7 +283,8 @@ class Sweep:
                 return
             results = results or []
             bad = self.store.record(
-                [(unit.value, r.seed, "diverged" if r.status == "diverged" else "done") for r in results]
+                [(unit.value, r.seed, "diverged" if r.status == "diverged" else "done") for r in results],
+                {(unit.value, r.seed): r.written for r in results if r.written is not None},
             )
             bad_seeds = {s: msg for _, s, msg in bad}
             for r in results:
