@@ -713,7 +713,7 @@ def reproduce(
     preset: str = typer.Option(
         "cpu",
         "--preset",
-        help="cpu (2 CPU cores, under 20 minutes), smoke (about two minutes; "
+        help="cpu (2 CPU cores, under 15 minutes), smoke (about two minutes; "
         "checks the machinery, the figures mean nothing) or gpu (the paper's scale on one CUDA device, about "
         "2 hours of an H100; needs CUDA)",
     ),

@@ -4,7 +4,7 @@ CLI then writes the verdict table of that folder (`dmft.report.write_report`).
 A preset is a list of jobs, each a sweep along N, H or L (`probes.grid.sweep.run_sweep`, resumable: a job stopped
 half-way continues where it stopped) or a learning-rate grid (`probes.grid.lr_grid.run_lr_grid`, skipped when its
 file is complete). Every job shares one base setting, changed only in what the job names, so that pairs of
-sweeps differ in one exponent (P9, P12). The "cpu" preset is sized for 2 CPU cores (under 20 minutes), its power
+sweeps differ in one exponent (P9, P12). The "cpu" preset is sized for 2 CPU cores (under 15 minutes), its power
 planned before any data (`dmft.report.preset_plan`, written to plan.md); "smoke" runs the same jobs at toy sizes
 in about two minutes (a test of the machinery: its figures mean nothing); "gpu" runs them at the paper's scale
 (N up to 512, H up to 128, L up to 64) on one CUDA device (about 2 hours of an H100, estimated), refused on a
@@ -139,7 +139,7 @@ PRESETS: dict[str, Preset] = {
         "cpu",
         "digits, SGD+momentum, gamma0 0.1, eta0 2, 200 steps, 12 seeds (N sweeps at H = 2; L "
         "sweeps: 4 io groups x 3 block draws); learning-rate grids: 300 steps, 3 seeds, quarter "
-        "decades; 2 CPU cores, under 20 minutes",
+        "decades; 2 CPU cores, under 15 minutes",
         {**_BASE, "run": {"steps": 200, "batch_size": 32}, "probes": {"every": 25, "n_samples": 32}},
         12,
         _jobs(
