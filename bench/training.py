@@ -1132,25 +1132,20 @@ def _run_bench(
     for s in cfgs:
         rows.append(_bench_flops(*steppers[s], peak, peak_n, s))
 
-    echo("[5/8] head-statistics kernel vs materialising")
-    rows += _bench_head_stats(dev, repeats, echo)
-    if rows[-1].note.startswith(("skipped", "n/a")):
-        echo(f"  {rows[-1].note}")
+    def add(title: str, run: Callable[[], list[BenchRow]]) -> None:
+        """Say the title, run the row group and keep its rows; say why where its last row was skipped or n/a."""
+        echo(title)
+        rows.extend(run())
+        if rows[-1].note.startswith(("skipped", "n/a")):
+            echo(f"  {rows[-1].note}")
 
-    echo("[6/8] RMSNorm fused kernels vs torch (forward + backward)")
-    rows.append(_bench_rmsnorm(dev, repeats, echo))
-    if rows[-1].note.startswith(("skipped", "n/a")):
-        echo(f"  {rows[-1].note}")
-
-    echo("[7/8] time to verdict: one sweep size, seeds ensembled vs one by one")
-    rows.append(_bench_sweep_point(repeats, dev, echo, quick))
-    if rows[-1].note.startswith(("skipped", "n/a")):
-        echo(f"  {rows[-1].note}")
-
-    echo("[8/8] bf16 MFU at d_model 1024 (CUDA only)")
-    rows.append(_bench_mfu(repeats, dev, echo))
-    if rows[-1].note.startswith(("skipped", "n/a")):
-        echo(f"  {rows[-1].note}")
+    add("[5/8] head-statistics kernel vs materialising", lambda: _bench_head_stats(dev, repeats, echo))
+    add("[6/8] RMSNorm fused kernels vs torch (forward + backward)", lambda: [_bench_rmsnorm(dev, repeats, echo)])
+    add(
+        "[7/8] time to verdict: one sweep size, seeds ensembled vs one by one",
+        lambda: [_bench_sweep_point(repeats, dev, echo, quick)],
+    )
+    add("[8/8] bf16 MFU at d_model 1024 (CUDA only)", lambda: [_bench_mfu(repeats, dev, echo)])
 
     echo("")
     for line in format_table(rows):
